@@ -1,0 +1,93 @@
+// Fused softmax cross-entropy, one workgroup per row of logits [groups, rows, classes]:
+//   loss[row]   = sum_c q_c * (lse - z_c),   q = (1 - eps) * onehot(label) + eps / C
+//   dlogits[row] = grad_scale * (softmax(z) - q)
+// with the stable log-sum-exp (max subtracted first), so logits of +-1e4 are fine.
+// Every group shares the label vector [rows]. A label >= C gives a NaN loss and a zero gradient.
+// CPU twin: src/cpu/softmax_ce.rs.
+
+struct Params {
+    total_rows: u32, // groups * rows
+    rows: u32,
+    classes: u32,
+    _pad: u32,
+    smoothing: f32,
+    grad_scale: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
+
+const WG: u32 = 64u;
+var<workgroup> scratch: array<f32, 64>;
+
+fn reduce_max(v: f32, lid: u32) -> f32 {
+    scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            scratch[lid] = max(scratch[lid], scratch[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = scratch[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_sum(v: f32, lid: u32) -> f32 {
+    scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if (lid < s) {
+            scratch[lid] += scratch[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = scratch[0];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= p.total_rows) {
+        return;
+    }
+    let c = p.classes;
+    let base = row * c;
+    let label = labels[row % p.rows];
+
+    var m = -3.4028235e38;
+    for (var k = lid; k < c; k += WG) {
+        m = max(m, logits[base + k]);
+    }
+    m = reduce_max(m, lid);
+    var s = 0.0;
+    for (var k = lid; k < c; k += WG) {
+        s += exp(logits[base + k] - m);
+    }
+    let lse = m + log(reduce_sum(s, lid));
+
+    let off = p.smoothing / f32(c);
+    var loss = 0.0;
+    for (var k = lid; k < c; k += WG) {
+        let z = logits[base + k];
+        let q = off + select(0.0, 1.0 - p.smoothing, k == label);
+        loss += q * (lse - z);
+        dlogits[base + k] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
+    }
+    loss = reduce_sum(loss, lid);
+    if (lid == 0u) {
+        losses[row] = select(bitcast<f32>(0x7fc00000u), loss, label < c);
+    }
+}

@@ -1,0 +1,131 @@
+//! One API over both backends: every kernel runs on the GPU ([`crate::gpu::GpuBackend`]) or on its
+//! CPU twin ([`crate::cpu::CpuBackend`]). Shapes are checked on the host (see [`crate::ops`]) before
+//! anything runs. GPU calls are recorded and submitted together; `read*` and `finish` wait for them.
+
+use crate::error::Result;
+use crate::ops::{Activation, Axpby, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::tensor::{DType, TensorInfo};
+
+/// A device that holds tensors and runs cohort's kernels on them.
+pub trait Backend {
+    /// The tensor type living on this device.
+    type Tensor: TensorInfo;
+
+    /// A one-line description of the device (adapter name and API, or "CPU").
+    fn describe(&self) -> String;
+
+    /// An F32 tensor holding `data`.
+    fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
+    /// A U32 tensor holding `data`.
+    fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
+    /// A zero-filled tensor.
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Self::Tensor>;
+    /// Overwrites an F32 tensor with `data` (same element count).
+    fn write(&self, t: &mut Self::Tensor, data: &[f32]) -> Result<()>;
+    /// Overwrites a U32 tensor with `data` (same element count).
+    fn write_u32(&self, t: &mut Self::Tensor, data: &[u32]) -> Result<()>;
+    /// Reads an F32 tensor back to the host, waiting for pending work.
+    fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
+    /// Reads a U32 tensor back to the host, waiting for pending work.
+    fn read_u32(&self, t: &Self::Tensor) -> Result<Vec<u32>>;
+    /// Copies `len` elements from `src[src_offset..]` into `dst[dst_offset..]`.
+    fn copy(
+        &self,
+        src: &Self::Tensor,
+        src_offset: usize,
+        dst: &mut Self::Tensor,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()>;
+
+    /// Batched `C = alpha·op(A)·op(B) + beta·C` (see [`MatmulSpec`]).
+    fn matmul(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        c: &mut Self::Tensor,
+        spec: &MatmulSpec,
+    ) -> Result<()>;
+    /// `y = act(x + bias)` for `x` `[R, H]` or `[G, R, H]`, bias `[H]` or `[G, H]`.
+    fn bias_act(
+        &self,
+        x: &Self::Tensor,
+        bias: &Self::Tensor,
+        y: &mut Self::Tensor,
+        act: Activation,
+    ) -> Result<()>;
+    /// `dx = dy · act'(x + bias)`, with `x` the forward input.
+    fn bias_act_backward(
+        &self,
+        x: &Self::Tensor,
+        bias: &Self::Tensor,
+        dy: &Self::Tensor,
+        dx: &mut Self::Tensor,
+        act: Activation,
+    ) -> Result<()>;
+    /// `out = scale · sum of x over axis` (`+ out` when `accumulate`).
+    fn reduce_sum(
+        &self,
+        x: &Self::Tensor,
+        axis: usize,
+        out: &mut Self::Tensor,
+        scale: f32,
+        accumulate: bool,
+    ) -> Result<()>;
+    /// Fused softmax cross-entropy: per-row losses and the logits gradient.
+    fn softmax_ce(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        losses: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &CrossEntropySpec,
+    ) -> Result<()>;
+    /// Mutual-learning KL between stacked peer logits `[P, B, C]` (see [`KlSpec`]).
+    fn kl_div(
+        &self,
+        logits: &Self::Tensor,
+        losses: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &KlSpec,
+    ) -> Result<()>;
+    /// One optimizer update; `states` are the rule's state tensors ([`OptimizerStep::state_count`]).
+    fn optimizer_step(
+        &self,
+        step: &OptimizerStep,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        states: &mut [Self::Tensor],
+    ) -> Result<()>;
+    /// `y = a·x + b·y + c`; without `x`, `y = b·y + c` (with `b = 0`, a fill).
+    fn axpby(&self, x: Option<&Self::Tensor>, y: &mut Self::Tensor, k: &Axpby) -> Result<()>;
+    /// Adds to `counts` (`[P + 1]`, U32) the rows each peer and the ensemble classify right.
+    fn count_correct(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        counts: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// `dst[r] = src[index[r]]` row by row (F32 or U32 rows).
+    fn gather_rows(
+        &self,
+        src: &Self::Tensor,
+        index: &Self::Tensor,
+        dst: &mut Self::Tensor,
+    ) -> Result<()>;
+    /// Submits all recorded work and waits for it.
+    fn finish(&self) -> Result<()>;
+
+    /// Sets every element of an F32 tensor to `value`.
+    fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()> {
+        self.axpby(
+            None,
+            t,
+            &Axpby {
+                a: 0.0,
+                b: 0.0,
+                c: value,
+            },
+        )
+    }
+}

@@ -1,0 +1,48 @@
+//! CPU twin of `shaders/kl_div.wgsl`: the mutual-learning KL term between peers of a cohort.
+
+use super::softmax_ce::log_sum_exp;
+use super::Real;
+use crate::ops::{KlSpec, LogitDims};
+
+/// Reference forward and backward over stacked logits `[P, B, C]`. For each peer `i` in `spec.peers`
+/// and row `r`, with `log p = z/T − lse(z/T)`:
+/// `loss[i, r] = T² · mean_{j≠i} Σ_c p_j (log p_j − log p_i)` and
+/// `dlogits[i, r] (+)= grad_scale · T · (p_i − mean_{j≠i} p_j)`.
+pub fn kl_div<R: Real>(
+    logits: &[R],
+    losses: &mut [R],
+    dlogits: &mut [R],
+    d: &LogitDims,
+    spec: &KlSpec,
+) {
+    let (p, b, c) = (d.groups, d.rows, d.classes);
+    let t = spec.temperature as f64;
+    let others = (p - 1) as f64;
+    for r in 0..b {
+        let row = |peer: usize| &logits[(peer * b + r) * c..(peer * b + r + 1) * c];
+        let lse: Vec<f64> = (0..p).map(|j| log_sum_exp(row(j), t)).collect();
+        let log_p = |peer: usize, k: usize| row(peer)[k].to_f64() / t - lse[peer];
+        for i in spec.peers.clone() {
+            let mut loss = 0.0;
+            for k in 0..c {
+                let lpi = log_p(i, k);
+                let mut mean_pj = 0.0;
+                for j in (0..p).filter(|&j| j != i) {
+                    let lpj = log_p(j, k);
+                    loss += lpj.exp() * (lpj - lpi);
+                    mean_pj += lpj.exp();
+                }
+                mean_pj /= others;
+                let g = spec.grad_scale as f64 * t * (lpi.exp() - mean_pj);
+                let idx = (i * b + r) * c + k;
+                let old = if spec.accumulate {
+                    dlogits[idx].to_f64()
+                } else {
+                    0.0
+                };
+                dlogits[idx] = R::from_f64(old + g);
+            }
+            losses[i * b + r] = R::from_f64(t * t * loss / others);
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The CPU reference: every kernel as plain, obviously correct loops (f64 arithmetic inside), one file
+//! per kernel named like its shader. [`CpuBackend`] runs them behind the [`Backend`] API, so it is
+//! both the test oracle and a working fallback when no GPU exists.
+
+pub mod axpby;
+pub mod bias_act;
+pub mod count_correct;
+pub mod gather;
+pub mod kl_div;
+pub mod matmul;
+pub mod optimizer;
+pub mod reduce_sum;
+pub mod softmax_ce;
+
+use crate::backend::Backend;
+use crate::error::{CohortError, Result};
+use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
+use crate::ops::{MatmulSpec, OptimizerStep, ReduceDims};
+use crate::tensor::{DType, Shape, TensorInfo};
+
+/// Storage the CPU twins compute on: f32 for the backend, f64 for gradient checks.
+pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'static {
+    /// Widen to f64.
+    fn to_f64(self) -> f64;
+    /// Narrow from f64.
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Host memory of a [`CpuTensor`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuData {
+    /// F32 elements.
+    F32(Vec<f32>),
+    /// U32 elements.
+    U32(Vec<u32>),
+}
+
+/// A tensor in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CpuTensor {
+    shape: Shape,
+    data: CpuData,
+}
+
+impl TensorInfo for CpuTensor {
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    fn dtype(&self) -> DType {
+        match self.data {
+            CpuData::F32(_) => DType::F32,
+            CpuData::U32(_) => DType::U32,
+        }
+    }
+}
+
+impl CpuTensor {
+    /// The F32 elements (a shape error for a U32 tensor).
+    pub fn f32(&self) -> Result<&[f32]> {
+        match &self.data {
+            CpuData::F32(v) => Ok(v),
+            CpuData::U32(_) => Err(CohortError::shape("cpu", "expected an F32 tensor")),
+        }
+    }
+
+    /// The F32 elements, mutable.
+    pub fn f32_mut(&mut self) -> Result<&mut [f32]> {
+        match &mut self.data {
+            CpuData::F32(v) => Ok(v),
+            CpuData::U32(_) => Err(CohortError::shape("cpu", "expected an F32 tensor")),
+        }
+    }
+
+    /// The U32 elements.
+    pub fn u32(&self) -> Result<&[u32]> {
+        match &self.data {
+            CpuData::U32(v) => Ok(v),
+            CpuData::F32(_) => Err(CohortError::shape("cpu", "expected a U32 tensor")),
+        }
+    }
+
+    /// The U32 elements, mutable.
+    pub fn u32_mut(&mut self) -> Result<&mut [u32]> {
+        match &mut self.data {
+            CpuData::U32(v) => Ok(v),
+            CpuData::F32(_) => Err(CohortError::shape("cpu", "expected a U32 tensor")),
+        }
+    }
+}
+
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let want: usize = shape.iter().product();
+    if want != len {
+        return Err(CohortError::shape(
+            "tensor",
+            format!(
+                "shape {} needs {want} elements, got {len}",
+                Shape::new(shape)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The CPU backend: runs the reference twins. Slow, simple and always available.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuBackend;
+
+impl Backend for CpuBackend {
+    type Tensor = CpuTensor;
+
+    fn describe(&self) -> String {
+        "CPU reference backend".into()
+    }
+
+    fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
+        check_len(shape, data.len())?;
+        Ok(CpuTensor {
+            shape: Shape::new(shape),
+            data: CpuData::F32(data.to_vec()),
+        })
+    }
+
+    fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<CpuTensor> {
+        check_len(shape, data.len())?;
+        Ok(CpuTensor {
+            shape: Shape::new(shape),
+            data: CpuData::U32(data.to_vec()),
+        })
+    }
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor> {
+        let n = shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .filter(|n| {
+                n.checked_mul(dtype.size())
+                    .is_some_and(|b| b <= isize::MAX as usize)
+            });
+        let too_large = || CohortError::BufferTooLarge {
+            what: format!("CPU tensor {}", Shape::new(shape)),
+            bytes: u64::MAX,
+            limit: isize::MAX as u64,
+        };
+        let n = n.ok_or_else(too_large)?;
+        fn filled<T: Clone + Default>(n: usize) -> Option<Vec<T>> {
+            let mut v = Vec::new();
+            v.try_reserve_exact(n).ok()?;
+            v.resize(n, T::default());
+            Some(v)
+        }
+        let data = match dtype {
+            DType::F32 => CpuData::F32(filled(n).ok_or_else(too_large)?),
+            DType::U32 => CpuData::U32(filled(n).ok_or_else(too_large)?),
+        };
+        Ok(CpuTensor {
+            shape: Shape::new(shape),
+            data,
+        })
+    }
+
+    fn write(&self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {
+        check_len(t.shape.dims(), data.len())?;
+        t.f32_mut()?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn write_u32(&self, t: &mut CpuTensor, data: &[u32]) -> Result<()> {
+        check_len(t.shape.dims(), data.len())?;
+        t.u32_mut()?.copy_from_slice(data);
+        Ok(())
+    }
+
+    fn read(&self, t: &CpuTensor) -> Result<Vec<f32>> {
+        Ok(t.f32()?.to_vec())
+    }
+
+    fn read_u32(&self, t: &CpuTensor) -> Result<Vec<u32>> {
+        Ok(t.u32()?.to_vec())
+    }
+
+    fn copy(
+        &self,
+        src: &CpuTensor,
+        src_offset: usize,
+        dst: &mut CpuTensor,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        ops::copy_range(src, src_offset, dst, dst_offset, len)?;
+        match (&src.data, &mut dst.data) {
+            (CpuData::F32(s), CpuData::F32(d)) => {
+                d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len])
+            }
+            (CpuData::U32(s), CpuData::U32(d)) => {
+                d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len])
+            }
+            _ => return Err(CohortError::shape("copy", "src and dst dtypes differ")),
+        }
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        a: &CpuTensor,
+        b: &CpuTensor,
+        c: &mut CpuTensor,
+        spec: &MatmulSpec,
+    ) -> Result<()> {
+        let d = MatmulDims::infer(a, b, c, spec)?;
+        matmul::matmul(
+            a.f32()?,
+            b.f32()?,
+            c.f32_mut()?,
+            &d,
+            spec.alpha as f64,
+            spec.beta as f64,
+        );
+        Ok(())
+    }
+
+    fn bias_act(
+        &self,
+        x: &CpuTensor,
+        bias: &CpuTensor,
+        y: &mut CpuTensor,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer(x, bias, y)?;
+        bias_act::forward(x.f32()?, bias.f32()?, y.f32_mut()?, &d, act);
+        Ok(())
+    }
+
+    fn bias_act_backward(
+        &self,
+        x: &CpuTensor,
+        bias: &CpuTensor,
+        dy: &CpuTensor,
+        dx: &mut CpuTensor,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer(x, bias, dx)?;
+        BiasActDims::infer(x, bias, dy)?;
+        bias_act::backward(x.f32()?, bias.f32()?, dy.f32()?, dx.f32_mut()?, &d, act);
+        Ok(())
+    }
+
+    fn reduce_sum(
+        &self,
+        x: &CpuTensor,
+        axis: usize,
+        out: &mut CpuTensor,
+        scale: f32,
+        accumulate: bool,
+    ) -> Result<()> {
+        let d = ReduceDims::infer(x, axis, out)?;
+        reduce_sum::reduce_sum(x.f32()?, out.f32_mut()?, &d, scale as f64, accumulate);
+        Ok(())
+    }
+
+    fn softmax_ce(
+        &self,
+        logits: &CpuTensor,
+        labels: &CpuTensor,
+        losses: &mut CpuTensor,
+        dlogits: &mut CpuTensor,
+        spec: &CrossEntropySpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, labels, losses, dlogits)?;
+        softmax_ce::softmax_ce(
+            logits.f32()?,
+            labels.u32()?,
+            losses.f32_mut()?,
+            dlogits.f32_mut()?,
+            &d,
+            spec,
+        );
+        Ok(())
+    }
+
+    fn kl_div(
+        &self,
+        logits: &CpuTensor,
+        losses: &mut CpuTensor,
+        dlogits: &mut CpuTensor,
+        spec: &KlSpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, losses, dlogits)?;
+        kl_div::kl_div(
+            logits.f32()?,
+            losses.f32_mut()?,
+            dlogits.f32_mut()?,
+            &d,
+            spec,
+        );
+        Ok(())
+    }
+
+    fn optimizer_step(
+        &self,
+        step: &OptimizerStep,
+        param: &mut CpuTensor,
+        grad: &CpuTensor,
+        states: &mut [CpuTensor],
+    ) -> Result<()> {
+        let infos: Vec<&dyn ops::StateInfo> =
+            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
+        step.check(param, grad, &infos)?;
+        let mut slices = states
+            .iter_mut()
+            .map(|s| s.f32_mut())
+            .collect::<Result<Vec<_>>>()?;
+        optimizer::optimizer_step(step, param.f32_mut()?, grad.f32()?, &mut slices);
+        Ok(())
+    }
+
+    fn axpby(&self, x: Option<&CpuTensor>, y: &mut CpuTensor, k: &Axpby) -> Result<()> {
+        if let Some(x) = x {
+            ops::axpby_len(x, y)?;
+        }
+        let x = x.map(|x| x.f32()).transpose()?;
+        axpby::axpby(x, y.f32_mut()?, k);
+        Ok(())
+    }
+
+    fn count_correct(
+        &self,
+        logits: &CpuTensor,
+        labels: &CpuTensor,
+        counts: &mut CpuTensor,
+    ) -> Result<()> {
+        let d = ops::accuracy_dims(logits, labels, counts)?;
+        count_correct::count_correct(logits.f32()?, labels.u32()?, counts.u32_mut()?, &d);
+        Ok(())
+    }
+
+    fn gather_rows(&self, src: &CpuTensor, index: &CpuTensor, dst: &mut CpuTensor) -> Result<()> {
+        let (n, _, d) = ops::gather_dims(src, index, dst)?;
+        let index = index.u32()?;
+        match (&src.data, &mut dst.data) {
+            (CpuData::F32(s), CpuData::F32(o)) => gather::gather_rows(s, index, o, n, d),
+            (CpuData::U32(s), CpuData::U32(o)) => gather::gather_rows(s, index, o, n, d),
+            _ => {
+                return Err(CohortError::shape(
+                    "gather_rows",
+                    "src and dst dtypes differ",
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<()> {
+        Ok(())
+    }
+}

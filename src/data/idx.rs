@@ -1,0 +1,224 @@
+//! The IDX format of MNIST and Fashion-MNIST: a big-endian header (magic `0x00000803` for images
+//! `[n, h, w]`, `0x00000801` for labels `[n]`), then raw bytes. Plain or gzipped files both work.
+
+use std::path::Path;
+
+use super::{read_maybe_gzip, Dataset, Split};
+use crate::error::{CohortError, Result};
+
+const IMAGES: u32 = 0x0000_0803;
+const LABELS: u32 = 0x0000_0801;
+
+fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usize>> {
+    let need = 4 + 4 * dims;
+    if bytes.len() < need {
+        return Err(CohortError::corrupt(
+            path,
+            format!("{} bytes is shorter than the IDX header", bytes.len()),
+        ));
+    }
+    let word = |i: usize| {
+        u32::from_be_bytes([
+            bytes[4 * i],
+            bytes[4 * i + 1],
+            bytes[4 * i + 2],
+            bytes[4 * i + 3],
+        ])
+    };
+    if word(0) != magic {
+        return Err(CohortError::corrupt(
+            path,
+            format!("magic {:#010x}, expected {magic:#010x}", word(0)),
+        ));
+    }
+    let sizes: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
+    let body: usize = sizes.iter().product();
+    if bytes.len() - need != body {
+        return Err(CohortError::corrupt(
+            path,
+            format!(
+                "header promises {body} data bytes, the file has {}",
+                bytes.len() - need
+            ),
+        ));
+    }
+    Ok(sizes)
+}
+
+/// Reads an image file: pixels scaled to [0, 1], with the row count and pixels per image.
+pub fn read_images(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let bytes = read_maybe_gzip(path)?;
+    let dims = header(path, &bytes, IMAGES, 3)?;
+    let (n, cols) = (dims[0], dims[1] * dims[2]);
+    if n == 0 || cols == 0 {
+        return Err(CohortError::EmptyData(format!(
+            "{} holds no images",
+            path.display()
+        )));
+    }
+    Ok((
+        bytes[16..].iter().map(|&b| b as f32 / 255.0).collect(),
+        n,
+        cols,
+    ))
+}
+
+/// Reads a label file.
+pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
+    let bytes = read_maybe_gzip(path)?;
+    header(path, &bytes, LABELS, 1)?;
+    Ok(bytes[8..].iter().map(|&b| b as u32).collect())
+}
+
+fn find(dir: &Path, name: &str) -> std::path::PathBuf {
+    let gz = dir.join(format!("{name}.gz"));
+    if gz.exists() {
+        gz
+    } else {
+        dir.join(name)
+    }
+}
+
+fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, usize)> {
+    let images = find(dir, &format!("{prefix}-images-idx3-ubyte"));
+    let (pixels, n, cols) = read_images(&images)?;
+    let labels = read_labels(&find(dir, &format!("{prefix}-labels-idx1-ubyte")))?;
+    if labels.len() != n {
+        return Err(CohortError::corrupt(
+            images,
+            format!("{n} images but {} labels", labels.len()),
+        ));
+    }
+    Ok((pixels, labels, cols))
+}
+
+/// Loads `train-*` and `t10k-*` image and label files from `dir` (each plain or `.gz`).
+/// Classes are the largest label plus one, and at least 10 (the MNIST convention).
+pub fn load_dir(dir: &Path) -> Result<Split> {
+    let (train_x, train_y, cols) = part(dir, "train")?;
+    let (test_x, test_y, test_cols) = part(dir, "t10k")?;
+    if cols != test_cols {
+        return Err(CohortError::corrupt(
+            dir,
+            format!("train images have {cols} pixels, test images {test_cols}"),
+        ));
+    }
+    let max = train_y.iter().chain(&test_y).copied().max().unwrap_or(0) as usize;
+    let classes = (max + 1).max(10);
+    Ok(Split {
+        train: Dataset::new(train_x, train_y, cols, classes)?,
+        test: Dataset::new(test_x, test_y, cols, classes)?,
+    })
+}
+
+/// Writes an uncompressed image file (for tests and tools).
+pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) -> Result<()> {
+    let mut out = Vec::with_capacity(16 + pixels.len());
+    for v in [IMAGES, n as u32, h as u32, w as u32] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(pixels);
+    std::fs::write(path, out).map_err(|e| CohortError::io(path, e))
+}
+
+/// Writes an uncompressed label file (for tests and tools).
+pub fn write_labels(path: &Path, labels: &[u8]) -> Result<()> {
+    let mut out = Vec::with_capacity(8 + labels.len());
+    for v in [LABELS, labels.len() as u32] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.extend_from_slice(labels);
+    std::fs::write(path, out).map_err(|e| CohortError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("cohort-idx-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn gzip(path: &Path) {
+        let raw = std::fs::read(path).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&raw).unwrap();
+        std::fs::write(path.with_extension("gz-tmp"), enc.finish().unwrap()).unwrap();
+        std::fs::remove_file(path).unwrap();
+        std::fs::rename(
+            path.with_extension("gz-tmp"),
+            format!("{}.gz", path.display()),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn round_trip_plain_and_gzipped() {
+        let d = temp_dir("rt");
+        let pixels: Vec<u8> = (0..3 * 4).map(|v| (v * 20) as u8).collect();
+        write_images(&d.join("train-images-idx3-ubyte"), &pixels, 3, 2, 2).unwrap();
+        write_labels(&d.join("train-labels-idx1-ubyte"), &[1, 0, 9]).unwrap();
+        write_images(&d.join("t10k-images-idx3-ubyte"), &pixels[..8], 2, 2, 2).unwrap();
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[2, 3]).unwrap();
+        gzip(&d.join("t10k-images-idx3-ubyte"));
+        let split = load_dir(&d).unwrap();
+        assert_eq!(
+            (split.train.rows, split.train.cols, split.train.classes),
+            (3, 4, 10)
+        );
+        assert_eq!(split.test.labels, vec![2, 3]);
+        assert_eq!(split.train.features[1], 20.0 / 255.0);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn bad_files_are_errors() {
+        let d = temp_dir("bad");
+        let f = d.join("x");
+        write_labels(&f, &[1, 2]).unwrap();
+        assert!(
+            matches!(read_images(&f), Err(CohortError::CorruptFile { .. })),
+            "wrong magic"
+        );
+        let mut bytes = std::fs::read(&f).unwrap();
+        bytes.pop();
+        std::fs::write(&f, &bytes).unwrap();
+        let err = read_labels(&f).unwrap_err();
+        assert!(
+            matches!(err, CohortError::CorruptFile { .. }) && err.to_string().contains("promises"),
+            "{err}"
+        );
+        std::fs::write(&f, [0u8, 0]).unwrap();
+        assert!(
+            matches!(read_labels(&f), Err(CohortError::CorruptFile { .. })),
+            "short header"
+        );
+        assert!(matches!(
+            read_labels(&d.join("missing")),
+            Err(CohortError::Io { .. })
+        ));
+        assert!(matches!(load_dir(&d), Err(CohortError::Io { .. })));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn reads_the_shared_mnist10k_when_present() {
+        let dir = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/data/mnist10k"
+        ));
+        if !dir.exists() {
+            eprintln!(
+                "SKIPPED: {} not found; the MNIST reader was only tested on generated files",
+                dir.display()
+            );
+            return;
+        }
+        let split = load_dir(dir).unwrap();
+        assert_eq!((split.train.rows, split.test.rows), (8000, 2000));
+        assert_eq!((split.train.cols, split.train.classes), (784, 10));
+    }
+}

@@ -1,0 +1,474 @@
+//! Data: labelled data sets in host memory, their readers (IDX, CSV, the embedded UCI digits,
+//! synthetic blobs), feature standardisation, and the seeded epoch order and mini-batches.
+
+pub mod csv;
+pub mod digits;
+pub mod idx;
+pub mod synthetic;
+
+use std::path::PathBuf;
+
+use crate::error::{CohortError, Result};
+use crate::rng::Rng;
+
+/// A labelled data set held in host memory, row-major.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dataset {
+    /// `rows × cols` features.
+    pub features: Vec<f32>,
+    /// One label per row, each below `classes`.
+    pub labels: Vec<u32>,
+    /// Number of rows.
+    pub rows: usize,
+    /// Features per row.
+    pub cols: usize,
+    /// Number of classes.
+    pub classes: usize,
+}
+
+impl Dataset {
+    /// A data set after checking it: non-empty, consistent sizes, finite features, labels below
+    /// `classes`, and at least two classes.
+    pub fn new(features: Vec<f32>, labels: Vec<u32>, cols: usize, classes: usize) -> Result<Self> {
+        if labels.is_empty() || cols == 0 {
+            return Err(CohortError::EmptyData(
+                "a data set needs at least one row and one feature".into(),
+            ));
+        }
+        if features.len() != labels.len() * cols {
+            return Err(CohortError::shape(
+                "dataset",
+                format!(
+                    "{} features for {} rows of {cols}",
+                    features.len(),
+                    labels.len()
+                ),
+            ));
+        }
+        if classes < 2 {
+            return Err(CohortError::InvalidConfig(format!(
+                "a classifier needs at least 2 classes, got {classes}"
+            )));
+        }
+        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+            return Err(CohortError::NonFinite {
+                what: format!("feature at row {}, column {}", i / cols, i % cols),
+            });
+        }
+        if let Some((row, &label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
+            return Err(CohortError::LabelOutOfRange {
+                label,
+                row,
+                classes,
+            });
+        }
+        let rows = labels.len();
+        Ok(Dataset {
+            features,
+            labels,
+            rows,
+            cols,
+            classes,
+        })
+    }
+
+    /// The features of row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.features[i * self.cols..(i + 1) * self.cols]
+    }
+
+    /// The given rows, in that order.
+    pub fn subset(&self, indices: &[usize]) -> Dataset {
+        let mut features = Vec::with_capacity(indices.len() * self.cols);
+        let mut labels = Vec::with_capacity(indices.len());
+        self.gather_batch(indices, &mut features, &mut labels);
+        Dataset {
+            features,
+            labels,
+            rows: indices.len(),
+            cols: self.cols,
+            classes: self.classes,
+        }
+    }
+
+    /// Appends the given rows' features and labels to the output vectors (host-side batching).
+    pub fn gather_batch(
+        &self,
+        indices: &[usize],
+        features_out: &mut Vec<f32>,
+        labels_out: &mut Vec<u32>,
+    ) {
+        for &i in indices {
+            features_out.extend_from_slice(self.row(i));
+            labels_out.push(self.labels[i]);
+        }
+    }
+
+    /// A seeded shuffle, then `test_fraction` of the rows as the test part.
+    pub fn split(&self, test_fraction: f64, seed: u64) -> Result<Split> {
+        if !(test_fraction > 0.0 && test_fraction < 1.0) {
+            return Err(CohortError::InvalidConfig(format!(
+                "test fraction must be in (0, 1), got {test_fraction}"
+            )));
+        }
+        let mut order: Vec<usize> = (0..self.rows).collect();
+        Rng::new(seed).shuffle(&mut order);
+        let test_rows = ((self.rows as f64) * test_fraction).round() as usize;
+        if test_rows == 0 || test_rows == self.rows {
+            return Err(CohortError::EmptyData(format!(
+                "{} rows split at {test_fraction} leave an empty part",
+                self.rows
+            )));
+        }
+        let (test, train) = order.split_at(test_rows);
+        Ok(Split {
+            train: self.subset(train),
+            test: self.subset(test),
+        })
+    }
+}
+
+/// Train and test parts of a data set.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Training rows.
+    pub train: Dataset,
+    /// Test rows.
+    pub test: Dataset,
+}
+
+impl Split {
+    /// Checks that both parts have the same features and classes.
+    pub fn validate_compatible(&self) -> Result<()> {
+        if self.train.cols != self.test.cols {
+            return Err(CohortError::shape(
+                "split",
+                format!(
+                    "train has {} features, test {}",
+                    self.train.cols, self.test.cols
+                ),
+            ));
+        }
+        if self.train.classes != self.test.classes {
+            return Err(CohortError::shape(
+                "split",
+                format!(
+                    "train has {} classes, test {}",
+                    self.train.classes, self.test.classes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Per-feature standardisation, fitted on training data only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardizer {
+    /// Mean of each feature.
+    pub mean: Vec<f32>,
+    /// Standard deviation of each feature (1 for constant features, which then map to 0).
+    pub std: Vec<f32>,
+}
+
+impl Standardizer {
+    /// Fits means and standard deviations (computed in f64).
+    pub fn fit(data: &Dataset) -> Self {
+        let n = data.rows.max(1) as f64;
+        let mut mean = vec![0.0f64; data.cols];
+        for r in 0..data.rows {
+            for (m, &v) in mean.iter_mut().zip(data.row(r)) {
+                *m += v as f64;
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; data.cols];
+        for r in 0..data.rows {
+            for ((s, &v), m) in var.iter_mut().zip(data.row(r)).zip(&mean) {
+                *s += (v as f64 - m).powi(2);
+            }
+        }
+        Standardizer {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std: var
+                .iter()
+                .map(|&s| {
+                    let sd = (s / n).sqrt();
+                    if sd < 1e-8 {
+                        1.0
+                    } else {
+                        sd as f32
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// Standardises `data` in place.
+    pub fn apply(&self, data: &mut Dataset) -> Result<()> {
+        if data.cols != self.mean.len() {
+            return Err(CohortError::shape(
+                "standardize",
+                format!(
+                    "fitted on {} features, data has {}",
+                    self.mean.len(),
+                    data.cols
+                ),
+            ));
+        }
+        for row in data.features.chunks_mut(data.cols) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The order of training rows in `epoch`: a seeded permutation, the same for the same
+/// `(seed, epoch)`, so resumed runs see the same batches.
+pub fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..rows).collect();
+    Rng::new(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).shuffle(&mut order);
+    order
+}
+
+/// Mini-batches of `batch_size` rows from `order`; the last may be smaller.
+pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
+    order.chunks(batch_size.max(1))
+}
+
+/// Where the data comes from, as the CLI names it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataSource {
+    /// The UCI digits compiled into the crate.
+    Digits,
+    /// A folder of MNIST-style IDX files.
+    Idx(PathBuf),
+    /// A CSV file.
+    Csv {
+        /// The file.
+        path: PathBuf,
+        /// How to read it.
+        options: csv::CsvOptions,
+    },
+    /// Synthetic Gaussian blobs.
+    Blobs {
+        /// Rows in all.
+        rows: usize,
+        /// Classes.
+        classes: usize,
+        /// Features.
+        dims: usize,
+        /// Seed.
+        seed: u64,
+    },
+}
+
+impl DataSource {
+    /// Loads the train and test parts.
+    pub fn load(&self) -> Result<Split> {
+        match self {
+            DataSource::Digits => digits::load(),
+            DataSource::Idx(dir) => idx::load_dir(dir),
+            DataSource::Csv { path, options } => csv::load(path, options),
+            DataSource::Blobs {
+                rows,
+                classes,
+                dims,
+                seed,
+            } => synthetic::blobs(*rows, *classes, *dims, *seed)?.split(0.2, *seed),
+        }
+    }
+}
+
+impl std::str::FromStr for DataSource {
+    type Err = CohortError;
+
+    /// `digits`, `idx:DIR`, `csv:FILE`, `blobs` or `blobs:ROWS,CLASSES,DIMS[,SEED]`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            CohortError::InvalidConfig(format!("data '{s}': {why} (use digits, idx:DIR, csv:FILE or blobs:ROWS,CLASSES,DIMS[,SEED])"))
+        };
+        match s.split_once(':') {
+            None if s == "digits" => Ok(DataSource::Digits),
+            None if s == "blobs" => Ok(DataSource::Blobs {
+                rows: 2000,
+                classes: 4,
+                dims: 16,
+                seed: 0,
+            }),
+            Some(("idx", dir)) if !dir.is_empty() => Ok(DataSource::Idx(dir.into())),
+            Some(("csv", file)) if !file.is_empty() => Ok(DataSource::Csv {
+                path: file.into(),
+                options: Default::default(),
+            }),
+            Some(("blobs", spec)) => {
+                let n: Vec<u64> = spec
+                    .split(',')
+                    .map(|v| v.trim().parse::<u64>())
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(|_| bad("blobs wants numbers"))?;
+                match n[..] {
+                    [rows, classes, dims] => Ok(DataSource::Blobs {
+                        rows: rows as usize,
+                        classes: classes as usize,
+                        dims: dims as usize,
+                        seed: 0,
+                    }),
+                    [rows, classes, dims, seed] => Ok(DataSource::Blobs {
+                        rows: rows as usize,
+                        classes: classes as usize,
+                        dims: dims as usize,
+                        seed,
+                    }),
+                    _ => Err(bad("blobs wants ROWS,CLASSES,DIMS[,SEED]")),
+                }
+            }
+            _ => Err(bad("unknown source")),
+        }
+    }
+}
+
+/// Reads a file, decompressing it when it starts with the gzip magic bytes.
+pub(crate) fn read_maybe_gzip(path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| CohortError::corrupt(path, format!("gzip: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> Dataset {
+        Dataset::new(
+            (0..20).map(|v| v as f32).collect(),
+            vec![0, 1, 2, 1, 0],
+            4,
+            3,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn dataset_checks_its_input() {
+        assert!(matches!(
+            Dataset::new(vec![], vec![], 4, 3),
+            Err(CohortError::EmptyData(_))
+        ));
+        assert!(matches!(
+            Dataset::new(vec![0.0; 7], vec![0, 1], 4, 3),
+            Err(CohortError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            Dataset::new(vec![0.0, f32::NAN], vec![0], 2, 3),
+            Err(CohortError::NonFinite { .. })
+        ));
+        let err = Dataset::new(vec![0.0; 4], vec![0, 3], 2, 3).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CohortError::LabelOutOfRange {
+                    label: 3,
+                    row: 1,
+                    classes: 3
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(
+            Dataset::new(vec![0.0; 2], vec![0], 2, 1),
+            Err(CohortError::InvalidConfig(_))
+        ));
+    }
+
+    #[test]
+    fn split_and_subset_keep_rows_intact() {
+        let d = tiny();
+        let s = d.split(0.4, 3).unwrap();
+        assert_eq!((s.train.rows, s.test.rows), (3, 2));
+        let mut all: Vec<f32> = s
+            .train
+            .features
+            .iter()
+            .chain(&s.test.features)
+            .copied()
+            .collect();
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, d.features);
+        assert_eq!(d.subset(&[4, 0]).labels, vec![0, 0]);
+        assert_eq!(d.subset(&[2]).features, vec![8.0, 9.0, 10.0, 11.0]);
+        assert!(d.split(1.0, 0).is_err() && d.split(0.01, 0).is_err());
+    }
+
+    #[test]
+    fn standardizer_centres_scales_and_leaves_constant_columns_at_zero() {
+        let mut d = Dataset::new(vec![1.0, 5.0, 3.0, 5.0, 5.0, 5.0], vec![0, 1, 0], 2, 2).unwrap();
+        let s = Standardizer::fit(&d);
+        s.apply(&mut d).unwrap();
+        let col0: Vec<f32> = (0..3).map(|r| d.row(r)[0]).collect();
+        let mean: f32 = col0.iter().sum::<f32>() / 3.0;
+        let var: f32 = col0.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 3.0;
+        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{col0:?}");
+        assert!((0..3).all(|r| d.row(r)[1] == 0.0));
+        let mut wide = Dataset::new(vec![0.0; 3], vec![0], 3, 2).unwrap();
+        assert!(s.apply(&mut wide).is_err());
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation_and_batches_are_ragged() {
+        let a = epoch_order(100, 5, 1);
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+        assert_eq!(a, epoch_order(100, 5, 1));
+        assert_ne!(a, epoch_order(100, 5, 2));
+        assert_ne!(a, epoch_order(100, 6, 1));
+        let sizes: Vec<usize> = batches(&a, 32).map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![32, 32, 32, 4]);
+    }
+
+    #[test]
+    fn data_sources_parse() {
+        assert_eq!("digits".parse::<DataSource>().unwrap(), DataSource::Digits);
+        assert_eq!(
+            "idx:/x".parse::<DataSource>().unwrap(),
+            DataSource::Idx("/x".into())
+        );
+        assert!(matches!(
+            "csv:a.csv".parse::<DataSource>().unwrap(),
+            DataSource::Csv { .. }
+        ));
+        assert_eq!(
+            "blobs:100,3,5,9".parse::<DataSource>().unwrap(),
+            DataSource::Blobs {
+                rows: 100,
+                classes: 3,
+                dims: 5,
+                seed: 9
+            }
+        );
+        for bad in ["mnist", "idx:", "blobs:1,2", "blobs:a,b,c", "csv:"] {
+            assert!(
+                matches!(
+                    bad.parse::<DataSource>(),
+                    Err(CohortError::InvalidConfig(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

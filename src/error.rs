@@ -1,0 +1,128 @@
+//! The one error type of cohort. Library code returns [`Result`]; it never panics on bad input.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in cohort, from a missing GPU to a corrupt checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CohortError {
+    /// No usable GPU adapter was found (or the requested one does not exist).
+    #[error("no GPU adapter: {0}")]
+    NoAdapter(String),
+    /// Operand shapes do not fit together; caught on the host before any dispatch.
+    #[error("shape mismatch in {op}: {detail}")]
+    ShapeMismatch {
+        /// The operation that rejected its operands.
+        op: &'static str,
+        /// What did not fit.
+        detail: String,
+    },
+    /// A class label is not below the number of classes.
+    #[error("label {label} at row {row} is out of range: there are {classes} classes")]
+    LabelOutOfRange {
+        /// The offending label.
+        label: u32,
+        /// Its row.
+        row: usize,
+        /// The number of classes.
+        classes: usize,
+    },
+    /// A NaN or infinity where finite numbers are required.
+    #[error("non-finite value (NaN or Inf) in {what}")]
+    NonFinite {
+        /// Where it was found.
+        what: String,
+    },
+    /// A data set, batch or tensor with no elements.
+    #[error("empty data: {0}")]
+    EmptyData(String),
+    /// A file that exists but cannot be parsed.
+    #[error("corrupt file {path}: {reason}")]
+    CorruptFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O error, with the path it concerns.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A buffer larger than the device allows in one binding.
+    #[error("buffer of {bytes} bytes exceeds the device limit of {limit} bytes ({what})")]
+    BufferTooLarge {
+        /// What the buffer is for.
+        what: String,
+        /// Requested size.
+        bytes: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// The GPU device was lost (driver reset, removal, out of memory at submit).
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// A WGSL shader failed to compile into a pipeline.
+    #[error("shader {shader} failed to compile: {message}")]
+    ShaderCompile {
+        /// The shader file.
+        shader: String,
+        /// The compiler's message.
+        message: String,
+    },
+    /// Mapping a buffer for readback failed.
+    #[error("buffer map failed: {0}")]
+    MapFailed(String),
+    /// Any other error reported by the GPU API (validation, out of memory).
+    #[error("GPU error: {0}")]
+    Gpu(String),
+    /// A configuration value that makes no sense.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A checkpoint that does not belong to this configuration.
+    #[error("checkpoint does not match: {0}")]
+    CheckpointMismatch(String),
+    /// Training produced a NaN or infinite loss.
+    #[error("loss became {value} for peer {peer} at epoch {epoch}, step {step}")]
+    Diverged {
+        /// Epoch (1-based).
+        epoch: usize,
+        /// Step within the epoch (1-based).
+        step: usize,
+        /// Peer index.
+        peer: usize,
+        /// The non-finite loss.
+        value: f32,
+    },
+}
+
+/// cohort's result type.
+pub type Result<T, E = CohortError> = std::result::Result<T, E>;
+
+impl CohortError {
+    /// A shape mismatch in `op`.
+    pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
+        CohortError::ShapeMismatch {
+            op,
+            detail: detail.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CohortError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corrupt file at `path`.
+    pub fn corrupt(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        CohortError::CorruptFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,685 @@
+//! The GPU backend: cohort's WGSL kernels behind the [`Backend`] API. The [`runtime`] module owns
+//! the device; this module only validates shapes, packs each kernel's parameters and records the
+//! launch.
+
+pub mod runtime;
+pub mod shaders;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::backend::Backend;
+use crate::error::{CohortError, Result};
+use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
+use crate::ops::{MatmulSpec, OptimizerStep, ReduceDims};
+use crate::tensor::{DType, Shape, TensorInfo};
+use runtime::PooledBuffer;
+pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime};
+use shaders::Shader;
+
+/// Peers a single KL or accuracy dispatch can hold (the shaders' `MAX_PEERS`).
+pub const MAX_PEERS: usize = 32;
+
+/// A tensor in GPU memory. Dropping it returns its buffer to the pool.
+pub struct GpuTensor {
+    shape: Shape,
+    dtype: DType,
+    buffer: PooledBuffer,
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor({:?} {})", self.dtype, self.shape)
+    }
+}
+
+impl TensorInfo for GpuTensor {
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+    fn dtype(&self) -> DType {
+        self.dtype
+    }
+}
+
+impl GpuTensor {
+    fn buf(&self) -> &wgpu::Buffer {
+        self.buffer.buffer()
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.shape.numel() * self.dtype.size()) as u64
+    }
+}
+
+/// The GPU backend. Kernel launches are recorded and submitted together (see [`Runtime`]).
+pub struct GpuBackend {
+    rt: Runtime,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBackend({})", self.describe())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    stride_a: u32,
+    stride_b: u32,
+    alpha: f32,
+    beta: f32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BiasActParams {
+    total: u32,
+    rows_cols: u32,
+    cols: u32,
+    bias_stride: u32,
+    act: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    outer: u32,
+    n: u32,
+    inner: u32,
+    accumulate: u32,
+    scale: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CeParams {
+    total_rows: u32,
+    rows: u32,
+    classes: u32,
+    _pad: u32,
+    smoothing: f32,
+    grad_scale: f32,
+    _pad1: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct KlParams {
+    peers: u32,
+    rows: u32,
+    classes: u32,
+    peer_begin: u32,
+    peer_end: u32,
+    accumulate: u32,
+    temperature: f32,
+    grad_scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct OptimizerParams {
+    n: u32,
+    flag: u32,
+    lr: f32,
+    weight_decay: f32,
+    momentum_or_beta1: f32,
+    beta2: f32,
+    eps: f32,
+    c1: f32,
+    c2: f32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AxpbyParams {
+    n: u32,
+    a: f32,
+    b: f32,
+    c: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CountParams {
+    peers: u32,
+    rows: u32,
+    classes: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GatherParams {
+    src_rows: u32,
+    dst_rows: u32,
+    width: u32,
+    _pad: u32,
+}
+
+fn u32_of(op: &'static str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| CohortError::shape(op, format!("dimension {v} exceeds u32")))
+}
+
+fn check_peers(op: &'static str, peers: usize) -> Result<()> {
+    if peers > MAX_PEERS {
+        return Err(CohortError::shape(
+            op,
+            format!("{peers} peers; the GPU kernel holds at most {MAX_PEERS}"),
+        ));
+    }
+    Ok(())
+}
+
+impl GpuBackend {
+    /// Opens the GPU chosen by `options` (see [`GpuOptions`]).
+    pub fn new(options: &GpuOptions) -> Result<Self> {
+        Ok(GpuBackend {
+            rt: Runtime::new(options)?,
+        })
+    }
+
+    /// Opens the best GPU, honouring `COHORT_ADAPTER` and `COHORT_HARDWARE_ONLY`.
+    pub fn from_env() -> Result<Self> {
+        Self::new(&GpuOptions::from_env())
+    }
+
+    /// The runtime (device, capabilities, timing).
+    pub fn runtime(&self) -> &Runtime {
+        &self.rt
+    }
+
+    /// Whether the adapter is a software rasteriser such as lavapipe.
+    pub fn is_software(&self) -> bool {
+        self.rt.info().device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Compiles every kernel now, so the first training step does not pay for it.
+    pub fn warm_up(&self) -> Result<()> {
+        for shader in Shader::ALL {
+            let entries: &[&'static str] = match shader {
+                Shader::BiasAct => &["forward", "backward"],
+                Shader::Optimizer => &["sgd", "adam"],
+                Shader::Axpby => &["axpby", "affine"],
+                _ => &["main"],
+            };
+            self.rt.warm_up(shader, entries)?;
+        }
+        Ok(())
+    }
+
+    fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let shape = Shape::new(shape);
+        let bytes = (shape.numel() * dtype.size()) as u64;
+        let buffer = self.rt.alloc(bytes, &format!("tensor {shape}"))?;
+        Ok(GpuTensor {
+            shape,
+            dtype,
+            buffer,
+        })
+    }
+
+    /// Workgroups for `threads` threads in groups of `size`, folded into two dimensions when
+    /// one is not enough (kernels rebuild the index as `x + y · groups_x · size`).
+    fn grid(&self, threads: usize, size: usize) -> [u32; 3] {
+        let groups = threads.div_ceil(size) as u64;
+        let max = self.rt.caps().max_workgroups_per_dim as u64;
+        if groups <= max {
+            [groups as u32, 1, 1]
+        } else {
+            let y = groups.div_ceil(max);
+            [groups.div_ceil(y) as u32, y as u32, 1]
+        }
+    }
+
+    fn write_bytes(&self, t: &mut GpuTensor, data: &[u8], dtype: DType) -> Result<()> {
+        if t.dtype != dtype || data.len() as u64 != t.bytes() {
+            return Err(CohortError::shape(
+                "write",
+                format!(
+                    "{} {:?} elements into a {:?} tensor {}",
+                    data.len() / 4,
+                    dtype,
+                    t.dtype,
+                    t.shape
+                ),
+            ));
+        }
+        self.rt.upload(t.buf(), 0, data);
+        Ok(())
+    }
+
+    fn read_checked(&self, t: &GpuTensor, dtype: DType) -> Result<Vec<u8>> {
+        if t.dtype != dtype {
+            return Err(CohortError::shape(
+                "read",
+                format!("reading a {:?} tensor as {dtype:?}", t.dtype),
+            ));
+        }
+        self.rt.read_bytes(t.buf(), 0, t.bytes())
+    }
+}
+
+fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let want: usize = shape.iter().product();
+    if want != len {
+        return Err(CohortError::shape(
+            "tensor",
+            format!(
+                "shape {} needs {want} elements, got {len}",
+                Shape::new(shape)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+impl Backend for GpuBackend {
+    type Tensor = GpuTensor;
+
+    fn describe(&self) -> String {
+        let i = self.rt.info();
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            i.name, i.backend, i.device_type, i.driver, i.driver_info
+        )
+    }
+
+    fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        check_len(shape, data.len())?;
+        let mut t = self.alloc(shape, DType::F32)?;
+        self.write_bytes(&mut t, bytemuck::cast_slice(data), DType::F32)?;
+        Ok(t)
+    }
+
+    fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<GpuTensor> {
+        check_len(shape, data.len())?;
+        let mut t = self.alloc(shape, DType::U32)?;
+        self.write_bytes(&mut t, bytemuck::cast_slice(data), DType::U32)?;
+        Ok(t)
+    }
+
+    fn zeros(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
+        let t = self.alloc(shape, dtype)?;
+        self.rt.clear(t.buf(), t.buf().size());
+        Ok(t)
+    }
+
+    fn write(&self, t: &mut GpuTensor, data: &[f32]) -> Result<()> {
+        self.write_bytes(t, bytemuck::cast_slice(data), DType::F32)
+    }
+
+    fn write_u32(&self, t: &mut GpuTensor, data: &[u32]) -> Result<()> {
+        self.write_bytes(t, bytemuck::cast_slice(data), DType::U32)
+    }
+
+    fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_checked(t, DType::F32)?,
+        ))
+    }
+
+    fn read_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        Ok(bytemuck::pod_collect_to_vec(
+            &self.read_checked(t, DType::U32)?,
+        ))
+    }
+
+    fn copy(
+        &self,
+        src: &GpuTensor,
+        src_offset: usize,
+        dst: &mut GpuTensor,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()> {
+        ops::copy_range(src, src_offset, dst, dst_offset, len)?;
+        self.rt.copy(
+            src.buf(),
+            src_offset as u64 * 4,
+            dst.buf(),
+            dst_offset as u64 * 4,
+            len as u64 * 4,
+        );
+        Ok(())
+    }
+
+    fn matmul(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        c: &mut GpuTensor,
+        spec: &MatmulSpec,
+    ) -> Result<()> {
+        let d = MatmulDims::infer(a, b, c, spec)?;
+        const OP: &str = "matmul";
+        let params = MatmulParams {
+            m: u32_of(OP, d.m)?,
+            n: u32_of(OP, d.n)?,
+            k: u32_of(OP, d.k)?,
+            stride_a: u32_of(OP, d.stride_a)?,
+            stride_b: u32_of(OP, d.stride_b)?,
+            alpha: spec.alpha,
+            beta: spec.beta,
+            _pad: 0,
+        };
+        let groups = [
+            u32_of(OP, d.n.div_ceil(64))?,
+            u32_of(OP, d.m.div_ceil(64))?,
+            u32_of(OP, d.batch)?,
+        ];
+        self.rt.dispatch(
+            Shader::Matmul,
+            "main",
+            &[
+                ("TRANS_A", d.trans_a as u8 as f64),
+                ("TRANS_B", d.trans_b as u8 as f64),
+            ],
+            bytemuck::bytes_of(&params),
+            &[a.buf(), b.buf(), c.buf()],
+            groups,
+        )
+    }
+
+    fn bias_act(
+        &self,
+        x: &GpuTensor,
+        bias: &GpuTensor,
+        y: &mut GpuTensor,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer(x, bias, y)?;
+        self.launch_bias_act("forward", &d, act, &[x.buf(), bias.buf(), y.buf()])
+    }
+
+    fn bias_act_backward(
+        &self,
+        x: &GpuTensor,
+        bias: &GpuTensor,
+        dy: &GpuTensor,
+        dx: &mut GpuTensor,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer(x, bias, dx)?;
+        BiasActDims::infer(x, bias, dy)?;
+        self.launch_bias_act(
+            "backward",
+            &d,
+            act,
+            &[x.buf(), bias.buf(), dx.buf(), dy.buf()],
+        )
+    }
+
+    fn reduce_sum(
+        &self,
+        x: &GpuTensor,
+        axis: usize,
+        out: &mut GpuTensor,
+        scale: f32,
+        accumulate: bool,
+    ) -> Result<()> {
+        let d = ReduceDims::infer(x, axis, out)?;
+        const OP: &str = "reduce_sum";
+        let params = ReduceParams {
+            outer: u32_of(OP, d.outer)?,
+            n: u32_of(OP, d.n)?,
+            inner: u32_of(OP, d.inner)?,
+            accumulate: accumulate as u32,
+            scale,
+            _pad: [0; 3],
+        };
+        let groups = [
+            u32_of(OP, d.inner.div_ceil(16))?,
+            u32_of(OP, d.outer.min(65535))?,
+            u32_of(OP, d.outer.div_ceil(65535))?,
+        ];
+        self.rt.dispatch(
+            Shader::ReduceSum,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[x.buf(), out.buf()],
+            groups,
+        )
+    }
+
+    fn softmax_ce(
+        &self,
+        logits: &GpuTensor,
+        labels: &GpuTensor,
+        losses: &mut GpuTensor,
+        dlogits: &mut GpuTensor,
+        spec: &CrossEntropySpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, labels, losses, dlogits)?;
+        const OP: &str = "softmax_ce";
+        let total = d.groups * d.rows;
+        let params = CeParams {
+            total_rows: u32_of(OP, total)?,
+            rows: u32_of(OP, d.rows)?,
+            classes: u32_of(OP, d.classes)?,
+            _pad: 0,
+            smoothing: spec.label_smoothing,
+            grad_scale: spec.grad_scale,
+            _pad1: [0; 2],
+        };
+        self.rt.dispatch(
+            Shader::SoftmaxCe,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
+            self.grid(total, 1),
+        )
+    }
+
+    fn kl_div(
+        &self,
+        logits: &GpuTensor,
+        losses: &mut GpuTensor,
+        dlogits: &mut GpuTensor,
+        spec: &KlSpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, losses, dlogits)?;
+        const OP: &str = "kl_div";
+        check_peers(OP, d.groups)?;
+        let params = KlParams {
+            peers: u32_of(OP, d.groups)?,
+            rows: u32_of(OP, d.rows)?,
+            classes: u32_of(OP, d.classes)?,
+            peer_begin: u32_of(OP, spec.peers.start)?,
+            peer_end: u32_of(OP, spec.peers.end)?,
+            accumulate: spec.accumulate as u32,
+            temperature: spec.temperature,
+            grad_scale: spec.grad_scale,
+        };
+        self.rt.dispatch(
+            Shader::KlDiv,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[logits.buf(), losses.buf(), dlogits.buf()],
+            self.grid(d.rows, 1),
+        )
+    }
+
+    fn optimizer_step(
+        &self,
+        step: &OptimizerStep,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        states: &mut [GpuTensor],
+    ) -> Result<()> {
+        let infos: Vec<&dyn ops::StateInfo> =
+            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
+        let n = step.check(param, grad, &infos)?;
+        let n32 = u32_of("optimizer", n)?;
+        let (entry, params) = match *step {
+            OptimizerStep::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay,
+            } => (
+                "sgd",
+                OptimizerParams {
+                    n: n32,
+                    flag: nesterov as u32,
+                    lr,
+                    weight_decay,
+                    momentum_or_beta1: momentum,
+                    beta2: 0.0,
+                    eps: 0.0,
+                    c1: 1.0,
+                    c2: 1.0,
+                    _pad: [0; 3],
+                },
+            ),
+            OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+                t,
+            } => (
+                "adam",
+                OptimizerParams {
+                    n: n32,
+                    flag: decoupled as u32,
+                    lr,
+                    weight_decay,
+                    momentum_or_beta1: beta1,
+                    beta2,
+                    eps,
+                    c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
+                    c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
+                    _pad: [0; 3],
+                },
+            ),
+        };
+        let mut buffers = vec![param.buf(), grad.buf()];
+        buffers.extend(states.iter().map(|s| s.buf()));
+        self.rt.dispatch(
+            Shader::Optimizer,
+            entry,
+            &[],
+            bytemuck::bytes_of(&params),
+            &buffers,
+            self.grid(n, 256),
+        )
+    }
+
+    fn axpby(&self, x: Option<&GpuTensor>, y: &mut GpuTensor, k: &Axpby) -> Result<()> {
+        if y.dtype != DType::F32 {
+            return Err(CohortError::shape("axpby", "y must be F32"));
+        }
+        if let Some(x) = x {
+            ops::axpby_len(x, y)?;
+        }
+        let n = y.shape.numel();
+        let params = AxpbyParams {
+            n: u32_of("axpby", n)?,
+            a: k.a,
+            b: k.b,
+            c: k.c,
+        };
+        let (entry, buffers) = match x {
+            Some(x) => ("axpby", vec![y.buf(), x.buf()]),
+            None => ("affine", vec![y.buf()]),
+        };
+        self.rt.dispatch(
+            Shader::Axpby,
+            entry,
+            &[],
+            bytemuck::bytes_of(&params),
+            &buffers,
+            self.grid(n, 256),
+        )
+    }
+
+    fn count_correct(
+        &self,
+        logits: &GpuTensor,
+        labels: &GpuTensor,
+        counts: &mut GpuTensor,
+    ) -> Result<()> {
+        let d = ops::accuracy_dims(logits, labels, counts)?;
+        const OP: &str = "count_correct";
+        check_peers(OP, d.groups)?;
+        let params = CountParams {
+            peers: u32_of(OP, d.groups)?,
+            rows: u32_of(OP, d.rows)?,
+            classes: u32_of(OP, d.classes)?,
+            _pad: 0,
+        };
+        self.rt.dispatch(
+            Shader::CountCorrect,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[logits.buf(), labels.buf(), counts.buf()],
+            self.grid(d.rows, 64),
+        )
+    }
+
+    fn gather_rows(&self, src: &GpuTensor, index: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
+        let (n, r, d) = ops::gather_dims(src, index, dst)?;
+        const OP: &str = "gather_rows";
+        let params = GatherParams {
+            src_rows: u32_of(OP, n)?,
+            dst_rows: u32_of(OP, r)?,
+            width: u32_of(OP, d)?,
+            _pad: 0,
+        };
+        self.rt.dispatch(
+            Shader::Gather,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[src.buf(), index.buf(), dst.buf()],
+            self.grid(r * d, 256),
+        )
+    }
+
+    fn finish(&self) -> Result<()> {
+        self.rt.finish()
+    }
+}
+
+impl GpuBackend {
+    fn launch_bias_act(
+        &self,
+        entry: &'static str,
+        d: &BiasActDims,
+        act: Activation,
+        buffers: &[&wgpu::Buffer],
+    ) -> Result<()> {
+        const OP: &str = "bias_act";
+        let total = d.groups * d.rows * d.cols;
+        let params = BiasActParams {
+            total: u32_of(OP, total)?,
+            rows_cols: u32_of(OP, d.rows * d.cols)?,
+            cols: u32_of(OP, d.cols)?,
+            bias_stride: u32_of(OP, d.bias_stride)?,
+            act: act.code(),
+            _pad: [0; 3],
+        };
+        self.rt.dispatch(
+            Shader::BiasAct,
+            entry,
+            &[],
+            bytemuck::bytes_of(&params),
+            buffers,
+            self.grid(total, 256),
+        )
+    }
+}

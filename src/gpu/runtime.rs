@@ -1,0 +1,664 @@
+//! The GPU runtime: the one place that owns the wgpu device and queue, the pipeline cache, the
+//! buffer pool, the pending command encoder and readback.
+//!
+//! Every kernel launch is recorded into one pending command encoder; its small parameter block goes
+//! into a shared uniform arena. Nothing reaches the GPU until [`Runtime::flush`] (called by reads,
+//! `finish`, or when the arena fills), so a whole training step is one submission.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use wgpu::util::DeviceExt;
+
+use super::shaders::Shader;
+use crate::error::{CohortError, Result};
+
+/// How to choose the GPU adapter.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Use the adapter whose name contains this text (case-insensitive); otherwise rank them.
+    pub adapter: Option<String>,
+    /// Refuse software adapters such as lavapipe.
+    pub hardware_only: bool,
+}
+
+impl GpuOptions {
+    /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name and
+    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters.
+    pub fn from_env() -> Self {
+        GpuOptions {
+            adapter: std::env::var("COHORT_ADAPTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
+            hardware_only: std::env::var("COHORT_HARDWARE_ONLY").is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// What the chosen device can do, recorded so kernels can pick variants.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// Subgroup operations.
+    pub subgroup: bool,
+    /// f16 arithmetic in shaders.
+    pub shader_f16: bool,
+    /// GPU timestamps around passes.
+    pub timestamp_query: bool,
+    /// Cooperative-matrix configurations (empty when unsupported).
+    pub cooperative_matrix: Vec<wgpu::CooperativeMatrixProperties>,
+    /// Largest storage buffer binding in bytes.
+    pub max_storage_binding: u64,
+    /// Largest buffer in bytes.
+    pub max_buffer_size: u64,
+    /// Largest workgroup count per dispatch dimension.
+    pub max_workgroups_per_dim: u32,
+}
+
+const PARAMS_CAPACITY: u64 = 1 << 20;
+const PARAMS_SLOT: u64 = 256;
+
+type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
+
+#[derive(Default)]
+struct Pending {
+    encoder: Option<wgpu::CommandEncoder>,
+    params: Vec<u8>,
+    dispatches: usize,
+}
+
+struct Timer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+}
+
+/// A buffer from the pool; it goes back to the pool when dropped.
+pub(crate) struct PooledBuffer {
+    buffer: Option<wgpu::Buffer>,
+    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+}
+
+impl PooledBuffer {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("buffer present until drop")
+    }
+}
+
+impl Drop for PooledBuffer {
+    fn drop(&mut self) {
+        if let Some(buffer) = self.buffer.take() {
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.entry(buffer.size()).or_default().push(buffer);
+            }
+        }
+    }
+}
+
+/// Owns the device and everything attached to it.
+pub struct Runtime {
+    device: wgpu::Device,
+    queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    caps: Capabilities,
+    params_buffer: wgpu::Buffer,
+    param_align: u64,
+    modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    pending: Mutex<Pending>,
+    timer: Option<Timer>,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave invalid state behind; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn rank(info: &wgpu::AdapterInfo) -> u32 {
+    match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+/// Lists every adapter on Vulkan, Metal or DX12 as `(name, backend, type)`.
+pub fn list_adapters() -> Vec<String> {
+    let instance = wgpu::Instance::new(instance_descriptor());
+    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+        })
+        .collect()
+}
+
+fn instance_descriptor() -> wgpu::InstanceDescriptor {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = wgpu::Backends::PRIMARY;
+    desc
+}
+
+impl Runtime {
+    /// Picks an adapter (a GPU first, then a software one), requests the features cohort can use
+    /// and the adapter's full limits, and prepares the parameter arena.
+    pub fn new(options: &GpuOptions) -> Result<Self> {
+        let instance = wgpu::Instance::new(instance_descriptor());
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
+        adapters.sort_by_key(|a| rank(&a.get_info()));
+        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        let adapter = match &options.adapter {
+            Some(want) => adapters
+                .into_iter()
+                .find(|a| {
+                    a.get_info()
+                        .name
+                        .to_lowercase()
+                        .contains(&want.to_lowercase())
+                })
+                .ok_or_else(|| {
+                    CohortError::NoAdapter(format!("none named like '{want}' among {names:?}"))
+                })?,
+            None => adapters
+                .into_iter()
+                .find(|a| {
+                    !options.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu
+                })
+                .ok_or_else(|| {
+                    CohortError::NoAdapter(if names.is_empty() {
+                        "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
+                         mesa-vulkan-drivers for lavapipe)"
+                            .into()
+                    } else {
+                        format!("only software adapters found: {names:?}")
+                    })
+                })?,
+        };
+        let info = adapter.get_info();
+        let wanted = wgpu::Features::SUBGROUP
+            | wgpu::Features::SHADER_F16
+            | wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        let features = adapter.features() & wanted;
+        let limits = adapter.limits();
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("cohort"),
+            required_features: features,
+            required_limits: limits.clone(),
+            // SAFETY: the only experimental feature requested is cooperative matrices, used solely
+            // with configurations the adapter lists in `cooperative_matrix_properties`.
+            experimental_features: unsafe { wgpu::ExperimentalFeatures::enabled() },
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| CohortError::NoAdapter(format!("{}: {e}", info.name)))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            lock(&sink).push(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
+        });
+
+        let caps = Capabilities {
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            cooperative_matrix: if features
+                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            {
+                adapter.cooperative_matrix_properties()
+            } else {
+                Vec::new()
+            },
+            max_storage_binding: limits.max_storage_buffer_binding_size as u64,
+            max_buffer_size: limits.max_buffer_size,
+            max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
+        };
+        let param_align = (limits.min_uniform_buffer_offset_alignment as u64).max(PARAMS_SLOT);
+        let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cohort params"),
+            size: PARAMS_CAPACITY,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let timer = caps.timestamp_query.then(|| Timer {
+            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("cohort timer"),
+                ty: wgpu::QueryType::Timestamp,
+                count: 2,
+            }),
+            resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cohort timer resolve"),
+                size: 16,
+                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            }),
+        });
+        Ok(Runtime {
+            device,
+            queue,
+            info,
+            caps,
+            params_buffer,
+            param_align,
+            modules: Mutex::default(),
+            pipelines: Mutex::default(),
+            pool: Arc::default(),
+            pending: Mutex::default(),
+            timer,
+            errors,
+            lost,
+        })
+    }
+
+    /// The chosen adapter.
+    pub fn info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The device's recorded capabilities.
+    pub fn caps(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The wgpu device, for callers that build their own pipelines.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    fn check_health(&self) -> Result<()> {
+        if let Some(reason) = lock(&self.lost).clone() {
+            return Err(CohortError::DeviceLost(reason));
+        }
+        let mut errors = lock(&self.errors);
+        if !errors.is_empty() {
+            let all = errors.join("; ");
+            errors.clear();
+            return Err(CohortError::Gpu(all));
+        }
+        Ok(())
+    }
+
+    /// A storage buffer of at least `bytes` bytes, from the pool when one of that size is free.
+    /// Its contents are undefined.
+    pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<PooledBuffer> {
+        let size = bytes
+            .max(16)
+            .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT * 64);
+        let limit = self.caps.max_storage_binding.min(self.caps.max_buffer_size);
+        if size > limit {
+            return Err(CohortError::BufferTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit,
+            });
+        }
+        if let Some(buffer) = lock(&self.pool).get_mut(&size).and_then(|v| v.pop()) {
+            return Ok(PooledBuffer {
+                buffer: Some(buffer),
+                pool: self.pool.clone(),
+            });
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(CohortError::Gpu(format!(
+                "allocating {size} bytes for {what}: {e}"
+            )));
+        }
+        Ok(PooledBuffer {
+            buffer: Some(buffer),
+            pool: self.pool.clone(),
+        })
+    }
+
+    /// Releases every idle pooled buffer.
+    pub fn trim_pool(&self) {
+        lock(&self.pool).clear();
+    }
+
+    fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
+        let mut pending = lock(&self.pending);
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("cohort"),
+                })
+        });
+        f(encoder)
+    }
+
+    /// Records a write of `data` into `dst` at byte `offset`, ordered with the recorded kernels.
+    pub(crate) fn upload(&self, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
+        if data.is_empty() {
+            return;
+        }
+        let staging = self
+            .device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some("cohort upload"),
+                contents: data,
+                usage: wgpu::BufferUsages::COPY_SRC,
+            });
+        self.with_encoder(|e| e.copy_buffer_to_buffer(&staging, 0, dst, offset, data.len() as u64));
+    }
+
+    /// Records a zero fill of the first `bytes` of `dst`.
+    pub(crate) fn clear(&self, dst: &wgpu::Buffer, bytes: u64) {
+        self.with_encoder(|e| e.clear_buffer(dst, 0, Some(bytes)));
+    }
+
+    /// Records a buffer-to-buffer copy (offsets and size in bytes, multiples of 4).
+    pub(crate) fn copy(
+        &self,
+        src: &wgpu::Buffer,
+        src_off: u64,
+        dst: &wgpu::Buffer,
+        dst_off: u64,
+        bytes: u64,
+    ) {
+        if bytes > 0 {
+            self.with_encoder(|e| e.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes));
+        }
+    }
+
+    fn pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        let key: PipelineKey = (
+            shader,
+            entry,
+            constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return Ok(p.clone());
+        }
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let mut modules = lock(&self.modules);
+        let module = modules.entry(shader).or_insert_with(|| {
+            self.device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(shader.file_name()),
+                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                })
+        });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        drop(modules);
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            lock(&self.modules).remove(&shader);
+            return Err(CohortError::ShaderCompile {
+                shader: format!("{}::{entry}", shader.file_name()),
+                message: e.to_string(),
+            });
+        }
+        let pipeline = Arc::new(pipeline);
+        lock(&self.pipelines).insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+
+    /// Compiles a caller's own WGSL compute kernel, reporting compiler errors as
+    /// [`CohortError::ShaderCompile`] instead of panicking.
+    pub fn compile_wgsl(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(label),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(label),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: Default::default(),
+                cache: None,
+            });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(CohortError::ShaderCompile {
+                shader: format!("{label}::{entry}"),
+                message: e.to_string(),
+            }),
+            None => Ok(pipeline),
+        }
+    }
+
+    /// Compiles (once) every entry point a shader has, so later launches never wait on the compiler.
+    pub fn warm_up(&self, shader: Shader, entries: &[&'static str]) -> Result<()> {
+        for entry in entries {
+            self.pipeline(shader, entry, &[])?;
+        }
+        Ok(())
+    }
+
+    /// Records one kernel launch: `params` go to binding 0, `buffers` to bindings 1, 2, ...
+    pub(crate) fn dispatch(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &[u8],
+        buffers: &[&wgpu::Buffer],
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.pipeline(shader, entry, constants)?;
+        let max = self.caps.max_workgroups_per_dim;
+        if groups.iter().any(|&g| g > max) {
+            return Err(CohortError::BufferTooLarge {
+                what: format!("{} dispatch of {groups:?} workgroups", shader.file_name()),
+                bytes: groups.iter().map(|&g| g as u64).max().unwrap_or(0),
+                limit: max as u64,
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let offset = {
+            let pending = lock(&self.pending);
+            pending.params.len() as u64
+        };
+        if offset + self.param_align > PARAMS_CAPACITY {
+            self.flush()?;
+        }
+        let mut pending = lock(&self.pending);
+        let offset = pending.params.len() as u64;
+        pending.params.extend_from_slice(params);
+        pending
+            .params
+            .resize((offset + self.param_align) as usize, 0);
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.params_buffer,
+                offset,
+                size: wgpu::BufferSize::new(params.len() as u64),
+            }),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        let encoder = pending.encoder.get_or_insert_with(|| {
+            self.device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("cohort"),
+                })
+        });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(entry),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        }
+        pending.dispatches += 1;
+        Ok(())
+    }
+
+    /// Submits everything recorded so far (without waiting for it).
+    pub fn flush(&self) -> Result<()> {
+        let mut pending = lock(&self.pending);
+        if let Some(encoder) = pending.encoder.take() {
+            if !pending.params.is_empty() {
+                self.queue
+                    .write_buffer(&self.params_buffer, 0, &pending.params);
+            }
+            self.queue.submit([encoder.finish()]);
+        }
+        pending.params.clear();
+        pending.dispatches = 0;
+        drop(pending);
+        self.check_health()
+    }
+
+    /// Submits everything recorded and waits until the GPU is idle.
+    pub fn finish(&self) -> Result<()> {
+        self.flush()?;
+        self.wait()
+    }
+
+    fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| match lock(&self.lost).clone() {
+                Some(reason) => CohortError::DeviceLost(reason),
+                None => CohortError::DeviceLost(e.to_string()),
+            })?;
+        self.check_health()
+    }
+
+    /// Reads `bytes` bytes of `src` from byte `offset`, after all recorded work.
+    pub(crate) fn read_bytes(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cohort readback"),
+            size: bytes,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        self.with_encoder(|e| e.copy_buffer_to_buffer(src, offset, &staging, 0, bytes));
+        self.flush()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        // Another thread polling the same device may be the one that runs our callback, a moment
+        // after our own wait returned: keep polling until it has run.
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(1)) {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => return Err(CohortError::MapFailed(e.to_string())),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(CohortError::MapFailed("map callback was dropped".into()))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    if std::time::Instant::now() > deadline =>
+                {
+                    return Err(CohortError::MapFailed(
+                        "map callback did not run within 10 minutes".into(),
+                    ))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    let _ = self.device.poll(wgpu::PollType::Poll);
+                    self.check_health()?;
+                }
+            }
+        }
+        let view = staging
+            .slice(..)
+            .get_mapped_range()
+            .map_err(|e| CohortError::MapFailed(e.to_string()))?;
+        let out = view.to_vec();
+        drop(view);
+        staging.unmap();
+        Ok(out)
+    }
+
+    /// Runs `f`, which records kernels, and measures their GPU time with timestamp queries.
+    /// Returns `None` for the time when the adapter has no timestamp queries.
+    pub fn time<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<Duration>)> {
+        let Some(timer) = &self.timer else {
+            return Ok((f()?, None));
+        };
+        self.flush()?;
+        self.mark(timer, 0);
+        let out = f()?;
+        self.mark(timer, 1);
+        self.with_encoder(|e| e.resolve_query_set(&timer.queries, 0..2, &timer.resolve, 0));
+        let raw = self.read_bytes(&timer.resolve, 0, 16)?;
+        let tick =
+            |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+        let ns = tick(1).saturating_sub(tick(0)) as f64 * self.queue.get_timestamp_period() as f64;
+        Ok((out, Some(Duration::from_nanos(ns as u64))))
+    }
+
+    fn mark(&self, timer: &Timer, index: u32) {
+        self.with_encoder(|e| {
+            e.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("cohort timestamp"),
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &timer.queries,
+                    beginning_of_pass_write_index: Some(index),
+                    end_of_pass_write_index: None,
+                }),
+            });
+        });
+    }
+}

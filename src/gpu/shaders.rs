@@ -1,0 +1,70 @@
+//! The WGSL sources, compiled into the binary. Each file in `shaders/` has a CPU twin in `src/cpu/`
+//! with the same name.
+
+/// A WGSL source file of cohort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shader {
+    /// `shaders/matmul.wgsl`
+    Matmul,
+    /// `shaders/bias_act.wgsl`
+    BiasAct,
+    /// `shaders/reduce_sum.wgsl`
+    ReduceSum,
+    /// `shaders/softmax_ce.wgsl`
+    SoftmaxCe,
+    /// `shaders/kl_div.wgsl`
+    KlDiv,
+    /// `shaders/optimizer.wgsl`
+    Optimizer,
+    /// `shaders/axpby.wgsl`
+    Axpby,
+    /// `shaders/count_correct.wgsl`
+    CountCorrect,
+    /// `shaders/gather.wgsl`
+    Gather,
+}
+
+impl Shader {
+    /// Every shader, for validation and warm-up.
+    pub const ALL: [Shader; 9] = [
+        Shader::Matmul,
+        Shader::BiasAct,
+        Shader::ReduceSum,
+        Shader::SoftmaxCe,
+        Shader::KlDiv,
+        Shader::Optimizer,
+        Shader::Axpby,
+        Shader::CountCorrect,
+        Shader::Gather,
+    ];
+
+    /// File name under `shaders/`.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Shader::Matmul => "matmul.wgsl",
+            Shader::BiasAct => "bias_act.wgsl",
+            Shader::ReduceSum => "reduce_sum.wgsl",
+            Shader::SoftmaxCe => "softmax_ce.wgsl",
+            Shader::KlDiv => "kl_div.wgsl",
+            Shader::Optimizer => "optimizer.wgsl",
+            Shader::Axpby => "axpby.wgsl",
+            Shader::CountCorrect => "count_correct.wgsl",
+            Shader::Gather => "gather.wgsl",
+        }
+    }
+
+    /// The WGSL source.
+    pub fn source(self) -> &'static str {
+        match self {
+            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::BiasAct => include_str!("../../shaders/bias_act.wgsl"),
+            Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
+            Shader::SoftmaxCe => include_str!("../../shaders/softmax_ce.wgsl"),
+            Shader::KlDiv => include_str!("../../shaders/kl_div.wgsl"),
+            Shader::Optimizer => include_str!("../../shaders/optimizer.wgsl"),
+            Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
+            Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
+            Shader::Gather => include_str!("../../shaders/gather.wgsl"),
+        }
+    }
+}

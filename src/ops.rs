@@ -1,0 +1,668 @@
+//! The kernel set as data: each operation's parameters and the shape rules that both backends check
+//! before running anything. A backend only ever sees validated, flattened dimensions.
+
+use crate::error::{CohortError, Result};
+use crate::tensor::{DType, Shape, TensorInfo};
+
+fn expect_dtype(op: &'static str, name: &str, t: &impl TensorInfo, dtype: DType) -> Result<()> {
+    if t.dtype() != dtype {
+        return Err(CohortError::shape(
+            op,
+            format!("{name} must be {dtype:?}, got {:?}", t.dtype()),
+        ));
+    }
+    Ok(())
+}
+
+fn expect_shape(op: &'static str, name: &str, t: &impl TensorInfo, want: &[usize]) -> Result<()> {
+    if t.shape().dims() != want {
+        return Err(CohortError::shape(
+            op,
+            format!("{name} must be {}, got {}", Shape::new(want), t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+fn expect_nonempty(op: &'static str, name: &str, t: &impl TensorInfo) -> Result<()> {
+    if t.shape().numel() == 0 {
+        return Err(CohortError::shape(
+            op,
+            format!("{name} is empty: {}", t.shape()),
+        ));
+    }
+    Ok(())
+}
+
+/// `C = alpha · op(A) · op(B) + beta · C`, batched. Operands of rank 2 are shared by every batch entry.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MatmulSpec {
+    /// Use Aᵀ: A is stored as `[.., K, M]`.
+    pub trans_a: bool,
+    /// Use Bᵀ: B is stored as `[.., N, K]`.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the old C (0 overwrites, 1 accumulates).
+    pub beta: f32,
+}
+
+impl Default for MatmulSpec {
+    fn default() -> Self {
+        MatmulSpec {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+            beta: 0.0,
+        }
+    }
+}
+
+impl MatmulSpec {
+    /// Plain `C = A · B`.
+    pub fn new(trans_a: bool, trans_b: bool) -> Self {
+        MatmulSpec {
+            trans_a,
+            trans_b,
+            ..Default::default()
+        }
+    }
+
+    /// The same product, accumulated into C (`beta = 1`).
+    pub fn accumulate(mut self) -> Self {
+        self.beta = 1.0;
+        self
+    }
+}
+
+/// Validated matmul dimensions. A batch stride of 0 means the operand is shared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulDims {
+    /// Batch count.
+    pub batch: usize,
+    /// Rows of C.
+    pub m: usize,
+    /// Columns of C.
+    pub n: usize,
+    /// Inner dimension.
+    pub k: usize,
+    /// Elements between consecutive A matrices (0: shared).
+    pub stride_a: usize,
+    /// Elements between consecutive B matrices (0: shared).
+    pub stride_b: usize,
+    /// A is stored transposed.
+    pub trans_a: bool,
+    /// B is stored transposed.
+    pub trans_b: bool,
+}
+
+impl MatmulDims {
+    /// Checks `A`, `B`, `C` against `spec` and returns the flattened dimensions.
+    pub fn infer(
+        a: &impl TensorInfo,
+        b: &impl TensorInfo,
+        c: &impl TensorInfo,
+        spec: &MatmulSpec,
+    ) -> Result<Self> {
+        const OP: &str = "matmul";
+        for (name, t) in [("A", a as &dyn TensorInfoDyn), ("B", b), ("C", c)] {
+            if t.dtype_dyn() != DType::F32 {
+                return Err(CohortError::shape(OP, format!("{name} must be F32")));
+            }
+            let rank = t.shape_dyn().rank();
+            if !(2..=3).contains(&rank) {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("{name} must have rank 2 or 3, got {}", t.shape_dyn()),
+                ));
+            }
+            if t.shape_dyn().numel() == 0 {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("{name} is empty: {}", t.shape_dyn()),
+                ));
+            }
+        }
+        let split = |s: &Shape| -> (Option<usize>, usize, usize) {
+            let d = s.dims();
+            if d.len() == 3 {
+                (Some(d[0]), d[1], d[2])
+            } else {
+                (None, d[0], d[1])
+            }
+        };
+        let (ba, ar, ac) = split(a.shape());
+        let (bb, br, bc) = split(b.shape());
+        let (bc_, m, n) = split(c.shape());
+        let (am, ak) = if spec.trans_a { (ac, ar) } else { (ar, ac) };
+        let (bk, bn) = if spec.trans_b { (bc, br) } else { (br, bc) };
+        let batch = bc_.or(ba).or(bb).unwrap_or(1);
+        let ctx = || {
+            format!(
+                "A {}{} · B {}{} -> C {}",
+                a.shape(),
+                if spec.trans_a { "ᵀ" } else { "" },
+                b.shape(),
+                if spec.trans_b { "ᵀ" } else { "" },
+                c.shape()
+            )
+        };
+        if am != m || bn != n || ak != bk {
+            return Err(CohortError::shape(OP, ctx()));
+        }
+        if bc_.is_none() && (ba.is_some() || bb.is_some()) {
+            return Err(CohortError::shape(
+                OP,
+                format!("batched operands need a batched C: {}", ctx()),
+            ));
+        }
+        for bx in [ba, bb].into_iter().flatten() {
+            if bx != batch {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("batch counts differ: {}", ctx()),
+                ));
+            }
+        }
+        Ok(MatmulDims {
+            batch,
+            m,
+            n,
+            k: ak,
+            stride_a: if ba.is_some() { m * ak } else { 0 },
+            stride_b: if bb.is_some() { ak * n } else { 0 },
+            trans_a: spec.trans_a,
+            trans_b: spec.trans_b,
+        })
+    }
+
+    /// Floating-point operations of one call (2·batch·M·N·K).
+    pub fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+}
+
+// Object-safe view used to loop over differently typed operands.
+trait TensorInfoDyn {
+    fn shape_dyn(&self) -> &Shape;
+    fn dtype_dyn(&self) -> DType;
+}
+impl<T: TensorInfo> TensorInfoDyn for T {
+    fn shape_dyn(&self) -> &Shape {
+        self.shape()
+    }
+    fn dtype_dyn(&self) -> DType {
+        self.dtype()
+    }
+}
+
+/// Element-wise activation applied after the bias.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// No activation (`y = x + b`).
+    Identity,
+    /// `max(0, x)`.
+    #[default]
+    Relu,
+    /// GELU, tanh approximation.
+    Gelu,
+    /// Hyperbolic tangent.
+    Tanh,
+}
+
+impl Activation {
+    /// The code the shaders use.
+    pub fn code(self) -> u32 {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::Gelu => 2,
+            Activation::Tanh => 3,
+        }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = CohortError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "identity" | "none" | "linear" => Ok(Activation::Identity),
+            "relu" => Ok(Activation::Relu),
+            "gelu" => Ok(Activation::Gelu),
+            "tanh" => Ok(Activation::Tanh),
+            _ => Err(CohortError::InvalidConfig(format!(
+                "unknown activation '{s}' (relu, gelu, tanh, identity)"
+            ))),
+        }
+    }
+}
+
+/// Validated dimensions of the bias + activation kernels: `x` is `[groups, rows, cols]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BiasActDims {
+    /// Independent groups (peers); 1 for a rank-2 `x`.
+    pub groups: usize,
+    /// Rows per group.
+    pub rows: usize,
+    /// Columns (features).
+    pub cols: usize,
+    /// Elements between consecutive bias vectors (0: one bias shared by all groups).
+    pub bias_stride: usize,
+}
+
+impl BiasActDims {
+    /// Checks `x` (`[R, H]` or `[G, R, H]`), `bias` (`[H]` or `[G, H]`) and the output `y`.
+    pub fn infer(x: &impl TensorInfo, bias: &impl TensorInfo, y: &impl TensorInfo) -> Result<Self> {
+        const OP: &str = "bias_act";
+        expect_dtype(OP, "x", x, DType::F32)?;
+        expect_dtype(OP, "bias", bias, DType::F32)?;
+        expect_dtype(OP, "y", y, DType::F32)?;
+        expect_nonempty(OP, "x", x)?;
+        let d = x.shape().dims();
+        let (groups, rows, cols) = match d.len() {
+            2 => (1, d[0], d[1]),
+            3 => (d[0], d[1], d[2]),
+            _ => {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("x must have rank 2 or 3, got {}", x.shape()),
+                ))
+            }
+        };
+        let bias_stride = match bias.shape().dims() {
+            [h] if *h == cols => 0,
+            [g, h] if *g == groups && *h == cols && d.len() == 3 => cols,
+            _ => {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("bias {} does not fit x {}", bias.shape(), x.shape()),
+                ))
+            }
+        };
+        expect_shape(OP, "output", y, d)?;
+        Ok(BiasActDims {
+            groups,
+            rows,
+            cols,
+            bias_stride,
+        })
+    }
+}
+
+/// Validated dimensions of a sum over one axis: `x` viewed as `[outer, n, inner]` → `[outer, inner]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReduceDims {
+    /// Product of the dimensions before the axis.
+    pub outer: usize,
+    /// The reduced dimension.
+    pub n: usize,
+    /// Product of the dimensions after the axis.
+    pub inner: usize,
+}
+
+impl ReduceDims {
+    /// Checks a sum of `x` over `axis` into `out`, whose shape is `x`'s without that axis.
+    pub fn infer(x: &impl TensorInfo, axis: usize, out: &impl TensorInfo) -> Result<Self> {
+        const OP: &str = "reduce_sum";
+        expect_dtype(OP, "x", x, DType::F32)?;
+        expect_dtype(OP, "out", out, DType::F32)?;
+        expect_nonempty(OP, "x", x)?;
+        let d = x.shape().dims();
+        if axis >= d.len() {
+            return Err(CohortError::shape(
+                OP,
+                format!("axis {axis} out of range for {}", x.shape()),
+            ));
+        }
+        let mut want: Vec<usize> = d.to_vec();
+        want.remove(axis);
+        if out.shape().numel() != want.iter().product::<usize>() {
+            return Err(CohortError::shape(
+                OP,
+                format!(
+                    "output {} must hold {} (x {} without axis {axis})",
+                    out.shape(),
+                    Shape(want),
+                    x.shape()
+                ),
+            ));
+        }
+        Ok(ReduceDims {
+            outer: d[..axis].iter().product(),
+            n: d[axis],
+            inner: d[axis + 1..].iter().product(),
+        })
+    }
+}
+
+/// Logits viewed as `[groups, rows, classes]`: `groups` peers share one label vector of `rows` labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogitDims {
+    /// Peers (1 for rank-2 logits).
+    pub groups: usize,
+    /// Batch rows.
+    pub rows: usize,
+    /// Classes.
+    pub classes: usize,
+}
+
+impl LogitDims {
+    fn of(op: &'static str, logits: &impl TensorInfo) -> Result<Self> {
+        expect_dtype(op, "logits", logits, DType::F32)?;
+        expect_nonempty(op, "logits", logits)?;
+        match *logits.shape().dims() {
+            [rows, classes] => Ok(LogitDims {
+                groups: 1,
+                rows,
+                classes,
+            }),
+            [groups, rows, classes] => Ok(LogitDims {
+                groups,
+                rows,
+                classes,
+            }),
+            _ => Err(CohortError::shape(
+                op,
+                format!("logits must be [B, C] or [P, B, C], got {}", logits.shape()),
+            )),
+        }
+    }
+
+    fn row_shape(&self, rank: usize) -> Vec<usize> {
+        if rank == 2 {
+            vec![self.rows]
+        } else {
+            vec![self.groups, self.rows]
+        }
+    }
+}
+
+/// Fused softmax cross-entropy: per-row loss and `dlogits = grad_scale · (softmax(z) − q)`, with
+/// `q = (1 − ε)·onehot(y) + ε/C`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CrossEntropySpec {
+    /// Label smoothing ε in [0, 1).
+    pub label_smoothing: f32,
+    /// Factor on the gradient; `1/batch` gives the gradient of the batch mean.
+    pub grad_scale: f32,
+}
+
+impl CrossEntropySpec {
+    /// Checks logits `[B, C]` or `[P, B, C]`, labels `[B]` (U32), per-row losses and dlogits.
+    pub fn infer(
+        &self,
+        logits: &impl TensorInfo,
+        labels: &impl TensorInfo,
+        losses: &impl TensorInfo,
+        dlogits: &impl TensorInfo,
+    ) -> Result<LogitDims> {
+        const OP: &str = "softmax_ce";
+        let dims = LogitDims::of(OP, logits)?;
+        expect_dtype(OP, "labels", labels, DType::U32)?;
+        expect_shape(OP, "labels", labels, &[dims.rows])?;
+        expect_dtype(OP, "losses", losses, DType::F32)?;
+        expect_shape(OP, "losses", losses, &dims.row_shape(logits.shape().rank()))?;
+        expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
+        expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return Err(CohortError::InvalidConfig(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            )));
+        }
+        Ok(dims)
+    }
+}
+
+/// Mutual-learning KL divergence over a stack of peer logits `[P, B, C]`. For each peer `i` in
+/// `peers`, with `p = softmax(z / T)`:
+/// loss row = `T² · mean_{j≠i} Σ_c p_j (log p_j − log p_i)`, and
+/// `dlogits_i (+)= grad_scale · T · mean_{j≠i} (p_i − p_j)`. Peers `j` are constants.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KlSpec {
+    /// Temperature T > 0.
+    pub temperature: f32,
+    /// Factor on the gradient, e.g. `α / batch`.
+    pub grad_scale: f32,
+    /// Add to `dlogits` instead of overwriting it (to sum with the CE gradient).
+    pub accumulate: bool,
+    /// Which peers receive a loss and gradient (others are left untouched).
+    pub peers: std::ops::Range<usize>,
+}
+
+impl KlSpec {
+    /// Checks logits `[P, B, C]` (P ≥ 2), losses `[P, B]` and dlogits `[P, B, C]`.
+    pub fn infer(
+        &self,
+        logits: &impl TensorInfo,
+        losses: &impl TensorInfo,
+        dlogits: &impl TensorInfo,
+    ) -> Result<LogitDims> {
+        const OP: &str = "kl_div";
+        let dims = LogitDims::of(OP, logits)?;
+        if logits.shape().rank() != 3 || dims.groups < 2 {
+            return Err(CohortError::shape(
+                OP,
+                format!(
+                    "logits must be [P, B, C] with P ≥ 2, got {}",
+                    logits.shape()
+                ),
+            ));
+        }
+        expect_dtype(OP, "losses", losses, DType::F32)?;
+        expect_shape(OP, "losses", losses, &[dims.groups, dims.rows])?;
+        expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
+        expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(CohortError::InvalidConfig(format!(
+                "temperature must be positive, got {}",
+                self.temperature
+            )));
+        }
+        if self.peers.start >= self.peers.end || self.peers.end > dims.groups {
+            return Err(CohortError::shape(
+                OP,
+                format!("peer range {:?} outside 0..{}", self.peers, dims.groups),
+            ));
+        }
+        Ok(dims)
+    }
+}
+
+/// One optimizer update of a parameter tensor from its gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimizerStep {
+    /// SGD: `g += wd·w; v = μ·v + g; w -= lr·(nesterov ? g + μ·v : v)`.
+    Sgd {
+        /// Learning rate.
+        lr: f32,
+        /// Momentum μ (0 disables the velocity buffer's effect).
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+        /// L2 weight decay added to the gradient.
+        weight_decay: f32,
+    },
+    /// Adam, or AdamW when `decoupled`: bias-corrected moments at step `t` (1-based).
+    Adam {
+        /// Learning rate.
+        lr: f32,
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator epsilon.
+        eps: f32,
+        /// Weight decay: L2 in the gradient (Adam) or decoupled (AdamW).
+        weight_decay: f32,
+        /// AdamW's decoupled weight decay.
+        decoupled: bool,
+        /// Step number, starting at 1.
+        t: u32,
+    },
+}
+
+impl OptimizerStep {
+    /// Number of state tensors the rule needs (velocity; or first and second moments).
+    pub fn state_count(&self) -> usize {
+        match self {
+            OptimizerStep::Sgd { .. } => 1,
+            OptimizerStep::Adam { .. } => 2,
+        }
+    }
+
+    /// Checks that parameter, gradient and state tensors agree.
+    pub fn check(
+        &self,
+        param: &impl TensorInfo,
+        grad: &impl TensorInfo,
+        states: &[&dyn StateInfo],
+    ) -> Result<usize> {
+        const OP: &str = "optimizer";
+        expect_dtype(OP, "param", param, DType::F32)?;
+        expect_dtype(OP, "grad", grad, DType::F32)?;
+        expect_nonempty(OP, "param", param)?;
+        let n = param.shape().numel();
+        if grad.shape().numel() != n {
+            return Err(CohortError::shape(
+                OP,
+                format!("grad {} vs param {}", grad.shape(), param.shape()),
+            ));
+        }
+        if states.len() != self.state_count() {
+            return Err(CohortError::shape(
+                OP,
+                format!(
+                    "needs {} state tensors, got {}",
+                    self.state_count(),
+                    states.len()
+                ),
+            ));
+        }
+        for s in states {
+            if s.numel() != n {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("state of {} elements vs param {}", s.numel(), param.shape()),
+                ));
+            }
+        }
+        if let OptimizerStep::Adam { t: 0, .. } = self {
+            return Err(CohortError::InvalidConfig("Adam step t starts at 1".into()));
+        }
+        Ok(n)
+    }
+}
+
+/// Object-safe element count, for lists of optimizer state tensors.
+pub trait StateInfo {
+    /// Number of elements.
+    fn numel(&self) -> usize;
+}
+impl<T: TensorInfo> StateInfo for T {
+    fn numel(&self) -> usize {
+        self.shape().numel()
+    }
+}
+
+/// Validated dimensions of the accuracy count: logits `[P, B, C]`, labels `[B]`, counts `[P + 1]`.
+pub fn accuracy_dims(
+    logits: &impl TensorInfo,
+    labels: &impl TensorInfo,
+    counts: &impl TensorInfo,
+) -> Result<LogitDims> {
+    const OP: &str = "count_correct";
+    let dims = LogitDims::of(OP, logits)?;
+    expect_dtype(OP, "labels", labels, DType::U32)?;
+    expect_shape(OP, "labels", labels, &[dims.rows])?;
+    expect_dtype(OP, "counts", counts, DType::U32)?;
+    expect_shape(OP, "counts", counts, &[dims.groups + 1])?;
+    Ok(dims)
+}
+
+/// Validated gather: `dst[r, :] = src[index[r], :]` for `src [N, D]`, `index [R]`, `dst [R, D]`.
+/// Returns `(N, R, D)`. Rows whose index is out of range are written as zeros.
+pub fn gather_dims(
+    src: &impl TensorInfo,
+    index: &impl TensorInfo,
+    dst: &impl TensorInfo,
+) -> Result<(usize, usize, usize)> {
+    const OP: &str = "gather_rows";
+    expect_dtype(OP, "index", index, DType::U32)?;
+    if src.dtype() != dst.dtype() {
+        return Err(CohortError::shape(OP, "src and dst dtypes differ"));
+    }
+    expect_nonempty(OP, "src", src)?;
+    let sd = src.shape().dims();
+    let (n, d) = match sd.len() {
+        1 => (sd[0], 1),
+        2 => (sd[0], sd[1]),
+        _ => {
+            return Err(CohortError::shape(
+                OP,
+                format!("src must be [N] or [N, D], got {}", src.shape()),
+            ))
+        }
+    };
+    if index.shape().rank() != 1 {
+        return Err(CohortError::shape(
+            OP,
+            format!("index must be [R], got {}", index.shape()),
+        ));
+    }
+    let r = index.shape().numel();
+    let want: Vec<usize> = if sd.len() == 1 { vec![r] } else { vec![r, d] };
+    expect_shape(OP, "dst", dst, &want)?;
+    Ok((n, r, d))
+}
+
+/// `y = a·x + b·y + c`, element-wise (with `x` absent: `y = b·y + c`, e.g. a fill).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Axpby {
+    /// Factor on x.
+    pub a: f32,
+    /// Factor on the old y.
+    pub b: f32,
+    /// Constant added.
+    pub c: f32,
+}
+
+/// Checks that `x` and `y` are F32 with the same number of elements.
+pub fn axpby_len(x: &impl TensorInfo, y: &impl TensorInfo) -> Result<usize> {
+    expect_dtype("axpby", "x", x, DType::F32)?;
+    expect_dtype("axpby", "y", y, DType::F32)?;
+    if x.shape().numel() != y.shape().numel() {
+        return Err(CohortError::shape(
+            "axpby",
+            format!("x {} vs y {}", x.shape(), y.shape()),
+        ));
+    }
+    Ok(y.shape().numel())
+}
+
+/// Checks a copy of `len` elements between two tensors of the same dtype.
+pub fn copy_range(
+    src: &impl TensorInfo,
+    src_offset: usize,
+    dst: &impl TensorInfo,
+    dst_offset: usize,
+    len: usize,
+) -> Result<()> {
+    if src.dtype() != dst.dtype() {
+        return Err(CohortError::shape("copy", "src and dst dtypes differ"));
+    }
+    if src_offset + len > src.shape().numel() || dst_offset + len > dst.shape().numel() {
+        return Err(CohortError::shape(
+            "copy",
+            format!(
+                "{len} elements from offset {src_offset} of {} into offset {dst_offset} of {}",
+                src.shape(),
+                dst.shape()
+            ),
+        ));
+    }
+    Ok(())
+}

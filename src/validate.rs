@@ -1,0 +1,619 @@
+//! Kernel validation: run a kernel on the GPU and on its CPU twin with the same seeded inputs and
+//! measure the difference against a documented tolerance. The test suite sweeps these checks over
+//! many shapes; `cohort check` runs a default set on the user's own GPU.
+//!
+//! Tolerances:
+//! - matmul: |gpu − cpu| ≤ (K + 2)·2⁻²³·Σ_k |a_ik·b_kj| (+ |β·c|) per element, the worst-case bound
+//!   of a K-term f32 dot product, so it scales with K and with the operands;
+//! - other float kernels: |gpu − cpu| ≤ atol + rtol·|cpu| with rtol = 1e-5 unless stated;
+//! - integer kernels (accuracy counts, gather): exact.
+//!
+//! The CPU twins compute in f64 and round once, so they are the more accurate side.
+
+use crate::backend::Backend;
+use crate::cpu::CpuBackend;
+use crate::error::Result;
+use crate::gpu::GpuBackend;
+use crate::ops::{Activation, Axpby, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::rng::Rng;
+use crate::tensor::DType;
+
+/// Relative tolerance of the element-wise float kernels.
+pub const RTOL: f64 = 1e-5;
+
+/// The outcome of one kernel check.
+#[derive(Clone, Debug)]
+pub struct KernelCheck {
+    /// Kernel name (the shader's).
+    pub kernel: &'static str,
+    /// The case: shape and options.
+    pub case: String,
+    /// Largest |gpu − cpu| over all outputs.
+    pub max_abs_error: f64,
+    /// Largest error as a fraction of its allowed error; ≤ 1 passes.
+    pub worst_ratio: f64,
+    /// Where the worst element is and its two values, for failure messages.
+    pub worst: String,
+}
+
+impl KernelCheck {
+    /// Whether every element is within tolerance.
+    pub fn passed(&self) -> bool {
+        self.worst_ratio <= 1.0
+    }
+
+    fn new(kernel: &'static str, case: String) -> Self {
+        KernelCheck {
+            kernel,
+            case,
+            max_abs_error: 0.0,
+            worst_ratio: 0.0,
+            worst: String::new(),
+        }
+    }
+
+    /// Compares `got` with `want`, element `i` allowed `allowed(i, want[i])`. A NaN must match a
+    /// NaN; a length mismatch fails.
+    fn compare(
+        mut self,
+        what: &str,
+        got: &[f32],
+        want: &[f32],
+        allowed: impl Fn(usize, f64) -> f64,
+    ) -> Self {
+        if got.len() != want.len() {
+            self.worst_ratio = f64::INFINITY;
+            self.worst = format!("{what}: {} outputs, expected {}", got.len(), want.len());
+            return self;
+        }
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            let (g, w) = (g as f64, w as f64);
+            let ratio = if w.is_nan() || g.is_nan() {
+                if w.is_nan() && g.is_nan() {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                let err = (g - w).abs();
+                self.max_abs_error = self.max_abs_error.max(err);
+                if err == 0.0 {
+                    0.0
+                } else {
+                    err / allowed(i, w)
+                }
+            };
+            if ratio > self.worst_ratio || (ratio.is_nan() && !self.worst_ratio.is_nan()) {
+                self.worst_ratio = ratio;
+                self.worst = format!("{what}[{i}]: gpu {g}, cpu {w}");
+            }
+        }
+        self
+    }
+
+    fn relative(self, what: &str, got: &[f32], want: &[f32], rtol: f64, atol: f64) -> Self {
+        self.compare(what, got, want, |_, w| atol + rtol * w.abs())
+    }
+
+    fn exact<T: PartialEq + std::fmt::Debug>(mut self, what: &str, got: &[T], want: &[T]) -> Self {
+        if got != want {
+            self.worst_ratio = f64::INFINITY;
+            let i = got.iter().zip(want).position(|(a, b)| a != b).unwrap_or(0);
+            self.worst = format!("{what}[{i}]: gpu {:?}, cpu {:?}", got.get(i), want.get(i));
+        }
+        self
+    }
+}
+
+fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    Rng::new(seed).uniform_vec(n, lo, hi)
+}
+
+fn labels(seed: u64, n: usize, classes: usize) -> Vec<u32> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| rng.below(classes) as u32).collect()
+}
+
+/// How the operands of a batched matmul are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Batching {
+    /// Plain rank-2 operands.
+    None,
+    /// Every operand has `n` matrices.
+    All(usize),
+    /// `n` matrices, A shared (rank 2).
+    SharedA(usize),
+    /// `n` matrices, B shared (rank 2).
+    SharedB(usize),
+}
+
+fn matmul_run<B: Backend>(
+    b: &B,
+    batching: Batching,
+    dims: (usize, usize, usize),
+    spec: &MatmulSpec,
+    seed: u64,
+    abs: bool,
+) -> Result<Vec<f32>> {
+    let (m, n, k) = dims;
+    let (count, shared_a, shared_b) = match batching {
+        Batching::None => (None, false, false),
+        Batching::All(c) => (Some(c), false, false),
+        Batching::SharedA(c) => (Some(c), true, false),
+        Batching::SharedB(c) => (Some(c), false, true),
+    };
+    let shape = |shared: bool, rows: usize, cols: usize| -> Vec<usize> {
+        match count {
+            Some(c) if !shared => vec![c, rows, cols],
+            _ => vec![rows, cols],
+        }
+    };
+    let ashape = if spec.trans_a {
+        shape(shared_a, k, m)
+    } else {
+        shape(shared_a, m, k)
+    };
+    let bshape = if spec.trans_b {
+        shape(shared_b, n, k)
+    } else {
+        shape(shared_b, k, n)
+    };
+    let cshape = shape(false, m, n);
+    let data = |s: u64, shape: &[usize]| {
+        let v = uniform(s, shape.iter().product(), -1.0, 1.0);
+        if abs {
+            v.into_iter().map(f32::abs).collect()
+        } else {
+            v
+        }
+    };
+    let a = b.tensor(&ashape, &data(seed, &ashape))?;
+    let bb = b.tensor(&bshape, &data(seed + 1, &bshape))?;
+    let mut c = b.tensor(&cshape, &data(seed + 2, &cshape))?;
+    let spec = if abs {
+        MatmulSpec {
+            alpha: spec.alpha.abs(),
+            beta: spec.beta.abs(),
+            ..*spec
+        }
+    } else {
+        *spec
+    };
+    b.matmul(&a, &bb, &mut c, &spec)?;
+    b.read(&c)
+}
+
+/// Batched matmul `C = α·op(A)·op(B) + β·C` of `dims = (M, N, K)`.
+pub fn matmul(
+    gpu: &GpuBackend,
+    batching: Batching,
+    dims: (usize, usize, usize),
+    spec: &MatmulSpec,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let got = matmul_run(gpu, batching, dims, spec, seed, false)?;
+    let want = matmul_run(&CpuBackend, batching, dims, spec, seed, false)?;
+    let magnitude = matmul_run(&CpuBackend, batching, dims, spec, seed, true)?;
+    let unit = (dims.2 as f64 + 2.0) * 2f64.powi(-23);
+    let case = format!(
+        "{}x{}x{} {batching:?} ta={} tb={} α={} β={}",
+        dims.0, dims.1, dims.2, spec.trans_a, spec.trans_b, spec.alpha, spec.beta
+    );
+    Ok(KernelCheck::new("matmul", case)
+        .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
+}
+
+fn bias_act_run<B: Backend>(
+    b: &B,
+    shape: &[usize],
+    per_group_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<[Vec<f32>; 3]> {
+    let n: usize = shape.iter().product();
+    let cols = shape[shape.len() - 1];
+    let bias_shape = if per_group_bias {
+        vec![shape[0], cols]
+    } else {
+        vec![cols]
+    };
+    let x = b.tensor(shape, &uniform(seed, n, -3.0, 3.0))?;
+    let bias = b.tensor(
+        &bias_shape,
+        &uniform(seed + 1, bias_shape.iter().product(), -1.0, 1.0),
+    )?;
+    let dy = b.tensor(shape, &uniform(seed + 2, n, -1.0, 1.0))?;
+    let mut y = b.zeros(shape, DType::F32)?;
+    let mut dx = b.zeros(shape, DType::F32)?;
+    b.bias_act(&x, &bias, &mut y, act)?;
+    b.bias_act_backward(&x, &bias, &dy, &mut dx, act)?;
+    // The bias gradient: column sums of dx over each group's rows (for a bias of its own).
+    let mut db = b.zeros(&bias_shape, DType::F32)?;
+    if bias_shape.len() + 1 == shape.len() {
+        b.reduce_sum(&dx, shape.len() - 2, &mut db, 1.0, false)?;
+    }
+    Ok([b.read(&y)?, b.read(&dx)?, b.read(&db)?])
+}
+
+/// Bias + activation forward and backward on `x` of `shape` (`[R, H]` or `[G, R, H]`), and the
+/// bias gradient by `reduce_sum`.
+pub fn bias_act(
+    gpu: &GpuBackend,
+    shape: &[usize],
+    per_group_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let [y, dx, db] = bias_act_run(gpu, shape, per_group_bias, act, seed)?;
+    let [cy, cdx, cdb] = bias_act_run(&CpuBackend, shape, per_group_bias, act, seed)?;
+    let rows = shape[shape.len() - 2] as f64;
+    Ok(KernelCheck::new(
+        "bias_act",
+        format!("{shape:?} {act:?} per-group bias {per_group_bias}"),
+    )
+    .relative("y", &y, &cy, RTOL, 1e-6)
+    .relative("dx", &dx, &cdx, RTOL, 1e-6)
+    .relative("db", &db, &cdb, RTOL, 1e-6 * rows.sqrt()))
+}
+
+fn reduce_run<B: Backend>(
+    b: &B,
+    shape: &[usize],
+    axis: usize,
+    accumulate: bool,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let mut out_shape = shape.to_vec();
+    out_shape.remove(axis);
+    let x = b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0))?;
+    let mut out = b.tensor(
+        &out_shape,
+        &uniform(seed + 1, out_shape.iter().product(), -1.0, 1.0),
+    )?;
+    b.reduce_sum(&x, axis, &mut out, 0.25, accumulate)?;
+    b.read(&out)
+}
+
+/// Sum over `axis` of a tensor of `shape`, scaled by 0.25, optionally accumulated.
+pub fn reduce_sum(
+    gpu: &GpuBackend,
+    shape: &[usize],
+    axis: usize,
+    accumulate: bool,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let got = reduce_run(gpu, shape, axis, accumulate, seed)?;
+    let want = reduce_run(&CpuBackend, shape, axis, accumulate, seed)?;
+    let n = shape[axis] as f64;
+    Ok(KernelCheck::new(
+        "reduce_sum",
+        format!("{shape:?} axis {axis} accumulate {accumulate}"),
+    )
+    .relative("out", &got, &want, RTOL, 1e-6 * n.sqrt()))
+}
+
+fn ce_run<B: Backend>(
+    b: &B,
+    logits: &[f32],
+    shape: &[usize],
+    lab: &[u32],
+    spec: &CrossEntropySpec,
+) -> Result<[Vec<f32>; 2]> {
+    let z = b.tensor(shape, logits)?;
+    let y = b.tensor_u32(&[lab.len()], lab)?;
+    let mut losses = b.zeros(&shape[..shape.len() - 1], DType::F32)?;
+    let mut dz = b.zeros(shape, DType::F32)?;
+    b.softmax_ce(&z, &y, &mut losses, &mut dz, spec)?;
+    Ok([b.read(&losses)?, b.read(&dz)?])
+}
+
+/// Fused softmax cross-entropy on the given logits and labels. The loss is compared with
+/// `loss_atol` absolute slack: an f32 logit of magnitude L is only exact to about L·2⁻²⁴.
+pub fn softmax_ce_on(
+    gpu: &GpuBackend,
+    logits: &[f32],
+    shape: &[usize],
+    labels: &[u32],
+    spec: &CrossEntropySpec,
+    loss_atol: f64,
+) -> Result<KernelCheck> {
+    let [l, d] = ce_run(gpu, logits, shape, labels, spec)?;
+    let [cl, cd] = ce_run(&CpuBackend, logits, shape, labels, spec)?;
+    Ok(KernelCheck::new(
+        "softmax_ce",
+        format!("{shape:?} smoothing {}", spec.label_smoothing),
+    )
+    .relative("loss", &l, &cl, RTOL, loss_atol)
+    .relative("dlogits", &d, &cd, RTOL, 1e-6))
+}
+
+/// Fused softmax cross-entropy on seeded logits in [−8, 8) of `shape` (`[B, C]` or `[P, B, C]`).
+pub fn softmax_ce(
+    gpu: &GpuBackend,
+    shape: &[usize],
+    smoothing: f32,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let rows = shape[shape.len() - 2];
+    let classes = shape[shape.len() - 1];
+    let z = uniform(seed, shape.iter().product(), -8.0, 8.0);
+    let lab = labels(seed + 7, rows, classes);
+    let spec = CrossEntropySpec {
+        label_smoothing: smoothing,
+        grad_scale: 1.0 / rows as f32,
+    };
+    softmax_ce_on(gpu, &z, shape, &lab, &spec, 1e-5)
+}
+
+fn kl_run<B: Backend>(
+    b: &B,
+    logits: &[f32],
+    shape: &[usize],
+    spec: &KlSpec,
+) -> Result<[Vec<f32>; 2]> {
+    let z = b.tensor(shape, logits)?;
+    let mut losses = b.zeros(&shape[..2], DType::F32)?;
+    // A pre-filled gradient, so accumulation is exercised for real.
+    let mut dz = b.tensor(shape, &uniform(99, logits.len(), -1.0, 1.0))?;
+    b.kl_div(&z, &mut losses, &mut dz, spec)?;
+    Ok([b.read(&losses)?, b.read(&dz)?])
+}
+
+/// Mutual-learning KL on the given stacked logits `[P, B, C]`.
+pub fn kl_div_on(
+    gpu: &GpuBackend,
+    logits: &[f32],
+    shape: &[usize],
+    spec: &KlSpec,
+) -> Result<KernelCheck> {
+    let [l, d] = kl_run(gpu, logits, shape, spec)?;
+    let [cl, cd] = kl_run(&CpuBackend, logits, shape, spec)?;
+    Ok(KernelCheck::new(
+        "kl_div",
+        format!(
+            "{shape:?} T={} peers {:?} accumulate {}",
+            spec.temperature, spec.peers, spec.accumulate
+        ),
+    )
+    .relative("loss", &l, &cl, 1e-4, 1e-5)
+    .relative("dlogits", &d, &cd, RTOL, 1e-6))
+}
+
+/// Mutual-learning KL on seeded logits in [−6, 6) of `shape` `[P, B, C]`.
+pub fn kl_div(gpu: &GpuBackend, shape: &[usize], spec: &KlSpec, seed: u64) -> Result<KernelCheck> {
+    let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
+    kl_div_on(gpu, &z, shape, spec)
+}
+
+fn optimizer_run<B: Backend>(
+    b: &B,
+    step: &OptimizerStep,
+    n: usize,
+    steps: u32,
+) -> Result<Vec<f32>> {
+    let mut w = b.tensor(&[n], &uniform(1, n, -1.0, 1.0))?;
+    let mut states = (0..step.state_count())
+        .map(|_| b.zeros(&[n], DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    for t in 1..=steps {
+        let grad = b.tensor(&[n], &uniform(10 + t as u64, n, -1.0, 1.0))?;
+        let s = match *step {
+            OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+                ..
+            } => OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+                t,
+            },
+            sgd => sgd,
+        };
+        b.optimizer_step(&s, &mut w, &grad, &mut states)?;
+    }
+    let mut out = b.read(&w)?;
+    for s in &states {
+        out.extend(b.read(s)?);
+    }
+    Ok(out)
+}
+
+/// `steps` optimizer updates of `n` parameters with seeded gradients; compares the parameters
+/// and every state tensor.
+pub fn optimizer(
+    gpu: &GpuBackend,
+    step: &OptimizerStep,
+    n: usize,
+    steps: u32,
+) -> Result<KernelCheck> {
+    let got = optimizer_run(gpu, step, n, steps)?;
+    let want = optimizer_run(&CpuBackend, step, n, steps)?;
+    Ok(
+        KernelCheck::new("optimizer", format!("{step:?} n={n} steps={steps}")).relative(
+            "param+state",
+            &got,
+            &want,
+            RTOL,
+            1e-6,
+        ),
+    )
+}
+
+fn axpby_run<B: Backend>(b: &B, n: usize) -> Result<Vec<f32>> {
+    let x = b.tensor(&[n], &uniform(1, n, -1.0, 1.0))?;
+    let mut y = b.tensor(&[n], &uniform(2, n, -1.0, 1.0))?;
+    b.axpby(
+        Some(&x),
+        &mut y,
+        &Axpby {
+            a: 2.0,
+            b: -0.5,
+            c: 0.25,
+        },
+    )?;
+    let mut out = b.read(&y)?;
+    // A fill ignores the old contents, even NaN.
+    let mut z = b.tensor(&[n], &vec![f32::NAN; n])?;
+    b.fill(&mut z, 3.5)?;
+    out.extend(b.read(&z)?);
+    let mut part = b.zeros(&[n + 2], DType::F32)?;
+    b.copy(&x, 0, &mut part, 2, n)?;
+    out.extend(b.read(&part)?);
+    Ok(out)
+}
+
+/// `y = a·x + b·y + c`, a fill over NaNs, and an offset copy, on `n` elements.
+pub fn axpby(gpu: &GpuBackend, n: usize) -> Result<KernelCheck> {
+    let got = axpby_run(gpu, n)?;
+    let want = axpby_run(&CpuBackend, n)?;
+    Ok(
+        KernelCheck::new("axpby", format!("n={n} (with fill and copy)"))
+            .relative("y", &got, &want, RTOL, 1e-6),
+    )
+}
+
+fn count_run<B: Backend>(b: &B, logits: &[f32], shape: &[usize], lab: &[u32]) -> Result<Vec<u32>> {
+    let z = b.tensor(shape, logits)?;
+    let y = b.tensor_u32(&[lab.len()], lab)?;
+    let mut counts = b.tensor_u32(&[shape[0] + 1], &vec![1; shape[0] + 1])?;
+    b.count_correct(&z, &y, &mut counts)?;
+    b.count_correct(&z, &y, &mut counts)?; // counts accumulate
+    b.read_u32(&counts)
+}
+
+/// Accuracy counts of every peer and the ensemble on the given logits `[P, B, C]`, run twice to
+/// check accumulation.
+pub fn count_correct_on(
+    gpu: &GpuBackend,
+    logits: &[f32],
+    shape: &[usize],
+    labels: &[u32],
+) -> Result<(KernelCheck, Vec<u32>)> {
+    let got = count_run(gpu, logits, shape, labels)?;
+    let want = count_run(&CpuBackend, logits, shape, labels)?;
+    Ok((
+        KernelCheck::new("count_correct", format!("{shape:?}")).exact("counts", &got, &want),
+        got,
+    ))
+}
+
+/// Accuracy counts on seeded logits of `shape` `[P, B, C]`.
+pub fn count_correct(gpu: &GpuBackend, shape: &[usize], seed: u64) -> Result<KernelCheck> {
+    let z = uniform(seed, shape.iter().product(), -3.0, 3.0);
+    let lab = labels(seed + 1, shape[1], shape[2]);
+    Ok(count_correct_on(gpu, &z, shape, &lab)?.0)
+}
+
+fn gather_run<B: Backend>(
+    b: &B,
+    rows: usize,
+    width: usize,
+    index: &[u32],
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    let src = b.tensor(&[rows, width], &uniform(4, rows * width, -1.0, 1.0))?;
+    let lab: Vec<u32> = (0..rows as u32).map(|v| v * 7).collect();
+    let src_lab = b.tensor_u32(&[rows], &lab)?;
+    let idx = b.tensor_u32(&[index.len()], index)?;
+    let mut dst = b.zeros(&[index.len(), width], DType::F32)?;
+    let mut dst_lab = b.zeros(&[index.len()], DType::U32)?;
+    b.gather_rows(&src, &idx, &mut dst)?;
+    b.gather_rows(&src_lab, &idx, &mut dst_lab)?;
+    Ok((b.read(&dst)?, b.read_u32(&dst_lab)?))
+}
+
+/// Row gather of F32 rows and U32 labels from a `[rows, width]` source by `index`.
+pub fn gather(
+    gpu: &GpuBackend,
+    rows: usize,
+    width: usize,
+    index: &[u32],
+) -> Result<(KernelCheck, Vec<f32>, Vec<u32>)> {
+    let got = gather_run(gpu, rows, width, index)?;
+    let want = gather_run(&CpuBackend, rows, width, index)?;
+    let check = KernelCheck::new(
+        "gather",
+        format!("{rows}x{width} by {} indices", index.len()),
+    )
+    .exact("rows", &got.0, &want.0)
+    .exact("labels", &got.1, &want.1);
+    Ok((check, got.0, got.1))
+}
+
+/// A quick default set covering every kernel, for `cohort check`.
+pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
+    let mut out = Vec::new();
+    for (i, dims) in [(7, 13, 29), (64, 64, 64), (65, 63, 1000)]
+        .into_iter()
+        .enumerate()
+    {
+        for t in 0..4 {
+            out.push(matmul(
+                gpu,
+                Batching::SharedA(2),
+                dims,
+                &MatmulSpec::new(t & 1 == 1, t & 2 == 2),
+                (i * 4 + t) as u64,
+            )?);
+        }
+    }
+    out.push(matmul(
+        gpu,
+        Batching::All(3),
+        (33, 17, 70),
+        &MatmulSpec::new(false, false).accumulate(),
+        5,
+    )?);
+    for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
+        out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);
+    }
+    out.push(reduce_sum(gpu, &[3, 300, 7], 1, true, 2)?);
+    out.push(softmax_ce(gpu, &[2, 64, 10], 0.1, 3)?);
+    out.push(kl_div(
+        gpu,
+        &[3, 64, 10],
+        &KlSpec {
+            temperature: 2.0,
+            grad_scale: 0.5,
+            accumulate: true,
+            peers: 0..3,
+        },
+        4,
+    )?);
+    out.push(optimizer(
+        gpu,
+        &OptimizerStep::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+        },
+        1000,
+        3,
+    )?);
+    out.push(optimizer(
+        gpu,
+        &OptimizerStep::Adam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 1e-2,
+            decoupled: true,
+            t: 1,
+        },
+        1000,
+        3,
+    )?);
+    out.push(axpby(gpu, 1000)?);
+    out.push(count_correct(gpu, &[3, 200, 10], 5)?);
+    out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000])?.0);
+    Ok(out)
+}

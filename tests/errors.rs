@@ -1,0 +1,159 @@
+//! Bad input gets a typed error, never a panic: each error the library promises is provoked here.
+
+mod common;
+
+use cohort::gpu::GpuOptions;
+use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec};
+use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend};
+use common::gpu;
+
+fn shape_errors<B: Backend>(b: &B) {
+    let x = b.zeros(&[4, 3], DType::F32).unwrap();
+    let w = b.zeros(&[4, 3], DType::F32).unwrap();
+    let mut y = b.zeros(&[4, 3], DType::F32).unwrap();
+    let err = b
+        .matmul(&x, &w, &mut y, &MatmulSpec::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, CohortError::ShapeMismatch { op: "matmul", .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("[4, 3]"),
+        "message names the shapes: {err}"
+    );
+
+    let bias = b.zeros(&[5], DType::F32).unwrap();
+    let err = b
+        .bias_act(&x, &bias, &mut y, Default::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, CohortError::ShapeMismatch { op: "bias_act", .. }),
+        "{err}"
+    );
+
+    let wrong_labels = b.tensor_u32(&[3], &[0, 1, 2]).unwrap();
+    let mut losses = b.zeros(&[4], DType::F32).unwrap();
+    let mut dz = b.zeros(&[4, 3], DType::F32).unwrap();
+    let spec = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    };
+    let err = b
+        .softmax_ce(&x, &wrong_labels, &mut losses, &mut dz, &spec)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CohortError::ShapeMismatch {
+                op: "softmax_ce",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let float_labels = b.zeros(&[4], DType::F32).unwrap();
+    assert!(b
+        .softmax_ce(&x, &float_labels, &mut losses, &mut dz, &spec)
+        .is_err());
+
+    let one_peer = b.zeros(&[1, 4, 3], DType::F32).unwrap();
+    let mut kl_losses = b.zeros(&[1, 4], DType::F32).unwrap();
+    let mut kl_grad = b.zeros(&[1, 4, 3], DType::F32).unwrap();
+    let spec = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..1,
+    };
+    assert!(matches!(
+        b.kl_div(&one_peer, &mut kl_losses, &mut kl_grad, &spec),
+        Err(CohortError::ShapeMismatch { op: "kl_div", .. })
+    ));
+    let two = b.zeros(&[2, 4, 3], DType::F32).unwrap();
+    let mut l2 = b.zeros(&[2, 4], DType::F32).unwrap();
+    let mut g2 = b.zeros(&[2, 4, 3], DType::F32).unwrap();
+    let cold = KlSpec {
+        temperature: 0.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..2,
+    };
+    assert!(matches!(
+        b.kl_div(&two, &mut l2, &mut g2, &cold),
+        Err(CohortError::InvalidConfig(_))
+    ));
+
+    assert!(matches!(
+        b.tensor(&[2, 2], &[1.0; 3]),
+        Err(CohortError::ShapeMismatch { .. })
+    ));
+    let mut t = b.zeros(&[2], DType::U32).unwrap();
+    assert!(
+        b.write(&mut t, &[1.0, 2.0]).is_err(),
+        "dtype mismatch on write"
+    );
+}
+
+#[test]
+fn cpu_backend_rejects_bad_shapes() {
+    shape_errors(&CpuBackend);
+}
+
+#[test]
+fn gpu_backend_rejects_bad_shapes() {
+    let Some(g) = gpu() else { return };
+    shape_errors(g);
+}
+
+#[test]
+fn oversized_buffers_are_refused_not_aborted() {
+    let err = CpuBackend
+        .zeros(&[1 << 40, 1 << 30], DType::F32)
+        .unwrap_err();
+    assert!(matches!(err, CohortError::BufferTooLarge { .. }), "{err}");
+    let Some(g) = gpu() else { return };
+    let limit = g.runtime().caps().max_storage_binding;
+    let err = g
+        .zeros(&[(limit / 4 + 1) as usize], DType::F32)
+        .unwrap_err();
+    assert!(matches!(err, CohortError::BufferTooLarge { .. }), "{err}");
+}
+
+#[test]
+fn an_unknown_adapter_name_is_a_no_adapter_error() {
+    let err = GpuBackend::new(&GpuOptions {
+        adapter: Some("no-such-adapter-anywhere".into()),
+        hardware_only: false,
+    })
+    .unwrap_err();
+    assert!(matches!(err, CohortError::NoAdapter(_)), "{err}");
+}
+
+#[test]
+fn a_broken_user_shader_is_a_compile_error() {
+    let Some(g) = gpu() else { return };
+    let err = g
+        .runtime()
+        .compile_wgsl(
+            "broken",
+            "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }",
+            "main",
+        )
+        .unwrap_err();
+    assert!(matches!(err, CohortError::ShaderCompile { .. }), "{err}");
+}
+
+#[test]
+fn a_lost_device_is_reported_as_device_lost() {
+    // A device of its own, so the shared one stays usable for the other tests.
+    if gpu().is_none() {
+        return;
+    }
+    let g = GpuBackend::from_env().unwrap();
+    let t = g.tensor(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    assert_eq!(g.read(&t).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+    g.runtime().device().destroy();
+    let err = g.read(&t).unwrap_err();
+    assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
+}

@@ -1,0 +1,354 @@
+//! Every kernel on the GPU adapter against its CPU twin (`cohort::validate`), for seeded random
+//! inputs over many shapes: 1×1×1, primes, just above and below the 64-wide tiles, K ≫ M and N,
+//! batch counts 1 and 3 with shared operands, all transpose combinations, and numerical edge cases.
+//! Tolerances are documented in `src/validate.rs`.
+
+mod common;
+
+use cohort::ops::{Activation, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use cohort::validate::{self, Batching, KernelCheck};
+use common::{gpu, uniform};
+
+fn assert_passed(c: &KernelCheck) {
+    assert!(
+        c.passed(),
+        "{} {}: worst at {} ({:.1}× the tolerance)",
+        c.kernel,
+        c.case,
+        c.worst,
+        c.worst_ratio
+    );
+}
+
+/// Asserts every check and prints the largest error, for the record.
+fn report(kernel: &str, checks: &[KernelCheck]) {
+    checks.iter().for_each(assert_passed);
+    let worst = checks.iter().map(|c| c.max_abs_error).fold(0.0, f64::max);
+    eprintln!(
+        "{kernel}: {} cases passed, max |gpu - cpu| = {worst:.3e}",
+        checks.len()
+    );
+}
+
+#[test]
+fn matmul_matches_cpu_over_shapes_batches_and_transposes() {
+    let Some(g) = gpu() else { return };
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 29),
+        (63, 65, 64),
+        (64, 64, 64),
+        (65, 63, 17),
+        (1, 100, 1),
+        (33, 1, 70),
+        (3, 5, 1000),
+        (129, 70, 31),
+    ];
+    let batchings = [
+        Batching::None,
+        Batching::All(1),
+        Batching::All(3),
+        Batching::SharedA(3),
+        Batching::SharedB(3),
+    ];
+    let mut checks = Vec::new();
+    for (si, &dims) in shapes.iter().enumerate() {
+        for (bi, &batching) in batchings.iter().enumerate() {
+            for t in 0..4 {
+                let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2);
+                if (si + bi + t) % 3 == 0 {
+                    spec.alpha = 0.5;
+                    spec.beta = 1.0;
+                }
+                checks.push(
+                    validate::matmul(g, batching, dims, &spec, (si * 100 + bi * 10 + t) as u64)
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    report("matmul", &checks);
+}
+
+#[test]
+fn bias_act_forward_backward_and_bias_grad_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for act in [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Tanh,
+    ] {
+        for (i, shape) in [vec![1, 1], vec![7, 13], vec![3, 33, 257], vec![2, 64, 10]]
+            .iter()
+            .enumerate()
+        {
+            checks.push(validate::bias_act(g, shape, false, act, i as u64).unwrap());
+            if shape.len() == 3 {
+                checks.push(validate::bias_act(g, shape, true, act, i as u64).unwrap());
+            }
+        }
+    }
+    report("bias_act", &checks);
+}
+
+#[test]
+fn reduce_sum_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let cases: &[(&[usize], usize)] = &[
+        (&[1], 0),
+        (&[1000], 0),
+        (&[5, 17], 0),
+        (&[5, 17], 1),
+        (&[3, 300, 7], 1),
+        (&[2, 3, 40], 2),
+        (&[70000, 2], 0),
+    ];
+    let mut checks = Vec::new();
+    for (i, &(shape, axis)) in cases.iter().enumerate() {
+        for accumulate in [false, true] {
+            checks.push(validate::reduce_sum(g, shape, axis, accumulate, i as u64).unwrap());
+        }
+    }
+    report("reduce_sum", &checks);
+}
+
+#[test]
+fn softmax_ce_matches_cpu_with_and_without_smoothing() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for (i, shape) in [
+        &[1, 1][..],
+        &[1, 10],
+        &[7, 3],
+        &[64, 10],
+        &[2, 33, 100],
+        &[3, 5, 1000],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for smoothing in [0.0, 0.1] {
+            checks.push(validate::softmax_ce(g, shape, smoothing, i as u64).unwrap());
+        }
+    }
+    report("softmax_ce", &checks);
+}
+
+#[test]
+fn softmax_ce_is_stable_for_huge_logits_one_class_batches_and_batch_one() {
+    let Some(g) = gpu() else { return };
+    let spec = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 0.25,
+    };
+    // Logits of ±1e4: finite losses; an f32 logit of 1e4 is exact only to ~1e-3, so the loss gets
+    // that much absolute slack, while the gradient keeps the usual tolerance.
+    let z = [
+        1e4, -1e4, 0.0, 5e3, -1e4, 1e4, 1e4, 0.0, -1e4, 1e4, 1e4, 1e4,
+    ];
+    assert_passed(&validate::softmax_ce_on(g, &z, &[4, 3], &[0, 0, 2, 1], &spec, 2e-3).unwrap());
+    // One class for the whole batch, and a batch of one row.
+    let z = uniform(3, 20, -2.0, 2.0);
+    assert_passed(&validate::softmax_ce_on(g, &z, &[5, 4], &[2; 5], &spec, 1e-5).unwrap());
+    assert_passed(&validate::softmax_ce_on(g, &z[..4], &[1, 4], &[3], &spec, 1e-5).unwrap());
+    // An out-of-range label gives NaN on both backends (the check demands NaN matches NaN).
+    assert_passed(&validate::softmax_ce_on(g, &z[..6], &[2, 3], &[1, 3], &spec, 1e-5).unwrap());
+}
+
+#[test]
+fn softmax_ce_reference_values() {
+    // The CPU twin itself, on hand-computed values: these anchor what the GPU is compared with.
+    use cohort::{Backend, CpuBackend, DType};
+    let cpu = CpuBackend;
+    let z = cpu
+        .tensor(&[3, 3], &[1e4, -1e4, 0.0, 1e4, 0.0, -1e4, 1.0, 1.0, 1.0])
+        .unwrap();
+    let y = cpu.tensor_u32(&[3], &[0, 2, 1]).unwrap();
+    let mut l = cpu.zeros(&[3], DType::F32).unwrap();
+    let mut d = cpu.zeros(&[3, 3], DType::F32).unwrap();
+    cpu.softmax_ce(
+        &z,
+        &y,
+        &mut l,
+        &mut d,
+        &CrossEntropySpec {
+            label_smoothing: 0.0,
+            grad_scale: 1.0,
+        },
+    )
+    .unwrap();
+    let l = cpu.read(&l).unwrap();
+    assert!(
+        l[0].abs() < 1e-6,
+        "a confident right answer costs 0: {}",
+        l[0]
+    );
+    assert!(
+        (l[1] - 2e4).abs() < 1.0,
+        "a confident wrong answer costs 2e4: {}",
+        l[1]
+    );
+    assert!(
+        (l[2] - 3f32.ln()).abs() < 1e-6,
+        "equal logits cost ln 3: {}",
+        l[2]
+    );
+    let d = cpu.read(&d).unwrap();
+    assert!(
+        (d[5] + 1.0).abs() < 1e-6 && (d[3] - 1.0).abs() < 1e-6,
+        "gradient softmax − onehot: {d:?}"
+    );
+}
+
+#[test]
+fn kl_div_matches_cpu_for_two_and_more_peers() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for (i, shape) in [
+        [2usize, 1, 1],
+        [2, 1, 10],
+        [2, 64, 10],
+        [3, 17, 7],
+        [4, 9, 300],
+        [2, 5, 1000],
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (t, accumulate, peers) in [
+            (1.0, false, 0..shape[0]),
+            (3.0, true, 0..shape[0]),
+            (2.0, false, 1..2),
+        ] {
+            let spec = KlSpec {
+                temperature: t,
+                grad_scale: 0.5 / shape[1] as f32,
+                accumulate,
+                peers,
+            };
+            checks.push(validate::kl_div(g, shape, &spec, i as u64).unwrap());
+        }
+    }
+    report("kl_div", &checks);
+}
+
+#[test]
+fn kl_div_of_identical_peers_is_zero_with_zero_gradient() {
+    use cohort::{Backend, CpuBackend, DType};
+    let row = uniform(5, 20, -5.0, 5.0);
+    let z: Vec<f32> = row.iter().chain(&row).chain(&row).copied().collect();
+    let spec = KlSpec {
+        temperature: 2.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..3,
+    };
+    fn run<B: Backend>(b: &B, z: &[f32], spec: &KlSpec) -> (Vec<f32>, Vec<f32>) {
+        let t = b.tensor(&[3, 2, 10], z).unwrap();
+        let mut l = b.zeros(&[3, 2], DType::F32).unwrap();
+        let mut d = b.zeros(&[3, 2, 10], DType::F32).unwrap();
+        b.kl_div(&t, &mut l, &mut d, spec).unwrap();
+        (b.read(&l).unwrap(), b.read(&d).unwrap())
+    }
+    let mut runs = vec![("cpu", run(&CpuBackend, &z, &spec))];
+    if let Some(g) = gpu() {
+        runs.push(("gpu", run(g, &z, &spec)));
+    }
+    for (name, (l, d)) in runs {
+        assert!(l.iter().all(|v| v.abs() < 1e-6), "{name} loss {l:?}");
+        assert!(d.iter().all(|v| v.abs() < 1e-6), "{name} grad {d:?}");
+    }
+}
+
+#[test]
+fn optimizers_match_cpu_over_several_steps() {
+    let Some(g) = gpu() else { return };
+    let adam = |weight_decay, decoupled| OptimizerStep::Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay,
+        decoupled,
+        t: 1,
+    };
+    let steps = [
+        OptimizerStep::Sgd {
+            lr: 0.1,
+            momentum: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        OptimizerStep::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 1e-3,
+        },
+        OptimizerStep::Sgd {
+            lr: 0.05,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+        },
+        adam(0.0, false),
+        adam(1e-2, false),
+        adam(1e-2, true),
+    ];
+    let mut checks = Vec::new();
+    for step in &steps {
+        for n in [1, 257, 5000] {
+            checks.push(validate::optimizer(g, step, n, 5).unwrap());
+        }
+    }
+    report("optimizer", &checks);
+}
+
+#[test]
+fn axpby_fill_and_copy_match_cpu() {
+    let Some(g) = gpu() else { return };
+    let checks: Vec<_> = [1, 300, 70000]
+        .into_iter()
+        .map(|n| validate::axpby(g, n).unwrap())
+        .collect();
+    report("axpby", &checks);
+}
+
+#[test]
+fn count_correct_matches_cpu_for_peers_and_ensemble() {
+    let Some(g) = gpu() else { return };
+    let checks: Vec<_> = [[1usize, 1, 2], [2, 100, 10], [3, 333, 7], [5, 70, 100]]
+        .iter()
+        .enumerate()
+        .map(|(i, s)| validate::count_correct(g, s, i as u64).unwrap())
+        .collect();
+    report("count_correct", &checks);
+    // Hand-checked: peer 0 right and confident, peer 1 wrong; the ensemble follows peer 0.
+    // Counts start at 1 and the kernel runs twice.
+    let (check, counts) =
+        validate::count_correct_on(g, &[0.0, 10.0, 0.0, 1.0, 0.0, 0.0], &[2, 1, 3], &[1]).unwrap();
+    assert_passed(&check);
+    assert_eq!(counts, vec![3, 1, 3]);
+}
+
+#[test]
+fn gather_rows_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let (check, rows, labels) = validate::gather(g, 10, 64, &[5, 0, 9, 9, 3, 1000]).unwrap();
+    assert_passed(&check);
+    assert_eq!(labels, vec![35, 0, 63, 63, 21, 0]);
+    assert!(
+        rows[5 * 64..].iter().all(|&v| v == 0.0),
+        "an out-of-range index gives zeros"
+    );
+}
+
+#[test]
+fn the_cli_default_check_set_passes() {
+    let Some(g) = gpu() else { return };
+    let checks = validate::run_all(g).unwrap();
+    assert!(checks.len() >= 20);
+    checks.iter().for_each(assert_passed);
+}

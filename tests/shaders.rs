@@ -1,0 +1,80 @@
+//! Every WGSL file is parsed and validated by naga, with no GPU needed, so a shader error fails
+//! fast everywhere. Also checks the tree's promise: each shader has a CPU twin of the same name
+//! and is compiled into the crate.
+
+use std::path::Path;
+
+use cohort::gpu::shaders::Shader;
+
+fn shader_files() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("shaders/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_wgsl_file_validates_with_naga() {
+    let files = shader_files();
+    assert!(
+        files.len() >= 9,
+        "expected the full kernel set, found {files:?}"
+    );
+    for path in files {
+        let source = std::fs::read_to_string(&path).expect("readable shader");
+        let module = naga::front::wgsl::parse_str(&source)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
+        naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
+    }
+}
+
+#[test]
+fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for path in shader_files() {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let stem = name.trim_end_matches(".wgsl");
+        let twin = root.join("src/cpu").join(format!("{stem}.rs"));
+        assert!(
+            twin.exists(),
+            "{name} has no CPU twin at {}",
+            twin.display()
+        );
+        let shader = Shader::ALL
+            .iter()
+            .find(|s| s.file_name() == name)
+            .unwrap_or_else(|| panic!("{name} is not registered in gpu::shaders::Shader"));
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            shader.source(),
+            on_disk,
+            "{name}: compiled-in source is stale"
+        );
+    }
+}
+
+#[test]
+fn a_broken_shader_is_reported_by_naga() {
+    // The validator really rejects errors: a type mismatch must not slip through.
+    let source = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
+    let parsed = naga::front::wgsl::parse_str(source);
+    let rejected = match parsed {
+        Err(_) => true,
+        Ok(m) => naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&m)
+        .is_err(),
+    };
+    assert!(rejected);
+}
