@@ -7,13 +7,17 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod checkpoint;
+pub mod config;
 pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod metrics;
 pub mod ops;
 pub mod rng;
 pub mod tensor;
+pub mod trainer;
 pub mod validate;
 
 pub use backend::Backend;

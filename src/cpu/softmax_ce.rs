@@ -30,10 +30,10 @@ pub fn softmax_ce<R: Real>(
     let c = d.classes;
     let eps = spec.label_smoothing as f64;
     for g in 0..d.groups {
-        for r in 0..d.rows {
+        for (r, &label) in labels[..d.rows].iter().enumerate() {
             let row = g * d.rows + r;
             let z = &logits[row * c..(row + 1) * c];
-            let label = labels[r] as usize;
+            let label = label as usize;
             if label >= c {
                 losses[row] = R::from_f64(f64::NAN);
                 dlogits[row * c..(row + 1) * c].fill(R::from_f64(0.0));

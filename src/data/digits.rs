@@ -33,6 +33,6 @@ mod tests {
         assert_eq!(s.train.rows + s.test.rows, 1797);
         assert_eq!((s.train.cols, s.train.classes), (64, 10));
         assert!(s.train.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
-        assert!(s.train.features.iter().any(|&v| v == 1.0));
+        assert!(s.train.features.contains(&1.0));
     }
 }

@@ -1,0 +1,73 @@
+//! Linking cohort as a library: train a 2-peer cohort on the embedded digits by Deep Mutual
+//! Learning, on the GPU when there is one and on the CPU otherwise, then save a checkpoint and
+//! evaluate the reloaded cohort.
+//!
+//! ```text
+//! cargo run --release --example library
+//! ```
+
+use cohort::config::{parse_peers, TrainConfig};
+use cohort::data::{DataSource, Standardizer};
+use cohort::ops::Activation;
+use cohort::trainer::Trainer;
+use cohort::{checkpoint, Backend, CpuBackend, GpuBackend, Result};
+
+fn run<B: Backend>(backend: &B) -> Result<()> {
+    println!("backend: {}", backend.describe());
+    // Data: the UCI digits compiled into the crate, standardised with training statistics.
+    let mut split = DataSource::Digits.load()?;
+    let standardizer = Standardizer::fit(&split.train);
+    standardizer.apply(&mut split.train)?;
+    standardizer.apply(&mut split.test)?;
+
+    // Two different peers, mutual learning with α = 1 and T = 2.
+    let peers = parse_peers("_-128-_,_-64-64-_", split.train.cols, 10, Activation::Relu)?;
+    let mut config = TrainConfig::new(peers);
+    config.alpha = 1.0;
+    config.temperature = 2.0;
+    config.epochs = 5;
+
+    let mut trainer = Trainer::new(backend, config)?;
+    trainer.fit(
+        &split,
+        |_, report| {
+            let accs: Vec<String> = report
+                .peers
+                .iter()
+                .map(|p| format!("{:.1}%", 100.0 * p.test_accuracy))
+                .collect();
+            println!(
+                "epoch {}: peers {}  ensemble {:.1}%",
+                report.epoch,
+                accs.join(" "),
+                100.0 * report.ensemble_accuracy
+            );
+            Ok(())
+        },
+        |_| {},
+    )?;
+
+    // Save, reload into a fresh trainer, and evaluate it.
+    let path = std::env::temp_dir().join("cohort-example.safetensors");
+    checkpoint::save(&trainer, Some(&standardizer), &path)?;
+    let mut reloaded = checkpoint::load(&path)?.restore(backend, None)?;
+    let test = reloaded.upload(&split.test)?;
+    let eval = reloaded.evaluate(&test)?;
+    println!(
+        "reloaded from {}: test accuracy {:?}, ensemble {:.1}%",
+        path.display(),
+        eval.accuracy,
+        100.0 * eval.ensemble_accuracy
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    match GpuBackend::from_env() {
+        Ok(gpu) => run(&gpu),
+        Err(e) => {
+            eprintln!("no GPU ({e}); using the CPU backend");
+            run(&CpuBackend)
+        }
+    }
+}

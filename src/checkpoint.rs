@@ -1,0 +1,178 @@
+//! Checkpoints in safetensors: every peer's weights and optimizer state, the configuration, the
+//! progress counters and the feature standardisation, so `--resume` continues exactly.
+//! Files are written atomically: a temporary file in the same folder, synced, then renamed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::backend::Backend;
+use crate::config::TrainConfig;
+use crate::data::Standardizer;
+use crate::error::{CohortError, Result};
+use crate::trainer::Trainer;
+
+const FORMAT: &str = "cohort-checkpoint-1";
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| {
+        CohortError::InvalidConfig(format!("{} is not a file path", path.display()))
+    })?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CohortError::io(path, e)
+    })
+}
+
+/// A checkpoint read from disk.
+#[derive(Clone, Debug)]
+pub struct Checkpoint {
+    /// The configuration it was trained with.
+    pub config: TrainConfig,
+    /// Epochs completed.
+    pub epochs_done: usize,
+    /// Optimizer steps taken.
+    pub steps_done: usize,
+    /// Named tensors `(shape, data)`.
+    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    /// Feature standardisation fitted on the training data, if any.
+    pub standardizer: Option<Standardizer>,
+}
+
+/// Saves the trainer's full state (and the standardisation) to `path`.
+pub fn save<B: Backend>(
+    trainer: &Trainer<'_, B>,
+    standardizer: Option<&Standardizer>,
+    path: &Path,
+) -> Result<()> {
+    let mut named = trainer.named_tensors()?;
+    if let Some(s) = standardizer {
+        named.push(("data.mean".into(), vec![s.mean.len()], s.mean.clone()));
+        named.push(("data.std".into(), vec![s.std.len()], s.std.clone()));
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .into_iter()
+        .map(|(n, shape, data)| (n, shape, bytemuck::cast_slice(&data).to_vec()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, shape, data)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| CohortError::InvalidConfig(format!("tensor {n}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let config = serde_json::to_string(trainer.config())
+        .map_err(|e| CohortError::InvalidConfig(format!("config: {e}")))?;
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("config".to_string(), config),
+        ("epochs_done".to_string(), trainer.epochs_done().to_string()),
+        ("steps_done".to_string(), trainer.steps_done().to_string()),
+    ]);
+    let out = safetensors::serialize(views, Some(meta))
+        .map_err(|e| CohortError::InvalidConfig(format!("serialising checkpoint: {e}")))?;
+    write_atomic(path, &out)
+}
+
+/// Reads a checkpoint, checking its format and every tensor.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let bytes = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
+    let corrupt = |why: String| CohortError::corrupt(path, why);
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let meta = header
+        .metadata()
+        .clone()
+        .ok_or_else(|| corrupt("no cohort metadata".into()))?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        return Err(corrupt(format!("not a {FORMAT} file")));
+    }
+    let field = |k: &str| {
+        meta.get(k)
+            .ok_or_else(|| corrupt(format!("metadata lacks '{k}'")))
+    };
+    let config: TrainConfig =
+        serde_json::from_str(field("config")?).map_err(|e| corrupt(format!("config: {e}")))?;
+    let number = |k: &str| -> Result<usize> {
+        field(k)?
+            .parse()
+            .map_err(|_| corrupt(format!("'{k}' is not a number")))
+    };
+    let (epochs_done, steps_done) = (number("epochs_done")?, number("steps_done")?);
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut tensors = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(corrupt(format!(
+                "tensor {name} is {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        tensors.insert(name, (view.shape().to_vec(), data));
+    }
+    let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {
+        (Some((_, mean)), Some((_, std))) => Some(Standardizer { mean, std }),
+        _ => None,
+    };
+    Ok(Checkpoint {
+        config,
+        epochs_done,
+        steps_done,
+        tensors,
+        standardizer,
+    })
+}
+
+impl Checkpoint {
+    /// Rebuilds a trainer on `backend` in the saved state. A `config` given alongside must equal
+    /// the saved one except for `epochs`, which may be extended.
+    pub fn restore<'b, B: Backend>(
+        &self,
+        backend: &'b B,
+        config: Option<&TrainConfig>,
+    ) -> Result<Trainer<'b, B>> {
+        let mut config_now = self.config.clone();
+        if let Some(want) = config {
+            let as_json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
+            let (saved, asked) = (as_json(&self.config), as_json(want));
+            let differing: Vec<String> = match (saved.as_object(), asked.as_object()) {
+                (Some(a), Some(b)) => a
+                    .iter()
+                    .filter(|(k, v)| k.as_str() != "epochs" && b.get(k.as_str()) != Some(v))
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}: saved {v}, asked {}",
+                            b.get(k.as_str()).cloned().unwrap_or_default()
+                        )
+                    })
+                    .collect(),
+                _ => vec!["unreadable configuration".into()],
+            };
+            if !differing.is_empty() {
+                return Err(CohortError::CheckpointMismatch(differing.join("; ")));
+            }
+            config_now.epochs = want.epochs;
+        }
+        let mut trainer = Trainer::new(backend, config_now)?;
+        trainer.restore(&self.tensors, self.epochs_done, self.steps_done)?;
+        Ok(trainer)
+    }
+}

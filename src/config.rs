@@ -1,0 +1,320 @@
+//! Training configuration: the cohort's peers, the mutual-learning weights, the schedule, the
+//! optimizer and its learning-rate schedule. Serialisable, so checkpoints carry it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CohortError, Result};
+use crate::ops::Activation;
+
+/// One peer network: an MLP given by its layer widths, input first and classes last.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerSpec {
+    /// Layer widths `[inputs, hidden…, classes]`, at least two entries.
+    pub layers: Vec<usize>,
+    /// Hidden-layer activation (the output layer has none).
+    pub activation: Activation,
+}
+
+impl PeerSpec {
+    /// Number of parameters (weights and biases).
+    pub fn parameters(&self) -> usize {
+        self.layers.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+    }
+
+    /// `784-512-10` style name.
+    pub fn name(&self) -> String {
+        self.layers
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+}
+
+/// Parses a cohort description against the data's input and class counts.
+///
+/// Comma-separated peers, each optionally prefixed by `Nx` to repeat it:
+/// - `784-512-10`: full widths, checked against the data;
+/// - `512` or `256-256` preceded by `_`: `_-256-256-_` fills inputs and classes from the data;
+/// - a single number `512`: one hidden layer of that width.
+///
+/// So `2x512` is two peers with one hidden layer of 512, and `784-512-10,784-256-256-10` two
+/// different peers. A peer whose ends do not match the data is an error.
+pub fn parse_peers(
+    text: &str,
+    inputs: usize,
+    classes: usize,
+    activation: Activation,
+) -> Result<Vec<PeerSpec>> {
+    let bad = |why: String| CohortError::InvalidConfig(format!("peer spec '{text}': {why}"));
+    let mut peers = Vec::new();
+    for entry in text.split(',').map(str::trim) {
+        let (count, body) = match entry.split_once('x') {
+            Some((n, body)) => (
+                n.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad(format!("'{n}' is not a repeat count")))?,
+                body.trim(),
+            ),
+            None => (1, entry),
+        };
+        if count == 0 {
+            return Err(bad("a repeat count of 0".into()));
+        }
+        let parts: Vec<&str> = body.split('-').map(str::trim).collect();
+        let mut layers = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let width = if *p == "_" && (i == 0 || i + 1 == parts.len()) {
+                if i == 0 {
+                    inputs
+                } else {
+                    classes
+                }
+            } else {
+                p.parse::<usize>()
+                    .map_err(|_| bad(format!("'{p}' is not a layer width")))?
+            };
+            if width == 0 {
+                return Err(bad("a layer of width 0".into()));
+            }
+            layers.push(width);
+        }
+        if layers.len() == 1 {
+            layers = vec![inputs, layers[0], classes];
+        }
+        if layers[0] != inputs {
+            return Err(bad(format!(
+                "peer {body} takes {} inputs but the data has {inputs} features",
+                layers[0]
+            )));
+        }
+        if *layers.last().unwrap_or(&0) != classes {
+            return Err(bad(format!(
+                "peer {body} has {} outputs but the data has {classes} classes",
+                layers.last().unwrap_or(&0)
+            )));
+        }
+        for _ in 0..count {
+            peers.push(PeerSpec {
+                layers: layers.clone(),
+                activation,
+            });
+        }
+    }
+    Ok(peers)
+}
+
+/// How the peers take turns within a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// One forward pass of every peer, then all losses, backward passes and updates. Same-shape
+    /// peers share every dispatch.
+    #[default]
+    Simultaneous,
+    /// The paper's Algorithm 1: update peer 1 against the others' current predictions, recompute
+    /// its predictions, then update peer 2 against those, and so on.
+    Alternating,
+}
+
+/// The update rule.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum OptimizerKind {
+    /// SGD with optional (Nesterov) momentum.
+    Sgd {
+        /// Momentum μ.
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam (L2 weight decay in the gradient).
+    Adam {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator epsilon.
+        eps: f32,
+    },
+    /// AdamW (decoupled weight decay).
+    AdamW {
+        /// First-moment decay.
+        beta1: f32,
+        /// Second-moment decay.
+        beta2: f32,
+        /// Denominator epsilon.
+        eps: f32,
+    },
+}
+
+/// Learning rate over the run.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum LrSchedule {
+    /// The base rate throughout.
+    Constant,
+    /// Multiply by `gamma` every `every` epochs.
+    Step {
+        /// Epochs between decays.
+        every: usize,
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// Cosine decay from the base rate to 0 over the run (after warm-up).
+    Cosine,
+}
+
+/// Optimizer settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerConfig {
+    /// The rule.
+    pub kind: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f32,
+    /// Weight decay (L2 for SGD and Adam, decoupled for AdamW).
+    pub weight_decay: f32,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// Linear warm-up from 0 over this many steps.
+    pub warmup_steps: usize,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            lr: 0.05,
+            weight_decay: 5e-4,
+            schedule: LrSchedule::Cosine,
+            warmup_steps: 0,
+        }
+    }
+}
+
+impl OptimizerConfig {
+    /// The learning rate at `step` (0-based, counting all steps) of a run of `total_steps`,
+    /// where an epoch has `steps_per_epoch` steps.
+    pub fn lr_at(&self, step: usize, total_steps: usize, steps_per_epoch: usize) -> f32 {
+        if step < self.warmup_steps {
+            return self.lr * (step + 1) as f32 / self.warmup_steps as f32;
+        }
+        match self.schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::Step { every, gamma } => {
+                let epoch = step / steps_per_epoch.max(1);
+                self.lr * gamma.powi((epoch / every.max(1)) as i32)
+            }
+            LrSchedule::Cosine => {
+                let span = total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
+                let t = (step - self.warmup_steps) as f64 / span;
+                (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+            }
+        }
+    }
+}
+
+/// Everything that defines a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// The peers of the cohort (K ≥ 2, or 1 for a plain baseline).
+    pub peers: Vec<PeerSpec>,
+    /// Weight α of the mean KL term; 0 is independent training.
+    pub alpha: f32,
+    /// Softmax temperature T of the KL term (the loss is scaled by T²).
+    pub temperature: f32,
+    /// Label smoothing of the cross-entropy term.
+    pub label_smoothing: f32,
+    /// Order of peer updates within a step.
+    pub schedule: Schedule,
+    /// Optimizer and learning-rate schedule.
+    pub optimizer: OptimizerConfig,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Seed of the initial weights and the data order.
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// A configuration with cohort's defaults for the given peers.
+    pub fn new(peers: Vec<PeerSpec>) -> Self {
+        TrainConfig {
+            peers,
+            alpha: 1.0,
+            temperature: 1.0,
+            label_smoothing: 0.0,
+            schedule: Schedule::Simultaneous,
+            optimizer: OptimizerConfig::default(),
+            epochs: 10,
+            batch_size: 64,
+            seed: 0,
+        }
+    }
+
+    /// Checks that the configuration makes sense before anything is allocated.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(CohortError::InvalidConfig(s));
+        if self.peers.is_empty() {
+            return bad("a cohort needs at least one peer".into());
+        }
+        if self.peers.len() > crate::gpu::MAX_PEERS {
+            return bad(format!("at most {} peers", crate::gpu::MAX_PEERS));
+        }
+        if self.alpha > 0.0 && self.peers.len() < 2 {
+            return bad("mutual learning (alpha > 0) needs at least two peers".into());
+        }
+        let first = &self.peers[0].layers;
+        for p in &self.peers {
+            if p.layers.len() < 2 || p.layers.contains(&0) {
+                return bad(format!(
+                    "peer {} needs at least input and output widths",
+                    p.name()
+                ));
+            }
+            if p.layers[0] != first[0] || p.layers.last() != first.last() {
+                return bad(format!(
+                    "peer {} differs from {} in inputs or classes",
+                    p.name(),
+                    self.peers[0].name()
+                ));
+            }
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return bad(format!("alpha must be ≥ 0, got {}", self.alpha));
+        }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return bad(format!("temperature must be > 0, got {}", self.temperature));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!(
+                "label smoothing must be in [0, 1), got {}",
+                self.label_smoothing
+            ));
+        }
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return bad(format!(
+                "learning rate must be > 0, got {}",
+                self.optimizer.lr
+            ));
+        }
+        if self.epochs == 0 || self.batch_size == 0 {
+            return bad("epochs and batch size must be ≥ 1".into());
+        }
+        Ok(())
+    }
+
+    /// Input features of every peer.
+    pub fn inputs(&self) -> usize {
+        self.peers[0].layers[0]
+    }
+
+    /// Classes of every peer.
+    pub fn classes(&self) -> usize {
+        *self.peers[0].layers.last().unwrap_or(&0)
+    }
+}

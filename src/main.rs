@@ -1,0 +1,534 @@
+//! The `cohort` command: train a cohort by Deep Mutual Learning, compare it with independent
+//! training, list GPU adapters and check the kernels against the CPU reference.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use cohort::config::{
+    parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
+};
+use cohort::data::{DataSource, Split, Standardizer};
+use cohort::ops::Activation;
+use cohort::trainer::{EpochReport, Trainer};
+use cohort::{checkpoint, metrics, Backend, CohortError, CpuBackend, GpuBackend, Result};
+
+#[derive(Parser)]
+#[command(name = "cohort", version, about = "Deep Mutual Learning on any GPU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a cohort (defaults: two MLPs on the embedded UCI digits).
+    Train(TrainArgs),
+    /// Train independent (α = 0) and mutual (α > 0) cohorts over several seeds and compare.
+    Compare {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Number of seeds (seed, seed+1, …).
+        #[arg(long, default_value_t = 3)]
+        seeds: u64,
+    },
+    /// List the GPU adapters wgpu can see.
+    Devices,
+    /// Run every kernel on the GPU and on its CPU twin and print the largest differences.
+    Check,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum DeviceChoice {
+    /// The GPU if one is found, else the CPU.
+    Auto,
+    /// The GPU (fails without one).
+    Gpu,
+    /// The CPU reference backend.
+    Cpu,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OptimizerChoice {
+    Sgd,
+    Nesterov,
+    Adam,
+    Adamw,
+}
+
+#[derive(Args, Clone)]
+struct TrainArgs {
+    /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
+    #[arg(long, default_value = "digits")]
+    data: String,
+    /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `_-256-256-_`.
+    #[arg(long, default_value = "2x256")]
+    peers: String,
+    /// Hidden activation: relu, gelu, tanh.
+    #[arg(long, default_value = "relu")]
+    activation: String,
+    /// Weight α of the KL term (0 = independent training).
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f32,
+    /// Softmax temperature T of the KL term.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// simultaneous (one forward for all peers) or alternating (the paper's Algorithm 1).
+    #[arg(long, default_value = "simultaneous")]
+    schedule: String,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Nesterov)]
+    optimizer: OptimizerChoice,
+    /// Learning rate (default 0.05 for SGD, 0.001 for Adam).
+    #[arg(long)]
+    lr: Option<f32>,
+    /// Momentum (SGD).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f32,
+    /// Learning-rate schedule: constant, cosine, or step:EPOCHS:GAMMA.
+    #[arg(long, default_value = "cosine")]
+    lr_schedule: String,
+    /// Linear warm-up steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Epochs.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// Mini-batch size.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Seed of weights and data order.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Backend.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    device: DeviceChoice,
+    /// Do not standardise features (by default they are, with statistics of the training part).
+    #[arg(long)]
+    no_standardize: bool,
+    /// Save a checkpoint (safetensors) after every epoch.
+    #[arg(long)]
+    save: Option<PathBuf>,
+    /// Resume from a checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write per-epoch metrics (.jsonl or .csv).
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+    /// Write learning curves (.svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Steps between metric reads (progress bar, divergence check).
+    #[arg(long, default_value_t = 25)]
+    log_every: usize,
+    /// No progress bar and no per-epoch lines.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(args) => match open(args.device) {
+            Ok(Device::Gpu(g)) => train(g.as_ref(), &args).map(|_| ()),
+            Ok(Device::Cpu(c)) => train(&c, &args).map(|_| ()),
+            Err(e) => Err(e),
+        },
+        Command::Compare { train, seeds } => match open(train.device) {
+            Ok(Device::Gpu(g)) => compare(g.as_ref(), &train, seeds),
+            Ok(Device::Cpu(c)) => compare(&c, &train, seeds),
+            Err(e) => Err(e),
+        },
+        Command::Devices => {
+            let list = cohort::gpu::list_adapters();
+            if list.is_empty() {
+                println!("no Vulkan, Metal or DX12 adapter found; cohort will use the CPU backend");
+            }
+            for a in list {
+                println!("{a}");
+            }
+            Ok(())
+        }
+        Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Device {
+    Gpu(Box<GpuBackend>),
+    Cpu(CpuBackend),
+}
+
+fn open(choice: DeviceChoice) -> Result<Device> {
+    let device = match choice {
+        DeviceChoice::Cpu => Device::Cpu(CpuBackend),
+        DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
+        DeviceChoice::Auto => match GpuBackend::from_env() {
+            Ok(g) => Device::Gpu(Box::new(g)),
+            Err(e) => {
+                eprintln!("no GPU ({e}); using the CPU backend");
+                Device::Cpu(CpuBackend)
+            }
+        },
+    };
+    match &device {
+        Device::Gpu(g) => {
+            eprintln!("device: {}", g.describe());
+            g.warm_up()?;
+        }
+        Device::Cpu(c) => eprintln!("device: {}", c.describe()),
+    }
+    Ok(device)
+}
+
+fn parse_lr_schedule(text: &str) -> Result<LrSchedule> {
+    let bad = || {
+        CohortError::InvalidConfig(format!(
+            "lr schedule '{text}': use constant, cosine or step:EPOCHS:GAMMA"
+        ))
+    };
+    match text.split(':').collect::<Vec<_>>()[..] {
+        ["constant"] => Ok(LrSchedule::Constant),
+        ["cosine"] => Ok(LrSchedule::Cosine),
+        ["step", every, gamma] => Ok(LrSchedule::Step {
+            every: every.parse().map_err(|_| bad())?,
+            gamma: gamma.parse().map_err(|_| bad())?,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
+fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig)> {
+    let source: DataSource = args.data.parse()?;
+    let mut split = source.load()?;
+    split.validate_compatible()?;
+    let standardizer = if args.no_standardize {
+        None
+    } else {
+        let s = Standardizer::fit(&split.train);
+        s.apply(&mut split.train)?;
+        s.apply(&mut split.test)?;
+        Some(s)
+    };
+    let activation: Activation = args.activation.parse()?;
+    let classes = split.train.classes.max(split.test.classes);
+    let peers = parse_peers(&args.peers, split.train.cols, classes, activation)?;
+    let schedule = match args.schedule.as_str() {
+        "simultaneous" => Schedule::Simultaneous,
+        "alternating" => Schedule::Alternating,
+        other => {
+            return Err(CohortError::InvalidConfig(format!(
+                "schedule '{other}': use simultaneous or alternating"
+            )))
+        }
+    };
+    let (kind, default_lr) = match args.optimizer {
+        OptimizerChoice::Sgd => (
+            OptimizerKind::Sgd {
+                momentum: args.momentum,
+                nesterov: false,
+            },
+            0.05,
+        ),
+        OptimizerChoice::Nesterov => (
+            OptimizerKind::Sgd {
+                momentum: args.momentum,
+                nesterov: true,
+            },
+            0.05,
+        ),
+        OptimizerChoice::Adam => (
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            1e-3,
+        ),
+        OptimizerChoice::Adamw => (
+            OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            1e-3,
+        ),
+    };
+    let config = TrainConfig {
+        peers,
+        alpha: args.alpha,
+        temperature: args.temperature,
+        label_smoothing: args.label_smoothing,
+        schedule,
+        optimizer: OptimizerConfig {
+            kind,
+            lr: args.lr.unwrap_or(default_lr),
+            weight_decay: args.weight_decay,
+            schedule: parse_lr_schedule(&args.lr_schedule)?,
+            warmup_steps: args.warmup,
+        },
+        epochs: args.epochs,
+        batch_size: args.batch,
+        seed: args.seed,
+    };
+    config.validate()?;
+    Ok((split, standardizer, config))
+}
+
+fn pct(v: f32) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+fn train<B: Backend>(backend: &B, args: &TrainArgs) -> Result<Vec<EpochReport>> {
+    let (split, standardizer, config) = prepare(args)?;
+    run_training(backend, args, &split, standardizer, config)
+}
+
+fn run_training<B: Backend>(
+    backend: &B,
+    args: &TrainArgs,
+    split: &Split,
+    standardizer: Option<Standardizer>,
+    config: TrainConfig,
+) -> Result<Vec<EpochReport>> {
+    let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
+    let mut trainer = match &args.resume {
+        Some(path) => {
+            let ckpt = checkpoint::load(path)?;
+            let t = ckpt.restore(backend, Some(&config))?;
+            if !args.quiet {
+                eprintln!("resumed {} after epoch {}", path.display(), t.epochs_done());
+            }
+            t
+        }
+        None => Trainer::new(backend, config.clone())?,
+    };
+    trainer.log_every = args.log_every;
+    if !args.quiet {
+        eprintln!(
+            "data: {} train / {} test rows, {} features, {} classes; cohort: {} (α = {}, T = {}, {:?})",
+            split.train.rows,
+            split.test.rows,
+            split.train.cols,
+            config.classes(),
+            models.join(", "),
+            config.alpha,
+            config.temperature,
+            config.schedule
+        );
+    }
+    let bar = if args.quiet {
+        ProgressBar::hidden()
+    } else {
+        let style =
+            ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} steps {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> ");
+        ProgressBar::new(0).with_style(style)
+    };
+    let mut history: Vec<EpochReport> = Vec::new();
+    let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
+    trainer.fit(
+        split,
+        |trainer, report| {
+            bar.finish_and_clear();
+            if !args.quiet {
+                let peers: Vec<String> =
+                    report.peers.iter().map(|p| pct(p.test_accuracy)).collect();
+                eprintln!(
+                    "epoch {:>3}  test accuracy {}  ensemble {}  ({:.2}s)",
+                    report.epoch,
+                    peers.join(" "),
+                    pct(report.ensemble_accuracy),
+                    report.seconds
+                );
+            }
+            history.push(report.clone());
+            current_epoch.set(report.epoch + 1);
+            if let Some(path) = &args.metrics {
+                metrics::write_metrics(path, &metrics::rows(&history, &models))?;
+            }
+            if let Some(path) = &args.plot {
+                metrics::plot_curves(path, &history, &models)?;
+            }
+            if let Some(path) = &args.save {
+                checkpoint::save(trainer, standardizer.as_ref(), path)?;
+            }
+            bar.reset();
+            Ok(())
+        },
+        |p| {
+            bar.set_length(p.steps as u64);
+            bar.set_position(p.step as u64);
+            bar.set_prefix(format!("{}", current_epoch.get()));
+            let losses: Vec<String> = p.loss.iter().map(|l| format!("{l:.4}")).collect();
+            bar.set_message(format!("loss {}", losses.join(" ")));
+        },
+    )?;
+    bar.finish_and_clear();
+    if let Some(last) = history.last() {
+        print_summary(last, &models);
+    }
+    Ok(history)
+}
+
+fn print_summary(report: &EpochReport, models: &[String]) {
+    println!();
+    println!("after epoch {}:", report.epoch);
+    println!(
+        "{:<10} {:<22} {:>10} {:>10} {:>10} {:>10}",
+        "peer", "model", "train CE", "train KL", "test loss", "test acc"
+    );
+    for (i, p) in report.peers.iter().enumerate() {
+        println!(
+            "{:<10} {:<22} {:>10.4} {:>10.4} {:>10.4} {:>10}",
+            i,
+            models[i],
+            p.train_ce,
+            p.train_kl,
+            p.test_loss,
+            pct(p.test_accuracy)
+        );
+    }
+    println!(
+        "{:<10} {:<22} {:>10} {:>10} {:>10} {:>10}",
+        "ensemble",
+        "mean of probabilities",
+        "",
+        "",
+        "",
+        pct(report.ensemble_accuracy)
+    );
+}
+
+fn mean_std(values: &[f32]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> {
+    if seeds == 0 {
+        return Err(CohortError::InvalidConfig("--seeds must be ≥ 1".into()));
+    }
+    if args.alpha <= 0.0 {
+        return Err(CohortError::InvalidConfig(
+            "compare needs --alpha > 0 for the mutual run".into(),
+        ));
+    }
+    let (split, standardizer, base) = prepare(args)?;
+    let models: Vec<String> = base.peers.iter().map(|p| p.name()).collect();
+    let p = base.peers.len();
+    // final test accuracies: [mode][seed][peer..., ensemble]
+    let mut results: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    for seed in args.seed..args.seed + seeds {
+        for (mode, alpha) in [(0, 0.0), (1, args.alpha)] {
+            let mut config = base.clone();
+            config.alpha = alpha;
+            config.seed = seed;
+            let mut run = args.clone();
+            run.quiet = true;
+            run.save = None;
+            run.resume = None;
+            run.metrics = None;
+            run.plot = None;
+            let history = run_training(backend, &run, &split, standardizer.clone(), config)?;
+            let last = history
+                .last()
+                .ok_or_else(|| CohortError::EmptyData("no epochs".into()))?;
+            let mut accs: Vec<f32> = last.peers.iter().map(|r| r.test_accuracy).collect();
+            accs.push(last.ensemble_accuracy);
+            eprintln!(
+                "seed {seed} {}: {}",
+                if mode == 0 {
+                    "independent"
+                } else {
+                    "mutual     "
+                },
+                accs.iter().map(|a| pct(*a)).collect::<Vec<_>>().join(" ")
+            );
+            results[mode].push(accs);
+        }
+    }
+    println!();
+    println!(
+        "test accuracy after {} epochs, mean ± std over {seeds} seeds (α = {}, T = {}, {:?})",
+        base.epochs, args.alpha, base.temperature, base.schedule
+    );
+    println!(
+        "{:<28} {:>18} {:>18} {:>9}",
+        "", "independent (α=0)", "mutual", "gain"
+    );
+    for k in 0..=p {
+        let name = if k < p {
+            format!("peer {k} ({})", models[k])
+        } else {
+            "ensemble".into()
+        };
+        let column = |mode: usize| results[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
+        let (im, is) = mean_std(&column(0));
+        let (mm, ms) = mean_std(&column(1));
+        println!(
+            "{:<28} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>+8.2}",
+            name,
+            100.0 * im,
+            100.0 * is,
+            100.0 * mm,
+            100.0 * ms,
+            100.0 * (mm - im)
+        );
+    }
+    Ok(())
+}
+
+fn check(gpu: &GpuBackend) -> Result<()> {
+    println!(
+        "checking every kernel on {} against the CPU reference",
+        gpu.describe()
+    );
+    let mut failed = 0;
+    for c in cohort::validate::run_all(gpu)? {
+        println!(
+            "{:<14} {:<60} max |gpu - cpu| {:.2e}, {:>5.1}% of tolerance  {}",
+            c.kernel,
+            c.case,
+            c.max_abs_error,
+            100.0 * c.worst_ratio,
+            if c.passed() {
+                "ok".to_string()
+            } else {
+                format!("FAILED at {}", c.worst)
+            }
+        );
+        failed += usize::from(!c.passed());
+    }
+    if failed > 0 {
+        return Err(CohortError::Gpu(format!("{failed} kernel checks failed")));
+    }
+    println!("all kernels agree with the CPU reference");
+    Ok(())
+}

@@ -1,0 +1,844 @@
+//! The cohort scheduler: builds the peers on a backend and runs the mutual-learning step.
+//!
+//! Same-shape peers form a *group* whose weights are stacked `[G, in, out]`, so each layer of the
+//! whole group is one batched matmul. Every step, on the device and without readback:
+//! 1. gather the mini-batch from the resident data set by an index buffer;
+//! 2. forward every group (matmul, then bias + activation);
+//! 3. fused softmax cross-entropy and KL over the stacked logits `[P, B, C]`, which give each
+//!    peer's total logit gradient `(softmax − target)/B + α·T·(p_i − mean_j p_j)/B`;
+//! 4. backward (matmul with transposes, bias-activation backward, column sums) and the optimizer;
+//! 5. per-step losses land in a GPU history buffer that is read once per logging interval.
+//!
+//! With [`Schedule::Alternating`] every peer is its own group, updated in turn against the others'
+//! fresh predictions (Algorithm 1 of the paper).
+
+use std::collections::HashMap;
+
+use crate::backend::Backend;
+use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
+use crate::data::{batches, epoch_order, Dataset, Split};
+use crate::error::{CohortError, Result};
+use crate::ops::{Activation, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::rng::Rng;
+use crate::tensor::{DType, TensorInfo};
+
+struct Layer<T> {
+    w: T,
+    b: T,
+    dw: T,
+    db: T,
+    w_state: Vec<T>,
+    b_state: Vec<T>,
+}
+
+struct Group<T> {
+    /// Cohort indices of the peers in this group, in stacking order.
+    peers: Vec<usize>,
+    spec: PeerSpec,
+    layers: Vec<Layer<T>>,
+}
+
+/// Activations of one group for one batch size.
+struct GroupBuffers<T> {
+    pre: Vec<T>,
+    act: Vec<T>,
+    dact: Vec<T>,
+    dpre: Vec<T>,
+    /// The group's logits and their gradient; `None` when the group is the whole cohort and
+    /// writes the stacked buffers directly.
+    logits: Option<(T, T)>,
+}
+
+/// Device buffers for one batch size.
+struct Workspace<T> {
+    index: T,
+    x: T,
+    labels: T,
+    groups: Vec<GroupBuffers<T>>,
+    logits: T,
+    dlogits: T,
+    ce_rows: T,
+    kl_rows: T,
+    ce_keep: T,
+    kl_keep: T,
+    step_ce: T,
+    step_kl: T,
+}
+
+/// A data set uploaded to the device once, so batches are gathered there.
+pub struct DeviceData<T> {
+    features: T,
+    labels: T,
+    rows: usize,
+    cols: usize,
+}
+
+impl<T> DeviceData<T> {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Per-peer numbers of one epoch.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PeerReport {
+    /// Mean training cross-entropy.
+    pub train_ce: f32,
+    /// Mean training KL term (T²-scaled, averaged over the other peers).
+    pub train_kl: f32,
+    /// Training accuracy (on the batches as seen, before each update).
+    pub train_accuracy: f32,
+    /// Test cross-entropy.
+    pub test_loss: f32,
+    /// Test accuracy.
+    pub test_accuracy: f32,
+}
+
+/// Results of evaluating the cohort on a data set.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    /// Mean cross-entropy per peer.
+    pub loss: Vec<f32>,
+    /// Accuracy per peer.
+    pub accuracy: Vec<f32>,
+    /// Accuracy of the ensemble (argmax of the mean peer probabilities).
+    pub ensemble_accuracy: f32,
+}
+
+/// One epoch's report.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EpochReport {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Per-peer numbers.
+    pub peers: Vec<PeerReport>,
+    /// Test accuracy of the ensemble.
+    pub ensemble_accuracy: f32,
+    /// Learning rate at the end of the epoch.
+    pub lr: f32,
+    /// Wall time of the training part of the epoch, in seconds.
+    pub seconds: f64,
+}
+
+/// Progress inside an epoch, for progress bars: reported once per logging interval.
+#[derive(Clone, Debug)]
+pub struct StepProgress {
+    /// Steps done in this epoch.
+    pub step: usize,
+    /// Steps in this epoch.
+    pub steps: usize,
+    /// Mean training loss (CE + α·KL) per peer so far this epoch.
+    pub loss: Vec<f32>,
+}
+
+/// A named host copy of a tensor: `(name, shape, data)`.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
+/// Trains a cohort on one backend. See the module documentation for the step.
+pub struct Trainer<'b, B: Backend> {
+    backend: &'b B,
+    config: TrainConfig,
+    groups: Vec<Group<B::Tensor>>,
+    workspaces: HashMap<usize, Workspace<B::Tensor>>,
+    counts: B::Tensor,
+    history_ce: Option<B::Tensor>,
+    history_kl: Option<B::Tensor>,
+    steps_done: usize,
+    epochs_done: usize,
+    /// Steps between metric reads (progress and divergence checks).
+    pub log_every: usize,
+}
+
+fn init_weights(spec: &PeerSpec, layer: usize, rng: &mut Rng) -> Vec<f32> {
+    let (fan_in, fan_out) = (spec.layers[layer], spec.layers[layer + 1]);
+    let hidden_relu = matches!(spec.activation, Activation::Relu | Activation::Gelu);
+    // He-uniform for ReLU-like layers, Xavier-uniform otherwise.
+    let bound = if hidden_relu {
+        (6.0 / fan_in as f64).sqrt()
+    } else {
+        (6.0 / (fan_in + fan_out) as f64).sqrt()
+    } as f32;
+    rng.uniform_vec(fan_in * fan_out, -bound, bound)
+}
+
+/// The seed of peer `peer`'s initial weights: peers differ, and a peer's weights do not depend
+/// on how peers are grouped.
+fn peer_seed(seed: u64, peer: usize) -> u64 {
+    seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (peer as u64 + 1).wrapping_mul(0x9E37_79B9)
+}
+
+impl<'b, B: Backend> Trainer<'b, B> {
+    /// Builds the cohort on `backend` with freshly initialised weights.
+    pub fn new(backend: &'b B, config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        let p = config.peers.len();
+        // Group same-shape peers (simultaneous), or keep every peer alone (alternating).
+        let mut members: Vec<(PeerSpec, Vec<usize>)> = Vec::new();
+        for (i, spec) in config.peers.iter().enumerate() {
+            match members
+                .iter_mut()
+                .find(|(s, _)| s == spec && config.schedule == Schedule::Simultaneous)
+            {
+                Some((_, v)) => v.push(i),
+                None => members.push((spec.clone(), vec![i])),
+            }
+        }
+        let state_count = match config.optimizer.kind {
+            OptimizerKind::Sgd { .. } => 1,
+            _ => 2,
+        };
+        let mut groups = Vec::new();
+        let mut rngs: Vec<Rng> = (0..p)
+            .map(|i| Rng::new(peer_seed(config.seed, i)))
+            .collect();
+        for (spec, peers) in members {
+            let g = peers.len();
+            let mut layers = Vec::new();
+            for l in 0..spec.layers.len() - 1 {
+                let (fan_in, fan_out) = (spec.layers[l], spec.layers[l + 1]);
+                let mut w = Vec::with_capacity(g * fan_in * fan_out);
+                for &peer in &peers {
+                    w.extend(init_weights(&spec, l, &mut rngs[peer]));
+                }
+                let zeros = |shape: &[usize]| backend.zeros(shape, DType::F32);
+                let states = |shape: &[usize]| {
+                    (0..state_count)
+                        .map(|_| zeros(shape))
+                        .collect::<Result<Vec<_>>>()
+                };
+                layers.push(Layer {
+                    w: backend.tensor(&[g, fan_in, fan_out], &w)?,
+                    b: zeros(&[g, fan_out])?,
+                    dw: zeros(&[g, fan_in, fan_out])?,
+                    db: zeros(&[g, fan_out])?,
+                    w_state: states(&[g, fan_in, fan_out])?,
+                    b_state: states(&[g, fan_out])?,
+                });
+            }
+            groups.push(Group {
+                peers,
+                spec,
+                layers,
+            });
+        }
+        Ok(Trainer {
+            backend,
+            counts: backend.zeros(&[p + 1], DType::U32)?,
+            config,
+            groups,
+            workspaces: HashMap::new(),
+            history_ce: None,
+            history_kl: None,
+            steps_done: 0,
+            epochs_done: 0,
+            log_every: 25,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Epochs completed (including those restored from a checkpoint).
+    pub fn epochs_done(&self) -> usize {
+        self.epochs_done
+    }
+
+    /// Optimizer steps taken so far.
+    pub fn steps_done(&self) -> usize {
+        self.steps_done
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &'b B {
+        self.backend
+    }
+
+    fn check_data(&self, data: &Dataset) -> Result<()> {
+        if data.rows == 0 {
+            return Err(CohortError::EmptyData("data set has no rows".into()));
+        }
+        if data.cols != self.config.inputs() {
+            return Err(CohortError::InvalidConfig(format!(
+                "the peers take {} inputs but the data has {} features",
+                self.config.inputs(),
+                data.cols
+            )));
+        }
+        if data.classes > self.config.classes() {
+            return Err(CohortError::InvalidConfig(format!(
+                "the peers have {} outputs but the data has {} classes",
+                self.config.classes(),
+                data.classes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Uploads a data set to the device once; batches are then gathered there.
+    pub fn upload(&self, data: &Dataset) -> Result<DeviceData<B::Tensor>> {
+        self.check_data(data)?;
+        Ok(DeviceData {
+            features: self
+                .backend
+                .tensor(&[data.rows, data.cols], &data.features)?,
+            labels: self.backend.tensor_u32(&[data.rows], &data.labels)?,
+            rows: data.rows,
+            cols: data.cols,
+        })
+    }
+
+    fn workspace(&mut self, rows: usize) -> Result<&mut Workspace<B::Tensor>> {
+        if !self.workspaces.contains_key(&rows) {
+            let ws = self.new_workspace(rows)?;
+            self.workspaces.insert(rows, ws);
+        }
+        Ok(self.workspaces.get_mut(&rows).expect("inserted above"))
+    }
+
+    fn new_workspace(&self, rows: usize) -> Result<Workspace<B::Tensor>> {
+        let b = self.backend;
+        let f32z = |shape: &[usize]| b.zeros(shape, DType::F32);
+        let p = self.config.peers.len();
+        let c = self.config.classes();
+        let single = self.groups.len() == 1;
+        let mut groups = Vec::new();
+        for g in &self.groups {
+            let n = g.peers.len();
+            let widths = &g.spec.layers[1..];
+            let hidden = &widths[..widths.len() - 1];
+            groups.push(GroupBuffers {
+                pre: widths
+                    .iter()
+                    .map(|&w| f32z(&[n, rows, w]))
+                    .collect::<Result<_>>()?,
+                act: hidden
+                    .iter()
+                    .map(|&w| f32z(&[n, rows, w]))
+                    .collect::<Result<_>>()?,
+                dact: hidden
+                    .iter()
+                    .map(|&w| f32z(&[n, rows, w]))
+                    .collect::<Result<_>>()?,
+                dpre: hidden
+                    .iter()
+                    .map(|&w| f32z(&[n, rows, w]))
+                    .collect::<Result<_>>()?,
+                logits: if single {
+                    None
+                } else {
+                    Some((f32z(&[n, rows, c])?, f32z(&[n, rows, c])?))
+                },
+            });
+        }
+        Ok(Workspace {
+            index: b.zeros(&[rows], DType::U32)?,
+            x: f32z(&[rows, self.config.inputs()])?,
+            labels: b.zeros(&[rows], DType::U32)?,
+            groups,
+            logits: f32z(&[p, rows, c])?,
+            dlogits: f32z(&[p, rows, c])?,
+            ce_rows: f32z(&[p, rows])?,
+            kl_rows: f32z(&[p, rows])?,
+            ce_keep: f32z(&[p, rows])?,
+            kl_keep: f32z(&[p, rows])?,
+            step_ce: f32z(&[p])?,
+            step_kl: f32z(&[p])?,
+        })
+    }
+
+    /// Records the gather of `rows` into the workspace of that batch size.
+    fn load_batch(&mut self, data: &DeviceData<B::Tensor>, rows: &[usize]) -> Result<()> {
+        let b = self.backend;
+        let ws = self.workspace(rows.len())?;
+        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+        b.write_u32(&mut ws.index, &index)?;
+        b.gather_rows(&data.features, &ws.index, &mut ws.x)?;
+        b.gather_rows(&data.labels, &ws.index, &mut ws.labels)?;
+        Ok(())
+    }
+
+    /// Forward pass of group `gi`; its logits land in the stacked buffer.
+    fn forward(
+        b: &B,
+        group: &Group<B::Tensor>,
+        gb: &mut GroupBuffers<B::Tensor>,
+        x: &B::Tensor,
+        stacked: &mut B::Tensor,
+        rows: usize,
+        classes: usize,
+    ) -> Result<()> {
+        let last = group.layers.len() - 1;
+        for (l, layer) in group.layers.iter().enumerate() {
+            let split = l.min(gb.act.len());
+            let (done, rest) = gb.act.split_at_mut(split);
+            let input = if l == 0 { x } else { &done[l - 1] };
+            b.matmul(input, &layer.w, &mut gb.pre[l], &MatmulSpec::default())?;
+            if l < last {
+                b.bias_act(&gb.pre[l], &layer.b, &mut rest[0], group.spec.activation)?;
+            } else {
+                let out = match &mut gb.logits {
+                    Some((logits, _)) => logits,
+                    None => &mut *stacked,
+                };
+                b.bias_act(&gb.pre[l], &layer.b, out, Activation::Identity)?;
+            }
+        }
+        if let Some((logits, _)) = &gb.logits {
+            let span = rows * classes;
+            for (k, &peer) in group.peers.iter().enumerate() {
+                b.copy(logits, k * span, stacked, peer * span, span)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward pass and optimizer update of one group, from the stacked logit gradient.
+    #[allow(clippy::too_many_arguments)]
+    fn backward_update(
+        b: &B,
+        group: &mut Group<B::Tensor>,
+        gb: &mut GroupBuffers<B::Tensor>,
+        x: &B::Tensor,
+        dstacked: &B::Tensor,
+        rows: usize,
+        classes: usize,
+        steps: &[OptimizerStep; 2],
+    ) -> Result<()> {
+        if let Some((_, dlogits)) = &mut gb.logits {
+            let span = rows * classes;
+            for (k, &peer) in group.peers.iter().enumerate() {
+                b.copy(dstacked, peer * span, dlogits, k * span, span)?;
+            }
+        }
+        let last = group.layers.len() - 1;
+        for l in (0..=last).rev() {
+            let layer = &mut group.layers[l];
+            if l < last {
+                b.bias_act_backward(
+                    &gb.pre[l],
+                    &layer.b,
+                    &gb.dact[l],
+                    &mut gb.dpre[l],
+                    group.spec.activation,
+                )?;
+            }
+            let dpre = if l < last {
+                &gb.dpre[l]
+            } else {
+                match &gb.logits {
+                    Some((_, d)) => d,
+                    None => dstacked,
+                }
+            };
+            b.reduce_sum(dpre, 1, &mut layer.db, 1.0, false)?;
+            let input = if l == 0 { x } else { &gb.act[l - 1] };
+            b.matmul(input, dpre, &mut layer.dw, &MatmulSpec::new(true, false))?;
+            if l > 0 {
+                b.matmul(
+                    dpre,
+                    &layer.w,
+                    &mut gb.dact[l - 1],
+                    &MatmulSpec::new(false, true),
+                )?;
+            }
+            b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;
+            b.optimizer_step(&steps[1], &mut layer.b, &layer.db, &mut layer.b_state)?;
+        }
+        Ok(())
+    }
+
+    fn optimizer_steps(&self, lr: f32) -> [OptimizerStep; 2] {
+        let o = &self.config.optimizer;
+        let t = (self.steps_done + 1) as u32;
+        let step = match o.kind {
+            OptimizerKind::Sgd { momentum, nesterov } => OptimizerStep::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay: o.weight_decay,
+            },
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay: o.weight_decay,
+                decoupled: matches!(o.kind, OptimizerKind::AdamW { .. }),
+                t,
+            },
+        };
+        [step, step]
+    }
+
+    /// Records one training step on the batch already in the workspace of `rows` rows, and the
+    /// step's mean CE and KL per peer into `step_ce` / `step_kl`.
+    fn record_step(&mut self, rows: usize, lr: f32) -> Result<()> {
+        let b = self.backend;
+        let steps = self.optimizer_steps(lr);
+        let (alpha, t) = (self.config.alpha, self.config.temperature);
+        let classes = self.config.classes();
+        let p = self.config.peers.len();
+        let ce_spec = CrossEntropySpec {
+            label_smoothing: self.config.label_smoothing,
+            grad_scale: 1.0 / rows as f32,
+        };
+        let alternating = self.config.schedule == Schedule::Alternating;
+        let ws = self.workspaces.get_mut(&rows).expect("batch loaded first");
+        for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
+            Self::forward(b, group, gb, &ws.x, &mut ws.logits, rows, classes)?;
+        }
+        b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
+        if !alternating {
+            b.softmax_ce(
+                &ws.logits,
+                &ws.labels,
+                &mut ws.ce_rows,
+                &mut ws.dlogits,
+                &ce_spec,
+            )?;
+            if alpha > 0.0 {
+                let kl = KlSpec {
+                    temperature: t,
+                    grad_scale: alpha / rows as f32,
+                    accumulate: true,
+                    peers: 0..p,
+                };
+                b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
+            }
+            for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, rows, classes, &steps)?;
+            }
+        } else {
+            // Algorithm 1: each peer in turn, against the others' current predictions.
+            for (gi, (group, gb)) in self.groups.iter_mut().zip(ws.groups.iter_mut()).enumerate() {
+                let peer = group.peers[0];
+                b.softmax_ce(
+                    &ws.logits,
+                    &ws.labels,
+                    &mut ws.ce_rows,
+                    &mut ws.dlogits,
+                    &ce_spec,
+                )?;
+                b.copy(&ws.ce_rows, peer * rows, &mut ws.ce_keep, peer * rows, rows)?;
+                if alpha > 0.0 {
+                    let kl = KlSpec {
+                        temperature: t,
+                        grad_scale: alpha / rows as f32,
+                        accumulate: true,
+                        peers: peer..peer + 1,
+                    };
+                    b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
+                    b.copy(&ws.kl_rows, peer * rows, &mut ws.kl_keep, peer * rows, rows)?;
+                }
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, rows, classes, &steps)?;
+                if gi + 1 < p {
+                    Self::forward(b, group, gb, &ws.x, &mut ws.logits, rows, classes)?;
+                }
+            }
+            b.copy(&ws.ce_keep, 0, &mut ws.ce_rows, 0, p * rows)?;
+            b.copy(&ws.kl_keep, 0, &mut ws.kl_rows, 0, p * rows)?;
+        }
+        b.reduce_sum(&ws.ce_rows, 1, &mut ws.step_ce, 1.0 / rows as f32, false)?;
+        if alpha > 0.0 {
+            b.reduce_sum(&ws.kl_rows, 1, &mut ws.step_kl, 1.0 / rows as f32, false)?;
+        } else {
+            b.fill(&mut ws.step_kl, 0.0)?;
+        }
+        self.steps_done += 1;
+        Ok(())
+    }
+
+    /// Trains one epoch on `data` (uploaded with [`Trainer::upload`]). `progress` is called once
+    /// per logging interval and at the end. Fails with [`CohortError::Diverged`] at the first
+    /// non-finite loss.
+    pub fn train_epoch(
+        &mut self,
+        data: &DeviceData<B::Tensor>,
+        mut progress: impl FnMut(&StepProgress),
+    ) -> Result<Vec<PeerReport>> {
+        if data.cols != self.config.inputs() {
+            return Err(CohortError::InvalidConfig(format!(
+                "the peers take {} inputs but the data has {} features",
+                self.config.inputs(),
+                data.cols
+            )));
+        }
+        let b = self.backend;
+        let p = self.config.peers.len();
+        let epoch = self.epochs_done + 1;
+        let order = epoch_order(data.rows, self.config.seed, epoch);
+        let sizes: Vec<usize> = batches(&order, self.config.batch_size)
+            .map(|s| s.len())
+            .collect();
+        let steps = sizes.len();
+        let total_steps = steps * self.config.epochs;
+        let history_len = steps * p;
+        if self
+            .history_ce
+            .as_ref()
+            .is_none_or(|h| h.shape().numel() != history_len)
+        {
+            self.history_ce = Some(b.zeros(&[steps, p], DType::F32)?);
+            self.history_kl = Some(b.zeros(&[steps, p], DType::F32)?);
+        }
+        b.write_u32(&mut self.counts, &vec![0; p + 1])?;
+        let mut checked = 0;
+        for (s, rows) in batches(&order, self.config.batch_size).enumerate() {
+            let lr = self
+                .config
+                .optimizer
+                .lr_at(self.steps_done, total_steps, steps);
+            self.load_batch(data, rows)?;
+            self.record_step(rows.len(), lr)?;
+            let ws = &self.workspaces[&rows.len()];
+            let (hc, hk) = (
+                self.history_ce.as_mut().expect("set"),
+                self.history_kl.as_mut().expect("set"),
+            );
+            b.copy(&ws.step_ce, 0, hc, s * p, p)?;
+            b.copy(&ws.step_kl, 0, hk, s * p, p)?;
+            if (s + 1) % self.log_every.max(1) == 0 || s + 1 == steps {
+                let loss = self.check_history(epoch, checked, s + 1, &sizes)?;
+                checked = s + 1;
+                progress(&StepProgress {
+                    step: s + 1,
+                    steps,
+                    loss,
+                });
+            }
+        }
+        let ce = b.read(self.history_ce.as_ref().expect("set"))?;
+        let kl = b.read(self.history_kl.as_ref().expect("set"))?;
+        let counts = b.read_u32(&self.counts)?;
+        self.epochs_done = epoch;
+        let n = data.rows as f64;
+        Ok((0..p)
+            .map(|i| {
+                let mean = |h: &[f32]| {
+                    (0..steps)
+                        .map(|s| h[s * p + i] as f64 * sizes[s] as f64)
+                        .sum::<f64>()
+                        / n
+                };
+                PeerReport {
+                    train_ce: mean(&ce) as f32,
+                    train_kl: mean(&kl) as f32,
+                    train_accuracy: (counts[i] as f64 / n) as f32,
+                    test_loss: f32::NAN,
+                    test_accuracy: f32::NAN,
+                }
+            })
+            .collect())
+    }
+
+    /// Reads the loss history up to step `upto`, fails at the first non-finite loss after
+    /// `from`, and returns the mean total loss per peer so far.
+    fn check_history(
+        &self,
+        epoch: usize,
+        from: usize,
+        upto: usize,
+        sizes: &[usize],
+    ) -> Result<Vec<f32>> {
+        let b = self.backend;
+        let p = self.config.peers.len();
+        let ce = b.read(self.history_ce.as_ref().expect("set"))?;
+        let kl = b.read(self.history_kl.as_ref().expect("set"))?;
+        let alpha = self.config.alpha;
+        for s in from..upto {
+            for i in 0..p {
+                let v = ce[s * p + i] + alpha * kl[s * p + i];
+                if !v.is_finite() {
+                    return Err(CohortError::Diverged {
+                        epoch,
+                        step: s + 1,
+                        peer: i,
+                        value: v,
+                    });
+                }
+            }
+        }
+        let rows: usize = sizes[..upto].iter().sum();
+        Ok((0..p)
+            .map(|i| {
+                let sum: f64 = (0..upto)
+                    .map(|s| (ce[s * p + i] + alpha * kl[s * p + i]) as f64 * sizes[s] as f64)
+                    .sum();
+                (sum / rows as f64) as f32
+            })
+            .collect())
+    }
+
+    /// Test loss and accuracy of every peer and of the ensemble on `data`.
+    pub fn evaluate(&mut self, data: &DeviceData<B::Tensor>) -> Result<Evaluation> {
+        let b = self.backend;
+        let p = self.config.peers.len();
+        let classes = self.config.classes();
+        let order: Vec<usize> = (0..data.rows).collect();
+        let mut loss_sum = b.zeros(&[p], DType::F32)?;
+        let mut counts = b.zeros(&[p + 1], DType::U32)?;
+        let spec = CrossEntropySpec {
+            label_smoothing: 0.0,
+            grad_scale: 0.0,
+        };
+        for rows in batches(&order, self.config.batch_size.max(256)) {
+            self.load_batch(data, rows)?;
+            let n = rows.len();
+            let ws = self.workspaces.get_mut(&n).expect("loaded");
+            for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
+                Self::forward(b, group, gb, &ws.x, &mut ws.logits, n, classes)?;
+            }
+            b.softmax_ce(
+                &ws.logits,
+                &ws.labels,
+                &mut ws.ce_rows,
+                &mut ws.dlogits,
+                &spec,
+            )?;
+            b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, 1.0, true)?;
+            b.count_correct(&ws.logits, &ws.labels, &mut counts)?;
+        }
+        let loss = b.read(&loss_sum)?;
+        let counts = b.read_u32(&counts)?;
+        let n = data.rows as f32;
+        Ok(Evaluation {
+            loss: loss.iter().map(|l| l / n).collect(),
+            accuracy: counts[..p].iter().map(|&c| c as f32 / n).collect(),
+            ensemble_accuracy: counts[p] as f32 / n,
+        })
+    }
+
+    /// Trains one epoch on `train` and evaluates on `test` (both uploaded with
+    /// [`Trainer::upload`]).
+    pub fn run_epoch(
+        &mut self,
+        train: &DeviceData<B::Tensor>,
+        test: &DeviceData<B::Tensor>,
+        progress: impl FnMut(&StepProgress),
+    ) -> Result<EpochReport> {
+        let start = std::time::Instant::now();
+        let mut peers = self.train_epoch(train, progress)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let eval = self.evaluate(test)?;
+        for (i, pr) in peers.iter_mut().enumerate() {
+            pr.test_loss = eval.loss[i];
+            pr.test_accuracy = eval.accuracy[i];
+        }
+        let steps_per_epoch = train.rows.div_ceil(self.config.batch_size);
+        Ok(EpochReport {
+            epoch: self.epochs_done,
+            peers,
+            ensemble_accuracy: eval.ensemble_accuracy,
+            lr: self.config.optimizer.lr_at(
+                self.steps_done.saturating_sub(1),
+                steps_per_epoch * self.config.epochs,
+                steps_per_epoch,
+            ),
+            seconds,
+        })
+    }
+
+    /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch.
+    /// `on_epoch` sees the trainer and each report as it is made (to save checkpoints or write
+    /// metrics); `progress` sees in-epoch progress.
+    pub fn fit(
+        &mut self,
+        split: &Split,
+        mut on_epoch: impl FnMut(&Self, &EpochReport) -> Result<()>,
+        mut progress: impl FnMut(&StepProgress),
+    ) -> Result<Vec<EpochReport>> {
+        self.check_data(&split.test)?;
+        let train = self.upload(&split.train)?;
+        let test = self.upload(&split.test)?;
+        let mut reports = Vec::new();
+        while self.epochs_done < self.config.epochs {
+            let report = self.run_epoch(&train, &test, &mut progress)?;
+            on_epoch(self, &report)?;
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Every parameter and optimizer state as named host tensors `(name, shape, data)`, one set
+    /// per peer whatever the grouping: `peer{i}.layer{l}.weight`, `.bias`, `.weight.state{s}`…
+    pub fn named_tensors(&self) -> Result<Vec<NamedTensor>> {
+        let b = self.backend;
+        let mut out = Vec::new();
+        for group in &self.groups {
+            for (l, layer) in group.layers.iter().enumerate() {
+                let mut parts: Vec<(String, &B::Tensor)> =
+                    vec![("weight".into(), &layer.w), ("bias".into(), &layer.b)];
+                for (s, t) in layer.w_state.iter().enumerate() {
+                    parts.push((format!("weight.state{s}"), t));
+                }
+                for (s, t) in layer.b_state.iter().enumerate() {
+                    parts.push((format!("bias.state{s}"), t));
+                }
+                for (name, t) in parts {
+                    let data = b.read(t)?;
+                    let dims = t.shape().dims();
+                    let per = dims[1..].iter().product::<usize>();
+                    for (k, &peer) in group.peers.iter().enumerate() {
+                        out.push((
+                            format!("peer{peer}.layer{l}.{name}"),
+                            dims[1..].to_vec(),
+                            data[k * per..(k + 1) * per].to_vec(),
+                        ));
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    /// Overwrites parameters and optimizer state from named tensors (see [`Self::named_tensors`]),
+    /// and the progress counters. Every tensor must be present with its exact shape.
+    pub fn restore(
+        &mut self,
+        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+        epochs_done: usize,
+        steps_done: usize,
+    ) -> Result<()> {
+        let b = self.backend;
+        for group in &mut self.groups {
+            for (l, layer) in group.layers.iter_mut().enumerate() {
+                let mut parts: Vec<(String, &mut B::Tensor)> = vec![
+                    ("weight".into(), &mut layer.w),
+                    ("bias".into(), &mut layer.b),
+                ];
+                for (s, t) in layer.w_state.iter_mut().enumerate() {
+                    parts.push((format!("weight.state{s}"), t));
+                }
+                for (s, t) in layer.b_state.iter_mut().enumerate() {
+                    parts.push((format!("bias.state{s}"), t));
+                }
+                for (name, t) in parts {
+                    let dims = t.shape().dims().to_vec();
+                    let mut data = Vec::with_capacity(t.shape().numel());
+                    for &peer in &group.peers {
+                        let key = format!("peer{peer}.layer{l}.{name}");
+                        let (shape, values) = tensors.get(&key).ok_or_else(|| {
+                            CohortError::CheckpointMismatch(format!("tensor {key} is missing"))
+                        })?;
+                        if shape[..] != dims[1..] {
+                            return Err(CohortError::CheckpointMismatch(format!(
+                                "{key} has shape {shape:?}, the model needs {:?}",
+                                &dims[1..]
+                            )));
+                        }
+                        data.extend_from_slice(values);
+                    }
+                    b.write(t, &data)?;
+                }
+            }
+        }
+        self.epochs_done = epochs_done;
+        self.steps_done = steps_done;
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! The `cohort` command as a user meets it: the main job trains and prints its tables, and every
+//! bad input is one clear line on stderr with a non-zero exit, never a panic.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn cohort(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .expect("the cohort binary runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cohort-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
+    let dir = scratch("train");
+    let (metrics, plot, ckpt) = (
+        dir.join("m.jsonl"),
+        dir.join("curves.svg"),
+        dir.join("c.safetensors"),
+    );
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "2",
+        "--peers",
+        "2x32",
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--plot",
+        plot.to_str().unwrap(),
+        "--save",
+        ckpt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ensemble") && stdout.contains("test acc"),
+        "{stdout}"
+    );
+    let rows = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        2 * 3,
+        "one row per epoch per peer plus the ensemble"
+    );
+    assert!(rows
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    // Resume for a third epoch from the checkpoint.
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "3",
+        "--peers",
+        "2x32",
+        "--resume",
+        ckpt.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("after epoch 3"),
+        "{}",
+        text(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fails_cleanly(args: &[&str], expect: &str) {
+    let out = cohort(args);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{args:?} should fail");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
+        "{args:?} panicked: {stderr}"
+    );
+    let error_line = stderr
+        .lines()
+        .find(|l| l.starts_with("error"))
+        .unwrap_or_default();
+    assert!(
+        error_line.contains(expect),
+        "{args:?}: expected '{expect}' in the error line, got: {stderr}"
+    );
+}
+
+#[test]
+fn bad_input_is_one_clear_error_line() {
+    let dir = scratch("bad");
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            "csv:/no/such/file.csv",
+        ],
+        "/no/such/file.csv",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--data", "idx:/no/such/dir"],
+        "/no/such/dir",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--peers", "784-512-10"],
+        "784 inputs",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--peers", "64-32-7"],
+        "7 outputs",
+    );
+    let nan = dir.join("nan.csv");
+    std::fs::write(&nan, "1,2,0\n3,NaN,1\n4,5,1\n6,7,0\n8,9,1\n").unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", nan.display()),
+        ],
+        "non-finite",
+    );
+    let ragged = dir.join("ragged.csv");
+    std::fs::write(&ragged, "1,2,0\n3,1\n").unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", ragged.display()),
+        ],
+        "line 2",
+    );
+    let corrupt = dir.join("corrupt.safetensors");
+    std::fs::write(&corrupt, "garbage").unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--resume",
+            corrupt.to_str().unwrap(),
+        ],
+        "corrupt",
+    );
+    // A checkpoint from another configuration.
+    let ckpt = dir.join("c.safetensors");
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--peers",
+        "2x8",
+        "--save",
+        ckpt.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--peers",
+            "2x16",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+        "checkpoint does not match",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--temperature", "0"],
+        "temperature",
+    );
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--lr",
+            "1e6",
+            "--epochs",
+            "1",
+            "--lr-schedule",
+            "constant",
+        ],
+        "loss became",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn compare_prints_independent_and_mutual_side_by_side() {
+    let out = cohort(&[
+        "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("independent (α=0)")
+            && stdout.contains("mutual")
+            && stdout.contains("ensemble"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("over 2 seeds"), "{stdout}");
+}

@@ -1,0 +1,472 @@
+//! The trainer end to end: it learns, GPU and CPU agree, both schedules take exactly the gradient
+//! step of the DML loss, resuming is exact, and bad input is an error.
+
+mod common;
+
+use std::collections::HashMap;
+
+use cohort::config::{
+    parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
+};
+use cohort::data::{DataSource, Dataset, Split, Standardizer};
+use cohort::ops::Activation;
+use cohort::trainer::Trainer;
+use cohort::{checkpoint, Backend, CohortError, CpuBackend};
+use common::gpu;
+
+fn digits() -> Split {
+    let mut split = DataSource::Digits.load().unwrap();
+    let s = Standardizer::fit(&split.train);
+    s.apply(&mut split.train).unwrap();
+    s.apply(&mut split.test).unwrap();
+    split
+}
+
+fn config(hidden: &str, alpha: f32, schedule: Schedule, epochs: usize) -> TrainConfig {
+    let mut c = TrainConfig::new(parse_peers(hidden, 64, 10, Activation::Relu).unwrap());
+    c.alpha = alpha;
+    c.temperature = 2.0;
+    c.schedule = schedule;
+    c.epochs = epochs;
+    c.batch_size = 64;
+    c.seed = 7;
+    c
+}
+
+/// Trains on the embedded digits and returns the final report's test accuracies.
+fn learn<B: Backend>(b: &B, schedule: Schedule) -> (Vec<f32>, f32) {
+    let split = digits();
+    let mut t = Trainer::new(b, config("2x32", 1.0, schedule, 3)).unwrap();
+    let reports = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let last = reports.last().unwrap();
+    (
+        last.peers.iter().map(|p| p.test_accuracy).collect(),
+        last.ensemble_accuracy,
+    )
+}
+
+// The bar: chance is 10%, and on these 8×8 digits even a linear classifier passes 90% after a few
+// epochs; a 64-32-10 MLP that reaches less than 88% after 3 epochs has a broken step.
+const BAR: f32 = 0.88;
+
+#[test]
+fn a_tiny_cohort_learns_the_digits_on_the_cpu() {
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        let (peers, ensemble) = learn(&CpuBackend, schedule);
+        eprintln!("cpu {schedule:?}: peers {peers:?} ensemble {ensemble}");
+        assert!(
+            peers.iter().all(|&a| a > BAR) && ensemble > BAR,
+            "{schedule:?}: {peers:?} {ensemble}"
+        );
+    }
+}
+
+#[test]
+fn a_tiny_cohort_learns_the_digits_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        let (peers, ensemble) = learn(g, schedule);
+        eprintln!("gpu {schedule:?}: peers {peers:?} ensemble {ensemble}");
+        assert!(
+            peers.iter().all(|&a| a > BAR) && ensemble > BAR,
+            "{schedule:?}: {peers:?} {ensemble}"
+        );
+    }
+}
+
+/// Per-step mean losses (CE + α·KL) of each peer over `steps` steps.
+fn loss_curve<B: Backend>(b: &B, config: TrainConfig, steps: usize) -> Vec<Vec<f32>> {
+    let split = digits();
+    let mut t = Trainer::new(b, config).unwrap();
+    t.log_every = 1;
+    let train = t.upload(&split.train).unwrap();
+    let mut curve = Vec::new();
+    while curve.len() < steps {
+        let mut previous = vec![0.0f32; 2];
+        t.train_epoch(&train, |p| {
+            // Progress reports the running mean; recover each step's own loss from it.
+            let step_loss: Vec<f32> = p
+                .loss
+                .iter()
+                .zip(&previous)
+                .map(|(&m, &prev)| m * p.step as f32 - prev * (p.step - 1) as f32)
+                .collect();
+            previous = p.loss.clone();
+            if curve.len() < steps {
+                curve.push(step_loss);
+            }
+        })
+        .unwrap();
+    }
+    curve
+}
+
+#[test]
+fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
+    let Some(g) = gpu() else { return };
+    let mut c = config("2x32", 1.0, Schedule::Simultaneous, 3);
+    c.batch_size = 32; // 45 steps per epoch, so 50 steps cross an epoch boundary
+    let gpu_curve = loss_curve(g, c.clone(), 50);
+    let cpu_curve = loss_curve(&CpuBackend, c, 50);
+    // f32 GPU arithmetic against f64-inside CPU twins drifts slowly as weights diverge by
+    // rounding; 1% relative after 50 steps leaves room for that and none for a wrong step.
+    let mut worst = 0.0f32;
+    for (s, (gs, cs)) in gpu_curve.iter().zip(&cpu_curve).enumerate() {
+        for (gl, cl) in gs.iter().zip(cs) {
+            let rel = (gl - cl).abs() / cl.abs().max(1e-3);
+            worst = worst.max(rel);
+            assert!(rel < 1e-2, "step {}: gpu {gl} vs cpu {cl}", s + 1);
+        }
+    }
+    eprintln!("50 steps: largest relative difference of per-step losses {worst:.2e}");
+}
+
+// ---- One step against a reference computed from the loss itself -------------------------------
+
+struct Mlp {
+    layers: Vec<(Vec<f64>, Vec<f64>, usize, usize)>, // (weight [in, out], bias, in, out)
+}
+
+impl Mlp {
+    fn from(tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>, peer: usize, depth: usize) -> Self {
+        let layers = (0..depth)
+            .map(|l| {
+                let (shape, w) = &tensors[&format!("peer{peer}.layer{l}.weight")];
+                let (_, b) = &tensors[&format!("peer{peer}.layer{l}.bias")];
+                (
+                    w.iter().map(|&v| v as f64).collect(),
+                    b.iter().map(|&v| v as f64).collect(),
+                    shape[0],
+                    shape[1],
+                )
+            })
+            .collect();
+        Mlp { layers }
+    }
+
+    fn logits(&self, x: &[f64]) -> Vec<f64> {
+        let mut h = x.to_vec();
+        for (l, (w, b, fan_in, fan_out)) in self.layers.iter().enumerate() {
+            let mut z: Vec<f64> = b.clone();
+            for (o, zo) in z.iter_mut().enumerate() {
+                *zo += (0..*fan_in).map(|i| h[i] * w[i * fan_out + o]).sum::<f64>();
+            }
+            if l + 1 < self.layers.len() {
+                z.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            h = z;
+        }
+        h
+    }
+
+    fn params(&mut self) -> Vec<&mut f64> {
+        self.layers
+            .iter_mut()
+            .flat_map(|(w, b, _, _)| w.iter_mut().chain(b.iter_mut()))
+            .collect()
+    }
+}
+
+fn log_softmax(z: &[f64], t: f64) -> Vec<f64> {
+    let m = z.iter().map(|v| v / t).fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + z.iter().map(|v| (v / t - m).exp()).sum::<f64>().ln();
+    z.iter().map(|v| v / t - lse).collect()
+}
+
+/// The DML loss of `me` on a batch, the other peers' log-probabilities held fixed.
+fn dml_loss(me: &Mlp, others: &[Vec<Vec<f64>>], data: &Dataset, alpha: f64, t: f64) -> f64 {
+    let mut total = 0.0;
+    for r in 0..data.rows {
+        let x: Vec<f64> = data.row(r).iter().map(|&v| v as f64).collect();
+        let z = me.logits(&x);
+        let ce = -log_softmax(&z, 1.0)[data.labels[r] as usize];
+        let lp = log_softmax(&z, t);
+        let kl: f64 = others
+            .iter()
+            .map(|o| {
+                o[r].iter()
+                    .zip(&lp)
+                    .map(|(q, p)| q.exp() * (q - p))
+                    .sum::<f64>()
+            })
+            .sum::<f64>()
+            / others.len() as f64;
+        total += ce + alpha * t * t * kl;
+    }
+    total / data.rows as f64
+}
+
+fn log_probs(m: &Mlp, data: &Dataset, t: f64) -> Vec<Vec<f64>> {
+    (0..data.rows)
+        .map(|r| {
+            log_softmax(
+                &m.logits(&data.row(r).iter().map(|&v| v as f64).collect::<Vec<_>>()),
+                t,
+            )
+        })
+        .collect()
+}
+
+/// One plain SGD step by finite differences of the DML loss, following `schedule`.
+fn reference_step(
+    mut peers: Vec<Mlp>,
+    data: &Dataset,
+    alpha: f64,
+    t: f64,
+    lr: f64,
+    schedule: Schedule,
+) -> Vec<Mlp> {
+    let frozen: Vec<Vec<Vec<f64>>> = peers.iter().map(|p| log_probs(p, data, t)).collect();
+    for i in 0..peers.len() {
+        // Simultaneous: everyone sees the predictions from before the step. Alternating: the
+        // peers updated earlier in this step are seen with their new weights.
+        let others: Vec<Vec<Vec<f64>>> = (0..peers.len())
+            .filter(|&j| j != i)
+            .map(|j| {
+                if schedule == Schedule::Alternating {
+                    log_probs(&peers[j], data, t)
+                } else {
+                    frozen[j].clone()
+                }
+            })
+            .collect();
+        let n = peers[i].params().len();
+        let mut grad = vec![0.0; n];
+        for (k, slot) in grad.iter_mut().enumerate() {
+            let h = 1e-6;
+            let orig = *peers[i].params()[k];
+            *peers[i].params()[k] = orig + h;
+            let up = dml_loss(&peers[i], &others, data, alpha, t);
+            *peers[i].params()[k] = orig - h;
+            let down = dml_loss(&peers[i], &others, data, alpha, t);
+            *peers[i].params()[k] = orig;
+            *slot = (up - down) / (2.0 * h);
+        }
+        for (p, g) in peers[i].params().into_iter().zip(grad) {
+            *p -= lr * g;
+        }
+    }
+    peers
+}
+
+fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule) {
+    let split = digits();
+    let rows: Vec<usize> = (0..12).collect();
+    let batch = split.train.subset(&rows);
+    let mut c = config("3x5", 0.7, schedule, 1);
+    c.batch_size = batch.rows; // one step: the whole batch
+    c.optimizer = OptimizerConfig {
+        kind: OptimizerKind::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+        },
+        lr: 0.5,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        warmup_steps: 0,
+    };
+    let mut trainer = Trainer::new(b, c.clone()).unwrap();
+    let before: HashMap<_, _> = trainer
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|(n, s, d)| (n, (s, d)))
+        .collect();
+    let data = trainer.upload(&batch).unwrap();
+    trainer.train_epoch(&data, |_| {}).unwrap();
+    let after: HashMap<_, _> = trainer
+        .named_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|(n, s, d)| (n, (s, d)))
+        .collect();
+    let peers: Vec<Mlp> = (0..3).map(|p| Mlp::from(&before, p, 2)).collect();
+    let mut expected = reference_step(
+        peers,
+        &batch,
+        c.alpha as f64,
+        c.temperature as f64,
+        0.5,
+        schedule,
+    );
+    for (p, mlp) in expected.iter_mut().enumerate() {
+        let got = Mlp::from(&after, p, 2);
+        let want: Vec<f64> = mlp.params().into_iter().map(|v| *v).collect();
+        let mut got = got;
+        for (k, (g, w)) in got.params().into_iter().zip(&want).enumerate() {
+            assert!(
+                (*g - w).abs() < 2e-5,
+                "{schedule:?} peer {p} parameter {k}: trainer {g} vs reference {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_cpu() {
+    one_step_matches_reference(&CpuBackend, Schedule::Simultaneous);
+    one_step_matches_reference(&CpuBackend, Schedule::Alternating);
+}
+
+#[test]
+fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    one_step_matches_reference(g, Schedule::Simultaneous);
+    one_step_matches_reference(g, Schedule::Alternating);
+}
+
+#[test]
+fn different_peers_train_side_by_side() {
+    let split = digits();
+    let mut c = config("_-48-_,_-32-16-_,2x24", 1.0, Schedule::Simultaneous, 4);
+    c.optimizer.kind = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    c.optimizer.lr = 1e-2;
+    let mut t = Trainer::new(&CpuBackend, c).unwrap();
+    let reports = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let last = reports.last().unwrap();
+    assert_eq!(last.peers.len(), 4);
+    assert!(
+        last.peers
+            .iter()
+            .all(|p| p.test_accuracy > 0.8 && p.train_kl > 0.0),
+        "{last:?}"
+    );
+}
+
+fn resume_case<B: Backend>(b: &B) {
+    let split = digits();
+    let mut c = config("2x16", 1.0, Schedule::Simultaneous, 2);
+    c.optimizer.kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    c.optimizer.lr = 1e-3;
+    let dir = std::env::temp_dir().join(format!(
+        "cohort-resume-{}-{}",
+        std::process::id(),
+        b.describe().len()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("ckpt.safetensors");
+    // Uninterrupted: two epochs. Interrupted: one epoch, save, load into a fresh trainer, one more.
+    let mut full = Trainer::new(b, c.clone()).unwrap();
+    let straight = full.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let mut half = Trainer::new(b, c.clone()).unwrap();
+    let (train, test) = (
+        half.upload(&split.train).unwrap(),
+        half.upload(&split.test).unwrap(),
+    );
+    half.run_epoch(&train, &test, |_| {}).unwrap();
+    checkpoint::save(&half, None, &path).unwrap();
+    drop(half);
+    let mut resumed = checkpoint::load(&path)
+        .unwrap()
+        .restore(b, Some(&c))
+        .unwrap();
+    assert_eq!(resumed.epochs_done(), 1);
+    let rest = resumed.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    assert_eq!(rest.len(), 1);
+    let (a, b2) = (&straight[1].peers, &rest[0].peers);
+    for (x, y) in a.iter().zip(b2) {
+        assert_eq!(
+            x.train_ce, y.train_ce,
+            "resumed epoch 2 must be bit-identical"
+        );
+        assert_eq!(x.test_accuracy, y.test_accuracy);
+    }
+    // A checkpoint from another configuration is refused.
+    let mut other = c.clone();
+    other.alpha = 0.5;
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .restore(b, Some(&other))
+        .err()
+        .unwrap();
+    assert!(matches!(err, CohortError::CheckpointMismatch(_)), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly_on_the_cpu() {
+    resume_case(&CpuBackend);
+}
+
+#[test]
+fn resuming_from_a_checkpoint_continues_exactly_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    resume_case(g);
+}
+
+#[test]
+fn a_diverging_run_stops_with_its_epoch_and_step() {
+    let split = digits();
+    let mut c = config("2x32", 1.0, Schedule::Simultaneous, 2);
+    c.optimizer.lr = 1e4;
+    c.optimizer.schedule = LrSchedule::Constant;
+    let mut t = Trainer::new(&CpuBackend, c).unwrap();
+    t.log_every = 5;
+    let err = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap_err();
+    match err {
+        CohortError::Diverged { epoch, step, .. } => {
+            assert_eq!(epoch, 1);
+            assert!(
+                step >= 2,
+                "the first step's loss is finite; got step {step}"
+            );
+        }
+        other => panic!("expected Diverged, got {other}"),
+    }
+}
+
+#[test]
+fn bad_configurations_and_checkpoints_are_errors() {
+    assert!(matches!(
+        parse_peers("784-512-10", 64, 10, Activation::Relu),
+        Err(CohortError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        parse_peers("64-512-9", 64, 10, Activation::Relu),
+        Err(CohortError::InvalidConfig(_))
+    ));
+    assert!(matches!(
+        parse_peers("2xabc", 64, 10, Activation::Relu),
+        Err(CohortError::InvalidConfig(_))
+    ));
+    assert_eq!(
+        parse_peers("2x8,_-4-4-_", 64, 10, Activation::Relu)
+            .unwrap()
+            .len(),
+        3
+    );
+    let mut c = config("1x8", 1.0, Schedule::Simultaneous, 1);
+    assert!(
+        matches!(
+            Trainer::new(&CpuBackend, c.clone()),
+            Err(CohortError::InvalidConfig(_))
+        ),
+        "α > 0 with one peer"
+    );
+    c.alpha = 0.0;
+    assert!(
+        Trainer::new(&CpuBackend, c).is_ok(),
+        "one peer is fine for a baseline"
+    );
+    let dir = std::env::temp_dir().join(format!("cohort-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"definitely not a checkpoint").unwrap();
+    assert!(matches!(
+        checkpoint::load(&garbage),
+        Err(CohortError::CorruptFile { .. })
+    ));
+    assert!(matches!(
+        checkpoint::load(&dir.join("missing")),
+        Err(CohortError::Io { .. })
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
