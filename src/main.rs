@@ -111,9 +111,10 @@ struct TrainArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Do not standardise features (by default they are, with statistics of the training part).
-    #[arg(long)]
-    no_standardize: bool,
+    /// Feature standardisation with training statistics: `auto` (one global mean and deviation
+    /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
+    #[arg(long, default_value = "auto")]
+    standardize: String,
     /// Save a checkpoint (safetensors) after every epoch.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -217,14 +218,23 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
     let source: DataSource = args.data.parse()?;
     let mut split = source.load()?;
     split.validate_compatible()?;
-    let standardizer = if args.no_standardize {
-        None
-    } else {
-        let s = Standardizer::fit(&split.train);
+    let images = matches!(source, DataSource::Idx(_));
+    let standardizer = match args.standardize.as_str() {
+        "none" => None,
+        "feature" => Some(Standardizer::fit(&split.train)),
+        "global" => Some(Standardizer::fit_global(&split.train)),
+        "auto" if images => Some(Standardizer::fit_global(&split.train)),
+        "auto" => Some(Standardizer::fit(&split.train)),
+        other => {
+            return Err(CohortError::InvalidConfig(format!(
+                "standardize '{other}': use auto, feature, global or none"
+            )))
+        }
+    };
+    if let Some(s) = &standardizer {
         s.apply(&mut split.train)?;
         s.apply(&mut split.test)?;
-        Some(s)
-    };
+    }
     let activation: Activation = args.activation.parse()?;
     let classes = split.train.classes.max(split.test.classes);
     let peers = parse_peers(&args.peers, split.train.cols, classes, activation)?;
@@ -377,11 +387,16 @@ fn run_training<B: Backend>(
             bar.set_position(p.step as u64);
             bar.set_prefix(format!("{}", current_epoch.get()));
             let losses: Vec<String> = p.loss.iter().map(|l| format!("{l:.4}")).collect();
-            bar.set_message(format!("loss {}", losses.join(" ")));
+            let accs: Vec<String> = p.accuracy.iter().map(|&a| pct(a)).collect();
+            bar.set_message(format!(
+                "loss {}  train acc {}",
+                losses.join(" "),
+                accs.join(" ")
+            ));
         },
     )?;
     bar.finish_and_clear();
-    if let Some(last) = history.last() {
+    if let (false, Some(last)) = (args.quiet, history.last()) {
         print_summary(last, &models);
     }
     Ok(history)

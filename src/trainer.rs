@@ -130,6 +130,8 @@ pub struct StepProgress {
     pub steps: usize,
     /// Mean training loss (CE + α·KL) per peer so far this epoch.
     pub loss: Vec<f32>,
+    /// Training accuracy per peer so far this epoch (before each update).
+    pub accuracy: Vec<f32>,
 }
 
 /// A named host copy of a tensor: `(name, shape, data)`.
@@ -552,6 +554,25 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
+    /// Records one training step on the given rows of `data`, at the learning rate the schedule
+    /// gives this step, without reading anything back (for benchmarks and custom loops; call
+    /// [`Backend::finish`] to wait for it). Epoch metrics are not updated.
+    pub fn step(&mut self, data: &DeviceData<B::Tensor>, rows: &[usize]) -> Result<()> {
+        if rows.is_empty() {
+            return Err(CohortError::EmptyData(
+                "a step needs at least one row".into(),
+            ));
+        }
+        let steps_per_epoch = data.rows.div_ceil(self.config.batch_size);
+        let lr = self.config.optimizer.lr_at(
+            self.steps_done,
+            steps_per_epoch * self.config.epochs,
+            steps_per_epoch,
+        );
+        self.load_batch(data, rows)?;
+        self.record_step(rows.len(), lr)
+    }
+
     /// Trains one epoch on `data` (uploaded with [`Trainer::upload`]). `progress` is called once
     /// per logging interval and at the end. Fails with [`CohortError::Diverged`] at the first
     /// non-finite loss.
@@ -604,10 +625,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
             if (s + 1) % self.log_every.max(1) == 0 || s + 1 == steps {
                 let loss = self.check_history(epoch, checked, s + 1, &sizes)?;
                 checked = s + 1;
+                let seen: usize = sizes[..s + 1].iter().sum();
+                let counts = b.read_u32(&self.counts)?;
+                let accuracy = counts[..p]
+                    .iter()
+                    .map(|&c| c as f32 / seen as f32)
+                    .collect();
                 progress(&StepProgress {
                     step: s + 1,
                     steps,
                     loss,
+                    accuracy,
                 });
             }
         }

@@ -72,7 +72,6 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
         "2x32",
         "--resume",
         ckpt.to_str().unwrap(),
-        "--quiet",
     ]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(

@@ -166,7 +166,9 @@ impl Split {
     }
 }
 
-/// Per-feature standardisation, fitted on training data only.
+/// Standardisation, fitted on training data only: per feature, or one mean and deviation for all
+/// features (better for images, whose rarely-lit border pixels have tiny per-pixel deviations
+/// that would blow up the few test pixels that differ).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Standardizer {
     /// Mean of each feature.
@@ -205,6 +207,27 @@ impl Standardizer {
                     }
                 })
                 .collect(),
+        }
+    }
+
+    /// One mean and standard deviation over every feature value (stored once per feature).
+    pub fn fit_global(data: &Dataset) -> Self {
+        let n = data.features.len().max(1) as f64;
+        let mean = data.features.iter().map(|&v| v as f64).sum::<f64>() / n;
+        let var = data
+            .features
+            .iter()
+            .map(|&v| (v as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let sd = if var.sqrt() < 1e-8 {
+            1.0
+        } else {
+            var.sqrt() as f32
+        };
+        Standardizer {
+            mean: vec![mean as f32; data.cols],
+            std: vec![sd; data.cols],
         }
     }
 
@@ -426,6 +449,16 @@ mod tests {
         assert!((0..3).all(|r| d.row(r)[1] == 0.0));
         let mut wide = Dataset::new(vec![0.0; 3], vec![0], 3, 2).unwrap();
         assert!(s.apply(&mut wide).is_err());
+    }
+
+    #[test]
+    fn global_standardisation_uses_one_mean_and_deviation() {
+        let mut d = Dataset::new(vec![0.0, 2.0, 4.0, 6.0], vec![0, 1], 2, 2).unwrap();
+        let s = Standardizer::fit_global(&d);
+        assert_eq!(s.mean, vec![3.0, 3.0]);
+        s.apply(&mut d).unwrap();
+        let var: f32 = d.features.iter().map(|v| v * v).sum::<f32>() / 4.0;
+        assert!((var - 1.0).abs() < 1e-6 && d.features.iter().sum::<f32>().abs() < 1e-6);
     }
 
     #[test]

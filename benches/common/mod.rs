@@ -1,0 +1,214 @@
+//! Shared support for cohort's criterion benches (`benches/matmul.rs`, `benches/losses.rs`): opening
+//! the GPU (or a loud skip), choosing the clock, keeping every timed iteration so each bench can
+//! print its own median, and merging results into the JSON file named by `COHORT_BENCH_JSON` (the
+//! format `benches/reference/torch_reference.py --cohort-json` reads).
+//!
+//! Environment shared by the benches:
+//! - `COHORT_BENCH_SAMPLES`: criterion samples per benchmark (default 20, at least 10); criterion's
+//!   own `--sample-size N` takes precedence when given.
+//! - `COHORT_BENCH_JSON=path`: merge `{"device", "measures": {key: {...}}}` into that file.
+//! - `COHORT_ADAPTER`, `COHORT_HARDWARE_ONLY`: adapter choice, as everywhere in cohort.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cohort::{Backend, GpuBackend};
+
+/// Where a GPU iteration's time comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clock {
+    /// Timestamp queries around the recorded kernels (`Runtime::time`).
+    GpuTimestamps,
+    /// Host wall time around recording plus `finish()` (no usable timestamp queries).
+    Wall,
+}
+
+impl Clock {
+    pub fn label(self) -> &'static str {
+        match self {
+            Clock::GpuTimestamps => "gpu timestamps",
+            Clock::Wall => "wall clock",
+        }
+    }
+}
+
+/// Opens the GPU named by the environment, or prints a loud skip banner and returns `None`.
+pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
+    match GpuBackend::from_env() {
+        Ok(g) => {
+            eprintln!("[{bench}] GPU device: {}", g.describe());
+            Some(g)
+        }
+        Err(e) => {
+            eprintln!(
+                "\n**** SKIPPED: no GPU adapter ({e}). The {bench} GPU benchmarks did NOT run; \
+                 only the CPU group is measured. Install a Vulkan driver (e.g. \
+                 mesa-vulkan-drivers) to run them. ****\n"
+            );
+            None
+        }
+    }
+}
+
+/// Decides once whether timestamp queries give usable times on this device: `Runtime::time` must
+/// return a `Some` non-zero duration for `probe` (which records some real work; it also serves as
+/// that work's warm-up run).
+pub fn pick_clock(
+    gpu: &GpuBackend,
+    probe: impl FnOnce() -> cohort::Result<()>,
+) -> cohort::Result<Clock> {
+    let (_, t) = gpu.runtime().time(probe)?;
+    gpu.finish()?;
+    Ok(match t {
+        Some(d) if d > Duration::ZERO => Clock::GpuTimestamps,
+        _ => Clock::Wall,
+    })
+}
+
+/// Runs `record` (which records kernels) once and returns its time under `clock`: the GPU time
+/// from `Runtime::time` when it gives one, else host wall time around recording plus `finish()`.
+pub fn time_gpu(
+    gpu: &GpuBackend,
+    clock: Clock,
+    mut record: impl FnMut() -> cohort::Result<()>,
+) -> Duration {
+    match clock {
+        Clock::GpuTimestamps => {
+            let start = Instant::now();
+            let (_, t) = gpu
+                .runtime()
+                .time(&mut record)
+                .expect("recording the kernel failed");
+            match t {
+                Some(d) => d,
+                // No timestamps after all: the work is recorded, not yet run.
+                None => {
+                    gpu.finish().expect("GPU work failed");
+                    start.elapsed()
+                }
+            }
+        }
+        Clock::Wall => {
+            let start = Instant::now();
+            record().expect("recording the kernel failed");
+            gpu.finish().expect("GPU work failed");
+            start.elapsed()
+        }
+    }
+}
+
+/// Criterion samples per benchmark: `--sample-size N` on the command line, else
+/// `COHORT_BENCH_SAMPLES`, else 20 (criterion requires at least 10).
+pub fn sample_size() -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    let from_args = args.iter().enumerate().find_map(|(i, a)| {
+        if let Some(v) = a.strip_prefix("--sample-size=") {
+            v.parse().ok()
+        } else if a == "--sample-size" {
+            args.get(i + 1).and_then(|v| v.parse().ok())
+        } else {
+            None
+        }
+    });
+    let from_env = std::env::var("COHORT_BENCH_SAMPLES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    from_args.or(from_env).unwrap_or(20usize).max(10)
+}
+
+/// Every call criterion made to one `iter_custom` routine, each a list of per-iteration times.
+/// Criterion first warms up (calls with 1, 2, 4, ... iterations) and then takes `samples` calls,
+/// so the last `samples` calls are the measurement.
+#[derive(Default)]
+pub struct Samples {
+    calls: Vec<Vec<Duration>>,
+}
+
+impl Samples {
+    /// Runs `one` `iters` times, keeps each time, and returns their sum for criterion.
+    pub fn run(&mut self, iters: u64, mut one: impl FnMut() -> Duration) -> Duration {
+        let times: Vec<Duration> = (0..iters).map(|_| one()).collect();
+        let total = times.iter().sum();
+        self.calls.push(times);
+        total
+    }
+
+    /// Median per-iteration time over the measurement calls, and how many iterations that covers.
+    /// `None` when criterion never ran the routine (e.g. filtered out, or `--list`).
+    pub fn median(&self, samples: usize) -> Option<(Duration, usize)> {
+        let skip = self.calls.len().saturating_sub(samples);
+        let mut all: Vec<Duration> = self.calls[skip..].iter().flatten().copied().collect();
+        if all.is_empty() {
+            return None;
+        }
+        all.sort();
+        let n = all.len();
+        let median = if n % 2 == 1 {
+            all[n / 2]
+        } else {
+            (all[n / 2 - 1] + all[n / 2]) / 2
+        };
+        Some((median, n))
+    }
+}
+
+/// Results to merge into `COHORT_BENCH_JSON` (when set) at the end of a bench.
+#[derive(Default)]
+pub struct JsonSink {
+    device: Option<String>,
+    measures: BTreeMap<String, serde_json::Value>,
+}
+
+impl JsonSink {
+    pub fn set_device(&mut self, device: String) {
+        self.device = Some(device);
+    }
+
+    pub fn record(&mut self, key: String, value: serde_json::Value) {
+        self.measures.insert(key, value);
+    }
+
+    /// Merges into the file named by `COHORT_BENCH_JSON`, keeping other benches' keys.
+    pub fn write(&self) {
+        let Ok(path) = std::env::var("COHORT_BENCH_JSON") else {
+            return;
+        };
+        if path.is_empty() || self.measures.is_empty() {
+            return;
+        }
+        let mut root: serde_json::Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .filter(|v: &serde_json::Value| v.is_object())
+            .unwrap_or_else(|| serde_json::json!({}));
+        let obj = root.as_object_mut().expect("object");
+        obj.insert("source".into(), "cohort".into());
+        obj.insert("cohort_version".into(), env!("CARGO_PKG_VERSION").into());
+        if let Some(d) = &self.device {
+            obj.insert("device".into(), d.clone().into());
+        }
+        let measures = obj
+            .entry("measures")
+            .or_insert_with(|| serde_json::json!({}));
+        if !measures.is_object() {
+            *measures = serde_json::json!({});
+        }
+        let m = measures.as_object_mut().expect("object");
+        for (k, v) in &self.measures {
+            m.insert(k.clone(), v.clone());
+        }
+        match serde_json::to_string_pretty(&root) {
+            Ok(text) => match std::fs::write(&path, text + "\n") {
+                Ok(()) => eprintln!("wrote {} measures to {path}", self.measures.len()),
+                Err(e) => eprintln!("could not write {path}: {e}"),
+            },
+            Err(e) => eprintln!("could not serialise results: {e}"),
+        }
+    }
+}
+
+/// Milliseconds of a duration, as f64.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -1,0 +1,335 @@
+//! Throughput of cohort's `matmul` kernel (`shaders/matmul.wgsl`) on the GPU backend, for the three
+//! products a training step uses: NN (`X·W`, forward), NT (`dY·Wᵀ`, input gradient) and TN
+//! (`Xᵀ·dY`, weight gradient). Each iteration records one matmul inside `Runtime::time`, so the
+//! time is GPU time from timestamp queries; on adapters without them it is wall time around
+//! recording plus `finish()`. Criterion reports FLOP/s as "elem/s"; at the end one summary line
+//! per shape and transpose goes to stderr (median ms, TFLOP/s = 2·B·M·N·K / time). A small CPU
+//! group keeps the CPU twin's path exercised. Without a GPU adapter the GPU groups are skipped
+//! with a loud banner and only the CPU group runs.
+//!
+//! Run:
+//! ```text
+//! cargo bench --bench matmul -- --warm-up-time 1 --measurement-time 2
+//! COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256 cargo bench --bench matmul
+//! ```
+//! Environment:
+//! - `COHORT_BENCH_SHAPES`: comma-separated `MxNxK` (C is M×N, inner dimension K), optionally
+//!   batched as `BbMxNxK` (e.g. `2b256x1024x784`: A, B and C all carry a batch of 2). The default
+//!   (`64x64x64,128x256x96,2b64x128x80`) runs in seconds on lavapipe; large shapes are opt-in
+//!   (4096³ takes minutes per iteration on a software device).
+//! - `COHORT_BENCH_TRANSPOSES`: which of `nn,nt,tn,tt` to run (default `nn,nt,tn`).
+//! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
+//!   JSON keys are `matmul/<NN|NT|TN|TT>/<shape>/fp32`, as `benches/reference/torch_reference.py`
+//!   names its cuBLAS timings.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use cohort::ops::MatmulSpec;
+use cohort::rng::Rng;
+use cohort::{Backend, CpuBackend, DType, GpuBackend};
+use common::{Clock, JsonSink, Samples};
+use criterion::{BenchmarkId, Criterion, Throughput};
+
+const DEFAULT_SHAPES: &str = "64x64x64,128x256x96,2b64x128x80";
+const CPU_SHAPE: &str = "24x40x32";
+
+/// A matmul problem: C[B, M, N] = op(A) · op(B) with inner dimension K.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+impl Shape {
+    fn parse(s: &str) -> Result<Shape, String> {
+        let s = s.trim();
+        let (batch, rest) = match s.split_once(['b', 'B']) {
+            Some((b, rest)) => (
+                b.parse::<usize>()
+                    .map_err(|_| format!("bad batch in '{s}'"))?,
+                rest,
+            ),
+            None => (1, s),
+        };
+        let dims: Vec<usize> = rest
+            .split(['x', 'X'])
+            .map(|d| d.trim().parse::<usize>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| format!("bad shape '{s}': expected MxNxK or BbMxNxK"))?;
+        match dims[..] {
+            [m, n, k] if batch > 0 && m > 0 && n > 0 && k > 0 => Ok(Shape { batch, m, n, k }),
+            _ => Err(format!(
+                "bad shape '{s}': expected MxNxK or BbMxNxK, all positive"
+            )),
+        }
+    }
+
+    fn flops(&self) -> f64 {
+        2.0 * self.batch as f64 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    /// Stored shapes of A, B and C for the given transposes.
+    fn operands(&self, t: Trans) -> [Vec<usize>; 3] {
+        let a = if t.a {
+            [self.k, self.m]
+        } else {
+            [self.m, self.k]
+        };
+        let b = if t.b {
+            [self.n, self.k]
+        } else {
+            [self.k, self.n]
+        };
+        let c = [self.m, self.n];
+        let with_batch = |d: [usize; 2]| {
+            if self.batch > 1 {
+                vec![self.batch, d[0], d[1]]
+            } else {
+                d.to_vec()
+            }
+        };
+        [with_batch(a), with_batch(b), with_batch(c)]
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.batch > 1 {
+            write!(f, "{}b", self.batch)?;
+        }
+        write!(f, "{}x{}x{}", self.m, self.n, self.k)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Trans {
+    a: bool,
+    b: bool,
+}
+
+impl Trans {
+    fn name(self) -> &'static str {
+        match (self.a, self.b) {
+            (false, false) => "NN",
+            (false, true) => "NT",
+            (true, false) => "TN",
+            (true, true) => "TT",
+        }
+    }
+
+    fn spec(self) -> MatmulSpec {
+        MatmulSpec::new(self.a, self.b)
+    }
+}
+
+fn shapes_from_env() -> Vec<Shape> {
+    let text = std::env::var("COHORT_BENCH_SHAPES")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let text = text.as_deref().unwrap_or(DEFAULT_SHAPES);
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| Shape::parse(s).unwrap_or_else(|e| panic!("COHORT_BENCH_SHAPES: {e}")))
+        .collect()
+}
+
+fn transposes_from_env() -> Vec<Trans> {
+    let text = std::env::var("COHORT_BENCH_TRANSPOSES")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    text.as_deref()
+        .unwrap_or("nn,nt,tn")
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| match s.trim().to_ascii_lowercase().as_str() {
+            "nn" => Trans { a: false, b: false },
+            "nt" => Trans { a: false, b: true },
+            "tn" => Trans { a: true, b: false },
+            "tt" => Trans { a: true, b: true },
+            other => panic!("COHORT_BENCH_TRANSPOSES: unknown '{other}' (nn, nt, tn, tt)"),
+        })
+        .collect()
+}
+
+/// One finished measurement, for the summary.
+struct Row {
+    backend: &'static str,
+    shape: Shape,
+    trans: Trans,
+    median: Duration,
+    iters: usize,
+    clock: &'static str,
+}
+
+impl Row {
+    fn tflops(&self) -> f64 {
+        self.shape.flops() / self.median.as_secs_f64() / 1e12
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "SUMMARY matmul {:<3} {:>18} {} | median {:>10.4} ms | {:>9.5} TFLOP/s | {} iters, {}",
+            self.backend,
+            self.shape.to_string(),
+            self.trans.name(),
+            common::ms(self.median),
+            self.tflops(),
+            self.iters,
+            self.clock
+        )
+    }
+}
+
+fn bench_gpu(
+    c: &mut Criterion,
+    gpu: &GpuBackend,
+    samples: usize,
+    rows: &mut Vec<Row>,
+    json: &mut JsonSink,
+) {
+    let shapes = shapes_from_env();
+    let transposes = transposes_from_env();
+    let mut clock = None;
+    let mut group = c.benchmark_group("matmul-gpu");
+    group.sample_size(samples);
+    for (si, &shape) in shapes.iter().enumerate() {
+        for &t in &transposes {
+            let [sa, sb, sc] = shape.operands(t);
+            let mut rng = Rng::new(0xC0407 + si as u64);
+            let setup = (|| {
+                let a = gpu.tensor(&sa, &rng.uniform_vec(sa.iter().product(), -1.0, 1.0))?;
+                let b = gpu.tensor(&sb, &rng.uniform_vec(sb.iter().product(), -1.0, 1.0))?;
+                let mut c = gpu.zeros(&sc, DType::F32)?;
+                // Compile the pipeline and touch every buffer before timing; the first run also
+                // tells whether timestamp queries work here.
+                if clock.is_none() {
+                    let picked = common::pick_clock(gpu, || gpu.matmul(&a, &b, &mut c, &t.spec()))?;
+                    eprintln!("[matmul] timing with {}", picked.label());
+                    clock = Some(picked);
+                } else {
+                    gpu.matmul(&a, &b, &mut c, &t.spec())?;
+                    gpu.finish()?;
+                }
+                Ok::<_, cohort::CohortError>((a, b, c))
+            })();
+            let (a, b, mut cm) = match setup {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!("SKIPPED matmul gpu {shape} {}: {e}", t.name());
+                    continue;
+                }
+            };
+            let clock = clock.expect("clock picked during setup");
+            let mut record = Samples::default();
+            group.throughput(Throughput::Elements(shape.flops() as u64));
+            group.bench_function(BenchmarkId::new(t.name(), shape), |bench| {
+                bench.iter_custom(|iters| {
+                    record.run(iters, || {
+                        common::time_gpu(gpu, clock, || gpu.matmul(&a, &b, &mut cm, &t.spec()))
+                    })
+                })
+            });
+            if let Some((median, iters)) = record.median(samples) {
+                let row = Row {
+                    backend: "gpu",
+                    shape,
+                    trans: t,
+                    median,
+                    iters,
+                    clock: clock.label(),
+                };
+                eprintln!("{}", row.line());
+                json.record(
+                    format!("matmul/{}/{shape}/fp32", t.name()),
+                    serde_json::json!({
+                        "median_ms": common::ms(median),
+                        "tflops": row.tflops(),
+                        "flops": shape.flops(),
+                        "iters": iters,
+                        "clock": clock.label(),
+                    }),
+                );
+                rows.push(row);
+            }
+        }
+    }
+    group.finish();
+}
+
+fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
+    let cpu = CpuBackend;
+    let shape = Shape::parse(CPU_SHAPE).expect("valid CPU shape");
+    let mut group = c.benchmark_group("matmul-cpu");
+    group.sample_size(samples);
+    group.throughput(Throughput::Elements(shape.flops() as u64));
+    for t in [
+        Trans { a: false, b: false },
+        Trans { a: false, b: true },
+        Trans { a: true, b: false },
+    ] {
+        let [sa, sb, sc] = shape.operands(t);
+        let mut rng = Rng::new(7);
+        let a = cpu
+            .tensor(&sa, &rng.uniform_vec(sa.iter().product(), -1.0, 1.0))
+            .expect("A");
+        let b = cpu
+            .tensor(&sb, &rng.uniform_vec(sb.iter().product(), -1.0, 1.0))
+            .expect("B");
+        let mut cm = cpu.zeros(&sc, DType::F32).expect("C");
+        let mut record = Samples::default();
+        group.bench_function(BenchmarkId::new(t.name(), shape), |bench| {
+            bench.iter_custom(|iters| {
+                record.run(iters, || {
+                    let start = Instant::now();
+                    cpu.matmul(&a, &b, &mut cm, &t.spec()).expect("CPU matmul");
+                    std::hint::black_box(&cm);
+                    start.elapsed()
+                })
+            })
+        });
+        if let Some((median, iters)) = record.median(samples) {
+            let row = Row {
+                backend: "cpu",
+                shape,
+                trans: t,
+                median,
+                iters,
+                clock: Clock::Wall.label(),
+            };
+            eprintln!("{}", row.line());
+            rows.push(row);
+        }
+    }
+    group.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let samples = common::sample_size();
+    let mut rows = Vec::new();
+    let mut json = JsonSink::default();
+    let gpu = common::open_gpu("matmul");
+    if let Some(gpu) = &gpu {
+        json.set_device(gpu.describe());
+        bench_gpu(&mut c, gpu, samples, &mut rows, &mut json);
+    }
+    bench_cpu(&mut c, samples, &mut rows);
+    c.final_summary();
+
+    let device = gpu
+        .as_ref()
+        .map(|g| g.describe())
+        .unwrap_or_else(|| "none (SKIPPED: no GPU adapter)".into());
+    eprintln!(
+        "\n==== matmul summary (GPU: {device}; CPU: {}) ====",
+        CpuBackend.describe()
+    );
+    for row in &rows {
+        eprintln!("{}", row.line());
+    }
+    json.write();
+}

@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+"""PyTorch/cuBLAS reference timings to put cohort's benchmarks in context (CUDA only).
+
+What it measures, on one CUDA device, with warm-up, CUDA events and torch.cuda.synchronize():
+
+(a) GEMM through torch.matmul (cuBLAS) for each shape, in the layouts cohort's
+    benches/matmul.rs uses -- NN (X.W), NT (dY.W^T, B stored [N, K]) and TN (X^T.dY, A stored
+    [K, M]) -- at three precisions:
+      fp32  SGEMM, torch.backends.cuda.matmul.allow_tf32 = False (true IEEE fp32)
+      tf32  fp32 tensors, allow_tf32 = True (tensor cores, 10-bit mantissa products)
+      fp16  HGEMM, fp16 inputs and output (PyTorch's default reduced-precision reduction)
+    Each sample times `reps` back-to-back calls between two events (reps chosen so a sample lasts
+    about --target-ms), and the reported time is the median per call over --iters samples.
+    TFLOP/s = 2*B*M*N*K / time.
+
+(b) One Deep Mutual Learning training step of K MLP peers (ReLU hidden layers):
+      small: 784-1024-1024-10, batch 256       large: 784-4096-4096-10, batch 1024
+    SGD (lr 0.01, momentum 0.9) over all peers' parameters; the loss of peer i is
+      CE(z_i, y) + alpha * mean_{j != i} T^2 * KL(p_j.detach() || p_i)
+    computed as F.kl_div(F.log_softmax(z_i/T), F.softmax(z_j/T).detach(),
+    reduction='batchmean') * T*T (alpha = 1, T = 1 by default; for K = 2 the mean is the one
+    other peer, as in cohort's kl_div kernel). The peers' losses are summed and back-propagated
+    once, then one optimizer step: cohort's "simultaneous" schedule. Timed two ways:
+      eager  zero_grad(set_to_none=True), forward, loss, backward, step, per step;
+      graph  the same step captured once in a CUDA graph (static input and labels, warm-up on a
+             side stream as in the PyTorch CUDA-graphs docs, grads allocated from the graph's
+             pool, optimizer step inside the graph) and timed by g.replay().
+    SGD keeps no step counter, so it needs no `capturable=True`; an optimizer that does (Adam,
+    AdamW) must be built with capturable=True to be captured -- make_optimizer() shows where.
+    The step runs in fp32 with TF32 off unless --dml-tf32 also times it with TF32 on.
+    TFLOP/s counts matmul FLOPs only: per peer, forward 2*B*sum(in*out), weight gradients the
+    same, input gradients 2*B*sum(in*out) over all but the first layer.
+
+Usage:
+    python3 benches/reference/torch_reference.py
+    python3 benches/reference/torch_reference.py --shapes 4096x4096x4096,2b256x1024x784 \\
+        --configs small --json torch.json
+    # cohort's numbers on the same machine (see benches/matmul.rs), then the comparison:
+    COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256 \\
+        COHORT_BENCH_JSON=cohort.json cargo bench --bench matmul
+    python3 benches/reference/torch_reference.py --json torch.json --cohort-json cohort.json
+    # compare again later without a GPU, from the saved PyTorch results:
+    python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort.json
+
+Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optional batch prefix
+"BbMxNxK", e.g. 2b256x1024x784; default 4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256),
+--transposes (NN,NT,TN), --precisions (fp32,tf32,fp16), --configs (small,large), --peers (2),
+--alpha (1.0), --temperature (1.0), --lr (0.01), --warmup, --iters, --dml-warmup, --dml-iters,
+--target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE, --from-json FILE,
+--device (cuda).
+
+JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
+"measures": {key: {"median_ms", "tflops", "flops", ...}}} with keys
+    matmul/<NN|NT|TN>/<shape>/<fp32|tf32|fp16>       e.g. matmul/NT/256x1024x784/fp32
+    dml_step/<small|large>/<eager|graph>/<fp32|tf32>
+The cohort JSON (--cohort-json; written by cohort's benches when COHORT_BENCH_JSON is set) uses
+the same scheme: matmul/<T>/<shape>/fp32, and dml_step/<config>/fp32 for a trainer step. Keys
+are matched after dropping the mode (eager/graph) and precision parts, so a cohort fp32 matmul is
+compared with PyTorch's fp32, tf32 and fp16 of the same shape and layout, and a cohort DML step
+with both the eager and the graph step. Ratios: time = cohort_ms / pytorch_ms (> 1: cohort is
+slower), throughput = cohort TFLOP/s as a percentage of PyTorch's.
+"""
+
+import argparse
+import contextlib
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+
+DEFAULT_SHAPES = "4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256"
+DML_CONFIGS = {
+    "small": {"sizes": [784, 1024, 1024, 10], "batch": 256},
+    "large": {"sizes": [784, 4096, 4096, 10], "batch": 1024},
+}
+MODES = {"eager", "graph"}
+PRECISIONS = {"fp32", "tf32", "fp16"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Shapes and keys (no torch needed)
+
+
+def parse_shape(text):
+    """'MxNxK' or 'BbMxNxK' -> (B, M, N, K)."""
+    s = text.strip().lower()
+    batch = 1
+    if "b" in s:
+        b, s = s.split("b", 1)
+        batch = int(b)
+    dims = [int(d) for d in s.split("x")]
+    if len(dims) != 3 or batch < 1 or min(dims) < 1:
+        raise ValueError(f"bad shape '{text}': expected MxNxK or BbMxNxK, all positive")
+    return (batch, dims[0], dims[1], dims[2])
+
+
+def shape_name(shape):
+    """The canonical spelling cohort's benches use: '2b256x1024x784', or '256x1024x784'."""
+    b, m, n, k = shape
+    return (f"{b}b" if b > 1 else "") + f"{m}x{n}x{k}"
+
+
+def base_key(key):
+    """A key without its mode and precision parts, for matching cohort against PyTorch."""
+    return "/".join(p for p in key.split("/") if p not in MODES and p not in PRECISIONS)
+
+
+def dml_flops(sizes, batch, peers):
+    """Matmul FLOPs of one DML step: forward, weight gradients, input gradients (not layer 0)."""
+    pairs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    per_peer = 2 * batch * sum(pairs) * 2 + 2 * batch * sum(pairs[1:])
+    return per_peer * peers
+
+
+def tflops(flops, ms):
+    return flops / (ms * 1e-3) / 1e12 if ms > 0 else float("nan")
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def time_cuda(torch, fn, warmup, iters, target_ms):
+    """Median GPU time per call of `fn` in ms, from CUDA events around blocks of `reps` calls."""
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    reps = 1
+    if target_ms > 0:
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        est = max(s.elapsed_time(e), 1e-4)
+        reps = max(1, min(10000, int(math.ceil(target_ms / est))))
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(iters)]
+    wall0 = time.perf_counter()
+    for i in range(iters):
+        starts[i].record()
+        for _ in range(reps):
+            fn()
+        ends[i].record()
+    torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - wall0) * 1e3 / (iters * reps)
+    per_call = [s.elapsed_time(e) / reps for s, e in zip(starts, ends)]
+    return {
+        "median_ms": statistics.median(per_call),
+        "min_ms": min(per_call),
+        "max_ms": max(per_call),
+        "wall_ms": wall_ms,
+        "iters": iters,
+        "reps": reps,
+    }
+
+
+@contextlib.contextmanager
+def tf32(torch, enabled):
+    """Sets torch.backends.cuda.matmul.allow_tf32 for the block, then restores it. (Only the
+    legacy switch is used, never torch.backends.cuda.matmul.fp32_precision, so the two APIs are
+    not mixed.)"""
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+# ----------------------------------------------------------------------------------------------
+# (a) GEMM
+
+
+def bench_gemm(torch, args, measures):
+    device = args.device
+    shapes = [parse_shape(s) for s in args.shapes.split(",") if s.strip()]
+    transposes = [t.strip().upper() for t in args.transposes.split(",") if t.strip()]
+    precisions = [p.strip().lower() for p in args.precisions.split(",") if p.strip()]
+    for t in transposes:
+        if t not in ("NN", "NT", "TN", "TT"):
+            sys.exit(f"unknown transpose '{t}' (NN, NT, TN, TT)")
+    for p in precisions:
+        if p not in PRECISIONS:
+            sys.exit(f"unknown precision '{p}' (fp32, tf32, fp16)")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    for shape in shapes:
+        b, m, n, k = shape
+        lead = (b,) if b > 1 else ()
+        flops = 2 * b * m * n * k
+        for prec in precisions:
+            dtype = torch.float16 if prec == "fp16" else torch.float32
+            for t in transposes:
+                ta, tb = t[0] == "T", t[1] == "T"
+                # Stored layouts as in cohort: A is [K, M] when transposed, B is [N, K].
+                a = torch.randn(*lead, *((k, m) if ta else (m, k)), device=device, dtype=dtype, generator=gen)
+                bm = torch.randn(*lead, *((n, k) if tb else (k, n)), device=device, dtype=dtype, generator=gen)
+                out = torch.empty(*lead, m, n, device=device, dtype=dtype)
+                a_op = a.mT if ta else a
+                b_op = bm.mT if tb else bm
+
+                def fn(a_op=a_op, b_op=b_op, out=out):
+                    torch.matmul(a_op, b_op, out=out)
+
+                with tf32(torch, prec == "tf32"):
+                    r = time_cuda(torch, fn, args.warmup, args.iters, args.target_ms)
+                key = f"matmul/{t}/{shape_name(shape)}/{prec}"
+                r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"])})
+                measures[key] = r
+                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s", flush=True)
+                del fn, a, bm, out, a_op, b_op
+        torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------
+# (b) DML step
+
+
+def make_peer(nn, sizes):
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def make_optimizer(torch, params, lr, capturable):
+    """SGD with momentum 0.9. SGD has no step counter, so graph capture needs nothing special;
+    for Adam/AdamW one would pass capturable=capturable here (and a tensor lr if scheduled)."""
+    del capturable  # not needed by SGD, see above
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def dml_loss(F, logits, labels, alpha, temperature):
+    """Sum over peers of CE + alpha * mean_{j != i} T^2 * KL(p_j.detach() || p_i)."""
+    total = 0.0
+    k = len(logits)
+    for i, zi in enumerate(logits):
+        ce = F.cross_entropy(zi, labels)
+        log_pi = F.log_softmax(zi / temperature, dim=1)
+        kl = 0.0
+        for j, zj in enumerate(logits):
+            if j == i:
+                continue
+            pj = F.softmax(zj / temperature, dim=1).detach()
+            kl = kl + F.kl_div(log_pi, pj, reduction="batchmean") * temperature * temperature
+        total = total + ce + alpha * kl / (k - 1)
+    return total
+
+
+def build_cohort(torch, nn, args, cfg, capturable):
+    peers = [make_peer(nn, cfg["sizes"]).to(args.device) for _ in range(args.peers)]
+    params = [p for m in peers for p in m.parameters()]
+    opt = make_optimizer(torch, params, args.lr, capturable)
+    return peers, opt
+
+
+def bench_dml(torch, args, measures):
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    if args.peers < 2:
+        sys.exit("--peers must be at least 2")
+    precisions = ["fp32"] + (["tf32"] if args.dml_tf32 else [])
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    for name in names:
+        if name not in DML_CONFIGS:
+            sys.exit(f"unknown config '{name}' ({', '.join(DML_CONFIGS)})")
+        cfg = DML_CONFIGS[name]
+        batch, sizes = cfg["batch"], cfg["sizes"]
+        flops = dml_flops(sizes, batch, args.peers)
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        x = torch.randn(batch, sizes[0], device=args.device, generator=gen)
+        y = torch.randint(0, sizes[-1], (batch,), device=args.device, generator=gen)
+        for prec in precisions:
+            with tf32(torch, prec == "tf32"):
+                torch.manual_seed(args.seed)
+
+                # Eager.
+                peers, opt = build_cohort(torch, nn, args, cfg, capturable=False)
+                last = {}
+
+                def eager_step():
+                    opt.zero_grad(set_to_none=True)
+                    loss = dml_loss(F, [m(x) for m in peers], y, args.alpha, args.temperature)
+                    loss.backward()
+                    opt.step()
+                    last["loss"] = loss
+
+                r = time_cuda(torch, eager_step, args.dml_warmup, args.dml_iters, 0)
+                r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": float(last["loss"])})
+                key = f"dml_step/{name}/eager/{prec}"
+                measures[key] = r
+                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}", flush=True)
+                del peers, opt, last
+
+                # CUDA graph: static input/labels, warm-up on a side stream, capture, replay.
+                peers, opt = build_cohort(torch, nn, args, cfg, capturable=True)
+                static_x, static_y = x.clone(), y.clone()
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(max(3, args.dml_warmup)):
+                        opt.zero_grad(set_to_none=True)
+                        loss = dml_loss(F, [m(static_x) for m in peers], static_y, args.alpha, args.temperature)
+                        loss.backward()
+                        opt.step()
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                # Grads set to None so backward() allocates them from the graph's private pool;
+                # each replay overwrites them (no zero_grad inside the graph).
+                opt.zero_grad(set_to_none=True)
+                with torch.cuda.graph(graph):
+                    static_loss = dml_loss(F, [m(static_x) for m in peers], static_y, args.alpha, args.temperature)
+                    static_loss.backward()
+                    opt.step()
+
+                r = time_cuda(torch, graph.replay, args.dml_warmup, args.dml_iters, 0)
+                loss = float(static_loss)
+                if not math.isfinite(loss):
+                    print(f"  warning: graph-replayed loss is {loss}", file=sys.stderr)
+                r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": loss})
+                key = f"dml_step/{name}/graph/{prec}"
+                measures[key] = r
+                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}", flush=True)
+                del peers, opt, graph, static_loss, static_x, static_y
+                torch.cuda.empty_cache()
+
+
+# ----------------------------------------------------------------------------------------------
+# Reporting
+
+
+def driver_version():
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        )
+        return out.stdout.strip().splitlines()[0]
+    except Exception:  # noqa: BLE001 - any failure just means "unknown"
+        pass
+    try:
+        import pynvml  # type: ignore
+
+        pynvml.nvmlInit()
+        v = pynvml.nvmlSystemGetDriverVersion()
+        return v.decode() if isinstance(v, bytes) else str(v)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+def print_table(result):
+    print()
+    print(f"PyTorch {result.get('torch')} (CUDA {result.get('cuda')}) on {result.get('device')}, driver {result.get('driver')}")
+    print(f"{'measure':<42} {'median ms':>11} {'min ms':>10} {'TFLOP/s':>9} {'reps':>6}")
+    print("-" * 82)
+    for key, r in result["measures"].items():
+        print(f"{key:<42} {r['median_ms']:>11.4f} {r.get('min_ms', float('nan')):>10.4f} {r.get('tflops', float('nan')):>9.2f} {r.get('reps', 1):>6}")
+
+
+def print_comparison(result, cohort):
+    torch_measures = result["measures"]
+    cohort_measures = cohort.get("measures", {})
+    by_base = {}
+    for key in torch_measures:
+        by_base.setdefault(base_key(key), []).append(key)
+    print()
+    print(f"cohort ({cohort.get('device', 'unknown device')}) vs PyTorch ({result.get('device')})")
+    print(f"{'cohort measure':<34} {'cohort ms':>11} {'PyTorch measure':<38} {'torch ms':>10} {'time x':>8} {'% thrpt':>8}")
+    print("-" * 114)
+    unmatched = []
+    for key, c in sorted(cohort_measures.items()):
+        matches = by_base.get(base_key(key), [])
+        if not matches or "median_ms" not in c:
+            unmatched.append(key)
+            continue
+        for tkey in matches:
+            t = torch_measures[tkey]
+            ratio = c["median_ms"] / t["median_ms"] if t["median_ms"] > 0 else float("nan")
+            pct = 100.0 / ratio if ratio > 0 else float("nan")
+            print(f"{key:<34} {c['median_ms']:>11.4f} {tkey:<38} {t['median_ms']:>10.4f} {ratio:>8.2f} {pct:>7.1f}%")
+    if unmatched:
+        print(f"(no PyTorch counterpart for: {', '.join(unmatched)})")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated MxNxK or BbMxNxK")
+    p.add_argument("--transposes", default="NN,NT,TN")
+    p.add_argument("--precisions", default="fp32,tf32,fp16")
+    p.add_argument("--configs", default="small,large", help="DML configs: small, large")
+    p.add_argument("--peers", type=int, default=2)
+    p.add_argument("--alpha", type=float, default=1.0)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--warmup", type=int, default=10, help="GEMM warm-up calls")
+    p.add_argument("--iters", type=int, default=50, help="GEMM samples")
+    p.add_argument("--target-ms", type=float, default=1.0, help="GEMM sample length (calls per sample adapt)")
+    p.add_argument("--dml-warmup", type=int, default=10)
+    p.add_argument("--dml-iters", type=int, default=50)
+    p.add_argument("--dml-tf32", action="store_true", help="also time the DML step with TF32 on")
+    p.add_argument("--skip-gemm", action="store_true")
+    p.add_argument("--skip-dml", action="store_true")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--json", metavar="OUT", help="write the PyTorch results here")
+    p.add_argument("--cohort-json", metavar="FILE", help="cohort results to compare with")
+    p.add_argument("--from-json", metavar="FILE", help="load PyTorch results instead of measuring")
+    args = p.parse_args(argv)
+    if args.iters < 1 or args.dml_iters < 1:
+        sys.exit("--iters and --dml-iters must be at least 1")
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            result = json.load(f)
+    else:
+        try:
+            import torch
+        except ImportError:
+            sys.exit("PyTorch is not installed (pip install torch); use --from-json to only compare")
+        if not torch.cuda.is_available() or not args.device.startswith("cuda"):
+            sys.exit("this reference needs a CUDA device (torch.cuda.is_available() is False)")
+        if torch.device(args.device).index is not None:
+            torch.cuda.set_device(torch.device(args.device))
+        result = {
+            "source": "pytorch",
+            "device": torch.cuda.get_device_name(),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+            "driver": driver_version(),
+            "settings": {
+                "warmup": args.warmup,
+                "iters": args.iters,
+                "target_ms": args.target_ms,
+                "dml_warmup": args.dml_warmup,
+                "dml_iters": args.dml_iters,
+                "peers": args.peers,
+                "alpha": args.alpha,
+                "temperature": args.temperature,
+                "lr": args.lr,
+                "momentum": 0.9,
+                "fp16_reduced_precision_reduction": torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
+            },
+            "measures": {},
+        }
+        print(f"PyTorch {result['torch']} on {result['device']} (CUDA {result['cuda']}, driver {result['driver']})", flush=True)
+        if not args.skip_gemm:
+            print("GEMM (torch.matmul -> cuBLAS):", flush=True)
+            bench_gemm(torch, args, result["measures"])
+        if not args.skip_dml:
+            print(f"DML step ({args.peers} peers, SGD momentum 0.9, alpha {args.alpha}, T {args.temperature}):", flush=True)
+            bench_dml(torch, args, result["measures"])
+
+    print_table(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2, sort_keys=False)
+            f.write("\n")
+        print(f"\nwrote {args.json}")
+    if args.cohort_json:
+        with open(args.cohort_json) as f:
+            cohort = json.load(f)
+        print_comparison(result, cohort)
+
+
+if __name__ == "__main__":
+    main()

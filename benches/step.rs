@@ -1,0 +1,150 @@
+//! Time of one full cohort training step (gather, forward of every peer, fused CE and KL, backward,
+//! SGD with momentum) recorded as one submission, on the GPU backend and on the CPU backend.
+//! GPU time comes from timestamp queries around the step; wall time covers record, submit and
+//! wait. One summary line per configuration goes to stderr.
+//!
+//! Run:
+//! ```text
+//! cargo bench --bench step -- --warm-up-time 1 --measurement-time 3
+//! COHORT_BENCH_STEPS=small,large cargo bench --bench step     # the H100 configurations
+//! ```
+//! Configurations (`COHORT_BENCH_STEPS`, comma-separated; default `tiny`):
+//! - `tiny`:  2 × 784-64-10, batch 64 (seconds on lavapipe);
+//! - `small`: 2 × 784-1024-1024-10, batch 256 (the PyTorch reference's small DML step);
+//! - `large`: 2 × 784-4096-4096-10, batch 1024.
+//!
+//! Data are synthetic blobs of 784 features resident on the device, as in training.
+
+use std::time::{Duration, Instant};
+
+use cohort::config::{parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, TrainConfig};
+use cohort::data::synthetic::blobs;
+use cohort::ops::Activation;
+use cohort::trainer::Trainer;
+use cohort::{Backend, CpuBackend, GpuBackend};
+use criterion::{Criterion, Throughput};
+
+fn config(name: &str) -> Option<(TrainConfig, usize)> {
+    let (peers, batch) = match name {
+        "tiny" => ("2x_-64-_", 64),
+        "small" => ("2x_-1024-1024-_", 256),
+        "large" => ("2x_-4096-4096-_", 1024),
+        _ => return None,
+    };
+    let peers = parse_peers(peers, 784, 10, Activation::Relu).ok()?;
+    let mut c = TrainConfig::new(peers);
+    c.batch_size = batch;
+    c.optimizer = OptimizerConfig {
+        kind: OptimizerKind::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        lr: 0.01,
+        weight_decay: 0.0,
+        schedule: LrSchedule::Constant,
+        warmup_steps: 0,
+    };
+    Some((c, batch))
+}
+
+/// Matmul FLOPs of one step: forward, input gradient and weight gradient of every layer.
+fn step_flops(c: &TrainConfig) -> f64 {
+    c.peers
+        .iter()
+        .map(|p| {
+            p.layers
+                .windows(2)
+                .map(|w| 6.0 * c.batch_size as f64 * w[0] as f64 * w[1] as f64)
+                .sum::<f64>()
+        })
+        .sum()
+}
+
+fn bench_on<B: Backend>(
+    crit: &mut Criterion,
+    b: &B,
+    label: &str,
+    name: &str,
+    gpu: Option<&GpuBackend>,
+) {
+    let Some((config, batch)) = config(name) else {
+        eprintln!("unknown step configuration '{name}' (tiny, small, large)");
+        return;
+    };
+    let flops = step_flops(&config);
+    let data = blobs(batch * 8, 10, 784, 1).expect("blobs");
+    let mut trainer = Trainer::new(b, config).expect("trainer");
+    let resident = trainer.upload(&data).expect("upload");
+    let rows: Vec<usize> = (0..batch).collect();
+    let mut gpu_times = Vec::new();
+    let mut wall_times = Vec::new();
+    let mut group = crit.benchmark_group(format!("step/{label}"));
+    group.throughput(Throughput::Elements(flops as u64));
+    group.bench_function(name, |bench| {
+        bench.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let gpu_time = match gpu {
+                    Some(g) => {
+                        g.runtime()
+                            .time(|| trainer.step(&resident, &rows))
+                            .expect("step")
+                            .1
+                    }
+                    None => {
+                        trainer.step(&resident, &rows).expect("step");
+                        None
+                    }
+                };
+                b.finish().expect("finish");
+                let wall = start.elapsed();
+                wall_times.push(wall);
+                if let Some(t) = gpu_time {
+                    gpu_times.push(t);
+                }
+                total += gpu_time.unwrap_or(wall);
+            }
+            total
+        })
+    });
+    group.finish();
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v.get(v.len() / 2).copied()
+    };
+    let wall = median(&mut wall_times).unwrap_or_default();
+    let gpu_line = median(&mut gpu_times)
+        .map(|t| {
+            format!(
+                "GPU {:.4} ms ({:.1} GFLOP/s), ",
+                t.as_secs_f64() * 1e3,
+                flops / t.as_secs_f64() / 1e9
+            )
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "SUMMARY step {label:<4} {name:<6} | {gpu_line}wall {:.4} ms | {} samples | {}",
+        wall.as_secs_f64() * 1e3,
+        wall_times.len(),
+        b.describe()
+    );
+}
+
+fn main() {
+    let mut crit = Criterion::default().configure_from_args();
+    let names = std::env::var("COHORT_BENCH_STEPS").unwrap_or_else(|_| "tiny".into());
+    match GpuBackend::from_env() {
+        Ok(gpu) => {
+            gpu.warm_up().expect("compile kernels");
+            for name in names.split(',').map(str::trim) {
+                bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu));
+            }
+        }
+        Err(e) => {
+            eprintln!("\n**** SKIPPED: no GPU adapter ({e}); only the CPU step is measured ****\n")
+        }
+    }
+    bench_on(&mut crit, &CpuBackend, "cpu", "tiny", None);
+    crit.final_summary();
+}
