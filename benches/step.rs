@@ -15,6 +15,8 @@
 //!
 //! Data are synthetic blobs of 784 features resident on the device, as in training.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cohort::config::{parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, TrainConfig};
@@ -22,6 +24,7 @@ use cohort::data::synthetic::blobs;
 use cohort::ops::Activation;
 use cohort::trainer::Trainer;
 use cohort::{Backend, CpuBackend, GpuBackend};
+use common::JsonSink;
 use criterion::{Criterion, Throughput};
 
 fn config(name: &str) -> Option<(TrainConfig, usize)> {
@@ -66,6 +69,7 @@ fn bench_on<B: Backend>(
     label: &str,
     name: &str,
     gpu: Option<&GpuBackend>,
+    json: &mut JsonSink,
 ) {
     let Some((config, batch)) = config(name) else {
         eprintln!("unknown step configuration '{name}' (tiny, small, large)");
@@ -114,6 +118,19 @@ fn bench_on<B: Backend>(
         v.get(v.len() / 2).copied()
     };
     let wall = median(&mut wall_times).unwrap_or_default();
+    let best = median(&mut gpu_times).unwrap_or(wall);
+    if gpu.is_some() {
+        json.record(
+            format!("dml_step/{name}/fp32"),
+            serde_json::json!({
+                "median_ms": common::ms(best),
+                "wall_ms": common::ms(wall),
+                "tflops": flops / best.as_secs_f64() / 1e12,
+                "flops": flops,
+                "clock": if gpu_times.is_empty() { "wall" } else { "gpu timestamps" },
+            }),
+        );
+    }
     let gpu_line = median(&mut gpu_times)
         .map(|t| {
             format!(
@@ -133,18 +150,21 @@ fn bench_on<B: Backend>(
 
 fn main() {
     let mut crit = Criterion::default().configure_from_args();
+    let mut json = JsonSink::default();
     let names = std::env::var("COHORT_BENCH_STEPS").unwrap_or_else(|_| "tiny".into());
     match GpuBackend::from_env() {
         Ok(gpu) => {
             gpu.warm_up().expect("compile kernels");
+            json.set_device(gpu.describe());
             for name in names.split(',').map(str::trim) {
-                bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu));
+                bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu), &mut json);
             }
         }
         Err(e) => {
             eprintln!("\n**** SKIPPED: no GPU adapter ({e}); only the CPU step is measured ****\n")
         }
     }
-    bench_on(&mut crit, &CpuBackend, "cpu", "tiny", None);
+    bench_on(&mut crit, &CpuBackend, "cpu", "tiny", None, &mut json);
+    json.write();
     crit.final_summary();
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn cohort(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cohort"))
+    // COHORT_BIN lets staged copies of this test run the staged binary on another machine.
+    let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
+    Command::new(bin)
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
         .output()

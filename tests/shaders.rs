@@ -6,8 +6,19 @@ use std::path::Path;
 
 use cohort::gpu::shaders::Shader;
 
+/// The crate root: the build's, or the current folder when the test binary was copied elsewhere
+/// (e.g. staged to a GPU machine) and run from a copy of the tree.
+fn root() -> std::path::PathBuf {
+    let built = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if built.join("shaders").is_dir() {
+        built.to_path_buf()
+    } else {
+        std::env::current_dir().expect("a current folder")
+    }
+}
+
 fn shader_files() -> Vec<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let dir = root().join("shaders");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("shaders/ exists")
         .map(|e| e.expect("readable entry").path())
@@ -39,7 +50,7 @@ fn every_wgsl_file_validates_with_naga() {
 
 #[test]
 fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     for path in shader_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let stem = name.trim_end_matches(".wgsl");

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Everything cohort measures on a real GPU, in one call, for the GPU machine (no Rust there).
+#
+# Here:   ../shared/gpu/stage.sh && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
+# There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh
+#
+# Writes logs and JSON under $OUT (the device tool's output folder): the test binaries' output
+# (max error per kernel), kernel and step benchmarks, the PyTorch/cuBLAS reference, their ratios,
+# and the epoch time of training on mnist10k. Each part runs even if an earlier one failed.
+set -u
+out="${OUT:-/tmp/cohort-gpu-out}"
+mkdir -p "$out"
+export COHORT_BIN=.gpu/bin/bin-cohort
+export COHORT_HARDWARE_ONLY=1
+status=0
+run() { # name, command...
+  local name=$1; shift
+  echo "=== $name: $*" | tee -a "$out/summary.log"
+  "$@" >"$out/$name.log" 2>&1
+  local rc=$?
+  grep -hE "test result|SUMMARY|max \|gpu|cases passed|SKIPPED|error|panicked|epoch|ratio" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
+  echo "=== $name exit $rc" | tee -a "$out/summary.log"
+  [ $rc = 0 ] || status=1
+}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
+
+for t in .gpu/bin/test-*; do
+  run "$(basename "$t")" "$t" --nocapture --test-threads 1
+done
+[ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+
+export COHORT_BENCH_JSON="$out/cohort.json"
+COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,1024x1024x256 \
+  run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
+  run bench-losses .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2
+COHORT_BENCH_STEPS=tiny,small,large \
+  run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+
+if python3 -c "import torch" 2>/dev/null; then
+  run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
+fi
+
+if [ -d .gpu/data/mnist10k ]; then
+  run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
+  run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
+fi
+exit $status
