@@ -4,10 +4,13 @@
 // Each 256-thread workgroup computes a 64x64 tile of C, staging 64x16 slices of A and B through
 // workgroup memory; each thread accumulates a 4x4 block in registers. Any M, N, K >= 1 works:
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
-// pipeline constants, so each of the four variants compiles to straight-line code.
+// pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
+// every operand is rounded to f16 as it is loaded (mixed precision where the adapter has no
+// cooperative matrices; `matmul_coop.wgsl` is the tensor-core version).
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
+override F16_INPUTS: bool = false; // round A and B to f16, accumulate in f32
 
 struct Params {
     m: u32,
@@ -31,15 +34,24 @@ const TK: u32 = 16u;
 var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k][m]
 var<workgroup> tile_b: array<array<f32, 64>, 16>; // [k][n]
 
+// The value rounded to f16 (core WGSL: no shader-f16 feature needed).
+fn to_f16(v: f32) -> f32 {
+    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+}
+
 fn load_a(base: u32, row: u32, col: u32) -> f32 {
     // Element (row of op(A), col = k index).
     if (row >= p.m || col >= p.k) {
         return 0.0;
     }
+    var v = a[base + row * p.k + col];
     if (TRANS_A) {
-        return a[base + col * p.m + row];
+        v = a[base + col * p.m + row];
     }
-    return a[base + row * p.k + col];
+    if (F16_INPUTS) {
+        v = to_f16(v);
+    }
+    return v;
 }
 
 fn load_b(base: u32, row: u32, col: u32) -> f32 {
@@ -47,10 +59,14 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     if (row >= p.k || col >= p.n) {
         return 0.0;
     }
+    var v = b[base + row * p.n + col];
     if (TRANS_B) {
-        return b[base + col * p.k + row];
+        v = b[base + col * p.k + row];
     }
-    return b[base + row * p.n + col];
+    if (F16_INPUTS) {
+        v = to_f16(v);
+    }
+    return v;
 }
 
 @compute @workgroup_size(16, 16, 1)

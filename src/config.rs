@@ -238,6 +238,10 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seed of the initial weights and the data order.
     pub seed: u64,
+    /// Mixed precision: matmul inputs rounded to f16 (tensor cores where available), f32
+    /// accumulation and f32 master weights, optimizer state and losses.
+    #[serde(default)]
+    pub mixed_precision: bool,
 }
 
 impl TrainConfig {
@@ -253,6 +257,7 @@ impl TrainConfig {
             epochs: 10,
             batch_size: 64,
             seed: 0,
+            mixed_precision: false,
         }
     }
 

@@ -51,6 +51,12 @@ enum DeviceChoice {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Precision {
+    F32,
+    Mixed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OptimizerChoice {
     Sgd,
     Nesterov,
@@ -108,6 +114,10 @@ struct TrainArgs {
     /// Seed of weights and data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Matmul precision: f32, or mixed (f16 inputs on tensor cores where available, f32
+    /// accumulation and master weights).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    precision: Precision,
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
@@ -295,6 +305,7 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
         epochs: args.epochs,
         batch_size: args.batch,
         seed: args.seed,
+        mixed_precision: args.precision == Precision::Mixed,
     };
     config.validate()?;
     Ok((split, standardizer, config))

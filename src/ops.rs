@@ -45,6 +45,9 @@ pub struct MatmulSpec {
     pub alpha: f32,
     /// Scale of the old C (0 overwrites, 1 accumulates).
     pub beta: f32,
+    /// Round A and B to f16 before multiplying, accumulating in f32 (mixed precision; tensor
+    /// cores where the adapter has cooperative matrices). f16 overflows beyond ±65504.
+    pub f16_inputs: bool,
 }
 
 impl Default for MatmulSpec {
@@ -54,6 +57,7 @@ impl Default for MatmulSpec {
             trans_b: false,
             alpha: 1.0,
             beta: 0.0,
+            f16_inputs: false,
         }
     }
 }
@@ -71,6 +75,12 @@ impl MatmulSpec {
     /// The same product, accumulated into C (`beta = 1`).
     pub fn accumulate(mut self) -> Self {
         self.beta = 1.0;
+        self
+    }
+
+    /// The same product with f16 inputs and f32 accumulation when `on`.
+    pub fn f16(mut self, on: bool) -> Self {
+        self.f16_inputs = on;
         self
     }
 }
@@ -94,6 +104,8 @@ pub struct MatmulDims {
     pub trans_a: bool,
     /// B is stored transposed.
     pub trans_b: bool,
+    /// A and B are rounded to f16 before multiplying.
+    pub f16_inputs: bool,
 }
 
 impl MatmulDims {
@@ -173,6 +185,7 @@ impl MatmulDims {
             stride_b: if bb.is_some() { ak * n } else { 0 },
             trans_a: spec.trans_a,
             trans_b: spec.trans_b,
+            f16_inputs: spec.f16_inputs,
         })
     }
 

@@ -49,6 +49,15 @@ struct GroupBuffers<T> {
     logits: Option<(T, T)>,
 }
 
+/// What a forward or backward pass needs to know about the batch.
+#[derive(Clone, Copy)]
+struct StepDims {
+    rows: usize,
+    classes: usize,
+    /// Matmul inputs in f16 (mixed precision).
+    f16: bool,
+}
+
 /// Device buffers for one batch size.
 struct Workspace<T> {
     index: T,
@@ -362,22 +371,22 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
-    /// Forward pass of group `gi`; its logits land in the stacked buffer.
+    /// Forward pass of one group; its logits land in the stacked buffer.
     fn forward(
         b: &B,
         group: &Group<B::Tensor>,
         gb: &mut GroupBuffers<B::Tensor>,
         x: &B::Tensor,
         stacked: &mut B::Tensor,
-        rows: usize,
-        classes: usize,
+        dims: StepDims,
     ) -> Result<()> {
+        let matmul = MatmulSpec::default().f16(dims.f16);
         let last = group.layers.len() - 1;
         for (l, layer) in group.layers.iter().enumerate() {
             let split = l.min(gb.act.len());
             let (done, rest) = gb.act.split_at_mut(split);
             let input = if l == 0 { x } else { &done[l - 1] };
-            b.matmul(input, &layer.w, &mut gb.pre[l], &MatmulSpec::default())?;
+            b.matmul(input, &layer.w, &mut gb.pre[l], &matmul)?;
             if l < last {
                 b.bias_act(&gb.pre[l], &layer.b, &mut rest[0], group.spec.activation)?;
             } else {
@@ -389,7 +398,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             }
         }
         if let Some((logits, _)) = &gb.logits {
-            let span = rows * classes;
+            let span = dims.rows * dims.classes;
             for (k, &peer) in group.peers.iter().enumerate() {
                 b.copy(logits, k * span, stacked, peer * span, span)?;
             }
@@ -398,19 +407,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Backward pass and optimizer update of one group, from the stacked logit gradient.
-    #[allow(clippy::too_many_arguments)]
     fn backward_update(
         b: &B,
         group: &mut Group<B::Tensor>,
         gb: &mut GroupBuffers<B::Tensor>,
         x: &B::Tensor,
         dstacked: &B::Tensor,
-        rows: usize,
-        classes: usize,
+        dims: StepDims,
         steps: &[OptimizerStep; 2],
     ) -> Result<()> {
         if let Some((_, dlogits)) = &mut gb.logits {
-            let span = rows * classes;
+            let span = dims.rows * dims.classes;
             for (k, &peer) in group.peers.iter().enumerate() {
                 b.copy(dstacked, peer * span, dlogits, k * span, span)?;
             }
@@ -437,13 +444,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
             };
             b.reduce_sum(dpre, 1, &mut layer.db, 1.0, false)?;
             let input = if l == 0 { x } else { &gb.act[l - 1] };
-            b.matmul(input, dpre, &mut layer.dw, &MatmulSpec::new(true, false))?;
+            b.matmul(
+                input,
+                dpre,
+                &mut layer.dw,
+                &MatmulSpec::new(true, false).f16(dims.f16),
+            )?;
             if l > 0 {
                 b.matmul(
                     dpre,
                     &layer.w,
                     &mut gb.dact[l - 1],
-                    &MatmulSpec::new(false, true),
+                    &MatmulSpec::new(false, true).f16(dims.f16),
                 )?;
             }
             b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;
@@ -489,9 +501,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
             grad_scale: 1.0 / rows as f32,
         };
         let alternating = self.config.schedule == Schedule::Alternating;
+        let dims = StepDims {
+            rows,
+            classes,
+            f16: self.config.mixed_precision,
+        };
         let ws = self.workspaces.get_mut(&rows).expect("batch loaded first");
         for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
-            Self::forward(b, group, gb, &ws.x, &mut ws.logits, rows, classes)?;
+            Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
         }
         b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
         if !alternating {
@@ -512,7 +529,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
             }
             for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
-                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, rows, classes, &steps)?;
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
             }
         } else {
             // Algorithm 1: each peer in turn, against the others' current predictions.
@@ -536,9 +553,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
                     b.copy(&ws.kl_rows, peer * rows, &mut ws.kl_keep, peer * rows, rows)?;
                 }
-                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, rows, classes, &steps)?;
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
                 if gi + 1 < p {
-                    Self::forward(b, group, gb, &ws.x, &mut ws.logits, rows, classes)?;
+                    Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
                 }
             }
             b.copy(&ws.ce_keep, 0, &mut ws.ce_rows, 0, p * rows)?;
@@ -706,6 +723,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let b = self.backend;
         let p = self.config.peers.len();
         let classes = self.config.classes();
+        let mixed = self.config.mixed_precision;
         let order: Vec<usize> = (0..data.rows).collect();
         let mut loss_sum = b.zeros(&[p], DType::F32)?;
         let mut counts = b.zeros(&[p + 1], DType::U32)?;
@@ -718,7 +736,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
             let n = rows.len();
             let ws = self.workspaces.get_mut(&n).expect("loaded");
             for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
-                Self::forward(b, group, gb, &ws.x, &mut ws.logits, n, classes)?;
+                Self::forward(
+                    b,
+                    group,
+                    gb,
+                    &ws.x,
+                    &mut ws.logits,
+                    StepDims {
+                        rows: n,
+                        classes,
+                        f16: mixed,
+                    },
+                )?;
             }
             b.softmax_ce(
                 &ws.logits,

@@ -4,7 +4,9 @@
 //!
 //! Tolerances:
 //! - matmul: |gpu − cpu| ≤ (K + 2)·2⁻²³·Σ_k |a_ik·b_kj| (+ |β·c|) per element, the worst-case bound
-//!   of a K-term f32 dot product, so it scales with K and with the operands;
+//!   of a K-term f32 dot product, so it scales with K and with the operands; with f16 inputs
+//!   (both sides round to f16) another 2⁻⁹·Σ|a·b| + K·2⁻¹³ allows a GPU that rounds to f16 by
+//!   truncation or flushes f16 subnormals (operands are in [−1, 1]);
 //! - other float kernels: |gpu − cpu| ≤ atol + rtol·|cpu| with rtol = 1e-5 unless stated;
 //! - integer kernels (accuracy counts, gather): exact.
 //!
@@ -194,13 +196,33 @@ pub fn matmul(
     let got = matmul_run(gpu, batching, dims, spec, seed, false)?;
     let want = matmul_run(&CpuBackend, batching, dims, spec, seed, false)?;
     let magnitude = matmul_run(&CpuBackend, batching, dims, spec, seed, true)?;
-    let unit = (dims.2 as f64 + 2.0) * 2f64.powi(-23);
+    let k = dims.2 as f64;
+    let (unit, floor) = if spec.f16_inputs {
+        (
+            (k + 2.0) * 2f64.powi(-23) + 2f64.powi(-9),
+            k * 2f64.powi(-13),
+        )
+    } else {
+        ((k + 2.0) * 2f64.powi(-23), 1e-30)
+    };
     let case = format!(
-        "{}x{}x{} {batching:?} ta={} tb={} α={} β={}",
-        dims.0, dims.1, dims.2, spec.trans_a, spec.trans_b, spec.alpha, spec.beta
+        "{}x{}x{} {batching:?} ta={} tb={} α={} β={}{}",
+        dims.0,
+        dims.1,
+        dims.2,
+        spec.trans_a,
+        spec.trans_b,
+        spec.alpha,
+        spec.beta,
+        if spec.f16_inputs { " f16 inputs" } else { "" }
     );
-    Ok(KernelCheck::new("matmul", case)
-        .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
+    let kernel = if spec.f16_inputs && gpu.runtime().caps().f16_tensor_cores {
+        "matmul_coop"
+    } else {
+        "matmul"
+    };
+    Ok(KernelCheck::new(kernel, case)
+        .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + floor))
 }
 
 fn bias_act_run<B: Backend>(
@@ -571,6 +593,16 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         &MatmulSpec::new(false, false).accumulate(),
         5,
     )?);
+    for t in 0..4 {
+        let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+        out.push(matmul(
+            gpu,
+            Batching::SharedA(2),
+            (65, 63, 300),
+            &spec,
+            20 + t as u64,
+        )?);
+    }
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);
     }

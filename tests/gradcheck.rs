@@ -174,6 +174,7 @@ fn matmul_gradients_are_the_transposed_products() {
         stride_b: 0,
         trans_a: ta,
         trans_b: tb,
+        f16_inputs: false,
     };
     let loss = |a: &[f64], b: &[f64]| {
         let mut c = vec![0.0; m * n];

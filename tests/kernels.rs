@@ -70,6 +70,64 @@ fn matmul_matches_cpu_over_shapes_batches_and_transposes() {
     report("matmul", &checks);
 }
 
+/// f16 inputs with f32 accumulation: the tensor-core kernel where the adapter has one, otherwise
+/// the tiled kernel rounding its loads to f16. Both are checked against the f16-rounding twin.
+fn f16_matmul_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 29),
+        (64, 64, 64),
+        (65, 63, 33),
+        (31, 97, 300),
+        (128, 64, 1000),
+    ];
+    let mut checks = Vec::new();
+    for (si, &dims) in shapes.iter().enumerate() {
+        for (bi, batching) in [Batching::None, Batching::SharedA(3), Batching::All(2)]
+            .into_iter()
+            .enumerate()
+        {
+            for t in 0..4 {
+                let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+                if (si + t) % 2 == 0 {
+                    spec.beta = 1.0;
+                }
+                checks.push(
+                    validate::matmul(g, batching, dims, &spec, (si * 31 + bi * 7 + t) as u64)
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    checks
+}
+
+#[test]
+fn matmul_with_f16_inputs_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    report("matmul f16 inputs", &f16_matmul_checks(g));
+}
+
+#[test]
+fn matmul_on_tensor_cores_matches_cpu_where_the_adapter_has_them() {
+    let Some(g) = gpu() else { return };
+    let caps = g.runtime().caps();
+    if !caps.f16_tensor_cores {
+        common::loud(&format!(
+            "SKIPPED: {} has no usable 16x16 f16 cooperative matrices (configs {:?}, \
+             shader-f16 {}), so shaders/matmul_coop.wgsl did NOT run here; f16 products were \
+             checked on the fallback kernel instead",
+            cohort::Backend::describe(g),
+            caps.cooperative_matrix,
+            caps.shader_f16
+        ));
+        return;
+    }
+    let checks = f16_matmul_checks(g);
+    assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
+    report("matmul_coop (tensor cores)", &checks);
+}
+
 #[test]
 fn bias_act_forward_backward_and_bias_grad_match_cpu() {
     let Some(g) = gpu() else { return };

@@ -53,17 +53,16 @@ fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
     let root = root();
     for path in shader_files() {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let stem = name.trim_end_matches(".wgsl");
-        let twin = root.join("src/cpu").join(format!("{stem}.rs"));
+        let shader = Shader::ALL
+            .iter()
+            .find(|s| s.file_name() == name)
+            .unwrap_or_else(|| panic!("{name} is not registered in gpu::shaders::Shader"));
+        let twin = root.join("src/cpu").join(format!("{}.rs", shader.twin()));
         assert!(
             twin.exists(),
             "{name} has no CPU twin at {}",
             twin.display()
         );
-        let shader = Shader::ALL
-            .iter()
-            .find(|s| s.file_name() == name)
-            .unwrap_or_else(|| panic!("{name} is not registered in gpu::shaders::Shader"));
         let on_disk = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             shader.source(),

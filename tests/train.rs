@@ -74,6 +74,41 @@ fn a_tiny_cohort_learns_the_digits_on_the_gpu() {
     }
 }
 
+fn mixed_precision_matches_f32<B: Backend>(b: &B) {
+    let split = digits();
+    let mut accuracy = Vec::new();
+    for mixed in [false, true] {
+        let mut c = config("2x32", 1.0, Schedule::Simultaneous, 3);
+        c.mixed_precision = mixed;
+        let mut t = Trainer::new(b, c).unwrap();
+        let last = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap().pop().unwrap();
+        accuracy.push(last.ensemble_accuracy);
+        assert!(
+            last.peers.iter().all(|p| p.test_accuracy > BAR),
+            "mixed {mixed}: {last:?}"
+        );
+    }
+    eprintln!(
+        "{}: ensemble accuracy f32 {} vs mixed {}",
+        b.describe(),
+        accuracy[0],
+        accuracy[1]
+    );
+    // 2% of 359 test digits is 7 digits: f16 rounding of inputs may move a few, not more.
+    assert!((accuracy[0] - accuracy[1]).abs() < 0.02, "{accuracy:?}");
+}
+
+#[test]
+fn mixed_precision_trains_as_well_as_f32_on_the_cpu() {
+    mixed_precision_matches_f32(&CpuBackend);
+}
+
+#[test]
+fn mixed_precision_trains_as_well_as_f32_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    mixed_precision_matches_f32(g);
+}
+
 /// Per-step mean losses (CE + α·KL) of each peer over `steps` steps.
 fn loss_curve<B: Backend>(b: &B, config: TrainConfig, steps: usize) -> Vec<Vec<f32>> {
     let split = digits();

@@ -1,7 +1,17 @@
-//! CPU twin of `shaders/matmul.wgsl`: batched `C = alpha·op(A)·op(B) + beta·C` with f64 accumulation.
+//! CPU twin of `shaders/matmul.wgsl` and `shaders/matmul_coop.wgsl`: batched
+//! `C = alpha·op(A)·op(B) + beta·C` with f64 accumulation, inputs optionally rounded to f16.
 
 use super::Real;
 use crate::ops::MatmulDims;
+
+/// An input value as the kernel multiplies it: itself, or rounded to the nearest f16.
+fn operand<R: Real>(v: R, f16_inputs: bool) -> f64 {
+    if f16_inputs {
+        half::f16::from_f64(v.to_f64()).to_f64()
+    } else {
+        v.to_f64()
+    }
+}
 
 /// Reference batched matmul. `beta == 0` ignores the old contents of C (even NaN).
 pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64, beta: f64) {
@@ -24,7 +34,7 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
                     } else {
                         b[b0 + p * n + j]
                     };
-                    acc += av.to_f64() * bv.to_f64();
+                    acc += operand(av, d.f16_inputs) * operand(bv, d.f16_inputs);
                 }
                 let idx = c0 + i * n + j;
                 let old = if beta == 0.0 {

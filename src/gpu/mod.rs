@@ -204,6 +204,9 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
+            if shader == Shader::MatmulCoop && !self.rt.caps().f16_tensor_cores {
+                continue;
+            }
             let entries: &[&'static str] = match shader {
                 Shader::BiasAct => &["forward", "backward"],
                 Shader::Optimizer => &["sgd", "adam"],
@@ -375,13 +378,27 @@ impl Backend for GpuBackend {
             u32_of(OP, d.m.div_ceil(64))?,
             u32_of(OP, d.batch)?,
         ];
+        let transposes = [
+            ("TRANS_A", d.trans_a as u8 as f64),
+            ("TRANS_B", d.trans_b as u8 as f64),
+        ];
+        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores;
+        let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
+            (Shader::MatmulCoop, &transposes)
+        } else {
+            (
+                Shader::Matmul,
+                &[
+                    transposes[0],
+                    transposes[1],
+                    ("F16_INPUTS", d.f16_inputs as u8 as f64),
+                ],
+            )
+        };
         self.rt.dispatch(
-            Shader::Matmul,
+            shader,
             "main",
-            &[
-                ("TRANS_A", d.trans_a as u8 as f64),
-                ("TRANS_B", d.trans_b as u8 as f64),
-            ],
+            constants,
             bytemuck::bytes_of(&params),
             &[a.buf(), b.buf(), c.buf()],
             groups,

@@ -53,6 +53,9 @@ pub struct Capabilities {
     pub max_buffer_size: u64,
     /// Largest workgroup count per dispatch dimension.
     pub max_workgroups_per_dim: u32,
+    /// `shaders/matmul_coop.wgsl` can run: 16×16×16 f16→f32 cooperative matrices, f16 shaders,
+    /// subgroups of exactly 32 and 12 KiB of workgroup memory. `COHORT_NO_COOP=1` turns it off.
+    pub f16_tensor_cores: bool,
 }
 
 const PARAMS_CAPACITY: u64 = 1 << 20;
@@ -209,17 +212,28 @@ impl Runtime {
             *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
         });
 
+        let coop_16x16_f16 = |c: &wgpu::CooperativeMatrixProperties| {
+            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
+                && c.ab_type == wgpu::CooperativeScalarType::F16
+                && c.cr_type == wgpu::CooperativeScalarType::F32
+        };
+        let cooperative_matrix =
+            if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+                adapter.cooperative_matrix_properties()
+            } else {
+                Vec::new()
+            };
+        let f16_tensor_cores = cooperative_matrix.iter().any(coop_16x16_f16)
+            && features.contains(wgpu::Features::SHADER_F16)
+            && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
+            && limits.max_compute_workgroup_storage_size >= 12 * 1024
+            && !std::env::var("COHORT_NO_COOP").is_ok_and(|v| v == "1");
         let caps = Capabilities {
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            cooperative_matrix: if features
-                .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
-            {
-                adapter.cooperative_matrix_properties()
-            } else {
-                Vec::new()
-            },
+            cooperative_matrix,
+            f16_tensor_cores,
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: limits.max_buffer_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,

@@ -6,6 +6,8 @@
 pub enum Shader {
     /// `shaders/matmul.wgsl`
     Matmul,
+    /// `shaders/matmul_coop.wgsl` (tensor cores; only where the adapter supports it)
+    MatmulCoop,
     /// `shaders/bias_act.wgsl`
     BiasAct,
     /// `shaders/reduce_sum.wgsl`
@@ -26,8 +28,9 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation and warm-up.
-    pub const ALL: [Shader; 9] = [
+    pub const ALL: [Shader; 10] = [
         Shader::Matmul,
+        Shader::MatmulCoop,
         Shader::BiasAct,
         Shader::ReduceSum,
         Shader::SoftmaxCe,
@@ -42,6 +45,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Matmul => "matmul.wgsl",
+            Shader::MatmulCoop => "matmul_coop.wgsl",
             Shader::BiasAct => "bias_act.wgsl",
             Shader::ReduceSum => "reduce_sum.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
@@ -53,10 +57,19 @@ impl Shader {
         }
     }
 
+    /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
+    pub fn twin(self) -> &'static str {
+        match self {
+            Shader::MatmulCoop => "matmul",
+            other => other.file_name().trim_end_matches(".wgsl"),
+        }
+    }
+
     /// The WGSL source.
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::BiasAct => include_str!("../../shaders/bias_act.wgsl"),
             Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
             Shader::SoftmaxCe => include_str!("../../shaders/softmax_ce.wgsl"),

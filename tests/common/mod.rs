@@ -1,20 +1,26 @@
-//! Shared test support: the GPU under test (or a loud skip), seeded inputs and error-reporting
-//! comparisons.
+//! Shared test support: the GPU under test (or a loud skip) and seeded inputs.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::sync::OnceLock;
 
 use cohort::rng::Rng;
 use cohort::GpuBackend;
 
+/// Prints to the real stderr, past the test harness's output capture, so a skip is seen even
+/// when the test passes.
+pub fn loud(message: &str) {
+    let _ = writeln!(std::io::stderr(), "\n**** {message} ****\n");
+}
+
 /// The GPU backend for this test binary, created once. `None` means no adapter: the caller skips,
 /// loudly. Under `CI=true` a missing adapter fails the test instead.
 pub fn gpu() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
-    GPU.get_or_init(|| match GpuBackend::from_env() {
+    let gpu = GPU.get_or_init(|| match GpuBackend::from_env() {
         Ok(g) => {
             use cohort::Backend;
-            eprintln!("GPU adapter under test: {}", g.describe());
+            loud(&format!("GPU adapter under test: {}", g.describe()));
             Some(g)
         }
         Err(e) => {
@@ -23,15 +29,14 @@ pub fn gpu() -> Option<&'static GpuBackend> {
             }
             None
         }
-    })
-    .as_ref()
-    .or_else(|| {
-        eprintln!(
-            "\n**** SKIPPED: no GPU adapter, so this GPU kernel test did NOT run. \
-             Install a Vulkan driver (e.g. mesa-vulkan-drivers) to run it. ****\n"
+    });
+    if gpu.is_none() {
+        loud(
+            "SKIPPED: no GPU adapter, so this GPU test did NOT run. \
+             Install a Vulkan driver (e.g. mesa-vulkan-drivers) to run it",
         );
-        None
-    })
+    }
+    gpu.as_ref()
 }
 
 /// `n` seeded floats uniform in [lo, hi).
