@@ -323,3 +323,72 @@ impl TrainConfig {
         *self.peers[0].layers.last().unwrap_or(&0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn optimizer(schedule: LrSchedule, warmup_steps: usize) -> OptimizerConfig {
+        OptimizerConfig {
+            lr: 0.1,
+            schedule,
+            warmup_steps,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn learning_rate_schedules() {
+        let constant = optimizer(LrSchedule::Constant, 0);
+        assert_eq!(constant.lr_at(0, 100, 10), 0.1);
+        assert_eq!(constant.lr_at(99, 100, 10), 0.1);
+        let step = optimizer(
+            LrSchedule::Step {
+                every: 2,
+                gamma: 0.5,
+            },
+            0,
+        );
+        assert_eq!(step.lr_at(19, 100, 10), 0.1); // epoch 1
+        assert_eq!(step.lr_at(20, 100, 10), 0.05); // epoch 2
+        assert!((step.lr_at(45, 100, 10) - 0.025).abs() < 1e-9); // epoch 4
+        let cosine = optimizer(LrSchedule::Cosine, 0);
+        assert_eq!(cosine.lr_at(0, 100, 10), 0.1);
+        assert!((cosine.lr_at(50, 100, 10) - 0.05).abs() < 1e-6);
+        assert!(cosine.lr_at(99, 100, 10) < 1e-3);
+        let warm = optimizer(LrSchedule::Cosine, 10);
+        assert!((warm.lr_at(0, 110, 10) - 0.01).abs() < 1e-7);
+        assert!((warm.lr_at(9, 110, 10) - 0.1).abs() < 1e-7);
+        assert_eq!(
+            warm.lr_at(10, 110, 10),
+            0.1,
+            "cosine starts after the warm-up"
+        );
+    }
+
+    #[test]
+    fn peer_specs_expand_and_check_the_data() {
+        let relu = Activation::Relu;
+        let peers = parse_peers("2x512,_-64-32-_,784-10", 784, 10, relu).unwrap();
+        let layers: Vec<_> = peers.iter().map(|p| p.layers.clone()).collect();
+        assert_eq!(
+            layers,
+            vec![
+                vec![784, 512, 10],
+                vec![784, 512, 10],
+                vec![784, 64, 32, 10],
+                vec![784, 10]
+            ]
+        );
+        assert_eq!(peers[3].parameters(), 7850);
+        for bad in ["0x5", "2x", "5-x-10", "784-0-10", "783-10", "784-9", ""] {
+            assert!(
+                matches!(
+                    parse_peers(bad, 784, 10, relu),
+                    Err(CohortError::InvalidConfig(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -74,18 +74,28 @@ struct Workspace<T> {
     step_kl: T,
 }
 
-/// A data set uploaded to the device once, so batches are gathered there.
+/// A data set prepared for training: uploaded to the device once so batches are gathered there,
+/// or, when it does not fit in one device buffer, kept on the host and uploaded batch by batch.
 pub struct DeviceData<T> {
-    features: T,
-    labels: T,
+    store: Store<T>,
     rows: usize,
     cols: usize,
+}
+
+enum Store<T> {
+    Device { features: T, labels: T },
+    Host(Dataset),
 }
 
 impl<T> DeviceData<T> {
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// Whether the rows live on the device (batches gathered there) rather than on the host.
+    pub fn is_resident(&self) -> bool {
+        matches!(self.store, Store::Device { .. })
     }
 }
 
@@ -288,14 +298,32 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
-    /// Uploads a data set to the device once; batches are then gathered there.
+    /// Uploads a data set to the device once; batches are then gathered there. A data set too
+    /// large for one device buffer stays on the host instead, as with [`Self::upload_streamed`].
     pub fn upload(&self, data: &Dataset) -> Result<DeviceData<B::Tensor>> {
         self.check_data(data)?;
+        let b = self.backend;
+        let store = match b.tensor(&[data.rows, data.cols], &data.features) {
+            Ok(features) => Store::Device {
+                features,
+                labels: b.tensor_u32(&[data.rows], &data.labels)?,
+            },
+            Err(CohortError::BufferTooLarge { .. }) => Store::Host(data.clone()),
+            Err(e) => return Err(e),
+        };
         Ok(DeviceData {
-            features: self
-                .backend
-                .tensor(&[data.rows, data.cols], &data.features)?,
-            labels: self.backend.tensor_u32(&[data.rows], &data.labels)?,
+            store,
+            rows: data.rows,
+            cols: data.cols,
+        })
+    }
+
+    /// Keeps a data set on the host and uploads each batch as it is used (less device memory,
+    /// one more copy per step).
+    pub fn upload_streamed(&self, data: &Dataset) -> Result<DeviceData<B::Tensor>> {
+        self.check_data(data)?;
+        Ok(DeviceData {
+            store: Store::Host(data.clone()),
             rows: data.rows,
             cols: data.cols,
         })
@@ -364,10 +392,20 @@ impl<'b, B: Backend> Trainer<'b, B> {
     fn load_batch(&mut self, data: &DeviceData<B::Tensor>, rows: &[usize]) -> Result<()> {
         let b = self.backend;
         let ws = self.workspace(rows.len())?;
-        let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-        b.write_u32(&mut ws.index, &index)?;
-        b.gather_rows(&data.features, &ws.index, &mut ws.x)?;
-        b.gather_rows(&data.labels, &ws.index, &mut ws.labels)?;
+        match &data.store {
+            Store::Device { features, labels } => {
+                let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+                b.write_u32(&mut ws.index, &index)?;
+                b.gather_rows(features, &ws.index, &mut ws.x)?;
+                b.gather_rows(labels, &ws.index, &mut ws.labels)?;
+            }
+            Store::Host(host) => {
+                let (mut x, mut y) = (Vec::new(), Vec::new());
+                host.gather_batch(rows, &mut x, &mut y);
+                b.write(&mut ws.x, &x)?;
+                b.write_u32(&mut ws.labels, &y)?;
+            }
+        }
         Ok(())
     }
 

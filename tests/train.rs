@@ -109,6 +109,39 @@ fn mixed_precision_trains_as_well_as_f32_on_the_gpu() {
     mixed_precision_matches_f32(g);
 }
 
+fn streamed_matches_resident<B: Backend>(b: &B) {
+    let split = digits();
+    let mut results = Vec::new();
+    for streamed in [false, true] {
+        let mut t = Trainer::new(b, config("2x16", 1.0, Schedule::Simultaneous, 1)).unwrap();
+        let upload = |t: &Trainer<B>, d| {
+            if streamed {
+                t.upload_streamed(d)
+            } else {
+                t.upload(d)
+            }
+        };
+        let (train, test) = (
+            upload(&t, &split.train).unwrap(),
+            upload(&t, &split.test).unwrap(),
+        );
+        assert_eq!(train.is_resident(), !streamed);
+        results.push(t.run_epoch(&train, &test, |_| {}).unwrap().peers);
+    }
+    assert_eq!(
+        results[0], results[1],
+        "host-fed batches must train exactly like resident ones"
+    );
+}
+
+#[test]
+fn batches_fed_from_the_host_train_exactly_like_resident_data() {
+    streamed_matches_resident(&CpuBackend);
+    if let Some(g) = gpu() {
+        streamed_matches_resident(g);
+    }
+}
+
 /// Per-step mean losses (CE + α·KL) of each peer over `steps` steps.
 fn loss_curve<B: Backend>(b: &B, config: TrainConfig, steps: usize) -> Vec<Vec<f32>> {
     let split = digits();
