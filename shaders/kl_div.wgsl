@@ -22,38 +22,9 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-const WG: u32 = 64u;
+// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
 const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
-var<workgroup> scratch: array<f32, 64>;
 var<workgroup> lse: array<f32, 32>;
-
-fn reduce_max(v: f32, lid: u32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] = max(scratch[lid], scratch[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] += scratch[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
 
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;

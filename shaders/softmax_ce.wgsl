@@ -22,36 +22,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-const WG: u32 = 64u;
-var<workgroup> scratch: array<f32, 64>;
-
-fn reduce_max(v: f32, lid: u32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] = max(scratch[lid], scratch[lid + s]);
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
-
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
-            scratch[lid] += scratch[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[0];
-    workgroupBarrier();
-    return r;
-}
+// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
 
 @compute @workgroup_size(64)
 fn main(

@@ -34,6 +34,21 @@ fn expect_nonempty(op: &'static str, name: &str, t: &impl TensorInfo) -> Result<
     Ok(())
 }
 
+/// Checks that `len` values fill a tensor of `shape` exactly.
+pub fn check_len(shape: &[usize], len: usize) -> Result<()> {
+    let want: usize = shape.iter().product();
+    if want != len {
+        return Err(CohortError::shape(
+            "tensor",
+            format!(
+                "shape {} needs {want} elements, got {len}",
+                Shape::new(shape)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `C = alpha · op(A) · op(B) + beta · C`, batched. Operands of rank 2 are shared by every batch entry.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MatmulSpec {

@@ -1,14 +1,15 @@
-//! Every WGSL file is parsed and validated by naga, with no GPU needed, so a shader error fails
-//! fast everywhere. Also checks the tree's promise: each shader has a CPU twin of the same name
-//! and is compiled into the crate.
+//! Every WGSL kernel is parsed and validated by naga, as the GPU will compile it (with the shared
+//! helpers of `shaders/include/` appended), with no GPU needed, so a shader error fails fast
+//! everywhere. Also checks the tree's promise: each shader file is registered, compiled in from
+//! the current file, and has a CPU twin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cohort::gpu::shaders::Shader;
 
 /// The crate root: the build's, or the current folder when the test binary was copied elsewhere
 /// (e.g. staged to a GPU machine) and run from a copy of the tree.
-fn root() -> std::path::PathBuf {
+fn root() -> PathBuf {
     let built = Path::new(env!("CARGO_MANIFEST_DIR"));
     if built.join("shaders").is_dir() {
         built.to_path_buf()
@@ -17,7 +18,7 @@ fn root() -> std::path::PathBuf {
     }
 }
 
-fn shader_files() -> Vec<std::path::PathBuf> {
+fn shader_files() -> Vec<PathBuf> {
     let dir = root().join("shaders");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("shaders/ exists")
@@ -28,30 +29,35 @@ fn shader_files() -> Vec<std::path::PathBuf> {
     files
 }
 
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+}
+
 #[test]
-fn every_wgsl_file_validates_with_naga() {
-    let files = shader_files();
-    assert!(
-        files.len() >= 9,
-        "expected the full kernel set, found {files:?}"
-    );
-    for path in files {
-        let source = std::fs::read_to_string(&path).expect("readable shader");
-        let module = naga::front::wgsl::parse_str(&source)
-            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&source)));
+fn every_kernel_validates_with_naga() {
+    assert!(Shader::ALL.len() >= 10, "the full kernel set");
+    for shader in Shader::ALL {
+        validate(shader.file_name(), shader.source());
     }
 }
 
 #[test]
-fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
+fn every_shader_file_is_compiled_in_and_has_a_cpu_twin() {
     let root = root();
-    for path in shader_files() {
+    let files = shader_files();
+    assert_eq!(
+        files.len(),
+        Shader::ALL.len(),
+        "every file in shaders/ is registered: {files:?}"
+    );
+    for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
         let shader = Shader::ALL
             .iter()
@@ -64,9 +70,8 @@ fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
             twin.display()
         );
         let on_disk = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(
-            shader.source(),
-            on_disk,
+        assert!(
+            shader.source().starts_with(&on_disk),
             "{name}: compiled-in source is stale"
         );
     }
@@ -76,15 +81,6 @@ fn every_shader_has_a_cpu_twin_and_is_compiled_in() {
 fn a_broken_shader_is_reported_by_naga() {
     // The validator really rejects errors: a type mismatch must not slip through.
     let source = "@compute @workgroup_size(1) fn main() { let x: u32 = 1.5; }";
-    let parsed = naga::front::wgsl::parse_str(source);
-    let rejected = match parsed {
-        Err(_) => true,
-        Ok(m) => naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&m)
-        .is_err(),
-    };
-    assert!(rejected);
+    let result = std::panic::catch_unwind(|| validate("broken", source));
+    assert!(result.is_err());
 }

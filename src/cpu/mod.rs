@@ -106,20 +106,6 @@ impl CpuTensor {
     }
 }
 
-fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if want != len {
-        return Err(CohortError::shape(
-            "tensor",
-            format!(
-                "shape {} needs {want} elements, got {len}",
-                Shape::new(shape)
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// The CPU backend: runs the reference twins. Slow, simple and always available.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CpuBackend;
@@ -132,7 +118,7 @@ impl Backend for CpuBackend {
     }
 
     fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
-        check_len(shape, data.len())?;
+        ops::check_len(shape, data.len())?;
         Ok(CpuTensor {
             shape: Shape::new(shape),
             data: CpuData::F32(data.to_vec()),
@@ -140,7 +126,7 @@ impl Backend for CpuBackend {
     }
 
     fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<CpuTensor> {
-        check_len(shape, data.len())?;
+        ops::check_len(shape, data.len())?;
         Ok(CpuTensor {
             shape: Shape::new(shape),
             data: CpuData::U32(data.to_vec()),
@@ -178,13 +164,13 @@ impl Backend for CpuBackend {
     }
 
     fn write(&self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {
-        check_len(t.shape.dims(), data.len())?;
+        ops::check_len(t.shape.dims(), data.len())?;
         t.f32_mut()?.copy_from_slice(data);
         Ok(())
     }
 
     fn write_u32(&self, t: &mut CpuTensor, data: &[u32]) -> Result<()> {
-        check_len(t.shape.dims(), data.len())?;
+        ops::check_len(t.shape.dims(), data.len())?;
         t.u32_mut()?.copy_from_slice(data);
         Ok(())
     }

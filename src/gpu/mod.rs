@@ -270,20 +270,6 @@ impl GpuBackend {
     }
 }
 
-fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if want != len {
-        return Err(CohortError::shape(
-            "tensor",
-            format!(
-                "shape {} needs {want} elements, got {len}",
-                Shape::new(shape)
-            ),
-        ));
-    }
-    Ok(())
-}
-
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
 
@@ -296,14 +282,14 @@ impl Backend for GpuBackend {
     }
 
     fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
-        check_len(shape, data.len())?;
+        ops::check_len(shape, data.len())?;
         let mut t = self.alloc(shape, DType::F32)?;
         self.write_bytes(&mut t, bytemuck::cast_slice(data), DType::F32)?;
         Ok(t)
     }
 
     fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<GpuTensor> {
-        check_len(shape, data.len())?;
+        ops::check_len(shape, data.len())?;
         let mut t = self.alloc(shape, DType::U32)?;
         self.write_bytes(&mut t, bytemuck::cast_slice(data), DType::U32)?;
         Ok(t)

@@ -65,15 +65,22 @@ impl Shader {
         }
     }
 
-    /// The WGSL source.
+    /// The WGSL source as compiled: the file, plus the shared helpers in `shaders/include/` that
+    /// it uses (WGSL has no includes).
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
             Shader::BiasAct => include_str!("../../shaders/bias_act.wgsl"),
             Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
-            Shader::SoftmaxCe => include_str!("../../shaders/softmax_ce.wgsl"),
-            Shader::KlDiv => include_str!("../../shaders/kl_div.wgsl"),
+            Shader::SoftmaxCe => concat!(
+                include_str!("../../shaders/softmax_ce.wgsl"),
+                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+            ),
+            Shader::KlDiv => concat!(
+                include_str!("../../shaders/kl_div.wgsl"),
+                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+            ),
             Shader::Optimizer => include_str!("../../shaders/optimizer.wgsl"),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
             Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
