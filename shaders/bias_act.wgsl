@@ -1,6 +1,6 @@
 // Bias plus activation: forward y = act(x + bias), backward dx = dy * act'(x + bias).
 // x is [groups, rows, cols]; bias is [cols] (bias_stride 0) or [groups, cols].
-// CPU twin: src/cpu/bias_act.rs. Activation codes: 0 identity, 1 ReLU, 2 GELU (tanh form), 3 tanh.
+// CPU twin: src/cpu/bias_act.rs.
 
 struct Params {
     total: u32,
@@ -19,38 +19,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> out: array<f32>; // y (forward) or dx (backward)
 @group(0) @binding(4) var<storage, read> dy: array<f32>;        // backward only
 
-const SQRT_2_OVER_PI: f32 = 0.7978845608;
-const GELU_C: f32 = 0.044715;
-
-// tanh that cannot overflow to NaN for large |u| (tanh(15) is 1 in f32).
-fn safe_tanh(u: f32) -> f32 {
-    return tanh(clamp(u, -15.0, 15.0));
-}
-
-fn activate(z: f32) -> f32 {
-    switch p.act {
-        case 1u: { return max(z, 0.0); }
-        case 2u: { return 0.5 * z * (1.0 + safe_tanh(SQRT_2_OVER_PI * (z + GELU_C * z * z * z))); }
-        case 3u: { return safe_tanh(z); }
-        default: { return z; }
-    }
-}
-
-fn derivative(z: f32) -> f32 {
-    switch p.act {
-        case 1u: { return select(0.0, 1.0, z > 0.0); }
-        case 2u: {
-            let t = safe_tanh(SQRT_2_OVER_PI * (z + GELU_C * z * z * z));
-            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * z * z);
-            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du;
-        }
-        case 3u: {
-            let t = safe_tanh(z);
-            return 1.0 - t * t;
-        }
-        default: { return 1.0; }
-    }
-}
+// activate and derivative come from shaders/include/activation.wgsl.
 
 // Linear element index from a 2D grid of 256-wide workgroups.
 fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
@@ -66,7 +35,7 @@ fn pre_activation(i: u32) -> f32 {
 fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = element(gid, nwg);
     if (i < p.total) {
-        out[i] = activate(pre_activation(i));
+        out[i] = activate(pre_activation(i), p.act);
     }
 }
 
@@ -74,6 +43,6 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = element(gid, nwg);
     if (i < p.total) {
-        out[i] = dy[i] * derivative(pre_activation(i));
+        out[i] = dy[i] * derivative(pre_activation(i), p.act);
     }
 }

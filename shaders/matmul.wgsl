@@ -1,5 +1,7 @@
 // Batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], op = identity or transpose.
-// CPU twin: src/cpu/matmul.rs.
+// Entry `main_bias_act` also writes Y[b] = act(C[b] + bias[b]) in the same pass: the forward of a
+// layer in one dispatch, keeping C (before the bias) for the backward.
+// CPU twins: src/cpu/matmul.rs, then src/cpu/bias_act.rs.
 //
 // Each 256-thread workgroup computes a 64x64 tile of C, staging 64x16 slices of A and B through
 // workgroup memory; each thread accumulates a 4x4 block in registers. Any M, N, K >= 1 works:
@@ -20,13 +22,19 @@ struct Params {
     stride_b: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    act: u32,         // main_bias_act: activation code (shaders/include/activation.wgsl)
+    bias_stride: u32, // main_bias_act: elements between batch entries of the bias (0: shared)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;     // main_bias_act only
+@group(0) @binding(5) var<storage, read_write> y: array<f32>;  // main_bias_act only
 
 const TILE: u32 = 64u;
 const TK: u32 = 16u;
@@ -44,9 +52,11 @@ fn load_a(base: u32, row: u32, col: u32) -> f32 {
     if (row >= p.m || col >= p.k) {
         return 0.0;
     }
-    var v = a[base + row * p.k + col];
+    var v: f32;
     if (TRANS_A) {
         v = a[base + col * p.m + row];
+    } else {
+        v = a[base + row * p.k + col];
     }
     if (F16_INPUTS) {
         v = to_f16(v);
@@ -59,9 +69,11 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     if (row >= p.k || col >= p.n) {
         return 0.0;
     }
-    var v = b[base + row * p.n + col];
+    var v: f32;
     if (TRANS_B) {
         v = b[base + col * p.k + row];
+    } else {
+        v = b[base + row * p.n + col];
     }
     if (F16_INPUTS) {
         v = to_f16(v);
@@ -69,17 +81,13 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     return v;
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
-) {
+// The 64x64 tile of op(A)·op(B) for this workgroup: this thread's 4x4 block, rows
+// lid.y + 16i and columns lid.x + 16j of the tile.
+fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<array<f32, 4>, 4> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let base_a = wg.z * p.stride_a;
     let base_b = wg.z * p.stride_b;
-    let base_c = wg.z * p.m * p.n;
 
     var acc: array<array<f32, 4>, 4>;
     for (var i = 0u; i < 4u; i++) {
@@ -132,17 +140,52 @@ fn main(
         workgroupBarrier();
     }
 
+    return acc;
+}
+
+// C's element (row, col) of this batch entry: alpha·acc (+ beta·C), written back; returns it.
+fn store_c(idx: u32, acc: f32) -> f32 {
+    var value = p.alpha * acc;
+    if (p.beta != 0.0) {
+        value += p.beta * c[idx];
+    }
+    c[idx] = value;
+    return value;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let acc = tile_product(wg, lid, tid);
     for (var i = 0u; i < 4u; i++) {
-        let row = row0 + lid.y + 16u * i;
+        let row = wg.y * TILE + lid.y + 16u * i;
         for (var j = 0u; j < 4u; j++) {
-            let col = col0 + lid.x + 16u * j;
+            let col = wg.x * TILE + lid.x + 16u * j;
             if (row < p.m && col < p.n) {
-                let idx = base_c + row * p.n + col;
-                var value = p.alpha * acc[i][j];
-                if (p.beta != 0.0) {
-                    value += p.beta * c[idx];
-                }
-                c[idx] = value;
+                store_c(wg.z * p.m * p.n + row * p.n + col, acc[i][j]);
+            }
+        }
+    }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main_bias_act(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    let acc = tile_product(wg, lid, tid);
+    for (var i = 0u; i < 4u; i++) {
+        let row = wg.y * TILE + lid.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let col = wg.x * TILE + lid.x + 16u * j;
+            if (row < p.m && col < p.n) {
+                let idx = wg.z * p.m * p.n + row * p.n + col;
+                let pre = store_c(idx, acc[i][j]);
+                y[idx] = activate(pre + bias[wg.z * p.bias_stride + col], p.act);
             }
         }
     }

@@ -25,7 +25,11 @@ struct Params {
     stride_b: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    act: u32,         // unused here: the fused epilogue lives in matmul.wgsl
+    bias_stride: u32, // unused here
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

@@ -46,6 +46,22 @@ pub trait Backend {
         c: &mut Self::Tensor,
         spec: &MatmulSpec,
     ) -> Result<()>;
+    /// The forward of a layer: `pre = alpha·op(A)·op(B) + beta·pre`, then `y = act(pre + bias)`.
+    /// Backends may fuse the two into one pass (the GPU does); the default runs them in turn.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bias_act(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        bias: &Self::Tensor,
+        pre: &mut Self::Tensor,
+        y: &mut Self::Tensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        self.matmul(a, b, pre, spec)?;
+        self.bias_act(pre, bias, y, act)
+    }
     /// `y = act(x + bias)` for `x` `[R, H]` or `[G, R, H]`, bias `[H]` or `[G, H]`.
     fn bias_act(
         &self,

@@ -424,16 +424,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
             let split = l.min(gb.act.len());
             let (done, rest) = gb.act.split_at_mut(split);
             let input = if l == 0 { x } else { &done[l - 1] };
-            b.matmul(input, &layer.w, &mut gb.pre[l], &matmul)?;
-            if l < last {
-                b.bias_act(&gb.pre[l], &layer.b, &mut rest[0], group.spec.activation)?;
+            let (out, act) = if l < last {
+                (&mut rest[0], group.spec.activation)
             } else {
-                let out = match &mut gb.logits {
+                let logits = match &mut gb.logits {
                     Some((logits, _)) => logits,
                     None => &mut *stacked,
                 };
-                b.bias_act(&gb.pre[l], &layer.b, out, Activation::Identity)?;
-            }
+                (logits, Activation::Identity)
+            };
+            b.matmul_bias_act(input, &layer.w, &layer.b, &mut gb.pre[l], out, &matmul, act)?;
         }
         if let Some((logits, _)) = &gb.logits {
             let span = dims.rows * dims.classes;

@@ -225,6 +225,58 @@ pub fn matmul(
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + floor))
 }
 
+fn matmul_bias_act_run<B: Backend>(
+    b: &B,
+    batch: usize,
+    dims: (usize, usize, usize),
+    per_group_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<[Vec<f32>; 2]> {
+    let (m, n, k) = dims;
+    let x = b.tensor(&[m, k], &uniform(seed, m * k, -1.0, 1.0))?;
+    let w = b.tensor(&[batch, k, n], &uniform(seed + 1, batch * k * n, -1.0, 1.0))?;
+    let bias_shape = if per_group_bias {
+        vec![batch, n]
+    } else {
+        vec![n]
+    };
+    let bias = b.tensor(
+        &bias_shape,
+        &uniform(seed + 2, bias_shape.iter().product(), -1.0, 1.0),
+    )?;
+    let mut pre = b.zeros(&[batch, m, n], DType::F32)?;
+    let mut y = b.zeros(&[batch, m, n], DType::F32)?;
+    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &MatmulSpec::default(), act)?;
+    Ok([b.read(&pre)?, b.read(&y)?])
+}
+
+/// The fused layer forward `pre = X·W[g]`, `y = act(pre + bias)` (X shared by `batch` weight
+/// matrices, as for a group of peers) against the twins run one after the other.
+pub fn matmul_bias_act(
+    gpu: &GpuBackend,
+    batch: usize,
+    dims: (usize, usize, usize),
+    per_group_bias: bool,
+    act: Activation,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let [pre, y] = matmul_bias_act_run(gpu, batch, dims, per_group_bias, act, seed)?;
+    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, batch, dims, per_group_bias, act, seed)?;
+    // The product's error bound (see matmul) with |a|, |b| ≤ 1: (K + 2)·2⁻²³·K; the activation
+    // then adds at most its relative tolerance (its slope is at most ~1.13).
+    let bound = (dims.2 as f64 + 2.0) * 2f64.powi(-23) * dims.2 as f64;
+    Ok(KernelCheck::new(
+        "matmul_bias_act",
+        format!(
+            "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}",
+            dims.0, dims.1, dims.2
+        ),
+    )
+    .relative("pre", &pre, &cpre, 0.0, bound)
+    .relative("y", &y, &cy, RTOL, 1.2 * bound))
+}
+
 fn bias_act_run<B: Backend>(
     b: &B,
     shape: &[usize],
@@ -602,6 +654,14 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
             &spec,
             20 + t as u64,
         )?);
+    }
+    for act in [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Tanh,
+    ] {
+        out.push(matmul_bias_act(gpu, 2, (65, 70, 100), true, act, 30)?);
     }
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);

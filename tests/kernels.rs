@@ -129,6 +129,35 @@ fn matmul_on_tensor_cores_matches_cpu_where_the_adapter_has_them() {
 }
 
 #[test]
+fn fused_matmul_bias_activation_matches_the_twins_in_turn() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for act in [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Tanh,
+    ] {
+        for (i, &(batch, dims)) in [
+            (1, (1, 1, 1)),
+            (2, (7, 13, 29)),
+            (3, (65, 63, 64)),
+            (2, (64, 10, 300)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for per_group in [false, true] {
+                checks.push(
+                    validate::matmul_bias_act(g, batch, dims, per_group, act, i as u64).unwrap(),
+                );
+            }
+        }
+    }
+    report("matmul_bias_act", &checks);
+}
+
+#[test]
 fn bias_act_forward_backward_and_bias_grad_match_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();

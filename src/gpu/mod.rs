@@ -72,7 +72,9 @@ struct MatmulParams {
     stride_b: u32,
     alpha: f32,
     beta: f32,
-    _pad: u32,
+    act: u32,
+    bias_stride: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -348,47 +350,28 @@ impl Backend for GpuBackend {
         spec: &MatmulSpec,
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, c, spec)?;
-        const OP: &str = "matmul";
-        let params = MatmulParams {
-            m: u32_of(OP, d.m)?,
-            n: u32_of(OP, d.n)?,
-            k: u32_of(OP, d.k)?,
-            stride_a: u32_of(OP, d.stride_a)?,
-            stride_b: u32_of(OP, d.stride_b)?,
-            alpha: spec.alpha,
-            beta: spec.beta,
-            _pad: 0,
-        };
-        let groups = [
-            u32_of(OP, d.n.div_ceil(64))?,
-            u32_of(OP, d.m.div_ceil(64))?,
-            u32_of(OP, d.batch)?,
-        ];
-        let transposes = [
-            ("TRANS_A", d.trans_a as u8 as f64),
-            ("TRANS_B", d.trans_b as u8 as f64),
-        ];
-        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores;
-        let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
-            (Shader::MatmulCoop, &transposes)
-        } else {
-            (
-                Shader::Matmul,
-                &[
-                    transposes[0],
-                    transposes[1],
-                    ("F16_INPUTS", d.f16_inputs as u8 as f64),
-                ],
-            )
-        };
-        self.rt.dispatch(
-            shader,
-            "main",
-            constants,
-            bytemuck::bytes_of(&params),
-            &[a.buf(), b.buf(), c.buf()],
-            groups,
-        )
+        self.launch_matmul(&d, spec, [a, b, c], None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bias_act(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        bias: &GpuTensor,
+        pre: &mut GpuTensor,
+        y: &mut GpuTensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        let d = MatmulDims::infer(a, b, pre, spec)?;
+        let e = BiasActDims::infer(pre, bias, y)?;
+        if d.f16_inputs && self.rt.caps().f16_tensor_cores {
+            // The tensor-core kernel has no fused epilogue yet.
+            self.launch_matmul(&d, spec, [a, b, pre], None)?;
+            return self.launch_bias_act("forward", &e, act, &[pre.buf(), bias.buf(), y.buf()]);
+        }
+        self.launch_matmul(&d, spec, [a, b, pre], Some((bias, y, act, e.bias_stride)))
     }
 
     fn bias_act(
@@ -659,6 +642,67 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
+    /// Records a matmul, optionally with the fused `y = act(C + bias)` epilogue.
+    fn launch_matmul(
+        &self,
+        d: &MatmulDims,
+        spec: &MatmulSpec,
+        [a, b, c]: [&GpuTensor; 3],
+        epilogue: Option<(&GpuTensor, &GpuTensor, Activation, usize)>,
+    ) -> Result<()> {
+        const OP: &str = "matmul";
+        let params = MatmulParams {
+            m: u32_of(OP, d.m)?,
+            n: u32_of(OP, d.n)?,
+            k: u32_of(OP, d.k)?,
+            stride_a: u32_of(OP, d.stride_a)?,
+            stride_b: u32_of(OP, d.stride_b)?,
+            alpha: spec.alpha,
+            beta: spec.beta,
+            act: epilogue.map_or(0, |e| e.2.code()),
+            bias_stride: u32_of(OP, epilogue.map_or(0, |e| e.3))?,
+            _pad: [0; 3],
+        };
+        let groups = [
+            u32_of(OP, d.n.div_ceil(64))?,
+            u32_of(OP, d.m.div_ceil(64))?,
+            u32_of(OP, d.batch)?,
+        ];
+        let transposes = [
+            ("TRANS_A", d.trans_a as u8 as f64),
+            ("TRANS_B", d.trans_b as u8 as f64),
+        ];
+        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores && epilogue.is_none();
+        let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
+            (Shader::MatmulCoop, &transposes)
+        } else {
+            (
+                Shader::Matmul,
+                &[
+                    transposes[0],
+                    transposes[1],
+                    ("F16_INPUTS", d.f16_inputs as u8 as f64),
+                ],
+            )
+        };
+        let mut buffers = vec![a.buf(), b.buf(), c.buf()];
+        let entry = match epilogue {
+            Some((bias, y, _, _)) => {
+                buffers.extend([bias.buf(), y.buf()]);
+                "main_bias_act"
+            }
+            None => "main",
+        };
+        self.rt.dispatch(
+            shader,
+            entry,
+            constants,
+            bytemuck::bytes_of(&params),
+            &buffers,
+            groups,
+        )
+    }
+
     fn launch_bias_act(
         &self,
         entry: &'static str,

@@ -69,9 +69,15 @@ impl Shader {
     /// it uses (WGSL has no includes).
     pub fn source(self) -> &'static str {
         match self {
-            Shader::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            Shader::Matmul => concat!(
+                include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
             Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
-            Shader::BiasAct => include_str!("../../shaders/bias_act.wgsl"),
+            Shader::BiasAct => concat!(
+                include_str!("../../shaders/bias_act.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
             Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
             Shader::SoftmaxCe => concat!(
                 include_str!("../../shaders/softmax_ce.wgsl"),
