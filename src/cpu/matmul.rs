@@ -4,18 +4,21 @@
 use super::Real;
 use crate::ops::MatmulDims;
 
-/// An input value as the kernel multiplies it: itself, or rounded to the nearest f16.
-fn operand<R: Real>(v: R, f16_inputs: bool) -> f64 {
-    if f16_inputs {
-        half::f16::from_f64(v.to_f64()).to_f64()
-    } else {
-        v.to_f64()
-    }
+/// The operands as the kernel multiplies them: widened to f64, or first rounded to the nearest
+/// f16 for mixed precision.
+fn operands<R: Real>(x: &[R], f16_inputs: bool) -> Vec<f64> {
+    x.iter()
+        .map(|v| match f16_inputs {
+            true => half::f16::from_f64(v.to_f64()).to_f64(),
+            false => v.to_f64(),
+        })
+        .collect()
 }
 
 /// Reference batched matmul. `beta == 0` ignores the old contents of C (even NaN).
 pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64, beta: f64) {
     let (m, n, k) = (d.m, d.n, d.k);
+    let (a, b) = (operands(a, d.f16_inputs), operands(b, d.f16_inputs));
     for batch in 0..d.batch {
         let a0 = batch * d.stride_a;
         let b0 = batch * d.stride_b;
@@ -34,7 +37,7 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
                     } else {
                         b[b0 + p * n + j]
                     };
-                    acc += operand(av, d.f16_inputs) * operand(bv, d.f16_inputs);
+                    acc += av * bv;
                 }
                 let idx = c0 + i * n + j;
                 let old = if beta == 0.0 {
