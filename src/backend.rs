@@ -3,7 +3,9 @@
 //! anything runs. GPU calls are recorded and submitted together; `read*` and `finish` wait for them.
 
 use crate::error::Result;
-use crate::ops::{Activation, Axpby, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::ops::{
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
+};
 use crate::tensor::{DType, TensorInfo};
 
 /// A device that holds tensors and runs cohort's kernels on them.
@@ -104,6 +106,18 @@ pub trait Backend {
         losses: &mut Self::Tensor,
         dlogits: &mut Self::Tensor,
         spec: &KlSpec,
+    ) -> Result<()>;
+    /// The fused DML loss (see [`DmlLossSpec`]): per-row CE and KL of the chosen peers and their
+    /// total logit gradient, in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn dml_loss(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        ce_rows: &mut Self::Tensor,
+        kl_rows: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &DmlLossSpec,
     ) -> Result<()>;
     /// One optimizer update; `states` are the rule's state tensors ([`OptimizerStep::state_count`]).
     fn optimizer_step(

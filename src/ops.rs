@@ -378,7 +378,7 @@ pub struct LogitDims {
 }
 
 impl LogitDims {
-    fn of(op: &'static str, logits: &impl TensorInfo) -> Result<Self> {
+    pub(crate) fn of(op: &'static str, logits: &impl TensorInfo) -> Result<Self> {
         expect_dtype(op, "logits", logits, DType::F32)?;
         expect_nonempty(op, "logits", logits)?;
         match *logits.shape().dims() {
@@ -435,13 +435,18 @@ impl CrossEntropySpec {
         expect_shape(OP, "losses", losses, &dims.row_shape(logits.shape().rank()))?;
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
+        self.check_smoothing()?;
+        Ok(dims)
+    }
+
+    fn check_smoothing(&self) -> Result<()> {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(CohortError::InvalidConfig(format!(
                 "label smoothing must be in [0, 1), got {}",
                 self.label_smoothing
             )));
         }
-        Ok(dims)
+        Ok(())
     }
 }
 
@@ -484,6 +489,82 @@ impl KlSpec {
         expect_shape(OP, "losses", losses, &[dims.groups, dims.rows])?;
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            return Err(CohortError::InvalidConfig(format!(
+                "temperature must be positive, got {}",
+                self.temperature
+            )));
+        }
+        if self.peers.start >= self.peers.end || self.peers.end > dims.groups {
+            return Err(CohortError::shape(
+                OP,
+                format!("peer range {:?} outside 0..{}", self.peers, dims.groups),
+            ));
+        }
+        Ok(dims)
+    }
+}
+
+/// The whole DML loss of the peers in `peers` in one pass over stacked logits `[P, B, C]`:
+/// per-row cross-entropy and mutual KL (as [`CrossEntropySpec`] and [`KlSpec`] define them) and the
+/// summed gradient `ce_scale·(softmax(z_i) − q) + kl_scale·T·(p_i − mean_{j≠i} p_j)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DmlLossSpec {
+    /// Label smoothing ε in [0, 1).
+    pub label_smoothing: f32,
+    /// Factor on the CE gradient (`1/B`).
+    pub ce_scale: f32,
+    /// Temperature T > 0 of the KL term.
+    pub temperature: f32,
+    /// Factor on the KL gradient (`α/B`; 0 still reports the KL loss).
+    pub kl_scale: f32,
+    /// Which peers receive losses and gradients (others are left untouched).
+    pub peers: std::ops::Range<usize>,
+}
+
+impl DmlLossSpec {
+    /// Checks logits `[P, B, C]`, labels `[B]` (U32), CE and KL rows `[P, B]` and dlogits.
+    pub fn infer(
+        &self,
+        logits: &impl TensorInfo,
+        labels: &impl TensorInfo,
+        ce_rows: &impl TensorInfo,
+        kl_rows: &impl TensorInfo,
+        dlogits: &impl TensorInfo,
+    ) -> Result<LogitDims> {
+        const OP: &str = "dml_loss";
+        let dims = LogitDims::of(OP, logits)?;
+        if logits.shape().rank() != 3 {
+            return Err(CohortError::shape(
+                OP,
+                format!("logits must be [P, B, C], got {}", logits.shape()),
+            ));
+        }
+        expect_dtype(OP, "labels", labels, DType::U32)?;
+        expect_shape(OP, "labels", labels, &[dims.rows])?;
+        for (name, t) in [
+            ("ce_rows", ce_rows as &dyn TensorInfoDyn),
+            ("kl_rows", kl_rows),
+        ] {
+            if t.dtype_dyn() != DType::F32 || t.shape_dyn().dims() != [dims.groups, dims.rows] {
+                return Err(CohortError::shape(
+                    OP,
+                    format!(
+                        "{name} must be F32 [{}, {}], got {}",
+                        dims.groups,
+                        dims.rows,
+                        t.shape_dyn()
+                    ),
+                ));
+            }
+        }
+        expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
+        expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
+        CrossEntropySpec {
+            label_smoothing: self.label_smoothing,
+            grad_scale: self.ce_scale,
+        }
+        .check_smoothing()?;
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return Err(CohortError::InvalidConfig(format!(
                 "temperature must be positive, got {}",

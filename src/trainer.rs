@@ -18,7 +18,7 @@ use crate::backend::Backend;
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
 use crate::data::{batches, epoch_order, Dataset, Split};
 use crate::error::{CohortError, Result};
-use crate::ops::{Activation, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::ops::{Activation, CrossEntropySpec, DmlLossSpec, MatmulSpec, OptimizerStep};
 use crate::rng::Rng;
 use crate::tensor::{DType, TensorInfo};
 
@@ -68,8 +68,6 @@ struct Workspace<T> {
     dlogits: T,
     ce_rows: T,
     kl_rows: T,
-    ce_keep: T,
-    kl_keep: T,
     step_ce: T,
     step_kl: T,
 }
@@ -104,7 +102,8 @@ impl<T> DeviceData<T> {
 pub struct PeerReport {
     /// Mean training cross-entropy.
     pub train_ce: f32,
-    /// Mean training KL term (T²-scaled, averaged over the other peers).
+    /// Mean training KL term (T²-scaled, averaged over the other peers); measured even when
+    /// α = 0, where it shows how far independent peers disagree.
     pub train_kl: f32,
     /// Training accuracy (on the batches as seen, before each update).
     pub train_accuracy: f32,
@@ -381,8 +380,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
             dlogits: f32z(&[p, rows, c])?,
             ce_rows: f32z(&[p, rows])?,
             kl_rows: f32z(&[p, rows])?,
-            ce_keep: f32z(&[p, rows])?,
-            kl_keep: f32z(&[p, rows])?,
             step_ce: f32z(&[p])?,
             step_kl: f32z(&[p])?,
         })
@@ -531,17 +528,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
     fn record_step(&mut self, rows: usize, lr: f32) -> Result<()> {
         let b = self.backend;
         let steps = self.optimizer_steps(lr);
-        let (alpha, t) = (self.config.alpha, self.config.temperature);
-        let classes = self.config.classes();
         let p = self.config.peers.len();
-        let ce_spec = CrossEntropySpec {
+        let loss = |peers| DmlLossSpec {
             label_smoothing: self.config.label_smoothing,
-            grad_scale: 1.0 / rows as f32,
+            ce_scale: 1.0 / rows as f32,
+            temperature: self.config.temperature,
+            kl_scale: self.config.alpha / rows as f32,
+            peers,
         };
-        let alternating = self.config.schedule == Schedule::Alternating;
         let dims = StepDims {
             rows,
-            classes,
+            classes: self.config.classes(),
             f16: self.config.mixed_precision,
         };
         let ws = self.workspaces.get_mut(&rows).expect("batch loaded first");
@@ -549,62 +546,34 @@ impl<'b, B: Backend> Trainer<'b, B> {
             Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
         }
         b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
-        if !alternating {
-            b.softmax_ce(
-                &ws.logits,
-                &ws.labels,
-                &mut ws.ce_rows,
-                &mut ws.dlogits,
-                &ce_spec,
-            )?;
-            if alpha > 0.0 {
-                let kl = KlSpec {
-                    temperature: t,
-                    grad_scale: alpha / rows as f32,
-                    accumulate: true,
-                    peers: 0..p,
-                };
-                b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
-            }
+        if self.config.schedule == Schedule::Simultaneous {
+            let (ce, kl) = (&mut ws.ce_rows, &mut ws.kl_rows);
+            b.dml_loss(&ws.logits, &ws.labels, ce, kl, &mut ws.dlogits, &loss(0..p))?;
             for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
             }
         } else {
-            // Algorithm 1: each peer in turn, against the others' current predictions.
+            // Algorithm 1: each peer in turn (every peer is its own group), against the others'
+            // current predictions; its losses are the ones it was updated with.
             for (gi, (group, gb)) in self.groups.iter_mut().zip(ws.groups.iter_mut()).enumerate() {
                 let peer = group.peers[0];
-                b.softmax_ce(
+                let (ce, kl) = (&mut ws.ce_rows, &mut ws.kl_rows);
+                b.dml_loss(
                     &ws.logits,
                     &ws.labels,
-                    &mut ws.ce_rows,
+                    ce,
+                    kl,
                     &mut ws.dlogits,
-                    &ce_spec,
+                    &loss(peer..peer + 1),
                 )?;
-                b.copy(&ws.ce_rows, peer * rows, &mut ws.ce_keep, peer * rows, rows)?;
-                if alpha > 0.0 {
-                    let kl = KlSpec {
-                        temperature: t,
-                        grad_scale: alpha / rows as f32,
-                        accumulate: true,
-                        peers: peer..peer + 1,
-                    };
-                    b.kl_div(&ws.logits, &mut ws.kl_rows, &mut ws.dlogits, &kl)?;
-                    b.copy(&ws.kl_rows, peer * rows, &mut ws.kl_keep, peer * rows, rows)?;
-                }
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
                 if gi + 1 < p {
                     Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
                 }
             }
-            b.copy(&ws.ce_keep, 0, &mut ws.ce_rows, 0, p * rows)?;
-            b.copy(&ws.kl_keep, 0, &mut ws.kl_rows, 0, p * rows)?;
         }
         b.reduce_sum(&ws.ce_rows, 1, &mut ws.step_ce, 1.0 / rows as f32, false)?;
-        if alpha > 0.0 {
-            b.reduce_sum(&ws.kl_rows, 1, &mut ws.step_kl, 1.0 / rows as f32, false)?;
-        } else {
-            b.fill(&mut ws.step_kl, 0.0)?;
-        }
+        b.reduce_sum(&ws.kl_rows, 1, &mut ws.step_kl, 1.0 / rows as f32, false)?;
         self.steps_done += 1;
         Ok(())
     }

@@ -16,7 +16,9 @@ use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use crate::gpu::GpuBackend;
-use crate::ops::{Activation, Axpby, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use crate::ops::{
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
+};
 use crate::rng::Rng;
 use crate::tensor::DType;
 
@@ -459,6 +461,46 @@ pub fn kl_div(gpu: &GpuBackend, shape: &[usize], spec: &KlSpec, seed: u64) -> Re
     kl_div_on(gpu, &z, shape, spec)
 }
 
+fn dml_loss_run<B: Backend>(
+    b: &B,
+    logits: &[f32],
+    shape: &[usize],
+    lab: &[u32],
+    spec: &DmlLossSpec,
+) -> Result<[Vec<f32>; 3]> {
+    let z = b.tensor(shape, logits)?;
+    let y = b.tensor_u32(&[lab.len()], lab)?;
+    // Pre-filled outputs, so rows of peers outside the range must come back untouched.
+    let mut ce = b.tensor(&shape[..2], &uniform(7, shape[0] * shape[1], -1.0, 1.0))?;
+    let mut kl = b.tensor(&shape[..2], &uniform(8, shape[0] * shape[1], -1.0, 1.0))?;
+    let mut dz = b.tensor(shape, &uniform(9, logits.len(), -1.0, 1.0))?;
+    b.dml_loss(&z, &y, &mut ce, &mut kl, &mut dz, spec)?;
+    Ok([b.read(&ce)?, b.read(&kl)?, b.read(&dz)?])
+}
+
+/// The fused DML loss on seeded logits in [−6, 6) of `shape` `[P, B, C]`.
+pub fn dml_loss(
+    gpu: &GpuBackend,
+    shape: &[usize],
+    spec: &DmlLossSpec,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
+    let lab = labels(seed + 3, shape[1], shape[2]);
+    let [ce, kl, d] = dml_loss_run(gpu, &z, shape, &lab, spec)?;
+    let [cce, ckl, cd] = dml_loss_run(&CpuBackend, &z, shape, &lab, spec)?;
+    Ok(KernelCheck::new(
+        "dml_loss",
+        format!(
+            "{shape:?} T={} ε={} peers {:?}",
+            spec.temperature, spec.label_smoothing, spec.peers
+        ),
+    )
+    .relative("ce", &ce, &cce, RTOL, 1e-5)
+    .relative("kl", &kl, &ckl, 1e-4, 1e-5)
+    .relative("dlogits", &d, &cd, RTOL, 1e-6))
+}
+
 fn optimizer_run<B: Backend>(
     b: &B,
     step: &OptimizerStep,
@@ -678,6 +720,18 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
             peers: 0..3,
         },
         4,
+    )?);
+    out.push(dml_loss(
+        gpu,
+        &[3, 64, 10],
+        &DmlLossSpec {
+            label_smoothing: 0.1,
+            ce_scale: 1.0 / 64.0,
+            temperature: 2.0,
+            kl_scale: 0.5,
+            peers: 0..3,
+        },
+        6,
     )?);
     out.push(optimizer(
         gpu,

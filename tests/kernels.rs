@@ -5,7 +5,7 @@
 
 mod common;
 
-use cohort::ops::{Activation, CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use cohort::ops::{Activation, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep};
 use cohort::validate::{self, Batching, KernelCheck};
 use common::{gpu, uniform};
 
@@ -319,6 +319,97 @@ fn kl_div_matches_cpu_for_two_and_more_peers() {
         }
     }
     report("kl_div", &checks);
+}
+
+#[test]
+fn fused_dml_loss_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for (i, shape) in [
+        [1usize, 1, 2],
+        [1, 33, 10],
+        [2, 64, 10],
+        [3, 17, 7],
+        [4, 9, 300],
+        [2, 5, 1000],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let p = shape[0];
+        for (t, eps, alpha, peers) in [
+            (1.0, 0.0, 1.0, 0..p),
+            (3.0, 0.1, 0.5, 0..p),
+            (2.0, 0.0, 0.0, p - 1..p),
+        ] {
+            let spec = DmlLossSpec {
+                label_smoothing: eps,
+                ce_scale: 1.0 / shape[1] as f32,
+                temperature: t,
+                kl_scale: alpha / shape[1] as f32,
+                peers,
+            };
+            checks.push(validate::dml_loss(g, shape, &spec, i as u64).unwrap());
+        }
+    }
+    report("dml_loss", &checks);
+}
+
+#[test]
+fn fused_dml_loss_equals_softmax_ce_plus_kl_div() {
+    // The fused kernel's twin against the two separate kernels' twins, so the three agree.
+    use cohort::{Backend, CpuBackend, DType};
+    let cpu = CpuBackend;
+    let shape = [3, 20, 7];
+    let z = cpu
+        .tensor(&shape, &uniform(4, 3 * 20 * 7, -5.0, 5.0))
+        .unwrap();
+    let labels: Vec<u32> = (0..20).map(|i| (i * 3 % 7) as u32).collect();
+    let y = cpu.tensor_u32(&[20], &labels).unwrap();
+    let zeros = |s: &[usize]| cpu.zeros(s, DType::F32).unwrap();
+    let (mut ce, mut kl, mut fused) = (zeros(&[3, 20]), zeros(&[3, 20]), zeros(&shape));
+    let spec = DmlLossSpec {
+        label_smoothing: 0.1,
+        ce_scale: 0.05,
+        temperature: 2.5,
+        kl_scale: 0.03,
+        peers: 0..3,
+    };
+    cpu.dml_loss(&z, &y, &mut ce, &mut kl, &mut fused, &spec)
+        .unwrap();
+    let (mut ce2, mut kl2, mut split) = (zeros(&[3, 20]), zeros(&[3, 20]), zeros(&shape));
+    cpu.softmax_ce(
+        &z,
+        &y,
+        &mut ce2,
+        &mut split,
+        &CrossEntropySpec {
+            label_smoothing: 0.1,
+            grad_scale: 0.05,
+        },
+    )
+    .unwrap();
+    cpu.kl_div(
+        &z,
+        &mut kl2,
+        &mut split,
+        &KlSpec {
+            temperature: 2.5,
+            grad_scale: 0.03,
+            accumulate: true,
+            peers: 0..3,
+        },
+    )
+    .unwrap();
+    for (a, b) in [(&ce, &ce2), (&kl, &kl2), (&fused, &split)] {
+        let (a, b) = (cpu.read(a).unwrap(), cpu.read(b).unwrap());
+        assert!(
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-6 * (1.0 + y.abs())),
+            "{a:?} vs {b:?}"
+        );
+    }
 }
 
 #[test]

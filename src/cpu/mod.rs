@@ -5,6 +5,7 @@
 pub mod axpby;
 pub mod bias_act;
 pub mod count_correct;
+pub mod dml_loss;
 pub mod gather;
 pub mod kl_div;
 pub mod matmul;
@@ -15,7 +16,7 @@ pub mod softmax_ce;
 use crate::backend::Backend;
 use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
-use crate::ops::{MatmulSpec, OptimizerStep, ReduceDims};
+use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
 use crate::tensor::{DType, Shape, TensorInfo};
 
 /// Storage the CPU twins compute on: f32 for the backend, f64 for gradient checks.
@@ -293,6 +294,28 @@ impl Backend for CpuBackend {
         kl_div::kl_div(
             logits.f32()?,
             losses.f32_mut()?,
+            dlogits.f32_mut()?,
+            &d,
+            spec,
+        );
+        Ok(())
+    }
+
+    fn dml_loss(
+        &self,
+        logits: &CpuTensor,
+        labels: &CpuTensor,
+        ce_rows: &mut CpuTensor,
+        kl_rows: &mut CpuTensor,
+        dlogits: &mut CpuTensor,
+        spec: &DmlLossSpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, labels, ce_rows, kl_rows, dlogits)?;
+        dml_loss::dml_loss(
+            logits.f32()?,
+            labels.u32()?,
+            ce_rows.f32_mut()?,
+            kl_rows.f32_mut()?,
             dlogits.f32_mut()?,
             &d,
             spec,

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::backend::Backend;
 use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
-use crate::ops::{MatmulSpec, OptimizerStep, ReduceDims};
+use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
 use crate::tensor::{DType, Shape, TensorInfo};
 use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime};
@@ -122,6 +122,22 @@ struct KlParams {
     accumulate: u32,
     temperature: f32,
     grad_scale: f32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DmlLossParams {
+    peers: u32,
+    rows: u32,
+    classes: u32,
+    peer_begin: u32,
+    peer_end: u32,
+    _pad0: u32,
+    temperature: f32,
+    kl_scale: f32,
+    ce_scale: f32,
+    smoothing: f32,
+    _pad1: [u32; 2],
 }
 
 #[repr(C)]
@@ -492,6 +508,47 @@ impl Backend for GpuBackend {
             &[],
             bytemuck::bytes_of(&params),
             &[logits.buf(), losses.buf(), dlogits.buf()],
+            self.grid(d.rows, 1),
+        )
+    }
+
+    fn dml_loss(
+        &self,
+        logits: &GpuTensor,
+        labels: &GpuTensor,
+        ce_rows: &mut GpuTensor,
+        kl_rows: &mut GpuTensor,
+        dlogits: &mut GpuTensor,
+        spec: &DmlLossSpec,
+    ) -> Result<()> {
+        let d = spec.infer(logits, labels, ce_rows, kl_rows, dlogits)?;
+        const OP: &str = "dml_loss";
+        check_peers(OP, d.groups)?;
+        let params = DmlLossParams {
+            peers: u32_of(OP, d.groups)?,
+            rows: u32_of(OP, d.rows)?,
+            classes: u32_of(OP, d.classes)?,
+            peer_begin: u32_of(OP, spec.peers.start)?,
+            peer_end: u32_of(OP, spec.peers.end)?,
+            _pad0: 0,
+            temperature: spec.temperature,
+            kl_scale: spec.kl_scale,
+            ce_scale: spec.ce_scale,
+            smoothing: spec.label_smoothing,
+            _pad1: [0; 2],
+        };
+        self.rt.dispatch(
+            Shader::DmlLoss,
+            "main",
+            &[],
+            bytemuck::bytes_of(&params),
+            &[
+                logits.buf(),
+                labels.buf(),
+                ce_rows.buf(),
+                kl_rows.buf(),
+                dlogits.buf(),
+            ],
             self.grid(d.rows, 1),
         )
     }

@@ -16,6 +16,8 @@ pub enum Shader {
     SoftmaxCe,
     /// `shaders/kl_div.wgsl`
     KlDiv,
+    /// `shaders/dml_loss.wgsl`
+    DmlLoss,
     /// `shaders/optimizer.wgsl`
     Optimizer,
     /// `shaders/axpby.wgsl`
@@ -28,13 +30,14 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation and warm-up.
-    pub const ALL: [Shader; 10] = [
+    pub const ALL: [Shader; 11] = [
         Shader::Matmul,
         Shader::MatmulCoop,
         Shader::BiasAct,
         Shader::ReduceSum,
         Shader::SoftmaxCe,
         Shader::KlDiv,
+        Shader::DmlLoss,
         Shader::Optimizer,
         Shader::Axpby,
         Shader::CountCorrect,
@@ -50,6 +53,7 @@ impl Shader {
             Shader::ReduceSum => "reduce_sum.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::KlDiv => "kl_div.wgsl",
+            Shader::DmlLoss => "dml_loss.wgsl",
             Shader::Optimizer => "optimizer.wgsl",
             Shader::Axpby => "axpby.wgsl",
             Shader::CountCorrect => "count_correct.wgsl",
@@ -81,6 +85,10 @@ impl Shader {
             Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
             Shader::SoftmaxCe => concat!(
                 include_str!("../../shaders/softmax_ce.wgsl"),
+                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+            ),
+            Shader::DmlLoss => concat!(
+                include_str!("../../shaders/dml_loss.wgsl"),
                 include_str!("../../shaders/include/workgroup_reduce.wgsl")
             ),
             Shader::KlDiv => concat!(

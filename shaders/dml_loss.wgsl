@@ -1,0 +1,110 @@
+// The whole mutual-learning loss in one pass over the stacked logits [P, B, C], one workgroup per
+// batch row: for each peer i in [peer_begin, peer_end), with q the smoothed one-hot target,
+// lse1 = lse(z_i) and log p_j = z_j / T - lse(z_j / T):
+//   ce[i, r]      = sum_c q_c (lse1 - z_i,c)
+//   kl[i, r]      = T^2 * mean_{j != i} sum_c p_j,c (log p_j,c - log p_i,c)        (0 when P = 1)
+//   dlogits[i, r] = ce_scale * (softmax(z_i) - q) + kl_scale * T * (p_i - mean_{j != i} p_j)
+// i.e. softmax_ce.wgsl and kl_div.wgsl fused, reading each row once and writing the total
+// gradient. A label >= C gives a NaN CE loss and no CE gradient. CPU twin: src/cpu/dml_loss.rs.
+
+struct Params {
+    peers: u32,
+    rows: u32,
+    classes: u32,
+    peer_begin: u32,
+    peer_end: u32,
+    _pad0: u32,
+    temperature: f32,
+    kl_scale: f32,
+    ce_scale: f32,
+    smoothing: f32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> ce_rows: array<f32>;
+@group(0) @binding(4) var<storage, read_write> kl_rows: array<f32>;
+@group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
+
+// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
+const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
+var<workgroup> lse_t: array<f32, 32>;
+
+fn at(peer: u32, row: u32, k: u32) -> u32 {
+    return (peer * p.rows + row) * p.classes + k;
+}
+
+// lse(z_peer / scale_inv⁻¹) of one row: every thread gets it.
+fn row_lse(peer: u32, row: u32, inv_t: f32, lid: u32) -> f32 {
+    var m = -3.4028235e38;
+    for (var k = lid; k < p.classes; k += WG) {
+        m = max(m, logits[at(peer, row, k)] * inv_t);
+    }
+    m = reduce_max(m, lid);
+    var s = 0.0;
+    for (var k = lid; k < p.classes; k += WG) {
+        s += exp(logits[at(peer, row, k)] * inv_t - m);
+    }
+    return m + log(reduce_sum(s, lid));
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
+    let row = wg.x + wg.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    let c = p.classes;
+    let inv_t = 1.0 / p.temperature;
+    let mutual = p.peers > 1u;
+    if (mutual) {
+        for (var j = 0u; j < p.peers; j++) {
+            let l = row_lse(j, row, inv_t, lid);
+            if (lid == 0u) {
+                lse_t[j] = l;
+            }
+        }
+        workgroupBarrier();
+    }
+    let label = labels[row];
+    let off = p.smoothing / f32(c);
+    let others = f32(max(p.peers, 2u) - 1u);
+    for (var i = p.peer_begin; i < p.peer_end; i++) {
+        let lse1 = row_lse(i, row, 1.0, lid);
+        var ce = 0.0;
+        var kl = 0.0;
+        for (var k = lid; k < c; k += WG) {
+            let z = logits[at(i, row, k)];
+            let q = off + select(0.0, 1.0 - p.smoothing, k == label);
+            ce += q * (lse1 - z);
+            var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
+            if (mutual) {
+                let lpi = z * inv_t - lse_t[i];
+                var mean_pj = 0.0;
+                for (var j = 0u; j < p.peers; j++) {
+                    if (j != i) {
+                        let lpj = logits[at(j, row, k)] * inv_t - lse_t[j];
+                        let pj = exp(lpj);
+                        kl += pj * (lpj - lpi);
+                        mean_pj += pj;
+                    }
+                }
+                g += p.kl_scale * p.temperature * (exp(lpi) - mean_pj / others);
+            }
+            dlogits[at(i, row, k)] = g;
+        }
+        ce = reduce_sum(ce, lid);
+        kl = reduce_sum(kl, lid);
+        if (lid == 0u) {
+            ce_rows[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
+            kl_rows[i * p.rows + row] = p.temperature * p.temperature * kl / others;
+        }
+    }
+}
