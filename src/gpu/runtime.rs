@@ -63,11 +63,14 @@ const PARAMS_SLOT: u64 = 256;
 
 type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 
+/// Work recorded but not yet submitted. Consecutive dispatches share one compute pass (wgpu
+/// inserts the barriers between them); a copy, clear or submit ends it. The pass is declared
+/// first so it is dropped, ending it, before the encoder.
 #[derive(Default)]
 struct Pending {
+    pass: Option<wgpu::ComputePass<'static>>,
     encoder: Option<wgpu::CommandEncoder>,
     params: Vec<u8>,
-    dispatches: usize,
 }
 
 struct Timer {
@@ -350,6 +353,7 @@ impl Runtime {
 
     fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
         let mut pending = lock(&self.pending);
+        pending.pass = None;
         let encoder = pending.encoder.get_or_insert_with(|| {
             self.device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -538,28 +542,31 @@ impl Runtime {
             layout: &pipeline.get_bind_group_layout(0),
             entries: &entries,
         });
-        let encoder = pending.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("cohort"),
+        let Pending { pass, encoder, .. } = &mut *pending;
+        let pass = pass.get_or_insert_with(|| {
+            encoder
+                .get_or_insert_with(|| {
+                    self.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("cohort"),
+                        })
                 })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("cohort kernels"),
+                    timestamp_writes: None,
+                })
+                .forget_lifetime()
         });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some(entry),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
-            pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-        }
-        pending.dispatches += 1;
+        pass.set_pipeline(&pipeline);
+        pass.set_bind_group(0, &bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         Ok(())
     }
 
     /// Submits everything recorded so far (without waiting for it).
     pub fn flush(&self) -> Result<()> {
         let mut pending = lock(&self.pending);
+        pending.pass = None;
         if let Some(encoder) = pending.encoder.take() {
             if !pending.params.is_empty() {
                 self.queue
@@ -568,7 +575,6 @@ impl Runtime {
             self.queue.submit([encoder.finish()]);
         }
         pending.params.clear();
-        pending.dispatches = 0;
         drop(pending);
         self.check_health()
     }
