@@ -125,6 +125,7 @@ fn an_unknown_adapter_name_is_a_no_adapter_error() {
     let err = GpuBackend::new(&GpuOptions {
         adapter: Some("no-such-adapter-anywhere".into()),
         hardware_only: false,
+        matmul_tile: None,
     })
     .unwrap_err();
     assert!(matches!(err, CohortError::NoAdapter(_)), "{err}");

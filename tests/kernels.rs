@@ -158,6 +158,52 @@ fn fused_matmul_bias_activation_matches_the_twins_in_turn() {
 }
 
 #[test]
+fn matmul_with_128_wide_tiles_matches_cpu() {
+    // The 128×128 variant is what real GPUs get for large products; force it here, on a backend
+    // of its own, so CI (whose software adapter always gets 64×64) checks it too.
+    if gpu().is_none() {
+        return;
+    }
+    let options = cohort::GpuOptions {
+        matmul_tile: Some(128),
+        ..cohort::GpuOptions::from_env()
+    };
+    let g = cohort::GpuBackend::new(&options).unwrap();
+    let mut checks = Vec::new();
+    for (si, &dims) in [
+        (1, 1, 1),
+        (127, 129, 17),
+        (128, 128, 128),
+        (130, 7, 40),
+        (5, 300, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (bi, batching) in [Batching::None, Batching::SharedA(2)]
+            .into_iter()
+            .enumerate()
+        {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(si == 2 && t == 0);
+                checks.push(
+                    validate::matmul(&g, batching, dims, &spec, (si * 10 + bi * 4 + t) as u64)
+                        .unwrap(),
+                );
+            }
+        }
+    }
+    checks
+        .push(validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, 3).unwrap());
+    report("matmul 128x128 tiles", &checks);
+    assert!(cohort::GpuBackend::new(&cohort::GpuOptions {
+        matmul_tile: Some(96),
+        ..Default::default()
+    })
+    .is_err());
+}
+
+#[test]
 fn bias_act_forward_backward_and_bias_grad_match_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();

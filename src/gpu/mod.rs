@@ -54,6 +54,7 @@ impl GpuTensor {
 /// The GPU backend. Kernel launches are recorded and submitted together (see [`Runtime`]).
 pub struct GpuBackend {
     rt: Runtime,
+    matmul_tile: Option<usize>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -199,8 +200,14 @@ fn check_peers(op: &'static str, peers: usize) -> Result<()> {
 impl GpuBackend {
     /// Opens the GPU chosen by `options` (see [`GpuOptions`]).
     pub fn new(options: &GpuOptions) -> Result<Self> {
+        if let Some(tile) = options.matmul_tile.filter(|t| ![64, 128].contains(t)) {
+            return Err(CohortError::InvalidConfig(format!(
+                "matmul tile {tile}: use 64 or 128"
+            )));
+        }
         Ok(GpuBackend {
             rt: Runtime::new(options)?,
+            matmul_tile: options.matmul_tile,
         })
     }
 
@@ -699,6 +706,17 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
+    /// The C tile of `matmul.wgsl` for a product: 128×128 (8×8 per thread) when both sides of C
+    /// fill such tiles and the adapter is a real GPU, else 64×64, unless
+    /// [`GpuOptions::matmul_tile`] forces one.
+    fn matmul_tile(&self, d: &MatmulDims) -> usize {
+        match self.matmul_tile {
+            Some(tile) => tile,
+            None if d.m >= 128 && d.n >= 128 && !self.is_software() => 128,
+            None => 64,
+        }
+    }
+
     /// Records a matmul, optionally with the fused `y = act(C + bias)` epilogue.
     fn launch_matmul(
         &self,
@@ -720,16 +738,21 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.map_or(0, |e| e.3))?,
             _pad: [0; 3],
         };
+        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores && epilogue.is_none();
+        let tile = if tensor_cores {
+            64
+        } else {
+            self.matmul_tile(d)
+        };
         let groups = [
-            u32_of(OP, d.n.div_ceil(64))?,
-            u32_of(OP, d.m.div_ceil(64))?,
+            u32_of(OP, d.n.div_ceil(tile))?,
+            u32_of(OP, d.m.div_ceil(tile))?,
             u32_of(OP, d.batch)?,
         ];
         let transposes = [
             ("TRANS_A", d.trans_a as u8 as f64),
             ("TRANS_B", d.trans_b as u8 as f64),
         ];
-        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores && epilogue.is_none();
         let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
             (Shader::MatmulCoop, &transposes)
         } else {
@@ -739,6 +762,7 @@ impl GpuBackend {
                     transposes[0],
                     transposes[1],
                     ("F16_INPUTS", d.f16_inputs as u8 as f64),
+                    ("TILE", tile as f64),
                 ],
             )
         };

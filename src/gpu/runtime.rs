@@ -21,17 +21,25 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Refuse software adapters such as lavapipe.
     pub hardware_only: bool,
+    /// Force the f32 matmul's C tile (64 or 128) instead of choosing by shape and adapter.
+    pub matmul_tile: Option<usize>,
 }
 
 impl GpuOptions {
-    /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name and
-    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters.
+    /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
+    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters and `COHORT_MATMUL_TILE=64|128` forces
+    /// the matmul tile.
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
             hardware_only: std::env::var("COHORT_HARDWARE_ONLY").is_ok_and(|v| v == "1"),
+            matmul_tile: match std::env::var("COHORT_MATMUL_TILE").as_deref() {
+                Ok("64") => Some(64),
+                Ok("128") => Some(128),
+                _ => None,
+            },
         }
     }
 }
