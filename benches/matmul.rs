@@ -18,6 +18,8 @@
 //!   (`64x64x64,128x256x96,2b64x128x80`) runs in seconds on lavapipe; large shapes are opt-in
 //!   (4096³ takes minutes per iteration on a software device).
 //! - `COHORT_BENCH_TRANSPOSES`: which of `nn,nt,tn,tt` to run (default `nn,nt,tn`).
+//! - `COHORT_BENCH_PRECISION=f16`: f16 inputs, f32 accumulation (tensor cores where available);
+//!   JSON keys then end in `fp16`. `COHORT_MATMUL_TILE=64|128` forces the f32 kernel's tile.
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
 //!   JSON keys are `matmul/<NN|NT|TN|TT>/<shape>/fp32`, as `benches/reference/torch_reference.py`
 //!   names its cuBLAS timings.
@@ -122,8 +124,14 @@ impl Trans {
     }
 
     fn spec(self) -> MatmulSpec {
-        MatmulSpec::new(self.a, self.b)
+        MatmulSpec::new(self.a, self.b).f16(f16_inputs())
     }
+}
+
+/// `COHORT_BENCH_PRECISION=f16`: f16 inputs with f32 accumulation (tensor cores where the adapter
+/// has them); the default is f32.
+fn f16_inputs() -> bool {
+    std::env::var("COHORT_BENCH_PRECISION").is_ok_and(|p| p == "f16")
 }
 
 fn shapes_from_env() -> Vec<Shape> {
@@ -235,7 +243,7 @@ fn bench_gpu(
             });
             if let Some((median, iters)) = record.median(samples) {
                 let row = Row {
-                    backend: "gpu",
+                    backend: if f16_inputs() { "gpu f16" } else { "gpu" },
                     shape,
                     trans: t,
                     median,
@@ -244,7 +252,11 @@ fn bench_gpu(
                 };
                 eprintln!("{}", row.line());
                 json.record(
-                    format!("matmul/{}/{shape}/fp32", t.name()),
+                    format!(
+                        "matmul/{}/{shape}/{}",
+                        t.name(),
+                        if f16_inputs() { "fp16" } else { "fp32" }
+                    ),
                     serde_json::json!({
                         "median_ms": common::ms(median),
                         "tflops": row.tflops(),

@@ -13,6 +13,8 @@
 //! - `small`: 2 × 784-1024-1024-10, batch 256 (the PyTorch reference's small DML step);
 //! - `large`: 2 × 784-4096-4096-10, batch 1024.
 //!
+//! `COHORT_BENCH_PRECISION=f16` measures the mixed-precision step instead.
+//!
 //! Data are synthetic blobs of 784 features resident on the device, as in training.
 
 mod common;
@@ -37,6 +39,7 @@ fn config(name: &str) -> Option<(TrainConfig, usize)> {
     let peers = parse_peers(peers, 784, 10, Activation::Relu).ok()?;
     let mut c = TrainConfig::new(peers);
     c.batch_size = batch;
+    c.mixed_precision = mixed_precision();
     c.optimizer = OptimizerConfig {
         kind: OptimizerKind::Sgd {
             momentum: 0.9,
@@ -48,6 +51,11 @@ fn config(name: &str) -> Option<(TrainConfig, usize)> {
         warmup_steps: 0,
     };
     Some((c, batch))
+}
+
+/// `COHORT_BENCH_PRECISION=f16`: the mixed-precision step (f16 matmul inputs).
+fn mixed_precision() -> bool {
+    std::env::var("COHORT_BENCH_PRECISION").is_ok_and(|p| p == "f16")
 }
 
 /// Matmul FLOPs of one step: forward, input gradient and weight gradient of every layer.
@@ -121,7 +129,10 @@ fn bench_on<B: Backend>(
     let best = median(&mut gpu_times).unwrap_or(wall);
     if gpu.is_some() {
         json.record(
-            format!("dml_step/{name}/fp32"),
+            format!(
+                "dml_step/{name}/{}",
+                if mixed_precision() { "mixed" } else { "fp32" }
+            ),
             serde_json::json!({
                 "median_ms": common::ms(best),
                 "wall_ms": common::ms(wall),
@@ -141,7 +152,8 @@ fn bench_on<B: Backend>(
         })
         .unwrap_or_default();
     eprintln!(
-        "SUMMARY step {label:<4} {name:<6} | {gpu_line}wall {:.4} ms | {} samples | {}",
+        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms | {} samples | {}",
+        if mixed_precision() { "mixed" } else { "f32" },
         wall.as_secs_f64() * 1e3,
         wall_times.len(),
         b.describe()

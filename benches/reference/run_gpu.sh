@@ -30,12 +30,20 @@ done
 [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
 
 export COHORT_BENCH_JSON="$out/cohort.json"
-COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,1024x1024x256 \
+shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,1024x1024x256
+COHORT_BENCH_SHAPES=$shapes \
   run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
+  run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+# The other f32 tile, for the record (its JSON goes to a file of its own).
+COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=64 COHORT_BENCH_JSON="$out/cohort-tile64.json" \
+  run bench-matmul-tile64 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
 COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
   run bench-losses .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2
 COHORT_BENCH_STEPS=tiny,small,large \
   run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+  run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
 
 if python3 -c "import torch" 2>/dev/null; then
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
@@ -43,6 +51,7 @@ fi
 
 if [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
+  run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
   run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
 fi
 exit $status
