@@ -469,8 +469,9 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     let (split, standardizer, base) = prepare(args)?;
     let models: Vec<String> = base.peers.iter().map(|p| p.name()).collect();
     let p = base.peers.len();
-    // final test accuracies: [mode][seed][peer..., ensemble]
-    let mut results: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    // Final test accuracy ([mode][seed][peer..., ensemble]) and test loss ([mode][seed][peer]).
+    let mut accuracy: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    let mut loss: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
     for seed in args.seed..args.seed + seeds {
         for (mode, alpha) in [(0, 0.0), (1, args.alpha)] {
             let mut config = base.clone();
@@ -490,43 +491,42 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
             accs.push(last.ensemble_accuracy);
             eprintln!(
                 "seed {seed} {}: {}",
-                if mode == 0 {
-                    "independent"
-                } else {
-                    "mutual     "
-                },
+                ["independent", "mutual     "][mode],
                 accs.iter().map(|a| pct(*a)).collect::<Vec<_>>().join(" ")
             );
-            results[mode].push(accs);
+            accuracy[mode].push(accs);
+            loss[mode].push(last.peers.iter().map(|r| r.test_loss).collect());
         }
     }
     println!();
     println!(
-        "test accuracy after {} epochs, mean ± std over {seeds} seeds (α = {}, T = {}, {:?})",
+        "after {} epochs, mean ± std over {seeds} seeds (α = {}, T = {}, {:?})",
         base.epochs, args.alpha, base.temperature, base.schedule
     );
     println!(
         "{:<28} {:>18} {:>18} {:>9}",
-        "", "independent (α=0)", "mutual", "gain"
+        "test accuracy %", "independent (α=0)", "mutual", "gain"
     );
-    for k in 0..=p {
-        let name = if k < p {
-            format!("peer {k} ({})", models[k])
-        } else {
-            "ensemble".into()
-        };
-        let column = |mode: usize| results[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
-        let (im, is) = mean_std(&column(0));
-        let (mm, ms) = mean_std(&column(1));
+    let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {
+        let column = |mode: usize| table[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
+        let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
         println!(
-            "{:<28} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>+8.2}",
+            "{:<28} {:>10.3} ± {:<5.3} {:>10.3} ± {:<5.3} {:>+8.3}",
             name,
-            100.0 * im,
-            100.0 * is,
-            100.0 * mm,
-            100.0 * ms,
-            100.0 * (mm - im)
+            scale * im,
+            scale * is,
+            scale * mm,
+            scale * ms,
+            scale * (mm - im)
         );
+    };
+    for (k, model) in models.iter().enumerate() {
+        row(format!("peer {k} ({model})"), &accuracy, k, 100.0);
+    }
+    row("ensemble".into(), &accuracy, p, 100.0);
+    println!("{:<28}", "test cross-entropy");
+    for (k, model) in models.iter().enumerate() {
+        row(format!("peer {k} ({model})"), &loss, k, 1.0);
     }
     Ok(())
 }

@@ -224,5 +224,8 @@ fn compare_prints_independent_and_mutual_side_by_side() {
             && stdout.contains("ensemble"),
         "{stdout}"
     );
-    assert!(stdout.contains("over 2 seeds"), "{stdout}");
+    assert!(
+        stdout.contains("over 2 seeds") && stdout.contains("test cross-entropy"),
+        "{stdout}"
+    );
 }
