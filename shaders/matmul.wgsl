@@ -3,8 +3,11 @@
 // layer in one dispatch, keeping C (before the bias) for the backward.
 // CPU twins: src/cpu/matmul.rs, then src/cpu/bias_act.rs.
 //
-// Each 256-thread workgroup computes a 64x64 tile of C, staging 64x16 slices of A and B through
-// workgroup memory; each thread accumulates a 4x4 block in registers. Any M, N, K >= 1 works:
+// Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64 or 128, a pipeline
+// constant the host picks by shape), staging TILE x 16 slices of A and B through workgroup memory;
+// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers, at rows
+// lid.y + 16i and columns lid.x + 16j of the tile, so workgroup-memory reads are conflict-free.
+// Any M, N, K >= 1 works:
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
 // every operand is rounded to f16 as it is loaded (mixed precision where the adapter has no
@@ -13,6 +16,8 @@
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
 override F16_INPUTS: bool = false; // round A and B to f16, accumulate in f32
+override TILE: u32 = 64u; // 64 or 128: the C tile per workgroup
+override MICRO: u32 = TILE / 16u; // per-thread block: 4 or 8 (derived, never set)
 
 struct Params {
     m: u32,
@@ -36,11 +41,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read> bias: array<f32>;     // main_bias_act only
 @group(0) @binding(5) var<storage, read_write> y: array<f32>;  // main_bias_act only
 
-const TILE: u32 = 64u;
 const TK: u32 = 16u;
+const MAX_MICRO: u32 = 8u;
 
-var<workgroup> tile_a: array<array<f32, 64>, 16>; // [k][m]
-var<workgroup> tile_b: array<array<f32, 64>, 16>; // [k][n]
+var<workgroup> tile_a: array<f32, TK * TILE>; // [k][m]
+var<workgroup> tile_b: array<f32, TK * TILE>; // [k][n]
 
 // The value rounded to f16 (core WGSL: no shader-f16 feature needed).
 fn to_f16(v: f32) -> f32 {
@@ -81,27 +86,22 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     return v;
 }
 
-// The 64x64 tile of op(A)·op(B) for this workgroup: this thread's 4x4 block, rows
-// lid.y + 16i and columns lid.x + 16j of the tile.
-fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<array<f32, 4>, 4> {
+// The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, row-major in
+// the first MICRO² entries (rows lid.y + 16i, columns lid.x + 16j of the tile).
+fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let base_a = wg.z * p.stride_a;
     let base_b = wg.z * p.stride_b;
 
-    var acc: array<array<f32, 4>, 4>;
-    for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-            acc[i][j] = 0.0;
-        }
-    }
+    var acc: array<f32, 64>; // MAX_MICRO², zero-initialised
 
     let tiles = (p.k + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
         let k0 = t * TK;
-        // 64x16 elements per operand, 4 per thread, ordered so neighbouring threads read
-        // neighbouring addresses in either storage order.
-        for (var l = 0u; l < 4u; l++) {
+        // TILE x 16 elements per operand, TILE / 16 per thread, ordered so neighbouring threads
+        // read neighbouring addresses in either storage order.
+        for (var l = 0u; l < TILE / 16u; l++) {
             let flat = tid + l * 256u;
             var kk: u32;
             var mm: u32;
@@ -112,7 +112,7 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<array<f32, 4>,
                 kk = flat % TK;
                 mm = flat / TK;
             }
-            tile_a[kk][mm] = load_a(base_a, row0 + mm, k0 + kk);
+            tile_a[kk * TILE + mm] = load_a(base_a, row0 + mm, k0 + kk);
             var nn: u32;
             if (TRANS_B) {
                 kk = flat % TK;
@@ -121,19 +121,19 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<array<f32, 4>,
                 kk = flat / TILE;
                 nn = flat % TILE;
             }
-            tile_b[kk][nn] = load_b(base_b, k0 + kk, col0 + nn);
+            tile_b[kk * TILE + nn] = load_b(base_b, k0 + kk, col0 + nn);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, 4>;
-            var bv: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                av[i] = tile_a[kk][lid.y + 16u * i];
-                bv[i] = tile_b[kk][lid.x + 16u * i];
+            var av: array<f32, MAX_MICRO>;
+            var bv: array<f32, MAX_MICRO>;
+            for (var i = 0u; i < MICRO; i++) {
+                av[i] = tile_a[kk * TILE + lid.y + 16u * i];
+                bv[i] = tile_b[kk * TILE + lid.x + 16u * i];
             }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] = fma(av[i], bv[j], acc[i][j]);
+            for (var i = 0u; i < MICRO; i++) {
+                for (var j = 0u; j < MICRO; j++) {
+                    acc[i * MICRO + j] = fma(av[i], bv[j], acc[i * MICRO + j]);
                 }
             }
         }
@@ -160,12 +160,12 @@ fn main(
     @builtin(local_invocation_index) tid: u32,
 ) {
     let acc = tile_product(wg, lid, tid);
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < MICRO; i++) {
         let row = wg.y * TILE + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < MICRO; j++) {
             let col = wg.x * TILE + lid.x + 16u * j;
             if (row < p.m && col < p.n) {
-                store_c(wg.z * p.m * p.n + row * p.n + col, acc[i][j]);
+                store_c(wg.z * p.m * p.n + row * p.n + col, acc[i * MICRO + j]);
             }
         }
     }
@@ -178,13 +178,13 @@ fn main_bias_act(
     @builtin(local_invocation_index) tid: u32,
 ) {
     let acc = tile_product(wg, lid, tid);
-    for (var i = 0u; i < 4u; i++) {
+    for (var i = 0u; i < MICRO; i++) {
         let row = wg.y * TILE + lid.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
+        for (var j = 0u; j < MICRO; j++) {
             let col = wg.x * TILE + lid.x + 16u * j;
             if (row < p.m && col < p.n) {
                 let idx = wg.z * p.m * p.n + row * p.n + col;
-                let pre = store_c(idx, acc[i][j]);
+                let pre = store_c(idx, acc[i * MICRO + j]);
                 y[idx] = activate(pre + bias[wg.z * p.bias_stride + col], p.act);
             }
         }
