@@ -313,14 +313,22 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// Input features of every peer.
+    /// Input features of every peer (0 for a cohort without peers).
     pub fn inputs(&self) -> usize {
-        self.peers[0].layers[0]
+        self.peers
+            .first()
+            .and_then(|p| p.layers.first())
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Classes of every peer.
+    /// Classes of every peer (0 for a cohort without peers).
     pub fn classes(&self) -> usize {
-        *self.peers[0].layers.last().unwrap_or(&0)
+        self.peers
+            .first()
+            .and_then(|p| p.layers.last())
+            .copied()
+            .unwrap_or(0)
     }
 }
 

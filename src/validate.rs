@@ -109,6 +109,23 @@ impl KernelCheck {
     }
 }
 
+/// A shape error unless `shape` has `rank` dimensions (or at least `rank` when `at_least`).
+fn need_rank(op: &'static str, shape: &[usize], rank: usize, at_least: bool) -> Result<()> {
+    let fits = if at_least {
+        shape.len() >= rank
+    } else {
+        shape.len() == rank
+    };
+    if fits && !shape.contains(&0) {
+        Ok(())
+    } else {
+        Err(crate::error::CohortError::shape(
+            op,
+            format!("check shape {shape:?} needs rank {rank}"),
+        ))
+    }
+}
+
 fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
 }
@@ -320,6 +337,7 @@ pub fn bias_act(
     act: Activation,
     seed: u64,
 ) -> Result<KernelCheck> {
+    need_rank("bias_act", shape, 2, true)?;
     let [y, dx, db] = bias_act_run(gpu, shape, per_group_bias, act, seed)?;
     let [cy, cdx, cdb] = bias_act_run(&CpuBackend, shape, per_group_bias, act, seed)?;
     let rows = shape[shape.len() - 2] as f64;
@@ -358,6 +376,7 @@ pub fn reduce_sum(
     accumulate: bool,
     seed: u64,
 ) -> Result<KernelCheck> {
+    need_rank("reduce_sum", shape, axis + 1, true)?;
     let got = reduce_run(gpu, shape, axis, accumulate, seed)?;
     let want = reduce_run(&CpuBackend, shape, axis, accumulate, seed)?;
     let n = shape[axis] as f64;
@@ -393,6 +412,7 @@ pub fn softmax_ce_on(
     spec: &CrossEntropySpec,
     loss_atol: f64,
 ) -> Result<KernelCheck> {
+    need_rank("softmax_ce", shape, 2, true)?;
     let [l, d] = ce_run(gpu, logits, shape, labels, spec)?;
     let [cl, cd] = ce_run(&CpuBackend, logits, shape, labels, spec)?;
     Ok(KernelCheck::new(
@@ -410,6 +430,7 @@ pub fn softmax_ce(
     smoothing: f32,
     seed: u64,
 ) -> Result<KernelCheck> {
+    need_rank("softmax_ce", shape, 2, true)?;
     let rows = shape[shape.len() - 2];
     let classes = shape[shape.len() - 1];
     let z = uniform(seed, shape.iter().product(), -8.0, 8.0);
@@ -442,6 +463,7 @@ pub fn kl_div_on(
     shape: &[usize],
     spec: &KlSpec,
 ) -> Result<KernelCheck> {
+    need_rank("kl_div", shape, 3, false)?;
     let [l, d] = kl_run(gpu, logits, shape, spec)?;
     let [cl, cd] = kl_run(&CpuBackend, logits, shape, spec)?;
     Ok(KernelCheck::new(
@@ -457,6 +479,7 @@ pub fn kl_div_on(
 
 /// Mutual-learning KL on seeded logits in [−6, 6) of `shape` `[P, B, C]`.
 pub fn kl_div(gpu: &GpuBackend, shape: &[usize], spec: &KlSpec, seed: u64) -> Result<KernelCheck> {
+    need_rank("kl_div", shape, 3, false)?;
     let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
     kl_div_on(gpu, &z, shape, spec)
 }
@@ -485,6 +508,7 @@ pub fn dml_loss(
     spec: &DmlLossSpec,
     seed: u64,
 ) -> Result<KernelCheck> {
+    need_rank("dml_loss", shape, 3, false)?;
     let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
     let lab = labels(seed + 3, shape[1], shape[2]);
     let [ce, kl, d] = dml_loss_run(gpu, &z, shape, &lab, spec)?;
@@ -613,6 +637,7 @@ pub fn count_correct_on(
     shape: &[usize],
     labels: &[u32],
 ) -> Result<(KernelCheck, Vec<u32>)> {
+    need_rank("count_correct", shape, 3, false)?;
     let got = count_run(gpu, logits, shape, labels)?;
     let want = count_run(&CpuBackend, logits, shape, labels)?;
     Ok((
@@ -623,6 +648,7 @@ pub fn count_correct_on(
 
 /// Accuracy counts on seeded logits of `shape` `[P, B, C]`.
 pub fn count_correct(gpu: &GpuBackend, shape: &[usize], seed: u64) -> Result<KernelCheck> {
+    need_rank("count_correct", shape, 3, false)?;
     let z = uniform(seed, shape.iter().product(), -3.0, 3.0);
     let lab = labels(seed + 1, shape[1], shape[2]);
     Ok(count_correct_on(gpu, &z, shape, &lab)?.0)
