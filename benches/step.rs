@@ -90,6 +90,7 @@ fn bench_on<B: Backend>(
     let rows: Vec<usize> = (0..batch).collect();
     let mut gpu_times = Vec::new();
     let mut wall_times = Vec::new();
+    let mut record_times = Vec::new();
     let mut group = crit.benchmark_group(format!("step/{label}"));
     group.throughput(Throughput::Elements(flops as u64));
     group.bench_function(name, |bench| {
@@ -97,15 +98,17 @@ fn bench_on<B: Backend>(
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let start = Instant::now();
+                // Host time to record the step (no waiting), then GPU time around it.
+                let mut record = || {
+                    let t = Instant::now();
+                    let r = trainer.step(&resident, &rows);
+                    record_times.push(t.elapsed());
+                    r
+                };
                 let gpu_time = match gpu {
-                    Some(g) => {
-                        g.runtime()
-                            .time(|| trainer.step(&resident, &rows))
-                            .expect("step")
-                            .1
-                    }
+                    Some(g) => g.runtime().time(record).expect("step").1,
                     None => {
-                        trainer.step(&resident, &rows).expect("step");
+                        record().expect("step");
                         None
                     }
                 };
@@ -127,6 +130,7 @@ fn bench_on<B: Backend>(
     };
     let wall = median(&mut wall_times).unwrap_or_default();
     let best = median(&mut gpu_times).unwrap_or(wall);
+    let record = median(&mut record_times).unwrap_or_default();
     if gpu.is_some() {
         json.record(
             format!(
@@ -136,6 +140,7 @@ fn bench_on<B: Backend>(
             serde_json::json!({
                 "median_ms": common::ms(best),
                 "wall_ms": common::ms(wall),
+                "record_ms": common::ms(record),
                 "tflops": flops / best.as_secs_f64() / 1e12,
                 "flops": flops,
                 "clock": if gpu_times.is_empty() { "wall" } else { "gpu timestamps" },
@@ -152,9 +157,10 @@ fn bench_on<B: Backend>(
         })
         .unwrap_or_default();
     eprintln!(
-        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms | {} samples | {}",
+        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms (host recording {:.4} ms) | {} samples | {}",
         if mixed_precision() { "mixed" } else { "f32" },
         wall.as_secs_f64() * 1e3,
+        record.as_secs_f64() * 1e3,
         wall_times.len(),
         b.describe()
     );

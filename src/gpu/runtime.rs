@@ -71,6 +71,18 @@ const PARAMS_SLOT: u64 = 256;
 
 type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 
+/// Bind groups kept at most; the cache starts over past this (a step uses a few dozen).
+const BIND_GROUP_CACHE: usize = 4096;
+
+/// What a bind group binds: the pipeline's layout, the parameter slot, and the buffers in order.
+#[derive(PartialEq, Eq, Hash)]
+struct BindKey {
+    pipeline: wgpu::ComputePipeline,
+    offset: u64,
+    size: u64,
+    buffers: Vec<wgpu::Buffer>,
+}
+
 /// Work recorded but not yet submitted. Consecutive dispatches share one compute pass (wgpu
 /// inserts the barriers between them); a copy, clear or submit ends it. The pass is declared
 /// first so it is dropped, ending it, before the encoder.
@@ -118,6 +130,7 @@ pub struct Runtime {
     param_align: u64,
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
     pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
@@ -278,6 +291,7 @@ impl Runtime {
             param_align,
             modules: Mutex::default(),
             pipelines: Mutex::default(),
+            bind_groups: Mutex::default(),
             pool: Arc::default(),
             pending: Mutex::default(),
             timer,
@@ -354,9 +368,56 @@ impl Runtime {
         })
     }
 
-    /// Releases every idle pooled buffer.
+    /// Releases every idle pooled buffer (and the cached bind groups that may hold them).
     pub fn trim_pool(&self) {
+        lock(&self.bind_groups).clear();
         lock(&self.pool).clear();
+    }
+
+    /// The bind group of one launch, from the cache when the same pipeline, parameter slot and
+    /// buffers were bound before. A training step records the same launches in the same order
+    /// every time, so after the first step every bind group is a cache hit.
+    fn bind_group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        offset: u64,
+        size: u64,
+        buffers: &[&wgpu::Buffer],
+    ) -> wgpu::BindGroup {
+        let key = BindKey {
+            pipeline: pipeline.clone(),
+            offset,
+            size,
+            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+        };
+        let mut cache = lock(&self.bind_groups);
+        if let Some(group) = cache.get(&key) {
+            return group.clone();
+        }
+        if cache.len() >= BIND_GROUP_CACHE {
+            cache.clear();
+        }
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.params_buffer,
+                offset,
+                size: wgpu::BufferSize::new(size),
+            }),
+        }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry {
+                binding: i as u32 + 1,
+                resource: b.as_entire_binding(),
+            });
+        }
+        let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        });
+        cache.insert(key, group.clone());
+        group
     }
 
     fn with_encoder<R>(&self, f: impl FnOnce(&mut wgpu::CommandEncoder) -> R) -> R {
@@ -531,25 +592,7 @@ impl Runtime {
         pending
             .params
             .resize((offset + self.param_align) as usize, 0);
-        let mut entries = vec![wgpu::BindGroupEntry {
-            binding: 0,
-            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.params_buffer,
-                offset,
-                size: wgpu::BufferSize::new(params.len() as u64),
-            }),
-        }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
-                resource: b.as_entire_binding(),
-            });
-        }
-        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
-        });
+        let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, buffers);
         let Pending { pass, encoder, .. } = &mut *pending;
         let pass = pass.get_or_insert_with(|| {
             encoder
