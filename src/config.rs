@@ -224,6 +224,10 @@ pub struct TrainConfig {
     pub peers: Vec<PeerSpec>,
     /// Weight α of the mean KL term; 0 is independent training.
     pub alpha: f32,
+    /// Ramp α linearly from 0 over this many steps (0: the full α from the first step), so
+    /// untrained peers do not pull each other towards noise.
+    #[serde(default)]
+    pub alpha_warmup_steps: usize,
     /// Softmax temperature T of the KL term (the loss is scaled by T²).
     pub temperature: f32,
     /// Label smoothing of the cross-entropy term.
@@ -250,6 +254,7 @@ impl TrainConfig {
         TrainConfig {
             peers,
             alpha: 1.0,
+            alpha_warmup_steps: 0,
             temperature: 1.0,
             label_smoothing: 0.0,
             schedule: Schedule::Simultaneous,
@@ -313,6 +318,15 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The KL weight at optimizer step `step` (0-based), after the warm-up ramp.
+    pub fn alpha_at(&self, step: usize) -> f32 {
+        if step >= self.alpha_warmup_steps {
+            self.alpha
+        } else {
+            self.alpha * (step + 1) as f32 / self.alpha_warmup_steps as f32
+        }
+    }
+
     /// Input features of every peer (0 for a cohort without peers).
     pub fn inputs(&self) -> usize {
         self.peers
@@ -371,6 +385,18 @@ mod tests {
             warm.lr_at(10, 110, 10),
             0.1,
             "cosine starts after the warm-up"
+        );
+    }
+
+    #[test]
+    fn alpha_ramps_up_over_its_warm_up() {
+        let mut c = TrainConfig::new(Vec::new());
+        c.alpha = 2.0;
+        assert_eq!(c.alpha_at(0), 2.0);
+        c.alpha_warmup_steps = 4;
+        assert_eq!(
+            [c.alpha_at(0), c.alpha_at(1), c.alpha_at(3), c.alpha_at(100)],
+            [0.5, 1.0, 2.0, 2.0]
         );
     }
 

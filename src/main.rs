@@ -78,6 +78,9 @@ struct TrainArgs {
     /// Weight α of the KL term (0 = independent training).
     #[arg(long, default_value_t = 1.0)]
     alpha: f32,
+    /// Ramp α from 0 over this many steps.
+    #[arg(long, default_value_t = 0)]
+    alpha_warmup: usize,
     /// Softmax temperature T of the KL term.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
@@ -292,6 +295,7 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
     let config = TrainConfig {
         peers,
         alpha: args.alpha,
+        alpha_warmup_steps: args.alpha_warmup,
         temperature: args.temperature,
         label_smoothing: args.label_smoothing,
         schedule,

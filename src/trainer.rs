@@ -533,7 +533,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             label_smoothing: self.config.label_smoothing,
             ce_scale: 1.0 / rows as f32,
             temperature: self.config.temperature,
-            kl_scale: self.config.alpha / rows as f32,
+            kl_scale: self.config.alpha_at(self.steps_done) / rows as f32,
             peers,
         };
         let dims = StepDims {

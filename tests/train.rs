@@ -317,12 +317,14 @@ fn reference_step(
     peers
 }
 
-fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule) {
+/// One step of `schedule`; with `alpha_warmup` steps of ramp the first step uses α / warm-up.
+fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule, alpha_warmup: usize) {
     let split = digits();
     let rows: Vec<usize> = (0..12).collect();
     let batch = split.train.subset(&rows);
     let mut c = config("3x5", 0.7, schedule, 1);
     c.batch_size = batch.rows; // one step: the whole batch
+    c.alpha_warmup_steps = alpha_warmup;
     c.optimizer = OptimizerConfig {
         kind: OptimizerKind::Sgd {
             momentum: 0.0,
@@ -352,7 +354,7 @@ fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule) {
     let mut expected = reference_step(
         peers,
         &batch,
-        c.alpha as f64,
+        c.alpha as f64 / alpha_warmup.max(1) as f64,
         c.temperature as f64,
         0.5,
         schedule,
@@ -372,15 +374,16 @@ fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule) {
 
 #[test]
 fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_cpu() {
-    one_step_matches_reference(&CpuBackend, Schedule::Simultaneous);
-    one_step_matches_reference(&CpuBackend, Schedule::Alternating);
+    one_step_matches_reference(&CpuBackend, Schedule::Simultaneous, 0);
+    one_step_matches_reference(&CpuBackend, Schedule::Alternating, 0);
+    one_step_matches_reference(&CpuBackend, Schedule::Simultaneous, 4);
 }
 
 #[test]
 fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_gpu() {
     let Some(g) = gpu() else { return };
-    one_step_matches_reference(g, Schedule::Simultaneous);
-    one_step_matches_reference(g, Schedule::Alternating);
+    one_step_matches_reference(g, Schedule::Simultaneous, 0);
+    one_step_matches_reference(g, Schedule::Alternating, 0);
 }
 
 #[test]
