@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything cohort measures on a real GPU, in one call, for the GPU machine (no Rust there).
 #
-# Here:   ../shared/gpu/stage.sh && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
+# Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
+#         (the word filter leaves out the example: everything staged was 58 MiB, near the 64 MiB carry)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh
 #
 # Writes logs and JSON under $OUT (the device tool's output folder): the test binaries' output
