@@ -12,7 +12,7 @@ set -u
 out="${OUT:-/tmp/cohort-gpu-out}"
 mkdir -p "$out"
 export COHORT_BIN=.gpu/bin/bin-cohort
-export COHORT_HARDWARE_ONLY=1
+export COHORT_HARDWARE_ONLY=${COHORT_HARDWARE_ONLY:-1}
 status=0
 run() { # name, command...
   local name=$1; shift
