@@ -42,8 +42,10 @@ impl Default for CsvOptions {
     }
 }
 
-/// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one.
+/// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one (a file
+/// with a single class is rejected by [`Dataset::new`]).
 pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bad =
         |line: usize, why: String| CohortError::corrupt(origin, format!("line {line}: {why}"));
     let mut lines = text
@@ -104,7 +106,7 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
         )));
     }
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
-    Dataset::new(features, labels, cols, classes.max(2))
+    Dataset::new(features, labels, cols, classes)
 }
 
 /// Loads a CSV file (gzipped or not) and splits it.
@@ -139,6 +141,28 @@ mod tests {
     }
 
     #[test]
+    fn header_detection_modes() {
+        let numeric = "1,2,0\n3,4,1\n";
+        assert_eq!(p(numeric, &CsvOptions::default()).unwrap().rows, 2);
+        let present = CsvOptions {
+            header: Header::Present,
+            ..Default::default()
+        };
+        let d = p(numeric, &present).unwrap();
+        assert_eq!((d.rows, d.labels), (1, vec![1]));
+        assert_eq!(p("x,y,z\n1,2,0\n3,4,1\n", &present).unwrap().rows, 2);
+        let d = p(
+            "\u{feff}f1,f2,y\r\n 1 , 2 , 1 \r\n3,4,0\r\n",
+            &CsvOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.rows, d.features.clone(), d.labels),
+            (2, vec![1.0, 2.0, 3.0, 4.0], vec![1, 0])
+        );
+    }
+
+    #[test]
     fn bad_rows_name_their_line() {
         let o = CsvOptions::default();
         let err = p("1,2,0\n3,1\n", &o).unwrap_err();
@@ -165,7 +189,28 @@ mod tests {
             p("1,NaN,0\n2,3,1\n", &o),
             Err(CohortError::NonFinite { .. })
         ));
+        assert!(p("1,2,0\n\n3,4,x\n", &o)
+            .unwrap_err()
+            .to_string()
+            .contains("line 3"));
+        let col9 = CsvOptions {
+            label_column: Some(9),
+            ..o.clone()
+        };
+        assert!(matches!(
+            p("1,2,0\n", &col9),
+            Err(CohortError::CorruptFile { .. })
+        ));
+        assert!(matches!(
+            p("1\n2\n", &o),
+            Err(CohortError::CorruptFile { .. })
+        ));
+        assert!(matches!(
+            p("1,2,0\n3,4,0\n", &o),
+            Err(CohortError::InvalidConfig(_))
+        ));
         assert!(matches!(p("", &o), Err(CohortError::EmptyData(_))));
+        assert!(matches!(p("\n  \n", &o), Err(CohortError::EmptyData(_))));
         assert!(matches!(p("a,b,c\n", &o), Err(CohortError::EmptyData(_))));
     }
 
@@ -180,6 +225,20 @@ mod tests {
         std::fs::write(&f, text).unwrap();
         let s = load(&f, &CsvOptions::default()).unwrap();
         assert_eq!((s.train.rows, s.test.rows), (8, 2));
+        assert_eq!((s.train.cols, s.train.classes), (2, 2));
+        let gz = dir.join("d.csv.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut enc, &std::fs::read(&f).unwrap()).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        let z = load(&gz, &CsvOptions::default()).unwrap();
+        assert_eq!((z.train, z.test), (s.train, s.test));
+        let other_seed = CsvOptions {
+            seed: 1,
+            test_fraction: 0.5,
+            ..Default::default()
+        };
+        let h = load(&f, &other_seed).unwrap();
+        assert_eq!((h.train.rows, h.test.rows), (5, 5));
         assert!(matches!(
             load(&dir.join("nope.csv"), &CsvOptions::default()),
             Err(CohortError::Io { .. })

@@ -32,7 +32,15 @@ mod tests {
         let s = super::load().unwrap();
         assert_eq!(s.train.rows + s.test.rows, 1797);
         assert_eq!((s.train.cols, s.train.classes), (64, 10));
-        assert!(s.train.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        assert_eq!((s.train.rows, s.test.rows), (1438, 359));
+        assert_eq!((s.test.cols, s.test.classes), (64, 10));
+        for part in [&s.train, &s.test] {
+            assert!(part.features.iter().all(|&v| (0.0..=1.0).contains(&v)));
+        }
         assert!(s.train.features.contains(&1.0));
+        let mut seen = [false; 10];
+        s.train.labels.iter().for_each(|&l| seen[l as usize] = true);
+        assert!(seen.iter().all(|&b| b), "every digit appears in training");
+        assert_eq!(super::load().unwrap().test, s.test, "the split is fixed");
     }
 }

@@ -32,7 +32,10 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
         ));
     }
     let sizes: Vec<usize> = (1..=dims).map(|i| word(i) as usize).collect();
-    let body: usize = sizes.iter().product();
+    let body = sizes
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| CohortError::corrupt(path, format!("header sizes {sizes:?} overflow")))?;
     if bytes.len() - need != body {
         return Err(CohortError::corrupt(
             path,
@@ -111,10 +114,21 @@ pub fn load_dir(dir: &Path) -> Result<Split> {
     })
 }
 
-/// Writes an uncompressed image file (for tests and tools).
+fn idx_size(v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| CohortError::InvalidConfig(format!("IDX size {v} exceeds u32")))
+}
+
+/// Writes an uncompressed image file (for tests and tools); `pixels` must hold `n × h × w` bytes.
 pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) -> Result<()> {
+    let (n, h, w) = (idx_size(n)?, idx_size(h)?, idx_size(w)?);
+    if (n as u128) * (h as u128) * (w as u128) != pixels.len() as u128 {
+        return Err(CohortError::shape(
+            "write_images",
+            format!("{} bytes for {n} images of {h}x{w}", pixels.len()),
+        ));
+    }
     let mut out = Vec::with_capacity(16 + pixels.len());
-    for v in [IMAGES, n as u32, h as u32, w as u32] {
+    for v in [IMAGES, n, h, w] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(pixels);
@@ -124,7 +138,7 @@ pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) ->
 /// Writes an uncompressed label file (for tests and tools).
 pub fn write_labels(path: &Path, labels: &[u8]) -> Result<()> {
     let mut out = Vec::with_capacity(8 + labels.len());
-    for v in [LABELS, labels.len() as u32] {
+    for v in [LABELS, idx_size(labels.len())?] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(labels);
@@ -164,13 +178,83 @@ mod tests {
         write_images(&d.join("t10k-images-idx3-ubyte"), &pixels[..8], 2, 2, 2).unwrap();
         write_labels(&d.join("t10k-labels-idx1-ubyte"), &[2, 3]).unwrap();
         gzip(&d.join("t10k-images-idx3-ubyte"));
+        gzip(&d.join("train-labels-idx1-ubyte"));
+        assert!(d.join("t10k-images-idx3-ubyte.gz").exists());
         let split = load_dir(&d).unwrap();
         assert_eq!(
             (split.train.rows, split.train.cols, split.train.classes),
             (3, 4, 10)
         );
+        assert_eq!((split.test.rows, split.test.cols), (2, 4));
+        assert_eq!(split.train.labels, vec![1, 0, 9]);
         assert_eq!(split.test.labels, vec![2, 3]);
-        assert_eq!(split.train.features[1], 20.0 / 255.0);
+        let expect: Vec<f32> = pixels.iter().map(|&b| b as f32 / 255.0).collect();
+        assert_eq!(split.train.features, expect);
+        assert_eq!(split.test.features, expect[..8]);
+        let (x, n, cols) = read_images(&d.join("t10k-images-idx3-ubyte.gz")).unwrap();
+        assert_eq!((x, n, cols), (expect[..8].to_vec(), 2, 4));
+        // gzip is detected by its magic bytes, not by the name
+        std::fs::rename(
+            d.join("t10k-images-idx3-ubyte.gz"),
+            d.join("t10k-images-idx3-ubyte"),
+        )
+        .unwrap();
+        assert_eq!(load_dir(&d).unwrap().test, split.test);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn classes_follow_the_largest_label_above_nine() {
+        let d = temp_dir("classes");
+        write_images(&d.join("train-images-idx3-ubyte"), &[0, 255], 2, 1, 1).unwrap();
+        write_labels(&d.join("train-labels-idx1-ubyte"), &[0, 3]).unwrap();
+        write_images(&d.join("t10k-images-idx3-ubyte"), &[7], 1, 1, 1).unwrap();
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[11]).unwrap();
+        let s = load_dir(&d).unwrap();
+        assert_eq!((s.train.classes, s.test.classes), (12, 12));
+        assert_eq!(s.train.features, vec![0.0, 1.0]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn mismatched_counts_and_empty_files_are_errors() {
+        let d = temp_dir("counts");
+        write_images(&d.join("train-images-idx3-ubyte"), &[1, 2, 3], 3, 1, 1).unwrap();
+        write_labels(&d.join("train-labels-idx1-ubyte"), &[0, 1]).unwrap();
+        write_images(&d.join("t10k-images-idx3-ubyte"), &[1], 1, 1, 1).unwrap();
+        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[0]).unwrap();
+        let err = load_dir(&d).unwrap_err();
+        assert!(
+            matches!(err, CohortError::CorruptFile { .. })
+                && err.to_string().contains("3 images but 2 labels"),
+            "{err}"
+        );
+        write_images(&d.join("train-images-idx3-ubyte"), &[], 0, 28, 28).unwrap();
+        assert!(matches!(
+            read_images(&d.join("train-images-idx3-ubyte")),
+            Err(CohortError::EmptyData(_))
+        ));
+        // test images of another size than the training images
+        write_images(&d.join("train-images-idx3-ubyte"), &[1, 2, 3, 4], 2, 1, 2).unwrap();
+        assert!(matches!(load_dir(&d), Err(CohortError::CorruptFile { .. })));
+        // sizes whose product overflows are rejected, not multiplied
+        let f = d.join("huge");
+        let mut bytes = Vec::new();
+        for v in [IMAGES, u32::MAX, u32::MAX, u32::MAX] {
+            bytes.extend_from_slice(&v.to_be_bytes());
+        }
+        std::fs::write(&f, bytes).unwrap();
+        assert!(matches!(
+            read_images(&f),
+            Err(CohortError::CorruptFile { .. })
+        ));
+        assert!(write_images(&f, &[0; 3], 2, 1, 1).is_err());
+        // a corrupt gzip stream
+        std::fs::write(&f, [0x1f, 0x8b, 0, 1, 2]).unwrap();
+        assert!(matches!(
+            read_labels(&f),
+            Err(CohortError::CorruptFile { .. })
+        ));
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -178,10 +262,12 @@ mod tests {
     fn bad_files_are_errors() {
         let d = temp_dir("bad");
         let f = d.join("x");
-        write_labels(&f, &[1, 2]).unwrap();
+        write_labels(&f, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 0]).unwrap();
+        assert_eq!(read_labels(&f).unwrap(), vec![1, 2, 3, 4, 5, 6, 7, 8, 9, 0]);
+        let err = read_images(&f).unwrap_err();
         assert!(
-            matches!(read_images(&f), Err(CohortError::CorruptFile { .. })),
-            "wrong magic"
+            matches!(err, CohortError::CorruptFile { .. }) && err.to_string().contains("magic"),
+            "{err}"
         );
         let mut bytes = std::fs::read(&f).unwrap();
         bytes.pop();

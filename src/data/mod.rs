@@ -35,7 +35,7 @@ impl Dataset {
                 "a data set needs at least one row and one feature".into(),
             ));
         }
-        if features.len() != labels.len() * cols {
+        if labels.len().checked_mul(cols) != Some(features.len()) {
             return Err(CohortError::shape(
                 "dataset",
                 format!(
@@ -76,12 +76,12 @@ impl Dataset {
         })
     }
 
-    /// The features of row `i`.
+    /// The features of row `i`. Panics if `i >= rows`, like slice indexing.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.features[i * self.cols..(i + 1) * self.cols]
     }
 
-    /// The given rows, in that order.
+    /// The given rows, in that order (repeats allowed). Panics if an index is `>= rows`.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
         let mut features = Vec::with_capacity(indices.len() * self.cols);
         let mut labels = Vec::with_capacity(indices.len());
@@ -96,6 +96,7 @@ impl Dataset {
     }
 
     /// Appends the given rows' features and labels to the output vectors (host-side batching).
+    /// Panics if an index is `>= rows`.
     pub fn gather_batch(
         &self,
         indices: &[usize],
@@ -231,14 +232,26 @@ impl Standardizer {
         }
     }
 
-    /// Standardises `data` in place.
+    /// Standardises `data` in place: `(x - mean) / std` per feature.
     pub fn apply(&self, data: &mut Dataset) -> Result<()> {
-        if data.cols != self.mean.len() {
+        if data.cols != self.mean.len() || self.std.len() != self.mean.len() {
             return Err(CohortError::shape(
                 "standardize",
                 format!(
-                    "fitted on {} features, data has {}",
+                    "fitted on {} features ({} deviations), data has {}",
                     self.mean.len(),
+                    self.std.len(),
+                    data.cols
+                ),
+            ));
+        }
+        if data.cols == 0 || data.features.len() != data.rows * data.cols {
+            return Err(CohortError::shape(
+                "standardize",
+                format!(
+                    "{} features for {} rows of {}",
+                    data.features.len(),
+                    data.rows,
                     data.cols
                 ),
             ));
@@ -260,7 +273,8 @@ pub fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
-/// Mini-batches of `batch_size` rows from `order`; the last may be smaller.
+/// Mini-batches of `batch_size` rows from `order`; the last may be smaller. A `batch_size` of 0
+/// is treated as 1.
 pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
     order.chunks(batch_size.max(1))
 }
@@ -312,7 +326,8 @@ impl DataSource {
 impl std::str::FromStr for DataSource {
     type Err = CohortError;
 
-    /// `digits`, `idx:DIR`, `csv:FILE`, `blobs` or `blobs:ROWS,CLASSES,DIMS[,SEED]`.
+    /// `digits`, `idx:DIR`, `csv:FILE` (default [`csv::CsvOptions`]), `blobs` (2000 rows,
+    /// 4 classes, 16 dims, seed 0) or `blobs:ROWS,CLASSES,DIMS[,SEED]`.
     fn from_str(s: &str) -> Result<Self> {
         let bad = |why: &str| {
             CohortError::InvalidConfig(format!("data '{s}': {why} (use digits, idx:DIR, csv:FILE or blobs:ROWS,CLASSES,DIMS[,SEED])"))
@@ -452,6 +467,81 @@ mod tests {
     }
 
     #[test]
+    fn blobs_source_loads_an_80_20_split() {
+        let s = DataSource::Blobs {
+            rows: 50,
+            classes: 3,
+            dims: 4,
+            seed: 7,
+        }
+        .load()
+        .unwrap();
+        assert_eq!((s.train.rows, s.test.rows), (40, 10));
+        s.validate_compatible().unwrap();
+        let again = "blobs:50,3,4,7"
+            .parse::<DataSource>()
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!((s.train, s.test), (again.train, again.test));
+        let zero = "blobs:0,3,4".parse::<DataSource>().unwrap().load();
+        assert!(matches!(zero, Err(CohortError::EmptyData(_))));
+    }
+
+    #[test]
+    fn split_parts_must_agree() {
+        let d = tiny();
+        let mut s = d.split(0.4, 1).unwrap();
+        s.validate_compatible().unwrap();
+        s.test.classes = 4;
+        assert!(matches!(
+            s.validate_compatible(),
+            Err(CohortError::ShapeMismatch { .. })
+        ));
+        let mut s = d.split(0.4, 1).unwrap();
+        s.test = Dataset::new(vec![0.0; 3], vec![0], 3, 3).unwrap();
+        assert!(s.validate_compatible().is_err());
+    }
+
+    #[test]
+    fn gather_batch_appends_rows_in_order() {
+        let d = tiny();
+        let (mut x, mut y) = (vec![-1.0], vec![9]);
+        d.gather_batch(&[3, 1], &mut x, &mut y);
+        assert_eq!(x, vec![-1.0, 12.0, 13.0, 14.0, 15.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(y, vec![9, 1, 1]);
+        assert_eq!(d.row(4), &[16.0, 17.0, 18.0, 19.0]);
+    }
+
+    #[test]
+    fn standardizer_on_blobs_gives_zero_mean_unit_deviation_per_column() {
+        let split = synthetic::blobs(400, 3, 5, 2)
+            .unwrap()
+            .split(0.25, 2)
+            .unwrap();
+        let (mut train, mut test) = (split.train, split.test);
+        let s = Standardizer::fit(&train);
+        s.apply(&mut train).unwrap();
+        s.apply(&mut test).unwrap();
+        for c in 0..train.cols {
+            let col: Vec<f64> = (0..train.rows).map(|r| train.row(r)[c] as f64).collect();
+            let mean = col.iter().sum::<f64>() / col.len() as f64;
+            let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / col.len() as f64;
+            assert!(
+                mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+                "column {c}: {mean} {var}"
+            );
+        }
+        assert!(test.features.iter().all(|v| v.is_finite()));
+        let mut broken = train.clone();
+        broken.features.pop();
+        assert!(matches!(
+            s.apply(&mut broken),
+            Err(CohortError::ShapeMismatch { .. })
+        ));
+    }
+
+    #[test]
     fn global_standardisation_uses_one_mean_and_deviation() {
         let mut d = Dataset::new(vec![0.0, 2.0, 4.0, 6.0], vec![0, 1], 2, 2).unwrap();
         let s = Standardizer::fit_global(&d);
@@ -472,6 +562,11 @@ mod tests {
         assert_ne!(a, epoch_order(100, 6, 1));
         let sizes: Vec<usize> = batches(&a, 32).map(|b| b.len()).collect();
         assert_eq!(sizes, vec![32, 32, 32, 4]);
+        let joined: Vec<usize> = batches(&a, 32).flatten().copied().collect();
+        assert_eq!(joined, a);
+        assert_eq!(batches(&a, 100).count(), 1);
+        assert_eq!(batches(&a, 0).count(), 100);
+        assert!(epoch_order(0, 5, 1).is_empty());
     }
 
     #[test]
@@ -494,7 +589,38 @@ mod tests {
                 seed: 9
             }
         );
-        for bad in ["mnist", "idx:", "blobs:1,2", "blobs:a,b,c", "csv:"] {
+        assert_eq!(
+            "blobs".parse::<DataSource>().unwrap(),
+            DataSource::Blobs {
+                rows: 2000,
+                classes: 4,
+                dims: 16,
+                seed: 0
+            }
+        );
+        assert_eq!(
+            "csv:dir/a.csv".parse::<DataSource>().unwrap(),
+            DataSource::Csv {
+                path: "dir/a.csv".into(),
+                options: csv::CsvOptions::default()
+            }
+        );
+        assert!(matches!(
+            "blobs:10,3,2".parse::<DataSource>().unwrap(),
+            DataSource::Blobs { seed: 0, .. }
+        ));
+        for bad in [
+            "mnist",
+            "",
+            "idx:",
+            "blobs:",
+            "blobs:1,2",
+            "blobs:1,2,3,4,5",
+            "blobs:a,b,c",
+            "blobs:-1,2,3",
+            "csv:",
+            "digits:x",
+        ] {
             assert!(
                 matches!(
                     bad.parse::<DataSource>(),

@@ -17,11 +17,14 @@ pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Data
             "blobs need at least 2 classes, got {classes}"
         )));
     }
+    let too_big = || CohortError::InvalidConfig(format!("blobs of {rows} × {dims} are too large"));
+    let size = rows.checked_mul(dims).ok_or_else(too_big)?;
+    classes.checked_mul(dims).ok_or_else(too_big)?;
     let mut rng = Rng::new(seed);
     let centres: Vec<f32> = (0..classes * dims)
         .map(|_| 3.0 * rng.normal() as f32)
         .collect();
-    let mut features = Vec::with_capacity(rows * dims);
+    let mut features = Vec::with_capacity(size);
     let labels: Vec<u32> = (0..rows).map(|r| (r % classes) as u32).collect();
     for &label in &labels {
         let c = &centres[label as usize * dims..(label as usize + 1) * dims];
@@ -40,6 +43,22 @@ mod tests {
         assert_eq!((a.rows, a.cols, a.classes), (50, 4, 3));
         assert_eq!(a, blobs(50, 3, 4, 1).unwrap());
         assert_ne!(a, blobs(50, 3, 4, 2).unwrap());
+        assert_eq!(&a.labels[..4], &[0, 1, 2, 0]);
+        // points sit near their class centre: within-class spread is about 1 per dimension
+        let b = blobs(3000, 2, 3, 4).unwrap();
+        for class in 0..2u32 {
+            let rows: Vec<usize> = (0..b.rows).filter(|&r| b.labels[r] == class).collect();
+            for c in 0..3 {
+                let v: Vec<f64> = rows.iter().map(|&r| b.row(r)[c] as f64).collect();
+                let m = v.iter().sum::<f64>() / v.len() as f64;
+                let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+                assert!((var - 1.0).abs() < 0.15, "class {class} dim {c}: {var}");
+            }
+        }
+        assert!(matches!(
+            blobs(usize::MAX, 2, 2, 0),
+            Err(CohortError::InvalidConfig(_))
+        ));
         assert!(
             blobs(0, 3, 4, 1).is_err() && blobs(5, 1, 4, 1).is_err() && blobs(5, 3, 0, 1).is_err()
         );
