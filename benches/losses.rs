@@ -27,12 +27,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cohort::ops::{CrossEntropySpec, KlSpec};
 use cohort::rng::Rng;
 use cohort::{Backend, CpuBackend, DType, GpuBackend};
-use common::{Clock, JsonSink, Samples};
+use common::{Clock, JsonSink};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 
 const DEFAULT_LOGITS: &str = "2x256x10,4x1024x100";
@@ -244,16 +244,11 @@ fn bench_gpu_kernel(
             }
         };
         let clock = clock.expect("clock picked during setup");
-        let mut record = Samples::default();
         group.throughput(Throughput::Bytes(kernel.bytes(s)));
-        group.bench_function(BenchmarkId::new(kernel.name(), s), |bench| {
-            bench.iter_custom(|iters| {
-                record.run(iters, || {
-                    common::time_gpu(gpu, clock, || inputs.run(gpu, kernel, s))
-                })
-            })
-        });
-        if let Some((median, iters)) = record.median(samples) {
+        let id = BenchmarkId::new(kernel.name(), s);
+        if let Some((median, iters)) = common::measure(group, id, samples, || {
+            common::time_gpu(gpu, clock, || inputs.run(gpu, kernel, s))
+        }) {
             let row = Row {
                 backend: "gpu",
                 kernel,
@@ -285,19 +280,14 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
     group.sample_size(samples);
     for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv] {
         let mut inputs = Inputs::new(&cpu, s, 3).expect("CPU tensors");
-        let mut record = Samples::default();
         group.throughput(Throughput::Bytes(kernel.bytes(s)));
-        group.bench_function(BenchmarkId::new(kernel.name(), s), |bench| {
-            bench.iter_custom(|iters| {
-                record.run(iters, || {
-                    let start = Instant::now();
-                    inputs.run(&cpu, kernel, s).expect("CPU loss kernel");
-                    std::hint::black_box(&inputs.dlogits);
-                    start.elapsed()
-                })
+        let id = BenchmarkId::new(kernel.name(), s);
+        if let Some((median, iters)) = common::measure(&mut group, id, samples, || {
+            common::wall(|| {
+                inputs.run(&cpu, kernel, s).expect("CPU loss kernel");
+                std::hint::black_box(&inputs.dlogits);
             })
-        });
-        if let Some((median, iters)) = record.median(samples) {
+        }) {
             let row = Row {
                 backend: "cpu",
                 kernel,

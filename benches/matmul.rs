@@ -26,12 +26,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cohort::ops::MatmulSpec;
 use cohort::rng::Rng;
 use cohort::{Backend, CpuBackend, DType, GpuBackend};
-use common::{Clock, JsonSink, Samples};
+use common::{Clock, JsonSink};
 use criterion::{BenchmarkId, Criterion, Throughput};
 
 const DEFAULT_SHAPES: &str = "64x64x64,128x256x96,2b64x128x80";
@@ -232,16 +232,11 @@ fn bench_gpu(
                 }
             };
             let clock = clock.expect("clock picked during setup");
-            let mut record = Samples::default();
             group.throughput(Throughput::Elements(shape.flops() as u64));
-            group.bench_function(BenchmarkId::new(t.name(), shape), |bench| {
-                bench.iter_custom(|iters| {
-                    record.run(iters, || {
-                        common::time_gpu(gpu, clock, || gpu.matmul(&a, &b, &mut cm, &t.spec()))
-                    })
-                })
-            });
-            if let Some((median, iters)) = record.median(samples) {
+            let id = BenchmarkId::new(t.name(), shape);
+            if let Some((median, iters)) = common::measure(&mut group, id, samples, || {
+                common::time_gpu(gpu, clock, || gpu.matmul(&a, &b, &mut cm, &t.spec()))
+            }) {
                 let row = Row {
                     backend: if f16_inputs() { "gpu f16" } else { "gpu" },
                     shape,
@@ -292,18 +287,13 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
             .tensor(&sb, &rng.uniform_vec(sb.iter().product(), -1.0, 1.0))
             .expect("B");
         let mut cm = cpu.zeros(&sc, DType::F32).expect("C");
-        let mut record = Samples::default();
-        group.bench_function(BenchmarkId::new(t.name(), shape), |bench| {
-            bench.iter_custom(|iters| {
-                record.run(iters, || {
-                    let start = Instant::now();
-                    cpu.matmul(&a, &b, &mut cm, &t.spec()).expect("CPU matmul");
-                    std::hint::black_box(&cm);
-                    start.elapsed()
-                })
+        let id = BenchmarkId::new(t.name(), shape);
+        if let Some((median, iters)) = common::measure(&mut group, id, samples, || {
+            common::wall(|| {
+                cpu.matmul(&a, &b, &mut cm, &t.spec()).expect("CPU matmul");
+                std::hint::black_box(&cm);
             })
-        });
-        if let Some((median, iters)) = record.median(samples) {
+        }) {
             let row = Row {
                 backend: "cpu",
                 shape,

@@ -29,26 +29,11 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> kl_rows: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
 
-// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
-const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
-var<workgroup> lse_t: array<f32, 32>;
+// WG, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl; peer_lse, fill_peer_lse
+// and peer_terms from shaders/include/peer_kl.wgsl.
 
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
-}
-
-// lse(z_peer / scale_inv⁻¹) of one row: every thread gets it.
-fn row_lse(peer: u32, row: u32, inv_t: f32, lid: u32) -> f32 {
-    var m = -3.4028235e38;
-    for (var k = lid; k < p.classes; k += WG) {
-        m = max(m, logits[at(peer, row, k)] * inv_t);
-    }
-    m = reduce_max(m, lid);
-    var s = 0.0;
-    for (var k = lid; k < p.classes; k += WG) {
-        s += exp(logits[at(peer, row, k)] * inv_t - m);
-    }
-    return m + log(reduce_sum(s, lid));
 }
 
 @compute @workgroup_size(64)
@@ -65,13 +50,7 @@ fn main(
     let inv_t = 1.0 / p.temperature;
     let mutual = p.peers > 1u;
     if (mutual) {
-        for (var j = 0u; j < p.peers; j++) {
-            let l = row_lse(j, row, inv_t, lid);
-            if (lid == 0u) {
-                lse_t[j] = l;
-            }
-        }
-        workgroupBarrier();
+        fill_peer_lse(row, inv_t, lid);
     }
     let label = labels[row];
     let off = p.smoothing / f32(c);
@@ -81,24 +60,18 @@ fn main(
         var ce = 0.0;
         var kl = 0.0;
         for (var k = lid; k < c; k += WG) {
-            let z = logits[at(i, row, k)];
+            let idx = at(i, row, k);
+            let z = logits[idx];
             let q = off + select(0.0, 1.0 - p.smoothing, k == label);
             ce += q * (lse1 - z);
             var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
             if (mutual) {
-                let lpi = z * inv_t - lse_t[i];
-                var mean_pj = 0.0;
-                for (var j = 0u; j < p.peers; j++) {
-                    if (j != i) {
-                        let lpj = logits[at(j, row, k)] * inv_t - lse_t[j];
-                        let pj = exp(lpj);
-                        kl += pj * (lpj - lpi);
-                        mean_pj += pj;
-                    }
-                }
-                g += p.kl_scale * p.temperature * (exp(lpi) - mean_pj / others);
+                let lpi = z * inv_t - peer_lse[i];
+                let terms = peer_terms(i, row, k, lpi, inv_t);
+                kl += terms.x;
+                g += p.kl_scale * p.temperature * (exp(lpi) - terms.y / others);
             }
-            dlogits[at(i, row, k)] = g;
+            dlogits[idx] = g;
         }
         ce = reduce_sum(ce, lid);
         kl = reduce_sum(kl, lid);

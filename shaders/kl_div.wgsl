@@ -22,9 +22,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
-const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
-var<workgroup> lse: array<f32, 32>;
+// WG, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl; peer_lse, fill_peer_lse
+// and peer_terms from shaders/include/peer_kl.wgsl.
 
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
@@ -40,44 +39,18 @@ fn main(
     if (row >= p.rows) {
         return;
     }
-    let c = p.classes;
     let inv_t = 1.0 / p.temperature;
-
-    // Log-sum-exp of z/T for every peer.
-    for (var j = 0u; j < p.peers; j++) {
-        var m = -3.4028235e38;
-        for (var k = lid; k < c; k += WG) {
-            m = max(m, logits[at(j, row, k)] * inv_t);
-        }
-        m = reduce_max(m, lid);
-        var s = 0.0;
-        for (var k = lid; k < c; k += WG) {
-            s += exp(logits[at(j, row, k)] * inv_t - m);
-        }
-        s = reduce_sum(s, lid);
-        if (lid == 0u) {
-            lse[j] = m + log(s);
-        }
-        workgroupBarrier();
-    }
+    fill_peer_lse(row, inv_t, lid);
 
     let others = f32(p.peers - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
         var loss = 0.0;
-        for (var k = lid; k < c; k += WG) {
-            let lpi = logits[at(i, row, k)] * inv_t - lse[i];
-            var mean_pj = 0.0;
-            for (var j = 0u; j < p.peers; j++) {
-                if (j != i) {
-                    let lpj = logits[at(j, row, k)] * inv_t - lse[j];
-                    let pj = exp(lpj);
-                    loss += pj * (lpj - lpi);
-                    mean_pj += pj;
-                }
-            }
-            mean_pj /= others;
+        for (var k = lid; k < p.classes; k += WG) {
             let idx = at(i, row, k);
-            var g = p.grad_scale * p.temperature * (exp(lpi) - mean_pj);
+            let lpi = logits[idx] * inv_t - peer_lse[i];
+            let terms = peer_terms(i, row, k, lpi, inv_t);
+            loss += terms.x;
+            var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
             if (p.accumulate != 0u) {
                 g += dlogits[idx];
             }

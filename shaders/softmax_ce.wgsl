@@ -22,7 +22,11 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// reduce_max, reduce_sum and WG (64 threads) come from shaders/include/workgroup_reduce.wgsl.
+// WG (64 threads), reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
+
+fn at(group: u32, row: u32, k: u32) -> u32 {
+    return (group * p.rows + row) * p.classes + k;
+}
 
 @compute @workgroup_size(64)
 fn main(
@@ -30,35 +34,27 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.total_rows) {
+    let flat_row = wg.x + wg.y * nwg.x;
+    if (flat_row >= p.total_rows) {
         return;
     }
+    let group = flat_row / p.rows;
+    let row = flat_row % p.rows;
     let c = p.classes;
-    let base = row * c;
-    let label = labels[row % p.rows];
-
-    var m = -3.4028235e38;
-    for (var k = lid; k < c; k += WG) {
-        m = max(m, logits[base + k]);
-    }
-    m = reduce_max(m, lid);
-    var s = 0.0;
-    for (var k = lid; k < c; k += WG) {
-        s += exp(logits[base + k] - m);
-    }
-    let lse = m + log(reduce_sum(s, lid));
+    let label = labels[row];
+    let lse = row_lse(group, row, 1.0, lid);
 
     let off = p.smoothing / f32(c);
     var loss = 0.0;
     for (var k = lid; k < c; k += WG) {
-        let z = logits[base + k];
+        let idx = at(group, row, k);
+        let z = logits[idx];
         let q = off + select(0.0, 1.0 - p.smoothing, k == label);
         loss += q * (lse - z);
-        dlogits[base + k] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
+        dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
     }
     loss = reduce_sum(loss, lid);
     if (lid == 0u) {
-        losses[row] = select(bitcast<f32>(0x7fc00000u), loss, label < c);
+        losses[flat_row] = select(bitcast<f32>(0x7fc00000u), loss, label < c);
     }
 }

@@ -489,20 +489,31 @@ impl KlSpec {
         expect_shape(OP, "losses", losses, &[dims.groups, dims.rows])?;
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(CohortError::InvalidConfig(format!(
-                "temperature must be positive, got {}",
-                self.temperature
-            )));
-        }
-        if self.peers.start >= self.peers.end || self.peers.end > dims.groups {
-            return Err(CohortError::shape(
-                OP,
-                format!("peer range {:?} outside 0..{}", self.peers, dims.groups),
-            ));
-        }
+        check_peer_terms(OP, self.temperature, &self.peers, dims.groups)?;
         Ok(dims)
     }
+}
+
+/// The checks KL and the fused DML loss share: T > 0 and finite, and a non-empty peer range
+/// within the `groups` stacked peers.
+fn check_peer_terms(
+    op: &'static str,
+    temperature: f32,
+    peers: &std::ops::Range<usize>,
+    groups: usize,
+) -> Result<()> {
+    if !(temperature.is_finite() && temperature > 0.0) {
+        return Err(CohortError::InvalidConfig(format!(
+            "temperature must be positive, got {temperature}"
+        )));
+    }
+    if peers.start >= peers.end || peers.end > groups {
+        return Err(CohortError::shape(
+            op,
+            format!("peer range {peers:?} outside 0..{groups}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The whole DML loss of the peers in `peers` in one pass over stacked logits `[P, B, C]`:
@@ -565,18 +576,7 @@ impl DmlLossSpec {
             grad_scale: self.ce_scale,
         }
         .check_smoothing()?;
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return Err(CohortError::InvalidConfig(format!(
-                "temperature must be positive, got {}",
-                self.temperature
-            )));
-        }
-        if self.peers.start >= self.peers.end || self.peers.end > dims.groups {
-            return Err(CohortError::shape(
-                OP,
-                format!("peer range {:?} outside 0..{}", self.peers, dims.groups),
-            ));
-        }
+        check_peer_terms(OP, self.temperature, &self.peers, dims.groups)?;
         Ok(dims)
     }
 }

@@ -14,6 +14,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cohort::{Backend, GpuBackend};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId};
 
 /// Where a GPU iteration's time comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,6 +153,29 @@ impl Samples {
         };
         Some((median, n))
     }
+}
+
+/// Benchmarks `one` (which runs one iteration and returns its time) as `id` in `group`, and returns
+/// the median per-iteration time over criterion's measurement calls with the iteration count
+/// (`None` when criterion did not run it).
+pub fn measure(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    samples: usize,
+    mut one: impl FnMut() -> Duration,
+) -> Option<(Duration, usize)> {
+    let mut record = Samples::default();
+    group.bench_function(id, |bench| {
+        bench.iter_custom(|iters| record.run(iters, &mut one))
+    });
+    record.median(samples)
+}
+
+/// Host wall time of `f`.
+pub fn wall(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
 }
 
 /// Results to merge into `COHORT_BENCH_JSON` (when set) at the end of a bench.

@@ -85,15 +85,17 @@ impl Shader {
             Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
             Shader::SoftmaxCe => concat!(
                 include_str!("../../shaders/softmax_ce.wgsl"),
-                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+                include_str!("../../shaders/include/row_softmax.wgsl")
             ),
             Shader::DmlLoss => concat!(
                 include_str!("../../shaders/dml_loss.wgsl"),
-                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+                include_str!("../../shaders/include/row_softmax.wgsl"),
+                include_str!("../../shaders/include/peer_kl.wgsl")
             ),
             Shader::KlDiv => concat!(
                 include_str!("../../shaders/kl_div.wgsl"),
-                include_str!("../../shaders/include/workgroup_reduce.wgsl")
+                include_str!("../../shaders/include/row_softmax.wgsl"),
+                include_str!("../../shaders/include/peer_kl.wgsl")
             ),
             Shader::Optimizer => include_str!("../../shaders/optimizer.wgsl"),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
