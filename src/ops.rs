@@ -615,6 +615,14 @@ pub enum OptimizerStep {
 }
 
 impl OptimizerStep {
+    /// The same rule at step `t` (Adam's bias correction; SGD has no step count).
+    pub fn at_step(mut self, step: u32) -> Self {
+        if let OptimizerStep::Adam { t, .. } = &mut self {
+            *t = step;
+        }
+        self
+    }
+
     /// Number of state tensors the rule needs (velocity; or first and second moments).
     pub fn state_count(&self) -> usize {
         match self {

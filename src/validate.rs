@@ -537,26 +537,7 @@ fn optimizer_run<B: Backend>(
         .collect::<Result<Vec<_>>>()?;
     for t in 1..=steps {
         let grad = b.tensor(&[n], &uniform(10 + t as u64, n, -1.0, 1.0))?;
-        let s = match *step {
-            OptimizerStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                decoupled,
-                ..
-            } => OptimizerStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                decoupled,
-                t,
-            },
-            sgd => sgd,
-        };
+        let s = step.at_step(t);
         b.optimizer_step(&s, &mut w, &grad, &mut states)?;
     }
     let mut out = b.read(&w)?;

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""PyTorch/cuBLAS reference timings to put cohort's benchmarks in context (CUDA only).
+"""PyTorch/cuBLAS reference timings to put cohort's benchmarks in context (CUDA; `--device cpu`
+is a dry run with host timing and no CUDA graphs, to check the script itself without a GPU).
 
 What it measures, on one CUDA device, with warm-up, CUDA events and torch.cuda.synchronize():
 
@@ -47,7 +48,8 @@ Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optio
 --transposes (NN,NT,TN), --precisions (fp32,tf32,fp16), --configs (small,large), --peers (2),
 --alpha (1.0), --temperature (1.0), --lr (0.01), --warmup, --iters, --dml-warmup, --dml-iters,
 --target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE, --from-json FILE,
---device (cuda).
+--device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes 64x64x64 --configs small
+--iters 3 --dml-iters 3 --precisions fp32).
 
 JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
 "measures": {key: {"median_ms", "tflops", "flops", ...}}} with keys
@@ -77,6 +79,8 @@ DML_CONFIGS = {
 }
 MODES = {"eager", "graph"}
 PRECISIONS = {"fp32", "tf32", "fp16"}
+# Key parts dropped when matching cohort against PyTorch ("mixed": cohort's f16-matmul step).
+QUALIFIERS = MODES | PRECISIONS | {"mixed"}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -104,7 +108,7 @@ def shape_name(shape):
 
 def base_key(key):
     """A key without its mode and precision parts, for matching cohort against PyTorch."""
-    return "/".join(p for p in key.split("/") if p not in MODES and p not in PRECISIONS)
+    return "/".join(p for p in key.split("/") if p not in QUALIFIERS)
 
 
 def dml_flops(sizes, batch, peers):
@@ -120,6 +124,43 @@ def tflops(flops, ms):
 
 # ----------------------------------------------------------------------------------------------
 # Timing
+
+
+def time_cpu(fn, warmup, iters, target_ms):
+    """Median host time per call of `fn` in ms (the --device cpu dry run)."""
+    for _ in range(warmup):
+        fn()
+    reps = 1
+    if target_ms > 0:
+        t0 = time.perf_counter()
+        fn()
+        est = max((time.perf_counter() - t0) * 1e3, 1e-4)
+        reps = max(1, min(10000, int(math.ceil(target_ms / est))))
+    per_call = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        per_call.append((time.perf_counter() - t0) * 1e3 / reps)
+    return {
+        "median_ms": statistics.median(per_call),
+        "min_ms": min(per_call),
+        "max_ms": max(per_call),
+        "wall_ms": sum(per_call) / len(per_call),
+        "iters": iters,
+        "reps": reps,
+    }
+
+
+def on_cuda(device):
+    return device.startswith("cuda")
+
+
+def time_device(torch, device, fn, warmup, iters, target_ms):
+    """Median time per call of `fn` in ms: CUDA events on a GPU, host time in the CPU dry run."""
+    if on_cuda(device):
+        return time_cuda(torch, fn, warmup, iters, target_ms)
+    return time_cpu(fn, warmup, iters, target_ms)
 
 
 def time_cuda(torch, fn, warmup, iters, target_ms):
@@ -205,13 +246,14 @@ def bench_gemm(torch, args, measures):
                     torch.matmul(a_op, b_op, out=out)
 
                 with tf32(torch, prec == "tf32"):
-                    r = time_cuda(torch, fn, args.warmup, args.iters, args.target_ms)
+                    r = time_device(torch, device, fn, args.warmup, args.iters, args.target_ms)
                 key = f"matmul/{t}/{shape_name(shape)}/{prec}"
                 r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"])})
                 measures[key] = r
                 print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s", flush=True)
                 del fn, a, bm, out, a_op, b_op
-        torch.cuda.empty_cache()
+        if on_cuda(device):
+            torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,12 +332,15 @@ def bench_dml(torch, args, measures):
                     opt.step()
                     last["loss"] = loss
 
-                r = time_cuda(torch, eager_step, args.dml_warmup, args.dml_iters, 0)
+                r = time_device(torch, args.device, eager_step, args.dml_warmup, args.dml_iters, 0)
                 r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": float(last["loss"])})
                 key = f"dml_step/{name}/eager/{prec}"
                 measures[key] = r
                 print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}", flush=True)
                 del peers, opt, last
+                if not on_cuda(args.device):
+                    print(f"  dml_step/{name}/graph/{prec}: skipped (CUDA graphs need a CUDA device)", flush=True)
+                    continue
 
                 # CUDA graph: static input/labels, warm-up on a side stream, capture, replay.
                 peers, opt = build_cohort(torch, nn, args, cfg, capturable=True)
@@ -422,17 +467,20 @@ def main(argv=None):
             import torch
         except ImportError:
             sys.exit("PyTorch is not installed (pip install torch); use --from-json to only compare")
-        if not torch.cuda.is_available() or not args.device.startswith("cuda"):
-            sys.exit("this reference needs a CUDA device (torch.cuda.is_available() is False)")
-        if torch.device(args.device).index is not None:
+        cuda = on_cuda(args.device)
+        if cuda and not torch.cuda.is_available():
+            sys.exit("no CUDA device (torch.cuda.is_available() is False); --device cpu is a dry run")
+        if not cuda and args.device != "cpu":
+            sys.exit(f"unknown --device '{args.device}' (cuda, cuda:N, or cpu for a dry run)")
+        if cuda and torch.device(args.device).index is not None:
             torch.cuda.set_device(torch.device(args.device))
         result = {
             "source": "pytorch",
-            "device": torch.cuda.get_device_name(),
+            "device": torch.cuda.get_device_name() if cuda else "cpu (dry run, host timing)",
             "torch": torch.__version__,
             "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version(),
-            "driver": driver_version(),
+            "cudnn": torch.backends.cudnn.version() if cuda else None,
+            "driver": driver_version() if cuda else None,
             "settings": {
                 "warmup": args.warmup,
                 "iters": args.iters,
