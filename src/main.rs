@@ -137,7 +137,7 @@ struct TrainArgs {
     /// Write per-epoch metrics (.jsonl or .csv).
     #[arg(long)]
     metrics: Option<PathBuf>,
-    /// Write learning curves (.svg).
+    /// Write learning curves (.svg or .png).
     #[arg(long)]
     plot: Option<PathBuf>,
     /// Steps between metric reads (progress bar, divergence check).

@@ -1,9 +1,11 @@
 //! Reporting: per-epoch metrics as JSONL or CSV (one row per epoch per peer, plus the ensemble),
-//! and learning curves as an SVG plot. Every file is rewritten atomically after each epoch.
+//! and learning curves as an SVG or PNG plot. Every file is rewritten atomically after each epoch.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use crate::checkpoint::write_atomic;
@@ -112,30 +114,110 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
     write_atomic(path, text.as_bytes())
 }
 
+/// Plot size in pixels (SVG user units): two charts side by side.
+const PLOT_SIZE: (u32, u32) = (1100, 450);
+
 /// Draws learning curves (test accuracy of each peer and the ensemble; training loss of each
-/// peer) as an SVG file.
+/// peer) as an SVG or PNG file, by the path's extension.
 pub fn plot_curves(path: &Path, reports: &[EpochReport], models: &[String]) -> Result<()> {
-    if path.extension().and_then(|e| e.to_str()) != Some("svg") {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if !matches!(ext.as_deref(), Some("svg" | "png")) {
         return Err(CohortError::InvalidConfig(format!(
-            "plot file {} must end in .svg",
+            "plot file {} must end in .svg or .png",
             path.display()
         )));
     }
     if reports.is_empty() {
         return Err(CohortError::EmptyData("no epochs to plot".into()));
     }
-    let mut svg = String::new();
-    draw(&mut svg, reports, models)
-        .map_err(|e| CohortError::InvalidConfig(format!("plotting: {e}")))?;
-    write_atomic(path, svg.as_bytes())
+    register_font()?;
+    let plotting =
+        |e: Box<dyn std::error::Error>| CohortError::InvalidConfig(format!("plotting: {e}"));
+    let bytes = if ext.as_deref() == Some("svg") {
+        let mut svg = String::new();
+        draw(
+            SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area(),
+            reports,
+            models,
+        )
+        .map_err(plotting)?;
+        svg.into_bytes()
+    } else {
+        let (w, h) = PLOT_SIZE;
+        let mut rgb = vec![0u8; w as usize * h as usize * 3];
+        draw(
+            BitMapBackend::with_buffer(&mut rgb, PLOT_SIZE).into_drawing_area(),
+            reports,
+            models,
+        )
+        .map_err(plotting)?;
+        encode_png(&rgb, PLOT_SIZE)?
+    };
+    write_atomic(path, &bytes)
 }
 
-fn draw(
-    svg: &mut String,
+/// Gives plotters its one font (Ubuntu Light, embedded): text layout needs it for SVG too, and no
+/// system font is assumed.
+fn register_font() -> Result<()> {
+    static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let ok = *REGISTERED.get_or_init(|| {
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        )
+        .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(CohortError::InvalidConfig(
+            "plotting: the embedded font did not load".into(),
+        ))
+    }
+}
+
+/// An 8-bit RGB image as PNG bytes.
+fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, w, h);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let fail = |e: png::EncodingError| CohortError::InvalidConfig(format!("encoding PNG: {e}"));
+    let mut writer = encoder.write_header().map_err(fail)?;
+    writer.write_image_data(rgb).map_err(fail)?;
+    writer.finish().map_err(fail)?;
+    Ok(out)
+}
+
+/// Grid and axes with whole epochs on the x axis.
+fn epoch_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    epochs: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(epochs.clamp(2, 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    Ok(())
+}
+
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
     reports: &[EpochReport],
     models: &[String],
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::with_string(svg, (1100, 450)).into_drawing_area();
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(550);
     let epochs = reports.len() as f64;
@@ -155,7 +237,7 @@ fn draw(
         .x_label_area_size(30)
         .y_label_area_size(50)
         .build_cartesian_2d(1.0..epochs.max(2.0), (lo - 0.01).max(0.0)..1.0)?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+    epoch_mesh(&mut chart, reports.len())?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -201,7 +283,7 @@ fn draw(
         .x_label_area_size(30)
         .y_label_area_size(50)
         .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..(hi * 1.05).max(1e-3))?;
-    chart.configure_mesh().x_desc("epoch").draw()?;
+    epoch_mesh(&mut chart, reports.len())?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -234,4 +316,69 @@ fn draw(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trainer::PeerReport;
+
+    fn reports() -> Vec<EpochReport> {
+        (1..=3)
+            .map(|epoch| {
+                let e = epoch as f32;
+                EpochReport {
+                    epoch,
+                    peers: (0..2)
+                        .map(|i| PeerReport {
+                            train_ce: 1.0 / e + 0.1 * i as f32,
+                            train_kl: 0.05,
+                            train_accuracy: 0.5 + 0.1 * e,
+                            test_loss: 1.2 / e,
+                            test_accuracy: 0.5 + 0.1 * e + 0.02 * i as f32,
+                        })
+                        .collect(),
+                    ensemble_accuracy: 0.55 + 0.1 * e,
+                    lr: 0.1,
+                    seconds: 1.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn png_and_svg_plots_are_drawn_and_other_extensions_refused() {
+        let dir = std::env::temp_dir().join(format!("cohort-plot-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let models = vec!["64-32-10".to_string(), "64-16-10".to_string()];
+
+        let png_path = dir.join("curves.png");
+        plot_curves(&png_path, &reports(), &models).unwrap();
+        let decoder = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(&png_path).unwrap(),
+        ));
+        let mut reader = decoder.read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width, info.height), PLOT_SIZE);
+        let pixels = &pixels[..info.buffer_size()];
+        // Drawn, not blank: black axes and text, and the first two palette colours of the peers.
+        let has = |rgb: (u8, u8, u8)| pixels.chunks_exact(3).any(|p| (p[0], p[1], p[2]) == rgb);
+        assert!(has((0, 0, 0)), "black axes, text and ensemble line");
+        for i in 0..2 {
+            let c = Palette99::pick(i).to_rgba();
+            assert!(has((c.0, c.1, c.2)), "peer {i}'s line colour {c:?}");
+        }
+
+        let svg_path = dir.join("curves.svg");
+        plot_curves(&svg_path, &reports(), &models).unwrap();
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("ensemble"));
+
+        let err = plot_curves(&dir.join("curves.jpg"), &reports(), &models).unwrap_err();
+        assert!(err.to_string().contains(".svg or .png"), "{err}");
+        let err = plot_curves(&png_path, &[], &models).unwrap_err();
+        assert!(matches!(err, CohortError::EmptyData(_)), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

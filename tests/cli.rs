@@ -29,7 +29,7 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
     let dir = scratch("train");
     let (metrics, plot, ckpt) = (
         dir.join("m.jsonl"),
-        dir.join("curves.svg"),
+        dir.join("curves.png"),
         dir.join("c.safetensors"),
     );
     let out = cohort(&[
@@ -62,7 +62,12 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
     assert!(rows
         .lines()
         .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
-    assert!(std::fs::read_to_string(&plot).unwrap().starts_with("<svg"));
+    assert!(
+        std::fs::read(&plot)
+            .unwrap()
+            .starts_with(b"\x89PNG\r\n\x1a\n"),
+        "a PNG file"
+    );
     // Resume for a third epoch from the checkpoint.
     let out = cohort(&[
         "train",
