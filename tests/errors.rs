@@ -124,8 +124,7 @@ fn oversized_buffers_are_refused_not_aborted() {
 fn an_unknown_adapter_name_is_a_no_adapter_error() {
     let err = GpuBackend::new(&GpuOptions {
         adapter: Some("no-such-adapter-anywhere".into()),
-        hardware_only: false,
-        matmul_tile: None,
+        ..Default::default()
     })
     .unwrap_err();
     assert!(matches!(err, CohortError::NoAdapter(_)), "{err}");

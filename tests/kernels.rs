@@ -204,6 +204,27 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
 }
 
 #[test]
+fn every_kernel_matches_cpu_with_wgpu_loop_bounding_on() {
+    // The other tests run the kernels as cohort ships them: without wgpu's loop bounding. Compile
+    // them with it here and run the whole validation suite again: both must match the CPU twins.
+    if gpu().is_none() {
+        return;
+    }
+    let options = cohort::GpuOptions {
+        loop_bounding: true,
+        ..cohort::GpuOptions::from_env()
+    };
+    let g = cohort::GpuBackend::new(&options).unwrap();
+    let checks = validate::run_all(&g).unwrap();
+    assert!(
+        checks.len() >= 20,
+        "the whole suite: {} checks",
+        checks.len()
+    );
+    report("all kernels, loop bounding on", &checks);
+}
+
+#[test]
 fn bias_act_forward_backward_and_bias_grad_match_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();

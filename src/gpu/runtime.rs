@@ -23,12 +23,18 @@ pub struct GpuOptions {
     pub hardware_only: bool,
     /// Force the f32 matmul's C tile (64 or 128) instead of choosing by shape and adapter.
     pub matmul_tile: Option<usize>,
+    /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
+    /// cohort's own kernels. Off by default: every loop in them is bounded by a shape size or a
+    /// constant, and the counter slowed the matmul by 1.4× on lavapipe. Bounds checks and
+    /// division guards stay on either way; shaders passed to [`Runtime::compile_wgsl`] keep
+    /// every check.
+    pub loop_bounding: bool,
 }
 
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
-    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters and `COHORT_MATMUL_TILE=64|128` forces
-    /// the matmul tile.
+    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
+    /// the matmul tile and `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in the kernels.
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
@@ -40,6 +46,7 @@ impl GpuOptions {
                 Ok("128") => Some(128),
                 _ => None,
             },
+            loop_bounding: std::env::var("COHORT_LOOP_BOUNDING").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -134,6 +141,7 @@ pub struct Runtime {
     pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
+    loop_bounding: bool,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -295,6 +303,7 @@ impl Runtime {
             pool: Arc::default(),
             pending: Mutex::default(),
             timer,
+            loop_bounding: options.loop_bounding,
             errors,
             lost,
         })
@@ -483,11 +492,16 @@ impl Runtime {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut modules = lock(&self.modules);
         let module = modules.entry(shader).or_insert_with(|| {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(shader.file_name()),
-                    source: wgpu::ShaderSource::Wgsl(shader.source().into()),
-                })
+            let desc = wgpu::ShaderModuleDescriptor {
+                label: Some(shader.file_name()),
+                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+            };
+            let mut checks = wgpu::ShaderRuntimeChecks::checked();
+            // SAFETY: turning loop bounding off requires that no loop runs forever. Every loop
+            // in cohort's kernels counts up to a shape size from the uniform (which the host
+            // keeps far below u32::MAX, so the counter cannot wrap) or down to zero by halving.
+            checks.force_loop_bounding = self.loop_bounding;
+            unsafe { self.device.create_shader_module_trusted(desc, checks) }
         });
         let pipeline = self
             .device
