@@ -55,4 +55,9 @@ if [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
   run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
 fi
+# A/B: wgpu's loop-bounding counters, which cohort leaves out (1.5x on lavapipe's matmul).
+COHORT_LOOP_BOUNDING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding.json" \
+  run bench-step-loop-bounding .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+COHORT_LOOP_BOUNDING=1 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_JSON="$out/cohort-loop-bounding.json" \
+  run bench-matmul-loop-bounding .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3 matmul-gpu/NN
 exit $status
