@@ -1,7 +1,8 @@
 //! Throughput of cohort's fused loss kernels on the GPU backend, over stacked peer logits
 //! `[P, B, C]`: `softmax_ce` (per-row cross-entropy and its logits gradient, labels `[B]` shared by
-//! all peers) and `kl_div` (the mutual-learning KL of every peer against the others, accumulated
-//! into the gradient as the trainer does: `T = 1`, `grad_scale = 1/B`, `accumulate = true`).
+//! all peers), `kl_div` (the mutual-learning KL of every peer against the others, accumulated
+//! into a gradient: `T = 1`, `grad_scale = 1/B`, `accumulate = true`) and `dml_loss` (both in one
+//! pass, as the trainer's step runs them: CE and KL rows and the total gradient, `α = 1`).
 //! Each iteration records one kernel inside `Runtime::time` (GPU timestamp queries; wall time
 //! around recording plus `finish()` where the adapter has none). Criterion reports bytes/s; at the
 //! end one summary line per shape goes to stderr with the median ms and GB/s, counting each
@@ -9,7 +10,9 @@
 //! - `softmax_ce`: logits read + labels read + losses written + dlogits written
 //!   = 4·(P·B·C + B + P·B + P·B·C) bytes;
 //! - `kl_div`: logits read + dlogits read and written (accumulate) + losses written
-//!   = 4·(3·P·B·C + P·B) bytes.
+//!   = 4·(3·P·B·C + P·B) bytes;
+//! - `dml_loss`: logits read + labels read + CE and KL rows written + dlogits written
+//!   = 4·(2·P·B·C + B + 2·P·B) bytes.
 //!
 //! A small CPU group keeps the CPU twins' path exercised. Without a GPU adapter the GPU groups are
 //! skipped with a loud banner and only the CPU group runs.
@@ -23,13 +26,14 @@
 //! - `COHORT_BENCH_LOGITS`: comma-separated `PxBxC` (peers × batch × classes; P ≥ 2 for
 //!   `kl_div`, at most 32 on the GPU). Default `2x256x10,4x1024x100`.
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
-//!   JSON keys are `softmax_ce/<PxBxC>` and `kl_div/<PxBxC>` with `median_ms` and `gbps`.
+//!   JSON keys are `softmax_ce/<PxBxC>`, `kl_div/<PxBxC>` and `dml_loss/<PxBxC>` with
+//!   `median_ms` and `gbps`.
 
 mod common;
 
 use std::time::Duration;
 
-use cohort::ops::{CrossEntropySpec, KlSpec};
+use cohort::ops::{CrossEntropySpec, DmlLossSpec, KlSpec};
 use cohort::rng::Rng;
 use cohort::{Backend, CpuBackend, DType, GpuBackend};
 use common::{Clock, JsonSink};
@@ -81,6 +85,7 @@ impl std::fmt::Display for Logits {
 enum Kernel {
     SoftmaxCe,
     KlDiv,
+    DmlLoss,
 }
 
 impl Kernel {
@@ -88,6 +93,7 @@ impl Kernel {
         match self {
             Kernel::SoftmaxCe => "softmax_ce",
             Kernel::KlDiv => "kl_div",
+            Kernel::DmlLoss => "dml_loss",
         }
     }
 
@@ -97,6 +103,7 @@ impl Kernel {
         4 * match self {
             Kernel::SoftmaxCe => pbc + b + pb + pbc,
             Kernel::KlDiv => 3 * pbc + pb,
+            Kernel::DmlLoss => 2 * pbc + b + 2 * pb,
         }
     }
 
@@ -115,6 +122,16 @@ impl Kernel {
             peers: 0..s.p,
         }
     }
+
+    fn dml_spec(s: Logits) -> DmlLossSpec {
+        DmlLossSpec {
+            label_smoothing: 0.0,
+            ce_scale: 1.0 / s.b as f32,
+            temperature: 1.0,
+            kl_scale: 1.0 / s.b as f32,
+            peers: 0..s.p,
+        }
+    }
 }
 
 /// The tensors one loss call touches.
@@ -122,6 +139,7 @@ struct Inputs<T> {
     logits: T,
     labels: T,
     losses: T,
+    kl_losses: T,
     dlogits: T,
 }
 
@@ -132,11 +150,13 @@ impl<T> Inputs<T> {
         let labels: Vec<u32> = (0..s.b).map(|_| rng.below(s.c) as u32).collect();
         let labels = backend.tensor_u32(&[s.b], &labels)?;
         let losses = backend.zeros(&[s.p, s.b], DType::F32)?;
+        let kl_losses = backend.zeros(&[s.p, s.b], DType::F32)?;
         let dlogits = backend.zeros(&s.dims(), DType::F32)?;
         Ok(Inputs {
             logits,
             labels,
             losses,
+            kl_losses,
             dlogits,
         })
     }
@@ -160,6 +180,14 @@ impl<T> Inputs<T> {
                 &mut self.losses,
                 &mut self.dlogits,
                 &Kernel::kl_spec(s),
+            ),
+            Kernel::DmlLoss => backend.dml_loss(
+                &self.logits,
+                &self.labels,
+                &mut self.losses,
+                &mut self.kl_losses,
+                &mut self.dlogits,
+                &Kernel::dml_spec(s),
             ),
         }
     }
@@ -278,7 +306,7 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
     let s = Logits::parse(CPU_LOGITS).expect("valid CPU shape");
     let mut group = c.benchmark_group("losses-cpu");
     group.sample_size(samples);
-    for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv] {
+    for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv, Kernel::DmlLoss] {
         let mut inputs = Inputs::new(&cpu, s, 3).expect("CPU tensors");
         group.throughput(Throughput::Bytes(kernel.bytes(s)));
         let id = BenchmarkId::new(kernel.name(), s);
@@ -315,7 +343,7 @@ fn main() {
         let mut clock = None;
         let mut group = c.benchmark_group("losses-gpu");
         group.sample_size(samples);
-        for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv] {
+        for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv, Kernel::DmlLoss] {
             bench_gpu_kernel(
                 &mut group, gpu, kernel, &shapes, &mut clock, samples, &mut rows, &mut json,
             );

@@ -1,4 +1,4 @@
-// The whole mutual-learning loss in one pass over the stacked logits [P, B, C], one workgroup per
+// The whole mutual-learning loss in one pass over the stacked logits [P, B, C], LANES threads per
 // batch row: for each peer i in [peer_begin, peer_end), with q the smoothed one-hot target,
 // lse1 = lse(z_i) and log p_j = z_j / T - lse(z_j / T):
 //   ce[i, r]      = sum_c q_c (lse1 - z_i,c)
@@ -29,8 +29,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> kl_rows: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
 
-// WG, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl; peer_lse, fill_peer_lse
-// and peer_terms from shaders/include/peer_kl.wgsl.
+// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
+// peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
 
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
@@ -42,10 +42,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) {
-        return;
-    }
+    let place = row_place(wg, nwg, lid, p.rows);
+    let row = place.x;
+    let live = place.z != 0u;
     let c = p.classes;
     let inv_t = 1.0 / p.temperature;
     let mutual = p.peers > 1u;
@@ -59,7 +58,7 @@ fn main(
         let lse1 = row_lse(i, row, 1.0, lid);
         var ce = 0.0;
         var kl = 0.0;
-        for (var k = lid; k < c; k += WG) {
+        for (var k = place.y; k < c; k += LANES) {
             let idx = at(i, row, k);
             let z = logits[idx];
             let q = off + select(0.0, 1.0 - p.smoothing, k == label);
@@ -71,11 +70,13 @@ fn main(
                 kl += terms.x;
                 g += p.kl_scale * p.temperature * (exp(lpi) - terms.y / others);
             }
-            dlogits[idx] = g;
+            if (live) {
+                dlogits[idx] = g;
+            }
         }
         ce = reduce_sum(ce, lid);
         kl = reduce_sum(kl, lid);
-        if (lid == 0u) {
+        if (live && place.y == 0u) {
             ce_rows[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
             kl_rows[i * p.rows + row] = p.temperature * p.temperature * kl / others;
         }

@@ -1,4 +1,4 @@
-// Mutual-learning KL divergence, one workgroup per batch row, over stacked peer logits [P, B, C].
+// Mutual-learning KL divergence, LANES threads per batch row, over stacked peer logits [P, B, C].
 // With log p_j = z_j / T - lse(z_j / T), for each peer i in [peer_begin, peer_end):
 //   loss[i, r]     = T^2 * mean_{j != i} sum_c p_j,c * (log p_j,c - log p_i,c)
 //   dlogits[i, r] (+)= grad_scale * T * (p_i - mean_{j != i} p_j)
@@ -22,8 +22,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// WG, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl; peer_lse, fill_peer_lse
-// and peer_terms from shaders/include/peer_kl.wgsl.
+// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
+// peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
 
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
@@ -35,29 +35,30 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let row = wg.x + wg.y * nwg.x;
-    if (row >= p.rows) {
-        return;
-    }
+    let place = row_place(wg, nwg, lid, p.rows);
+    let row = place.x;
+    let live = place.z != 0u;
     let inv_t = 1.0 / p.temperature;
     fill_peer_lse(row, inv_t, lid);
 
     let others = f32(p.peers - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
         var loss = 0.0;
-        for (var k = lid; k < p.classes; k += WG) {
+        for (var k = place.y; k < p.classes; k += LANES) {
             let idx = at(i, row, k);
             let lpi = logits[idx] * inv_t - peer_lse[i];
             let terms = peer_terms(i, row, k, lpi, inv_t);
             loss += terms.x;
-            var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
-            if (p.accumulate != 0u) {
-                g += dlogits[idx];
+            if (live) {
+                var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
+                if (p.accumulate != 0u) {
+                    g += dlogits[idx];
+                }
+                dlogits[idx] = g;
             }
-            dlogits[idx] = g;
         }
         loss = reduce_sum(loss, lid);
-        if (lid == 0u) {
+        if (live && place.y == 0u) {
             losses[i * p.rows + row] = p.temperature * p.temperature * loss / others;
         }
     }

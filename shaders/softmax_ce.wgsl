@@ -1,4 +1,4 @@
-// Fused softmax cross-entropy, one workgroup per row of logits [groups, rows, classes]:
+// Fused softmax cross-entropy, LANES threads per row of logits [groups, rows, classes]:
 //   loss[row]   = sum_c q_c * (lse - z_c),   q = (1 - eps) * onehot(label) + eps / C
 //   dlogits[row] = grad_scale * (softmax(z) - q)
 // with the stable log-sum-exp (max subtracted first), so logits of +-1e4 are fine.
@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// WG (64 threads), reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
+// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
 
 fn at(group: u32, row: u32, k: u32) -> u32 {
     return (group * p.rows + row) * p.classes + k;
@@ -34,10 +34,9 @@ fn main(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    let flat_row = wg.x + wg.y * nwg.x;
-    if (flat_row >= p.total_rows) {
-        return;
-    }
+    let place = row_place(wg, nwg, lid, p.total_rows);
+    let flat_row = place.x;
+    let live = place.z != 0u;
     let group = flat_row / p.rows;
     let row = flat_row % p.rows;
     let c = p.classes;
@@ -46,15 +45,17 @@ fn main(
 
     let off = p.smoothing / f32(c);
     var loss = 0.0;
-    for (var k = lid; k < c; k += WG) {
+    for (var k = place.y; k < c; k += LANES) {
         let idx = at(group, row, k);
         let z = logits[idx];
         let q = off + select(0.0, 1.0 - p.smoothing, k == label);
         loss += q * (lse - z);
-        dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
+        if (live) {
+            dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
+        }
     }
     loss = reduce_sum(loss, lid);
-    if (lid == 0u) {
+    if (live && place.y == 0u) {
         losses[flat_row] = select(bitcast<f32>(0x7fc00000u), loss, label < c);
     }
 }

@@ -204,24 +204,27 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
 }
 
 #[test]
-fn every_kernel_matches_cpu_with_wgpu_loop_bounding_on() {
-    // The other tests run the kernels as cohort ships them: without wgpu's loop bounding. Compile
-    // them with it here and run the whole validation suite again: both must match the CPU twins.
+fn every_kernel_matches_cpu_with_wgpu_loop_bounding_on_and_off() {
+    // The other tests run the kernels as cohort ships them: each with or without wgpu's loop
+    // bounding as `Shader::loop_bounding` says. Force it on, then off, for all of them and run the
+    // whole validation suite again: every way must match the CPU twins.
     if gpu().is_none() {
         return;
     }
-    let options = cohort::GpuOptions {
-        loop_bounding: true,
-        ..cohort::GpuOptions::from_env()
-    };
-    let g = cohort::GpuBackend::new(&options).unwrap();
-    let checks = validate::run_all(&g).unwrap();
-    assert!(
-        checks.len() >= 20,
-        "the whole suite: {} checks",
-        checks.len()
-    );
-    report("all kernels, loop bounding on", &checks);
+    for forced in [true, false] {
+        let options = cohort::GpuOptions {
+            loop_bounding: Some(forced),
+            ..cohort::GpuOptions::from_env()
+        };
+        let g = cohort::GpuBackend::new(&options).unwrap();
+        let checks = validate::run_all(&g).unwrap();
+        assert!(
+            checks.len() >= 20,
+            "the whole suite: {} checks",
+            checks.len()
+        );
+        report(&format!("all kernels, loop bounding {forced}"), &checks);
+    }
 }
 
 #[test]
@@ -268,21 +271,36 @@ fn reduce_sum_matches_cpu() {
     report("reduce_sum", &checks);
 }
 
+/// Class counts that give the loss kernels every row layout, 1 to 64 threads per row (67 rows
+/// leave the last workgroup part-filled in each).
+const ROW_LAYOUT_CLASSES: [usize; 7] = [10, 17, 40, 100, 200, 300, 1000];
+
+#[test]
+fn the_row_layout_classes_cover_every_lane_count() {
+    let lanes: std::collections::BTreeSet<usize> = ROW_LAYOUT_CLASSES
+        .iter()
+        .map(|&c| cohort::gpu::row_lanes(c))
+        .collect();
+    assert_eq!(
+        lanes.into_iter().collect::<Vec<_>>(),
+        [1, 2, 4, 8, 16, 32, 64]
+    );
+}
+
 #[test]
 fn softmax_ce_matches_cpu_with_and_without_smoothing() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();
-    for (i, shape) in [
-        &[1, 1][..],
-        &[1, 10],
-        &[7, 3],
-        &[64, 10],
-        &[2, 33, 100],
-        &[3, 5, 1000],
-    ]
-    .iter()
-    .enumerate()
-    {
+    let mut shapes = vec![
+        vec![1, 1],
+        vec![1, 10],
+        vec![7, 3],
+        vec![64, 10],
+        vec![2, 33, 100],
+        vec![3, 5, 1000],
+    ];
+    shapes.extend(ROW_LAYOUT_CLASSES.iter().map(|&c| vec![2, 67, c]));
+    for (i, shape) in shapes.iter().enumerate() {
         for smoothing in [0.0, 0.1] {
             checks.push(validate::softmax_ce(g, shape, smoothing, i as u64).unwrap());
         }
@@ -360,17 +378,16 @@ fn softmax_ce_reference_values() {
 fn kl_div_matches_cpu_for_two_and_more_peers() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();
-    for (i, shape) in [
+    let mut shapes = vec![
         [2usize, 1, 1],
         [2, 1, 10],
         [2, 64, 10],
         [3, 17, 7],
         [4, 9, 300],
         [2, 5, 1000],
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    shapes.extend(ROW_LAYOUT_CLASSES.iter().map(|&c| [3, 67, c]));
+    for (i, shape) in shapes.iter().enumerate() {
         for (t, accumulate, peers) in [
             (1.0, false, 0..shape[0]),
             (3.0, true, 0..shape[0]),
@@ -392,17 +409,16 @@ fn kl_div_matches_cpu_for_two_and_more_peers() {
 fn fused_dml_loss_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();
-    for (i, shape) in [
+    let mut shapes = vec![
         [1usize, 1, 2],
         [1, 33, 10],
         [2, 64, 10],
         [3, 17, 7],
         [4, 9, 300],
         [2, 5, 1000],
-    ]
-    .iter()
-    .enumerate()
-    {
+    ];
+    shapes.extend(ROW_LAYOUT_CLASSES.iter().map(|&c| [2, 67, c]));
+    for (i, shape) in shapes.iter().enumerate() {
         let p = shape[0];
         for (t, eps, alpha, peers) in [
             (1.0, 0.0, 1.0, 0..p),

@@ -3,17 +3,13 @@
 // The peer side of the mutual-learning KL term. The including kernel's uniform `p` has `peers`.
 
 const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for these kernels
-var<workgroup> peer_lse: array<f32, 32>;
+var<private> peer_lse: array<f32, 32>; // lse(z_j / T) of this thread's row, per peer j
 
-// Fills peer_lse[j] = lse(z_j / T) of this row for every peer j.
+// Fills peer_lse for every peer of this row.
 fn fill_peer_lse(row: u32, inv_t: f32, lid: u32) {
     for (var j = 0u; j < p.peers; j++) {
-        let l = row_lse(j, row, inv_t, lid);
-        if (lid == 0u) {
-            peer_lse[j] = l;
-        }
+        peer_lse[j] = row_lse(j, row, inv_t, lid);
     }
-    workgroupBarrier();
 }
 
 // At class k of this row, for peer i with log p_i = lpi:

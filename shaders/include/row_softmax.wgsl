@@ -1,36 +1,54 @@
 
 // ---- shaders/include/row_softmax.wgsl, appended by the host to the loss kernels ----
-// One workgroup of 64 threads per row of stacked logits [P, B, C]. The including kernel declares
-// `logits: array<f32>`, a uniform `p` with `classes`, and `fn at(peer, row, k) -> u32`.
-// Every thread must call these functions (uniform control flow); every thread gets the result.
+// A 64-thread workgroup handles WG / LANES rows of stacked logits [P, B, C], LANES threads per
+// row. LANES (a power of two, 1 to 64) is a pipeline constant the host picks from C: one thread
+// per row for a few classes, the whole workgroup for many. The including kernel declares
+// `logits: array<f32>`, a uniform `p` with `rows` and `classes`, and `fn at(peer, row, k) -> u32`.
+// Every thread must call the reductions (uniform control flow, so threads past the last row work
+// on a clamped row and only skip their writes); each thread gets its own row's result.
 
+override LANES: u32 = 64u;
 const WG: u32 = 64u;
 var<workgroup> scratch: array<f32, 64>;
 
+// This thread's place: (row, lane, whether the row exists), for `rows` rows in all.
+fn row_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> vec3<u32> {
+    let row = (wg.x + wg.y * nwg.x) * (WG / LANES) + lid / LANES;
+    return vec3<u32>(min(row, rows - 1u), lid % LANES, u32(row < rows));
+}
+
 fn reduce_max(v: f32, lid: u32) -> f32 {
+    if (LANES == 1u) {
+        return v;
+    }
+    let lane = lid % LANES;
     scratch[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
             scratch[lid] = max(scratch[lid], scratch[lid + s]);
         }
         workgroupBarrier();
     }
-    let r = scratch[0];
+    let r = scratch[lid - lane];
     workgroupBarrier();
     return r;
 }
 
 fn reduce_sum(v: f32, lid: u32) -> f32 {
+    if (LANES == 1u) {
+        return v;
+    }
+    let lane = lid % LANES;
     scratch[lid] = v;
     workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s >>= 1u) {
-        if (lid < s) {
+    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
+        if (lane < s) {
             scratch[lid] += scratch[lid + s];
         }
         workgroupBarrier();
     }
-    let r = scratch[0];
+    let r = scratch[lid - lane];
     workgroupBarrier();
     return r;
 }
@@ -39,12 +57,12 @@ fn reduce_sum(v: f32, lid: u32) -> f32 {
 // +-1e4 are fine).
 fn row_lse(peer: u32, row: u32, inv_t: f32, lid: u32) -> f32 {
     var m = -3.4028235e38;
-    for (var k = lid; k < p.classes; k += WG) {
+    for (var k = lid % LANES; k < p.classes; k += LANES) {
         m = max(m, logits[at(peer, row, k)] * inv_t);
     }
     m = reduce_max(m, lid);
     var s = 0.0;
-    for (var k = lid; k < p.classes; k += WG) {
+    for (var k = lid % LANES; k < p.classes; k += LANES) {
         s += exp(logits[at(peer, row, k)] * inv_t - m);
     }
     return m + log(reduce_sum(s, lid));

@@ -16,6 +16,15 @@ use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime};
 use shaders::Shader;
 
+/// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
+const ROW_WORKGROUP: usize = 64;
+
+/// Threads per row for the loss kernels over `classes` classes: about 16 classes per thread, a
+/// power of two from 1 (one thread per row, no reductions) to the whole workgroup.
+pub fn row_lanes(classes: usize) -> usize {
+    classes.div_ceil(16).next_power_of_two().min(ROW_WORKGROUP)
+}
+
 /// Peers a single KL or accuracy dispatch can hold (the shaders' `MAX_PEERS`).
 pub const MAX_PEERS: usize = 32;
 
@@ -479,13 +488,14 @@ impl Backend for GpuBackend {
             grad_scale: spec.grad_scale,
             _pad1: [0; 2],
         };
+        let lanes = row_lanes(d.classes);
         self.rt.dispatch(
             Shader::SoftmaxCe,
             "main",
-            &[],
+            &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
             &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
-            self.grid(total, 1),
+            self.grid(total, ROW_WORKGROUP / lanes),
         )
     }
 
@@ -509,13 +519,14 @@ impl Backend for GpuBackend {
             temperature: spec.temperature,
             grad_scale: spec.grad_scale,
         };
+        let lanes = row_lanes(d.classes);
         self.rt.dispatch(
             Shader::KlDiv,
             "main",
-            &[],
+            &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
             &[logits.buf(), losses.buf(), dlogits.buf()],
-            self.grid(d.rows, 1),
+            self.grid(d.rows, ROW_WORKGROUP / lanes),
         )
     }
 
@@ -544,10 +555,11 @@ impl Backend for GpuBackend {
             smoothing: spec.label_smoothing,
             _pad1: [0; 2],
         };
+        let lanes = row_lanes(d.classes);
         self.rt.dispatch(
             Shader::DmlLoss,
             "main",
-            &[],
+            &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
             &[
                 logits.buf(),
@@ -556,7 +568,7 @@ impl Backend for GpuBackend {
                 kl_rows.buf(),
                 dlogits.buf(),
             ],
-            self.grid(d.rows, 1),
+            self.grid(d.rows, ROW_WORKGROUP / lanes),
         )
     }
 

@@ -23,18 +23,20 @@ pub struct GpuOptions {
     pub hardware_only: bool,
     /// Force the f32 matmul's C tile (64 or 128) instead of choosing by shape and adapter.
     pub matmul_tile: Option<usize>,
-    /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
-    /// cohort's own kernels. Off by default: every loop in them is bounded by a shape size or a
-    /// constant, and the counter slowed the matmul by 1.4× on lavapipe. Bounds checks and
-    /// division guards stay on either way; shaders passed to [`Runtime::compile_wgsl`] keep
-    /// every check.
-    pub loop_bounding: bool,
+    /// wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) for all
+    /// of cohort's kernels: `Some(true)` keeps it everywhere, `Some(false)` drops it everywhere,
+    /// `None` follows [`Shader::loop_bounding`], each kernel as it measured fastest. wgpu 30's
+    /// Vulkan backend honours this only for shaders with pipeline constants (the matmuls and the
+    /// row kernels); the others always keep the counters. Bounds checks and division guards stay
+    /// on either way; shaders passed to [`Runtime::compile_wgsl`] keep every check.
+    pub loop_bounding: Option<bool>,
 }
 
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
-    /// the matmul tile and `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in the kernels.
+    /// the matmul tile and `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
+    /// kernel.
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
@@ -46,7 +48,11 @@ impl GpuOptions {
                 Ok("128") => Some(128),
                 _ => None,
             },
-            loop_bounding: std::env::var("COHORT_LOOP_BOUNDING").is_ok_and(|v| v == "1"),
+            loop_bounding: match std::env::var("COHORT_LOOP_BOUNDING").as_deref() {
+                Ok("1") => Some(true),
+                Ok("0") => Some(false),
+                _ => None,
+            },
         }
     }
 }
@@ -141,7 +147,7 @@ pub struct Runtime {
     pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
-    loop_bounding: bool,
+    loop_bounding: Option<bool>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -500,7 +506,7 @@ impl Runtime {
             // SAFETY: turning loop bounding off requires that no loop runs forever. Every loop
             // in cohort's kernels counts up to a shape size from the uniform (which the host
             // keeps far below u32::MAX, so the counter cannot wrap) or down to zero by halving.
-            checks.force_loop_bounding = self.loop_bounding;
+            checks.force_loop_bounding = self.loop_bounding.unwrap_or(shader.loop_bounding());
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         });
         let pipeline = self

@@ -69,6 +69,14 @@ impl Shader {
         }
     }
 
+    /// Whether the kernel keeps wgpu's loop-bounding counters by default (see
+    /// `GpuOptions::loop_bounding`). Measured on lavapipe (BENCHMARKS.md): without them the
+    /// matmul runs 1.5× faster, while the row kernels, whose loops run to a count from the
+    /// uniform, ran up to 26× slower; the other kernels keep them too until measured otherwise.
+    pub fn loop_bounding(self) -> bool {
+        !matches!(self, Shader::Matmul | Shader::MatmulCoop)
+    }
+
     /// The WGSL source as compiled: the file, plus the shared helpers in `shaders/include/` that
     /// it uses (WGSL has no includes).
     pub fn source(self) -> &'static str {
