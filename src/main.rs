@@ -540,6 +540,16 @@ fn check(gpu: &GpuBackend) -> Result<()> {
         "checking every kernel on {} against the CPU reference",
         gpu.describe()
     );
+    match gpu.tensor_core_check() {
+        Some(c) if c.passed() => println!("tensor cores: in use (self-test passed)"),
+        Some(c) => println!(
+            "tensor cores: offered but OFF, self-test failed at {}",
+            c.worst
+        ),
+        None => {
+            println!("tensor cores: not offered by this adapter; f16 products use the f32 kernel")
+        }
+    }
     let mut failed = 0;
     for c in cohort::validate::run_all(gpu)? {
         println!(

@@ -235,13 +235,31 @@ pub fn matmul(
         spec.beta,
         if spec.f16_inputs { " f16 inputs" } else { "" }
     );
-    let kernel = if spec.f16_inputs && gpu.runtime().caps().f16_tensor_cores {
+    let kernel = if spec.f16_inputs && gpu.uses_tensor_cores() {
         "matmul_coop"
     } else {
         "matmul"
     };
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + floor))
+}
+
+/// The check [`GpuBackend::new`] runs once where the adapter offers tensor cores: f16-input
+/// products of a ragged shape in all four transpose layouts, batched, on whatever kernel the
+/// backend picks (the tensor-core one, at that point). Returns the worst of the four.
+pub fn tensor_core_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
+    let mut worst: Option<KernelCheck> = None;
+    for t in 0..4 {
+        let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+        let check = matmul(gpu, Batching::All(2), (67, 70, 45), &spec, 90 + t as u64)?;
+        if worst
+            .as_ref()
+            .is_none_or(|w| check.worst_ratio > w.worst_ratio)
+        {
+            worst = Some(check);
+        }
+    }
+    Ok(worst.expect("four checks ran"))
 }
 
 fn matmul_bias_act_run<B: Backend>(

@@ -105,7 +105,10 @@ fn f16_matmul_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
 #[test]
 fn matmul_with_f16_inputs_matches_cpu() {
     let Some(g) = gpu() else { return };
-    report("matmul f16 inputs", &f16_matmul_checks(g));
+    let mut checks = f16_matmul_checks(g);
+    // The device-open self-test of the tensor-core kernel, here on whichever kernel runs f16.
+    checks.push(validate::tensor_core_self_test(g).unwrap());
+    report("matmul f16 inputs", &checks);
 }
 
 #[test]
@@ -123,6 +126,11 @@ fn matmul_on_tensor_cores_matches_cpu_where_the_adapter_has_them() {
         ));
         return;
     }
+    assert!(
+        g.uses_tensor_cores(),
+        "the adapter offers tensor cores but shaders/matmul_coop.wgsl failed its self-test: {:?}",
+        g.tensor_core_check()
+    );
     let checks = f16_matmul_checks(g);
     assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
     report("matmul_coop (tensor cores)", &checks);

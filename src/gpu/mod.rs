@@ -64,6 +64,8 @@ impl GpuTensor {
 pub struct GpuBackend {
     rt: Runtime,
     matmul_tile: Option<usize>,
+    tensor_cores: bool,
+    tensor_core_check: Option<crate::validate::KernelCheck>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -214,10 +216,42 @@ impl GpuBackend {
                 "matmul tile {tile}: use 64 or 128"
             )));
         }
-        Ok(GpuBackend {
-            rt: Runtime::new(options)?,
+        let rt = Runtime::new(options)?;
+        let tensor_cores = rt.caps().f16_tensor_cores;
+        let mut gpu = GpuBackend {
+            rt,
             matmul_tile: options.matmul_tile,
-        })
+            tensor_cores,
+            tensor_core_check: None,
+        };
+        if tensor_cores {
+            // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
+            // error, so check the tensor-core kernel once before trusting it with training.
+            let check = crate::validate::tensor_core_self_test(&gpu)?;
+            if !check.passed() {
+                eprintln!(
+                    "cohort: warning: the tensor-core matmul failed its self-test on {} ({}); \
+                     f16 products use the f32 kernel with f16 rounding instead",
+                    gpu.rt.info().name,
+                    check.worst
+                );
+                gpu.tensor_cores = false;
+            }
+            gpu.tensor_core_check = Some(check);
+        }
+        Ok(gpu)
+    }
+
+    /// Whether f16-input matmuls run on the tensor-core kernel (`shaders/matmul_coop.wgsl`): the
+    /// adapter supports it ([`Capabilities::f16_tensor_cores`]) and it passed its self-test.
+    pub fn uses_tensor_cores(&self) -> bool {
+        self.tensor_cores
+    }
+
+    /// The tensor-core kernel's self-test from [`GpuBackend::new`], where the adapter offers
+    /// tensor cores.
+    pub fn tensor_core_check(&self) -> Option<&crate::validate::KernelCheck> {
+        self.tensor_core_check.as_ref()
     }
 
     /// Opens the best GPU, honouring `COHORT_ADAPTER` and `COHORT_HARDWARE_ONLY`.
@@ -238,7 +272,7 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if shader == Shader::MatmulCoop && !self.rt.caps().f16_tensor_cores {
+            if shader == Shader::MatmulCoop && !self.tensor_cores {
                 continue;
             }
             let entries: &[&'static str] = match shader {
@@ -398,7 +432,7 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, pre, spec)?;
         let e = BiasActDims::infer(pre, bias, y)?;
-        if d.f16_inputs && self.rt.caps().f16_tensor_cores {
+        if d.f16_inputs && self.tensor_cores {
             // The tensor-core kernel has no fused epilogue yet.
             self.launch_matmul(&d, spec, [a, b, pre], None)?;
             return self.launch_bias_act("forward", &e, act, &[pre.buf(), bias.buf(), y.buf()]);
@@ -750,7 +784,7 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.map_or(0, |e| e.3))?,
             _pad: [0; 3],
         };
-        let tensor_cores = d.f16_inputs && self.rt.caps().f16_tensor_cores && epilogue.is_none();
+        let tensor_cores = d.f16_inputs && self.tensor_cores && epilogue.is_none();
         let tile = if tensor_cores {
             64
         } else {
