@@ -3,7 +3,13 @@
 #
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
 #         (the word filter leaves out the example: everything staged was 58 MiB, near the 64 MiB carry)
-# There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh
+# There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
+#         PART: tests, matmul, losses, step, torch, train, ab (default: all, in that order). The
+#         whole set may need more than one 10-minute call: e.g. "tests matmul losses" in one and
+#         "step torch train ab" in the next; each call writes its own logs under $OUT. The
+#         ratios printed by "torch" need the cohort.json of the same call; across calls, compare
+#         here afterwards: python3 benches/reference/torch_reference.py --from-json torch.json
+#         --cohort-json cohort.json (no PyTorch needed for that).
 #
 # Writes logs and JSON under $OUT (the device tool's output folder): the test binaries' output
 # (max error per kernel), kernel and step benchmarks, the PyTorch/cuBLAS reference, their ratios,
@@ -25,39 +31,53 @@ run() { # name, command...
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 
-for t in .gpu/bin/test-*; do
-  run "$(basename "$t")" "$t" --nocapture --test-threads 1
-done
-[ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+parts=${*:-tests matmul losses step torch train ab}
+want() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
+
+if want tests; then
+  for t in .gpu/bin/test-*; do
+    run "$(basename "$t")" "$t" --nocapture --test-threads 1
+  done
+  [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+fi
 
 export COHORT_BENCH_JSON="$out/cohort.json"
 shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,1024x1024x256
-COHORT_BENCH_SHAPES=$shapes \
-  run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
-  run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-# The other f32 tile, for the record (its JSON goes to a file of its own).
-COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=64 COHORT_BENCH_JSON="$out/cohort-tile64.json" \
-  run bench-matmul-tile64 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
-  run bench-losses .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2
-COHORT_BENCH_STEPS=tiny,small,large \
-  run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-  run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-
-if python3 -c "import torch" 2>/dev/null; then
+if want matmul; then
+  COHORT_BENCH_SHAPES=$shapes \
+    run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+  COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
+    run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+  # The other f32 tile, for the record (its JSON goes to a file of its own).
+  COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=64 COHORT_BENCH_JSON="$out/cohort-tile64.json" \
+    run bench-matmul-tile64 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+fi
+if want losses; then
+  COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
+    run bench-losses .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2
+fi
+if want step; then
+  COHORT_BENCH_STEPS=tiny,small,large \
+    run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+    run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+fi
+if want torch && python3 -c "import torch" 2>/dev/null; then
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
 fi
-
-if [ -d .gpu/data/mnist10k ]; then
+if want train && [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
   run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
   run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
 fi
-# A/B: wgpu's loop-bounding counters, which cohort leaves out (1.5x on lavapipe's matmul).
-COHORT_LOOP_BOUNDING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding.json" \
-  run bench-step-loop-bounding .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-COHORT_LOOP_BOUNDING=1 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_JSON="$out/cohort-loop-bounding.json" \
-  run bench-matmul-loop-bounding .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3 matmul-gpu/NN
+if want ab; then
+  # wgpu's loop-bounding counters forced on and off everywhere (the default is per kernel).
+  for lb in 1 0; do
+    COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
+      run bench-step-loop-bounding-$lb .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+    COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_LOGITS=2x256x10,4x1024x100 \
+      COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
+      run bench-kernels-loop-bounding-$lb bash -c ".gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN && .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2 losses-gpu"
+  done
+fi
 exit $status
