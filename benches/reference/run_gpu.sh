@@ -48,9 +48,11 @@ if want matmul; then
     run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-  # The other f32 tile, for the record (its JSON goes to a file of its own).
-  COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=64 COHORT_BENCH_JSON="$out/cohort-tile64.json" \
-    run bench-matmul-tile64 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+  # Each f32 tile forced, to check the default's choice (their JSON goes to files of their own).
+  for tile in 64 128; do
+    COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
+      run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
+  done
 fi
 if want losses; then
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \

@@ -16,6 +16,9 @@ use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime};
 use shaders::Shader;
 
+/// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
+const BIG_TILE_MIN_WORKGROUPS: usize = 256;
+
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
 
@@ -752,13 +755,19 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
-    /// The C tile of `matmul.wgsl` for a product: 128×128 (8×8 per thread) when both sides of C
-    /// fill such tiles and the adapter is a real GPU, else 64×64, unless
-    /// [`GpuOptions::matmul_tile`] forces one.
+    /// The C tile of `matmul.wgsl` for a product: 128×128 (8×8 per thread) on a real GPU when C
+    /// has at least [`BIG_TILE_MIN_WORKGROUPS`] such tiles (e.g. 4096² but not 1024² or the
+    /// training shapes), else 64×64, unless [`GpuOptions::matmul_tile`] forces one.
     fn matmul_tile(&self, d: &MatmulDims) -> usize {
         match self.matmul_tile {
             Some(tile) => tile,
-            None if d.m >= 128 && d.n >= 128 && !self.is_software() => 128,
+            // 128-wide tiles only when there are enough of them to keep a large GPU busy (two
+            // per compute unit of a 100+ unit device); smaller products get 4x the workgroups.
+            None if !self.is_software()
+                && d.m.div_ceil(128) * d.n.div_ceil(128) * d.batch >= BIG_TILE_MIN_WORKGROUPS =>
+            {
+                128
+            }
             None => 64,
         }
     }
