@@ -5,8 +5,9 @@
 //
 // Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64 or 128, a pipeline
 // constant the host picks by shape), staging TILE x 16 slices of A and B through workgroup memory;
-// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers, at rows
-// lid.y + 16i and columns lid.x + 16j of the tile, so workgroup-memory reads are conflict-free.
+// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers: runs of four
+// rows (columns) from row 4·lid.y (column 4·lid.x), repeated every 64, so that every
+// workgroup-memory read is a vec4 that neighbouring threads take side by side or share.
 // Any M, N, K >= 1 works:
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
@@ -44,8 +45,13 @@ struct Params {
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
 
-var<workgroup> tile_a: array<f32, TK * TILE>; // [k][m]
-var<workgroup> tile_b: array<f32, TK * TILE>; // [k][n]
+var<workgroup> tile_a: array<vec4<f32>, TK * TILE / 4u>; // [k][m], four m per entry
+var<workgroup> tile_b: array<vec4<f32>, TK * TILE / 4u>; // [k][n], four n per entry
+
+// Row (column) within the tile of this thread's i-th accumulator row (column); t = lid.y (lid.x).
+fn micro_offset(t: u32, i: u32) -> u32 {
+    return (i / 4u) * 64u + t * 4u + i % 4u;
+}
 
 // The value rounded to f16 (core WGSL: no shader-f16 feature needed).
 fn to_f16(v: f32) -> f32 {
@@ -87,7 +93,7 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
 }
 
 // The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, row-major in
-// the first MICRO² entries (rows lid.y + 16i, columns lid.x + 16j of the tile).
+// the first MICRO² entries (rows micro_offset(lid.y, i), columns micro_offset(lid.x, j)).
 fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
@@ -112,7 +118,7 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
                 kk = flat % TK;
                 mm = flat / TK;
             }
-            tile_a[kk * TILE + mm] = load_a(base_a, row0 + mm, k0 + kk);
+            tile_a[(kk * TILE + mm) / 4u][mm % 4u] = load_a(base_a, row0 + mm, k0 + kk);
             var nn: u32;
             if (TRANS_B) {
                 kk = flat % TK;
@@ -121,19 +127,20 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
                 kk = flat / TILE;
                 nn = flat % TILE;
             }
-            tile_b[kk * TILE + nn] = load_b(base_b, k0 + kk, col0 + nn);
+            tile_b[(kk * TILE + nn) / 4u][nn % 4u] = load_b(base_b, k0 + kk, col0 + nn);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var av: array<f32, MAX_MICRO>;
-            var bv: array<f32, MAX_MICRO>;
-            for (var i = 0u; i < MICRO; i++) {
-                av[i] = tile_a[kk * TILE + lid.y + 16u * i];
-                bv[i] = tile_b[kk * TILE + lid.x + 16u * i];
+            var av: array<vec4<f32>, MAX_MICRO / 4u>;
+            var bv: array<vec4<f32>, MAX_MICRO / 4u>;
+            for (var q = 0u; q < MICRO / 4u; q++) {
+                av[q] = tile_a[kk * (TILE / 4u) + q * 16u + lid.y];
+                bv[q] = tile_b[kk * (TILE / 4u) + q * 16u + lid.x];
             }
             for (var i = 0u; i < MICRO; i++) {
+                let a_i = av[i / 4u][i % 4u];
                 for (var j = 0u; j < MICRO; j++) {
-                    acc[i * MICRO + j] = fma(av[i], bv[j], acc[i * MICRO + j]);
+                    acc[i * MICRO + j] = fma(a_i, bv[j / 4u][j % 4u], acc[i * MICRO + j]);
                 }
             }
         }
@@ -161,9 +168,9 @@ fn main(
 ) {
     let acc = tile_product(wg, lid, tid);
     for (var i = 0u; i < MICRO; i++) {
-        let row = wg.y * TILE + lid.y + 16u * i;
+        let row = wg.y * TILE + micro_offset(lid.y, i);
         for (var j = 0u; j < MICRO; j++) {
-            let col = wg.x * TILE + lid.x + 16u * j;
+            let col = wg.x * TILE + micro_offset(lid.x, j);
             if (row < p.m && col < p.n) {
                 store_c(wg.z * p.m * p.n + row * p.n + col, acc[i * MICRO + j]);
             }
@@ -179,9 +186,9 @@ fn main_bias_act(
 ) {
     let acc = tile_product(wg, lid, tid);
     for (var i = 0u; i < MICRO; i++) {
-        let row = wg.y * TILE + lid.y + 16u * i;
+        let row = wg.y * TILE + micro_offset(lid.y, i);
         for (var j = 0u; j < MICRO; j++) {
-            let col = wg.x * TILE + lid.x + 16u * j;
+            let col = wg.x * TILE + micro_offset(lid.x, j);
             if (row < p.m && col < p.n) {
                 let idx = wg.z * p.m * p.n + row * p.n + col;
                 let pre = store_c(idx, acc[i * MICRO + j]);
