@@ -92,6 +92,47 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     return v;
 }
 
+// Where this thread's l-th staged element of a k-slice goes: (k of A, row of A, k of B,
+// column of B) within the tile, TILE / 16 elements per operand per thread, ordered so that
+// neighbouring threads read neighbouring addresses in either storage order.
+fn slice_place(l: u32, tid: u32) -> vec4<u32> {
+    let flat = tid + l * 256u;
+    var place: vec4<u32>;
+    if (TRANS_A) {
+        place.x = flat / TILE;
+        place.y = flat % TILE;
+    } else {
+        place.x = flat % TK;
+        place.y = flat / TK;
+    }
+    if (TRANS_B) {
+        place.z = flat % TK;
+        place.w = flat / TK;
+    } else {
+        place.z = flat / TILE;
+        place.w = flat % TILE;
+    }
+    return place;
+}
+
+// Loads this thread's share of the k-slice starting at k0 into registers.
+fn fetch_slice(
+    next_a: ptr<function, array<f32, MAX_MICRO>>,
+    next_b: ptr<function, array<f32, MAX_MICRO>>,
+    base_a: u32,
+    base_b: u32,
+    row0: u32,
+    col0: u32,
+    k0: u32,
+    tid: u32,
+) {
+    for (var l = 0u; l < TILE / 16u; l++) {
+        let at = slice_place(l, tid);
+        (*next_a)[l] = load_a(base_a, row0 + at.y, k0 + at.x);
+        (*next_b)[l] = load_b(base_b, k0 + at.z, col0 + at.w);
+    }
+}
+
 // The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, row-major in
 // the first MICRO² entries (rows micro_offset(lid.y, i), columns micro_offset(lid.x, j)).
 fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
@@ -102,34 +143,22 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
 
     var acc: array<f32, 64>; // MAX_MICRO², zero-initialised
 
+    // Register double buffering: the next k-slice's operands are loaded from global memory
+    // while the current one is multiplied out of workgroup memory.
+    var next_a: array<f32, MAX_MICRO>;
+    var next_b: array<f32, MAX_MICRO>;
+    fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, 0u, tid);
     let tiles = (p.k + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
-        let k0 = t * TK;
-        // TILE x 16 elements per operand, TILE / 16 per thread, ordered so neighbouring threads
-        // read neighbouring addresses in either storage order.
         for (var l = 0u; l < TILE / 16u; l++) {
-            let flat = tid + l * 256u;
-            var kk: u32;
-            var mm: u32;
-            if (TRANS_A) {
-                kk = flat / TILE;
-                mm = flat % TILE;
-            } else {
-                kk = flat % TK;
-                mm = flat / TK;
-            }
-            tile_a[(kk * TILE + mm) / 4u][mm % 4u] = load_a(base_a, row0 + mm, k0 + kk);
-            var nn: u32;
-            if (TRANS_B) {
-                kk = flat % TK;
-                nn = flat / TK;
-            } else {
-                kk = flat / TILE;
-                nn = flat % TILE;
-            }
-            tile_b[(kk * TILE + nn) / 4u][nn % 4u] = load_b(base_b, k0 + kk, col0 + nn);
+            let at = slice_place(l, tid);
+            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = next_a[l];
+            tile_b[(at.z * TILE + at.w) / 4u][at.w % 4u] = next_b[l];
         }
         workgroupBarrier();
+        if (t + 1u < tiles) {
+            fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, (t + 1u) * TK, tid);
+        }
         for (var kk = 0u; kk < TK; kk++) {
             var av: array<vec4<f32>, MAX_MICRO / 4u>;
             var bv: array<vec4<f32>, MAX_MICRO / 4u>;
