@@ -88,6 +88,19 @@ fn bench_on<B: Backend>(
     let mut trainer = Trainer::new(b, config).expect("trainer");
     let resident = trainer.upload(&data).expect("upload");
     let rows: Vec<usize> = (0..batch).collect();
+    // One step outside the timing: compiles its pipelines and counts how it reaches the GPU.
+    let counts = gpu.map(|g| {
+        trainer.step(&resident, &rows).expect("step");
+        g.finish().expect("finish");
+        let before = g.runtime().work_counts();
+        trainer.step(&resident, &rows).expect("step");
+        g.finish().expect("finish");
+        let after = g.runtime().work_counts();
+        (
+            after.dispatches - before.dispatches,
+            after.submissions - before.submissions,
+        )
+    });
     let mut gpu_times = Vec::new();
     let mut wall_times = Vec::new();
     let mut record_times = Vec::new();
@@ -144,6 +157,8 @@ fn bench_on<B: Backend>(
                 "tflops": flops / best.as_secs_f64() / 1e12,
                 "flops": flops,
                 "clock": if gpu_times.is_empty() { "wall" } else { "gpu timestamps" },
+                "dispatches": counts.map(|c| c.0),
+                "submissions": counts.map(|c| c.1),
             }),
         );
     }
@@ -156,8 +171,11 @@ fn bench_on<B: Backend>(
             )
         })
         .unwrap_or_default();
+    let counts_line = counts
+        .map(|(d, s)| format!(", {d} dispatches in {s} submission(s)"))
+        .unwrap_or_default();
     eprintln!(
-        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms (host recording {:.4} ms) | {} samples | {}",
+        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms (host recording {:.4} ms{counts_line}) | {} samples | {}",
         if mixed_precision() { "mixed" } else { "f32" },
         wall.as_secs_f64() * 1e3,
         record.as_secs_f64() * 1e3,

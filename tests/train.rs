@@ -170,6 +170,37 @@ fn loss_curve<B: Backend>(b: &B, config: TrainConfig, steps: usize) -> Vec<Vec<f
 }
 
 #[test]
+fn a_gpu_step_is_one_submission_with_no_readback() {
+    // Issue 3's contract for the step: forward, losses, backward and update of every peer go to
+    // the GPU as one command submission, and nothing is read back unless metrics are due.
+    if gpu().is_none() {
+        return;
+    }
+    // A device of its own: the shared one also counts the work of tests running alongside.
+    let own = cohort::GpuBackend::from_env().unwrap();
+    let g = &own;
+    let split = digits();
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        let mut t = Trainer::new(g, config("64-32-10,64-16-16-10", 1.0, schedule, 1)).unwrap();
+        let train = t.upload(&split.train).unwrap();
+        let rows: Vec<usize> = (0..64).collect();
+        t.step(&train, &rows).unwrap(); // compiles the pipelines
+        g.finish().unwrap();
+        let before = g.runtime().work_counts();
+        t.step(&train, &rows).unwrap();
+        g.finish().unwrap();
+        let after = g.runtime().work_counts();
+        eprintln!("{schedule:?} step: {before:?} -> {after:?}");
+        assert_eq!(after.submissions - before.submissions, 1, "{schedule:?}");
+        assert_eq!(after.readbacks, before.readbacks, "{schedule:?}");
+        assert!(
+            after.dispatches - before.dispatches >= 10,
+            "{schedule:?}: a whole step of kernels"
+        );
+    }
+}
+
+#[test]
 fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
     let Some(g) = gpu() else { return };
     let mut c = config("2x32", 1.0, Schedule::Simultaneous, 3);

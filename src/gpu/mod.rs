@@ -13,7 +13,7 @@ use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec,
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
 use crate::tensor::{DType, Shape, TensorInfo};
 use runtime::PooledBuffer;
-pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime};
+pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime, WorkCounts};
 use shaders::Shader;
 
 /// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.

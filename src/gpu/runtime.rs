@@ -133,6 +133,18 @@ impl Drop for PooledBuffer {
     }
 }
 
+/// Work sent to the device since it was opened: kernel launches recorded, command submissions and
+/// readbacks to the host. The differences around a piece of work show how it reaches the GPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WorkCounts {
+    /// Kernel launches recorded.
+    pub dispatches: u64,
+    /// `queue.submit` calls.
+    pub submissions: u64,
+    /// Buffers copied back to the host.
+    pub readbacks: u64,
+}
+
 /// Owns the device and everything attached to it.
 pub struct Runtime {
     device: wgpu::Device,
@@ -148,6 +160,7 @@ pub struct Runtime {
     pending: Mutex<Pending>,
     timer: Option<Timer>,
     loop_bounding: Option<bool>,
+    counts: Mutex<WorkCounts>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -310,6 +323,7 @@ impl Runtime {
             pending: Mutex::default(),
             timer,
             loop_bounding: options.loop_bounding,
+            counts: Mutex::default(),
             errors,
             lost,
         })
@@ -631,7 +645,13 @@ impl Runtime {
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        lock(&self.counts).dispatches += 1;
         Ok(())
+    }
+
+    /// Work sent to the device so far.
+    pub fn work_counts(&self) -> WorkCounts {
+        *lock(&self.counts)
     }
 
     /// Submits everything recorded so far (without waiting for it).
@@ -644,6 +664,7 @@ impl Runtime {
                     .write_buffer(&self.params_buffer, 0, &pending.params);
             }
             self.queue.submit([encoder.finish()]);
+            lock(&self.counts).submissions += 1;
         }
         pending.params.clear();
         drop(pending);
@@ -676,6 +697,7 @@ impl Runtime {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        lock(&self.counts).readbacks += 1;
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cohort readback"),
             size: bytes,
