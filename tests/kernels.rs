@@ -212,16 +212,18 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
 }
 
 #[test]
-fn every_kernel_matches_cpu_with_wgpu_loop_bounding_on_and_off() {
+fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     // The other tests run the kernels as cohort ships them: each with or without wgpu's loop
-    // bounding as `Shader::loop_bounding` says. Force it on, then off, for all of them and run the
-    // whole validation suite again: every way must match the CPU twins.
+    // bounding as `Shader::loop_bounding` says, index clamping on. Force loop bounding on, then
+    // off, then also drop the clamping, and run the whole validation suite each way: every way
+    // must match the CPU twins.
     if gpu().is_none() {
         return;
     }
-    for forced in [true, false] {
+    for (forced, unchecked_indexing) in [(true, false), (false, false), (false, true)] {
         let options = cohort::GpuOptions {
             loop_bounding: Some(forced),
+            unchecked_indexing,
             ..cohort::GpuOptions::from_env()
         };
         let g = cohort::GpuBackend::new(&options).unwrap();
@@ -231,7 +233,12 @@ fn every_kernel_matches_cpu_with_wgpu_loop_bounding_on_and_off() {
             "the whole suite: {} checks",
             checks.len()
         );
-        report(&format!("all kernels, loop bounding {forced}"), &checks);
+        report(
+            &format!(
+                "all kernels, loop bounding {forced}, unchecked indexing {unchecked_indexing}"
+            ),
+            &checks,
+        );
     }
 }
 

@@ -81,5 +81,9 @@ if want ab; then
       COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
       run bench-kernels-loop-bounding-$lb bash -c ".gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN && .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2 losses-gpu"
   done
+  # wgpu's index clamping dropped (off by default).
+  COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 \
+    COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
+    run bench-unchecked bash -c ".gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3 && .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN"
 fi
 exit $status

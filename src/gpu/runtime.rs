@@ -30,13 +30,18 @@ pub struct GpuOptions {
     /// row kernels); the others always keep the counters. Bounds checks and division guards stay
     /// on either way; shaders passed to [`Runtime::compile_wgsl`] keep every check.
     pub loop_bounding: Option<bool>,
+    /// Compile cohort's kernels *without* wgpu's index clamping (an experiment: every kernel
+    /// guards its own indices against shapes the host checked before dispatch). Off by default:
+    /// on lavapipe the unchecked kernels were no faster (the matmul 3-6% slower), and a Vulkan
+    /// driver with robust buffer access does the buffer checks itself anyway.
+    pub unchecked_indexing: bool,
 }
 
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
-    /// the matmul tile and `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
-    /// kernel.
+    /// the matmul tile, `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
+    /// kernel and `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping.
     pub fn from_env() -> Self {
         GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
@@ -53,6 +58,7 @@ impl GpuOptions {
                 Ok("0") => Some(false),
                 _ => None,
             },
+            unchecked_indexing: std::env::var("COHORT_UNCHECKED_INDEXING").is_ok_and(|v| v == "1"),
         }
     }
 }
@@ -160,6 +166,7 @@ pub struct Runtime {
     pending: Mutex<Pending>,
     timer: Option<Timer>,
     loop_bounding: Option<bool>,
+    unchecked_indexing: bool,
     counts: Mutex<WorkCounts>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -323,6 +330,7 @@ impl Runtime {
             pending: Mutex::default(),
             timer,
             loop_bounding: options.loop_bounding,
+            unchecked_indexing: options.unchecked_indexing,
             counts: Mutex::default(),
             errors,
             lost,
@@ -521,6 +529,13 @@ impl Runtime {
             // in cohort's kernels counts up to a shape size from the uniform (which the host
             // keeps far below u32::MAX, so the counter cannot wrap) or down to zero by halving.
             checks.force_loop_bounding = self.loop_bounding.unwrap_or(shader.loop_bounding());
+            // SAFETY: turning bounds checks off requires in-range indices. The host checks every
+            // tensor's shape against the op before recording; each kernel then tests its row or
+            // element index against those shapes (loads outside a matrix read an explicit zero,
+            // rows past the last are clamped and not written), indexes workgroup and private
+            // arrays below their constant sizes, and caps peer loops at MAX_PEERS, which the
+            // host enforces.
+            checks.bounds_checks = !self.unchecked_indexing;
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         });
         let pipeline = self
