@@ -19,6 +19,11 @@ override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
 override F16_INPUTS: bool = false; // round A and B to f16, accumulate in f32
 override TILE: u32 = 64u; // 64 or 128: the C tile per workgroup
 override MICRO: u32 = TILE / 16u; // per-thread block: 4 or 8 (derived, never set)
+// Load A (B) from global memory as vec4s along its contiguous axis: the host sets it when that
+// axis's length is a multiple of 4 (K for A as stored [M, K], M for A stored [K, M]; N for B
+// stored [K, N], K for B stored [N, K]), so a vec4 is wholly inside the matrix or wholly outside.
+override VEC_A: bool = false;
+override VEC_B: bool = false;
 
 struct Params {
     m: u32,
@@ -39,8 +44,10 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;     // main_bias_act only
-@group(0) @binding(5) var<storage, read_write> y: array<f32>;  // main_bias_act only
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
+@group(0) @binding(6) var<storage, read> bias: array<f32>;     // main_bias_act only
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;  // main_bias_act only
 
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
@@ -92,30 +99,81 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     return v;
 }
 
-// Where this thread's l-th staged element of a k-slice goes: (k of A, row of A, k of B,
-// column of B) within the tile, TILE / 16 elements per operand per thread, ordered so that
-// neighbouring threads read neighbouring addresses in either storage order.
-fn slice_place(l: u32, tid: u32) -> vec4<u32> {
-    let flat = tid + l * 256u;
-    var place: vec4<u32>;
+// Four consecutive elements of op(A) from row `row`, column (k) `col`: along k as stored [M, K],
+// along rows as stored [K, M]. Zero outside the matrix (VEC_A makes it all or nothing).
+fn load_a4(base: u32, row: u32, col: u32) -> vec4<f32> {
+    if (row >= p.m || col >= p.k) {
+        return vec4<f32>(0.0);
+    }
+    var v: vec4<f32>;
     if (TRANS_A) {
-        place.x = flat / TILE;
-        place.y = flat % TILE;
+        v = a4[(base + col * p.m + row) / 4u];
     } else {
-        place.x = flat % TK;
-        place.y = flat / TK;
+        v = a4[(base + row * p.k + col) / 4u];
     }
-    if (TRANS_B) {
-        place.z = flat % TK;
-        place.w = flat / TK;
-    } else {
-        place.z = flat / TILE;
-        place.w = flat % TILE;
+    if (F16_INPUTS) {
+        v = vec4<f32>(to_f16(v.x), to_f16(v.y), to_f16(v.z), to_f16(v.w));
     }
-    return place;
+    return v;
 }
 
-// Loads this thread's share of the k-slice starting at k0 into registers.
+// Four consecutive elements of op(B) from row (k) `row`, column `col`: along columns as stored
+// [K, N], along k as stored [N, K].
+fn load_b4(base: u32, row: u32, col: u32) -> vec4<f32> {
+    if (row >= p.k || col >= p.n) {
+        return vec4<f32>(0.0);
+    }
+    var v: vec4<f32>;
+    if (TRANS_B) {
+        v = b4[(base + col * p.k + row) / 4u];
+    } else {
+        v = b4[(base + row * p.n + col) / 4u];
+    }
+    if (F16_INPUTS) {
+        v = vec4<f32>(to_f16(v.x), to_f16(v.y), to_f16(v.z), to_f16(v.w));
+    }
+    return v;
+}
+
+// A k-slice of one operand is TILE x 16 elements, staged by the 256 threads in units of one
+// element, or of four along the stored contiguous axis with VEC_A / VEC_B: TILE / 16 or TILE / 64
+// units per thread, ordered so that neighbouring threads read neighbouring addresses.
+fn units(vec: bool) -> u32 {
+    return select(TILE / 16u, TILE / 64u, vec);
+}
+
+// Where unit l of this thread starts in a k-slice: (k, row of op(A)) for A.
+fn place_a(l: u32, tid: u32) -> vec2<u32> {
+    let flat = tid + l * 256u;
+    if (VEC_A) {
+        if (TRANS_A) {
+            return vec2<u32>(flat / (TILE / 4u), (flat % (TILE / 4u)) * 4u);
+        }
+        return vec2<u32>((flat % 4u) * 4u, flat / 4u);
+    }
+    if (TRANS_A) {
+        return vec2<u32>(flat / TILE, flat % TILE);
+    }
+    return vec2<u32>(flat % TK, flat / TK);
+}
+
+// Where unit l of this thread starts in a k-slice: (k, column of op(B)) for B.
+fn place_b(l: u32, tid: u32) -> vec2<u32> {
+    let flat = tid + l * 256u;
+    if (VEC_B) {
+        if (TRANS_B) {
+            return vec2<u32>((flat % 4u) * 4u, flat / 4u);
+        }
+        return vec2<u32>(flat / (TILE / 4u), (flat % (TILE / 4u)) * 4u);
+    }
+    if (TRANS_B) {
+        return vec2<u32>(flat % TK, flat / TK);
+    }
+    return vec2<u32>(flat / TILE, flat % TILE);
+}
+
+// Loads this thread's share of the k-slice starting at k0 into registers (unit l's elements at
+// 4l.. in vec4 mode, at l otherwise).
 fn fetch_slice(
     next_a: ptr<function, array<f32, MAX_MICRO>>,
     next_b: ptr<function, array<f32, MAX_MICRO>>,
@@ -126,10 +184,61 @@ fn fetch_slice(
     k0: u32,
     tid: u32,
 ) {
-    for (var l = 0u; l < TILE / 16u; l++) {
-        let at = slice_place(l, tid);
-        (*next_a)[l] = load_a(base_a, row0 + at.y, k0 + at.x);
-        (*next_b)[l] = load_b(base_b, k0 + at.z, col0 + at.w);
+    for (var l = 0u; l < units(VEC_A); l++) {
+        let at = place_a(l, tid);
+        if (VEC_A) {
+            let v = load_a4(base_a, row0 + at.y, k0 + at.x);
+            for (var e = 0u; e < 4u; e++) {
+                (*next_a)[4u * l + e] = v[e];
+            }
+        } else {
+            (*next_a)[l] = load_a(base_a, row0 + at.y, k0 + at.x);
+        }
+    }
+    for (var l = 0u; l < units(VEC_B); l++) {
+        let at = place_b(l, tid);
+        if (VEC_B) {
+            let v = load_b4(base_b, k0 + at.x, col0 + at.y);
+            for (var e = 0u; e < 4u; e++) {
+                (*next_b)[4u * l + e] = v[e];
+            }
+        } else {
+            (*next_b)[l] = load_b(base_b, k0 + at.x, col0 + at.y);
+        }
+    }
+}
+
+// Writes the registers of fetch_slice into workgroup memory: tile[k][m or n].
+fn store_slice(
+    next_a: ptr<function, array<f32, MAX_MICRO>>,
+    next_b: ptr<function, array<f32, MAX_MICRO>>,
+    tid: u32,
+) {
+    for (var l = 0u; l < units(VEC_A); l++) {
+        let at = place_a(l, tid);
+        if (VEC_A) {
+            for (var e = 0u; e < 4u; e++) {
+                // Four k (stored [M, K]) or four rows (stored [K, M]) from (k, row) = at.
+                let kk = at.x + select(e, 0u, TRANS_A);
+                let mm = at.y + select(0u, e, TRANS_A);
+                tile_a[(kk * TILE + mm) / 4u][mm % 4u] = (*next_a)[4u * l + e];
+            }
+        } else {
+            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next_a)[l];
+        }
+    }
+    for (var l = 0u; l < units(VEC_B); l++) {
+        let at = place_b(l, tid);
+        if (VEC_B) {
+            for (var e = 0u; e < 4u; e++) {
+                // Four columns (stored [K, N]) or four k (stored [N, K]) from (k, column) = at.
+                let kk = at.x + select(0u, e, TRANS_B);
+                let nn = at.y + select(e, 0u, TRANS_B);
+                tile_b[(kk * TILE + nn) / 4u][nn % 4u] = (*next_b)[4u * l + e];
+            }
+        } else {
+            tile_b[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next_b)[l];
+        }
     }
 }
 
@@ -150,11 +259,7 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, 0u, tid);
     let tiles = (p.k + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
-        for (var l = 0u; l < TILE / 16u; l++) {
-            let at = slice_place(l, tid);
-            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = next_a[l];
-            tile_b[(at.z * TILE + at.w) / 4u][at.w % 4u] = next_b[l];
-        }
+        store_slice(&next_a, &next_b, tid);
         workgroupBarrier();
         if (t + 1u < tiles) {
             fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, (t + 1u) * TK, tid);

@@ -43,6 +43,11 @@ fn matmul_matches_cpu_over_shapes_batches_and_transposes() {
         (33, 1, 70),
         (3, 5, 1000),
         (129, 70, 31),
+        // Every side a multiple of 4 but not of the tile: the vec4-load paths with part-filled
+        // tiles, for all transposes.
+        (4, 4, 4),
+        (68, 132, 36),
+        (132, 20, 68),
     ];
     let batchings = [
         Batching::None,
@@ -183,6 +188,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
         (127, 129, 17),
         (128, 128, 128),
         (130, 7, 40),
+        (132, 260, 36),
         (5, 300, 64),
     ]
     .iter()

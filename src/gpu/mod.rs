@@ -16,6 +16,17 @@ use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime, WorkCounts};
 use shaders::Shader;
 
+/// Whether `matmul.wgsl` loads A and B as vec4s: each operand's stored contiguous axis (K or M
+/// for A, N or K for B) and its batch stride are multiples of 4.
+fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
+    let a_axis = if d.trans_a { d.m } else { d.k };
+    let b_axis = if d.trans_b { d.k } else { d.n };
+    (
+        a_axis % 4 == 0 && d.stride_a % 4 == 0,
+        b_axis % 4 == 0 && d.stride_b % 4 == 0,
+    )
+}
+
 /// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
 
@@ -808,6 +819,9 @@ impl GpuBackend {
             ("TRANS_A", d.trans_a as u8 as f64),
             ("TRANS_B", d.trans_b as u8 as f64),
         ];
+        // vec4 loads where the operand's stored contiguous axis is a multiple of 4 (then every
+        // batch stride is too, and a vec4 never straddles the matrix edge).
+        let (vec_a, vec_b) = vec4_loads(d);
         let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
             (Shader::MatmulCoop, &transposes)
         } else {
@@ -818,10 +832,16 @@ impl GpuBackend {
                     transposes[1],
                     ("F16_INPUTS", d.f16_inputs as u8 as f64),
                     ("TILE", tile as f64),
+                    ("VEC_A", vec_a as u8 as f64),
+                    ("VEC_B", vec_b as u8 as f64),
                 ],
             )
         };
         let mut buffers = vec![a.buf(), b.buf(), c.buf()];
+        if !tensor_cores {
+            // `a4` and `b4`: the same buffers, read as vec4s.
+            buffers.extend([a.buf(), b.buf()]);
+        }
         let entry = match epilogue {
             Some((bias, y, _, _)) => {
                 buffers.extend([bias.buf(), y.buf()]);
