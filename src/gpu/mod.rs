@@ -22,8 +22,8 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
     let a_axis = if d.trans_a { d.m } else { d.k };
     let b_axis = if d.trans_b { d.k } else { d.n };
     (
-        a_axis % 4 == 0 && d.stride_a % 4 == 0,
-        b_axis % 4 == 0 && d.stride_b % 4 == 0,
+        a_axis.is_multiple_of(4) && d.stride_a.is_multiple_of(4),
+        b_axis.is_multiple_of(4) && d.stride_b.is_multiple_of(4),
     )
 }
 
