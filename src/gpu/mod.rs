@@ -289,13 +289,7 @@ impl GpuBackend {
             if shader == Shader::MatmulCoop && !self.tensor_cores {
                 continue;
             }
-            let entries: &[&'static str] = match shader {
-                Shader::BiasAct => &["forward", "backward"],
-                Shader::Optimizer => &["sgd", "adam"],
-                Shader::Axpby => &["axpby", "affine"],
-                _ => &["main"],
-            };
-            self.rt.warm_up(shader, entries)?;
+            self.rt.warm_up(shader, shader.entries())?;
         }
         Ok(())
     }

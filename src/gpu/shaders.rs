@@ -61,6 +61,17 @@ impl Shader {
         }
     }
 
+    /// The kernel's entry points.
+    pub fn entries(self) -> &'static [&'static str] {
+        match self {
+            Shader::Matmul => &["main", "main_bias_act"],
+            Shader::BiasAct => &["forward", "backward"],
+            Shader::Optimizer => &["sgd", "adam"],
+            Shader::Axpby => &["axpby", "affine"],
+            _ => &["main"],
+        }
+    }
+
     /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
     pub fn twin(self) -> &'static str {
         match self {
