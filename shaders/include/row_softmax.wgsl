@@ -17,7 +17,8 @@ fn row_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> vec3<u32> {
     return vec3<u32>(min(row, rows - 1u), lid % LANES, u32(row < rows));
 }
 
-fn reduce_max(v: f32, lid: u32) -> f32 {
+// The max (take_max) or the sum of v over this thread's row.
+fn reduce_row(v: f32, lid: u32, take_max: bool) -> f32 {
     if (LANES == 1u) {
         return v;
     }
@@ -26,7 +27,8 @@ fn reduce_max(v: f32, lid: u32) -> f32 {
     workgroupBarrier();
     for (var s = LANES / 2u; s > 0u; s >>= 1u) {
         if (lane < s) {
-            scratch[lid] = max(scratch[lid], scratch[lid + s]);
+            let other = scratch[lid + s];
+            scratch[lid] = select(scratch[lid] + other, max(scratch[lid], other), take_max);
         }
         workgroupBarrier();
     }
@@ -35,22 +37,12 @@ fn reduce_max(v: f32, lid: u32) -> f32 {
     return r;
 }
 
+fn reduce_max(v: f32, lid: u32) -> f32 {
+    return reduce_row(v, lid, true);
+}
+
 fn reduce_sum(v: f32, lid: u32) -> f32 {
-    if (LANES == 1u) {
-        return v;
-    }
-    let lane = lid % LANES;
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            scratch[lid] += scratch[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[lid - lane];
-    workgroupBarrier();
-    return r;
+    return reduce_row(v, lid, false);
 }
 
 // The stable log-sum-exp of z * inv_t over one row (the max is subtracted first, so logits of
