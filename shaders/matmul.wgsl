@@ -1,6 +1,8 @@
 // Batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], op = identity or transpose.
 // Entry `main_bias_act` also writes Y[b] = act(C[b] + bias[b]) in the same pass: the forward of a
-// layer in one dispatch, keeping C (before the bias) for the backward.
+// layer in one dispatch, keeping C (before the bias) for the backward. Entry `main_act_grad`
+// multiplies the product by act'(pre[b] + bias[b]): dX·Wᵀ turned into the previous layer's
+// pre-activation gradient in the same pass.
 // CPU twins: src/cpu/matmul.rs, then src/cpu/bias_act.rs.
 //
 // Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64 or 128, a pipeline
@@ -46,8 +48,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
-@group(0) @binding(6) var<storage, read> bias: array<f32>;     // main_bias_act only
-@group(0) @binding(7) var<storage, read_write> y: array<f32>;  // main_bias_act only
+@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
+@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
+
 
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
@@ -284,13 +287,12 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     return acc;
 }
 
-// C's element (row, col) of this batch entry: alpha·acc (+ beta·C), written back; returns it.
-fn store_c(idx: u32, acc: f32) -> f32 {
+// C's element `idx`: alpha·acc (+ beta·C).
+fn product(idx: u32, acc: f32) -> f32 {
     var value = p.alpha * acc;
     if (p.beta != 0.0) {
         value += p.beta * c[idx];
     }
-    c[idx] = value;
     return value;
 }
 
@@ -306,7 +308,32 @@ fn main(
         for (var j = 0u; j < MICRO; j++) {
             let col = wg.x * TILE + micro_offset(lid.x, j);
             if (row < p.m && col < p.n) {
-                store_c(wg.z * p.m * p.n + row * p.n + col, acc[i * MICRO + j]);
+                let idx = wg.z * p.m * p.n + row * p.n + col;
+                c[idx] = product(idx, acc[i * MICRO + j]);
+            }
+        }
+    }
+}
+
+// The fused epilogues (they alone touch `bias` and `aux`, so plain products need not bind them).
+const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
+const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
+
+fn write_with_epilogue(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>, epilogue: u32) {
+    for (var i = 0u; i < MICRO; i++) {
+        let row = wg.y * TILE + micro_offset(lid.y, i);
+        for (var j = 0u; j < MICRO; j++) {
+            let col = wg.x * TILE + micro_offset(lid.x, j);
+            if (row < p.m && col < p.n) {
+                let idx = wg.z * p.m * p.n + row * p.n + col;
+                let value = product(idx, acc[i * MICRO + j]);
+                let b = bias[wg.z * p.bias_stride + col];
+                if (epilogue == ACT_GRAD) {
+                    c[idx] = value * derivative(aux[idx] + b, p.act);
+                } else {
+                    c[idx] = value;
+                    aux[idx] = activate(value + b, p.act);
+                }
             }
         }
     }
@@ -318,16 +345,14 @@ fn main_bias_act(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    let acc = tile_product(wg, lid, tid);
-    for (var i = 0u; i < MICRO; i++) {
-        let row = wg.y * TILE + micro_offset(lid.y, i);
-        for (var j = 0u; j < MICRO; j++) {
-            let col = wg.x * TILE + micro_offset(lid.x, j);
-            if (row < p.m && col < p.n) {
-                let idx = wg.z * p.m * p.n + row * p.n + col;
-                let pre = store_c(idx, acc[i * MICRO + j]);
-                y[idx] = activate(pre + bias[wg.z * p.bias_stride + col], p.act);
-            }
-        }
-    }
+    write_with_epilogue(wg, lid, tile_product(wg, lid, tid), BIAS_ACT);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main_act_grad(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    write_with_epilogue(wg, lid, tile_product(wg, lid, tid), ACT_GRAD);
 }

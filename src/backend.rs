@@ -64,6 +64,25 @@ pub trait Backend {
         self.matmul(a, b, pre, spec)?;
         self.bias_act(pre, bias, y, act)
     }
+    /// The backward through a hidden layer: `dpre = (alpha·op(A)·op(B)) ⊙ act'(pre + bias)`, i.e.
+    /// the product `dY·Wᵀ` turned into the gradient of the previous layer's pre-activation
+    /// (`pre` and `bias` as in [`Backend::matmul_bias_act`]). Backends may fuse the two into one
+    /// pass (the GPU does); the default runs them in turn through a temporary.
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_act_grad(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        pre: &Self::Tensor,
+        bias: &Self::Tensor,
+        dpre: &mut Self::Tensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        let mut dact = self.zeros(dpre.shape().dims(), DType::F32)?;
+        self.matmul(a, b, &mut dact, spec)?;
+        self.bias_act_backward(pre, bias, &dact, dpre, act)
+    }
     /// `y = act(x + bias)` for `x` `[R, H]` or `[G, R, H]`, bias `[H]` or `[G, H]`.
     fn bias_act(
         &self,

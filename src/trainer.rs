@@ -42,7 +42,7 @@ struct Group<T> {
 struct GroupBuffers<T> {
     pre: Vec<T>,
     act: Vec<T>,
-    dact: Vec<T>,
+    /// Gradients of the hidden layers' pre-activations.
     dpre: Vec<T>,
     /// The group's logits and their gradient; `None` when the group is the whole cohort and
     /// writes the stacked buffers directly.
@@ -356,10 +356,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     .iter()
                     .map(|&w| f32z(&[n, rows, w]))
                     .collect::<Result<_>>()?,
-                dact: hidden
-                    .iter()
-                    .map(|&w| f32z(&[n, rows, w]))
-                    .collect::<Result<_>>()?,
                 dpre: hidden
                     .iter()
                     .map(|&w| f32z(&[n, rows, w]))
@@ -458,25 +454,21 @@ impl<'b, B: Backend> Trainer<'b, B> {
             }
         }
         let last = group.layers.len() - 1;
+        let act = group.spec.activation;
         for l in (0..=last).rev() {
-            let layer = &mut group.layers[l];
-            if l < last {
-                b.bias_act_backward(
-                    &gb.pre[l],
-                    &layer.b,
-                    &gb.dact[l],
-                    &mut gb.dpre[l],
-                    group.spec.activation,
-                )?;
-            }
+            // Layer l's pre-activation gradient: the stacked logits' for the last layer, else
+            // written by layer l + 1's fused dX pass below.
+            let (below, from_l) = gb.dpre.split_at_mut(l.min(last));
             let dpre = if l < last {
-                &gb.dpre[l]
+                &from_l[0]
             } else {
                 match &gb.logits {
                     Some((_, d)) => d,
                     None => dstacked,
                 }
             };
+            let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
+            let layer = &mut upper_layers[0];
             b.reduce_sum(dpre, 1, &mut layer.db, 1.0, false)?;
             let input = if l == 0 { x } else { &gb.act[l - 1] };
             b.matmul(
@@ -486,11 +478,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 &MatmulSpec::new(true, false).f16(dims.f16),
             )?;
             if l > 0 {
-                b.matmul(
+                // dX = dpre·Wᵀ, through the activation of layer l − 1 in the same pass (before
+                // that layer's bias is updated).
+                b.matmul_act_grad(
                     dpre,
                     &layer.w,
-                    &mut gb.dact[l - 1],
+                    &gb.pre[l - 1],
+                    &lower_layers[l - 1].b,
+                    &mut below[l - 1],
                     &MatmulSpec::new(false, true).f16(dims.f16),
+                    act,
                 )?;
             }
             b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;

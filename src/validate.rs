@@ -314,6 +314,47 @@ pub fn matmul_bias_act(
     .relative("y", &y, &cy, RTOL, 1.2 * bound))
 }
 
+fn matmul_act_grad_run<B: Backend>(
+    b: &B,
+    batch: usize,
+    dims: (usize, usize, usize),
+    act: Activation,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let (m, n, k) = dims;
+    // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
+    // transposed), then the gradient through act at the forward's pre-activation.
+    let dy = b.tensor(&[batch, m, k], &uniform(seed, batch * m * k, -1.0, 1.0))?;
+    let w = b.tensor(&[batch, n, k], &uniform(seed + 1, batch * n * k, -1.0, 1.0))?;
+    let pre = b.tensor(&[batch, m, n], &uniform(seed + 2, batch * m * n, -3.0, 3.0))?;
+    let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
+    let mut dpre = b.zeros(&[batch, m, n], DType::F32)?;
+    let spec = MatmulSpec::new(false, true);
+    b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
+    b.read(&dpre)
+}
+
+/// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)` against the twins run one
+/// after the other.
+pub fn matmul_act_grad(
+    gpu: &GpuBackend,
+    batch: usize,
+    dims: (usize, usize, usize),
+    act: Activation,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let got = matmul_act_grad_run(gpu, batch, dims, act, seed)?;
+    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, seed)?;
+    // The product's bound (see matmul_bias_act) times the largest slope (GELU's, ~1.13), plus the
+    // derivative's own relative tolerance.
+    let bound = 1.2 * (dims.2 as f64 + 2.0) * 2f64.powi(-23) * dims.2 as f64;
+    Ok(KernelCheck::new(
+        "matmul_act_grad",
+        format!("{batch}x{}x{}x{} {act:?}", dims.0, dims.1, dims.2),
+    )
+    .relative("dpre", &got, &want, RTOL, bound))
+}
+
 fn bias_act_run<B: Backend>(
     b: &B,
     shape: &[usize],
@@ -729,6 +770,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         Activation::Tanh,
     ] {
         out.push(matmul_bias_act(gpu, 2, (65, 70, 100), true, act, 30)?);
+        out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, 40)?);
     }
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);

@@ -171,6 +171,31 @@ fn fused_matmul_bias_activation_matches_the_twins_in_turn() {
 }
 
 #[test]
+fn fused_matmul_activation_gradient_matches_the_twins_in_turn() {
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for act in [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Tanh,
+    ] {
+        for (i, &(batch, dims)) in [
+            (1, (1, 1, 1)),
+            (2, (7, 13, 29)),
+            (3, (65, 63, 64)),
+            (2, (64, 132, 10)),
+        ]
+        .iter()
+        .enumerate()
+        {
+            checks.push(validate::matmul_act_grad(g, batch, dims, act, 50 + i as u64).unwrap());
+        }
+    }
+    report("matmul_act_grad", &checks);
+}
+
+#[test]
 fn matmul_with_128_wide_tiles_matches_cpu() {
     // The 128×128 variant is what real GPUs get for large products; force it here, on a backend
     // of its own, so CI (whose software adapter always gets 64×64) checks it too.
@@ -209,6 +234,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
     }
     checks
         .push(validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, 3).unwrap());
+    checks.push(validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, 4).unwrap());
     report("matmul 128x128 tiles", &checks);
     assert!(cohort::GpuBackend::new(&cohort::GpuOptions {
         matmul_tile: Some(96),

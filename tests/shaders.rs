@@ -184,6 +184,6 @@ fn every_kernel_variant_compiles_to_spirv() {
         }
     }
     eprintln!("{written} SPIR-V modules written");
-    // 2 loop-bounding settings × (128 matmul + 4 coop + 21 row-kernel + 9 other) variants.
-    assert_eq!(written, 2 * (128 + 4 + 21 + 9));
+    // 2 loop-bounding settings × (192 matmul + 4 coop + 21 row-kernel + 9 other) variants.
+    assert_eq!(written, 2 * (192 + 4 + 21 + 9));
 }

@@ -16,6 +16,40 @@ use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime, WorkCounts};
 use shaders::Shader;
 
+/// A matmul's fused epilogue (`matmul.wgsl`'s `main_bias_act` and `main_act_grad`).
+enum Epilogue<'t> {
+    /// `y = act(C + bias)`: a layer's forward.
+    BiasAct {
+        bias: &'t GpuTensor,
+        y: &'t GpuTensor,
+        act: Activation,
+        bias_stride: usize,
+    },
+    /// `C ⊙= act'(pre + bias)`: a hidden layer's backward.
+    ActGrad {
+        bias: &'t GpuTensor,
+        pre: &'t GpuTensor,
+        act: Activation,
+        bias_stride: usize,
+    },
+}
+
+impl Epilogue<'_> {
+    fn act(&self) -> Activation {
+        match self {
+            Epilogue::BiasAct { act, .. } | Epilogue::ActGrad { act, .. } => *act,
+        }
+    }
+
+    fn bias_stride(&self) -> usize {
+        match self {
+            Epilogue::BiasAct { bias_stride, .. } | Epilogue::ActGrad { bias_stride, .. } => {
+                *bias_stride
+            }
+        }
+    }
+}
+
 /// Whether `matmul.wgsl` loads A and B as vec4s: each operand's stored contiguous axis (K or M
 /// for A, N or K for B) and its batch stride are multiples of 4.
 fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
@@ -445,7 +479,51 @@ impl Backend for GpuBackend {
             self.launch_matmul(&d, spec, [a, b, pre], None)?;
             return self.launch_bias_act("forward", &e, act, &[pre.buf(), bias.buf(), y.buf()]);
         }
-        self.launch_matmul(&d, spec, [a, b, pre], Some((bias, y, act, e.bias_stride)))
+        self.launch_matmul(
+            &d,
+            spec,
+            [a, b, pre],
+            Some(Epilogue::BiasAct {
+                bias,
+                y,
+                act,
+                bias_stride: e.bias_stride,
+            }),
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_act_grad(
+        &self,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        pre: &GpuTensor,
+        bias: &GpuTensor,
+        dpre: &mut GpuTensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        let d = MatmulDims::infer(a, b, dpre, spec)?;
+        let e = BiasActDims::infer(pre, bias, dpre)?;
+        if d.f16_inputs && self.tensor_cores {
+            // The tensor-core kernel has no fused epilogue yet: product, then the backward.
+            // (The temporary goes back to the pool when dropped; later users are recorded
+            // after these kernels, so they cannot overtake them.)
+            let dact = self.zeros(dpre.shape().dims(), DType::F32)?;
+            self.launch_matmul(&d, spec, [a, b, &dact], None)?;
+            return self.bias_act_backward(pre, bias, &dact, dpre, act);
+        }
+        self.launch_matmul(
+            &d,
+            spec,
+            [a, b, dpre],
+            Some(Epilogue::ActGrad {
+                bias,
+                pre,
+                act,
+                bias_stride: e.bias_stride,
+            }),
+        )
     }
 
     fn bias_act(
@@ -777,13 +855,13 @@ impl GpuBackend {
         }
     }
 
-    /// Records a matmul, optionally with the fused `y = act(C + bias)` epilogue.
+    /// Records a matmul, optionally with a fused epilogue.
     fn launch_matmul(
         &self,
         d: &MatmulDims,
         spec: &MatmulSpec,
         [a, b, c]: [&GpuTensor; 3],
-        epilogue: Option<(&GpuTensor, &GpuTensor, Activation, usize)>,
+        epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
         const OP: &str = "matmul";
         let params = MatmulParams {
@@ -794,8 +872,8 @@ impl GpuBackend {
             stride_b: u32_of(OP, d.stride_b)?,
             alpha: spec.alpha,
             beta: spec.beta,
-            act: epilogue.map_or(0, |e| e.2.code()),
-            bias_stride: u32_of(OP, epilogue.map_or(0, |e| e.3))?,
+            act: epilogue.as_ref().map_or(0, |e| e.act().code()),
+            bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, Epilogue::bias_stride))?,
             _pad: [0; 3],
         };
         let tensor_cores = d.f16_inputs && self.tensor_cores && epilogue.is_none();
@@ -837,9 +915,13 @@ impl GpuBackend {
             buffers.extend([a.buf(), b.buf()]);
         }
         let entry = match epilogue {
-            Some((bias, y, _, _)) => {
+            Some(Epilogue::BiasAct { bias, y, .. }) => {
                 buffers.extend([bias.buf(), y.buf()]);
                 "main_bias_act"
+            }
+            Some(Epilogue::ActGrad { bias, pre, .. }) => {
+                buffers.extend([bias.buf(), pre.buf()]);
+                "main_act_grad"
             }
             None => "main",
         };

@@ -64,7 +64,7 @@ impl Shader {
     /// The kernel's entry points.
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Shader::Matmul => &["main", "main_bias_act"],
+            Shader::Matmul => &["main", "main_bias_act", "main_act_grad"],
             Shader::BiasAct => &["forward", "backward"],
             Shader::Optimizer => &["sgd", "adam"],
             Shader::Axpby => &["axpby", "affine"],
