@@ -161,16 +161,7 @@ fn main() -> ExitCode {
             Ok(Device::Cpu(c)) => compare(&c, &train, seeds),
             Err(e) => Err(e),
         },
-        Command::Devices => {
-            let list = cohort::gpu::list_adapters();
-            if list.is_empty() {
-                println!("no Vulkan, Metal or DX12 adapter found; cohort will use the CPU backend");
-            }
-            for a in list {
-                println!("{a}");
-            }
-            Ok(())
-        }
+        Command::Devices => devices(),
         Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
     };
     match result {
@@ -531,6 +522,47 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     println!("{:<28}", "test cross-entropy");
     for (k, model) in models.iter().enumerate() {
         row(format!("peer {k} ({model})"), &loss, k, 1.0);
+    }
+    Ok(())
+}
+
+/// Lists the adapters, then what cohort would use by default and what it can do there.
+fn devices() -> Result<()> {
+    let list = cohort::gpu::list_adapters();
+    if list.is_empty() {
+        println!("no Vulkan, Metal or DX12 adapter found; cohort will use the CPU backend");
+        return Ok(());
+    }
+    for a in list {
+        println!("{a}");
+    }
+    match GpuBackend::from_env() {
+        Ok(g) => {
+            let c = g.runtime().caps();
+            println!("\nchosen: {}", g.describe());
+            println!(
+                "  subgroups {}, shader f16 {}, timestamp queries {}, cooperative matrix configs {}",
+                c.subgroup,
+                c.shader_f16,
+                c.timestamp_query,
+                c.cooperative_matrix.len()
+            );
+            println!(
+                "  f16 tensor cores for mixed precision: {}",
+                if g.uses_tensor_cores() {
+                    "yes (self-test passed)"
+                } else if c.f16_tensor_cores {
+                    "offered, but the self-test failed (see `cohort check`)"
+                } else {
+                    "no"
+                }
+            );
+            println!(
+                "  largest storage binding {} MiB",
+                c.max_storage_binding >> 20
+            );
+        }
+        Err(e) => println!("\nno usable GPU ({e}); cohort will use the CPU backend"),
     }
     Ok(())
 }
