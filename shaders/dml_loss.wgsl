@@ -29,12 +29,8 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> kl_rows: array<f32>;
 @group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
+// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
 // peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
-
-fn at(peer: u32, row: u32, k: u32) -> u32 {
-    return (peer * p.rows + row) * p.classes + k;
-}
 
 @compute @workgroup_size(64)
 fn main(

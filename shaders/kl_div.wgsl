@@ -22,12 +22,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
+// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
 // peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
-
-fn at(peer: u32, row: u32, k: u32) -> u32 {
-    return (peer * p.rows + row) * p.classes + k;
-}
 
 @compute @workgroup_size(64)
 fn main(

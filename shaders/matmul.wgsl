@@ -63,79 +63,62 @@ fn micro_offset(t: u32, i: u32) -> u32 {
     return (i / 4u) * 64u + t * 4u + i % 4u;
 }
 
-// The value rounded to f16 (core WGSL: no shader-f16 feature needed).
-fn to_f16(v: f32) -> f32 {
-    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+// The values rounded to f16 when F16_INPUTS (core WGSL: no shader-f16 feature needed).
+fn input_rounding(v: vec4<f32>) -> vec4<f32> {
+    if (!F16_INPUTS) {
+        return v;
+    }
+    return vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
 }
 
+// Where element (row of op(A), k) is in `a`.
+fn a_at(base: u32, row: u32, col: u32) -> u32 {
+    if (TRANS_A) {
+        return base + col * p.m + row;
+    }
+    return base + row * p.k + col;
+}
+
+// Where element (k, column of op(B)) is in `b`.
+fn b_at(base: u32, row: u32, col: u32) -> u32 {
+    if (TRANS_B) {
+        return base + col * p.k + row;
+    }
+    return base + row * p.n + col;
+}
+
+// Element (row, k) of op(A); zero outside the matrix.
 fn load_a(base: u32, row: u32, col: u32) -> f32 {
-    // Element (row of op(A), col = k index).
     if (row >= p.m || col >= p.k) {
         return 0.0;
     }
-    var v: f32;
-    if (TRANS_A) {
-        v = a[base + col * p.m + row];
-    } else {
-        v = a[base + row * p.k + col];
-    }
-    if (F16_INPUTS) {
-        v = to_f16(v);
-    }
-    return v;
+    return input_rounding(vec4<f32>(a[a_at(base, row, col)])).x;
 }
 
+// Element (k, column) of op(B); zero outside the matrix.
 fn load_b(base: u32, row: u32, col: u32) -> f32 {
-    // Element (row = k index, col of op(B)).
     if (row >= p.k || col >= p.n) {
         return 0.0;
     }
-    var v: f32;
-    if (TRANS_B) {
-        v = b[base + col * p.k + row];
-    } else {
-        v = b[base + row * p.n + col];
-    }
-    if (F16_INPUTS) {
-        v = to_f16(v);
-    }
-    return v;
+    return input_rounding(vec4<f32>(b[b_at(base, row, col)])).x;
 }
 
-// Four consecutive elements of op(A) from row `row`, column (k) `col`: along k as stored [M, K],
-// along rows as stored [K, M]. Zero outside the matrix (VEC_A makes it all or nothing).
+// Four consecutive elements of op(A) from (row, k): along k as stored [M, K], along rows as
+// stored [K, M]. Zero outside the matrix (VEC_A makes it all or nothing).
 fn load_a4(base: u32, row: u32, col: u32) -> vec4<f32> {
     if (row >= p.m || col >= p.k) {
         return vec4<f32>(0.0);
     }
-    var v: vec4<f32>;
-    if (TRANS_A) {
-        v = a4[(base + col * p.m + row) / 4u];
-    } else {
-        v = a4[(base + row * p.k + col) / 4u];
-    }
-    if (F16_INPUTS) {
-        v = vec4<f32>(to_f16(v.x), to_f16(v.y), to_f16(v.z), to_f16(v.w));
-    }
-    return v;
+    return input_rounding(a4[a_at(base, row, col) / 4u]);
 }
 
-// Four consecutive elements of op(B) from row (k) `row`, column `col`: along columns as stored
-// [K, N], along k as stored [N, K].
+// Four consecutive elements of op(B) from (k, column): along columns as stored [K, N], along k
+// as stored [N, K].
 fn load_b4(base: u32, row: u32, col: u32) -> vec4<f32> {
     if (row >= p.k || col >= p.n) {
         return vec4<f32>(0.0);
     }
-    var v: vec4<f32>;
-    if (TRANS_B) {
-        v = b4[(base + col * p.k + row) / 4u];
-    } else {
-        v = b4[(base + row * p.n + col) / 4u];
-    }
-    if (F16_INPUTS) {
-        v = vec4<f32>(to_f16(v.x), to_f16(v.y), to_f16(v.z), to_f16(v.w));
-    }
-    return v;
+    return input_rounding(b4[b_at(base, row, col) / 4u]);
 }
 
 // A k-slice of one operand is TILE x 16 elements, staged by the 256 threads in units of one
@@ -287,6 +270,14 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     return acc;
 }
 
+// Where accumulator e (row-major in the thread's MICRO x MICRO block) goes in C: (index, whether
+// it is inside C).
+fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
+    let row = wg.y * TILE + micro_offset(lid.y, e / MICRO);
+    let col = wg.x * TILE + micro_offset(lid.x, e % MICRO);
+    return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
+}
+
 // C's element `idx`: alpha·acc (+ beta·C).
 fn product(idx: u32, acc: f32) -> f32 {
     var value = p.alpha * acc;
@@ -303,14 +294,10 @@ fn main(
     @builtin(local_invocation_index) tid: u32,
 ) {
     let acc = tile_product(wg, lid, tid);
-    for (var i = 0u; i < MICRO; i++) {
-        let row = wg.y * TILE + micro_offset(lid.y, i);
-        for (var j = 0u; j < MICRO; j++) {
-            let col = wg.x * TILE + micro_offset(lid.x, j);
-            if (row < p.m && col < p.n) {
-                let idx = wg.z * p.m * p.n + row * p.n + col;
-                c[idx] = product(idx, acc[i * MICRO + j]);
-            }
+    for (var e = 0u; e < MICRO * MICRO; e++) {
+        let at = c_place(wg, lid, e);
+        if (at.y != 0u) {
+            c[at.x] = product(at.x, acc[e]);
         }
     }
 }
@@ -320,20 +307,17 @@ const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a laye
 const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
 
 fn write_with_epilogue(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>, epilogue: u32) {
-    for (var i = 0u; i < MICRO; i++) {
-        let row = wg.y * TILE + micro_offset(lid.y, i);
-        for (var j = 0u; j < MICRO; j++) {
-            let col = wg.x * TILE + micro_offset(lid.x, j);
-            if (row < p.m && col < p.n) {
-                let idx = wg.z * p.m * p.n + row * p.n + col;
-                let value = product(idx, acc[i * MICRO + j]);
-                let b = bias[wg.z * p.bias_stride + col];
-                if (epilogue == ACT_GRAD) {
-                    c[idx] = value * derivative(aux[idx] + b, p.act);
-                } else {
-                    c[idx] = value;
-                    aux[idx] = activate(value + b, p.act);
-                }
+    for (var e = 0u; e < MICRO * MICRO; e++) {
+        let at = c_place(wg, lid, e);
+        if (at.y != 0u) {
+            let idx = at.x;
+            let value = product(idx, acc[e]);
+            let b = bias[wg.z * p.bias_stride + idx % p.n];
+            if (epilogue == ACT_GRAD) {
+                c[idx] = value * derivative(aux[idx] + b, p.act);
+            } else {
+                c[idx] = value;
+                aux[idx] = activate(value + b, p.act);
             }
         }
     }

@@ -22,11 +22,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
-
-fn at(group: u32, row: u32, k: u32) -> u32 {
-    return (group * p.rows + row) * p.classes + k;
-}
+// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
 
 @compute @workgroup_size(64)
 fn main(

@@ -3,7 +3,7 @@
 // The peer side of the mutual-learning KL term. The including kernel's uniform `p` has `peers`.
 
 const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for these kernels
-var<private> peer_lse: array<f32, 32>; // lse(z_j / T) of this thread's row, per peer j
+var<private> peer_lse: array<f32, MAX_PEERS>; // lse(z_j / T) of this thread's row, per peer j
 
 // Fills peer_lse for every peer of this row.
 fn fill_peer_lse(row: u32, inv_t: f32, lid: u32) {

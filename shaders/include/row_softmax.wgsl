@@ -3,13 +3,18 @@
 // A 64-thread workgroup handles WG / LANES rows of stacked logits [P, B, C], LANES threads per
 // row. LANES (a power of two, 1 to 64) is a pipeline constant the host picks from C: one thread
 // per row for a few classes, the whole workgroup for many. The including kernel declares
-// `logits: array<f32>`, a uniform `p` with `rows` and `classes`, and `fn at(peer, row, k) -> u32`.
+// `logits: array<f32>` and a uniform `p` with `rows` and `classes`.
 // Every thread must call the reductions (uniform control flow, so threads past the last row work
 // on a clamped row and only skip their writes); each thread gets its own row's result.
 
 override LANES: u32 = 64u;
 const WG: u32 = 64u;
 var<workgroup> scratch: array<f32, 64>;
+
+// Index of class k in row `row` of peer (or group) `peer` of the stacked [P, B, C] logits.
+fn at(peer: u32, row: u32, k: u32) -> u32 {
+    return (peer * p.rows + row) * p.classes + k;
+}
 
 // This thread's place: (row, lane, whether the row exists), for `rows` rows in all.
 fn row_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> vec3<u32> {
