@@ -526,6 +526,18 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     Ok(())
 }
 
+/// Whether f16 products (mixed precision) run on tensor cores here, and why not.
+fn tensor_core_status(gpu: &GpuBackend) -> String {
+    match gpu.tensor_core_check() {
+        Some(c) if c.passed() => "yes (self-test passed)".into(),
+        Some(c) => format!(
+            "offered but OFF, the self-test failed at {}; the f32 kernel rounds to f16 instead",
+            c.worst
+        ),
+        None => "not offered by this adapter; the f32 kernel rounds to f16 instead".into(),
+    }
+}
+
 /// Lists the adapters, then what cohort would use by default and what it can do there.
 fn devices() -> Result<()> {
     let list = cohort::gpu::list_adapters();
@@ -549,13 +561,7 @@ fn devices() -> Result<()> {
             );
             println!(
                 "  f16 tensor cores for mixed precision: {}",
-                if g.uses_tensor_cores() {
-                    "yes (self-test passed)"
-                } else if c.f16_tensor_cores {
-                    "offered, but the self-test failed (see `cohort check`)"
-                } else {
-                    "no"
-                }
+                tensor_core_status(&g)
             );
             println!(
                 "  largest storage binding {} MiB",
@@ -572,16 +578,10 @@ fn check(gpu: &GpuBackend) -> Result<()> {
         "checking every kernel on {} against the CPU reference",
         gpu.describe()
     );
-    match gpu.tensor_core_check() {
-        Some(c) if c.passed() => println!("tensor cores: in use (self-test passed)"),
-        Some(c) => println!(
-            "tensor cores: offered but OFF, self-test failed at {}",
-            c.worst
-        ),
-        None => {
-            println!("tensor cores: not offered by this adapter; f16 products use the f32 kernel")
-        }
-    }
+    println!(
+        "f16 tensor cores for mixed precision: {}",
+        tensor_core_status(gpu)
+    );
     let mut failed = 0;
     for c in cohort::validate::run_all(gpu)? {
         println!(

@@ -219,7 +219,7 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(550);
+    let (left, right) = root.split_horizontally(PLOT_SIZE.0 / 2);
     let epochs = reports.len() as f64;
     let peers = reports[0].peers.len();
     let label = |i: usize| format!("peer {i} ({})", models.get(i).cloned().unwrap_or_default());

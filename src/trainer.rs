@@ -458,7 +458,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         for l in (0..=last).rev() {
             // Layer l's pre-activation gradient: the stacked logits' for the last layer, else
             // written by layer l + 1's fused dX pass below.
-            let (below, from_l) = gb.dpre.split_at_mut(l.min(last));
+            let (below, from_l) = gb.dpre.split_at_mut(l);
             let dpre = if l < last {
                 &from_l[0]
             } else {

@@ -16,38 +16,15 @@ use runtime::PooledBuffer;
 pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime, WorkCounts};
 use shaders::Shader;
 
-/// A matmul's fused epilogue (`matmul.wgsl`'s `main_bias_act` and `main_act_grad`).
-enum Epilogue<'t> {
-    /// `y = act(C + bias)`: a layer's forward.
-    BiasAct {
-        bias: &'t GpuTensor,
-        y: &'t GpuTensor,
-        act: Activation,
-        bias_stride: usize,
-    },
-    /// `C ⊙= act'(pre + bias)`: a hidden layer's backward.
-    ActGrad {
-        bias: &'t GpuTensor,
-        pre: &'t GpuTensor,
-        act: Activation,
-        bias_stride: usize,
-    },
-}
-
-impl Epilogue<'_> {
-    fn act(&self) -> Activation {
-        match self {
-            Epilogue::BiasAct { act, .. } | Epilogue::ActGrad { act, .. } => *act,
-        }
-    }
-
-    fn bias_stride(&self) -> usize {
-        match self {
-            Epilogue::BiasAct { bias_stride, .. } | Epilogue::ActGrad { bias_stride, .. } => {
-                *bias_stride
-            }
-        }
-    }
+/// A matmul's fused epilogue: `matmul.wgsl`'s `main_bias_act` (`aux = y = act(C + bias)`, a
+/// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
+/// layer's backward).
+struct Epilogue<'t> {
+    entry: &'static str,
+    bias: &'t GpuTensor,
+    aux: &'t GpuTensor,
+    act: Activation,
+    bias_stride: usize,
 }
 
 /// Whether `matmul.wgsl` loads A and B as vec4s: each operand's stored contiguous axis (K or M
@@ -476,16 +453,16 @@ impl Backend for GpuBackend {
         let e = BiasActDims::infer(pre, bias, y)?;
         if d.f16_inputs && self.tensor_cores {
             // The tensor-core kernel has no fused epilogue yet.
-            self.launch_matmul(&d, spec, [a, b, pre], None)?;
-            return self.launch_bias_act("forward", &e, act, &[pre.buf(), bias.buf(), y.buf()]);
+            return crate::backend::unfused_matmul_bias_act(self, a, b, bias, pre, y, spec, act);
         }
         self.launch_matmul(
             &d,
             spec,
             [a, b, pre],
-            Some(Epilogue::BiasAct {
+            Some(Epilogue {
+                entry: "main_bias_act",
                 bias,
-                y,
+                aux: y,
                 act,
                 bias_stride: e.bias_stride,
             }),
@@ -506,20 +483,19 @@ impl Backend for GpuBackend {
         let d = MatmulDims::infer(a, b, dpre, spec)?;
         let e = BiasActDims::infer(pre, bias, dpre)?;
         if d.f16_inputs && self.tensor_cores {
-            // The tensor-core kernel has no fused epilogue yet: product, then the backward.
-            // (The temporary goes back to the pool when dropped; later users are recorded
-            // after these kernels, so they cannot overtake them.)
-            let dact = self.zeros(dpre.shape().dims(), DType::F32)?;
-            self.launch_matmul(&d, spec, [a, b, &dact], None)?;
-            return self.bias_act_backward(pre, bias, &dact, dpre, act);
+            // The tensor-core kernel has no fused epilogue yet. (The temporary this uses goes
+            // back to the pool when dropped; later users are recorded after these kernels, so
+            // they cannot overtake them.)
+            return crate::backend::unfused_matmul_act_grad(self, a, b, pre, bias, dpre, spec, act);
         }
         self.launch_matmul(
             &d,
             spec,
             [a, b, dpre],
-            Some(Epilogue::ActGrad {
+            Some(Epilogue {
+                entry: "main_act_grad",
                 bias,
-                pre,
+                aux: pre,
                 act,
                 bias_stride: e.bias_stride,
             }),
@@ -872,8 +848,8 @@ impl GpuBackend {
             stride_b: u32_of(OP, d.stride_b)?,
             alpha: spec.alpha,
             beta: spec.beta,
-            act: epilogue.as_ref().map_or(0, |e| e.act().code()),
-            bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, Epilogue::bias_stride))?,
+            act: epilogue.as_ref().map_or(0, |e| e.act.code()),
+            bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
             _pad: [0; 3],
         };
         let tensor_cores = d.f16_inputs && self.tensor_cores && epilogue.is_none();
@@ -915,13 +891,9 @@ impl GpuBackend {
             buffers.extend([a.buf(), b.buf()]);
         }
         let entry = match epilogue {
-            Some(Epilogue::BiasAct { bias, y, .. }) => {
-                buffers.extend([bias.buf(), y.buf()]);
-                "main_bias_act"
-            }
-            Some(Epilogue::ActGrad { bias, pre, .. }) => {
-                buffers.extend([bias.buf(), pre.buf()]);
-                "main_act_grad"
+            Some(e) => {
+                buffers.extend([e.bias.buf(), e.aux.buf()]);
+                e.entry
             }
             None => "main",
         };
