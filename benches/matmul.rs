@@ -1,5 +1,6 @@
-//! Throughput of cohort's `matmul` kernel (`shaders/matmul.wgsl`) on the GPU backend, for the three
-//! products a training step uses: NN (`X·W`, forward), NT (`dY·Wᵀ`, input gradient) and TN
+//! Throughput of cohort's matmul kernels (`shaders/matmul.wgsl`; `matmul_coop.wgsl` for f16
+//! products where the backend chose it) on the GPU backend, for the three products a training
+//! step uses: NN (`X·W`, forward), NT (`dY·Wᵀ`, input gradient) and TN
 //! (`Xᵀ·dY`, weight gradient). Each iteration records one matmul inside `Runtime::time`, so the
 //! time is GPU time from timestamp queries; on adapters without them it is wall time around
 //! recording plus `finish()`. Criterion reports FLOP/s as "elem/s"; at the end one summary line
@@ -217,6 +218,19 @@ fn bench_gpu(
                 if clock.is_none() {
                     let picked = common::pick_clock(gpu, || gpu.matmul(&a, &b, &mut c, &t.spec()))?;
                     eprintln!("[matmul] timing with {}", picked.label());
+                    if f16_inputs() {
+                        eprintln!(
+                            "[matmul] f16 products on {}",
+                            match gpu.matmul_coop() {
+                                Some(ops) => format!(
+                                    "matmul_coop.wgsl ({ops:?}, layout {})",
+                                    std::env::var("COHORT_COOP_LAYOUT")
+                                        .unwrap_or_else(|_| "by shape".into())
+                                ),
+                                None => "matmul.wgsl with f16 rounding".into(),
+                            }
+                        );
+                    }
                     clock = Some(picked);
                 } else {
                     gpu.matmul(&a, &b, &mut c, &t.spec())?;

@@ -1,32 +1,53 @@
-// Tensor-core batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b] with A and B rounded
-// to f16 and f32 accumulation, through cooperative matrices (16x16 f16 A/B, f32 C).
-// CPU twin: src/cpu/matmul.rs with f16 inputs. Chosen by the host only where the adapter lists the
-// 16x16x16 f16 -> f32 configuration and subgroups are exactly 32 wide; elsewhere `matmul.wgsl`
-// with F16_INPUTS computes the same product.
+// Tensor-core batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], with A and B
+// rounded to f16 and f32 accumulation, through cooperative matrices. Entries `main_bias_act` and
+// `main_act_grad` add the fused epilogues of matmul.wgsl (same bindings, same meaning).
+// CPU twins: src/cpu/matmul.rs with f16 inputs, then src/cpu/bias_act.rs.
 //
-// A 128-thread workgroup (4 subgroups of 32) computes a 64x64 tile of C. Each step stages a 64x32
-// slice of op(A) and a 32x64 slice of op(B) into workgroup memory as f16 (zero outside the
-// matrices, so any shape works), then every subgroup multiplies its 32x32 quarter as 2x2
-// accumulators. Cooperative loads and stores touch workgroup memory only, with literal strides
-// (naga 30 mis-compiles them on storage pointers with runtime strides). The accumulators leave
-// through a per-subgroup 16x16 staging tile, with bounds checks and alpha/beta, to C.
-
-enable f16;
-enable wgpu_cooperative_matrix;
+// The host prepends the cooperative-matrix operations: the types FragA, FragB and Acc (FRAG x FRAG
+// fragments of op(A) and op(B) and an f32 accumulator, one per subgroup) and the functions frag_a,
+// frag_b, mma and stash. `shaders/include/coop_native16.wgsl` and `coop_native8.wgsl` map them to
+// the adapter's cooperative matrices; `coop_emulated.wgsl` writes them out in plain WGSL, so that
+// this kernel's tiling, staging and epilogues are checked on adapters without any.
+//
+// A workgroup of SG_ROWS x SG_COLS subgroups (SG_SIZE invocations each) computes a TILE x TILE
+// tile of C; each subgroup owns FR x FC accumulators (TILE = FRAG·FR·SG_ROWS = FRAG·FC·SG_COLS).
+// Each k-step stages a TILE x 32 slice of op(A) and of op(B) in workgroup memory as f16, both
+// k-contiguous with the padded row stride KS: cooperative loads touch workgroup memory only, with
+// constant strides (naga 30 mis-compiles them on storage pointers with runtime strides). The
+// slices are double buffered: the next one is read from global memory into registers while the
+// current one is multiplied, then written to the other buffer, one barrier per step. Reads
+// outside the matrices give zero, so any shape works. The accumulators leave through a FRAG x
+// FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C.
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
+// Load A (B) from global memory as vec4s along its stored contiguous axis (as in matmul.wgsl:
+// the host sets it when that axis's length is a multiple of 4).
+override VEC_A: bool = false;
+override VEC_B: bool = false;
+override SG_SIZE: u32 = 32u; // invocations per subgroup (the adapter's, or 32 when emulated)
+override SG_ROWS: u32 = 2u; // the workgroup's grid of subgroups
+override SG_COLS: u32 = 2u;
+override FR: u32 = 2u; // accumulators per subgroup, down and across (at most MAX_FRAGS each)
+override FC: u32 = 2u;
+override TILE: u32 = FRAG * FR * SG_ROWS; // derived, never set
+override THREADS: u32 = SG_SIZE * SG_ROWS * SG_COLS; // derived, never set
+override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread stages per step (derived)
+// Workgroup array lengths (derived). Named: naga 30 panics on pipelines whose workgroup arrays
+// have more than one unnamed override-expression length.
+override STAGED: u32 = 2u * TILE * KS;
+override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS;
 
 struct Params {
     m: u32,
     n: u32,
     k: u32,
-    stride_a: u32,
+    stride_a: u32, // elements between batch entries of A (0: shared)
     stride_b: u32,
     alpha: f32,
     beta: f32,
-    act: u32,         // unused here: the fused epilogue lives in matmul.wgsl
-    bias_stride: u32, // unused here
+    act: u32,         // epilogue entries: activation code (shaders/include/activation.wgsl)
+    bias_stride: u32, // epilogue entries: elements between batch entries of the bias (0: shared)
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
@@ -36,112 +57,236 @@ struct Params {
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
+@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
+@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
 
-const TILE: u32 = 64u;
-const TK: u32 = 32u;
-const THREADS: u32 = 128u;
+const TK: u32 = 32u; // k per step
+// Row stride of the staged slices, in f16: TK plus 8 against bank conflicts; rows stay 16-byte
+// aligned, as cooperative loads want.
+const KS: u32 = 40u;
+const MAX_UNITS: u32 = 32u;
+const MAX_FRAGS: u32 = 4u;
 
-var<workgroup> tile_a: array<f16, 2048>; // [64 rows][32 k], row-major
-var<workgroup> tile_b: array<f16, 2048>; // [32 k][64 cols], row-major
-var<workgroup> out_tile: array<f32, 1024>; // a 16x16 tile per subgroup
+var<workgroup> tile_a: array<f16, STAGED>; // two buffers of [TILE rows of op(A)][KS]
+var<workgroup> tile_b: array<f16, STAGED>; // two buffers of [TILE columns of op(B)][KS]
+var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup
 
-fn load_a(base: u32, row: u32, col: u32) -> f32 {
-    if (row >= p.m || col >= p.k) {
-        return 0.0;
-    }
+var<private> lane: u32; // this invocation's index in its subgroup
+
+// Where element (row, k) of op(A) is in `a`.
+fn a_at(base: u32, row: u32, col: u32) -> u32 {
     if (TRANS_A) {
-        return a[base + col * p.m + row];
+        return base + col * p.m + row;
     }
-    return a[base + row * p.k + col];
+    return base + row * p.k + col;
 }
 
-fn load_b(base: u32, row: u32, col: u32) -> f32 {
-    if (row >= p.k || col >= p.n) {
-        return 0.0;
-    }
+// Where element (k, column) of op(B) is in `b`.
+fn b_at(base: u32, row: u32, col: u32) -> u32 {
     if (TRANS_B) {
-        return b[base + col * p.k + row];
+        return base + col * p.k + row;
     }
-    return b[base + row * p.n + col];
+    return base + row * p.n + col;
 }
 
-// Writes the accumulator for rows r0.. and columns c0.. of C through the subgroup's staging tile.
-fn write_out(acc: coop_mat16x16<f32, C>, sg: u32, lane: u32, base_c: u32, r0: u32, c0: u32) {
-    coopStoreT(acc, &out_tile[sg * 256u], 16u);
-    workgroupBarrier();
-    for (var e = lane; e < 256u; e += 32u) {
-        let row = r0 + e / 16u;
-        let col = c0 + e % 16u;
-        if (row < p.m && col < p.n) {
-            let idx = base_c + row * p.n + col;
-            var value = p.alpha * out_tile[sg * 256u + e];
-            if (p.beta != 0.0) {
-                value += p.beta * c[idx];
-            }
-            c[idx] = value;
+// Operand 0 is op(A), read by (row, k); operand 1 is op(B), read by (column, k): both as the
+// staged slices hold them.
+fn is_vec(operand: u32) -> bool {
+    return select(VEC_A, VEC_B, operand == 1u);
+}
+
+fn k_contiguous(operand: u32) -> bool {
+    return select(!TRANS_A, TRANS_B, operand == 1u);
+}
+
+// Four elements of `operand` from (r, k) along its stored contiguous axis (one element unless
+// vec); zero outside the matrix (vec makes it all or nothing).
+fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f32> {
+    if (operand == 0u) {
+        if (r >= p.m || k >= p.k) {
+            return vec4<f32>(0.0);
+        }
+        if (vec) {
+            return a4[a_at(base, r, k) / 4u];
+        }
+        return vec4<f32>(a[a_at(base, r, k)], 0.0, 0.0, 0.0);
+    }
+    if (r >= p.n || k >= p.k) {
+        return vec4<f32>(0.0);
+    }
+    if (vec) {
+        return b4[b_at(base, k, r) / 4u];
+    }
+    return vec4<f32>(b[b_at(base, k, r)], 0.0, 0.0, 0.0);
+}
+
+// Where unit l of this thread starts in a k-slice: (k, r). A unit is one element, or four along
+// the stored contiguous axis; neighbouring threads take neighbouring addresses.
+fn place(operand: u32, l: u32, tid: u32) -> vec2<u32> {
+    let w = select(1u, 4u, is_vec(operand));
+    let flat = tid + l * THREADS;
+    if (k_contiguous(operand)) {
+        return vec2<u32>((flat % (TK / w)) * w, flat / (TK / w));
+    }
+    return vec2<u32>(flat / (TILE / w), (flat % (TILE / w)) * w);
+}
+
+// Reads this thread's share of the k-slice at k0 of `operand` into registers (unit l's elements
+// at w·l..).
+fn fetch(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, base: u32, r0: u32, k0: u32, tid: u32) {
+    let vec = is_vec(operand);
+    let w = select(1u, 4u, vec);
+    for (var l = 0u; l < UNITS / w; l++) {
+        let at = place(operand, l, tid);
+        let v = load(operand, base, r0 + at.y, k0 + at.x, vec);
+        for (var e = 0u; e < w; e++) {
+            (*next)[w * l + e] = v[e];
         }
     }
-    workgroupBarrier();
 }
 
-@compute @workgroup_size(128)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice, as f16.
+fn stage(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, buf: u32, tid: u32) {
+    let w = select(1u, 4u, is_vec(operand));
+    let along_k = k_contiguous(operand);
+    for (var l = 0u; l < UNITS / w; l++) {
+        let at = place(operand, l, tid);
+        for (var e = 0u; e < w; e++) {
+            let k = at.x + select(0u, e, along_k);
+            let r = at.y + select(e, 0u, along_k);
+            let v = f16((*next)[w * l + e]);
+            let i = (buf * TILE + r) * KS + k;
+            if (operand == 0u) {
+                tile_a[i] = v;
+            } else {
+                tile_b[i] = v;
+            }
+        }
+    }
+}
+
+// The subgroup's FR x FC accumulators (row-major in the first FR·FC entries) of this
+// workgroup's tile of op(A)·op(B).
+fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
+    lane = tid % SG_SIZE;
+    let sg = tid / SG_SIZE;
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let base_a = wg.z * p.stride_a;
     let base_b = wg.z * p.stride_b;
-    let base_c = wg.z * p.m * p.n;
-    let sg = tid / 32u;
-    let lane = tid % 32u;
-    let sub_row = (sg / 2u) * 32u;
-    let sub_col = (sg % 2u) * 32u;
+    let sg_row = (sg / SG_COLS) * FR * FRAG;
+    let sg_col = (sg % SG_COLS) * FC * FRAG;
 
-    var acc00 = coop_mat16x16<f32, C>();
-    var acc01 = coop_mat16x16<f32, C>();
-    var acc10 = coop_mat16x16<f32, C>();
-    var acc11 = coop_mat16x16<f32, C>();
+    var acc: array<Acc, 16>; // MAX_FRAGS², zero
+    var next_a: array<f32, MAX_UNITS>;
+    var next_b: array<f32, MAX_UNITS>;
+    fetch(0u, &next_a, base_a, row0, 0u, tid);
+    fetch(1u, &next_b, base_b, col0, 0u, tid);
+    stage(0u, &next_a, 0u, tid);
+    stage(1u, &next_b, 0u, tid);
+    workgroupBarrier();
 
     let steps = (p.k + TK - 1u) / TK;
     for (var t = 0u; t < steps; t++) {
-        let k0 = t * TK;
-        for (var l = 0u; l < 16u; l++) {
-            let flat = tid + l * THREADS;
-            var kk: u32;
-            var mm: u32;
-            if (TRANS_A) {
-                kk = flat / TILE;
-                mm = flat % TILE;
-            } else {
-                kk = flat % TK;
-                mm = flat / TK;
-            }
-            tile_a[mm * TK + kk] = f16(load_a(base_a, row0 + mm, k0 + kk));
-            var nn: u32;
-            if (TRANS_B) {
-                kk = flat % TK;
-                nn = flat / TK;
-            } else {
-                kk = flat / TILE;
-                nn = flat % TILE;
-            }
-            tile_b[kk * TILE + nn] = f16(load_b(base_b, k0 + kk, col0 + nn));
+        let buf = t % 2u;
+        let more = t + 1u < steps;
+        if (more) {
+            fetch(0u, &next_a, base_a, row0, (t + 1u) * TK, tid);
+            fetch(1u, &next_b, base_b, col0, (t + 1u) * TK, tid);
         }
-        workgroupBarrier();
-        for (var ks = 0u; ks < TK; ks += 16u) {
-            let a0 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[sub_row * TK + ks], 32u);
-            let a1 = coopLoadT<coop_mat16x16<f16, A>>(&tile_a[(sub_row + 16u) * TK + ks], 32u);
-            let b0 = coopLoadT<coop_mat16x16<f16, B>>(&tile_b[ks * TILE + sub_col], 64u);
-            let b1 = coopLoadT<coop_mat16x16<f16, B>>(&tile_b[ks * TILE + sub_col + 16u], 64u);
-            acc00 = coopMultiplyAdd(a0, b0, acc00);
-            acc01 = coopMultiplyAdd(a0, b1, acc01);
-            acc10 = coopMultiplyAdd(a1, b0, acc10);
-            acc11 = coopMultiplyAdd(a1, b1, acc11);
+        for (var ks = 0u; ks < TK; ks += FRAG) {
+            var fa: array<FragA, MAX_FRAGS>;
+            for (var i = 0u; i < FR; i++) {
+                fa[i] = frag_a((buf * TILE + sg_row + i * FRAG) * KS + ks);
+            }
+            for (var j = 0u; j < FC; j++) {
+                let fb = frag_b((buf * TILE + sg_col + j * FRAG) * KS + ks);
+                for (var i = 0u; i < FR; i++) {
+                    acc[i * FC + j] = mma(fa[i], fb, acc[i * FC + j]);
+                }
+            }
+        }
+        if (more) {
+            stage(0u, &next_a, 1u - buf, tid);
+            stage(1u, &next_b, 1u - buf, tid);
         }
         workgroupBarrier();
     }
+    return acc;
+}
 
-    write_out(acc00, sg, lane, base_c, row0 + sub_row, col0 + sub_col);
-    write_out(acc01, sg, lane, base_c, row0 + sub_row, col0 + sub_col + 16u);
-    write_out(acc10, sg, lane, base_c, row0 + sub_row + 16u, col0 + sub_col);
-    write_out(acc11, sg, lane, base_c, row0 + sub_row + 16u, col0 + sub_col + 16u);
+// Where element e of accumulator f's staging tile goes in C: (index, whether it is inside C).
+fn c_place(wg: vec3<u32>, tid: u32, f: u32, e: u32) -> vec2<u32> {
+    let sg = tid / SG_SIZE;
+    let row = wg.y * TILE + (sg / SG_COLS) * FR * FRAG + (f / FC) * FRAG + e / FRAG;
+    let col = wg.x * TILE + (sg % SG_COLS) * FC * FRAG + (f % FC) * FRAG + e % FRAG;
+    return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
+}
+
+// C's element `idx`: alpha·acc (+ beta·C).
+fn product(idx: u32, acc: f32) -> f32 {
+    var value = p.alpha * acc;
+    if (p.beta != 0.0) {
+        value += p.beta * c[idx];
+    }
+    return value;
+}
+
+// The start of this subgroup's staging tile.
+fn staging(tid: u32) -> u32 {
+    return (tid / SG_SIZE) * FRAG * FRAG;
+}
+
+@compute @workgroup_size(THREADS)
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    let acc = tile_product(wg, tid);
+    for (var f = 0u; f < FR * FC; f++) {
+        stash(acc[f], staging(tid));
+        workgroupBarrier();
+        for (var e = lane; e < FRAG * FRAG; e += SG_SIZE) {
+            let at = c_place(wg, tid, f, e);
+            if (at.y != 0u) {
+                c[at.x] = product(at.x, out_tile[staging(tid) + e]);
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+// The fused epilogues (they alone touch `bias` and `aux`), as in matmul.wgsl.
+const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
+const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
+
+fn write_with_epilogue(wg: vec3<u32>, tid: u32, acc: array<Acc, 16>, epilogue: u32) {
+    for (var f = 0u; f < FR * FC; f++) {
+        stash(acc[f], staging(tid));
+        workgroupBarrier();
+        for (var e = lane; e < FRAG * FRAG; e += SG_SIZE) {
+            let at = c_place(wg, tid, f, e);
+            if (at.y != 0u) {
+                let idx = at.x;
+                let value = product(idx, out_tile[staging(tid) + e]);
+                let b = bias[wg.z * p.bias_stride + idx % p.n];
+                if (epilogue == ACT_GRAD) {
+                    c[idx] = value * derivative(aux[idx] + b, p.act);
+                } else {
+                    c[idx] = value;
+                    aux[idx] = activate(value + b, p.act);
+                }
+            }
+        }
+        workgroupBarrier();
+    }
+}
+
+@compute @workgroup_size(THREADS)
+fn main_bias_act(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    write_with_epilogue(wg, tid, tile_product(wg, tid), BIAS_ACT);
+}
+
+@compute @workgroup_size(THREADS)
+fn main_act_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    write_with_epilogue(wg, tid, tile_product(wg, tid), ACT_GRAD);
 }

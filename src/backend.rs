@@ -61,7 +61,8 @@ pub trait Backend {
         spec: &MatmulSpec,
         act: Activation,
     ) -> Result<()> {
-        unfused_matmul_bias_act(self, a, b, bias, pre, y, spec, act)
+        self.matmul(a, b, pre, spec)?;
+        self.bias_act(pre, bias, y, act)
     }
     /// The backward through a hidden layer: `dpre = (alpha·op(A)·op(B)) ⊙ act'(pre + bias)`, i.e.
     /// the product `dY·Wᵀ` turned into the gradient of the previous layer's pre-activation
@@ -78,7 +79,9 @@ pub trait Backend {
         spec: &MatmulSpec,
         act: Activation,
     ) -> Result<()> {
-        unfused_matmul_act_grad(self, a, b, pre, bias, dpre, spec, act)
+        let mut dact = self.zeros(dpre.shape().dims(), DType::F32)?;
+        self.matmul(a, b, &mut dact, spec)?;
+        self.bias_act_backward(pre, bias, &dact, dpre, act)
     }
     /// `y = act(x + bias)` for `x` `[R, H]` or `[G, R, H]`, bias `[H]` or `[G, H]`.
     fn bias_act(
@@ -174,39 +177,4 @@ pub trait Backend {
             },
         )
     }
-}
-
-/// [`Backend::matmul_bias_act`] as its two parts in turn: the default, and a backend's fallback
-/// where it cannot fuse them.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn unfused_matmul_bias_act<B: Backend + ?Sized>(
-    backend: &B,
-    a: &B::Tensor,
-    b: &B::Tensor,
-    bias: &B::Tensor,
-    pre: &mut B::Tensor,
-    y: &mut B::Tensor,
-    spec: &MatmulSpec,
-    act: Activation,
-) -> Result<()> {
-    backend.matmul(a, b, pre, spec)?;
-    backend.bias_act(pre, bias, y, act)
-}
-
-/// [`Backend::matmul_act_grad`] as its two parts in turn, through a temporary: the default, and
-/// a backend's fallback where it cannot fuse them.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn unfused_matmul_act_grad<B: Backend + ?Sized>(
-    backend: &B,
-    a: &B::Tensor,
-    b: &B::Tensor,
-    pre: &B::Tensor,
-    bias: &B::Tensor,
-    dpre: &mut B::Tensor,
-    spec: &MatmulSpec,
-    act: Activation,
-) -> Result<()> {
-    let mut dact = backend.zeros(dpre.shape().dims(), DType::F32)?;
-    backend.matmul(a, b, &mut dact, spec)?;
-    backend.bias_act_backward(pre, bias, &dact, dpre, act)
 }

@@ -184,6 +184,8 @@ fn open(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
         DeviceChoice::Auto => match GpuBackend::from_env() {
             Ok(g) => Device::Gpu(Box::new(g)),
+            // A mistyped COHORT_* setting is the user's to fix, not a reason to fall back.
+            Err(e @ cohort::CohortError::InvalidConfig(_)) => return Err(e),
             Err(e) => {
                 eprintln!("no GPU ({e}); using the CPU backend");
                 Device::Cpu(CpuBackend)
@@ -526,15 +528,25 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     Ok(())
 }
 
-/// Whether f16 products (mixed precision) run on tensor cores here, and why not.
+/// Which kernel f16 products (mixed precision) run on here, and why.
 fn tensor_core_status(gpu: &GpuBackend) -> String {
-    match gpu.tensor_core_check() {
-        Some(c) if c.passed() => "yes (self-test passed)".into(),
+    let ops = gpu.runtime().caps().coop_ops;
+    match gpu.coop_check() {
+        Some(c) if c.passed() => format!(
+            "cooperative-matrix kernel, {:?} (self-test passed)",
+            gpu.matmul_coop().expect("chosen")
+        ),
         Some(c) => format!(
-            "offered but OFF, the self-test failed at {}; the f32 kernel rounds to f16 instead",
+            "cooperative matrices chosen but OFF, the self-test failed at {}; the f32 kernel \
+             rounds to f16 instead",
             c.worst
         ),
-        None => "not offered by this adapter; the f32 kernel rounds to f16 instead".into(),
+        None if ops.is_some() => format!(
+            "the f32 kernel rounds to f16 ({ops:?} cooperative matrices offered, not used: \
+             software adapter or COHORT_COOP=off; COHORT_COOP=on uses them)",
+            ops = ops.expect("offered")
+        ),
+        None => "the f32 kernel rounds to f16 (no usable cooperative matrices here)".into(),
     }
 }
 
@@ -560,7 +572,25 @@ fn devices() -> Result<()> {
                 c.cooperative_matrix.len()
             );
             println!(
-                "  f16 tensor cores for mixed precision: {}",
+                "  workgroup memory {} KiB, subgroup width {}",
+                c.max_workgroup_storage / 1024,
+                c.subgroup_size
+                    .map_or_else(|| "varies".to_string(), |w| w.to_string())
+            );
+            for m in &c.cooperative_matrix {
+                println!(
+                    "    {}x{}x{} {:?} inputs -> {:?} (subgroups of {}..{})",
+                    m.m_size,
+                    m.n_size,
+                    m.k_size,
+                    m.ab_type,
+                    m.cr_type,
+                    g.runtime().info().subgroup_min_size,
+                    g.runtime().info().subgroup_max_size
+                );
+            }
+            println!(
+                "  f16 products (mixed precision): {}",
                 tensor_core_status(&g)
             );
             println!(
@@ -579,7 +609,7 @@ fn check(gpu: &GpuBackend) -> Result<()> {
         gpu.describe()
     );
     println!(
-        "f16 tensor cores for mixed precision: {}",
+        "f16 products (mixed precision): {}",
         tensor_core_status(gpu)
     );
     let mut failed = 0;

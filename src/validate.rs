@@ -235,19 +235,43 @@ pub fn matmul(
         spec.beta,
         if spec.f16_inputs { " f16 inputs" } else { "" }
     );
-    let kernel = if spec.f16_inputs && gpu.uses_tensor_cores() {
-        "matmul_coop"
-    } else {
-        "matmul"
-    };
+    let kernel = product_kernel(gpu, spec.f16_inputs, ["matmul", "matmul_coop"]);
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + floor))
 }
 
-/// The check [`GpuBackend::new`] runs once where the adapter offers tensor cores: f16-input
-/// products of a ragged shape in all four transpose layouts, batched, on whatever kernel the
-/// backend picks (the tensor-core one, at that point). Returns the worst of the four.
-pub fn tensor_core_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
+/// Which of the two names applies: the f32 kernel's, or the cooperative-matrix kernel's where the
+/// backend runs f16-input products there.
+fn product_kernel(
+    gpu: &GpuBackend,
+    f16_inputs: bool,
+    [plain, coop]: [&'static str; 2],
+) -> &'static str {
+    if f16_inputs && gpu.matmul_coop().is_some() {
+        coop
+    } else {
+        plain
+    }
+}
+
+/// The error bound of a K-long dot product of values in [-1, 1]: f32 accumulation
+/// ((K + 2)·2⁻²³ relative to the sum of |products|), and with f16 inputs also the two kernels'
+/// own roundings to f16 (WGSL leaves the rounding direction open: 2⁻⁹ relative) and f16
+/// subnormals that some hardware flushes (2⁻¹³ absolute per term at most 2⁻¹⁴·1).
+fn dot_bound(k: usize, f16_inputs: bool) -> f64 {
+    let k = k as f64;
+    if f16_inputs {
+        ((k + 2.0) * 2f64.powi(-23) + 2f64.powi(-9)) * k + k * 2f64.powi(-13)
+    } else {
+        (k + 2.0) * 2f64.powi(-23) * k
+    }
+}
+
+/// The check [`GpuBackend::new`] runs once where it chose the cooperative-matrix kernel:
+/// f16-input products of a ragged shape in all four transpose layouts, batched, on whatever
+/// kernel the backend picks (the cooperative-matrix one, at that point). Returns the worst of
+/// the four.
+pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
     let mut worst: Option<KernelCheck> = None;
     for t in 0..4 {
         let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
@@ -262,13 +286,12 @@ pub fn tensor_core_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
     Ok(worst.expect("four checks ran"))
 }
 
+/// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, f16 inputs, seed.
+type BiasActCase = (usize, (usize, usize, usize), bool, Activation, bool, u64);
+
 fn matmul_bias_act_run<B: Backend>(
     b: &B,
-    batch: usize,
-    dims: (usize, usize, usize),
-    per_group_bias: bool,
-    act: Activation,
-    seed: u64,
+    (batch, dims, per_group_bias, act, f16_inputs, seed): BiasActCase,
 ) -> Result<[Vec<f32>; 2]> {
     let (m, n, k) = dims;
     let x = b.tensor(&[m, k], &uniform(seed, m * k, -1.0, 1.0))?;
@@ -284,30 +307,37 @@ fn matmul_bias_act_run<B: Backend>(
     )?;
     let mut pre = b.zeros(&[batch, m, n], DType::F32)?;
     let mut y = b.zeros(&[batch, m, n], DType::F32)?;
-    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &MatmulSpec::default(), act)?;
+    let spec = MatmulSpec::default().f16(f16_inputs);
+    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &spec, act)?;
     Ok([b.read(&pre)?, b.read(&y)?])
 }
 
 /// The fused layer forward `pre = X·W[g]`, `y = act(pre + bias)` (X shared by `batch` weight
-/// matrices, as for a group of peers) against the twins run one after the other.
+/// matrices, as for a group of peers), optionally with f16 inputs, against the twins run one
+/// after the other.
 pub fn matmul_bias_act(
     gpu: &GpuBackend,
     batch: usize,
     dims: (usize, usize, usize),
     per_group_bias: bool,
     act: Activation,
+    f16_inputs: bool,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let [pre, y] = matmul_bias_act_run(gpu, batch, dims, per_group_bias, act, seed)?;
-    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, batch, dims, per_group_bias, act, seed)?;
-    // The product's error bound (see matmul) with |a|, |b| ≤ 1: (K + 2)·2⁻²³·K; the activation
-    // then adds at most its relative tolerance (its slope is at most ~1.13).
-    let bound = (dims.2 as f64 + 2.0) * 2f64.powi(-23) * dims.2 as f64;
+    let case = (batch, dims, per_group_bias, act, f16_inputs, seed);
+    let [pre, y] = matmul_bias_act_run(gpu, case)?;
+    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case)?;
+    // The product's bound; the activation then adds at most its relative tolerance (its slope is
+    // at most ~1.13).
+    let bound = dot_bound(dims.2, f16_inputs);
     Ok(KernelCheck::new(
-        "matmul_bias_act",
+        product_kernel(gpu, f16_inputs, ["matmul_bias_act", "matmul_coop_bias_act"]),
         format!(
-            "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}",
-            dims.0, dims.1, dims.2
+            "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}{}",
+            dims.0,
+            dims.1,
+            dims.2,
+            if f16_inputs { " f16 inputs" } else { "" }
         ),
     )
     .relative("pre", &pre, &cpre, 0.0, bound)
@@ -319,6 +349,7 @@ fn matmul_act_grad_run<B: Backend>(
     batch: usize,
     dims: (usize, usize, usize),
     act: Activation,
+    f16_inputs: bool,
     seed: u64,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = dims;
@@ -329,28 +360,35 @@ fn matmul_act_grad_run<B: Backend>(
     let pre = b.tensor(&[batch, m, n], &uniform(seed + 2, batch * m * n, -3.0, 3.0))?;
     let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
     let mut dpre = b.zeros(&[batch, m, n], DType::F32)?;
-    let spec = MatmulSpec::new(false, true);
+    let spec = MatmulSpec::new(false, true).f16(f16_inputs);
     b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
     b.read(&dpre)
 }
 
-/// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)` against the twins run one
-/// after the other.
+/// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)`, optionally with f16
+/// inputs, against the twins run one after the other.
 pub fn matmul_act_grad(
     gpu: &GpuBackend,
     batch: usize,
     dims: (usize, usize, usize),
     act: Activation,
+    f16_inputs: bool,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let got = matmul_act_grad_run(gpu, batch, dims, act, seed)?;
-    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, seed)?;
-    // The product's bound (see matmul_bias_act) times the largest slope (GELU's, ~1.13), plus the
-    // derivative's own relative tolerance.
-    let bound = 1.2 * (dims.2 as f64 + 2.0) * 2f64.powi(-23) * dims.2 as f64;
+    let got = matmul_act_grad_run(gpu, batch, dims, act, f16_inputs, seed)?;
+    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, f16_inputs, seed)?;
+    // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
+    // relative tolerance.
+    let bound = 1.2 * dot_bound(dims.2, f16_inputs);
     Ok(KernelCheck::new(
-        "matmul_act_grad",
-        format!("{batch}x{}x{}x{} {act:?}", dims.0, dims.1, dims.2),
+        product_kernel(gpu, f16_inputs, ["matmul_act_grad", "matmul_coop_act_grad"]),
+        format!(
+            "{batch}x{}x{}x{} {act:?}{}",
+            dims.0,
+            dims.1,
+            dims.2,
+            if f16_inputs { " f16 inputs" } else { "" }
+        ),
     )
     .relative("dpre", &got, &want, RTOL, bound))
 }
@@ -769,8 +807,18 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         Activation::Gelu,
         Activation::Tanh,
     ] {
-        out.push(matmul_bias_act(gpu, 2, (65, 70, 100), true, act, 30)?);
-        out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, 40)?);
+        for f16_inputs in [false, true] {
+            out.push(matmul_bias_act(
+                gpu,
+                2,
+                (65, 70, 100),
+                true,
+                act,
+                f16_inputs,
+                30,
+            )?);
+            out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, f16_inputs, 40)?);
+        }
     }
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);

@@ -5,11 +5,16 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn cohort(args: &[&str]) -> Output {
+    cohort_with_env(args, &[])
+}
+
+fn cohort_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     // COHORT_BIN lets staged copies of this test run the staged binary on another machine.
     let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
     Command::new(bin)
         .args(args)
         .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .envs(env.iter().copied())
         .output()
         .expect("the cohort binary runs")
 }
@@ -90,7 +95,11 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
 }
 
 fn fails_cleanly(args: &[&str], expect: &str) {
-    let out = cohort(args);
+    fails_cleanly_with_env(args, &[], expect);
+}
+
+fn fails_cleanly_with_env(args: &[&str], env: &[(&str, &str)], expect: &str) {
+    let out = cohort_with_env(args, env);
     let stderr = text(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
     assert!(
@@ -128,6 +137,15 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--peers", "784-512-10"],
         "784 inputs",
     );
+    // A mistyped GPU setting is an error, not a silent fall back to the CPU backend (they are
+    // read before any adapter is looked for, so this holds with or without a GPU).
+    for (var, value, expect) in [
+        ("COHORT_COOP", "bogus", "use auto, off, on or emulate"),
+        ("COHORT_COOP_LAYOUT", "4x2", "SG_ROWSxSG_COLS:FRxFC"),
+        ("COHORT_MATMUL_TILE", "big", "use 64 or 128"),
+    ] {
+        fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
+    }
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "64-32-7"],
         "7 outputs",
@@ -251,7 +269,7 @@ fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
     }
     assert!(stdout.contains("chosen:"), "{stdout}");
     assert!(
-        stdout.contains("f16 tensor cores for mixed precision:"),
+        stdout.contains("f16 products (mixed precision):"),
         "{stdout}"
     );
     assert!(stdout.contains("timestamp queries"), "{stdout}");

@@ -157,3 +157,29 @@ fn a_lost_device_is_reported_as_device_lost() {
     let err = g.read(&t).unwrap_err();
     assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
 }
+
+#[test]
+fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
+    for bad in ["4x2", "2x2:2", "ax2:2x2", ""] {
+        let err = bad.parse::<cohort::gpu::CoopLayout>().unwrap_err();
+        assert!(matches!(err, CohortError::InvalidConfig(_)), "{bad}: {err}");
+    }
+    let Some(g) = gpu() else { return };
+    if !g.runtime().caps().shader_f16 {
+        return; // emulation needs f16 shaders; the parse errors above ran anyway
+    }
+    // Fragments 5 down (at most 4), a tile that is not square, 64 staged elements per invocation
+    // (at most 32).
+    for layout in ["2x2:5x2", "2x2:2x1", "1x1:4x4"] {
+        let err = GpuBackend::new(&GpuOptions {
+            coop: cohort::gpu::CoopChoice::Emulate,
+            coop_layout: Some(layout.parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, CohortError::InvalidConfig(_)),
+            "{layout}: {err}"
+        );
+    }
+}

@@ -112,33 +112,124 @@ fn matmul_with_f16_inputs_matches_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = f16_matmul_checks(g);
     // The device-open self-test of the tensor-core kernel, here on whichever kernel runs f16.
-    checks.push(validate::tensor_core_self_test(g).unwrap());
+    checks.push(validate::coop_self_test(g).unwrap());
     report("matmul f16 inputs", &checks);
 }
 
+/// Checks of the cooperative-matrix kernel on a backend that runs f16 products there, in
+/// `layout`: ragged shapes that cross the big tile in all transposes, both fused epilogues, and
+/// with `full` every f16 product of `f16_matmul_checks` too. Asserts each ran on `matmul_coop`.
+fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
+    let mut checks = if full {
+        f16_matmul_checks(g)
+    } else {
+        Vec::new()
+    };
+    for (i, &(batch, dims)) in [(1, (1, 1, 1)), (2, (70, 65, 33)), (2, (130, 129, 100))]
+        .iter()
+        .enumerate()
+    {
+        for t in 0..4 {
+            let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+            let batching = validate::Batching::All(batch);
+            checks
+                .push(validate::matmul(g, batching, dims, &spec, 70 + (i * 4 + t) as u64).unwrap());
+        }
+        for act in [Activation::Identity, Activation::Relu, Activation::Gelu] {
+            let seed = 80 + i as u64;
+            checks
+                .push(validate::matmul_bias_act(g, batch, dims, i == 1, act, true, seed).unwrap());
+            checks.push(validate::matmul_act_grad(g, batch, dims, act, true, seed).unwrap());
+        }
+    }
+    for c in &checks {
+        assert!(
+            c.kernel.starts_with("matmul_coop"),
+            "{} ran on {}",
+            c.case,
+            c.kernel
+        );
+    }
+    report(
+        &format!("matmul_coop {:?} layout {layout}", g.matmul_coop()),
+        &checks,
+    );
+}
+
+/// A backend whose f16 products run on `matmul_coop.wgsl` built as `coop` says, in `layout`.
+fn coop_backend(coop: cohort::gpu::CoopChoice, layout: &str) -> cohort::Result<cohort::GpuBackend> {
+    cohort::GpuBackend::new(&cohort::GpuOptions {
+        coop,
+        coop_layout: Some(layout.parse()?),
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+}
+
 #[test]
-fn matmul_on_tensor_cores_matches_cpu_where_the_adapter_has_them() {
+fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
+    // The cooperative-matrix kernel with its five matrix operations written out in plain WGSL:
+    // its tiling, staging, double buffering and epilogues checked on any adapter with f16
+    // shaders (lavapipe in CI), in the default small layout, layouts with 4x1, 1x4 and 1x2
+    // fragments per subgroup and one of 8 subgroups. (The default big layout, 128 wide, needs
+    // 48 KiB of workgroup memory, more than lavapipe's 32: it runs where the device allows.)
     let Some(g) = gpu() else { return };
-    let caps = g.runtime().caps();
-    if !caps.f16_tensor_cores {
+    if !g.runtime().caps().shader_f16 {
         common::loud(&format!(
-            "SKIPPED: {} has no usable 16x16 f16 cooperative matrices (configs {:?}, \
-             shader-f16 {}), so shaders/matmul_coop.wgsl did NOT run here; f16 products were \
-             checked on the fallback kernel instead",
-            cohort::Backend::describe(g),
-            caps.cooperative_matrix,
-            caps.shader_f16
+            "SKIPPED: {} has no f16 shaders, so the emulated cooperative-matrix kernel did NOT run",
+            cohort::Backend::describe(g)
         ));
         return;
     }
-    assert!(
-        g.uses_tensor_cores(),
-        "the adapter offers tensor cores but shaders/matmul_coop.wgsl failed its self-test: {:?}",
-        g.tensor_core_check()
-    );
-    let checks = f16_matmul_checks(g);
-    assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
-    report("matmul_coop (tensor cores)", &checks);
+    for layout in ["2x2:2x2", "1x4:4x1", "4x1:1x4", "4x2:1x2", "4x2:2x4"] {
+        let g = match coop_backend(cohort::gpu::CoopChoice::Emulate, layout) {
+            Err(cohort::CohortError::InvalidConfig(why)) if layout == "4x2:2x4" => {
+                common::loud(&format!("SKIPPED layout {layout} here: {why}"));
+                continue;
+            }
+            other => other.unwrap(),
+        };
+        assert_eq!(
+            g.matmul_coop(),
+            Some(cohort::gpu::shaders::CoopOps::Emulated)
+        );
+        assert!(g.coop_check().is_some_and(|c| c.passed()));
+        // Every case in the default layout; the others (slow when emulated) the ragged ones.
+        coop_checks(&g, layout, layout == "2x2:2x2");
+    }
+}
+
+#[test]
+fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    let caps = g.runtime().caps();
+    let Some(ops) = caps.coop_ops else {
+        common::loud(&format!(
+            "SKIPPED: {} has no usable f16 cooperative matrices (configs {:?}, shader-f16 {}, \
+             subgroup width {:?}), so shaders/matmul_coop.wgsl did NOT run on real ones here; \
+             f16 products were checked on the fallback kernel and the emulated build instead",
+            cohort::Backend::describe(g),
+            caps.cooperative_matrix,
+            caps.shader_f16,
+            caps.subgroup_size
+        ));
+        return;
+    };
+    // The host's two default layouts for these fragments, forced in turn.
+    let layouts = match ops {
+        cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2"],
+        _ => ["2x2:2x2", "4x2:2x4"],
+    };
+    for layout in layouts {
+        let g = coop_backend(cohort::gpu::CoopChoice::On, layout).unwrap();
+        assert_eq!(
+            g.matmul_coop(),
+            Some(ops),
+            "the adapter offers {ops:?} cooperative matrices but shaders/matmul_coop.wgsl failed \
+             its self-test: {:?}",
+            g.coop_check()
+        );
+        coop_checks(&g, layout, true);
+    }
 }
 
 #[test]
@@ -165,10 +256,13 @@ fn fused_matmul_epilogues_match_the_twins_in_turn() {
         {
             for per_group in [false, true] {
                 forward.push(
-                    validate::matmul_bias_act(g, batch, dims, per_group, act, i as u64).unwrap(),
+                    validate::matmul_bias_act(g, batch, dims, per_group, act, false, i as u64)
+                        .unwrap(),
                 );
             }
-            backward.push(validate::matmul_act_grad(g, batch, dims, act, 50 + i as u64).unwrap());
+            backward.push(
+                validate::matmul_act_grad(g, batch, dims, act, false, 50 + i as u64).unwrap(),
+            );
         }
     }
     report("matmul_bias_act", &forward);
@@ -184,7 +278,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
     }
     let options = cohort::GpuOptions {
         matmul_tile: Some(128),
-        ..cohort::GpuOptions::from_env()
+        ..cohort::GpuOptions::from_env().unwrap()
     };
     let g = cohort::GpuBackend::new(&options).unwrap();
     let mut checks = Vec::new();
@@ -212,9 +306,12 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
             }
         }
     }
-    checks
-        .push(validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, 3).unwrap());
-    checks.push(validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, 4).unwrap());
+    checks.push(
+        validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, false, 3).unwrap(),
+    );
+    checks.push(
+        validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, false, 4).unwrap(),
+    );
     report("matmul 128x128 tiles", &checks);
     assert!(cohort::GpuBackend::new(&cohort::GpuOptions {
         matmul_tile: Some(96),
@@ -236,7 +333,7 @@ fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
         let options = cohort::GpuOptions {
             loop_bounding: Some(forced),
             unchecked_indexing,
-            ..cohort::GpuOptions::from_env()
+            ..cohort::GpuOptions::from_env().unwrap()
         };
         let g = cohort::GpuBackend::new(&options).unwrap();
         let checks = validate::run_all(&g).unwrap();

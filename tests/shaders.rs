@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cohort::gpu::shaders::Shader;
+use cohort::gpu::shaders::{CoopOps, Shader};
 
 /// The crate root: the build's, or the current folder when the test binary was copied elsewhere
 /// (e.g. staged to a GPU machine) and run from a copy of the tree.
@@ -53,28 +53,36 @@ fn every_kernel_validates_with_naga() {
 fn every_shader_file_is_compiled_in_and_has_a_cpu_twin() {
     let root = root();
     let files = shader_files();
+    let mut registered: Vec<_> = Shader::ALL.iter().map(|s| s.file_name()).collect();
+    registered.dedup();
     assert_eq!(
         files.len(),
-        Shader::ALL.len(),
+        registered.len(),
         "every file in shaders/ is registered: {files:?}"
     );
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let shader = Shader::ALL
+        let builds: Vec<_> = Shader::ALL
             .iter()
-            .find(|s| s.file_name() == name)
-            .unwrap_or_else(|| panic!("{name} is not registered in gpu::shaders::Shader"));
-        let twin = root.join("src/cpu").join(format!("{}.rs", shader.twin()));
+            .filter(|s| s.file_name() == name)
+            .collect();
         assert!(
-            twin.exists(),
-            "{name} has no CPU twin at {}",
-            twin.display()
+            !builds.is_empty(),
+            "{name} is not registered in gpu::shaders::Shader"
         );
         let on_disk = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            shader.source().starts_with(&on_disk),
-            "{name}: compiled-in source is stale"
-        );
+        for shader in builds {
+            let twin = root.join("src/cpu").join(format!("{}.rs", shader.twin()));
+            assert!(
+                twin.exists(),
+                "{name} has no CPU twin at {}",
+                twin.display()
+            );
+            assert!(
+                shader.source().contains(&on_disk),
+                "{name} ({shader:?}): compiled-in source is stale"
+            );
+        }
     }
 }
 
@@ -106,14 +114,39 @@ fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
             }
             sets
         }
-        Shader::MatmulCoop => (0..4u32)
-            .map(|bits| {
-                vec![
-                    ("TRANS_A", flag(bits & 1 != 0)),
-                    ("TRANS_B", flag(bits & 2 != 0)),
-                ]
-            })
-            .collect(),
+        Shader::MatmulCoop(ops) => {
+            // The layouts the host picks by default (small and big) for this build's fragments,
+            // at the subgroup widths it runs with.
+            let frag = ops.frag();
+            let widths: &[f64] = match ops {
+                CoopOps::Emulated => &[32.0],
+                _ => &[8.0, 32.0],
+            };
+            let layouts: &[[f64; 4]] = if frag == 16 {
+                &[[2.0, 2.0, 2.0, 2.0], [4.0, 2.0, 2.0, 4.0]]
+            } else {
+                &[[2.0, 2.0, 2.0, 2.0], [4.0, 4.0, 2.0, 2.0]]
+            };
+            let mut sets = Vec::new();
+            for bits in 0..16u32 {
+                for &width in widths {
+                    for [sg_rows, sg_cols, fr, fc] in layouts {
+                        sets.push(vec![
+                            ("TRANS_A", flag(bits & 1 != 0)),
+                            ("TRANS_B", flag(bits & 2 != 0)),
+                            ("VEC_A", flag(bits & 4 != 0)),
+                            ("VEC_B", flag(bits & 8 != 0)),
+                            ("SG_SIZE", width),
+                            ("SG_ROWS", *sg_rows),
+                            ("SG_COLS", *sg_cols),
+                            ("FR", *fr),
+                            ("FC", *fc),
+                        ]);
+                    }
+                }
+            }
+            sets
+        }
         Shader::SoftmaxCe | Shader::KlDiv | Shader::DmlLoss => {
             [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
                 .iter()
@@ -184,6 +217,8 @@ fn every_kernel_variant_compiles_to_spirv() {
         }
     }
     eprintln!("{written} SPIR-V modules written");
-    // 2 loop-bounding settings × (192 matmul + 4 coop + 21 row-kernel + 9 other) variants.
-    assert_eq!(written, 2 * (192 + 4 + 21 + 9));
+    // 2 loop-bounding settings × (192 matmul + 480 cooperative-matrix (3 entries × 16
+    // transpose/vec4 sets × 2 layouts × 2 widths for 16×16 and 8×8, 1 width emulated) + 21
+    // row-kernel + 9 other) variants.
+    assert_eq!(written, 2 * (192 + 3 * 16 * 2 * (2 + 2 + 1) + 21 + 9));
 }

@@ -53,6 +53,14 @@ if want matmul; then
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
       run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
   done
+  # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
+  # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
+  # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
+  for layout in 2x2:2x2 1x2:4x2 4x2:2x4 2x4:4x2 2x2:4x4; do
+    COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784 COHORT_BENCH_PRECISION=f16 \
+      COHORT_COOP_LAYOUT=$layout COHORT_BENCH_JSON="$out/cohort-coop-${layout/:/-}.json" \
+      run "bench-matmul-coop-${layout/:/-}" .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
+  done
 fi
 if want losses; then
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \

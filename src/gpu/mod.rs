@@ -13,10 +13,12 @@ use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec,
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
 use crate::tensor::{DType, Shape, TensorInfo};
 use runtime::PooledBuffer;
-pub use runtime::{list_adapters, Capabilities, GpuOptions, Runtime, WorkCounts};
-use shaders::Shader;
+pub use runtime::{
+    list_adapters, Capabilities, CoopChoice, CoopLayout, GpuOptions, Runtime, WorkCounts,
+};
+use shaders::{CoopOps, Shader};
 
-/// A matmul's fused epilogue: `matmul.wgsl`'s `main_bias_act` (`aux = y = act(C + bias)`, a
+/// A matmul's fused epilogue (in `matmul.wgsl` and `matmul_coop.wgsl`): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
 /// layer's backward).
 struct Epilogue<'t> {
@@ -40,6 +42,15 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
 
 /// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
+
+/// The subgroup width `shaders/matmul_coop.wgsl` is built for: the adapter's, or 32 when the
+/// cooperative-matrix operations are emulated.
+fn coop_subgroup_size(ops: CoopOps, caps: &Capabilities) -> u32 {
+    match ops {
+        CoopOps::Emulated => 32,
+        _ => caps.subgroup_size.unwrap_or(32),
+    }
+}
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -89,8 +100,9 @@ impl GpuTensor {
 pub struct GpuBackend {
     rt: Runtime,
     matmul_tile: Option<usize>,
-    tensor_cores: bool,
-    tensor_core_check: Option<crate::validate::KernelCheck>,
+    coop: Option<CoopOps>,
+    coop_layout: Option<CoopLayout>,
+    coop_check: Option<crate::validate::KernelCheck>,
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -242,46 +254,68 @@ impl GpuBackend {
             )));
         }
         let rt = Runtime::new(options)?;
-        let tensor_cores = rt.caps().f16_tensor_cores;
+        let caps = rt.caps();
+        let software = rt.info().device_type == wgpu::DeviceType::Cpu;
+        let coop = match options.coop {
+            CoopChoice::Off => None,
+            CoopChoice::Auto if software => None,
+            CoopChoice::Auto | CoopChoice::On => caps.coop_ops,
+            CoopChoice::Emulate if caps.shader_f16 => Some(CoopOps::Emulated),
+            CoopChoice::Emulate => {
+                return Err(CohortError::InvalidConfig(format!(
+                    "emulated cooperative matrices need f16 shaders, which {} lacks",
+                    rt.info().name
+                )))
+            }
+        };
+        if let (Some(ops), Some(layout)) = (coop, options.coop_layout) {
+            layout.check(ops.frag(), coop_subgroup_size(ops, caps), caps)?;
+        }
         let mut gpu = GpuBackend {
             rt,
             matmul_tile: options.matmul_tile,
-            tensor_cores,
-            tensor_core_check: None,
+            coop,
+            coop_layout: options.coop_layout,
+            coop_check: None,
         };
-        if tensor_cores {
+        if let Some(ops) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
-            // error, so check the tensor-core kernel once before trusting it with training.
-            let check = crate::validate::tensor_core_self_test(&gpu)?;
+            // error, so check the kernel once before trusting it with training.
+            let check = crate::validate::coop_self_test(&gpu)?;
             if !check.passed() {
                 eprintln!(
-                    "cohort: warning: the tensor-core matmul failed its self-test on {} ({}); \
-                     f16 products use the f32 kernel with f16 rounding instead",
+                    "cohort: warning: the cooperative-matrix matmul ({ops:?}) failed its self-test \
+                     on {} ({}); f16 products use the f32 kernel with f16 rounding instead",
                     gpu.rt.info().name,
                     check.worst
                 );
-                gpu.tensor_cores = false;
+                gpu.coop = None;
             }
-            gpu.tensor_core_check = Some(check);
+            gpu.coop_check = Some(check);
         }
         Ok(gpu)
     }
 
-    /// Whether f16-input matmuls run on the tensor-core kernel (`shaders/matmul_coop.wgsl`): the
-    /// adapter supports it ([`Capabilities::f16_tensor_cores`]) and it passed its self-test.
-    pub fn uses_tensor_cores(&self) -> bool {
-        self.tensor_cores
+    /// The build of the cooperative-matrix kernel (`shaders/matmul_coop.wgsl`) that f16-input
+    /// matmuls run on, if any: the adapter offers it (or emulation was asked for, see
+    /// [`GpuOptions::coop`]) and it passed its self-test.
+    pub fn matmul_coop(&self) -> Option<CoopOps> {
+        self.coop
     }
 
-    /// The tensor-core kernel's self-test from [`GpuBackend::new`], where the adapter offers
-    /// tensor cores.
-    pub fn tensor_core_check(&self) -> Option<&crate::validate::KernelCheck> {
-        self.tensor_core_check.as_ref()
+    /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
+    pub fn uses_tensor_cores(&self) -> bool {
+        self.coop == Some(CoopOps::Native16)
+    }
+
+    /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
+    pub fn coop_check(&self) -> Option<&crate::validate::KernelCheck> {
+        self.coop_check.as_ref()
     }
 
     /// Opens the best GPU, honouring `COHORT_ADAPTER` and `COHORT_HARDWARE_ONLY`.
     pub fn from_env() -> Result<Self> {
-        Self::new(&GpuOptions::from_env())
+        Self::new(&GpuOptions::from_env()?)
     }
 
     /// The runtime (device, capabilities, timing).
@@ -297,7 +331,7 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if shader == Shader::MatmulCoop && !self.tensor_cores {
+            if matches!(shader, Shader::MatmulCoop(ops) if Some(ops) != self.coop) {
                 continue;
             }
             self.rt.warm_up(shader, shader.entries())?;
@@ -451,10 +485,6 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, pre, spec)?;
         let e = BiasActDims::infer(pre, bias, y)?;
-        if d.f16_inputs && self.tensor_cores {
-            // The tensor-core kernel has no fused epilogue yet.
-            return crate::backend::unfused_matmul_bias_act(self, a, b, bias, pre, y, spec, act);
-        }
         self.launch_matmul(
             &d,
             spec,
@@ -482,12 +512,6 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, dpre, spec)?;
         let e = BiasActDims::infer(pre, bias, dpre)?;
-        if d.f16_inputs && self.tensor_cores {
-            // The tensor-core kernel has no fused epilogue yet. (The temporary this uses goes
-            // back to the pool when dropped; later users are recorded after these kernels, so
-            // they cannot overtake them.)
-            return crate::backend::unfused_matmul_act_grad(self, a, b, pre, bias, dpre, spec, act);
-        }
         self.launch_matmul(
             &d,
             spec,
@@ -852,44 +876,45 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
             _pad: [0; 3],
         };
-        let tensor_cores = d.f16_inputs && self.tensor_cores && epilogue.is_none();
-        let tile = if tensor_cores {
-            64
-        } else {
-            self.matmul_tile(d)
+        let coop = self.coop.filter(|_| d.f16_inputs);
+        let tile = match coop {
+            Some(ops) => self.coop_layout(ops, d).tile(ops.frag()) as usize,
+            None => self.matmul_tile(d),
         };
         let groups = [
             u32_of(OP, d.n.div_ceil(tile))?,
             u32_of(OP, d.m.div_ceil(tile))?,
             u32_of(OP, d.batch)?,
         ];
-        let transposes = [
-            ("TRANS_A", d.trans_a as u8 as f64),
-            ("TRANS_B", d.trans_b as u8 as f64),
-        ];
+        let flag = |on: bool| on as u8 as f64;
         // vec4 loads where the operand's stored contiguous axis is a multiple of 4 (then every
         // batch stride is too, and a vec4 never straddles the matrix edge).
         let (vec_a, vec_b) = vec4_loads(d);
-        let (shader, constants): (Shader, &[(&'static str, f64)]) = if tensor_cores {
-            (Shader::MatmulCoop, &transposes)
-        } else {
-            (
-                Shader::Matmul,
-                &[
-                    transposes[0],
-                    transposes[1],
-                    ("F16_INPUTS", d.f16_inputs as u8 as f64),
-                    ("TILE", tile as f64),
-                    ("VEC_A", vec_a as u8 as f64),
-                    ("VEC_B", vec_b as u8 as f64),
-                ],
-            )
+        let mut constants = vec![
+            ("TRANS_A", flag(d.trans_a)),
+            ("TRANS_B", flag(d.trans_b)),
+            ("VEC_A", flag(vec_a)),
+            ("VEC_B", flag(vec_b)),
+        ];
+        let shader = match coop {
+            Some(ops) => {
+                let layout = self.coop_layout(ops, d);
+                constants.extend([
+                    ("SG_SIZE", coop_subgroup_size(ops, self.rt.caps()) as f64),
+                    ("SG_ROWS", layout.sg_rows as f64),
+                    ("SG_COLS", layout.sg_cols as f64),
+                    ("FR", layout.fr as f64),
+                    ("FC", layout.fc as f64),
+                ]);
+                Shader::MatmulCoop(ops)
+            }
+            None => {
+                constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
+                Shader::Matmul
+            }
         };
-        let mut buffers = vec![a.buf(), b.buf(), c.buf()];
-        if !tensor_cores {
-            // `a4` and `b4`: the same buffers, read as vec4s.
-            buffers.extend([a.buf(), b.buf()]);
-        }
+        // `a4` and `b4`: the same buffers, read as vec4s.
+        let mut buffers = vec![a.buf(), b.buf(), c.buf(), a.buf(), b.buf()];
         let entry = match epilogue {
             Some(e) => {
                 buffers.extend([e.bias.buf(), e.aux.buf()]);
@@ -900,11 +925,53 @@ impl GpuBackend {
         self.rt.dispatch(
             shader,
             entry,
-            constants,
+            &constants,
             bytemuck::bytes_of(&params),
             &buffers,
             groups,
         )
+    }
+
+    /// The cooperative-matrix kernel's layout for this product: the forced one, else 8
+    /// subgroups and a 128 tile (64 for 8×8 fragments) where the product has enough such tiles
+    /// to fill a large GPU and the workgroup memory allows, else 4 subgroups and a 64 (32) tile.
+    fn coop_layout(&self, ops: CoopOps, d: &MatmulDims) -> CoopLayout {
+        if let Some(layout) = self.coop_layout {
+            return layout;
+        }
+        let caps = self.rt.caps();
+        let sg_size = coop_subgroup_size(ops, caps);
+        let small = CoopLayout {
+            sg_rows: 2,
+            sg_cols: 2,
+            fr: 2,
+            fc: 2,
+        };
+        let big = match ops {
+            CoopOps::Native8 => CoopLayout {
+                sg_rows: 4,
+                sg_cols: 4,
+                fr: 2,
+                fc: 2,
+            },
+            _ => CoopLayout {
+                sg_rows: 4,
+                sg_cols: 2,
+                fr: 2,
+                fc: 4,
+            },
+        };
+        let big_tile = big.tile(ops.frag()) as usize;
+        let many =
+            d.m.div_ceil(big_tile) * d.n.div_ceil(big_tile) * d.batch >= BIG_TILE_MIN_WORKGROUPS;
+        let wanted = self
+            .matmul_tile
+            .map_or(many && !self.is_software(), |t| t == 128);
+        if wanted && big.check(ops.frag(), sg_size, caps).is_ok() {
+            big
+        } else {
+            small
+        }
     }
 
     fn launch_bias_act(

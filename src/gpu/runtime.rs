@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
-use super::shaders::Shader;
+use super::shaders::{CoopOps, Shader};
 use crate::error::{CohortError, Result};
 
 /// How to choose the GPU adapter.
@@ -35,31 +35,177 @@ pub struct GpuOptions {
     /// on lavapipe the unchecked kernels were no faster (the matmul 3-6% slower), and a Vulkan
     /// driver with robust buffer access does the buffer checks itself anyway.
     pub unchecked_indexing: bool,
+    /// Where f16-input matmuls run on the cooperative-matrix kernel `shaders/matmul_coop.wgsl`.
+    pub coop: CoopChoice,
+    /// Force that kernel's workgroup layout instead of choosing one by shape.
+    pub coop_layout: Option<CoopLayout>,
+}
+
+/// Where f16-input matmuls use the cooperative-matrix kernel (`shaders/matmul_coop.wgsl`); it
+/// must pass a self-test against the CPU twin when the device opens, or the f32 kernel with f16
+/// rounding runs them instead.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CoopChoice {
+    /// On hardware adapters that offer cooperative matrices ([`Capabilities::coop_ops`]).
+    #[default]
+    Auto,
+    /// Never.
+    Off,
+    /// Wherever the adapter offers them, software adapters too (lavapipe from Mesa 25.1 has 8×8).
+    On,
+    /// Everywhere with f16 shaders, with the operations written out in plain WGSL
+    /// ([`CoopOps::Emulated`]): slow; checks the kernel's tiling without cooperative matrices.
+    Emulate,
+}
+
+impl std::str::FromStr for CoopChoice {
+    type Err = CohortError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(CoopChoice::Auto),
+            "off" => Ok(CoopChoice::Off),
+            "on" => Ok(CoopChoice::On),
+            "emulate" => Ok(CoopChoice::Emulate),
+            other => Err(CohortError::InvalidConfig(format!(
+                "cooperative matrices '{other}': use auto, off, on or emulate"
+            ))),
+        }
+    }
+}
+
+/// The workgroup layout of `shaders/matmul_coop.wgsl`: a grid of subgroups, each owning a grid
+/// of accumulator fragments. The C tile is `frag · fr · sg_rows` square.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoopLayout {
+    /// Subgroups down the tile.
+    pub sg_rows: u32,
+    /// Subgroups across the tile.
+    pub sg_cols: u32,
+    /// Accumulator fragments per subgroup, down (1 to 4).
+    pub fr: u32,
+    /// Accumulator fragments per subgroup, across (1 to 4).
+    pub fc: u32,
+}
+
+impl std::str::FromStr for CoopLayout {
+    type Err = CohortError;
+
+    /// Parses `SG_ROWSxSG_COLS:FRxFC`, e.g. `4x2:2x4`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            CohortError::InvalidConfig(format!(
+                "cooperative-matrix layout '{s}': write SG_ROWSxSG_COLS:FRxFC, e.g. 4x2:2x4"
+            ))
+        };
+        let pair = |t: &str| -> Option<(u32, u32)> {
+            let (x, y) = t.split_once('x')?;
+            Some((x.trim().parse().ok()?, y.trim().parse().ok()?))
+        };
+        let (grid, frags) = s.split_once(':').ok_or_else(bad)?;
+        let ((sg_rows, sg_cols), (fr, fc)) =
+            (pair(grid).ok_or_else(bad)?, pair(frags).ok_or_else(bad)?);
+        Ok(CoopLayout {
+            sg_rows,
+            sg_cols,
+            fr,
+            fc,
+        })
+    }
+}
+
+impl CoopLayout {
+    /// Subgroups per workgroup.
+    pub fn subgroups(&self) -> u32 {
+        self.sg_rows * self.sg_cols
+    }
+
+    /// The C tile's edge for fragments of edge `frag`.
+    pub fn tile(&self, frag: u32) -> u32 {
+        frag * self.fr * self.sg_rows
+    }
+
+    /// Workgroup memory the kernel uses: two f16 buffers of a tile × 40 slice per operand, and a
+    /// staging fragment per subgroup (matches `shaders/matmul_coop.wgsl`).
+    pub fn workgroup_bytes(&self, frag: u32) -> u32 {
+        2 * 2 * self.tile(frag) * 40 * 2 + self.subgroups() * frag * frag * 4
+    }
+
+    /// Checks the layout against the kernel's rules for fragments of edge `frag`, subgroups of
+    /// `sg_size` and the device's limits.
+    pub fn check(&self, frag: u32, sg_size: u32, caps: &Capabilities) -> Result<()> {
+        let bad = |why: String| {
+            Err(CohortError::InvalidConfig(format!(
+                "cooperative-matrix layout {self:?}: {why}"
+            )))
+        };
+        if !(1..=4).contains(&self.fr)
+            || !(1..=4).contains(&self.fc)
+            || self.sg_rows == 0
+            || self.sg_cols == 0
+        {
+            return bad("1 to 4 fragments each way and at least one subgroup".into());
+        }
+        let tile = self.tile(frag);
+        if frag * self.fc * self.sg_cols != tile {
+            return bad(format!("the tile must be square ({tile} rows)"));
+        }
+        let threads = self.subgroups() * sg_size;
+        if threads > caps.max_invocations_per_workgroup {
+            return bad(format!(
+                "{threads} invocations exceed the device's {}",
+                caps.max_invocations_per_workgroup
+            ));
+        }
+        // Each invocation stages TILE · 32 / threads elements of each operand per step: a
+        // multiple of 4 (whole vec4s), at most 32 (the kernel's registers).
+        let units = tile * 32 / threads;
+        if units * threads != tile * 32 || !units.is_multiple_of(4) || units > 32 {
+            return bad(format!(
+                "{units} staged elements per invocation (need a multiple of 4, at most 32)"
+            ));
+        }
+        let bytes = self.workgroup_bytes(frag);
+        if bytes > caps.max_workgroup_storage {
+            return bad(format!(
+                "{bytes} bytes of workgroup memory exceed the device's {}",
+                caps.max_workgroup_storage
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
     /// the matmul tile, `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
-    /// kernel and `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping.
-    pub fn from_env() -> Self {
-        GpuOptions {
+    /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
+    /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
+    /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout. Unknown values are errors.
+    pub fn from_env() -> Result<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        Ok(GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
             hardware_only: std::env::var("COHORT_HARDWARE_ONLY").is_ok_and(|v| v == "1"),
-            matmul_tile: match std::env::var("COHORT_MATMUL_TILE").as_deref() {
-                Ok("64") => Some(64),
-                Ok("128") => Some(128),
-                _ => None,
-            },
+            matmul_tile: var("COHORT_MATMUL_TILE")
+                .map(|v| {
+                    v.parse().map_err(|_| {
+                        CohortError::InvalidConfig(format!("COHORT_MATMUL_TILE={v}: use 64 or 128"))
+                    })
+                })
+                .transpose()?,
             loop_bounding: match std::env::var("COHORT_LOOP_BOUNDING").as_deref() {
                 Ok("1") => Some(true),
                 Ok("0") => Some(false),
                 _ => None,
             },
             unchecked_indexing: std::env::var("COHORT_UNCHECKED_INDEXING").is_ok_and(|v| v == "1"),
-        }
+            coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
+            coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
+        })
     }
 }
 
@@ -80,9 +226,16 @@ pub struct Capabilities {
     pub max_buffer_size: u64,
     /// Largest workgroup count per dispatch dimension.
     pub max_workgroups_per_dim: u32,
-    /// `shaders/matmul_coop.wgsl` can run: 16×16×16 f16→f32 cooperative matrices, f16 shaders,
-    /// subgroups of exactly 32 and 12 KiB of workgroup memory. `COHORT_NO_COOP=1` turns it off.
-    pub f16_tensor_cores: bool,
+    /// Workgroup memory per workgroup, in bytes.
+    pub max_workgroup_storage: u32,
+    /// Invocations per workgroup at most.
+    pub max_invocations_per_workgroup: u32,
+    /// The subgroup width where the adapter has one fixed width (`None` where it varies).
+    pub subgroup_size: Option<u32>,
+    /// The cooperative-matrix operations `shaders/matmul_coop.wgsl` can be built with here:
+    /// 16×16×16 (or else 8×8×8) f16 → f32 cooperative matrices, f16 shaders and a fixed
+    /// subgroup width.
+    pub coop_ops: Option<CoopOps>,
 }
 
 const PARAMS_CAPACITY: u64 = 1 << 20;
@@ -270,28 +423,41 @@ impl Runtime {
             *lock(&lost_sink) = Some(format!("{reason:?}: {message}"));
         });
 
-        let coop_16x16_f16 = |c: &wgpu::CooperativeMatrixProperties| {
-            (c.m_size, c.n_size, c.k_size) == (16, 16, 16)
-                && c.ab_type == wgpu::CooperativeScalarType::F16
-                && c.cr_type == wgpu::CooperativeScalarType::F32
-        };
         let cooperative_matrix =
             if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
                 adapter.cooperative_matrix_properties()
             } else {
                 Vec::new()
             };
-        let f16_tensor_cores = cooperative_matrix.iter().any(coop_16x16_f16)
-            && features.contains(wgpu::Features::SHADER_F16)
-            && (info.subgroup_min_size, info.subgroup_max_size) == (32, 32)
-            && limits.max_compute_workgroup_storage_size >= 12 * 1024
-            && !std::env::var("COHORT_NO_COOP").is_ok_and(|v| v == "1");
+        let offers = |size: u32| {
+            cooperative_matrix.iter().any(|c| {
+                (c.m_size, c.n_size, c.k_size) == (size, size, size)
+                    && c.ab_type == wgpu::CooperativeScalarType::F16
+                    && c.cr_type == wgpu::CooperativeScalarType::F32
+            })
+        };
+        let subgroup_size = (features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == info.subgroup_max_size)
+            .then_some(info.subgroup_min_size);
+        let coop_ops = if !features.contains(wgpu::Features::SHADER_F16) || subgroup_size.is_none()
+        {
+            None
+        } else if offers(16) {
+            Some(CoopOps::Native16)
+        } else if offers(8) {
+            Some(CoopOps::Native8)
+        } else {
+            None
+        };
         let caps = Capabilities {
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             cooperative_matrix,
-            f16_tensor_cores,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            subgroup_size,
+            coop_ops,
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
             max_buffer_size: limits.max_buffer_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,

@@ -1,13 +1,35 @@
 //! The WGSL sources, compiled into the binary. Each file in `shaders/` has a CPU twin in `src/cpu/`
 //! with the same name.
 
+/// The cooperative-matrix operations `shaders/matmul_coop.wgsl` is built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CoopOps {
+    /// 16×16×16 f16 → f32 cooperative matrices (NVIDIA tensor cores): `include/coop16.wgsl`.
+    Native16,
+    /// 8×8×8 f16 → f32 cooperative matrices (e.g. Mesa's lavapipe): `include/coop8.wgsl`.
+    Native8,
+    /// The same operations in plain WGSL, 16×16 and 32 invocations per "subgroup", for any
+    /// adapter with f16 shaders: checks the kernel's tiling where no cooperative matrices exist.
+    Emulated,
+}
+
+impl CoopOps {
+    /// The fragment edge: 16 or 8.
+    pub fn frag(self) -> u32 {
+        match self {
+            CoopOps::Native8 => 8,
+            CoopOps::Native16 | CoopOps::Emulated => 16,
+        }
+    }
+}
+
 /// A WGSL source file of cohort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
     /// `shaders/matmul.wgsl`
     Matmul,
-    /// `shaders/matmul_coop.wgsl` (tensor cores; only where the adapter supports it)
-    MatmulCoop,
+    /// `shaders/matmul_coop.wgsl`, built with the given cooperative-matrix operations
+    MatmulCoop(CoopOps),
     /// `shaders/bias_act.wgsl`
     BiasAct,
     /// `shaders/reduce_sum.wgsl`
@@ -30,9 +52,11 @@ pub enum Shader {
 
 impl Shader {
     /// Every shader, for validation and warm-up.
-    pub const ALL: [Shader; 11] = [
+    pub const ALL: [Shader; 13] = [
         Shader::Matmul,
-        Shader::MatmulCoop,
+        Shader::MatmulCoop(CoopOps::Native16),
+        Shader::MatmulCoop(CoopOps::Native8),
+        Shader::MatmulCoop(CoopOps::Emulated),
         Shader::BiasAct,
         Shader::ReduceSum,
         Shader::SoftmaxCe,
@@ -48,7 +72,7 @@ impl Shader {
     pub fn file_name(self) -> &'static str {
         match self {
             Shader::Matmul => "matmul.wgsl",
-            Shader::MatmulCoop => "matmul_coop.wgsl",
+            Shader::MatmulCoop(_) => "matmul_coop.wgsl",
             Shader::BiasAct => "bias_act.wgsl",
             Shader::ReduceSum => "reduce_sum.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
@@ -64,7 +88,7 @@ impl Shader {
     /// The kernel's entry points.
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Shader::Matmul => &["main", "main_bias_act", "main_act_grad"],
+            Shader::Matmul | Shader::MatmulCoop(_) => &["main", "main_bias_act", "main_act_grad"],
             Shader::BiasAct => &["forward", "backward"],
             Shader::Optimizer => &["sgd", "adam"],
             Shader::Axpby => &["axpby", "affine"],
@@ -75,7 +99,7 @@ impl Shader {
     /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
     pub fn twin(self) -> &'static str {
         match self {
-            Shader::MatmulCoop => "matmul",
+            Shader::MatmulCoop(_) => "matmul",
             other => other.file_name().trim_end_matches(".wgsl"),
         }
     }
@@ -85,18 +109,35 @@ impl Shader {
     /// matmul runs 1.5× faster, while the row kernels, whose loops run to a count from the
     /// uniform, ran up to 26× slower; the other kernels keep them too until measured otherwise.
     pub fn loop_bounding(self) -> bool {
-        !matches!(self, Shader::Matmul | Shader::MatmulCoop)
+        !matches!(self, Shader::Matmul | Shader::MatmulCoop(_))
     }
 
     /// The WGSL source as compiled: the file, plus the shared helpers in `shaders/include/` that
-    /// it uses (WGSL has no includes).
+    /// it uses (WGSL has no includes; the cooperative-matrix headers come first, as they carry
+    /// `enable` directives).
     pub fn source(self) -> &'static str {
         match self {
             Shader::Matmul => concat!(
                 include_str!("../../shaders/matmul.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::MatmulCoop => include_str!("../../shaders/matmul_coop.wgsl"),
+            Shader::MatmulCoop(CoopOps::Native16) => concat!(
+                include_str!("../../shaders/include/coop16.wgsl"),
+                include_str!("../../shaders/include/coop_ops.wgsl"),
+                include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
+            Shader::MatmulCoop(CoopOps::Native8) => concat!(
+                include_str!("../../shaders/include/coop8.wgsl"),
+                include_str!("../../shaders/include/coop_ops.wgsl"),
+                include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
+            Shader::MatmulCoop(CoopOps::Emulated) => concat!(
+                include_str!("../../shaders/include/coop_emulated.wgsl"),
+                include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
             Shader::BiasAct => concat!(
                 include_str!("../../shaders/bias_act.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
