@@ -51,7 +51,8 @@ pub enum CoopChoice {
     Auto,
     /// Never.
     Off,
-    /// Wherever the adapter offers them, software adapters too (lavapipe from Mesa 25.1 has 8×8).
+    /// Wherever the adapter offers them, software adapters too (lavapipe in Mesa 26.2
+    /// offers 8×8; 25.0 none).
     On,
     /// Everywhere with f16 shaders, with the operations written out in plain WGSL
     /// ([`CoopOps::Emulated`]): slow; checks the kernel's tiling without cooperative matrices.
