@@ -130,6 +130,21 @@ fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
 }
 
+/// Matmul operands in [-1, 1]; for f16-input products exactly representable in f16 and never
+/// subnormal, so that the kernels' own rounding to f16 (whose direction WGSL leaves open) and
+/// hardware that flushes f16 subnormals change nothing, and the product can be checked as
+/// tightly as an f32 one. [`matmul_f16_rounding`] checks the rounding itself.
+fn operand(seed: u64, n: usize, f16_inputs: bool) -> Vec<f32> {
+    let mut v = uniform(seed, n, -1.0, 1.0);
+    if f16_inputs {
+        for x in &mut v {
+            let h = half::f16::from_f32(*x);
+            *x = if h.is_normal() { h.to_f32() } else { 0.0 };
+        }
+    }
+    v
+}
+
 fn labels(seed: u64, n: usize, classes: usize) -> Vec<u32> {
     let mut rng = Rng::new(seed);
     (0..n).map(|_| rng.below(classes) as u32).collect()
@@ -181,7 +196,7 @@ fn matmul_run<B: Backend>(
     };
     let cshape = shape(false, m, n);
     let data = |s: u64, shape: &[usize]| {
-        let v = uniform(s, shape.iter().product(), -1.0, 1.0);
+        let v = operand(s, shape.iter().product(), spec.f16_inputs);
         if abs {
             v.into_iter().map(f32::abs).collect()
         } else {
@@ -215,15 +230,7 @@ pub fn matmul(
     let got = matmul_run(gpu, batching, dims, spec, seed, false)?;
     let want = matmul_run(&CpuBackend, batching, dims, spec, seed, false)?;
     let magnitude = matmul_run(&CpuBackend, batching, dims, spec, seed, true)?;
-    let k = dims.2 as f64;
-    let (unit, floor) = if spec.f16_inputs {
-        (
-            (k + 2.0) * 2f64.powi(-23) + 2f64.powi(-9),
-            k * 2f64.powi(-13),
-        )
-    } else {
-        ((k + 2.0) * 2f64.powi(-23), 1e-30)
-    };
+    let unit = accumulation_unit(dims.2, spec.f16_inputs);
     let case = format!(
         "{}x{}x{} {batching:?} ta={} tb={} α={} β={}{}",
         dims.0,
@@ -237,7 +244,7 @@ pub fn matmul(
     );
     let kernel = product_kernel(gpu, spec.f16_inputs, ["matmul", "matmul_coop"]);
     Ok(KernelCheck::new(kernel, case)
-        .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + floor))
+        .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
 
 /// Which of the two names applies: the f32 kernel's, or the cooperative-matrix kernel's where the
@@ -254,17 +261,45 @@ fn product_kernel(
     }
 }
 
-/// The error bound of a K-long dot product of values in [-1, 1]: f32 accumulation
-/// ((K + 2)·2⁻²³ relative to the sum of |products|), and with f16 inputs also the two kernels'
-/// own roundings to f16 (WGSL leaves the rounding direction open: 2⁻⁹ relative) and f16
-/// subnormals that some hardware flushes (2⁻¹³ absolute per term at most 2⁻¹⁴·1).
-fn dot_bound(k: usize, f16_inputs: bool) -> f64 {
-    let k = k as f64;
+/// The error of a K-long f32 dot product relative to the sum of |products|: (K + 2)·2⁻²³ for
+/// f32 accumulation in any order. With f16 inputs (exactly representable, see [`operand`], so
+/// the products are exact in f32) twice that, for tensor cores, which may truncate rather than
+/// round while they add.
+fn accumulation_unit(k: usize, f16_inputs: bool) -> f64 {
+    let unit = (k as f64 + 2.0) * 2f64.powi(-23);
     if f16_inputs {
-        ((k + 2.0) * 2f64.powi(-23) + 2f64.powi(-9)) * k + k * 2f64.powi(-13)
+        2.0 * unit
     } else {
-        (k + 2.0) * 2f64.powi(-23) * k
+        unit
     }
+}
+
+/// The error bound of a K-long dot product of values in [-1, 1] (see [`accumulation_unit`]).
+fn dot_bound(k: usize, f16_inputs: bool) -> f64 {
+    accumulation_unit(k, f16_inputs) * k as f64
+}
+
+/// That f16-input products really round their inputs to f16: A = 1 + 2⁻¹², B = 1 (so the f32
+/// product would be K·(1 + 2⁻¹²)), where either rounding direction gives 1, so C must be K
+/// exactly, as the twin computes. A kernel that skipped the rounding is off by K·2⁻¹².
+pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
+    let dims = (33, 40, 300);
+    let got = f16_rounding_run(gpu, dims)?;
+    let want = f16_rounding_run(&CpuBackend, dims)?;
+    // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
+    Ok(KernelCheck::new(
+        product_kernel(gpu, true, ["matmul", "matmul_coop"]),
+        format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
+    )
+    .compare("C", &got, &want, |_, _| 1e-4))
+}
+
+fn f16_rounding_run<B: Backend>(b: &B, (m, n, k): (usize, usize, usize)) -> Result<Vec<f32>> {
+    let a = b.tensor(&[m, k], &vec![1.0 + 2f32.powi(-12); m * k])?;
+    let w = b.tensor(&[k, n], &vec![1.0; k * n])?;
+    let mut c = b.zeros(&[m, n], DType::F32)?;
+    b.matmul(&a, &w, &mut c, &MatmulSpec::default().f16(true))?;
+    b.read(&c)
 }
 
 /// The check [`GpuBackend::new`] runs once where it chose the cooperative-matrix kernel:
@@ -294,8 +329,11 @@ fn matmul_bias_act_run<B: Backend>(
     (batch, dims, per_group_bias, act, f16_inputs, seed): BiasActCase,
 ) -> Result<[Vec<f32>; 2]> {
     let (m, n, k) = dims;
-    let x = b.tensor(&[m, k], &uniform(seed, m * k, -1.0, 1.0))?;
-    let w = b.tensor(&[batch, k, n], &uniform(seed + 1, batch * k * n, -1.0, 1.0))?;
+    let x = b.tensor(&[m, k], &operand(seed, m * k, f16_inputs))?;
+    let w = b.tensor(
+        &[batch, k, n],
+        &operand(seed + 1, batch * k * n, f16_inputs),
+    )?;
     let bias_shape = if per_group_bias {
         vec![batch, n]
     } else {
@@ -355,8 +393,11 @@ fn matmul_act_grad_run<B: Backend>(
     let (m, n, k) = dims;
     // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
     // transposed), then the gradient through act at the forward's pre-activation.
-    let dy = b.tensor(&[batch, m, k], &uniform(seed, batch * m * k, -1.0, 1.0))?;
-    let w = b.tensor(&[batch, n, k], &uniform(seed + 1, batch * n * k, -1.0, 1.0))?;
+    let dy = b.tensor(&[batch, m, k], &operand(seed, batch * m * k, f16_inputs))?;
+    let w = b.tensor(
+        &[batch, n, k],
+        &operand(seed + 1, batch * n * k, f16_inputs),
+    )?;
     let pre = b.tensor(&[batch, m, n], &uniform(seed + 2, batch * m * n, -3.0, 3.0))?;
     let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
     let mut dpre = b.zeros(&[batch, m, n], DType::F32)?;
@@ -801,6 +842,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
             20 + t as u64,
         )?);
     }
+    out.push(matmul_f16_rounding(gpu)?);
     for act in [
         Activation::Identity,
         Activation::Relu,

@@ -113,6 +113,7 @@ fn matmul_with_f16_inputs_matches_cpu() {
     let mut checks = f16_matmul_checks(g);
     // The device-open self-test of the tensor-core kernel, here on whichever kernel runs f16.
     checks.push(validate::coop_self_test(g).unwrap());
+    checks.push(validate::matmul_f16_rounding(g).unwrap());
     report("matmul f16 inputs", &checks);
 }
 
@@ -142,6 +143,7 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
             checks.push(validate::matmul_act_grad(g, batch, dims, act, true, seed).unwrap());
         }
     }
+    checks.push(validate::matmul_f16_rounding(g).unwrap());
     for c in &checks {
         assert!(
             c.kernel.starts_with("matmul_coop"),

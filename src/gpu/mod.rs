@@ -280,13 +280,35 @@ impl GpuBackend {
         };
         if let Some(ops) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
-            // error, so check the kernel once before trusting it with training.
-            let check = crate::validate::coop_self_test(&gpu)?;
+            // error, so check the kernel once, in every layout it may run in, before trusting it
+            // with training.
+            let layouts = match options.coop_layout {
+                Some(forced) => vec![forced],
+                None => {
+                    let (small, big) = gpu.coop_default_layouts(ops);
+                    std::iter::once(small).chain(big).collect()
+                }
+            };
+            let mut worst: Option<crate::validate::KernelCheck> = None;
+            for layout in layouts {
+                gpu.coop_layout = Some(layout);
+                let mut check = crate::validate::coop_self_test(&gpu)?;
+                check.case += &format!(" layout {layout}");
+                if worst
+                    .as_ref()
+                    .is_none_or(|w| check.worst_ratio > w.worst_ratio)
+                {
+                    worst = Some(check);
+                }
+            }
+            gpu.coop_layout = options.coop_layout;
+            let check = worst.expect("at least one layout");
             if !check.passed() {
                 eprintln!(
                     "cohort: warning: the cooperative-matrix matmul ({ops:?}) failed its self-test \
-                     on {} ({}); f16 products use the f32 kernel with f16 rounding instead",
+                     on {} ({}: {}); f16 products use the f32 kernel with f16 rounding instead",
                     gpu.rt.info().name,
+                    check.case,
                     check.worst
                 );
                 gpu.coop = None;
@@ -939,8 +961,24 @@ impl GpuBackend {
         if let Some(layout) = self.coop_layout {
             return layout;
         }
-        let caps = self.rt.caps();
-        let sg_size = coop_subgroup_size(ops, caps);
+        let (small, big) = self.coop_default_layouts(ops);
+        let Some(big) = big else { return small };
+        let big_tile = big.tile(ops.frag()) as usize;
+        let many =
+            d.m.div_ceil(big_tile) * d.n.div_ceil(big_tile) * d.batch >= BIG_TILE_MIN_WORKGROUPS;
+        let wanted = self
+            .matmul_tile
+            .map_or(many && !self.is_software(), |t| t == 128);
+        if wanted {
+            big
+        } else {
+            small
+        }
+    }
+
+    /// The two layouts `coop_layout` chooses between: 4 subgroups of 2×2 accumulators, and 8
+    /// subgroups of 2×4 (4×4 subgroups of 2×2 for 8×8 fragments) where the device can run it.
+    fn coop_default_layouts(&self, ops: CoopOps) -> (CoopLayout, Option<CoopLayout>) {
         let small = CoopLayout {
             sg_rows: 2,
             sg_cols: 2,
@@ -961,17 +999,11 @@ impl GpuBackend {
                 fc: 4,
             },
         };
-        let big_tile = big.tile(ops.frag()) as usize;
-        let many =
-            d.m.div_ceil(big_tile) * d.n.div_ceil(big_tile) * d.batch >= BIG_TILE_MIN_WORKGROUPS;
-        let wanted = self
-            .matmul_tile
-            .map_or(many && !self.is_software(), |t| t == 128);
-        if wanted && big.check(ops.frag(), sg_size, caps).is_ok() {
-            big
-        } else {
-            small
-        }
+        let caps = self.rt.caps();
+        let fits = big
+            .check(ops.frag(), coop_subgroup_size(ops, caps), caps)
+            .is_ok();
+        (small, fits.then_some(big))
     }
 
     fn launch_bias_act(

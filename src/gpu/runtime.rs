@@ -115,6 +115,17 @@ impl std::str::FromStr for CoopLayout {
     }
 }
 
+impl std::fmt::Display for CoopLayout {
+    /// The `SG_ROWSxSG_COLS:FRxFC` form that `COHORT_COOP_LAYOUT` takes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}x{}:{}x{}",
+            self.sg_rows, self.sg_cols, self.fr, self.fc
+        )
+    }
+}
+
 impl CoopLayout {
     /// Subgroups per workgroup.
     pub fn subgroups(&self) -> u32 {
