@@ -71,6 +71,9 @@ if want step; then
     run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
     run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  # The same mixed-precision steps without tensor cores (the f32 kernel rounding to f16).
+  COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
+    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
 fi
 if want torch && python3 -c "import torch" 2>/dev/null; then
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
