@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::ops::{
-    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep, ReduceDims,
 };
 use crate::tensor::{DType, TensorInfo};
 
@@ -146,6 +146,22 @@ pub trait Backend {
         grad: &Self::Tensor,
         states: &mut [Self::Tensor],
     ) -> Result<()>;
+    /// The optimizer update of a bias from its layer's pre-activation gradient: the bias's
+    /// gradient is `dpre` (`[R, H]` or `[G, R, H]`) summed over its rows, then as
+    /// [`Backend::optimizer_step`] on `bias` (`[H]` or `[G, H]`). Backends may fuse the two (the
+    /// GPU does: the bias gradient needs no pass of its own); the default sums into a temporary.
+    fn bias_optimizer_step(
+        &self,
+        step: &OptimizerStep,
+        bias: &mut Self::Tensor,
+        dpre: &Self::Tensor,
+        states: &mut [Self::Tensor],
+    ) -> Result<()> {
+        ReduceDims::bias_gradient(dpre, bias)?;
+        let mut db = self.zeros(bias.shape().dims(), DType::F32)?;
+        self.reduce_sum(dpre, dpre.shape().rank() - 2, &mut db, 1.0, false)?;
+        self.optimizer_step(step, bias, &db, states)
+    }
     /// `y = a·x + b·y + c`; without `x`, `y = b·y + c` (with `b = 0`, a fill).
     fn axpby(&self, x: Option<&Self::Tensor>, y: &mut Self::Tensor, k: &Axpby) -> Result<()>;
     /// Adds to `counts` (`[P + 1]`, U32) the rows each peer and the ensemble classify right.

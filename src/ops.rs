@@ -364,6 +364,19 @@ impl ReduceDims {
             inner: d[axis + 1..].iter().product(),
         })
     }
+
+    /// Checks a bias gradient: `dpre` (`[R, H]` or `[G, R, H]`) summed over its rows into the
+    /// shape of `bias` (`[H]` or `[G, H]`).
+    pub fn bias_gradient(dpre: &impl TensorInfo, bias: &impl TensorInfo) -> Result<Self> {
+        let rank = dpre.shape().rank();
+        if rank < 2 {
+            return Err(CohortError::shape(
+                "bias gradient",
+                format!("dpre {} needs rows and columns", dpre.shape()),
+            ));
+        }
+        Self::infer(dpre, rank - 2, bias)
+    }
 }
 
 /// Logits viewed as `[groups, rows, classes]`: `groups` peers share one label vector of `rows` labels.

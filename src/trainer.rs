@@ -6,7 +6,8 @@
 //! 2. forward every group (matmul, then bias + activation);
 //! 3. fused softmax cross-entropy and KL over the stacked logits `[P, B, C]`, which give each
 //!    peer's total logit gradient `(softmax − target)/B + α·T·(p_i − mean_j p_j)/B`;
-//! 4. backward (matmul with transposes, bias-activation backward, column sums) and the optimizer;
+//! 4. backward (matmuls with transposes, the activation backward fused into dX) and the
+//!    optimizer (the bias gradients, column sums, formed inside the bias updates);
 //! 5. per-step losses land in a GPU history buffer that is read once per logging interval.
 //!
 //! With [`Schedule::Alternating`] every peer is its own group, updated in turn against the others'
@@ -26,7 +27,6 @@ struct Layer<T> {
     w: T,
     b: T,
     dw: T,
-    db: T,
     w_state: Vec<T>,
     b_state: Vec<T>,
 }
@@ -231,7 +231,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     w: backend.tensor(&[g, fan_in, fan_out], &w)?,
                     b: zeros(&[g, fan_out])?,
                     dw: zeros(&[g, fan_in, fan_out])?,
-                    db: zeros(&[g, fan_out])?,
                     w_state: states(&[g, fan_in, fan_out])?,
                     b_state: states(&[g, fan_out])?,
                 });
@@ -469,7 +468,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
             };
             let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
             let layer = &mut upper_layers[0];
-            b.reduce_sum(dpre, 1, &mut layer.db, 1.0, false)?;
             let input = if l == 0 { x } else { &gb.act[l - 1] };
             b.matmul(
                 input,
@@ -491,7 +489,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 )?;
             }
             b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;
-            b.optimizer_step(&steps[1], &mut layer.b, &layer.db, &mut layer.b_state)?;
+            // The bias gradient is dpre's column sum, formed inside the update.
+            b.bias_optimizer_step(&steps[1], &mut layer.b, dpre, &mut layer.b_state)?;
         }
         Ok(())
     }

@@ -706,6 +706,51 @@ pub fn optimizer(
     )
 }
 
+fn bias_optimizer_run<B: Backend>(
+    b: &B,
+    step: &OptimizerStep,
+    dpre_shape: &[usize],
+    steps: u32,
+) -> Result<Vec<f32>> {
+    let mut bias_shape = dpre_shape.to_vec();
+    bias_shape.remove(dpre_shape.len() - 2);
+    let n: usize = bias_shape.iter().product();
+    let rows: usize = dpre_shape.iter().product();
+    let mut bias = b.tensor(&bias_shape, &uniform(1, n, -1.0, 1.0))?;
+    let mut states = (0..step.state_count())
+        .map(|_| b.zeros(&bias_shape, DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    for t in 1..=steps {
+        let dpre = b.tensor(dpre_shape, &uniform(20 + t as u64, rows, -1.0, 1.0))?;
+        b.bias_optimizer_step(&step.at_step(t), &mut bias, &dpre, &mut states)?;
+    }
+    let mut out = b.read(&bias)?;
+    for s in &states {
+        out.extend(b.read(s)?);
+    }
+    Ok(out)
+}
+
+/// `steps` updates of a bias from a pre-activation gradient `dpre` of `dpre_shape` (`[R, H]` or
+/// `[G, R, H]`; the bias gradient is its column sum), against the twins run in turn (reduce_sum,
+/// then the optimizer).
+pub fn bias_optimizer(
+    gpu: &GpuBackend,
+    step: &OptimizerStep,
+    dpre_shape: &[usize],
+    steps: u32,
+) -> Result<KernelCheck> {
+    let got = bias_optimizer_run(gpu, step, dpre_shape, steps)?;
+    let want = bias_optimizer_run(&CpuBackend, step, dpre_shape, steps)?;
+    // The column sums of R values in [-1, 1] differ by summation order (R·2⁻²³ relative).
+    let rows = dpre_shape[dpre_shape.len() - 2] as f64;
+    Ok(KernelCheck::new(
+        "optimizer (bias)",
+        format!("{step:?} dpre {dpre_shape:?} steps={steps}"),
+    )
+    .relative("bias+state", &got, &want, RTOL, rows * 1e-6))
+}
+
 fn axpby_run<B: Backend>(b: &B, n: usize) -> Result<Vec<f32>> {
     let x = b.tensor(&[n], &uniform(1, n, -1.0, 1.0))?;
     let mut y = b.tensor(&[n], &uniform(2, n, -1.0, 1.0))?;
@@ -890,31 +935,25 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         },
         6,
     )?);
-    out.push(optimizer(
-        gpu,
-        &OptimizerStep::Sgd {
-            lr: 0.05,
-            momentum: 0.9,
-            nesterov: true,
-            weight_decay: 5e-4,
-        },
-        1000,
-        3,
-    )?);
-    out.push(optimizer(
-        gpu,
-        &OptimizerStep::Adam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
-            decoupled: true,
-            t: 1,
-        },
-        1000,
-        3,
-    )?);
+    let sgd = OptimizerStep::Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 5e-4,
+    };
+    let adam = OptimizerStep::Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 1e-2,
+        decoupled: true,
+        t: 1,
+    };
+    for step in [sgd, adam] {
+        out.push(optimizer(gpu, &step, 1000, 3)?);
+        out.push(bias_optimizer(gpu, &step, &[2, 64, 100], 3)?);
+    }
     out.push(axpby(gpu, 1000)?);
     out.push(count_correct(gpu, &[3, 200, 10], 5)?);
     out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000])?.0);

@@ -689,6 +689,10 @@ fn optimizers_match_cpu_over_several_steps() {
         for n in [1, 257, 5000] {
             checks.push(validate::optimizer(g, step, n, 5).unwrap());
         }
+        // Bias updates from dpre: one row, ragged widths, shared and per-group biases.
+        for shape in [&[1, 1][..], &[3, 17], &[2, 256, 100], &[3, 70, 1030]] {
+            checks.push(validate::bias_optimizer(g, step, shape, 4).unwrap());
+        }
     }
     report("optimizer", &checks);
 }

@@ -201,7 +201,9 @@ struct OptimizerParams {
     eps: f32,
     c1: f32,
     c2: f32,
-    _pad: [u32; 3],
+    rows: u32,
+    cols: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -723,63 +725,22 @@ impl Backend for GpuBackend {
     ) -> Result<()> {
         let infos: Vec<&dyn ops::StateInfo> =
             states.iter().map(|s| s as &dyn ops::StateInfo).collect();
-        let n = step.check(param, grad, &infos)?;
-        let n32 = u32_of("optimizer", n)?;
-        let (entry, params) = match *step {
-            OptimizerStep::Sgd {
-                lr,
-                momentum,
-                nesterov,
-                weight_decay,
-            } => (
-                "sgd",
-                OptimizerParams {
-                    n: n32,
-                    flag: nesterov as u32,
-                    lr,
-                    weight_decay,
-                    momentum_or_beta1: momentum,
-                    beta2: 0.0,
-                    eps: 0.0,
-                    c1: 1.0,
-                    c2: 1.0,
-                    _pad: [0; 3],
-                },
-            ),
-            OptimizerStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-                decoupled,
-                t,
-            } => (
-                "adam",
-                OptimizerParams {
-                    n: n32,
-                    flag: decoupled as u32,
-                    lr,
-                    weight_decay,
-                    momentum_or_beta1: beta1,
-                    beta2,
-                    eps,
-                    c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
-                    c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
-                    _pad: [0; 3],
-                },
-            ),
-        };
-        let mut buffers = vec![param.buf(), grad.buf()];
-        buffers.extend(states.iter().map(|s| s.buf()));
-        self.rt.dispatch(
-            Shader::Optimizer,
-            entry,
-            &[],
-            bytemuck::bytes_of(&params),
-            &buffers,
-            self.grid(n, 256),
-        )
+        step.check(param, grad, &infos)?;
+        self.launch_optimizer(step, param, grad, states, None)
+    }
+
+    fn bias_optimizer_step(
+        &self,
+        step: &OptimizerStep,
+        bias: &mut GpuTensor,
+        dpre: &GpuTensor,
+        states: &mut [GpuTensor],
+    ) -> Result<()> {
+        let d = ReduceDims::bias_gradient(dpre, bias)?;
+        let infos: Vec<&dyn ops::StateInfo> =
+            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
+        step.check(bias, bias, &infos)?;
+        self.launch_optimizer(step, bias, dpre, states, Some(d))
     }
 
     fn axpby(&self, x: Option<&GpuTensor>, y: &mut GpuTensor, k: &Axpby) -> Result<()> {
@@ -1004,6 +965,87 @@ impl GpuBackend {
             .check(ops.frag(), coop_subgroup_size(ops, caps), caps)
             .is_ok();
         (small, fits.then_some(big))
+    }
+
+    /// Records an optimizer update (checked by the caller); with `bias`, `grad` is the layer's
+    /// `dpre` and the update runs on its column sums (`optimizer.wgsl`'s bias entries).
+    fn launch_optimizer(
+        &self,
+        step: &OptimizerStep,
+        param: &GpuTensor,
+        grad: &GpuTensor,
+        states: &[GpuTensor],
+        bias: Option<ReduceDims>,
+    ) -> Result<()> {
+        const OP: &str = "optimizer";
+        let n = param.shape.numel();
+        let n32 = u32_of(OP, n)?;
+        let (rows, cols) = match bias {
+            Some(d) => (u32_of(OP, d.n)?, u32_of(OP, d.inner)?),
+            None => (0, 0),
+        };
+        let (entry, params) = match *step {
+            OptimizerStep::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay,
+            } => (
+                if bias.is_some() { "sgd_bias" } else { "sgd" },
+                OptimizerParams {
+                    n: n32,
+                    flag: nesterov as u32,
+                    lr,
+                    weight_decay,
+                    momentum_or_beta1: momentum,
+                    beta2: 0.0,
+                    eps: 0.0,
+                    c1: 1.0,
+                    c2: 1.0,
+                    rows,
+                    cols,
+                    _pad: 0,
+                },
+            ),
+            OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                decoupled,
+                t,
+            } => (
+                if bias.is_some() { "adam_bias" } else { "adam" },
+                OptimizerParams {
+                    n: n32,
+                    flag: decoupled as u32,
+                    lr,
+                    weight_decay,
+                    momentum_or_beta1: beta1,
+                    beta2,
+                    eps,
+                    c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
+                    c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
+                    rows,
+                    cols,
+                    _pad: 0,
+                },
+            ),
+        };
+        let mut buffers = vec![param.buf(), grad.buf()];
+        buffers.extend(states.iter().map(|s| s.buf()));
+        self.rt.dispatch(
+            Shader::Optimizer,
+            entry,
+            &[],
+            bytemuck::bytes_of(&params),
+            &buffers,
+            match bias {
+                Some(_) => [u32_of(OP, n.div_ceil(16))?, 1, 1],
+                None => self.grid(n, 256),
+            },
+        )
     }
 
     fn launch_bias_act(

@@ -90,7 +90,7 @@ impl Shader {
         match self {
             Shader::Matmul | Shader::MatmulCoop(_) => &["main", "main_bias_act", "main_act_grad"],
             Shader::BiasAct => &["forward", "backward"],
-            Shader::Optimizer => &["sgd", "adam"],
+            Shader::Optimizer => &["sgd", "adam", "sgd_bias", "adam_bias"],
             Shader::Axpby => &["axpby", "affine"],
             _ => &["main"],
         }
@@ -142,7 +142,10 @@ impl Shader {
                 include_str!("../../shaders/bias_act.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::ReduceSum => include_str!("../../shaders/reduce_sum.wgsl"),
+            Shader::ReduceSum => concat!(
+                include_str!("../../shaders/reduce_sum.wgsl"),
+                include_str!("../../shaders/include/column_sum.wgsl")
+            ),
             Shader::SoftmaxCe => concat!(
                 include_str!("../../shaders/softmax_ce.wgsl"),
                 include_str!("../../shaders/include/row_softmax.wgsl")
@@ -157,7 +160,10 @@ impl Shader {
                 include_str!("../../shaders/include/row_softmax.wgsl"),
                 include_str!("../../shaders/include/peer_kl.wgsl")
             ),
-            Shader::Optimizer => include_str!("../../shaders/optimizer.wgsl"),
+            Shader::Optimizer => concat!(
+                include_str!("../../shaders/optimizer.wgsl"),
+                include_str!("../../shaders/include/column_sum.wgsl")
+            ),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
             Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
             Shader::Gather => include_str!("../../shaders/gather.wgsl"),
