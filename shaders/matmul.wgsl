@@ -26,31 +26,7 @@ override MICRO: u32 = TILE / 16u; // per-thread block: 4 or 8 (derived, never se
 // stored [K, N], K for B stored [N, K]), so a vec4 is wholly inside the matrix or wholly outside.
 override VEC_A: bool = false;
 override VEC_B: bool = false;
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    stride_a: u32, // elements between batch entries of A (0: shared)
-    stride_b: u32,
-    alpha: f32,
-    beta: f32,
-    act: u32,         // main_bias_act: activation code (shaders/include/activation.wgsl)
-    bias_stride: u32, // main_bias_act: elements between batch entries of the bias (0: shared)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
-@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
-@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
-@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
-
+// Params, bindings, a_at / b_at, product and write_epilogue: shaders/include/matmul_io.wgsl.
 
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
@@ -69,22 +45,6 @@ fn input_rounding(v: vec4<f32>) -> vec4<f32> {
         return v;
     }
     return vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
-}
-
-// Where element (row of op(A), k) is in `a`.
-fn a_at(base: u32, row: u32, col: u32) -> u32 {
-    if (TRANS_A) {
-        return base + col * p.m + row;
-    }
-    return base + row * p.k + col;
-}
-
-// Where element (k, column of op(B)) is in `b`.
-fn b_at(base: u32, row: u32, col: u32) -> u32 {
-    if (TRANS_B) {
-        return base + col * p.k + row;
-    }
-    return base + row * p.n + col;
 }
 
 // Element (row, k) of op(A); zero outside the matrix.
@@ -278,15 +238,6 @@ fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
     return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
 }
 
-// C's element `idx`: alpha·acc (+ beta·C).
-fn product(idx: u32, acc: f32) -> f32 {
-    var value = p.alpha * acc;
-    if (p.beta != 0.0) {
-        value += p.beta * c[idx];
-    }
-    return value;
-}
-
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -302,23 +253,11 @@ fn main(
     }
 }
 
-// The fused epilogues (they alone touch `bias` and `aux`, so plain products need not bind them).
-const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
-const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
-
 fn write_with_epilogue(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>, epilogue: u32) {
     for (var e = 0u; e < MICRO * MICRO; e++) {
         let at = c_place(wg, lid, e);
         if (at.y != 0u) {
-            let idx = at.x;
-            let value = product(idx, acc[e]);
-            let b = bias[wg.z * p.bias_stride + idx % p.n];
-            if (epilogue == ACT_GRAD) {
-                c[idx] = value * derivative(aux[idx] + b, p.act);
-            } else {
-                c[idx] = value;
-                aux[idx] = activate(value + b, p.act);
-            }
+            write_epilogue(wg.z, at.x, acc[e], epilogue);
         }
     }
 }

@@ -1,6 +1,7 @@
 // Tensor-core batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], with A and B
 // rounded to f16 and f32 accumulation, through cooperative matrices. Entries `main_bias_act` and
-// `main_act_grad` add the fused epilogues of matmul.wgsl (same bindings, same meaning).
+// `main_act_grad` add the fused epilogues of matmul.wgsl (the bindings and epilogues are shared:
+// include/matmul_io.wgsl).
 // CPU twins: src/cpu/matmul.rs with f16 inputs, then src/cpu/bias_act.rs.
 //
 // The host prepends the cooperative-matrix operations: the types FragA, FragB and Acc (FRAG x FRAG
@@ -37,30 +38,7 @@ override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread 
 // have more than one unnamed override-expression length.
 override STAGED: u32 = 2u * TILE * KS;
 override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS;
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    stride_a: u32, // elements between batch entries of A (0: shared)
-    stride_b: u32,
-    alpha: f32,
-    beta: f32,
-    act: u32,         // epilogue entries: activation code (shaders/include/activation.wgsl)
-    bias_stride: u32, // epilogue entries: elements between batch entries of the bias (0: shared)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
-@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
-@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
-@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
+// Params, bindings, a_at / b_at, product and write_epilogue: shaders/include/matmul_io.wgsl.
 
 const TK: u32 = 32u; // k per step
 // Row stride of the staged slices, in f16: TK plus 8 against bank conflicts; rows stay 16-byte
@@ -74,22 +52,6 @@ var<workgroup> tile_b: array<f16, STAGED>; // two buffers of [TILE columns of op
 var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup
 
 var<private> lane: u32; // this invocation's index in its subgroup
-
-// Where element (row, k) of op(A) is in `a`.
-fn a_at(base: u32, row: u32, col: u32) -> u32 {
-    if (TRANS_A) {
-        return base + col * p.m + row;
-    }
-    return base + row * p.k + col;
-}
-
-// Where element (k, column) of op(B) is in `b`.
-fn b_at(base: u32, row: u32, col: u32) -> u32 {
-    if (TRANS_B) {
-        return base + col * p.k + row;
-    }
-    return base + row * p.n + col;
-}
 
 // Operand 0 is op(A), read by (row, k); operand 1 is op(B), read by (column, k): both as the
 // staged slices hold them.
@@ -225,15 +187,6 @@ fn c_place(wg: vec3<u32>, tid: u32, f: u32, e: u32) -> vec2<u32> {
     return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
 }
 
-// C's element `idx`: alpha·acc (+ beta·C).
-fn product(idx: u32, acc: f32) -> f32 {
-    var value = p.alpha * acc;
-    if (p.beta != 0.0) {
-        value += p.beta * c[idx];
-    }
-    return value;
-}
-
 // The start of this subgroup's staging tile.
 fn staging(tid: u32) -> u32 {
     return (tid / SG_SIZE) * FRAG * FRAG;
@@ -255,10 +208,6 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-// The fused epilogues (they alone touch `bias` and `aux`), as in matmul.wgsl.
-const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
-const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
-
 fn write_with_epilogue(wg: vec3<u32>, tid: u32, acc: array<Acc, 16>, epilogue: u32) {
     for (var f = 0u; f < FR * FC; f++) {
         stash(acc[f], staging(tid));
@@ -266,15 +215,7 @@ fn write_with_epilogue(wg: vec3<u32>, tid: u32, acc: array<Acc, 16>, epilogue: u
         for (var e = lane; e < FRAG * FRAG; e += SG_SIZE) {
             let at = c_place(wg, tid, f, e);
             if (at.y != 0u) {
-                let idx = at.x;
-                let value = product(idx, out_tile[staging(tid) + e]);
-                let b = bias[wg.z * p.bias_stride + idx % p.n];
-                if (epilogue == ACT_GRAD) {
-                    c[idx] = value * derivative(aux[idx] + b, p.act);
-                } else {
-                    c[idx] = value;
-                    aux[idx] = activate(value + b, p.act);
-                }
+                write_epilogue(wg.z, at.x, out_tile[staging(tid) + e], epilogue);
             }
         }
         workgroupBarrier();

@@ -119,23 +119,27 @@ impl Shader {
         match self {
             Shader::Matmul => concat!(
                 include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
             Shader::MatmulCoop(CoopOps::Native16) => concat!(
                 include_str!("../../shaders/include/coop16.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
             Shader::MatmulCoop(CoopOps::Native8) => concat!(
                 include_str!("../../shaders/include/coop8.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
             Shader::MatmulCoop(CoopOps::Emulated) => concat!(
                 include_str!("../../shaders/include/coop_emulated.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
             Shader::BiasAct => concat!(

@@ -1,0 +1,70 @@
+
+// What matmul.wgsl and matmul_coop.wgsl share: the parameter block, the bindings, where an
+// element of op(A) or op(B) is stored, and how an accumulated element of C is written, plainly
+// or through a fused epilogue.
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    stride_a: u32, // elements between batch entries of A (0: shared)
+    stride_b: u32,
+    alpha: f32,
+    beta: f32,
+    act: u32,         // epilogue entries: activation code (shaders/include/activation.wgsl)
+    bias_stride: u32, // epilogue entries: elements between batch entries of the bias (0: shared)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
+@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
+@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
+
+// Where element (row, k) of op(A) is in `a`.
+fn a_at(base: u32, row: u32, col: u32) -> u32 {
+    if (TRANS_A) {
+        return base + col * p.m + row;
+    }
+    return base + row * p.k + col;
+}
+
+// Where element (k, column) of op(B) is in `b`.
+fn b_at(base: u32, row: u32, col: u32) -> u32 {
+    if (TRANS_B) {
+        return base + col * p.k + row;
+    }
+    return base + row * p.n + col;
+}
+
+// C's element `idx`: alpha·acc (+ beta·C).
+fn product(idx: u32, acc: f32) -> f32 {
+    var value = p.alpha * acc;
+    if (p.beta != 0.0) {
+        value += p.beta * c[idx];
+    }
+    return value;
+}
+
+// The fused epilogues. Only the epilogue entries call write_epilogue, so only they bind `bias`
+// and `aux`; plain products need not.
+const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
+const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
+
+// Writes C's element `idx` of batch entry `batch` from its accumulator, with the epilogue.
+fn write_epilogue(batch: u32, idx: u32, acc: f32, epilogue: u32) {
+    let value = product(idx, acc);
+    let b = bias[batch * p.bias_stride + idx % p.n];
+    if (epilogue == ACT_GRAD) {
+        c[idx] = value * derivative(aux[idx] + b, p.act);
+    } else {
+        c[idx] = value;
+        aux[idx] = activate(value + b, p.act);
+    }
+}
