@@ -29,7 +29,7 @@ struct Epilogue<'t> {
     bias_stride: usize,
 }
 
-/// Whether `matmul.wgsl` loads A and B as vec4s: each operand's stored contiguous axis (K or M
+/// Whether the matmul kernels load A and B as vec4s: each operand's stored contiguous axis (K or M
 /// for A, N or K for B) and its batch stride are multiples of 4.
 fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
     let a_axis = if d.trans_a { d.m } else { d.k };
@@ -42,15 +42,6 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
 
 /// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
-
-/// The subgroup width `shaders/matmul_coop.wgsl` is built for: the adapter's, or 32 when the
-/// cooperative-matrix operations are emulated.
-fn coop_subgroup_size(ops: CoopOps, caps: &Capabilities) -> u32 {
-    match ops {
-        CoopOps::Emulated => 32,
-        _ => caps.subgroup_size.unwrap_or(32),
-    }
-}
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -100,9 +91,64 @@ impl GpuTensor {
 pub struct GpuBackend {
     rt: Runtime,
     matmul_tile: Option<usize>,
-    coop: Option<CoopOps>,
-    coop_layout: Option<CoopLayout>,
+    coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
+}
+
+/// The cooperative-matrix kernel a backend runs f16 products on: its build and the layouts it
+/// chooses between (decided once, when the device opens).
+#[derive(Clone, Copy, Debug)]
+struct CoopKernel {
+    ops: CoopOps,
+    /// Subgroups of 32 for the emulated build, else the adapter's width.
+    sg_size: u32,
+    /// For most products: 4 subgroups of 2×2 accumulators, or the forced layout.
+    small: CoopLayout,
+    /// For products with many tiles, where the device can run it (none when one is forced): 8
+    /// subgroups of 2×4 accumulators (4×4 subgroups of 2×2 for 8×8 fragments).
+    big: Option<CoopLayout>,
+}
+
+impl CoopKernel {
+    /// The kernel for `ops` on a device with `caps`: `forced` (checked) as its only layout, or the
+    /// two defaults, the big one only where it fits.
+    fn new(ops: CoopOps, caps: &Capabilities, forced: Option<CoopLayout>) -> Result<Self> {
+        let sg_size = match ops {
+            CoopOps::Emulated => 32,
+            _ => caps.subgroup_size.unwrap_or(32),
+        };
+        let layout = |sg_rows, sg_cols, fr, fc| CoopLayout {
+            sg_rows,
+            sg_cols,
+            fr,
+            fc,
+        };
+        let (small, big) = match forced {
+            Some(layout) => {
+                layout.check(ops.frag(), sg_size, caps)?;
+                (layout, None)
+            }
+            None => {
+                let big = match ops {
+                    CoopOps::Native8 => layout(4, 4, 2, 2),
+                    _ => layout(4, 2, 2, 4),
+                };
+                let fits = big.check(ops.frag(), sg_size, caps).is_ok();
+                (layout(2, 2, 2, 2), fits.then_some(big))
+            }
+        };
+        Ok(CoopKernel {
+            ops,
+            sg_size,
+            small,
+            big,
+        })
+    }
+
+    /// Every layout this kernel may run in.
+    fn layouts(&self) -> impl Iterator<Item = CoopLayout> {
+        std::iter::once(self.small).chain(self.big)
+    }
 }
 
 impl std::fmt::Debug for GpuBackend {
@@ -270,30 +316,26 @@ impl GpuBackend {
                 )))
             }
         };
-        if let (Some(ops), Some(layout)) = (coop, options.coop_layout) {
-            layout.check(ops.frag(), coop_subgroup_size(ops, caps), caps)?;
-        }
+        let coop = coop
+            .map(|ops| CoopKernel::new(ops, caps, options.coop_layout))
+            .transpose()?;
         let mut gpu = GpuBackend {
             rt,
             matmul_tile: options.matmul_tile,
             coop,
-            coop_layout: options.coop_layout,
             coop_check: None,
         };
-        if let Some(ops) = coop {
+        if let Some(kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
             // error, so check the kernel once, in every layout it may run in, before trusting it
             // with training.
-            let layouts = match options.coop_layout {
-                Some(forced) => vec![forced],
-                None => {
-                    let (small, big) = gpu.coop_default_layouts(ops);
-                    std::iter::once(small).chain(big).collect()
-                }
-            };
             let mut worst: Option<crate::validate::KernelCheck> = None;
-            for layout in layouts {
-                gpu.coop_layout = Some(layout);
+            for layout in kernel.layouts() {
+                gpu.coop = Some(CoopKernel {
+                    small: layout,
+                    big: None,
+                    ..kernel
+                });
                 let mut check = crate::validate::coop_self_test(&gpu)?;
                 check.case += &format!(" layout {layout}");
                 if worst
@@ -303,12 +345,14 @@ impl GpuBackend {
                     worst = Some(check);
                 }
             }
-            gpu.coop_layout = options.coop_layout;
             let check = worst.expect("at least one layout");
-            if !check.passed() {
+            if check.passed() {
+                gpu.coop = Some(kernel);
+            } else {
                 eprintln!(
-                    "cohort: warning: the cooperative-matrix matmul ({ops:?}) failed its self-test \
+                    "cohort: warning: the cooperative-matrix matmul ({:?}) failed its self-test \
                      on {} ({}: {}); f16 products use the f32 kernel with f16 rounding instead",
+                    kernel.ops,
                     gpu.rt.info().name,
                     check.case,
                     check.worst
@@ -324,12 +368,12 @@ impl GpuBackend {
     /// matmuls run on, if any: the adapter offers it (or emulation was asked for, see
     /// [`GpuOptions::coop`]) and it passed its self-test.
     pub fn matmul_coop(&self) -> Option<CoopOps> {
-        self.coop
+        self.coop.map(|k| k.ops)
     }
 
     /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
     pub fn uses_tensor_cores(&self) -> bool {
-        self.coop == Some(CoopOps::Native16)
+        self.matmul_coop() == Some(CoopOps::Native16)
     }
 
     /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
@@ -355,7 +399,7 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if matches!(shader, Shader::MatmulCoop(ops) if Some(ops) != self.coop) {
+            if matches!(shader, Shader::MatmulCoop(ops) if Some(ops) != self.matmul_coop()) {
                 continue;
             }
             self.rt.warm_up(shader, shader.entries())?;
@@ -859,16 +903,6 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
             _pad: [0; 3],
         };
-        let coop = self.coop.filter(|_| d.f16_inputs);
-        let tile = match coop {
-            Some(ops) => self.coop_layout(ops, d).tile(ops.frag()) as usize,
-            None => self.matmul_tile(d),
-        };
-        let groups = [
-            u32_of(OP, d.n.div_ceil(tile))?,
-            u32_of(OP, d.m.div_ceil(tile))?,
-            u32_of(OP, d.batch)?,
-        ];
         let flag = |on: bool| on as u8 as f64;
         // vec4 loads where the operand's stored contiguous axis is a multiple of 4 (then every
         // batch stride is too, and a vec4 never straddles the matrix edge).
@@ -879,23 +913,30 @@ impl GpuBackend {
             ("VEC_A", flag(vec_a)),
             ("VEC_B", flag(vec_b)),
         ];
-        let shader = match coop {
-            Some(ops) => {
-                let layout = self.coop_layout(ops, d);
+        let (shader, tile) = match self.coop.filter(|_| d.f16_inputs) {
+            Some(kernel) => {
+                let layout = self.coop_layout(&kernel, d);
                 constants.extend([
-                    ("SG_SIZE", coop_subgroup_size(ops, self.rt.caps()) as f64),
+                    ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),
                     ("FR", layout.fr as f64),
                     ("FC", layout.fc as f64),
                 ]);
-                Shader::MatmulCoop(ops)
+                let tile = layout.tile(kernel.ops.frag()) as usize;
+                (Shader::MatmulCoop(kernel.ops), tile)
             }
             None => {
+                let tile = self.matmul_tile(d);
                 constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
-                Shader::Matmul
+                (Shader::Matmul, tile)
             }
         };
+        let groups = [
+            u32_of(OP, d.n.div_ceil(tile))?,
+            u32_of(OP, d.m.div_ceil(tile))?,
+            u32_of(OP, d.batch)?,
+        ];
         // `a4` and `b4`: the same buffers, read as vec4s.
         let mut buffers = vec![a.buf(), b.buf(), c.buf(), a.buf(), b.buf()];
         let entry = match epilogue {
@@ -915,16 +956,14 @@ impl GpuBackend {
         )
     }
 
-    /// The cooperative-matrix kernel's layout for this product: the forced one, else 8
-    /// subgroups and a 128 tile (64 for 8×8 fragments) where the product has enough such tiles
-    /// to fill a large GPU and the workgroup memory allows, else 4 subgroups and a 64 (32) tile.
-    fn coop_layout(&self, ops: CoopOps, d: &MatmulDims) -> CoopLayout {
-        if let Some(layout) = self.coop_layout {
-            return layout;
-        }
-        let (small, big) = self.coop_default_layouts(ops);
-        let Some(big) = big else { return small };
-        let big_tile = big.tile(ops.frag()) as usize;
+    /// The cooperative-matrix kernel's layout for this product: the big one where the product
+    /// has enough such tiles to fill a large GPU (or `COHORT_MATMUL_TILE=128` asks for it), else
+    /// the small (or forced) one.
+    fn coop_layout(&self, kernel: &CoopKernel, d: &MatmulDims) -> CoopLayout {
+        let Some(big) = kernel.big else {
+            return kernel.small;
+        };
+        let big_tile = big.tile(kernel.ops.frag()) as usize;
         let many =
             d.m.div_ceil(big_tile) * d.n.div_ceil(big_tile) * d.batch >= BIG_TILE_MIN_WORKGROUPS;
         let wanted = self
@@ -933,38 +972,8 @@ impl GpuBackend {
         if wanted {
             big
         } else {
-            small
+            kernel.small
         }
-    }
-
-    /// The two layouts `coop_layout` chooses between: 4 subgroups of 2×2 accumulators, and 8
-    /// subgroups of 2×4 (4×4 subgroups of 2×2 for 8×8 fragments) where the device can run it.
-    fn coop_default_layouts(&self, ops: CoopOps) -> (CoopLayout, Option<CoopLayout>) {
-        let small = CoopLayout {
-            sg_rows: 2,
-            sg_cols: 2,
-            fr: 2,
-            fc: 2,
-        };
-        let big = match ops {
-            CoopOps::Native8 => CoopLayout {
-                sg_rows: 4,
-                sg_cols: 4,
-                fr: 2,
-                fc: 2,
-            },
-            _ => CoopLayout {
-                sg_rows: 4,
-                sg_cols: 2,
-                fr: 2,
-                fc: 4,
-            },
-        };
-        let caps = self.rt.caps();
-        let fits = big
-            .check(ops.frag(), coop_subgroup_size(ops, caps), caps)
-            .is_ok();
-        (small, fits.then_some(big))
     }
 
     /// Records an optimizer update (checked by the caller); with `bias`, `grad` is the layer's
