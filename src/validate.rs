@@ -663,26 +663,46 @@ pub fn dml_loss(
     .relative("dlogits", &d, &cd, RTOL, 1e-6))
 }
 
+/// A seeded parameter of `shape` and the zeroed state tensors of `step`'s rule.
+fn parameter_and_states<B: Backend>(
+    b: &B,
+    step: &OptimizerStep,
+    shape: &[usize],
+) -> Result<(B::Tensor, Vec<B::Tensor>)> {
+    let n = shape.iter().product();
+    let param = b.tensor(shape, &uniform(1, n, -1.0, 1.0))?;
+    let states = (0..step.state_count())
+        .map(|_| b.zeros(shape, DType::F32))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((param, states))
+}
+
+/// The parameter, then every state tensor, as one vector.
+fn read_parameter_and_states<B: Backend>(
+    b: &B,
+    param: &B::Tensor,
+    states: &[B::Tensor],
+) -> Result<Vec<f32>> {
+    let mut out = b.read(param)?;
+    for s in states {
+        out.extend(b.read(s)?);
+    }
+    Ok(out)
+}
+
 fn optimizer_run<B: Backend>(
     b: &B,
     step: &OptimizerStep,
     n: usize,
     steps: u32,
 ) -> Result<Vec<f32>> {
-    let mut w = b.tensor(&[n], &uniform(1, n, -1.0, 1.0))?;
-    let mut states = (0..step.state_count())
-        .map(|_| b.zeros(&[n], DType::F32))
-        .collect::<Result<Vec<_>>>()?;
+    let (mut w, mut states) = parameter_and_states(b, step, &[n])?;
     for t in 1..=steps {
         let grad = b.tensor(&[n], &uniform(10 + t as u64, n, -1.0, 1.0))?;
         let s = step.at_step(t);
         b.optimizer_step(&s, &mut w, &grad, &mut states)?;
     }
-    let mut out = b.read(&w)?;
-    for s in &states {
-        out.extend(b.read(s)?);
-    }
-    Ok(out)
+    read_parameter_and_states(b, &w, &states)
 }
 
 /// `steps` optimizer updates of `n` parameters with seeded gradients; compares the parameters
@@ -714,21 +734,13 @@ fn bias_optimizer_run<B: Backend>(
 ) -> Result<Vec<f32>> {
     let mut bias_shape = dpre_shape.to_vec();
     bias_shape.remove(dpre_shape.len() - 2);
-    let n: usize = bias_shape.iter().product();
-    let rows: usize = dpre_shape.iter().product();
-    let mut bias = b.tensor(&bias_shape, &uniform(1, n, -1.0, 1.0))?;
-    let mut states = (0..step.state_count())
-        .map(|_| b.zeros(&bias_shape, DType::F32))
-        .collect::<Result<Vec<_>>>()?;
+    let len: usize = dpre_shape.iter().product();
+    let (mut bias, mut states) = parameter_and_states(b, step, &bias_shape)?;
     for t in 1..=steps {
-        let dpre = b.tensor(dpre_shape, &uniform(20 + t as u64, rows, -1.0, 1.0))?;
+        let dpre = b.tensor(dpre_shape, &uniform(20 + t as u64, len, -1.0, 1.0))?;
         b.bias_optimizer_step(&step.at_step(t), &mut bias, &dpre, &mut states)?;
     }
-    let mut out = b.read(&bias)?;
-    for s in &states {
-        out.extend(b.read(s)?);
-    }
-    Ok(out)
+    read_parameter_and_states(b, &bias, &states)
 }
 
 /// `steps` updates of a bias from a pre-activation gradient `dpre` of `dpre_shape` (`[R, H]` or
