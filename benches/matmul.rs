@@ -19,8 +19,10 @@
 //!   (`64x64x64,128x256x96,2b64x128x80`) runs in seconds on lavapipe; large shapes are opt-in
 //!   (4096³ takes minutes per iteration on a software device).
 //! - `COHORT_BENCH_TRANSPOSES`: which of `nn,nt,tn,tt` to run (default `nn,nt,tn`).
-//! - `COHORT_BENCH_PRECISION=f16`: f16 inputs, f32 accumulation (tensor cores where available);
-//!   JSON keys then end in `fp16`. `COHORT_MATMUL_TILE=64|128` forces the f32 kernel's tile.
+//! - `COHORT_BENCH_PRECISION`: `f32` (default); `f16`: A and B are F16 tensors, f32
+//!   accumulation (tensor cores where available; what cuBLAS HGEMM is given), JSON keys end in
+//!   `fp16`; `mixed`: f32 tensors rounded to f16 as they are loaded, keys end in `mixed`.
+//!   `COHORT_MATMUL_TILE=64|128` forces the f32 kernel's tile.
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
 //!   JSON keys are `matmul/<NN|NT|TN|TT>/<shape>/fp32`, as `benches/reference/torch_reference.py`
 //!   names its cuBLAS timings.
@@ -29,6 +31,7 @@ mod common;
 
 use std::time::Duration;
 
+use cohort::gpu::GpuTensor;
 use cohort::ops::MatmulSpec;
 use cohort::rng::Rng;
 use cohort::{Backend, CpuBackend, DType, GpuBackend};
@@ -125,14 +128,48 @@ impl Trans {
     }
 
     fn spec(self) -> MatmulSpec {
-        MatmulSpec::new(self.a, self.b).f16(f16_inputs())
+        MatmulSpec::new(self.a, self.b).f16(precision() == Precision::Mixed)
     }
 }
 
-/// `COHORT_BENCH_PRECISION=f16`: f16 inputs with f32 accumulation (tensor cores where the adapter
-/// has them); the default is f32.
-fn f16_inputs() -> bool {
-    std::env::var("COHORT_BENCH_PRECISION").is_ok_and(|p| p == "f16")
+/// The operands' precision (`COHORT_BENCH_PRECISION`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Precision {
+    /// f32 tensors, f32 products.
+    F32,
+    /// F16 tensors, f32 accumulation.
+    F16,
+    /// f32 tensors rounded to f16 as they are loaded, f32 accumulation.
+    Mixed,
+}
+
+impl Precision {
+    /// The JSON key's last part and the summary's backend label.
+    fn names(self) -> (&'static str, &'static str) {
+        match self {
+            Precision::F32 => ("fp32", "gpu"),
+            Precision::F16 => ("fp16", "gpu f16"),
+            Precision::Mixed => ("mixed", "gpu mixed"),
+        }
+    }
+}
+
+fn precision() -> Precision {
+    match std::env::var("COHORT_BENCH_PRECISION").as_deref() {
+        Err(_) | Ok("" | "f32") => Precision::F32,
+        Ok("f16") => Precision::F16,
+        Ok("mixed") => Precision::Mixed,
+        Ok(other) => panic!("COHORT_BENCH_PRECISION: unknown '{other}' (f32, f16, mixed)"),
+    }
+}
+
+/// A tensor of `shape` with uniform values in [-1, 1], F16 for `Precision::F16`.
+fn operand(gpu: &GpuBackend, rng: &mut Rng, shape: &[usize]) -> cohort::Result<GpuTensor> {
+    let data = rng.uniform_vec(shape.iter().product(), -1.0, 1.0);
+    match precision() {
+        Precision::F16 => gpu.tensor_f16(shape, &data),
+        _ => gpu.tensor(shape, &data),
+    }
 }
 
 fn shapes_from_env() -> Vec<Shape> {
@@ -210,15 +247,15 @@ fn bench_gpu(
             let [sa, sb, sc] = shape.operands(t);
             let mut rng = Rng::new(0xC0407 + si as u64);
             let setup = (|| {
-                let a = gpu.tensor(&sa, &rng.uniform_vec(sa.iter().product(), -1.0, 1.0))?;
-                let b = gpu.tensor(&sb, &rng.uniform_vec(sb.iter().product(), -1.0, 1.0))?;
+                let a = operand(gpu, &mut rng, &sa)?;
+                let b = operand(gpu, &mut rng, &sb)?;
                 let mut c = gpu.zeros(&sc, DType::F32)?;
                 // Compile the pipeline and touch every buffer before timing; the first run also
                 // tells whether timestamp queries work here.
                 if clock.is_none() {
                     let picked = common::pick_clock(gpu, || gpu.matmul(&a, &b, &mut c, &t.spec()))?;
                     eprintln!("[matmul] timing with {}", picked.label());
-                    if f16_inputs() {
+                    if precision() != Precision::F32 {
                         eprintln!(
                             "[matmul] f16 products on {}",
                             match gpu.matmul_coop() {
@@ -227,7 +264,7 @@ fn bench_gpu(
                                     std::env::var("COHORT_COOP_LAYOUT")
                                         .unwrap_or_else(|_| "by shape".into())
                                 ),
-                                None => "matmul.wgsl with f16 rounding".into(),
+                                None => "matmul.wgsl (no cooperative matrices)".into(),
                             }
                         );
                     }
@@ -252,7 +289,7 @@ fn bench_gpu(
                 common::time_gpu(gpu, clock, || gpu.matmul(&a, &b, &mut cm, &t.spec()))
             }) {
                 let row = Row {
-                    backend: if f16_inputs() { "gpu f16" } else { "gpu" },
+                    backend: precision().names().1,
                     shape,
                     trans: t,
                     median,
@@ -261,11 +298,7 @@ fn bench_gpu(
                 };
                 eprintln!("{}", row.line());
                 json.record(
-                    format!(
-                        "matmul/{}/{shape}/{}",
-                        t.name(),
-                        if f16_inputs() { "fp16" } else { "fp32" }
-                    ),
+                    format!("matmul/{}/{shape}/{}", t.name(), precision().names().0),
                     serde_json::json!({
                         "median_ms": common::ms(median),
                         "tflops": row.tflops(),
@@ -304,7 +337,8 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
         let id = BenchmarkId::new(t.name(), shape);
         if let Some((median, iters)) = common::measure(&mut group, id, samples, || {
             common::wall(|| {
-                cpu.matmul(&a, &b, &mut cm, &t.spec()).expect("CPU matmul");
+                let spec = MatmulSpec::new(t.a, t.b);
+                cpu.matmul(&a, &b, &mut cm, &spec).expect("CPU matmul");
                 std::hint::black_box(&cm);
             })
         }) {

@@ -14,7 +14,8 @@
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
 // every operand is rounded to f16 as it is loaded (mixed precision where the adapter has no
-// cooperative matrices; `matmul_coop.wgsl` is the tensor-core version).
+// cooperative matrices; `matmul_coop.wgsl` is the tensor-core version). A and B may also be
+// stored as f16 (include/matmul_io.wgsl), and are widened as they are loaded.
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
@@ -52,7 +53,7 @@ fn load_a(base: u32, row: u32, col: u32) -> f32 {
     if (row >= p.m || col >= p.k) {
         return 0.0;
     }
-    return input_rounding(vec4<f32>(a[a_at(base, row, col)])).x;
+    return input_rounding(vec4<f32>(f32(a[a_at(base, row, col)]))).x;
 }
 
 // Element (k, column) of op(B); zero outside the matrix.
@@ -60,7 +61,7 @@ fn load_b(base: u32, row: u32, col: u32) -> f32 {
     if (row >= p.k || col >= p.n) {
         return 0.0;
     }
-    return input_rounding(vec4<f32>(b[b_at(base, row, col)])).x;
+    return input_rounding(vec4<f32>(f32(b[b_at(base, row, col)]))).x;
 }
 
 // Four consecutive elements of op(A) from (row, k): along k as stored [M, K], along rows as
@@ -69,7 +70,7 @@ fn load_a4(base: u32, row: u32, col: u32) -> vec4<f32> {
     if (row >= p.m || col >= p.k) {
         return vec4<f32>(0.0);
     }
-    return input_rounding(a4[a_at(base, row, col) / 4u]);
+    return input_rounding(vec4<f32>(a4[a_at(base, row, col) / 4u]));
 }
 
 // Four consecutive elements of op(B) from (k, column): along columns as stored [K, N], along k
@@ -78,7 +79,7 @@ fn load_b4(base: u32, row: u32, col: u32) -> vec4<f32> {
     if (row >= p.k || col >= p.n) {
         return vec4<f32>(0.0);
     }
-    return input_rounding(b4[b_at(base, row, col) / 4u]);
+    return input_rounding(vec4<f32>(b4[b_at(base, row, col) / 4u]));
 }
 
 // A k-slice of one operand is TILE x 16 elements, staged by the 256 threads in units of one

@@ -1,7 +1,7 @@
 // Tensor-core batched matmul: C[b] = alpha * op(A[b]) * op(B[b]) + beta * C[b], with A and B
-// rounded to f16 and f32 accumulation, through cooperative matrices. Entries `main_bias_act` and
-// `main_act_grad` add the fused epilogues of matmul.wgsl (the bindings and epilogues are shared:
-// include/matmul_io.wgsl).
+// in f16 (stored so, or rounded as they are loaded) and f32 accumulation, through cooperative
+// matrices. Entries `main_bias_act` and `main_act_grad` add the fused epilogues of matmul.wgsl
+// (the bindings, operand types and epilogues are shared: include/matmul_io.wgsl).
 // CPU twins: src/cpu/matmul.rs with f16 inputs, then src/cpu/bias_act.rs.
 //
 // The host prepends the cooperative-matrix operations: the types FragA, FragB and Acc (FRAG x FRAG
@@ -64,24 +64,24 @@ fn k_contiguous(operand: u32) -> bool {
 }
 
 // Four elements of `operand` from (r, k) along its stored contiguous axis (one element unless
-// vec); zero outside the matrix (vec makes it all or nothing).
-fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f32> {
+// vec), as f16 (rounded from f32 storage); zero outside the matrix (vec makes it all or nothing).
+fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f16> {
     if (operand == 0u) {
         if (r >= p.m || k >= p.k) {
-            return vec4<f32>(0.0);
+            return vec4<f16>(0.0);
         }
         if (vec) {
-            return a4[a_at(base, r, k) / 4u];
+            return vec4<f16>(a4[a_at(base, r, k) / 4u]);
         }
-        return vec4<f32>(a[a_at(base, r, k)], 0.0, 0.0, 0.0);
+        return vec4<f16>(f16(a[a_at(base, r, k)]), 0.0, 0.0, 0.0);
     }
     if (r >= p.n || k >= p.k) {
-        return vec4<f32>(0.0);
+        return vec4<f16>(0.0);
     }
     if (vec) {
-        return b4[b_at(base, k, r) / 4u];
+        return vec4<f16>(b4[b_at(base, k, r) / 4u]);
     }
-    return vec4<f32>(b[b_at(base, k, r)], 0.0, 0.0, 0.0);
+    return vec4<f16>(f16(b[b_at(base, k, r)]), 0.0, 0.0, 0.0);
 }
 
 // Where unit l of this thread starts in a k-slice: (k, r). A unit is one element, or four along
@@ -97,7 +97,7 @@ fn place(operand: u32, l: u32, tid: u32) -> vec2<u32> {
 
 // Reads this thread's share of the k-slice at k0 of `operand` into registers (unit l's elements
 // at w·l..).
-fn fetch(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, base: u32, r0: u32, k0: u32, tid: u32) {
+fn fetch(operand: u32, next: ptr<function, array<f16, MAX_UNITS>>, base: u32, r0: u32, k0: u32, tid: u32) {
     let vec = is_vec(operand);
     let w = select(1u, 4u, vec);
     for (var l = 0u; l < UNITS / w; l++) {
@@ -109,8 +109,8 @@ fn fetch(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, base: u32, r0
     }
 }
 
-// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice, as f16.
-fn stage(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, buf: u32, tid: u32) {
+// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice.
+fn stage(operand: u32, next: ptr<function, array<f16, MAX_UNITS>>, buf: u32, tid: u32) {
     let w = select(1u, 4u, is_vec(operand));
     let along_k = k_contiguous(operand);
     for (var l = 0u; l < UNITS / w; l++) {
@@ -118,7 +118,7 @@ fn stage(operand: u32, next: ptr<function, array<f32, MAX_UNITS>>, buf: u32, tid
         for (var e = 0u; e < w; e++) {
             let k = at.x + select(0u, e, along_k);
             let r = at.y + select(e, 0u, along_k);
-            let v = f16((*next)[w * l + e]);
+            let v = (*next)[w * l + e];
             let i = (buf * TILE + r) * KS + k;
             if (operand == 0u) {
                 tile_a[i] = v;
@@ -142,8 +142,8 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
     let sg_col = (sg % SG_COLS) * FC * FRAG;
 
     var acc: array<Acc, 16>; // MAX_FRAGS², zero
-    var next_a: array<f32, MAX_UNITS>;
-    var next_b: array<f32, MAX_UNITS>;
+    var next_a: array<f16, MAX_UNITS>;
+    var next_b: array<f16, MAX_UNITS>;
     fetch(0u, &next_a, base_a, row0, 0u, tid);
     fetch(1u, &next_b, base_b, col0, 0u, tid);
     stage(0u, &next_a, 0u, tid);

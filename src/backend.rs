@@ -20,13 +20,20 @@ pub trait Backend {
     fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
     /// A U32 tensor holding `data`.
     fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<Self::Tensor>;
+    /// An F16 tensor holding `data`, each value rounded to the nearest f16.
+    fn tensor_f16(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor> {
+        crate::ops::check_len(shape, data.len())?;
+        let mut t = self.zeros(shape, DType::F16)?;
+        self.write(&mut t, data)?;
+        Ok(t)
+    }
     /// A zero-filled tensor.
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<Self::Tensor>;
-    /// Overwrites an F32 tensor with `data` (same element count).
+    /// Overwrites an F32 or F16 tensor with `data` (same element count; rounded for F16).
     fn write(&self, t: &mut Self::Tensor, data: &[f32]) -> Result<()>;
     /// Overwrites a U32 tensor with `data` (same element count).
     fn write_u32(&self, t: &mut Self::Tensor, data: &[u32]) -> Result<()>;
-    /// Reads an F32 tensor back to the host, waiting for pending work.
+    /// Reads an F32 or F16 tensor back to the host as f32, waiting for pending work.
     fn read(&self, t: &Self::Tensor) -> Result<Vec<f32>>;
     /// Reads a U32 tensor back to the host, waiting for pending work.
     fn read_u32(&self, t: &Self::Tensor) -> Result<Vec<u32>>;
@@ -162,6 +169,12 @@ pub trait Backend {
         self.reduce_sum(dpre, dpre.shape().rank() - 2, &mut db, 1.0, false)?;
         self.optimizer_step(step, bias, &db, states)
     }
+    /// `dst = src` between an F32 and an F16 tensor of the same element count, either way
+    /// (rounded to the nearest f16, or widened exactly).
+    fn convert(&self, src: &Self::Tensor, dst: &mut Self::Tensor) -> Result<()>;
+    /// Whether matmuls can read and write F16 tensors here (the GPU needs f16 shaders; the CPU
+    /// always can).
+    fn f16_tensors(&self) -> bool;
     /// `y = a·x + b·y + c`; without `x`, `y = b·y + c` (with `b = 0`, a fill).
     fn axpby(&self, x: Option<&Self::Tensor>, y: &mut Self::Tensor, k: &Axpby) -> Result<()>;
     /// Adds to `counts` (`[P + 1]`, U32) the rows each peer and the ensemble classify right.

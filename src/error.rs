@@ -72,6 +72,9 @@ pub enum CohortError {
         /// The compiler's message.
         message: String,
     },
+    /// The device lacks a feature the call needs (e.g. f16 shaders for F16 tensors).
+    #[error("unsupported on this device: {0}")]
+    Unsupported(String),
     /// Mapping a buffer for readback failed.
     #[error("buffer map failed: {0}")]
     MapFailed(String),

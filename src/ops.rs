@@ -61,7 +61,9 @@ pub struct MatmulSpec {
     /// Scale of the old C (0 overwrites, 1 accumulates).
     pub beta: f32,
     /// Round A and B to f16 before multiplying, accumulating in f32 (mixed precision; tensor
-    /// cores where the adapter has cooperative matrices). f16 overflows beyond ±65504.
+    /// cores where the adapter has cooperative matrices). f16 overflows beyond ±65504. Operands
+    /// stored as [`DType::F16`] are f16 already; a product of two of them is an f16 product
+    /// with or without this flag.
     pub f16_inputs: bool,
 }
 
@@ -119,7 +121,7 @@ pub struct MatmulDims {
     pub trans_a: bool,
     /// B is stored transposed.
     pub trans_b: bool,
-    /// A and B are rounded to f16 before multiplying.
+    /// A and B are f16 when multiplied: rounded (`MatmulSpec::f16_inputs`) or stored as F16.
     pub f16_inputs: bool,
 }
 
@@ -133,8 +135,15 @@ impl MatmulDims {
     ) -> Result<Self> {
         const OP: &str = "matmul";
         for (name, t) in [("A", a as &dyn TensorInfoDyn), ("B", b), ("C", c)] {
-            if t.dtype_dyn() != DType::F32 {
-                return Err(CohortError::shape(OP, format!("{name} must be F32")));
+            let dtype = t.dtype_dyn();
+            if dtype != DType::F32 && (name == "C" || dtype != DType::F16) {
+                return Err(CohortError::shape(
+                    OP,
+                    format!(
+                        "{name} must be F32{}, got {dtype:?}",
+                        if name == "C" { "" } else { " or F16" }
+                    ),
+                ));
             }
             let rank = t.shape_dyn().rank();
             if !(2..=3).contains(&rank) {
@@ -200,7 +209,7 @@ impl MatmulDims {
             stride_b: if bb.is_some() { ak * n } else { 0 },
             trans_a: spec.trans_a,
             trans_b: spec.trans_b,
-            f16_inputs: spec.f16_inputs,
+            f16_inputs: spec.f16_inputs || (a.dtype() == DType::F16 && b.dtype() == DType::F16),
         })
     }
 
@@ -284,10 +293,26 @@ pub struct BiasActDims {
 impl BiasActDims {
     /// Checks `x` (`[R, H]` or `[G, R, H]`), `bias` (`[H]` or `[G, H]`) and the output `y`.
     pub fn infer(x: &impl TensorInfo, bias: &impl TensorInfo, y: &impl TensorInfo) -> Result<Self> {
+        expect_dtype("bias_act", "y", y, DType::F32)?;
+        Self::infer_fused(x, bias, y)
+    }
+
+    /// The same checks for a matmul's fused epilogue, whose `aux` tensor (the layer output Y, or
+    /// the pre-activation read by the backward) may also be F16.
+    pub fn infer_fused(
+        x: &impl TensorInfo,
+        bias: &impl TensorInfo,
+        aux: &impl TensorInfo,
+    ) -> Result<Self> {
         const OP: &str = "bias_act";
         expect_dtype(OP, "x", x, DType::F32)?;
         expect_dtype(OP, "bias", bias, DType::F32)?;
-        expect_dtype(OP, "y", y, DType::F32)?;
+        if !aux.dtype().is_float() {
+            return Err(CohortError::shape(
+                OP,
+                format!("y must be F32 or F16, got {:?}", aux.dtype()),
+            ));
+        }
         expect_nonempty(OP, "x", x)?;
         let d = x.shape().dims();
         let (groups, rows, cols) = match d.len() {
@@ -310,7 +335,7 @@ impl BiasActDims {
                 ))
             }
         };
-        expect_shape(OP, "output", y, d)?;
+        expect_shape(OP, "output", aux, d)?;
         Ok(BiasActDims {
             groups,
             rows,
@@ -725,6 +750,12 @@ pub fn gather_dims(
     if src.dtype() != dst.dtype() {
         return Err(CohortError::shape(OP, "src and dst dtypes differ"));
     }
+    if src.dtype() == DType::F16 {
+        return Err(CohortError::shape(
+            OP,
+            "gathers move F32 or U32 rows, not F16",
+        ));
+    }
     expect_nonempty(OP, "src", src)?;
     let sd = src.shape().dims();
     let (n, d) = match sd.len() {
@@ -773,6 +804,27 @@ pub fn axpby_len(x: &impl TensorInfo, y: &impl TensorInfo) -> Result<usize> {
     Ok(y.shape().numel())
 }
 
+/// Checks a conversion between an F32 and an F16 tensor of the same element count; returns it.
+pub fn convert_len(src: &impl TensorInfo, dst: &impl TensorInfo) -> Result<usize> {
+    const OP: &str = "convert";
+    match (src.dtype(), dst.dtype()) {
+        (DType::F32, DType::F16) | (DType::F16, DType::F32) => {}
+        (s, d) => {
+            return Err(CohortError::shape(
+                OP,
+                format!("converts F32 to F16 or back, not {s:?} to {d:?}"),
+            ))
+        }
+    }
+    if src.shape().numel() != dst.shape().numel() {
+        return Err(CohortError::shape(
+            OP,
+            format!("src {} and dst {} differ in size", src.shape(), dst.shape()),
+        ));
+    }
+    Ok(src.shape().numel())
+}
+
 /// Checks a copy of `len` elements between two tensors of the same dtype.
 pub fn copy_range(
     src: &impl TensorInfo,
@@ -783,6 +835,13 @@ pub fn copy_range(
 ) -> Result<()> {
     if src.dtype() != dst.dtype() {
         return Err(CohortError::shape("copy", "src and dst dtypes differ"));
+    }
+    // GPU copies move 4-byte words: two F16 elements.
+    if src.dtype() == DType::F16 && !(src_offset | dst_offset | len).is_multiple_of(2) {
+        return Err(CohortError::shape(
+            "copy",
+            format!("F16 copies need even offsets and lengths, got {len} elements from {src_offset} to {dst_offset}"),
+        ));
     }
     if src_offset + len > src.shape().numel() || dst_offset + len > dst.shape().numel() {
         return Err(CohortError::shape(

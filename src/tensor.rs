@@ -9,12 +9,23 @@ pub enum DType {
     F32,
     /// 32-bit unsigned integer (labels, indices, counters).
     U32,
+    /// 16-bit IEEE float (binary16): matmul operands and activations in mixed precision, read
+    /// and written by the host as f32 (values round to the nearest f16).
+    F16,
 }
 
 impl DType {
     /// Bytes per element.
     pub fn size(self) -> usize {
-        4
+        match self {
+            DType::F32 | DType::U32 => 4,
+            DType::F16 => 2,
+        }
+    }
+
+    /// Whether it holds floating-point values (F32 or F16): the host reads and writes both as f32.
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
     }
 }
 

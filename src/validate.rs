@@ -5,8 +5,8 @@
 //! Tolerances:
 //! - matmul: |gpu − cpu| ≤ (K + 2)·2⁻²³·Σ_k |a_ik·b_kj| (+ |β·c|) per element, the worst-case bound
 //!   of a K-term f32 dot product, so it scales with K and with the operands; with f16 inputs
-//!   (both sides round to f16) another 2⁻⁹·Σ|a·b| + K·2⁻¹³ allows a GPU that rounds to f16 by
-//!   truncation or flushes f16 subnormals (operands are in [−1, 1]);
+//!   (rounded or stored as F16; the operands are then f16 numbers, never subnormal, so both
+//!   sides multiply the same values) twice that, for tensor cores that truncate as they add;
 //! - other float kernels: |gpu − cpu| ≤ atol + rtol·|cpu| with rtol = 1e-5 unless stated;
 //! - integer kernels (accuracy counts, gather): exact.
 //!
@@ -15,6 +15,7 @@
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::error::Result;
+use crate::gpu::shaders::MatmulStorage;
 use crate::gpu::GpuBackend;
 use crate::ops::{
     Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
@@ -150,6 +151,78 @@ fn labels(seed: u64, n: usize, classes: usize) -> Vec<u32> {
     (0..n).map(|_| rng.below(classes) as u32).collect()
 }
 
+/// The element types of a checked product: which tensors are stored as F16 (A, B, and the
+/// fused epilogues' Y or pre), and whether f32 operands are rounded to f16
+/// ([`MatmulSpec::f16_inputs`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    /// Round f32 operands to f16.
+    pub rounded: bool,
+    /// The tensors stored as F16.
+    pub storage: MatmulStorage,
+}
+
+impl Inputs {
+    /// f32 operands, multiplied as f32.
+    pub const F32: Inputs = Inputs {
+        rounded: false,
+        storage: MatmulStorage::F32,
+    };
+    /// f32 operands rounded to f16 (mixed precision without F16 tensors).
+    pub const ROUNDED: Inputs = Inputs {
+        rounded: true,
+        storage: MatmulStorage::F32,
+    };
+
+    /// f32 operands, rounded or not as `rounded`.
+    pub fn rounded(rounded: bool) -> Self {
+        Inputs {
+            rounded,
+            storage: MatmulStorage::F32,
+        }
+    }
+
+    /// The tensors `storage` names stored as F16, the others f32 (rounded when `rounded`).
+    pub fn stored(storage: MatmulStorage, rounded: bool) -> Self {
+        Inputs { rounded, storage }
+    }
+
+    /// Whether the product multiplies f16 numbers only (and may run on tensor cores).
+    pub fn f16_product(self) -> bool {
+        self.rounded || (self.storage.a_f16 && self.storage.b_f16)
+    }
+
+    /// Whether the values of an operand stored as F16 (`stored_f16`) are f16 numbers: then they
+    /// are drawn so (see [`operand`]).
+    fn f16_values(self, stored_f16: bool) -> bool {
+        self.rounded || stored_f16
+    }
+
+    /// The case's suffix in check names.
+    fn describe(self) -> String {
+        let s = self.storage;
+        let mut out = String::new();
+        if self.rounded {
+            out += " f16 inputs";
+        }
+        for (on, name) in [(s.a_f16, "A"), (s.b_f16, "B"), (s.aux_f16, "aux")] {
+            if on {
+                out += &format!(" {name}:F16");
+            }
+        }
+        out
+    }
+}
+
+/// A tensor of `shape` holding `data`, stored as F16 when `f16`.
+fn stored<B: Backend>(b: &B, shape: &[usize], data: &[f32], f16: bool) -> Result<B::Tensor> {
+    if f16 {
+        b.tensor_f16(shape, data)
+    } else {
+        b.tensor(shape, data)
+    }
+}
+
 /// How the operands of a batched matmul are laid out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Batching {
@@ -168,6 +241,7 @@ fn matmul_run<B: Backend>(
     batching: Batching,
     dims: (usize, usize, usize),
     spec: &MatmulSpec,
+    storage: MatmulStorage,
     seed: u64,
     abs: bool,
 ) -> Result<Vec<f32>> {
@@ -195,17 +269,22 @@ fn matmul_run<B: Backend>(
         shape(shared_b, k, n)
     };
     let cshape = shape(false, m, n);
-    let data = |s: u64, shape: &[usize]| {
-        let v = operand(s, shape.iter().product(), spec.f16_inputs);
+    let data = |s: u64, shape: &[usize], f16: bool| {
+        let v = operand(s, shape.iter().product(), f16);
         if abs {
-            v.into_iter().map(f32::abs).collect()
+            v.into_iter().map(f32::abs).collect::<Vec<_>>()
         } else {
             v
         }
     };
-    let a = b.tensor(&ashape, &data(seed, &ashape))?;
-    let bb = b.tensor(&bshape, &data(seed + 1, &bshape))?;
-    let mut c = b.tensor(&cshape, &data(seed + 2, &cshape))?;
+    let inputs = Inputs::stored(storage, spec.f16_inputs);
+    let (fa, fb) = (
+        inputs.f16_values(storage.a_f16),
+        inputs.f16_values(storage.b_f16),
+    );
+    let a = stored(b, &ashape, &data(seed, &ashape, fa), storage.a_f16)?;
+    let bb = stored(b, &bshape, &data(seed + 1, &bshape, fb), storage.b_f16)?;
+    let mut c = b.tensor(&cshape, &data(seed + 2, &cshape, spec.f16_inputs))?;
     let spec = if abs {
         MatmulSpec {
             alpha: spec.alpha.abs(),
@@ -219,7 +298,7 @@ fn matmul_run<B: Backend>(
     b.read(&c)
 }
 
-/// Batched matmul `C = α·op(A)·op(B) + β·C` of `dims = (M, N, K)`.
+/// Batched matmul `C = α·op(A)·op(B) + β·C` of `dims = (M, N, K)`, f32 operands.
 pub fn matmul(
     gpu: &GpuBackend,
     batching: Batching,
@@ -227,10 +306,23 @@ pub fn matmul(
     spec: &MatmulSpec,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let got = matmul_run(gpu, batching, dims, spec, seed, false)?;
-    let want = matmul_run(&CpuBackend, batching, dims, spec, seed, false)?;
-    let magnitude = matmul_run(&CpuBackend, batching, dims, spec, seed, true)?;
-    let unit = accumulation_unit(dims.2, spec.f16_inputs);
+    matmul_stored(gpu, batching, dims, spec, MatmulStorage::F32, seed)
+}
+
+/// [`matmul`] with A and/or B stored as F16 as `storage` says (its `aux_f16` is unused).
+pub fn matmul_stored(
+    gpu: &GpuBackend,
+    batching: Batching,
+    dims: (usize, usize, usize),
+    spec: &MatmulSpec,
+    storage: MatmulStorage,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let got = matmul_run(gpu, batching, dims, spec, storage, seed, false)?;
+    let want = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, false)?;
+    let magnitude = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, true)?;
+    let inputs = Inputs::stored(storage, spec.f16_inputs);
+    let unit = accumulation_unit(dims.2, inputs.f16_product());
     let case = format!(
         "{}x{}x{} {batching:?} ta={} tb={} α={} β={}{}",
         dims.0,
@@ -240,9 +332,9 @@ pub fn matmul(
         spec.trans_b,
         spec.alpha,
         spec.beta,
-        if spec.f16_inputs { " f16 inputs" } else { "" }
+        inputs.describe()
     );
-    let kernel = product_kernel(gpu, spec.f16_inputs, ["matmul", "matmul_coop"]);
+    let kernel = product_kernel(gpu, inputs.f16_product(), ["matmul", "matmul_coop"]);
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
@@ -321,18 +413,26 @@ pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
     Ok(worst.expect("four checks ran"))
 }
 
-/// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, f16 inputs, seed.
-type BiasActCase = (usize, (usize, usize, usize), bool, Activation, bool, u64);
+/// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
+type BiasActCase = (usize, (usize, usize, usize), bool, Activation, Inputs, u64);
 
 fn matmul_bias_act_run<B: Backend>(
     b: &B,
-    (batch, dims, per_group_bias, act, f16_inputs, seed): BiasActCase,
+    (batch, dims, per_group_bias, act, inputs, seed): BiasActCase,
 ) -> Result<[Vec<f32>; 2]> {
     let (m, n, k) = dims;
-    let x = b.tensor(&[m, k], &operand(seed, m * k, f16_inputs))?;
-    let w = b.tensor(
+    let s = inputs.storage;
+    let x = stored(
+        b,
+        &[m, k],
+        &operand(seed, m * k, inputs.f16_values(s.a_f16)),
+        s.a_f16,
+    )?;
+    let w = stored(
+        b,
         &[batch, k, n],
-        &operand(seed + 1, batch * k * n, f16_inputs),
+        &operand(seed + 1, batch * k * n, inputs.f16_values(s.b_f16)),
+        s.b_f16,
     )?;
     let bias_shape = if per_group_bias {
         vec![batch, n]
@@ -344,42 +444,53 @@ fn matmul_bias_act_run<B: Backend>(
         &uniform(seed + 2, bias_shape.iter().product(), -1.0, 1.0),
     )?;
     let mut pre = b.zeros(&[batch, m, n], DType::F32)?;
-    let mut y = b.zeros(&[batch, m, n], DType::F32)?;
-    let spec = MatmulSpec::default().f16(f16_inputs);
+    let y_dtype = if s.aux_f16 { DType::F16 } else { DType::F32 };
+    let mut y = b.zeros(&[batch, m, n], y_dtype)?;
+    let spec = MatmulSpec::default().f16(inputs.rounded);
     b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &spec, act)?;
     Ok([b.read(&pre)?, b.read(&y)?])
 }
 
 /// The fused layer forward `pre = X·W[g]`, `y = act(pre + bias)` (X shared by `batch` weight
-/// matrices, as for a group of peers), optionally with f16 inputs, against the twins run one
-/// after the other.
+/// matrices, as for a group of peers), with the given `inputs` (X is A, W is B, Y is aux),
+/// against the twins run one after the other.
 pub fn matmul_bias_act(
     gpu: &GpuBackend,
     batch: usize,
     dims: (usize, usize, usize),
     per_group_bias: bool,
     act: Activation,
-    f16_inputs: bool,
+    inputs: Inputs,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let case = (batch, dims, per_group_bias, act, f16_inputs, seed);
+    let case = (batch, dims, per_group_bias, act, inputs, seed);
     let [pre, y] = matmul_bias_act_run(gpu, case)?;
     let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case)?;
     // The product's bound; the activation then adds at most its relative tolerance (its slope is
-    // at most ~1.13).
-    let bound = dot_bound(dims.2, f16_inputs);
+    // at most ~1.13). An F16 Y is one rounding of a value both sides may hold a bound apart:
+    // 2⁻¹¹ relative, and the bound may move it across one f16 step.
+    let bound = dot_bound(dims.2, inputs.f16_product());
+    let (y_rtol, y_atol) = if inputs.storage.aux_f16 {
+        (2f64.powi(-10), 1.2 * bound + 2f64.powi(-24))
+    } else {
+        (RTOL, 1.2 * bound)
+    };
     Ok(KernelCheck::new(
-        product_kernel(gpu, f16_inputs, ["matmul_bias_act", "matmul_coop_bias_act"]),
+        product_kernel(
+            gpu,
+            inputs.f16_product(),
+            ["matmul_bias_act", "matmul_coop_bias_act"],
+        ),
         format!(
             "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
             dims.1,
             dims.2,
-            if f16_inputs { " f16 inputs" } else { "" }
+            inputs.describe()
         ),
     )
     .relative("pre", &pre, &cpre, 0.0, bound)
-    .relative("y", &y, &cy, RTOL, 1.2 * bound))
+    .relative("y", &y, &cy, y_rtol, y_atol))
 }
 
 fn matmul_act_grad_run<B: Backend>(
@@ -387,48 +498,65 @@ fn matmul_act_grad_run<B: Backend>(
     batch: usize,
     dims: (usize, usize, usize),
     act: Activation,
-    f16_inputs: bool,
+    inputs: Inputs,
     seed: u64,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = dims;
+    let s = inputs.storage;
     // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
     // transposed), then the gradient through act at the forward's pre-activation.
-    let dy = b.tensor(&[batch, m, k], &operand(seed, batch * m * k, f16_inputs))?;
-    let w = b.tensor(
-        &[batch, n, k],
-        &operand(seed + 1, batch * n * k, f16_inputs),
+    let dy = stored(
+        b,
+        &[batch, m, k],
+        &operand(seed, batch * m * k, inputs.f16_values(s.a_f16)),
+        s.a_f16,
     )?;
-    let pre = b.tensor(&[batch, m, n], &uniform(seed + 2, batch * m * n, -3.0, 3.0))?;
+    let w = stored(
+        b,
+        &[batch, n, k],
+        &operand(seed + 1, batch * n * k, inputs.f16_values(s.b_f16)),
+        s.b_f16,
+    )?;
+    let pre = stored(
+        b,
+        &[batch, m, n],
+        &uniform(seed + 2, batch * m * n, -3.0, 3.0),
+        s.aux_f16,
+    )?;
     let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
     let mut dpre = b.zeros(&[batch, m, n], DType::F32)?;
-    let spec = MatmulSpec::new(false, true).f16(f16_inputs);
+    let spec = MatmulSpec::new(false, true).f16(inputs.rounded);
     b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
     b.read(&dpre)
 }
 
-/// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)`, optionally with f16
-/// inputs, against the twins run one after the other.
+/// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)` with the given `inputs`
+/// (dY is A, W is B, pre is aux), against the twins run one after the other.
 pub fn matmul_act_grad(
     gpu: &GpuBackend,
     batch: usize,
     dims: (usize, usize, usize),
     act: Activation,
-    f16_inputs: bool,
+    inputs: Inputs,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let got = matmul_act_grad_run(gpu, batch, dims, act, f16_inputs, seed)?;
-    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, f16_inputs, seed)?;
+    let got = matmul_act_grad_run(gpu, batch, dims, act, inputs, seed)?;
+    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, inputs, seed)?;
     // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
     // relative tolerance.
-    let bound = 1.2 * dot_bound(dims.2, f16_inputs);
+    let bound = 1.2 * dot_bound(dims.2, inputs.f16_product());
     Ok(KernelCheck::new(
-        product_kernel(gpu, f16_inputs, ["matmul_act_grad", "matmul_coop_act_grad"]),
+        product_kernel(
+            gpu,
+            inputs.f16_product(),
+            ["matmul_act_grad", "matmul_coop_act_grad"],
+        ),
         format!(
             "{batch}x{}x{}x{} {act:?}{}",
             dims.0,
             dims.1,
             dims.2,
-            if f16_inputs { " f16 inputs" } else { "" }
+            inputs.describe()
         ),
     )
     .relative("dpre", &got, &want, RTOL, bound))
@@ -865,6 +993,38 @@ pub fn gather(
     Ok((check, got.0, got.1))
 }
 
+fn convert_run<B: Backend>(b: &B, values: &[f32]) -> Result<[Vec<f32>; 2]> {
+    let n = values.len();
+    let src = b.tensor(&[n], values)?;
+    let mut half = b.zeros(&[n], DType::F16)?;
+    b.convert(&src, &mut half)?;
+    let mut back = b.zeros(&[n], DType::F32)?;
+    b.convert(&half, &mut back)?;
+    Ok([b.read(&half)?, b.read(&back)?])
+}
+
+/// f32 → f16 → f32 over `n` values spread across f16's normal range (magnitudes 2⁻¹⁴ to 2¹⁵,
+/// both signs). Rounding to f16 may go either way (WGSL leaves it open): one f16 step, 2⁻¹⁰
+/// relative, is allowed; the way back must be exact.
+pub fn convert(gpu: &GpuBackend, n: usize, seed: u64) -> Result<KernelCheck> {
+    let mut rng = Rng::new(seed);
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            let magnitude = 2f64.powf(-14.0 + 29.0 * rng.uniform()) as f32;
+            if rng.below(2) == 0 {
+                magnitude
+            } else {
+                -magnitude
+            }
+        })
+        .collect();
+    let [half, back] = convert_run(gpu, &values)?;
+    let [want, _] = convert_run(&CpuBackend, &values)?;
+    Ok(KernelCheck::new("convert", format!("{n} values"))
+        .relative("f16", &half, &want, 2f64.powi(-10), 0.0)
+        .exact("f32 of the f16", &back, &half))
+}
+
 /// A quick default set covering every kernel, for `cohort check`.
 pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
     let mut out = Vec::new();
@@ -907,17 +1067,57 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         Activation::Tanh,
     ] {
         for f16_inputs in [false, true] {
+            let inputs = Inputs::rounded(f16_inputs);
             out.push(matmul_bias_act(
                 gpu,
                 2,
                 (65, 70, 100),
                 true,
                 act,
-                f16_inputs,
+                inputs,
                 30,
             )?);
-            out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, f16_inputs, 40)?);
+            out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, inputs, 40)?);
         }
+    }
+    if gpu.f16_tensors() {
+        // F16 tensors as mixed-precision training uses them: the forward from an F16 input and
+        // F16 weights into an F16 Y, the backward with F16 weights.
+        let all = MatmulStorage {
+            a_f16: true,
+            b_f16: true,
+            aux_f16: true,
+        };
+        let weights = MatmulStorage {
+            b_f16: true,
+            ..MatmulStorage::F32
+        };
+        out.push(matmul_stored(
+            gpu,
+            Batching::SharedA(2),
+            (65, 63, 300),
+            &MatmulSpec::new(true, false),
+            all,
+            24,
+        )?);
+        let act = Activation::Gelu;
+        out.push(matmul_bias_act(
+            gpu,
+            2,
+            (65, 70, 100),
+            true,
+            act,
+            Inputs::stored(all, false),
+            31,
+        )?);
+        out.push(matmul_act_grad(
+            gpu,
+            2,
+            (65, 70, 100),
+            act,
+            Inputs::stored(weights, true),
+            41,
+        )?);
     }
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);
@@ -967,6 +1167,9 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         out.push(bias_optimizer(gpu, &step, &[2, 64, 100], 3)?);
     }
     out.push(axpby(gpu, 1000)?);
+    if gpu.f16_tensors() {
+        out.push(convert(gpu, 1001, 7)?);
+    }
     out.push(count_correct(gpu, &[3, 200, 10], 5)?);
     out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000])?.0);
     Ok(out)

@@ -4,7 +4,7 @@ mod common;
 
 use cohort::gpu::GpuOptions;
 use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec};
-use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend};
+use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend, TensorInfo};
 use common::gpu;
 
 fn shape_errors<B: Backend>(b: &B) {
@@ -93,6 +93,91 @@ fn shape_errors<B: Backend>(b: &B) {
         b.write(&mut t, &[1.0, 2.0]).is_err(),
         "dtype mismatch on write"
     );
+
+    // F16 tensors: matmul operands and fused outputs only, copied in whole 4-byte words.
+    let x16 = b.tensor_f16(&[4, 3], &[0.5; 12]).unwrap();
+    let w16 = b.tensor_f16(&[3, 4], &[0.5; 12]).unwrap();
+    let mut c16 = b.zeros(&[4, 4], DType::F16).unwrap();
+    let err = b
+        .matmul(&x16, &w16, &mut c16, &MatmulSpec::default())
+        .unwrap_err();
+    assert!(
+        matches!(err, CohortError::ShapeMismatch { op: "matmul", .. })
+            && err.to_string().contains("C must be F32"),
+        "{err}"
+    );
+    let bias3 = b.zeros(&[3], DType::F32).unwrap();
+    let mut y16 = b.zeros(&[4, 3], DType::F16).unwrap();
+    assert!(matches!(
+        b.bias_act(&x, &bias3, &mut y16, Default::default()),
+        Err(CohortError::ShapeMismatch { op: "bias_act", .. })
+    ));
+    assert!(matches!(
+        b.softmax_ce(&x16, &wrong_labels, &mut losses, &mut dz, &spec_ce()),
+        Err(CohortError::ShapeMismatch { .. })
+    ));
+    let mut other16 = b.zeros(&[12], DType::F16).unwrap();
+    for (from, to, len) in [(1, 0, 2), (0, 1, 2), (0, 0, 3)] {
+        let err = b.copy(&x16, from, &mut other16, to, len).unwrap_err();
+        assert!(err.to_string().contains("even offsets"), "{err}");
+    }
+    b.copy(&x16, 2, &mut other16, 4, 6).unwrap();
+    let index = b.tensor_u32(&[2], &[0, 1]).unwrap();
+    let mut rows16 = b.zeros(&[2, 3], DType::F16).unwrap();
+    assert!(matches!(
+        b.gather_rows(&x16, &index, &mut rows16),
+        Err(CohortError::ShapeMismatch {
+            op: "gather_rows",
+            ..
+        })
+    ));
+}
+
+fn spec_ce() -> CrossEntropySpec {
+    CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    }
+}
+
+/// F16 tensors hold the nearest f16 of what is written, read back as f32, on either backend,
+/// and copy like other tensors.
+fn f16_round_trip<B: Backend>(b: &B) {
+    let values = [
+        1.0 + 2f32.powi(-12),
+        1.0 / 3.0,
+        -65504.0,
+        70000.0,
+        1e-8,
+        0.0,
+        2.5,
+    ];
+    let want: Vec<f32> = values
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    assert_eq!(want[0], 1.0, "rounded to nearest");
+    assert!(want[3].is_infinite(), "beyond the f16 range");
+    let t = b.tensor_f16(&[7], &values).unwrap();
+    assert_eq!(t.dtype(), DType::F16);
+    assert_eq!(b.read(&t).unwrap(), want);
+    let mut u = b.zeros(&[7], DType::F16).unwrap();
+    b.copy(&t, 2, &mut u, 0, 4).unwrap();
+    assert_eq!(b.read(&u).unwrap(), [&want[2..6], &[0.0; 3]].concat());
+    b.write(&mut u, &values).unwrap();
+    assert_eq!(b.read(&u).unwrap(), want);
+    assert!(b.write(&mut u, &values[..6]).is_err(), "length mismatch");
+}
+
+#[test]
+fn f16_tensors_round_trip_on_the_cpu() {
+    f16_round_trip(&CpuBackend);
+}
+
+#[test]
+fn f16_tensors_round_trip_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    f16_round_trip(g);
 }
 
 #[test]

@@ -5,8 +5,12 @@
 
 mod common;
 
+use cohort::gpu::shaders::MatmulStorage;
 use cohort::ops::{Activation, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep};
-use cohort::validate::{self, Batching, KernelCheck};
+use cohort::validate::{self, Batching, Inputs, KernelCheck};
+
+const F32: Inputs = Inputs::F32;
+const ROUNDED: Inputs = Inputs::ROUNDED;
 use common::{gpu, uniform};
 
 fn assert_passed(c: &KernelCheck) {
@@ -107,6 +111,98 @@ fn f16_matmul_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     checks
 }
 
+/// Products of [`f16_tensor_checks`]: shared and batched operands, vec4 loads (all sides
+/// multiples of 4), and a long K.
+const F16_TENSOR_PRODUCTS: &[(Batching, (usize, usize, usize))] = &[
+    (Batching::SharedA(2), (7, 13, 29)),
+    (Batching::All(2), (68, 132, 36)),
+    (Batching::None, (65, 63, 300)),
+];
+
+/// Products on F16 tensors: every combination of A, B and the epilogues' aux stored as F16,
+/// with f32 operands multiplied as they are or rounded (`rounded`), in all transposes, with and
+/// without vec4 loads, for the `products` given. Which kernel runs follows the backend: f16
+/// products (both operands F16, or rounded) go to the cooperative-matrix kernel where it has one.
+fn f16_tensor_checks(
+    g: &cohort::GpuBackend,
+    rounded: bool,
+    products: &[(Batching, (usize, usize, usize))],
+) -> Vec<KernelCheck> {
+    let mut checks = Vec::new();
+    for (si, storage) in MatmulStorage::all().enumerate() {
+        for (di, &(batching, dims)) in products.iter().enumerate() {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(rounded);
+                let seed = (si * 40 + di * 4 + t) as u64;
+                checks.push(
+                    validate::matmul_stored(g, batching, dims, &spec, storage, seed).unwrap(),
+                );
+            }
+        }
+        let inputs = Inputs::stored(storage, rounded);
+        let seed = 400 + si as u64;
+        for (batch, dims) in [(2, (65, 70, 100)), (1, (4, 8, 12))] {
+            checks.push(
+                validate::matmul_bias_act(g, batch, dims, true, Activation::Gelu, inputs, seed)
+                    .unwrap(),
+            );
+            checks.push(
+                validate::matmul_act_grad(g, batch, dims, Activation::Tanh, inputs, seed).unwrap(),
+            );
+        }
+    }
+    checks
+}
+
+/// Whether `g` offers F16 tensors (f16 shaders); says loudly that the F16-tensor checks were
+/// skipped if not.
+fn has_f16_tensors(g: &cohort::GpuBackend) -> bool {
+    let has = cohort::Backend::f16_tensors(g);
+    if !has {
+        common::loud(&format!(
+            "SKIPPED: {} offers no F16 tensors (f16 shaders {}), so kernels on F16 tensors did \
+             NOT run",
+            cohort::Backend::describe(g),
+            g.runtime().caps().shader_f16
+        ));
+    }
+    has
+}
+
+#[test]
+fn matmul_on_f16_tensors_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    if !has_f16_tensors(g) {
+        return;
+    }
+    // With the f32 kernel only (no cooperative matrices), so that every combination runs on
+    // matmul.wgsl whatever the adapter has.
+    let plain = cohort::GpuBackend::new(&cohort::GpuOptions {
+        coop: cohort::gpu::CoopChoice::Off,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let mut checks = f16_tensor_checks(&plain, false, F16_TENSOR_PRODUCTS);
+    checks.extend(f16_tensor_checks(&plain, true, F16_TENSOR_PRODUCTS));
+    for c in &checks {
+        assert!(!c.kernel.starts_with("matmul_coop"), "{}", c.case);
+    }
+    report("matmul on F16 tensors", &checks);
+}
+
+#[test]
+fn convert_between_f32_and_f16_matches_cpu() {
+    let Some(g) = gpu() else { return };
+    if !has_f16_tensors(g) {
+        return;
+    }
+    let checks: Vec<_> = [(1, 1), (2, 2), (255, 3), (1001, 4), (70001, 5)]
+        .iter()
+        .map(|&(n, seed)| validate::convert(g, n, seed).unwrap())
+        .collect();
+    report("convert", &checks);
+}
+
 #[test]
 fn matmul_with_f16_inputs_matches_cpu() {
     let Some(g) = gpu() else { return };
@@ -122,7 +218,13 @@ fn matmul_with_f16_inputs_matches_cpu() {
 /// with `full` every f16 product of `f16_matmul_checks` too. Asserts each ran on `matmul_coop`.
 fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
     let mut checks = if full {
-        f16_matmul_checks(g)
+        let mut all = f16_matmul_checks(g);
+        // F16 tensors: every operand-type build of the kernel (rounding the f32 operands makes
+        // every combination an f16 product), on the smaller products (emulated is slow).
+        if has_f16_tensors(g) {
+            all.extend(f16_tensor_checks(g, true, &F16_TENSOR_PRODUCTS[..2]));
+        }
+        all
     } else {
         Vec::new()
     };
@@ -138,9 +240,10 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
         }
         for act in [Activation::Identity, Activation::Relu, Activation::Gelu] {
             let seed = 80 + i as u64;
-            checks
-                .push(validate::matmul_bias_act(g, batch, dims, i == 1, act, true, seed).unwrap());
-            checks.push(validate::matmul_act_grad(g, batch, dims, act, true, seed).unwrap());
+            checks.push(
+                validate::matmul_bias_act(g, batch, dims, i == 1, act, ROUNDED, seed).unwrap(),
+            );
+            checks.push(validate::matmul_act_grad(g, batch, dims, act, ROUNDED, seed).unwrap());
         }
     }
     checks.push(validate::matmul_f16_rounding(g).unwrap());
@@ -258,13 +361,12 @@ fn fused_matmul_epilogues_match_the_twins_in_turn() {
         {
             for per_group in [false, true] {
                 forward.push(
-                    validate::matmul_bias_act(g, batch, dims, per_group, act, false, i as u64)
+                    validate::matmul_bias_act(g, batch, dims, per_group, act, F32, i as u64)
                         .unwrap(),
                 );
             }
-            backward.push(
-                validate::matmul_act_grad(g, batch, dims, act, false, 50 + i as u64).unwrap(),
-            );
+            backward
+                .push(validate::matmul_act_grad(g, batch, dims, act, F32, 50 + i as u64).unwrap());
         }
     }
     report("matmul_bias_act", &forward);
@@ -309,11 +411,10 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
         }
     }
     checks.push(
-        validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, false, 3).unwrap(),
+        validate::matmul_bias_act(&g, 2, (130, 129, 33), true, Activation::Gelu, F32, 3).unwrap(),
     );
-    checks.push(
-        validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, false, 4).unwrap(),
-    );
+    checks
+        .push(validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, F32, 4).unwrap());
     report("matmul 128x128 tiles", &checks);
     assert!(cohort::GpuBackend::new(&cohort::GpuOptions {
         matmul_tile: Some(96),

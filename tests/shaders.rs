@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cohort::gpu::shaders::{CoopOps, Shader};
+use cohort::gpu::shaders::{CoopOps, MatmulStorage, Shader};
 
 /// The crate root: the build's, or the current folder when the test binary was copied elsewhere
 /// (e.g. staged to a GPU machine) and run from a copy of the tree.
@@ -17,6 +17,21 @@ fn root() -> PathBuf {
     } else {
         std::env::current_dir().expect("a current folder")
     }
+}
+
+/// Every module the host can build: each shader, the matmuls with every operand-type combination.
+fn every_build() -> Vec<Shader> {
+    let mut builds = Vec::new();
+    for shader in Shader::ALL {
+        match shader {
+            Shader::Matmul(_) => builds.extend(MatmulStorage::all().map(Shader::Matmul)),
+            Shader::MatmulCoop(ops, _) => {
+                builds.extend(MatmulStorage::all().map(|s| Shader::MatmulCoop(ops, s)))
+            }
+            other => builds.push(other),
+        }
+    }
+    builds
 }
 
 fn shader_files() -> Vec<PathBuf> {
@@ -44,8 +59,14 @@ fn validate(name: &str, source: &str) {
 #[test]
 fn every_kernel_validates_with_naga() {
     assert!(Shader::ALL.len() >= 10, "the full kernel set");
-    for shader in Shader::ALL {
-        validate(shader.file_name(), shader.source());
+    let builds = every_build();
+    assert_eq!(
+        builds.len(),
+        Shader::ALL.len() + 4 * 7,
+        "8 operand-type builds per matmul"
+    );
+    for shader in builds {
+        validate(&format!("{shader:?}"), &shader.source());
     }
 }
 
@@ -98,7 +119,7 @@ fn a_broken_shader_is_reported_by_naga() {
 fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
     let flag = |on: bool| on as u8 as f64;
     match shader {
-        Shader::Matmul => {
+        Shader::Matmul(_) => {
             let mut sets = Vec::new();
             for bits in 0..32u32 {
                 for tile in [64.0, 128.0] {
@@ -114,7 +135,7 @@ fn constant_sets(shader: Shader) -> Vec<Vec<(&'static str, f64)>> {
             }
             sets
         }
-        Shader::MatmulCoop(ops) => {
+        Shader::MatmulCoop(ops, _) => {
             // The layouts the host picks by default (small and big) for this build's fragments,
             // at the subgroup widths it runs with.
             let frag = ops.frag();
@@ -164,9 +185,9 @@ fn every_kernel_variant_compiles_to_spirv() {
     // entry point with every set of pipeline constants the host can choose, with and without
     // loop bounding, as wgpu's Vulkan backend would: any failure shows here, without a GPU.
     let mut written = 0;
-    for shader in Shader::ALL {
+    for shader in every_build() {
         let source = shader.source();
-        let module = naga::front::wgsl::parse_str(source).unwrap();
+        let module = naga::front::wgsl::parse_str(&source).unwrap();
         let info = naga::valid::Validator::new(
             naga::valid::ValidationFlags::all(),
             naga::valid::Capabilities::all(),
@@ -217,8 +238,11 @@ fn every_kernel_variant_compiles_to_spirv() {
         }
     }
     eprintln!("{written} SPIR-V modules written");
-    // 2 loop-bounding settings × (192 matmul + 480 cooperative-matrix (3 entries × 16
-    // transpose/vec4 sets × 2 layouts × 2 widths for 16×16 and 8×8, 1 width emulated) + 21
-    // row-kernel + 11 other) variants.
-    assert_eq!(written, 2 * (192 + 3 * 16 * 2 * (2 + 2 + 1) + 21 + 11));
+    // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 480 cooperative-matrix
+    // (3 entries × 16 transpose/vec4 sets × 2 layouts × 2 widths for 16×16 and 8×8, 1 width
+    // emulated)) + 21 row-kernel + 13 other) variants.
+    assert_eq!(
+        written,
+        2 * (8 * (192 + 3 * 16 * 2 * (2 + 2 + 1)) + 21 + 13)
+    );
 }

@@ -2,6 +2,10 @@
 // What matmul.wgsl and matmul_coop.wgsl share: the parameter block, the bindings, where an
 // element of op(A) or op(B) is stored, and how an accumulated element of C is written, plainly
 // or through a fused epilogue.
+//
+// The host appends the storage types of A, B and aux, f32 or f16 (`alias ElemA = f16;` ...:
+// WGSL fixes a binding's type in the source, so each combination is its own module); C and the
+// bias are always f32.
 
 struct Params {
     m: u32,
@@ -19,13 +23,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<ElemA>;
+@group(0) @binding(2) var<storage, read> b: array<ElemB>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
-@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>; // a again, for VEC_A loads
-@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>; // b again, for VEC_B loads
-@group(0) @binding(6) var<storage, read> bias: array<f32>;      // epilogue entries only
-@group(0) @binding(7) var<storage, read_write> aux: array<f32>; // Y written, or pre read
+@group(0) @binding(4) var<storage, read> a4: array<vec4<ElemA>>; // a again, for VEC_A loads
+@group(0) @binding(5) var<storage, read> b4: array<vec4<ElemB>>; // b again, for VEC_B loads
+@group(0) @binding(6) var<storage, read> bias: array<f32>;         // epilogue entries only
+@group(0) @binding(7) var<storage, read_write> aux: array<ElemAux>; // Y written, or pre read
 
 // Where element (row, k) of op(A) is in `a`.
 fn a_at(base: u32, row: u32, col: u32) -> u32 {
@@ -62,9 +66,9 @@ fn write_epilogue(batch: u32, idx: u32, acc: f32, epilogue: u32) {
     let value = product(idx, acc);
     let b = bias[batch * p.bias_stride + idx % p.n];
     if (epilogue == ACT_GRAD) {
-        c[idx] = value * derivative(aux[idx] + b, p.act);
+        c[idx] = value * derivative(f32(aux[idx]) + b, p.act);
     } else {
         c[idx] = value;
-        aux[idx] = activate(value + b, p.act);
+        aux[idx] = ElemAux(activate(value + b, p.act));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod axpby;
 pub mod bias_act;
+pub mod convert;
 pub mod count_correct;
 pub mod dml_loss;
 pub mod gather;
@@ -52,6 +53,8 @@ pub enum CpuData {
     F32(Vec<f32>),
     /// U32 elements.
     U32(Vec<u32>),
+    /// F16 elements.
+    F16(Vec<half::f16>),
 }
 
 /// A tensor in host memory.
@@ -69,16 +72,21 @@ impl TensorInfo for CpuTensor {
         match self.data {
             CpuData::F32(_) => DType::F32,
             CpuData::U32(_) => DType::U32,
+            CpuData::F16(_) => DType::F16,
         }
     }
 }
 
+fn wrong_dtype(want: &str) -> CohortError {
+    CohortError::shape("cpu", format!("expected {want} tensor"))
+}
+
 impl CpuTensor {
-    /// The F32 elements (a shape error for a U32 tensor).
+    /// The F32 elements (a shape error for another dtype).
     pub fn f32(&self) -> Result<&[f32]> {
         match &self.data {
             CpuData::F32(v) => Ok(v),
-            CpuData::U32(_) => Err(CohortError::shape("cpu", "expected an F32 tensor")),
+            _ => Err(wrong_dtype("an F32")),
         }
     }
 
@@ -86,7 +94,7 @@ impl CpuTensor {
     pub fn f32_mut(&mut self) -> Result<&mut [f32]> {
         match &mut self.data {
             CpuData::F32(v) => Ok(v),
-            CpuData::U32(_) => Err(CohortError::shape("cpu", "expected an F32 tensor")),
+            _ => Err(wrong_dtype("an F32")),
         }
     }
 
@@ -94,7 +102,7 @@ impl CpuTensor {
     pub fn u32(&self) -> Result<&[u32]> {
         match &self.data {
             CpuData::U32(v) => Ok(v),
-            CpuData::F32(_) => Err(CohortError::shape("cpu", "expected a U32 tensor")),
+            _ => Err(wrong_dtype("a U32")),
         }
     }
 
@@ -102,8 +110,34 @@ impl CpuTensor {
     pub fn u32_mut(&mut self) -> Result<&mut [u32]> {
         match &mut self.data {
             CpuData::U32(v) => Ok(v),
-            CpuData::F32(_) => Err(CohortError::shape("cpu", "expected a U32 tensor")),
+            _ => Err(wrong_dtype("a U32")),
         }
+    }
+
+    /// The values of an F32 or F16 tensor as f32 (F16 widened, exactly).
+    pub fn values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match &self.data {
+            CpuData::F32(v) => Ok(std::borrow::Cow::Borrowed(v)),
+            CpuData::F16(v) => Ok(std::borrow::Cow::Owned(
+                v.iter().map(|x| x.to_f32()).collect(),
+            )),
+            CpuData::U32(_) => Err(wrong_dtype("an F32 or F16")),
+        }
+    }
+
+    /// Overwrites an F32 or F16 tensor with `data` (rounded to the nearest f16 for F16).
+    fn set_values(&mut self, data: &[f32]) -> Result<()> {
+        ops::check_len(self.shape.dims(), data.len())?;
+        match &mut self.data {
+            CpuData::F32(v) => v.copy_from_slice(data),
+            CpuData::F16(v) => {
+                for (d, &x) in v.iter_mut().zip(data) {
+                    *d = half::f16::from_f32(x);
+                }
+            }
+            CpuData::U32(_) => return Err(wrong_dtype("an F32 or F16")),
+        }
+        Ok(())
     }
 }
 
@@ -157,6 +191,7 @@ impl Backend for CpuBackend {
         let data = match dtype {
             DType::F32 => CpuData::F32(filled(n).ok_or_else(too_large)?),
             DType::U32 => CpuData::U32(filled(n).ok_or_else(too_large)?),
+            DType::F16 => CpuData::F16(filled(n).ok_or_else(too_large)?),
         };
         Ok(CpuTensor {
             shape: Shape::new(shape),
@@ -165,9 +200,7 @@ impl Backend for CpuBackend {
     }
 
     fn write(&self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {
-        ops::check_len(t.shape.dims(), data.len())?;
-        t.f32_mut()?.copy_from_slice(data);
-        Ok(())
+        t.set_values(data)
     }
 
     fn write_u32(&self, t: &mut CpuTensor, data: &[u32]) -> Result<()> {
@@ -177,7 +210,7 @@ impl Backend for CpuBackend {
     }
 
     fn read(&self, t: &CpuTensor) -> Result<Vec<f32>> {
-        Ok(t.f32()?.to_vec())
+        Ok(t.values()?.into_owned())
     }
 
     fn read_u32(&self, t: &CpuTensor) -> Result<Vec<u32>> {
@@ -200,6 +233,9 @@ impl Backend for CpuBackend {
             (CpuData::U32(s), CpuData::U32(d)) => {
                 d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len])
             }
+            (CpuData::F16(s), CpuData::F16(d)) => {
+                d[dst_offset..dst_offset + len].copy_from_slice(&s[src_offset..src_offset + len])
+            }
             _ => return Err(CohortError::shape("copy", "src and dst dtypes differ")),
         }
         Ok(())
@@ -214,12 +250,55 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, c, spec)?;
         matmul::matmul(
-            a.f32()?,
-            b.f32()?,
+            &a.values()?,
+            &b.values()?,
             c.f32_mut()?,
             &d,
             spec.alpha as f64,
             spec.beta as f64,
+        );
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_bias_act(
+        &self,
+        a: &CpuTensor,
+        b: &CpuTensor,
+        bias: &CpuTensor,
+        pre: &mut CpuTensor,
+        y: &mut CpuTensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer_fused(pre, bias, y)?;
+        self.matmul(a, b, pre, spec)?;
+        let mut out = vec![0.0; pre.shape.numel()];
+        bias_act::forward(pre.f32()?, bias.f32()?, &mut out, &d, act);
+        y.set_values(&out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn matmul_act_grad(
+        &self,
+        a: &CpuTensor,
+        b: &CpuTensor,
+        pre: &CpuTensor,
+        bias: &CpuTensor,
+        dpre: &mut CpuTensor,
+        spec: &MatmulSpec,
+        act: Activation,
+    ) -> Result<()> {
+        let d = BiasActDims::infer_fused(dpre, bias, pre)?;
+        self.matmul(a, b, dpre, spec)?;
+        let product = dpre.f32()?.to_vec();
+        bias_act::backward(
+            &pre.values()?,
+            bias.f32()?,
+            &product,
+            dpre.f32_mut()?,
+            &d,
+            act,
         );
         Ok(())
     }
@@ -339,6 +418,20 @@ impl Backend for CpuBackend {
             .collect::<Result<Vec<_>>>()?;
         optimizer::optimizer_step(step, param.f32_mut()?, grad.f32()?, &mut slices);
         Ok(())
+    }
+
+    fn convert(&self, src: &CpuTensor, dst: &mut CpuTensor) -> Result<()> {
+        ops::convert_len(src, dst)?;
+        match (&src.data, &mut dst.data) {
+            (CpuData::F32(s), CpuData::F16(d)) => convert::to_f16(s, d),
+            (CpuData::F16(s), CpuData::F32(d)) => convert::to_f32(s, d),
+            _ => unreachable!("convert_len admits F32 <-> F16 only"),
+        }
+        Ok(())
+    }
+
+    fn f16_tensors(&self) -> bool {
+        true
     }
 
     fn axpby(&self, x: Option<&CpuTensor>, y: &mut CpuTensor, k: &Axpby) -> Result<()> {

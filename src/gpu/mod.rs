@@ -16,7 +16,7 @@ use runtime::PooledBuffer;
 pub use runtime::{
     list_adapters, Capabilities, CoopChoice, CoopLayout, GpuOptions, Runtime, WorkCounts,
 };
-use shaders::{CoopOps, Shader};
+use shaders::{CoopOps, MatmulStorage, Shader};
 
 /// A matmul's fused epilogue (in `matmul.wgsl` and `matmul_coop.wgsl`): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
@@ -90,6 +90,8 @@ impl GpuTensor {
 /// The GPU backend. Kernel launches are recorded and submitted together (see [`Runtime`]).
 pub struct GpuBackend {
     rt: Runtime,
+    /// F16 tensors are offered: f16 shaders, and not declined (`GpuOptions::no_f16_tensors`).
+    f16_tensors: bool,
     matmul_tile: Option<usize>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
@@ -319,7 +321,9 @@ impl GpuBackend {
         let coop = coop
             .map(|ops| CoopKernel::new(ops, caps, options.coop_layout))
             .transpose()?;
+        let f16_tensors = caps.shader_f16 && !options.no_f16_tensors;
         let mut gpu = GpuBackend {
+            f16_tensors,
             rt,
             matmul_tile: options.matmul_tile,
             coop,
@@ -399,7 +403,9 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if matches!(shader, Shader::MatmulCoop(ops) if Some(ops) != self.matmul_coop()) {
+            if matches!(shader, Shader::MatmulCoop(ops, _) if Some(ops) != self.matmul_coop())
+                || matches!(shader, Shader::Convert(_) if !self.f16_tensors())
+            {
                 continue;
             }
             self.rt.warm_up(shader, shader.entries())?;
@@ -437,14 +443,21 @@ impl GpuBackend {
                 "write",
                 format!(
                     "{} {:?} elements into a {:?} tensor {}",
-                    data.len() / 4,
+                    data.len() / dtype.size(),
                     dtype,
                     t.dtype,
                     t.shape
                 ),
             ));
         }
-        self.rt.upload(t.buf(), 0, data);
+        if data.len().is_multiple_of(4) {
+            self.rt.upload(t.buf(), 0, data);
+        } else {
+            // Copies move whole 4-byte words: an odd count of F16 elements gets a zero pad.
+            let mut padded = data.to_vec();
+            padded.resize(data.len().next_multiple_of(4), 0);
+            self.rt.upload(t.buf(), 0, &padded);
+        }
         Ok(())
     }
 
@@ -455,7 +468,11 @@ impl GpuBackend {
                 format!("reading a {:?} tensor as {dtype:?}", t.dtype),
             ));
         }
-        self.rt.read_bytes(t.buf(), 0, t.bytes())
+        let mut bytes = self
+            .rt
+            .read_bytes(t.buf(), 0, t.bytes().next_multiple_of(4))?;
+        bytes.truncate(t.bytes() as usize);
+        Ok(bytes)
     }
 }
 
@@ -491,6 +508,10 @@ impl Backend for GpuBackend {
     }
 
     fn write(&self, t: &mut GpuTensor, data: &[f32]) -> Result<()> {
+        if t.dtype == DType::F16 {
+            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            return self.write_bytes(t, bytemuck::cast_slice(&halves), DType::F16);
+        }
         self.write_bytes(t, bytemuck::cast_slice(data), DType::F32)
     }
 
@@ -499,6 +520,11 @@ impl Backend for GpuBackend {
     }
 
     fn read(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        if t.dtype == DType::F16 {
+            let halves: Vec<half::f16> =
+                bytemuck::pod_collect_to_vec(&self.read_checked(t, DType::F16)?);
+            return Ok(halves.iter().map(|x| x.to_f32()).collect());
+        }
         Ok(bytemuck::pod_collect_to_vec(
             &self.read_checked(t, DType::F32)?,
         ))
@@ -519,12 +545,13 @@ impl Backend for GpuBackend {
         len: usize,
     ) -> Result<()> {
         ops::copy_range(src, src_offset, dst, dst_offset, len)?;
+        let size = src.dtype.size() as u64;
         self.rt.copy(
             src.buf(),
-            src_offset as u64 * 4,
+            src_offset as u64 * size,
             dst.buf(),
-            dst_offset as u64 * 4,
-            len as u64 * 4,
+            dst_offset as u64 * size,
+            len as u64 * size,
         );
         Ok(())
     }
@@ -552,7 +579,7 @@ impl Backend for GpuBackend {
         act: Activation,
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, pre, spec)?;
-        let e = BiasActDims::infer(pre, bias, y)?;
+        let e = BiasActDims::infer_fused(pre, bias, y)?;
         self.launch_matmul(
             &d,
             spec,
@@ -579,7 +606,7 @@ impl Backend for GpuBackend {
         act: Activation,
     ) -> Result<()> {
         let d = MatmulDims::infer(a, b, dpre, spec)?;
-        let e = BiasActDims::infer(pre, bias, dpre)?;
+        let e = BiasActDims::infer_fused(dpre, bias, pre)?;
         self.launch_matmul(
             &d,
             spec,
@@ -787,6 +814,24 @@ impl Backend for GpuBackend {
         self.launch_optimizer(step, bias, dpre, states, Some(d))
     }
 
+    fn convert(&self, src: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
+        let n = ops::convert_len(src, dst)?;
+        self.need_f16("conversions between F32 and F16")?;
+        let params = [u32_of("convert", n)?, 0, 0, 0];
+        self.rt.dispatch(
+            Shader::Convert(dst.dtype == DType::F16),
+            "main",
+            &[],
+            bytemuck::cast_slice(&params),
+            &[src.buf(), dst.buf()],
+            self.grid(n, 256),
+        )
+    }
+
+    fn f16_tensors(&self) -> bool {
+        self.f16_tensors
+    }
+
     fn axpby(&self, x: Option<&GpuTensor>, y: &mut GpuTensor, k: &Axpby) -> Result<()> {
         if y.dtype != DType::F32 {
             return Err(CohortError::shape("axpby", "y must be F32"));
@@ -882,6 +927,21 @@ impl GpuBackend {
         }
     }
 
+    /// An [`CohortError::Unsupported`] error for `what` where F16 tensors are not offered.
+    fn need_f16(&self, what: &str) -> Result<()> {
+        if self.f16_tensors {
+            return Ok(());
+        }
+        let why = if self.rt.caps().shader_f16 {
+            "F16 tensors were declined (COHORT_F16_TENSORS=0)".to_string()
+        } else {
+            format!("{} has no f16 shaders (SHADER_F16)", self.rt.info().name)
+        };
+        Err(CohortError::Unsupported(format!(
+            "{what} need F16 tensors: {why}"
+        )))
+    }
+
     /// Records a matmul, optionally with a fused epilogue.
     fn launch_matmul(
         &self,
@@ -903,6 +963,14 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
             _pad: [0; 3],
         };
+        let storage = MatmulStorage {
+            a_f16: a.dtype == DType::F16,
+            b_f16: b.dtype == DType::F16,
+            aux_f16: epilogue.as_ref().is_some_and(|e| e.aux.dtype == DType::F16),
+        };
+        if storage.any_f16() {
+            self.need_f16("matmuls on F16 tensors")?;
+        }
         let flag = |on: bool| on as u8 as f64;
         // vec4 loads where the operand's stored contiguous axis is a multiple of 4 (then every
         // batch stride is too, and a vec4 never straddles the matrix edge).
@@ -924,12 +992,12 @@ impl GpuBackend {
                     ("FC", layout.fc as f64),
                 ]);
                 let tile = layout.tile(kernel.ops.frag()) as usize;
-                (Shader::MatmulCoop(kernel.ops), tile)
+                (Shader::MatmulCoop(kernel.ops, storage), tile)
             }
             None => {
                 let tile = self.matmul_tile(d);
                 constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
-                (Shader::Matmul, tile)
+                (Shader::Matmul(storage), tile)
             }
         };
         let groups = [

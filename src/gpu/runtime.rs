@@ -39,6 +39,10 @@ pub struct GpuOptions {
     pub coop: CoopChoice,
     /// Force that kernel's workgroup layout instead of choosing one by shape.
     pub coop_layout: Option<CoopLayout>,
+    /// Offer no F16 tensors (`Backend::f16_tensors` is false) even where the adapter has f16
+    /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
+    /// f16 weight copies and activations: an experiment, to measure what those give.
+    pub no_f16_tensors: bool,
 }
 
 /// Where f16-input matmuls use the cooperative-matrix kernel (`shaders/matmul_coop.wgsl`); it
@@ -194,7 +198,8 @@ impl GpuOptions {
     /// the matmul tile, `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
-    /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout. Unknown values are errors.
+    /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_F16_TENSORS=0` declines F16
+    /// tensors. Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
         Ok(GpuOptions {
@@ -217,6 +222,15 @@ impl GpuOptions {
             unchecked_indexing: std::env::var("COHORT_UNCHECKED_INDEXING").is_ok_and(|v| v == "1"),
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
+            no_f16_tensors: match var("COHORT_F16_TENSORS").as_deref() {
+                None | Some("1") => false,
+                Some("0") => true,
+                Some(v) => {
+                    return Err(CohortError::InvalidConfig(format!(
+                        "COHORT_F16_TENSORS={v}: use 1 or 0"
+                    )))
+                }
+            },
         })
     }
 }

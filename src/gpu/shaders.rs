@@ -23,13 +23,62 @@ impl CoopOps {
     }
 }
 
+/// The element types of the matmul kernels' storage operands: A, B and the fused epilogues'
+/// `aux` (the layer output Y written, or the pre-activation read), each f32 or f16 (`true`). C
+/// and the bias are always f32. WGSL fixes a binding's type in the source, so each combination
+/// is a module of its own (`include/matmul_io.wgsl`'s `ElemA`, `ElemB`, `ElemAux`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MatmulStorage {
+    /// A is f16.
+    pub a_f16: bool,
+    /// B is f16.
+    pub b_f16: bool,
+    /// aux is f16.
+    pub aux_f16: bool,
+}
+
+impl MatmulStorage {
+    /// Every operand f32.
+    pub const F32: MatmulStorage = MatmulStorage {
+        a_f16: false,
+        b_f16: false,
+        aux_f16: false,
+    };
+
+    /// All eight combinations.
+    pub fn all() -> impl Iterator<Item = MatmulStorage> {
+        (0..8u8).map(|bits| MatmulStorage {
+            a_f16: bits & 1 != 0,
+            b_f16: bits & 2 != 0,
+            aux_f16: bits & 4 != 0,
+        })
+    }
+
+    /// Whether any operand is f16 (the module then needs f16 shaders).
+    pub fn any_f16(self) -> bool {
+        self.a_f16 || self.b_f16 || self.aux_f16
+    }
+
+    /// The WGSL type aliases that declare these types.
+    fn aliases(self) -> String {
+        let ty = |f16: bool| if f16 { "f16" } else { "f32" };
+        format!(
+            "\nalias ElemA = {};\nalias ElemB = {};\nalias ElemAux = {};\n",
+            ty(self.a_f16),
+            ty(self.b_f16),
+            ty(self.aux_f16)
+        )
+    }
+}
+
 /// A WGSL source file of cohort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
-    /// `shaders/matmul.wgsl`
-    Matmul,
-    /// `shaders/matmul_coop.wgsl`, built with the given cooperative-matrix operations
-    MatmulCoop(CoopOps),
+    /// `shaders/matmul.wgsl`, with the given operand types
+    Matmul(MatmulStorage),
+    /// `shaders/matmul_coop.wgsl`, built with the given cooperative-matrix operations and
+    /// operand types
+    MatmulCoop(CoopOps, MatmulStorage),
     /// `shaders/bias_act.wgsl`
     BiasAct,
     /// `shaders/reduce_sum.wgsl`
@@ -44,6 +93,8 @@ pub enum Shader {
     Optimizer,
     /// `shaders/axpby.wgsl`
     Axpby,
+    /// `shaders/convert.wgsl`, to f16 (`true`) or to f32
+    Convert(bool),
     /// `shaders/count_correct.wgsl`
     CountCorrect,
     /// `shaders/gather.wgsl`
@@ -51,12 +102,13 @@ pub enum Shader {
 }
 
 impl Shader {
-    /// Every shader, for validation and warm-up.
-    pub const ALL: [Shader; 13] = [
-        Shader::Matmul,
-        Shader::MatmulCoop(CoopOps::Native16),
-        Shader::MatmulCoop(CoopOps::Native8),
-        Shader::MatmulCoop(CoopOps::Emulated),
+    /// Every shader file, for validation and warm-up (the matmuls with f32 operands; see
+    /// [`MatmulStorage::all`] for the others).
+    pub const ALL: [Shader; 15] = [
+        Shader::Matmul(MatmulStorage::F32),
+        Shader::MatmulCoop(CoopOps::Native16, MatmulStorage::F32),
+        Shader::MatmulCoop(CoopOps::Native8, MatmulStorage::F32),
+        Shader::MatmulCoop(CoopOps::Emulated, MatmulStorage::F32),
         Shader::BiasAct,
         Shader::ReduceSum,
         Shader::SoftmaxCe,
@@ -64,6 +116,8 @@ impl Shader {
         Shader::DmlLoss,
         Shader::Optimizer,
         Shader::Axpby,
+        Shader::Convert(true),
+        Shader::Convert(false),
         Shader::CountCorrect,
         Shader::Gather,
     ];
@@ -71,8 +125,8 @@ impl Shader {
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
-            Shader::Matmul => "matmul.wgsl",
-            Shader::MatmulCoop(_) => "matmul_coop.wgsl",
+            Shader::Matmul(_) => "matmul.wgsl",
+            Shader::MatmulCoop(..) => "matmul_coop.wgsl",
             Shader::BiasAct => "bias_act.wgsl",
             Shader::ReduceSum => "reduce_sum.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
@@ -80,6 +134,7 @@ impl Shader {
             Shader::DmlLoss => "dml_loss.wgsl",
             Shader::Optimizer => "optimizer.wgsl",
             Shader::Axpby => "axpby.wgsl",
+            Shader::Convert(_) => "convert.wgsl",
             Shader::CountCorrect => "count_correct.wgsl",
             Shader::Gather => "gather.wgsl",
         }
@@ -88,7 +143,9 @@ impl Shader {
     /// The kernel's entry points.
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Shader::Matmul | Shader::MatmulCoop(_) => &["main", "main_bias_act", "main_act_grad"],
+            Shader::Matmul(_) | Shader::MatmulCoop(..) => {
+                &["main", "main_bias_act", "main_act_grad"]
+            }
             Shader::BiasAct => &["forward", "backward"],
             Shader::Optimizer => &["sgd", "adam", "sgd_bias", "adam_bias"],
             Shader::Axpby => &["axpby", "affine"],
@@ -99,7 +156,7 @@ impl Shader {
     /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
     pub fn twin(self) -> &'static str {
         match self {
-            Shader::MatmulCoop(_) => "matmul",
+            Shader::MatmulCoop(..) => "matmul",
             other => other.file_name().trim_end_matches(".wgsl"),
         }
     }
@@ -109,34 +166,61 @@ impl Shader {
     /// matmul runs 1.5× faster, while the row kernels, whose loops run to a count from the
     /// uniform, ran up to 26× slower; the other kernels keep them too until measured otherwise.
     pub fn loop_bounding(self) -> bool {
-        !matches!(self, Shader::Matmul | Shader::MatmulCoop(_))
+        !matches!(self, Shader::Matmul(_) | Shader::MatmulCoop(..))
     }
 
     /// The WGSL source as compiled: the file, plus the shared helpers in `shaders/include/` that
     /// it uses (WGSL has no includes; the cooperative-matrix headers come first, as they carry
-    /// `enable` directives).
-    pub fn source(self) -> &'static str {
+    /// `enable` directives), plus the matmuls' operand types.
+    pub fn source(self) -> String {
         match self {
-            Shader::Matmul => concat!(
+            Shader::Matmul(storage) => {
+                let enable = if storage.any_f16() {
+                    "enable f16;\n"
+                } else {
+                    ""
+                };
+                format!("{enable}{}{}", self.files(), storage.aliases())
+            }
+            Shader::MatmulCoop(_, storage) => format!("{}{}", self.files(), storage.aliases()),
+            Shader::Convert(to_f16) => {
+                let (from, to) = if to_f16 {
+                    ("f32", "f16")
+                } else {
+                    ("f16", "f32")
+                };
+                format!(
+                    "enable f16;\n{}\nalias Src = {from};\nalias Dst = {to};\n",
+                    self.files()
+                )
+            }
+            _ => self.files().to_string(),
+        }
+    }
+
+    /// The files of [`Shader::source`], concatenated.
+    fn files(self) -> &'static str {
+        match self {
+            Shader::Matmul(_) => concat!(
                 include_str!("../../shaders/matmul.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::MatmulCoop(CoopOps::Native16) => concat!(
+            Shader::MatmulCoop(CoopOps::Native16, _) => concat!(
                 include_str!("../../shaders/include/coop16.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::MatmulCoop(CoopOps::Native8) => concat!(
+            Shader::MatmulCoop(CoopOps::Native8, _) => concat!(
                 include_str!("../../shaders/include/coop8.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::MatmulCoop(CoopOps::Emulated) => concat!(
+            Shader::MatmulCoop(CoopOps::Emulated, _) => concat!(
                 include_str!("../../shaders/include/coop_emulated.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
@@ -169,6 +253,7 @@ impl Shader {
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
+            Shader::Convert(_) => include_str!("../../shaders/convert.wgsl"),
             Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
             Shader::Gather => include_str!("../../shaders/gather.wgsl"),
         }
