@@ -117,8 +117,8 @@ struct TrainArgs {
     /// Seed of weights and data order.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Matmul precision: f32, or mixed (f16 inputs on tensor cores where available, f32
-    /// accumulation and master weights).
+    /// Matmul precision: f32, or mixed (f16 weight copies and activations, f16 products on
+    /// tensor cores where available, f32 accumulation and master weights).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     precision: Precision,
     /// Backend.
@@ -528,10 +528,10 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     Ok(())
 }
 
-/// Which kernel f16 products (mixed precision) run on here, and why.
+/// Which kernel f16 products (mixed precision) run on here and why, and what they read.
 fn tensor_core_status(gpu: &GpuBackend) -> String {
     let ops = gpu.runtime().caps().coop_ops;
-    match gpu.coop_check() {
+    let kernel = match gpu.coop_check() {
         Some(c) if c.passed() => format!(
             "cooperative-matrix kernel, {:?} (self-test passed)",
             gpu.matmul_coop().expect("chosen")
@@ -547,7 +547,13 @@ fn tensor_core_status(gpu: &GpuBackend) -> String {
             ops = ops.expect("offered")
         ),
         None => "the f32 kernel rounds to f16 (no usable cooperative matrices here)".into(),
-    }
+    };
+    let storage = if gpu.f16_tensors() {
+        "F16 weight copies and activations"
+    } else {
+        "f32 tensors rounded as loaded (no f16 shaders)"
+    };
+    format!("{kernel}; {storage}")
 }
 
 /// Lists the adapters, then what cohort would use by default and what it can do there.

@@ -25,6 +25,9 @@ use crate::tensor::{DType, TensorInfo};
 
 struct Layer<T> {
     w: T,
+    /// The weights rounded to f16, refreshed after every update, for mixed precision where the
+    /// backend has F16 tensors: the matmuls then read half the bytes.
+    w16: Option<T>,
     b: T,
     dw: T,
     w_state: Vec<T>,
@@ -41,6 +44,7 @@ struct Group<T> {
 /// Activations of one group for one batch size.
 struct GroupBuffers<T> {
     pre: Vec<T>,
+    /// The hidden layers' outputs: F16 with F16 weights (mixed precision), else F32.
     act: Vec<T>,
     /// Gradients of the hidden layers' pre-activations.
     dpre: Vec<T>,
@@ -227,8 +231,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
                         .map(|_| zeros(shape))
                         .collect::<Result<Vec<_>>>()
                 };
+                let shape = [g, fan_in, fan_out];
+                let w16 = match config.mixed_precision && backend.f16_tensors() {
+                    true => Some(backend.tensor_f16(&shape, &w)?),
+                    false => None,
+                };
                 layers.push(Layer {
-                    w: backend.tensor(&[g, fan_in, fan_out], &w)?,
+                    w: backend.tensor(&shape, &w)?,
+                    w16,
                     b: zeros(&[g, fan_out])?,
                     dw: zeros(&[g, fan_in, fan_out])?,
                     w_state: states(&[g, fan_in, fan_out])?,
@@ -253,6 +263,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
             epochs_done: 0,
             log_every: 25,
         })
+    }
+
+    /// Whether the matmuls read f16 copies of the weights and write the hidden activations as
+    /// F16 (mixed precision on a backend with F16 tensors); otherwise mixed precision rounds f32
+    /// operands as the kernels load them.
+    pub fn f16_weights(&self) -> bool {
+        self.groups
+            .first()
+            .is_some_and(|g| g.layers.iter().all(|l| l.w16.is_some()))
     }
 
     /// The configuration.
@@ -338,6 +357,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
     fn new_workspace(&self, rows: usize) -> Result<Workspace<B::Tensor>> {
         let b = self.backend;
         let f32z = |shape: &[usize]| b.zeros(shape, DType::F32);
+        let act_dtype = if self.f16_weights() {
+            DType::F16
+        } else {
+            DType::F32
+        };
         let p = self.config.peers.len();
         let c = self.config.classes();
         let single = self.groups.len() == 1;
@@ -353,7 +377,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     .collect::<Result<_>>()?,
                 act: hidden
                     .iter()
-                    .map(|&w| f32z(&[n, rows, w]))
+                    .map(|&w| b.zeros(&[n, rows, w], act_dtype))
                     .collect::<Result<_>>()?,
                 dpre: hidden
                     .iter()
@@ -425,7 +449,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 };
                 (logits, Activation::Identity)
             };
-            b.matmul_bias_act(input, &layer.w, &layer.b, &mut gb.pre[l], out, &matmul, act)?;
+            let w = layer.w16.as_ref().unwrap_or(&layer.w);
+            b.matmul_bias_act(input, w, &layer.b, &mut gb.pre[l], out, &matmul, act)?;
         }
         if let Some((logits, _)) = &gb.logits {
             let span = dims.rows * dims.classes;
@@ -480,7 +505,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 // that layer's bias is updated).
                 b.matmul_act_grad(
                     dpre,
-                    &layer.w,
+                    layer.w16.as_ref().unwrap_or(&layer.w),
                     &gb.pre[l - 1],
                     &lower_layers[l - 1].b,
                     &mut below[l - 1],
@@ -489,6 +514,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 )?;
             }
             b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;
+            if let Some(w16) = &mut layer.w16 {
+                b.convert(&layer.w, w16)?;
+            }
             // The bias gradient is dpre's column sum, formed inside the update.
             b.bias_optimizer_step(&steps[1], &mut layer.b, dpre, &mut layer.b_state)?;
         }
@@ -894,6 +922,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
                         data.extend_from_slice(values);
                     }
                     b.write(t, &data)?;
+                }
+                if let Some(w16) = &mut layer.w16 {
+                    b.convert(&layer.w, w16)?;
                 }
             }
         }

@@ -81,6 +81,7 @@ fn mixed_precision_matches_f32<B: Backend>(b: &B) {
         let mut c = config("2x32", 1.0, Schedule::Simultaneous, 3);
         c.mixed_precision = mixed;
         let mut t = Trainer::new(b, c).unwrap();
+        assert_eq!(t.f16_weights(), mixed && b.f16_tensors());
         let last = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap().pop().unwrap();
         accuracy.push(last.ensemble_accuracy);
         assert!(
@@ -440,8 +441,16 @@ fn different_peers_train_side_by_side() {
 }
 
 fn resume_case<B: Backend>(b: &B) {
+    for mixed in [false, true] {
+        resume_case_in(b, mixed);
+    }
+}
+
+/// With `mixed` the f16 weight copies must be rebuilt from the restored weights.
+fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
     let split = digits();
     let mut c = config("2x16", 1.0, Schedule::Simultaneous, 2);
+    c.mixed_precision = mixed;
     c.optimizer.kind = OptimizerKind::AdamW {
         beta1: 0.9,
         beta2: 0.999,
@@ -449,7 +458,7 @@ fn resume_case<B: Backend>(b: &B) {
     };
     c.optimizer.lr = 1e-3;
     let dir = std::env::temp_dir().join(format!(
-        "cohort-resume-{}-{}",
+        "cohort-resume-{}-{}-{mixed}",
         std::process::id(),
         b.describe().len()
     ));

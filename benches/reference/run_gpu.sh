@@ -46,8 +46,11 @@ shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,102
 if want matmul; then
   COHORT_BENCH_SHAPES=$shapes \
     run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+  # f16: F16 tensors (as cuBLAS HGEMM gets them); mixed: f32 tensors rounded as loaded.
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
+  COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed \
+    run bench-matmul-mixed .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
   # Each f32 tile forced, to check the default's choice (their JSON goes to files of their own).
   for tile in 64 128; do
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
@@ -71,9 +74,12 @@ if want step; then
     run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
     run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  # The same mixed-precision steps without tensor cores (the f32 kernel rounding to f16).
+  # The same mixed-precision steps without tensor cores (the f32 kernel rounding to f16), and
+  # without the F16 weight copies and activations (f32 tensors rounded as loaded).
   COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
     run bench-step-mixed-no-coop .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
+    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
 fi
 if want torch && python3 -c "import torch" 2>/dev/null; then
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
