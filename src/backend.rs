@@ -175,6 +175,20 @@ pub trait Backend {
     /// Whether matmuls can read and write F16 tensors here (the GPU needs f16 shaders; the CPU
     /// always can).
     fn f16_tensors(&self) -> bool;
+    /// [`Backend::optimizer_step`], then the updated parameter rounded into the F16 tensor
+    /// `copy` (same element count): the f16 weights of mixed precision. Backends may fuse the
+    /// two (the GPU does); the default runs them in turn.
+    fn optimizer_step_f16_copy(
+        &self,
+        step: &OptimizerStep,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        states: &mut [Self::Tensor],
+        copy: &mut Self::Tensor,
+    ) -> Result<()> {
+        self.optimizer_step(step, param, grad, states)?;
+        self.convert(param, copy)
+    }
     /// `y = a·x + b·y + c`; without `x`, `y = b·y + c` (with `b = 0`, a fill).
     fn axpby(&self, x: Option<&Self::Tensor>, y: &mut Self::Tensor, k: &Axpby) -> Result<()>;
     /// Adds to `counts` (`[P + 1]`, U32) the rows each peer and the ensemble classify right.

@@ -513,9 +513,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     act,
                 )?;
             }
-            b.optimizer_step(&steps[0], &mut layer.w, &layer.dw, &mut layer.w_state)?;
-            if let Some(w16) = &mut layer.w16 {
-                b.convert(&layer.w, w16)?;
+            let (w, dw, state) = (&mut layer.w, &layer.dw, &mut layer.w_state);
+            match &mut layer.w16 {
+                Some(w16) => b.optimizer_step_f16_copy(&steps[0], w, dw, state, w16)?,
+                None => b.optimizer_step(&steps[0], w, dw, state)?,
             }
             // The bias gradient is dpre's column sum, formed inside the update.
             b.bias_optimizer_step(&steps[1], &mut layer.b, dpre, &mut layer.b_state)?;

@@ -818,40 +818,47 @@ fn read_parameter_and_states<B: Backend>(
     Ok(out)
 }
 
+/// The updated parameters and states, and with `f16_copy` the f16 copy each update also wrote.
 fn optimizer_run<B: Backend>(
     b: &B,
     step: &OptimizerStep,
     n: usize,
     steps: u32,
-) -> Result<Vec<f32>> {
+    f16_copy: bool,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let (mut w, mut states) = parameter_and_states(b, step, &[n])?;
+    let mut copy = b.zeros(&[n], DType::F16)?;
     for t in 1..=steps {
         let grad = b.tensor(&[n], &uniform(10 + t as u64, n, -1.0, 1.0))?;
         let s = step.at_step(t);
-        b.optimizer_step(&s, &mut w, &grad, &mut states)?;
+        if f16_copy {
+            b.optimizer_step_f16_copy(&s, &mut w, &grad, &mut states, &mut copy)?;
+        } else {
+            b.optimizer_step(&s, &mut w, &grad, &mut states)?;
+        }
     }
-    read_parameter_and_states(b, &w, &states)
+    Ok((read_parameter_and_states(b, &w, &states)?, b.read(&copy)?))
 }
 
 /// `steps` optimizer updates of `n` parameters with seeded gradients; compares the parameters
-/// and every state tensor.
+/// and every state tensor, and with `f16_copy` (the fused update of mixed precision's f16
+/// weights) the copy too, within one f16 step (WGSL leaves the rounding direction open).
 pub fn optimizer(
     gpu: &GpuBackend,
     step: &OptimizerStep,
     n: usize,
     steps: u32,
+    f16_copy: bool,
 ) -> Result<KernelCheck> {
-    let got = optimizer_run(gpu, step, n, steps)?;
-    let want = optimizer_run(&CpuBackend, step, n, steps)?;
-    Ok(
-        KernelCheck::new("optimizer", format!("{step:?} n={n} steps={steps}")).relative(
-            "param+state",
-            &got,
-            &want,
-            RTOL,
-            1e-6,
-        ),
-    )
+    let (got, got16) = optimizer_run(gpu, step, n, steps, f16_copy)?;
+    let (want, want16) = optimizer_run(&CpuBackend, step, n, steps, f16_copy)?;
+    let case = format!(
+        "{step:?} n={n} steps={steps}{}",
+        if f16_copy { " f16 copy" } else { "" }
+    );
+    Ok(KernelCheck::new("optimizer", case)
+        .relative("param+state", &got, &want, RTOL, 1e-6)
+        .relative("f16 copy", &got16, &want16, 2f64.powi(-10), 2f64.powi(-24)))
 }
 
 fn bias_optimizer_run<B: Backend>(
@@ -1163,7 +1170,10 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         t: 1,
     };
     for step in [sgd, adam] {
-        out.push(optimizer(gpu, &step, 1000, 3)?);
+        out.push(optimizer(gpu, &step, 1000, 3, false)?);
+        if gpu.f16_tensors() {
+            out.push(optimizer(gpu, &step, 1000, 3, true)?);
+        }
         out.push(bias_optimizer(gpu, &step, &[2, 64, 100], 3)?);
     }
     out.push(axpby(gpu, 1000)?);

@@ -29,6 +29,17 @@ struct Epilogue<'t> {
     bias_stride: usize,
 }
 
+/// Which `optimizer.wgsl` update a launch records.
+#[derive(Clone, Copy)]
+enum Update<'t> {
+    /// `sgd` / `adam`: the gradient as given.
+    Plain,
+    /// `sgd_bias` / `adam_bias`: the gradient is the column sums of the layer's `dpre`.
+    Bias(ReduceDims),
+    /// `sgd_f16` / `adam_f16`: as `Plain`, also writing the parameters' f16 copy.
+    F16Copy(&'t GpuTensor),
+}
+
 /// Whether the matmul kernels load A and B as vec4s: each operand's stored contiguous axis (K or M
 /// for A, N or K for B) and its batch stride are multiples of 4.
 fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
@@ -404,7 +415,7 @@ impl GpuBackend {
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
             if matches!(shader, Shader::MatmulCoop(ops, _) if Some(ops) != self.matmul_coop())
-                || matches!(shader, Shader::Convert(_) if !self.f16_tensors())
+                || matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
             {
                 continue;
             }
@@ -797,7 +808,7 @@ impl Backend for GpuBackend {
         let infos: Vec<&dyn ops::StateInfo> =
             states.iter().map(|s| s as &dyn ops::StateInfo).collect();
         step.check(param, grad, &infos)?;
-        self.launch_optimizer(step, param, grad, states, None)
+        self.launch_optimizer(step, param, grad, states, Update::Plain)
     }
 
     fn bias_optimizer_step(
@@ -811,7 +822,7 @@ impl Backend for GpuBackend {
         let infos: Vec<&dyn ops::StateInfo> =
             states.iter().map(|s| s as &dyn ops::StateInfo).collect();
         step.check(bias, bias, &infos)?;
-        self.launch_optimizer(step, bias, dpre, states, Some(d))
+        self.launch_optimizer(step, bias, dpre, states, Update::Bias(d))
     }
 
     fn convert(&self, src: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
@@ -830,6 +841,22 @@ impl Backend for GpuBackend {
 
     fn f16_tensors(&self) -> bool {
         self.f16_tensors
+    }
+
+    fn optimizer_step_f16_copy(
+        &self,
+        step: &OptimizerStep,
+        param: &mut GpuTensor,
+        grad: &GpuTensor,
+        states: &mut [GpuTensor],
+        copy: &mut GpuTensor,
+    ) -> Result<()> {
+        let infos: Vec<&dyn ops::StateInfo> =
+            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
+        step.check(param, grad, &infos)?;
+        ops::convert_len(param, copy)?;
+        self.need_f16("f16 copies of parameters")?;
+        self.launch_optimizer(step, param, grad, states, Update::F16Copy(copy))
     }
 
     fn axpby(&self, x: Option<&GpuTensor>, y: &mut GpuTensor, k: &Axpby) -> Result<()> {
@@ -1044,22 +1071,27 @@ impl GpuBackend {
         }
     }
 
-    /// Records an optimizer update (checked by the caller); with `bias`, `grad` is the layer's
-    /// `dpre` and the update runs on its column sums (`optimizer.wgsl`'s bias entries).
+    /// Records an optimizer update (checked by the caller) of the kind `update` says.
     fn launch_optimizer(
         &self,
         step: &OptimizerStep,
         param: &GpuTensor,
         grad: &GpuTensor,
         states: &[GpuTensor],
-        bias: Option<ReduceDims>,
+        update: Update<'_>,
     ) -> Result<()> {
         const OP: &str = "optimizer";
         let n = param.shape.numel();
         let n32 = u32_of(OP, n)?;
-        let (rows, cols) = match bias {
-            Some(d) => (u32_of(OP, d.n)?, u32_of(OP, d.inner)?),
-            None => (0, 0),
+        let (rows, cols) = match update {
+            Update::Bias(d) => (u32_of(OP, d.n)?, u32_of(OP, d.inner)?),
+            _ => (0, 0),
+        };
+        // Which of the kind's three entries.
+        let variant = match update {
+            Update::Plain => 0,
+            Update::Bias(_) => 1,
+            Update::F16Copy(_) => 2,
         };
         let (entry, params) = match *step {
             OptimizerStep::Sgd {
@@ -1068,7 +1100,7 @@ impl GpuBackend {
                 nesterov,
                 weight_decay,
             } => (
-                if bias.is_some() { "sgd_bias" } else { "sgd" },
+                ["sgd", "sgd_bias", "sgd_f16"],
                 OptimizerParams {
                     n: n32,
                     flag: nesterov as u32,
@@ -1093,7 +1125,7 @@ impl GpuBackend {
                 decoupled,
                 t,
             } => (
-                if bias.is_some() { "adam_bias" } else { "adam" },
+                ["adam", "adam_bias", "adam_f16"],
                 OptimizerParams {
                     n: n32,
                     flag: decoupled as u32,
@@ -1110,17 +1142,22 @@ impl GpuBackend {
                 },
             ),
         };
-        let mut buffers = vec![param.buf(), grad.buf()];
-        buffers.extend(states.iter().map(|s| s.buf()));
-        self.rt.dispatch(
-            Shader::Optimizer,
+        let entry = entry[variant];
+        // param, grad, then the states from binding 3; the f16 copy is binding 5.
+        let mut bindings = vec![(1, param.buf()), (2, grad.buf())];
+        bindings.extend((3..).zip(states.iter().map(|s| s.buf())));
+        if let Update::F16Copy(copy) = update {
+            bindings.push((5, copy.buf()));
+        }
+        self.rt.dispatch_at(
+            Shader::Optimizer(matches!(update, Update::F16Copy(_))),
             entry,
             &[],
             bytemuck::bytes_of(&params),
-            &buffers,
-            match bias {
-                Some(_) => [u32_of(OP, n.div_ceil(16))?, 1, 1],
-                None => self.grid(n, 256),
+            &bindings,
+            match update {
+                Update::Bias(_) => [u32_of(OP, n.div_ceil(16))?, 1, 1],
+                _ => self.grid(n, 256),
             },
         )
     }

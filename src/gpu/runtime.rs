@@ -272,13 +272,14 @@ type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 /// Bind groups kept at most; the cache starts over past this (a step uses a few dozen).
 const BIND_GROUP_CACHE: usize = 4096;
 
-/// What a bind group binds: the pipeline's layout, the parameter slot, and the buffers in order.
+/// What a bind group binds: the pipeline's layout, the parameter slot, and the buffers with
+/// their binding numbers.
 #[derive(PartialEq, Eq, Hash)]
 struct BindKey {
     pipeline: wgpu::ComputePipeline,
     offset: u64,
     size: u64,
-    buffers: Vec<wgpu::Buffer>,
+    buffers: Vec<(u32, wgpu::Buffer)>,
 }
 
 /// Work recorded but not yet submitted. Consecutive dispatches share one compute pass (wgpu
@@ -611,13 +612,13 @@ impl Runtime {
         pipeline: &wgpu::ComputePipeline,
         offset: u64,
         size: u64,
-        buffers: &[&wgpu::Buffer],
+        bindings: &[(u32, &wgpu::Buffer)],
     ) -> wgpu::BindGroup {
         let key = BindKey {
             pipeline: pipeline.clone(),
             offset,
             size,
-            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+            buffers: bindings.iter().map(|&(i, b)| (i, b.clone())).collect(),
         };
         let mut cache = lock(&self.bind_groups);
         if let Some(group) = cache.get(&key) {
@@ -634,9 +635,9 @@ impl Runtime {
                 size: wgpu::BufferSize::new(size),
             }),
         }];
-        for (i, b) in buffers.iter().enumerate() {
+        for &(binding, b) in bindings {
             entries.push(wgpu::BindGroupEntry {
-                binding: i as u32 + 1,
+                binding,
                 resource: b.as_entire_binding(),
             });
         }
@@ -808,6 +809,21 @@ impl Runtime {
         buffers: &[&wgpu::Buffer],
         groups: [u32; 3],
     ) -> Result<()> {
+        let bindings: Vec<_> = (1..).zip(buffers.iter().copied()).collect();
+        self.dispatch_at(shader, entry, constants, params, &bindings, groups)
+    }
+
+    /// [`Runtime::dispatch`] with each buffer's binding number given, for entry points whose
+    /// bindings are not 1, 2, ... in a row.
+    pub(crate) fn dispatch_at(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        params: &[u8],
+        bindings: &[(u32, &wgpu::Buffer)],
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.pipeline(shader, entry, constants)?;
         let max = self.caps.max_workgroups_per_dim;
         if groups.iter().any(|&g| g > max) {
@@ -833,7 +849,7 @@ impl Runtime {
         pending
             .params
             .resize((offset + self.param_align) as usize, 0);
-        let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, buffers);
+        let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, bindings);
         let Pending { pass, encoder, .. } = &mut *pending;
         let pass = pass.get_or_insert_with(|| {
             encoder

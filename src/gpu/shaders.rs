@@ -89,8 +89,9 @@ pub enum Shader {
     KlDiv,
     /// `shaders/dml_loss.wgsl`
     DmlLoss,
-    /// `shaders/optimizer.wgsl`
-    Optimizer,
+    /// `shaders/optimizer.wgsl`; with `true` also its entries that write an f16 copy of the
+    /// parameters (`include/optimizer_f16.wgsl`, needs f16 shaders)
+    Optimizer(bool),
     /// `shaders/axpby.wgsl`
     Axpby,
     /// `shaders/convert.wgsl`, to f16 (`true`) or to f32
@@ -104,7 +105,7 @@ pub enum Shader {
 impl Shader {
     /// Every shader file, for validation and warm-up (the matmuls with f32 operands; see
     /// [`MatmulStorage::all`] for the others).
-    pub const ALL: [Shader; 15] = [
+    pub const ALL: [Shader; 16] = [
         Shader::Matmul(MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Native16, MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Native8, MatmulStorage::F32),
@@ -114,7 +115,8 @@ impl Shader {
         Shader::SoftmaxCe,
         Shader::KlDiv,
         Shader::DmlLoss,
-        Shader::Optimizer,
+        Shader::Optimizer(false),
+        Shader::Optimizer(true),
         Shader::Axpby,
         Shader::Convert(true),
         Shader::Convert(false),
@@ -132,7 +134,7 @@ impl Shader {
             Shader::SoftmaxCe => "softmax_ce.wgsl",
             Shader::KlDiv => "kl_div.wgsl",
             Shader::DmlLoss => "dml_loss.wgsl",
-            Shader::Optimizer => "optimizer.wgsl",
+            Shader::Optimizer(_) => "optimizer.wgsl",
             Shader::Axpby => "axpby.wgsl",
             Shader::Convert(_) => "convert.wgsl",
             Shader::CountCorrect => "count_correct.wgsl",
@@ -147,7 +149,15 @@ impl Shader {
                 &["main", "main_bias_act", "main_act_grad"]
             }
             Shader::BiasAct => &["forward", "backward"],
-            Shader::Optimizer => &["sgd", "adam", "sgd_bias", "adam_bias"],
+            Shader::Optimizer(false) => &["sgd", "adam", "sgd_bias", "adam_bias"],
+            Shader::Optimizer(true) => &[
+                "sgd",
+                "adam",
+                "sgd_bias",
+                "adam_bias",
+                "sgd_f16",
+                "adam_f16",
+            ],
             Shader::Axpby => &["axpby", "affine"],
             _ => &["main"],
         }
@@ -183,6 +193,11 @@ impl Shader {
                 format!("{enable}{}{}", self.files(), storage.aliases())
             }
             Shader::MatmulCoop(_, storage) => format!("{}{}", self.files(), storage.aliases()),
+            Shader::Optimizer(true) => format!(
+                "enable f16;\n{}{}",
+                self.files(),
+                include_str!("../../shaders/include/optimizer_f16.wgsl")
+            ),
             Shader::Convert(to_f16) => {
                 let (from, to) = if to_f16 {
                     ("f32", "f16")
@@ -248,7 +263,7 @@ impl Shader {
                 include_str!("../../shaders/include/row_softmax.wgsl"),
                 include_str!("../../shaders/include/peer_kl.wgsl")
             ),
-            Shader::Optimizer => concat!(
+            Shader::Optimizer(_) => concat!(
                 include_str!("../../shaders/optimizer.wgsl"),
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
