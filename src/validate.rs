@@ -394,23 +394,68 @@ fn f16_rounding_run<B: Backend>(b: &B, (m, n, k): (usize, usize, usize)) -> Resu
     b.read(&c)
 }
 
-/// The check [`GpuBackend::new`] runs once where it chose the cooperative-matrix kernel:
-/// f16-input products of a ragged shape in all four transpose layouts, batched, on whatever
-/// kernel the backend picks (the cooperative-matrix one, at that point). Returns the worst of
-/// the four.
+/// The check [`GpuBackend::new`] runs once where it chose the cooperative-matrix kernel, on
+/// whatever kernel the backend picks (the cooperative-matrix one, at that point): f16-input
+/// products of a ragged shape in all four transpose layouts, batched, and where the backend
+/// has F16 tensors the three products of a mixed-precision layer as the trainer runs them (the
+/// forward from an F16 input and F16 weights into an F16 output, the input gradient against
+/// F16 weights, the weight gradient from an F16 input). Returns the worst.
 pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
-    let mut worst: Option<KernelCheck> = None;
+    let mut checks = Vec::new();
     for t in 0..4 {
         let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
-        let check = matmul(gpu, Batching::All(2), (67, 70, 45), &spec, 90 + t as u64)?;
-        if worst
-            .as_ref()
-            .is_none_or(|w| check.worst_ratio > w.worst_ratio)
-        {
-            worst = Some(check);
-        }
+        checks.push(matmul(
+            gpu,
+            Batching::All(2),
+            (67, 70, 45),
+            &spec,
+            90 + t as u64,
+        )?);
     }
-    Ok(worst.expect("four checks ran"))
+    if gpu.f16_tensors() {
+        let stored = |a_f16, b_f16, aux_f16| {
+            Inputs::stored(
+                MatmulStorage {
+                    a_f16,
+                    b_f16,
+                    aux_f16,
+                },
+                true,
+            )
+        };
+        let (act, dims) = (Activation::Relu, (67, 70, 45));
+        checks.push(matmul_bias_act(
+            gpu,
+            2,
+            dims,
+            true,
+            act,
+            stored(true, true, true),
+            94,
+        )?);
+        checks.push(matmul_act_grad(
+            gpu,
+            2,
+            dims,
+            act,
+            stored(false, true, false),
+            95,
+        )?);
+        let storage = stored(true, false, false).storage;
+        let spec = MatmulSpec::new(true, false).f16(true);
+        checks.push(matmul_stored(
+            gpu,
+            Batching::SharedA(2),
+            dims,
+            &spec,
+            storage,
+            96,
+        )?);
+    }
+    Ok(checks
+        .into_iter()
+        .max_by(|a, b| a.worst_ratio.total_cmp(&b.worst_ratio))
+        .expect("checks ran"))
 }
 
 /// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
