@@ -1,4 +1,5 @@
-// Row gather over 32-bit words (f32 or u32 rows alike): dst[r, :] = src[index[r], :].
+// Row gather over 32-bit words (f32 or u32 rows alike, f16 rows as pairs): dst[r, :] =
+// src[index[r], :].
 // Used to assemble each mini-batch on the GPU from the resident data set and an index buffer.
 // Rows whose index is out of range are written as zeros. CPU twin: src/cpu/gather.rs.
 

@@ -198,7 +198,7 @@ pub trait Backend {
         labels: &Self::Tensor,
         counts: &mut Self::Tensor,
     ) -> Result<()>;
-    /// `dst[r] = src[index[r]]` row by row (F32 or U32 rows).
+    /// `dst[r] = src[index[r]]` row by row (F32, U32, or F16 rows of even width).
     fn gather_rows(
         &self,
         src: &Self::Tensor,

@@ -244,8 +244,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Mixed precision: matmul inputs in f16 (tensor cores where available), f32 accumulation
     /// and f32 master weights, optimizer state and losses. Where the backend has F16 tensors
-    /// the matmuls read f16 copies of the weights (refreshed after every update) and the hidden
-    /// activations are stored as F16; elsewhere f32 operands are rounded as they are loaded.
+    /// the matmuls read f16 copies of the weights (written by every update), and the hidden
+    /// activations and the inputs are stored as F16; elsewhere f32 operands are rounded as they
+    /// are loaded.
     #[serde(default)]
     pub mixed_precision: bool,
 }

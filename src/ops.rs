@@ -750,12 +750,6 @@ pub fn gather_dims(
     if src.dtype() != dst.dtype() {
         return Err(CohortError::shape(OP, "src and dst dtypes differ"));
     }
-    if src.dtype() == DType::F16 {
-        return Err(CohortError::shape(
-            OP,
-            "gathers move F32 or U32 rows, not F16",
-        ));
-    }
     expect_nonempty(OP, "src", src)?;
     let sd = src.shape().dims();
     let (n, d) = match sd.len() {
@@ -772,6 +766,13 @@ pub fn gather_dims(
         return Err(CohortError::shape(
             OP,
             format!("index must be [R], got {}", index.shape()),
+        ));
+    }
+    // GPU gathers move 4-byte words: F16 rows go as pairs.
+    if src.dtype() == DType::F16 && !d.is_multiple_of(2) {
+        return Err(CohortError::shape(
+            OP,
+            format!("F16 rows are gathered in pairs of elements; width {d} is odd"),
         ));
     }
     let r = index.shape().numel();

@@ -25,7 +25,7 @@ use crate::tensor::{DType, TensorInfo};
 
 struct Layer<T> {
     w: T,
-    /// The weights rounded to f16, refreshed after every update, for mixed precision where the
+    /// The weights rounded to f16, written by every update, for mixed precision where the
     /// backend has F16 tensors: the matmuls then read half the bytes.
     w16: Option<T>,
     b: T,
@@ -266,12 +266,23 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Whether the matmuls read f16 copies of the weights and write the hidden activations as
-    /// F16 (mixed precision on a backend with F16 tensors); otherwise mixed precision rounds f32
-    /// operands as the kernels load them.
+    /// F16, and inputs are held as F16 where their width is even (mixed precision on a backend
+    /// with F16 tensors); otherwise mixed precision rounds f32 operands as the kernels load them.
     pub fn f16_weights(&self) -> bool {
         self.groups
             .first()
             .is_some_and(|g| g.layers.iter().all(|l| l.w16.is_some()))
+    }
+
+    /// How the inputs are held on the device: F16 with f16 weights (the first layer's matmuls
+    /// then read half the bytes, and a resident data set takes half the memory) where the rows
+    /// have an even width (gathers move pairs of f16), else F32.
+    fn input_dtype(&self) -> DType {
+        if self.f16_weights() && self.config.inputs().is_multiple_of(2) {
+            DType::F16
+        } else {
+            DType::F32
+        }
     }
 
     /// The configuration.
@@ -320,7 +331,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
     pub fn upload(&self, data: &Dataset) -> Result<DeviceData<B::Tensor>> {
         self.check_data(data)?;
         let b = self.backend;
-        let store = match b.tensor(&[data.rows, data.cols], &data.features) {
+        let shape = [data.rows, data.cols];
+        let features = match self.input_dtype() {
+            DType::F16 => b.tensor_f16(&shape, &data.features),
+            _ => b.tensor(&shape, &data.features),
+        };
+        let store = match features {
             Ok(features) => Store::Device {
                 features,
                 labels: b.tensor_u32(&[data.rows], &data.labels)?,
@@ -392,7 +408,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         }
         Ok(Workspace {
             index: b.zeros(&[rows], DType::U32)?,
-            x: f32z(&[rows, self.config.inputs()])?,
+            x: b.zeros(&[rows, self.config.inputs()], self.input_dtype())?,
             labels: b.zeros(&[rows], DType::U32)?,
             groups,
             logits: f32z(&[p, rows, c])?,

@@ -1015,30 +1015,39 @@ fn gather_run<B: Backend>(
     rows: usize,
     width: usize,
     index: &[u32],
+    f16: bool,
 ) -> Result<(Vec<f32>, Vec<u32>)> {
-    let src = b.tensor(&[rows, width], &uniform(4, rows * width, -1.0, 1.0))?;
+    let values = uniform(4, rows * width, -1.0, 1.0);
+    let src = stored(b, &[rows, width], &values, f16)?;
     let lab: Vec<u32> = (0..rows as u32).map(|v| v * 7).collect();
     let src_lab = b.tensor_u32(&[rows], &lab)?;
     let idx = b.tensor_u32(&[index.len()], index)?;
-    let mut dst = b.zeros(&[index.len(), width], DType::F32)?;
+    let dtype = if f16 { DType::F16 } else { DType::F32 };
+    let mut dst = b.zeros(&[index.len(), width], dtype)?;
     let mut dst_lab = b.zeros(&[index.len()], DType::U32)?;
     b.gather_rows(&src, &idx, &mut dst)?;
     b.gather_rows(&src_lab, &idx, &mut dst_lab)?;
     Ok((b.read(&dst)?, b.read_u32(&dst_lab)?))
 }
 
-/// Row gather of F32 rows and U32 labels from a `[rows, width]` source by `index`.
+/// Row gather of F32 (F16 with `f16`) rows and U32 labels from a `[rows, width]` source by
+/// `index`.
 pub fn gather(
     gpu: &GpuBackend,
     rows: usize,
     width: usize,
     index: &[u32],
+    f16: bool,
 ) -> Result<(KernelCheck, Vec<f32>, Vec<u32>)> {
-    let got = gather_run(gpu, rows, width, index)?;
-    let want = gather_run(&CpuBackend, rows, width, index)?;
+    let got = gather_run(gpu, rows, width, index, f16)?;
+    let want = gather_run(&CpuBackend, rows, width, index, f16)?;
     let check = KernelCheck::new(
         "gather",
-        format!("{rows}x{width} by {} indices", index.len()),
+        format!(
+            "{rows}x{width}{} by {} indices",
+            if f16 { " F16" } else { "" },
+            index.len()
+        ),
     )
     .exact("rows", &got.0, &want.0)
     .exact("labels", &got.1, &want.1);
@@ -1226,6 +1235,9 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         out.push(convert(gpu, 1001, 7)?);
     }
     out.push(count_correct(gpu, &[3, 200, 10], 5)?);
-    out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000])?.0);
+    out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000], false)?.0);
+    if gpu.f16_tensors() {
+        out.push(gather(gpu, 10, 6, &[5, 0, 9, 9, 3, 1000], true)?.0);
+    }
     Ok(out)
 }

@@ -1,6 +1,6 @@
 //! CPU twin of `shaders/gather.wgsl`: `dst[r, :] = src[index[r], :]`, the batch gather.
 
-/// Reference row gather over 32-bit words; rows whose index is out of range become zeros.
+/// Reference row gather; rows whose index is out of range become zeros.
 pub fn gather_rows<T: Copy + Default>(src: &[T], index: &[u32], dst: &mut [T], n: usize, d: usize) {
     for (r, &i) in index.iter().enumerate() {
         let out = &mut dst[r * d..(r + 1) * d];

@@ -460,6 +460,7 @@ impl Backend for CpuBackend {
         match (&src.data, &mut dst.data) {
             (CpuData::F32(s), CpuData::F32(o)) => gather::gather_rows(s, index, o, n, d),
             (CpuData::U32(s), CpuData::U32(o)) => gather::gather_rows(s, index, o, n, d),
+            (CpuData::F16(s), CpuData::F16(o)) => gather::gather_rows(s, index, o, n, d),
             _ => {
                 return Err(CohortError::shape(
                     "gather_rows",

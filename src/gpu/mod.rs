@@ -914,6 +914,8 @@ impl Backend for GpuBackend {
 
     fn gather_rows(&self, src: &GpuTensor, index: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
         let (n, r, d) = ops::gather_dims(src, index, dst)?;
+        // The kernel moves 4-byte words: an F16 row (of even width) is d / 2 of them.
+        let d = d * src.dtype.size() / 4;
         const OP: &str = "gather_rows";
         let params = GatherParams {
             src_rows: u32_of(OP, n)?,
