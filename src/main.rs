@@ -549,7 +549,7 @@ fn tensor_core_status(gpu: &GpuBackend) -> String {
         None => "the f32 kernel rounds to f16 (no usable cooperative matrices here)".into(),
     };
     let storage = if gpu.f16_tensors() {
-        "F16 weight copies and activations"
+        "F16 weight copies, activations and inputs"
     } else {
         "f32 tensors rounded as loaded (no f16 shaders)"
     };
