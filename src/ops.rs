@@ -674,7 +674,7 @@ impl OptimizerStep {
         &self,
         param: &impl TensorInfo,
         grad: &impl TensorInfo,
-        states: &[&dyn StateInfo],
+        states: &[impl TensorInfo],
     ) -> Result<usize> {
         const OP: &str = "optimizer";
         expect_dtype(OP, "param", param, DType::F32)?;
@@ -698,10 +698,14 @@ impl OptimizerStep {
             ));
         }
         for s in states {
-            if s.numel() != n {
+            if s.shape().numel() != n {
                 return Err(CohortError::shape(
                     OP,
-                    format!("state of {} elements vs param {}", s.numel(), param.shape()),
+                    format!(
+                        "state of {} elements vs param {}",
+                        s.shape().numel(),
+                        param.shape()
+                    ),
                 ));
             }
         }
@@ -709,17 +713,6 @@ impl OptimizerStep {
             return Err(CohortError::InvalidConfig("Adam step t starts at 1".into()));
         }
         Ok(n)
-    }
-}
-
-/// Object-safe element count, for lists of optimizer state tensors.
-pub trait StateInfo {
-    /// Number of elements.
-    fn numel(&self) -> usize;
-}
-impl<T: TensorInfo> StateInfo for T {
-    fn numel(&self) -> usize {
-        self.shape().numel()
     }
 }
 

@@ -35,10 +35,7 @@ fn shape_errors<B: Backend>(b: &B) {
     let wrong_labels = b.tensor_u32(&[3], &[0, 1, 2]).unwrap();
     let mut losses = b.zeros(&[4], DType::F32).unwrap();
     let mut dz = b.zeros(&[4, 3], DType::F32).unwrap();
-    let spec = CrossEntropySpec {
-        label_smoothing: 0.0,
-        grad_scale: 1.0,
-    };
+    let spec = spec_ce();
     let err = b
         .softmax_ce(&x, &wrong_labels, &mut losses, &mut dz, &spec)
         .unwrap_err();

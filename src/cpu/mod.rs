@@ -409,9 +409,7 @@ impl Backend for CpuBackend {
         grad: &CpuTensor,
         states: &mut [CpuTensor],
     ) -> Result<()> {
-        let infos: Vec<&dyn ops::StateInfo> =
-            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
-        step.check(param, grad, &infos)?;
+        step.check(param, grad, states)?;
         let mut slices = states
             .iter_mut()
             .map(|s| s.f32_mut())

@@ -805,9 +805,7 @@ impl Backend for GpuBackend {
         grad: &GpuTensor,
         states: &mut [GpuTensor],
     ) -> Result<()> {
-        let infos: Vec<&dyn ops::StateInfo> =
-            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
-        step.check(param, grad, &infos)?;
+        step.check(param, grad, states)?;
         self.launch_optimizer(step, param, grad, states, Update::Plain)
     }
 
@@ -819,9 +817,7 @@ impl Backend for GpuBackend {
         states: &mut [GpuTensor],
     ) -> Result<()> {
         let d = ReduceDims::bias_gradient(dpre, bias)?;
-        let infos: Vec<&dyn ops::StateInfo> =
-            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
-        step.check(bias, bias, &infos)?;
+        step.check(bias, bias, states)?;
         self.launch_optimizer(step, bias, dpre, states, Update::Bias(d))
     }
 
@@ -851,9 +847,7 @@ impl Backend for GpuBackend {
         states: &mut [GpuTensor],
         copy: &mut GpuTensor,
     ) -> Result<()> {
-        let infos: Vec<&dyn ops::StateInfo> =
-            states.iter().map(|s| s as &dyn ops::StateInfo).collect();
-        step.check(param, grad, &infos)?;
+        step.check(param, grad, states)?;
         ops::convert_len(param, copy)?;
         self.need_f16("f16 copies of parameters")?;
         self.launch_optimizer(step, param, grad, states, Update::F16Copy(copy))
