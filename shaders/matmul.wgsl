@@ -15,7 +15,9 @@
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
 // every operand is rounded to f16 as it is loaded (mixed precision where the adapter has no
 // cooperative matrices; `matmul_coop.wgsl` is the tensor-core version). A and B may also be
-// stored as f16 (include/matmul_io.wgsl), and are widened as they are loaded.
+// stored as f16 (include/matmul_io.wgsl), and are widened as they are loaded. A product with too
+// few tiles to fill the GPU is split along K (include/matmul_io.wgsl): partial products, then
+// one of the `reduce_splits*` entries below, which also finish matmul_coop.wgsl's split products.
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
@@ -194,8 +196,9 @@ fn store_slice(
 fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
-    let base_a = wg.z * p.stride_a;
-    let base_b = wg.z * p.stride_b;
+    let base_a = batch_entry(wg.z) * p.stride_a;
+    let base_b = batch_entry(wg.z) * p.stride_b;
+    let ks = k_range(wg.z);
 
     var acc: array<f32, 64>; // MAX_MICRO², zero-initialised
 
@@ -203,13 +206,14 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     // while the current one is multiplied out of workgroup memory.
     var next_a: array<f32, MAX_MICRO>;
     var next_b: array<f32, MAX_MICRO>;
-    fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, 0u, tid);
-    let tiles = (p.k + TK - 1u) / TK;
+    fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, ks.x, tid);
+    let tiles = (ks.y - ks.x + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
         store_slice(&next_a, &next_b, tid);
         workgroupBarrier();
         if (t + 1u < tiles) {
-            fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, (t + 1u) * TK, tid);
+            let k0 = ks.x + (t + 1u) * TK;
+            fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, k0, tid);
         }
         for (var kk = 0u; kk < TK; kk++) {
             var av: array<vec4<f32>, MAX_MICRO / 4u>;
@@ -231,8 +235,8 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
     return acc;
 }
 
-// Where accumulator e (row-major in the thread's MICRO x MICRO block) goes in C: (index, whether
-// it is inside C).
+// Where accumulator e (row-major in the thread's MICRO x MICRO block) goes in C (or in its
+// split's slice of partial products): (index, whether it is inside C).
 fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
     let row = wg.y * TILE + micro_offset(lid.y, e / MICRO);
     let col = wg.x * TILE + micro_offset(lid.x, e % MICRO);
@@ -279,4 +283,50 @@ fn main_act_grad(
     @builtin(local_invocation_index) tid: u32,
 ) {
     write_with_epilogue(wg, lid, tile_product(wg, lid, tid), ACT_GRAD);
+}
+
+// Split K, second pass (see include/matmul_io.wgsl): C = alpha · (the sum of the splits' partial
+// products) + beta · C, then the epilogue; one thread per element of C, on a 2D grid of
+// 256-wide workgroups. (The plain entry must not touch the epilogue's bindings.)
+@group(0) @binding(8) var<storage, read> partial: array<f32>; // [splits, batch, M, N]
+
+// This thread's element of C, or none (false) past its end.
+fn reduce_element(gid: vec3<u32>, nwg: vec3<u32>) -> vec2<u32> {
+    let i = gid.x + gid.y * nwg.x * 256u;
+    return vec2<u32>(i, u32(i < p.batch * p.m * p.n));
+}
+
+// The sum of the splits' partial products at element i of C.
+fn split_sum(i: u32) -> f32 {
+    let total = p.batch * p.m * p.n;
+    let splits = (p.k + p.k_split - 1u) / p.k_split;
+    var acc = 0.0;
+    for (var s = 0u; s < splits; s++) {
+        acc += partial[s * total + i];
+    }
+    return acc;
+}
+
+@compute @workgroup_size(256)
+fn reduce_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let at = reduce_element(gid, nwg);
+    if (at.y != 0u) {
+        c[at.x] = product(at.x, split_sum(at.x));
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce_splits_bias_act(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let at = reduce_element(gid, nwg);
+    if (at.y != 0u) {
+        write_epilogue(at.x / (p.m * p.n), at.x, split_sum(at.x), BIAS_ACT);
+    }
+}
+
+@compute @workgroup_size(256)
+fn reduce_splits_act_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let at = reduce_element(gid, nwg);
+    if (at.y != 0u) {
+        write_epilogue(at.x / (p.m * p.n), at.x, split_sum(at.x), ACT_GRAD);
+    }
 }

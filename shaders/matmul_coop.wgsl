@@ -18,7 +18,8 @@
 // slices are double buffered: the next one is read from global memory into registers while the
 // current one is multiplied, then written to the other buffer, one barrier per step. Reads
 // outside the matrices give zero, so any shape works. The accumulators leave through a FRAG x
-// FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C.
+// FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split
+// along K, the plain entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
@@ -136,27 +137,29 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
     let sg = tid / SG_SIZE;
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
-    let base_a = wg.z * p.stride_a;
-    let base_b = wg.z * p.stride_b;
+    let base_a = batch_entry(wg.z) * p.stride_a;
+    let base_b = batch_entry(wg.z) * p.stride_b;
+    let ks = k_range(wg.z);
     let sg_row = (sg / SG_COLS) * FR * FRAG;
     let sg_col = (sg % SG_COLS) * FC * FRAG;
 
     var acc: array<Acc, 16>; // MAX_FRAGS², zero
     var next_a: array<f16, MAX_UNITS>;
     var next_b: array<f16, MAX_UNITS>;
-    fetch(0u, &next_a, base_a, row0, 0u, tid);
-    fetch(1u, &next_b, base_b, col0, 0u, tid);
+    fetch(0u, &next_a, base_a, row0, ks.x, tid);
+    fetch(1u, &next_b, base_b, col0, ks.x, tid);
     stage(0u, &next_a, 0u, tid);
     stage(1u, &next_b, 0u, tid);
     workgroupBarrier();
 
-    let steps = (p.k + TK - 1u) / TK;
+    let steps = (ks.y - ks.x + TK - 1u) / TK;
     for (var t = 0u; t < steps; t++) {
         let buf = t % 2u;
         let more = t + 1u < steps;
         if (more) {
-            fetch(0u, &next_a, base_a, row0, (t + 1u) * TK, tid);
-            fetch(1u, &next_b, base_b, col0, (t + 1u) * TK, tid);
+            let k0 = ks.x + (t + 1u) * TK;
+            fetch(0u, &next_a, base_a, row0, k0, tid);
+            fetch(1u, &next_b, base_b, col0, k0, tid);
         }
         for (var ks = 0u; ks < TK; ks += FRAG) {
             var fa: array<FragA, MAX_FRAGS>;
@@ -179,7 +182,8 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
     return acc;
 }
 
-// Where element e of accumulator f's staging tile goes in C: (index, whether it is inside C).
+// Where element e of accumulator f's staging tile goes in C (or in its split's slice of partial
+// products): (index, whether it is inside C).
 fn c_place(wg: vec3<u32>, tid: u32, f: u32, e: u32) -> vec2<u32> {
     let sg = tid / SG_SIZE;
     let row = wg.y * TILE + (sg / SG_COLS) * FR * FRAG + (f / FC) * FRAG + e / FRAG;

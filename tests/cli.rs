@@ -143,6 +143,7 @@ fn bad_input_is_one_clear_error_line() {
         ("COHORT_COOP", "bogus", "use auto, off, on or emulate"),
         ("COHORT_COOP_LAYOUT", "4x2", "SG_ROWSxSG_COLS:FRxFC"),
         ("COHORT_MATMUL_TILE", "big", "use 64 or 128"),
+        ("COHORT_SPLIT_K", "32", "1 to 16"),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

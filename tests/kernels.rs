@@ -423,6 +423,110 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
     .is_err());
 }
 
+/// A backend that splits K of every matmul into `splits` ranges (as real GPUs do for products
+/// with few tiles), its f16 products on `coop` (`None`: the default).
+fn split_k_backend(
+    splits: usize,
+    coop: Option<cohort::gpu::CoopChoice>,
+) -> cohort::Result<cohort::GpuBackend> {
+    let env = cohort::GpuOptions::from_env().unwrap();
+    cohort::GpuBackend::new(&cohort::GpuOptions {
+        k_splits: Some(splits),
+        coop: coop.unwrap_or(env.coop),
+        ..env
+    })
+}
+
+#[test]
+fn matmul_split_along_k_matches_cpu() {
+    // Split-K products (partial products per K range, then a reduction with alpha, beta and the
+    // epilogue): chosen on hardware adapters for products with few tiles, so forced here, with
+    // 3 and 16 splits, over K shorter than one split, ragged and long.
+    if gpu().is_none() {
+        return;
+    }
+    let shapes = [
+        (1, 1, 1),
+        (7, 13, 200),
+        (65, 63, 129),
+        (33, 10, 1000),
+        (68, 132, 300),
+    ];
+    for splits in [3, 16] {
+        let g = split_k_backend(splits, None).unwrap();
+        // A product deeper than one 64-aligned split launches the partial products and the
+        // reduction; a shallower one, the product alone.
+        for (k, launches) in [(1000, 2), (64, 1)] {
+            let b = cohort::Backend::zeros(&g, &[k, 8], cohort::DType::F32).unwrap();
+            let a = cohort::Backend::zeros(&g, &[4, k], cohort::DType::F32).unwrap();
+            let mut c = cohort::Backend::zeros(&g, &[4, 8], cohort::DType::F32).unwrap();
+            let before = g.runtime().work_counts().dispatches;
+            cohort::Backend::matmul(&g, &a, &b, &mut c, &MatmulSpec::default()).unwrap();
+            assert_eq!(g.runtime().work_counts().dispatches - before, launches);
+        }
+        let mut checks = Vec::new();
+        for (si, &dims) in shapes.iter().enumerate() {
+            for (bi, batching) in [Batching::None, Batching::SharedA(3), Batching::All(2)]
+                .into_iter()
+                .enumerate()
+            {
+                for t in 0..4 {
+                    let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(si == 2 && t < 2);
+                    if (si + bi + t) % 2 == 0 {
+                        spec.alpha = 0.5;
+                        spec.beta = 1.0;
+                    }
+                    let seed = (splits * 1000 + si * 100 + bi * 10 + t) as u64;
+                    checks.push(validate::matmul(&g, batching, dims, &spec, seed).unwrap());
+                }
+            }
+        }
+        for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
+            .into_iter()
+            .enumerate()
+        {
+            let (batch, dims) = (2, (64, 10, 300));
+            let seed = (splits * 10 + i) as u64;
+            checks
+                .push(validate::matmul_bias_act(&g, batch, dims, i == 1, act, F32, seed).unwrap());
+            checks.push(validate::matmul_act_grad(&g, batch, dims, act, F32, seed).unwrap());
+        }
+        if splits == 3 && cohort::Backend::f16_tensors(&g) {
+            // F16 operands and an F16 aux: the reduction's f16 build.
+            checks.extend(f16_tensor_checks(&g, false, &F16_TENSOR_PRODUCTS[2..]));
+        }
+        report(&format!("matmul split along K in {splits}"), &checks);
+    }
+    // The cooperative-matrix kernel's partial products, emulated (f16 shaders needed).
+    if !gpu().unwrap().runtime().caps().shader_f16 {
+        common::loud("SKIPPED: no f16 shaders, so split-K on matmul_coop did NOT run");
+        return;
+    }
+    let g = split_k_backend(3, Some(cohort::gpu::CoopChoice::Emulate)).unwrap();
+    let mut checks = Vec::new();
+    for (i, &(batch, dims)) in [(1, (7, 13, 200)), (2, (70, 65, 300))].iter().enumerate() {
+        for t in 0..4 {
+            let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+            let batching = Batching::All(batch);
+            checks.push(
+                validate::matmul(&g, batching, dims, &spec, 90 + (i * 4 + t) as u64).unwrap(),
+            );
+        }
+        let seed = 95 + i as u64;
+        checks.push(
+            validate::matmul_bias_act(&g, batch, dims, true, Activation::Relu, ROUNDED, seed)
+                .unwrap(),
+        );
+        checks.push(
+            validate::matmul_act_grad(&g, batch, dims, Activation::Gelu, ROUNDED, seed).unwrap(),
+        );
+    }
+    assert!(checks.iter().all(|c| c.kernel.starts_with("matmul_coop")));
+    report("matmul_coop split along K in 3", &checks);
+    assert!(split_k_backend(17, None).is_err());
+    assert!(split_k_backend(0, None).is_err());
+}
+
 #[test]
 fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     // The other tests run the kernels as cohort ships them: each with or without wgpu's loop

@@ -239,6 +239,46 @@ fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
 }
 
 #[test]
+fn split_k_matmuls_train_like_unsplit_ones() {
+    // Hardware adapters split K of products with few tiles (scratch buffers from the pool,
+    // reused from one product to the next within a step); force 2 splits on every product
+    // deeper than 64 and check the step is the same step, up to summation order.
+    let Some(g) = gpu() else { return };
+    let split_g = cohort::GpuBackend::new(&cohort::GpuOptions {
+        k_splits: Some(2),
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        // Batch 128: the weight gradients are products of depth 128, as are the forward
+        // products of the 128-wide layers.
+        let mut c = config("2x_-128-128-_", 1.0, schedule, 3);
+        c.batch_size = 128;
+        let plain = loss_curve(g, c.clone(), 30);
+        let before = split_g.runtime().work_counts().dispatches;
+        let split = loss_curve(&split_g, c.clone(), 30);
+        let split_launches = split_g.runtime().work_counts().dispatches - before;
+        let own = cohort::GpuBackend::from_env().unwrap();
+        let before = own.runtime().work_counts().dispatches;
+        loss_curve(&own, c, 30);
+        let plain_launches = own.runtime().work_counts().dispatches - before;
+        assert!(
+            split_launches > plain_launches,
+            "{schedule:?}: {split_launches} launches split, {plain_launches} unsplit"
+        );
+        for (s, (a, b)) in plain.iter().zip(&split).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                    "{schedule:?} step {}: unsplit {x} vs split {y}",
+                    s + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn f16_weight_copies_change_bytes_not_values() {
     // Mixed precision with F16 weight copies and activations multiplies the same f16 numbers as
     // rounding f32 tensors at load (both round to nearest), in the same order: the losses must

@@ -56,6 +56,16 @@ if want matmul; then
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
       run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
   done
+  # Split K on products with few tiles (the output layers' forward, 10 columns; a hidden layer's
+  # forward, 128 tiles): as chosen, then never split (COHORT_SPLIT_K=1), f32 and f16.
+  thin=2b256x10x1024,2b1024x10x4096,2b256x1024x1024
+  for s in auto 1; do
+    for prec in f32 f16; do
+      COHORT_SPLIT_K=${s/auto/} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_PRECISION=$prec \
+        COHORT_BENCH_JSON="$out/cohort-splitk-$s-$prec.json" \
+        run "bench-matmul-splitk-$s-$prec" .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
+    done
+  done
   # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
   # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
   # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
@@ -80,6 +90,12 @@ if want step; then
     run bench-step-mixed-no-coop .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
     run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  # Without split K (the default splits products with few tiles: the output layers, and the
+  # hidden layers of the small step), f32 and mixed.
+  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
+    run bench-step-splitk-off .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-splitk-off.json" \
+    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
 fi
 if want torch && python3 -c "import torch" 2>/dev/null; then
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"

@@ -17,9 +17,9 @@ struct Params {
     beta: f32,
     act: u32,         // epilogue entries: activation code (shaders/include/activation.wgsl)
     bias_stride: u32, // epilogue entries: elements between batch entries of the bias (0: shared)
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    batch: u32,       // batch entries of C
+    k_split: u32,     // K per split of a split-K product (a multiple of 32), else at least K
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -30,6 +30,23 @@ struct Params {
 @group(0) @binding(5) var<storage, read> b4: array<vec4<ElemB>>; // b again, for VEC_B loads
 @group(0) @binding(6) var<storage, read> bias: array<f32>;         // epilogue entries only
 @group(0) @binding(7) var<storage, read_write> aux: array<ElemAux>; // Y written, or pre read
+
+// Split K: where a product has too few tiles to fill the GPU, the host splits K into ranges of
+// k_split and runs the plain entry with a grid of splits · batch in z (z = split · batch +
+// entry), alpha 1 and beta 0, writing each split's partial product to its own slice of a scratch
+// buffer bound as `c`; a `reduce_splits*` entry of matmul.wgsl then sums the slices into C with
+// alpha, beta and the epilogue. Unsplit, z is the batch entry and k_split covers K.
+
+// The batch entry of grid row z.
+fn batch_entry(z: u32) -> u32 {
+    return z % p.batch;
+}
+
+// The K range [begin, end) of grid row z.
+fn k_range(z: u32) -> vec2<u32> {
+    let begin = (z / p.batch) * p.k_split;
+    return vec2<u32>(begin, min(p.k, begin + p.k_split));
+}
 
 // Where element (row, k) of op(A) is in `a`.
 fn a_at(base: u32, row: u32, col: u32) -> u32 {

@@ -22,7 +22,9 @@ use shaders::{CoopOps, MatmulStorage, Shader};
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
 /// layer's backward).
 struct Epilogue<'t> {
-    entry: &'static str,
+    /// The entry point that multiplies with this epilogue, and the one that finishes a split-K
+    /// product with it.
+    entries: [&'static str; 2],
     bias: &'t GpuTensor,
     aux: &'t GpuTensor,
     act: Activation,
@@ -53,6 +55,20 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
 
 /// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
+
+/// Workgroups (tiles × batch × splits) a matmul on a hardware adapter is split along K to reach,
+/// about two per compute unit of a large GPU.
+const SPLIT_K_TARGET_WORKGROUPS: usize = 256;
+
+/// The least K a split gets when the backend chooses the splits (each split's partial product
+/// is written out and read back, so short splits cost more than they give).
+const SPLIT_K_MIN_DEPTH: usize = 256;
+
+/// Splits of K at most, chosen or forced.
+pub const MAX_K_SPLITS: usize = 16;
+
+/// K per split is a multiple of this (both matmul kernels' k-steps divide it).
+const K_SPLIT_ALIGN: usize = 64;
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -104,6 +120,7 @@ pub struct GpuBackend {
     /// F16 tensors are offered: f16 shaders, and not declined (`GpuOptions::no_f16_tensors`).
     f16_tensors: bool,
     matmul_tile: Option<usize>,
+    k_splits: Option<usize>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
 }
@@ -182,7 +199,9 @@ struct MatmulParams {
     beta: f32,
     act: u32,
     bias_stride: u32,
-    _pad: [u32; 3],
+    batch: u32,
+    k_split: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -292,6 +311,23 @@ struct GatherParams {
     _pad: u32,
 }
 
+/// K per split of a product of depth `k` with `tiles` output tiles (at least `k`: unsplit), in
+/// `forced` splits, or else chosen so that a product with fewer than
+/// [`SPLIT_K_TARGET_WORKGROUPS`] tiles gets about that many workgroups, each split at least
+/// [`SPLIT_K_MIN_DEPTH`] deep: e.g. the 10-class output layer of the training shapes, whose few
+/// tiles would each run the whole of K alone.
+fn k_split(k: usize, tiles: usize, forced: Option<usize>) -> usize {
+    let splits = forced.unwrap_or_else(|| {
+        SPLIT_K_TARGET_WORKGROUPS
+            .div_ceil(tiles.max(1))
+            .min(k / SPLIT_K_MIN_DEPTH)
+            .min(MAX_K_SPLITS)
+    });
+    k.div_ceil(splits.max(1))
+        .next_multiple_of(K_SPLIT_ALIGN)
+        .max(K_SPLIT_ALIGN)
+}
+
 fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| CohortError::shape(op, format!("dimension {v} exceeds u32")))
 }
@@ -312,6 +348,11 @@ impl GpuBackend {
         if let Some(tile) = options.matmul_tile.filter(|t| ![64, 128].contains(t)) {
             return Err(CohortError::InvalidConfig(format!(
                 "matmul tile {tile}: use 64 or 128"
+            )));
+        }
+        if let Some(splits) = options.k_splits.filter(|s| !(1..=MAX_K_SPLITS).contains(s)) {
+            return Err(CohortError::InvalidConfig(format!(
+                "{splits} K splits: use 1 to {MAX_K_SPLITS}"
             )));
         }
         let rt = Runtime::new(options)?;
@@ -337,6 +378,7 @@ impl GpuBackend {
             f16_tensors,
             rt,
             matmul_tile: options.matmul_tile,
+            k_splits: options.k_splits,
             coop,
             coop_check: None,
         };
@@ -596,7 +638,7 @@ impl Backend for GpuBackend {
             spec,
             [a, b, pre],
             Some(Epilogue {
-                entry: "main_bias_act",
+                entries: ["main_bias_act", "reduce_splits_bias_act"],
                 bias,
                 aux: y,
                 act,
@@ -623,7 +665,7 @@ impl Backend for GpuBackend {
             spec,
             [a, b, dpre],
             Some(Epilogue {
-                entry: "main_act_grad",
+                entries: ["main_act_grad", "reduce_splits_act_grad"],
                 bias,
                 aux: pre,
                 act,
@@ -984,7 +1026,10 @@ impl GpuBackend {
             beta: spec.beta,
             act: epilogue.as_ref().map_or(0, |e| e.act.code()),
             bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
-            _pad: [0; 3],
+            batch: u32_of(OP, d.batch)?,
+            // Unsplit: one range covers K.
+            k_split: u32_of(OP, d.k.next_multiple_of(K_SPLIT_ALIGN).max(K_SPLIT_ALIGN))?,
+            _pad: 0,
         };
         let storage = MatmulStorage {
             a_f16: a.dtype == DType::F16,
@@ -1023,17 +1068,78 @@ impl GpuBackend {
                 (Shader::Matmul(storage), tile)
             }
         };
-        let groups = [
-            u32_of(OP, d.n.div_ceil(tile))?,
-            u32_of(OP, d.m.div_ceil(tile))?,
-            u32_of(OP, d.batch)?,
-        ];
+        let tiles = d.n.div_ceil(tile) * d.m.div_ceil(tile) * d.batch;
+        let k_split = self.k_split(d, tiles);
+        let splits = d.k.div_ceil(k_split);
+        let groups = |z: usize| -> Result<[u32; 3]> {
+            Ok([
+                u32_of(OP, d.n.div_ceil(tile))?,
+                u32_of(OP, d.m.div_ceil(tile))?,
+                u32_of(OP, z)?,
+            ])
+        };
+        if splits > 1 {
+            let elements = d.batch * d.m * d.n;
+            match self
+                .rt
+                .alloc((splits * elements * 4) as u64, "split-K partial products")
+            {
+                Ok(partial) => {
+                    // Each split's partial product (alpha 1, beta 0) into its slice, then the
+                    // reduction applies alpha, beta and the epilogue.
+                    let params = MatmulParams {
+                        k_split: u32_of(OP, k_split)?,
+                        ..params
+                    };
+                    let first = MatmulParams {
+                        alpha: 1.0,
+                        beta: 0.0,
+                        ..params
+                    };
+                    let operands = [a.buf(), b.buf(), partial.buffer(), a.buf(), b.buf()];
+                    self.rt.dispatch(
+                        shader,
+                        "main",
+                        &constants,
+                        bytemuck::bytes_of(&first),
+                        &operands,
+                        groups(d.batch * splits)?,
+                    )?;
+                    let mut bindings = vec![(3, c.buf()), (8, partial.buffer())];
+                    let entry = match &epilogue {
+                        Some(e) => {
+                            bindings.extend([(6, e.bias.buf()), (7, e.aux.buf())]);
+                            e.entries[1]
+                        }
+                        None => "reduce_splits",
+                    };
+                    // The reduction reads no A or B: the module of its aux type serves every
+                    // product.
+                    let reduce = Shader::Matmul(MatmulStorage {
+                        a_f16: false,
+                        b_f16: false,
+                        aux_f16: storage.aux_f16,
+                    });
+                    return self.rt.dispatch_at(
+                        reduce,
+                        entry,
+                        &[],
+                        bytemuck::bytes_of(&params),
+                        &bindings,
+                        self.grid(elements, 256),
+                    );
+                }
+                // Too large a scratch buffer for the device: multiply unsplit instead.
+                Err(CohortError::BufferTooLarge { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         // `a4` and `b4`: the same buffers, read as vec4s.
         let mut buffers = vec![a.buf(), b.buf(), c.buf(), a.buf(), b.buf()];
         let entry = match epilogue {
             Some(e) => {
                 buffers.extend([e.bias.buf(), e.aux.buf()]);
-                e.entry
+                e.entries[0]
             }
             None => "main",
         };
@@ -1043,8 +1149,16 @@ impl GpuBackend {
             &constants,
             bytemuck::bytes_of(&params),
             &buffers,
-            groups,
+            groups(d.batch)?,
         )
+    }
+
+    /// K per split for a product of `tiles` output tiles: [`k_split`] with the splits forced by
+    /// [`GpuOptions::k_splits`], or none on software adapters (a few cores, which any product
+    /// fills), or chosen by shape.
+    fn k_split(&self, d: &MatmulDims, tiles: usize) -> usize {
+        let forced = self.k_splits.or(self.is_software().then_some(1));
+        k_split(d.k, tiles, forced)
     }
 
     /// The cooperative-matrix kernel's layout for this product: the big one where the product
@@ -1183,5 +1297,38 @@ impl GpuBackend {
             buffers,
             self.grid(total, 256),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::k_split;
+
+    /// The splits `k_split` gives a product of depth `k` with `tiles` 64-wide tiles.
+    fn splits(k: usize, tiles: usize, forced: Option<usize>) -> usize {
+        k.div_ceil(k_split(k, tiles, forced))
+    }
+
+    #[test]
+    fn split_k_goes_to_deep_products_with_few_tiles() {
+        // Issue 4's small step (2 peers of 784-1024-1024-10, batch 256): the output layer's
+        // forward (256×10, K 1024: 8 tiles) splits in 4; the hidden layers' forward and dX
+        // products (128 tiles, K 784 and 1024) in 2; the weight gradients (K 256) never.
+        assert_eq!(splits(1024, 8, None), 4);
+        assert_eq!(splits(784, 128, None), 2);
+        assert_eq!(splits(1024, 128, None), 2);
+        assert_eq!(splits(256, 32, None), 1);
+        assert_eq!(splits(256, 416, None), 1);
+        // The large step (784-4096-4096-10, batch 1024): the output layer (32 tiles, K 4096)
+        // in 8; products with many tiles never.
+        assert_eq!(splits(4096, 32, None), 8);
+        assert_eq!(splits(4096, 2048, None), 1);
+        // At most 16 splits; forced counts are kept where K allows them, never past K.
+        assert_eq!(splits(1 << 20, 1, None), 16);
+        assert_eq!(splits(1000, 10_000, Some(3)), 3);
+        assert_eq!(splits(100, 1, Some(16)), 2);
+        assert_eq!(splits(64, 1, Some(16)), 1);
+        assert_eq!(splits(0, 1, Some(2)), 0);
+        assert_eq!(k_split(5000, 1, Some(1)), 5056);
     }
 }

@@ -23,6 +23,10 @@ pub struct GpuOptions {
     pub hardware_only: bool,
     /// Force the f32 matmul's C tile (64 or 128) instead of choosing by shape and adapter.
     pub matmul_tile: Option<usize>,
+    /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
+    /// multiplied by workgroups of their own and then summed, instead of splitting products
+    /// with too few tiles to fill a hardware adapter.
+    pub k_splits: Option<usize>,
     /// wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) for all
     /// of cohort's kernels: `Some(true)` keeps it everywhere, `Some(false)` drops it everywhere,
     /// `None` follows [`Shader::loop_bounding`], each kernel as it measured fastest. wgpu 30's
@@ -195,7 +199,8 @@ impl CoopLayout {
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
-    /// the matmul tile, `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
+    /// the matmul tile, `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
+    /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_F16_TENSORS=0` declines F16
@@ -212,6 +217,15 @@ impl GpuOptions {
                     v.parse().map_err(|_| {
                         CohortError::InvalidConfig(format!("COHORT_MATMUL_TILE={v}: use 64 or 128"))
                     })
+                })
+                .transpose()?,
+            k_splits: var("COHORT_SPLIT_K")
+                .map(|v| match v.parse() {
+                    Ok(n) if (1..=super::MAX_K_SPLITS).contains(&n) => Ok(n),
+                    _ => Err(CohortError::InvalidConfig(format!(
+                        "COHORT_SPLIT_K={v}: use a number of splits, 1 to {}",
+                        super::MAX_K_SPLITS
+                    ))),
                 })
                 .transpose()?,
             loop_bounding: match std::env::var("COHORT_LOOP_BOUNDING").as_deref() {

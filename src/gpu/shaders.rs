@@ -145,9 +145,15 @@ impl Shader {
     /// The kernel's entry points.
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Shader::Matmul(_) | Shader::MatmulCoop(..) => {
-                &["main", "main_bias_act", "main_act_grad"]
-            }
+            Shader::Matmul(_) => &[
+                "main",
+                "main_bias_act",
+                "main_act_grad",
+                "reduce_splits",
+                "reduce_splits_bias_act",
+                "reduce_splits_act_grad",
+            ],
+            Shader::MatmulCoop(..) => &["main", "main_bias_act", "main_act_grad"],
             Shader::BiasAct => &["forward", "backward"],
             Shader::Optimizer(false) => &["sgd", "adam", "sgd_bias", "adam_bias"],
             Shader::Optimizer(true) => &[
