@@ -1,4 +1,5 @@
-// Optimizer updates with PyTorch's rules.
+// Optimizer updates with PyTorch's rules, on the gradient times grad_scale (1, or the inverse of
+// mixed precision's loss scale):
 //   sgd:  g = grad + wd*w; v = mu*v + g; w -= lr * (nesterov ? g + mu*v : v)
 //   adam: (AdamW: w *= 1 - lr*wd; Adam: g += wd*w) m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
 //         w -= lr * (m / c1) / (sqrt(v / c2) + eps), with c1 = 1 - b1^t, c2 = 1 - b2^t from the host.
@@ -20,7 +21,7 @@ struct Params {
     c2: f32,
     rows: u32, // bias entries: R
     cols: u32, // bias entries: H
-    _pad: u32,
+    grad_scale: f32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -36,7 +37,7 @@ fn element(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 fn sgd_update(i: u32, gradient: f32) {
     let mu = p.momentum_or_beta1;
     let w = param[i];
-    let g = gradient + p.weight_decay * w;
+    let g = gradient * p.grad_scale + p.weight_decay * w;
     let v = mu * state0[i] + g;
     state0[i] = v;
     let update = select(v, g + mu * v, p.flag != 0u);
@@ -46,7 +47,7 @@ fn sgd_update(i: u32, gradient: f32) {
 fn adam_update(i: u32, gradient: f32) {
     let b1 = p.momentum_or_beta1;
     var w = param[i];
-    var g = gradient;
+    var g = gradient * p.grad_scale;
     if (p.flag != 0u) {
         w *= 1.0 - p.lr * p.weight_decay;
     } else {

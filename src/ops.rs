@@ -632,6 +632,9 @@ pub enum OptimizerStep {
         nesterov: bool,
         /// L2 weight decay added to the gradient.
         weight_decay: f32,
+        /// Factor on the gradient before the rule (1: none; mixed precision's loss scaling
+        /// passes 1/scale to undo it).
+        grad_scale: f32,
     },
     /// Adam, or AdamW when `decoupled`: bias-corrected moments at step `t` (1-based).
     Adam {
@@ -649,6 +652,8 @@ pub enum OptimizerStep {
         decoupled: bool,
         /// Step number, starting at 1.
         t: u32,
+        /// Factor on the gradient before the rule, as for SGD.
+        grad_scale: f32,
     },
 }
 
@@ -711,6 +716,13 @@ impl OptimizerStep {
         }
         if let OptimizerStep::Adam { t: 0, .. } = self {
             return Err(CohortError::InvalidConfig("Adam step t starts at 1".into()));
+        }
+        let (OptimizerStep::Sgd { grad_scale, .. } | OptimizerStep::Adam { grad_scale, .. }) =
+            *self;
+        if !(grad_scale.is_finite() && grad_scale > 0.0) {
+            return Err(CohortError::InvalidConfig(format!(
+                "optimizer gradient scale {grad_scale}: must be finite and positive"
+            )));
         }
         Ok(n)
     }

@@ -540,7 +540,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
-    fn optimizer_steps(&self, lr: f32) -> [OptimizerStep; 2] {
+    /// The updates of this step, on gradients scaled by `grad_scale`.
+    fn optimizer_steps(&self, lr: f32, grad_scale: f32) -> [OptimizerStep; 2] {
         let o = &self.config.optimizer;
         let t = (self.steps_done + 1) as u32;
         let step = match o.kind {
@@ -549,6 +550,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 momentum,
                 nesterov,
                 weight_decay: o.weight_decay,
+                grad_scale,
             },
             OptimizerKind::Adam { beta1, beta2, eps }
             | OptimizerKind::AdamW { beta1, beta2, eps } => OptimizerStep::Adam {
@@ -559,6 +561,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 weight_decay: o.weight_decay,
                 decoupled: matches!(o.kind, OptimizerKind::AdamW { .. }),
                 t,
+                grad_scale,
             },
         };
         [step, step]
@@ -568,13 +571,21 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// step's mean CE and KL per peer into `step_ce` / `step_kl`.
     fn record_step(&mut self, rows: usize, lr: f32) -> Result<()> {
         let b = self.backend;
-        let steps = self.optimizer_steps(lr);
+        // Mixed precision scales the loss by the batch size: the gradients are those of the
+        // summed, not the mean, loss, so the logit gradients (|p − q| ≤ 1) and those below them
+        // keep f16's precision when the matmuls round them, instead of sinking below its normal
+        // range as training fits (BENCHMARKS.md); the update divides again.
+        let loss_scale = match self.config.mixed_precision {
+            true => rows as f32,
+            false => 1.0,
+        };
+        let steps = self.optimizer_steps(lr, 1.0 / loss_scale);
         let p = self.config.peers.len();
         let loss = |peers| DmlLossSpec {
             label_smoothing: self.config.label_smoothing,
-            ce_scale: 1.0 / rows as f32,
+            ce_scale: loss_scale / rows as f32,
             temperature: self.config.temperature,
-            kl_scale: self.config.alpha_at(self.steps_done) / rows as f32,
+            kl_scale: self.config.alpha_at(self.steps_done) * loss_scale / rows as f32,
             peers,
         };
         let dims = StepDims {

@@ -1213,6 +1213,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         momentum: 0.9,
         nesterov: true,
         weight_decay: 5e-4,
+        grad_scale: 1.0 / 64.0,
     };
     let adam = OptimizerStep::Adam {
         lr: 1e-3,
@@ -1222,6 +1223,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         weight_decay: 1e-2,
         decoupled: true,
         t: 1,
+        grad_scale: 1.0,
     };
     for step in [sgd, adam] {
         out.push(optimizer(gpu, &step, 1000, 3, false)?);

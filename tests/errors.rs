@@ -3,7 +3,7 @@
 mod common;
 
 use cohort::gpu::GpuOptions;
-use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec};
+use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
 use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend, TensorInfo};
 use common::gpu;
 
@@ -80,6 +80,24 @@ fn shape_errors<B: Backend>(b: &B) {
         b.kl_div(&two, &mut l2, &mut g2, &cold),
         Err(CohortError::InvalidConfig(_))
     ));
+
+    // An optimizer step with a gradient scale that is not finite and positive.
+    let mut w = b.zeros(&[4], DType::F32).unwrap();
+    let grad = b.zeros(&[4], DType::F32).unwrap();
+    let mut velocity = vec![b.zeros(&[4], DType::F32).unwrap()];
+    for grad_scale in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let step = OptimizerStep::Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            grad_scale,
+        };
+        assert!(matches!(
+            b.optimizer_step(&step, &mut w, &grad, &mut velocity),
+            Err(CohortError::InvalidConfig(_))
+        ));
+    }
 
     assert!(matches!(
         b.tensor(&[2, 2], &[1.0; 3]),

@@ -18,12 +18,13 @@ pub fn optimizer_step<R: Real>(
             momentum,
             nesterov,
             weight_decay,
+            grad_scale,
         } => {
             let (lr, mu, wd) = (lr as f64, momentum as f64, weight_decay as f64);
             let vel = &mut states[0];
             for i in 0..param.len() {
                 let w = param[i].to_f64();
-                let g = grad[i].to_f64() + wd * w;
+                let g = grad[i].to_f64() * grad_scale as f64 + wd * w;
                 let v = mu * vel[i].to_f64() + g;
                 vel[i] = R::from_f64(v);
                 let update = if nesterov { g + mu * v } else { v };
@@ -38,6 +39,7 @@ pub fn optimizer_step<R: Real>(
             weight_decay,
             decoupled,
             t,
+            grad_scale,
         } => {
             let (lr, b1, b2, eps, wd) = (
                 lr as f64,
@@ -52,7 +54,7 @@ pub fn optimizer_step<R: Real>(
             let (m_state, v_state) = (&mut m_state[0], &mut rest[0]);
             for i in 0..param.len() {
                 let mut w = param[i].to_f64();
-                let mut g = grad[i].to_f64();
+                let mut g = grad[i].to_f64() * grad_scale as f64;
                 if decoupled {
                     w *= 1.0 - lr * wd;
                 } else {

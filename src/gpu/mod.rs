@@ -281,7 +281,7 @@ struct OptimizerParams {
     c2: f32,
     rows: u32,
     cols: u32,
-    _pad: u32,
+    grad_scale: f32,
 }
 
 #[repr(C)]
@@ -1209,6 +1209,7 @@ impl GpuBackend {
                 momentum,
                 nesterov,
                 weight_decay,
+                grad_scale,
             } => (
                 ["sgd", "sgd_bias", "sgd_f16"],
                 OptimizerParams {
@@ -1223,7 +1224,7 @@ impl GpuBackend {
                     c2: 1.0,
                     rows,
                     cols,
-                    _pad: 0,
+                    grad_scale,
                 },
             ),
             OptimizerStep::Adam {
@@ -1234,6 +1235,7 @@ impl GpuBackend {
                 weight_decay,
                 decoupled,
                 t,
+                grad_scale,
             } => (
                 ["adam", "adam_bias", "adam_f16"],
                 OptimizerParams {
@@ -1248,7 +1250,7 @@ impl GpuBackend {
                     c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
                     rows,
                     cols,
-                    _pad: 0,
+                    grad_scale,
                 },
             ),
         };
