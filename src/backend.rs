@@ -8,6 +8,40 @@ use crate::ops::{
 };
 use crate::tensor::{DType, TensorInfo};
 
+/// A layer's parameters, gradients and optimizer state, for [`Backend::update_layer`].
+pub struct LayerUpdate<'a, T> {
+    /// The weights, `[in, out]` or `[G, in, out]`.
+    pub weight: &'a mut T,
+    /// Their gradient, as many elements.
+    pub weight_grad: &'a T,
+    /// The rule's state tensors for the weights ([`OptimizerStep::state_count`]).
+    pub weight_states: &'a mut [T],
+    /// The weights' F16 copy (mixed precision), rewritten from the updated weights.
+    pub weight_f16: Option<&'a mut T>,
+    /// The bias, `[out]` or `[G, out]`.
+    pub bias: &'a mut T,
+    /// The layer's pre-activation gradient, `[R, out]` or `[G, R, out]`: the bias gradient is
+    /// its column sums.
+    pub dpre: &'a T,
+    /// The rule's state tensors for the bias.
+    pub bias_states: &'a mut [T],
+}
+
+/// [`Backend::update_layer`] as its parts in turn: the weights' update (with the F16 copy, if
+/// any), then the bias's.
+pub fn update_layer_in_turn<B: Backend + ?Sized>(
+    b: &B,
+    step: &OptimizerStep,
+    layer: LayerUpdate<'_, B::Tensor>,
+) -> Result<()> {
+    let (w, dw, states) = (layer.weight, layer.weight_grad, layer.weight_states);
+    match layer.weight_f16 {
+        Some(copy) => b.optimizer_step_f16_copy(step, w, dw, states, copy)?,
+        None => b.optimizer_step(step, w, dw, states)?,
+    }
+    b.bias_optimizer_step(step, layer.bias, layer.dpre, layer.bias_states)
+}
+
 /// A device that holds tensors and runs cohort's kernels on them.
 pub trait Backend {
     /// The tensor type living on this device.
@@ -188,6 +222,17 @@ pub trait Backend {
     ) -> Result<()> {
         self.optimizer_step(step, param, grad, states)?;
         self.convert(param, copy)
+    }
+    /// One optimizer update of a whole layer: [`Backend::optimizer_step`] (or
+    /// [`Backend::optimizer_step_f16_copy`]) of its weights and
+    /// [`Backend::bias_optimizer_step`] of its bias, with the same rule. Backends may fuse them
+    /// (the GPU does: one dispatch); the default runs them in turn ([`update_layer_in_turn`]).
+    fn update_layer(
+        &self,
+        step: &OptimizerStep,
+        layer: LayerUpdate<'_, Self::Tensor>,
+    ) -> Result<()> {
+        update_layer_in_turn(self, step, layer)
     }
     /// `y = a·x + b·y + c`; without `x`, `y = b·y + c` (with `b = 0`, a fill).
     fn axpby(&self, x: Option<&Self::Tensor>, y: &mut Self::Tensor, k: &Axpby) -> Result<()>;

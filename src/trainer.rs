@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LayerUpdate};
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
 use crate::data::{batches, epoch_order, Dataset, Split};
 use crate::error::{CohortError, Result};
@@ -485,7 +485,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         x: &B::Tensor,
         dstacked: &B::Tensor,
         dims: StepDims,
-        steps: &[OptimizerStep; 2],
+        step: &OptimizerStep,
     ) -> Result<()> {
         if let Some((_, dlogits)) = &mut gb.logits {
             let span = dims.rows * dims.classes;
@@ -529,22 +529,27 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     act,
                 )?;
             }
-            let (w, dw, state) = (&mut layer.w, &layer.dw, &mut layer.w_state);
-            match &mut layer.w16 {
-                Some(w16) => b.optimizer_step_f16_copy(&steps[0], w, dw, state, w16)?,
-                None => b.optimizer_step(&steps[0], w, dw, state)?,
-            }
-            // The bias gradient is dpre's column sum, formed inside the update.
-            b.bias_optimizer_step(&steps[1], &mut layer.b, dpre, &mut layer.b_state)?;
+            // Weights and bias in one update; the bias gradient is dpre's column sum, formed
+            // inside it.
+            let update = LayerUpdate {
+                weight: &mut layer.w,
+                weight_grad: &layer.dw,
+                weight_states: &mut layer.w_state,
+                weight_f16: layer.w16.as_mut(),
+                bias: &mut layer.b,
+                dpre,
+                bias_states: &mut layer.b_state,
+            };
+            b.update_layer(step, update)?;
         }
         Ok(())
     }
 
-    /// The updates of this step, on gradients scaled by `grad_scale`.
-    fn optimizer_steps(&self, lr: f32, grad_scale: f32) -> [OptimizerStep; 2] {
+    /// The update of this step, on gradients scaled by `grad_scale`.
+    fn optimizer_step(&self, lr: f32, grad_scale: f32) -> OptimizerStep {
         let o = &self.config.optimizer;
         let t = (self.steps_done + 1) as u32;
-        let step = match o.kind {
+        match o.kind {
             OptimizerKind::Sgd { momentum, nesterov } => OptimizerStep::Sgd {
                 lr,
                 momentum,
@@ -563,8 +568,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 t,
                 grad_scale,
             },
-        };
-        [step, step]
+        }
     }
 
     /// Records one training step on the batch already in the workspace of `rows` rows, and the
@@ -579,7 +583,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             true => rows as f32,
             false => 1.0,
         };
-        let steps = self.optimizer_steps(lr, 1.0 / loss_scale);
+        let step = self.optimizer_step(lr, 1.0 / loss_scale);
         let p = self.config.peers.len();
         let loss = |peers| DmlLossSpec {
             label_smoothing: self.config.label_smoothing,
@@ -602,7 +606,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             let (ce, kl) = (&mut ws.ce_rows, &mut ws.kl_rows);
             b.dml_loss(&ws.logits, &ws.labels, ce, kl, &mut ws.dlogits, &loss(0..p))?;
             for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
-                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
             }
         } else {
             // Algorithm 1: each peer in turn (every peer is its own group), against the others'
@@ -618,7 +622,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     &mut ws.dlogits,
                     &loss(peer..peer + 1),
                 )?;
-                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &steps)?;
+                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
                 if gi + 1 < p {
                     Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
                 }

@@ -12,7 +12,7 @@
 //!
 //! The CPU twins compute in f64 and round once, so they are the more accurate side.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use crate::gpu::shaders::MatmulStorage;
@@ -906,6 +906,82 @@ pub fn optimizer(
         .relative("f16 copy", &got16, &want16, 2f64.powi(-10), 2f64.powi(-24)))
 }
 
+/// `steps` updates of a whole layer (`Backend::update_layer`): weights `[.., inputs, H]` from
+/// seeded gradients and the bias from a seeded `dpre` of `dpre_shape` (`[R, H]` or `[G, R, H]`),
+/// with the weights' F16 copy when `f16_copy`. Returns the weights and their states, the bias and
+/// its states, and the copy.
+fn layer_update_run<B: Backend>(
+    b: &B,
+    step: &OptimizerStep,
+    dpre_shape: &[usize],
+    inputs: usize,
+    f16_copy: bool,
+    steps: u32,
+) -> Result<[Vec<f32>; 3]> {
+    let mut bias_shape = dpre_shape.to_vec();
+    let h = bias_shape.remove(dpre_shape.len() - 2);
+    let mut weight_shape = bias_shape.clone();
+    weight_shape.insert(weight_shape.len() - 1, inputs);
+    let n: usize = weight_shape.iter().product();
+    let len: usize = dpre_shape.iter().product();
+    let (mut w, mut w_states) = parameter_and_states(b, step, &weight_shape)?;
+    let (mut bias, mut b_states) = parameter_and_states(b, step, &bias_shape)?;
+    let mut copy = b.zeros(&weight_shape, DType::F16)?;
+    for t in 1..=steps {
+        let dw = b.tensor(&weight_shape, &uniform(30 + t as u64, n, -1.0, 1.0))?;
+        let dpre = b.tensor(
+            dpre_shape,
+            &uniform(40 + t as u64 + h as u64, len, -1.0, 1.0),
+        )?;
+        let layer = LayerUpdate {
+            weight: &mut w,
+            weight_grad: &dw,
+            weight_states: &mut w_states,
+            weight_f16: f16_copy.then_some(&mut copy),
+            bias: &mut bias,
+            dpre: &dpre,
+            bias_states: &mut b_states,
+        };
+        b.update_layer(&step.at_step(t), layer)?;
+    }
+    Ok([
+        read_parameter_and_states(b, &w, &w_states)?,
+        read_parameter_and_states(b, &bias, &b_states)?,
+        b.read(&copy)?,
+    ])
+}
+
+/// A whole layer's update (weights with `inputs` rows, their F16 copy when `f16_copy`, and
+/// the bias from `dpre`) on the GPU, one dispatch, against the CPU's update of each part in
+/// turn: tolerances as for [`optimizer`] and [`bias_optimizer`].
+pub fn layer_update(
+    gpu: &GpuBackend,
+    step: &OptimizerStep,
+    dpre_shape: &[usize],
+    inputs: usize,
+    f16_copy: bool,
+    steps: u32,
+) -> Result<KernelCheck> {
+    let [w, bias, copy] = layer_update_run(gpu, step, dpre_shape, inputs, f16_copy, steps)?;
+    let [want_w, want_bias, want_copy] =
+        layer_update_run(&CpuBackend, step, dpre_shape, inputs, f16_copy, steps)?;
+    let rows = dpre_shape[dpre_shape.len() - 2] as f64;
+    let case = format!(
+        "{step:?} dpre {dpre_shape:?} inputs {inputs} steps={steps}{}",
+        if f16_copy { " f16 copy" } else { "" }
+    );
+    Ok(KernelCheck::new("optimizer (layer)", case)
+        .relative("weights+state", &w, &want_w, RTOL, 1e-6)
+        .relative("bias+state", &bias, &want_bias, RTOL, rows * 1e-6)
+        .relative(
+            "f16 copy",
+            &copy,
+            &want_copy,
+            2f64.powi(-10),
+            2f64.powi(-24),
+        ))
+}
+
 fn bias_optimizer_run<B: Backend>(
     b: &B,
     step: &OptimizerStep,
@@ -1231,6 +1307,14 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
             out.push(optimizer(gpu, &step, 1000, 3, true)?);
         }
         out.push(bias_optimizer(gpu, &step, &[2, 64, 100], 3)?);
+        out.push(layer_update(
+            gpu,
+            &step,
+            &[2, 64, 100],
+            50,
+            gpu.f16_tensors(),
+            3,
+        )?);
     }
     out.push(axpby(gpu, 1000)?);
     if gpu.f16_tensors() {

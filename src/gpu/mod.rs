@@ -7,7 +7,7 @@ pub mod shaders;
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::backend::Backend;
+use crate::backend::{update_layer_in_turn, Backend, LayerUpdate};
 use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
@@ -40,6 +40,15 @@ enum Update<'t> {
     Bias(ReduceDims),
     /// `sgd_f16` / `adam_f16`: as `Plain`, also writing the parameters' f16 copy.
     F16Copy(&'t GpuTensor),
+    /// `sgd_layer` / `adam_layer` (`_f16` with a copy): as `Plain` (or `F16Copy`) for a layer's
+    /// weights, and as `Bias` for its bias, in one dispatch.
+    Layer {
+        copy: Option<&'t GpuTensor>,
+        bias: &'t GpuTensor,
+        dpre: &'t GpuTensor,
+        bias_states: &'t [GpuTensor],
+        dims: ReduceDims,
+    },
 }
 
 /// Whether the matmul kernels load A and B as vec4s: each operand's stored contiguous axis (K or M
@@ -282,6 +291,9 @@ struct OptimizerParams {
     rows: u32,
     cols: u32,
     grad_scale: f32,
+    bias_n: u32,
+    weight_groups: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -895,6 +907,35 @@ impl Backend for GpuBackend {
         self.launch_optimizer(step, param, grad, states, Update::F16Copy(copy))
     }
 
+    fn update_layer(&self, step: &OptimizerStep, layer: LayerUpdate<'_, GpuTensor>) -> Result<()> {
+        // Bindings: weights, dpre, weight gradient, bias, the states of both and the copy.
+        let buffers = 4 + 2 * step.state_count() + layer.weight_f16.is_some() as usize;
+        if buffers > self.rt.caps().max_storage_buffers as usize {
+            return update_layer_in_turn(self, step, layer);
+        }
+        step.check(layer.weight, layer.weight_grad, layer.weight_states)?;
+        let dims = ReduceDims::bias_gradient(layer.dpre, layer.bias)?;
+        step.check(layer.bias, layer.bias, layer.bias_states)?;
+        if let Some(copy) = &layer.weight_f16 {
+            ops::convert_len(layer.weight, *copy)?;
+            self.need_f16("f16 copies of parameters")?;
+        }
+        let update = Update::Layer {
+            copy: layer.weight_f16.as_deref(),
+            bias: layer.bias,
+            dpre: layer.dpre,
+            bias_states: layer.bias_states,
+            dims,
+        };
+        self.launch_optimizer(
+            step,
+            layer.weight,
+            layer.weight_grad,
+            layer.weight_states,
+            update,
+        )
+    }
+
     fn axpby(&self, x: Option<&GpuTensor>, y: &mut GpuTensor, k: &Axpby) -> Result<()> {
         if y.dtype != DType::F32 {
             return Err(CohortError::shape("axpby", "y must be F32"));
@@ -1194,14 +1235,23 @@ impl GpuBackend {
         let n = param.shape.numel();
         let n32 = u32_of(OP, n)?;
         let (rows, cols) = match update {
-            Update::Bias(d) => (u32_of(OP, d.n)?, u32_of(OP, d.inner)?),
+            Update::Bias(d) | Update::Layer { dims: d, .. } => {
+                (u32_of(OP, d.n)?, u32_of(OP, d.inner)?)
+            }
             _ => (0, 0),
         };
-        // Which of the kind's three entries.
+        // A layer's weights take the first workgroups, 256 weights each; its bias the rest.
+        let (bias_n, weight_groups) = match update {
+            Update::Layer { bias, .. } => (bias.shape.numel(), n.div_ceil(256)),
+            _ => (0, 0),
+        };
+        // Which of the kind's five entries.
         let variant = match update {
             Update::Plain => 0,
             Update::Bias(_) => 1,
             Update::F16Copy(_) => 2,
+            Update::Layer { copy: None, .. } => 3,
+            Update::Layer { copy: Some(_), .. } => 4,
         };
         let (entry, params) = match *step {
             OptimizerStep::Sgd {
@@ -1211,7 +1261,7 @@ impl GpuBackend {
                 weight_decay,
                 grad_scale,
             } => (
-                ["sgd", "sgd_bias", "sgd_f16"],
+                ["sgd", "sgd_bias", "sgd_f16", "sgd_layer", "sgd_layer_f16"],
                 OptimizerParams {
                     n: n32,
                     flag: nesterov as u32,
@@ -1225,6 +1275,9 @@ impl GpuBackend {
                     rows,
                     cols,
                     grad_scale,
+                    bias_n: u32_of(OP, bias_n)?,
+                    weight_groups: u32_of(OP, weight_groups)?,
+                    _pad: [0; 2],
                 },
             ),
             OptimizerStep::Adam {
@@ -1237,7 +1290,13 @@ impl GpuBackend {
                 t,
                 grad_scale,
             } => (
-                ["adam", "adam_bias", "adam_f16"],
+                [
+                    "adam",
+                    "adam_bias",
+                    "adam_f16",
+                    "adam_layer",
+                    "adam_layer_f16",
+                ],
                 OptimizerParams {
                     n: n32,
                     flag: decoupled as u32,
@@ -1251,24 +1310,48 @@ impl GpuBackend {
                     rows,
                     cols,
                     grad_scale,
+                    bias_n: u32_of(OP, bias_n)?,
+                    weight_groups: u32_of(OP, weight_groups)?,
+                    _pad: [0; 2],
                 },
             ),
         };
         let entry = entry[variant];
-        // param, grad, then the states from binding 3; the f16 copy is binding 5.
+        // param, grad, then the states from binding 3; the f16 copy is binding 5. A layer
+        // update binds dpre as `grad` (as the bias entries do), its weight gradient at 7, and
+        // the bias and its states at 6 and from 8.
         let mut bindings = vec![(1, param.buf()), (2, grad.buf())];
         bindings.extend((3..).zip(states.iter().map(|s| s.buf())));
-        if let Update::F16Copy(copy) = update {
+        let copy = match update {
+            Update::F16Copy(copy)
+            | Update::Layer {
+                copy: Some(copy), ..
+            } => Some(copy),
+            _ => None,
+        };
+        if let Some(copy) = copy {
             bindings.push((5, copy.buf()));
         }
+        if let Update::Layer {
+            bias,
+            dpre,
+            bias_states,
+            ..
+        } = update
+        {
+            bindings[1] = (2, dpre.buf());
+            bindings.extend([(6, bias.buf()), (7, grad.buf())]);
+            bindings.extend((8..).zip(bias_states.iter().map(|s| s.buf())));
+        }
         self.rt.dispatch_at(
-            Shader::Optimizer(matches!(update, Update::F16Copy(_))),
+            Shader::Optimizer(copy.is_some()),
             entry,
             &[],
             bytemuck::bytes_of(&params),
             &bindings,
             match update {
                 Update::Bias(_) => [u32_of(OP, n.div_ceil(16))?, 1, 1],
+                Update::Layer { .. } => self.grid(weight_groups + bias_n.div_ceil(16), 1),
                 _ => self.grid(n, 256),
             },
         )

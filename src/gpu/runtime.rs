@@ -270,6 +270,8 @@ pub struct Capabilities {
     pub max_workgroup_storage: u32,
     /// Invocations per workgroup at most.
     pub max_invocations_per_workgroup: u32,
+    /// Storage buffers one kernel may bind at most.
+    pub max_storage_buffers: u32,
     /// The subgroup width where the adapter has one fixed width (`None` where it varies).
     pub subgroup_size: Option<u32>,
     /// The cooperative-matrix operations `shaders/matmul_coop.wgsl` can be built with here:
@@ -497,6 +499,7 @@ impl Runtime {
             cooperative_matrix,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
             max_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_storage_buffers: limits.max_storage_buffers_per_shader_stage,
             subgroup_size,
             coop_ops,
             max_storage_binding: limits.max_storage_buffer_binding_size as u64,
