@@ -243,12 +243,18 @@ pub trait Backend {
         labels: &Self::Tensor,
         counts: &mut Self::Tensor,
     ) -> Result<()>;
-    /// `dst[r] = src[index[r]]` row by row (F32, U32, or F16 rows of even width).
-    fn gather_rows(
+    /// A batch from a data set on the device: `x[r] = features[index[offset + r]]` and
+    /// `y[r] = labels[index[offset + r]]` for the R rows of `x` and `y`, so one index can hold
+    /// a whole epoch's order (F32, U32, or F16 rows of even width; rows whose index is out of
+    /// range become zeros). One pass on the GPU.
+    fn gather_batch(
         &self,
-        src: &Self::Tensor,
+        features: &Self::Tensor,
+        labels: &Self::Tensor,
         index: &Self::Tensor,
-        dst: &mut Self::Tensor,
+        offset: usize,
+        x: &mut Self::Tensor,
+        y: &mut Self::Tensor,
     ) -> Result<()>;
     /// Submits all recorded work and waits for it.
     fn finish(&self) -> Result<()>;

@@ -743,47 +743,116 @@ pub fn accuracy_dims(
     Ok(dims)
 }
 
-/// Validated gather: `dst[r, :] = src[index[r], :]` for `src [N, D]`, `index [R]`, `dst [R, D]`.
-/// Returns `(N, R, D)`. Rows whose index is out of range are written as zeros.
-pub fn gather_dims(
-    src: &impl TensorInfo,
+/// Validated batch gather ([`crate::Backend::gather_batch`]): features `[N, D]` and labels `[N]`
+/// (or `[N, D2]`) with the same N, an index `[L]` (U32) holding the batch's rows from `offset`,
+/// and outputs `x [R, D]`, `y [R]` (or `[R, D2]`), dtypes as their tables, with
+/// `offset + R <= L`. F16 rows must have an even width (GPU gathers move 4-byte words).
+pub fn gather_batch_dims(
+    features: &impl TensorInfo,
+    labels: &impl TensorInfo,
     index: &impl TensorInfo,
-    dst: &impl TensorInfo,
-) -> Result<(usize, usize, usize)> {
-    const OP: &str = "gather_rows";
+    offset: usize,
+    x: &impl TensorInfo,
+    y: &impl TensorInfo,
+) -> Result<GatherDims> {
+    const OP: &str = "gather_batch";
     expect_dtype(OP, "index", index, DType::U32)?;
-    if src.dtype() != dst.dtype() {
-        return Err(CohortError::shape(OP, "src and dst dtypes differ"));
-    }
-    expect_nonempty(OP, "src", src)?;
-    let sd = src.shape().dims();
-    let (n, d) = match sd.len() {
-        1 => (sd[0], 1),
-        2 => (sd[0], sd[1]),
-        _ => {
-            return Err(CohortError::shape(
-                OP,
-                format!("src must be [N] or [N, D], got {}", src.shape()),
-            ))
-        }
-    };
     if index.shape().rank() != 1 {
         return Err(CohortError::shape(
             OP,
-            format!("index must be [R], got {}", index.shape()),
+            format!("index must be [L], got {}", index.shape()),
         ));
     }
-    // GPU gathers move 4-byte words: F16 rows go as pairs.
-    if src.dtype() == DType::F16 && !d.is_multiple_of(2) {
+    // Each table as (rows, width); the output as (rows, width) of the same kind.
+    let table = |name: &str, src: &dyn TensorInfo, dst: &dyn TensorInfo| -> Result<[usize; 3]> {
+        if src.dtype() != dst.dtype() {
+            return Err(CohortError::shape(
+                OP,
+                format!(
+                    "{name}: source {:?} and output {:?} differ",
+                    src.dtype(),
+                    dst.dtype()
+                ),
+            ));
+        }
+        let (sd, dd) = (src.shape().dims(), dst.shape().dims());
+        let (n, d) = match sd {
+            [n] => (*n, 1),
+            [n, d] => (*n, *d),
+            _ => {
+                return Err(CohortError::shape(
+                    OP,
+                    format!("{name} must be [N] or [N, D], got {}", src.shape()),
+                ))
+            }
+        };
+        if n == 0 || d == 0 {
+            return Err(CohortError::shape(
+                OP,
+                format!("{name} is empty: {}", src.shape()),
+            ));
+        }
+        if src.dtype() == DType::F16 && !d.is_multiple_of(2) {
+            return Err(CohortError::shape(
+                OP,
+                format!("F16 rows are gathered in pairs of elements; {name} width {d} is odd"),
+            ));
+        }
+        let r = dd.first().copied().unwrap_or(0);
+        let want: Vec<usize> = if sd.len() == 1 { vec![r] } else { vec![r, d] };
+        if dd != want.as_slice() {
+            return Err(CohortError::shape(
+                OP,
+                format!(
+                    "{name} rows of width {d} need an output [R{}], got {}",
+                    if sd.len() == 1 { "" } else { ", D" },
+                    dst.shape()
+                ),
+            ));
+        }
+        Ok([n, d, r])
+    };
+    let [n, width_x, rows] = table("features", features, x)?;
+    let [n_labels, width_y, rows_y] = table("labels", labels, y)?;
+    if n_labels != n || rows_y != rows {
         return Err(CohortError::shape(
             OP,
-            format!("F16 rows are gathered in pairs of elements; width {d} is odd"),
+            format!(
+                "features {} and labels {} (outputs {} and {}) must have the same rows",
+                features.shape(),
+                labels.shape(),
+                x.shape(),
+                y.shape()
+            ),
         ));
     }
-    let r = index.shape().numel();
-    let want: Vec<usize> = if sd.len() == 1 { vec![r] } else { vec![r, d] };
-    expect_shape(OP, "dst", dst, &want)?;
-    Ok((n, r, d))
+    let len = index.shape().numel();
+    if offset.checked_add(rows).is_none_or(|end| end > len) {
+        return Err(CohortError::shape(
+            OP,
+            format!("{rows} rows from {offset} of an index of {len}"),
+        ));
+    }
+    Ok(GatherDims {
+        n,
+        rows,
+        offset,
+        widths: [width_x, width_y],
+    })
+}
+
+/// [`gather_batch_dims`]' result: the tables' rows `n`, the batch's `rows` taken from `offset`
+/// of the index, and the widths of the features and the labels in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GatherDims {
+    /// Rows of each table.
+    pub n: usize,
+    /// Rows gathered.
+    pub rows: usize,
+    /// Where the batch's rows start in the index.
+    pub offset: usize,
+    /// Elements per row of the features and of the labels.
+    pub widths: [usize; 2],
 }
 
 /// `y = a·x + b·y + c`, element-wise (with `x` absent: `y = b·y + c`, e.g. a fill).

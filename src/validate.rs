@@ -1091,6 +1091,7 @@ fn gather_run<B: Backend>(
     rows: usize,
     width: usize,
     index: &[u32],
+    offset: usize,
     f16: bool,
 ) -> Result<(Vec<f32>, Vec<u32>)> {
     let values = uniform(4, rows * width, -1.0, 1.0);
@@ -1099,28 +1100,29 @@ fn gather_run<B: Backend>(
     let src_lab = b.tensor_u32(&[rows], &lab)?;
     let idx = b.tensor_u32(&[index.len()], index)?;
     let dtype = if f16 { DType::F16 } else { DType::F32 };
-    let mut dst = b.zeros(&[index.len(), width], dtype)?;
-    let mut dst_lab = b.zeros(&[index.len()], DType::U32)?;
-    b.gather_rows(&src, &idx, &mut dst)?;
-    b.gather_rows(&src_lab, &idx, &mut dst_lab)?;
+    let batch = index.len() - offset;
+    let mut dst = b.zeros(&[batch, width], dtype)?;
+    let mut dst_lab = b.zeros(&[batch], DType::U32)?;
+    b.gather_batch(&src, &src_lab, &idx, offset, &mut dst, &mut dst_lab)?;
     Ok((b.read(&dst)?, b.read_u32(&dst_lab)?))
 }
 
-/// Row gather of F32 (F16 with `f16`) rows and U32 labels from a `[rows, width]` source by
-/// `index`.
+/// Batch gather of F32 (F16 with `f16`) rows and U32 labels from a `[rows, width]` data set by
+/// the slice of `index` from `offset`.
 pub fn gather(
     gpu: &GpuBackend,
     rows: usize,
     width: usize,
     index: &[u32],
+    offset: usize,
     f16: bool,
 ) -> Result<(KernelCheck, Vec<f32>, Vec<u32>)> {
-    let got = gather_run(gpu, rows, width, index, f16)?;
-    let want = gather_run(&CpuBackend, rows, width, index, f16)?;
+    let got = gather_run(gpu, rows, width, index, offset, f16)?;
+    let want = gather_run(&CpuBackend, rows, width, index, offset, f16)?;
     let check = KernelCheck::new(
         "gather",
         format!(
-            "{rows}x{width}{} by {} indices",
+            "{rows}x{width}{} by indices {offset}..{}",
             if f16 { " F16" } else { "" },
             index.len()
         ),
@@ -1321,9 +1323,9 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         out.push(convert(gpu, 1001, 7)?);
     }
     out.push(count_correct(gpu, &[3, 200, 10], 5)?);
-    out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000], false)?.0);
+    out.push(gather(gpu, 10, 64, &[5, 0, 9, 9, 3, 1000], 1, false)?.0);
     if gpu.f16_tensors() {
-        out.push(gather(gpu, 10, 6, &[5, 0, 9, 9, 3, 1000], true)?.0);
+        out.push(gather(gpu, 10, 6, &[5, 0, 9, 9, 3, 1000], 0, true)?.0);
     }
     Ok(out)
 }

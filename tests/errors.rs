@@ -138,14 +138,32 @@ fn shape_errors<B: Backend>(b: &B) {
     }
     b.copy(&x16, 2, &mut other16, 4, 6).unwrap();
     let index = b.tensor_u32(&[2], &[0, 1]).unwrap();
+    let labels = b.tensor_u32(&[4], &[0, 1, 2, 3]).unwrap();
+    let mut y = b.zeros(&[2], DType::U32).unwrap();
     let mut rows16 = b.zeros(&[2, 3], DType::F16).unwrap();
-    assert!(matches!(
-        b.gather_rows(&x16, &index, &mut rows16),
-        Err(CohortError::ShapeMismatch {
-            op: "gather_rows",
-            ..
-        })
-    ));
+    let err = b
+        .gather_batch(&x16, &labels, &index, 0, &mut rows16, &mut y)
+        .unwrap_err();
+    assert!(err.to_string().contains("odd"), "{err}");
+    // A batch past the end of the index, and labels for other rows than the features.
+    let x3 = b.zeros(&[4, 3], DType::F32).unwrap();
+    let mut rows = b.zeros(&[2, 3], DType::F32).unwrap();
+    for (labels_rows, offset, expect) in [(4, 1, "of an index of 2"), (5, 0, "the same rows")] {
+        let labels = b.zeros(&[labels_rows], DType::U32).unwrap();
+        let err = b
+            .gather_batch(&x3, &labels, &index, offset, &mut rows, &mut y)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CohortError::ShapeMismatch {
+                    op: "gather_batch",
+                    ..
+                }
+            ) && err.to_string().contains(expect),
+            "{err}"
+        );
+    }
 }
 
 fn spec_ce() -> CrossEntropySpec {

@@ -970,22 +970,26 @@ fn count_correct_matches_cpu_for_peers_and_ensemble() {
 }
 
 #[test]
-fn gather_rows_matches_cpu() {
+fn gather_batch_matches_cpu() {
     let Some(g) = gpu() else { return };
     let index = [5, 0, 9, 9, 3, 1000];
-    // F32 rows, then F16 rows (moved as pairs of elements), where the adapter has F16 tensors.
+    // F32 rows, then F16 rows (moved as pairs of elements), where the adapter has F16 tensors;
+    // the whole index, and the batch that starts at its third entry.
     for (width, f16) in [(64, false), (2, true), (64, true)] {
         if f16 && !has_f16_tensors(g) {
             continue;
         }
-        let (check, rows, labels) = validate::gather(g, 10, width, &index, f16).unwrap();
-        assert_passed(&check);
-        assert_eq!(labels, vec![35, 0, 63, 63, 21, 0]);
-        assert!(
-            rows[5 * width..].iter().all(|&v| v == 0.0),
-            "an out-of-range index gives zeros"
-        );
-        assert!(rows[..5 * width].iter().any(|&v| v != 0.0));
+        for (offset, labels) in [(0, vec![35, 0, 63, 63, 21, 0]), (2, vec![63, 63, 21, 0])] {
+            let (check, rows, got) = validate::gather(g, 10, width, &index, offset, f16).unwrap();
+            assert_passed(&check);
+            assert_eq!(got, labels);
+            let last = (labels.len() - 1) * width;
+            assert!(
+                rows[last..].iter().all(|&v| v == 0.0),
+                "an out-of-range index gives zeros"
+            );
+            assert!(rows[..last].iter().any(|&v| v != 0.0));
+        }
     }
 }
 

@@ -201,6 +201,41 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
     }
 }
 
+/// The parameters after `Trainer::step` on each of `batches` of the digits in turn, the data
+/// resident on the device or (`streamed`) written batch by batch from the host.
+fn after_steps<B: Backend>(
+    b: &B,
+    batches: &[Vec<usize>],
+    streamed: bool,
+) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+    let split = digits();
+    let mut t = Trainer::new(b, config("2x32", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    let train = match streamed {
+        true => t.upload_streamed(&split.train).unwrap(),
+        false => t.upload(&split.train).unwrap(),
+    };
+    for rows in batches {
+        t.step(&train, rows).unwrap();
+    }
+    params_of(&t)
+}
+
+#[test]
+fn steps_on_repeated_and_new_batches_train_on_the_rows_given() {
+    // `Trainer::step` on resident data uploads a batch's rows unless its index holds them
+    // already: repeating a batch, then changing it, then going back must train on exactly the
+    // rows given, as batches written from the host do.
+    let Some(g) = gpu() else { return };
+    let batches: Vec<Vec<usize>> = [0, 0, 1, 0, 2]
+        .iter()
+        .map(|&k| (0..32).map(|r| r * 7 + k * 13).collect())
+        .collect();
+    assert_eq!(
+        after_steps(g, &batches, false),
+        after_steps(g, &batches, true)
+    );
+}
+
 #[test]
 fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
     let Some(g) = gpu() else { return };

@@ -1,4 +1,5 @@
-//! CPU twin of `shaders/gather.wgsl`: `dst[r, :] = src[index[r], :]`, the batch gather.
+//! CPU twin of `shaders/gather.wgsl`: `dst[r, :] = src[index[r], :]`, run for each table of a
+//! batch (features, labels) on its slice of the index.
 
 /// Reference row gather; rows whose index is out of range become zeros.
 pub fn gather_rows<T: Copy + Default>(src: &[T], index: &[u32], dst: &mut [T], n: usize, d: usize) {

@@ -452,18 +452,23 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn gather_rows(&self, src: &CpuTensor, index: &CpuTensor, dst: &mut CpuTensor) -> Result<()> {
-        let (n, _, d) = ops::gather_dims(src, index, dst)?;
-        let index = index.u32()?;
-        match (&src.data, &mut dst.data) {
-            (CpuData::F32(s), CpuData::F32(o)) => gather::gather_rows(s, index, o, n, d),
-            (CpuData::U32(s), CpuData::U32(o)) => gather::gather_rows(s, index, o, n, d),
-            (CpuData::F16(s), CpuData::F16(o)) => gather::gather_rows(s, index, o, n, d),
-            _ => {
-                return Err(CohortError::shape(
-                    "gather_rows",
-                    "src and dst dtypes differ",
-                ))
+    fn gather_batch(
+        &self,
+        features: &CpuTensor,
+        labels: &CpuTensor,
+        index: &CpuTensor,
+        offset: usize,
+        x: &mut CpuTensor,
+        y: &mut CpuTensor,
+    ) -> Result<()> {
+        let g = ops::gather_batch_dims(features, labels, index, offset, x, y)?;
+        let index = &index.u32()?[offset..offset + g.rows];
+        for ((src, dst), d) in [(features, x), (labels, y)].into_iter().zip(g.widths) {
+            match (&src.data, &mut dst.data) {
+                (CpuData::F32(s), CpuData::F32(o)) => gather::gather_rows(s, index, o, g.n, d),
+                (CpuData::U32(s), CpuData::U32(o)) => gather::gather_rows(s, index, o, g.n, d),
+                (CpuData::F16(s), CpuData::F16(o)) => gather::gather_rows(s, index, o, g.n, d),
+                _ => unreachable!("gather_batch_dims checked the dtypes"),
             }
         }
         Ok(())

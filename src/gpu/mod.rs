@@ -319,8 +319,10 @@ struct CountParams {
 struct GatherParams {
     src_rows: u32,
     dst_rows: u32,
-    width: u32,
-    _pad: u32,
+    width_a: u32,
+    width_b: u32,
+    offset: u32,
+    _pad: [u32; 3],
 }
 
 /// K per split of a product of depth `k` with `tiles` output tiles (at least `k`: unsplit), in
@@ -989,24 +991,35 @@ impl Backend for GpuBackend {
         )
     }
 
-    fn gather_rows(&self, src: &GpuTensor, index: &GpuTensor, dst: &mut GpuTensor) -> Result<()> {
-        let (n, r, d) = ops::gather_dims(src, index, dst)?;
+    fn gather_batch(
+        &self,
+        features: &GpuTensor,
+        labels: &GpuTensor,
+        index: &GpuTensor,
+        offset: usize,
+        x: &mut GpuTensor,
+        y: &mut GpuTensor,
+    ) -> Result<()> {
+        let g = ops::gather_batch_dims(features, labels, index, offset, x, y)?;
         // The kernel moves 4-byte words: an F16 row (of even width) is d / 2 of them.
-        let d = d * src.dtype.size() / 4;
-        const OP: &str = "gather_rows";
+        let words = |d: usize, t: &GpuTensor| d * t.dtype.size() / 4;
+        let (wx, wy) = (words(g.widths[0], features), words(g.widths[1], labels));
+        const OP: &str = "gather_batch";
         let params = GatherParams {
-            src_rows: u32_of(OP, n)?,
-            dst_rows: u32_of(OP, r)?,
-            width: u32_of(OP, d)?,
-            _pad: 0,
+            src_rows: u32_of(OP, g.n)?,
+            dst_rows: u32_of(OP, g.rows)?,
+            width_a: u32_of(OP, wx)?,
+            width_b: u32_of(OP, wy)?,
+            offset: u32_of(OP, offset)?,
+            _pad: [0; 3],
         };
         self.rt.dispatch(
             Shader::Gather,
             "main",
             &[],
             bytemuck::bytes_of(&params),
-            &[src.buf(), index.buf(), dst.buf()],
-            self.grid(r * d, 256),
+            &[index.buf(), features.buf(), x.buf(), labels.buf(), y.buf()],
+            self.grid(g.rows * (wx + wy), 256),
         )
     }
 
