@@ -1,4 +1,5 @@
-// Sum over the middle axis: out[o, i] = scale * sum_k x[o, k, i] (+ out[o, i] when accumulating).
+// Sum over the middle axis: out[o, i] = scale * sum_k x[o, k, i] (+ out[o, i] when accumulating),
+// written from element out_offset of `out` (one result of a stack, e.g. a row of a loss history).
 // Serves batch means of per-row losses and other reductions (the trainer's bias gradients are
 // summed inside optimizer.wgsl's bias entries).
 // CPU twin: src/cpu/reduce_sum.rs.
@@ -12,9 +13,9 @@ struct Params {
     inner: u32,
     accumulate: u32,
     scale: f32,
+    out_offset: u32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,7 +33,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     let inside = i < p.inner && o < p.outer;
     let total = column_sum(lid, inside, o * p.n * p.inner + i, p.n, p.inner);
     if (lid.y == 0u && inside) {
-        let idx = o * p.inner + i;
+        let idx = p.out_offset + o * p.inner + i;
         var value = p.scale * total;
         if (p.accumulate != 0u) {
             value += out[idx];

@@ -4,7 +4,8 @@
 
 use crate::error::Result;
 use crate::ops::{
-    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep, ReduceDims,
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
+    ReduceDims, ReduceSpec,
 };
 use crate::tensor::{DType, TensorInfo};
 
@@ -141,14 +142,14 @@ pub trait Backend {
         dx: &mut Self::Tensor,
         act: Activation,
     ) -> Result<()>;
-    /// `out = scale · sum of x over axis` (`+ out` when `accumulate`).
+    /// `out = scale · sum of x over axis` (`+ out` when accumulating), into one result of `out`
+    /// (see [`ReduceSpec`]).
     fn reduce_sum(
         &self,
         x: &Self::Tensor,
         axis: usize,
         out: &mut Self::Tensor,
-        scale: f32,
-        accumulate: bool,
+        spec: &ReduceSpec,
     ) -> Result<()>;
     /// Fused softmax cross-entropy: per-row losses and the logits gradient.
     fn softmax_ce(
@@ -200,7 +201,12 @@ pub trait Backend {
     ) -> Result<()> {
         ReduceDims::bias_gradient(dpre, bias)?;
         let mut db = self.zeros(bias.shape().dims(), DType::F32)?;
-        self.reduce_sum(dpre, dpre.shape().rank() - 2, &mut db, 1.0, false)?;
+        self.reduce_sum(
+            dpre,
+            dpre.shape().rank() - 2,
+            &mut db,
+            &ReduceSpec::scaled(1.0),
+        )?;
         self.optimizer_step(step, bias, &db, states)
     }
     /// `dst = src` between an F32 and an F16 tensor of the same element count, either way

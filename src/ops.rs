@@ -345,6 +345,30 @@ impl BiasActDims {
     }
 }
 
+/// How [`crate::Backend::reduce_sum`] writes its result: `scale` times the sum, added to what
+/// is there when `accumulate`, into result slot `out_row` of the output (a stack of one or more
+/// results: the trainer sums each step's losses straight into a row of its loss history).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ReduceSpec {
+    /// Factor on the sum.
+    pub scale: f32,
+    /// Add to the output instead of overwriting it.
+    pub accumulate: bool,
+    /// Which result of the output stack to write (0 for an output of one result).
+    pub out_row: usize,
+}
+
+impl ReduceSpec {
+    /// `scale` times the sum, overwriting the output's one result.
+    pub fn scaled(scale: f32) -> Self {
+        ReduceSpec {
+            scale,
+            accumulate: false,
+            out_row: 0,
+        }
+    }
+}
+
 /// Validated dimensions of a sum over one axis: `x` viewed as `[outer, n, inner]` → `[outer, inner]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReduceDims {
@@ -357,8 +381,47 @@ pub struct ReduceDims {
 }
 
 impl ReduceDims {
+    /// Checks a sum of `x` over `axis` into result `out_row` of `out`, a stack of results of
+    /// `x`'s shape without that axis. Returns the dimensions and the output offset in elements.
+    pub fn infer_into(
+        x: &impl TensorInfo,
+        axis: usize,
+        out: &impl TensorInfo,
+        out_row: usize,
+    ) -> Result<(Self, usize)> {
+        let d = Self::infer_stack(x, axis, out)?;
+        let count = d.outer * d.inner;
+        let rows = out.shape().numel() / count;
+        if out_row >= rows {
+            return Err(CohortError::shape(
+                "reduce_sum",
+                format!(
+                    "result {out_row} of an output {} holding {rows}",
+                    out.shape()
+                ),
+            ));
+        }
+        Ok((d, out_row * count))
+    }
+
     /// Checks a sum of `x` over `axis` into `out`, whose shape is `x`'s without that axis.
     pub fn infer(x: &impl TensorInfo, axis: usize, out: &impl TensorInfo) -> Result<Self> {
+        let d = Self::infer_stack(x, axis, out)?;
+        if out.shape().numel() != d.outer * d.inner {
+            return Err(CohortError::shape(
+                "reduce_sum",
+                format!(
+                    "output {} must hold one result of {}",
+                    out.shape(),
+                    d.outer * d.inner
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    /// Checks a sum of `x` over `axis` into `out`, a stack of one or more results.
+    fn infer_stack(x: &impl TensorInfo, axis: usize, out: &impl TensorInfo) -> Result<Self> {
         const OP: &str = "reduce_sum";
         expect_dtype(OP, "x", x, DType::F32)?;
         expect_dtype(OP, "out", out, DType::F32)?;
@@ -372,11 +435,13 @@ impl ReduceDims {
         }
         let mut want: Vec<usize> = d.to_vec();
         want.remove(axis);
-        if out.shape().numel() != want.iter().product::<usize>() {
+        let count = want.iter().product::<usize>();
+        let held = out.shape().numel();
+        if held == 0 || !held.is_multiple_of(count) {
             return Err(CohortError::shape(
                 OP,
                 format!(
-                    "output {} must hold {} (x {} without axis {axis})",
+                    "output {} must hold {} (x {} without axis {axis}), or a stack of them",
                     out.shape(),
                     Shape(want),
                     x.shape()

@@ -19,7 +19,9 @@ use crate::backend::{Backend, LayerUpdate};
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
 use crate::data::{batches, epoch_order, Dataset, Split};
 use crate::error::{CohortError, Result};
-use crate::ops::{Activation, CrossEntropySpec, DmlLossSpec, MatmulSpec, OptimizerStep};
+use crate::ops::{
+    Activation, CrossEntropySpec, DmlLossSpec, MatmulSpec, OptimizerStep, ReduceSpec,
+};
 use crate::rng::Rng;
 use crate::tensor::{DType, TensorInfo};
 
@@ -602,13 +604,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Records one training step on the batch already in the workspace of `rows` rows, and the
-    /// step's mean CE and KL per peer into `step_ce` / `step_kl`.
-    fn record_step(&mut self, rows: usize, lr: f32) -> Result<()> {
+    /// step's mean CE and KL per peer into row `history_row` of the loss history (or into the
+    /// workspace's `step_ce` / `step_kl`).
+    fn record_step(&mut self, rows: usize, lr: f32, history_row: Option<usize>) -> Result<()> {
         let b = self.backend;
         // Mixed precision scales the loss by the batch size: the gradients are those of the
         // summed, not the mean, loss, so the logit gradients (|p − q| ≤ 1) and those below them
         // keep f16's precision when the matmuls round them, instead of sinking below its normal
-        // range as training fits (BENCHMARKS.md); the update divides again.
+        // range as training fits (tests/train.rs measures it); the update divides again.
         let loss_scale = match self.config.mixed_precision {
             true => rows as f32,
             false => 1.0,
@@ -658,8 +661,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 }
             }
         }
-        b.reduce_sum(&ws.ce_rows, 1, &mut ws.step_ce, 1.0 / rows as f32, false)?;
-        b.reduce_sum(&ws.kl_rows, 1, &mut ws.step_kl, 1.0 / rows as f32, false)?;
+        let mean = |out_row| ReduceSpec {
+            scale: 1.0 / rows as f32,
+            accumulate: false,
+            out_row,
+        };
+        let (ce_out, kl_out, row) = match (history_row, &mut self.history_ce, &mut self.history_kl)
+        {
+            (Some(s), Some(ce), Some(kl)) => (ce, kl, s),
+            _ => (&mut ws.step_ce, &mut ws.step_kl, 0),
+        };
+        b.reduce_sum(&ws.ce_rows, 1, ce_out, &mean(row))?;
+        b.reduce_sum(&ws.kl_rows, 1, kl_out, &mean(row))?;
         self.steps_done += 1;
         Ok(())
     }
@@ -680,7 +693,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             steps_per_epoch,
         );
         self.load_batch(data, rows, None)?;
-        self.record_step(rows.len(), lr)
+        self.record_step(rows.len(), lr, None)
     }
 
     /// Trains one epoch on `data` (uploaded with [`Trainer::upload`]). `progress` is called once
@@ -727,14 +740,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 .lr_at(self.steps_done, total_steps, steps);
             let at = s * self.config.batch_size;
             self.load_batch(data, rows, listed.as_ref().map(|index| (index, at)))?;
-            self.record_step(rows.len(), lr)?;
-            let ws = &self.workspaces[&rows.len()];
-            let (hc, hk) = (
-                self.history_ce.as_mut().expect("set"),
-                self.history_kl.as_mut().expect("set"),
-            );
-            b.copy(&ws.step_ce, 0, hc, s * p, p)?;
-            b.copy(&ws.step_kl, 0, hk, s * p, p)?;
+            // The step's mean losses go straight into row s of the history.
+            self.record_step(rows.len(), lr, Some(s))?;
             if (s + 1) % self.log_every.max(1) == 0 || s + 1 == steps {
                 let loss = self.check_history(epoch, checked, s + 1, &sizes)?;
                 checked = s + 1;
@@ -854,7 +861,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 &mut ws.dlogits,
                 &spec,
             )?;
-            b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, 1.0, true)?;
+            let sum = ReduceSpec {
+                accumulate: true,
+                ..ReduceSpec::scaled(1.0)
+            };
+            b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, &sum)?;
             b.count_correct(&ws.logits, &ws.labels, &mut counts)?;
         }
         let loss = b.read(&loss_sum)?;

@@ -18,7 +18,7 @@ use crate::error::Result;
 use crate::gpu::shaders::MatmulStorage;
 use crate::gpu::GpuBackend;
 use crate::ops::{
-    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep, ReduceSpec,
 };
 use crate::rng::Rng;
 use crate::tensor::DType;
@@ -634,7 +634,7 @@ fn bias_act_run<B: Backend>(
     // The bias gradient: column sums of dx over each group's rows (for a bias of its own).
     let mut db = b.zeros(&bias_shape, DType::F32)?;
     if bias_shape.len() + 1 == shape.len() {
-        b.reduce_sum(&dx, shape.len() - 2, &mut db, 1.0, false)?;
+        b.reduce_sum(&dx, shape.len() - 2, &mut db, &ReduceSpec::scaled(1.0))?;
     }
     Ok([b.read(&y)?, b.read(&dx)?, b.read(&db)?])
 }
@@ -665,35 +665,47 @@ fn reduce_run<B: Backend>(
     b: &B,
     shape: &[usize],
     axis: usize,
-    accumulate: bool,
+    spec: &ReduceSpec,
+    stack: usize,
     seed: u64,
 ) -> Result<Vec<f32>> {
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
+    out_shape.insert(0, stack);
     let x = b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0))?;
     let mut out = b.tensor(
         &out_shape,
         &uniform(seed + 1, out_shape.iter().product(), -1.0, 1.0),
     )?;
-    b.reduce_sum(&x, axis, &mut out, 0.25, accumulate)?;
+    b.reduce_sum(&x, axis, &mut out, spec)?;
     b.read(&out)
 }
 
-/// Sum over `axis` of a tensor of `shape`, scaled by 0.25, optionally accumulated.
+/// Sum over `axis` of a tensor of `shape`, scaled by 0.25, optionally accumulated, into the
+/// last result of an output stack of `stack` results (the others must stay as they were).
 pub fn reduce_sum(
     gpu: &GpuBackend,
     shape: &[usize],
     axis: usize,
     accumulate: bool,
+    stack: usize,
     seed: u64,
 ) -> Result<KernelCheck> {
     need_rank("reduce_sum", shape, axis + 1, true)?;
-    let got = reduce_run(gpu, shape, axis, accumulate, seed)?;
-    let want = reduce_run(&CpuBackend, shape, axis, accumulate, seed)?;
+    let spec = ReduceSpec {
+        scale: 0.25,
+        accumulate,
+        out_row: stack.max(1) - 1,
+    };
+    let got = reduce_run(gpu, shape, axis, &spec, stack.max(1), seed)?;
+    let want = reduce_run(&CpuBackend, shape, axis, &spec, stack.max(1), seed)?;
     let n = shape[axis] as f64;
     Ok(KernelCheck::new(
         "reduce_sum",
-        format!("{shape:?} axis {axis} accumulate {accumulate}"),
+        format!(
+            "{shape:?} axis {axis} accumulate {accumulate} into result {} of {stack}",
+            spec.out_row
+        ),
     )
     .relative("out", &got, &want, RTOL, 1e-6 * n.sqrt()))
 }
@@ -1261,7 +1273,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
     for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
         out.push(bias_act(gpu, &[2, 64, 100], true, act, 1)?);
     }
-    out.push(reduce_sum(gpu, &[3, 300, 7], 1, true, 2)?);
+    out.push(reduce_sum(gpu, &[3, 300, 7], 1, true, 2, 2)?);
     out.push(softmax_ce(gpu, &[2, 64, 10], 0.1, 3)?);
     out.push(kl_div(
         gpu,

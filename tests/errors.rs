@@ -3,7 +3,7 @@
 mod common;
 
 use cohort::gpu::GpuOptions;
-use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep};
+use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep, ReduceSpec};
 use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend, TensorInfo};
 use common::gpu;
 
@@ -79,6 +79,25 @@ fn shape_errors<B: Backend>(b: &B) {
     assert!(matches!(
         b.kl_div(&two, &mut l2, &mut g2, &cold),
         Err(CohortError::InvalidConfig(_))
+    ));
+
+    // A sum into a result past the end of its output stack, and into an output that holds
+    // no whole number of results.
+    let rows = b.zeros(&[3, 4], DType::F32).unwrap();
+    let mut stack = b.zeros(&[2, 3], DType::F32).unwrap();
+    let past = ReduceSpec {
+        out_row: 2,
+        ..ReduceSpec::scaled(1.0)
+    };
+    let err = b.reduce_sum(&rows, 1, &mut stack, &past).unwrap_err();
+    assert!(err.to_string().contains("result 2 of an output"), "{err}");
+    let mut ragged = b.zeros(&[4], DType::F32).unwrap();
+    assert!(matches!(
+        b.reduce_sum(&rows, 1, &mut ragged, &ReduceSpec::scaled(1.0)),
+        Err(CohortError::ShapeMismatch {
+            op: "reduce_sum",
+            ..
+        })
     ));
 
     // An optimizer step with a gradient scale that is not finite and positive.

@@ -596,7 +596,11 @@ fn reduce_sum_matches_cpu() {
     let mut checks = Vec::new();
     for (i, &(shape, axis)) in cases.iter().enumerate() {
         for accumulate in [false, true] {
-            checks.push(validate::reduce_sum(g, shape, axis, accumulate, i as u64).unwrap());
+            // Into an output of one result, and into the last of a stack of three.
+            for stack in [1, 3] {
+                let seed = i as u64;
+                checks.push(validate::reduce_sum(g, shape, axis, accumulate, stack, seed).unwrap());
+            }
         }
     }
     report("reduce_sum", &checks);

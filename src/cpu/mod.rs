@@ -17,7 +17,7 @@ pub mod softmax_ce;
 use crate::backend::Backend;
 use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
-use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
+use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
 
 /// Storage the CPU twins compute on: f32 for the backend, f64 for gradient checks.
@@ -334,11 +334,11 @@ impl Backend for CpuBackend {
         x: &CpuTensor,
         axis: usize,
         out: &mut CpuTensor,
-        scale: f32,
-        accumulate: bool,
+        spec: &ReduceSpec,
     ) -> Result<()> {
-        let d = ReduceDims::infer(x, axis, out)?;
-        reduce_sum::reduce_sum(x.f32()?, out.f32_mut()?, &d, scale as f64, accumulate);
+        let (d, offset) = ReduceDims::infer_into(x, axis, out, spec.out_row)?;
+        let out = &mut out.f32_mut()?[offset..offset + d.outer * d.inner];
+        reduce_sum::reduce_sum(x.f32()?, out, &d, spec.scale as f64, spec.accumulate);
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::backend::{update_layer_in_turn, Backend, LayerUpdate};
 use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
-use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims};
+use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
 use runtime::PooledBuffer;
 pub use runtime::{
@@ -232,7 +232,8 @@ struct ReduceParams {
     inner: u32,
     accumulate: u32,
     scale: f32,
-    _pad: [u32; 3],
+    out_offset: u32,
+    _pad: [u32; 2],
 }
 
 #[repr(C)]
@@ -722,18 +723,18 @@ impl Backend for GpuBackend {
         x: &GpuTensor,
         axis: usize,
         out: &mut GpuTensor,
-        scale: f32,
-        accumulate: bool,
+        spec: &ReduceSpec,
     ) -> Result<()> {
-        let d = ReduceDims::infer(x, axis, out)?;
+        let (d, offset) = ReduceDims::infer_into(x, axis, out, spec.out_row)?;
         const OP: &str = "reduce_sum";
         let params = ReduceParams {
             outer: u32_of(OP, d.outer)?,
             n: u32_of(OP, d.n)?,
             inner: u32_of(OP, d.inner)?,
-            accumulate: accumulate as u32,
-            scale,
-            _pad: [0; 3],
+            accumulate: spec.accumulate as u32,
+            scale: spec.scale,
+            out_offset: u32_of(OP, offset)?,
+            _pad: [0; 2],
         };
         let groups = [
             u32_of(OP, d.inner.div_ceil(16))?,
