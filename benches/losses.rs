@@ -139,7 +139,8 @@ struct Inputs<T> {
     logits: T,
     labels: T,
     losses: T,
-    kl_losses: T,
+    /// CE and KL rows, `[2, P, B]`, for `dml_loss`.
+    dml_losses: T,
     dlogits: T,
 }
 
@@ -150,13 +151,13 @@ impl<T> Inputs<T> {
         let labels: Vec<u32> = (0..s.b).map(|_| rng.below(s.c) as u32).collect();
         let labels = backend.tensor_u32(&[s.b], &labels)?;
         let losses = backend.zeros(&[s.p, s.b], DType::F32)?;
-        let kl_losses = backend.zeros(&[s.p, s.b], DType::F32)?;
+        let dml_losses = backend.zeros(&[2, s.p, s.b], DType::F32)?;
         let dlogits = backend.zeros(&s.dims(), DType::F32)?;
         Ok(Inputs {
             logits,
             labels,
             losses,
-            kl_losses,
+            dml_losses,
             dlogits,
         })
     }
@@ -184,8 +185,7 @@ impl<T> Inputs<T> {
             Kernel::DmlLoss => backend.dml_loss(
                 &self.logits,
                 &self.labels,
-                &mut self.losses,
-                &mut self.kl_losses,
+                &mut self.dml_losses,
                 &mut self.dlogits,
                 &Kernel::dml_spec(s),
             ),

@@ -1,8 +1,8 @@
 // The whole mutual-learning loss in one pass over the stacked logits [P, B, C], LANES threads per
 // batch row: for each peer i in [peer_begin, peer_end), with q the smoothed one-hot target,
 // lse1 = lse(z_i) and log p_j = z_j / T - lse(z_j / T):
-//   ce[i, r]      = sum_c q_c (lse1 - z_i,c)
-//   kl[i, r]      = T^2 * mean_{j != i} sum_c p_j,c (log p_j,c - log p_i,c)        (0 when P = 1)
+//   losses[0, i, r] = sum_c q_c (lse1 - z_i,c)                                           (CE)
+//   losses[1, i, r] = T^2 * mean_{j != i} sum_c p_j,c (log p_j,c - log p_i,c)  (KL; 0 when P = 1)
 //   dlogits[i, r] = ce_scale * (softmax(z_i) - q) + kl_scale * T * (p_i - mean_{j != i} p_j)
 // i.e. softmax_ce.wgsl and kl_div.wgsl fused, reading each row once and writing the total
 // gradient. A label >= C gives a NaN CE loss and no CE gradient. CPU twin: src/cpu/dml_loss.rs.
@@ -25,9 +25,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
-@group(0) @binding(3) var<storage, read_write> ce_rows: array<f32>;
-@group(0) @binding(4) var<storage, read_write> kl_rows: array<f32>;
-@group(0) @binding(5) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(3) var<storage, read_write> losses: array<f32>; // [2, P, B]: CE rows, KL rows
+@group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
 // WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
 // peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
@@ -73,8 +72,8 @@ fn main(
         ce = reduce_sum(ce, lid);
         kl = reduce_sum(kl, lid);
         if (live && place.y == 0u) {
-            ce_rows[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
-            kl_rows[i * p.rows + row] = p.temperature * p.temperature * kl / others;
+            losses[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
+            losses[(p.peers + i) * p.rows + row] = p.temperature * p.temperature * kl / others;
         }
     }
 }

@@ -175,8 +175,7 @@ pub trait Backend {
         &self,
         logits: &Self::Tensor,
         labels: &Self::Tensor,
-        ce_rows: &mut Self::Tensor,
-        kl_rows: &mut Self::Tensor,
+        losses: &mut Self::Tensor,
         dlogits: &mut Self::Tensor,
         spec: &DmlLossSpec,
     ) -> Result<()>;

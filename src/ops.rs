@@ -637,13 +637,13 @@ pub struct DmlLossSpec {
 }
 
 impl DmlLossSpec {
-    /// Checks logits `[P, B, C]`, labels `[B]` (U32), CE and KL rows `[P, B]` and dlogits.
+    /// Checks logits `[P, B, C]`, labels `[B]` (U32), the per-row losses `[2, P, B]` (CE, then
+    /// KL) and dlogits.
     pub fn infer(
         &self,
         logits: &impl TensorInfo,
         labels: &impl TensorInfo,
-        ce_rows: &impl TensorInfo,
-        kl_rows: &impl TensorInfo,
+        losses: &impl TensorInfo,
         dlogits: &impl TensorInfo,
     ) -> Result<LogitDims> {
         const OP: &str = "dml_loss";
@@ -656,22 +656,8 @@ impl DmlLossSpec {
         }
         expect_dtype(OP, "labels", labels, DType::U32)?;
         expect_shape(OP, "labels", labels, &[dims.rows])?;
-        for (name, t) in [
-            ("ce_rows", ce_rows as &dyn TensorInfoDyn),
-            ("kl_rows", kl_rows),
-        ] {
-            if t.dtype_dyn() != DType::F32 || t.shape_dyn().dims() != [dims.groups, dims.rows] {
-                return Err(CohortError::shape(
-                    OP,
-                    format!(
-                        "{name} must be F32 [{}, {}], got {}",
-                        dims.groups,
-                        dims.rows,
-                        t.shape_dyn()
-                    ),
-                ));
-            }
-        }
+        expect_dtype(OP, "losses", losses, DType::F32)?;
+        expect_shape(OP, "losses", losses, &[2, dims.groups, dims.rows])?;
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
         CrossEntropySpec {

@@ -74,10 +74,12 @@ struct Workspace<T> {
     groups: Vec<GroupBuffers<T>>,
     logits: T,
     dlogits: T,
+    /// Per-row CE and KL of each peer, `[2, P, B]`, and their batch means `[2, P]` (when the
+    /// step is not part of an epoch, whose means go to its loss history).
+    losses: T,
+    step_losses: T,
+    /// Per-row test CE of each peer, `[P, B]` (evaluation).
     ce_rows: T,
-    kl_rows: T,
-    step_ce: T,
-    step_kl: T,
 }
 
 /// A data set prepared for training: uploaded to the device once so batches are gathered there,
@@ -180,8 +182,8 @@ pub struct Trainer<'b, B: Backend> {
     groups: Vec<Group<B::Tensor>>,
     workspaces: HashMap<usize, Workspace<B::Tensor>>,
     counts: B::Tensor,
-    history_ce: Option<B::Tensor>,
-    history_kl: Option<B::Tensor>,
+    /// Each step's mean CE and KL per peer this epoch, `[steps, 2, P]`.
+    history: Option<B::Tensor>,
     steps_done: usize,
     epochs_done: usize,
     /// Steps between metric reads (progress and divergence checks).
@@ -271,8 +273,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             config,
             groups,
             workspaces: HashMap::new(),
-            history_ce: None,
-            history_kl: None,
+            history: None,
             steps_done: 0,
             epochs_done: 0,
             log_every: 25,
@@ -428,10 +429,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
             groups,
             logits: f32z(&[p, rows, c])?,
             dlogits: f32z(&[p, rows, c])?,
+            losses: f32z(&[2, p, rows])?,
+            step_losses: f32z(&[2, p])?,
             ce_rows: f32z(&[p, rows])?,
-            kl_rows: f32z(&[p, rows])?,
-            step_ce: f32z(&[p])?,
-            step_kl: f32z(&[p])?,
         })
     }
 
@@ -605,7 +605,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Records one training step on the batch already in the workspace of `rows` rows, and the
     /// step's mean CE and KL per peer into row `history_row` of the loss history (or into the
-    /// workspace's `step_ce` / `step_kl`).
+    /// workspace's `step_losses`).
     fn record_step(&mut self, rows: usize, lr: f32, history_row: Option<usize>) -> Result<()> {
         let b = self.backend;
         // Mixed precision scales the loss by the batch size: the gradients are those of the
@@ -636,8 +636,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         }
         b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
         if self.config.schedule == Schedule::Simultaneous {
-            let (ce, kl) = (&mut ws.ce_rows, &mut ws.kl_rows);
-            b.dml_loss(&ws.logits, &ws.labels, ce, kl, &mut ws.dlogits, &loss(0..p))?;
+            let losses = &mut ws.losses;
+            b.dml_loss(&ws.logits, &ws.labels, losses, &mut ws.dlogits, &loss(0..p))?;
             for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
             }
@@ -646,12 +646,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
             // current predictions; its losses are the ones it was updated with.
             for (gi, (group, gb)) in self.groups.iter_mut().zip(ws.groups.iter_mut()).enumerate() {
                 let peer = group.peers[0];
-                let (ce, kl) = (&mut ws.ce_rows, &mut ws.kl_rows);
                 b.dml_loss(
                     &ws.logits,
                     &ws.labels,
-                    ce,
-                    kl,
+                    &mut ws.losses,
                     &mut ws.dlogits,
                     &loss(peer..peer + 1),
                 )?;
@@ -666,13 +664,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
             accumulate: false,
             out_row,
         };
-        let (ce_out, kl_out, row) = match (history_row, &mut self.history_ce, &mut self.history_kl)
-        {
-            (Some(s), Some(ce), Some(kl)) => (ce, kl, s),
-            _ => (&mut ws.step_ce, &mut ws.step_kl, 0),
+        let (out, row) = match (history_row, &mut self.history) {
+            (Some(s), Some(history)) => (history, s),
+            _ => (&mut ws.step_losses, 0),
         };
-        b.reduce_sum(&ws.ce_rows, 1, ce_out, &mean(row))?;
-        b.reduce_sum(&ws.kl_rows, 1, kl_out, &mean(row))?;
+        b.reduce_sum(&ws.losses, 2, out, &mean(row))?;
         self.steps_done += 1;
         Ok(())
     }
@@ -720,14 +716,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
             .collect();
         let steps = sizes.len();
         let total_steps = steps * self.config.epochs;
-        let history_len = steps * p;
         if self
-            .history_ce
+            .history
             .as_ref()
-            .is_none_or(|h| h.shape().numel() != history_len)
+            .is_none_or(|h| h.shape().numel() != steps * 2 * p)
         {
-            self.history_ce = Some(b.zeros(&[steps, p], DType::F32)?);
-            self.history_kl = Some(b.zeros(&[steps, p], DType::F32)?);
+            self.history = Some(b.zeros(&[steps, 2, p], DType::F32)?);
         }
         b.write_u32(&mut self.counts, &vec![0; p + 1])?;
         // The epoch's order goes to the device once; each batch gathers its slice of it.
@@ -759,8 +753,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 });
             }
         }
-        let ce = b.read(self.history_ce.as_ref().expect("set"))?;
-        let kl = b.read(self.history_kl.as_ref().expect("set"))?;
+        let (ce, kl) = self.read_history()?;
         let counts = b.read_u32(&self.counts)?;
         self.epochs_done = epoch;
         let n = data.rows as f64;
@@ -783,6 +776,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
             .collect())
     }
 
+    /// The loss history as each step's mean CE and KL, `[steps, P]` each.
+    fn read_history(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let history = self.backend.read(self.history.as_ref().expect("set"))?;
+        let p = self.config.peers.len();
+        let (mut ce, mut kl) = (Vec::new(), Vec::new());
+        for step in history.chunks(2 * p) {
+            ce.extend_from_slice(&step[..p]);
+            kl.extend_from_slice(&step[p..]);
+        }
+        Ok((ce, kl))
+    }
+
     /// Reads the loss history up to step `upto`, fails at the first non-finite loss after
     /// `from`, and returns the mean total loss per peer so far.
     fn check_history(
@@ -792,10 +797,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         upto: usize,
         sizes: &[usize],
     ) -> Result<Vec<f32>> {
-        let b = self.backend;
         let p = self.config.peers.len();
-        let ce = b.read(self.history_ce.as_ref().expect("set"))?;
-        let kl = b.read(self.history_kl.as_ref().expect("set"))?;
+        let (ce, kl) = self.read_history()?;
         let alpha = self.config.alpha;
         for s in from..upto {
             for i in 0..p {

@@ -817,11 +817,14 @@ fn dml_loss_run<B: Backend>(
     let z = b.tensor(shape, logits)?;
     let y = b.tensor_u32(&[lab.len()], lab)?;
     // Pre-filled outputs, so rows of peers outside the range must come back untouched.
-    let mut ce = b.tensor(&shape[..2], &uniform(7, shape[0] * shape[1], -1.0, 1.0))?;
-    let mut kl = b.tensor(&shape[..2], &uniform(8, shape[0] * shape[1], -1.0, 1.0))?;
+    let rows = shape[0] * shape[1];
+    let losses_shape = [2, shape[0], shape[1]];
+    let mut losses = b.tensor(&losses_shape, &uniform(7, 2 * rows, -1.0, 1.0))?;
     let mut dz = b.tensor(shape, &uniform(9, logits.len(), -1.0, 1.0))?;
-    b.dml_loss(&z, &y, &mut ce, &mut kl, &mut dz, spec)?;
-    Ok([b.read(&ce)?, b.read(&kl)?, b.read(&dz)?])
+    b.dml_loss(&z, &y, &mut losses, &mut dz, spec)?;
+    let mut ce = b.read(&losses)?;
+    let kl = ce.split_off(rows);
+    Ok([ce, kl, b.read(&dz)?])
 }
 
 /// The fused DML loss on seeded logits in [−6, 6) of `shape` `[P, B, C]`.

@@ -384,21 +384,14 @@ impl Backend for CpuBackend {
         &self,
         logits: &CpuTensor,
         labels: &CpuTensor,
-        ce_rows: &mut CpuTensor,
-        kl_rows: &mut CpuTensor,
+        losses: &mut CpuTensor,
         dlogits: &mut CpuTensor,
         spec: &DmlLossSpec,
     ) -> Result<()> {
-        let d = spec.infer(logits, labels, ce_rows, kl_rows, dlogits)?;
-        dml_loss::dml_loss(
-            logits.f32()?,
-            labels.u32()?,
-            ce_rows.f32_mut()?,
-            kl_rows.f32_mut()?,
-            dlogits.f32_mut()?,
-            &d,
-            spec,
-        );
+        let d = spec.infer(logits, labels, losses, dlogits)?;
+        let (ce_rows, kl_rows) = losses.f32_mut()?.split_at_mut(d.groups * d.rows);
+        let (z, y, dz) = (logits.f32()?, labels.u32()?, dlogits.f32_mut()?);
+        dml_loss::dml_loss(z, y, ce_rows, kl_rows, dz, &d, spec);
         Ok(())
     }
 

@@ -817,12 +817,11 @@ impl Backend for GpuBackend {
         &self,
         logits: &GpuTensor,
         labels: &GpuTensor,
-        ce_rows: &mut GpuTensor,
-        kl_rows: &mut GpuTensor,
+        losses: &mut GpuTensor,
         dlogits: &mut GpuTensor,
         spec: &DmlLossSpec,
     ) -> Result<()> {
-        let d = spec.infer(logits, labels, ce_rows, kl_rows, dlogits)?;
+        let d = spec.infer(logits, labels, losses, dlogits)?;
         const OP: &str = "dml_loss";
         check_peers(OP, d.groups)?;
         let params = DmlLossParams {
@@ -844,13 +843,7 @@ impl Backend for GpuBackend {
             "main",
             &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
-            &[
-                logits.buf(),
-                labels.buf(),
-                ce_rows.buf(),
-                kl_rows.buf(),
-                dlogits.buf(),
-            ],
+            &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
             self.grid(d.rows, ROW_WORKGROUP / lanes),
         )
     }
