@@ -162,36 +162,44 @@ fn adam_layer_bias(g: u32, lid: vec3<u32>) {
     }
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn sgd_layer(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
+// The layer entries' work, for either rule: this invocation's weight (when its workgroup is a
+// weight workgroup) or its share of the bias part. Returns the weight updated, or p.n for none.
+fn sgd_layer_at(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     let g = layer_group(wg, nwg);
+    var updated = p.n;
     if (g < p.weight_groups) {
         let i = layer_weight(g, lid);
         if (i < p.n) {
             sgd_update(i, weight_grad[i]);
+            updated = i;
         }
     } else {
         sgd_layer_bias(g, lid);
     }
+    return updated;
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn adam_layer(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
+fn adam_layer_at(wg: vec3<u32>, nwg: vec3<u32>, lid: vec3<u32>) -> u32 {
     let g = layer_group(wg, nwg);
+    var updated = p.n;
     if (g < p.weight_groups) {
         let i = layer_weight(g, lid);
         if (i < p.n) {
             adam_update(i, weight_grad[i]);
+            updated = i;
         }
     } else {
         adam_layer_bias(g, lid);
     }
+    return updated;
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn sgd_layer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    sgd_layer_at(wg, nwg, lid);
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn adam_layer(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    adam_layer_at(wg, nwg, lid);
 }

@@ -90,6 +90,18 @@ fn f16_matmul_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
         (31, 97, 300),
         (128, 64, 1000),
     ];
+    product_checks(g, &shapes, |_, _| true, 0)
+}
+
+/// Every product of `shapes` unbatched, with A shared across 3 and batched by 2, in all four
+/// transposes, every other one accumulating (alpha 0.5, beta 1); `f16(shape, transposes)` says
+/// which multiply in f16. Seeds from `seed`.
+fn product_checks(
+    g: &cohort::GpuBackend,
+    shapes: &[(usize, usize, usize)],
+    f16: impl Fn(usize, usize) -> bool,
+    seed: u64,
+) -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     for (si, &dims) in shapes.iter().enumerate() {
         for (bi, batching) in [Batching::None, Batching::SharedA(3), Batching::All(2)]
@@ -97,14 +109,13 @@ fn f16_matmul_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
             .enumerate()
         {
             for t in 0..4 {
-                let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
-                if (si + t) % 2 == 0 {
+                let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(f16(si, t));
+                if (si + bi + t) % 2 == 0 {
+                    spec.alpha = 0.5;
                     spec.beta = 1.0;
                 }
-                checks.push(
-                    validate::matmul(g, batching, dims, &spec, (si * 31 + bi * 7 + t) as u64)
-                        .unwrap(),
-                );
+                let seed = seed + (si * 100 + bi * 10 + t) as u64;
+                checks.push(validate::matmul(g, batching, dims, &spec, seed).unwrap());
             }
         }
     }
@@ -464,23 +475,8 @@ fn matmul_split_along_k_matches_cpu() {
             cohort::Backend::matmul(&g, &a, &b, &mut c, &MatmulSpec::default()).unwrap();
             assert_eq!(g.runtime().work_counts().dispatches - before, launches);
         }
-        let mut checks = Vec::new();
-        for (si, &dims) in shapes.iter().enumerate() {
-            for (bi, batching) in [Batching::None, Batching::SharedA(3), Batching::All(2)]
-                .into_iter()
-                .enumerate()
-            {
-                for t in 0..4 {
-                    let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(si == 2 && t < 2);
-                    if (si + bi + t) % 2 == 0 {
-                        spec.alpha = 0.5;
-                        spec.beta = 1.0;
-                    }
-                    let seed = (splits * 1000 + si * 100 + bi * 10 + t) as u64;
-                    checks.push(validate::matmul(&g, batching, dims, &spec, seed).unwrap());
-                }
-            }
-        }
+        let f16 = |si, t| si == 2 && t < 2;
+        let mut checks = product_checks(&g, &shapes, f16, splits as u64 * 1000);
         for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
             .into_iter()
             .enumerate()

@@ -25,38 +25,19 @@ fn adam_f16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     }
 }
 
+// The layer entries with the copy: the weight updated (if any) is rounded into it.
 @compute @workgroup_size(16, 16, 1)
-fn sgd_layer_f16(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let g = layer_group(wg, nwg);
-    if (g < p.weight_groups) {
-        let i = layer_weight(g, lid);
-        if (i < p.n) {
-            sgd_update(i, weight_grad[i]);
-            param16[i] = f16(param[i]);
-        }
-    } else {
-        sgd_layer_bias(g, lid);
+fn sgd_layer_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = sgd_layer_at(wg, nwg, lid);
+    if (i < p.n) {
+        param16[i] = f16(param[i]);
     }
 }
 
 @compute @workgroup_size(16, 16, 1)
-fn adam_layer_f16(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-) {
-    let g = layer_group(wg, nwg);
-    if (g < p.weight_groups) {
-        let i = layer_weight(g, lid);
-        if (i < p.n) {
-            adam_update(i, weight_grad[i]);
-            param16[i] = f16(param[i]);
-        }
-    } else {
-        adam_layer_bias(g, lid);
+fn adam_layer_f16(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = adam_layer_at(wg, nwg, lid);
+    if (i < p.n) {
+        param16[i] = f16(param[i]);
     }
 }
