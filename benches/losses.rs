@@ -187,7 +187,6 @@ impl<T> Inputs<T> {
                 &self.labels,
                 &mut self.dml_losses,
                 &mut self.dlogits,
-                None,
                 &Kernel::dml_spec(s),
             ),
         }

@@ -16,16 +16,53 @@ struct Params {
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> counts: array<atomic<u32>>;
 
+const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
+
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
 }
 
-// count_row comes from shaders/include/count_row.wgsl.
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let row = gid.x + gid.y * nwg.x * 64u;
-    if (row < p.rows) {
-        count_row(row);
+    if (row >= p.rows) {
+        return;
+    }
+    let label = labels[row];
+    var lse: array<f32, 32>;
+    for (var j = 0u; j < p.peers; j++) {
+        var best = 0u;
+        var m = logits[at(j, row, 0u)];
+        for (var k = 1u; k < p.classes; k++) {
+            let z = logits[at(j, row, k)];
+            if (z > m) {
+                m = z;
+                best = k;
+            }
+        }
+        if (best == label) {
+            atomicAdd(&counts[j], 1u);
+        }
+        var s = 0.0;
+        for (var k = 0u; k < p.classes; k++) {
+            s += exp(logits[at(j, row, k)] - m);
+        }
+        lse[j] = m + log(s);
+    }
+    var best = 0u;
+    var best_prob = -1.0;
+    for (var k = 0u; k < p.classes; k++) {
+        var prob = 0.0;
+        for (var j = 0u; j < p.peers; j++) {
+            prob += exp(logits[at(j, row, k)] - lse[j]);
+        }
+        prob /= f32(p.peers);
+        if (prob > best_prob) {
+            best_prob = prob;
+            best = k;
+        }
+    }
+    if (best == label) {
+        atomicAdd(&counts[p.peers], 1u);
     }
 }

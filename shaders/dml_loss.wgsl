@@ -5,10 +5,7 @@
 //   losses[1, i, r] = T^2 * mean_{j != i} sum_c p_j,c (log p_j,c - log p_i,c)  (KL; 0 when P = 1)
 //   dlogits[i, r] = ce_scale * (softmax(z_i) - q) + kl_scale * T * (p_i - mean_{j != i} p_j)
 // i.e. softmax_ce.wgsl and kl_div.wgsl fused, reading each row once and writing the total
-// gradient. A label >= C gives a NaN CE loss and no CE gradient. Entry `main_counted` also adds
-// the row's accuracy counts, as count_correct.wgsl does (shaders/include/count_row.wgsl), so a
-// training step needs no pass of its own for them. CPU twins: src/cpu/dml_loss.rs, then
-// src/cpu/count_correct.rs.
+// gradient. A label >= C gives a NaN CE loss and no CE gradient. CPU twin: src/cpu/dml_loss.rs.
 
 struct Params {
     peers: u32,
@@ -30,13 +27,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>; // [2, P, B]: CE rows, KL rows
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
-@group(0) @binding(5) var<storage, read_write> counts: array<atomic<u32>>; // main_counted only
 
 // WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
 // peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
 
-// The losses and gradients of this thread's row; returns its place (row_place).
-fn loss_rows(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec3<u32> {
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) lid: u32,
+) {
     let place = row_place(wg, nwg, lid, p.rows);
     let row = place.x;
     let live = place.z != 0u;
@@ -75,27 +75,5 @@ fn loss_rows(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec3<u32> {
             losses[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
             losses[(p.peers + i) * p.rows + row] = p.temperature * p.temperature * kl / others;
         }
-    }
-    return place;
-}
-
-@compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    loss_rows(wg, nwg, lid);
-}
-
-@compute @workgroup_size(64)
-fn main_counted(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let place = loss_rows(wg, nwg, lid);
-    if (place.z != 0u && place.y == 0u) {
-        count_row(place.x);
     }
 }

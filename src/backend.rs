@@ -168,10 +168,8 @@ pub trait Backend {
         dlogits: &mut Self::Tensor,
         spec: &KlSpec,
     ) -> Result<()>;
-    /// The fused DML loss (see [`DmlLossSpec`]): per-row CE and KL of the chosen peers (into
-    /// `losses`, `[2, P, B]`: CE rows, then KL rows) and their total logit gradient, in one pass;
-    /// with `counts`, also [`Backend::count_correct`] of every peer and the ensemble in the same
-    /// pass.
+    /// The fused DML loss (see [`DmlLossSpec`]): per-row CE and KL of the chosen peers and their
+    /// total logit gradient, in one pass.
     #[allow(clippy::too_many_arguments)]
     fn dml_loss(
         &self,
@@ -179,7 +177,6 @@ pub trait Backend {
         labels: &Self::Tensor,
         losses: &mut Self::Tensor,
         dlogits: &mut Self::Tensor,
-        counts: Option<&mut Self::Tensor>,
         spec: &DmlLossSpec,
     ) -> Result<()>;
     /// One optimizer update; `states` are the rule's state tensors ([`OptimizerStep::state_count`]).

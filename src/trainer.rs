@@ -634,18 +634,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
         for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
             Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
         }
-        // The accuracy counts come from the first loss pass, on the logits before any update.
-        let counts = Some(&mut self.counts);
+        b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
         if self.config.schedule == Schedule::Simultaneous {
-            let (losses, dlogits) = (&mut ws.losses, &mut ws.dlogits);
-            b.dml_loss(&ws.logits, &ws.labels, losses, dlogits, counts, &loss(0..p))?;
+            let losses = &mut ws.losses;
+            b.dml_loss(&ws.logits, &ws.labels, losses, &mut ws.dlogits, &loss(0..p))?;
             for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
             }
         } else {
             // Algorithm 1: each peer in turn (every peer is its own group), against the others'
             // current predictions; its losses are the ones it was updated with.
-            let mut counts = counts;
             for (gi, (group, gb)) in self.groups.iter_mut().zip(ws.groups.iter_mut()).enumerate() {
                 let peer = group.peers[0];
                 b.dml_loss(
@@ -653,7 +651,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     &ws.labels,
                     &mut ws.losses,
                     &mut ws.dlogits,
-                    counts.take(),
                     &loss(peer..peer + 1),
                 )?;
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;

@@ -751,14 +751,11 @@ fn fused_dml_loss_matches_cpu() {
     shapes.extend(ROW_LAYOUT_CLASSES.iter().map(|&c| [2, 67, c]));
     for (i, shape) in shapes.iter().enumerate() {
         let p = shape[0];
-        for (k, (t, eps, alpha, peers)) in [
+        for (t, eps, alpha, peers) in [
             (1.0, 0.0, 1.0, 0..p),
             (3.0, 0.1, 0.5, 0..p),
             (2.0, 0.0, 0.0, p - 1..p),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        ] {
             let spec = DmlLossSpec {
                 label_smoothing: eps,
                 ce_scale: 1.0 / shape[1] as f32,
@@ -766,9 +763,7 @@ fn fused_dml_loss_matches_cpu() {
                 kl_scale: alpha / shape[1] as f32,
                 peers,
             };
-            // Counting (as the first loss pass of a step does) on every other case.
-            let counted = (i + k) % 2 == 0;
-            checks.push(validate::dml_loss(g, shape, &spec, counted, i as u64).unwrap());
+            checks.push(validate::dml_loss(g, shape, &spec, i as u64).unwrap());
         }
     }
     report("dml_loss", &checks);
@@ -794,7 +789,7 @@ fn fused_dml_loss_equals_softmax_ce_plus_kl_div() {
         kl_scale: 0.03,
         peers: 0..3,
     };
-    cpu.dml_loss(&z, &y, &mut losses, &mut fused, None, &spec)
+    cpu.dml_loss(&z, &y, &mut losses, &mut fused, &spec)
         .unwrap();
     let losses = cpu.read(&losses).unwrap();
     let (ce, kl) = losses.split_at(60);

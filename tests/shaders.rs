@@ -242,12 +242,11 @@ fn every_kernel_variant_compiles_to_spirv() {
     eprintln!("{written} SPIR-V modules written");
     // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
     // 480 cooperative-matrix (3 entries × 16 transpose/vec4 sets × 2 layouts × 2 widths for
-    // 16×16 and 8×8, 1 width emulated)) + 28 row-kernel (7 lane counts × softmax_ce, kl_div and
-    // dml_loss's two entries) + 25 other (bias_act 2, reduce_sum 1,
+    // 16×16 and 8×8, 1 width emulated)) + 21 row-kernel + 25 other (bias_act 2, reduce_sum 1,
     // optimizer 6 + 10 with the f16-copy entries, axpby 2, convert 2, count_correct 1, gather 1))
     // variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 3 * 16 * 2 * (2 + 2 + 1)) + 28 + 25)
+        2 * (8 * (192 + 3 + 3 * 16 * 2 * (2 + 2 + 1)) + 21 + 25)
     );
 }

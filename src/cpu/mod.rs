@@ -386,13 +386,9 @@ impl Backend for CpuBackend {
         labels: &CpuTensor,
         losses: &mut CpuTensor,
         dlogits: &mut CpuTensor,
-        counts: Option<&mut CpuTensor>,
         spec: &DmlLossSpec,
     ) -> Result<()> {
         let d = spec.infer(logits, labels, losses, dlogits)?;
-        if let Some(counts) = counts {
-            self.count_correct(logits, labels, counts)?;
-        }
         let (ce_rows, kl_rows) = losses.f32_mut()?.split_at_mut(d.groups * d.rows);
         let (z, y, dz) = (logits.f32()?, labels.u32()?, dlogits.f32_mut()?);
         dml_loss::dml_loss(z, y, ce_rows, kl_rows, dz, &d, spec);

@@ -819,15 +819,11 @@ impl Backend for GpuBackend {
         labels: &GpuTensor,
         losses: &mut GpuTensor,
         dlogits: &mut GpuTensor,
-        counts: Option<&mut GpuTensor>,
         spec: &DmlLossSpec,
     ) -> Result<()> {
         let d = spec.infer(logits, labels, losses, dlogits)?;
         const OP: &str = "dml_loss";
         check_peers(OP, d.groups)?;
-        if let Some(counts) = &counts {
-            ops::accuracy_dims(logits, labels, *counts)?;
-        }
         let params = DmlLossParams {
             peers: u32_of(OP, d.groups)?,
             rows: u32_of(OP, d.rows)?,
@@ -841,21 +837,13 @@ impl Backend for GpuBackend {
             smoothing: spec.label_smoothing,
             _pad1: [0; 2],
         };
-        let mut buffers = vec![logits.buf(), labels.buf(), losses.buf(), dlogits.buf()];
-        let entry = match counts {
-            Some(counts) => {
-                buffers.push(counts.buf());
-                "main_counted"
-            }
-            None => "main",
-        };
         let lanes = row_lanes(d.classes);
         self.rt.dispatch(
             Shader::DmlLoss,
-            entry,
+            "main",
             &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
-            &buffers,
+            &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
             self.grid(d.rows, ROW_WORKGROUP / lanes),
         )
     }

@@ -176,7 +176,6 @@ impl Shader {
                 "adam_layer_f16",
             ],
             Shader::Axpby => &["axpby", "affine"],
-            Shader::DmlLoss => &["main", "main_counted"],
             _ => &["main"],
         }
     }
@@ -274,8 +273,7 @@ impl Shader {
             Shader::DmlLoss => concat!(
                 include_str!("../../shaders/dml_loss.wgsl"),
                 include_str!("../../shaders/include/row_softmax.wgsl"),
-                include_str!("../../shaders/include/peer_kl.wgsl"),
-                include_str!("../../shaders/include/count_row.wgsl")
+                include_str!("../../shaders/include/peer_kl.wgsl")
             ),
             Shader::KlDiv => concat!(
                 include_str!("../../shaders/kl_div.wgsl"),
@@ -288,10 +286,7 @@ impl Shader {
             ),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
             Shader::Convert(_) => include_str!("../../shaders/convert.wgsl"),
-            Shader::CountCorrect => concat!(
-                include_str!("../../shaders/count_correct.wgsl"),
-                include_str!("../../shaders/include/count_row.wgsl")
-            ),
+            Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
             Shader::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
