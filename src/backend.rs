@@ -263,6 +263,11 @@ pub trait Backend {
     ) -> Result<()>;
     /// Submits all recorded work and waits for it.
     fn finish(&self) -> Result<()>;
+    /// Sends the work recorded so far to the device without waiting for it, so the device runs
+    /// it while the host records more (the GPU: one queue submission; the CPU runs as it records).
+    fn submit(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Sets every element of an F32 tensor to `value`.
     fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()> {

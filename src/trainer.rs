@@ -734,8 +734,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 .lr_at(self.steps_done, total_steps, steps);
             let at = s * self.config.batch_size;
             self.load_batch(data, rows, listed.as_ref().map(|index| (index, at)))?;
-            // The step's mean losses go straight into row s of the history.
+            // The step's mean losses go straight into row s of the history. Each step goes to
+            // the device once recorded, so it runs while the host records the next.
             self.record_step(rows.len(), lr, Some(s))?;
+            b.submit()?;
             if (s + 1) % self.log_every.max(1) == 0 || s + 1 == steps {
                 let loss = self.check_history(epoch, checked, s + 1, &sizes)?;
                 checked = s + 1;
@@ -870,6 +872,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             };
             b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, &sum)?;
             b.count_correct(&ws.logits, &ws.labels, &mut counts)?;
+            b.submit()?;
         }
         let loss = b.read(&loss_sum)?;
         let counts = b.read_u32(&counts)?;

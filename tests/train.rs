@@ -244,6 +244,30 @@ fn steps_on_repeated_and_new_batches_train_on_the_rows_given() {
 }
 
 #[test]
+fn an_epoch_submits_each_step_as_it_is_recorded() {
+    // The device runs step s while the host records step s + 1: train_epoch submits every step
+    // (no waiting) and reads back only at its logging interval and the end.
+    if gpu().is_none() {
+        return;
+    }
+    let own = cohort::GpuBackend::from_env().unwrap();
+    let split = digits();
+    let mut t = Trainer::new(&own, config("2x32", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    t.log_every = 1000;
+    let train = t.upload(&split.train).unwrap();
+    let steps = split.train.rows.div_ceil(64) as u64;
+    own.finish().unwrap();
+    let before = own.runtime().work_counts();
+    t.train_epoch(&train, |_| {}).unwrap();
+    let after = own.runtime().work_counts();
+    let submissions = after.submissions - before.submissions;
+    let readbacks = after.readbacks - before.readbacks;
+    // One submission per step, and one per readback (the copy it waits for).
+    assert!(readbacks <= 6, "{before:?} -> {after:?}");
+    assert_eq!(submissions, steps + readbacks, "{before:?} -> {after:?}");
+}
+
+#[test]
 fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
     let Some(g) = gpu() else { return };
     // f32, and mixed precision (on the GPU with f16 weight copies and activations where it has

@@ -1020,6 +1020,10 @@ impl Backend for GpuBackend {
     fn finish(&self) -> Result<()> {
         self.rt.finish()
     }
+
+    fn submit(&self) -> Result<()> {
+        self.rt.flush()
+    }
 }
 
 impl GpuBackend {
