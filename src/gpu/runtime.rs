@@ -2,8 +2,9 @@
 //! buffer pool, the pending command encoder and readback.
 //!
 //! Every kernel launch is recorded into one pending command encoder; its small parameter block goes
-//! into a shared uniform arena. Nothing reaches the GPU until [`Runtime::flush`] (called by reads,
-//! `finish`, or when the arena fills), so a whole training step is one submission.
+//! into a shared uniform arena. Nothing reaches the GPU until [`Runtime::flush`] (called by
+//! `Backend::submit` after each training step, by reads, `finish`, or when the arena fills), so a
+//! whole training step is one submission.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
