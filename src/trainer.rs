@@ -66,7 +66,8 @@ struct StepDims {
 
 /// Device buffers for one batch size.
 struct Workspace<T> {
-    /// The rows of the last batch given by [`Trainer::step`], and those rows.
+    /// The last batch given by [`Trainer::step`] as an index on the device, and its rows (a
+    /// batch that repeats them is not uploaded again).
     index: T,
     index_rows: Vec<usize>,
     x: T,
@@ -659,16 +660,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 }
             }
         }
-        let mean = |out_row| ReduceSpec {
-            scale: 1.0 / rows as f32,
-            accumulate: false,
-            out_row,
-        };
-        let (out, row) = match (history_row, &mut self.history) {
+        let (out, out_row) = match (history_row, &mut self.history) {
             (Some(s), Some(history)) => (history, s),
             _ => (&mut ws.step_losses, 0),
         };
-        b.reduce_sum(&ws.losses, 2, out, &mean(row))?;
+        let mean = ReduceSpec {
+            out_row,
+            ..ReduceSpec::scaled(1.0 / rows as f32)
+        };
+        b.reduce_sum(&ws.losses, 2, out, &mean)?;
         self.steps_done += 1;
         Ok(())
     }
@@ -841,6 +841,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
         };
         let listed = data.order_index(b, &order)?;
         let batch = self.config.batch_size.max(256);
+        let sum = ReduceSpec {
+            accumulate: true,
+            ..ReduceSpec::scaled(1.0)
+        };
         for (s, rows) in batches(&order, batch).enumerate() {
             self.load_batch(data, rows, listed.as_ref().map(|index| (index, s * batch)))?;
             let n = rows.len();
@@ -866,10 +870,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 &mut ws.dlogits,
                 &spec,
             )?;
-            let sum = ReduceSpec {
-                accumulate: true,
-                ..ReduceSpec::scaled(1.0)
-            };
             b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, &sum)?;
             b.count_correct(&ws.logits, &ws.labels, &mut counts)?;
             b.submit()?;

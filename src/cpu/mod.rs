@@ -461,7 +461,12 @@ impl Backend for CpuBackend {
                 (CpuData::F32(s), CpuData::F32(o)) => gather::gather_rows(s, index, o, g.n, d),
                 (CpuData::U32(s), CpuData::U32(o)) => gather::gather_rows(s, index, o, g.n, d),
                 (CpuData::F16(s), CpuData::F16(o)) => gather::gather_rows(s, index, o, g.n, d),
-                _ => unreachable!("gather_batch_dims checked the dtypes"),
+                _ => {
+                    return Err(CohortError::shape(
+                        "gather_batch",
+                        "source and output dtypes differ",
+                    ))
+                }
             }
         }
         Ok(())

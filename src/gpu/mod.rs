@@ -1080,7 +1080,7 @@ impl GpuBackend {
             bias_stride: u32_of(OP, epilogue.as_ref().map_or(0, |e| e.bias_stride))?,
             batch: u32_of(OP, d.batch)?,
             // Unsplit: one range covers K.
-            k_split: u32_of(OP, d.k.next_multiple_of(K_SPLIT_ALIGN).max(K_SPLIT_ALIGN))?,
+            k_split: u32_of(OP, k_split(d.k, 1, Some(1)))?,
             _pad: 0,
         };
         let storage = MatmulStorage {
