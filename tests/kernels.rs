@@ -312,6 +312,46 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
         // Every case in the default layout; the others (slow when emulated) the ragged ones.
         coop_checks(&g, layout, layout == "2x2:2x2");
     }
+    deep_emulated_products();
+}
+
+/// Products deeper than lavapipe runs the emulated kernel's loops in one dispatch (it stops
+/// every loop of an invocation after 65535 iterations in all): once came out short from
+/// K ≈ 1700 with no error. Now split along K on software adapters: right, in two launches, and
+/// past 16 splits' worth an error.
+fn deep_emulated_products() {
+    let g = coop_backend(cohort::gpu::CoopChoice::Emulate, "2x2:2x2").unwrap();
+    let mut checks = Vec::new();
+    for (i, k) in [2048, 4096].into_iter().enumerate() {
+        let spec = MatmulSpec::new(i == 1, false).f16(true);
+        checks
+            .push(validate::matmul(&g, Batching::None, (16, 32, k), &spec, 60 + i as u64).unwrap());
+    }
+    assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
+    report("matmul_coop emulated, K 2048 and 4096", &checks);
+    if !g.is_software() {
+        return;
+    }
+    use cohort::Backend;
+    let shape = |k| {
+        let a = g.zeros(&[4, k], cohort::DType::F32).unwrap();
+        let b = g.zeros(&[k, 8], cohort::DType::F32).unwrap();
+        (a, b, g.zeros(&[4, 8], cohort::DType::F32).unwrap())
+    };
+    let (a, b, mut c) = shape(4096);
+    let before = g.runtime().work_counts().dispatches;
+    g.matmul(&a, &b, &mut c, &MatmulSpec::default().f16(true))
+        .unwrap();
+    assert_eq!(
+        g.runtime().work_counts().dispatches - before,
+        2,
+        "split along K"
+    );
+    let (a, b, mut c) = shape(16 * 512 + 1);
+    let err = g
+        .matmul(&a, &b, &mut c, &MatmulSpec::default().f16(true))
+        .unwrap_err();
+    assert!(matches!(err, cohort::CohortError::Unsupported(_)), "{err}");
 }
 
 #[test]
