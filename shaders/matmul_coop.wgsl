@@ -20,6 +20,13 @@
 // outside the matrices give zero, so any shape works. The accumulators leave through a FRAG x
 // FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split
 // along K, the plain entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
+//
+// With SPLIT_F32 the kernel computes an f32 product on the f16 matrix units: each operand value v
+// is staged as hi = f16(v) and lo = f16((v - hi)·2¹¹), and each subgroup accumulates hi·hi in
+// one set of accumulators and hi·lo + lo·hi in a second, added as main + corr·2⁻¹¹ when C is
+// written (three f16 products instead of one; the lo·lo term, ~2⁻²² of the product, is dropped).
+// The products then carry ~22 bits of each operand instead of 11; the f32 range still ends at
+// f16's ±65504, and values below f16's normal range (6·10⁻⁵) keep fewer bits.
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
@@ -32,13 +39,16 @@ override SG_ROWS: u32 = 2u; // the workgroup's grid of subgroups
 override SG_COLS: u32 = 2u;
 override FR: u32 = 2u; // accumulators per subgroup, down and across (at most MAX_FRAGS each)
 override FC: u32 = 2u;
+override SPLIT_F32: bool = false; // f32 products from three f16 ones (see above)
+override PARTS: u32 = u32(SPLIT_F32) + 1u; // staged copies of each operand: hi, and lo (derived)
+override LO: u32 = 2u * TILE * KS; // where the lo copies start in tile_a and tile_b (derived)
 override TILE: u32 = FRAG * FR * SG_ROWS; // derived, never set
 override THREADS: u32 = SG_SIZE * SG_ROWS * SG_COLS; // derived, never set
 override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread stages per step (derived)
 // Workgroup array lengths (derived). Named: naga 30 panics on pipelines whose workgroup arrays
 // have more than one unnamed override-expression length.
-override STAGED: u32 = 2u * TILE * KS;
-override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS;
+override STAGED: u32 = 2u * TILE * KS * PARTS;
+override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS * PARTS;
 // Params, bindings, a_at / b_at, product and write_epilogue: shaders/include/matmul_io.wgsl.
 
 const TK: u32 = 32u; // k per step
@@ -47,10 +57,11 @@ const TK: u32 = 32u; // k per step
 const KS: u32 = 40u;
 const MAX_UNITS: u32 = 32u;
 const MAX_FRAGS: u32 = 4u;
+const LO_SCALE: f32 = 2048.0; // 2¹¹: lo parts stay clear of f16's subnormals
 
-var<workgroup> tile_a: array<f16, STAGED>; // two buffers of [TILE rows of op(A)][KS]
-var<workgroup> tile_b: array<f16, STAGED>; // two buffers of [TILE columns of op(B)][KS]
-var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup
+var<workgroup> tile_a: array<f16, STAGED>; // two buffers of [TILE rows of op(A)][KS] (then lo's)
+var<workgroup> tile_b: array<f16, STAGED>; // two buffers of [TILE columns of op(B)][KS] (then lo's)
+var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup (then corr's)
 
 var<private> lane: u32; // this invocation's index in its subgroup
 
@@ -65,24 +76,25 @@ fn k_contiguous(operand: u32) -> bool {
 }
 
 // Four elements of `operand` from (r, k) along its stored contiguous axis (one element unless
-// vec), as f16 (rounded from f32 storage); zero outside the matrix (vec makes it all or nothing).
-fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f16> {
+// vec), as stored (widened from f16 storage); zero outside the matrix (vec makes it all or
+// nothing).
+fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f32> {
     if (operand == 0u) {
         if (r >= p.m || k >= p.k) {
-            return vec4<f16>(0.0);
+            return vec4<f32>(0.0);
         }
         if (vec) {
-            return vec4<f16>(a4[a_at(base, r, k) / 4u]);
+            return vec4<f32>(a4[a_at(base, r, k) / 4u]);
         }
-        return vec4<f16>(f16(a[a_at(base, r, k)]), 0.0, 0.0, 0.0);
+        return vec4<f32>(f32(a[a_at(base, r, k)]), 0.0, 0.0, 0.0);
     }
     if (r >= p.n || k >= p.k) {
-        return vec4<f16>(0.0);
+        return vec4<f32>(0.0);
     }
     if (vec) {
-        return vec4<f16>(b4[b_at(base, k, r) / 4u]);
+        return vec4<f32>(b4[b_at(base, k, r) / 4u]);
     }
-    return vec4<f16>(f16(b[b_at(base, k, r)]), 0.0, 0.0, 0.0);
+    return vec4<f32>(f32(b[b_at(base, k, r)]), 0.0, 0.0, 0.0);
 }
 
 // Where unit l of this thread starts in a k-slice: (k, r). A unit is one element, or four along
@@ -96,22 +108,34 @@ fn place(operand: u32, l: u32, tid: u32) -> vec2<u32> {
     return vec2<u32>(flat / (TILE / w), (flat % (TILE / w)) * w);
 }
 
+// This thread's share of one operand's next k-slice, in registers: the values rounded to f16,
+// and with SPLIT_F32 their scaled remainders.
+struct Fetched {
+    hi: array<f16, MAX_UNITS>,
+    lo: array<f16, MAX_UNITS>,
+}
+
 // Reads this thread's share of the k-slice at k0 of `operand` into registers (unit l's elements
 // at w·l..).
-fn fetch(operand: u32, next: ptr<function, array<f16, MAX_UNITS>>, base: u32, r0: u32, k0: u32, tid: u32) {
+fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32, tid: u32) {
     let vec = is_vec(operand);
     let w = select(1u, 4u, vec);
     for (var l = 0u; l < UNITS / w; l++) {
         let at = place(operand, l, tid);
         let v = load(operand, base, r0 + at.y, k0 + at.x, vec);
         for (var e = 0u; e < w; e++) {
-            (*next)[w * l + e] = v[e];
+            let hi = f16(v[e]);
+            (*next).hi[w * l + e] = hi;
+            if (SPLIT_F32) {
+                (*next).lo[w * l + e] = f16((v[e] - f32(hi)) * LO_SCALE);
+            }
         }
     }
 }
 
-// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice.
-fn stage(operand: u32, next: ptr<function, array<f16, MAX_UNITS>>, buf: u32, tid: u32) {
+// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice (and of its lo
+// copy).
+fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
     let w = select(1u, 4u, is_vec(operand));
     let along_k = k_contiguous(operand);
     for (var l = 0u; l < UNITS / w; l++) {
@@ -119,20 +143,31 @@ fn stage(operand: u32, next: ptr<function, array<f16, MAX_UNITS>>, buf: u32, tid
         for (var e = 0u; e < w; e++) {
             let k = at.x + select(0u, e, along_k);
             let r = at.y + select(e, 0u, along_k);
-            let v = (*next)[w * l + e];
             let i = (buf * TILE + r) * KS + k;
             if (operand == 0u) {
-                tile_a[i] = v;
+                tile_a[i] = (*next).hi[w * l + e];
+                if (SPLIT_F32) {
+                    tile_a[LO + i] = (*next).lo[w * l + e];
+                }
             } else {
-                tile_b[i] = v;
+                tile_b[i] = (*next).hi[w * l + e];
+                if (SPLIT_F32) {
+                    tile_b[LO + i] = (*next).lo[w * l + e];
+                }
             }
         }
     }
 }
 
-// The subgroup's FR x FC accumulators (row-major in the first FR·FC entries) of this
-// workgroup's tile of op(A)·op(B).
-fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
+// Accumulates the subgroup's FR x FC fragments (row-major in the first FR·FC entries, zero on
+// entry) of this workgroup's tile of op(A)·op(B) into `acc`; with SPLIT_F32 the hi·lo + lo·hi
+// corrections into `corr` (untouched otherwise).
+fn tile_product(
+    wg: vec3<u32>,
+    tid: u32,
+    acc: ptr<function, array<Acc, 16>>,
+    corr: ptr<function, array<Acc, 16>>,
+) {
     lane = tid % SG_SIZE;
     let sg = tid / SG_SIZE;
     let row0 = wg.y * TILE;
@@ -143,9 +178,8 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
     let sg_row = (sg / SG_COLS) * FR * FRAG;
     let sg_col = (sg % SG_COLS) * FC * FRAG;
 
-    var acc: array<Acc, 16>; // MAX_FRAGS², zero
-    var next_a: array<f16, MAX_UNITS>;
-    var next_b: array<f16, MAX_UNITS>;
+    var next_a: Fetched;
+    var next_b: Fetched;
     fetch(0u, &next_a, base_a, row0, ks.x, tid);
     fetch(1u, &next_b, base_b, col0, ks.x, tid);
     stage(0u, &next_a, 0u, tid);
@@ -163,13 +197,26 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
         }
         for (var ks = 0u; ks < TK; ks += FRAG) {
             var fa: array<FragA, MAX_FRAGS>;
+            var fa_lo: array<FragA, MAX_FRAGS>;
             for (var i = 0u; i < FR; i++) {
-                fa[i] = frag_a((buf * TILE + sg_row + i * FRAG) * KS + ks);
+                let at = (buf * TILE + sg_row + i * FRAG) * KS + ks;
+                fa[i] = frag_a(at);
+                if (SPLIT_F32) {
+                    fa_lo[i] = frag_a(LO + at);
+                }
             }
             for (var j = 0u; j < FC; j++) {
-                let fb = frag_b((buf * TILE + sg_col + j * FRAG) * KS + ks);
+                let at = (buf * TILE + sg_col + j * FRAG) * KS + ks;
+                let fb = frag_b(at);
                 for (var i = 0u; i < FR; i++) {
-                    acc[i * FC + j] = mma(fa[i], fb, acc[i * FC + j]);
+                    (*acc)[i * FC + j] = mma(fa[i], fb, (*acc)[i * FC + j]);
+                }
+                if (SPLIT_F32) {
+                    let fb_lo = frag_b(LO + at);
+                    for (var i = 0u; i < FR; i++) {
+                        let f = i * FC + j;
+                        (*corr)[f] = mma(fa_lo[i], fb, mma(fa[i], fb_lo, (*corr)[f]));
+                    }
                 }
             }
         }
@@ -179,7 +226,6 @@ fn tile_product(wg: vec3<u32>, tid: u32) -> array<Acc, 16> {
         }
         workgroupBarrier();
     }
-    return acc;
 }
 
 // Where element e of accumulator f's staging tile goes in C (or in its split's slice of partial
@@ -196,30 +242,63 @@ fn staging(tid: u32) -> u32 {
     return (tid / SG_SIZE) * FRAG * FRAG;
 }
 
+// Where the correction staging tiles start in out_tile (SPLIT_F32).
+override CORR_STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS;
+
+// Element e of this subgroup's stashed fragment: the accumulator, plus its correction scaled
+// back.
+fn stashed(tid: u32, e: u32) -> f32 {
+    let at = staging(tid) + e;
+    if (SPLIT_F32) {
+        return out_tile[at] + out_tile[CORR_STAGING + at] / LO_SCALE;
+    }
+    return out_tile[at];
+}
+
+// Stashes fragment f of `acc` (and with SPLIT_F32 of `corr`) in this subgroup's staging
+// tile(s).
+fn stash_fragment(
+    acc: ptr<function, array<Acc, 16>>,
+    corr: ptr<function, array<Acc, 16>>,
+    f: u32,
+    tid: u32,
+) {
+    stash((*acc)[f], staging(tid));
+    if (SPLIT_F32) {
+        stash((*corr)[f], CORR_STAGING + staging(tid));
+    }
+}
+
 @compute @workgroup_size(THREADS)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    let acc = tile_product(wg, tid);
+    var acc: array<Acc, 16>; // MAX_FRAGS², zero
+    var corr: array<Acc, 16>;
+    tile_product(wg, tid, &acc, &corr);
     for (var f = 0u; f < FR * FC; f++) {
-        stash(acc[f], staging(tid));
+        stash_fragment(&acc, &corr, f, tid);
         workgroupBarrier();
         for (var e = lane; e < FRAG * FRAG; e += SG_SIZE) {
             let at = c_place(wg, tid, f, e);
             if (at.y != 0u) {
-                c[at.x] = product(at.x, out_tile[staging(tid) + e]);
+                c[at.x] = product(at.x, stashed(tid, e));
             }
         }
         workgroupBarrier();
     }
 }
 
-fn write_with_epilogue(wg: vec3<u32>, tid: u32, acc: array<Acc, 16>, epilogue: u32) {
+// As `main`, writing through the epilogue (only the epilogue entries bind `bias` and `aux`).
+fn write_with_epilogue(wg: vec3<u32>, tid: u32, epilogue: u32) {
+    var acc: array<Acc, 16>;
+    var corr: array<Acc, 16>;
+    tile_product(wg, tid, &acc, &corr);
     for (var f = 0u; f < FR * FC; f++) {
-        stash(acc[f], staging(tid));
+        stash_fragment(&acc, &corr, f, tid);
         workgroupBarrier();
         for (var e = lane; e < FRAG * FRAG; e += SG_SIZE) {
             let at = c_place(wg, tid, f, e);
             if (at.y != 0u) {
-                write_epilogue(wg.z, at.x, out_tile[staging(tid) + e], epilogue);
+                write_epilogue(wg.z, at.x, stashed(tid, e), epilogue);
             }
         }
         workgroupBarrier();
@@ -228,10 +307,10 @@ fn write_with_epilogue(wg: vec3<u32>, tid: u32, acc: array<Acc, 16>, epilogue: u
 
 @compute @workgroup_size(THREADS)
 fn main_bias_act(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    write_with_epilogue(wg, tid, tile_product(wg, tid), BIAS_ACT);
+    write_with_epilogue(wg, tid, BIAS_ACT);
 }
 
 @compute @workgroup_size(THREADS)
 fn main_act_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    write_with_epilogue(wg, tid, tile_product(wg, tid), ACT_GRAD);
+    write_with_epilogue(wg, tid, ACT_GRAD);
 }

@@ -214,6 +214,12 @@ pub trait Backend {
     /// Whether matmuls can read and write F16 tensors here (the GPU needs f16 shaders; the CPU
     /// always can).
     fn f16_tensors(&self) -> bool;
+    /// Whether products of f32 inputs are computed from their f16 parts (the GPU's
+    /// [`crate::gpu::F32Matmul::SplitF16`]), so that values below f16's normal range lose bits
+    /// and training should scale its loss as for mixed precision. False by default.
+    fn splits_f32_products(&self) -> bool {
+        false
+    }
     /// [`Backend::optimizer_step`], then the updated parameter rounded into the F16 tensor
     /// `copy` (same element count): the f16 weights of mixed precision. Backends may fuse the
     /// two (the GPU does); the default runs them in turn.

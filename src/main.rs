@@ -556,6 +556,17 @@ fn tensor_core_status(gpu: &GpuBackend) -> String {
     format!("{kernel}; {storage}")
 }
 
+/// Which kernel f32 products run on here.
+fn f32_product_status(gpu: &GpuBackend) -> &'static str {
+    match gpu.f32_matmul() {
+        cohort::gpu::F32Matmul::SplitF16 => {
+            "split into f16 parts on the cooperative-matrix kernel (COHORT_F32_MATMUL=split-f16, \
+             self-test passed)"
+        }
+        cohort::gpu::F32Matmul::Plain => "the f32 kernel (COHORT_F32_MATMUL=split-f16 splits them)",
+    }
+}
+
 /// Lists the adapters, then what cohort would use by default and what it can do there.
 fn devices() -> Result<()> {
     let list = cohort::gpu::list_adapters();
@@ -599,6 +610,7 @@ fn devices() -> Result<()> {
                 "  f16 products (mixed precision): {}",
                 tensor_core_status(&g)
             );
+            println!("  f32 products: {}", f32_product_status(&g));
             println!(
                 "  largest storage binding {} MiB",
                 c.max_storage_binding >> 20
@@ -618,6 +630,7 @@ fn check(gpu: &GpuBackend) -> Result<()> {
         "f16 products (mixed precision): {}",
         tensor_core_status(gpu)
     );
+    println!("f32 products: {}", f32_product_status(gpu));
     let mut failed = 0;
     for c in cohort::validate::run_all(gpu)? {
         println!(

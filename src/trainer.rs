@@ -612,8 +612,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         // Mixed precision scales the loss by the batch size: the gradients are those of the
         // summed, not the mean, loss, so the logit gradients (|p − q| ≤ 1) and those below them
         // keep f16's precision when the matmuls round them, instead of sinking below its normal
-        // range as training fits (tests/train.rs measures it); the update divides again.
-        let loss_scale = match self.config.mixed_precision {
+        // range as training fits (tests/train.rs measures it); the update divides again. So do
+        // f32 products split into f16 parts, whose hi parts have f16's range.
+        let loss_scale = match self.config.mixed_precision || b.splits_f32_products() {
             true => rows as f32,
             false => 1.0,
         };

@@ -16,7 +16,7 @@ use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
 use crate::error::Result;
 use crate::gpu::shaders::MatmulStorage;
-use crate::gpu::GpuBackend;
+use crate::gpu::{F32Matmul, GpuBackend};
 use crate::ops::{
     Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep, ReduceSpec,
 };
@@ -322,7 +322,8 @@ pub fn matmul_stored(
     let want = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, false)?;
     let magnitude = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, true)?;
     let inputs = Inputs::stored(storage, spec.f16_inputs);
-    let unit = accumulation_unit(dims.2, inputs.f16_product());
+    let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
+    let unit = arithmetic.unit(dims.2);
     let case = format!(
         "{}x{}x{} {batching:?} ta={} tb={} α={} β={}{}",
         dims.0,
@@ -334,41 +335,61 @@ pub fn matmul_stored(
         spec.beta,
         inputs.describe()
     );
-    let kernel = product_kernel(gpu, inputs.f16_product(), ["matmul", "matmul_coop"]);
+    let kernel = arithmetic.kernel(gpu, ["matmul", "matmul_coop"]);
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
 
-/// Which of the two names applies: the f32 kernel's, or the cooperative-matrix kernel's where the
-/// backend runs f16-input products there.
-fn product_kernel(
-    gpu: &GpuBackend,
-    f16_inputs: bool,
-    [plain, coop]: [&'static str; 2],
-) -> &'static str {
-    if f16_inputs && gpu.matmul_coop().is_some() {
-        coop
-    } else {
-        plain
-    }
+/// How the GPU backend computes a product: of f32 numbers with f32 arithmetic, of f16 numbers
+/// (f32 accumulation), or of f32 numbers split into f16 parts on the cooperative-matrix kernel.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arithmetic {
+    F32,
+    F16,
+    SplitF16,
 }
 
-/// The error of a K-long f32 dot product relative to the sum of |products|: (K + 2)·2⁻²³ for
-/// f32 accumulation in any order. With f16 inputs (exactly representable, see [`operand`], so
-/// the products are exact in f32) twice that, for tensor cores, which may truncate rather than
-/// round while they add.
-fn accumulation_unit(k: usize, f16_inputs: bool) -> f64 {
-    let unit = (k as f64 + 2.0) * 2f64.powi(-23);
-    if f16_inputs {
-        2.0 * unit
-    } else {
-        unit
+impl Arithmetic {
+    /// How `gpu` runs a product of f16 numbers only (`f16_product`) or not.
+    fn of(gpu: &GpuBackend, f16_product: bool) -> Self {
+        if f16_product {
+            Arithmetic::F16
+        } else if gpu.f32_matmul() == F32Matmul::SplitF16 {
+            Arithmetic::SplitF16
+        } else {
+            Arithmetic::F32
+        }
     }
-}
 
-/// The error bound of a K-long dot product of values in [-1, 1] (see [`accumulation_unit`]).
-fn dot_bound(k: usize, f16_inputs: bool) -> f64 {
-    accumulation_unit(k, f16_inputs) * k as f64
+    /// Which of the two names applies: the f32 kernel's, or the cooperative-matrix kernel's
+    /// where the backend runs this product there.
+    fn kernel(self, gpu: &GpuBackend, [plain, coop]: [&'static str; 2]) -> &'static str {
+        match self {
+            Arithmetic::SplitF16 => coop,
+            Arithmetic::F16 if gpu.matmul_coop().is_some() => coop,
+            _ => plain,
+        }
+    }
+
+    /// The error of a K-long dot product relative to the sum of |products|: (K + 2)·2⁻²³ for
+    /// f32 accumulation in any order. With f16 inputs (exactly representable, see [`operand`],
+    /// so the products are exact in f32) twice that, for tensor cores, which may truncate rather
+    /// than round while they add. Split into f16 parts, each product hi·hi + hi·lo + lo·hi is
+    /// off from the f32 one by lo·lo and the rounding of the lo parts, together at most 3·2⁻²²
+    /// of it, on top of the tensor cores' accumulation.
+    fn unit(self, k: usize) -> f64 {
+        let unit = (k as f64 + 2.0) * 2f64.powi(-23);
+        match self {
+            Arithmetic::F32 => unit,
+            Arithmetic::F16 => 2.0 * unit,
+            Arithmetic::SplitF16 => 2.0 * unit + 3.0 * 2f64.powi(-22),
+        }
+    }
+
+    /// The error bound of a K-long dot product of values in [-1, 1] (see [`Arithmetic::unit`]).
+    fn dot_bound(self, k: usize) -> f64 {
+        self.unit(k) * k as f64
+    }
 }
 
 /// That f16-input products really round their inputs to f16: A = 1 + 2⁻¹², B = 1 (so the f32
@@ -380,7 +401,7 @@ pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     let want = f16_rounding_run(&CpuBackend, dims)?;
     // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
     Ok(KernelCheck::new(
-        product_kernel(gpu, true, ["matmul", "matmul_coop"]),
+        Arithmetic::F16.kernel(gpu, ["matmul", "matmul_coop"]),
         format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
     )
     .compare("C", &got, &want, |_, _| 1e-4))
@@ -458,6 +479,27 @@ pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
         .expect("checks ran"))
 }
 
+/// The check [`GpuBackend::new`] runs once where f32 products are split into f16 parts
+/// ([`F32Matmul::SplitF16`]), on the products the backend then runs so: f32 products of a
+/// ragged shape in all four transpose layouts, batched, and both fused epilogues. Their bound is
+/// close to the f32 kernel's (see `Arithmetic::unit`), so a missing correction term fails it.
+/// Returns the worst.
+pub fn split_f32_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
+    let dims = (67, 70, 45);
+    let mut checks = Vec::new();
+    for t in 0..4 {
+        let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2);
+        checks.push(matmul(gpu, Batching::All(2), dims, &spec, 190 + t as u64)?);
+    }
+    let act = Activation::Gelu;
+    checks.push(matmul_bias_act(gpu, 2, dims, true, act, Inputs::F32, 194)?);
+    checks.push(matmul_act_grad(gpu, 2, dims, act, Inputs::F32, 195)?);
+    Ok(checks
+        .into_iter()
+        .max_by(|a, b| a.worst_ratio.total_cmp(&b.worst_ratio))
+        .expect("checks ran"))
+}
+
 /// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
 type BiasActCase = (usize, (usize, usize, usize), bool, Activation, Inputs, u64);
 
@@ -514,18 +556,15 @@ pub fn matmul_bias_act(
     // The product's bound; the activation then adds at most its relative tolerance (its slope is
     // at most ~1.13). An F16 Y is one rounding of a value both sides may hold a bound apart:
     // 2⁻¹¹ relative, and the bound may move it across one f16 step.
-    let bound = dot_bound(dims.2, inputs.f16_product());
+    let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
+    let bound = arithmetic.dot_bound(dims.2);
     let (y_rtol, y_atol) = if inputs.storage.aux_f16 {
         (2f64.powi(-10), 1.2 * bound + 2f64.powi(-24))
     } else {
         (RTOL, 1.2 * bound)
     };
     Ok(KernelCheck::new(
-        product_kernel(
-            gpu,
-            inputs.f16_product(),
-            ["matmul_bias_act", "matmul_coop_bias_act"],
-        ),
+        arithmetic.kernel(gpu, ["matmul_bias_act", "matmul_coop_bias_act"]),
         format!(
             "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
@@ -589,13 +628,10 @@ pub fn matmul_act_grad(
     let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, inputs, seed)?;
     // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
     // relative tolerance.
-    let bound = 1.2 * dot_bound(dims.2, inputs.f16_product());
+    let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
+    let bound = 1.2 * arithmetic.dot_bound(dims.2);
     Ok(KernelCheck::new(
-        product_kernel(
-            gpu,
-            inputs.f16_product(),
-            ["matmul_act_grad", "matmul_coop_act_grad"],
-        ),
+        arithmetic.kernel(gpu, ["matmul_act_grad", "matmul_coop_act_grad"]),
         format!(
             "{batch}x{}x{}x{} {act:?}{}",
             dims.0,

@@ -144,6 +144,7 @@ fn bad_input_is_one_clear_error_line() {
         ("COHORT_COOP_LAYOUT", "4x2", "SG_ROWSxSG_COLS:FRxFC"),
         ("COHORT_MATMUL_TILE", "big", "use 64 or 128"),
         ("COHORT_SPLIT_K", "32", "1 to 16"),
+        ("COHORT_F32_MATMUL", "tf32", "use plain or split-f16"),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

@@ -386,6 +386,14 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         );
         coop_checks(&g, layout, true);
     }
+    let g = split_f32_backend(cohort::gpu::CoopChoice::On, None).unwrap();
+    assert_eq!(
+        g.f32_matmul(),
+        cohort::gpu::F32Matmul::SplitF16,
+        "f32 products split into f16 parts failed their self-test: {:?}",
+        g.coop_check()
+    );
+    split_f32_checks(&g, &format!("matmul_coop split f32 on {ops:?}"));
 }
 
 #[test]
@@ -561,6 +569,121 @@ fn matmul_split_along_k_matches_cpu() {
     report("matmul_coop split along K in 3", &checks);
     assert!(split_k_backend(17, None).is_err());
     assert!(split_k_backend(0, None).is_err());
+}
+
+/// A backend whose f32 products are split into f16 parts on the cooperative-matrix kernel built
+/// as `coop` says, K split as `k_splits` says.
+fn split_f32_backend(
+    coop: cohort::gpu::CoopChoice,
+    k_splits: Option<usize>,
+) -> cohort::Result<cohort::GpuBackend> {
+    cohort::GpuBackend::new(&cohort::GpuOptions {
+        coop,
+        k_splits,
+        f32_matmul: cohort::gpu::F32Matmul::SplitF16,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+}
+
+/// Every check of f32 products split into f16 parts on `g`: the products of
+/// `matmul_matches_cpu`'s kind (batched, shared, transposed, accumulating) and both epilogues,
+/// each asserted to have run on `matmul_coop`. Then the point of it: over a long K, the split
+/// product is at least 100 times closer to the f32 product than the f16 product of the same
+/// operands is.
+fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
+    let shapes = [(1, 1, 1), (7, 13, 29), (65, 63, 33), (33, 70, 300)];
+    let mut checks = product_checks(g, &shapes, |_, _| false, 5000);
+    for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
+        .into_iter()
+        .enumerate()
+    {
+        let (batch, dims) = (2, (70, 65, 100));
+        let seed = 5100 + i as u64;
+        checks.push(validate::matmul_bias_act(g, batch, dims, i == 1, act, F32, seed).unwrap());
+        checks.push(validate::matmul_act_grad(g, batch, dims, act, F32, seed).unwrap());
+    }
+    checks.push(validate::split_f32_self_test(g).unwrap());
+    for c in &checks {
+        assert!(
+            c.kernel.starts_with("matmul_coop"),
+            "{} ran on {}",
+            c.case,
+            c.kernel
+        );
+    }
+    report(label, &checks);
+
+    use cohort::Backend;
+    let (m, n, k) = (64, 48, 1000);
+    let a = uniform(5200, m * k, -1.0, 1.0);
+    let b = uniform(5201, k * n, -1.0, 1.0);
+    let cpu = cohort::CpuBackend;
+    let product = |be: &dyn Fn(&MatmulSpec) -> Vec<f32>, f16| be(&MatmulSpec::default().f16(f16));
+    let on_cpu = |spec: &MatmulSpec| {
+        let mut c = cpu.zeros(&[m, n], cohort::DType::F32).unwrap();
+        let (ta, tb) = (
+            cpu.tensor(&[m, k], &a).unwrap(),
+            cpu.tensor(&[k, n], &b).unwrap(),
+        );
+        cpu.matmul(&ta, &tb, &mut c, spec).unwrap();
+        cpu.read(&c).unwrap()
+    };
+    let on_gpu = |spec: &MatmulSpec| {
+        let mut c = g.zeros(&[m, n], cohort::DType::F32).unwrap();
+        let (ta, tb) = (
+            g.tensor(&[m, k], &a).unwrap(),
+            g.tensor(&[k, n], &b).unwrap(),
+        );
+        g.matmul(&ta, &tb, &mut c, spec).unwrap();
+        g.read(&c).unwrap()
+    };
+    let exact = product(&on_cpu, false);
+    let error = |c: Vec<f32>| {
+        c.iter()
+            .zip(&exact)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let (split, f16) = (
+        error(product(&on_gpu, false)),
+        error(product(&on_gpu, true)),
+    );
+    eprintln!("{label}: {m}x{n}x{k} max |gpu - f32 cpu|: split {split:.3e}, f16 product {f16:.3e}");
+    assert!(
+        split * 100.0 < f16,
+        "split {split:e} is not 100x closer to f32 than the f16 product ({f16:e})"
+    );
+}
+
+#[test]
+fn f32_matmul_split_into_f16_parts_matches_cpu() {
+    // f32 products on the cooperative-matrix kernel, as hi·hi + hi·lo + lo·hi of their f16
+    // parts: emulated here (any adapter with f16 shaders), on real cooperative matrices in
+    // `matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu`. Unsplit and split along K.
+    let Some(g) = gpu() else { return };
+    if !g.runtime().caps().shader_f16 {
+        common::loud(&format!(
+            "SKIPPED: {} has no f16 shaders, so f32 products split into f16 parts did NOT run",
+            cohort::Backend::describe(g)
+        ));
+        return;
+    }
+    for k_splits in [None, Some(3)] {
+        let g = split_f32_backend(cohort::gpu::CoopChoice::Emulate, k_splits).unwrap();
+        assert_eq!(g.f32_matmul(), cohort::gpu::F32Matmul::SplitF16);
+        assert!(g.coop_check().is_some_and(|c| c.passed()));
+        split_f32_checks(
+            &g,
+            &format!("matmul_coop split f32, emulated, K splits {k_splits:?}"),
+        );
+    }
+    // Without a cooperative-matrix kernel there is nothing to split onto: an error, not a
+    // silent f32 kernel.
+    let err = split_f32_backend(cohort::gpu::CoopChoice::Off, None).unwrap_err();
+    assert!(
+        matches!(&err, cohort::CohortError::Unsupported(why) if why.contains("cooperative")),
+        "{err}"
+    );
 }
 
 #[test]

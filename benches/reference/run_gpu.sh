@@ -51,6 +51,10 @@ if want matmul; then
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
   COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed \
     run bench-matmul-mixed .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
+  # f32 products split into f16 parts on the tensor cores (three f16 products each), against
+  # the f32 kernel of the first run.
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
+    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
   # Each f32 tile forced, to check the default's choice (their JSON goes to files of their own).
   for tile in 64 128; do
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
@@ -90,6 +94,9 @@ if want step; then
     run bench-step-mixed-no-coop .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
     run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  # The f32 steps with every f32 product split into f16 parts on the tensor cores.
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
+    run bench-step-split-f32 .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
   # Without split K (the default splits products with few tiles: the output layers, and the
   # hidden layers of the small step), f32 and mixed.
   COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
@@ -103,6 +110,8 @@ fi
 if want train && [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
   run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
+  COHORT_F32_MATMUL=split-f16 \
+    run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
   run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
 fi
 if want ab; then

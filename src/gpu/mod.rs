@@ -14,7 +14,7 @@ use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec}
 use crate::tensor::{DType, Shape, TensorInfo};
 use runtime::PooledBuffer;
 pub use runtime::{
-    list_adapters, Capabilities, CoopChoice, CoopLayout, GpuOptions, Runtime, WorkCounts,
+    list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, Runtime, WorkCounts,
 };
 use shaders::{CoopOps, MatmulStorage, Shader};
 
@@ -139,6 +139,8 @@ pub struct GpuBackend {
     k_splits: Option<usize>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
+    /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
+    f32_matmul: F32Matmul,
 }
 
 /// The cooperative-matrix kernel a backend runs f16 products on: its build and the layouts it
@@ -153,6 +155,10 @@ struct CoopKernel {
     /// For products with many tiles, where the device can run it (none when one is forced): 8
     /// subgroups of 2×4 accumulators (4×4 subgroups of 2×2 for 8×8 fragments).
     big: Option<CoopLayout>,
+    /// For f32 products split into f16 parts, whose workgroup memory is twice as large: the
+    /// forced or small layout where it fits the device, else 4 subgroups of one accumulator
+    /// each (half the tile), else none.
+    split: Option<CoopLayout>,
 }
 
 impl CoopKernel {
@@ -169,9 +175,10 @@ impl CoopKernel {
             fr,
             fc,
         };
+        let fits = |l: &CoopLayout, split| l.check(ops.frag(), sg_size, caps, split).is_ok();
         let (small, big) = match forced {
             Some(layout) => {
-                layout.check(ops.frag(), sg_size, caps)?;
+                layout.check(ops.frag(), sg_size, caps, false)?;
                 (layout, None)
             }
             None => {
@@ -179,19 +186,23 @@ impl CoopKernel {
                     CoopOps::Native8 => layout(4, 4, 2, 2),
                     _ => layout(4, 2, 2, 4),
                 };
-                let fits = big.check(ops.frag(), sg_size, caps).is_ok();
-                (layout(2, 2, 2, 2), fits.then_some(big))
+                (layout(2, 2, 2, 2), Some(big).filter(|b| fits(b, false)))
             }
         };
+        let split = [small, layout(2, 2, 1, 1)]
+            .into_iter()
+            .take(if forced.is_some() { 1 } else { 2 })
+            .find(|l| fits(l, true));
         Ok(CoopKernel {
             ops,
             sg_size,
             small,
             big,
+            split,
         })
     }
 
-    /// Every layout this kernel may run in.
+    /// Every layout this kernel may run f16 products in.
     fn layouts(&self) -> impl Iterator<Item = CoopLayout> {
         std::iter::once(self.small).chain(self.big)
     }
@@ -395,6 +406,22 @@ impl GpuBackend {
         let coop = coop
             .map(|ops| CoopKernel::new(ops, caps, options.coop_layout))
             .transpose()?;
+        if options.f32_matmul == F32Matmul::SplitF16 && coop.is_none_or(|k| k.split.is_none()) {
+            let why = match coop {
+                None => "no cooperative-matrix kernel runs here (COHORT_COOP; emulate works \
+                         wherever f16 shaders do)"
+                    .to_string(),
+                Some(k) => format!(
+                    "no layout of the cooperative-matrix kernel fits its doubled workgroup \
+                     memory in the device's {} bytes (layout {})",
+                    caps.max_workgroup_storage, k.small
+                ),
+            };
+            return Err(CohortError::Unsupported(format!(
+                "f32 matmuls split into f16 parts on {}: {why}",
+                rt.info().name
+            )));
+        }
         let f16_tensors = caps.shader_f16 && !options.no_f16_tensors;
         let mut gpu = GpuBackend {
             f16_tensors,
@@ -403,6 +430,7 @@ impl GpuBackend {
             k_splits: options.k_splits,
             coop,
             coop_check: None,
+            f32_matmul: F32Matmul::Plain,
         };
         if let Some(kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
@@ -424,17 +452,38 @@ impl GpuBackend {
                     worst = Some(check);
                 }
             }
-            let check = worst.expect("at least one layout");
+            let mut check = worst.expect("at least one layout");
             if check.passed() {
                 gpu.coop = Some(kernel);
+                if options.f32_matmul == F32Matmul::SplitF16 {
+                    gpu.f32_matmul = F32Matmul::SplitF16;
+                    let split = crate::validate::split_f32_self_test(&gpu)?;
+                    if !split.passed() {
+                        eprintln!(
+                            "cohort: warning: f32 products split into f16 parts failed their \
+                             self-test on {} ({}: {}); they use the f32 kernel instead",
+                            gpu.rt.info().name,
+                            split.case,
+                            split.worst
+                        );
+                        gpu.f32_matmul = F32Matmul::Plain;
+                    }
+                    if split.worst_ratio > check.worst_ratio {
+                        check = split;
+                    }
+                }
             } else {
                 eprintln!(
                     "cohort: warning: the cooperative-matrix matmul ({:?}) failed its self-test \
-                     on {} ({}: {}); f16 products use the f32 kernel with f16 rounding instead",
+                     on {} ({}: {}); f16 products use the f32 kernel with f16 rounding instead{}",
                     kernel.ops,
                     gpu.rt.info().name,
                     check.case,
-                    check.worst
+                    check.worst,
+                    match options.f32_matmul {
+                        F32Matmul::SplitF16 => ", and f32 products are not split",
+                        F32Matmul::Plain => "",
+                    }
                 );
                 gpu.coop = None;
             }
@@ -453,6 +502,12 @@ impl GpuBackend {
     /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
     pub fn uses_tensor_cores(&self) -> bool {
         self.matmul_coop() == Some(CoopOps::Native16)
+    }
+
+    /// How products of f32 inputs run here: [`F32Matmul::SplitF16`] where it was asked for
+    /// ([`GpuOptions::f32_matmul`]) and the cooperative-matrix kernel passed its self-test.
+    pub fn f32_matmul(&self) -> F32Matmul {
+        self.f32_matmul
     }
 
     /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
@@ -892,6 +947,10 @@ impl Backend for GpuBackend {
         )
     }
 
+    fn splits_f32_products(&self) -> bool {
+        self.f32_matmul == F32Matmul::SplitF16
+    }
+
     fn f16_tensors(&self) -> bool {
         self.f16_tensors
     }
@@ -1108,10 +1167,17 @@ impl GpuBackend {
             ("VEC_A", flag(vec_a)),
             ("VEC_B", flag(vec_b)),
         ];
-        let (shader, tile) = match self.coop.filter(|_| d.f16_inputs) {
+        // f32 products split into f16 parts run on the cooperative-matrix kernel too, in its
+        // split layout (there is one wherever SplitF16 was granted).
+        let split_f32 = !d.f16_inputs && self.f32_matmul == F32Matmul::SplitF16;
+        let (shader, tile) = match self.coop.filter(|_| d.f16_inputs || split_f32) {
             Some(kernel) => {
-                let layout = self.coop_layout(&kernel, d);
+                let layout = match kernel.split {
+                    Some(split) if split_f32 => split,
+                    _ => self.coop_layout(&kernel, d),
+                };
                 constants.extend([
+                    ("SPLIT_F32", flag(split_f32)),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

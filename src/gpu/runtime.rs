@@ -48,6 +48,40 @@ pub struct GpuOptions {
     /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
     /// f16 weight copies and activations: an experiment, to measure what those give.
     pub no_f16_tensors: bool,
+    /// How products of f32 operands are computed: on the f32 kernel (the default), or split
+    /// into f16 parts on the cooperative-matrix kernel's tensor cores.
+    pub f32_matmul: F32Matmul,
+}
+
+/// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum F32Matmul {
+    /// With f32 fused multiply-adds on the f32 kernel, `shaders/matmul.wgsl`.
+    #[default]
+    Plain,
+    /// On the cooperative-matrix kernel (`SPLIT_F32` in `shaders/matmul_coop.wgsl`): every
+    /// operand value v is split into f16 parts hi = f16(v) and lo = f16((v − hi)·2¹¹) and the
+    /// product is hi·hi + (hi·lo + lo·hi)·2⁻¹¹, three f16 products accumulated in f32 (the
+    /// corrections apart). Each operand
+    /// keeps ~22 of f32's 24 bits, so the products agree with f32 ones to a few units of
+    /// 2⁻²², at three times the f16 work; but the range is f16's: values beyond ±65504
+    /// overflow and values below 6·10⁻⁵ keep fewer bits. Needs a cooperative-matrix kernel
+    /// ([`CoopChoice`]); training then scales the loss as mixed precision does.
+    SplitF16,
+}
+
+impl std::str::FromStr for F32Matmul {
+    type Err = CohortError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "plain" => Ok(F32Matmul::Plain),
+            "split-f16" => Ok(F32Matmul::SplitF16),
+            other => Err(CohortError::InvalidConfig(format!(
+                "f32 matmul '{other}': use plain or split-f16"
+            ))),
+        }
+    }
 }
 
 /// Where f16-input matmuls use the cooperative-matrix kernel (`shaders/matmul_coop.wgsl`); it
@@ -147,14 +181,23 @@ impl CoopLayout {
     }
 
     /// Workgroup memory the kernel uses: two f16 buffers of a tile × 40 slice per operand, and a
-    /// staging fragment per subgroup (matches `shaders/matmul_coop.wgsl`).
-    pub fn workgroup_bytes(&self, frag: u32) -> u32 {
-        2 * 2 * self.tile(frag) * 40 * 2 + self.subgroups() * frag * frag * 4
+    /// staging fragment per subgroup; all twice over for f32 products split into f16 parts
+    /// (`split_f32`; matches `shaders/matmul_coop.wgsl`).
+    pub fn workgroup_bytes(&self, frag: u32, split_f32: bool) -> u32 {
+        let parts = 1 + split_f32 as u32;
+        parts * (2 * 2 * self.tile(frag) * 40 * 2 + self.subgroups() * frag * frag * 4)
     }
 
     /// Checks the layout against the kernel's rules for fragments of edge `frag`, subgroups of
-    /// `sg_size` and the device's limits.
-    pub fn check(&self, frag: u32, sg_size: u32, caps: &Capabilities) -> Result<()> {
+    /// `sg_size` and the device's limits, for f16 products or (`split_f32`) f32 products split
+    /// into f16 parts.
+    pub fn check(
+        &self,
+        frag: u32,
+        sg_size: u32,
+        caps: &Capabilities,
+        split_f32: bool,
+    ) -> Result<()> {
         let bad = |why: String| {
             Err(CohortError::InvalidConfig(format!(
                 "cooperative-matrix layout {self:?}: {why}"
@@ -186,7 +229,7 @@ impl CoopLayout {
                 "{units} staged elements per invocation (need a multiple of 4, at most 32)"
             ));
         }
-        let bytes = self.workgroup_bytes(frag);
+        let bytes = self.workgroup_bytes(frag, split_f32);
         if bytes > caps.max_workgroup_storage {
             return bad(format!(
                 "{bytes} bytes of workgroup memory exceed the device's {}",
@@ -205,7 +248,8 @@ impl GpuOptions {
     /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_F16_TENSORS=0` declines F16
-    /// tensors. Unknown values are errors.
+    /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
+    /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
         Ok(GpuOptions {
@@ -246,6 +290,7 @@ impl GpuOptions {
                     )))
                 }
             },
+            f32_matmul: var("COHORT_F32_MATMUL").map_or(Ok(F32Matmul::Plain), |v| v.parse())?,
         })
     }
 }
