@@ -184,8 +184,11 @@ fn open(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
         DeviceChoice::Auto => match GpuBackend::from_env() {
             Ok(g) => Device::Gpu(Box::new(g)),
-            // A mistyped COHORT_* setting is the user's to fix, not a reason to fall back.
-            Err(e @ cohort::CohortError::InvalidConfig(_)) => return Err(e),
+            // A mistyped COHORT_* setting, or one this GPU cannot honour (split f32 products
+            // without cooperative matrices), is the user's to fix, not a reason to fall back.
+            Err(
+                e @ (cohort::CohortError::InvalidConfig(_) | cohort::CohortError::Unsupported(_)),
+            ) => return Err(e),
             Err(e) => {
                 eprintln!("no GPU ({e}); using the CPU backend");
                 Device::Cpu(CpuBackend)

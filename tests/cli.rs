@@ -1,6 +1,8 @@
 //! The `cohort` command as a user meets it: the main job trains and prints its tables, and every
 //! bad input is one clear line on stderr with a non-zero exit, never a panic.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -147,6 +149,15 @@ fn bad_input_is_one_clear_error_line() {
         ("COHORT_F32_MATMUL", "tf32", "use plain or split-f16"),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
+    }
+    // A setting the GPU cannot honour is an error too: split f32 products with the
+    // cooperative-matrix kernel turned off (with no adapter at all the CPU backend runs).
+    if common::gpu().is_some() {
+        fails_cleanly_with_env(
+            &["train", "--epochs", "1"],
+            &[("COHORT_COOP", "off"), ("COHORT_F32_MATMUL", "split-f16")],
+            "split into f16 parts",
+        );
     }
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "64-32-7"],
