@@ -289,11 +289,7 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     // fragments per subgroup and one of 8 subgroups. (The default big layout, 128 wide, needs
     // 48 KiB of workgroup memory, more than lavapipe's 32: it runs where the device allows.)
     let Some(g) = gpu() else { return };
-    if !g.runtime().caps().shader_f16 {
-        common::loud(&format!(
-            "SKIPPED: {} has no f16 shaders, so the emulated cooperative-matrix kernel did NOT run",
-            cohort::Backend::describe(g)
-        ));
+    if !has_f16_shaders(g, "the emulated cooperative-matrix kernel") {
         return;
     }
     for layout in ["2x2:2x2", "1x4:4x1", "4x1:1x4", "4x2:1x2", "4x2:2x4"] {
@@ -542,8 +538,7 @@ fn matmul_split_along_k_matches_cpu() {
         report(&format!("matmul split along K in {splits}"), &checks);
     }
     // The cooperative-matrix kernel's partial products, emulated (f16 shaders needed).
-    if !gpu().unwrap().runtime().caps().shader_f16 {
-        common::loud("SKIPPED: no f16 shaders, so split-K on matmul_coop did NOT run");
+    if !has_f16_shaders(gpu().unwrap(), "split-K on matmul_coop") {
         return;
     }
     let g = split_k_backend(3, Some(cohort::gpu::CoopChoice::Emulate)).unwrap();
@@ -613,46 +608,49 @@ fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
     }
     report(label, &checks);
 
-    use cohort::Backend;
     let (m, n, k) = (64, 48, 1000);
     let a = uniform(5200, m * k, -1.0, 1.0);
     let b = uniform(5201, k * n, -1.0, 1.0);
-    let cpu = cohort::CpuBackend;
-    let product = |be: &dyn Fn(&MatmulSpec) -> Vec<f32>, f16| be(&MatmulSpec::default().f16(f16));
-    let on_cpu = |spec: &MatmulSpec| {
-        let mut c = cpu.zeros(&[m, n], cohort::DType::F32).unwrap();
-        let (ta, tb) = (
-            cpu.tensor(&[m, k], &a).unwrap(),
-            cpu.tensor(&[k, n], &b).unwrap(),
-        );
-        cpu.matmul(&ta, &tb, &mut c, spec).unwrap();
-        cpu.read(&c).unwrap()
-    };
-    let on_gpu = |spec: &MatmulSpec| {
-        let mut c = g.zeros(&[m, n], cohort::DType::F32).unwrap();
-        let (ta, tb) = (
-            g.tensor(&[m, k], &a).unwrap(),
-            g.tensor(&[k, n], &b).unwrap(),
-        );
-        g.matmul(&ta, &tb, &mut c, spec).unwrap();
-        g.read(&c).unwrap()
-    };
-    let exact = product(&on_cpu, false);
+    let product = |f16| MatmulSpec::default().f16(f16);
+    let exact = product_of(&cohort::CpuBackend, (m, n, k), [&a, &b], &product(false));
     let error = |c: Vec<f32>| {
         c.iter()
             .zip(&exact)
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max)
     };
-    let (split, f16) = (
-        error(product(&on_gpu, false)),
-        error(product(&on_gpu, true)),
-    );
+    let on_gpu = |f16| product_of(g, (m, n, k), [&a, &b], &product(f16));
+    let (split, f16) = (error(on_gpu(false)), error(on_gpu(true)));
     eprintln!("{label}: {m}x{n}x{k} max |gpu - f32 cpu|: split {split:.3e}, f16 product {f16:.3e}");
     assert!(
         split * 100.0 < f16,
         "split {split:e} is not 100x closer to f32 than the f16 product ({f16:e})"
     );
+}
+
+/// C = A·B of `(m, n, k)` on `b`, from the values given.
+fn product_of<B: cohort::Backend>(
+    b: &B,
+    (m, n, k): (usize, usize, usize),
+    [a, w]: [&[f32]; 2],
+    spec: &MatmulSpec,
+) -> Vec<f32> {
+    let mut c = b.zeros(&[m, n], cohort::DType::F32).unwrap();
+    let (ta, tw) = (b.tensor(&[m, k], a).unwrap(), b.tensor(&[k, n], w).unwrap());
+    b.matmul(&ta, &tw, &mut c, spec).unwrap();
+    b.read(&c).unwrap()
+}
+
+/// Whether `g` has f16 shaders; says loudly that `what` did NOT run if not.
+fn has_f16_shaders(g: &cohort::GpuBackend, what: &str) -> bool {
+    let has = g.runtime().caps().shader_f16;
+    if !has {
+        common::loud(&format!(
+            "SKIPPED: {} has no f16 shaders, so {what} did NOT run",
+            cohort::Backend::describe(g)
+        ));
+    }
+    has
 }
 
 #[test]
@@ -661,11 +659,7 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
     // parts: emulated here (any adapter with f16 shaders), on real cooperative matrices in
     // `matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu`. Unsplit and split along K.
     let Some(g) = gpu() else { return };
-    if !g.runtime().caps().shader_f16 {
-        common::loud(&format!(
-            "SKIPPED: {} has no f16 shaders, so f32 products split into f16 parts did NOT run",
-            cohort::Backend::describe(g)
-        ));
+    if !has_f16_shaders(g, "f32 products split into f16 parts") {
         return;
     }
     for k_splits in [None, Some(3)] {
