@@ -79,12 +79,13 @@ pub const MAX_K_SPLITS: usize = 16;
 /// K per split is a multiple of this (both matmul kernels' k-steps divide it).
 const K_SPLIT_ALIGN: usize = 64;
 
-/// The deepest K range one dispatch of the emulated cooperative-matrix kernel takes on a
-/// software adapter. lavapipe (llvmpipe) ends every loop of a shader invocation, silently, once
-/// that invocation has run 65535 loop iterations in all (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`);
-/// the emulated operations loop 1000 to 3000 times per 32-deep k-step, so a product deeper than
-/// ~700 to ~1700 (by layout) came out short. Deeper products are split along K there.
-const EMULATED_K_PER_DISPATCH: usize = 512;
+/// The deepest K range one dispatch of the cooperative-matrix kernel takes on a software
+/// adapter. lavapipe (llvmpipe) ends every loop of a shader invocation, silently, once that
+/// invocation has run 65535 loop iterations in all (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`); the
+/// emulated build's operations loop 1000 to 3000 times per 32-deep k-step, so a product deeper
+/// than ~700 to ~1700 (by layout) came out short. Deeper products are split along K there, on
+/// lavapipe's own 8×8 cooperative matrices too (fewer loops, but unverified that deep).
+const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -1194,8 +1195,8 @@ impl GpuBackend {
             }
         };
         let tiles = d.n.div_ceil(tile) * d.m.div_ceil(tile) * d.batch;
-        let emulated = matches!(shader, Shader::MatmulCoop(CoopOps::Emulated, _));
-        let k_split = self.k_split(d, tiles, emulated)?;
+        let coop = matches!(shader, Shader::MatmulCoop(..));
+        let k_split = self.k_split(d, tiles, coop)?;
         let splits = d.k.div_ceil(k_split);
         let groups = |z: usize| -> Result<[u32; 3]> {
             Ok([
@@ -1281,22 +1282,22 @@ impl GpuBackend {
 
     /// K per split for a product of `tiles` output tiles: [`k_split`] with the splits forced by
     /// [`GpuOptions::k_splits`], or none on software adapters (a few cores, which any product
-    /// fills), or chosen by shape; on the `emulated` cooperative-matrix kernel of a software
-    /// adapter at most [`EMULATED_K_PER_DISPATCH`].
-    fn k_split(&self, d: &MatmulDims, tiles: usize, emulated: bool) -> Result<usize> {
+    /// fills), or chosen by shape; on the cooperative-matrix kernel (`coop`) of a software
+    /// adapter at most [`SOFTWARE_COOP_K_PER_DISPATCH`].
+    fn k_split(&self, d: &MatmulDims, tiles: usize, coop: bool) -> Result<usize> {
         let forced = self.k_splits.or(self.is_software().then_some(1));
         let split = k_split(d.k, tiles, forced);
-        if !(emulated && self.is_software()) || split <= EMULATED_K_PER_DISPATCH {
+        if !(coop && self.is_software()) || split <= SOFTWARE_COOP_K_PER_DISPATCH {
             return Ok(split);
         }
-        let splits = d.k.div_ceil(EMULATED_K_PER_DISPATCH);
+        let splits = d.k.div_ceil(SOFTWARE_COOP_K_PER_DISPATCH);
         if splits > MAX_K_SPLITS {
             return Err(CohortError::Unsupported(format!(
-                "a product {} deep on the emulated cooperative-matrix kernel of {}: at most {} \
+                "a product {} deep on the cooperative-matrix kernel of {}: at most {} \
                  (its loops would be cut short; use the f32 kernel, COHORT_COOP=off)",
                 d.k,
                 self.rt.info().name,
-                MAX_K_SPLITS * EMULATED_K_PER_DISPATCH
+                MAX_K_SPLITS * SOFTWARE_COOP_K_PER_DISPATCH
             )));
         }
         Ok(k_split(d.k, tiles, Some(splits)))
