@@ -165,6 +165,37 @@ fn f16_tensor_checks(
     checks
 }
 
+/// Asserts that every check ran on the cooperative-matrix kernel.
+fn assert_ran_on_coop(checks: &[KernelCheck]) {
+    for c in checks {
+        assert!(
+            c.kernel.starts_with("matmul_coop"),
+            "{} ran on {}",
+            c.case,
+            c.kernel
+        );
+    }
+}
+
+/// Both fused epilogues of f32 products `dims` for 2 weight matrices, with identity, ReLU and
+/// GELU (the ReLU case with a bias per matrix), seeds from `seed`.
+fn f32_epilogue_checks(
+    g: &cohort::GpuBackend,
+    dims: (usize, usize, usize),
+    seed: u64,
+) -> Vec<KernelCheck> {
+    let mut checks = Vec::new();
+    for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
+        .into_iter()
+        .enumerate()
+    {
+        let seed = seed + i as u64;
+        checks.push(validate::matmul_bias_act(g, 2, dims, i == 1, act, F32, seed).unwrap());
+        checks.push(validate::matmul_act_grad(g, 2, dims, act, F32, seed).unwrap());
+    }
+    checks
+}
+
 /// Whether `g` offers F16 tensors (f16 shaders); says loudly that the F16-tensor checks were
 /// skipped if not.
 fn has_f16_tensors(g: &cohort::GpuBackend) -> bool {
@@ -258,14 +289,7 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
         }
     }
     checks.push(validate::matmul_f16_rounding(g).unwrap());
-    for c in &checks {
-        assert!(
-            c.kernel.starts_with("matmul_coop"),
-            "{} ran on {}",
-            c.case,
-            c.kernel
-        );
-    }
+    assert_ran_on_coop(&checks);
     report(
         &format!("matmul_coop {:?} layout {layout}", g.matmul_coop()),
         &checks,
@@ -521,16 +545,7 @@ fn matmul_split_along_k_matches_cpu() {
         }
         let f16 = |si, t| si == 2 && t < 2;
         let mut checks = product_checks(&g, &shapes, f16, splits as u64 * 1000);
-        for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
-            .into_iter()
-            .enumerate()
-        {
-            let (batch, dims) = (2, (64, 10, 300));
-            let seed = (splits * 10 + i) as u64;
-            checks
-                .push(validate::matmul_bias_act(&g, batch, dims, i == 1, act, F32, seed).unwrap());
-            checks.push(validate::matmul_act_grad(&g, batch, dims, act, F32, seed).unwrap());
-        }
+        checks.extend(f32_epilogue_checks(&g, (64, 10, 300), (splits * 10) as u64));
         if splits == 3 && cohort::Backend::f16_tensors(&g) {
             // F16 operands and an F16 aux: the reduction's f16 build.
             checks.extend(f16_tensor_checks(&g, false, &F16_TENSOR_PRODUCTS[2..]));
@@ -560,7 +575,7 @@ fn matmul_split_along_k_matches_cpu() {
             validate::matmul_act_grad(&g, batch, dims, Activation::Gelu, ROUNDED, seed).unwrap(),
         );
     }
-    assert!(checks.iter().all(|c| c.kernel.starts_with("matmul_coop")));
+    assert_ran_on_coop(&checks);
     report("matmul_coop split along K in 3", &checks);
     assert!(split_k_backend(17, None).is_err());
     assert!(split_k_backend(0, None).is_err());
@@ -588,24 +603,9 @@ fn split_f32_backend(
 fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
     let shapes = [(1, 1, 1), (7, 13, 29), (65, 63, 33), (33, 70, 300)];
     let mut checks = product_checks(g, &shapes, |_, _| false, 5000);
-    for (i, act) in [Activation::Identity, Activation::Relu, Activation::Gelu]
-        .into_iter()
-        .enumerate()
-    {
-        let (batch, dims) = (2, (70, 65, 100));
-        let seed = 5100 + i as u64;
-        checks.push(validate::matmul_bias_act(g, batch, dims, i == 1, act, F32, seed).unwrap());
-        checks.push(validate::matmul_act_grad(g, batch, dims, act, F32, seed).unwrap());
-    }
+    checks.extend(f32_epilogue_checks(g, (70, 65, 100), 5100));
     checks.push(validate::split_f32_self_test(g).unwrap());
-    for c in &checks {
-        assert!(
-            c.kernel.starts_with("matmul_coop"),
-            "{} ran on {}",
-            c.case,
-            c.kernel
-        );
-    }
+    assert_ran_on_coop(&checks);
     report(label, &checks);
 
     let (m, n, k) = (64, 48, 1000);

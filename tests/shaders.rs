@@ -150,10 +150,16 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
             } else {
                 &[[2.0, 2.0, 2.0, 2.0], [4.0, 4.0, 2.0, 2.0]]
             };
+            // Each layout for f16 products, and the small one for f32 products from f16 parts
+            // (the big one's workgroup memory doubled is more than devices give).
+            let variants = layouts
+                .iter()
+                .map(|l| (l, false))
+                .chain([(&layouts[0], true)]);
             let mut sets = Vec::new();
             for bits in 0..16u32 {
                 for &width in widths {
-                    for [sg_rows, sg_cols, fr, fc] in layouts {
+                    for ([sg_rows, sg_cols, fr, fc], split) in variants.clone() {
                         sets.push(vec![
                             ("TRANS_A", flag(bits & 1 != 0)),
                             ("TRANS_B", flag(bits & 2 != 0)),
@@ -164,23 +170,9 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
                             ("SG_COLS", *sg_cols),
                             ("FR", *fr),
                             ("FC", *fc),
+                            ("SPLIT_F32", flag(split)),
                         ]);
                     }
-                    // f32 products from f16 parts, in the small layout (the big one's
-                    // workgroup memory doubled is more than devices give).
-                    let [sg_rows, sg_cols, fr, fc] = layouts[0];
-                    sets.push(vec![
-                        ("TRANS_A", flag(bits & 1 != 0)),
-                        ("TRANS_B", flag(bits & 2 != 0)),
-                        ("VEC_A", flag(bits & 4 != 0)),
-                        ("VEC_B", flag(bits & 8 != 0)),
-                        ("SG_SIZE", width),
-                        ("SG_ROWS", sg_rows),
-                        ("SG_COLS", sg_cols),
-                        ("FR", fr),
-                        ("FC", fc),
-                        ("SPLIT_F32", 1.0),
-                    ]);
                 }
             }
             sets
