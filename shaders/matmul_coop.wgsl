@@ -26,7 +26,8 @@
 // one set of accumulators and hi·lo + lo·hi in a second, added as main + corr·2⁻¹¹ when C is
 // written (three f16 products instead of one; the lo·lo term, ~2⁻²² of the product, is dropped).
 // The products then carry ~22 bits of each operand instead of 11; the f32 range still ends at
-// f16's ±65504, and values below f16's normal range (6·10⁻⁵) keep fewer bits.
+// f16's ±65504, and values below f16's normal range (6·10⁻⁵) go wholly to the lo part and keep
+// 11 bits (see hi_part).
 
 override TRANS_A: bool = false; // A stored [K, M] instead of [M, K]
 override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
@@ -108,6 +109,20 @@ fn place(operand: u32, l: u32, tid: u32) -> vec2<u32> {
     return vec2<u32>(flat / (TILE / w), (flat % (TILE / w)) * w);
 }
 
+// The hi part of v, as an f32: v rounded to the nearest f16 (ties to even), from v's bits and
+// not as f32(f16(v)), which shader compilers may fold to v (Mesa 26's lavapipe does, making every
+// lo part zero); and the lo part must be the remainder of exactly the hi part staged, whatever
+// rounding the adapter's conversion uses. Zero below f16's normal range (2⁻¹⁴): such a value goes
+// wholly to the lo part, which keeps 11 bits of it down to 2⁻²⁵, so no part is ever an f16
+// subnormal (which adapters may flush to zero). Beyond f16's range (65504) the parts mean nothing.
+fn hi_part(v: f32) -> f32 {
+    if (abs(v) < 6.103515625e-5) {
+        return 0.0;
+    }
+    let bits = bitcast<u32>(v);
+    return bitcast<f32>((bits + 0xfffu + ((bits >> 13u) & 1u)) & 0xffffe000u);
+}
+
 // This thread's share of one operand's next k-slice, in registers: the values rounded to f16,
 // and with SPLIT_F32 their scaled remainders.
 struct Fetched {
@@ -124,10 +139,12 @@ fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32
         let at = place(operand, l, tid);
         let v = load(operand, base, r0 + at.y, k0 + at.x, vec);
         for (var e = 0u; e < w; e++) {
-            let hi = f16(v[e]);
-            (*next).hi[w * l + e] = hi;
             if (SPLIT_F32) {
-                (*next).lo[w * l + e] = f16((v[e] - f32(hi)) * LO_SCALE);
+                let hi = hi_part(v[e]);
+                (*next).hi[w * l + e] = f16(hi); // exact
+                (*next).lo[w * l + e] = f16((v[e] - hi) * LO_SCALE);
+            } else {
+                (*next).hi[w * l + e] = f16(v[e]);
             }
         }
     }

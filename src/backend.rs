@@ -215,8 +215,8 @@ pub trait Backend {
     /// always can).
     fn f16_tensors(&self) -> bool;
     /// Whether products of f32 inputs are computed from their f16 parts (the GPU's
-    /// [`crate::gpu::F32Matmul::SplitF16`]), so that values below f16's normal range lose bits
-    /// and training should scale its loss as for mixed precision. False by default.
+    /// [`crate::gpu::F32Matmul::SplitF16`]), so that values below f16's normal range keep only
+    /// 11 bits and training should scale its loss as for mixed precision. False by default.
     fn splits_f32_products(&self) -> bool {
         false
     }

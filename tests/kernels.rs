@@ -626,6 +626,49 @@ fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
         split * 100.0 < f16,
         "split {split:e} is not 100x closer to f32 than the f16 product ({f16:e})"
     );
+
+    // Values that their two f16 parts hold exactly come back exactly from a product with the
+    // identity, on either side: 22 significant bits from 2⁻³ to 2¹⁰ (the lo parts stay f16
+    // normals), ties of the hi rounding, and values below f16's normal range with 11 bits (all in
+    // the lo part). A lost or mismatched lo part, a flushed tiny value, would show.
+    let values = exact_split_values(16 * 32);
+    let eye: Vec<f32> = (0..32 * 32)
+        .map(|i| if i / 32 == i % 32 { 1.0 } else { 0.0 })
+        .collect();
+    let plain = MatmulSpec::default();
+    for (c, side) in [
+        (product_of(g, (16, 32, 32), [&values, &eye], &plain), "A·I"),
+        (product_of(g, (32, 16, 32), [&eye, &values], &plain), "I·B"),
+    ] {
+        for (i, (x, v)) in c.iter().zip(&values).enumerate() {
+            assert_eq!(
+                x.to_bits(),
+                v.to_bits(),
+                "{label}: {side}[{i}] = {x:e}, not {v:e}"
+            );
+        }
+    }
+}
+
+/// `n` f32 values that hi = f16(v) and lo = f16((v − hi)·2¹¹) represent exactly (see
+/// `split_f32_checks`), of both signs.
+fn exact_split_values(n: usize) -> Vec<f32> {
+    let tie = 2f32.powi(-11); // half an f16 ulp at 1
+    let mut values = vec![0.0, 1.0 + tie, -(1.0 + 3.0 * tie), 1000.0 + 2f32.powi(-12)];
+    let mut bits = 12345u32;
+    while values.len() < n {
+        bits = bits.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let i = values.len() as i32;
+        let sign = if i % 2 == 0 { 1.0 } else { -1.0 };
+        let v = if i % 5 == 0 {
+            // Below 2⁻¹⁴, 11 bits: 2⁻²⁴ to just under 2⁻¹⁴.
+            (1024 + (bits >> 22)) as f32 * 2f32.powi(-34 + i % 10)
+        } else {
+            (1.0 + (bits >> 11) as f32 * 2f32.powi(-21)) * 2f32.powi(-3 + i % 14)
+        };
+        values.push(sign * v);
+    }
+    values
 }
 
 /// C = A·B of `(m, n, k)` on `b`, from the values given.

@@ -491,9 +491,9 @@ fn f32_steps_split_into_f16_parts_match_f32_steps_once_the_loss_is_small() {
         step_from(&split, &fitted, false),
     );
     for ratio in update_differences(&fitted.2, &plain_step, &split_step, "split") {
-        // Measured (2026-11-25, lavapipe): 0 to 7.9e-6 (most weights round to the same f32);
-        // without the loss scaled, 4.7e-4 to 1.1e-3 in three of the layers.
-        assert!(ratio < 1e-4, "{ratio:.2e}");
+        // Measured (2026-11-25, lavapipe 22.3 and 26.2): 0 to 5.5e-5 (gradients below f16's
+        // normal range keep 11 bits); without the loss scaled, 4.2e-4 to 1.5e-3 in every layer.
+        assert!(ratio < 2e-4, "{ratio:.2e}");
     }
 }
 

@@ -62,11 +62,12 @@ pub enum F32Matmul {
     /// On the cooperative-matrix kernel (`SPLIT_F32` in `shaders/matmul_coop.wgsl`): every
     /// operand value v is split into f16 parts hi = f16(v) and lo = f16((v − hi)·2¹¹) and the
     /// product is hi·hi + (hi·lo + lo·hi)·2⁻¹¹, three f16 products accumulated in f32 (the
-    /// corrections apart). Each operand
-    /// keeps ~22 of f32's 24 bits, so the products agree with f32 ones to a few units of
-    /// 2⁻²², at three times the f16 work; but the range is f16's: values beyond ±65504
-    /// overflow and values below 6·10⁻⁵ keep fewer bits. Needs a cooperative-matrix kernel
-    /// ([`CoopChoice`]); training then scales the loss as mixed precision does.
+    /// corrections apart). Each operand keeps ~22 of f32's 24 bits, so the products agree with
+    /// f32 ones to a few units of 2⁻²², at three times the f16 work; but the range is f16's:
+    /// values beyond ±65504 overflow, and values below 6·10⁻⁵ (all in the lo part) keep 11 bits.
+    /// The hi part is rounded from v's bits, not as f32(f16(v)), which shader compilers may fold
+    /// to v (Mesa 26's lavapipe does). Needs a cooperative-matrix kernel ([`CoopChoice`]);
+    /// training then scales the loss as mixed precision does.
     SplitF16,
 }
 
