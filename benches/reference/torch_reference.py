@@ -42,14 +42,16 @@ Usage:
     python3 benches/reference/torch_reference.py --json torch.json --cohort-json cohort.json
     # compare again later without a GPU, from the saved PyTorch results:
     python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort.json
+    # issue 4's targets against every variant that benches/reference/run_gpu.sh wrote:
+    python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort*.json --targets
 
 Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optional batch prefix
 "BbMxNxK", e.g. 2b256x1024x784; default 4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256),
 --transposes (NN,NT,TN), --precisions (fp32,tf32,fp16), --configs (small,large), --peers (2),
 --alpha (1.0), --temperature (1.0), --lr (0.01), --warmup, --iters, --dml-warmup, --dml-iters,
---target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE, --from-json FILE,
---device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes 64x64x64 --configs small
---iters 3 --dml-iters 3 --precisions fp32).
+--target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE..., --targets,
+--from-json FILE, --device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes
+64x64x64 --configs small --iters 3 --dml-iters 3 --precisions fp32).
 
 JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
 "measures": {key: {"median_ms", "tflops", "flops", ...}}} with keys
@@ -60,7 +62,9 @@ the same scheme: matmul/<T>/<shape>/fp32, and dml_step/<config>/fp32 for a train
 are matched after dropping the mode (eager/graph) and precision parts, so a cohort fp32 matmul is
 compared with PyTorch's fp32, tf32 and fp16 of the same shape and layout, and a cohort DML step
 with both the eager and the graph step. Ratios: time = cohort_ms / pytorch_ms (> 1: cohort is
-slower), throughput = cohort TFLOP/s as a percentage of PyTorch's.
+slower), throughput = cohort TFLOP/s as a percentage of PyTorch's. --targets prints issue 4's
+goals (TARGETS below) with every file's measure of each, best first, and whether the best meets
+it; a file's label is its name without "cohort-" and ".json" (cohort-tile64.json: tile64).
 """
 
 import argparse
@@ -432,6 +436,79 @@ def print_comparison(result, cohort):
         print(f"(no PyTorch counterpart for: {', '.join(unmatched)})")
 
 
+# Issue 4's targets: (what, cohort key, PyTorch key or None, goal). A goal ("share", x) wants
+# cohort's throughput at least x of PyTorch's (cohort's time at most PyTorch's / x); ("ms", x)
+# wants cohort's time at most x ms.
+TRAINING_SHAPES = ["256x1024x784", "1024x784x256"]
+TARGETS = (
+    [("f32 matmul 4096^3 >= 50% of cuBLAS SGEMM", "matmul/NN/4096x4096x4096/fp32",
+      "matmul/NN/4096x4096x4096/fp32", ("share", 0.5)),
+     ("f32 matmul 1024^3 >= 30% of SGEMM", "matmul/NN/1024x1024x1024/fp32",
+      "matmul/NN/1024x1024x1024/fp32", ("share", 0.3))]
+    + [(f"f32 matmul {t} {s} >= 30% of SGEMM", f"matmul/{t}/{s}/fp32", f"matmul/{t}/{s}/fp32",
+        ("share", 0.3)) for s in TRAINING_SHAPES for t in ("NN", "NT", "TN")]
+    + [("f16 matmul 4096^3 >= 50% of cuBLAS HGEMM", "matmul/NN/4096x4096x4096/fp16",
+        "matmul/NN/4096x4096x4096/fp16", ("share", 0.5)),
+       ("small step f32 <= 0.27 ms", "dml_step/small/fp32", "dml_step/small/graph/fp32", ("ms", 0.27)),
+       ("small step mixed <= 0.27 ms", "dml_step/small/mixed", "dml_step/small/graph/fp32", ("ms", 0.27)),
+       ("large step f32 <= PyTorch CUDA graph", "dml_step/large/fp32", "dml_step/large/graph/fp32",
+        ("share", 1.0)),
+       ("large step mixed <= 1.5 ms", "dml_step/large/mixed", "dml_step/large/graph/fp32", ("ms", 1.5))]
+)
+
+
+def cohort_label(path):
+    """A short name for a cohort JSON file: 'cohort-tile64.json' -> 'tile64', 'cohort.json' -> 'default'."""
+    name = path.rsplit("/", 1)[-1]
+    name = name[:-5] if name.endswith(".json") else name
+    name = name[len("cohort"):].lstrip("-_") if name.startswith("cohort") else name
+    return name or "default"
+
+
+def meets(goal, cohort_ms, torch_ms):
+    """Whether a cohort time meets a goal (None when the PyTorch time it needs is missing)."""
+    kind, x = goal
+    if kind == "ms":
+        return cohort_ms <= x
+    if torch_ms is None:
+        return None
+    return cohort_ms <= torch_ms / x
+
+
+def print_targets(result, cohorts):
+    """Issue 4's targets against every cohort file given: each measure in each file (the default
+    settings and every A/B variant of run_gpu.sh), its ratio to PyTorch, and whether the best
+    one meets the goal. Step times are GPU times (timestamp queries); wall times beside them."""
+    torch_measures = result["measures"] if result else {}
+    print()
+    print("Issue 4's targets (best variant first; time x = cohort / PyTorch; % = cohort throughput / PyTorch's)")
+    print(f"{'target':<44} {'variant':<24} {'cohort ms':>10} {'wall ms':>9} {'PyTorch ms':>11} {'time x':>7} {'%':>7}  met")
+    print("-" * 128)
+    met_count = 0
+    for what, ckey, tkey, goal in TARGETS:
+        t = torch_measures.get(tkey) if tkey else None
+        torch_ms = t["median_ms"] if t and t.get("median_ms", 0) > 0 else None
+        rows = sorted(
+            (c["measures"][ckey]["median_ms"], label, c["measures"][ckey])
+            for label, c in cohorts
+            if "median_ms" in c.get("measures", {}).get(ckey, {})
+        )
+        if not rows:
+            print(f"{what:<44} (not measured)")
+            continue
+        best = meets(goal, rows[0][0], torch_ms)
+        met_count += best is True
+        for i, (ms, label, c) in enumerate(rows):
+            ratio = ms / torch_ms if torch_ms else float("nan")
+            pct = 100.0 / ratio if torch_ms else float("nan")
+            wall = f"{c['wall_ms']:>9.4f}" if "wall_ms" in c else f"{'-':>9}"
+            verdict = {True: "yes", False: "no", None: "?"}[best] if i == 0 else ""
+            torch_text = f"{torch_ms:>11.4f}" if torch_ms else f"{'-':>11}"
+            line = f"{what if i == 0 else '':<44} {label:<24} {ms:>10.4f} {wall} {torch_text} {ratio:>7.2f} {pct:>6.1f}%  {verdict}"
+            print(line.rstrip())
+    print(f"{met_count} of {len(TARGETS)} targets met")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated MxNxK or BbMxNxK")
@@ -453,7 +530,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda")
     p.add_argument("--json", metavar="OUT", help="write the PyTorch results here")
-    p.add_argument("--cohort-json", metavar="FILE", help="cohort results to compare with")
+    p.add_argument("--cohort-json", metavar="FILE", nargs="+", default=[],
+                   help="cohort results to compare with (several: run_gpu.sh's variants)")
+    p.add_argument("--targets", action="store_true",
+                   help="print issue 4's targets against every --cohort-json file")
     p.add_argument("--from-json", metavar="FILE", help="load PyTorch results instead of measuring")
     args = p.parse_args(argv)
     if args.iters < 1 or args.dml_iters < 1:
@@ -510,10 +590,16 @@ def main(argv=None):
             json.dump(result, f, indent=2, sort_keys=False)
             f.write("\n")
         print(f"\nwrote {args.json}")
-    if args.cohort_json:
-        with open(args.cohort_json) as f:
-            cohort = json.load(f)
+    cohorts = []
+    for path in args.cohort_json:
+        with open(path) as f:
+            cohorts.append((cohort_label(path), json.load(f)))
+    for label, cohort in cohorts:
+        if len(cohorts) > 1:
+            print(f"\n[{label}]")
         print_comparison(result, cohort)
+    if args.targets:
+        print_targets(result, cohorts)
 
 
 if __name__ == "__main__":
