@@ -2,21 +2,34 @@
 # Everything cohort measures on a real GPU, in one call, for the GPU machine (no Rust there).
 #
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
-#         (the word filter leaves out the example: everything staged was 58 MiB, near the 64 MiB carry)
+#         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
+#         (the executables staged were 60 MiB on 2026-11-25, too near the 64 MiB the device
+#         carries with the tree; packed, 25 MiB. This script unpacks them on the GPU machine.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         PART: tests, matmul, losses, step, torch, train, ab (default: all, in that order). The
 #         whole set may need more than one 10-minute call: e.g. "tests matmul losses" in one and
-#         "step torch train ab" in the next; each call writes its own logs under $OUT. The
-#         ratios printed by "torch" need the cohort.json of the same call; across calls, compare
-#         here afterwards: python3 benches/reference/torch_reference.py --from-json torch.json
-#         --cohort-json cohort.json (no PyTorch needed for that).
+#         "step torch train ab" in the next. The ratios printed by "torch" use the cohort JSON
+#         files of the same call.
+# Back here: each call's $OUT holds results.tar.gz (every log and JSON file; the device tool
+#         returns at most 8 files, so they travel packed, repacked after each part so that a
+#         call cut short still returns what it finished) and summary.log. Unpack each call into
+#         a folder of its own and compare across calls, with issue 4's targets (no PyTorch needed):
+#         python3 benches/reference/torch_reference.py --from-json CALL2/torch.json
+#           --cohort-json CALL1/cohort*.json CALL2/cohort*.json --targets
 #
-# Writes logs and JSON under $OUT (the device tool's output folder): the test binaries' output
-# (max error per kernel), kernel and step benchmarks, the PyTorch/cuBLAS reference, their ratios,
-# and the epoch time of training on mnist10k. Each part runs even if an earlier one failed.
+# The logs and JSON: the test binaries' output (max error per kernel), kernel and step
+# benchmarks, the PyTorch/cuBLAS reference, their ratios, and the epoch time of training on
+# mnist10k. Each part runs even if an earlier one failed.
 set -u
-out="${OUT:-/tmp/cohort-gpu-out}"
-mkdir -p "$out"
+[ -d .gpu/bin ] || tar -xzf .gpu/bin.tar.gz -C .gpu || { echo "no .gpu/bin or .gpu/bin.tar.gz: stage first (see above)"; exit 1; }
+dest="${OUT:-/tmp/cohort-gpu-out}"
+out=$(mktemp -d /tmp/cohort-gpu-results.XXXXXX)
+mkdir -p "$dest"
+pack() {
+  tar -czf "$dest/results.tar.gz.part" -C "$out" . && mv "$dest/results.tar.gz.part" "$dest/results.tar.gz"
+  cp "$out/summary.log" "$dest/summary.log" 2>/dev/null
+  return 0
+}
 export COHORT_BIN=.gpu/bin/bin-cohort
 export COHORT_HARDWARE_ONLY=${COHORT_HARDWARE_ONLY:-1}
 status=0
@@ -25,9 +38,10 @@ run() { # name, command...
   echo "=== $name: $*" | tee -a "$out/summary.log"
   "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  grep -hE "test result|SUMMARY|max \|gpu|cases passed|SKIPPED|error|panicked|epoch|ratio" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
+  grep -hE "test result|SUMMARY|max \|gpu|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
+  pack
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 
@@ -105,7 +119,11 @@ if want step; then
     run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
 fi
 if want torch && python3 -c "import torch" 2>/dev/null; then
-  run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --cohort-json "$out/cohort.json"
+  # Ratios to every cohort JSON of this call, and issue 4's targets with the best variant of each.
+  jsons=("$out"/cohort*.json)
+  [ -e "${jsons[0]}" ] || jsons=()
+  run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --targets \
+    ${jsons[@]:+--cohort-json "${jsons[@]}"}
 fi
 if want train && [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
@@ -128,4 +146,5 @@ if want ab; then
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3 && .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN"
 fi
+pack
 exit $status
