@@ -193,6 +193,12 @@ fn every_kernel_variant_compiles_to_spirv() {
     // with "Expression [N] is not cached" on some cooperative-matrix loads), so write every
     // entry point with every set of pipeline constants the host can choose, with and without
     // loop bounding, as wgpu's Vulkan backend would: any failure shows here, without a GPU.
+    // With COHORT_SPIRV_DIR set, every module is also written there, for spirv-val
+    // (`VALIDATE=1 .ci/lavapipe-coop`).
+    let dump = std::env::var_os("COHORT_SPIRV_DIR").map(PathBuf::from);
+    if let Some(dir) = &dump {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     let mut written = 0;
     for shader in every_build() {
         let source = shader.source();
@@ -241,6 +247,11 @@ fn every_kernel_variant_compiles_to_spirv() {
                         words.len() > 5 && words[0] == 0x0723_0203,
                         "a SPIR-V module"
                     );
+                    if let Some(dir) = &dump {
+                        let name = format!("{}-{entry}-{written}.spv", shader.file_name());
+                        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                        std::fs::write(dir.join(name), bytes).unwrap();
+                    }
                     written += 1;
                 }
             }
