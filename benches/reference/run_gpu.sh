@@ -7,15 +7,17 @@
 #         carries with the tree; packed, 25 MiB. This script unpacks them on the GPU machine.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         PART: tests, matmul, losses, step, torch, train, ab (default: all, in that order). The
-#         whole set may need more than one 10-minute call: e.g. "tests matmul losses" in one and
-#         "step torch train ab" in the next. The ratios printed by "torch" use the cohort JSON
-#         files of the same call.
+#         whole set needs more than one 10-minute call. Criterion's settings below give about
+#         5 minutes of measuring to "matmul" alone (~100 benchmarks of 1 s warm-up and 2-3 s
+#         each; an estimate from the settings, not a measurement), so: "tests losses step" in
+#         one call, "matmul torch" in the next, "train ab" in a third. The ratios printed by
+#         "torch" use the cohort JSON files of the same call.
 # Back here: each call's $OUT holds results.tar.gz (every log and JSON file; the device tool
 #         returns at most 8 files, so they travel packed, repacked after each part so that a
 #         call cut short still returns what it finished) and summary.log. Unpack each call into
 #         a folder of its own and compare across calls, with issue 4's targets (no PyTorch needed):
 #         python3 benches/reference/torch_reference.py --from-json CALL2/torch.json
-#           --cohort-json CALL1/cohort*.json CALL2/cohort*.json --targets
+#           --cohort-json CALL*/cohort*.json --targets     (CALL2: the call that ran "torch")
 #
 # The logs and JSON: the test binaries' output (max error per kernel), kernel and step
 # benchmarks, the PyTorch/cuBLAS reference, their ratios, and the epoch time of training on
