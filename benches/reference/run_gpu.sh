@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Everything cohort measures on a real GPU, in one call, for the GPU machine (no Rust there).
+# Everything cohort measures on a real GPU, in a few calls, for the GPU machine (no Rust there).
 #
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
 #         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
@@ -8,7 +8,7 @@
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         PART: tests, matmul, losses, step, torch, train, ab (default: all, in that order). The
 #         whole set needs more than one 10-minute call. Criterion's settings below give about
-#         5 minutes of measuring to "matmul" alone (~100 benchmarks of 1 s warm-up and 2-3 s
+#         5 minutes of measuring to "matmul" alone (~90 benchmarks of 1 s warm-up and 2-3 s
 #         each; an estimate from the settings, not a measurement), so: "tests losses step" in
 #         one call, "matmul torch" in the next, "train ab" in a third. The ratios printed by
 #         "torch" use the cohort JSON files of the same call.
