@@ -650,8 +650,8 @@ fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
     }
 }
 
-/// `n` f32 values that hi = f16(v) and lo = f16((v − hi)·2¹¹) represent exactly (see
-/// `split_f32_checks`), of both signs.
+/// `n` f32 values of both signs that split f32 products hold exactly in their two f16 parts (hi,
+/// zero below 2⁻¹⁴, and lo = f16((v − hi)·2¹¹); see `split_f32_checks`).
 fn exact_split_values(n: usize) -> Vec<f32> {
     let tie = 2f32.powi(-11); // half an f16 ulp at 1
     let mut values = vec![0.0, 1.0 + tie, -(1.0 + 3.0 * tie), 1000.0 + 2f32.powi(-12)];
