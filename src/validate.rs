@@ -473,10 +473,15 @@ pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
             96,
         )?);
     }
-    Ok(checks
+    Ok(worst_of(checks))
+}
+
+/// The check of `checks` (not empty) with the largest error relative to its bound.
+fn worst_of(checks: Vec<KernelCheck>) -> KernelCheck {
+    checks
         .into_iter()
         .max_by(|a, b| a.worst_ratio.total_cmp(&b.worst_ratio))
-        .expect("checks ran"))
+        .expect("checks ran")
 }
 
 /// The check [`GpuBackend::new`] runs once where f32 products are split into f16 parts
@@ -494,10 +499,7 @@ pub fn split_f32_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
     let act = Activation::Gelu;
     checks.push(matmul_bias_act(gpu, 2, dims, true, act, Inputs::F32, 194)?);
     checks.push(matmul_act_grad(gpu, 2, dims, act, Inputs::F32, 195)?);
-    Ok(checks
-        .into_iter()
-        .max_by(|a, b| a.worst_ratio.total_cmp(&b.worst_ratio))
-        .expect("checks ran"))
+    Ok(worst_of(checks))
 }
 
 /// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
