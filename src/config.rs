@@ -196,6 +196,45 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// Checks every hyperparameter: a finite positive learning rate, weight decay ≥ 0, momentum
+    /// and Adam's decays in [0, 1), ε > 0, and a step schedule that decays every ≥ 1 epochs by a
+    /// finite factor > 0.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: String| Err(CohortError::InvalidConfig(s));
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("learning rate must be > 0, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "weight decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        match self.kind {
+            OptimizerKind::Sgd { momentum, .. } if !unit(momentum) => {
+                return bad(format!("momentum must be in [0, 1), got {momentum}"));
+            }
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps }
+                if !(unit(beta1) && unit(beta2) && eps.is_finite() && eps > 0.0) =>
+            {
+                return bad(format!(
+                    "Adam needs beta1 and beta2 in [0, 1) and eps > 0, got {beta1}, {beta2}, {eps}"
+                ));
+            }
+            _ => {}
+        }
+        if let LrSchedule::Step { every, gamma } = self.schedule {
+            if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
+                return bad(format!(
+                    "a step schedule decays every ≥ 1 epochs by a factor > 0, got every {every}, factor {gamma}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The learning rate at `step` (0-based, counting all steps) of a run of `total_steps`,
     /// where an epoch has `steps_per_epoch` steps.
     pub fn lr_at(&self, step: usize, total_steps: usize, steps_per_epoch: usize) -> f32 {
@@ -309,12 +348,7 @@ impl TrainConfig {
                 self.label_smoothing
             ));
         }
-        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
-            return bad(format!(
-                "learning rate must be > 0, got {}",
-                self.optimizer.lr
-            ));
-        }
+        self.optimizer.validate()?;
         if self.epochs == 0 || self.batch_size == 0 {
             return bad("epochs and batch size must be ≥ 1".into());
         }
@@ -389,6 +423,59 @@ mod tests {
             0.1,
             "cosine starts after the warm-up"
         );
+    }
+
+    #[test]
+    fn optimizer_hyperparameters_are_checked() {
+        let ok = OptimizerConfig::default();
+        assert!(ok.validate().is_ok());
+        let adam = |beta1, beta2, eps| OptimizerConfig {
+            kind: OptimizerKind::Adam { beta1, beta2, eps },
+            ..Default::default()
+        };
+        assert!(adam(0.9, 0.999, 1e-8).validate().is_ok());
+        let sgd = |momentum| OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum,
+                nesterov: false,
+            },
+            ..Default::default()
+        };
+        assert!(sgd(0.0).validate().is_ok());
+        let step = |every, gamma| OptimizerConfig {
+            schedule: LrSchedule::Step { every, gamma },
+            ..Default::default()
+        };
+        assert!(step(1, 0.5).validate().is_ok());
+        let bad = [
+            OptimizerConfig {
+                lr: f32::NAN,
+                ..Default::default()
+            },
+            OptimizerConfig {
+                weight_decay: -1e-4,
+                ..Default::default()
+            },
+            OptimizerConfig {
+                weight_decay: f32::INFINITY,
+                ..Default::default()
+            },
+            sgd(1.0),
+            sgd(-0.1),
+            sgd(f32::NAN),
+            adam(1.0, 0.999, 1e-8),
+            adam(0.9, -0.5, 1e-8),
+            adam(0.9, 0.999, 0.0),
+            step(0, 0.5),
+            step(1, 0.0),
+            step(1, f32::INFINITY),
+        ];
+        for config in bad {
+            assert!(
+                matches!(config.validate(), Err(CohortError::InvalidConfig(_))),
+                "{config:?}"
+            );
+        }
     }
 
     #[test]

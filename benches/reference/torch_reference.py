@@ -334,7 +334,7 @@ def bench_dml(torch, args, measures):
                     loss = dml_loss(F, [m(x) for m in peers], y, args.alpha, args.temperature)
                     loss.backward()
                     opt.step()
-                    last["loss"] = loss
+                    last["loss"] = loss.detach()
 
                 r = time_device(torch, args.device, eager_step, args.dml_warmup, args.dml_iters, 0)
                 r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": float(last["loss"])})
