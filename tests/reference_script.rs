@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
 /// Writes `files` (name, JSON) into a fresh directory and returns it.
 fn fixture(files: &[(&str, &str)]) -> PathBuf {
@@ -19,39 +18,15 @@ fn fixture(files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
-/// The script's stdout for `args`, or `None` without python3. The script is found from the
-/// crate root, or from the working directory where the executable was built elsewhere (the GPU
-/// machine runs the staged tests from a copy of the repository).
+/// The script's stdout for `args`, or `None` without python3.
 fn run_script(args: &[String]) -> Option<String> {
-    let script = "benches/reference/torch_reference.py";
-    let root = [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")]
-        .into_iter()
-        .find(|root| root.join(script).is_file())
-        .unwrap_or_else(|| panic!("{script} not found"));
-    match Command::new("python3")
-        .arg(script)
-        .args(args)
-        .current_dir(root)
-        .output()
-    {
-        Ok(out) => {
-            assert!(
-                out.status.success(),
-                "torch_reference.py failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Some(String::from_utf8(out.stdout).unwrap())
-        }
-        Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but python3 cannot run: {e}");
-            }
-            common::loud(&format!(
-                "SKIPPED: python3 cannot run ({e}), so the reference script was NOT checked"
-            ));
-            None
-        }
-    }
+    let out = common::python("benches/reference/torch_reference.py", args)?;
+    assert!(
+        out.status.success(),
+        "torch_reference.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
 }
 
 /// The target report's lines that start with `target` (its best variant's row).

@@ -40,7 +40,7 @@ run() { # name, command...
   echo "=== $name: $*" | tee -a "$out/summary.log"
   "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  grep -hE "test result|SUMMARY|max \|gpu|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
+  grep -hE "test result|SUMMARY|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
   pack

@@ -264,12 +264,14 @@ def bench_gemm(torch, args, measures):
 # (b) DML step
 
 
-def make_peer(nn, sizes):
+def make_peer(nn, sizes, activation=None):
+    """An MLP with layer widths `sizes`; `activation()` (default nn.ReLU) after each hidden layer."""
+    activation = activation or nn.ReLU
     layers = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
-            layers.append(nn.ReLU())
+            layers.append(activation())
     return nn.Sequential(*layers)
 
 
@@ -280,21 +282,25 @@ def make_optimizer(torch, params, lr, capturable):
     return torch.optim.SGD(params, lr=lr, momentum=0.9)
 
 
-def dml_loss(F, logits, labels, alpha, temperature):
-    """Sum over peers of CE + alpha * mean_{j != i} T^2 * KL(p_j.detach() || p_i)."""
-    total = 0.0
-    k = len(logits)
-    for i, zi in enumerate(logits):
-        ce = F.cross_entropy(zi, labels)
-        log_pi = F.log_softmax(zi / temperature, dim=1)
-        kl = 0.0
-        for j, zj in enumerate(logits):
-            if j == i:
-                continue
-            pj = F.softmax(zj / temperature, dim=1).detach()
-            kl = kl + F.kl_div(log_pi, pj, reduction="batchmean") * temperature * temperature
-        total = total + ce + alpha * kl / (k - 1)
-    return total
+def peer_loss(F, logits, i, labels, alpha, temperature, label_smoothing=0.0):
+    """Peer i's loss: CE + alpha * mean_{j != i} T^2 * KL(p_j.detach() || p_i)."""
+    zi = logits[i]
+    ce = F.cross_entropy(zi, labels, label_smoothing=label_smoothing)
+    log_pi = F.log_softmax(zi / temperature, dim=1)
+    kl = 0.0
+    for j, zj in enumerate(logits):
+        if j == i:
+            continue
+        pj = F.softmax(zj / temperature, dim=1).detach()
+        kl = kl + F.kl_div(log_pi, pj, reduction="batchmean") * temperature * temperature
+    return ce + alpha * kl / (len(logits) - 1)
+
+
+def dml_loss(F, logits, labels, alpha, temperature, label_smoothing=0.0):
+    """Sum over peers of peer_loss: one backward gives every peer its own gradient."""
+    return sum(
+        peer_loss(F, logits, i, labels, alpha, temperature, label_smoothing) for i in range(len(logits))
+    )
 
 
 def build_cohort(torch, nn, args, cfg, capturable):

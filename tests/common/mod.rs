@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use cohort::rng::Rng;
@@ -42,4 +44,32 @@ pub fn gpu() -> Option<&'static GpuBackend> {
 /// `n` seeded floats uniform in [lo, hi).
 pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
+}
+
+/// Runs `python3 SCRIPT ARGS…` from the crate root, or from the working directory where the test
+/// was built elsewhere (the GPU machine runs the staged tests from a copy of the repository).
+/// `None` when python3 cannot run: a loud skip, or a failure under `CI=true` (`.ci/run` installs
+/// python3).
+pub fn python(script: &str, args: &[String]) -> Option<Output> {
+    let root = [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")]
+        .into_iter()
+        .find(|root| root.join(script).is_file())
+        .unwrap_or_else(|| panic!("{script} not found"));
+    match Command::new("python3")
+        .arg(script)
+        .args(args)
+        .current_dir(root)
+        .output()
+    {
+        Ok(out) => Some(out),
+        Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but python3 cannot run: {e}");
+            }
+            loud(&format!(
+                "SKIPPED: python3 cannot run ({e}), so {script} was NOT checked"
+            ));
+            None
+        }
+    }
 }
