@@ -65,6 +65,9 @@ enum OptimizerChoice {
 }
 
 #[derive(Args, Clone)]
+// Negative numbers are values (`--lr -1` is then refused by the configuration check, with the
+// reason, instead of by the parser as an unknown flag).
+#[command(allow_negative_numbers = true)]
 struct TrainArgs {
     /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
     #[arg(long, default_value = "digits")]
@@ -308,6 +311,9 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
         mixed_precision: args.precision == Precision::Mixed,
     };
     config.validate()?;
+    if args.log_every == 0 {
+        return Err(CohortError::InvalidConfig("--log-every must be ≥ 1".into()));
+    }
     Ok((split, standardizer, config))
 }
 

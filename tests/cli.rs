@@ -230,6 +230,23 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--temperature", "0"],
         "temperature",
     );
+    // Negative numbers reach the configuration check, which names the reason.
+    fails_cleanly(
+        &["train", "--device", "cpu", "--lr", "-1"],
+        "learning rate must be > 0",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--momentum", "1.5"],
+        "momentum must be in [0, 1)",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--lr-schedule", "step:0:0.5"],
+        "step schedule",
+    );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--log-every", "0"],
+        "--log-every",
+    );
     fails_cleanly(
         &[
             "train",
