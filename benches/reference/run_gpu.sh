@@ -1,32 +1,38 @@
 #!/usr/bin/env bash
-# Everything cohort measures on a real GPU, in a few calls, for the GPU machine (no Rust there).
+# Everything cohort measures on a real GPU, most important first, for the GPU machine (no Rust there).
 #
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
 #         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
-#         (the executables staged were 60 MiB on 2026-11-25, too near the 64 MiB the device
-#         carries with the tree; packed, 25 MiB. This script unpacks them on the GPU machine.)
+#         (the executables staged are about 60 MiB, too near the 64 MiB the device carries with
+#         the tree; packed, 25 MiB. This script unpacks them on the GPU machine.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
-#         PART: tests, matmul, losses, step, torch, train, ab (default: all, in that order). The
-#         whole set needs more than one 10-minute call. Criterion's settings below give about
-#         5 minutes of measuring to "matmul" alone (~90 benchmarks of 1 s warm-up and 2-3 s
-#         each; an estimate from the settings, not a measurement), so: "tests losses step" in
-#         one call, "matmul torch" in the next, "train ab" in a third. The ratios printed by
-#         "torch" use the cohort JSON files of the same call.
-# Back here: each call's $OUT holds results.tar.gz (every log and JSON file; the device tool
-#         returns at most 8 files, so they travel packed, repacked after each part so that a
-#         call cut short still returns what it finished) and summary.log. Unpack each call into
-#         a folder of its own and compare across calls, with issue 4's targets (no PyTorch needed):
-#         python3 benches/reference/torch_reference.py --from-json CALL2/torch.json
-#           --cohort-json CALL*/cohort*.json --targets     (CALL2: the call that ran "torch")
+#         PART, in the default order (most important first):
+#           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
+#           matmul    f32 and f16 products, issue 4's shapes, all transposes
+#           losses    softmax-CE and KL
+#           step      the cohort step: tiny, small, large (f32), small, large (mixed)
+#           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
+#           train     mnist10k, f32 and mixed, 3 epochs each
+#           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
+#           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, coop
+#                     layouts, step variants, the independent-vs-mutual comparison
+#           ab        wgpu's loop bounding on and off, unchecked indexing
+#         COHORT_GPU_SECONDS (default 480) bounds the whole run: each part's commands get what is
+#         left, and parts that find under 20 s left are logged as SKIPPED (out of time). A lease
+#         of 15 device minutes holds one such call (the machine's start takes a minute or two).
+# Back here: $OUT holds results.tar.gz (every log and JSON file; the device tool returns at most
+#         8 files, so they travel packed, repacked after each command so that a call cut short
+#         still returns what it finished) and summary.log. Issue 4's targets, no PyTorch needed:
+#         python3 benches/reference/torch_reference.py --from-json RESULTS/torch.json
+#           --cohort-json RESULTS/cohort*.json --targets
 #
-# The logs and JSON: the test binaries' output (max error per kernel), kernel and step
-# benchmarks, the PyTorch/cuBLAS reference, their ratios, and the epoch time of training on
-# mnist10k. Each part runs even if an earlier one failed.
+# Each part runs even if an earlier one failed.
 set -u
 [ -d .gpu/bin ] || tar -xzf .gpu/bin.tar.gz -C .gpu || { echo "no .gpu/bin or .gpu/bin.tar.gz: stage first (see above)"; exit 1; }
 dest="${OUT:-/tmp/cohort-gpu-out}"
 out=$(mktemp -d /tmp/cohort-gpu-results.XXXXXX)
 mkdir -p "$dest"
+deadline=$(( $(date +%s) + ${COHORT_GPU_SECONDS:-480} ))
 pack() {
   tar -czf "$dest/results.tar.gz.part" -C "$out" . && mv "$dest/results.tar.gz.part" "$dest/results.tar.gz"
   cp "$out/summary.log" "$dest/summary.log" 2>/dev/null
@@ -35,118 +41,132 @@ pack() {
 export COHORT_BIN=.gpu/bin/bin-cohort
 export COHORT_HARDWARE_ONLY=${COHORT_HARDWARE_ONLY:-1}
 status=0
-run() { # name, command...
+run() { # name, command...: runs it with the time left, logs it, keeps the summary lines
   local name=$1; shift
-  echo "=== $name: $*" | tee -a "$out/summary.log"
-  "$@" >"$out/$name.log" 2>&1
+  local left=$(( deadline - $(date +%s) ))
+  if [ $left -lt 20 ]; then
+    echo "=== $name SKIPPED (out of time: ${left}s left of COHORT_GPU_SECONDS)" | tee -a "$out/summary.log"
+    return 0
+  fi
+  echo "=== $name ($(date +%T), ${left}s left): $*" | tee -a "$out/summary.log"
+  timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  grep -hE "test result|SUMMARY|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met" "$out/$name.log" | tail -40 | tee -a "$out/summary.log"
+  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
+  [ $rc = 124 ] && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
   pack
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 
-parts=${*:-tests matmul losses step torch train ab}
+parts=${*:-check matmul losses step torch train tests variants ab}
 want() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
+quick="--warm-up-time 0.5 --measurement-time 1"
 
-if want tests; then
-  for t in .gpu/bin/test-*; do
-    run "$(basename "$t")" "$t" --nocapture --test-threads 1
-  done
-  [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+if want check; then
+  run devices .gpu/bin/bin-cohort devices
+  run check .gpu/bin/bin-cohort check
 fi
 
 export COHORT_BENCH_JSON="$out/cohort.json"
-shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256,256x1024x1024,1024x1024x256
+shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256
 if want matmul; then
-  COHORT_BENCH_SHAPES=$shapes \
-    run bench-matmul .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-  # f16: F16 tensors (as cuBLAS HGEMM gets them); mixed: f32 tensors rounded as loaded.
+  COHORT_BENCH_SHAPES=$shapes run bench-matmul .gpu/bin/bench-matmul --bench $quick
+  # f16: F16 tensors (as cuBLAS HGEMM gets them).
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
-    run bench-matmul-f16 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 3
-  COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed \
-    run bench-matmul-mixed .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
-  # f32 products split into f16 parts on the tensor cores (three f16 products each), against
-  # the f32 kernel of the first run.
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
-    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
-  # Each f32 tile forced, to check the default's choice (their JSON goes to files of their own).
-  for tile in 64 128; do
-    COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
-      run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
-  done
-  # Split K on products with few tiles (the output layers' forward, 10 columns; a hidden layer's
-  # forward, 128 tiles): as chosen, then never split (COHORT_SPLIT_K=1), f32 and f16.
-  thin=2b256x10x1024,2b1024x10x4096,2b256x1024x1024
-  for s in auto 1; do
-    for prec in f32 f16; do
-      COHORT_SPLIT_K=${s/auto/} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_PRECISION=$prec \
-        COHORT_BENCH_JSON="$out/cohort-splitk-$s-$prec.json" \
-        run "bench-matmul-splitk-$s-$prec" .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
-    done
-  done
-  # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
-  # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
-  # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
-  for layout in 2x2:2x2 1x2:4x2 4x2:2x4 2x4:4x2 2x2:4x4; do
-    COHORT_BENCH_SHAPES=4096x4096x4096,1024x1024x1024,256x1024x784 COHORT_BENCH_PRECISION=f16 \
-      COHORT_COOP_LAYOUT=$layout COHORT_BENCH_JSON="$out/cohort-coop-${layout/:/-}.json" \
-      run "bench-matmul-coop-${layout/:/-}" .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN
-  done
+    run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick
 fi
 if want losses; then
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
-    run bench-losses .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2
+    run bench-losses .gpu/bin/bench-losses --bench $quick
 fi
 if want step; then
-  COHORT_BENCH_STEPS=tiny,small,large \
-    run bench-step .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+  COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    run bench-step-mixed .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  # The same mixed-precision steps without tensor cores (the f32 kernel rounding to f16), and
-  # without the F16 weight copies and activations (f32 tensors rounded as loaded).
-  COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
-    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
-    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  # The f32 steps with every f32 product split into f16 parts on the tensor cores.
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
-    run bench-step-split-f32 .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  # Without split K (the default splits products with few tiles: the output layers, and the
-  # hidden layers of the small step), f32 and mixed.
-  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
-    run bench-step-splitk-off .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-splitk-off.json" \
-    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
+    run bench-step-mixed .gpu/bin/bench-step --bench $quick
 fi
 if want torch && python3 -c "import torch" 2>/dev/null; then
-  # Ratios to every cohort JSON of this call, and issue 4's targets with the best variant of each.
+  # Ratios to every cohort JSON of this call so far, and issue 4's targets with the best variant
+  # of each. The shapes are the matmul part's (the training shapes with batch 1024 too).
   jsons=("$out"/cohort*.json)
   [ -e "${jsons[0]}" ] || jsons=()
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --targets \
-    ${jsons[@]:+--cohort-json "${jsons[@]}"}
+    --iters 20 --dml-iters 30 ${jsons[@]:+--cohort-json "${jsons[@]}"}
 fi
 if want train && [ -d .gpu/data/mnist10k ]; then
   run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
   run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
-  COHORT_F32_MATMUL=split-f16 \
-    run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
-  run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
+fi
+if want tests; then
+  # As in CI: a GPU test that finds no adapter fails instead of skipping.
+  export CI=true
+  for t in .gpu/bin/test-*; do
+    run "$(basename "$t")" "$t" --nocapture --test-threads 4
+  done
+  [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+fi
+if want variants; then
+  # Mixed: f32 tensors rounded to f16 as loaded, against the F16 tensors of the matmul part.
+  COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed COHORT_BENCH_TRANSPOSES=nn \
+    run bench-matmul-mixed .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  # f32 products split into f16 parts on the tensor cores (three f16 products each).
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
+    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
+    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+  # Each f32 tile forced, to check the default's choice.
+  for tile in 64 128; do
+    COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
+      run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  done
+  # The mixed step without tensor cores (the f32 kernel rounding to f16), and without the F16
+  # weight copies and activations (f32 tensors rounded as loaded).
+  COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
+    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick
+  COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
+    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick
+  # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
+  # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
+  # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
+  for layout in 2x2:2x2 1x2:4x2 4x2:2x4 2x4:4x2 2x2:4x4; do
+    COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 \
+      COHORT_COOP_LAYOUT=$layout COHORT_BENCH_JSON="$out/cohort-coop-${layout/:/-}.json" \
+      run "bench-matmul-coop-${layout/:/-}" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  done
+  # Split K on products with few tiles (the output layers' forward, 10 columns; a hidden layer's
+  # forward, 128 tiles): as chosen, then never split (COHORT_SPLIT_K=1), f32 and f16; and the
+  # steps without splits.
+  thin=2b256x10x1024,2b1024x10x4096,2b256x1024x1024
+  for s in auto 1; do
+    for prec in f32 f16; do
+      COHORT_SPLIT_K=${s/auto/} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=$prec \
+        COHORT_BENCH_JSON="$out/cohort-splitk-$s-$prec.json" \
+        run "bench-matmul-splitk-$s-$prec" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    done
+  done
+  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
+    run bench-step-splitk-off .gpu/bin/bench-step --bench $quick
+  COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-splitk-off.json" \
+    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench $quick
+  if [ -d .gpu/data/mnist10k ]; then
+    COHORT_F32_MATMUL=split-f16 \
+      run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
+    run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
+  fi
 fi
 if want ab; then
   # wgpu's loop-bounding counters forced on and off everywhere (the default is per kernel).
   for lb in 1 0; do
     COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
-      run bench-step-loop-bounding-$lb .gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3
-    COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_LOGITS=2x256x10,4x1024x100 \
+      run bench-step-loop-bounding-$lb .gpu/bin/bench-step --bench $quick
+    COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_LOGITS=2x256x10,4x1024x100 \
       COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
-      run bench-kernels-loop-bounding-$lb bash -c ".gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN && .gpu/bin/bench-losses --bench --warm-up-time 1 --measurement-time 2 losses-gpu"
+      run bench-kernels-loop-bounding-$lb bash -c ".gpu/bin/bench-matmul --bench $quick matmul-gpu/ && .gpu/bin/bench-losses --bench $quick losses-gpu"
   done
   # wgpu's index clamping dropped (off by default).
-  COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 \
+  COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
-    run bench-unchecked bash -c ".gpu/bin/bench-step --bench --warm-up-time 1 --measurement-time 3 && .gpu/bin/bench-matmul --bench --warm-up-time 1 --measurement-time 2 matmul-gpu/NN"
+    run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 fi
 pack
 exit $status
