@@ -5,8 +5,8 @@
 // pre-activation gradient in the same pass.
 // CPU twins: src/cpu/matmul.rs, then src/cpu/bias_act.rs.
 //
-// Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64 or 128, a pipeline
-// constant the host picks by shape), staging TILE x 16 slices of A and B through workgroup memory;
+// Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64, or 128 when the host is
+// told to: a pipeline constant), staging TILE x 16 slices of A and B through workgroup memory;
 // each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers: runs of four
 // rows (columns) from row 4·lid.y (column 4·lid.x), repeated every 64, so that every
 // workgroup-memory read is a vec4 that neighbouring threads take side by side or share.
@@ -29,7 +29,7 @@ override MICRO: u32 = TILE / 16u; // per-thread block: 4 or 8 (derived, never se
 // stored [K, N], K for B stored [N, K]), so a vec4 is wholly inside the matrix or wholly outside.
 override VEC_A: bool = false;
 override VEC_B: bool = false;
-// Params, bindings, a_at / b_at, product and write_epilogue: shaders/include/matmul_io.wgsl.
+// Params, bindings, a_at / b_at, product and the epilogues: shaders/include/matmul_io.wgsl.
 
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
@@ -243,13 +243,8 @@ fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
     return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
 }
 
-@compute @workgroup_size(16, 16, 1)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(local_invocation_id) lid: vec3<u32>,
-    @builtin(local_invocation_index) tid: u32,
-) {
-    let acc = tile_product(wg, lid, tid);
+// Stores this thread's MICRO x MICRO block of C: the product, alpha·acc (+ beta·C).
+fn store_block(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>) {
     for (var e = 0u; e < MICRO * MICRO; e++) {
         let at = c_place(wg, lid, e);
         if (at.y != 0u) {
@@ -258,13 +253,28 @@ fn main(
     }
 }
 
-fn write_with_epilogue(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>, epilogue: u32) {
+// The epilogue on this thread's block of C, which already holds the product (its own writes).
+// The epilogue entries apply it in this second pass, not in store_block's loop: the accumulators
+// stay in registers only where the driver unrolls every loop that indexes them, and a loop that
+// also evaluates the activation is longer. (The H200 ran the epilogue entries of the 64 tile, as
+// one loop, about ten times slower than `main`, as slow as the 128 tile whose 64-element loops
+// are long too: a driver that keeps the accumulators in local memory is the suspect.)
+fn finish_block(wg: vec3<u32>, lid: vec3<u32>, epilogue: u32) {
     for (var e = 0u; e < MICRO * MICRO; e++) {
         let at = c_place(wg, lid, e);
         if (at.y != 0u) {
-            write_epilogue(wg.z, at.x, acc[e], epilogue);
+            epilogue_at(wg.z, at.x, c[at.x], epilogue);
         }
     }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(local_invocation_index) tid: u32,
+) {
+    store_block(wg, lid, tile_product(wg, lid, tid));
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -273,7 +283,8 @@ fn main_bias_act(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    write_with_epilogue(wg, lid, tile_product(wg, lid, tid), BIAS_ACT);
+    store_block(wg, lid, tile_product(wg, lid, tid));
+    finish_block(wg, lid, BIAS_ACT);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -282,7 +293,8 @@ fn main_act_grad(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    write_with_epilogue(wg, lid, tile_product(wg, lid, tid), ACT_GRAD);
+    store_block(wg, lid, tile_product(wg, lid, tid));
+    finish_block(wg, lid, ACT_GRAD);
 }
 
 // Split K, second pass (see include/matmul_io.wgsl): C = alpha · (the sum of the splits' partial

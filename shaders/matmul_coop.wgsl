@@ -50,7 +50,7 @@ override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread 
 // have more than one unnamed override-expression length.
 override STAGED: u32 = 2u * TILE * KS * PARTS;
 override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS * PARTS;
-// Params, bindings, a_at / b_at, product and write_epilogue: shaders/include/matmul_io.wgsl.
+// Params, bindings, a_at / b_at, product and the epilogues: shaders/include/matmul_io.wgsl.
 
 const TK: u32 = 32u; // k per step
 // Row stride of the staged slices, in f16: TK plus 8 against bank conflicts; rows stay 16-byte

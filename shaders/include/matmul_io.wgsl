@@ -73,14 +73,13 @@ fn product(idx: u32, acc: f32) -> f32 {
     return value;
 }
 
-// The fused epilogues. Only the epilogue entries call write_epilogue, so only they bind `bias`
+// The fused epilogues. Only the epilogue entries call epilogue_at, so only they bind `bias`
 // and `aux`; plain products need not.
 const BIAS_ACT: u32 = 1u; // C = product; aux = act(product + bias)      (a layer's forward)
 const ACT_GRAD: u32 = 2u; // C = product · act'(aux + bias), aux = pre    (a hidden layer's backward)
 
-// Writes C's element `idx` of batch entry `batch` from its accumulator, with the epilogue.
-fn write_epilogue(batch: u32, idx: u32, acc: f32, epilogue: u32) {
-    let value = product(idx, acc);
+// Writes C's element `idx` of batch entry `batch`, whose product is `value`, with the epilogue.
+fn epilogue_at(batch: u32, idx: u32, value: f32, epilogue: u32) {
     let b = bias[batch * p.bias_stride + idx % p.n];
     if (epilogue == ACT_GRAD) {
         c[idx] = value * derivative(f32(aux[idx]) + b, p.act);
@@ -88,4 +87,9 @@ fn write_epilogue(batch: u32, idx: u32, acc: f32, epilogue: u32) {
         c[idx] = value;
         aux[idx] = ElemAux(activate(value + b, p.act));
     }
+}
+
+// Writes C's element `idx` of batch entry `batch` from its accumulator, with the epilogue.
+fn write_epilogue(batch: u32, idx: u32, acc: f32, epilogue: u32) {
+    epilogue_at(batch, idx, product(idx, acc), epilogue);
 }

@@ -62,7 +62,7 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
     )
 }
 
-/// Output tiles a matmul needs before the 128-wide tile is chosen over the 64-wide one.
+/// Output tiles a product needs before the cooperative-matrix kernel's big layout is chosen.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
 
 /// Workgroups (tiles × batch × splits) a matmul on a hardware adapter is split along K to reach,
@@ -1094,21 +1094,11 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
-    /// The C tile of `matmul.wgsl` for a product: 128×128 (8×8 per thread) on a real GPU when C
-    /// has at least [`BIG_TILE_MIN_WORKGROUPS`] such tiles (e.g. 4096² but not 1024² or the
-    /// training shapes), else 64×64, unless [`GpuOptions::matmul_tile`] forces one.
-    fn matmul_tile(&self, d: &MatmulDims) -> usize {
-        match self.matmul_tile {
-            Some(tile) => tile,
-            // 128-wide tiles only when there are enough of them to keep a large GPU busy (two
-            // per compute unit of a 100+ unit device); smaller products get 4x the workgroups.
-            None if !self.is_software()
-                && d.m.div_ceil(128) * d.n.div_ceil(128) * d.batch >= BIG_TILE_MIN_WORKGROUPS =>
-            {
-                128
-            }
-            None => 64,
-        }
+    /// The C tile of `matmul.wgsl`: 64×64 unless [`GpuOptions::matmul_tile`] forces 128. (The
+    /// 128 tile, 8×8 accumulators per thread, ran at 1.5 TFLOP/s on an H200 where the 64 tile
+    /// ran at 27, at 4096³: BENCHMARKS.md.)
+    fn matmul_tile(&self) -> usize {
+        self.matmul_tile.unwrap_or(64)
     }
 
     /// An [`CohortError::Unsupported`] error for `what` where F16 tensors are not offered.
@@ -1189,7 +1179,7 @@ impl GpuBackend {
                 (Shader::MatmulCoop(kernel.ops, storage), tile)
             }
             None => {
-                let tile = self.matmul_tile(d);
+                let tile = self.matmul_tile();
                 constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
                 (Shader::Matmul(storage), tile)
             }

@@ -22,7 +22,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Refuse software adapters such as lavapipe.
     pub hardware_only: bool,
-    /// Force the f32 matmul's C tile (64 or 128) instead of choosing by shape and adapter.
+    /// Force the matmul tile: 64 or 128 for the f32 kernel (default 64); on the cooperative-matrix
+    /// kernel, 128 forces its big layout and 64 its small one (default: by shape).
     pub matmul_tile: Option<usize>,
     /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
     /// multiplied by workgroups of their own and then summed, instead of splitting products
