@@ -23,6 +23,10 @@
 //!   accumulation (tensor cores where available; what cuBLAS HGEMM is given), JSON keys end in
 //!   `fp16`; `mixed`: f32 tensors rounded to f16 as they are loaded, keys end in `mixed`.
 //!   `COHORT_MATMUL_TILE=64|128` forces the f32 kernel's tile.
+//! - `COHORT_BENCH_EPILOGUE`: `none` (default); `bias_act`: the fused forward of a layer
+//!   (`Backend::matmul_bias_act`, ReLU, bias per batch entry); `act_grad`: the fused backward
+//!   (`Backend::matmul_act_grad`). JSON keys and summary lines then end in `+bias_act` or
+//!   `+act_grad` (PyTorch has no counterpart).
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
 //!   JSON keys are `matmul/<NN|NT|TN|TT>/<shape>/fp32`, as `benches/reference/torch_reference.py`
 //!   names its cuBLAS timings.
@@ -32,7 +36,7 @@ mod common;
 use std::time::Duration;
 
 use cohort::gpu::GpuTensor;
-use cohort::ops::MatmulSpec;
+use cohort::ops::{Activation, MatmulSpec};
 use cohort::rng::Rng;
 use cohort::{Backend, CpuBackend, DType, GpuBackend};
 use common::{Clock, JsonSink};
@@ -163,6 +167,82 @@ fn precision() -> Precision {
     }
 }
 
+/// What the timed product writes besides C (`COHORT_BENCH_EPILOGUE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Epilogue {
+    /// C alone (`Backend::matmul`).
+    None,
+    /// C, then ReLU(C + bias) into a second tensor (`Backend::matmul_bias_act`).
+    BiasAct,
+    /// C times ReLU'(pre + bias) (`Backend::matmul_act_grad`).
+    ActGrad,
+}
+
+impl Epilogue {
+    fn from_env() -> Epilogue {
+        match std::env::var("COHORT_BENCH_EPILOGUE").as_deref() {
+            Err(_) | Ok("" | "none") => Epilogue::None,
+            Ok("bias_act") => Epilogue::BiasAct,
+            Ok("act_grad") => Epilogue::ActGrad,
+            Ok(other) => {
+                panic!("COHORT_BENCH_EPILOGUE: unknown '{other}' (none, bias_act, act_grad)")
+            }
+        }
+    }
+
+    /// The suffix of JSON keys and summary labels.
+    fn suffix(self) -> &'static str {
+        match self {
+            Epilogue::None => "",
+            Epilogue::BiasAct => "+bias_act",
+            Epilogue::ActGrad => "+act_grad",
+        }
+    }
+}
+
+/// The bias and the second C-shaped tensor an epilogue reads or writes.
+struct EpilogueTensors {
+    bias: GpuTensor,
+    other: GpuTensor,
+}
+
+impl EpilogueTensors {
+    fn new(gpu: &GpuBackend, rng: &mut Rng, shape: &Shape) -> cohort::Result<EpilogueTensors> {
+        let bias_shape = if shape.batch > 1 {
+            vec![shape.batch, shape.n]
+        } else {
+            vec![shape.n]
+        };
+        let c_len = shape.batch * shape.m * shape.n;
+        let c_shape = shape.operands(Trans { a: false, b: false })[2].clone();
+        Ok(EpilogueTensors {
+            bias: gpu.tensor(
+                &bias_shape,
+                &rng.uniform_vec(shape.batch * shape.n, -1.0, 1.0),
+            )?,
+            other: gpu.tensor(&c_shape, &rng.uniform_vec(c_len, -1.0, 1.0))?,
+        })
+    }
+}
+
+/// Records one product with `epilogue` (`extra` holds its tensors unless it is `None`).
+fn record_product(
+    gpu: &GpuBackend,
+    (a, b, c): (&GpuTensor, &GpuTensor, &mut GpuTensor),
+    extra: Option<&mut EpilogueTensors>,
+    spec: &MatmulSpec,
+) -> cohort::Result<()> {
+    match extra {
+        None => gpu.matmul(a, b, c, spec),
+        Some(e) => match Epilogue::from_env() {
+            Epilogue::ActGrad => {
+                gpu.matmul_act_grad(a, b, &e.other, &e.bias, c, spec, Activation::Relu)
+            }
+            _ => gpu.matmul_bias_act(a, b, &e.bias, c, &mut e.other, spec, Activation::Relu),
+        },
+    }
+}
+
 /// A tensor of `shape` with uniform values in [-1, 1], F16 for `Precision::F16`.
 fn operand(gpu: &GpuBackend, rng: &mut Rng, shape: &[usize]) -> cohort::Result<GpuTensor> {
     let data = rng.uniform_vec(shape.iter().product(), -1.0, 1.0);
@@ -204,6 +284,8 @@ fn transposes_from_env() -> Vec<Trans> {
 /// One finished measurement, for the summary.
 struct Row {
     backend: &'static str,
+    /// The epilogue's suffix (empty for the plain product).
+    epilogue: &'static str,
     shape: Shape,
     trans: Trans,
     median: Duration,
@@ -218,10 +300,11 @@ impl Row {
 
     fn line(&self) -> String {
         format!(
-            "SUMMARY matmul {:<3} {:>18} {} | median {:>10.4} ms | {:>9.5} TFLOP/s | {} iters, {}",
+            "SUMMARY matmul {:<3} {:>18} {}{} | median {:>10.4} ms | {:>9.5} TFLOP/s | {} iters, {}",
             self.backend,
             self.shape.to_string(),
             self.trans.name(),
+            self.epilogue,
             common::ms(self.median),
             self.tflops(),
             self.iters,
@@ -250,10 +333,16 @@ fn bench_gpu(
                 let a = operand(gpu, &mut rng, &sa)?;
                 let b = operand(gpu, &mut rng, &sb)?;
                 let mut c = gpu.zeros(&sc, DType::F32)?;
+                let mut extra = match Epilogue::from_env() {
+                    Epilogue::None => None,
+                    _ => Some(EpilogueTensors::new(gpu, &mut rng, &shape)?),
+                };
                 // Compile the pipeline and touch every buffer before timing; the first run also
                 // tells whether timestamp queries work here.
                 if clock.is_none() {
-                    let picked = common::pick_clock(gpu, || gpu.matmul(&a, &b, &mut c, &t.spec()))?;
+                    let picked = common::pick_clock(gpu, || {
+                        record_product(gpu, (&a, &b, &mut c), extra.as_mut(), &t.spec())
+                    })?;
                     eprintln!("[matmul] timing with {}", picked.label());
                     if precision() != Precision::F32 {
                         eprintln!(
@@ -270,12 +359,12 @@ fn bench_gpu(
                     }
                     clock = Some(picked);
                 } else {
-                    gpu.matmul(&a, &b, &mut c, &t.spec())?;
+                    record_product(gpu, (&a, &b, &mut c), extra.as_mut(), &t.spec())?;
                     gpu.finish()?;
                 }
-                Ok::<_, cohort::CohortError>((a, b, c))
+                Ok::<_, cohort::CohortError>((a, b, c, extra))
             })();
-            let (a, b, mut cm) = match setup {
+            let (a, b, mut cm, mut extra) = match setup {
                 Ok(v) => v,
                 Err(e) => {
                     eprintln!("SKIPPED matmul gpu {shape} {}: {e}", t.name());
@@ -286,10 +375,13 @@ fn bench_gpu(
             group.throughput(Throughput::Elements(shape.flops() as u64));
             let id = BenchmarkId::new(t.name(), shape);
             if let Some((median, iters)) = common::measure(&mut group, id, samples, || {
-                common::time_gpu(gpu, clock, || gpu.matmul(&a, &b, &mut cm, &t.spec()))
+                common::time_gpu(gpu, clock, || {
+                    record_product(gpu, (&a, &b, &mut cm), extra.as_mut(), &t.spec())
+                })
             }) {
                 let row = Row {
                     backend: precision().names().1,
+                    epilogue: Epilogue::from_env().suffix(),
                     shape,
                     trans: t,
                     median,
@@ -298,7 +390,12 @@ fn bench_gpu(
                 };
                 eprintln!("{}", row.line());
                 json.record(
-                    format!("matmul/{}/{shape}/{}", t.name(), precision().names().0),
+                    format!(
+                        "matmul/{}/{shape}/{}{}",
+                        t.name(),
+                        precision().names().0,
+                        Epilogue::from_env().suffix()
+                    ),
                     serde_json::json!({
                         "median_ms": common::ms(median),
                         "tflops": row.tflops(),
@@ -344,6 +441,7 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
         }) {
             let row = Row {
                 backend: "cpu",
+                epilogue: "",
                 shape,
                 trans: t,
                 median,

@@ -2,17 +2,22 @@
 # Everything cohort measures on a real GPU, most important first, for the GPU machine (no Rust there).
 #
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
+#         (cd .gpu/debs && apt-get -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 \
+#            -oDir::State::Lists=/tmp/amd64-lists download libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0)
 #         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
-#         (the executables staged are about 60 MiB, too near the 64 MiB the device carries with
-#         the tree; packed, 25 MiB. This script unpacks them on the GPU machine.)
+#         (the executables staged are about 68 MiB, over the 64 MiB the device carries with the
+#         tree; packed, 29 MiB. This script unpacks them on the GPU machine. The GL vendor-neutral
+#         libraries are needed by NVIDIA's Vulkan driver there: with the Vulkan loader alone, on
+#         2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs every .deb in .gpu/debs.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         PART, in the default order (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
-#           matmul    f32 and f16 products, issue 4's shapes, all transposes
+#           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
+#                     fused epilogues at the large step's shapes
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed)
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
-#           train     mnist10k, f32 and mixed, 3 epochs each
+#           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, coop
 #                     layouts, step variants, the independent-vs-mutual comparison
@@ -66,6 +71,12 @@ quick="--warm-up-time 0.5 --measurement-time 1"
 if want check; then
   run devices .gpu/bin/bin-cohort devices
   run check .gpu/bin/bin-cohort check
+  # Without a hardware adapter every later part would measure the CPU backend: stop here.
+  if grep -q "no GPU adapter" "$out/check.log"; then
+    echo "=== no hardware GPU adapter: stopping (see devices.log; are the .gpu/debs above staged?)" | tee -a "$out/summary.log"
+    pack
+    exit 1
+  fi
 fi
 
 export COHORT_BENCH_JSON="$out/cohort.json"
@@ -75,6 +86,11 @@ if want matmul; then
   # f16: F16 tensors (as cuBLAS HGEMM gets them).
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick
+  # The fused epilogues of the f32 kernel (the large step's hidden layers use them unsplit).
+  for epilogue in bias_act act_grad; do
+    COHORT_BENCH_EPILOGUE=$epilogue COHORT_BENCH_SHAPES=2b1024x4096x4096,2b1024x4096x784 COHORT_BENCH_TRANSPOSES=nn,nt \
+      run bench-matmul-$epilogue .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  done
 fi
 if want losses; then
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
@@ -94,8 +110,13 @@ if want torch && python3 -c "import torch" 2>/dev/null; then
     --iters 20 --dml-iters 30 ${jsons[@]:+--cohort-json "${jsons[@]}"}
 fi
 if want train && [ -d .gpu/data/mnist10k ]; then
-  run train-mnist10k .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
-  run train-mnist10k-mixed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision mixed
+  # Mixed precision against f32 over three seeds (one seed cannot tell a gap from noise).
+  for seed in 0 1 2; do
+    for prec in f32 mixed; do
+      run train-mnist10k-$prec-seed$seed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k \
+        --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision $prec --seed $seed
+    done
+  done
 fi
 if want tests; then
   # As in CI: a GPU test that finds no adapter fails instead of skipping.
@@ -114,7 +135,7 @@ if want variants; then
     run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
     run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
-  # Each f32 tile forced, to check the default's choice.
+  # Each f32 tile forced, to check the default (64).
   for tile in 64 128; do
     COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
       run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
