@@ -363,6 +363,9 @@ def bench_dml(torch, args, measures):
                         loss = dml_loss(F, [m(static_x) for m in peers], static_y, args.alpha, args.temperature)
                         loss.backward()
                         opt.step()
+                # The last warm-up loss would keep its autograd graph, made on the side stream,
+                # alive into the capture (PyTorch warns of a stream mismatch).
+                del loss
                 torch.cuda.current_stream().wait_stream(side)
                 graph = torch.cuda.CUDAGraph()
                 # Grads set to None so backward() allocates them from the graph's private pool;
@@ -374,7 +377,7 @@ def bench_dml(torch, args, measures):
                     opt.step()
 
                 r = time_cuda(torch, graph.replay, args.dml_warmup, args.dml_iters, 0)
-                loss = float(static_loss)
+                loss = float(static_loss.detach())
                 if not math.isfinite(loss):
                     print(f"  warning: graph-replayed loss is {loss}", file=sys.stderr)
                 r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": loss})
