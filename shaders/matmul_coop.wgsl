@@ -176,6 +176,53 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
     }
 }
 
+// Accumulator f of `acc` (16 entries: MAX_FRAGS²), read or replaced with a constant index. A loop
+// over fragments that the driver does not unroll (the stashing loop below holds barriers) would
+// otherwise index the array with a variable, and an array so indexed lives in local memory, not
+// registers: the suspected cause of this kernel's 22 TFLOP/s on the H200 (BENCHMARKS.md; not yet
+// measured with these). Where the loop is unrolled, the switch folds away.
+fn acc_get(acc: ptr<function, array<Acc, 16>>, f: u32) -> Acc {
+    switch f {
+        case 0u: { return (*acc)[0]; }
+        case 1u: { return (*acc)[1]; }
+        case 2u: { return (*acc)[2]; }
+        case 3u: { return (*acc)[3]; }
+        case 4u: { return (*acc)[4]; }
+        case 5u: { return (*acc)[5]; }
+        case 6u: { return (*acc)[6]; }
+        case 7u: { return (*acc)[7]; }
+        case 8u: { return (*acc)[8]; }
+        case 9u: { return (*acc)[9]; }
+        case 10u: { return (*acc)[10]; }
+        case 11u: { return (*acc)[11]; }
+        case 12u: { return (*acc)[12]; }
+        case 13u: { return (*acc)[13]; }
+        case 14u: { return (*acc)[14]; }
+        default: { return (*acc)[15]; }
+    }
+}
+
+fn acc_set(acc: ptr<function, array<Acc, 16>>, f: u32, value: Acc) {
+    switch f {
+        case 0u: { (*acc)[0] = value; }
+        case 1u: { (*acc)[1] = value; }
+        case 2u: { (*acc)[2] = value; }
+        case 3u: { (*acc)[3] = value; }
+        case 4u: { (*acc)[4] = value; }
+        case 5u: { (*acc)[5] = value; }
+        case 6u: { (*acc)[6] = value; }
+        case 7u: { (*acc)[7] = value; }
+        case 8u: { (*acc)[8] = value; }
+        case 9u: { (*acc)[9] = value; }
+        case 10u: { (*acc)[10] = value; }
+        case 11u: { (*acc)[11] = value; }
+        case 12u: { (*acc)[12] = value; }
+        case 13u: { (*acc)[13] = value; }
+        case 14u: { (*acc)[14] = value; }
+        default: { (*acc)[15] = value; }
+    }
+}
+
 // Accumulates the subgroup's FR x FC fragments (row-major in the first FR·FC entries, zero on
 // entry) of this workgroup's tile of op(A)·op(B) into `acc`; with SPLIT_F32 the hi·lo + lo·hi
 // corrections into `corr` (untouched otherwise).
@@ -226,13 +273,14 @@ fn tile_product(
                 let at = (buf * TILE + sg_col + j * FRAG) * KS + ks;
                 let fb = frag_b(at);
                 for (var i = 0u; i < FR; i++) {
-                    (*acc)[i * FC + j] = mma(fa[i], fb, (*acc)[i * FC + j]);
+                    let f = i * FC + j;
+                    acc_set(acc, f, mma(fa[i], fb, acc_get(acc, f)));
                 }
                 if (SPLIT_F32) {
                     let fb_lo = frag_b(LO + at);
                     for (var i = 0u; i < FR; i++) {
                         let f = i * FC + j;
-                        (*corr)[f] = mma(fa_lo[i], fb, mma(fa[i], fb_lo, (*corr)[f]));
+                        acc_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, acc_get(corr, f))));
                     }
                 }
             }
@@ -280,9 +328,9 @@ fn stash_fragment(
     f: u32,
     tid: u32,
 ) {
-    stash((*acc)[f], staging(tid));
+    stash(acc_get(acc, f), staging(tid));
     if (SPLIT_F32) {
-        stash((*corr)[f], CORR_STAGING + staging(tid));
+        stash(acc_get(corr, f), CORR_STAGING + staging(tid));
     }
 }
 
