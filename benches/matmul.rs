@@ -200,46 +200,56 @@ impl Epilogue {
     }
 }
 
-/// The bias and the second C-shaped tensor an epilogue reads or writes.
+/// An epilogue other than `None` and the tensors it reads or writes besides A, B and C: the bias,
+/// and a second tensor shaped as C (ReLU's output, or the pre-activation its gradient reads).
 struct EpilogueTensors {
+    kind: Epilogue,
     bias: GpuTensor,
     other: GpuTensor,
 }
 
 impl EpilogueTensors {
-    fn new(gpu: &GpuBackend, rng: &mut Rng, shape: &Shape) -> cohort::Result<EpilogueTensors> {
+    /// The tensors for `kind` on a product of `shape` whose C is stored as `c_shape`; `None` for
+    /// the plain product.
+    fn new(
+        gpu: &GpuBackend,
+        rng: &mut Rng,
+        kind: Epilogue,
+        shape: &Shape,
+        c_shape: &[usize],
+    ) -> cohort::Result<Option<EpilogueTensors>> {
+        if kind == Epilogue::None {
+            return Ok(None);
+        }
         let bias_shape = if shape.batch > 1 {
             vec![shape.batch, shape.n]
         } else {
             vec![shape.n]
         };
-        let c_len = shape.batch * shape.m * shape.n;
-        let c_shape = shape.operands(Trans { a: false, b: false })[2].clone();
-        Ok(EpilogueTensors {
-            bias: gpu.tensor(
-                &bias_shape,
-                &rng.uniform_vec(shape.batch * shape.n, -1.0, 1.0),
-            )?,
-            other: gpu.tensor(&c_shape, &rng.uniform_vec(c_len, -1.0, 1.0))?,
-        })
+        let bias_data = rng.uniform_vec(shape.batch * shape.n, -1.0, 1.0);
+        let other_data = rng.uniform_vec(c_shape.iter().product(), -1.0, 1.0);
+        Ok(Some(EpilogueTensors {
+            kind,
+            bias: gpu.tensor(&bias_shape, &bias_data)?,
+            other: gpu.tensor(c_shape, &other_data)?,
+        }))
     }
 }
 
-/// Records one product with `epilogue` (`extra` holds its tensors unless it is `None`).
+/// Records one product, with the epilogue of `extra` when there is one.
 fn record_product(
     gpu: &GpuBackend,
     (a, b, c): (&GpuTensor, &GpuTensor, &mut GpuTensor),
     extra: Option<&mut EpilogueTensors>,
     spec: &MatmulSpec,
 ) -> cohort::Result<()> {
-    match extra {
-        None => gpu.matmul(a, b, c, spec),
-        Some(e) => match Epilogue::from_env() {
-            Epilogue::ActGrad => {
-                gpu.matmul_act_grad(a, b, &e.other, &e.bias, c, spec, Activation::Relu)
-            }
-            _ => gpu.matmul_bias_act(a, b, &e.bias, c, &mut e.other, spec, Activation::Relu),
-        },
+    let Some(e) = extra else {
+        return gpu.matmul(a, b, c, spec);
+    };
+    if e.kind == Epilogue::ActGrad {
+        gpu.matmul_act_grad(a, b, &e.other, &e.bias, c, spec, Activation::Relu)
+    } else {
+        gpu.matmul_bias_act(a, b, &e.bias, c, &mut e.other, spec, Activation::Relu)
     }
 }
 
@@ -322,6 +332,7 @@ fn bench_gpu(
 ) {
     let shapes = shapes_from_env();
     let transposes = transposes_from_env();
+    let epilogue = Epilogue::from_env();
     let mut clock = None;
     let mut group = c.benchmark_group("matmul-gpu");
     group.sample_size(samples);
@@ -333,10 +344,7 @@ fn bench_gpu(
                 let a = operand(gpu, &mut rng, &sa)?;
                 let b = operand(gpu, &mut rng, &sb)?;
                 let mut c = gpu.zeros(&sc, DType::F32)?;
-                let mut extra = match Epilogue::from_env() {
-                    Epilogue::None => None,
-                    _ => Some(EpilogueTensors::new(gpu, &mut rng, &shape)?),
-                };
+                let mut extra = EpilogueTensors::new(gpu, &mut rng, epilogue, &shape, &sc)?;
                 // Compile the pipeline and touch every buffer before timing; the first run also
                 // tells whether timestamp queries work here.
                 if clock.is_none() {
@@ -381,7 +389,7 @@ fn bench_gpu(
             }) {
                 let row = Row {
                     backend: precision().names().1,
-                    epilogue: Epilogue::from_env().suffix(),
+                    epilogue: epilogue.suffix(),
                     shape,
                     trans: t,
                     median,
@@ -394,7 +402,7 @@ fn bench_gpu(
                         "matmul/{}/{shape}/{}{}",
                         t.name(),
                         precision().names().0,
-                        Epilogue::from_env().suffix()
+                        epilogue.suffix()
                     ),
                     serde_json::json!({
                         "median_ms": common::ms(median),
