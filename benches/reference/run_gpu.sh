@@ -10,7 +10,7 @@
 #         libraries are needed by NVIDIA's Vulkan driver there: with the Vulkan loader alone, on
 #         2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs every .deb in .gpu/debs.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
-#         PART, in the default order (most important first):
+#         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
 #           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
 #                     fused epilogues at the large step's shapes
@@ -19,8 +19,9 @@
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
-#           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, coop
-#                     layouts, step variants, the independent-vs-mutual comparison
+#           coop      the cooperative-matrix kernel's layouts
+#           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, step
+#                     variants, the independent-vs-mutual comparison
 #           ab        wgpu's loop bounding on and off, unchecked indexing
 #         COHORT_GPU_SECONDS (default 480) bounds the whole run: each part's commands get what is
 #         left, and parts that find under 20 s left are logged as SKIPPED (out of time). A lease
@@ -64,11 +65,9 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
 
-parts=${*:-check matmul losses step torch train tests variants ab}
-want() { case " $parts " in *" $1 "*) return 0;; *) return 1;; esac; }
 quick="--warm-up-time 0.5 --measurement-time 1"
 
-if want check; then
+part_check() {
   run devices .gpu/bin/bin-cohort devices
   run check .gpu/bin/bin-cohort check
   # Without a hardware adapter every later part would measure the CPU backend: stop here.
@@ -77,11 +76,11 @@ if want check; then
     pack
     exit 1
   fi
-fi
+}
 
 export COHORT_BENCH_JSON="$out/cohort.json"
 shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256
-if want matmul; then
+part_matmul() {
   COHORT_BENCH_SHAPES=$shapes run bench-matmul .gpu/bin/bench-matmul --bench $quick
   # f16: F16 tensors (as cuBLAS HGEMM gets them).
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
@@ -91,25 +90,27 @@ if want matmul; then
     COHORT_BENCH_EPILOGUE=$epilogue COHORT_BENCH_SHAPES=2b1024x4096x4096,2b1024x4096x784 COHORT_BENCH_TRANSPOSES=nn,nt \
       run bench-matmul-$epilogue .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   done
-fi
-if want losses; then
+}
+part_losses() {
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
     run bench-losses .gpu/bin/bench-losses --bench $quick
-fi
-if want step; then
+}
+part_step() {
   COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
     run bench-step-mixed .gpu/bin/bench-step --bench $quick
-fi
-if want torch && python3 -c "import torch" 2>/dev/null; then
+}
+part_torch() {
+  python3 -c "import torch" 2>/dev/null || { echo "=== torch SKIPPED (no PyTorch here)" | tee -a "$out/summary.log"; return 0; }
   # Ratios to every cohort JSON of this call so far, and issue 4's targets with the best variant
   # of each. The shapes are the matmul part's (the training shapes with batch 1024 too).
   jsons=("$out"/cohort*.json)
   [ -e "${jsons[0]}" ] || jsons=()
   run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --targets \
     --iters 20 --dml-iters 30 ${jsons[@]:+--cohort-json "${jsons[@]}"}
-fi
-if want train && [ -d .gpu/data/mnist10k ]; then
+}
+part_train() {
+  [ -d .gpu/data/mnist10k ] || { echo "=== train SKIPPED (no .gpu/data/mnist10k)" | tee -a "$out/summary.log"; return 0; }
   # Mixed precision against f32 over three seeds (one seed cannot tell a gap from noise).
   for seed in 0 1 2; do
     for prec in f32 mixed; do
@@ -117,16 +118,26 @@ if want train && [ -d .gpu/data/mnist10k ]; then
         --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision $prec --seed $seed
     done
   done
-fi
-if want tests; then
+}
+part_tests() {
   # As in CI: a GPU test that finds no adapter fails instead of skipping.
   export CI=true
   for t in .gpu/bin/test-*; do
     run "$(basename "$t")" "$t" --nocapture --test-threads 4
   done
   [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
-fi
-if want variants; then
+}
+part_coop() {
+  # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
+  # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
+  # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
+  for layout in 2x2:2x2 1x2:4x2 4x2:2x4 2x4:4x2 2x2:4x4; do
+    COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 \
+      COHORT_COOP_LAYOUT=$layout COHORT_BENCH_JSON="$out/cohort-coop-${layout/:/-}.json" \
+      run "bench-matmul-coop-${layout/:/-}" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  done
+}
+part_variants() {
   # Mixed: f32 tensors rounded to f16 as loaded, against the F16 tensors of the matmul part.
   COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed COHORT_BENCH_TRANSPOSES=nn \
     run bench-matmul-mixed .gpu/bin/bench-matmul --bench $quick matmul-gpu/
@@ -146,14 +157,6 @@ if want variants; then
     run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
     run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick
-  # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
-  # 64 tiles with 4 and 2 subgroups, then 128 tiles with 8 subgroups of 2x4 and 4x2 and 4
-  # subgroups of 4x4 accumulators. The default picks 2x2:2x2 or 4x2:2x4 by shape.
-  for layout in 2x2:2x2 1x2:4x2 4x2:2x4 2x4:4x2 2x2:4x4; do
-    COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 \
-      COHORT_COOP_LAYOUT=$layout COHORT_BENCH_JSON="$out/cohort-coop-${layout/:/-}.json" \
-      run "bench-matmul-coop-${layout/:/-}" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  done
   # Split K on products with few tiles (the output layers' forward, 10 columns; a hidden layer's
   # forward, 128 tiles): as chosen, then never split (COHORT_SPLIT_K=1), f32 and f16; and the
   # steps without splits.
@@ -174,8 +177,8 @@ if want variants; then
       run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
     run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
   fi
-fi
-if want ab; then
+}
+part_ab() {
   # wgpu's loop-bounding counters forced on and off everywhere (the default is per kernel).
   for lb in 1 0; do
     COHORT_LOOP_BOUNDING=$lb COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
@@ -188,6 +191,10 @@ if want ab; then
   COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
-fi
+}
+for part in ${*:-check matmul losses step torch train tests coop variants ab}; do
+  declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
+  "part_$part"
+done
 pack
 exit $status
