@@ -12,9 +12,12 @@
 //
 // A workgroup of SG_ROWS x SG_COLS subgroups (SG_SIZE invocations each) computes a TILE x TILE
 // tile of C; each subgroup owns FR x FC accumulators (TILE = FRAG·FR·SG_ROWS = FRAG·FC·SG_COLS).
-// Each k-step stages a TILE x 32 slice of op(A) and of op(B) in workgroup memory as f16, both
-// k-contiguous with the padded row stride KS: cooperative loads touch workgroup memory only, with
-// constant strides (naga 30 mis-compiles them on storage pointers with runtime strides). The
+// Each k-step stages a TILE x 32 slice of op(A) and of op(B) in workgroup memory as f16, each
+// laid out as its operand is stored, so that neighbouring invocations write neighbouring
+// addresses: k-contiguous rows KS apart, or (an operand stored m- or n-contiguous: A transposed,
+// B not) 32 rows of TILE elements, MS apart. Cooperative loads touch workgroup memory only, with
+// pipeline-constant strides (naga 30 mis-compiles them on storage pointers with runtime
+// strides). The
 // slices are double buffered: the next one is read from global memory into registers while the
 // current one is multiplied, then written to the other buffer, one barrier per step. Reads
 // outside the matrices give zero, so any shape works. The accumulators leave through a FRAG x
@@ -41,6 +44,14 @@ override SG_COLS: u32 = 2u;
 override FR: u32 = 2u; // accumulators per subgroup, down and across (at most MAX_FRAGS each)
 override FC: u32 = 2u;
 override SPLIT_F32: bool = false; // f32 products from three f16 ones (see above)
+// Stage an operand stored m- or n-contiguous in that layout (false: every operand k-contiguous,
+// as before 2026-11-30; kept to measure the difference). The split layout always stages by k.
+override MN_STAGING: bool = true;
+override MN_A: bool = MN_STAGING && TRANS_A && !SPLIT_F32; // op(A)'s slice is [k][row] (derived)
+override MN_B: bool = MN_STAGING && !TRANS_B && !SPLIT_F32; // op(B)'s slice is [k][column] (derived)
+// Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
+// (derived).
+override MS: u32 = TILE + 8u;
 override PARTS: u32 = u32(SPLIT_F32) + 1u; // staged copies of each operand: hi, and lo (derived)
 override LO: u32 = 2u * TILE * KS; // where the lo copies start in tile_a and tile_b (derived)
 override TILE: u32 = FRAG * FR * SG_ROWS; // derived, never set
@@ -48,7 +59,7 @@ override THREADS: u32 = SG_SIZE * SG_ROWS * SG_COLS; // derived, never set
 override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread stages per step (derived)
 // Workgroup array lengths (derived). Named: naga 30 panics on pipelines whose workgroup arrays
 // have more than one unnamed override-expression length.
-override STAGED: u32 = 2u * TILE * KS * PARTS;
+override STAGED: u32 = max(2u * TILE * KS * PARTS, 2u * TK * MS);
 override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS * PARTS;
 // Params, bindings, a_at / b_at, product and the epilogues: shaders/include/matmul_io.wgsl.
 
@@ -60,8 +71,10 @@ const MAX_UNITS: u32 = 32u;
 const MAX_FRAGS: u32 = 4u;
 const LO_SCALE: f32 = 2048.0; // 2¹¹: lo parts stay clear of f16's subnormals
 
-var<workgroup> tile_a: array<f16, STAGED>; // two buffers of [TILE rows of op(A)][KS] (then lo's)
-var<workgroup> tile_b: array<f16, STAGED>; // two buffers of [TILE columns of op(B)][KS] (then lo's)
+// Two buffers of [TILE rows of op(A)][KS] (then lo's), or with MN_A of [TK][MS].
+var<workgroup> tile_a: array<f16, STAGED>;
+// Two buffers of [TILE columns of op(B)][KS] (then lo's), or with MN_B of [TK][MS].
+var<workgroup> tile_b: array<f16, STAGED>;
 var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup (then corr's)
 
 var<private> lane: u32; // this invocation's index in its subgroup
@@ -76,26 +89,29 @@ fn k_contiguous(operand: u32) -> bool {
     return select(!TRANS_A, TRANS_B, operand == 1u);
 }
 
-// Four elements of `operand` from (r, k) along its stored contiguous axis (one element unless
-// vec), as stored (widened from f16 storage); zero outside the matrix (vec makes it all or
-// nothing).
-fn load(operand: u32, base: u32, r: u32, k: u32, vec: bool) -> vec4<f32> {
-    if (operand == 0u) {
-        if (r >= p.m || k >= p.k) {
-            return vec4<f32>(0.0);
-        }
-        if (vec) {
-            return vec4<f32>(a4[a_at(base, r, k) / 4u]);
-        }
-        return vec4<f32>(f32(a[a_at(base, r, k)]), 0.0, 0.0, 0.0);
+// Where element (r, k) of buffer `buf` of the operand's staged slice is: rows of KS by r, or
+// with MN_A / MN_B rows of MS by k.
+fn staged_at(operand: u32, buf: u32, r: u32, k: u32) -> u32 {
+    if (select(MN_A, MN_B, operand == 1u)) {
+        return (buf * TK + k) * MS + r;
     }
-    if (r >= p.n || k >= p.k) {
-        return vec4<f32>(0.0);
+    return (buf * TILE + r) * KS + k;
+}
+
+// The fragment of op(A) at row r, k-offset k of buffer `buf` (hi parts).
+fn a_frag(buf: u32, r: u32, k: u32) -> FragA {
+    if (MN_A) {
+        return frag_a_mn(staged_at(0u, buf, r, k));
     }
-    if (vec) {
-        return vec4<f32>(b4[b_at(base, k, r) / 4u]);
+    return frag_a(staged_at(0u, buf, r, k));
+}
+
+// The fragment of op(B) at column c, k-offset k of buffer `buf` (hi parts).
+fn b_frag(buf: u32, c: u32, k: u32) -> FragB {
+    if (MN_B) {
+        return frag_b_mn(staged_at(1u, buf, c, k));
     }
-    return vec4<f32>(f32(b[b_at(base, k, r)]), 0.0, 0.0, 0.0);
+    return frag_b(staged_at(1u, buf, c, k));
 }
 
 // Where unit l of this thread starts in a k-slice: (k, r). A unit is one element, or four along
@@ -123,35 +139,55 @@ fn hi_part(v: f32) -> f32 {
     return bitcast<f32>((bits + 0xfffu + ((bits >> 13u) & 1u)) & 0xffffe000u);
 }
 
-// This thread's share of one operand's next k-slice, in registers: the values rounded to f16,
-// and with SPLIT_F32 their scaled remainders.
+// This thread's share of the next k-slices of op(A) and op(B) in registers, as loaded (the stored
+// types; unit l's elements at w·l..). They become f16 (with SPLIT_F32 hi and lo parts) only when
+// staged, after the current slices' products: converted as loaded, the step would begin by
+// waiting for its loads.
 struct Fetched {
-    hi: array<f16, MAX_UNITS>,
-    lo: array<f16, MAX_UNITS>,
+    a: array<ElemA, MAX_UNITS>,
+    b: array<ElemB, MAX_UNITS>,
 }
 
-// Reads this thread's share of the k-slice at k0 of `operand` into registers (unit l's elements
-// at w·l..).
+// Reads this thread's share of the k-slice at k0 of `operand` into registers: units of four
+// elements along the stored contiguous axis (one unless vec), zero outside the matrix (vec makes
+// that all or nothing).
 fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32, tid: u32) {
     let vec = is_vec(operand);
     let w = select(1u, 4u, vec);
     for (var l = 0u; l < UNITS / w; l++) {
         let at = place(operand, l, tid);
-        let v = load(operand, base, r0 + at.y, k0 + at.x, vec);
-        for (var e = 0u; e < w; e++) {
-            if (SPLIT_F32) {
-                let hi = hi_part(v[e]);
-                (*next).hi[w * l + e] = f16(hi); // exact
-                (*next).lo[w * l + e] = f16((v[e] - hi) * LO_SCALE);
-            } else {
-                (*next).hi[w * l + e] = f16(v[e]);
+        let r = r0 + at.y;
+        let k = k0 + at.x;
+        if (operand == 0u) {
+            var v = vec4<ElemA>();
+            if (r < p.m && k < p.k) {
+                if (vec) {
+                    v = a4[a_at(base, r, k) / 4u];
+                } else {
+                    v.x = a[a_at(base, r, k)];
+                }
+            }
+            for (var e = 0u; e < w; e++) {
+                (*next).a[w * l + e] = v[e];
+            }
+        } else {
+            var v = vec4<ElemB>();
+            if (r < p.n && k < p.k) {
+                if (vec) {
+                    v = b4[b_at(base, k, r) / 4u];
+                } else {
+                    v.x = b[b_at(base, k, r)];
+                }
+            }
+            for (var e = 0u; e < w; e++) {
+                (*next).b[w * l + e] = v[e];
             }
         }
     }
 }
 
-// Writes the registers of `fetch` into buffer `buf` of the operand's staged slice (and of its lo
-// copy).
+// Writes the registers of `fetch` for `operand` into buffer `buf` of its staged slice, rounded to
+// f16 (with SPLIT_F32 as hi parts, and the lo parts into its lo copy).
 fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
     let w = select(1u, 4u, is_vec(operand));
     let along_k = k_contiguous(operand);
@@ -160,17 +196,23 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
         for (var e = 0u; e < w; e++) {
             let k = at.x + select(0u, e, along_k);
             let r = at.y + select(e, 0u, along_k);
-            let i = (buf * TILE + r) * KS + k;
-            if (operand == 0u) {
-                tile_a[i] = (*next).hi[w * l + e];
-                if (SPLIT_F32) {
-                    tile_a[LO + i] = (*next).lo[w * l + e];
+            let i = staged_at(operand, buf, r, k);
+            let j = w * l + e;
+            if (SPLIT_F32) {
+                let v = select(f32((*next).b[j]), f32((*next).a[j]), operand == 0u);
+                let hi = hi_part(v);
+                let lo = f16((v - hi) * LO_SCALE);
+                if (operand == 0u) {
+                    tile_a[i] = f16(hi); // exact
+                    tile_a[LO + i] = lo;
+                } else {
+                    tile_b[i] = f16(hi);
+                    tile_b[LO + i] = lo;
                 }
+            } else if (operand == 0u) {
+                tile_a[i] = f16((*next).a[j]);
             } else {
-                tile_b[i] = (*next).hi[w * l + e];
-                if (SPLIT_F32) {
-                    tile_b[LO + i] = (*next).lo[w * l + e];
-                }
+                tile_b[i] = f16((*next).b[j]);
             }
         }
     }
@@ -242,12 +284,11 @@ fn tile_product(
     let sg_row = (sg / SG_COLS) * FR * FRAG;
     let sg_col = (sg % SG_COLS) * FC * FRAG;
 
-    var next_a: Fetched;
-    var next_b: Fetched;
-    fetch(0u, &next_a, base_a, row0, ks.x, tid);
-    fetch(1u, &next_b, base_b, col0, ks.x, tid);
-    stage(0u, &next_a, 0u, tid);
-    stage(1u, &next_b, 0u, tid);
+    var next: Fetched;
+    fetch(0u, &next, base_a, row0, ks.x, tid);
+    fetch(1u, &next, base_b, col0, ks.x, tid);
+    stage(0u, &next, 0u, tid);
+    stage(1u, &next, 0u, tid);
     workgroupBarrier();
 
     let steps = (ks.y - ks.x + TK - 1u) / TK;
@@ -256,28 +297,26 @@ fn tile_product(
         let more = t + 1u < steps;
         if (more) {
             let k0 = ks.x + (t + 1u) * TK;
-            fetch(0u, &next_a, base_a, row0, k0, tid);
-            fetch(1u, &next_b, base_b, col0, k0, tid);
+            fetch(0u, &next, base_a, row0, k0, tid);
+            fetch(1u, &next, base_b, col0, k0, tid);
         }
         for (var ks = 0u; ks < TK; ks += FRAG) {
             var fa: array<FragA, MAX_FRAGS>;
             var fa_lo: array<FragA, MAX_FRAGS>;
             for (var i = 0u; i < FR; i++) {
-                let at = (buf * TILE + sg_row + i * FRAG) * KS + ks;
-                fa[i] = frag_a(at);
+                fa[i] = a_frag(buf, sg_row + i * FRAG, ks);
                 if (SPLIT_F32) {
-                    fa_lo[i] = frag_a(LO + at);
+                    fa_lo[i] = frag_a(LO + staged_at(0u, buf, sg_row + i * FRAG, ks));
                 }
             }
             for (var j = 0u; j < FC; j++) {
-                let at = (buf * TILE + sg_col + j * FRAG) * KS + ks;
-                let fb = frag_b(at);
+                let fb = b_frag(buf, sg_col + j * FRAG, ks);
                 for (var i = 0u; i < FR; i++) {
                     let f = i * FC + j;
                     acc_set(acc, f, mma(fa[i], fb, acc_get(acc, f)));
                 }
                 if (SPLIT_F32) {
-                    let fb_lo = frag_b(LO + at);
+                    let fb_lo = frag_b(LO + staged_at(1u, buf, sg_col + j * FRAG, ks));
                     for (var i = 0u; i < FR; i++) {
                         let f = i * FC + j;
                         acc_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, acc_get(corr, f))));
@@ -286,8 +325,8 @@ fn tile_product(
             }
         }
         if (more) {
-            stage(0u, &next_a, 1u - buf, tid);
-            stage(1u, &next_b, 1u - buf, tid);
+            stage(0u, &next, 1u - buf, tid);
+            stage(1u, &next, 1u - buf, tid);
         }
         workgroupBarrier();
     }

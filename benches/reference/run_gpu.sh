@@ -20,6 +20,8 @@
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           coop      the cooperative-matrix kernel's layouts
+#           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
+#                     staging and unchecked A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, step
 #                     variants, the independent-vs-mutual comparison
 #           ab        wgpu's loop bounding on and off, unchecked indexing
@@ -126,6 +128,27 @@ part_tests() {
     run "$(basename "$t")" "$t" --nocapture --test-threads 4
   done
   [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
+}
+part_tensorcores() {
+  # The tensor-core path alone, for a short lease after a change to it: its kernel tests (a
+  # failing self-test would quietly hand f16 products to the f32 kernel), f16 products with the
+  # operands staged as stored and all k-contiguous, unchecked, and the steps that use it.
+  CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 4 coop
+  COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
+    run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_COOP_STAGING=k COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=f16 \
+    COHORT_BENCH_JSON="$out/cohort-coop-k-staging.json" \
+    run bench-matmul-f16-k-staging .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-unchecked.json" \
+    run bench-matmul-f16-unchecked .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+    run bench-step-mixed .gpu/bin/bench-step --bench $quick
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
+    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
+    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
 }
 part_coop() {
   # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:

@@ -32,6 +32,26 @@ fn frag_b(at: u32) -> FragB {
     return f;
 }
 
+// As frag_a, from a slice staged by k: element (row, k) of the fragment is at at + k·MS + row.
+fn frag_a_mn(at: u32) -> FragA {
+    var f: FragA;
+    for (var i = 0u; i < 8u; i++) {
+        for (var k = 0u; k < 16u; k++) {
+            f[i * 16u + k] = tile_a[at + k * MS + lane / 16u + 2u * i];
+        }
+    }
+    return f;
+}
+
+// As frag_b, from a slice staged by k: element (k, n) of the fragment is at at + k·MS + n.
+fn frag_b_mn(at: u32) -> FragB {
+    var f: FragB;
+    for (var k = 0u; k < 16u; k++) {
+        f[k] = tile_b[at + k * MS + lane % 16u];
+    }
+    return f;
+}
+
 fn mma(a: FragA, b: FragB, c: Acc) -> Acc {
     var r = c;
     for (var i = 0u; i < 8u; i++) {

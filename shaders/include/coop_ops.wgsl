@@ -13,6 +13,18 @@ fn frag_b(at: u32) -> FragB {
     return coopLoad<FragB>(&tile_b[at], KS);
 }
 
+// The fragment of op(A) whose top-left element is tile_a[at], staged by k (MN_A: columns MS
+// apart, column-major).
+fn frag_a_mn(at: u32) -> FragA {
+    return coopLoad<FragA>(&tile_a[at], MS);
+}
+
+// The fragment of op(B) whose top-left element is tile_b[at], staged by k (MN_B: rows MS apart,
+// row-major).
+fn frag_b_mn(at: u32) -> FragB {
+    return coopLoadT<FragB>(&tile_b[at], MS);
+}
+
 // a·b + c.
 fn mma(a: FragA, b: FragB, c: Acc) -> Acc {
     return coopMultiplyAdd(a, b, c);

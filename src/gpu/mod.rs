@@ -160,12 +160,20 @@ struct CoopKernel {
     /// forced or small layout where it fits the device, else 4 subgroups of one accumulator
     /// each (half the tile), else none.
     split: Option<CoopLayout>,
+    /// Operands stored m- or n-contiguous are staged so (`MN_STAGING`), unless
+    /// [`GpuOptions::coop_k_staging`].
+    mn_staging: bool,
 }
 
 impl CoopKernel {
     /// The kernel for `ops` on a device with `caps`: `forced` (checked) as its only layout, or the
     /// two defaults, the big one only where it fits.
-    fn new(ops: CoopOps, caps: &Capabilities, forced: Option<CoopLayout>) -> Result<Self> {
+    fn new(
+        ops: CoopOps,
+        caps: &Capabilities,
+        forced: Option<CoopLayout>,
+        mn_staging: bool,
+    ) -> Result<Self> {
         let sg_size = match ops {
             CoopOps::Emulated => 32,
             _ => caps.subgroup_size.unwrap_or(32),
@@ -200,6 +208,7 @@ impl CoopKernel {
             small,
             big,
             split,
+            mn_staging,
         })
     }
 
@@ -405,7 +414,7 @@ impl GpuBackend {
             }
         };
         let coop = coop
-            .map(|ops| CoopKernel::new(ops, caps, options.coop_layout))
+            .map(|ops| CoopKernel::new(ops, caps, options.coop_layout, !options.coop_k_staging))
             .transpose()?;
         if options.f32_matmul == F32Matmul::SplitF16 && coop.is_none_or(|k| k.split.is_none()) {
             let why = match coop {
@@ -1169,6 +1178,7 @@ impl GpuBackend {
                 };
                 constants.extend([
                     ("SPLIT_F32", flag(split_f32)),
+                    ("MN_STAGING", flag(kernel.mn_staging)),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

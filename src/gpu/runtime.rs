@@ -45,6 +45,10 @@ pub struct GpuOptions {
     pub coop: CoopChoice,
     /// Force that kernel's workgroup layout instead of choosing one by shape.
     pub coop_layout: Option<CoopLayout>,
+    /// Stage every operand of that kernel k-contiguous in workgroup memory, as before
+    /// 2026-11-30, instead of in the layout it is stored in: an experiment, to measure the
+    /// difference (`MN_STAGING` in `shaders/matmul_coop.wgsl`).
+    pub coop_k_staging: bool,
     /// Offer no F16 tensors (`Backend::f16_tensors` is false) even where the adapter has f16
     /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
     /// f16 weight copies and activations: an experiment, to measure what those give.
@@ -182,12 +186,15 @@ impl CoopLayout {
         frag * self.fr * self.sg_rows
     }
 
-    /// Workgroup memory the kernel uses: two f16 buffers of a tile × 40 slice per operand, and a
-    /// staging fragment per subgroup; all twice over for f32 products split into f16 parts
-    /// (`split_f32`; matches `shaders/matmul_coop.wgsl`).
+    /// Workgroup memory the kernel uses: per operand two f16 buffers of a tile × 40 slice (or of
+    /// 32 × (tile + 8), staged by k, where that is more), and a staging fragment per subgroup;
+    /// all but the latter alternative twice over for f32 products split into f16 parts
+    /// (`split_f32`; matches `STAGED` and `STAGING` in `shaders/matmul_coop.wgsl`).
     pub fn workgroup_bytes(&self, frag: u32, split_f32: bool) -> u32 {
         let parts = 1 + split_f32 as u32;
-        parts * (2 * 2 * self.tile(frag) * 40 * 2 + self.subgroups() * frag * frag * 4)
+        let tile = self.tile(frag);
+        let staged = (2 * tile * 40 * parts).max(2 * 32 * (tile + 8));
+        2 * staged * 2 + parts * self.subgroups() * frag * frag * 4
     }
 
     /// Checks the layout against the kernel's rules for fragments of edge `frag`, subgroups of
@@ -249,7 +256,8 @@ impl GpuOptions {
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
-    /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_F16_TENSORS=0` declines F16
+    /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
+    /// operands k-contiguous, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
@@ -283,6 +291,15 @@ impl GpuOptions {
             unchecked_indexing: std::env::var("COHORT_UNCHECKED_INDEXING").is_ok_and(|v| v == "1"),
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
+            coop_k_staging: match var("COHORT_COOP_STAGING").as_deref() {
+                None | Some("auto") => false,
+                Some("k") => true,
+                Some(v) => {
+                    return Err(CohortError::InvalidConfig(format!(
+                        "COHORT_COOP_STAGING={v}: use auto or k"
+                    )))
+                }
+            },
             no_f16_tensors: match var("COHORT_F16_TENSORS").as_deref() {
                 None | Some("1") => false,
                 Some("0") => true,
