@@ -130,10 +130,9 @@ part_tests() {
   [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
 }
 part_tensorcores() {
-  # The tensor-core path alone, for a short lease after a change to it: its kernel tests (a
-  # failing self-test would quietly hand f16 products to the f32 kernel), f16 products with the
-  # operands staged as stored and all k-contiguous, unchecked, and the steps that use it.
-  CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 4 coop
+  # The tensor-core path alone, for a short lease after a change to it (after part check, whose
+  # self-test says whether f16 products run on it): f16 products with the operands staged as
+  # stored and all k-contiguous, unchecked, the steps that use it, then its kernel tests.
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_COOP_STAGING=k COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=f16 \
@@ -149,6 +148,7 @@ part_tensorcores() {
     run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
     run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+  CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }
 part_coop() {
   # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
