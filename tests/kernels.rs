@@ -726,16 +726,17 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
 #[test]
 fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     // The other tests run the kernels as cohort ships them: each with or without wgpu's loop
-    // bounding as `Shader::loop_bounding` says, index clamping on. Force loop bounding on, then
-    // off, then also drop the clamping, and run the whole validation suite each way: every way
-    // must match the CPU twins.
+    // bounding and index clamping as `Shader::loop_bounding` and `Shader::bounds_checks` say.
+    // Force loop bounding on, then off, with the clamping everywhere, then drop the clamping
+    // everywhere, and run the whole validation suite each way: every way must match the CPU
+    // twins.
     if gpu().is_none() {
         return;
     }
     for (forced, unchecked_indexing) in [(true, false), (false, false), (false, true)] {
         let options = cohort::GpuOptions {
             loop_bounding: Some(forced),
-            unchecked_indexing,
+            unchecked_indexing: Some(unchecked_indexing),
             ..cohort::GpuOptions::from_env().unwrap()
         };
         let g = cohort::GpuBackend::new(&options).unwrap();

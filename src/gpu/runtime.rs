@@ -36,11 +36,12 @@ pub struct GpuOptions {
     /// row kernels); the others always keep the counters. Bounds checks and division guards stay
     /// on either way; shaders passed to [`Runtime::compile_wgsl`] keep every check.
     pub loop_bounding: Option<bool>,
-    /// Compile cohort's kernels *without* wgpu's index clamping (an experiment: every kernel
-    /// guards its own indices against shapes the host checked before dispatch). Off by default:
-    /// on lavapipe the unchecked kernels were no faster (the matmul 3-6% slower), and a Vulkan
-    /// driver with robust buffer access does the buffer checks itself anyway.
-    pub unchecked_indexing: bool,
+    /// wgpu's index clamping (bounds checks on every array access) for all of cohort's kernels:
+    /// `Some(true)` drops it everywhere, `Some(false)` keeps it everywhere, `None` follows
+    /// [`Shader::bounds_checks`]: dropped only in the cooperative-matrix matmul, which ran 2×
+    /// faster without it on the H200 (BENCHMARKS.md). Every kernel guards its own indices
+    /// against shapes the host checked before dispatch, so the clamps are redundant there.
+    pub unchecked_indexing: Option<bool>,
     /// Where f16-input matmuls run on the cooperative-matrix kernel `shaders/matmul_coop.wgsl`.
     pub coop: CoopChoice,
     /// Force that kernel's workgroup layout instead of choosing one by shape.
@@ -254,7 +255,7 @@ impl GpuOptions {
     /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
     /// the matmul tile, `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
-    /// kernel, `COHORT_UNCHECKED_INDEXING=1` drops wgpu's index clamping,
+    /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_F16_TENSORS=0` declines F16
@@ -288,7 +289,11 @@ impl GpuOptions {
                 Ok("0") => Some(false),
                 _ => None,
             },
-            unchecked_indexing: std::env::var("COHORT_UNCHECKED_INDEXING").is_ok_and(|v| v == "1"),
+            unchecked_indexing: match std::env::var("COHORT_UNCHECKED_INDEXING").as_deref() {
+                Ok("1") => Some(true),
+                Ok("0") => Some(false),
+                _ => None,
+            },
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
             coop_k_staging: match var("COHORT_COOP_STAGING").as_deref() {
@@ -427,7 +432,7 @@ pub struct Runtime {
     pending: Mutex<Pending>,
     timer: Option<Timer>,
     loop_bounding: Option<bool>,
-    unchecked_indexing: bool,
+    unchecked_indexing: Option<bool>,
     counts: Mutex<WorkCounts>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -810,7 +815,9 @@ impl Runtime {
             // rows past the last are clamped and not written), indexes workgroup and private
             // arrays below their constant sizes, and caps peer loops at MAX_PEERS, which the
             // host enforces.
-            checks.bounds_checks = !self.unchecked_indexing;
+            checks.bounds_checks = self
+                .unchecked_indexing
+                .map_or(shader.bounds_checks(), |unchecked| !unchecked);
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         });
         let pipeline = self
