@@ -814,7 +814,10 @@ impl Runtime {
             // element index against those shapes (loads outside a matrix read an explicit zero,
             // rows past the last are clamped and not written), indexes workgroup and private
             // arrays below their constant sizes, and caps peer loops at MAX_PEERS, which the
-            // host enforces.
+            // host enforces. In matmul_coop (unchecked by default) the staged slices, staging
+            // tiles and register arrays are sized from the layout's pipeline constants, which
+            // `CoopLayout::check` bounds (at most 4×4 fragments, 32 staged elements per
+            // invocation, the device's workgroup memory).
             checks.bounds_checks = self
                 .unchecked_indexing
                 .map_or(shader.bounds_checks(), |unchecked| !unchecked);
