@@ -21,7 +21,7 @@
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           coop      the cooperative-matrix kernel's layouts
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
-#                     staging and unchecked A/Bs, the mixed and split-f32 steps
+#                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, step
 #                     variants, the independent-vs-mutual comparison
 #           ab        wgpu's loop bounding on and off, unchecked indexing
@@ -132,15 +132,16 @@ part_tests() {
 part_tensorcores() {
   # The tensor-core path alone, for a short lease after a change to it (after part check, whose
   # self-test says whether f16 products run on it): f16 products with the operands staged as
-  # stored and all k-contiguous, unchecked, the steps that use it, then its kernel tests.
+  # stored and all k-contiguous, with wgpu's index clamping (off by default in this kernel), the
+  # steps that use it, then its kernel tests.
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_COOP_STAGING=k COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=f16 \
     COHORT_BENCH_JSON="$out/cohort-coop-k-staging.json" \
     run bench-matmul-f16-k-staging .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
-    COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-unchecked.json" \
-    run bench-matmul-f16-unchecked .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_UNCHECKED_INDEXING=0 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-checked.json" \
+    run bench-matmul-f16-checked .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
     run bench-step-mixed .gpu/bin/bench-step --bench $quick
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
@@ -210,7 +211,7 @@ part_ab() {
       COHORT_BENCH_JSON="$out/cohort-loop-bounding-$lb.json" \
       run bench-kernels-loop-bounding-$lb bash -c ".gpu/bin/bench-matmul --bench $quick matmul-gpu/ && .gpu/bin/bench-losses --bench $quick losses-gpu"
   done
-  # wgpu's index clamping dropped (off by default).
+  # wgpu's index clamping dropped in every kernel (by default only in the tensor-core matmul).
   COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
