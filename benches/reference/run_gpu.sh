@@ -82,11 +82,24 @@ part_check() {
 
 export COHORT_BENCH_JSON="$out/cohort.json"
 shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256
+# Measurements more than one part takes.
+f16_products() { # [FILTER]: f16 products at $shapes, F16 tensors (as cuBLAS HGEMM gets them)
+  COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
+    run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick "$@"
+}
+mixed_steps() {
+  COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+    run bench-step-mixed .gpu/bin/bench-step --bench $quick
+}
+split_f32() { # SHAPES: f32 products split into f16 parts on the tensor cores (three f16 products each), then the steps
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$1 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
+    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
+    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+}
 part_matmul() {
   COHORT_BENCH_SHAPES=$shapes run bench-matmul .gpu/bin/bench-matmul --bench $quick
-  # f16: F16 tensors (as cuBLAS HGEMM gets them).
-  COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
-    run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick
+  f16_products
   # The fused epilogues of the f32 kernel (the large step's hidden layers use them unsplit).
   for epilogue in bias_act act_grad; do
     COHORT_BENCH_EPILOGUE=$epilogue COHORT_BENCH_SHAPES=2b1024x4096x4096,2b1024x4096x784 COHORT_BENCH_TRANSPOSES=nn,nt \
@@ -99,8 +112,7 @@ part_losses() {
 }
 part_step() {
   COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
-  COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    run bench-step-mixed .gpu/bin/bench-step --bench $quick
+  mixed_steps
 }
 part_torch() {
   python3 -c "import torch" 2>/dev/null || { echo "=== torch SKIPPED (no PyTorch here)" | tee -a "$out/summary.log"; return 0; }
@@ -134,21 +146,15 @@ part_tensorcores() {
   # self-test says whether f16 products run on it): f16 products with the operands staged as
   # stored and all k-contiguous, with wgpu's index clamping (off by default in this kernel), the
   # steps that use it, then its kernel tests.
-  COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
-    run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  f16_products matmul-gpu/
   COHORT_COOP_STAGING=k COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=f16 \
     COHORT_BENCH_JSON="$out/cohort-coop-k-staging.json" \
     run bench-matmul-f16-k-staging .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_UNCHECKED_INDEXING=0 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-checked.json" \
     run bench-matmul-f16-checked .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    run bench-step-mixed .gpu/bin/bench-step --bench $quick
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
-    COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
-    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
-    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+  mixed_steps
+  split_f32 4096x4096x4096,256x1024x784
   CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }
 part_coop() {
@@ -165,11 +171,7 @@ part_variants() {
   # Mixed: f32 tensors rounded to f16 as loaded, against the F16 tensors of the matmul part.
   COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed COHORT_BENCH_TRANSPOSES=nn \
     run bench-matmul-mixed .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  # f32 products split into f16 parts on the tensor cores (three f16 products each).
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
-    run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
-    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+  split_f32 "$shapes"
   # Each f32 tile forced, to check the default (64).
   for tile in 64 128; do
     COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \

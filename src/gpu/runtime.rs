@@ -263,6 +263,12 @@ impl GpuOptions {
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        // A setting forced on (1) or off (0) in every kernel; anything else leaves the default.
+        let forced = |name: &str| match var(name).as_deref() {
+            Some("1") => Some(true),
+            Some("0") => Some(false),
+            _ => None,
+        };
         Ok(GpuOptions {
             adapter: std::env::var("COHORT_ADAPTER")
                 .ok()
@@ -284,16 +290,8 @@ impl GpuOptions {
                     ))),
                 })
                 .transpose()?,
-            loop_bounding: match std::env::var("COHORT_LOOP_BOUNDING").as_deref() {
-                Ok("1") => Some(true),
-                Ok("0") => Some(false),
-                _ => None,
-            },
-            unchecked_indexing: match std::env::var("COHORT_UNCHECKED_INDEXING").as_deref() {
-                Ok("1") => Some(true),
-                Ok("0") => Some(false),
-                _ => None,
-            },
+            loop_bounding: forced("COHORT_LOOP_BOUNDING"),
+            unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING"),
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
             coop_k_staging: match var("COHORT_COOP_STAGING").as_deref() {
