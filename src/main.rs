@@ -1,5 +1,6 @@
 //! The `cohort` command: train a cohort by Deep Mutual Learning, compare it with independent
-//! training, list GPU adapters and check the kernels against the CPU reference.
+//! training, list GPU adapters, check the kernels against the CPU reference and profile a
+//! training step kernel by kernel.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,15 @@ enum Command {
     Devices,
     /// Run every kernel on the GPU and on its CPU twin and print the largest differences.
     Check,
+    /// Time every kernel of a training step on the GPU (timestamps around each dispatch) and
+    /// print where the step's time goes; takes train's flags for the data, cohort and step.
+    Profile {
+        #[command(flatten)]
+        train: TrainArgs,
+        /// Steps profiled (after three warm-up steps), and as many timed whole.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,6 +176,17 @@ fn main() -> ExitCode {
         },
         Command::Devices => devices(),
         Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
+        Command::Profile { train, steps } => match (train.device, steps) {
+            (DeviceChoice::Cpu, _) => Err(CohortError::InvalidConfig(
+                "profile times GPU kernels: --device cpu has none".into(),
+            )),
+            (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
+            _ => match open(DeviceChoice::Gpu) {
+                Ok(Device::Gpu(g)) => profile(&g, &train, steps),
+                Ok(Device::Cpu(_)) => unreachable!("open(Gpu) gives a GPU or an error"),
+                Err(e) => Err(e),
+            },
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -660,5 +681,69 @@ fn check(gpu: &GpuBackend) -> Result<()> {
         return Err(CohortError::Gpu(format!("{failed} kernel checks failed")));
     }
     println!("all kernels agree with the CPU reference");
+    Ok(())
+}
+
+/// Profiles `steps` training steps of the cohort `args` describes: their GPU time whole, then
+/// kernel by kernel.
+fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
+    let (split, _, config) = prepare(args)?;
+    let rt = gpu.runtime();
+    if !rt.caps().timestamp_query {
+        return Err(CohortError::Unsupported(format!(
+            "profiling needs timestamp queries, which {} does not offer",
+            rt.info().name
+        )));
+    }
+    let mut trainer = Trainer::new(gpu, config.clone())?;
+    let data = trainer.upload(&split.train)?;
+    let batch = config.batch_size;
+    // Step s trains on the s-th batch of the data, wrapping around.
+    let rows = |s: usize| -> Vec<usize> {
+        (0..batch)
+            .map(|r| (s * batch + r) % split.train.rows)
+            .collect()
+    };
+    for s in 0..3 {
+        trainer.step(&data, &rows(s))?;
+    }
+    gpu.finish()?;
+    let before = rt.work_counts();
+    trainer.step(&data, &rows(3))?;
+    gpu.finish()?;
+    let counts = rt.work_counts();
+    let mut whole = Vec::with_capacity(steps);
+    for s in 0..steps {
+        let ((), time) = rt.time(|| trainer.step(&data, &rows(s)))?;
+        whole.extend(time);
+    }
+    whole.sort();
+    rt.start_profile()?;
+    let profiled = (0..steps).try_for_each(|s| trainer.step(&data, &rows(s)));
+    let profile = rt.stop_profile()?;
+    profiled?;
+    let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
+    println!(
+        "GPU time per step over {steps} steps of {} (batch {batch}, {}):",
+        models.join(", "),
+        if config.mixed_precision {
+            "mixed precision"
+        } else {
+            "f32"
+        },
+    );
+    print!("{}", profile.table(steps));
+    let median = whole.get(whole.len() / 2).copied().unwrap_or_default();
+    println!(
+        "whole step, unprofiled: {:.1} µs GPU (median of {}); {} dispatches in {} submission(s)",
+        median.as_secs_f64() * 1e6,
+        whole.len(),
+        counts.dispatches - before.dispatches,
+        counts.submissions - before.submissions
+    );
+    println!(
+        "(profiled, each dispatch runs in a pass of its own, so the kernels add up to more than \
+         the whole step)"
+    );
     Ok(())
 }

@@ -304,3 +304,51 @@ fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
     );
     assert!(stdout.contains("timestamp queries"), "{stdout}");
 }
+
+#[test]
+fn profile_prints_where_a_step_spends_its_gpu_time() {
+    fails_cleanly(&["profile", "--device", "cpu"], "--device cpu has none");
+    fails_cleanly(&["profile", "--steps", "0"], "--steps must be ≥ 1");
+    let Some(gpu) = common::gpu() else {
+        // No adapter: a clear error, not a panic (CI, with lavapipe, checks the profile itself).
+        fails_cleanly(&["profile"], "");
+        return;
+    };
+    let args = [
+        "profile", "--peers", "2x16", "--batch", "32", "--steps", "3",
+    ];
+    if !gpu.runtime().caps().timestamp_query {
+        fails_cleanly(&args, "timestamp queries");
+        common::loud("SKIPPED: no timestamp queries on this adapter, so no profile was printed");
+        return;
+    }
+    let out = cohort(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("GPU time per step over 3 steps of 64-16-10, 64-16-10 (batch 32, f32)"),
+        "{stdout}"
+    );
+    // The two peers' first layers, forward: one batched product with its fused epilogue, with
+    // its GFLOP/s; then the loss and the whole step.
+    let forward = stdout
+        .lines()
+        .find(|l| l.starts_with("matmul.wgsl") && l.contains("main_bias_act"))
+        .unwrap_or_else(|| panic!("no forward row: {stdout}"));
+    assert!(forward.contains("2×32×16×64 NN"), "{forward}");
+    assert!(
+        forward
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0,
+        "{forward}"
+    );
+    assert!(stdout.contains("dml_loss.wgsl"), "{stdout}");
+    assert!(
+        stdout.contains("all kernels") && stdout.contains("whole step, unprofiled"),
+        "{stdout}"
+    );
+}

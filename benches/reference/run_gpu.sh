@@ -16,6 +16,7 @@
 #                     fused epilogues at the large step's shapes
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed)
+#           profile   where the small and large steps' GPU time goes, kernel by kernel
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
@@ -59,7 +60,7 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
   echo "=== $name ($(date +%T), ${left}s left): $*" | tee -a "$out/summary.log"
   timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
+  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
   [ $rc = 124 ] && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
@@ -113,6 +114,17 @@ part_losses() {
 part_step() {
   COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
   mixed_steps
+}
+part_profile() {
+  # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.
+  for config in small:1024:256 large:4096:1024; do
+    IFS=: read -r name width batch <<<"$config"
+    for prec in f32 mixed; do
+      run "profile-$name-$prec" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
+        --peers "2x_-$width-$width-_" --batch "$batch" --precision "$prec" --optimizer sgd \
+        --weight-decay 0 --steps 20
+    done
+  done
 }
 part_torch() {
   python3 -c "import torch" 2>/dev/null || { echo "=== torch SKIPPED (no PyTorch here)" | tee -a "$out/summary.log"; return 0; }
@@ -218,7 +230,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check matmul losses step torch train tests coop variants ab}; do
+for part in ${*:-check matmul losses step profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done

@@ -2,6 +2,7 @@
 //! the device; this module only validates shapes, packs each kernel's parameters and records the
 //! launch.
 
+pub mod profile;
 pub mod runtime;
 pub mod shaders;
 
@@ -12,6 +13,7 @@ use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
+pub use profile::{KernelTime, Profile};
 use runtime::PooledBuffer;
 pub use runtime::{
     list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, Runtime, WorkCounts,
@@ -1125,8 +1127,39 @@ impl GpuBackend {
         )))
     }
 
-    /// Records a matmul, optionally with a fused epilogue.
+    /// Records a matmul, optionally with a fused epilogue; a profile counts it under its shape
+    /// and FLOPs.
     fn launch_matmul(
+        &self,
+        d: &MatmulDims,
+        spec: &MatmulSpec,
+        operands: [&GpuTensor; 3],
+        epilogue: Option<Epilogue<'_>>,
+    ) -> Result<()> {
+        let describe = || {
+            let batch = if d.batch > 1 {
+                format!("{}×", d.batch)
+            } else {
+                String::new()
+            };
+            let layout = |t: bool| if t { 'T' } else { 'N' };
+            let detail = format!(
+                "{batch}{}×{}×{} {}{}{}",
+                d.m,
+                d.n,
+                d.k,
+                layout(d.trans_a),
+                layout(d.trans_b),
+                if d.f16_inputs { " f16" } else { "" }
+            );
+            (detail, 2.0 * (d.batch * d.m * d.n * d.k) as f64)
+        };
+        self.rt
+            .annotated(describe, || self.record_matmul(d, spec, operands, epilogue))
+    }
+
+    /// [`GpuBackend::launch_matmul`]'s work: chooses the kernel, its variant and the K splits.
+    fn record_matmul(
         &self,
         d: &MatmulDims,
         spec: &MatmulSpec,

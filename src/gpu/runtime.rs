@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
+use super::profile::{Note, Profile, Profiler};
 use super::shaders::{CoopOps, Shader};
 use crate::error::{CohortError, Result};
 
@@ -429,6 +430,8 @@ pub struct Runtime {
     pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
+    profiler: Mutex<Option<Profiler>>,
+    note: Mutex<Option<Note>>,
     loop_bounding: Option<bool>,
     unchecked_indexing: Option<bool>,
     counts: Mutex<WorkCounts>,
@@ -607,6 +610,8 @@ impl Runtime {
             pool: Arc::default(),
             pending: Mutex::default(),
             timer,
+            profiler: Mutex::default(),
+            note: Mutex::default(),
             loop_bounding: options.loop_bounding,
             unchecked_indexing: options.unchecked_indexing,
             counts: Mutex::default(),
@@ -930,7 +935,8 @@ impl Runtime {
             let pending = lock(&self.pending);
             pending.params.len() as u64
         };
-        if offset + self.param_align > PARAMS_CAPACITY {
+        let profile_full = lock(&self.profiler).as_ref().is_some_and(Profiler::is_full);
+        if offset + self.param_align > PARAMS_CAPACITY || profile_full {
             self.flush()?;
         }
         let mut pending = lock(&self.pending);
@@ -940,7 +946,16 @@ impl Runtime {
             .params
             .resize((offset + self.param_align) as usize, 0);
         let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, bindings);
+        // In a profile, every dispatch gets a pass of its own with timestamps around it.
+        let mut profiler = lock(&self.profiler);
+        let mut note = lock(&self.note);
+        let timestamp_writes = profiler
+            .as_mut()
+            .map(|p| p.next(shader.file_name(), entry, note.as_mut()));
         let Pending { pass, encoder, .. } = &mut *pending;
+        if timestamp_writes.is_some() {
+            *pass = None;
+        }
         let pass = pass.get_or_insert_with(|| {
             encoder
                 .get_or_insert_with(|| {
@@ -951,7 +966,7 @@ impl Runtime {
                 })
                 .begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("cohort kernels"),
-                    timestamp_writes: None,
+                    timestamp_writes,
                 })
                 .forget_lifetime()
         });
@@ -967,11 +982,15 @@ impl Runtime {
         *lock(&self.counts)
     }
 
-    /// Submits everything recorded so far (without waiting for it).
+    /// Submits everything recorded so far (without waiting for it, unless a profile runs: then
+    /// it waits to read the submission's timestamps).
     pub fn flush(&self) -> Result<()> {
         let mut pending = lock(&self.pending);
         pending.pass = None;
-        if let Some(encoder) = pending.encoder.take() {
+        let mut profiler = lock(&self.profiler);
+        let mut timed = false;
+        if let Some(mut encoder) = pending.encoder.take() {
+            timed = profiler.as_ref().is_some_and(|p| p.resolve(&mut encoder));
             if !pending.params.is_empty() {
                 self.queue
                     .write_buffer(&self.params_buffer, 0, &pending.params);
@@ -981,7 +1000,54 @@ impl Runtime {
         }
         pending.params.clear();
         drop(pending);
+        if let Some(p) = profiler.as_mut().filter(|_| timed) {
+            let raw = self.map_read(p.readback())?;
+            p.add(&raw, self.queue.get_timestamp_period());
+        }
+        drop(profiler);
         self.check_health()
+    }
+
+    /// Starts a per-kernel profile (see [`super::profile`]): from now on every dispatch is timed
+    /// on its own until [`Runtime::stop_profile`]. Where the adapter has no timestamp queries it
+    /// fails with [`CohortError::Unsupported`].
+    pub fn start_profile(&self) -> Result<()> {
+        if !self.caps.timestamp_query {
+            return Err(CohortError::Unsupported(format!(
+                "a kernel profile needs timestamp queries, which {} does not offer",
+                self.info.name
+            )));
+        }
+        self.flush()?;
+        *lock(&self.profiler) = Some(Profiler::new(&self.device));
+        Ok(())
+    }
+
+    /// Finishes the recorded work and ends the profile, returning the GPU time per kernel
+    /// (empty where none was running).
+    pub fn stop_profile(&self) -> Result<Profile> {
+        self.finish()?;
+        Ok(lock(&self.profiler)
+            .take()
+            .map(Profiler::finish)
+            .unwrap_or_default())
+    }
+
+    /// Runs `record`, which records kernels; in a running profile its dispatches are counted
+    /// under the detail `describe` gives, with its FLOPs (called only while profiling).
+    pub(crate) fn annotated<R>(
+        &self,
+        describe: impl FnOnce() -> (String, f64),
+        record: impl FnOnce() -> Result<R>,
+    ) -> Result<R> {
+        if lock(&self.profiler).is_none() {
+            return record();
+        }
+        let (detail, flops) = describe();
+        *lock(&self.note) = Some(Note { detail, flops });
+        let out = record();
+        *lock(&self.note) = None;
+        out
     }
 
     /// Submits everything recorded and waits until the GPU is idle.
@@ -1019,6 +1085,11 @@ impl Runtime {
         });
         self.with_encoder(|e| e.copy_buffer_to_buffer(src, offset, &staging, 0, bytes));
         self.flush()?;
+        self.map_read(&staging)
+    }
+
+    /// Maps `staging` (MAP_READ, its copy submitted), waits for it and returns its bytes.
+    fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);

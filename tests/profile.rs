@@ -1,0 +1,91 @@
+//! The per-kernel GPU profile (`Runtime::start_profile`): every dispatch in it is timed and counted
+//! under its kernel, entry point and (for matmuls) shape and FLOPs; results are unchanged by it;
+//! nothing is counted outside it.
+
+mod common;
+
+use cohort::ops::{Activation, MatmulSpec};
+use cohort::{Backend, CohortError, DType, GpuBackend, GpuOptions};
+use common::{gpu, loud, uniform};
+
+#[test]
+fn profile_counts_every_dispatch_under_its_kernel_and_shape() {
+    let Some(default) = gpu() else { return };
+    if !default.runtime().caps().timestamp_query {
+        let err = default.runtime().start_profile().unwrap_err();
+        assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
+        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        return;
+    }
+    // K split in two, so each product is two dispatches: the partial products, then their sum.
+    let g = GpuBackend::new(&GpuOptions {
+        k_splits: Some(2),
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let rt = g.runtime();
+    let (m, n, k) = (33, 20, 160);
+    let a = g.tensor(&[m, k], &uniform(1, m * k, -1.0, 1.0)).unwrap();
+    let b = g.tensor(&[k, n], &uniform(2, k * n, -1.0, 1.0)).unwrap();
+    let bias = g.tensor(&[n], &uniform(3, n, -1.0, 1.0)).unwrap();
+    let spec = MatmulSpec::new(false, false);
+    let mut unprofiled = g.zeros(&[m, n], DType::F32).unwrap();
+    g.matmul(&a, &b, &mut unprofiled, &spec).unwrap();
+    let expected = g.read(&unprofiled).unwrap();
+
+    rt.start_profile().unwrap();
+    let mut c = g.zeros(&[m, n], DType::F32).unwrap();
+    for _ in 0..3 {
+        g.matmul(&a, &b, &mut c, &spec).unwrap();
+    }
+    // More dispatches than one submission can time (2048): the runtime submits early.
+    let mut y = g.zeros(&[m, n], DType::F32).unwrap();
+    for _ in 0..2100 {
+        g.bias_act(&c, &bias, &mut y, Activation::Relu).unwrap();
+    }
+    let profile = rt.stop_profile().unwrap();
+    assert_eq!(g.read(&c).unwrap(), expected, "profiling changed a product");
+
+    let row = |kernel: &str, entry: &str| {
+        profile
+            .kernels
+            .iter()
+            .find(|r| r.kernel == kernel && r.entry == entry)
+            .unwrap_or_else(|| panic!("no {kernel} {entry} row in {profile:#?}"))
+    };
+    let product = row("matmul.wgsl", "main");
+    assert_eq!(
+        (product.calls, product.detail.as_str()),
+        (3, "33×20×160 NN")
+    );
+    assert_eq!(product.flops, 3.0 * 2.0 * (m * n * k) as f64);
+    // The reduction is counted under the same shape, its FLOPs not again.
+    let sum = row("matmul.wgsl", "reduce_splits");
+    assert_eq!(
+        (sum.calls, sum.detail.as_str(), sum.flops),
+        (3, "33×20×160 NN", 0.0)
+    );
+    assert!(profile
+        .kernels
+        .iter()
+        .any(|r| r.kernel == "bias_act.wgsl" && r.calls == 2100 && r.detail.is_empty()));
+    assert_eq!(profile.kernels.len(), 3, "{profile:#?}");
+    assert_eq!(profile.calls(), 2106);
+    assert!(profile.total() > std::time::Duration::ZERO, "{profile:#?}");
+    assert!(
+        profile.kernels.windows(2).all(|w| w[0].time >= w[1].time),
+        "not sorted by time: {profile:#?}"
+    );
+    let table = profile.table(3);
+    assert!(
+        table.contains("33×20×160 NN") && table.contains("700"),
+        "{table}"
+    );
+
+    // Outside a profile nothing is counted, and a new profile starts from nothing.
+    g.matmul(&a, &b, &mut c, &spec).unwrap();
+    assert!(rt.stop_profile().unwrap().kernels.is_empty());
+    rt.start_profile().unwrap();
+    g.matmul(&a, &b, &mut c, &spec).unwrap();
+    assert_eq!(rt.stop_profile().unwrap().calls(), 2);
+}
