@@ -7,9 +7,10 @@
 //
 // Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64, or 128 when the host is
 // told to: a pipeline constant), staging TILE x 16 slices of A and B through workgroup memory;
-// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers: runs of four
-// rows (columns) from row 4·lid.y (column 4·lid.x), repeated every 64, so that every
-// workgroup-memory read is a vec4 that neighbouring threads take side by side or share.
+// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers, as MICRO rows
+// of QUADS vec4s: runs of four rows (columns) from row 4·lid.y (column 4·lid.x), repeated every
+// 64, so that every workgroup-memory read is a vec4 that neighbouring threads take side by side
+// or share.
 // Any M, N, K >= 1 works:
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
@@ -24,6 +25,7 @@ override TRANS_B: bool = false; // B stored [N, K] instead of [K, N]
 override F16_INPUTS: bool = false; // round A and B to f16, accumulate in f32
 override TILE: u32 = 64u; // 64 or 128: the C tile per workgroup
 override MICRO: u32 = TILE / 16u; // per-thread block: 4 or 8 (derived, never set)
+override QUADS: u32 = MICRO / 4u; // vec4s per accumulator row: 1 or 2 (derived, never set)
 // Load A (B) from global memory as vec4s along its contiguous axis: the host sets it when that
 // axis's length is a multiple of 4 (K for A as stored [M, K], M for A stored [K, M]; N for B
 // stored [K, N], K for B stored [N, K]), so a vec4 is wholly inside the matrix or wholly outside.
@@ -33,6 +35,7 @@ override VEC_B: bool = false;
 
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
+const ACC_LEN: u32 = 16u; // accumulator vec4s at most: MAX_MICRO rows of MAX_MICRO / 4
 
 var<workgroup> tile_a: array<vec4<f32>, TK * TILE / 4u>; // [k][m], four m per entry
 var<workgroup> tile_b: array<vec4<f32>, TK * TILE / 4u>; // [k][n], four n per entry
@@ -191,16 +194,17 @@ fn store_slice(
     }
 }
 
-// The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, row-major in
-// the first MICRO² entries (rows micro_offset(lid.y, i), columns micro_offset(lid.x, j)).
-fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
+// The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, in the first
+// MICRO·QUADS vec4s, row-major: vec4 f holds row micro_offset(lid.y, f / QUADS), columns
+// micro_offset(lid.x, 4·(f % QUADS) + 0..3), which are consecutive.
+fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<vec4<f32>, ACC_LEN> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let base_a = batch_entry(wg.z) * p.stride_a;
     let base_b = batch_entry(wg.z) * p.stride_b;
     let ks = k_range(wg.z);
 
-    var acc: array<f32, 64>; // MAX_MICRO², zero-initialised
+    var acc: array<vec4<f32>, ACC_LEN>; // zero-initialised
 
     // Register double buffering: the next k-slice's operands are loaded from global memory
     // while the current one is multiplied out of workgroup memory.
@@ -223,9 +227,9 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<f32, 64> {
                 bv[q] = tile_b[kk * (TILE / 4u) + q * 16u + lid.x];
             }
             for (var i = 0u; i < MICRO; i++) {
-                let a_i = av[i / 4u][i % 4u];
-                for (var j = 0u; j < MICRO; j++) {
-                    acc[i * MICRO + j] = fma(a_i, bv[j / 4u][j % 4u], acc[i * MICRO + j]);
+                let a_i = vec4<f32>(av[i / 4u][i % 4u]);
+                for (var q = 0u; q < QUADS; q++) {
+                    acc[i * QUADS + q] = fma(a_i, bv[q], acc[i * QUADS + q]);
                 }
             }
         }
@@ -243,12 +247,42 @@ fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
     return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
 }
 
+// Accumulator vec4 f, read with a constant index. The accumulators stay in registers only while
+// every access has a constant index; a loop the driver does not unroll (the 128 tile's store
+// loop, 64 elements long when it indexed them one by one) gives its index as a variable, and the
+// whole array then lives in local memory, in the product loop too: the suspected reason the 128
+// tile ran 18x slower than the 64 one on the H200 (BENCHMARKS.md). Unrolled, the switch folds away.
+fn quad(acc: ptr<function, array<vec4<f32>, ACC_LEN>>, f: u32) -> vec4<f32> {
+    switch f {
+        case 0u: { return (*acc)[0]; }
+        case 1u: { return (*acc)[1]; }
+        case 2u: { return (*acc)[2]; }
+        case 3u: { return (*acc)[3]; }
+        case 4u: { return (*acc)[4]; }
+        case 5u: { return (*acc)[5]; }
+        case 6u: { return (*acc)[6]; }
+        case 7u: { return (*acc)[7]; }
+        case 8u: { return (*acc)[8]; }
+        case 9u: { return (*acc)[9]; }
+        case 10u: { return (*acc)[10]; }
+        case 11u: { return (*acc)[11]; }
+        case 12u: { return (*acc)[12]; }
+        case 13u: { return (*acc)[13]; }
+        case 14u: { return (*acc)[14]; }
+        default: { return (*acc)[15]; }
+    }
+}
+
 // Stores this thread's MICRO x MICRO block of C: the product, alpha·acc (+ beta·C).
-fn store_block(wg: vec3<u32>, lid: vec3<u32>, acc: array<f32, 64>) {
-    for (var e = 0u; e < MICRO * MICRO; e++) {
-        let at = c_place(wg, lid, e);
-        if (at.y != 0u) {
-            c[at.x] = product(at.x, acc[e]);
+fn store_block(wg: vec3<u32>, lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, ACC_LEN>>) {
+    for (var f = 0u; f < MICRO * QUADS; f++) {
+        let v = quad(acc, f);
+        let e0 = (f / QUADS) * MICRO + (f % QUADS) * 4u; // its first element, row-major
+        for (var i = 0u; i < 4u; i++) {
+            let at = c_place(wg, lid, e0 + i);
+            if (at.y != 0u) {
+                c[at.x] = product(at.x, v[i]);
+            }
         }
     }
 }
@@ -274,7 +308,8 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    store_block(wg, lid, tile_product(wg, lid, tid));
+    var acc = tile_product(wg, lid, tid);
+    store_block(wg, lid, &acc);
 }
 
 @compute @workgroup_size(16, 16, 1)
@@ -283,7 +318,8 @@ fn main_bias_act(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    store_block(wg, lid, tile_product(wg, lid, tid));
+    var acc = tile_product(wg, lid, tid);
+    store_block(wg, lid, &acc);
     finish_block(wg, lid, BIAS_ACT);
 }
 
@@ -293,7 +329,8 @@ fn main_act_grad(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(local_invocation_index) tid: u32,
 ) {
-    store_block(wg, lid, tile_product(wg, lid, tid));
+    var acc = tile_product(wg, lid, tid);
+    store_block(wg, lid, &acc);
     finish_block(wg, lid, ACT_GRAD);
 }
 
