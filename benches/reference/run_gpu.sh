@@ -14,6 +14,7 @@
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
 #           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
 #                     fused epilogues at the large step's shapes
+#           tiles     the f32 kernel's 64 and 128 tiles: products and steps
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed)
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
@@ -23,7 +24,7 @@
 #           coop      the cooperative-matrix kernel's layouts
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
-#           variants  the A/B sweeps: mixed and split-f32 products, tile sizes, split K, step
+#           variants  the A/B sweeps: mixed and split-f32 products, split K, step
 #                     variants, the independent-vs-mutual comparison
 #           ab        wgpu's loop bounding on and off, unchecked indexing
 #         COHORT_GPU_SECONDS (default 480) bounds the whole run: each part's commands get what is
@@ -107,6 +108,16 @@ part_matmul() {
       run bench-matmul-$epilogue .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   done
 }
+part_tiles() {
+  # Each f32 tile forced, to check the default (64): the 128 tile ran 18x slower on the H200
+  # before its accumulators were read with constant indices only (2026-11-30, unmeasured since).
+  for tile in 64 128; do
+    COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
+      run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  done
+  COHORT_MATMUL_TILE=128 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tile128.json" \
+    run bench-step-tile128 .gpu/bin/bench-step --bench $quick
+}
 part_losses() {
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
     run bench-losses .gpu/bin/bench-losses --bench $quick
@@ -184,11 +195,6 @@ part_variants() {
   COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_PRECISION=mixed COHORT_BENCH_TRANSPOSES=nn \
     run bench-matmul-mixed .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   split_f32 "$shapes"
-  # Each f32 tile forced, to check the default (64).
-  for tile in 64 128; do
-    COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
-      run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-  done
   # The mixed step without tensor cores (the f32 kernel rounding to f16), and without the F16
   # weight copies and activations (f32 tensors rounded as loaded).
   COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
@@ -230,7 +236,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check matmul losses step profile torch train tests coop variants ab}; do
+for part in ${*:-check matmul tiles losses step profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done
