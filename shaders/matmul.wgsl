@@ -124,11 +124,16 @@ fn place_b(l: u32, tid: u32) -> vec2<u32> {
     return vec2<u32>(flat / TILE, flat % TILE);
 }
 
-// Loads this thread's share of the k-slice starting at k0 into registers (unit l's elements at
-// 4l.. in vec4 mode, at l otherwise).
+// This thread's share of a k-slice, in registers: unit l of each operand (vec4 mode) is entry
+// l, element l of it (scalar mode) is component l % 4 of entry l / 4.
+struct Slice {
+    a: array<vec4<f32>, 2>,
+    b: array<vec4<f32>, 2>,
+}
+
+// Loads this thread's share of the k-slice starting at k0 into registers.
 fn fetch_slice(
-    next_a: ptr<function, array<f32, MAX_MICRO>>,
-    next_b: ptr<function, array<f32, MAX_MICRO>>,
+    next: ptr<function, Slice>,
     base_a: u32,
     base_b: u32,
     row0: u32,
@@ -139,57 +144,48 @@ fn fetch_slice(
     for (var l = 0u; l < units(VEC_A); l++) {
         let at = place_a(l, tid);
         if (VEC_A) {
-            let v = load_a4(base_a, row0 + at.y, k0 + at.x);
-            for (var e = 0u; e < 4u; e++) {
-                (*next_a)[4u * l + e] = v[e];
-            }
+            (*next).a[l] = load_a4(base_a, row0 + at.y, k0 + at.x);
         } else {
-            (*next_a)[l] = load_a(base_a, row0 + at.y, k0 + at.x);
+            (*next).a[l / 4u][l % 4u] = load_a(base_a, row0 + at.y, k0 + at.x);
         }
     }
     for (var l = 0u; l < units(VEC_B); l++) {
         let at = place_b(l, tid);
         if (VEC_B) {
-            let v = load_b4(base_b, k0 + at.x, col0 + at.y);
-            for (var e = 0u; e < 4u; e++) {
-                (*next_b)[4u * l + e] = v[e];
-            }
+            (*next).b[l] = load_b4(base_b, k0 + at.x, col0 + at.y);
         } else {
-            (*next_b)[l] = load_b(base_b, k0 + at.x, col0 + at.y);
+            (*next).b[l / 4u][l % 4u] = load_b(base_b, k0 + at.x, col0 + at.y);
         }
     }
 }
 
-// Writes the registers of fetch_slice into workgroup memory: tile[k][m or n].
-fn store_slice(
-    next_a: ptr<function, array<f32, MAX_MICRO>>,
-    next_b: ptr<function, array<f32, MAX_MICRO>>,
-    tid: u32,
-) {
+// Writes the registers of fetch_slice into workgroup memory: tile[k][m or n]. A vec4 along the
+// tile's rows (A stored [K, M], B stored [K, N]) is one store; along k, four.
+fn store_slice(next: ptr<function, Slice>, tid: u32) {
     for (var l = 0u; l < units(VEC_A); l++) {
-        let at = place_a(l, tid);
-        if (VEC_A) {
+        let at = place_a(l, tid); // (k, row)
+        if (VEC_A && TRANS_A) {
+            tile_a[(at.x * TILE + at.y) / 4u] = (*next).a[l];
+        } else if (VEC_A) {
+            let v = (*next).a[l];
             for (var e = 0u; e < 4u; e++) {
-                // Four k (stored [M, K]) or four rows (stored [K, M]) from (k, row) = at.
-                let kk = at.x + select(e, 0u, TRANS_A);
-                let mm = at.y + select(0u, e, TRANS_A);
-                tile_a[(kk * TILE + mm) / 4u][mm % 4u] = (*next_a)[4u * l + e];
+                tile_a[((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
             }
         } else {
-            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next_a)[l];
+            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).a[l / 4u][l % 4u];
         }
     }
     for (var l = 0u; l < units(VEC_B); l++) {
-        let at = place_b(l, tid);
-        if (VEC_B) {
+        let at = place_b(l, tid); // (k, column)
+        if (VEC_B && !TRANS_B) {
+            tile_b[(at.x * TILE + at.y) / 4u] = (*next).b[l];
+        } else if (VEC_B) {
+            let v = (*next).b[l];
             for (var e = 0u; e < 4u; e++) {
-                // Four columns (stored [K, N]) or four k (stored [N, K]) from (k, column) = at.
-                let kk = at.x + select(0u, e, TRANS_B);
-                let nn = at.y + select(e, 0u, TRANS_B);
-                tile_b[(kk * TILE + nn) / 4u][nn % 4u] = (*next_b)[4u * l + e];
+                tile_b[((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
             }
         } else {
-            tile_b[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next_b)[l];
+            tile_b[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).b[l / 4u][l % 4u];
         }
     }
 }
@@ -208,16 +204,15 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<vec4<f32>, ACC
 
     // Register double buffering: the next k-slice's operands are loaded from global memory
     // while the current one is multiplied out of workgroup memory.
-    var next_a: array<f32, MAX_MICRO>;
-    var next_b: array<f32, MAX_MICRO>;
-    fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, ks.x, tid);
+    var next: Slice;
+    fetch_slice(&next, base_a, base_b, row0, col0, ks.x, tid);
     let tiles = (ks.y - ks.x + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
-        store_slice(&next_a, &next_b, tid);
+        store_slice(&next, tid);
         workgroupBarrier();
         if (t + 1u < tiles) {
             let k0 = ks.x + (t + 1u) * TK;
-            fetch_slice(&next_a, &next_b, base_a, base_b, row0, col0, k0, tid);
+            fetch_slice(&next, base_a, base_b, row0, col0, k0, tid);
         }
         for (var kk = 0u; kk < TK; kk++) {
             var av: array<vec4<f32>, MAX_MICRO / 4u>;
