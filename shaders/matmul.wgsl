@@ -124,8 +124,8 @@ fn place_b(l: u32, tid: u32) -> vec2<u32> {
     return vec2<u32>(flat / TILE, flat % TILE);
 }
 
-// This thread's share of a k-slice, in registers: unit l of each operand (vec4 mode) is entry
-// l, element l of it (scalar mode) is component l % 4 of entry l / 4.
+// This thread's share of a k-slice, in registers, per operand: in vec4 mode unit l is entry l;
+// in scalar mode element l is component l % 4 of entry l / 4.
 struct Slice {
     a: array<vec4<f32>, 2>,
     b: array<vec4<f32>, 2>,
