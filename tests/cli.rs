@@ -147,6 +147,21 @@ fn bad_input_is_one_clear_error_line() {
         ("COHORT_MATMUL_TILE", "big", "use 64 or 128"),
         ("COHORT_SPLIT_K", "32", "1 to 16"),
         ("COHORT_F32_MATMUL", "tf32", "use plain or split-f16"),
+        (
+            "COHORT_LOOP_BOUNDING",
+            "yes",
+            "COHORT_LOOP_BOUNDING=yes: use 1 or 0",
+        ),
+        (
+            "COHORT_UNCHECKED_INDEXING",
+            "2",
+            "COHORT_UNCHECKED_INDEXING=2: use 1 or 0",
+        ),
+        (
+            "COHORT_F16_TENSORS",
+            "no",
+            "COHORT_F16_TENSORS=no: use 1 or 0",
+        ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

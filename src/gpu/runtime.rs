@@ -264,16 +264,17 @@ impl GpuOptions {
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
-        // A setting forced on (1) or off (0) in every kernel; anything else leaves the default.
+        // A switch set on (1) or off (0); unset leaves the default (None).
         let forced = |name: &str| match var(name).as_deref() {
-            Some("1") => Some(true),
-            Some("0") => Some(false),
-            _ => None,
+            None => Ok(None),
+            Some("1") => Ok(Some(true)),
+            Some("0") => Ok(Some(false)),
+            Some(v) => Err(CohortError::InvalidConfig(format!(
+                "{name}={v}: use 1 or 0"
+            ))),
         };
         Ok(GpuOptions {
-            adapter: std::env::var("COHORT_ADAPTER")
-                .ok()
-                .filter(|s| !s.is_empty()),
+            adapter: var("COHORT_ADAPTER"),
             hardware_only: std::env::var("COHORT_HARDWARE_ONLY").is_ok_and(|v| v == "1"),
             matmul_tile: var("COHORT_MATMUL_TILE")
                 .map(|v| {
@@ -291,8 +292,8 @@ impl GpuOptions {
                     ))),
                 })
                 .transpose()?,
-            loop_bounding: forced("COHORT_LOOP_BOUNDING"),
-            unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING"),
+            loop_bounding: forced("COHORT_LOOP_BOUNDING")?,
+            unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
             coop_k_staging: match var("COHORT_COOP_STAGING").as_deref() {
@@ -304,15 +305,7 @@ impl GpuOptions {
                     )))
                 }
             },
-            no_f16_tensors: match var("COHORT_F16_TENSORS").as_deref() {
-                None | Some("1") => false,
-                Some("0") => true,
-                Some(v) => {
-                    return Err(CohortError::InvalidConfig(format!(
-                        "COHORT_F16_TENSORS={v}: use 1 or 0"
-                    )))
-                }
-            },
+            no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: var("COHORT_F32_MATMUL").map_or(Ok(F32Matmul::Plain), |v| v.parse())?,
         })
     }
