@@ -144,7 +144,12 @@ fn bad_input_is_one_clear_error_line() {
     for (var, value, expect) in [
         ("COHORT_COOP", "bogus", "use auto, off, on or emulate"),
         ("COHORT_COOP_LAYOUT", "4x2", "SG_ROWSxSG_COLS:FRxFC"),
-        ("COHORT_MATMUL_TILE", "big", "use 64 or 128"),
+        ("COHORT_MATMUL_TILE", "big", "use 64, 128, shape or default"),
+        (
+            "COHORT_HARDWARE_ONLY",
+            "yes",
+            "COHORT_HARDWARE_ONLY=yes: use 1 or 0",
+        ),
         ("COHORT_SPLIT_K", "32", "1 to 16"),
         ("COHORT_F32_MATMUL", "tf32", "use plain or split-f16"),
         (

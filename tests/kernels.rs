@@ -460,7 +460,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
         return;
     }
     let options = cohort::GpuOptions {
-        matmul_tile: Some(128),
+        matmul_tile: cohort::gpu::TileChoice::Fixed(128),
         ..cohort::GpuOptions::from_env().unwrap()
     };
     let g = cohort::GpuBackend::new(&options).unwrap();
@@ -496,7 +496,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
         .push(validate::matmul_act_grad(&g, 2, (130, 129, 33), Activation::Gelu, F32, 4).unwrap());
     report("matmul 128x128 tiles", &checks);
     assert!(cohort::GpuBackend::new(&cohort::GpuOptions {
-        matmul_tile: Some(96),
+        matmul_tile: cohort::gpu::TileChoice::Fixed(96),
         ..Default::default()
     })
     .is_err());

@@ -14,7 +14,8 @@
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
 #           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
 #                     fused epilogues at the large step's shapes
-#           tiles     the f32 kernel's 64 and 128 tiles: products and steps
+#           tiles     the f32 kernel's 64 and 128 tiles on the products; the large step with
+#                     the tile chosen by shape (COHORT_MATMUL_TILE=shape)
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed)
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
@@ -115,8 +116,10 @@ part_tiles() {
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
       run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   done
-  COHORT_MATMUL_TILE=128 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tile128.json" \
-    run bench-step-tile128 .gpu/bin/bench-step --bench $quick
+  # The large step with the tile chosen by shape (128 for its hidden layers' products, 64 for
+  # the output layer's; the small step has no product big enough, so it would not change).
+  COHORT_MATMUL_TILE=shape COHORT_BENCH_STEPS=large COHORT_BENCH_JSON="$out/cohort-step-tileshape.json" \
+    run bench-step-tileshape .gpu/bin/bench-step --bench $quick
 }
 part_losses() {
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \

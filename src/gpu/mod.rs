@@ -16,7 +16,8 @@ use crate::tensor::{DType, Shape, TensorInfo};
 pub use profile::{KernelTime, Profile};
 use runtime::PooledBuffer;
 pub use runtime::{
-    list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, Runtime, WorkCounts,
+    list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, Runtime,
+    TileChoice, WorkCounts,
 };
 use shaders::{CoopOps, MatmulStorage, Shader};
 
@@ -138,7 +139,7 @@ pub struct GpuBackend {
     rt: Runtime,
     /// F16 tensors are offered: f16 shaders, and not declined (`GpuOptions::no_f16_tensors`).
     f16_tensors: bool,
-    matmul_tile: Option<usize>,
+    matmul_tile: TileChoice,
     k_splits: Option<usize>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
@@ -373,6 +374,12 @@ fn k_split(k: usize, tiles: usize, forced: Option<usize>) -> usize {
         .max(K_SPLIT_ALIGN)
 }
 
+/// Whether `batch` products of `m`×`n` have at least [`BIG_TILE_MIN_WORKGROUPS`] output tiles
+/// `tile` wide: enough to fill a large GPU with tiles that big.
+fn fills_with_tiles(m: usize, n: usize, batch: usize, tile: usize) -> bool {
+    m.div_ceil(tile) * n.div_ceil(tile) * batch >= BIG_TILE_MIN_WORKGROUPS
+}
+
 fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| CohortError::shape(op, format!("dimension {v} exceeds u32")))
 }
@@ -390,10 +397,12 @@ fn check_peers(op: &'static str, peers: usize) -> Result<()> {
 impl GpuBackend {
     /// Opens the GPU chosen by `options` (see [`GpuOptions`]).
     pub fn new(options: &GpuOptions) -> Result<Self> {
-        if let Some(tile) = options.matmul_tile.filter(|t| ![64, 128].contains(t)) {
-            return Err(CohortError::InvalidConfig(format!(
-                "matmul tile {tile}: use 64 or 128"
-            )));
+        if let TileChoice::Fixed(tile) = options.matmul_tile {
+            if tile != 64 && tile != 128 {
+                return Err(CohortError::InvalidConfig(format!(
+                    "matmul tile {tile}: use 64 or 128"
+                )));
+            }
         }
         if let Some(splits) = options.k_splits.filter(|s| !(1..=MAX_K_SPLITS).contains(s)) {
             return Err(CohortError::InvalidConfig(format!(
@@ -1105,11 +1114,27 @@ impl Backend for GpuBackend {
 }
 
 impl GpuBackend {
-    /// The C tile of `matmul.wgsl`: 64×64 unless [`GpuOptions::matmul_tile`] forces 128. (The
-    /// 128 tile, 8×8 accumulators per thread, ran at 1.5 TFLOP/s on an H200 where the 64 tile
-    /// ran at 27, at 4096³: BENCHMARKS.md.)
-    fn matmul_tile(&self) -> usize {
-        self.matmul_tile.unwrap_or(64)
+    /// The C tile of `matmul.wgsl` for product `d`: 64×64 unless [`GpuOptions::matmul_tile`]
+    /// forces 128 or asks for it by shape ([`GpuBackend::fills_with_big_tiles`]). (The 128
+    /// tile, 8×8 accumulators per thread, ran at 1.5 TFLOP/s on an H200 where the 64 tile ran
+    /// at 27, at 4096³, before its accumulators became vec4s: BENCHMARKS.md.)
+    fn matmul_tile(&self, d: &MatmulDims) -> usize {
+        let big = match self.matmul_tile {
+            TileChoice::Default => false,
+            TileChoice::ByShape => self.fills_with_big_tiles(d, 128),
+            TileChoice::Fixed(tile) => tile == 128,
+        };
+        if big {
+            128
+        } else {
+            64
+        }
+    }
+
+    /// Whether product `d` has enough output tiles `tile` wide to fill a large GPU
+    /// ([`fills_with_tiles`]), on a hardware adapter.
+    fn fills_with_big_tiles(&self, d: &MatmulDims, tile: usize) -> bool {
+        !self.is_software() && fills_with_tiles(d.m, d.n, d.batch, tile)
     }
 
     /// An [`CohortError::Unsupported`] error for `what` where F16 tensors are not offered.
@@ -1222,7 +1247,7 @@ impl GpuBackend {
                 (Shader::MatmulCoop(kernel.ops, storage), tile)
             }
             None => {
-                let tile = self.matmul_tile();
+                let tile = self.matmul_tile(d);
                 constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
                 (Shader::Matmul(storage), tile)
             }
@@ -1343,12 +1368,12 @@ impl GpuBackend {
         let Some(big) = kernel.big else {
             return kernel.small;
         };
-        let big_tile = big.tile(kernel.ops.frag()) as usize;
-        let many =
-            d.m.div_ceil(big_tile) * d.n.div_ceil(big_tile) * d.batch >= BIG_TILE_MIN_WORKGROUPS;
-        let wanted = self
-            .matmul_tile
-            .map_or(many && !self.is_software(), |t| t == 128);
+        let wanted = match self.matmul_tile {
+            TileChoice::Default | TileChoice::ByShape => {
+                self.fills_with_big_tiles(d, big.tile(kernel.ops.frag()) as usize)
+            }
+            TileChoice::Fixed(tile) => tile == 128,
+        };
         if wanted {
             big
         } else {
@@ -1521,7 +1546,27 @@ impl GpuBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::k_split;
+    use super::{fills_with_tiles, k_split};
+
+    #[test]
+    fn big_tiles_go_to_products_that_fill_a_gpu_with_them() {
+        // The large step (2 peers of 784-4096-4096-10, batch 1024): the hidden layers' forward
+        // and input-gradient products (1024×4096) have 512 tiles of 128, the weight gradients
+        // (4096×4096, 784×4096) 2048 and 448; the output layer's products (1024×10, 4096×10)
+        // 16 and 64, too few.
+        assert!(fills_with_tiles(1024, 4096, 2, 128));
+        assert!(fills_with_tiles(4096, 4096, 2, 128));
+        assert!(fills_with_tiles(784, 4096, 2, 128));
+        assert!(!fills_with_tiles(1024, 10, 2, 128));
+        assert!(!fills_with_tiles(4096, 10, 2, 128));
+        // The small step (784-1024-1024-10, batch 256): 32 tiles of 128 at most, and 128 of 64.
+        assert!(!fills_with_tiles(256, 1024, 2, 128));
+        assert!(!fills_with_tiles(1024, 1024, 2, 128));
+        assert!(!fills_with_tiles(256, 1024, 2, 64));
+        // The edge: 256 tiles fill, 255 do not.
+        assert!(fills_with_tiles(16 * 128, 16 * 128, 1, 128));
+        assert!(!fills_with_tiles(15 * 128, 17 * 128, 1, 128));
+    }
 
     /// The splits `k_split` gives a product of depth `k` with `tiles` 64-wide tiles.
     fn splits(k: usize, tiles: usize, forced: Option<usize>) -> usize {

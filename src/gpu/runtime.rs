@@ -23,9 +23,8 @@ pub struct GpuOptions {
     pub adapter: Option<String>,
     /// Refuse software adapters such as lavapipe.
     pub hardware_only: bool,
-    /// Force the matmul tile: 64 or 128 for the f32 kernel (default 64); on the cooperative-matrix
-    /// kernel, 128 forces its big layout and 64 its small one (default: by shape).
-    pub matmul_tile: Option<usize>,
+    /// The matmul tile (see [`TileChoice`]).
+    pub matmul_tile: TileChoice,
     /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
     /// multiplied by workgroups of their own and then summed, instead of splitting products
     /// with too few tiles to fill a hardware adapter.
@@ -87,6 +86,38 @@ impl std::str::FromStr for F32Matmul {
             "split-f16" => Ok(F32Matmul::SplitF16),
             other => Err(CohortError::InvalidConfig(format!(
                 "f32 matmul '{other}': use plain or split-f16"
+            ))),
+        }
+    }
+}
+
+/// The C tile of the matmul kernels: 64 or 128 wide for the f32 kernel; for the
+/// cooperative-matrix kernel, 128 means its big layout and 64 its small one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TileChoice {
+    /// The f32 kernel takes 64 for every product; the cooperative-matrix kernel chooses by shape.
+    #[default]
+    Default,
+    /// Both kernels choose by shape: 128 where a product has enough 128-wide tiles to fill a
+    /// large GPU, on hardware adapters; 64 elsewhere. For the f32 kernel an experiment: its 128
+    /// tile ran 18× slower than the 64 one on an H200, before its accumulators became vec4s
+    /// read with constant indices, and has not been measured there since.
+    ByShape,
+    /// This width (64 or 128) for every product.
+    Fixed(usize),
+}
+
+impl std::str::FromStr for TileChoice {
+    type Err = CohortError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "default" => Ok(TileChoice::Default),
+            "shape" => Ok(TileChoice::ByShape),
+            "64" => Ok(TileChoice::Fixed(64)),
+            "128" => Ok(TileChoice::Fixed(128)),
+            other => Err(CohortError::InvalidConfig(format!(
+                "matmul tile '{other}': use 64, 128, shape or default"
             ))),
         }
     }
@@ -253,8 +284,8 @@ impl CoopLayout {
 
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
-    /// `COHORT_HARDWARE_ONLY=1` refuses software adapters, `COHORT_MATMUL_TILE=64|128` forces
-    /// the matmul tile, `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
+    /// `COHORT_HARDWARE_ONLY=1|0` refuses software adapters or not, `COHORT_MATMUL_TILE=64|128`
+    /// forces the matmul tile and `=shape` chooses it by shape in both kernels, `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
@@ -275,14 +306,9 @@ impl GpuOptions {
         };
         Ok(GpuOptions {
             adapter: var("COHORT_ADAPTER"),
-            hardware_only: std::env::var("COHORT_HARDWARE_ONLY").is_ok_and(|v| v == "1"),
+            hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
             matmul_tile: var("COHORT_MATMUL_TILE")
-                .map(|v| {
-                    v.parse().map_err(|_| {
-                        CohortError::InvalidConfig(format!("COHORT_MATMUL_TILE={v}: use 64 or 128"))
-                    })
-                })
-                .transpose()?,
+                .map_or(Ok(TileChoice::Default), |v| v.parse())?,
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
                     Ok(n) if (1..=super::MAX_K_SPLITS).contains(&n) => Ok(n),
