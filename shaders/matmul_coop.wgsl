@@ -140,12 +140,13 @@ fn hi_part(v: f32) -> f32 {
 }
 
 // This thread's share of the next k-slices of op(A) and op(B) in registers, as loaded (the stored
-// types; unit l's elements at w·l..). They become f16 (with SPLIT_F32 hi and lo parts) only when
-// staged, after the current slices' products: converted as loaded, the step would begin by
-// waiting for its loads.
+// types; element j of the thread's share is component j % 4 of entry j / 4, so a vec4 load is
+// one entry). They become f16 (with SPLIT_F32 hi and lo parts) only when staged, after the
+// current slices' products: converted as loaded, the step would begin by waiting for its loads.
+// Held as vec4s, f16 values pack two to a register where scalars could take one each.
 struct Fetched {
-    a: array<ElemA, MAX_UNITS>,
-    b: array<ElemB, MAX_UNITS>,
+    a: array<vec4<ElemA>, MAX_UNITS / 4u>,
+    b: array<vec4<ElemB>, MAX_UNITS / 4u>,
 }
 
 // Reads this thread's share of the k-slice at k0 of `operand` into registers: units of four
@@ -159,28 +160,32 @@ fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32
         let r = r0 + at.y;
         let k = k0 + at.x;
         if (operand == 0u) {
-            var v = vec4<ElemA>();
-            if (r < p.m && k < p.k) {
-                if (vec) {
+            if (vec) {
+                var v = vec4<ElemA>();
+                if (r < p.m && k < p.k) {
                     v = a4[a_at(base, r, k) / 4u];
-                } else {
-                    v.x = a[a_at(base, r, k)];
                 }
-            }
-            for (var e = 0u; e < w; e++) {
-                (*next).a[w * l + e] = v[e];
+                (*next).a[l] = v;
+            } else {
+                var v = ElemA();
+                if (r < p.m && k < p.k) {
+                    v = a[a_at(base, r, k)];
+                }
+                (*next).a[l / 4u][l % 4u] = v;
             }
         } else {
-            var v = vec4<ElemB>();
-            if (r < p.n && k < p.k) {
-                if (vec) {
+            if (vec) {
+                var v = vec4<ElemB>();
+                if (r < p.n && k < p.k) {
                     v = b4[b_at(base, k, r) / 4u];
-                } else {
-                    v.x = b[b_at(base, k, r)];
                 }
-            }
-            for (var e = 0u; e < w; e++) {
-                (*next).b[w * l + e] = v[e];
+                (*next).b[l] = v;
+            } else {
+                var v = ElemB();
+                if (r < p.n && k < p.k) {
+                    v = b[b_at(base, k, r)];
+                }
+                (*next).b[l / 4u][l % 4u] = v;
             }
         }
     }
@@ -199,7 +204,11 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
             let i = staged_at(operand, buf, r, k);
             let j = w * l + e;
             if (SPLIT_F32) {
-                let v = select(f32((*next).b[j]), f32((*next).a[j]), operand == 0u);
+                let v = select(
+                    f32((*next).b[j / 4u][j % 4u]),
+                    f32((*next).a[j / 4u][j % 4u]),
+                    operand == 0u,
+                );
                 let hi = hi_part(v);
                 let lo = f16((v - hi) * LO_SCALE);
                 if (operand == 0u) {
@@ -210,9 +219,9 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
                     tile_b[LO + i] = lo;
                 }
             } else if (operand == 0u) {
-                tile_a[i] = f16((*next).a[j]);
+                tile_a[i] = f16((*next).a[j / 4u][j % 4u]);
             } else {
-                tile_b[i] = f16((*next).b[j]);
+                tile_b[i] = f16((*next).b[j / 4u][j % 4u]);
             }
         }
     }
