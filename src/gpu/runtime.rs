@@ -285,7 +285,8 @@ impl CoopLayout {
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1|0` refuses software adapters or not, `COHORT_MATMUL_TILE=64|128`
-    /// forces the matmul tile and `=shape` chooses it by shape in both kernels, `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
+    /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
+    /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
