@@ -6,11 +6,11 @@
 // CPU twins: src/cpu/matmul.rs, then src/cpu/bias_act.rs.
 //
 // Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64, or 128 when the host is
-// told to: a pipeline constant), staging TILE x 16 slices of A and B through workgroup memory;
-// each thread accumulates a MICRO x MICRO block (MICRO = TILE / 16) in registers, as MICRO rows
-// of QUADS vec4s: runs of four rows (columns) from row 4·lid.y (column 4·lid.x), repeated every
-// 64, so that every workgroup-memory read is a vec4 that neighbouring threads take side by side
-// or share.
+// told to: a pipeline constant), staging TILE x 16 slices of A and B through two buffers of
+// workgroup memory (one barrier per slice; SLICE_BUFFERS); each thread accumulates a MICRO x
+// MICRO block (MICRO = TILE / 16) in registers, as MICRO rows of QUADS vec4s: runs of four rows
+// (columns) from row 4·lid.y (column 4·lid.x), repeated every 64, so that every
+// workgroup-memory read is a vec4 that neighbouring threads take side by side or share.
 // Any M, N, K >= 1 works:
 // loads outside the matrices read zero and stores outside C are skipped. The transposes are
 // pipeline constants, so each of the four variants compiles to straight-line code. With F16_INPUTS
@@ -37,8 +37,17 @@ const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
 const ACC_LEN: u32 = 16u; // accumulator vec4s at most: MAX_MICRO rows of MAX_MICRO / 4
 
-var<workgroup> tile_a: array<vec4<f32>, TK * TILE / 4u>; // [k][m], four m per entry
-var<workgroup> tile_b: array<vec4<f32>, TK * TILE / 4u>; // [k][n], four n per entry
+// Workgroup buffers per operand: 2 (the slice multiplied and the next one, one barrier per
+// slice), or 1 (the next slice waits for everyone to finish the current one: two barriers per
+// slice, as before 2026-11-30; kept to measure the difference).
+override SLICE_BUFFERS: u32 = 2u;
+// SLICE_BUFFERS buffers per operand of [k][m] ([k][n]), four m (n) per entry. (Lengths named:
+// naga 30 panics on pipelines whose workgroup arrays have more than one unnamed
+// override-expression length.)
+override SLICE: u32 = TK * TILE / 4u; // vec4 entries of one buffer (derived, never set)
+override STAGED: u32 = SLICE_BUFFERS * SLICE; // (derived, never set)
+var<workgroup> tile_a: array<vec4<f32>, STAGED>;
+var<workgroup> tile_b: array<vec4<f32>, STAGED>;
 
 // Row (column) within the tile of this thread's i-th accumulator row (column); t = lid.y (lid.x).
 fn micro_offset(t: u32, i: u32) -> u32 {
@@ -159,33 +168,34 @@ fn fetch_slice(
     }
 }
 
-// Writes the registers of fetch_slice into workgroup memory: tile[k][m or n]. A vec4 along the
-// tile's rows (A stored [K, M], B stored [K, N]) is one store; along k, four.
-fn store_slice(next: ptr<function, Slice>, tid: u32) {
+// Writes the registers of fetch_slice into workgroup buffer `buf`: tile[k][m or n]. A vec4
+// along the tile's rows (A stored [K, M], B stored [K, N]) is one store; along k, four.
+fn store_slice(next: ptr<function, Slice>, buf: u32, tid: u32) {
+    let base = buf * SLICE;
     for (var l = 0u; l < units(VEC_A); l++) {
         let at = place_a(l, tid); // (k, row)
         if (VEC_A && TRANS_A) {
-            tile_a[(at.x * TILE + at.y) / 4u] = (*next).a[l];
+            tile_a[base + (at.x * TILE + at.y) / 4u] = (*next).a[l];
         } else if (VEC_A) {
             let v = (*next).a[l];
             for (var e = 0u; e < 4u; e++) {
-                tile_a[((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
+                tile_a[base + ((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
             }
         } else {
-            tile_a[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).a[l / 4u][l % 4u];
+            tile_a[base + (at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).a[l / 4u][l % 4u];
         }
     }
     for (var l = 0u; l < units(VEC_B); l++) {
         let at = place_b(l, tid); // (k, column)
         if (VEC_B && !TRANS_B) {
-            tile_b[(at.x * TILE + at.y) / 4u] = (*next).b[l];
+            tile_b[base + (at.x * TILE + at.y) / 4u] = (*next).b[l];
         } else if (VEC_B) {
             let v = (*next).b[l];
             for (var e = 0u; e < 4u; e++) {
-                tile_b[((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
+                tile_b[base + ((at.x + e) * TILE + at.y) / 4u][at.y % 4u] = v[e];
             }
         } else {
-            tile_b[(at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).b[l / 4u][l % 4u];
+            tile_b[base + (at.x * TILE + at.y) / 4u][at.y % 4u] = (*next).b[l / 4u][l % 4u];
         }
     }
 }
@@ -202,24 +212,29 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<vec4<f32>, ACC
 
     var acc: array<vec4<f32>, ACC_LEN>; // zero-initialised
 
-    // Register double buffering: the next k-slice's operands are loaded from global memory
-    // while the current one is multiplied out of workgroup memory.
+    // The next k-slice's operands are loaded from global memory into registers while the
+    // current one is multiplied out of workgroup memory, then stored: with two buffers to the
+    // other one, which every thread finished reading before the previous barrier (one barrier
+    // per slice); with one, after a barrier that waits for everyone to finish reading it.
     var next: Slice;
     fetch_slice(&next, base_a, base_b, row0, col0, ks.x, tid);
+    store_slice(&next, 0u, tid);
+    workgroupBarrier();
     let tiles = (ks.y - ks.x + TK - 1u) / TK;
     for (var t = 0u; t < tiles; t++) {
-        store_slice(&next, tid);
-        workgroupBarrier();
-        if (t + 1u < tiles) {
+        let buf = t % SLICE_BUFFERS;
+        let more = t + 1u < tiles;
+        if (more) {
             let k0 = ks.x + (t + 1u) * TK;
             fetch_slice(&next, base_a, base_b, row0, col0, k0, tid);
         }
+        let base = buf * SLICE;
         for (var kk = 0u; kk < TK; kk++) {
             var av: array<vec4<f32>, MAX_MICRO / 4u>;
             var bv: array<vec4<f32>, MAX_MICRO / 4u>;
             for (var q = 0u; q < MICRO / 4u; q++) {
-                av[q] = tile_a[kk * (TILE / 4u) + q * 16u + lid.y];
-                bv[q] = tile_b[kk * (TILE / 4u) + q * 16u + lid.x];
+                av[q] = tile_a[base + kk * (TILE / 4u) + q * 16u + lid.y];
+                bv[q] = tile_b[base + kk * (TILE / 4u) + q * 16u + lid.x];
             }
             for (var i = 0u; i < MICRO; i++) {
                 let a_i = vec4<f32>(av[i / 4u][i % 4u]);
@@ -227,6 +242,12 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<vec4<f32>, ACC
                     acc[i * QUADS + q] = fma(a_i, bv[q], acc[i * QUADS + q]);
                 }
             }
+        }
+        if (more) {
+            if (SLICE_BUFFERS == 1u) {
+                workgroupBarrier();
+            }
+            store_slice(&next, (t + 1u) % SLICE_BUFFERS, tid);
         }
         workgroupBarrier();
     }

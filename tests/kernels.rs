@@ -502,6 +502,35 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
     .is_err());
 }
 
+#[test]
+fn matmul_with_single_buffered_slices_matches_cpu() {
+    // COHORT_MATMUL_BUFFERS=1 (an experiment: one workgroup buffer per operand, two barriers
+    // per k-slice), in both tiles, on products several slices deep in every transpose.
+    if gpu().is_none() {
+        return;
+    }
+    let mut checks = Vec::new();
+    for (ti, tile) in [64, 128].into_iter().enumerate() {
+        let g = cohort::GpuBackend::new(&cohort::GpuOptions {
+            matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
+            matmul_single_buffer: true,
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap();
+        for (si, &dims) in [(65, 70, 100), (130, 129, 40), (1, 1, 1)]
+            .iter()
+            .enumerate()
+        {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2);
+                let seed = (ti * 100 + si * 10 + t) as u64;
+                checks.push(validate::matmul(&g, Batching::SharedA(2), dims, &spec, seed).unwrap());
+            }
+        }
+    }
+    report("matmul single-buffered slices", &checks);
+}
+
 /// A backend that splits K of every matmul into `splits` ranges (as real GPUs do for products
 /// with few tiles), its f16 products on `coop` (`None`: the default).
 fn split_k_backend(

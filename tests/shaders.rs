@@ -125,6 +125,13 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
             let mut sets = Vec::new();
             for bits in 0..32u32 {
                 for tile in [64.0, 128.0] {
+                    // Two workgroup buffers per operand (the default); one with
+                    // COHORT_MATMUL_BUFFERS=1, on half the combinations.
+                    let buffers = if bits % 2 == tile as u32 / 128 {
+                        2.0
+                    } else {
+                        1.0
+                    };
                     sets.push(vec![
                         ("TRANS_A", flag(bits & 1 != 0)),
                         ("TRANS_B", flag(bits & 2 != 0)),
@@ -132,6 +139,7 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
                         ("VEC_A", flag(bits & 8 != 0)),
                         ("VEC_B", flag(bits & 16 != 0)),
                         ("TILE", tile),
+                        ("SLICE_BUFFERS", buffers),
                     ]);
                 }
             }

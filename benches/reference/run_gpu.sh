@@ -14,8 +14,8 @@
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
 #           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
 #                     fused epilogues at the large step's shapes
-#           tiles     the f32 kernel's 64 and 128 tiles on the products; the large step with
-#                     the tile chosen by shape (COHORT_MATMUL_TILE=shape)
+#           tiles     the f32 kernel's 64 and 128 tiles on the products; one workgroup buffer
+#                     against two; the large step with the tile chosen by shape
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed)
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
@@ -116,6 +116,13 @@ part_tiles() {
     COHORT_BENCH_SHAPES=$shapes COHORT_MATMUL_TILE=$tile COHORT_BENCH_JSON="$out/cohort-tile$tile.json" \
       run bench-matmul-tile$tile .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   done
+  # The 64 tile with one workgroup buffer per operand (two barriers per k-slice), as before
+  # 2026-11-30 (the default now has two buffers and one barrier): products and both steps.
+  COHORT_MATMUL_BUFFERS=1 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_JSON="$out/cohort-single-buffer.json" \
+    run bench-matmul-single-buffer .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_MATMUL_BUFFERS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-single-buffer.json" \
+    run bench-step-single-buffer .gpu/bin/bench-step --bench $quick
   # The large step with the tile chosen by shape (128 for its hidden layers' products, 64 for
   # the output layer's; the small step has no product big enough, so it would not change).
   COHORT_MATMUL_TILE=shape COHORT_BENCH_STEPS=large COHORT_BENCH_JSON="$out/cohort-step-tileshape.json" \

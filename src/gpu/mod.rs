@@ -140,6 +140,7 @@ pub struct GpuBackend {
     /// F16 tensors are offered: f16 shaders, and not declined (`GpuOptions::no_f16_tensors`).
     f16_tensors: bool,
     matmul_tile: TileChoice,
+    matmul_single_buffer: bool,
     k_splits: Option<usize>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
@@ -448,6 +449,7 @@ impl GpuBackend {
             f16_tensors,
             rt,
             matmul_tile: options.matmul_tile,
+            matmul_single_buffer: options.matmul_single_buffer,
             k_splits: options.k_splits,
             coop,
             coop_check: None,
@@ -1248,7 +1250,12 @@ impl GpuBackend {
             }
             None => {
                 let tile = self.matmul_tile(d);
-                constants.extend([("F16_INPUTS", flag(d.f16_inputs)), ("TILE", tile as f64)]);
+                let buffers = if self.matmul_single_buffer { 1.0 } else { 2.0 };
+                constants.extend([
+                    ("F16_INPUTS", flag(d.f16_inputs)),
+                    ("TILE", tile as f64),
+                    ("SLICE_BUFFERS", buffers),
+                ]);
                 (Shader::Matmul(storage), tile)
             }
         };

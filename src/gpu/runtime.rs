@@ -25,6 +25,10 @@ pub struct GpuOptions {
     pub hardware_only: bool,
     /// The matmul tile (see [`TileChoice`]).
     pub matmul_tile: TileChoice,
+    /// Give the f32 matmul kernel one workgroup buffer per operand and two barriers per k-slice,
+    /// as before 2026-11-30, instead of two buffers and one barrier: an experiment, to measure
+    /// the difference (`SLICE_BUFFERS` in `shaders/matmul.wgsl`).
+    pub matmul_single_buffer: bool,
     /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
     /// multiplied by workgroups of their own and then summed, instead of splitting products
     /// with too few tiles to fill a hardware adapter.
@@ -286,6 +290,7 @@ impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1|0` refuses software adapters or not, `COHORT_MATMUL_TILE=64|128`
     /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
+    /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
@@ -310,6 +315,15 @@ impl GpuOptions {
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
             matmul_tile: var("COHORT_MATMUL_TILE")
                 .map_or(Ok(TileChoice::Default), |v| v.parse())?,
+            matmul_single_buffer: match var("COHORT_MATMUL_BUFFERS").as_deref() {
+                None | Some("2") => false,
+                Some("1") => true,
+                Some(v) => {
+                    return Err(CohortError::InvalidConfig(format!(
+                        "COHORT_MATMUL_BUFFERS={v}: use 2 or 1"
+                    )))
+                }
+            },
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
                     Ok(n) if (1..=super::MAX_K_SPLITS).contains(&n) => Ok(n),
