@@ -29,7 +29,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
 // WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
-// peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
+// peer_lse, fill_peer_lse, lane_pairs and pair_terms from shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
 fn main(
@@ -53,20 +53,38 @@ fn main(
         let lse1 = row_lse(i, row, 1.0, lid);
         var ce = 0.0;
         var kl = 0.0;
-        for (var k = place.y; k < c; k += LANES) {
-            let idx = at(i, row, k);
-            let z = logits[idx];
-            let q = off + select(0.0, 1.0 - p.smoothing, k == label);
-            ce += q * (lse1 - z);
-            var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
-            if (mutual) {
-                let lpi = z * inv_t - peer_lse[i];
-                let terms = peer_terms(i, row, k, lpi, inv_t);
-                kl += terms.x;
-                g += p.kl_scale * p.temperature * (exp(lpi) - terms.y / others);
+        // (class k, peer j) pairs (lane_pairs): each class once where there are no others.
+        let per = select(1u, p.peers, mutual);
+        var k = place.y;
+        var j = 0u;
+        var idx = 0u;
+        var z = 0.0;
+        var lpi = 0.0;
+        var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
+        for (var t = 0u; t < lane_pairs(place.y, per); t++) {
+            if (j == 0u) {
+                idx = at(i, row, k);
+                z = logits[idx];
+                lpi = z * inv_t - peer_lse[i];
             }
-            if (live) {
-                dlogits[idx] = g;
+            if (mutual) {
+                terms += pair_terms(i, j, row, k, lpi, inv_t);
+            }
+            j++;
+            if (j == per) {
+                let q = off + select(0.0, 1.0 - p.smoothing, k == label);
+                ce += q * (lse1 - z);
+                var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
+                if (mutual) {
+                    kl += terms.x;
+                    g += p.kl_scale * p.temperature * (exp(lpi) - terms.y / others);
+                }
+                if (live) {
+                    dlogits[idx] = g;
+                }
+                terms = vec2<f32>(0.0);
+                j = 0u;
+                k += LANES;
             }
         }
         ce = reduce_sum(ce, lid);

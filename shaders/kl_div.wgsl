@@ -23,7 +23,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
 // WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
-// peer_lse, fill_peer_lse and peer_terms from shaders/include/peer_kl.wgsl.
+// peer_lse, fill_peer_lse, lane_pairs and pair_terms from shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
 fn main(
@@ -40,17 +40,31 @@ fn main(
     let others = f32(p.peers - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
         var loss = 0.0;
-        for (var k = place.y; k < p.classes; k += LANES) {
-            let idx = at(i, row, k);
-            let lpi = logits[idx] * inv_t - peer_lse[i];
-            let terms = peer_terms(i, row, k, lpi, inv_t);
-            loss += terms.x;
-            if (live) {
-                var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
-                if (p.accumulate != 0u) {
-                    g += dlogits[idx];
+        // (class k, peer j) pairs (lane_pairs).
+        var k = place.y;
+        var j = 0u;
+        var idx = 0u;
+        var lpi = 0.0;
+        var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
+        for (var t = 0u; t < lane_pairs(place.y, p.peers); t++) {
+            if (j == 0u) {
+                idx = at(i, row, k);
+                lpi = logits[idx] * inv_t - peer_lse[i];
+            }
+            terms += pair_terms(i, j, row, k, lpi, inv_t);
+            j++;
+            if (j == p.peers) {
+                loss += terms.x;
+                if (live) {
+                    var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
+                    if (p.accumulate != 0u) {
+                        g += dlogits[idx];
+                    }
+                    dlogits[idx] = g;
                 }
-                dlogits[idx] = g;
+                terms = vec2<f32>(0.0);
+                j = 0u;
+                k += LANES;
             }
         }
         loss = reduce_sum(loss, lid);
