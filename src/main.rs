@@ -689,12 +689,8 @@ fn check(gpu: &GpuBackend) -> Result<()> {
 fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
     let (split, _, config) = prepare(args)?;
     let rt = gpu.runtime();
-    if !rt.caps().timestamp_query {
-        return Err(CohortError::Unsupported(format!(
-            "profiling needs timestamp queries, which {} does not offer",
-            rt.info().name
-        )));
-    }
+    // Before the warm-up steps, so that a missing feature fails before any training work.
+    rt.can_profile()?;
     let mut trainer = Trainer::new(gpu, config.clone())?;
     let data = trainer.upload(&split.train)?;
     let batch = config.batch_size;

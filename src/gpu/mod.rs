@@ -1121,15 +1121,10 @@ impl GpuBackend {
     /// tile, 8×8 accumulators per thread, ran at 1.5 TFLOP/s on an H200 where the 64 tile ran
     /// at 27, at 4096³, before its accumulators became vec4s: BENCHMARKS.md.)
     fn matmul_tile(&self, d: &MatmulDims) -> usize {
-        let big = match self.matmul_tile {
-            TileChoice::Default => false,
-            TileChoice::ByShape => self.fills_with_big_tiles(d, 128),
-            TileChoice::Fixed(tile) => tile == 128,
-        };
-        if big {
-            128
-        } else {
-            64
+        match self.matmul_tile {
+            TileChoice::Fixed(tile) => tile, // 64 or 128: checked when the backend opened
+            TileChoice::ByShape if self.fills_with_big_tiles(d, 128) => 128,
+            TileChoice::Default | TileChoice::ByShape => 64,
         }
     }
 

@@ -301,29 +301,22 @@ impl GpuOptions {
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
-        // A switch set on (1) or off (0); unset leaves the default (None).
-        let forced = |name: &str| match var(name).as_deref() {
+        // A switch spelt `on` or `off`; unset leaves the default (None).
+        let switch = |name: &str, on: &str, off: &str| match var(name).as_deref() {
             None => Ok(None),
-            Some("1") => Ok(Some(true)),
-            Some("0") => Ok(Some(false)),
+            Some(v) if v == on => Ok(Some(true)),
+            Some(v) if v == off => Ok(Some(false)),
             Some(v) => Err(CohortError::InvalidConfig(format!(
-                "{name}={v}: use 1 or 0"
+                "{name}={v}: use {on} or {off}"
             ))),
         };
+        let forced = |name: &str| switch(name, "1", "0");
         Ok(GpuOptions {
             adapter: var("COHORT_ADAPTER"),
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
             matmul_tile: var("COHORT_MATMUL_TILE")
                 .map_or(Ok(TileChoice::Default), |v| v.parse())?,
-            matmul_single_buffer: match var("COHORT_MATMUL_BUFFERS").as_deref() {
-                None | Some("2") => false,
-                Some("1") => true,
-                Some(v) => {
-                    return Err(CohortError::InvalidConfig(format!(
-                        "COHORT_MATMUL_BUFFERS={v}: use 2 or 1"
-                    )))
-                }
-            },
+            matmul_single_buffer: switch("COHORT_MATMUL_BUFFERS", "2", "1")? == Some(false),
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
                     Ok(n) if (1..=super::MAX_K_SPLITS).contains(&n) => Ok(n),
@@ -337,15 +330,7 @@ impl GpuOptions {
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
-            coop_k_staging: match var("COHORT_COOP_STAGING").as_deref() {
-                None | Some("auto") => false,
-                Some("k") => true,
-                Some(v) => {
-                    return Err(CohortError::InvalidConfig(format!(
-                        "COHORT_COOP_STAGING={v}: use auto or k"
-                    )))
-                }
-            },
+            coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: var("COHORT_F32_MATMUL").map_or(Ok(F32Matmul::Plain), |v| v.parse())?,
         })
@@ -1046,15 +1031,22 @@ impl Runtime {
     /// on its own until [`Runtime::stop_profile`]. Where the adapter has no timestamp queries it
     /// fails with [`CohortError::Unsupported`].
     pub fn start_profile(&self) -> Result<()> {
-        if !self.caps.timestamp_query {
-            return Err(CohortError::Unsupported(format!(
-                "a kernel profile needs timestamp queries, which {} does not offer",
-                self.info.name
-            )));
-        }
+        self.can_profile()?;
         self.flush()?;
         *lock(&self.profiler) = Some(Profiler::new(&self.device));
         Ok(())
+    }
+
+    /// Whether [`Runtime::start_profile`] can run here: [`CohortError::Unsupported`] where the
+    /// adapter has no timestamp queries.
+    pub fn can_profile(&self) -> Result<()> {
+        if self.caps.timestamp_query {
+            return Ok(());
+        }
+        Err(CohortError::Unsupported(format!(
+            "a kernel profile needs timestamp queries, which {} does not offer",
+            self.info.name
+        )))
     }
 
     /// Finishes the recorded work and ends the profile, returning the GPU time per kernel
