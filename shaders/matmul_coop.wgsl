@@ -159,16 +159,17 @@ fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32
         let at = place(operand, l, tid);
         let r = r0 + at.y;
         let k = k0 + at.x;
+        let inside = k < p.k && r < select(p.n, p.m, operand == 0u);
         if (operand == 0u) {
             if (vec) {
                 var v = vec4<ElemA>();
-                if (r < p.m && k < p.k) {
+                if (inside) {
                     v = a4[a_at(base, r, k) / 4u];
                 }
                 (*next).a[l] = v;
             } else {
                 var v = ElemA();
-                if (r < p.m && k < p.k) {
+                if (inside) {
                     v = a[a_at(base, r, k)];
                 }
                 (*next).a[l / 4u][l % 4u] = v;
@@ -176,13 +177,13 @@ fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32
         } else {
             if (vec) {
                 var v = vec4<ElemB>();
-                if (r < p.n && k < p.k) {
+                if (inside) {
                     v = b4[b_at(base, k, r) / 4u];
                 }
                 (*next).b[l] = v;
             } else {
                 var v = ElemB();
-                if (r < p.n && k < p.k) {
+                if (inside) {
                     v = b[b_at(base, k, r)];
                 }
                 (*next).b[l / 4u][l % 4u] = v;
