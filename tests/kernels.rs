@@ -1140,39 +1140,52 @@ fn optimizers_match_cpu_over_several_steps() {
         for shape in [&[1, 1][..], &[3, 17], &[2, 256, 100], &[3, 70, 1030]] {
             checks.push(validate::bias_optimizer(g, step, shape, 4).unwrap());
         }
-        // Whole layers in one dispatch: the same biases with weights of 1 to 60,000 elements,
-        // with and without the f16 copy.
-        for (i, (shape, inputs)) in [
-            (&[1, 1][..], 1),
-            (&[3, 17], 5),
-            (&[2, 256, 100], 300),
-            (&[3, 70, 1030], 7),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let copy = i % 2 == 1 && cohort::Backend::f16_tensors(g);
-            checks.push(validate::layer_update(g, step, shape, inputs, copy, 4).unwrap());
-        }
     }
     report("optimizer", &checks);
-    // A layer's update is one launch (a backend of its own: other tests share `g`'s counts).
-    let own = cohort::GpuBackend::from_env().unwrap();
-    let t = |shape: &[usize]| cohort::Backend::zeros(&own, shape, cohort::DType::F32).unwrap();
-    let (mut w, dw, mut b, dpre) = (t(&[8, 4]), t(&[8, 4]), t(&[4]), t(&[16, 4]));
-    let (mut w_state, mut b_state) = ([t(&[8, 4])], [t(&[4])]);
-    let before = own.runtime().work_counts().dispatches;
-    let layer = cohort::backend::LayerUpdate {
-        weight: &mut w,
-        weight_grad: &dw,
-        weight_states: &mut w_state,
-        weight_f16: None,
-        bias: &mut b,
-        dpre: &dpre,
-        bias_states: &mut b_state,
-    };
-    cohort::Backend::update_layer(&own, &steps[1], layer).unwrap();
-    assert_eq!(own.runtime().work_counts().dispatches - before, 1);
+    // Whole layers (the same biases with weights of 1 to 60,000 elements, with and without the
+    // f16 copy) in one dispatch (the `*_layer` entries) and in two (weights, then bias), each
+    // forced whatever this adapter's default, on backends of their own (for the launch counts).
+    for (fused, launches) in [(true, 1), (false, 2)] {
+        let own = cohort::GpuBackend::new(&cohort::GpuOptions {
+            fused_layer_update: Some(fused),
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap();
+        let mut checks = Vec::new();
+        for step in &steps {
+            for (i, (shape, inputs)) in [
+                (&[1, 1][..], 1),
+                (&[3, 17], 5),
+                (&[2, 256, 100], 300),
+                (&[3, 70, 1030], 7),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let copy = i % 2 == 1 && cohort::Backend::f16_tensors(&own);
+                checks.push(validate::layer_update(&own, step, shape, inputs, copy, 4).unwrap());
+            }
+        }
+        report(
+            &format!("optimizer, layer in {launches} launch(es)"),
+            &checks,
+        );
+        let t = |shape: &[usize]| cohort::Backend::zeros(&own, shape, cohort::DType::F32).unwrap();
+        let (mut w, dw, mut b, dpre) = (t(&[8, 4]), t(&[8, 4]), t(&[4]), t(&[16, 4]));
+        let (mut w_state, mut b_state) = ([t(&[8, 4])], [t(&[4])]);
+        let before = own.runtime().work_counts().dispatches;
+        let layer = cohort::backend::LayerUpdate {
+            weight: &mut w,
+            weight_grad: &dw,
+            weight_states: &mut w_state,
+            weight_f16: None,
+            bias: &mut b,
+            dpre: &dpre,
+            bias_states: &mut b_state,
+        };
+        cohort::Backend::update_layer(&own, &steps[1], layer).unwrap();
+        assert_eq!(own.runtime().work_counts().dispatches - before, launches);
+    }
 }
 
 #[test]

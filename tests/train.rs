@@ -305,6 +305,35 @@ fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
 }
 
 #[test]
+fn layer_updates_in_one_dispatch_train_as_in_two() {
+    // Hardware adapters update a layer's weights and bias in one dispatch, software ones in two
+    // (GpuOptions::fused_layer_update): the same arithmetic, so the same losses, bit for bit,
+    // with SGD and with Adam.
+    if gpu().is_none() {
+        return;
+    }
+    let backend = |fused| {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            fused_layer_update: Some(fused),
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap()
+    };
+    let (one, two) = (backend(true), backend(false));
+    let mut adam = config("2x_-32-16-_", 1.0, Schedule::Simultaneous, 3);
+    adam.optimizer.kind = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    adam.optimizer.lr = 1e-2;
+    for c in [config("2x_-32-16-_", 1.0, Schedule::Simultaneous, 3), adam] {
+        let (a, b) = (loss_curve(&one, c.clone(), 20), loss_curve(&two, c, 20));
+        assert_eq!(a, b, "losses per step, one dispatch vs two");
+    }
+}
+
+#[test]
 fn split_k_matmuls_train_like_unsplit_ones() {
     // Hardware adapters split K of products with few tiles (scratch buffers from the pool,
     // reused from one product to the next within a step); force 2 splits on every product

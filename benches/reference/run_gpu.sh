@@ -17,7 +17,8 @@
 #           tiles     the f32 kernel's 64 and 128 tiles on the products; one workgroup buffer
 #                     against two; the large step with the tile chosen by shape
 #           losses    softmax-CE and KL
-#           step      the cohort step: tiny, small, large (f32), small, large (mixed)
+#           step      the cohort step: tiny, small, large (f32), small, large (mixed); the
+#                     small one with each layer's update in two dispatches
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
@@ -135,6 +136,10 @@ part_losses() {
 part_step() {
   COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
   mixed_steps
+  # Each layer's update in two dispatches (weights, then bias), as on software adapters, against
+  # the default one (the small step: 3 dispatches fewer per step).
+  COHORT_FUSED_UPDATE=0 COHORT_BENCH_STEPS=small COHORT_BENCH_JSON="$out/cohort-step-update-parts.json" \
+    run bench-step-update-parts .gpu/bin/bench-step --bench $quick
 }
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.

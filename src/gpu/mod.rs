@@ -142,6 +142,8 @@ pub struct GpuBackend {
     matmul_tile: TileChoice,
     matmul_single_buffer: bool,
     k_splits: Option<usize>,
+    /// `update_layer` is one dispatch (`GpuOptions::fused_layer_update`, resolved).
+    fused_layer_update: bool,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
     /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
@@ -451,6 +453,7 @@ impl GpuBackend {
             matmul_tile: options.matmul_tile,
             matmul_single_buffer: options.matmul_single_buffer,
             k_splits: options.k_splits,
+            fused_layer_update: options.fused_layer_update.unwrap_or(!software),
             coop,
             coop_check: None,
             f32_matmul: F32Matmul::Plain,
@@ -995,7 +998,7 @@ impl Backend for GpuBackend {
     fn update_layer(&self, step: &OptimizerStep, layer: LayerUpdate<'_, GpuTensor>) -> Result<()> {
         // Bindings: weights, dpre, weight gradient, bias, the states of both and the copy.
         let buffers = 4 + 2 * step.state_count() + layer.weight_f16.is_some() as usize;
-        if buffers > self.rt.caps().max_storage_buffers as usize {
+        if !self.fused_layer_update || buffers > self.rt.caps().max_storage_buffers as usize {
             return update_layer_in_turn(self, step, layer);
         }
         step.check(layer.weight, layer.weight_grad, layer.weight_states)?;

@@ -29,6 +29,13 @@ pub struct GpuOptions {
     /// as before 2026-11-30, instead of two buffers and one barrier: an experiment, to measure
     /// the difference (`SLICE_BUFFERS` in `shaders/matmul.wgsl`).
     pub matmul_single_buffer: bool,
+    /// Where a layer's weights and bias are updated in one dispatch (the `*_layer` entries of
+    /// `shaders/optimizer.wgsl`): `Some(true)` everywhere, `Some(false)` nowhere (two: the
+    /// weights, then the bias from its column sums), `None` on hardware adapters only, for a
+    /// dispatch fewer per layer. lavapipe ran the one-dispatch update 2.3× slower than the two
+    /// (BENCHMARKS.md): the bias part's barriers make llvmpipe run every invocation of the
+    /// entry, the weights' too, as a coroutine.
+    pub fused_layer_update: Option<bool>,
     /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
     /// multiplied by workgroups of their own and then summed, instead of splitting products
     /// with too few tiles to fill a hardware adapter.
@@ -292,6 +299,7 @@ impl GpuOptions {
     /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
+    /// `COHORT_FUSED_UPDATE=1|0` updates each layer's weights and bias in one dispatch or two,
     /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
     /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
@@ -326,6 +334,7 @@ impl GpuOptions {
                     ))),
                 })
                 .transpose()?,
+            fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
             loop_bounding: forced("COHORT_LOOP_BOUNDING")?,
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
