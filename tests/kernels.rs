@@ -754,8 +754,8 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
 
 #[test]
 fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
-    // The other tests run the kernels as cohort ships them: each with or without wgpu's loop
-    // bounding and index clamping as `Shader::loop_bounding` and `Shader::bounds_checks` say.
+    // The other tests run the kernels as cohort ships them: without wgpu's loop bounding, each
+    // with or without its index clamping as `Shader::bounds_checks` says.
     // Force loop bounding on, then off, with the clamping everywhere, then drop the clamping
     // everywhere, and run the whole validation suite each way: every way must match the CPU
     // twins.
@@ -764,7 +764,7 @@ fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     }
     for (forced, unchecked_indexing) in [(true, false), (false, false), (false, true)] {
         let options = cohort::GpuOptions {
-            loop_bounding: Some(forced),
+            loop_bounding: forced,
             unchecked_indexing: Some(unchecked_indexing),
             ..cohort::GpuOptions::from_env().unwrap()
         };

@@ -40,13 +40,15 @@ pub struct GpuOptions {
     /// multiplied by workgroups of their own and then summed, instead of splitting products
     /// with too few tiles to fill a hardware adapter.
     pub k_splits: Option<usize>,
-    /// wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) for all
-    /// of cohort's kernels: `Some(true)` keeps it everywhere, `Some(false)` drops it everywhere,
-    /// `None` follows [`Shader::loop_bounding`], each kernel as it measured fastest. wgpu 30's
-    /// Vulkan backend honours this only for shaders with pipeline constants (the matmuls and the
-    /// row kernels); the others always keep the counters. Bounds checks and division guards stay
-    /// on either way; shaders passed to [`Runtime::compile_wgsl`] keep every check.
-    pub loop_bounding: Option<bool>,
+    /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
+    /// all of cohort's kernels, instead of dropping it from all: an experiment, to measure the
+    /// difference. Every loop in the kernels runs to a shape size from the uniform or halves
+    /// down to zero, so the counters only cost time (1.5× the matmul's on lavapipe, 28× on an
+    /// H200; BENCHMARKS.md). wgpu 30's Vulkan backend drops them only from shaders with
+    /// pipeline constants (the matmuls and the row kernels); the others keep them either way.
+    /// Bounds checks and division guards stay on; shaders passed to [`Runtime::compile_wgsl`]
+    /// keep every check.
+    pub loop_bounding: bool,
     /// wgpu's index clamping (bounds checks on every array access) for all of cohort's kernels:
     /// `Some(true)` drops it everywhere, `Some(false)` keeps it everywhere, `None` follows
     /// [`Shader::bounds_checks`]: dropped only in the cooperative-matrix matmul, which ran 2×
@@ -300,8 +302,8 @@ impl GpuOptions {
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_FUSED_UPDATE=1|0` updates each layer's weights and bias in one dispatch or two,
-    /// `COHORT_LOOP_BOUNDING=1|0` keeps or drops wgpu's loop bounding in every
-    /// kernel, `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
+    /// `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in every kernel (`=0`, the default,
+    /// drops it), `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_F16_TENSORS=0` declines F16
@@ -335,7 +337,7 @@ impl GpuOptions {
                 })
                 .transpose()?,
             fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
-            loop_bounding: forced("COHORT_LOOP_BOUNDING")?,
+            loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
             coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
@@ -460,7 +462,7 @@ pub struct Runtime {
     timer: Option<Timer>,
     profiler: Mutex<Option<Profiler>>,
     note: Mutex<Option<Note>>,
-    loop_bounding: Option<bool>,
+    loop_bounding: bool,
     unchecked_indexing: Option<bool>,
     counts: Mutex<WorkCounts>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -839,7 +841,7 @@ impl Runtime {
             // SAFETY: turning loop bounding off requires that no loop runs forever. Every loop
             // in cohort's kernels counts up to a shape size from the uniform (which the host
             // keeps far below u32::MAX, so the counter cannot wrap) or down to zero by halving.
-            checks.force_loop_bounding = self.loop_bounding.unwrap_or(shader.loop_bounding());
+            checks.force_loop_bounding = self.loop_bounding;
             // SAFETY: turning bounds checks off requires in-range indices. The host checks every
             // tensor's shape against the op before recording; each kernel then tests its row or
             // element index against those shapes (loads outside a matrix read an explicit zero,

@@ -188,14 +188,6 @@ impl Shader {
         }
     }
 
-    /// Whether the kernel keeps wgpu's loop-bounding counters by default (see
-    /// `GpuOptions::loop_bounding`). Measured on lavapipe (BENCHMARKS.md): without them the
-    /// matmul runs 1.5× faster, while the row kernels, whose loops run to a count from the
-    /// uniform, ran up to 26× slower; the other kernels keep them too until measured otherwise.
-    pub fn loop_bounding(self) -> bool {
-        !matches!(self, Shader::Matmul(_) | Shader::MatmulCoop(..))
-    }
-
     /// Whether the kernel keeps wgpu's index clamping by default (see
     /// `GpuOptions::unchecked_indexing`). Measured on the H200 (BENCHMARKS.md): without it the
     /// cooperative-matrix matmul ran 2× faster (86 against 43 TFLOP/s at 4096³, f16), the f32
