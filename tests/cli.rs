@@ -142,16 +142,37 @@ fn bad_input_is_one_clear_error_line() {
     // A mistyped GPU setting is an error, not a silent fall back to the CPU backend (they are
     // read before any adapter is looked for, so this holds with or without a GPU).
     for (var, value, expect) in [
-        ("COHORT_COOP", "bogus", "use auto, off, on or emulate"),
-        ("COHORT_COOP_LAYOUT", "4x2", "SG_ROWSxSG_COLS:FRxFC"),
-        ("COHORT_MATMUL_TILE", "big", "use 64, 128, shape or default"),
+        (
+            "COHORT_COOP",
+            "bogus",
+            "COHORT_COOP: cooperative matrices 'bogus': use auto, off, on or emulate",
+        ),
+        (
+            "COHORT_COOP_LAYOUT",
+            "4x2",
+            "COHORT_COOP_LAYOUT: cooperative-matrix layout '4x2': write SG_ROWSxSG_COLS:FRxFC",
+        ),
+        (
+            "COHORT_MATMUL_TILE",
+            "big",
+            "COHORT_MATMUL_TILE: matmul tile 'big': use 64, 128, shape or default",
+        ),
         (
             "COHORT_HARDWARE_ONLY",
             "yes",
             "COHORT_HARDWARE_ONLY=yes: use 1 or 0",
         ),
         ("COHORT_SPLIT_K", "32", "1 to 16"),
-        ("COHORT_F32_MATMUL", "tf32", "use plain or split-f16"),
+        (
+            "COHORT_F32_MATMUL",
+            "tf32",
+            "COHORT_F32_MATMUL: f32 matmul 'tf32': use plain or split-f16",
+        ),
+        (
+            "COHORT_FUSED_UPDATE",
+            "2",
+            "COHORT_FUSED_UPDATE=2: use 1 or 0",
+        ),
         (
             "COHORT_LOOP_BOUNDING",
             "yes",

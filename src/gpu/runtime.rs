@@ -321,11 +321,27 @@ impl GpuOptions {
             ))),
         };
         let forced = |name: &str| switch(name, "1", "0");
+        // A value of a type with its own spellings; the error names the variable too.
+        fn parsed<T: std::str::FromStr<Err = CohortError>>(
+            name: &str,
+            value: Option<String>,
+        ) -> Result<Option<T>> {
+            value
+                .map(|v| {
+                    v.parse().map_err(|e| match e {
+                        CohortError::InvalidConfig(why) => {
+                            CohortError::InvalidConfig(format!("{name}: {why}"))
+                        }
+                        other => other,
+                    })
+                })
+                .transpose()
+        }
         Ok(GpuOptions {
             adapter: var("COHORT_ADAPTER"),
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
-            matmul_tile: var("COHORT_MATMUL_TILE")
-                .map_or(Ok(TileChoice::Default), |v| v.parse())?,
+            matmul_tile: parsed("COHORT_MATMUL_TILE", var("COHORT_MATMUL_TILE"))?
+                .unwrap_or_default(),
             matmul_single_buffer: switch("COHORT_MATMUL_BUFFERS", "2", "1")? == Some(false),
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
@@ -339,11 +355,11 @@ impl GpuOptions {
             fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
-            coop: var("COHORT_COOP").map_or(Ok(CoopChoice::Auto), |v| v.parse())?,
-            coop_layout: var("COHORT_COOP_LAYOUT").map(|v| v.parse()).transpose()?,
+            coop: parsed("COHORT_COOP", var("COHORT_COOP"))?.unwrap_or_default(),
+            coop_layout: parsed("COHORT_COOP_LAYOUT", var("COHORT_COOP_LAYOUT"))?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
-            f32_matmul: var("COHORT_F32_MATMUL").map_or(Ok(F32Matmul::Plain), |v| v.parse())?,
+            f32_matmul: parsed("COHORT_F32_MATMUL", var("COHORT_F32_MATMUL"))?.unwrap_or_default(),
         })
     }
 }
