@@ -310,7 +310,9 @@ impl GpuOptions {
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
-        let var = |name: &str| std::env::var(name).ok().filter(|s| !s.is_empty());
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|s| !s.is_empty())
+        }
         // A switch spelt `on` or `off`; unset leaves the default (None).
         let switch = |name: &str, on: &str, off: &str| match var(name).as_deref() {
             None => Ok(None),
@@ -322,11 +324,8 @@ impl GpuOptions {
         };
         let forced = |name: &str| switch(name, "1", "0");
         // A value of a type with its own spellings; the error names the variable too.
-        fn parsed<T: std::str::FromStr<Err = CohortError>>(
-            name: &str,
-            value: Option<String>,
-        ) -> Result<Option<T>> {
-            value
+        fn parsed<T: std::str::FromStr<Err = CohortError>>(name: &str) -> Result<Option<T>> {
+            var(name)
                 .map(|v| {
                     v.parse().map_err(|e| match e {
                         CohortError::InvalidConfig(why) => {
@@ -340,8 +339,7 @@ impl GpuOptions {
         Ok(GpuOptions {
             adapter: var("COHORT_ADAPTER"),
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
-            matmul_tile: parsed("COHORT_MATMUL_TILE", var("COHORT_MATMUL_TILE"))?
-                .unwrap_or_default(),
+            matmul_tile: parsed("COHORT_MATMUL_TILE")?.unwrap_or_default(),
             matmul_single_buffer: switch("COHORT_MATMUL_BUFFERS", "2", "1")? == Some(false),
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
@@ -355,11 +353,11 @@ impl GpuOptions {
             fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
-            coop: parsed("COHORT_COOP", var("COHORT_COOP"))?.unwrap_or_default(),
-            coop_layout: parsed("COHORT_COOP_LAYOUT", var("COHORT_COOP_LAYOUT"))?,
+            coop: parsed("COHORT_COOP")?.unwrap_or_default(),
+            coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
-            f32_matmul: parsed("COHORT_F32_MATMUL", var("COHORT_F32_MATMUL"))?.unwrap_or_default(),
+            f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
         })
     }
 }
