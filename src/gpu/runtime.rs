@@ -33,8 +33,8 @@ pub struct GpuOptions {
     /// `shaders/optimizer.wgsl`): `Some(true)` everywhere, `Some(false)` nowhere (two: the
     /// weights, then the bias from its column sums), `None` on hardware adapters only, for a
     /// dispatch fewer per layer. lavapipe ran the one-dispatch update 2.3× slower than the two
-    /// (BENCHMARKS.md): the bias part's barriers make llvmpipe run every invocation of the
-    /// entry, the weights' too, as a coroutine.
+    /// (BENCHMARKS.md): its weight workgroups slow down when the bias part's column sums share
+    /// their entry, though they never run them.
     pub fused_layer_update: Option<bool>,
     /// Force every matmul to split K into this many ranges (1 to 16; 1 never splits), each
     /// multiplied by workgroups of their own and then summed, instead of splitting products
