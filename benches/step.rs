@@ -215,16 +215,11 @@ fn main() {
     let mut crit = Criterion::default().configure_from_args();
     let mut json = JsonSink::default();
     let names = std::env::var("COHORT_BENCH_STEPS").unwrap_or_else(|_| "tiny".into());
-    match GpuBackend::from_env() {
-        Ok(gpu) => {
-            gpu.warm_up().expect("compile kernels");
-            json.set_device(gpu.describe());
-            for name in names.split(',').map(str::trim) {
-                bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu), &mut json);
-            }
-        }
-        Err(e) => {
-            eprintln!("\n**** SKIPPED: no GPU adapter ({e}); only the CPU step is measured ****\n")
+    if let Some(gpu) = common::open_gpu("step") {
+        gpu.warm_up().expect("compile kernels");
+        json.set_device(gpu.describe());
+        for name in names.split(',').map(str::trim) {
+            bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu), &mut json);
         }
     }
     bench_on(&mut crit, &CpuBackend, "cpu", "tiny", None, &mut json);

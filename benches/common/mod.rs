@@ -36,6 +36,8 @@ impl Clock {
 }
 
 /// Opens the GPU named by the environment, or prints a loud skip banner and returns `None`.
+/// Under `CI=true` a missing adapter is a failure instead, as in the tests (`cargo test
+/// --all-targets` runs every benchmark once).
 pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
     match GpuBackend::from_env() {
         Ok(g) => {
@@ -43,6 +45,9 @@ pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
             Some(g)
         }
         Err(e) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("CI=true but no GPU adapter is available for the {bench} benches: {e}");
+            }
             eprintln!(
                 "\n**** SKIPPED: no GPU adapter ({e}). The {bench} GPU benchmarks did NOT run; \
                  only the CPU group is measured. Install a Vulkan driver (e.g. \
