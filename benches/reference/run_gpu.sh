@@ -28,7 +28,7 @@
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, split K, step
 #                     variants, the independent-vs-mutual comparison
-#           ab        wgpu's loop bounding kept, index clamping dropped everywhere
+#           ab        wgpu's loop bounding kept (loss kernels), index clamping dropped everywhere
 #         COHORT_GPU_SECONDS (default 480) bounds the whole run: each part's commands get what is
 #         left, and parts that find under 20 s left are logged as SKIPPED (out of time). A lease
 #         of 15 device minutes holds one such call (the machine's start takes a minute or two).
@@ -238,10 +238,8 @@ part_variants() {
   fi
 }
 part_ab() {
-  # wgpu's loop-bounding counters kept everywhere (the default drops them): the steps and the
-  # loss kernels (the matmuls ran 28x slower with them on the H200).
-  COHORT_LOOP_BOUNDING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-loop-bounding-1.json" \
-    run bench-step-loop-bounding-1 .gpu/bin/bench-step --bench $quick
+  # wgpu's loop-bounding counters kept everywhere (the default drops them), on the loss kernels
+  # against the losses part (not on the steps: the matmuls ran 28x slower with them on the H200).
   COHORT_LOOP_BOUNDING=1 COHORT_BENCH_LOGITS=2x256x10,4x1024x100 COHORT_BENCH_JSON="$out/cohort-loop-bounding-1.json" \
     run bench-losses-loop-bounding-1 .gpu/bin/bench-losses --bench $quick losses-gpu
   # wgpu's index clamping dropped in every kernel (by default only in the tensor-core matmul).
