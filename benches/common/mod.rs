@@ -36,8 +36,8 @@ impl Clock {
 }
 
 /// Opens the GPU named by the environment, or prints a loud skip banner and returns `None`.
-/// Under `CI=true` a missing adapter is a failure instead, as in the tests (`cargo test
-/// --all-targets` runs every benchmark once).
+/// Under `CI=true` a missing adapter is a failure instead, as in the tests (`cargo test` runs
+/// every benchmark once).
 pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
     match GpuBackend::from_env() {
         Ok(g) => {
