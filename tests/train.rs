@@ -33,6 +33,17 @@ fn config(hidden: &str, alpha: f32, schedule: Schedule, epochs: usize) -> TrainC
     c
 }
 
+/// `c` with Adam (β = 0.9, 0.999, ε = 1e-8) at learning rate 1e-2.
+fn with_adam(mut c: TrainConfig) -> TrainConfig {
+    c.optimizer.kind = OptimizerKind::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+    };
+    c.optimizer.lr = 1e-2;
+    c
+}
+
 /// Trains on the embedded digits and returns the final report's test accuracies.
 fn learn<B: Backend>(b: &B, schedule: Schedule) -> (Vec<f32>, f32) {
     let split = digits();
@@ -320,14 +331,8 @@ fn layer_updates_in_one_dispatch_train_as_in_two() {
         .unwrap()
     };
     let (one, two) = (backend(true), backend(false));
-    let mut adam = config("2x_-32-16-_", 1.0, Schedule::Simultaneous, 3);
-    adam.optimizer.kind = OptimizerKind::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    adam.optimizer.lr = 1e-2;
-    for c in [config("2x_-32-16-_", 1.0, Schedule::Simultaneous, 3), adam] {
+    let sgd = config("2x_-32-16-_", 1.0, Schedule::Simultaneous, 3);
+    for c in [sgd.clone(), with_adam(sgd)] {
         let (a, b) = (loss_curve(&one, c.clone(), 20), loss_curve(&two, c, 20));
         assert_eq!(a, b, "losses per step, one dispatch vs two");
     }
@@ -755,13 +760,12 @@ fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_gpu() {
 #[test]
 fn different_peers_train_side_by_side() {
     let split = digits();
-    let mut c = config("_-48-_,_-32-16-_,2x24", 1.0, Schedule::Simultaneous, 4);
-    c.optimizer.kind = OptimizerKind::Adam {
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-    };
-    c.optimizer.lr = 1e-2;
+    let c = with_adam(config(
+        "_-48-_,_-32-16-_,2x24",
+        1.0,
+        Schedule::Simultaneous,
+        4,
+    ));
     let mut t = Trainer::new(&CpuBackend, c).unwrap();
     let reports = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
     let last = reports.last().unwrap();
