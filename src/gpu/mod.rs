@@ -16,7 +16,7 @@ use crate::tensor::{DType, Shape, TensorInfo};
 pub use profile::{KernelTime, Profile};
 use runtime::PooledBuffer;
 pub use runtime::{
-    list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, Runtime,
+    list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, MemoryUse, Runtime,
     TileChoice, WorkCounts,
 };
 use shaders::{CoopOps, MatmulStorage, Shader};

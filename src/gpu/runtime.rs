@@ -426,10 +426,49 @@ struct Timer {
     resolve: wgpu::Buffer,
 }
 
+/// Device memory in cohort's storage buffers: every tensor and every scratch buffer of a kernel
+/// (split-K partial products, say), in bytes as allocated (sizes rounded up to 256 bytes). Not
+/// counted: the fixed uniform buffer of kernel parameters (64 KiB), timestamp queries, and the
+/// short-lived staging buffers of uploads and readbacks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUse {
+    /// Bytes in buffers that hold a live tensor or scratch space.
+    pub in_use: u64,
+    /// Bytes in idle buffers the pool keeps for reuse ([`Runtime::trim_pool`] frees them).
+    pub pooled: u64,
+    /// The most `in_use` has been since the device was opened or [`Runtime::reset_memory_peak`].
+    pub peak_in_use: u64,
+    /// The most device memory held (`in_use + pooled`) has been, likewise.
+    pub peak_held: u64,
+}
+
+impl MemoryUse {
+    /// Device memory held now: buffers in use plus idle pooled ones.
+    pub fn held(&self) -> u64 {
+        self.in_use + self.pooled
+    }
+
+    fn take(&mut self, bytes: u64, from_pool: bool) {
+        if from_pool {
+            self.pooled -= bytes;
+        }
+        self.in_use += bytes;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+        self.peak_held = self.peak_held.max(self.held());
+    }
+}
+
+/// Storage buffers not in use, by size, and the bytes of every storage buffer cohort holds.
+#[derive(Default)]
+struct Pool {
+    idle: HashMap<u64, Vec<wgpu::Buffer>>,
+    memory: MemoryUse,
+}
+
 /// A buffer from the pool; it goes back to the pool when dropped.
 pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
-    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    pool: Arc<Mutex<Pool>>,
 }
 
 impl PooledBuffer {
@@ -441,9 +480,10 @@ impl PooledBuffer {
 impl Drop for PooledBuffer {
     fn drop(&mut self) {
         if let Some(buffer) = self.buffer.take() {
-            if let Ok(mut pool) = self.pool.lock() {
-                pool.entry(buffer.size()).or_default().push(buffer);
-            }
+            let mut pool = lock(&self.pool);
+            pool.memory.in_use -= buffer.size();
+            pool.memory.pooled += buffer.size();
+            pool.idle.entry(buffer.size()).or_default().push(buffer);
         }
     }
 }
@@ -471,7 +511,7 @@ pub struct Runtime {
     modules: Mutex<HashMap<Shader, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     bind_groups: Mutex<HashMap<BindKey, wgpu::BindGroup>>,
-    pool: Arc<Mutex<HashMap<u64, Vec<wgpu::Buffer>>>>,
+    pool: Arc<Mutex<Pool>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
     profiler: Mutex<Option<Profiler>>,
@@ -706,12 +746,15 @@ impl Runtime {
                 limit,
             });
         }
-        if let Some(buffer) = lock(&self.pool).get_mut(&size).and_then(|v| v.pop()) {
+        let mut pool = lock(&self.pool);
+        if let Some(buffer) = pool.idle.get_mut(&size).and_then(|v| v.pop()) {
+            pool.memory.take(size, true);
             return Ok(PooledBuffer {
                 buffer: Some(buffer),
                 pool: self.pool.clone(),
             });
         }
+        drop(pool);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: None,
@@ -726,6 +769,7 @@ impl Runtime {
                 "allocating {size} bytes for {what}: {e}"
             )));
         }
+        lock(&self.pool).memory.take(size, false);
         Ok(PooledBuffer {
             buffer: Some(buffer),
             pool: self.pool.clone(),
@@ -735,7 +779,22 @@ impl Runtime {
     /// Releases every idle pooled buffer (and the cached bind groups that may hold them).
     pub fn trim_pool(&self) {
         lock(&self.bind_groups).clear();
-        lock(&self.pool).clear();
+        let mut pool = lock(&self.pool);
+        pool.idle.clear();
+        pool.memory.pooled = 0;
+    }
+
+    /// Device memory in cohort's storage buffers now, and its peaks (see [`MemoryUse`]).
+    pub fn memory(&self) -> MemoryUse {
+        lock(&self.pool).memory
+    }
+
+    /// Starts the peaks of [`Runtime::memory`] over from the memory in use and held now, to
+    /// measure the peak of one piece of work.
+    pub fn reset_memory_peak(&self) {
+        let mut pool = lock(&self.pool);
+        pool.memory.peak_in_use = pool.memory.in_use;
+        pool.memory.peak_held = pool.memory.held();
     }
 
     /// The bind group of one launch, from the cache when the same pipeline, parameter slot and
