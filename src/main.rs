@@ -691,8 +691,12 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
     let rt = gpu.runtime();
     // Before the warm-up steps, so that a missing feature fails before any training work.
     rt.can_profile()?;
+    let empty = rt.memory().in_use;
     let mut trainer = Trainer::new(gpu, config.clone())?;
+    let model = rt.memory().in_use - empty;
     let data = trainer.upload(&split.train)?;
+    let loaded = rt.memory().in_use;
+    rt.reset_memory_peak();
     let batch = config.batch_size;
     // Step s trains on the s-th batch of the data, wrapping around.
     let rows = |s: usize| -> Vec<usize> {
@@ -704,6 +708,7 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
         trainer.step(&data, &rows(s))?;
     }
     gpu.finish()?;
+    let step_memory = rt.memory().peak_in_use - loaded;
     let before = rt.work_counts();
     trainer.step(&data, &rows(3))?;
     gpu.finish()?;
@@ -739,6 +744,14 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
     );
     println!(
         "(profiled, each dispatch runs in a pass of its own: a little slower than in the step)"
+    );
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "device memory: model {:.2} MiB (weights, gradients, optimizer state) + step {:.2} MiB \
+         at its peak (activations, their gradients, scratch); the data set {:.2} MiB more",
+        mib(model),
+        mib(step_memory),
+        mib(loaded - empty - model),
     );
     Ok(())
 }

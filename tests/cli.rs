@@ -371,12 +371,16 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
         "{stdout}"
     );
     // The two peers' first layers, forward: one batched product with its fused epilogue, with
-    // its GFLOP/s; then the loss and the whole step.
+    // its GFLOP/s; then the loss and the whole step. (Rows come by time, which varies: the
+    // second layer's forward may come first.)
     let forward = stdout
         .lines()
-        .find(|l| l.starts_with("matmul.wgsl") && l.contains("main_bias_act"))
-        .unwrap_or_else(|| panic!("no forward row: {stdout}"));
-    assert!(forward.contains("2×32×16×64 NN"), "{forward}");
+        .find(|l| {
+            l.starts_with("matmul.wgsl")
+                && l.contains("main_bias_act")
+                && l.contains("2×32×16×64 NN")
+        })
+        .unwrap_or_else(|| panic!("no forward row of the first layers: {stdout}"));
     assert!(
         forward
             .split_whitespace()
@@ -391,5 +395,15 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
     assert!(
         stdout.contains("all kernels") && stdout.contains("whole step, unprofiled"),
         "{stdout}"
+    );
+    // Device memory: the two peers' weights, gradients and momenta (29,696 bytes in buffers
+    // rounded to 256 bytes), and the digits' 1,438 training rows of 64 features and a label.
+    let memory = stdout
+        .lines()
+        .find(|l| l.starts_with("device memory:"))
+        .unwrap_or_else(|| panic!("no memory line: {stdout}"));
+    assert!(
+        memory.starts_with("device memory: model 0.03 MiB") && memory.ends_with("0.36 MiB more"),
+        "{memory}"
     );
 }
