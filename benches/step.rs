@@ -2,7 +2,8 @@
 //! SGD with momentum) recorded as one submission, on the GPU backend and on the CPU backend.
 //! GPU time comes from timestamp queries around the step; wall time covers record, submit and
 //! wait; then 20 steps submitted back to back and waited for once give the time per step that
-//! training reaches ("pipelined"). One summary line per configuration goes to stderr.
+//! training reaches ("pipelined"). Device memory: the model's buffers, and what a step needs
+//! beyond them at its peak (`Runtime::memory`). One summary line per configuration goes to stderr.
 //!
 //! Run:
 //! ```text
@@ -89,11 +90,18 @@ fn bench_on<B: Backend>(
     };
     let flops = step_flops(&config);
     let data = blobs(batch * 8, 10, 784, 1).expect("blobs");
+    let in_use = || gpu.map_or(0, |g| g.runtime().memory().in_use);
+    let before = in_use();
     let mut trainer = Trainer::new(b, config).expect("trainer");
+    let model = in_use() - before;
     let resident = trainer.upload(&data).expect("upload");
+    let loaded = in_use();
     let rows: Vec<usize> = (0..batch).collect();
-    // One step outside the timing: compiles its pipelines and counts how it reaches the GPU.
+    // One step outside the timing: compiles its pipelines, counts how it reaches the GPU and
+    // gives the memory a step needs beyond the model and the data set (its workspace and
+    // scratch buffers, at their peak).
     let counts = gpu.map(|g| {
+        g.runtime().reset_memory_peak();
         trainer.step(&resident, &rows).expect("step");
         g.finish().expect("finish");
         let before = g.runtime().work_counts();
@@ -104,6 +112,11 @@ fn bench_on<B: Backend>(
             after.dispatches - before.dispatches,
             after.submissions - before.submissions,
         )
+    });
+    let memory = gpu.map(|g| Memory {
+        model,
+        data: loaded - before - model,
+        step: g.runtime().memory().peak_in_use - loaded,
     });
     let mut gpu_times = Vec::new();
     let mut wall_times = Vec::new();
@@ -178,6 +191,10 @@ fn bench_on<B: Backend>(
                 "clock": if gpu_times.is_empty() { "wall" } else { "gpu timestamps" },
                 "dispatches": counts.map(|c| c.0),
                 "submissions": counts.map(|c| c.1),
+                "memory_bytes": memory.map(|m| m.model + m.step),
+                "model_bytes": memory.map(|m| m.model),
+                "step_bytes": memory.map(|m| m.step),
+                "data_bytes": memory.map(|m| m.data),
             }),
         );
     }
@@ -201,14 +218,37 @@ fn bench_on<B: Backend>(
     let counts_line = counts
         .map(|(d, s)| format!(", {d} dispatches in {s} submission(s)"))
         .unwrap_or_default();
+    let memory_line = memory
+        .map(|m| {
+            let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+            format!(
+                " | memory {:.2} MiB: model {:.2} + step {:.2} (data set {:.2} more)",
+                mib(m.model + m.step),
+                mib(m.model),
+                mib(m.step),
+                mib(m.data)
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms (host recording {:.4} ms{counts_line}){pipelined_line} | {} samples | {}",
+        "SUMMARY step {label:<4} {name:<6} {} | {gpu_line}wall {:.4} ms (host recording {:.4} ms{counts_line}){pipelined_line}{memory_line} | {} samples | {}",
         if mixed_precision() { "mixed" } else { "f32" },
         wall.as_secs_f64() * 1e3,
         record.as_secs_f64() * 1e3,
         wall_times.len(),
         b.describe()
     );
+}
+
+/// Device memory of a cohort in its storage buffers (`Runtime::memory`), in bytes: the model
+/// (weights, gradients, optimizer state, f16 copies), what a step needs beyond it at its peak
+/// (the batch's workspace of activations and gradients, scratch such as split-K partial
+/// products), and the resident data set, which the comparison with PyTorch leaves out.
+#[derive(Clone, Copy)]
+struct Memory {
+    model: u64,
+    step: u64,
+    data: u64,
 }
 
 fn main() {

@@ -45,14 +45,15 @@ fn target_report_picks_the_best_variant_and_judges_it() {
             r#"{"source": "pytorch", "device": "fixture", "measures": {
                 "matmul/NN/4096x4096x4096/fp32": {"median_ms": 2.0},
                 "matmul/NT/256x1024x784/fp32": {"median_ms": 0.02},
-                "dml_step/small/graph/fp32": {"median_ms": 0.54},
+                "dml_step/small/graph/fp32": {"median_ms": 0.54, "memory_bytes": 100663296},
                 "dml_step/large/graph/fp32": {"median_ms": 5.5}}}"#,
         ),
         (
             "cohort.json",
             r#"{"device": "fixture gpu", "measures": {
                 "matmul/NN/4096x4096x4096/fp32": {"median_ms": 5.0},
-                "dml_step/small/fp32": {"median_ms": 0.3, "wall_ms": 0.4},
+                "dml_step/small/fp32": {"median_ms": 0.3, "wall_ms": 0.4,
+                    "memory_bytes": 50331648},
                 "dml_step/large/fp32": {"median_ms": 7.0, "wall_ms": 7.5}}}"#,
         ),
         (
@@ -107,4 +108,27 @@ fn target_report_picks_the_best_variant_and_judges_it() {
     assert!(report.contains("2 of 13 targets met"), "{report}");
     // And the per-file comparison still prints each file's ratios.
     assert!(report.contains("[tile64]") && report.contains("time x"));
+    // Device memory: cohort's 48 MiB against PyTorch's 96 MiB for the small step, and no
+    // memory row where a measure has none (the large step).
+    let memory: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("device memory"))
+        .skip(2)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(memory.len(), 1, "{report}");
+    let cells: Vec<&str> = memory[0].split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [
+            "dml_step/small/fp32",
+            "48.00",
+            "MiB",
+            "dml_step/small/graph/fp32",
+            "96.00",
+            "MiB",
+            "0.50"
+        ],
+        "{report}"
+    );
 }

@@ -54,7 +54,10 @@ Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optio
 64x64x64 --configs small --iters 3 --dml-iters 3 --precisions fp32).
 
 JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
-"measures": {key: {"median_ms", "tflops", "flops", ...}}} with keys
+"measures": {key: {"median_ms", "tflops", "flops", ...}}} (a DML step on CUDA also has
+"memory_bytes": torch.cuda.max_memory_allocated() during it beyond the input batch, i.e. the
+peers, optimizer state, gradients and activations; cohort's step bench writes the same for its
+model and step buffers, its data set left out, and the comparison prints both) with keys
     matmul/<NN|NT|TN>/<shape>/<fp32|tf32|fp16>       e.g. matmul/NT/256x1024x784/fp32
     dml_step/<small|large>/<eager|graph>/<fp32|tf32>
 The cohort JSON (--cohort-json; written by cohort's benches when COHORT_BENCH_JSON is set) uses
@@ -202,6 +205,24 @@ def time_cuda(torch, fn, warmup, iters, target_ms):
     }
 
 
+def memory_start(torch, device):
+    """Starts a device-memory measure: resets the peak and returns the bytes allocated now
+    (None off CUDA, where the dry run measures no memory)."""
+    if not on_cuda(device):
+        return None
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
+
+
+def memory_peak(torch, start):
+    """The most bytes allocated since memory_start, beyond those allocated then (None off CUDA)."""
+    if start is None:
+        return None
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - start
+
+
 @contextlib.contextmanager
 def tf32(torch, enabled):
     """Sets torch.backends.cuda.matmul.allow_tf32 for the block, then restores it. (Only the
@@ -303,6 +324,13 @@ def dml_loss(F, logits, labels, alpha, temperature, label_smoothing=0.0):
     )
 
 
+def mib_text(measure):
+    """The text "  memory X MiB" for a measure with memory_bytes, else nothing."""
+    if measure.get("memory_bytes") is None:
+        return ""
+    return f"  memory {measure['memory_bytes'] / 2**20:.2f} MiB"
+
+
 def build_cohort(torch, nn, args, cfg, capturable):
     peers = [make_peer(nn, cfg["sizes"]).to(args.device) for _ in range(args.peers)]
     params = [p for m in peers for p in m.parameters()]
@@ -331,7 +359,9 @@ def bench_dml(torch, args, measures):
             with tf32(torch, prec == "tf32"):
                 torch.manual_seed(args.seed)
 
-                # Eager.
+                # Eager. Memory from here on: the cohort, its optimizer state, gradients and
+                # activations; not the batch (x, y), as cohort's bench leaves out its data set.
+                memory = memory_start(torch, args.device)
                 peers, opt = build_cohort(torch, nn, args, cfg, capturable=False)
                 last = {}
 
@@ -344,17 +374,20 @@ def bench_dml(torch, args, measures):
 
                 r = time_device(torch, args.device, eager_step, args.dml_warmup, args.dml_iters, 0)
                 r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": float(last["loss"])})
+                if memory is not None:
+                    r["memory_bytes"] = memory_peak(torch, memory)
                 key = f"dml_step/{name}/eager/{prec}"
                 measures[key] = r
-                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}", flush=True)
+                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}{mib_text(r)}", flush=True)
                 del peers, opt, last
                 if not on_cuda(args.device):
                     print(f"  dml_step/{name}/graph/{prec}: skipped (CUDA graphs need a CUDA device)", flush=True)
                     continue
 
                 # CUDA graph: static input/labels, warm-up on a side stream, capture, replay.
-                peers, opt = build_cohort(torch, nn, args, cfg, capturable=True)
                 static_x, static_y = x.clone(), y.clone()
+                memory = memory_start(torch, args.device)
+                peers, opt = build_cohort(torch, nn, args, cfg, capturable=True)
                 side = torch.cuda.Stream()
                 side.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(side):
@@ -380,10 +413,11 @@ def bench_dml(torch, args, measures):
                 loss = float(static_loss.detach())
                 if not math.isfinite(loss):
                     print(f"  warning: graph-replayed loss is {loss}", file=sys.stderr)
-                r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": loss})
+                r.update({"flops": flops, "tflops": tflops(flops, r["median_ms"]), "loss": loss,
+                          "memory_bytes": memory_peak(torch, memory)})
                 key = f"dml_step/{name}/graph/{prec}"
                 measures[key] = r
-                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}", flush=True)
+                print(f"  {key:<40} {r['median_ms']:>10.4f} ms  {r['tflops']:>8.2f} TFLOP/s  loss {r['loss']:.4f}{mib_text(r)}", flush=True)
                 del peers, opt, graph, static_loss, static_x, static_y
                 torch.cuda.empty_cache()
 
@@ -448,6 +482,20 @@ def print_comparison(result, cohort):
                 print(f"{label:<34} {ms:>11.4f} {tkey:<38} {t['median_ms']:>10.4f} {ratio:>8.2f} {pct:>7.1f}%")
     if unmatched:
         print(f"(no PyTorch counterpart for: {', '.join(unmatched)})")
+    # Device memory of the steps: cohort's model and step buffers (data set left out) against
+    # PyTorch's peak allocation beyond the input batch.
+    rows = []
+    for key, c in sorted(cohort_measures.items()):
+        for tkey in by_base.get(base_key(key), []):
+            t = torch_measures[tkey]
+            if c.get("memory_bytes") is not None and t.get("memory_bytes"):
+                rows.append((key, c["memory_bytes"], tkey, t["memory_bytes"]))
+    if rows:
+        print()
+        print(f"{'device memory':<34} {'cohort':>11} {'PyTorch measure':<38} {'PyTorch':>14} {'mem x':>8}")
+        print("-" * 109)
+        for key, cb, tkey, tb in rows:
+            print(f"{key:<34} {cb / 2**20:>7.2f} MiB {tkey:<38} {tb / 2**20:>10.2f} MiB {cb / tb:>8.2f}")
 
 
 # Issue 4's targets: (what, cohort key, PyTorch key or None, goal). A goal ("share", x) wants
