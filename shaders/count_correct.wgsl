@@ -49,9 +49,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         }
         lse[j] = m + log(s);
     }
-    // The ensemble's argmax over classes of the peers' mean probability, as one loop over
-    // (class, peer) pairs: written as a peer loop inside a class loop, this kernel took 30×
-    // longer on lavapipe (2.2 ms against 0.07 for 64 rows; BENCHMARKS.md).
+    // The ensemble's argmax over classes of the peers' mean probability (that of their summed
+    // probability), as one loop over (class, peer) pairs: written as a peer loop inside a class
+    // loop, this kernel took 30× longer on lavapipe (2.2 ms against 0.07 for 64 rows;
+    // BENCHMARKS.md).
     var best = 0u;
     var best_prob = -1.0;
     var prob = 0.0;
@@ -60,9 +61,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         let j = i % p.peers;
         prob += exp(logits[at(j, row, k)] - lse[j]);
         if (j + 1u == p.peers) {
-            let mean = prob / f32(p.peers);
-            if (mean > best_prob) {
-                best_prob = mean;
+            if (prob > best_prob) {
+                best_prob = prob;
                 best = k;
             }
             prob = 0.0;

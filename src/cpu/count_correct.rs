@@ -20,7 +20,8 @@ pub fn argmax(values: impl Iterator<Item = f64>) -> usize {
 pub fn count_correct<R: Real>(logits: &[R], labels: &[u32], counts: &mut [u32], d: &LogitDims) {
     let (p, b, c) = (d.groups, d.rows, d.classes);
     for r in 0..b {
-        let mut mean_prob = vec![0.0f64; c];
+        // The peers' summed probabilities: their argmax is the mean's.
+        let mut prob_sum = vec![0.0f64; c];
         for peer in 0..p {
             let z = &logits[(peer * b + r) * c..(peer * b + r + 1) * c];
             if argmax(z.iter().map(|v| v.to_f64())) == labels[r] as usize {
@@ -28,10 +29,10 @@ pub fn count_correct<R: Real>(logits: &[R], labels: &[u32], counts: &mut [u32], 
             }
             let lse = log_sum_exp(z, 1.0);
             for (k, v) in z.iter().enumerate() {
-                mean_prob[k] += (v.to_f64() - lse).exp() / p as f64;
+                prob_sum[k] += (v.to_f64() - lse).exp();
             }
         }
-        if argmax(mean_prob.into_iter()) == labels[r] as usize {
+        if argmax(prob_sum.into_iter()) == labels[r] as usize {
             counts[p] += 1;
         }
     }
