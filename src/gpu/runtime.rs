@@ -428,7 +428,7 @@ struct Timer {
 
 /// Device memory in cohort's storage buffers: every tensor and every scratch buffer of a kernel
 /// (split-K partial products, say), in bytes as allocated (sizes rounded up to 256 bytes). Not
-/// counted: the fixed uniform buffer of kernel parameters (64 KiB), timestamp queries, and the
+/// counted: the fixed uniform buffer of kernel parameters (1 MiB), timestamp queries, and the
 /// short-lived staging buffers of uploads and readbacks.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryUse {
