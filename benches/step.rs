@@ -97,13 +97,14 @@ fn bench_on<B: Backend>(
     let resident = trainer.upload(&data).expect("upload");
     let loaded = in_use();
     let rows: Vec<usize> = (0..batch).collect();
-    // One step outside the timing: compiles its pipelines, counts how it reaches the GPU and
-    // gives the memory a step needs beyond the model and the data set (its workspace and
-    // scratch buffers, at their peak).
+    // Two steps outside the timing: the first compiles the pipelines (and tunes the products'
+    // plans with COHORT_MATMUL_TUNE=1); the second counts how a step reaches the GPU and gives
+    // the memory it needs beyond the model and the data set (its workspace and scratch
+    // buffers, at their peak).
     let counts = gpu.map(|g| {
-        g.runtime().reset_memory_peak();
         trainer.step(&resident, &rows).expect("step");
         g.finish().expect("finish");
+        g.runtime().reset_memory_peak();
         let before = g.runtime().work_counts();
         trainer.step(&resident, &rows).expect("step");
         g.finish().expect("finish");

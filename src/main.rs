@@ -696,7 +696,6 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
     let model = rt.memory().in_use - empty;
     let data = trainer.upload(&split.train)?;
     let loaded = rt.memory().in_use;
-    rt.reset_memory_peak();
     let batch = config.batch_size;
     // Step s trains on the s-th batch of the data, wrapping around.
     let rows = |s: usize| -> Vec<usize> {
@@ -708,10 +707,13 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
         trainer.step(&data, &rows(s))?;
     }
     gpu.finish()?;
-    let step_memory = rt.memory().peak_in_use - loaded;
+    // The fourth step gives the launches and memory of every later one (the first ones also
+    // compile pipelines and, with COHORT_MATMUL_TUNE=1, time the products' plans).
+    rt.reset_memory_peak();
     let before = rt.work_counts();
     trainer.step(&data, &rows(3))?;
     gpu.finish()?;
+    let step_memory = rt.memory().peak_in_use - loaded;
     let counts = rt.work_counts();
     let mut whole = Vec::with_capacity(steps);
     for s in 0..steps {
@@ -753,5 +755,12 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
         mib(step_memory),
         mib(loaded - empty - model),
     );
+    let tuned = gpu.tuned_matmuls();
+    if !tuned.is_empty() {
+        println!("matmul plans tuned (COHORT_MATMUL_TUNE=1; batch×M×N×K, fastest of 3 runs):");
+        for t in tuned {
+            println!("  {t}");
+        }
+    }
     Ok(())
 }

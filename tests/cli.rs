@@ -406,4 +406,23 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
         memory.starts_with("device memory: model 0.03 MiB") && memory.ends_with("0.36 MiB more"),
         "{memory}"
     );
+    assert!(!stdout.contains("matmul plans tuned"), "{stdout}");
+
+    // With the matmul tuner: each product shape's plan and what its candidates took, and the
+    // same memory (the tuner's scratch buffers are the warm-up steps', not a step's).
+    fails_cleanly_with_env(&args, &[("COHORT_MATMUL_TUNE", "yes")], "use 1 or 0");
+    let out = cohort_with_env(&args, &[("COHORT_MATMUL_TUNE", "1")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let tuned = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("matmul plans tuned"))
+        .find(|l| l.trim_start().starts_with("2×32×16×64 NN: tiled "))
+        .unwrap_or_else(|| panic!("no tuned plan of the first layers' forward: {stdout}"));
+    assert!(
+        tuned.contains("(timed: ") && tuned.contains("tiled 128"),
+        "{tuned}"
+    );
+    eprintln!("{tuned}");
+    assert!(stdout.contains(memory), "{stdout}");
 }

@@ -531,6 +531,96 @@ fn matmul_with_single_buffered_slices_matches_cpu() {
     report("matmul single-buffered slices", &checks);
 }
 
+#[test]
+fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
+    // COHORT_MATMUL_TUNE=1: each product shape's candidate plans timed once, the fastest kept.
+    // Every plan must give the twin's results, the tiled kernel's candidates must cover both
+    // tiles and both buffer counts, and a shape met before must not be timed again.
+    let Some(env) = gpu() else { return };
+    let tuned_backend = |coop| {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            tune_matmuls: true,
+            coop,
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap()
+    };
+    let g = tuned_backend(cohort::gpu::CoopChoice::Off);
+    let mut checks = Vec::new();
+    for (si, &dims) in [(65, 70, 100), (130, 129, 40), (1, 1, 1), (7, 300, 600)]
+        .iter()
+        .enumerate()
+    {
+        for (bi, batching) in [Batching::None, Batching::All(2)].into_iter().enumerate() {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(si == 1 && t == 0);
+                let seed = (si * 100 + bi * 10 + t) as u64;
+                checks.push(validate::matmul(&g, batching, dims, &spec, seed).unwrap());
+            }
+        }
+    }
+    checks.extend(f32_epilogue_checks(&g, (130, 129, 33), 7));
+    report("matmul, tuned plans", &checks);
+    let tuned = g.tuned_matmuls();
+    assert!(tuned.len() >= 32, "{} shapes tuned", tuned.len());
+    for t in &tuned {
+        let timed: Vec<_> = t
+            .timings
+            .iter()
+            .map(|(plan, _)| match plan.kernel {
+                cohort::gpu::MatmulKernel::Tiled { buffers } => (plan.tile, buffers),
+                cohort::gpu::MatmulKernel::Coop(_) => panic!("coop plan without coop: {t}"),
+            })
+            .collect();
+        for variant in [(64, 2), (64, 1), (128, 1)] {
+            assert!(timed.contains(&variant), "{variant:?} not timed: {t}");
+        }
+        let fastest = t.timings.iter().min_by_key(|(_, time)| *time).unwrap();
+        assert_eq!(t.plan, fastest.0, "{t}");
+    }
+    eprintln!("tuned plans on {}:", cohort::Backend::describe(env));
+    tuned.iter().take(4).for_each(|t| eprintln!("  {t}"));
+    // Met before: its tuned plan runs at once, in one launch (two where it splits K).
+    let nn_7x300x600 = |t: &&cohort::gpu::TunedMatmul| {
+        let d = t.dims;
+        (d.batch, d.m, d.n, d.k, d.trans_a, d.trans_b) == (1, 7, 300, 600, false, false)
+    };
+    let splits = tuned.iter().find(nn_7x300x600).unwrap().plan.splits(600);
+    let before = g.runtime().work_counts().dispatches;
+    let spec = MatmulSpec::new(false, false);
+    assert_passed(&validate::matmul(&g, Batching::None, (7, 300, 600), &spec, 9).unwrap());
+    let launches = g.runtime().work_counts().dispatches - before;
+    assert_eq!(launches, if splits > 1 { 2 } else { 1 });
+    assert_eq!(g.tuned_matmuls().len(), tuned.len());
+
+    // f16 products on the cooperative-matrix kernel (emulated where the adapter has none) tune
+    // among its layouts (only the small one fits lavapipe's workgroup memory).
+    if !has_f16_shaders(env, "tuned plans on matmul_coop") {
+        return;
+    }
+    let coop = match env.runtime().caps().coop_ops {
+        Some(_) => cohort::gpu::CoopChoice::On,
+        None => cohort::gpu::CoopChoice::Emulate,
+    };
+    let g = tuned_backend(coop);
+    let mut checks = Vec::new();
+    for (i, &dims) in [(65, 70, 100), (130, 129, 40)].iter().enumerate() {
+        for t in 0..4 {
+            let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+            let seed = 50 + (i * 4 + t) as u64;
+            checks.push(validate::matmul(&g, Batching::SharedA(2), dims, &spec, seed).unwrap());
+        }
+    }
+    assert_ran_on_coop(&checks);
+    report("matmul_coop, tuned plans", &checks);
+    for t in g.tuned_matmuls() {
+        let coop_plan =
+            |p: &cohort::gpu::MatmulPlan| matches!(p.kernel, cohort::gpu::MatmulKernel::Coop(_));
+        assert!(coop_plan(&t.plan), "{t}");
+        assert!(t.timings.iter().all(|(p, _)| coop_plan(p)), "{t}");
+    }
+}
+
 /// A backend that splits K of every matmul into `splits` ranges (as real GPUs do for products
 /// with few tiles), its f16 products on `coop` (`None`: the default).
 fn split_k_backend(

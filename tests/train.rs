@@ -378,6 +378,37 @@ fn split_k_matmuls_train_like_unsplit_ones() {
     }
 }
 
+#[test]
+fn tuned_matmul_plans_train_like_the_shapes_own() {
+    // COHORT_MATMUL_TUNE=1 times each product shape's plans in the first step and runs the
+    // fastest from then on: the same step up to summation order (a K split sums in another
+    // order; the tiles and buffer counts do not), every shape of the step tuned once.
+    let Some(g) = gpu() else { return };
+    let tuned = cohort::GpuBackend::new(&cohort::GpuOptions {
+        tune_matmuls: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let mut c = config("2x_-128-64-_", 1.0, Schedule::Simultaneous, 3);
+    c.batch_size = 64;
+    let own = loss_curve(g, c.clone(), 20);
+    let fast = loss_curve(&tuned, c, 20);
+    for (s, (a, b)) in own.iter().zip(&fast).enumerate() {
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                "step {}: shape's plans {x} vs tuned {y}",
+                s + 1
+            );
+        }
+    }
+    // Forward (bias and activation fused), and backward: each layer's weight gradient and
+    // (but the first's) input gradient, for the peers as one batch, and evaluation's shapes.
+    let plans = tuned.tuned_matmuls();
+    assert!(plans.len() >= 8, "{} shapes tuned", plans.len());
+    assert!(plans.iter().all(|t| t.timings.len() >= 3), "{plans:#?}");
+}
+
 /// Parameters by name.
 fn params_of<B: Backend>(t: &Trainer<'_, B>) -> Params {
     t.named_tensors()

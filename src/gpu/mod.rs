@@ -2,6 +2,7 @@
 //! the device; this module only validates shapes, packs each kernel's parameters and records the
 //! launch.
 
+pub mod plan;
 pub mod profile;
 pub mod runtime;
 pub mod shaders;
@@ -13,6 +14,7 @@ use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
+pub use plan::{MatmulKernel, MatmulPlan, TunedMatmul};
 pub use profile::{KernelTime, Profile};
 use runtime::PooledBuffer;
 pub use runtime::{
@@ -148,6 +150,11 @@ pub struct GpuBackend {
     coop_check: Option<crate::validate::KernelCheck>,
     /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
     f32_matmul: F32Matmul,
+    /// Products run the fastest of their candidate plans (`GpuOptions::tune_matmuls`; set once
+    /// the self-tests have run, so that they tune nothing).
+    tune_matmuls: bool,
+    /// The plans tuned so far, by product shape.
+    tuned: plan::Tuned,
 }
 
 /// The cooperative-matrix kernel a backend runs f16 products on: its build and the layouts it
@@ -457,6 +464,8 @@ impl GpuBackend {
             coop,
             coop_check: None,
             f32_matmul: F32Matmul::Plain,
+            tune_matmuls: false,
+            tuned: plan::Tuned::default(),
         };
         if let Some(kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
@@ -515,6 +524,7 @@ impl GpuBackend {
             }
             gpu.coop_check = Some(check);
         }
+        gpu.tune_matmuls = options.tune_matmuls;
         Ok(gpu)
     }
 
@@ -1179,17 +1189,20 @@ impl GpuBackend {
             );
             (detail, 2.0 * (d.batch * d.m * d.n * d.k) as f64)
         };
-        self.rt
-            .annotated(describe, || self.record_matmul(d, spec, operands, epilogue))
+        let plan = self.matmul_plan(d, spec, operands[0], operands[1])?;
+        self.rt.annotated(describe, || {
+            self.record_matmul(d, spec, operands, epilogue, plan)
+        })
     }
 
-    /// [`GpuBackend::launch_matmul`]'s work: chooses the kernel, its variant and the K splits.
+    /// [`GpuBackend::launch_matmul`]'s work: records the product as `plan` says.
     fn record_matmul(
         &self,
         d: &MatmulDims,
         spec: &MatmulSpec,
         [a, b, c]: [&GpuTensor; 3],
         epilogue: Option<Epilogue<'_>>,
+        plan: MatmulPlan,
     ) -> Result<()> {
         const OP: &str = "matmul";
         let params = MatmulParams {
@@ -1225,17 +1238,14 @@ impl GpuBackend {
             ("VEC_A", flag(vec_a)),
             ("VEC_B", flag(vec_b)),
         ];
-        // f32 products split into f16 parts run on the cooperative-matrix kernel too, in its
-        // split layout (there is one wherever SplitF16 was granted).
-        let split_f32 = !d.f16_inputs && self.f32_matmul == F32Matmul::SplitF16;
-        let (shader, tile) = match self.coop.filter(|_| d.f16_inputs || split_f32) {
-            Some(kernel) => {
-                let layout = match kernel.split {
-                    Some(split) if split_f32 => split,
-                    _ => self.coop_layout(&kernel, d),
-                };
+        let shader = match plan.kernel {
+            MatmulKernel::Coop(layout) => {
+                // f32 products split into f16 parts run on this kernel too, in its split layout.
+                let kernel = self.coop.ok_or_else(|| {
+                    CohortError::Unsupported("a cooperative-matrix plan without its kernel".into())
+                })?;
                 constants.extend([
-                    ("SPLIT_F32", flag(split_f32)),
+                    ("SPLIT_F32", flag(!d.f16_inputs)),
                     ("MN_STAGING", flag(kernel.mn_staging)),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
@@ -1243,24 +1253,18 @@ impl GpuBackend {
                     ("FR", layout.fr as f64),
                     ("FC", layout.fc as f64),
                 ]);
-                let tile = layout.tile(kernel.ops.frag()) as usize;
-                (Shader::MatmulCoop(kernel.ops, storage), tile)
+                Shader::MatmulCoop(kernel.ops, storage)
             }
-            None => {
-                let tile = self.matmul_tile(d);
-                let buffers = if self.matmul_single_buffer { 1.0 } else { 2.0 };
+            MatmulKernel::Tiled { buffers } => {
                 constants.extend([
                     ("F16_INPUTS", flag(d.f16_inputs)),
-                    ("TILE", tile as f64),
-                    ("SLICE_BUFFERS", buffers),
+                    ("TILE", plan.tile as f64),
+                    ("SLICE_BUFFERS", buffers as f64),
                 ]);
-                (Shader::Matmul(storage), tile)
+                Shader::Matmul(storage)
             }
         };
-        let tiles = d.n.div_ceil(tile) * d.m.div_ceil(tile) * d.batch;
-        let coop = matches!(shader, Shader::MatmulCoop(..));
-        let k_split = self.k_split(d, tiles, coop)?;
-        let splits = d.k.div_ceil(k_split);
+        let (tile, k_split, splits) = (plan.tile, plan.k_per_split, plan.splits(d.k));
         let groups = |z: usize| -> Result<[u32; 3]> {
             Ok([
                 u32_of(OP, d.n.div_ceil(tile))?,

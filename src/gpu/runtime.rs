@@ -40,6 +40,13 @@ pub struct GpuOptions {
     /// multiplied by workgroups of their own and then summed, instead of splitting products
     /// with too few tiles to fill a hardware adapter.
     pub k_splits: Option<usize>,
+    /// Time every plan that can run a product (each tile and buffer count of the tiled kernel,
+    /// each layout of the cooperative-matrix kernel, K split or not: `gpu::plan`) the first time
+    /// its shape comes, and run that shape's products on the fastest from then on, instead of
+    /// choosing by shape. What other options force is not varied. Runs of one backend repeat
+    /// bitwise; two runs may choose differently where timings are close (a different K split
+    /// sums in a different order).
+    pub tune_matmuls: bool,
     /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
     /// all of cohort's kernels, instead of dropping it from all: an experiment, to measure the
     /// difference. Every loop in the kernels runs to a shape size from the uniform or halves
@@ -301,6 +308,8 @@ impl GpuOptions {
     /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
+    /// `COHORT_MATMUL_TUNE=1` times the candidate plans of each product shape and keeps the
+    /// fastest,
     /// `COHORT_FUSED_UPDATE=1|0` updates each layer's weights and bias in one dispatch or two,
     /// `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in every kernel (`=0`, the default,
     /// drops it), `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
@@ -353,6 +362,7 @@ impl GpuOptions {
             fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
+            tune_matmuls: forced("COHORT_MATMUL_TUNE")? == Some(true),
             coop: parsed("COHORT_COOP")?.unwrap_or_default(),
             coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
@@ -514,6 +524,8 @@ pub struct Runtime {
     pool: Arc<Mutex<Pool>>,
     pending: Mutex<Pending>,
     timer: Option<Timer>,
+    /// [`Runtime::time_alone`]'s, so that it can run inside a [`Runtime::time`].
+    tuning_timer: Option<Timer>,
     profiler: Mutex<Option<Profiler>>,
     note: Mutex<Option<Note>>,
     loop_bounding: bool,
@@ -668,19 +680,22 @@ impl Runtime {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let timer = caps.timestamp_query.then(|| Timer {
-            queries: device.create_query_set(&wgpu::QuerySetDescriptor {
-                label: Some("cohort timer"),
-                ty: wgpu::QueryType::Timestamp,
-                count: 2,
-            }),
-            resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("cohort timer resolve"),
-                size: 16,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            }),
-        });
+        let timer = |label| {
+            caps.timestamp_query.then(|| Timer {
+                queries: device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some(label),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+            })
+        };
+        let (timer, tuning_timer) = (timer("cohort timer"), timer("cohort tuning timer"));
         Ok(Runtime {
             device,
             queue,
@@ -694,6 +709,7 @@ impl Runtime {
             pool: Arc::default(),
             pending: Mutex::default(),
             timer,
+            tuning_timer,
             profiler: Mutex::default(),
             note: Mutex::default(),
             loop_bounding: options.loop_bounding,
@@ -1241,7 +1257,35 @@ impl Runtime {
     /// Runs `f`, which records kernels, and measures their GPU time with timestamp queries.
     /// Returns `None` for the time when the adapter has no timestamp queries.
     pub fn time<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<(R, Option<Duration>)> {
-        let Some(timer) = &self.timer else {
+        self.time_on(self.timer.as_ref(), f)
+    }
+
+    /// The time of the work `f` records alone, on the GPU's clock where the adapter has
+    /// timestamp queries, else from submitting it to its end (the work recorded before it
+    /// finished first). Safe inside a [`Runtime::time`] (its own queries); for the matmul tuner.
+    pub(crate) fn time_alone(&self, f: impl FnOnce() -> Result<()>) -> Result<Duration> {
+        if self.tuning_timer.is_none() {
+            self.finish()?;
+            let start = std::time::Instant::now();
+            f()?;
+            self.finish()?;
+            return Ok(start.elapsed());
+        }
+        let ((), time) = self.time_on(self.tuning_timer.as_ref(), f)?;
+        Ok(time.unwrap_or_default())
+    }
+
+    /// Whether a per-kernel profile is running ([`Runtime::start_profile`]).
+    pub fn is_profiling(&self) -> bool {
+        lock(&self.profiler).is_some()
+    }
+
+    fn time_on<R>(
+        &self,
+        timer: Option<&Timer>,
+        f: impl FnOnce() -> Result<R>,
+    ) -> Result<(R, Option<Duration>)> {
+        let Some(timer) = timer else {
             return Ok((f()?, None));
         };
         self.flush()?;
