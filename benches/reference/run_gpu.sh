@@ -19,6 +19,8 @@
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed); the
 #                     small one with each layer's update in two dispatches
+#           tune      the steps with each product's plan tuned (COHORT_MATMUL_TUNE=1), and
+#                     the small and large steps' tuned plans with every candidate's time
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
@@ -141,6 +143,21 @@ part_step() {
   COHORT_FUSED_UPDATE=0 COHORT_BENCH_STEPS=small COHORT_BENCH_JSON="$out/cohort-step-update-parts.json" \
     run bench-step-update-parts .gpu/bin/bench-step --bench $quick
 }
+part_tune() {
+  # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
+  # K split or not) timed once and the fastest kept, against the defaults' choices by shape
+  # (the step part): the steps f32 and mixed, then the small and large f32 steps' profiles,
+  # which list the plan each shape got and what every candidate took.
+  COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tuned.json" \
+    run bench-step-tuned .gpu/bin/bench-step --bench $quick
+  COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+    COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" run bench-step-mixed-tuned .gpu/bin/bench-step --bench $quick
+  for config in small:1024:256 large:4096:1024; do
+    IFS=: read -r name width batch <<<"$config"
+    COHORT_MATMUL_TUNE=1 run "profile-$name-f32-tuned" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
+      --peers "2x_-$width-$width-_" --batch "$batch" --optimizer sgd --weight-decay 0 --steps 20
+  done
+}
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.
   for config in small:1024:256 large:4096:1024; do
@@ -247,7 +264,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check matmul tiles losses step profile torch train tests coop variants ab}; do
+for part in ${*:-check matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done
