@@ -103,7 +103,7 @@ impl MatmulSpec {
 }
 
 /// Validated matmul dimensions. A batch stride of 0 means the operand is shared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MatmulDims {
     /// Batch count.
     pub batch: usize,

@@ -593,8 +593,9 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     assert_eq!(launches, if splits > 1 { 2 } else { 1 });
     assert_eq!(g.tuned_matmuls().len(), tuned.len());
 
-    // f16 products on the cooperative-matrix kernel (emulated where the adapter has none) tune
-    // among its layouts (only the small one fits lavapipe's workgroup memory).
+    // f16 products tune among the cooperative-matrix kernel's layouts (emulated where the
+    // adapter has none; only the small layout fits lavapipe's workgroup memory) and the tiled
+    // kernel's variants rounding to f16.
     if !has_f16_shaders(env, "tuned plans on matmul_coop") {
         return;
     }
@@ -611,14 +612,94 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
             checks.push(validate::matmul(&g, Batching::SharedA(2), dims, &spec, seed).unwrap());
         }
     }
-    assert_ran_on_coop(&checks);
-    report("matmul_coop, tuned plans", &checks);
-    for t in g.tuned_matmuls() {
-        let coop_plan =
-            |p: &cohort::gpu::MatmulPlan| matches!(p.kernel, cohort::gpu::MatmulKernel::Coop(_));
-        assert!(coop_plan(&t.plan), "{t}");
-        assert!(t.timings.iter().all(|(p, _)| coop_plan(p)), "{t}");
+    report("f16 matmul, tuned plans", &checks);
+    let tuned = g.tuned_matmuls();
+    assert_eq!(tuned.len(), 8);
+    for t in &tuned {
+        let coop = |p: &&(cohort::gpu::MatmulPlan, _)| {
+            matches!(p.0.kernel, cohort::gpu::MatmulKernel::Coop(_))
+        };
+        assert!(t.timings.iter().any(|p| coop(&p)), "{t}");
+        assert!(t.timings.iter().any(|p| !coop(&p)), "{t}");
+        let fastest = t.timings.iter().min_by_key(|(_, time)| *time).unwrap();
+        assert_eq!(t.plan, fastest.0, "{t}");
     }
+    tuned.iter().take(2).for_each(|t| eprintln!("  {t}"));
+}
+
+#[test]
+fn tuned_plans_are_kept_in_their_file_between_runs() {
+    // COHORT_MATMUL_TUNE_FILE: a second backend on the same adapter reads the first one's plans
+    // and times nothing; a plan it could not choose (an edited file) is timed again, a file for
+    // another adapter or build is started afresh, and a file that is not a plan file is an error.
+    if gpu().is_none() {
+        return;
+    }
+    let path = std::env::temp_dir().join(format!("cohort-plans-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let open = || {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            tune_file: Some(path.clone()),
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+    };
+    let shapes = [(65, 70, 100), (7, 300, 600)];
+    let spec = MatmulSpec::new(false, true);
+    let g = open().unwrap();
+    assert!(g.tuned_matmuls().is_empty());
+    for (i, &dims) in shapes.iter().enumerate() {
+        assert_passed(&validate::matmul(&g, Batching::None, dims, &spec, i as u64).unwrap());
+    }
+    let tuned = g.tuned_matmuls();
+    assert_eq!(tuned.len(), 2);
+    assert!(tuned.iter().all(|t| t.timings.len() >= 4));
+    drop(g);
+
+    let g = open().unwrap();
+    assert_eq!(g.tuned_matmuls(), tuned, "read back as written");
+    for (i, &dims) in shapes.iter().enumerate() {
+        let before = g.runtime().work_counts().dispatches;
+        assert_passed(&validate::matmul(&g, Batching::None, dims, &spec, i as u64).unwrap());
+        let launches = g.runtime().work_counts().dispatches - before;
+        let plan = tuned
+            .iter()
+            .find(|t| (t.dims.m, t.dims.n, t.dims.k) == dims)
+            .unwrap();
+        let splits = plan.plan.splits(dims.2);
+        assert_eq!(launches, if splits > 1 { 2 } else { 1 }, "no timing");
+    }
+    drop(g);
+
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut file);
+        std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+    };
+    edit(&|file| file["plans"][0]["plan"]["tile"] = 96.into());
+    assert_eq!(
+        open().unwrap().tuned_matmuls(),
+        tuned[1..],
+        "the edited plan left out"
+    );
+    edit(&|file| file["tuned_on"] = "another adapter".into());
+    assert!(
+        open().unwrap().tuned_matmuls().is_empty(),
+        "another adapter's file"
+    );
+    std::fs::write(&path, "{\"format\": \"cohort-checkpoint-1\"}").unwrap();
+    let err = open().unwrap_err();
+    assert!(
+        matches!(err, cohort::CohortError::CorruptFile { .. }),
+        "{err}"
+    );
+    std::fs::write(&path, "plans").unwrap();
+    let err = open().unwrap_err();
+    assert!(
+        matches!(err, cohort::CohortError::CorruptFile { .. }),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
 }
 
 /// A backend that splits K of every matmul into `splits` ranges (as real GPUs do for products

@@ -524,7 +524,10 @@ impl GpuBackend {
             }
             gpu.coop_check = Some(check);
         }
-        gpu.tune_matmuls = options.tune_matmuls;
+        gpu.tune_matmuls = options.tune_matmuls || options.tune_file.is_some();
+        if let Some(path) = &options.tune_file {
+            gpu.tuned = plan::Tuned::from_file(&gpu, path, options)?;
+        }
         Ok(gpu)
     }
 

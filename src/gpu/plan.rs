@@ -1,16 +1,19 @@
 //! How each matmul runs: the kernel, its variant and K's ranges (a [`MatmulPlan`]). By default
 //! the plan follows from the product's shape; with [`GpuOptions::tune_matmuls`] the backend
 //! times every plan that can run a product the first time it meets that product's shape, and
-//! keeps the fastest for it ([`GpuBackend::tuned_matmuls`] lists them).
-//!
-//! [`GpuOptions::tune_matmuls`]: super::GpuOptions::tune_matmuls
+//! keeps the fastest for it ([`GpuBackend::tuned_matmuls`] lists them); with
+//! [`GpuOptions::tune_file`] the plans are kept in a JSON file between runs.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{k_split, CoopKernel, GpuBackend, GpuTensor, TileChoice};
-use crate::error::Result;
+use serde::{Deserialize, Serialize};
+
+use super::shaders::Shader;
+use super::{k_split, CoopKernel, GpuBackend, GpuOptions, GpuTensor, TileChoice, MAX_K_SPLITS};
+use crate::error::{CohortError, Result};
 use crate::ops::{MatmulDims, MatmulSpec};
 use crate::tensor::DType;
 
@@ -23,7 +26,7 @@ const TUNING_RUNS: usize = 3;
 const TILED_K_SLICE: usize = 16;
 
 /// The matmul kernel a plan runs, in its variant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MatmulKernel {
     /// `shaders/matmul.wgsl` with this many workgroup buffers per operand (1 or 2).
     Tiled {
@@ -35,7 +38,7 @@ pub enum MatmulKernel {
 }
 
 /// How one product runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MatmulPlan {
     /// The kernel and its variant.
     pub kernel: MatmulKernel,
@@ -80,7 +83,7 @@ struct TuneKey {
 }
 
 /// A product shape the tuner met, the plan it chose and what every candidate took.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TunedMatmul {
     /// The product's dimensions.
     pub dims: MatmulDims,
@@ -93,6 +96,16 @@ pub struct TunedMatmul {
     /// Each candidate with its fastest of three timed runs, the shape's own plan
     /// first; empty where only one plan could run it.
     pub timings: Vec<(MatmulPlan, Duration)>,
+}
+
+impl TunedMatmul {
+    fn key(&self) -> TuneKey {
+        TuneKey {
+            dims: self.dims,
+            a_f16: self.a_f16,
+            b_f16: self.b_f16,
+        }
+    }
 }
 
 impl std::fmt::Display for TunedMatmul {
@@ -135,14 +148,125 @@ impl std::fmt::Display for TunedMatmul {
     }
 }
 
-/// The tuner's choices so far.
+/// The tuner's choices so far, and the file that keeps them with the identity of what they
+/// were timed on ([`GpuOptions::tune_file`]).
 #[derive(Default)]
-pub(super) struct Tuned(Mutex<HashMap<TuneKey, TunedMatmul>>);
+pub(super) struct Tuned {
+    plans: Mutex<HashMap<TuneKey, TunedMatmul>>,
+    file: Option<(PathBuf, String)>,
+}
+
+/// The format tag of plan files.
+const PLAN_FILE_FORMAT: &str = "cohort-matmul-plans-1";
+
+/// What a plan file holds.
+#[derive(Serialize, Deserialize)]
+struct PlanFile {
+    format: String,
+    /// The adapter, driver, kernels and options the plans were timed with.
+    tuned_on: String,
+    plans: Vec<TunedMatmul>,
+}
 
 impl Tuned {
     fn lock(&self) -> MutexGuard<'_, HashMap<TuneKey, TunedMatmul>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.plans.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// The plans kept in `path` for `gpu`, opened with `options`: none where the file does not
+    /// exist yet or was written for another adapter, driver, build of the kernels or options
+    /// (said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
+    /// timed again. [`CohortError::CorruptFile`] where it is not a plan file.
+    pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
+        let tuned_on = identity(gpu, options);
+        let mut plans = HashMap::new();
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let corrupt = |why: String| CohortError::corrupt(path, why);
+                let file: PlanFile =
+                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+                if file.format != PLAN_FILE_FORMAT {
+                    return Err(corrupt(format!(
+                        "format '{}', not a plan file",
+                        file.format
+                    )));
+                }
+                if file.tuned_on == tuned_on {
+                    for t in file.plans.into_iter().filter(|t| gpu.could_choose(t)) {
+                        plans.insert(t.key(), t);
+                    }
+                } else {
+                    eprintln!(
+                        "cohort: the matmul plans in {} were tuned on another adapter, driver,                          build of the kernels or GPU options; tuning afresh",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CohortError::io(path, e)),
+        }
+        Ok(Tuned {
+            plans: Mutex::new(plans),
+            file: Some((path.into(), tuned_on)),
+        })
+    }
+
+    /// Every plan, by shape.
+    fn sorted(&self) -> Vec<TunedMatmul> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by_key(|t| {
+            let d = t.dims;
+            let shape = (d.batch, d.m, d.n, d.k, d.stride_a, d.stride_b);
+            (shape, d.trans_a, d.trans_b, d.f16_inputs, t.a_f16, t.b_f16)
+        });
+        all
+    }
+
+    /// Rewrites the plan file, if there is one, with every plan.
+    fn save(&self) -> Result<()> {
+        let Some((path, tuned_on)) = &self.file else {
+            return Ok(());
+        };
+        let file = PlanFile {
+            format: PLAN_FILE_FORMAT.into(),
+            tuned_on: tuned_on.clone(),
+            plans: self.sorted(),
+        };
+        let json = serde_json::to_vec_pretty(&file)
+            .map_err(|e| CohortError::corrupt(path, format!("cannot encode the plans: {e}")))?;
+        crate::checkpoint::write_atomic(path, &json)
+    }
+}
+
+/// What tuned plans are only valid for: the adapter and its driver, this build of the kernels
+/// (a hash of their sources) and the GPU options but for the adapter's choice.
+fn identity(gpu: &GpuBackend, options: &GpuOptions) -> String {
+    let info = gpu.rt.info();
+    // FNV-1a: stable from build to build, unlike std's hasher.
+    let kernels = Shader::ALL
+        .iter()
+        .flat_map(|shader| shader.source().into_bytes())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, byte| {
+            (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+    let options = GpuOptions {
+        adapter: None,
+        hardware_only: false,
+        tune_matmuls: true,
+        tune_file: None,
+        ..options.clone()
+    };
+    format!(
+        "{} ({:?}, vendor {:#x}, device {:#x}), driver {} {}; cohort {}, kernels {kernels:016x}; \
+         {options:?}",
+        info.name,
+        info.backend,
+        info.vendor,
+        info.device,
+        info.driver,
+        info.driver_info,
+        env!("CARGO_PKG_VERSION"),
+    )
 }
 
 impl GpuBackend {
@@ -198,27 +322,29 @@ impl GpuBackend {
                 timings,
             },
         );
+        self.tuned.save()?;
         Ok(plan)
     }
 
-    /// Every product shape the tuner has met, with its plan and timings, by shape.
+    /// Every product shape the tuner has met (or read from its file), with its plan and
+    /// timings, by shape.
     pub fn tuned_matmuls(&self) -> Vec<TunedMatmul> {
-        let mut all: Vec<_> = self.tuned.lock().values().cloned().collect();
-        all.sort_by_key(|t| {
-            let d = t.dims;
-            (
-                d.batch,
-                d.m,
-                d.n,
-                d.k,
-                d.trans_a,
-                d.trans_b,
-                d.f16_inputs,
-                t.a_f16,
-                t.b_f16,
-            )
-        });
-        all
+        self.tuned.sorted()
+    }
+
+    /// Whether `t`'s plan is one the tuner could choose for its shape here (its dimensions
+    /// within what a product can have).
+    fn could_choose(&self, t: &TunedMatmul) -> bool {
+        let d = &t.dims;
+        let dims = [d.batch, d.m, d.n, d.k];
+        let fits = dims.iter().all(|&x| (1..=u32::MAX as usize).contains(&x))
+            && d.batch
+                .checked_mul(d.m)
+                .and_then(|x| x.checked_mul(d.n))
+                .is_some();
+        fits && self
+            .plan_candidates(d)
+            .is_ok_and(|plans| plans.contains(&t.plan))
     }
 
     /// The cooperative-matrix kernel product `d` runs on, if any: f16 products, and f32 ones
@@ -271,49 +397,56 @@ impl GpuBackend {
     }
 
     /// The plans the tuner times for `d`, the shape's own first: on the tiled kernel each tile
-    /// (64, 128) and buffer count (2, 1) whose workgroup memory fits, on the cooperative-matrix
-    /// kernel each layout it has; each with its chosen K split and, on hardware adapters,
-    /// unsplit too. What the options force ([`TileChoice::Fixed`], one buffer, a K split, a
-    /// layout) is not varied.
+    /// (64, 128) and buffer count (2, 1) whose workgroup memory fits; for f16 products also on
+    /// the cooperative-matrix kernel in each layout it has (the tiled kernel rounds its loads to
+    /// f16: the same products up to summation order); each with its chosen K split and, on
+    /// hardware adapters, whole, and in half and twice the chosen splits. What the options force
+    /// ([`TileChoice::Fixed`], one buffer, a K split, a layout) is not varied; f32 products
+    /// split into f16 parts keep their one layout.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
+        let tiles: &[usize] = match self.matmul_tile {
+            TileChoice::Fixed(tile) => &[tile],
+            TileChoice::Default | TileChoice::ByShape => &[64, 128],
+        };
+        let buffers: &[u32] = if self.matmul_single_buffer {
+            &[1]
+        } else {
+            &[2, 1]
+        };
+        let max_bytes = self.rt.caps().max_workgroup_storage as usize;
+        let tiled = tiles
+            .iter()
+            .flat_map(|&tile| buffers.iter().map(move |&b| (tile, b)))
+            .filter(|&(tile, b)| 2 * b as usize * TILED_K_SLICE * tile * 4 <= max_bytes)
+            .map(|(tile, buffers)| (MatmulKernel::Tiled { buffers }, tile));
         let kernels: Vec<(MatmulKernel, usize)> = match self.coop_kernel_for(d) {
-            // Split f32 products have the one layout that fits their doubled memory.
             Some((_, true)) => vec![(own.kernel, own.tile)],
             Some((kernel, false)) => kernel
                 .layouts()
                 .map(|l| (MatmulKernel::Coop(l), l.tile(kernel.ops.frag()) as usize))
+                .chain(tiled)
                 .collect(),
-            None => {
-                let tiles: &[usize] = match self.matmul_tile {
-                    TileChoice::Fixed(tile) => &[tile][..],
-                    TileChoice::Default | TileChoice::ByShape => &[64, 128][..],
-                };
-                let buffers: &[u32] = if self.matmul_single_buffer {
-                    &[1]
-                } else {
-                    &[2, 1]
-                };
-                let max_bytes = self.rt.caps().max_workgroup_storage as usize;
-                tiles
-                    .iter()
-                    .flat_map(|&tile| buffers.iter().map(move |&b| (tile, b)))
-                    .filter(|&(tile, b)| 2 * b as usize * TILED_K_SLICE * tile * 4 <= max_bytes)
-                    .map(|(tile, buffers)| (MatmulKernel::Tiled { buffers }, tile))
-                    .collect()
-            }
+            None => tiled.collect(),
         };
-        // Unsplit too, where the splits are the backend's to choose and a dispatch may take
-        // any depth (the software adapters' cooperative-matrix kernel may not).
-        let unsplit_too = self.k_splits.is_none() && !self.is_software();
+        // Other splits where they are the backend's to choose and a dispatch may take any
+        // depth (the software adapters' cooperative-matrix kernel may not).
+        let vary_splits = self.k_splits.is_none() && !self.is_software();
         let mut plans = vec![own];
         for (kernel, tile) in kernels {
             let chosen = self.with_k_split(d, kernel, tile)?;
-            let unsplit = MatmulPlan {
-                k_per_split: k_split(d.k, 1, Some(1)),
+            let n = chosen.splits(d.k);
+            let others = if vary_splits {
+                vec![1, n / 2, 2 * n.min(MAX_K_SPLITS / 2)]
+            } else {
+                vec![]
+            };
+            let split = |splits: usize| MatmulPlan {
+                k_per_split: k_split(d.k, chosen.tiles(d), Some(splits)),
                 ..chosen
             };
-            for plan in std::iter::once(chosen).chain(unsplit_too.then_some(unsplit)) {
+            let variants = others.into_iter().filter(|&s| s >= 1).map(split);
+            for plan in std::iter::once(chosen).chain(variants) {
                 if !plans.contains(&plan) {
                     plans.push(plan);
                 }

@@ -47,6 +47,11 @@ pub struct GpuOptions {
     /// bitwise; two runs may choose differently where timings are close (a different K split
     /// sums in a different order).
     pub tune_matmuls: bool,
+    /// Keep the tuned plans in this file between runs (implies `tune_matmuls`): they are read
+    /// when the backend opens, where the file was written for the same adapter, driver, kernels
+    /// and options (else tuning starts afresh), and it is rewritten (atomically) whenever a new
+    /// shape is tuned. Runs that share the file run the same plans.
+    pub tune_file: Option<std::path::PathBuf>,
     /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
     /// all of cohort's kernels, instead of dropping it from all: an experiment, to measure the
     /// difference. Every loop in the kernels runs to a shape size from the uniform or halves
@@ -179,7 +184,7 @@ impl std::str::FromStr for CoopChoice {
 
 /// The workgroup layout of `shaders/matmul_coop.wgsl`: a grid of subgroups, each owning a grid
 /// of accumulator fragments. The C tile is `frag · fr · sg_rows` square.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CoopLayout {
     /// Subgroups down the tile.
     pub sg_rows: u32,
@@ -309,7 +314,7 @@ impl GpuOptions {
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_MATMUL_TUNE=1` times the candidate plans of each product shape and keeps the
-    /// fastest,
+    /// fastest, `COHORT_MATMUL_TUNE_FILE=path` also keeps them in that file between runs,
     /// `COHORT_FUSED_UPDATE=1|0` updates each layer's weights and bias in one dispatch or two,
     /// `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in every kernel (`=0`, the default,
     /// drops it), `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
@@ -363,6 +368,7 @@ impl GpuOptions {
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             tune_matmuls: forced("COHORT_MATMUL_TUNE")? == Some(true),
+            tune_file: var("COHORT_MATMUL_TUNE_FILE").map(Into::into),
             coop: parsed("COHORT_COOP")?.unwrap_or_default(),
             coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
