@@ -147,7 +147,9 @@ part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
   # (the step part): the steps f32 and mixed, then the small and large f32 steps' profiles,
-  # which list the plan each shape got and what every candidate took.
+  # which list the plan each shape got and what every candidate took. The plans and every
+  # candidate's time are kept in matmul-plans.json (with the results) and shared by these runs.
+  local -x COHORT_MATMUL_TUNE_FILE="$out/matmul-plans.json"
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tuned.json" \
     run bench-step-tuned .gpu/bin/bench-step --bench $quick
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
