@@ -17,7 +17,15 @@ use cohort::trainer::{EpochReport, Trainer};
 use cohort::{checkpoint, metrics, Backend, CohortError, CpuBackend, GpuBackend, Result};
 
 #[derive(Parser)]
-#[command(name = "cohort", version, about = "Deep Mutual Learning on any GPU")]
+#[command(
+    name = "cohort",
+    version,
+    about = "Deep Mutual Learning on any GPU",
+    after_help = "GPU settings come from the environment (README, \"Hardware\"): COHORT_ADAPTER, \
+                  COHORT_HARDWARE_ONLY, COHORT_MATMUL_TUNE, COHORT_MATMUL_TUNE_FILE, COHORT_COOP, \
+                  COHORT_F32_MATMUL and a few for experiments. `cohort devices` shows what they \
+                  give on this machine."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -597,6 +605,17 @@ fn f32_product_status(gpu: &GpuBackend) -> &'static str {
     }
 }
 
+/// How each product's plan (kernel variant, tile, K split) is chosen here.
+fn plan_status(gpu: &GpuBackend) -> String {
+    if !gpu.tunes_matmuls() {
+        return "by shape (COHORT_MATMUL_TUNE=1 times each shape's candidates and keeps the \
+                fastest)"
+            .into();
+    }
+    let known = gpu.tuned_matmuls().len();
+    format!("the fastest of each shape's candidates, timed once ({known} shapes known already)")
+}
+
 /// Lists the adapters, then what cohort would use by default and what it can do there.
 fn devices() -> Result<()> {
     let list = cohort::gpu::list_adapters();
@@ -641,6 +660,7 @@ fn devices() -> Result<()> {
                 tensor_core_status(&g)
             );
             println!("  f32 products: {}", f32_product_status(&g));
+            println!("  matmul plans: {}", plan_status(&g));
             println!(
                 "  largest storage binding {} MiB",
                 c.max_storage_binding >> 20

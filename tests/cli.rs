@@ -344,6 +344,16 @@ fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
         "{stdout}"
     );
     assert!(stdout.contains("timestamp queries"), "{stdout}");
+    assert!(
+        stdout.contains("matmul plans: by shape (COHORT_MATMUL_TUNE=1"),
+        "{stdout}"
+    );
+    let tuned = cohort_with_env(&["devices"], &[("COHORT_MATMUL_TUNE", "1")]);
+    assert!(
+        text(&tuned.stdout).contains("matmul plans: the fastest of each shape's candidates"),
+        "{}",
+        text(&tuned.stdout)
+    );
 }
 
 #[test]

@@ -549,6 +549,12 @@ impl GpuBackend {
         self.f32_matmul
     }
 
+    /// Whether products run the fastest of their candidate plans, timed once per shape
+    /// ([`GpuOptions::tune_matmuls`] or [`GpuOptions::tune_file`]).
+    pub fn tunes_matmuls(&self) -> bool {
+        self.tune_matmuls
+    }
+
     /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
     pub fn coop_check(&self) -> Option<&crate::validate::KernelCheck> {
         self.coop_check.as_ref()
