@@ -197,7 +197,8 @@ impl Tuned {
                     }
                 } else {
                     eprintln!(
-                        "cohort: the matmul plans in {} were tuned on another adapter, driver,                          build of the kernels or GPU options; tuning afresh",
+                        "cohort: the matmul plans in {} were tuned on another adapter, driver, \
+                         build of the kernels or GPU options; tuning afresh",
                         path.display()
                     );
                 }
