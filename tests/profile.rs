@@ -89,3 +89,32 @@ fn profile_counts_every_dispatch_under_its_kernel_and_shape() {
     g.matmul(&a, &b, &mut c, &spec).unwrap();
     assert_eq!(rt.stop_profile().unwrap().calls(), 2);
 }
+
+#[test]
+fn a_profile_times_no_tuning() {
+    // With COHORT_MATMUL_TUNE=1, a shape first met inside a profile runs its plan by shape
+    // untuned (the tuner's launches would be counted as the profiled work's); after the profile
+    // the same shape is tuned as usual.
+    let Some(default) = gpu() else { return };
+    if !default.runtime().caps().timestamp_query {
+        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        return;
+    }
+    let g = GpuBackend::new(&GpuOptions {
+        tune_matmuls: true,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let (m, n, k) = (40, 24, 70);
+    let a = g.tensor(&[m, k], &uniform(4, m * k, -1.0, 1.0)).unwrap();
+    let b = g.tensor(&[k, n], &uniform(5, k * n, -1.0, 1.0)).unwrap();
+    let mut c = g.zeros(&[m, n], DType::F32).unwrap();
+    let spec = MatmulSpec::new(false, false);
+    g.runtime().start_profile().unwrap();
+    g.matmul(&a, &b, &mut c, &spec).unwrap();
+    let profile = g.runtime().stop_profile().unwrap();
+    assert_eq!(profile.calls(), 1, "{profile:#?}");
+    assert!(g.tuned_matmuls().is_empty());
+    g.matmul(&a, &b, &mut c, &spec).unwrap();
+    assert_eq!(g.tuned_matmuls().len(), 1);
+}
