@@ -4,7 +4,7 @@
 # Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
 #         (cd .gpu/debs && apt-get -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 \
 #            -oDir::State::Lists=/tmp/amd64-lists download libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0)
-#         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
+#         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin && git rev-parse HEAD > .gpu/COMMIT
 #         (the executables staged are about 68 MiB, over the 64 MiB the device carries with the
 #         tree; packed, 29 MiB. This script unpacks them on the GPU machine. The GL vendor-neutral
 #         libraries are needed by NVIDIA's Vulkan driver there: with the Vulkan loader alone, on
@@ -72,6 +72,8 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
   pack
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/device.txt"
+# Which build is measured: write `git rev-parse HEAD > .gpu/COMMIT` when staging.
+echo "staged commit: $(cat .gpu/COMMIT 2>/dev/null || echo unknown)" | tee -a "$out/summary.log"
 
 quick="--warm-up-time 0.5 --measurement-time 1"
 
