@@ -270,6 +270,16 @@ fn identity(gpu: &GpuBackend, options: &GpuOptions) -> String {
     )
 }
 
+/// The K per split of the splits the tuner times beside the `chosen` number for a product `k`
+/// deep: whole, half as many and twice as many (at most [`MAX_K_SPLITS`]).
+fn other_k_splits(k: usize, chosen: usize) -> Vec<usize> {
+    [1, chosen / 2, (2 * chosen).min(MAX_K_SPLITS)]
+        .into_iter()
+        .filter(|&splits| splits >= 1)
+        .map(|splits| k_split(k, 1, Some(splits)))
+        .collect()
+}
+
 impl GpuBackend {
     /// The plan product `d` with operands `a` and `b` runs: the tuned one where tuning is on
     /// (timing the candidates the first time this shape comes), else the shape's own.
@@ -436,17 +446,14 @@ impl GpuBackend {
         let mut plans = vec![own];
         for (kernel, tile) in kernels {
             let chosen = self.with_k_split(d, kernel, tile)?;
-            let n = chosen.splits(d.k);
-            let others = if vary_splits {
-                vec![1, n / 2, 2 * n.min(MAX_K_SPLITS / 2)]
-            } else {
-                vec![]
+            let others = match vary_splits {
+                true => other_k_splits(d.k, chosen.splits(d.k)),
+                false => vec![],
             };
-            let split = |splits: usize| MatmulPlan {
-                k_per_split: k_split(d.k, chosen.tiles(d), Some(splits)),
+            let variants = others.into_iter().map(|k_per_split| MatmulPlan {
+                k_per_split,
                 ..chosen
-            };
-            let variants = others.into_iter().filter(|&s| s >= 1).map(split);
+            });
             for plan in std::iter::once(chosen).chain(variants) {
                 if !plans.contains(&plan) {
                     plans.push(plan);
@@ -454,5 +461,25 @@ impl GpuBackend {
             }
         }
         Ok(plans)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tuner_also_times_whole_half_and_twice_the_chosen_splits() {
+        let splits = |k: usize, chosen| -> Vec<usize> {
+            other_k_splits(k, chosen)
+                .into_iter()
+                .map(|per| k.div_ceil(per))
+                .collect()
+        };
+        assert_eq!(splits(1024, 4), [1, 2, 8]);
+        assert_eq!(splits(4096, 1), [1, 2], "none of half of one");
+        assert_eq!(splits(4096, 16), [1, 8, 16], "at most MAX_K_SPLITS");
+        // Splits stay 64 deep at least: 100 in two ranges of 64.
+        assert_eq!(other_k_splits(100, 1), [128, 64]);
     }
 }
