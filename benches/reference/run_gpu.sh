@@ -19,8 +19,10 @@
 #           losses    softmax-CE and KL
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed); the
 #                     small one with each layer's update in two dispatches
-#           tune      the steps with each product's plan tuned (COHORT_MATMUL_TUNE=1), and
-#                     the small and large steps' tuned plans with every candidate's time
+#           tune      the steps with each product's plan tuned (COHORT_MATMUL_TUNE=1), the
+#                     small and large steps' tuned plans with every candidate's time, then
+#                     the matmul part's products tuned (NN, f32 and f16); all the plans and
+#                     timings in matmul-plans.json
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
 #           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
@@ -149,7 +151,8 @@ part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
   # (the step part): the steps f32 and mixed, then the small and large f32 steps' profiles,
-  # which list the plan each shape got and what every candidate took. The plans and every
+  # which list the plan each shape got and what every candidate took, then the matmul part's
+  # products (NN; f32 and f16), whose tile and layout it then chooses. The plans and every
   # candidate's time are kept in matmul-plans.json (with the results) and shared by these runs.
   local -x COHORT_MATMUL_TUNE_FILE="$out/matmul-plans.json"
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tuned.json" \
@@ -161,6 +164,11 @@ part_tune() {
     COHORT_MATMUL_TUNE=1 run "profile-$name-f32-tuned" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
       --peers "2x_-$width-$width-_" --batch "$batch" --optimizer sgd --weight-decay 0 --steps 20
   done
+  # The products of the matmul part, NN, tuned: f32, then f16 on F16 tensors.
+  COHORT_MATMUL_TUNE=1 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_JSON="$out/cohort-matmul-tuned.json" run bench-matmul-tuned .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+  COHORT_MATMUL_TUNE=1 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 \
+    COHORT_BENCH_JSON="$out/cohort-matmul-f16-tuned.json" run bench-matmul-f16-tuned .gpu/bin/bench-matmul --bench $quick matmul-gpu/
 }
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.
