@@ -19,7 +19,8 @@ use crate::tensor::DType;
 
 pub use super::runtime::CoopLayout;
 
-/// Timed runs of each candidate plan (after one untimed run); the fastest run counts.
+/// Timed runs of each candidate plan (after one untimed run); the fastest run counts. A
+/// candidate whose run took over twice the fastest candidate's time so far gets no more.
 const TUNING_RUNS: usize = 3;
 
 /// Depth of `matmul.wgsl`'s k-slices (its `TK`), for the workgroup memory of a tile.
@@ -93,8 +94,8 @@ pub struct TunedMatmul {
     pub b_f16: bool,
     /// The plan every product of this shape runs.
     pub plan: MatmulPlan,
-    /// Each candidate with its fastest of three timed runs, the shape's own plan
-    /// first; empty where only one plan could run it.
+    /// Each candidate with its fastest of three timed runs (one where it took over twice the
+    /// fastest's time), the shape's own plan first; empty where only one plan could run it.
     pub timings: Vec<(MatmulPlan, Duration)>,
 }
 
@@ -309,13 +310,19 @@ impl GpuBackend {
         let mut timings = Vec::new();
         if candidates.len() > 1 {
             let c = self.alloc(&[d.batch * d.m * d.n], DType::F32)?;
+            let mut fastest = Duration::MAX;
             for plan in candidates {
                 let run = || self.record_matmul(d, spec, [a, b, &c], None, plan);
                 run()?;
                 let mut best = Duration::MAX;
                 for _ in 0..TUNING_RUNS {
                     best = best.min(self.rt.time_alone(run)?);
+                    // Clearly slower than the fastest so far: no more runs of it.
+                    if best > fastest.saturating_mul(2) {
+                        break;
+                    }
                 }
+                fastest = fastest.min(best);
                 timings.push((plan, best));
             }
         }
