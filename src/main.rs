@@ -778,7 +778,7 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
     let tuned = gpu.tuned_matmuls();
     if !tuned.is_empty() {
         println!(
-            "matmul plans tuned (COHORT_MATMUL_TUNE=1; batch×M×N×K, fastest of up to 3 runs):"
+            "matmul plans tuned (COHORT_MATMUL_TUNE=1; [batch×]M×N×K, fastest of up to 3 runs):"
         );
         for t in tuned {
             println!("  {t}");

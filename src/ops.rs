@@ -125,6 +125,27 @@ pub struct MatmulDims {
     pub f16_inputs: bool,
 }
 
+impl std::fmt::Display for MatmulDims {
+    /// `[B×]M×N×K` (the batch where there is more than one), the transposes and ` f16` for f16
+    /// products: e.g. `2×256×1024×784 NT f16`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.batch > 1 {
+            write!(f, "{}×", self.batch)?;
+        }
+        let layout = |t: bool| if t { 'T' } else { 'N' };
+        write!(
+            f,
+            "{}×{}×{} {}{}{}",
+            self.m,
+            self.n,
+            self.k,
+            layout(self.trans_a),
+            layout(self.trans_b),
+            if self.f16_inputs { " f16" } else { "" }
+        )
+    }
+}
+
 impl MatmulDims {
     /// Checks `A`, `B`, `C` against `spec` and returns the flattened dimensions.
     pub fn infer(

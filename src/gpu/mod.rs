@@ -1180,24 +1180,7 @@ impl GpuBackend {
         operands: [&GpuTensor; 3],
         epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
-        let describe = || {
-            let batch = if d.batch > 1 {
-                format!("{}×", d.batch)
-            } else {
-                String::new()
-            };
-            let layout = |t: bool| if t { 'T' } else { 'N' };
-            let detail = format!(
-                "{batch}{}×{}×{} {}{}{}",
-                d.m,
-                d.n,
-                d.k,
-                layout(d.trans_a),
-                layout(d.trans_b),
-                if d.f16_inputs { " f16" } else { "" }
-            );
-            (detail, 2.0 * (d.batch * d.m * d.n * d.k) as f64)
-        };
+        let describe = || (d.to_string(), 2.0 * (d.batch * d.m * d.n * d.k) as f64);
         let plan = self.matmul_plan(d, spec, operands[0], operands[1])?;
         self.rt.annotated(describe, || {
             self.record_matmul(d, spec, operands, epilogue, plan)

@@ -110,29 +110,17 @@ impl TunedMatmul {
 }
 
 impl std::fmt::Display for TunedMatmul {
-    /// One line: the shape (batch×M×N×K and transposes), the plan chosen, and each
+    /// One line: the shape (as [`MatmulDims`] shows it), the plan chosen, and each
     /// candidate's time.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let d = &self.dims;
-        let layout = |t: bool| if t { 'T' } else { 'N' };
-        write!(
-            f,
-            "{}×{}×{}×{} {}{}{}{}: {}",
-            d.batch,
-            d.m,
-            d.n,
-            d.k,
-            layout(d.trans_a),
-            layout(d.trans_b),
-            if d.f16_inputs { " f16" } else { "" },
-            match (self.a_f16, self.b_f16) {
-                (false, false) => "",
-                (true, false) => " (A F16)",
-                (false, true) => " (B F16)",
-                (true, true) => " (A, B F16)",
-            },
-            self.plan.label(d.k)
-        )?;
+        let stored = match (self.a_f16, self.b_f16) {
+            (false, false) => "",
+            (true, false) => " (A F16)",
+            (false, true) => " (B F16)",
+            (true, true) => " (A, B F16)",
+        };
+        write!(f, "{d}{stored}: {}", self.plan.label(d.k))?;
         for (i, (plan, time)) in self.timings.iter().enumerate() {
             let label = plan.label(d.k);
             let us = time.as_secs_f64() * 1e6;

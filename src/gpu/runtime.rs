@@ -42,8 +42,8 @@ pub struct GpuOptions {
     pub k_splits: Option<usize>,
     /// Time every plan that can run a product (each tile and buffer count of the tiled kernel,
     /// for f16 products also each layout of the cooperative-matrix kernel, and on hardware
-    /// adapters several K splits: `gpu::plan`) the first time its shape comes, and run that shape's products on the fastest from then on, instead of
-    /// choosing by shape. What other options force is not varied. Runs of one backend repeat
+    /// adapters several K splits: `gpu::plan`) the first time its shape comes, and run that
+    /// shape's products on the fastest from then on, instead of choosing by shape. What other options force is not varied. Runs of one backend repeat
     /// bitwise; two runs may choose differently where timings are close (a different K split
     /// sums in a different order).
     pub tune_matmuls: bool,
