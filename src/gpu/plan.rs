@@ -295,6 +295,7 @@ impl GpuBackend {
             return self.plan_by_shape(d);
         }
         let candidates = self.plan_candidates(d)?;
+        let own = candidates[0];
         let mut timings = Vec::new();
         if candidates.len() > 1 {
             let c = self.alloc(&[d.batch * d.m * d.n], DType::F32)?;
@@ -314,10 +315,8 @@ impl GpuBackend {
                 timings.push((plan, best));
             }
         }
-        let plan = match timings.iter().min_by_key(|(_, time)| *time) {
-            Some((plan, _)) => *plan,
-            None => self.plan_by_shape(d)?,
-        };
+        let fastest = timings.iter().min_by_key(|(_, time)| *time);
+        let plan = fastest.map_or(own, |(plan, _)| *plan);
         self.tuned.lock().insert(
             key,
             TunedMatmul {
