@@ -780,8 +780,23 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
         println!(
             "matmul plans tuned (COHORT_MATMUL_TUNE=1; [batch×]M×N×K, fastest of up to 3 runs):"
         );
-        for t in tuned {
+        for t in &tuned {
             println!("  {t}");
+        }
+        let (own, best) = tuned
+            .iter()
+            .filter_map(|t| t.own_and_tuned_times())
+            .fold((0.0, 0.0), |(own, best), (o, b)| {
+                (own + o.as_secs_f64(), best + b.as_secs_f64())
+            });
+        if best > 0.0 {
+            println!(
+                "  each shape once, timed alone: {:.1} µs with the shapes' own plans, {:.1} µs \
+                 tuned ({:.2}×)",
+                own * 1e6,
+                best * 1e6,
+                own / best
+            );
         }
     }
     Ok(())

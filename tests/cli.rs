@@ -430,9 +430,22 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
         .find(|l| l.trim_start().starts_with("2×32×16×64 NN: tiled "))
         .unwrap_or_else(|| panic!("no tuned plan of the first layers' forward: {stdout}"));
     assert!(
-        tuned.contains("(timed: ") && tuned.contains("tiled 128"),
+        tuned.contains("× as fast as the shape's own plan (timed: by shape tiled ")
+            && tuned.contains("tiled 128"),
         "{tuned}"
     );
     eprintln!("{tuned}");
+    let summary = stdout
+        .lines()
+        .find(|l| l.contains("each shape once, timed alone: "))
+        .unwrap_or_else(|| panic!("no sum over the tuned shapes: {stdout}"));
+    let micros: Vec<f64> = summary
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        micros.len() == 2 && micros[0] >= micros[1] && micros[1] > 0.0,
+        "{summary}"
+    );
     assert!(stdout.contains(memory), "{stdout}");
 }

@@ -577,6 +577,17 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
         }
         let fastest = t.timings.iter().min_by_key(|(_, time)| *time).unwrap();
         assert_eq!(t.plan, fastest.0, "{t}");
+        // What tuning gained: the shape's own plan (timed first) against the plan kept.
+        assert_eq!(
+            t.own_and_tuned_times(),
+            Some((t.timings[0].1, fastest.1)),
+            "{t}"
+        );
+        assert!(
+            t.to_string()
+                .contains("× as fast as the shape's own plan (timed: by shape "),
+            "{t}"
+        );
     }
     eprintln!("tuned plans on {}:", cohort::Backend::describe(env));
     tuned.iter().take(4).for_each(|t| eprintln!("  {t}"));
