@@ -310,13 +310,16 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     // The cooperative-matrix kernel with its five matrix operations written out in plain WGSL:
     // its tiling, staging, double buffering and epilogues checked on any adapter with f16
     // shaders (lavapipe in CI), in the default small layout, layouts with 4x1, 1x4 and 1x2
-    // fragments per subgroup and one of 8 subgroups. (The default big layout, 128 wide, needs
-    // 48 KiB of workgroup memory, more than lavapipe's 32: it runs where the device allows.)
+    // fragments per subgroup, the tuner's quarter layout of one each, and one of 8 subgroups.
+    // (The default big layout, 128 wide, needs 48 KiB of workgroup memory, more than
+    // lavapipe's 32: it runs where the device allows.)
     let Some(g) = gpu() else { return };
     if !has_f16_shaders(g, "the emulated cooperative-matrix kernel") {
         return;
     }
-    for layout in ["2x2:2x2", "1x4:4x1", "4x1:1x4", "4x2:1x2", "4x2:2x4"] {
+    for layout in [
+        "2x2:2x2", "1x4:4x1", "4x1:1x4", "4x2:1x2", "2x2:1x1", "4x2:2x4",
+    ] {
         let g = match coop_backend(cohort::gpu::CoopChoice::Emulate, layout) {
             Err(cohort::CohortError::InvalidConfig(why)) if layout == "4x2:2x4" => {
                 common::loud(&format!("SKIPPED layout {layout} here: {why}"));
@@ -390,10 +393,11 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         ));
         return;
     };
-    // The host's two default layouts for these fragments, forced in turn.
+    // The host's two default layouts for these fragments and the tuner's quarter layout,
+    // forced in turn.
     let layouts = match ops {
-        cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2"],
-        _ => ["2x2:2x2", "4x2:2x4"],
+        cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2", "2x2:1x1"],
+        _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
     for layout in layouts {
         let g = coop_backend(cohort::gpu::CoopChoice::On, layout).unwrap();
@@ -632,6 +636,13 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
         };
         assert!(t.timings.iter().any(|p| coop(&p)), "{t}");
         assert!(t.timings.iter().any(|p| !coop(&p)), "{t}");
+        // The layout only the tuner tries: 4 subgroups of one accumulator each.
+        let quarter: cohort::gpu::CoopLayout = "2x2:1x1".parse().unwrap();
+        let quarter_timed = t
+            .timings
+            .iter()
+            .any(|(plan, _)| plan.kernel == cohort::gpu::MatmulKernel::Coop(quarter));
+        assert!(quarter_timed, "{t}");
         let fastest = t.timings.iter().min_by_key(|(_, time)| *time).unwrap();
         assert_eq!(t.plan, fastest.0, "{t}");
     }

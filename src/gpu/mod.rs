@@ -169,6 +169,10 @@ struct CoopKernel {
     /// For products with many tiles, where the device can run it (none when one is forced): 8
     /// subgroups of 2×4 accumulators (4×4 subgroups of 2×2 for 8×8 fragments).
     big: Option<CoopLayout>,
+    /// Only for the matmul tuner, where it tunes and no layout is forced: 4 subgroups of one
+    /// accumulator each, a quarter of the small tile, so four times the workgroups for
+    /// products too small to fill a large GPU.
+    tuning_only: Option<CoopLayout>,
     /// For f32 products split into f16 parts, whose workgroup memory is twice as large: the
     /// forced or small layout where it fits the device, else 4 subgroups of one accumulator
     /// each (half the tile), else none.
@@ -180,12 +184,14 @@ struct CoopKernel {
 
 impl CoopKernel {
     /// The kernel for `ops` on a device with `caps`: `forced` (checked) as its only layout, or the
-    /// two defaults, the big one only where it fits.
+    /// two defaults, the big one only where it fits, and for a backend that `tunes` its
+    /// products a third, smaller one.
     fn new(
         ops: CoopOps,
         caps: &Capabilities,
         forced: Option<CoopLayout>,
         mn_staging: bool,
+        tunes: bool,
     ) -> Result<Self> {
         let sg_size = match ops {
             CoopOps::Emulated => 32,
@@ -211,15 +217,18 @@ impl CoopKernel {
                 (layout(2, 2, 2, 2), Some(big).filter(|b| fits(b, false)))
             }
         };
-        let split = [small, layout(2, 2, 1, 1)]
+        let quarter = layout(2, 2, 1, 1);
+        let split = [small, quarter]
             .into_iter()
             .take(if forced.is_some() { 1 } else { 2 })
             .find(|l| fits(l, true));
+        let tuning_only = Some(quarter).filter(|l| tunes && forced.is_none() && fits(l, false));
         Ok(CoopKernel {
             ops,
             sg_size,
             small,
             big,
+            tuning_only,
             split,
             mn_staging,
         })
@@ -227,7 +236,9 @@ impl CoopKernel {
 
     /// Every layout this kernel may run f16 products in.
     fn layouts(&self) -> impl Iterator<Item = CoopLayout> {
-        std::iter::once(self.small).chain(self.big)
+        std::iter::once(self.small)
+            .chain(self.big)
+            .chain(self.tuning_only)
     }
 }
 
@@ -435,7 +446,16 @@ impl GpuBackend {
             }
         };
         let coop = coop
-            .map(|ops| CoopKernel::new(ops, caps, options.coop_layout, !options.coop_k_staging))
+            .map(|ops| {
+                let tunes = options.tune_matmuls || options.tune_file.is_some();
+                CoopKernel::new(
+                    ops,
+                    caps,
+                    options.coop_layout,
+                    !options.coop_k_staging,
+                    tunes,
+                )
+            })
             .transpose()?;
         if options.f32_matmul == F32Matmul::SplitF16 && coop.is_none_or(|k| k.split.is_none()) {
             let why = match coop {
@@ -476,6 +496,7 @@ impl GpuBackend {
                 gpu.coop = Some(CoopKernel {
                     small: layout,
                     big: None,
+                    tuning_only: None,
                     ..kernel
                 });
                 let mut check = crate::validate::coop_self_test(&gpu)?;

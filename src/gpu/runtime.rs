@@ -41,11 +41,12 @@ pub struct GpuOptions {
     /// with too few tiles to fill a hardware adapter.
     pub k_splits: Option<usize>,
     /// Time every plan that can run a product (each tile and buffer count of the tiled kernel,
-    /// for f16 products also each layout of the cooperative-matrix kernel, and on hardware
-    /// adapters several K splits: `gpu::plan`) the first time its shape comes, and run that
-    /// shape's products on the fastest from then on, instead of choosing by shape. What other options force is not varied. Runs of one backend repeat
-    /// bitwise; two runs may choose differently where timings are close (a different K split
-    /// sums in a different order).
+    /// for f16 products also each layout of the cooperative-matrix kernel, a quarter-size one
+    /// only the tuner tries among them, and on hardware adapters several K splits:
+    /// `gpu::plan`) the first time its shape comes, and run that shape's products on the
+    /// fastest from then on, instead of choosing by shape. What other options force is not
+    /// varied. Runs of one backend repeat bitwise; two runs may choose differently where
+    /// timings are close (a different K split sums in a different order).
     pub tune_matmuls: bool,
     /// Keep the tuned plans in this file between runs (implies `tune_matmuls`): they are read
     /// when the backend opens, where the file was written for the same adapter, driver, kernels
