@@ -20,7 +20,8 @@
 #           step      the cohort step: tiny, small, large (f32), small, large (mixed); the
 #                     small one with each layer's update in two dispatches
 #           tune      the steps with each product's plan tuned (COHORT_MATMUL_TUNE=1), the
-#                     small and large steps' tuned plans with every candidate's time, then
+#                     small and large steps' tuned plans (f32 and mixed) with every
+#                     candidate's time and the gain over the plans by shape, then
 #                     the matmul part's products tuned (NN, f32 and f16); all the plans and
 #                     timings in matmul-plans.json
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
@@ -67,7 +68,7 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
   echo "=== $name ($(date +%T), ${left}s left): $*" | tee -a "$out/summary.log"
   timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
+  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB|timed alone" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
   [ $rc = 124 ] && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
@@ -150,8 +151,9 @@ part_step() {
 part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
-  # (the step part): the steps f32 and mixed, then the small and large f32 steps' profiles,
-  # which list the plan each shape got and what every candidate took, then the matmul part's
+  # (the step part): the steps f32 and mixed, then the small and large steps' profiles (f32
+  # and mixed), which list the plan each shape got, its gain over the shape's own plan and what
+  # every candidate took, then the matmul part's
   # products (NN; f32 and f16), whose tile and layout it then chooses. The plans and every
   # candidate's time are kept in matmul-plans.json (with the results) and shared by these runs.
   local -x COHORT_MATMUL_TUNE_FILE="$out/matmul-plans.json"
@@ -161,8 +163,11 @@ part_tune() {
     COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" run bench-step-mixed-tuned .gpu/bin/bench-step --bench $quick
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
-    COHORT_MATMUL_TUNE=1 run "profile-$name-f32-tuned" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
-      --peers "2x_-$width-$width-_" --batch "$batch" --optimizer sgd --weight-decay 0 --steps 20
+    for prec in f32 mixed; do
+      COHORT_MATMUL_TUNE=1 run "profile-$name-$prec-tuned" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
+        --peers "2x_-$width-$width-_" --batch "$batch" --precision "$prec" --optimizer sgd \
+        --weight-decay 0 --steps 20
+    done
   done
   # The products of the matmul part, NN, tuned: f32, then f16 on F16 tensors.
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn \
