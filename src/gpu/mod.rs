@@ -487,12 +487,13 @@ impl GpuBackend {
             tune_matmuls: false,
             tuned: plan::Tuned::default(),
         };
-        if let Some(kernel) = coop {
+        if let Some(mut kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
             // error, so check the kernel once, in every layout it may run in, before trusting it
             // with training.
             let mut worst: Option<crate::validate::KernelCheck> = None;
-            for layout in kernel.layouts() {
+            let layouts: Vec<CoopLayout> = kernel.layouts().collect();
+            for layout in layouts {
                 gpu.coop = Some(CoopKernel {
                     small: layout,
                     big: None,
@@ -501,6 +502,18 @@ impl GpuBackend {
                 });
                 let mut check = crate::validate::coop_self_test(&gpu)?;
                 check.case += &format!(" layout {layout}");
+                // The tuner's extra layout is only a candidate: failing, it is left out alone.
+                if kernel.tuning_only == Some(layout) && !check.passed() {
+                    eprintln!(
+                        "cohort: warning: the cooperative-matrix kernel's tuner-only layout \
+                         failed its self-test on {} ({}: {}); the tuner leaves it out",
+                        gpu.rt.info().name,
+                        check.case,
+                        check.worst
+                    );
+                    kernel.tuning_only = None;
+                    continue;
+                }
                 if worst
                     .as_ref()
                     .is_none_or(|w| check.worst_ratio > w.worst_ratio)

@@ -418,10 +418,9 @@ impl GpuBackend {
     /// (64, 128) and buffer count (2, 1) whose workgroup memory fits; for f16 products also on
     /// the cooperative-matrix kernel in each layout it has, the tuner's quarter-size one
     /// included (the tiled kernel rounds its loads to f16: the same products up to summation
-    /// order); each with its chosen K split and, on
-    /// hardware adapters, whole, and in half and twice the chosen splits. What the options force
-    /// ([`TileChoice::Fixed`], one buffer, a K split, a layout) is not varied; f32 products
-    /// split into f16 parts keep their one layout.
+    /// order); each with its chosen K split and, on hardware adapters, whole, and in half and
+    /// twice the chosen splits. What the options force ([`TileChoice::Fixed`], one buffer, a K
+    /// split, a layout) is not varied; f32 products split into f16 parts keep their one layout.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
         let tiles: &[usize] = match self.matmul_tile {
