@@ -662,6 +662,14 @@ fn devices() -> Result<()> {
             println!("  f32 products: {}", f32_product_status(&g));
             println!("  matmul plans: {}", plan_status(&g));
             println!(
+                "  kernel parameters: {}",
+                if g.runtime().params_in_storage() {
+                    "in a storage buffer (COHORT_PARAMS_STORAGE=0: a uniform one)"
+                } else {
+                    "in a uniform buffer (COHORT_PARAMS_STORAGE=1: a storage one)"
+                }
+            );
+            println!(
                 "  largest storage binding {} MiB",
                 c.max_storage_binding >> 20
             );

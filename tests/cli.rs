@@ -188,6 +188,11 @@ fn bad_input_is_one_clear_error_line() {
             "no",
             "COHORT_F16_TENSORS=no: use 1 or 0",
         ),
+        (
+            "COHORT_PARAMS_STORAGE",
+            "storage",
+            "COHORT_PARAMS_STORAGE=storage: use 1 or 0",
+        ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }
@@ -354,6 +359,14 @@ fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
         "{}",
         text(&tuned.stdout)
     );
+    // Where the kernels read their parameters, as forced.
+    for (forced, line) in [
+        ("1", "kernel parameters: in a storage buffer"),
+        ("0", "kernel parameters: in a uniform buffer"),
+    ] {
+        let out = cohort_with_env(&["devices"], &[("COHORT_PARAMS_STORAGE", forced)]);
+        assert!(text(&out.stdout).contains(line), "{}", text(&out.stdout));
+    }
 }
 
 #[test]

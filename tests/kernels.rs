@@ -978,6 +978,31 @@ fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
 }
 
 #[test]
+fn every_kernel_matches_cpu_with_its_parameters_in_the_other_kind_of_buffer() {
+    // The other tests read the kernels' parameters as the adapter's default says (a storage
+    // buffer on lavapipe before Mesa 23.1, as in CI; a uniform buffer elsewhere): run the whole
+    // validation suite the other way too, so both declarations are checked on every adapter.
+    let Some(g) = gpu() else { return };
+    let other = !g.runtime().params_in_storage();
+    let options = cohort::GpuOptions {
+        params_in_storage: Some(other),
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    let g = cohort::GpuBackend::new(&options).unwrap();
+    assert_eq!(g.runtime().params_in_storage(), other);
+    let checks = validate::run_all(&g).unwrap();
+    assert!(
+        checks.len() >= 20,
+        "the whole suite: {} checks",
+        checks.len()
+    );
+    report(
+        &format!("all kernels, parameters in a storage buffer {other}"),
+        &checks,
+    );
+}
+
+#[test]
 fn bias_act_forward_backward_and_bias_grad_match_cpu() {
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();

@@ -67,6 +67,18 @@ fn every_kernel_validates_with_naga() {
     );
     for shader in builds {
         validate(&format!("{shader:?}"), &shader.source());
+        // The form that reads the parameters from a storage buffer (old lavapipes): the one
+        // declaration changed, so every kernel has it exactly once.
+        let storage = shader.source_with_params_in_storage();
+        validate(&format!("{shader:?} with params in storage"), &storage);
+        let declarations = |source: &str, space: &str| {
+            source
+                .matches(&format!("@group(0) @binding(0) var<{space}> p: Params;"))
+                .count()
+        };
+        assert_eq!(declarations(&shader.source(), "uniform"), 1, "{shader:?}");
+        assert_eq!(declarations(&storage, "storage, read"), 1, "{shader:?}");
+        assert_eq!(declarations(&storage, "uniform"), 0, "{shader:?}");
     }
 }
 

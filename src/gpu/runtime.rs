@@ -68,6 +68,15 @@ pub struct GpuOptions {
     /// faster without it on the H200 (BENCHMARKS.md). Every kernel guards its own indices
     /// against shapes the host checked before dispatch, so the clamps are redundant there.
     pub unchecked_indexing: Option<bool>,
+    /// Where the kernels read their parameters (shapes, strides, scalars): `Some(false)` a
+    /// uniform buffer, `Some(true)` a read-only storage buffer, `None` (the default) a storage
+    /// buffer on Mesa's lavapipe before 23.1 and a uniform buffer everywhere else. That
+    /// lavapipe inlines uniform values a kernel branches on and, where the shader shrinks by
+    /// half with the first values it sees, compiles the pipeline again at every later dispatch
+    /// (a transposed 32×12×32 matmul: 2.6 ms instead of 0.28 on Mesa 22.3.6; BENCHMARKS.md);
+    /// it never inlines storage buffers. Later lavapipes keep each inlined variant, which then
+    /// runs faster than the storage form.
+    pub params_in_storage: Option<bool>,
     /// Where f16-input matmuls run on the cooperative-matrix kernel `shaders/matmul_coop.wgsl`.
     pub coop: CoopChoice,
     /// Force that kernel's workgroup layout instead of choosing one by shape.
@@ -368,6 +377,7 @@ impl GpuOptions {
             fused_layer_update: forced("COHORT_FUSED_UPDATE")?,
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
+            params_in_storage: forced("COHORT_PARAMS_STORAGE")?,
             tune_matmuls: forced("COHORT_MATMUL_TUNE")? == Some(true),
             tune_file: var("COHORT_MATMUL_TUNE_FILE").map(Into::into),
             coop: parsed("COHORT_COOP")?.unwrap_or_default(),
@@ -537,6 +547,8 @@ pub struct Runtime {
     note: Mutex<Option<Note>>,
     loop_bounding: bool,
     unchecked_indexing: Option<bool>,
+    /// The kernels read their parameters from a storage buffer (`GpuOptions::params_in_storage`).
+    params_in_storage: bool,
     counts: Mutex<WorkCounts>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -545,6 +557,41 @@ pub struct Runtime {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks cannot leave invalid state behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Storage buffers a kernel binds besides its parameters, at most (the matmuls' operands, their
+/// vec4 views, the epilogue's and the split-K reduction's).
+const KERNEL_STORAGE_BUFFERS: u32 = 8;
+
+/// Whether the kernels read their parameters from a storage buffer on this adapter: as
+/// `forced`, else on lavapipe before Mesa 23.1 (see [`GpuOptions::params_in_storage`]).
+/// Forced where the device cannot bind one more storage buffer: an error.
+fn params_in_storage(
+    info: &wgpu::AdapterInfo,
+    caps: &Capabilities,
+    forced: Option<bool>,
+) -> Result<bool> {
+    let fits = caps.max_storage_buffers > KERNEL_STORAGE_BUFFERS;
+    match forced {
+        Some(true) if !fits => Err(CohortError::Unsupported(format!(
+            "kernel parameters in a storage buffer on {}: it binds {} storage buffers per \
+             kernel, {} needed",
+            info.name,
+            caps.max_storage_buffers,
+            KERNEL_STORAGE_BUFFERS + 1
+        ))),
+        Some(forced) => Ok(forced),
+        None => Ok(fits
+            && info.driver == "llvmpipe"
+            && mesa_version(&info.driver_info).is_some_and(|v| v < (23, 1))),
+    }
+}
+
+/// Mesa's (major, minor) version in a driver description such as `Mesa 22.3.6 (LLVM 15.0.6)`.
+fn mesa_version(driver_info: &str) -> Option<(u32, u32)> {
+    let version = driver_info.split("Mesa ").nth(1)?;
+    let mut parts = version.split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
 }
 
 fn rank(info: &wgpu::AdapterInfo) -> u32 {
@@ -680,11 +727,16 @@ impl Runtime {
             max_buffer_size: limits.max_buffer_size,
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
-        let param_align = (limits.min_uniform_buffer_offset_alignment as u64).max(PARAMS_SLOT);
+        let params_in_storage = params_in_storage(&info, &caps, options.params_in_storage)?;
+        let param_align = (limits.min_uniform_buffer_offset_alignment as u64)
+            .max(limits.min_storage_buffer_offset_alignment as u64)
+            .max(PARAMS_SLOT);
         let params_buffer = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("cohort params"),
             size: PARAMS_CAPACITY,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let timer = |label| {
@@ -721,6 +773,7 @@ impl Runtime {
             note: Mutex::default(),
             loop_bounding: options.loop_bounding,
             unchecked_indexing: options.unchecked_indexing,
+            params_in_storage,
             counts: Mutex::default(),
             errors,
             lost,
@@ -735,6 +788,12 @@ impl Runtime {
     /// The device's recorded capabilities.
     pub fn caps(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// Whether the kernels read their parameters from a storage buffer instead of a uniform
+    /// one ([`GpuOptions::params_in_storage`]).
+    pub fn params_in_storage(&self) -> bool {
+        self.params_in_storage
     }
 
     /// The wgpu device, for callers that build their own pipelines.
@@ -929,9 +988,13 @@ impl Runtime {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut modules = lock(&self.modules);
         let module = modules.entry(shader).or_insert_with(|| {
+            let source = match self.params_in_storage {
+                true => shader.source_with_params_in_storage(),
+                false => shader.source(),
+            };
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(shader.source().into()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
             };
             let mut checks = wgpu::ShaderRuntimeChecks::checked();
             // SAFETY: turning loop bounding off requires that no loop runs forever. Every loop
@@ -1318,5 +1381,19 @@ impl Runtime {
                 }),
             });
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mesa_versions_are_read_from_the_driver_description() {
+        assert_eq!(mesa_version("Mesa 22.3.6 (LLVM 15.0.6)"), Some((22, 3)));
+        assert_eq!(mesa_version("Mesa 26.2.6-1 (LLVM 22.1.8)"), Some((26, 2)));
+        assert_eq!(mesa_version("Mesa 23.1.0-devel (git-1234)"), Some((23, 1)));
+        assert_eq!(mesa_version("580.159.04"), None);
+        assert_eq!(mesa_version("Mesa"), None);
     }
 }

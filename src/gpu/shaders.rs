@@ -71,6 +71,10 @@ impl MatmulStorage {
     }
 }
 
+/// How every kernel declares its parameters, and the storage form of that declaration.
+const PARAMS_IN_UNIFORM: &str = "@group(0) @binding(0) var<uniform> p: Params;";
+const PARAMS_IN_STORAGE: &str = "@group(0) @binding(0) var<storage, read> p: Params;";
+
 /// A WGSL source file of cohort.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Shader {
@@ -228,6 +232,14 @@ impl Shader {
             }
             _ => self.files().to_string(),
         }
+    }
+
+    /// [`Shader::source`] with the kernel's parameters read from a read-only storage buffer
+    /// instead of a uniform one (`GpuOptions::params_in_storage`): the one declaration of `p`
+    /// changed, nothing else.
+    pub fn source_with_params_in_storage(self) -> String {
+        self.source()
+            .replacen(PARAMS_IN_UNIFORM, PARAMS_IN_STORAGE, 1)
     }
 
     /// The files of [`Shader::source`], concatenated.
