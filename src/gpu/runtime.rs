@@ -73,7 +73,7 @@ pub struct GpuOptions {
     /// buffer on Mesa's lavapipe before 23.1 and a uniform buffer everywhere else. That
     /// lavapipe inlines uniform values a kernel branches on and, where the shader shrinks by
     /// half with the first values it sees, compiles the pipeline again at every later dispatch
-    /// (a transposed 32×12×32 matmul: 2.6 ms instead of 0.28 on Mesa 22.3.6; BENCHMARKS.md);
+    /// (a transposed 32×12×32 matmul: 2.5 ms instead of 0.18 on Mesa 22.3.6; BENCHMARKS.md);
     /// it never inlines storage buffers. Later lavapipes keep each inlined variant, which then
     /// runs faster than the storage form.
     pub params_in_storage: Option<bool>,
