@@ -329,6 +329,7 @@ impl GpuOptions {
     /// `COHORT_FUSED_UPDATE=1|0` updates each layer's weights and bias in one dispatch or two,
     /// `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in every kernel (`=0`, the default,
     /// drops it), `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
+    /// `COHORT_PARAMS_STORAGE=1|0` puts the kernels' parameters in a storage or a uniform buffer,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_F16_TENSORS=0` declines F16
