@@ -1173,15 +1173,42 @@ impl Backend for GpuBackend {
 
 impl GpuBackend {
     /// The C tile of `matmul.wgsl` for product `d`: 64×64 unless [`GpuOptions::matmul_tile`]
-    /// forces 128 or asks for it by shape ([`GpuBackend::fills_with_big_tiles`]). (The 128
-    /// tile, 8×8 accumulators per thread, ran at 1.5 TFLOP/s on an H200 where the 64 tile ran
-    /// at 27, at 4096³, before its accumulators became vec4s: BENCHMARKS.md.)
+    /// forces 128 or asks for it by shape ([`GpuBackend::fills_with_big_tiles`]), or on a
+    /// software adapter for products at least 128 each way, where its workgroup memory fits:
+    /// lavapipe ran those 1.5× faster in 128 tiles (BENCHMARKS.md, "The 128 tile by default
+    /// on software adapters"). (On an H200 the 128 tile, 8×8 accumulators per thread, ran at
+    /// 1.5 TFLOP/s where the 64 tile ran at 27, at 4096³, before its accumulators became vec4s:
+    /// BENCHMARKS.md.)
     fn matmul_tile(&self, d: &MatmulDims) -> usize {
         match self.matmul_tile {
             TileChoice::Fixed(tile) => tile, // 64 or 128: checked when the backend opened
             TileChoice::ByShape if self.fills_with_big_tiles(d, 128) => 128,
+            TileChoice::Default
+                if self.is_software()
+                    && d.m >= 128
+                    && d.n >= 128
+                    && self.tiled_kernel_fits(128, self.tiled_buffers()) =>
+            {
+                128
+            }
             TileChoice::Default | TileChoice::ByShape => 64,
         }
+    }
+
+    /// Workgroup buffers per operand of `matmul.wgsl`: 2, or 1 where
+    /// [`GpuOptions::matmul_single_buffer`] asks.
+    fn tiled_buffers(&self) -> u32 {
+        if self.matmul_single_buffer {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// Whether `matmul.wgsl`'s workgroup memory with `tile` and `buffers` fits the device.
+    fn tiled_kernel_fits(&self, tile: usize, buffers: u32) -> bool {
+        2 * buffers as usize * plan::TILED_K_SLICE * tile * 4
+            <= self.rt.caps().max_workgroup_storage as usize
     }
 
     /// Whether product `d` has enough output tiles `tile` wide to fill a large GPU

@@ -24,7 +24,7 @@ pub use super::runtime::CoopLayout;
 const TUNING_RUNS: usize = 3;
 
 /// Depth of `matmul.wgsl`'s k-slices (its `TK`), for the workgroup memory of a tile.
-const TILED_K_SLICE: usize = 16;
+pub(super) const TILED_K_SLICE: usize = 16;
 
 /// The matmul kernel a plan runs, in its variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -389,10 +389,12 @@ impl GpuBackend {
                 let tile = layout.tile(kernel.ops.frag()) as usize;
                 (MatmulKernel::Coop(layout), tile)
             }
-            None => {
-                let buffers = if self.matmul_single_buffer { 1 } else { 2 };
-                (MatmulKernel::Tiled { buffers }, self.matmul_tile(d))
-            }
+            None => (
+                MatmulKernel::Tiled {
+                    buffers: self.tiled_buffers(),
+                },
+                self.matmul_tile(d),
+            ),
         };
         self.with_k_split(d, kernel, tile)
     }
@@ -432,11 +434,10 @@ impl GpuBackend {
         } else {
             &[2, 1]
         };
-        let max_bytes = self.rt.caps().max_workgroup_storage as usize;
         let tiled = tiles
             .iter()
             .flat_map(|&tile| buffers.iter().map(move |&b| (tile, b)))
-            .filter(|&(tile, b)| 2 * b as usize * TILED_K_SLICE * tile * 4 <= max_bytes)
+            .filter(|&(tile, b)| self.tiled_kernel_fits(tile, b))
             .map(|(tile, buffers)| (MatmulKernel::Tiled { buffers }, tile));
         let kernels: Vec<(MatmulKernel, usize)> = match self.coop_kernel_for(d) {
             Some((_, true)) => vec![(own.kernel, own.tile)],
