@@ -131,7 +131,8 @@ impl std::str::FromStr for F32Matmul {
 /// cooperative-matrix kernel, 128 means its big layout and 64 its small one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum TileChoice {
-    /// The f32 kernel takes 64 for every product; the cooperative-matrix kernel chooses by shape.
+    /// The f32 kernel takes 64 for every product on hardware adapters, and on software ones 128
+    /// for products at least 128 each way; the cooperative-matrix kernel chooses by shape.
     #[default]
     Default,
     /// Both kernels choose by shape: 128 where a product has enough 128-wide tiles to fill a
