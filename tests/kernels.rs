@@ -592,6 +592,13 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
                 .contains("× as fast as the shape's own plan (timed: by shape "),
             "{t}"
         );
+        // The shape's own tile by default: 128 on software adapters for products at least 128
+        // each way (where lavapipe runs them faster), else 64.
+        if std::env::var("COHORT_MATMUL_TILE").is_err() {
+            let d = t.dims;
+            let big = g.is_software() && d.m >= 128 && d.n >= 128;
+            assert_eq!(t.timings[0].0.tile, if big { 128 } else { 64 }, "{t}");
+        }
     }
     eprintln!("tuned plans on {}:", cohort::Backend::describe(env));
     tuned.iter().take(4).for_each(|t| eprintln!("  {t}"));
