@@ -445,9 +445,10 @@ impl GpuBackend {
                 )))
             }
         };
+        // Set on the backend only after the self-tests, so that they tune nothing.
+        let tunes = options.tune_matmuls || options.tune_file.is_some();
         let coop = coop
             .map(|ops| {
-                let tunes = options.tune_matmuls || options.tune_file.is_some();
                 CoopKernel::new(
                     ops,
                     caps,
@@ -558,7 +559,7 @@ impl GpuBackend {
             }
             gpu.coop_check = Some(check);
         }
-        gpu.tune_matmuls = options.tune_matmuls || options.tune_file.is_some();
+        gpu.tune_matmuls = tunes;
         if let Some(path) = &options.tune_file {
             gpu.tuned = plan::Tuned::from_file(&gpu, path, options)?;
         }
