@@ -969,19 +969,22 @@ fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
             ..cohort::GpuOptions::from_env().unwrap()
         };
         let g = cohort::GpuBackend::new(&options).unwrap();
-        let checks = validate::run_all(&g).unwrap();
-        assert!(
-            checks.len() >= 20,
-            "the whole suite: {} checks",
-            checks.len()
-        );
-        report(
-            &format!(
-                "all kernels, loop bounding {forced}, unchecked indexing {unchecked_indexing}"
-            ),
-            &checks,
+        whole_suite_matches_cpu(
+            &g,
+            &format!("loop bounding {forced}, unchecked indexing {unchecked_indexing}"),
         );
     }
+}
+
+/// Runs the whole validation suite on `g` (at least 20 checks) and reports it as `what`.
+fn whole_suite_matches_cpu(g: &cohort::GpuBackend, what: &str) {
+    let checks = validate::run_all(g).unwrap();
+    assert!(
+        checks.len() >= 20,
+        "the whole suite: {} checks",
+        checks.len()
+    );
+    report(&format!("all kernels, {what}"), &checks);
 }
 
 #[test]
@@ -997,16 +1000,7 @@ fn every_kernel_matches_cpu_with_its_parameters_in_the_other_kind_of_buffer() {
     };
     let g = cohort::GpuBackend::new(&options).unwrap();
     assert_eq!(g.runtime().params_in_storage(), other);
-    let checks = validate::run_all(&g).unwrap();
-    assert!(
-        checks.len() >= 20,
-        "the whole suite: {} checks",
-        checks.len()
-    );
-    report(
-        &format!("all kernels, parameters in a storage buffer {other}"),
-        &checks,
-    );
+    whole_suite_matches_cpu(&g, &format!("parameters in a storage buffer {other}"));
 }
 
 #[test]
