@@ -14,8 +14,8 @@ use crate::trainer::Trainer;
 
 const FORMAT: &str = "cohort-checkpoint-1";
 
-/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
+fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -23,11 +23,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path.file_name().ok_or_else(|| {
         CohortError::InvalidConfig(format!("{} is not a file path", path.display()))
     })?;
-    let tmp = dir.join(format!(
+    Ok(dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),
         std::process::id()
-    ));
+    )))
+}
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_path(path)?;
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -38,6 +43,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         CohortError::io(path, e)
     })
+}
+
+/// Checks, before a long run, that [`write_atomic`] will be able to write `path`: it names a
+/// file, not a folder, in a folder that exists and takes new files. (Writes nothing there.)
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(CohortError::InvalidConfig(format!(
+            "{} is a folder, not a file path",
+            path.display()
+        )));
+    }
+    let tmp = temp_path(path)?;
+    std::fs::File::create(&tmp).map_err(|e| CohortError::io(path, e))?;
+    let _ = std::fs::remove_file(&tmp);
+    Ok(())
 }
 
 /// A checkpoint read from disk.

@@ -61,6 +61,14 @@ pub enum CohortError {
         /// The device's limit.
         limit: u64,
     },
+    /// The host could not allocate memory for something the call needs.
+    #[error("out of host memory: {bytes} bytes for {what}")]
+    HostMemory {
+        /// What the memory was for.
+        what: String,
+        /// The size asked for.
+        bytes: u64,
+    },
     /// The GPU device was lost (driver reset, removal, out of memory at submit).
     #[error("GPU device lost: {0}")]
     DeviceLost(String),
@@ -128,4 +136,38 @@ impl CohortError {
             reason: reason.into(),
         }
     }
+}
+
+/// Allocations larger than this are first checked against the host's available memory.
+const CHECKED_ALLOCATION: u64 = 64 << 20;
+
+/// A vector of `n` default values, or [`CohortError::HostMemory`] where the host cannot hold it:
+/// the allocator refuses it, or (on Linux, above 64 MiB) it is larger than the memory the kernel
+/// reports available, where the allocator would accept it and the OOM killer end the process
+/// once the pages are touched.
+pub(crate) fn host_vec<T: Clone + Default>(
+    n: usize,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<T>> {
+    let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    let refused = || CohortError::HostMemory {
+        what: what(),
+        bytes,
+    };
+    if bytes > CHECKED_ALLOCATION && available_memory().is_some_and(|free| bytes > free) {
+        return Err(refused());
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| refused())?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// The memory the host can still give processes without swapping (Linux's `MemAvailable`), in
+/// bytes; `None` where it is not known.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

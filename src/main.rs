@@ -350,7 +350,23 @@ fn pct(v: f32) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
+/// Fails at once, before the data is loaded, where an output file could not be written when
+/// the first epoch ends.
+fn check_outputs(args: &TrainArgs) -> Result<()> {
+    if let Some(path) = &args.metrics {
+        metrics::check_metrics_path(path)?;
+    }
+    if let Some(path) = &args.plot {
+        metrics::check_plot_path(path)?;
+    }
+    if let Some(path) = &args.save {
+        checkpoint::check_writable(path)?;
+    }
+    Ok(())
+}
+
 fn train<B: Backend>(backend: &B, args: &TrainArgs) -> Result<Vec<EpochReport>> {
+    check_outputs(args)?;
     let (split, standardizer, config) = prepare(args)?;
     run_training(backend, args, &split, standardizer, config)
 }

@@ -71,11 +71,44 @@ pub fn rows(reports: &[EpochReport], models: &[String]) -> Vec<MetricsRow> {
     out
 }
 
+/// `path`'s extension, lower-cased, if it is one of `allowed`; else the error that names them.
+fn extension_of(path: &Path, what: &str, allowed: &[&str]) -> Result<String> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| allowed.contains(&e.as_str()));
+    ext.ok_or_else(|| {
+        CohortError::InvalidConfig(format!(
+            "{what} file {} must end in .{}",
+            path.display(),
+            allowed.join(" or .")
+        ))
+    })
+}
+
+const METRICS_EXTENSIONS: [&str; 3] = ["jsonl", "json", "csv"];
+const PLOT_EXTENSIONS: [&str; 2] = ["svg", "png"];
+
+/// Checks, before training, that [`write_metrics`] can write `path`: a known extension, and a
+/// folder that takes new files.
+pub fn check_metrics_path(path: &Path) -> Result<()> {
+    extension_of(path, "metrics", &METRICS_EXTENSIONS)?;
+    crate::checkpoint::check_writable(path)
+}
+
+/// Checks, before training, that [`plot_curves`] can write `path`: `.svg` or `.png`, and a
+/// folder that takes new files.
+pub fn check_plot_path(path: &Path) -> Result<()> {
+    extension_of(path, "plot", &PLOT_EXTENSIONS)?;
+    crate::checkpoint::check_writable(path)
+}
+
 /// Writes the rows to `path`: JSON lines for `.jsonl`/`.json`, CSV for `.csv`.
 pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let ext = extension_of(path, "metrics", &METRICS_EXTENSIONS)?;
     let mut text = String::new();
-    match ext {
+    match ext.as_str() {
         "jsonl" | "json" => {
             for row in rows {
                 let line = serde_json::to_string(row)
@@ -84,7 +117,8 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 text.push('\n');
             }
         }
-        "csv" => {
+        _ => {
+            // csv, the one other extension extension_of lets through
             text.push_str("epoch,peer,model,train_ce,train_kl,train_accuracy,test_loss,test_accuracy,lr,seconds\n");
             let opt = |v: Option<f32>| v.map(|v| v.to_string()).unwrap_or_default();
             for r in rows {
@@ -104,12 +138,6 @@ pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
                 );
             }
         }
-        _ => {
-            return Err(CohortError::InvalidConfig(format!(
-                "metrics file {} must end in .jsonl or .csv",
-                path.display()
-            )))
-        }
     }
     write_atomic(path, text.as_bytes())
 }
@@ -120,23 +148,14 @@ const PLOT_SIZE: (u32, u32) = (1100, 450);
 /// Draws learning curves (test accuracy of each peer and the ensemble; training loss of each
 /// peer) as an SVG or PNG file, by the path's extension.
 pub fn plot_curves(path: &Path, reports: &[EpochReport], models: &[String]) -> Result<()> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    if !matches!(ext.as_deref(), Some("svg" | "png")) {
-        return Err(CohortError::InvalidConfig(format!(
-            "plot file {} must end in .svg or .png",
-            path.display()
-        )));
-    }
+    let ext = extension_of(path, "plot", &PLOT_EXTENSIONS)?;
     if reports.is_empty() {
         return Err(CohortError::EmptyData("no epochs to plot".into()));
     }
     register_font()?;
     let plotting =
         |e: Box<dyn std::error::Error>| CohortError::InvalidConfig(format!("plotting: {e}"));
-    let bytes = if ext.as_deref() == Some("svg") {
+    let bytes = if ext == "svg" {
         let mut svg = String::new();
         draw(
             SVGBackend::with_string(&mut svg, PLOT_SIZE).into_drawing_area(),

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use crate::backend::{Backend, LayerUpdate};
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
 use crate::data::{batches, epoch_order, Dataset, Split};
-use crate::error::{CohortError, Result};
+use crate::error::{host_vec, CohortError, Result};
 use crate::ops::{
     Activation, CrossEntropySpec, DmlLossSpec, MatmulSpec, OptimizerStep, ReduceSpec,
 };
@@ -191,7 +191,7 @@ pub struct Trainer<'b, B: Backend> {
     pub log_every: usize,
 }
 
-fn init_weights(spec: &PeerSpec, layer: usize, rng: &mut Rng) -> Vec<f32> {
+fn init_weights(spec: &PeerSpec, layer: usize, rng: &mut Rng, out: &mut [f32]) {
     let (fan_in, fan_out) = (spec.layers[layer], spec.layers[layer + 1]);
     let hidden_relu = matches!(spec.activation, Activation::Relu | Activation::Gelu);
     // He-uniform for ReLU-like layers, Xavier-uniform otherwise.
@@ -200,7 +200,9 @@ fn init_weights(spec: &PeerSpec, layer: usize, rng: &mut Rng) -> Vec<f32> {
     } else {
         (6.0 / (fan_in + fan_out) as f64).sqrt()
     } as f32;
-    rng.uniform_vec(fan_in * fan_out, -bound, bound)
+    for v in out {
+        *v = -bound + 2.0 * bound * rng.uniform() as f32;
+    }
 }
 
 /// The seed of peer `peer`'s initial weights: peers differ, and a peer's weights do not depend
@@ -238,10 +240,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
             let mut layers = Vec::new();
             for l in 0..spec.layers.len() - 1 {
                 let (fan_in, fan_out) = (spec.layers[l], spec.layers[l + 1]);
-                let mut w = Vec::with_capacity(g * fan_in * fan_out);
-                for &peer in &peers {
-                    w.extend(init_weights(&spec, l, &mut rngs[peer]));
-                }
                 let zeros = |shape: &[usize]| backend.zeros(shape, DType::F32);
                 let states = |shape: &[usize]| {
                     (0..state_count)
@@ -249,6 +247,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
                         .collect::<Result<Vec<_>>>()
                 };
                 let shape = [g, fan_in, fan_out];
+                // The gradient first: a layer too large for the backend fails here, with its
+                // typed error, before the host builds the initial weights.
+                let dw = zeros(&shape)?;
+                let mut w = host_vec(g * fan_in * fan_out, || {
+                    format!(
+                        "the initial weights of layer {} ({g}×{fan_in}×{fan_out})",
+                        l + 1
+                    )
+                })?;
+                for (chunk, &peer) in w.chunks_exact_mut(fan_in * fan_out).zip(&peers) {
+                    init_weights(&spec, l, &mut rngs[peer], chunk);
+                }
                 let w16 = match config.mixed_precision && backend.f16_tensors() {
                     true => Some(backend.tensor_f16(&shape, &w)?),
                     false => None,
@@ -257,7 +267,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     w: backend.tensor(&shape, &w)?,
                     w16,
                     b: zeros(&[g, fan_out])?,
-                    dw: zeros(&[g, fan_in, fan_out])?,
+                    dw,
                     w_state: states(&[g, fan_in, fan_out])?,
                     b_state: states(&[g, fan_out])?,
                 });

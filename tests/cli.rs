@@ -307,6 +307,38 @@ fn bad_input_is_one_clear_error_line() {
         ],
         "loss became",
     );
+    // Output files that could not be written are refused before training, not after the first
+    // epoch: no epoch line is printed, and nothing is left in the folder.
+    let missing = dir.join("no-such-folder").join("m.jsonl");
+    for (flag, path, expect) in [
+        ("--metrics", missing.to_str().unwrap(), "no-such-folder"),
+        ("--metrics", "m.txt", "must end in .jsonl or .json or .csv"),
+        ("--plot", "curves.jpg", "must end in .svg or .png"),
+        (
+            "--save",
+            dir.to_str().unwrap(),
+            "is a folder, not a file path",
+        ),
+    ] {
+        let args = ["train", "--device", "cpu", "--epochs", "1", flag, path];
+        fails_cleanly(&args, expect);
+        let stderr = text(&cohort(&args).stderr);
+        assert!(
+            !stderr.contains("epoch"),
+            "{args:?} trained first: {stderr}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    // A model larger than the host can hold is an error, not an abort or the OOM killer.
+    fails_cleanly(
+        &["train", "--device", "cpu", "--peers", "2x1000000000000"],
+        "out of host memory",
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -258,6 +258,23 @@ fn oversized_buffers_are_refused_not_aborted() {
 }
 
 #[test]
+fn a_cohort_too_large_for_the_backend_is_refused_not_aborted() {
+    use cohort::config::{parse_peers, TrainConfig};
+    use cohort::ops::Activation;
+    use cohort::trainer::Trainer;
+    // Two peers of 64-2⁴⁰-10: each layer's weights take 2⁴⁰·64·2·4 bytes (512 TiB), more than
+    // any host or device holds, though every shape is in range.
+    let peers = parse_peers("2x1099511627776", 64, 10, Activation::Relu).unwrap();
+    let config = TrainConfig::new(peers);
+    let err = Trainer::new(&CpuBackend, config.clone()).err().unwrap();
+    assert!(matches!(err, CohortError::HostMemory { .. }), "{err}");
+    assert!(err.to_string().contains("[2, 64, 1099511627776]"), "{err}");
+    let Some(g) = gpu() else { return };
+    let err = Trainer::new(g, config).err().unwrap();
+    assert!(matches!(err, CohortError::BufferTooLarge { .. }), "{err}");
+}
+
+#[test]
 fn an_unknown_adapter_name_is_a_no_adapter_error() {
     let err = GpuBackend::new(&GpuOptions {
         adapter: Some("no-such-adapter-anywhere".into()),

@@ -15,7 +15,7 @@ pub mod reduce_sum;
 pub mod softmax_ce;
 
 use crate::backend::Backend;
-use crate::error::{CohortError, Result};
+use crate::error::{host_vec, CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
@@ -154,18 +154,20 @@ impl Backend for CpuBackend {
 
     fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<CpuTensor> {
         ops::check_len(shape, data.len())?;
-        Ok(CpuTensor {
-            shape: Shape::new(shape),
-            data: CpuData::F32(data.to_vec()),
-        })
+        let mut t = self.zeros(shape, DType::F32)?;
+        if let CpuData::F32(v) = &mut t.data {
+            v.copy_from_slice(data);
+        }
+        Ok(t)
     }
 
     fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> Result<CpuTensor> {
         ops::check_len(shape, data.len())?;
-        Ok(CpuTensor {
-            shape: Shape::new(shape),
-            data: CpuData::U32(data.to_vec()),
-        })
+        let mut t = self.zeros(shape, DType::U32)?;
+        if let CpuData::U32(v) = &mut t.data {
+            v.copy_from_slice(data);
+        }
+        Ok(t)
     }
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor> {
@@ -182,16 +184,11 @@ impl Backend for CpuBackend {
             limit: isize::MAX as u64,
         };
         let n = n.ok_or_else(too_large)?;
-        fn filled<T: Clone + Default>(n: usize) -> Option<Vec<T>> {
-            let mut v = Vec::new();
-            v.try_reserve_exact(n).ok()?;
-            v.resize(n, T::default());
-            Some(v)
-        }
+        let what = || format!("CPU tensor {}", Shape::new(shape));
         let data = match dtype {
-            DType::F32 => CpuData::F32(filled(n).ok_or_else(too_large)?),
-            DType::U32 => CpuData::U32(filled(n).ok_or_else(too_large)?),
-            DType::F16 => CpuData::F16(filled(n).ok_or_else(too_large)?),
+            DType::F32 => CpuData::F32(host_vec(n, what)?),
+            DType::U32 => CpuData::U32(host_vec(n, what)?),
+            DType::F16 => CpuData::F16(host_vec(n, what)?),
         };
         Ok(CpuTensor {
             shape: Shape::new(shape),
