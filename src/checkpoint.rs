@@ -111,7 +111,7 @@ pub fn save<B: Backend>(
     write_atomic(path, &out)
 }
 
-/// Reads a checkpoint, checking its format and every tensor.
+/// Reads a checkpoint, checking its format and every tensor (F32, finite).
 pub fn load(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
     let corrupt = |why: String| CohortError::corrupt(path, why);
@@ -146,6 +146,11 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             )));
         }
         let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(CohortError::NonFinite {
+                what: format!("{}: tensor {name}, element {i}", path.display()),
+            });
+        }
         tensors.insert(name, (view.shape().to_vec(), data));
     }
     let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {

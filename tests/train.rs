@@ -957,5 +957,39 @@ fn bad_configurations_and_checkpoints_are_errors() {
         checkpoint::load(&dir.join("missing")),
         Err(CohortError::Io { .. })
     ));
+    // A checkpoint whose weights hold a NaN (rewritten with the same header and metadata).
+    let good = dir.join("good.safetensors");
+    let trainer = Trainer::new(&CpuBackend, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    checkpoint::save(&trainer, None, &good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    let weight = owned
+        .iter_mut()
+        .find(|(n, _, _)| n == "peer1.layer0.weight")
+        .unwrap();
+    weight.2[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    let views: Vec<_> = owned
+        .iter()
+        .map(|(n, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+            (n.clone(), view.unwrap())
+        })
+        .collect();
+    let nan = dir.join("nan.safetensors");
+    let out = safetensors::serialize(views, header.metadata().clone()).unwrap();
+    std::fs::write(&nan, out).unwrap();
+    match checkpoint::load(&nan).map(|_| "a checkpoint") {
+        Err(CohortError::NonFinite { what }) => {
+            assert!(what.contains("peer1.layer0.weight, element 1"), "{what}")
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
