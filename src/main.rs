@@ -210,21 +210,33 @@ enum Device {
     Cpu(CpuBackend),
 }
 
+/// Whether `--device auto` runs on the CPU backend after the GPU backend failed to open with
+/// `e`: for a missing or failing GPU, not for what the user is to fix: a mistyped COHORT_*
+/// setting, one this GPU cannot honour (split f32 products without cooperative matrices), an
+/// adapter named in COHORT_ADAPTER that is not there, or a plan file that cannot be read or
+/// written.
+fn falls_back(e: &CohortError) -> bool {
+    match e {
+        CohortError::NoAdapter(_) => std::env::var_os("COHORT_ADAPTER").is_none(),
+        CohortError::InvalidConfig(_)
+        | CohortError::Unsupported(_)
+        | CohortError::CorruptFile { .. }
+        | CohortError::Io { .. } => false,
+        _ => true,
+    }
+}
+
 fn open(choice: DeviceChoice) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Cpu => Device::Cpu(CpuBackend),
         DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
         DeviceChoice::Auto => match GpuBackend::from_env() {
             Ok(g) => Device::Gpu(Box::new(g)),
-            // A mistyped COHORT_* setting, or one this GPU cannot honour (split f32 products
-            // without cooperative matrices), is the user's to fix, not a reason to fall back.
-            Err(
-                e @ (cohort::CohortError::InvalidConfig(_) | cohort::CohortError::Unsupported(_)),
-            ) => return Err(e),
-            Err(e) => {
+            Err(e) if falls_back(&e) => {
                 eprintln!("no GPU ({e}); using the CPU backend");
                 Device::Cpu(CpuBackend)
             }
+            Err(e) => return Err(e),
         },
     };
     match &device {
@@ -690,7 +702,10 @@ fn devices() -> Result<()> {
                 c.max_storage_binding >> 20
             );
         }
-        Err(e) => println!("\nno usable GPU ({e}); cohort will use the CPU backend"),
+        Err(e) if falls_back(&e) => {
+            println!("\nno usable GPU ({e}); cohort will use the CPU backend")
+        }
+        Err(e) => return Err(e),
     }
     Ok(())
 }

@@ -334,6 +334,31 @@ fn bad_input_is_one_clear_error_line() {
         .filter(|n| n.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    // An adapter asked for by name that is not there is an error, not a run on the CPU (with
+    // or without a GPU); so are a matmul plan file that is not one and one in a missing
+    // folder (read when a GPU backend opens, so only checked where there is a GPU).
+    fails_cleanly_with_env(
+        &["train", "--epochs", "1"],
+        &[("COHORT_ADAPTER", "no-such-adapter")],
+        "none named like 'no-such-adapter'",
+    );
+    let out = cohort_with_env(&["devices"], &[("COHORT_ADAPTER", "no-such-adapter")]);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    if common::gpu().is_some() {
+        let not_plans = dir.join("plans.json");
+        std::fs::write(&not_plans, "garbage").unwrap();
+        let missing_plans = dir.join("no-such-folder").join("plans.json");
+        for (path, expect) in [
+            (&not_plans, "corrupt file"),
+            (&missing_plans, "no-such-folder"),
+        ] {
+            fails_cleanly_with_env(
+                &["train", "--epochs", "1"],
+                &[("COHORT_MATMUL_TUNE_FILE", path.to_str().unwrap())],
+                expect,
+            );
+        }
+    }
     // A model larger than the host can hold is an error, not an abort or the OOM killer.
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "2x1000000000000"],

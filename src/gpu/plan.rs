@@ -174,7 +174,8 @@ impl Tuned {
     /// The plans kept in `path` for `gpu`, opened with `options`: none where the file does not
     /// exist yet or was written for another adapter, driver, build of the kernels or options
     /// (said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
-    /// timed again. [`CohortError::CorruptFile`] where it is not a plan file.
+    /// timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
+    /// it cannot be read, or not written when new plans come.
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
         let tuned_on = identity(gpu, options);
         let mut plans = HashMap::new();
@@ -204,6 +205,8 @@ impl Tuned {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(CohortError::io(path, e)),
         }
+        // Refused now rather than when the first tuned shape is saved, mid-run.
+        crate::checkpoint::check_writable(path)?;
         Ok(Tuned {
             plans: Mutex::new(plans),
             file: Some((path.into(), tuned_on)),
