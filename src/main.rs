@@ -55,6 +55,10 @@ enum Command {
         /// Steps profiled (after three warm-up steps), and as many timed whole.
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Also print what the Vulkan driver reports about each pipeline the step ran
+        /// (registers, workgroup and local memory...: VK_KHR_pipeline_executable_properties).
+        #[arg(long)]
+        driver_stats: bool,
     },
 }
 
@@ -184,13 +188,17 @@ fn main() -> ExitCode {
         },
         Command::Devices => devices(),
         Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
-        Command::Profile { train, steps } => match (train.device, steps) {
+        Command::Profile {
+            train,
+            steps,
+            driver_stats,
+        } => match (train.device, steps) {
             (DeviceChoice::Cpu, _) => Err(CohortError::InvalidConfig(
                 "profile times GPU kernels: --device cpu has none".into(),
             )),
             (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
             _ => match open(DeviceChoice::Gpu) {
-                Ok(Device::Gpu(g)) => profile(&g, &train, steps),
+                Ok(Device::Gpu(g)) => profile(&g, &train, steps, driver_stats),
                 Ok(Device::Cpu(_)) => unreachable!("open(Gpu) gives a GPU or an error"),
                 Err(e) => Err(e),
             },
@@ -745,7 +753,7 @@ fn check(gpu: &GpuBackend) -> Result<()> {
 
 /// Profiles `steps` training steps of the cohort `args` describes: their GPU time whole, then
 /// kernel by kernel.
-fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
+fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool) -> Result<()> {
     let (split, _, config) = prepare(args)?;
     let rt = gpu.runtime();
     // Before the warm-up steps, so that a missing feature fails before any training work.
@@ -838,5 +846,49 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize) -> Result<()> {
             );
         }
     }
+    if driver_stats {
+        print_driver_statistics(&rt.driver_statistics()?);
+    }
     Ok(())
+}
+
+/// The driver's statistics, one line per pipeline and stage (one line in all where the driver
+/// keeps none).
+fn print_driver_statistics(pipelines: &[cohort::gpu::driver_stats::PipelineStatistics]) {
+    let unreported = pipelines.iter().find_map(|p| match &p.executables {
+        Err(e @ CohortError::Unsupported(_)) => Some(e),
+        _ => None,
+    });
+    let all_unreported = pipelines
+        .iter()
+        .all(|p| matches!(p.executables, Err(CohortError::Unsupported(_))));
+    if let (Some(e), true) = (unreported, all_unreported) {
+        println!(
+            "driver statistics: none ({e}); the {} pipelines profiled were rebuilt for them \
+             without error",
+            pipelines.len()
+        );
+        return;
+    }
+    println!(
+        "driver statistics of the {} pipelines profiled (VK_KHR_pipeline_executable_properties; \
+         rebuilt from the same WGSL and constants):",
+        pipelines.len()
+    );
+    for p in pipelines {
+        println!("  {}", p.label);
+        match &p.executables {
+            Ok(executables) => {
+                for e in executables {
+                    let stats: Vec<String> = e
+                        .statistics
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.value))
+                        .collect();
+                    println!("    {}: {}", e.name, stats.join(", "));
+                }
+            }
+            Err(err) => println!("    {err}"),
+        }
+    }
 }

@@ -487,6 +487,41 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
         "{memory}"
     );
     assert!(!stdout.contains("matmul plans tuned"), "{stdout}");
+    assert!(!stdout.contains("driver statistics"), "{stdout}");
+
+    // With the driver's statistics of each pipeline: on Vulkan a line per pipeline (or one line
+    // saying the driver keeps none, after rebuilding them all); elsewhere a clear error.
+    let mut with_stats = args.to_vec();
+    with_stats.push("--driver-stats");
+    if gpu.runtime().info().backend != wgpu::Backend::Vulkan {
+        fails_cleanly(&with_stats, "pipeline statistics come from Vulkan drivers");
+    } else {
+        let out = cohort(&with_stats);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let stats = stdout
+            .lines()
+            .skip_while(|l| !l.starts_with("driver statistics"))
+            .collect::<Vec<_>>();
+        let first = stats
+            .first()
+            .unwrap_or_else(|| panic!("no statistics: {stdout}"));
+        if first.starts_with("driver statistics: none") {
+            assert!(
+                first.contains("pipelines profiled were rebuilt for them without error"),
+                "{first}"
+            );
+            common::loud(&format!("the driver keeps no pipeline statistics: {first}"));
+        } else {
+            assert!(
+                stats
+                    .iter()
+                    .any(|l| l.trim_start().starts_with("matmul.wgsl::main_bias_act")),
+                "{stdout}"
+            );
+            eprintln!("{}", stats.join("\n"));
+        }
+    }
 
     // With the matmul tuner: each product shape's plan and what its candidates took, and the
     // same memory (the tuner's scratch buffers are the warm-up steps', not a step's).

@@ -118,3 +118,94 @@ fn a_profile_times_no_tuning() {
     g.matmul(&a, &b, &mut c, &spec).unwrap();
     assert_eq!(g.tuned_matmuls().len(), 1);
 }
+
+/// Profiles one training step of two 64-32-10 peers on `g` and rebuilds every pipeline it ran
+/// for the driver's statistics: each is rebuilt without error, and where the driver keeps
+/// statistics each has some. Returns (pipelines, pipelines with statistics).
+fn rebuilt_for_driver_statistics(g: &GpuBackend, mixed: bool) -> (usize, usize) {
+    use cohort::config::{parse_peers, TrainConfig};
+    use cohort::data::DataSource;
+    use cohort::trainer::Trainer;
+    let split = DataSource::Digits.load().unwrap();
+    let mut config = TrainConfig::new(parse_peers("2x32", 64, 10, Activation::Relu).unwrap());
+    config.mixed_precision = mixed;
+    let mut trainer = Trainer::new(g, config).unwrap();
+    let data = trainer.upload(&split.train).unwrap();
+    let rows: Vec<usize> = (0..64).collect();
+    let rt = g.runtime();
+    rt.start_profile().unwrap();
+    trainer.step(&data, &rows).unwrap();
+    rt.stop_profile().unwrap();
+    let sources = rt.profiled_pipelines();
+    assert!(
+        sources.iter().any(|s| s.label.starts_with("matmul"))
+            && sources
+                .iter()
+                .any(|s| s.label.starts_with("optimizer.wgsl")),
+        "{sources:#?}"
+    );
+    let stats = rt.driver_statistics().unwrap();
+    assert_eq!(stats.len(), sources.len());
+    let mut reported = 0;
+    for p in &stats {
+        match &p.executables {
+            Ok(executables) => {
+                assert!(!executables.is_empty(), "{}: no executables", p.label);
+                for e in executables {
+                    assert!(
+                        e.statistics
+                            .iter()
+                            .any(|s| !s.name.is_empty() && !s.value.is_empty()),
+                        "{}: {e:?}",
+                        p.label
+                    );
+                }
+                reported += 1;
+            }
+            Err(CohortError::Unsupported(why)) if why.contains("keeps no pipeline statistics") => {}
+            Err(e) => panic!("{} was not rebuilt: {e}", p.label),
+        }
+    }
+    (stats.len(), reported)
+}
+
+#[test]
+fn every_pipeline_a_step_ran_is_rebuilt_for_the_driver_statistics() {
+    let Some(default) = gpu() else { return };
+    let rt = default.runtime();
+    if !rt.caps().timestamp_query || rt.info().backend != wgpu::Backend::Vulkan {
+        loud(&format!(
+            "SKIPPED: driver statistics need a Vulkan adapter with timestamp queries; {:?} has {}",
+            rt.info().backend,
+            if rt.caps().timestamp_query {
+                "them"
+            } else {
+                "none"
+            }
+        ));
+        return;
+    }
+    let mut runs = vec![("f32", rebuilt_for_driver_statistics(default, false))];
+    if rt.caps().shader_f16 {
+        runs.push(("mixed", rebuilt_for_driver_statistics(default, true)));
+        // The tensor-core kernel's build, wherever f16 shaders exist.
+        let emulated = GpuBackend::new(&GpuOptions {
+            coop: cohort::gpu::CoopChoice::Emulate,
+            ..GpuOptions::from_env().unwrap()
+        })
+        .unwrap();
+        runs.push((
+            "mixed, emulated tensor cores",
+            rebuilt_for_driver_statistics(&emulated, true),
+        ));
+    }
+    for (name, (pipelines, reported)) in runs {
+        match reported {
+            0 => loud(&format!(
+                "{name}: {pipelines} pipelines rebuilt; {} keeps no pipeline statistics",
+                rt.info().name
+            )),
+            _ => eprintln!("{name}: {pipelines} pipelines rebuilt, statistics for {reported}"),
+        }
+    }
+}

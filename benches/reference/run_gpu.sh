@@ -12,6 +12,9 @@
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
+#           stats     what the driver made of each kernel of the large step (f32 with each tile,
+#                     mixed) and the small mixed step: registers, workgroup and local (spilled)
+#                     memory per pipeline (`cohort profile --driver-stats`)
 #           matmul    f32 and f16 products, issue 4's shapes, all transposes; the f32 kernel's
 #                     fused epilogues at the large step's shapes
 #           tiles     the f32 kernel's 64 and 128 tiles on the products; one workgroup buffer
@@ -68,7 +71,7 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
   echo "=== $name ($(date +%T), ${left}s left): $*" | tee -a "$out/summary.log"
   timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
-  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB|timed alone" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
+  if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB|timed alone|driver statistics|Regist|Local|Spill" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
   [ $rc = 124 ] && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
@@ -174,6 +177,22 @@ part_tune() {
     COHORT_BENCH_JSON="$out/cohort-matmul-tuned.json" run bench-matmul-tuned .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 \
     COHORT_BENCH_JSON="$out/cohort-matmul-f16-tuned.json" run bench-matmul-f16-tuned .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+}
+part_stats() {
+  # The driver's statistics of every pipeline a step runs (VK_KHR_pipeline_executable_properties,
+  # `cohort profile --driver-stats`): whether the 128 tile's accumulators and the tensor-core
+  # kernel's fragments stay in registers (no local memory) and how many registers each takes.
+  for tile in 64 128; do
+    COHORT_MATMUL_TILE=$tile run "stats-large-f32-tile$tile" .gpu/bin/bin-cohort profile \
+      --data blobs:8192,10,784 --peers 2x_-4096-4096-_ --batch 1024 --optimizer sgd \
+      --weight-decay 0 --steps 2 --driver-stats
+  done
+  for config in small:1024:256 large:4096:1024; do
+    IFS=: read -r name width batch <<<"$config"
+    run "stats-$name-mixed" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
+      --peers "2x_-$width-$width-_" --batch "$batch" --precision mixed --optimizer sgd \
+      --weight-decay 0 --steps 2 --driver-stats
+  done
 }
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.
@@ -281,7 +300,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done

@@ -2,6 +2,7 @@
 //! the device; this module only validates shapes, packs each kernel's parameters and records the
 //! launch.
 
+pub mod driver_stats;
 pub mod plan;
 pub mod profile;
 pub mod runtime;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
+use super::driver_stats::{driver_statistics, PipelineSource, PipelineStatistics};
 use super::profile::{Note, Profile, Profiler};
 use super::shaders::{CoopOps, Shader};
 use crate::error::{CohortError, Result};
@@ -428,6 +429,15 @@ const PARAMS_SLOT: u64 = 256;
 
 type PipelineKey = (Shader, &'static str, Vec<(&'static str, u64)>);
 
+fn pipeline_key(
+    shader: Shader,
+    entry: &'static str,
+    constants: &[(&'static str, f64)],
+) -> PipelineKey {
+    let bits = constants.iter().map(|(k, v)| (*k, v.to_bits())).collect();
+    (shader, entry, bits)
+}
+
 /// Bind groups kept at most; the cache starts over past this (a step uses a few dozen).
 const BIND_GROUP_CACHE: usize = 4096;
 
@@ -547,6 +557,8 @@ pub struct Runtime {
     /// [`Runtime::time_alone`]'s, so that it can run inside a [`Runtime::time`].
     tuning_timer: Option<Timer>,
     profiler: Mutex<Option<Profiler>>,
+    /// The pipelines dispatched since the last [`Runtime::start_profile`] while profiling.
+    profiled_pipelines: Mutex<Vec<PipelineKey>>,
     note: Mutex<Option<Note>>,
     loop_bounding: bool,
     unchecked_indexing: Option<bool>,
@@ -773,6 +785,7 @@ impl Runtime {
             timer,
             tuning_timer,
             profiler: Mutex::default(),
+            profiled_pipelines: Mutex::default(),
             note: Mutex::default(),
             loop_bounding: options.loop_bounding,
             unchecked_indexing: options.unchecked_indexing,
@@ -980,24 +993,16 @@ impl Runtime {
         entry: &'static str,
         constants: &[(&'static str, f64)],
     ) -> Result<Arc<wgpu::ComputePipeline>> {
-        let key: PipelineKey = (
-            shader,
-            entry,
-            constants.iter().map(|(k, v)| (*k, v.to_bits())).collect(),
-        );
+        let key = pipeline_key(shader, entry, constants);
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut modules = lock(&self.modules);
         let module = modules.entry(shader).or_insert_with(|| {
-            let source = match self.params_in_storage {
-                true => shader.source_with_params_in_storage(),
-                false => shader.source(),
-            };
             let desc = wgpu::ShaderModuleDescriptor {
                 label: Some(shader.file_name()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
+                source: wgpu::ShaderSource::Wgsl(self.wgsl(shader).into()),
             };
             let mut checks = wgpu::ShaderRuntimeChecks::checked();
             // SAFETY: turning loop bounding off requires that no loop runs forever. Every loop
@@ -1013,9 +1018,7 @@ impl Runtime {
             // tiles and register arrays are sized from the layout's pipeline constants, which
             // `CoopLayout::check` bounds (at most 4×4 fragments, 32 staged elements per
             // invocation, the device's workgroup memory).
-            checks.bounds_checks = self
-                .unchecked_indexing
-                .map_or(shader.bounds_checks(), |unchecked| !unchecked);
+            checks.bounds_checks = self.bounds_checks(shader);
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         });
         let pipeline = self
@@ -1042,6 +1045,52 @@ impl Runtime {
         let pipeline = Arc::new(pipeline);
         lock(&self.pipelines).insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The WGSL this runtime compiles for `shader` (with its parameters in a storage buffer
+    /// where [`Runtime::params_in_storage`]).
+    fn wgsl(&self, shader: Shader) -> String {
+        match self.params_in_storage {
+            true => shader.source_with_params_in_storage(),
+            false => shader.source(),
+        }
+    }
+
+    /// Whether `shader`'s indices are clamped (wgpu's bounds checks) here.
+    fn bounds_checks(&self, shader: Shader) -> bool {
+        self.unchecked_indexing
+            .map_or(shader.bounds_checks(), |unchecked| !unchecked)
+    }
+
+    /// Every pipeline the last profile dispatched ([`Runtime::start_profile`]), as compiled:
+    /// source, entry point, pipeline constants and runtime checks, sorted by label (for
+    /// [`super::driver_stats`]).
+    pub fn profiled_pipelines(&self) -> Vec<PipelineSource> {
+        let keys = lock(&self.profiled_pipelines).clone();
+        let mut sources: Vec<PipelineSource> = keys
+            .into_iter()
+            .map(|(shader, entry, constants)| {
+                let constants: HashMap<String, f64> = constants
+                    .iter()
+                    .map(|&(name, bits)| (name.to_string(), f64::from_bits(bits)))
+                    .collect();
+                let mut shown: Vec<String> =
+                    constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                shown.sort();
+                PipelineSource {
+                    label: format!("{}::{entry} {}", shader.describe(), shown.join(" "))
+                        .trim_end()
+                        .to_string(),
+                    wgsl: self.wgsl(shader),
+                    entry: entry.to_string(),
+                    constants,
+                    bounds_checks: self.bounds_checks(shader),
+                    loop_bounding: self.loop_bounding,
+                }
+            })
+            .collect();
+        sources.sort_by(|a, b| a.label.cmp(&b.label));
+        sources
     }
 
     /// Compiles a caller's own WGSL compute kernel, reporting compiler errors as
@@ -1144,6 +1193,13 @@ impl Runtime {
         let timestamp_writes = profiler
             .as_mut()
             .map(|p| p.next(shader.file_name(), entry, note.as_mut()));
+        if timestamp_writes.is_some() {
+            let key = pipeline_key(shader, entry, constants);
+            let mut profiled = lock(&self.profiled_pipelines);
+            if !profiled.contains(&key) {
+                profiled.push(key);
+            }
+        }
         let Pending { pass, encoder, .. } = &mut *pending;
         if timestamp_writes.is_some() {
             *pass = None;
@@ -1206,8 +1262,22 @@ impl Runtime {
     pub fn start_profile(&self) -> Result<()> {
         self.can_profile()?;
         self.flush()?;
+        lock(&self.profiled_pipelines).clear();
         *lock(&self.profiler) = Some(Profiler::new(&self.device));
         Ok(())
+    }
+
+    /// What the Vulkan driver reports about each pipeline the last profile dispatched (see
+    /// [`super::driver_stats`]). [`CohortError::Unsupported`] on other backends and on drivers
+    /// without pipeline statistics.
+    pub fn driver_statistics(&self) -> Result<Vec<PipelineStatistics>> {
+        if self.info.backend != wgpu::Backend::Vulkan {
+            return Err(CohortError::Unsupported(format!(
+                "pipeline statistics come from Vulkan drivers; '{}' runs on {:?}",
+                self.info.name, self.info.backend
+            )));
+        }
+        driver_statistics(&self.info.name, &self.profiled_pipelines())
     }
 
     /// Whether [`Runtime::start_profile`] can run here: [`CohortError::Unsupported`] where the

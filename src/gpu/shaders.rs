@@ -128,6 +128,40 @@ impl Shader {
         Shader::Gather,
     ];
 
+    /// The file name, with the build for matmuls: `matmul_coop.wgsl[Native16, A f16, B f16]`.
+    pub fn describe(self) -> String {
+        let storage = |s: MatmulStorage| {
+            [
+                (s.a_f16, "A f16"),
+                (s.b_f16, "B f16"),
+                (s.aux_f16, "aux f16"),
+            ]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, name)| *name)
+            .collect::<Vec<_>>()
+        };
+        let build = match self {
+            Shader::Matmul(s) => storage(s),
+            Shader::MatmulCoop(ops, s) => {
+                let mut parts = vec![match ops {
+                    CoopOps::Native16 => "Native16",
+                    CoopOps::Native8 => "Native8",
+                    CoopOps::Emulated => "Emulated",
+                }];
+                parts.extend(storage(s));
+                parts
+            }
+            Shader::Optimizer(true) => vec!["f16 copies"],
+            Shader::Convert(to_f16) => vec![if to_f16 { "to f16" } else { "to f32" }],
+            _ => Vec::new(),
+        };
+        match build.is_empty() {
+            true => self.file_name().to_string(),
+            false => format!("{}[{}]", self.file_name(), build.join(", ")),
+        }
+    }
+
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {

@@ -1,0 +1,497 @@
+//! What the Vulkan driver made of each kernel: the statistics drivers report through
+//! `VK_KHR_pipeline_executable_properties` (NVIDIA's include the registers per invocation and
+//! the local memory that spilled registers take; lavapipe's, its LLVM code's size and such).
+//!
+//! wgpu creates its pipelines without asking the driver to keep these, so [`driver_statistics`]
+//! builds the pipelines a run compiled once more, from the same WGSL and pipeline constants,
+//! through naga to SPIR-V with the options wgpu's Vulkan backend uses (the same bounds checks and
+//! loop bounding), on a Vulkan device of its own opened on the same adapter with the extension
+//! enabled. It runs nothing on the GPU. The pipelines are the same up to what wgpu alone decides
+//! (its list of SPIR-V capabilities, the features it enables), so the counts are the driver's for
+//! these kernels, not a model of them.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+
+use ash::vk;
+
+use crate::error::{CohortError, Result};
+
+/// One pipeline to rebuild, as the runtime compiled it ([`super::Runtime::pipeline_sources`]).
+#[derive(Clone, Debug)]
+pub struct PipelineSource {
+    /// `file::entry` and the pipeline constants, for people.
+    pub label: String,
+    /// The WGSL given to wgpu.
+    pub wgsl: String,
+    /// The entry point.
+    pub entry: String,
+    /// The pipeline constants (WGSL overrides).
+    pub constants: HashMap<String, f64>,
+    /// Whether indices were clamped (wgpu's bounds checks).
+    pub bounds_checks: bool,
+    /// Whether loops were bounded (wgpu's loop bounding).
+    pub loop_bounding: bool,
+}
+
+/// One statistic as the driver names it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statistic {
+    /// The driver's name for it, e.g. "Register Count".
+    pub name: String,
+    /// The driver's description.
+    pub description: String,
+    /// Its value, as text (integers as integers, booleans as true/false).
+    pub value: String,
+}
+
+/// The statistics of one compiled stage of a pipeline (a compute pipeline has one, but drivers
+/// may report several, e.g. per subgroup size).
+#[derive(Clone, Debug)]
+pub struct Executable {
+    /// The driver's name for the stage.
+    pub name: String,
+    /// Its statistics, in the driver's order.
+    pub statistics: Vec<Statistic>,
+}
+
+/// What the driver reported for one pipeline, or why it could not be rebuilt.
+#[derive(Debug)]
+pub struct PipelineStatistics {
+    /// The pipeline's [`PipelineSource::label`].
+    pub label: String,
+    /// Its executables' statistics.
+    pub executables: Result<Vec<Executable>>,
+}
+
+/// Rebuilds `pipelines` on the Vulkan adapter named `adapter` (as wgpu names it) and returns
+/// what its driver reports about each. [`CohortError::Unsupported`] where there is no Vulkan
+/// loader or no such adapter; where the driver lacks `VK_KHR_pipeline_executable_properties`
+/// every pipeline is still rebuilt (so its SPIR-V and layout are checked) and its statistics
+/// are that error.
+pub fn driver_statistics(
+    adapter: &str,
+    pipelines: &[PipelineSource],
+) -> Result<Vec<PipelineStatistics>> {
+    let device = StatsDevice::open(adapter)?;
+    Ok(pipelines
+        .iter()
+        .map(|p| PipelineStatistics {
+            label: p.label.clone(),
+            executables: device.statistics(p),
+        })
+        .collect())
+}
+
+/// One binding of a set layout (no immutable samplers, hence 'static).
+type LayoutBinding = vk::DescriptorSetLayoutBinding<'static>;
+
+fn vk_error(what: &str) -> impl Fn(vk::Result) -> CohortError + '_ {
+    move |e| CohortError::Gpu(format!("Vulkan, {what}: {e}"))
+}
+
+/// A Vulkan instance and device of their own, with pipeline statistics enabled.
+struct StatsDevice {
+    _entry: ash::Entry,
+    instance: ash::Instance,
+    device: Option<ash::Device>,
+    /// The extension's functions, where the driver has it.
+    executables: Option<ash::khr::pipeline_executable_properties::Device>,
+    adapter: String,
+    /// The SPIR-V version wgpu writes for this device.
+    spirv: (u8, u8),
+    /// Whether the driver checks buffer accesses itself (robustBufferAccess2), so that wgpu
+    /// leaves buffer indices unclamped.
+    robust_buffers: bool,
+    /// Whether wgpu's stages may vary the subgroup size (it asks where it can).
+    varying_subgroups: bool,
+}
+
+impl Drop for StatsDevice {
+    fn drop(&mut self) {
+        // SAFETY: every object made on the device is destroyed before `statistics` returns;
+        // the device, then the instance, are destroyed last, once.
+        unsafe {
+            if let Some(device) = self.device.take() {
+                device.destroy_device(None);
+            }
+            self.instance.destroy_instance(None);
+        }
+    }
+}
+
+impl StatsDevice {
+    fn open(adapter: &str) -> Result<Self> {
+        let unsupported =
+            |why: String| CohortError::Unsupported(format!("pipeline statistics: {why}"));
+        // SAFETY: loading the system's Vulkan loader, as wgpu does.
+        let entry = unsafe { ash::Entry::load() }.map_err(|e| unsupported(e.to_string()))?;
+        let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
+        // SAFETY: a plain instance, no layers or extensions; destroyed in Drop.
+        let instance = unsafe {
+            entry.create_instance(
+                &vk::InstanceCreateInfo::default().application_info(&app),
+                None,
+            )
+        }
+        .map_err(vk_error("creating an instance"))?;
+        let mut this = StatsDevice {
+            _entry: entry,
+            instance,
+            device: None,
+            executables: None,
+            adapter: String::new(),
+            spirv: (1, 5),
+            robust_buffers: false,
+            varying_subgroups: false,
+        };
+        let instance = &this.instance;
+        // SAFETY: queries on a live instance.
+        let physical = unsafe { instance.enumerate_physical_devices() }
+            .map_err(vk_error("listing devices"))?
+            .into_iter()
+            .find(|&pd| {
+                let props = unsafe { instance.get_physical_device_properties(pd) };
+                props
+                    .device_name_as_c_str()
+                    .ok()
+                    .and_then(|n| n.to_str().ok())
+                    == Some(adapter)
+            })
+            .ok_or_else(|| unsupported(format!("no Vulkan device named '{adapter}'")))?;
+        let props = unsafe { instance.get_physical_device_properties(physical) };
+        let api = props.api_version;
+        if api < vk::API_VERSION_1_2 {
+            return Err(unsupported(format!(
+                "'{adapter}' offers Vulkan {}.{}, this needs 1.2",
+                vk::api_version_major(api),
+                vk::api_version_minor(api)
+            )));
+        }
+        this.spirv = if api >= vk::API_VERSION_1_3 {
+            (1, 6)
+        } else {
+            (1, 5)
+        };
+        let extensions = unsafe { instance.enumerate_device_extension_properties(physical) }
+            .map_err(vk_error("listing device extensions"))?;
+        let has = |name: &CStr| {
+            extensions
+                .iter()
+                .any(|e| e.extension_name_as_c_str().is_ok_and(|n| n == name))
+        };
+        let statistics = has(ash::khr::pipeline_executable_properties::NAME);
+        let coop = has(ash::khr::cooperative_matrix::NAME);
+        let robustness2 = has(ash::ext::robustness2::NAME);
+        let mut enabled = Vec::new();
+        if statistics {
+            enabled.push(ash::khr::pipeline_executable_properties::NAME.as_ptr());
+        }
+        if coop {
+            enabled.push(ash::khr::cooperative_matrix::NAME.as_ptr());
+        }
+        if robustness2 {
+            enabled.push(ash::ext::robustness2::NAME.as_ptr());
+        }
+
+        // Every feature the device has (in the structures the kernels can need) is enabled, as
+        // wgpu enables what the kernels ask for: f16, 16-bit storage, subgroups, the memory
+        // model and cooperative matrices, robust buffer access.
+        let mut v11 = vk::PhysicalDeviceVulkan11Features::default();
+        let mut v12 = vk::PhysicalDeviceVulkan12Features::default();
+        let mut v13 = vk::PhysicalDeviceVulkan13Features::default();
+        let mut coop_features = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
+        let mut robust2_features = vk::PhysicalDeviceRobustness2FeaturesEXT::default();
+        let mut stats_features =
+            vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default();
+        let mut features = vk::PhysicalDeviceFeatures2::default()
+            .push_next(&mut v11)
+            .push_next(&mut v12);
+        if statistics {
+            features = features.push_next(&mut stats_features);
+        }
+        if api >= vk::API_VERSION_1_3 {
+            features = features.push_next(&mut v13);
+        }
+        if coop {
+            features = features.push_next(&mut coop_features);
+        }
+        if robustness2 {
+            features = features.push_next(&mut robust2_features);
+        }
+        // SAFETY: the chain holds only structures of this device's version and extensions.
+        unsafe { instance.get_physical_device_features2(physical, &mut features) };
+        let queue_family =
+            unsafe { instance.get_physical_device_queue_family_properties(physical) }
+                .iter()
+                .position(|q| q.queue_flags.contains(vk::QueueFlags::COMPUTE))
+                .ok_or_else(|| unsupported(format!("'{adapter}' has no compute queue")))?;
+        let priorities = [1.0];
+        let queues = [vk::DeviceQueueCreateInfo::default()
+            .queue_family_index(queue_family as u32)
+            .queue_priorities(&priorities)];
+        let create = vk::DeviceCreateInfo::default()
+            .queue_create_infos(&queues)
+            .enabled_extension_names(&enabled)
+            .push_next(&mut features);
+        // SAFETY: extensions the device lists, features it reported; destroyed in Drop.
+        let device = unsafe { instance.create_device(physical, &create, None) }
+            .map_err(vk_error("creating a device"))?;
+        this.robust_buffers = robustness2 && robust2_features.robust_buffer_access2 == vk::TRUE;
+        this.varying_subgroups = v13.subgroup_size_control == vk::TRUE;
+        if statistics {
+            this.executables = Some(ash::khr::pipeline_executable_properties::Device::new(
+                &this.instance,
+                &device,
+            ));
+        }
+        this.adapter = adapter.to_string();
+        this.device = Some(device);
+        Ok(this)
+    }
+
+    /// The SPIR-V wgpu's Vulkan backend would write for `source`, and the buffers it binds (by
+    /// group: the set layouts).
+    fn compile(&self, source: &PipelineSource) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>)> {
+        use naga::back::spv;
+        use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
+        let failed = |message: String| CohortError::ShaderCompile {
+            shader: source.label.clone(),
+            message,
+        };
+        let module = naga::front::wgsl::parse_str(&source.wgsl)
+            .map_err(|e| failed(e.emit_to_string(&source.wgsl)))?;
+        let info = naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::all(),
+        )
+        .validate(&module)
+        .map_err(|e| failed(format!("{e:?}")))?;
+        // Set layouts from the module's bindings: uniform or storage buffers, by group.
+        let mut groups: Vec<Vec<LayoutBinding>> = Vec::new();
+        for (_, var) in module.global_variables.iter() {
+            let Some(binding) = &var.binding else {
+                continue;
+            };
+            let kind = match var.space {
+                naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
+                naga::AddressSpace::Storage { .. } => vk::DescriptorType::STORAGE_BUFFER,
+                _ => continue,
+            };
+            let group = binding.group as usize;
+            if groups.len() <= group {
+                groups.resize(group + 1, Vec::new());
+            }
+            groups[group].push(
+                vk::DescriptorSetLayoutBinding::default()
+                    .binding(binding.binding)
+                    .descriptor_type(kind)
+                    .descriptor_count(1)
+                    .stage_flags(vk::ShaderStageFlags::COMPUTE),
+            );
+        }
+        let mut constants = naga::back::PipelineConstants::default();
+        for (name, value) in &source.constants {
+            constants.insert(name.clone(), *value);
+        }
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, &source.entry)),
+            &constants,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let restrict = |checked: bool| match checked {
+            true => BoundsCheckPolicy::Restrict,
+            false => BoundsCheckPolicy::Unchecked,
+        };
+        let options = spv::Options {
+            lang_version: self.spirv,
+            flags: spv::WriterFlags::empty(),
+            // Group g, binding b in set g, binding b, as the layouts below make them.
+            fake_missing_bindings: true,
+            bounds_check_policies: BoundsCheckPolicies {
+                index: restrict(source.bounds_checks),
+                buffer: restrict(source.bounds_checks && !self.robust_buffers),
+                image_load: restrict(source.bounds_checks),
+                binding_array: BoundsCheckPolicy::Unchecked,
+            },
+            zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
+            force_loop_bounding: source.loop_bounding,
+            ..Default::default()
+        };
+        let pipeline = spv::PipelineOptions {
+            entry_point: source.entry.clone(),
+            shader_stage: naga::ShaderStage::Compute,
+        };
+        let code = spv::write_vec(&module, &info, &options, Some(&pipeline))
+            .map_err(|e| failed(e.to_string()))?;
+        Ok((code, groups))
+    }
+
+    /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline
+    /// (where the driver keeps none, builds it and says so).
+    fn statistics(&self, source: &PipelineSource) -> Result<Vec<Executable>> {
+        let (code, groups) = self.compile(source)?;
+        let Some(device) = &self.device else {
+            return Err(CohortError::Unsupported(
+                "pipeline statistics: no device".into(),
+            ));
+        };
+        let entry = CString::new(source.entry.as_str())
+            .map_err(|_| CohortError::InvalidConfig(format!("entry point {:?}", source.entry)))?;
+        // SAFETY: every object below is made from valid create infos on this device and
+        // destroyed before returning; the pipeline is only queried.
+        unsafe {
+            let mut objects = Objects {
+                device,
+                set_layouts: Vec::new(),
+                layout: None,
+                module: None,
+                pipeline: None,
+            };
+            for bindings in &groups {
+                let info = vk::DescriptorSetLayoutCreateInfo::default().bindings(bindings);
+                let layout = device
+                    .create_descriptor_set_layout(&info, None)
+                    .map_err(vk_error("creating a set layout"))?;
+                objects.set_layouts.push(layout);
+            }
+            let layout = device
+                .create_pipeline_layout(
+                    &vk::PipelineLayoutCreateInfo::default().set_layouts(&objects.set_layouts),
+                    None,
+                )
+                .map_err(vk_error("creating a pipeline layout"))?;
+            objects.layout = Some(layout);
+            let shader = device
+                .create_shader_module(&vk::ShaderModuleCreateInfo::default().code(&code), None)
+                .map_err(vk_error("creating a shader module"))?;
+            objects.module = Some(shader);
+            let mut stage_flags = vk::PipelineShaderStageCreateFlags::empty();
+            if self.varying_subgroups {
+                stage_flags |= vk::PipelineShaderStageCreateFlags::ALLOW_VARYING_SUBGROUP_SIZE;
+            }
+            let stage = vk::PipelineShaderStageCreateInfo::default()
+                .flags(stage_flags)
+                .stage(vk::ShaderStageFlags::COMPUTE)
+                .module(shader)
+                .name(&entry);
+            let mut flags = vk::PipelineCreateFlags::empty();
+            if self.executables.is_some() {
+                flags |= vk::PipelineCreateFlags::CAPTURE_STATISTICS_KHR;
+            }
+            let info = vk::ComputePipelineCreateInfo::default()
+                .flags(flags)
+                .stage(stage)
+                .layout(layout);
+            let pipeline = device
+                .create_compute_pipelines(vk::PipelineCache::null(), &[info], None)
+                .map_err(|(_, e)| vk_error("creating the pipeline")(e))?[0];
+            objects.pipeline = Some(pipeline);
+            let Some(executables) = &self.executables else {
+                return Err(CohortError::Unsupported(format!(
+                    "the driver of '{}' keeps no pipeline statistics (no \
+                     VK_KHR_pipeline_executable_properties)",
+                    self.adapter
+                )));
+            };
+            let found = executables
+                .get_pipeline_executable_properties(
+                    &vk::PipelineInfoKHR::default().pipeline(pipeline),
+                )
+                .map_err(vk_error("listing the pipeline's executables"))?;
+            let mut out = Vec::new();
+            for (index, props) in found.iter().enumerate() {
+                let info = vk::PipelineExecutableInfoKHR::default()
+                    .pipeline(pipeline)
+                    .executable_index(index as u32);
+                let statistics = executables
+                    .get_pipeline_executable_statistics(&info)
+                    .map_err(vk_error("reading statistics"))?
+                    .iter()
+                    .map(|s| Statistic {
+                        name: text(s.name_as_c_str()),
+                        description: text(s.description_as_c_str()),
+                        value: value(s),
+                    })
+                    .collect();
+                out.push(Executable {
+                    name: text(props.name_as_c_str()),
+                    statistics,
+                });
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// The objects of one rebuilt pipeline, destroyed together however `statistics` returns.
+struct Objects<'d> {
+    device: &'d ash::Device,
+    set_layouts: Vec<vk::DescriptorSetLayout>,
+    layout: Option<vk::PipelineLayout>,
+    module: Option<vk::ShaderModule>,
+    pipeline: Option<vk::Pipeline>,
+}
+
+impl Drop for Objects<'_> {
+    fn drop(&mut self) {
+        // SAFETY: each was created on this device and is no longer used.
+        unsafe {
+            if let Some(p) = self.pipeline {
+                self.device.destroy_pipeline(p, None);
+            }
+            if let Some(m) = self.module {
+                self.device.destroy_shader_module(m, None);
+            }
+            if let Some(l) = self.layout {
+                self.device.destroy_pipeline_layout(l, None);
+            }
+            for &l in &self.set_layouts {
+                self.device.destroy_descriptor_set_layout(l, None);
+            }
+        }
+    }
+}
+
+fn text(s: std::result::Result<&CStr, std::ffi::FromBytesUntilNulError>) -> String {
+    s.map(|c| c.to_string_lossy().trim().to_string())
+        .unwrap_or_default()
+}
+
+fn value(s: &vk::PipelineExecutableStatisticKHR) -> String {
+    // SAFETY: the union is read as the member its format names.
+    unsafe {
+        match s.format {
+            vk::PipelineExecutableStatisticFormatKHR::BOOL32 => (s.value.b32 != 0).to_string(),
+            vk::PipelineExecutableStatisticFormatKHR::INT64 => s.value.i64.to_string(),
+            vk::PipelineExecutableStatisticFormatKHR::UINT64 => s.value.u64.to_string(),
+            vk::PipelineExecutableStatisticFormatKHR::FLOAT64 => format!("{:.3}", s.value.f64),
+            _ => "?".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statistic_values_are_read_as_their_format_says() {
+        let stat = |format, value| vk::PipelineExecutableStatisticKHR {
+            format,
+            value,
+            ..Default::default()
+        };
+        use vk::PipelineExecutableStatisticFormatKHR as F;
+        use vk::PipelineExecutableStatisticValueKHR as V;
+        assert_eq!(value(&stat(F::UINT64, V { u64: 128 })), "128");
+        assert_eq!(value(&stat(F::INT64, V { i64: -3 })), "-3");
+        assert_eq!(value(&stat(F::BOOL32, V { b32: vk::TRUE })), "true");
+        assert_eq!(value(&stat(F::FLOAT64, V { f64: 0.5 })), "0.500");
+        let mut named = stat(F::UINT64, V { u64: 1 });
+        named.name[..14].copy_from_slice(&b"Register Count".map(|b| b as std::ffi::c_char));
+        assert_eq!(text(named.name_as_c_str()), "Register Count");
+    }
+}
