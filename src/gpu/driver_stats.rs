@@ -17,7 +17,7 @@ use ash::vk;
 
 use crate::error::{CohortError, Result};
 
-/// One pipeline to rebuild, as the runtime compiled it ([`super::Runtime::pipeline_sources`]).
+/// One pipeline to rebuild, as the runtime compiled it ([`super::Runtime::profiled_pipelines`]).
 #[derive(Clone, Debug)]
 pub struct PipelineSource {
     /// `file::entry` and the pipeline constants, for people.
