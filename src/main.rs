@@ -173,6 +173,30 @@ struct TrainArgs {
     quiet: bool,
 }
 
+impl TrainArgs {
+    /// Refuses, for `command` (which takes train's flags but writes no files and resumes
+    /// nothing), the flags that would otherwise be silently ignored.
+    fn files_only_train_uses(&self, command: &str) -> Result<()> {
+        let given: Vec<&str> = [
+            (self.save.is_some(), "--save"),
+            (self.metrics.is_some(), "--metrics"),
+            (self.plot.is_some(), "--plot"),
+            (self.resume.is_some(), "--resume"),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, flag)| *flag)
+        .collect();
+        match given.is_empty() {
+            true => Ok(()),
+            false => Err(CohortError::InvalidConfig(format!(
+                "{command} writes no files and resumes no run: leave out {} (train's)",
+                given.join(", ")
+            ))),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -181,7 +205,10 @@ fn main() -> ExitCode {
             Ok(Device::Cpu(c)) => train(&c, &args).map(|_| ()),
             Err(e) => Err(e),
         },
-        Command::Compare { train, seeds } => match open(train.device) {
+        Command::Compare { train, seeds } => match train
+            .files_only_train_uses("compare")
+            .and_then(|()| open(train.device))
+        {
             Ok(Device::Gpu(g)) => compare(g.as_ref(), &train, seeds),
             Ok(Device::Cpu(c)) => compare(&c, &train, seeds),
             Err(e) => Err(e),
@@ -197,7 +224,10 @@ fn main() -> ExitCode {
                 "profile times GPU kernels: --device cpu has none".into(),
             )),
             (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
-            _ => match open(DeviceChoice::Gpu) {
+            _ => match train
+                .files_only_train_uses("profile")
+                .and_then(|()| open(DeviceChoice::Gpu))
+            {
                 Ok(Device::Gpu(g)) => profile(&g, &train, steps, driver_stats),
                 Ok(Device::Cpu(_)) => unreachable!("open(Gpu) gives a GPU or an error"),
                 Err(e) => Err(e),

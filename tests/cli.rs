@@ -359,6 +359,16 @@ fn bad_input_is_one_clear_error_line() {
             );
         }
     }
+    // compare and profile take train's flags but write no files: those flags are refused, not
+    // ignored.
+    fails_cleanly(
+        &["compare", "--metrics", "m.jsonl", "--save", "c.safetensors"],
+        "compare writes no files and resumes no run: leave out --save, --metrics (train's)",
+    );
+    fails_cleanly(
+        &["profile", "--resume", "c.safetensors"],
+        "profile writes no files and resumes no run: leave out --resume (train's)",
+    );
     // A model larger than the host can hold is an error, not an abort or the OOM killer.
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "2x1000000000000"],
