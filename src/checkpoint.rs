@@ -86,6 +86,17 @@ pub fn save<B: Backend>(
         named.push(("data.mean".into(), vec![s.mean.len()], s.mean.clone()));
         named.push(("data.std".into(), vec![s.std.len()], s.std.clone()));
     }
+    // A checkpoint that `load` would refuse is not written (nor does it replace a good one).
+    for (name, _, data) in &named {
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(CohortError::NonFinite {
+                what: format!(
+                    "tensor {name}, element {i}, not saved to {}",
+                    path.display()
+                ),
+            });
+        }
+    }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .into_iter()
         .map(|(n, shape, data)| (n, shape, bytemuck::cast_slice(&data).to_vec()))

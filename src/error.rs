@@ -2,8 +2,10 @@
 
 use std::path::PathBuf;
 
-/// Everything that can go wrong in cohort, from a missing GPU to a corrupt checkpoint.
+/// Everything that can go wrong in cohort, from a missing GPU to a corrupt checkpoint. (More
+/// kinds may come: match with a wildcard arm.)
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CohortError {
     /// No usable GPU adapter was found (or the requested one does not exist).
     #[error("no GPU adapter: {0}")]
@@ -142,9 +144,10 @@ impl CohortError {
 const CHECKED_ALLOCATION: u64 = 64 << 20;
 
 /// A vector of `n` default values, or [`CohortError::HostMemory`] where the host cannot hold it:
-/// the allocator refuses it, or (on Linux, above 64 MiB) it is larger than the memory the kernel
-/// reports available, where the allocator would accept it and the OOM killer end the process
-/// once the pages are touched.
+/// the allocator refuses it, or (on Linux, above 64 MiB) it alone is larger than the memory the
+/// kernel reports available (and the cgroup's limit allows), where the allocator would accept
+/// it and the OOM killer end the process once the pages are touched. Each allocation is checked
+/// alone: several that fit one by one may still not fit together.
 pub(crate) fn host_vec<T: Clone + Default>(
     n: usize,
     what: impl FnOnce() -> String,
@@ -163,11 +166,21 @@ pub(crate) fn host_vec<T: Clone + Default>(
     Ok(v)
 }
 
-/// The memory the host can still give processes without swapping (Linux's `MemAvailable`), in
-/// bytes; `None` where it is not known.
+/// The memory this process can still take without swapping, in bytes: Linux's `MemAvailable`,
+/// or less where a cgroup (v2) limit leaves less; `None` where neither is known.
 fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    let read = |path: &str| std::fs::read_to_string(path).ok();
+    let host = read("/proc/meminfo").and_then(|info| {
+        let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    // "max" (no limit) does not parse, and leaves the host's figure.
+    let number = |path: &str| read(path)?.trim().parse::<u64>().ok();
+    let cgroup = number("/sys/fs/cgroup/memory.max")
+        .map(|max| max.saturating_sub(number("/sys/fs/cgroup/memory.current").unwrap_or(0)));
+    match (host, cgroup) {
+        (Some(h), Some(c)) => Some(h.min(c)),
+        (h, c) => h.or(c),
+    }
 }

@@ -255,7 +255,7 @@ enum Device {
 /// written.
 fn falls_back(e: &CohortError) -> bool {
     match e {
-        CohortError::NoAdapter(_) => std::env::var_os("COHORT_ADAPTER").is_none(),
+        CohortError::NoAdapter(_) => std::env::var("COHORT_ADAPTER").map_or(true, |v| v.is_empty()),
         CohortError::InvalidConfig(_)
         | CohortError::Unsupported(_)
         | CohortError::CorruptFile { .. }
@@ -788,6 +788,9 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
     let rt = gpu.runtime();
     // Before the warm-up steps, so that a missing feature fails before any training work.
     rt.can_profile()?;
+    if driver_stats {
+        rt.can_read_driver_statistics()?;
+    }
     let empty = rt.memory().in_use;
     let mut trainer = Trainer::new(gpu, config.clone())?;
     let model = rt.memory().in_use - empty;
@@ -877,7 +880,20 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
         }
     }
     if driver_stats {
-        print_driver_statistics(&rt.driver_statistics()?);
+        let stats = rt.driver_statistics()?;
+        print_driver_statistics(&stats);
+        let failed = stats
+            .iter()
+            .filter(
+                |p| matches!(&p.executables, Err(e) if !matches!(e, CohortError::Unsupported(_))),
+            )
+            .count();
+        if failed > 0 {
+            return Err(CohortError::Gpu(format!(
+                "{failed} of the {} pipelines profiled could not be rebuilt for their statistics",
+                stats.len()
+            )));
+        }
     }
     Ok(())
 }

@@ -309,18 +309,22 @@ fn bad_input_is_one_clear_error_line() {
     );
     // Output files that could not be written are refused before training, not after the first
     // epoch: no epoch line is printed, and nothing is left in the folder.
-    let missing = dir.join("no-such-folder").join("m.jsonl");
-    for (flag, path, expect) in [
-        ("--metrics", missing.to_str().unwrap(), "no-such-folder"),
-        ("--metrics", "m.txt", "must end in .jsonl or .json or .csv"),
-        ("--plot", "curves.jpg", "must end in .svg or .png"),
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    for (flag, file, expect) in [
         (
-            "--save",
-            dir.to_str().unwrap(),
-            "is a folder, not a file path",
+            "--metrics",
+            path("no-such-folder/m.jsonl"),
+            "no-such-folder",
         ),
+        (
+            "--metrics",
+            path("m.txt"),
+            "must end in .jsonl or .json or .csv",
+        ),
+        ("--plot", path("curves.jpg"), "must end in .svg or .png"),
+        ("--save", path(""), "is a folder, not a file path"),
     ] {
-        let args = ["train", "--device", "cpu", "--epochs", "1", flag, path];
+        let args = ["train", "--device", "cpu", "--epochs", "1", flag, &file];
         fails_cleanly(&args, expect);
         let stderr = text(&cohort(&args).stderr);
         assert!(
@@ -328,12 +332,31 @@ fn bad_input_is_one_clear_error_line() {
             "{args:?} trained first: {stderr}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
-        .collect();
-    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    // A writable one is tried (a temporary file made and removed in its folder) and the run
+    // then stops on another error: nothing is left in the folder.
+    let listing = || {
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    let save = path("c2.safetensors");
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--save",
+            &save,
+            "--peers",
+            "784-512-10",
+        ],
+        "784 inputs",
+    );
+    assert_eq!(before, listing(), "the check left files behind");
     // An adapter asked for by name that is not there is an error, not a run on the CPU (with
     // or without a GPU); so are a matmul plan file that is not one and one in a missing
     // folder (read when a GPU backend opens, so only checked where there is a GPU).

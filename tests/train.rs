@@ -991,5 +991,23 @@ fn bad_configurations_and_checkpoints_are_errors() {
         }
         other => panic!("expected NonFinite, got {other:?}"),
     }
+    // Nor is such a checkpoint written: a trainer given a NaN weight refuses to save it, and the
+    // good file it would have replaced stays.
+    let mut tensors = checkpoint::load(&good).unwrap().tensors;
+    tensors.get_mut("peer0.layer1.weight").unwrap().1[3] = f32::INFINITY;
+    let mut broken =
+        Trainer::new(&CpuBackend, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    broken.restore(&tensors, 0, 0).unwrap();
+    match checkpoint::save(&broken, None, &good) {
+        Err(CohortError::NonFinite { what }) => {
+            assert!(what.contains("peer0.layer1.weight, element 3"), "{what}")
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        bytes,
+        "the good checkpoint was replaced"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -7,8 +7,11 @@
 //! through naga to SPIR-V with the options wgpu's Vulkan backend uses (the same bounds checks and
 //! loop bounding), on a Vulkan device of its own opened on the same adapter with the extension
 //! enabled. It runs nothing on the GPU. The pipelines are the same up to what wgpu alone decides
-//! (its list of SPIR-V capabilities, the features it enables), so the counts are the driver's for
-//! these kernels, not a model of them.
+//! and does not change the code of these kernels: its list of SPIR-V capabilities (naga takes
+//! what each needs here), its numbering of bindings, debug information in debug builds, and
+//! features the kernels do not use (this device enables every one the driver has, but for
+//! robust cooperative-matrix access and null descriptors, which wgpu leaves off). So the counts
+//! are the driver's for these kernels, not a model of them.
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -83,6 +86,53 @@ pub fn driver_statistics(
         .collect())
 }
 
+/// The feature structures the kernels can need, for a device of Vulkan `api` with or without
+/// the three extensions.
+#[derive(Default)]
+struct Features {
+    api: u32,
+    coop: bool,
+    robustness2: bool,
+    statistics: bool,
+    core: vk::PhysicalDeviceFeatures,
+    v11: vk::PhysicalDeviceVulkan11Features<'static>,
+    v12: vk::PhysicalDeviceVulkan12Features<'static>,
+    v13: vk::PhysicalDeviceVulkan13Features<'static>,
+    coop_features: vk::PhysicalDeviceCooperativeMatrixFeaturesKHR<'static>,
+    robust2_features: vk::PhysicalDeviceRobustness2FeaturesEXT<'static>,
+    stats_features: vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR<'static>,
+}
+
+impl Features {
+    /// The structures of this device's version and extensions, chained afresh (a chain made
+    /// before is unlinked first), under the core features.
+    fn chain(&mut self) -> vk::PhysicalDeviceFeatures2<'_> {
+        self.v11.p_next = std::ptr::null_mut();
+        self.v12.p_next = std::ptr::null_mut();
+        self.v13.p_next = std::ptr::null_mut();
+        self.coop_features.p_next = std::ptr::null_mut();
+        self.robust2_features.p_next = std::ptr::null_mut();
+        self.stats_features.p_next = std::ptr::null_mut();
+        let mut chain = vk::PhysicalDeviceFeatures2::default()
+            .features(self.core)
+            .push_next(&mut self.v11)
+            .push_next(&mut self.v12);
+        if self.statistics {
+            chain = chain.push_next(&mut self.stats_features);
+        }
+        if self.api >= vk::API_VERSION_1_3 {
+            chain = chain.push_next(&mut self.v13);
+        }
+        if self.coop {
+            chain = chain.push_next(&mut self.coop_features);
+        }
+        if self.robustness2 {
+            chain = chain.push_next(&mut self.robust2_features);
+        }
+        chain
+    }
+}
+
 /// One binding of a set layout (no immutable samplers, hence 'static).
 type LayoutBinding = vk::DescriptorSetLayoutBinding<'static>;
 
@@ -105,6 +155,8 @@ struct StatsDevice {
     robust_buffers: bool,
     /// Whether wgpu's stages may vary the subgroup size (it asks where it can).
     varying_subgroups: bool,
+    /// Whether 16-bit shader inputs and outputs may be declared (naga declares them by default).
+    storage_input_output_16: bool,
 }
 
 impl Drop for StatsDevice {
@@ -144,6 +196,7 @@ impl StatsDevice {
             spirv: (1, 5),
             robust_buffers: false,
             varying_subgroups: false,
+            storage_input_output_16: false,
         };
         let instance = &this.instance;
         // SAFETY: queries on a live instance.
@@ -151,6 +204,7 @@ impl StatsDevice {
             .map_err(vk_error("listing devices"))?
             .into_iter()
             .find(|&pd| {
+                // SAFETY: a device the live instance listed.
                 let props = unsafe { instance.get_physical_device_properties(pd) };
                 props
                     .device_name_as_c_str()
@@ -159,6 +213,7 @@ impl StatsDevice {
                     == Some(adapter)
             })
             .ok_or_else(|| unsupported(format!("no Vulkan device named '{adapter}'")))?;
+        // SAFETY: as above.
         let props = unsafe { instance.get_physical_device_properties(physical) };
         let api = props.api_version;
         if api < vk::API_VERSION_1_2 {
@@ -173,6 +228,7 @@ impl StatsDevice {
         } else {
             (1, 5)
         };
+        // SAFETY: as above.
         let extensions = unsafe { instance.enumerate_device_extension_properties(physical) }
             .map_err(vk_error("listing device extensions"))?;
         let has = |name: &CStr| {
@@ -197,30 +253,22 @@ impl StatsDevice {
         // Every feature the device has (in the structures the kernels can need) is enabled, as
         // wgpu enables what the kernels ask for: f16, 16-bit storage, subgroups, the memory
         // model and cooperative matrices, robust buffer access.
-        let mut v11 = vk::PhysicalDeviceVulkan11Features::default();
-        let mut v12 = vk::PhysicalDeviceVulkan12Features::default();
-        let mut v13 = vk::PhysicalDeviceVulkan13Features::default();
-        let mut coop_features = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
-        let mut robust2_features = vk::PhysicalDeviceRobustness2FeaturesEXT::default();
-        let mut stats_features =
-            vk::PhysicalDevicePipelineExecutablePropertiesFeaturesKHR::default();
-        let mut features = vk::PhysicalDeviceFeatures2::default()
-            .push_next(&mut v11)
-            .push_next(&mut v12);
-        if statistics {
-            features = features.push_next(&mut stats_features);
-        }
-        if api >= vk::API_VERSION_1_3 {
-            features = features.push_next(&mut v13);
-        }
-        if coop {
-            features = features.push_next(&mut coop_features);
-        }
-        if robustness2 {
-            features = features.push_next(&mut robust2_features);
-        }
+        let mut wanted = Features {
+            api,
+            coop,
+            robustness2,
+            statistics,
+            ..Default::default()
+        };
+        let mut query = wanted.chain();
         // SAFETY: the chain holds only structures of this device's version and extensions.
-        unsafe { instance.get_physical_device_features2(physical, &mut features) };
+        unsafe { instance.get_physical_device_features2(physical, &mut query) };
+        wanted.core = query.features;
+        // Two the device may have that wgpu leaves off, and that would change the code: bounds
+        // checks in cooperative loads and stores, and null descriptors.
+        wanted.coop_features.cooperative_matrix_robust_buffer_access = vk::FALSE;
+        wanted.robust2_features.null_descriptor = vk::FALSE;
+        // SAFETY: as above.
         let queue_family =
             unsafe { instance.get_physical_device_queue_family_properties(physical) }
                 .iter()
@@ -230,6 +278,7 @@ impl StatsDevice {
         let queues = [vk::DeviceQueueCreateInfo::default()
             .queue_family_index(queue_family as u32)
             .queue_priorities(&priorities)];
+        let mut features = wanted.chain();
         let create = vk::DeviceCreateInfo::default()
             .queue_create_infos(&queues)
             .enabled_extension_names(&enabled)
@@ -237,9 +286,11 @@ impl StatsDevice {
         // SAFETY: extensions the device lists, features it reported; destroyed in Drop.
         let device = unsafe { instance.create_device(physical, &create, None) }
             .map_err(vk_error("creating a device"))?;
-        this.robust_buffers = robustness2 && robust2_features.robust_buffer_access2 == vk::TRUE;
-        this.varying_subgroups = v13.subgroup_size_control == vk::TRUE;
-        if statistics {
+        this.robust_buffers =
+            robustness2 && wanted.robust2_features.robust_buffer_access2 == vk::TRUE;
+        this.varying_subgroups = wanted.v13.subgroup_size_control == vk::TRUE;
+        this.storage_input_output_16 = wanted.v11.storage_input_output16 == vk::TRUE;
+        if statistics && wanted.stats_features.pipeline_executable_info == vk::TRUE {
             this.executables = Some(ash::khr::pipeline_executable_properties::Device::new(
                 &this.instance,
                 &device,
@@ -267,12 +318,32 @@ impl StatsDevice {
         )
         .validate(&module)
         .map_err(|e| failed(format!("{e:?}")))?;
-        // Set layouts from the module's bindings: uniform or storage buffers, by group.
+        let mut constants = naga::back::PipelineConstants::default();
+        for (name, value) in &source.constants {
+            constants.insert(name.clone(), *value);
+        }
+        let (module, info) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, &source.entry)),
+            &constants,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        // Set layouts from the buffers the entry point uses (uniform or storage), by group.
+        let index = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == source.entry)
+            .ok_or_else(|| failed(format!("no entry point {}", source.entry)))?;
+        let uses = info.get_entry_point(index);
         let mut groups: Vec<Vec<LayoutBinding>> = Vec::new();
-        for (_, var) in module.global_variables.iter() {
+        for (handle, var) in module.global_variables.iter() {
             let Some(binding) = &var.binding else {
                 continue;
             };
+            if uses[handle].is_empty() {
+                continue;
+            }
             let kind = match var.space {
                 naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
                 naga::AddressSpace::Storage { .. } => vk::DescriptorType::STORAGE_BUFFER,
@@ -290,17 +361,6 @@ impl StatsDevice {
                     .stage_flags(vk::ShaderStageFlags::COMPUTE),
             );
         }
-        let mut constants = naga::back::PipelineConstants::default();
-        for (name, value) in &source.constants {
-            constants.insert(name.clone(), *value);
-        }
-        let (module, info) = naga::back::pipeline_constants::process_overrides(
-            &module,
-            &info,
-            Some((naga::ShaderStage::Compute, &source.entry)),
-            &constants,
-        )
-        .map_err(|e| failed(e.to_string()))?;
         let restrict = |checked: bool| match checked {
             true => BoundsCheckPolicy::Restrict,
             false => BoundsCheckPolicy::Unchecked,
@@ -308,7 +368,7 @@ impl StatsDevice {
         let options = spv::Options {
             lang_version: self.spirv,
             flags: spv::WriterFlags::empty(),
-            // Group g, binding b in set g, binding b, as the layouts below make them.
+            // Group g, binding b in set g, binding b, as the layouts above make them.
             fake_missing_bindings: true,
             bounds_check_policies: BoundsCheckPolicies {
                 index: restrict(source.bounds_checks),
@@ -318,6 +378,7 @@ impl StatsDevice {
             },
             zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
             force_loop_bounding: source.loop_bounding,
+            use_storage_input_output_16: self.storage_input_output_16,
             ..Default::default()
         };
         let pipeline = spv::PipelineOptions {

@@ -689,7 +689,7 @@ impl Runtime {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         }))
-        .map_err(|e| CohortError::NoAdapter(format!("{}: {e}", info.name)))?;
+        .map_err(|e| CohortError::Gpu(format!("opening {}: {e}", info.name)))?;
 
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
@@ -1267,16 +1267,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// What the Vulkan driver reports about each pipeline the last profile dispatched (see
-    /// [`super::driver_stats`]). [`CohortError::Unsupported`] on other backends and on drivers
-    /// without pipeline statistics.
-    pub fn driver_statistics(&self) -> Result<Vec<PipelineStatistics>> {
-        if self.info.backend != wgpu::Backend::Vulkan {
-            return Err(CohortError::Unsupported(format!(
-                "pipeline statistics come from Vulkan drivers; '{}' runs on {:?}",
-                self.info.name, self.info.backend
-            )));
+    /// Whether [`Runtime::driver_statistics`] can run here: [`CohortError::Unsupported`] on
+    /// backends other than Vulkan.
+    pub fn can_read_driver_statistics(&self) -> Result<()> {
+        match self.info.backend {
+            wgpu::Backend::Vulkan => Ok(()),
+            other => Err(CohortError::Unsupported(format!(
+                "pipeline statistics come from Vulkan drivers; '{}' runs on {other:?}",
+                self.info.name
+            ))),
         }
+    }
+
+    /// What the Vulkan driver reports about each pipeline the last profile dispatched (see
+    /// [`super::driver_stats`]). [`CohortError::Unsupported`] on other backends or without a
+    /// Vulkan loader; where the driver keeps no statistics, each pipeline's are that error.
+    pub fn driver_statistics(&self) -> Result<Vec<PipelineStatistics>> {
+        self.can_read_driver_statistics()?;
         driver_statistics(&self.info.name, &self.profiled_pipelines())
     }
 
