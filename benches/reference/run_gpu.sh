@@ -193,6 +193,11 @@ part_stats() {
       --peers "2x_-$width-$width-_" --batch "$batch" --precision mixed --optimizer sgd \
       --weight-decay 0 --steps 2 --driver-stats
   done
+  # The tensor-core layout of 4 subgroups with 4x4 accumulators each (64x64 per subgroup), as
+  # fast as the default at 4096³ with clamping on (call 1): does it spill?
+  COHORT_COOP_LAYOUT=2x2:4x4 run "stats-large-mixed-2x2:4x4" .gpu/bin/bin-cohort profile \
+    --data blobs:8192,10,784 --peers 2x_-4096-4096-_ --batch 1024 --precision mixed \
+    --optimizer sgd --weight-decay 0 --steps 2 --driver-stats
 }
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.

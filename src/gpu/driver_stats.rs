@@ -1,6 +1,7 @@
 //! What the Vulkan driver made of each kernel: the statistics drivers report through
-//! `VK_KHR_pipeline_executable_properties` (NVIDIA's include the registers per invocation and
-//! the local memory that spilled registers take; lavapipe's, its LLVM code's size and such).
+//! `VK_KHR_pipeline_executable_properties`, whatever each driver chooses to report (NVIDIA's are
+//! expected to include the registers per invocation and the local memory that spilled registers
+//! take; not yet read on any driver: lavapipe, the only one here, keeps none).
 //!
 //! wgpu creates its pipelines without asking the driver to keep these, so [`driver_statistics`]
 //! builds the pipelines a run compiled once more, from the same WGSL and pipeline constants,
