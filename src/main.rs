@@ -931,7 +931,12 @@ fn print_driver_statistics(pipelines: &[cohort::gpu::driver_stats::PipelineStati
                         .iter()
                         .map(|s| format!("{} {}", s.name, s.value))
                         .collect();
-                    println!("    {}: {}", e.name, stats.join(", "));
+                    println!(
+                        "    {} (subgroups of {}): {}",
+                        e.name,
+                        e.subgroup_size,
+                        stats.join(", ")
+                    );
                 }
             }
             Err(err) => println!("    {err}"),

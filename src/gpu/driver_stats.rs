@@ -55,6 +55,8 @@ pub struct Statistic {
 pub struct Executable {
     /// The driver's name for the stage.
     pub name: String,
+    /// The subgroup size it was compiled for.
+    pub subgroup_size: u32,
     /// Its statistics, in the driver's order.
     pub statistics: Vec<Statistic>,
 }
@@ -480,6 +482,7 @@ impl StatsDevice {
                     .collect();
                 out.push(Executable {
                     name: text(props.name_as_c_str()),
+                    subgroup_size: props.subgroup_size,
                     statistics,
                 });
             }
