@@ -587,3 +587,71 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
     );
     assert!(stdout.contains(memory), "{stdout}");
 }
+
+/// The Vulkan calls of a profiled step, wgpu's and the driver-statistics device's own, pass
+/// Khronos' validation layer where it is installed (`.ci/run` installs it; under CI=true it
+/// must be there).
+#[test]
+fn a_profiled_step_passes_khronos_validation() {
+    let Some(gpu) = common::gpu() else { return };
+    let rt = gpu.runtime();
+    if rt.info().backend != wgpu::Backend::Vulkan || !rt.caps().timestamp_query {
+        common::loud("SKIPPED: Vulkan validation needs a Vulkan adapter with timestamp queries");
+        return;
+    }
+    let installed = [
+        "/usr/share/vulkan/explicit_layer.d",
+        "/usr/local/share/vulkan/explicit_layer.d",
+        "/etc/vulkan/explicit_layer.d",
+    ]
+    .iter()
+    .any(|d| {
+        std::path::Path::new(d)
+            .join("VkLayer_khronos_validation.json")
+            .exists()
+    });
+    if !installed {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI=true, but Khronos' validation layer is not installed (.ci/run installs \
+             vulkan-validationlayers)"
+        );
+        common::loud(
+            "SKIPPED: Khronos' validation layer is not installed: Vulkan calls NOT validated",
+        );
+        return;
+    }
+    for precision in ["f32", "mixed"] {
+        let args = [
+            "profile",
+            "--peers",
+            "2x16",
+            "--batch",
+            "32",
+            "--steps",
+            "1",
+            "--precision",
+            precision,
+            "--driver-stats",
+        ];
+        let out = cohort_with_env(
+            &args,
+            &[
+                ("VK_INSTANCE_LAYERS", "VK_LAYER_KHRONOS_validation"),
+                ("VK_LOADER_DEBUG", "layer"),
+            ],
+        );
+        let all = text(&out.stdout) + &text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {all}");
+        assert!(
+            all.contains("Insert instance layer \"VK_LAYER_KHRONOS_validation\""),
+            "{args:?}: the validation layer did not load: {all}"
+        );
+        let errors: Vec<&str> = all
+            .lines()
+            .filter(|l| l.contains("Validation Error"))
+            .collect();
+        assert!(errors.is_empty(), "{args:?}: {}", errors.join("\n"));
+    }
+}
