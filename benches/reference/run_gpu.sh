@@ -230,10 +230,12 @@ part_train() {
   done
 }
 part_tests() {
-  # As in CI: a GPU test that finds no adapter fails instead of skipping.
+  # As in CI: a GPU test that finds no adapter fails instead of skipping. Not the Khronos
+  # validation test: the GPU machine has no validation layer, and Debian's (1.3.239) predates
+  # the cooperative matrices the H200's device enables.
   export CI=true
   for t in .gpu/bin/test-*; do
-    run "$(basename "$t")" "$t" --nocapture --test-threads 4
+    run "$(basename "$t")" "$t" --nocapture --test-threads 4 --skip khronos_validation
   done
   [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test
 }
