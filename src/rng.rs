@@ -43,9 +43,16 @@ impl Rng {
 
     /// `n` floats uniform in [lo, hi).
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| lo + (hi - lo) * self.uniform() as f32)
-            .collect()
+        let mut out = vec![0.0; n];
+        self.fill_uniform(&mut out, lo, hi);
+        out
+    }
+
+    /// Fills `out` with floats uniform in [lo, hi), the values [`Rng::uniform_vec`] gives.
+    pub fn fill_uniform(&mut self, out: &mut [f32], lo: f32, hi: f32) {
+        for v in out {
+            *v = lo + (hi - lo) * self.uniform() as f32;
+        }
     }
 
     /// Shuffles `items` in place (Fisher-Yates).

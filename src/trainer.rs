@@ -200,9 +200,7 @@ fn init_weights(spec: &PeerSpec, layer: usize, rng: &mut Rng, out: &mut [f32]) {
     } else {
         (6.0 / (fan_in + fan_out) as f64).sqrt()
     } as f32;
-    for v in out {
-        *v = -bound + 2.0 * bound * rng.uniform() as f32;
-    }
+    rng.fill_uniform(out, -bound, bound);
 }
 
 /// The seed of peer `peer`'s initial weights: peers differ, and a peer's weights do not depend
