@@ -60,6 +60,16 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`CohortError::NonFinite`] naming `tensor`'s first NaN or infinity and `context`, if it has one.
+fn check_finite(tensor: &str, data: &[f32], context: impl FnOnce() -> String) -> Result<()> {
+    match data.iter().position(|v| !v.is_finite()) {
+        Some(i) => Err(CohortError::NonFinite {
+            what: format!("tensor {tensor}, element {i}, {}", context()),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A checkpoint read from disk.
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
@@ -88,14 +98,7 @@ pub fn save<B: Backend>(
     }
     // A checkpoint that `load` would refuse is not written (nor does it replace a good one).
     for (name, _, data) in &named {
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(CohortError::NonFinite {
-                what: format!(
-                    "tensor {name}, element {i}, not saved to {}",
-                    path.display()
-                ),
-            });
-        }
+        check_finite(name, data, || format!("not saved to {}", path.display()))?;
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .into_iter()
@@ -157,11 +160,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             )));
         }
         let data: Vec<f32> = bytemuck::pod_collect_to_vec(view.data());
-        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-            return Err(CohortError::NonFinite {
-                what: format!("{}: tensor {name}, element {i}", path.display()),
-            });
-        }
+        check_finite(&name, &data, || format!("in {}", path.display()))?;
         tensors.insert(name, (view.shape().to_vec(), data));
     }
     let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {
