@@ -6,7 +6,7 @@
 //! `Backend::submit` after each training step, by reads, `finish`, or when the arena fills), so a
 //! whole training step is one submission.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -558,7 +558,7 @@ pub struct Runtime {
     tuning_timer: Option<Timer>,
     profiler: Mutex<Option<Profiler>>,
     /// The pipelines dispatched since the last [`Runtime::start_profile`] while profiling.
-    profiled_pipelines: Mutex<Vec<PipelineKey>>,
+    profiled_pipelines: Mutex<HashSet<PipelineKey>>,
     note: Mutex<Option<Note>>,
     loop_bounding: bool,
     unchecked_indexing: Option<bool>,
@@ -1194,11 +1194,7 @@ impl Runtime {
             .as_mut()
             .map(|p| p.next(shader.file_name(), entry, note.as_mut()));
         if timestamp_writes.is_some() {
-            let key = pipeline_key(shader, entry, constants);
-            let mut profiled = lock(&self.profiled_pipelines);
-            if !profiled.contains(&key) {
-                profiled.push(key);
-            }
+            lock(&self.profiled_pipelines).insert(pipeline_key(shader, entry, constants));
         }
         let Pending { pass, encoder, .. } = &mut *pending;
         if timestamp_writes.is_some() {
