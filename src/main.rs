@@ -881,17 +881,16 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
     }
     if driver_stats {
         let stats = rt.driver_statistics()?;
-        print_driver_statistics(&stats);
         let failed = stats
+            .pipelines
             .iter()
-            .filter(
-                |p| matches!(&p.executables, Err(e) if !matches!(e, CohortError::Unsupported(_))),
-            )
+            .filter(|p| p.executables.is_err())
             .count();
+        print_driver_statistics(&stats, failed);
         if failed > 0 {
             return Err(CohortError::Gpu(format!(
                 "{failed} of the {} pipelines profiled could not be rebuilt for their statistics",
-                stats.len()
+                stats.pipelines.len()
             )));
         }
     }
@@ -899,32 +898,24 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
 }
 
 /// The driver's statistics, one line per pipeline and stage (one line in all where the driver
-/// keeps none).
-fn print_driver_statistics(pipelines: &[cohort::gpu::driver_stats::PipelineStatistics]) {
-    let unreported = pipelines.iter().find_map(|p| match &p.executables {
-        Err(e @ CohortError::Unsupported(_)) => Some(e),
-        _ => None,
-    });
-    let all_unreported = pipelines
-        .iter()
-        .all(|p| matches!(p.executables, Err(CohortError::Unsupported(_))));
-    if let (Some(e), true) = (unreported, all_unreported) {
-        println!(
-            "driver statistics: none ({e}); the {} pipelines profiled were rebuilt for them \
-             without error",
-            pipelines.len()
-        );
-        return;
+/// keeps none), and the `failed` pipelines' errors.
+fn print_driver_statistics(stats: &cohort::gpu::driver_stats::DriverStatistics, failed: usize) {
+    let n = stats.pipelines.len();
+    match &stats.not_kept {
+        Some(why) => println!(
+            "driver statistics: none ({why}); the {n} pipelines profiled were rebuilt for them{}",
+            if failed == 0 { " without error" } else { "" }
+        ),
+        None => println!(
+            "driver statistics of the {n} pipelines profiled \
+             (VK_KHR_pipeline_executable_properties; rebuilt from the same WGSL and constants):"
+        ),
     }
-    println!(
-        "driver statistics of the {} pipelines profiled (VK_KHR_pipeline_executable_properties; \
-         rebuilt from the same WGSL and constants):",
-        pipelines.len()
-    );
-    for p in pipelines {
-        println!("  {}", p.label);
+    for p in &stats.pipelines {
         match &p.executables {
+            Ok(_) if stats.not_kept.is_some() => {}
             Ok(executables) => {
+                println!("  {}", p.label);
                 for e in executables {
                     let stats: Vec<String> = e
                         .statistics
@@ -939,7 +930,7 @@ fn print_driver_statistics(pipelines: &[cohort::gpu::driver_stats::PipelineStati
                     );
                 }
             }
-            Err(err) => println!("    {err}"),
+            Err(err) => println!("  {}\n    {err}", p.label),
         }
     }
 }

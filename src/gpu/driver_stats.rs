@@ -66,27 +66,42 @@ pub struct Executable {
 pub struct PipelineStatistics {
     /// The pipeline's [`PipelineSource::label`].
     pub label: String,
-    /// Its executables' statistics.
+    /// Its executables' statistics (none where the driver keeps none), or why the pipeline
+    /// could not be rebuilt.
     pub executables: Result<Vec<Executable>>,
+}
+
+/// What [`driver_statistics`] found.
+#[derive(Debug)]
+pub struct DriverStatistics {
+    /// Why the driver reports no statistics at all (it lacks
+    /// `VK_KHR_pipeline_executable_properties`); `None` where it reports them.
+    pub not_kept: Option<String>,
+    /// Each pipeline, in the order given.
+    pub pipelines: Vec<PipelineStatistics>,
 }
 
 /// Rebuilds `pipelines` on the Vulkan adapter named `adapter` (as wgpu names it) and returns
 /// what its driver reports about each. [`CohortError::Unsupported`] where there is no Vulkan
-/// loader or no such adapter; where the driver lacks `VK_KHR_pipeline_executable_properties`
-/// every pipeline is still rebuilt (so its SPIR-V and layout are checked) and its statistics
-/// are that error.
-pub fn driver_statistics(
-    adapter: &str,
-    pipelines: &[PipelineSource],
-) -> Result<Vec<PipelineStatistics>> {
+/// loader or no such adapter. Where the driver keeps no statistics every pipeline is still
+/// rebuilt (so its SPIR-V and layout are checked), with no executables to show.
+pub fn driver_statistics(adapter: &str, pipelines: &[PipelineSource]) -> Result<DriverStatistics> {
     let device = StatsDevice::open(adapter)?;
-    Ok(pipelines
-        .iter()
-        .map(|p| PipelineStatistics {
-            label: p.label.clone(),
-            executables: device.statistics(p),
-        })
-        .collect())
+    Ok(DriverStatistics {
+        not_kept: device.executables.is_none().then(|| {
+            format!(
+                "the driver of '{adapter}' keeps no pipeline statistics (no \
+                 VK_KHR_pipeline_executable_properties)"
+            )
+        }),
+        pipelines: pipelines
+            .iter()
+            .map(|p| PipelineStatistics {
+                label: p.label.clone(),
+                executables: device.statistics(p),
+            })
+            .collect(),
+    })
 }
 
 /// The feature structures the kernels can need, for a device of Vulkan `api` with or without
@@ -143,14 +158,24 @@ fn vk_error(what: &str) -> impl Fn(vk::Result) -> CohortError + '_ {
     move |e| CohortError::Gpu(format!("Vulkan, {what}: {e}"))
 }
 
-/// A Vulkan instance and device of their own, with pipeline statistics enabled.
-struct StatsDevice {
+/// A Vulkan instance of its own, destroyed when dropped.
+struct Instance {
     _entry: ash::Entry,
-    instance: ash::Instance,
-    device: Option<ash::Device>,
+    raw: ash::Instance,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        // SAFETY: the last use of the instance: its device (if any) is destroyed before.
+        unsafe { self.raw.destroy_instance(None) };
+    }
+}
+
+/// A Vulkan device of its own, with pipeline statistics enabled where the driver has them.
+struct StatsDevice {
+    device: ash::Device,
     /// The extension's functions, where the driver has it.
     executables: Option<ash::khr::pipeline_executable_properties::Device>,
-    adapter: String,
     /// The SPIR-V version wgpu writes for this device.
     spirv: (u8, u8),
     /// Whether the driver checks buffer accesses itself (robustBufferAccess2), so that wgpu
@@ -160,18 +185,15 @@ struct StatsDevice {
     varying_subgroups: bool,
     /// Whether 16-bit shader inputs and outputs may be declared (naga declares them by default).
     storage_input_output_16: bool,
+    /// Dropped after the device is destroyed (fields drop after `Drop::drop`).
+    _instance: Instance,
 }
 
 impl Drop for StatsDevice {
     fn drop(&mut self) {
         // SAFETY: every object made on the device is destroyed before `statistics` returns;
-        // the device, then the instance, are destroyed last, once.
-        unsafe {
-            if let Some(device) = self.device.take() {
-                device.destroy_device(None);
-            }
-            self.instance.destroy_instance(None);
-        }
+        // the device is destroyed once, before its instance.
+        unsafe { self.device.destroy_device(None) };
     }
 }
 
@@ -183,25 +205,15 @@ impl StatsDevice {
         let entry = unsafe { ash::Entry::load() }.map_err(|e| unsupported(e.to_string()))?;
         let app = vk::ApplicationInfo::default().api_version(vk::API_VERSION_1_3);
         // SAFETY: a plain instance, no layers or extensions; destroyed in Drop.
-        let instance = unsafe {
+        let raw = unsafe {
             entry.create_instance(
                 &vk::InstanceCreateInfo::default().application_info(&app),
                 None,
             )
         }
         .map_err(vk_error("creating an instance"))?;
-        let mut this = StatsDevice {
-            _entry: entry,
-            instance,
-            device: None,
-            executables: None,
-            adapter: String::new(),
-            spirv: (1, 5),
-            robust_buffers: false,
-            varying_subgroups: false,
-            storage_input_output_16: false,
-        };
-        let instance = &this.instance;
+        let owned = Instance { _entry: entry, raw };
+        let instance = &owned.raw;
         // SAFETY: queries on a live instance.
         let physical = unsafe { instance.enumerate_physical_devices() }
             .map_err(vk_error("listing devices"))?
@@ -226,11 +238,6 @@ impl StatsDevice {
                 vk::api_version_minor(api)
             )));
         }
-        this.spirv = if api >= vk::API_VERSION_1_3 {
-            (1, 6)
-        } else {
-            (1, 5)
-        };
         // SAFETY: as above.
         let extensions = unsafe { instance.enumerate_device_extension_properties(physical) }
             .map_err(vk_error("listing device extensions"))?;
@@ -289,19 +296,23 @@ impl StatsDevice {
         // SAFETY: extensions the device lists, features it reported; destroyed in Drop.
         let device = unsafe { instance.create_device(physical, &create, None) }
             .map_err(vk_error("creating a device"))?;
-        this.robust_buffers =
-            robustness2 && wanted.robust2_features.robust_buffer_access2 == vk::TRUE;
-        this.varying_subgroups = wanted.v13.subgroup_size_control == vk::TRUE;
-        this.storage_input_output_16 = wanted.v11.storage_input_output16 == vk::TRUE;
-        if statistics && wanted.stats_features.pipeline_executable_info == vk::TRUE {
-            this.executables = Some(ash::khr::pipeline_executable_properties::Device::new(
-                &this.instance,
-                &device,
-            ));
-        }
-        this.adapter = adapter.to_string();
-        this.device = Some(device);
-        Ok(this)
+        let executables = (statistics
+            && wanted.stats_features.pipeline_executable_info == vk::TRUE)
+            .then(|| ash::khr::pipeline_executable_properties::Device::new(instance, &device));
+        Ok(StatsDevice {
+            executables,
+            spirv: if api >= vk::API_VERSION_1_3 {
+                (1, 6)
+            } else {
+                (1, 5)
+            },
+            robust_buffers: robustness2
+                && wanted.robust2_features.robust_buffer_access2 == vk::TRUE,
+            varying_subgroups: wanted.v13.subgroup_size_control == vk::TRUE,
+            storage_input_output_16: wanted.v11.storage_input_output16 == vk::TRUE,
+            device,
+            _instance: owned,
+        })
     }
 
     /// The SPIR-V wgpu's Vulkan backend would write for `source`, and the buffers it binds (by
@@ -394,14 +405,10 @@ impl StatsDevice {
     }
 
     /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline
-    /// (where the driver keeps none, builds it and says so).
+    /// (where the driver keeps none, only builds it).
     fn statistics(&self, source: &PipelineSource) -> Result<Vec<Executable>> {
         let (code, groups) = self.compile(source)?;
-        let Some(device) = &self.device else {
-            return Err(CohortError::Unsupported(
-                "pipeline statistics: no device".into(),
-            ));
-        };
+        let device = &self.device;
         let entry = CString::new(source.entry.as_str())
             .map_err(|_| CohortError::InvalidConfig(format!("entry point {:?}", source.entry)))?;
         // SAFETY: every object below is made from valid create infos on this device and
@@ -454,11 +461,7 @@ impl StatsDevice {
                 .map_err(|(_, e)| vk_error("creating the pipeline")(e))?[0];
             objects.pipeline = Some(pipeline);
             let Some(executables) = &self.executables else {
-                return Err(CohortError::Unsupported(format!(
-                    "the driver of '{}' keeps no pipeline statistics (no \
-                     VK_KHR_pipeline_executable_properties)",
-                    self.adapter
-                )));
+                return Ok(Vec::new());
             };
             let found = executables
                 .get_pipeline_executable_properties(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
-use super::driver_stats::{driver_statistics, PipelineSource, PipelineStatistics};
+use super::driver_stats::{driver_statistics, DriverStatistics, PipelineSource};
 use super::profile::{Note, Profile, Profiler};
 use super::shaders::{CoopOps, Shader};
 use crate::error::{CohortError, Result};
@@ -1277,8 +1277,8 @@ impl Runtime {
 
     /// What the Vulkan driver reports about each pipeline the last profile dispatched (see
     /// [`super::driver_stats`]). [`CohortError::Unsupported`] on other backends or without a
-    /// Vulkan loader; where the driver keeps no statistics, each pipeline's are that error.
-    pub fn driver_statistics(&self) -> Result<Vec<PipelineStatistics>> {
+    /// Vulkan loader.
+    pub fn driver_statistics(&self) -> Result<DriverStatistics> {
         self.can_read_driver_statistics()?;
         driver_statistics(&self.info.name, &self.profiled_pipelines())
     }
