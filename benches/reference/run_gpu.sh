@@ -97,6 +97,13 @@ part_check() {
 export COHORT_BENCH_JSON="$out/cohort.json"
 shapes=4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256
 # Measurements more than one part takes.
+profile_step() { # name, width, batch, precision, steps, more flags...: `cohort profile` of the
+  # benchmarks' steps (two peers 784-width-width-10 on blobs, SGD with momentum, no weight decay)
+  local name=$1 width=$2 batch=$3 prec=$4 steps=$5
+  shift 5
+  run "$name" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 --peers "2x_-$width-$width-_" \
+    --batch "$batch" --precision "$prec" --optimizer sgd --weight-decay 0 --steps "$steps" "$@"
+}
 f16_products() { # [FILTER]: f16 products at $shapes, F16 tensors (as cuBLAS HGEMM gets them)
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick "$@"
@@ -167,9 +174,7 @@ part_tune() {
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
     for prec in f32 mixed; do
-      COHORT_MATMUL_TUNE=1 run "profile-$name-$prec-tuned" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
-        --peers "2x_-$width-$width-_" --batch "$batch" --precision "$prec" --optimizer sgd \
-        --weight-decay 0 --steps 20
+      COHORT_MATMUL_TUNE=1 profile_step "profile-$name-$prec-tuned" "$width" "$batch" "$prec" 20
     done
   done
   # The products of the matmul part, NN, tuned: f32, then f16 on F16 tensors.
@@ -183,30 +188,22 @@ part_stats() {
   # `cohort profile --driver-stats`): whether the 128 tile's accumulators and the tensor-core
   # kernel's fragments stay in registers (no local memory) and how many registers each takes.
   for tile in 64 128; do
-    COHORT_MATMUL_TILE=$tile run "stats-large-f32-tile$tile" .gpu/bin/bin-cohort profile \
-      --data blobs:8192,10,784 --peers 2x_-4096-4096-_ --batch 1024 --optimizer sgd \
-      --weight-decay 0 --steps 2 --driver-stats
+    COHORT_MATMUL_TILE=$tile profile_step "stats-large-f32-tile$tile" 4096 1024 f32 2 --driver-stats
   done
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
-    run "stats-$name-mixed" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
-      --peers "2x_-$width-$width-_" --batch "$batch" --precision mixed --optimizer sgd \
-      --weight-decay 0 --steps 2 --driver-stats
+    profile_step "stats-$name-mixed" "$width" "$batch" mixed 2 --driver-stats
   done
   # The tensor-core layout of 4 subgroups with 4x4 accumulators each (64x64 per subgroup), as
   # fast as the default at 4096³ with clamping on (call 1): does it spill?
-  COHORT_COOP_LAYOUT=2x2:4x4 run "stats-large-mixed-2x2:4x4" .gpu/bin/bin-cohort profile \
-    --data blobs:8192,10,784 --peers 2x_-4096-4096-_ --batch 1024 --precision mixed \
-    --optimizer sgd --weight-decay 0 --steps 2 --driver-stats
+  COHORT_COOP_LAYOUT=2x2:4x4 profile_step "stats-large-mixed-2x2:4x4" 4096 1024 mixed 2 --driver-stats
 }
 part_profile() {
   # `cohort profile`: every dispatch of 20 steps timed alone, per kernel and shape, f32 and mixed.
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
     for prec in f32 mixed; do
-      run "profile-$name-$prec" .gpu/bin/bin-cohort profile --data blobs:8192,10,784 \
-        --peers "2x_-$width-$width-_" --batch "$batch" --precision "$prec" --optimizer sgd \
-        --weight-decay 0 --steps 20
+      profile_step "profile-$name-$prec" "$width" "$batch" "$prec" 20
     done
   done
 }
