@@ -7,9 +7,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CohortError {
-    /// No usable GPU adapter was found (or the requested one does not exist).
-    #[error("no GPU adapter: {0}")]
-    NoAdapter(String),
+    /// No usable GPU adapter was found, or none matches the one requested by name.
+    #[error("no GPU adapter: {reason}")]
+    NoAdapter {
+        /// The adapter asked for by name (`GpuOptions::adapter`, `COHORT_ADAPTER`), if any: a
+        /// caller may fall back to the CPU when no GPU exists, but not when a named one is
+        /// missing.
+        requested: Option<String>,
+        /// What was looked for and what was found.
+        reason: String,
+    },
     /// Operand shapes do not fit together; caught on the host before any dispatch.
     #[error("shape mismatch in {op}: {detail}")]
     ShapeMismatch {

@@ -255,7 +255,7 @@ enum Device {
 /// written.
 fn falls_back(e: &CohortError) -> bool {
     match e {
-        CohortError::NoAdapter(_) => std::env::var("COHORT_ADAPTER").map_or(true, |v| v.is_empty()),
+        CohortError::NoAdapter { requested, .. } => requested.is_none(),
         CohortError::InvalidConfig(_)
         | CohortError::Unsupported(_)
         | CohortError::CorruptFile { .. }

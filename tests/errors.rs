@@ -281,7 +281,10 @@ fn an_unknown_adapter_name_is_a_no_adapter_error() {
         ..Default::default()
     })
     .unwrap_err();
-    assert!(matches!(err, CohortError::NoAdapter(_)), "{err}");
+    assert!(
+        matches!(&err, CohortError::NoAdapter { requested: Some(name), .. } if name == "no-such-adapter-anywhere"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -654,22 +654,24 @@ impl Runtime {
                         .to_lowercase()
                         .contains(&want.to_lowercase())
                 })
-                .ok_or_else(|| {
-                    CohortError::NoAdapter(format!("none named like '{want}' among {names:?}"))
+                .ok_or_else(|| CohortError::NoAdapter {
+                    requested: Some(want.clone()),
+                    reason: format!("none named like '{want}' among {names:?}"),
                 })?,
             None => adapters
                 .into_iter()
                 .find(|a| {
                     !options.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu
                 })
-                .ok_or_else(|| {
-                    CohortError::NoAdapter(if names.is_empty() {
+                .ok_or_else(|| CohortError::NoAdapter {
+                    requested: None,
+                    reason: if names.is_empty() {
                         "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
                          mesa-vulkan-drivers for lavapipe)"
                             .into()
                     } else {
                         format!("only software adapters found: {names:?}")
-                    })
+                    },
                 })?,
         };
         let info = adapter.get_info();
