@@ -111,8 +111,8 @@ fn bias_gradient(i: u32, count: u32, lid: vec3<u32>) -> f32 {
 }
 
 @compute @workgroup_size(16, 16, 1)
-fn sgd_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wg.x * 16u + lid.x;
+fn sgd_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = layer_group(wg, nwg) * 16u + lid.x;
     let g = bias_gradient(i, p.n, lid);
     if (lid.y == 0u && i < p.n) {
         sgd_update(i, g);
@@ -120,16 +120,16 @@ fn sgd_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) 
 }
 
 @compute @workgroup_size(16, 16, 1)
-fn adam_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wg.x * 16u + lid.x;
+fn adam_bias(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let i = layer_group(wg, nwg) * 16u + lid.x;
     let g = bias_gradient(i, p.n, lid);
     if (lid.y == 0u && i < p.n) {
         adam_update(i, g);
     }
 }
 
-// The layer entries' workgroup index in their 2D grid (uniform: the branch on it may be
-// followed by the bias part's barriers).
+// The workgroup's index in its 2D grid (the bias and layer entries; uniform: the branch on it
+// may be followed by the bias part's barriers).
 fn layer_group(wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return wg.x + wg.y * nwg.x;
 }

@@ -61,6 +61,10 @@ pub fn parse_peers(
         if count == 0 {
             return Err(bad("a repeat count of 0".into()));
         }
+        let most = crate::gpu::MAX_PEERS;
+        if peers.len() + count > most {
+            return Err(bad(format!("more than {most} peers")));
+        }
         let parts: Vec<&str> = body.split('-').map(str::trim).collect();
         let mut layers = Vec::new();
         for (i, p) in parts.iter().enumerate() {

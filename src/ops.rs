@@ -36,8 +36,9 @@ fn expect_nonempty(op: &'static str, name: &str, t: &impl TensorInfo) -> Result<
 
 /// Checks that `len` values fill a tensor of `shape` exactly.
 pub fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let want: usize = shape.iter().product();
-    if want != len {
+    let want = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    if want != Some(len) {
+        let want = want.map_or("more than usize::MAX".into(), |n| n.to_string());
         return Err(CohortError::shape(
             "tensor",
             format!(
@@ -990,7 +991,12 @@ pub fn copy_range(
             format!("F16 copies need even offsets and lengths, got {len} elements from {src_offset} to {dst_offset}"),
         ));
     }
-    if src_offset + len > src.shape().numel() || dst_offset + len > dst.shape().numel() {
+    let fits = |offset: usize, shape: &Shape| {
+        offset
+            .checked_add(len)
+            .is_some_and(|end| end <= shape.numel())
+    };
+    if !fits(src_offset, src.shape()) || !fits(dst_offset, dst.shape()) {
         return Err(CohortError::shape(
             "copy",
             format!(

@@ -49,9 +49,17 @@ impl Shape {
         self.0.len()
     }
 
-    /// Number of elements (1 for a scalar of rank 0).
+    /// Number of elements (1 for a scalar of rank 0). Only for shapes known to fit, such as a
+    /// tensor's: backends refuse to create one whose size overflows (see [`Shape::bytes`]).
     pub fn numel(&self) -> usize {
         self.0.iter().product()
+    }
+
+    /// Bytes of a tensor of this shape with `dtype`, or None where the count overflows `usize`.
+    pub fn bytes(&self, dtype: DType) -> Option<usize> {
+        self.0
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
     }
 
     /// The last dimension, or 1 for a scalar.

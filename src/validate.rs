@@ -14,7 +14,7 @@
 
 use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
-use crate::error::Result;
+use crate::error::{CohortError, Result};
 use crate::gpu::shaders::MatmulStorage;
 use crate::gpu::{F32Matmul, GpuBackend};
 use crate::ops::{
@@ -971,6 +971,7 @@ fn layer_update_run<B: Backend>(
     f16_copy: bool,
     steps: u32,
 ) -> Result<[Vec<f32>; 3]> {
+    dpre_rows(dpre_shape)?;
     let mut bias_shape = dpre_shape.to_vec();
     let h = bias_shape.remove(dpre_shape.len() - 2);
     let mut weight_shape = bias_shape.clone();
@@ -1018,7 +1019,7 @@ pub fn layer_update(
     let [w, bias, copy] = layer_update_run(gpu, step, dpre_shape, inputs, f16_copy, steps)?;
     let [want_w, want_bias, want_copy] =
         layer_update_run(&CpuBackend, step, dpre_shape, inputs, f16_copy, steps)?;
-    let rows = dpre_shape[dpre_shape.len() - 2] as f64;
+    let rows = dpre_rows(dpre_shape)? as f64;
     let case = format!(
         "{step:?} dpre {dpre_shape:?} inputs {inputs} steps={steps}{}",
         if f16_copy { " f16 copy" } else { "" }
@@ -1035,12 +1036,24 @@ pub fn layer_update(
         ))
 }
 
+/// The rows `R` of a pre-activation gradient of shape `[R, H]` or `[G, R, H]`.
+fn dpre_rows(dpre_shape: &[usize]) -> Result<usize> {
+    match dpre_shape {
+        [.., rows, _] if dpre_shape.len() <= 3 => Ok(*rows),
+        _ => Err(CohortError::shape(
+            "optimizer (bias)",
+            format!("dpre must be [R, H] or [G, R, H], got {dpre_shape:?}"),
+        )),
+    }
+}
+
 fn bias_optimizer_run<B: Backend>(
     b: &B,
     step: &OptimizerStep,
     dpre_shape: &[usize],
     steps: u32,
 ) -> Result<Vec<f32>> {
+    dpre_rows(dpre_shape)?;
     let mut bias_shape = dpre_shape.to_vec();
     bias_shape.remove(dpre_shape.len() - 2);
     let len: usize = dpre_shape.iter().product();
@@ -1064,7 +1077,7 @@ pub fn bias_optimizer(
     let got = bias_optimizer_run(gpu, step, dpre_shape, steps)?;
     let want = bias_optimizer_run(&CpuBackend, step, dpre_shape, steps)?;
     // The column sums of R values in [-1, 1] differ by summation order (R·2⁻²³ relative).
-    let rows = dpre_shape[dpre_shape.len() - 2] as f64;
+    let rows = dpre_rows(dpre_shape)? as f64;
     Ok(KernelCheck::new(
         "optimizer (bias)",
         format!("{step:?} dpre {dpre_shape:?} steps={steps}"),
@@ -1153,7 +1166,12 @@ fn gather_run<B: Backend>(
     let src_lab = b.tensor_u32(&[rows], &lab)?;
     let idx = b.tensor_u32(&[index.len()], index)?;
     let dtype = if f16 { DType::F16 } else { DType::F32 };
-    let batch = index.len() - offset;
+    let batch = index.len().checked_sub(offset).ok_or_else(|| {
+        CohortError::shape(
+            "gather",
+            format!("offset {offset} is past the {} indices", index.len()),
+        )
+    })?;
     let mut dst = b.zeros(&[batch, width], dtype)?;
     let mut dst_lab = b.zeros(&[batch], DType::U32)?;
     b.gather_batch(&src, &src_lab, &idx, offset, &mut dst, &mut dst_lab)?;

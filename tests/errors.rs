@@ -156,6 +156,14 @@ fn shape_errors<B: Backend>(b: &B) {
         assert!(err.to_string().contains("even offsets"), "{err}");
     }
     b.copy(&x16, 2, &mut other16, 4, 6).unwrap();
+    // Ranges whose end overflows usize are out of range, not wrapped into it.
+    for (from, to) in [(usize::MAX - 1, 0), (0, usize::MAX - 1)] {
+        let err = b.copy(&x16, from, &mut other16, to, 2).unwrap_err();
+        assert!(
+            matches!(err, CohortError::ShapeMismatch { op: "copy", .. }),
+            "{err}"
+        );
+    }
     let index = b.tensor_u32(&[2], &[0, 1]).unwrap();
     let labels = b.tensor_u32(&[4], &[0, 1, 2, 3]).unwrap();
     let mut y = b.zeros(&[2], DType::U32).unwrap();
@@ -241,20 +249,68 @@ fn cpu_backend_rejects_bad_shapes() {
 fn gpu_backend_rejects_bad_shapes() {
     let Some(g) = gpu() else { return };
     shape_errors(g);
+    // The kernel checks' own shape arguments (as `cohort check` and the tests pass them).
+    let step = OptimizerStep::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        grad_scale: 1.0,
+    };
+    for dpre in [&[5][..], &[2, 3, 4, 5]] {
+        for err in [
+            cohort::validate::bias_optimizer(g, &step, dpre, 1).err(),
+            cohort::validate::layer_update(g, &step, dpre, 3, false, 1).err(),
+        ] {
+            assert!(
+                matches!(err, Some(CohortError::ShapeMismatch { .. })),
+                "{dpre:?}: {err:?}"
+            );
+        }
+    }
+    let err = cohort::validate::gather(g, 4, 3, &[0, 1], 3, false).err();
+    assert!(
+        matches!(err, Some(CohortError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn oversized_buffers_are_refused_not_aborted() {
-    let err = CpuBackend
-        .zeros(&[1 << 40, 1 << 30], DType::F32)
-        .unwrap_err();
-    assert!(matches!(err, CohortError::BufferTooLarge { .. }), "{err}");
+    oversized(&CpuBackend);
     let Some(g) = gpu() else { return };
+    oversized(g);
     let limit = g.runtime().caps().max_storage_binding;
     let err = g
         .zeros(&[(limit / 4 + 1) as usize], DType::F32)
         .unwrap_err();
     assert!(matches!(err, CohortError::BufferTooLarge { .. }), "{err}");
+}
+
+/// Tensors too large to allocate, and shapes whose element count overflows `usize` (which
+/// wrapped to a small count on the GPU backend, giving a buffer smaller than its shape).
+fn oversized<B: Backend>(b: &B) {
+    for shape in [
+        &[1 << 40, 1 << 30][..],
+        &[1 << 62, 1 << 62],
+        &[2, 64, 1 << 62],
+    ] {
+        for dtype in [DType::F32, DType::F16] {
+            let err = b.zeros(shape, dtype).map(|_| "a tensor").unwrap_err();
+            assert!(
+                matches!(err, CohortError::BufferTooLarge { .. }),
+                "{shape:?}: {err}"
+            );
+        }
+    }
+    let err = b
+        .tensor(&[1 << 62, 1 << 62], &[])
+        .map(|_| "a tensor")
+        .unwrap_err();
+    assert!(
+        matches!(err, CohortError::ShapeMismatch { .. }) && err.to_string().contains("usize"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -326,8 +382,16 @@ fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
         return; // emulation needs f16 shaders; the parse errors above ran anyway
     }
     // Fragments 5 down (at most 4), a tile that is not square, 64 staged elements per invocation
-    // (at most 32).
-    for layout in ["2x2:5x2", "2x2:2x1", "1x1:4x4"] {
+    // (at most 32), more than 64 subgroups each way.
+    // Grids of subgroups so large that their products overflowed u32 (a wrapped product could
+    // pass the checks that the unclamped kernel relies on).
+    for layout in [
+        "2x2:5x2",
+        "2x2:2x1",
+        "1x1:4x4",
+        "268435458x2:1x1",
+        "65x65:1x1",
+    ] {
         let err = GpuBackend::new(&GpuOptions {
             coop: cohort::gpu::CoopChoice::Emulate,
             coop_layout: Some(layout.parse().unwrap()),

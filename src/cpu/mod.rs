@@ -171,29 +171,23 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor> {
-        let n = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .filter(|n| {
-                n.checked_mul(dtype.size())
-                    .is_some_and(|b| b <= isize::MAX as usize)
+        let shape = Shape::new(shape);
+        let bytes = shape.bytes(dtype).map_or(u64::MAX, |b| b as u64);
+        if bytes > isize::MAX as u64 {
+            return Err(CohortError::BufferTooLarge {
+                what: format!("CPU tensor {shape}"),
+                bytes,
+                limit: isize::MAX as u64,
             });
-        let too_large = || CohortError::BufferTooLarge {
-            what: format!("CPU tensor {}", Shape::new(shape)),
-            bytes: u64::MAX,
-            limit: isize::MAX as u64,
-        };
-        let n = n.ok_or_else(too_large)?;
-        let what = || format!("CPU tensor {}", Shape::new(shape));
+        }
+        let n = shape.numel();
+        let what = || format!("CPU tensor {shape}");
         let data = match dtype {
             DType::F32 => CpuData::F32(host_vec(n, what)?),
             DType::U32 => CpuData::U32(host_vec(n, what)?),
             DType::F16 => CpuData::F16(host_vec(n, what)?),
         };
-        Ok(CpuTensor {
-            shape: Shape::new(shape),
-            data,
-        })
+        Ok(CpuTensor { shape, data })
     }
 
     fn write(&self, t: &mut CpuTensor, data: &[f32]) -> Result<()> {

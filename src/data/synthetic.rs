@@ -1,7 +1,7 @@
 //! Synthetic data: Gaussian blobs, for benchmarks and scaling tests of any size.
 
 use super::Dataset;
-use crate::error::{CohortError, Result};
+use crate::error::{host_vec, CohortError, Result};
 use crate::rng::Rng;
 
 /// `rows` points in `dims` dimensions around one centre per class (centres drawn from N(0, 3²),
@@ -20,15 +20,20 @@ pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Data
     let too_big = || CohortError::InvalidConfig(format!("blobs of {rows} × {dims} are too large"));
     let size = rows.checked_mul(dims).ok_or_else(too_big)?;
     classes.checked_mul(dims).ok_or_else(too_big)?;
+    let what = |part: &'static str| move || format!("the {part} of blobs of {rows} × {dims}");
     let mut rng = Rng::new(seed);
-    let centres: Vec<f32> = (0..classes * dims)
-        .map(|_| 3.0 * rng.normal() as f32)
-        .collect();
-    let mut features = Vec::with_capacity(size);
-    let labels: Vec<u32> = (0..rows).map(|r| (r % classes) as u32).collect();
-    for &label in &labels {
-        let c = &centres[label as usize * dims..(label as usize + 1) * dims];
-        features.extend(c.iter().map(|&m| m + rng.normal() as f32));
+    let mut centres: Vec<f32> = host_vec(classes * dims, what("class centres"))?;
+    centres.fill_with(|| 3.0 * rng.normal() as f32);
+    let mut labels: Vec<u32> = host_vec(rows, what("labels"))?;
+    for (r, label) in labels.iter_mut().enumerate() {
+        *label = (r % classes) as u32;
+    }
+    let mut features: Vec<f32> = host_vec(size, what("features"))?;
+    for (point, &label) in features.chunks_exact_mut(dims).zip(&labels) {
+        let centre = &centres[label as usize * dims..(label as usize + 1) * dims];
+        for (x, &m) in point.iter_mut().zip(centre) {
+            *x = m + rng.normal() as f32;
+        }
     }
     Dataset::new(features, labels, dims, classes)
 }
@@ -55,6 +60,15 @@ mod tests {
                 assert!((var - 1.0).abs() < 0.15, "class {class} dim {c}: {var}");
             }
         }
+        // Sizes in range but beyond the host's memory: an error, not an allocation abort.
+        assert!(matches!(
+            blobs(1 << 40, 2, 2, 0),
+            Err(CohortError::HostMemory { .. })
+        ));
+        assert!(matches!(
+            blobs(10, 1 << 40, 2, 0),
+            Err(CohortError::HostMemory { .. })
+        ));
         assert!(matches!(
             blobs(usize::MAX, 2, 2, 0),
             Err(CohortError::InvalidConfig(_))

@@ -626,7 +626,8 @@ impl GpuBackend {
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let shape = Shape::new(shape);
-        let bytes = (shape.numel() * dtype.size()) as u64;
+        // Saturated where the count overflows: the runtime then refuses it as too large.
+        let bytes = shape.bytes(dtype).map_or(u64::MAX, |b| b as u64);
         let buffer = self.rt.alloc(bytes, &format!("tensor {shape}"))?;
         Ok(GpuTensor {
             shape,
@@ -1573,7 +1574,7 @@ impl GpuBackend {
             bytemuck::bytes_of(&params),
             &bindings,
             match update {
-                Update::Bias(_) => [u32_of(OP, n.div_ceil(16))?, 1, 1],
+                Update::Bias(_) => self.grid(n.div_ceil(16), 1),
                 Update::Layer { .. } => self.grid(weight_groups + bias_n.div_ceil(16), 1),
                 _ => self.grid(n, 256),
             },

@@ -283,12 +283,13 @@ impl CoopLayout {
                 "cooperative-matrix layout {self:?}: {why}"
             )))
         };
+        // Bounded before any arithmetic on them (no device holds more than 64 subgroups).
         if !(1..=4).contains(&self.fr)
             || !(1..=4).contains(&self.fc)
-            || self.sg_rows == 0
-            || self.sg_cols == 0
+            || !(1..=64).contains(&self.sg_rows)
+            || !(1..=64).contains(&self.sg_cols)
         {
-            return bad("1 to 4 fragments each way and at least one subgroup".into());
+            return bad("1 to 4 fragments and 1 to 64 subgroups each way".into());
         }
         let tile = self.tile(frag);
         if frag * self.fc * self.sg_cols != tile {
@@ -835,10 +836,11 @@ impl Runtime {
     /// A storage buffer of at least `bytes` bytes, from the pool when one of that size is free.
     /// Its contents are undefined.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<PooledBuffer> {
+        let limit = self.caps.max_storage_binding.min(self.caps.max_buffer_size);
         let size = bytes
             .max(16)
-            .next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT * 64);
-        let limit = self.caps.max_storage_binding.min(self.caps.max_buffer_size);
+            .checked_next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT * 64)
+            .unwrap_or(u64::MAX);
         if size > limit {
             return Err(CohortError::BufferTooLarge {
                 what: what.to_string(),
