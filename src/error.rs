@@ -173,6 +173,12 @@ pub(crate) fn host_vec<T: Clone + Default>(
     Ok(v)
 }
 
+/// The most a decompressed file may grow to: half the memory available (its vector may take
+/// twice its length while it grows), or no limit where that is unknown.
+pub(crate) fn decompression_limit() -> u64 {
+    available_memory().map_or(u64::MAX, |free| (free / 2).max(CHECKED_ALLOCATION))
+}
+
 /// The memory this process can still take without swapping, in bytes: Linux's `MemAvailable`,
 /// or less where a cgroup (v2) limit leaves less; `None` where neither is known.
 fn available_memory() -> Option<u64> {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use super::{read_maybe_gzip, Dataset, Split};
+use crate::checkpoint::write_atomic;
 use crate::error::{CohortError, Result};
 
 const IMAGES: u32 = 0x0000_0803;
@@ -118,7 +119,8 @@ fn idx_size(v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| CohortError::InvalidConfig(format!("IDX size {v} exceeds u32")))
 }
 
-/// Writes an uncompressed image file (for tests and tools); `pixels` must hold `n × h × w` bytes.
+/// Writes an uncompressed image file (for tests and tools), atomically; `pixels` must hold
+/// `n × h × w` bytes.
 pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) -> Result<()> {
     let (n, h, w) = (idx_size(n)?, idx_size(h)?, idx_size(w)?);
     if (n as u128) * (h as u128) * (w as u128) != pixels.len() as u128 {
@@ -132,17 +134,17 @@ pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) ->
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(pixels);
-    std::fs::write(path, out).map_err(|e| CohortError::io(path, e))
+    write_atomic(path, &out)
 }
 
-/// Writes an uncompressed label file (for tests and tools).
+/// Writes an uncompressed label file (for tests and tools), atomically.
 pub fn write_labels(path: &Path, labels: &[u8]) -> Result<()> {
     let mut out = Vec::with_capacity(8 + labels.len());
     for v in [LABELS, idx_size(labels.len())?] {
         out.extend_from_slice(&v.to_be_bytes());
     }
     out.extend_from_slice(labels);
-    std::fs::write(path, out).map_err(|e| CohortError::io(path, e))
+    write_atomic(path, &out)
 }
 
 #[cfg(test)]

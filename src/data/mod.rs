@@ -374,22 +374,52 @@ impl std::str::FromStr for DataSource {
 
 /// Reads a file, decompressing it when it starts with the gzip magic bytes.
 pub(crate) fn read_maybe_gzip(path: &std::path::Path) -> Result<Vec<u8>> {
-    use std::io::Read;
     let raw = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(|e| CohortError::corrupt(path, format!("gzip: {e}")))?;
-        Ok(out)
+        gunzip(&raw, crate::error::decompression_limit(), path)
     } else {
         Ok(raw)
     }
 }
 
+/// The gzip stream `raw` (of the file at `path`) decompressed, or [`CohortError::HostMemory`]
+/// where it inflates beyond `limit` bytes: a small file that would not fit in memory (a "gzip
+/// bomb") is an error rather than an abort.
+fn gunzip(raw: &[u8], limit: u64, path: &std::path::Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(raw)
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| CohortError::corrupt(path, format!("gzip: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(CohortError::HostMemory {
+            what: format!("decompressing {} (over {limit} bytes)", path.display()),
+            bytes: out.len() as u64,
+        });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_file_that_inflates_beyond_the_limit_is_refused() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&vec![0u8; 1 << 20]).unwrap();
+        let raw = gz.finish().unwrap();
+        let path = std::path::Path::new("bomb.gz");
+        assert_eq!(gunzip(&raw, 1 << 20, path).unwrap().len(), 1 << 20);
+        match gunzip(&raw, (1 << 20) - 1, path) {
+            Err(CohortError::HostMemory { what, .. }) => {
+                assert!(what.contains("bomb.gz"), "{what}")
+            }
+            other => panic!("expected HostMemory, got {other:?}"),
+        }
+    }
 
     fn tiny() -> Dataset {
         Dataset::new(
