@@ -1,5 +1,6 @@
 //! Checkpoints in safetensors: every peer's weights and optimizer state, the configuration, the
-//! progress counters and the feature standardisation, so `--resume` continues exactly.
+//! progress counters, the epochs' reports and the feature standardisation, so `--resume`
+//! continues exactly (and its metrics and plot cover every epoch).
 //! Files are written atomically: a temporary file in the same folder, synced, then renamed.
 
 use std::collections::HashMap;
@@ -10,7 +11,7 @@ use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::Standardizer;
 use crate::error::{CohortError, Result};
-use crate::trainer::Trainer;
+use crate::trainer::{EpochReport, Trainer};
 
 const FORMAT: &str = "cohort-checkpoint-1";
 
@@ -83,6 +84,8 @@ pub struct Checkpoint {
     pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
     /// Feature standardisation fitted on the training data, if any.
     pub standardizer: Option<Standardizer>,
+    /// The report of every epoch trained (empty in checkpoints written before 2026-12-01).
+    pub reports: Vec<EpochReport>,
 }
 
 /// Saves the trainer's full state (and the standardisation) to `path`.
@@ -114,9 +117,12 @@ pub fn save<B: Backend>(
         .collect::<Result<Vec<_>>>()?;
     let config = serde_json::to_string(trainer.config())
         .map_err(|e| CohortError::InvalidConfig(format!("config: {e}")))?;
+    let reports = serde_json::to_string(trainer.reports())
+        .map_err(|e| CohortError::InvalidConfig(format!("epoch reports: {e}")))?;
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config),
+        ("reports".to_string(), reports),
         ("epochs_done".to_string(), trainer.epochs_done().to_string()),
         ("steps_done".to_string(), trainer.steps_done().to_string()),
     ]);
@@ -150,6 +156,12 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
             .map_err(|_| corrupt(format!("'{k}' is not a number")))
     };
     let (epochs_done, steps_done) = (number("epochs_done")?, number("steps_done")?);
+    let reports: Vec<EpochReport> = match meta.get("reports") {
+        Some(json) => {
+            serde_json::from_str(json).map_err(|e| corrupt(format!("epoch reports: {e}")))?
+        }
+        None => Vec::new(),
+    };
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -173,6 +185,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         steps_done,
         tensors,
         standardizer,
+        reports,
     })
 }
 
@@ -208,6 +221,7 @@ impl Checkpoint {
         }
         let mut trainer = Trainer::new(backend, config_now)?;
         trainer.restore(&self.tensors, self.epochs_done, self.steps_done)?;
+        trainer.restore_reports(self.reports.clone());
         Ok(trainer)
     }
 }

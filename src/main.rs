@@ -74,15 +74,21 @@ enum DeviceChoice {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Precision {
+    /// f32 everywhere
     F32,
+    /// f16 matmul inputs (tensor cores where the GPU has them), f32 accumulation and master weights
     Mixed,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum OptimizerChoice {
+    /// SGD with momentum
     Sgd,
+    /// SGD with Nesterov momentum
     Nesterov,
+    /// Adam (weight decay added to the gradient)
     Adam,
+    /// AdamW (decoupled weight decay)
     Adamw,
 }
 
@@ -432,6 +438,13 @@ fn run_training<B: Backend>(
     let mut trainer = match &args.resume {
         Some(path) => {
             let ckpt = checkpoint::load(path)?;
+            if ckpt.standardizer != standardizer {
+                return Err(CohortError::CheckpointMismatch(format!(
+                    "the inputs are standardised otherwise than in {} (resume with the same \
+                     --data and --standardize)",
+                    path.display()
+                )));
+            }
             let t = ckpt.restore(backend, Some(&config))?;
             if !args.quiet {
                 eprintln!("resumed {} after epoch {}", path.display(), t.epochs_done());
@@ -463,9 +476,8 @@ fn run_training<B: Backend>(
                 .progress_chars("=> ");
         ProgressBar::new(0).with_style(style)
     };
-    let mut history: Vec<EpochReport> = Vec::new();
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
-    trainer.fit(
+    let history = trainer.fit(
         split,
         |trainer, report| {
             bar.finish_and_clear();
@@ -480,13 +492,14 @@ fn run_training<B: Backend>(
                     report.seconds
                 );
             }
-            history.push(report.clone());
             current_epoch.set(report.epoch + 1);
+            // Every epoch's report, those before a resume included.
+            let history = trainer.reports();
             if let Some(path) = &args.metrics {
-                metrics::write_metrics(path, &metrics::rows(&history, &models))?;
+                metrics::write_metrics(path, &metrics::rows(history, &models))?;
             }
             if let Some(path) = &args.plot {
-                metrics::plot_curves(path, &history, &models)?;
+                metrics::plot_curves(path, history, &models)?;
             }
             if let Some(path) = &args.save {
                 checkpoint::save(trainer, standardizer.as_ref(), path)?;
@@ -573,7 +586,7 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     // Final test accuracy ([mode][seed][peer..., ensemble]) and test loss ([mode][seed][peer]).
     let mut accuracy: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
     let mut loss: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
-    for seed in args.seed..args.seed + seeds {
+    for seed in (0..seeds).map(|i| args.seed.wrapping_add(i)) {
         for (mode, alpha) in [(0, 0.0), (1, args.alpha)] {
             let mut config = base.clone();
             config.alpha = alpha;
@@ -796,12 +809,13 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
     let model = rt.memory().in_use - empty;
     let data = trainer.upload(&split.train)?;
     let loaded = rt.memory().in_use;
-    let batch = config.batch_size;
+    // As in training, a batch holds at most the whole training set.
+    let n = split.train.rows;
+    let batch = config.batch_size.min(n);
     // Step s trains on the s-th batch of the data, wrapping around.
     let rows = |s: usize| -> Vec<usize> {
-        (0..batch)
-            .map(|r| (s * batch + r) % split.train.rows)
-            .collect()
+        let start = (s % n) * batch % n;
+        (0..batch).map(|r| (start + r) % n).collect()
     };
     for s in 0..3 {
         trainer.step(&data, &rows(s))?;
@@ -815,7 +829,7 @@ fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool)
     gpu.finish()?;
     let step_memory = rt.memory().peak_in_use - loaded;
     let counts = rt.work_counts();
-    let mut whole = Vec::with_capacity(steps);
+    let mut whole = Vec::new();
     for s in 0..steps {
         let ((), time) = rt.time(|| trainer.step(&data, &rows(s)))?;
         whole.extend(time);

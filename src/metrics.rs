@@ -152,6 +152,15 @@ pub fn plot_curves(path: &Path, reports: &[EpochReport], models: &[String]) -> R
     if reports.is_empty() {
         return Err(CohortError::EmptyData("no epochs to plot".into()));
     }
+    let peers = reports[0].peers.len();
+    if let Some(r) = reports.iter().find(|r| r.peers.len() != peers) {
+        return Err(CohortError::InvalidConfig(format!(
+            "plotting: epoch {} reports {} peers, epoch {} {peers}",
+            r.epoch,
+            r.peers.len(),
+            reports[0].epoch
+        )));
+    }
     register_font()?;
     let plotting =
         |e: Box<dyn std::error::Error>| CohortError::InvalidConfig(format!("plotting: {e}"));
@@ -239,7 +248,10 @@ where
 {
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(PLOT_SIZE.0 / 2);
-    let epochs = reports.len() as f64;
+    // The epochs reported (a resumed run's may not start at 1), at least one epoch wide.
+    let first = reports.iter().map(|r| r.epoch).min().unwrap_or(1) as f64;
+    let last = reports.iter().map(|r| r.epoch).max().unwrap_or(1) as f64;
+    let epochs = first..last.max(first + 1.0);
     let peers = reports[0].peers.len();
     let label = |i: usize| format!("peer {i} ({})", models.get(i).cloned().unwrap_or_default());
 
@@ -255,7 +267,7 @@ where
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(50)
-        .build_cartesian_2d(1.0..epochs.max(2.0), (lo - 0.01).max(0.0)..1.0)?;
+        .build_cartesian_2d(epochs.clone(), (lo - 0.01).max(0.0)..1.0)?;
     epoch_mesh(&mut chart, reports.len())?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
@@ -301,7 +313,7 @@ where
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(50)
-        .build_cartesian_2d(1.0..epochs.max(2.0), 0.0..(hi * 1.05).max(1e-3))?;
+        .build_cartesian_2d(epochs.clone(), 0.0..(hi * 1.05).max(1e-3))?;
     epoch_mesh(&mut chart, reports.len())?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
@@ -398,6 +410,27 @@ mod tests {
         assert!(err.to_string().contains(".svg or .png"), "{err}");
         let err = plot_curves(&png_path, &[], &models).unwrap_err();
         assert!(matches!(err, CohortError::EmptyData(_)), "{err}");
+
+        // Reports with different peer counts are an error, not an index panic.
+        let mut uneven = reports();
+        uneven[2].peers.pop();
+        let err = plot_curves(&svg_path, &uneven, &models).unwrap_err();
+        assert!(err.to_string().contains("epoch 3 reports 1 peers"), "{err}");
+
+        // A resumed run's epochs 5 to 7: the x axis spans them (it ran from 1 to the number of
+        // reports, leaving the curves outside the plot).
+        let mut later = reports();
+        for r in &mut later {
+            r.epoch += 4;
+        }
+        plot_curves(&svg_path, &later, &models).unwrap();
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        let ticks = |epoch: usize| svg.matches(&format!(">\n{epoch}\n</text>")).count();
+        assert_eq!(
+            (ticks(1), ticks(2), ticks(5), ticks(7)),
+            (0, 0, 2, 2),
+            "both charts' x axes run from epoch 5 to 7"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -187,6 +187,8 @@ pub struct Trainer<'b, B: Backend> {
     history: Option<B::Tensor>,
     steps_done: usize,
     epochs_done: usize,
+    /// Every epoch's report, those restored from a checkpoint included.
+    reports: Vec<EpochReport>,
     /// Steps between metric reads (progress and divergence checks).
     pub log_every: usize,
 }
@@ -285,6 +287,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             history: None,
             steps_done: 0,
             epochs_done: 0,
+            reports: Vec::new(),
             log_every: 25,
         })
     }
@@ -319,6 +322,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.epochs_done
     }
 
+    /// The report of every epoch trained so far, oldest first (after a resume, those of the
+    /// run that saved the checkpoint too).
+    pub fn reports(&self) -> &[EpochReport] {
+        &self.reports
+    }
+
+    /// Sets the reports of the epochs a checkpoint restored.
+    pub(crate) fn restore_reports(&mut self, reports: Vec<EpochReport>) {
+        self.reports = reports;
+    }
+
     /// Optimizer steps taken so far.
     pub fn steps_done(&self) -> usize {
         self.steps_done
@@ -329,17 +343,22 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.backend
     }
 
+    /// Data of `cols` features fits the peers' inputs.
+    fn check_width(&self, cols: usize) -> Result<()> {
+        if cols != self.config.inputs() {
+            return Err(CohortError::InvalidConfig(format!(
+                "the peers take {} inputs but the data has {cols} features",
+                self.config.inputs(),
+            )));
+        }
+        Ok(())
+    }
+
     fn check_data(&self, data: &Dataset) -> Result<()> {
         if data.rows == 0 {
             return Err(CohortError::EmptyData("data set has no rows".into()));
         }
-        if data.cols != self.config.inputs() {
-            return Err(CohortError::InvalidConfig(format!(
-                "the peers take {} inputs but the data has {} features",
-                self.config.inputs(),
-                data.cols
-            )));
-        }
+        self.check_width(data.cols)?;
         if data.classes > self.config.classes() {
             return Err(CohortError::InvalidConfig(format!(
                 "the peers have {} outputs but the data has {} classes",
@@ -691,10 +710,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 "a step needs at least one row".into(),
             ));
         }
+        if let Some(&row) = rows.iter().find(|&&r| r >= data.rows) {
+            return Err(CohortError::shape(
+                "Trainer::step",
+                format!("row {row} is out of range: the data has {} rows", data.rows),
+            ));
+        }
         let steps_per_epoch = data.rows.div_ceil(self.config.batch_size);
         let lr = self.config.optimizer.lr_at(
             self.steps_done,
-            steps_per_epoch * self.config.epochs,
+            steps_per_epoch.saturating_mul(self.config.epochs),
             steps_per_epoch,
         );
         self.load_batch(data, rows, None)?;
@@ -709,13 +734,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         data: &DeviceData<B::Tensor>,
         mut progress: impl FnMut(&StepProgress),
     ) -> Result<Vec<PeerReport>> {
-        if data.cols != self.config.inputs() {
-            return Err(CohortError::InvalidConfig(format!(
-                "the peers take {} inputs but the data has {} features",
-                self.config.inputs(),
-                data.cols
-            )));
-        }
+        self.check_width(data.cols)?;
         let b = self.backend;
         let p = self.config.peers.len();
         let epoch = self.epochs_done + 1;
@@ -724,7 +743,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             .map(|s| s.len())
             .collect();
         let steps = sizes.len();
-        let total_steps = steps * self.config.epochs;
+        let total_steps = steps.saturating_mul(self.config.epochs);
         if self
             .history
             .as_ref()
@@ -799,8 +818,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok((ce, kl))
     }
 
-    /// Reads the loss history up to step `upto`, fails at the first non-finite loss after
-    /// `from`, and returns the mean total loss per peer so far.
+    /// Reads the loss history up to step `upto` of this epoch, fails at the first non-finite
+    /// loss after `from`, and returns the mean total loss (CE + α·KL, at each step's α) per peer
+    /// so far.
     fn check_history(
         &self,
         epoch: usize,
@@ -810,10 +830,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
     ) -> Result<Vec<f32>> {
         let p = self.config.peers.len();
         let (ce, kl) = self.read_history()?;
-        let alpha = self.config.alpha;
+        // Each step's α (it ramps during the warm-up); steps 0..upto of this epoch are the last
+        // `upto` taken.
+        let first = self.steps_done.saturating_sub(upto);
+        let alpha = |s: usize| self.config.alpha_at(first + s);
         for s in from..upto {
             for i in 0..p {
-                let v = ce[s * p + i] + alpha * kl[s * p + i];
+                let v = ce[s * p + i] + alpha(s) * kl[s * p + i];
                 if !v.is_finite() {
                     return Err(CohortError::Diverged {
                         epoch,
@@ -828,7 +851,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok((0..p)
             .map(|i| {
                 let sum: f64 = (0..upto)
-                    .map(|s| (ce[s * p + i] + alpha * kl[s * p + i]) as f64 * sizes[s] as f64)
+                    .map(|s| (ce[s * p + i] + alpha(s) * kl[s * p + i]) as f64 * sizes[s] as f64)
                     .sum();
                 (sum / rows as f64) as f32
             })
@@ -910,17 +933,19 @@ impl<'b, B: Backend> Trainer<'b, B> {
             pr.test_accuracy = eval.accuracy[i];
         }
         let steps_per_epoch = train.rows.div_ceil(self.config.batch_size);
-        Ok(EpochReport {
+        let report = EpochReport {
             epoch: self.epochs_done,
             peers,
             ensemble_accuracy: eval.ensemble_accuracy,
             lr: self.config.optimizer.lr_at(
                 self.steps_done.saturating_sub(1),
-                steps_per_epoch * self.config.epochs,
+                steps_per_epoch.saturating_mul(self.config.epochs),
                 steps_per_epoch,
             ),
             seconds,
-        })
+        };
+        self.reports.push(report.clone());
+        Ok(report)
     }
 
     /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch.

@@ -75,7 +75,9 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
             .starts_with(b"\x89PNG\r\n\x1a\n"),
         "a PNG file"
     );
-    // Resume for a third epoch from the checkpoint.
+    // Resume for a third epoch from the checkpoint: the metrics and the plot cover all three
+    // epochs, not only the resumed one.
+    let svg = dir.join("curves.svg");
     let out = cohort(&[
         "train",
         "--device",
@@ -86,12 +88,40 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
         "2x32",
         "--resume",
         ckpt.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
     assert!(
         text(&out.stdout).contains("after epoch 3"),
         "{}",
         text(&out.stdout)
+    );
+    let resumed_rows = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(resumed_rows.lines().count(), 3 * 3, "{resumed_rows}");
+    assert!(
+        resumed_rows.starts_with(&rows),
+        "the first two epochs' rows as written before the resume:\n{rows}\n{resumed_rows}"
+    );
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<svg"));
+    // Inputs standardised otherwise than in the saved run: refused, not silently continued.
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--epochs",
+            "3",
+            "--peers",
+            "2x32",
+            "--standardize",
+            "none",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+        "standardised otherwise",
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -521,6 +551,23 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
     );
     assert!(!stdout.contains("matmul plans tuned"), "{stdout}");
     assert!(!stdout.contains("driver statistics"), "{stdout}");
+    // A batch larger than the data is the whole training set, as in training (it was sized
+    // from the flag, and aborted for want of memory).
+    let out = cohort(&[
+        "profile",
+        "--peers",
+        "2x16",
+        "--batch",
+        "1000000000000",
+        "--steps",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(batch 1438, f32)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     // With the driver's statistics of each pipeline: on Vulkan a line per pipeline (or one line
     // saying the driver keeps none, after rebuilding them all); elsewhere a clear error.

@@ -255,6 +255,63 @@ fn steps_on_repeated_and_new_batches_train_on_the_rows_given() {
 }
 
 #[test]
+fn a_step_on_rows_outside_the_data_is_an_error() {
+    // Resident or streamed, on either backend: a row index past the data is refused before
+    // anything runs (it panicked on streamed data and trained on zeros on resident data).
+    let split = digits();
+    let n = split.train.rows;
+    fn case<B: Backend>(b: &B, split: &Split, n: usize) {
+        let mut t = Trainer::new(b, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+        for streamed in [false, true] {
+            let data = match streamed {
+                true => t.upload_streamed(&split.train).unwrap(),
+                false => t.upload(&split.train).unwrap(),
+            };
+            for rows in [vec![0, n], vec![usize::MAX], vec![n + (1 << 32)]] {
+                let err = t.step(&data, &rows).unwrap_err();
+                assert!(
+                    matches!(err, CohortError::ShapeMismatch { .. })
+                        && err.to_string().contains("out of range"),
+                    "{rows:?}, streamed {streamed}: {err}"
+                );
+            }
+            t.step(&data, &[0, n - 1]).unwrap();
+        }
+    }
+    case(&CpuBackend, &split, n);
+    if let Some(g) = gpu() {
+        case(g, &split, n);
+    }
+}
+
+#[test]
+fn the_progress_loss_weighs_the_kl_term_by_each_steps_alpha() {
+    // During a warm-up of α over 10⁹ steps α is ~0 for one epoch, so the loss the progress
+    // callback shows is the cross-entropy alone (it added the full α·KL).
+    let split = digits();
+    let mut c = config("2x16", 1.0, Schedule::Simultaneous, 1);
+    c.alpha_warmup_steps = 1_000_000_000;
+    let mut t = Trainer::new(&CpuBackend, c).unwrap();
+    let mut last = Vec::new();
+    let reports = t
+        .fit(&split, |_, _| Ok(()), |p| last = p.loss.clone())
+        .unwrap();
+    for (shown, peer) in last.iter().zip(&reports[0].peers) {
+        assert!(
+            peer.train_kl > 1e-3,
+            "the peers disagree: {}",
+            peer.train_kl
+        );
+        assert!(
+            (shown - peer.train_ce).abs() < 1e-4 * peer.train_ce,
+            "shown {shown}, CE {}, KL {}",
+            peer.train_ce,
+            peer.train_kl
+        );
+    }
+}
+
+#[test]
 fn an_epoch_submits_each_step_as_it_is_recorded() {
     // The device runs step s while the host records step s + 1: train_epoch submits every step
     // (no waiting) and reads back only at its logging interval and the end.
@@ -852,14 +909,20 @@ fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
     );
     half.run_epoch(&train, &test, |_| {}).unwrap();
     checkpoint::save(&half, None, &path).unwrap();
+    let first_report = half.reports().to_vec();
+    assert_eq!(first_report.len(), 1);
     drop(half);
     let mut resumed = checkpoint::load(&path)
         .unwrap()
         .restore(b, Some(&c))
         .unwrap();
     assert_eq!(resumed.epochs_done(), 1);
+    // The saved run's report comes back exactly (its metrics continue where they stopped).
+    assert_eq!(resumed.reports(), &first_report[..]);
     let rest = resumed.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
     assert_eq!(rest.len(), 1);
+    assert_eq!(resumed.reports().len(), 2);
+    assert_eq!(resumed.reports()[1], rest[0]);
     let (a, b2) = (&straight[1].peers, &rest[0].peers);
     for (x, y) in a.iter().zip(b2) {
         assert_eq!(
@@ -926,6 +989,19 @@ fn bad_configurations_and_checkpoints_are_errors() {
         parse_peers("2xabc", 64, 10, Activation::Relu),
         Err(CohortError::InvalidConfig(_))
     ));
+    // More peers than a cohort holds, refused before the list is built (a huge repeat count
+    // aborted for want of memory).
+    for peers in ["33x8", "100000000000x8", "20x8,20x4"] {
+        let err = parse_peers(peers, 64, 10, Activation::Relu).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 32 peers"),
+            "{peers}: {err}"
+        );
+    }
+    assert_eq!(
+        parse_peers("32x8", 64, 10, Activation::Relu).unwrap().len(),
+        32
+    );
     assert_eq!(
         parse_peers("2x8,_-4-4-_", 64, 10, Activation::Relu)
             .unwrap()
