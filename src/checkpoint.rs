@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
 use crate::config::TrainConfig;
@@ -16,7 +16,7 @@ use crate::trainer::{EpochReport, Trainer};
 const FORMAT: &str = "cohort-checkpoint-1";
 
 /// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
-fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
+fn temp_path(path: &Path) -> Result<PathBuf> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -31,14 +31,54 @@ fn temp_path(path: &Path) -> Result<std::path::PathBuf> {
     )))
 }
 
-/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one.
+/// The file that writing `path` replaces: `path` itself, or the file a symbolic link there
+/// leads to (the link stays a link, and its target gets the new contents). A folder, or
+/// anything else that is not a regular file (a FIFO, a device), is refused: an atomic write
+/// replaces what is there, and would replace those with a plain file.
+pub fn write_target(path: &Path) -> Result<PathBuf> {
+    let refuse = |what: &str| {
+        Err(CohortError::InvalidConfig(format!(
+            "{} is {what}, not a file cohort can write",
+            path.display()
+        )))
+    };
+    let mut target = path.to_path_buf();
+    // As many links as Linux follows.
+    for _ in 0..40 {
+        let meta = match std::fs::symlink_metadata(&target) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(target),
+            Err(e) => return Err(CohortError::io(path, e)),
+            Ok(meta) => meta,
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            let link = std::fs::read_link(&target).map_err(|e| CohortError::io(path, e))?;
+            // A relative link is relative to its own folder (join keeps an absolute one).
+            target = match target.parent() {
+                Some(dir) => dir.join(link),
+                None => link,
+            };
+        } else if kind.is_file() {
+            return Ok(target);
+        } else if kind.is_dir() {
+            return refuse("a folder");
+        } else {
+            return refuse("not a regular file (a device, FIFO or socket)");
+        }
+    }
+    refuse("a chain of too many symbolic links")
+}
+
+/// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one. A
+/// symbolic link at `path` is followed (see [`write_target`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path)?;
+    let target = write_target(path)?;
+    let tmp = temp_path(&target)?;
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, &target)
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
@@ -47,15 +87,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Checks, before a long run, that [`write_atomic`] will be able to write `path`: it names a
-/// file, not a folder, in a folder that exists and takes new files. (Writes nothing there.)
+/// regular file (or a link to one, or nothing yet), in a folder that exists and takes new
+/// files. (Writes nothing there.)
 pub fn check_writable(path: &Path) -> Result<()> {
-    if path.is_dir() {
-        return Err(CohortError::InvalidConfig(format!(
-            "{} is a folder, not a file path",
-            path.display()
-        )));
-    }
-    let tmp = temp_path(path)?;
+    let tmp = temp_path(&write_target(path)?)?;
     std::fs::File::create(&tmp).map_err(|e| CohortError::io(path, e))?;
     let _ = std::fs::remove_file(&tmp);
     Ok(())
@@ -189,6 +224,30 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// The settings where two configurations (as JSON) differ, as `path: saved X, asked Y`, down to
+/// the innermost field that differs (`optimizer.kind.sgd.momentum`, not the whole optimizer).
+fn differences(
+    path: &str,
+    saved: &serde_json::Value,
+    asked: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (saved, asked) {
+        (Value::Object(a), Value::Object(b)) if a.len() == b.len() && a.keys().eq(b.keys()) => {
+            for (key, value) in a {
+                let inner = match path {
+                    "" => key.clone(),
+                    _ => format!("{path}.{key}"),
+                };
+                differences(&inner, value, &b[key], out);
+            }
+        }
+        _ if saved != asked => out.push(format!("{path}: saved {saved}, asked {asked}")),
+        _ => {}
+    }
+}
+
 impl Checkpoint {
     /// Rebuilds a trainer on `backend` in the saved state. A `config` given alongside must equal
     /// the saved one except for `epochs`, which may be extended.
@@ -200,20 +259,11 @@ impl Checkpoint {
         let mut config_now = self.config.clone();
         if let Some(want) = config {
             let as_json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
-            let (saved, asked) = (as_json(&self.config), as_json(want));
-            let differing: Vec<String> = match (saved.as_object(), asked.as_object()) {
-                (Some(a), Some(b)) => a
-                    .iter()
-                    .filter(|(k, v)| k.as_str() != "epochs" && b.get(k.as_str()) != Some(v))
-                    .map(|(k, v)| {
-                        format!(
-                            "{k}: saved {v}, asked {}",
-                            b.get(k.as_str()).cloned().unwrap_or_default()
-                        )
-                    })
-                    .collect(),
-                _ => vec!["unreadable configuration".into()],
-            };
+            let (mut saved, asked) = (as_json(&self.config), as_json(want));
+            // Epochs may differ (a run is extended by asking for more).
+            saved["epochs"] = asked["epochs"].clone();
+            let mut differing = Vec::new();
+            differences("", &saved, &asked, &mut differing);
             if !differing.is_empty() {
                 return Err(CohortError::CheckpointMismatch(differing.join("; ")));
             }

@@ -103,7 +103,7 @@ struct TrainArgs {
     /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `_-256-256-_`.
     #[arg(long, default_value = "2x256")]
     peers: String,
-    /// Hidden activation: relu, gelu, tanh.
+    /// Hidden activation: relu, gelu, tanh, identity.
     #[arg(long, default_value = "relu")]
     activation: String,
     /// Weight α of the KL term (0 = independent training).
@@ -162,10 +162,11 @@ struct TrainArgs {
     /// Save a checkpoint (safetensors) after every epoch.
     #[arg(long)]
     save: Option<PathBuf>,
-    /// Resume from a checkpoint.
+    /// Resume from a checkpoint, with the same flags and more --epochs (the learning-rate
+    /// schedule then spans the new total).
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Write per-epoch metrics (.jsonl or .csv).
+    /// Write per-epoch metrics: JSON lines (.jsonl, or .json) or CSV (.csv).
     #[arg(long)]
     metrics: Option<PathBuf>,
     /// Write learning curves (.svg or .png).
@@ -174,7 +175,7 @@ struct TrainArgs {
     /// Steps between metric reads (progress bar, divergence check).
     #[arg(long, default_value_t = 25)]
     log_every: usize,
-    /// No progress bar and no per-epoch lines.
+    /// No progress bar and no per-epoch lines (train still prints its final summary).
     #[arg(long)]
     quiet: bool,
 }
@@ -206,19 +207,25 @@ impl TrainArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(args) => match open(args.device) {
-            Ok(Device::Gpu(g)) => train(g.as_ref(), &args).map(|_| ()),
-            Ok(Device::Cpu(c)) => train(&c, &args).map(|_| ()),
-            Err(e) => Err(e),
-        },
-        Command::Compare { train, seeds } => match train
-            .files_only_train_uses("compare")
-            .and_then(|()| open(train.device))
-        {
-            Ok(Device::Gpu(g)) => compare(g.as_ref(), &train, seeds),
-            Ok(Device::Cpu(c)) => compare(&c, &train, seeds),
-            Err(e) => Err(e),
-        },
+        // The flags, the output paths and the data are checked before a device opens (which
+        // may compile the kernels for a while), so that a typo fails at once.
+        Command::Train(args) => (|| {
+            check_outputs(&args)?;
+            let prepared = prepare(&args)?;
+            match open(args.device)? {
+                Device::Gpu(g) => train(g.as_ref(), &args, prepared),
+                Device::Cpu(c) => train(&c, &args, prepared),
+            }
+        })(),
+        Command::Compare { train, seeds } => (|| {
+            train.files_only_train_uses("compare")?;
+            check_compare(&train, seeds)?;
+            let prepared = prepare(&train)?;
+            match open(train.device)? {
+                Device::Gpu(g) => compare(g.as_ref(), &train, seeds, prepared),
+                Device::Cpu(c) => compare(&c, &train, seeds, prepared),
+            }
+        })(),
         Command::Devices => devices(),
         Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
         Command::Profile {
@@ -230,14 +237,14 @@ fn main() -> ExitCode {
                 "profile times GPU kernels: --device cpu has none".into(),
             )),
             (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
-            _ => match train
-                .files_only_train_uses("profile")
-                .and_then(|()| open(DeviceChoice::Gpu))
-            {
-                Ok(Device::Gpu(g)) => profile(&g, &train, steps, driver_stats),
-                Ok(Device::Cpu(_)) => unreachable!("open(Gpu) gives a GPU or an error"),
-                Err(e) => Err(e),
-            },
+            _ => (|| {
+                train.files_only_train_uses("profile")?;
+                let prepared = prepare(&train)?;
+                match open(DeviceChoice::Gpu)? {
+                    Device::Gpu(g) => profile(&g, steps, driver_stats, prepared),
+                    Device::Cpu(_) => unreachable!("open(Gpu) gives a GPU or an error"),
+                }
+            })(),
         },
     };
     match result {
@@ -310,8 +317,12 @@ fn parse_lr_schedule(text: &str) -> Result<LrSchedule> {
     }
 }
 
+/// What the flags give before a device opens: the data (standardised unless disabled), its
+/// standardisation, and the checked configuration.
+type Prepared = (Split, Option<Standardizer>, TrainConfig);
+
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
-fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig)> {
+fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let source: DataSource = args.data.parse()?;
     let mut split = source.load()?;
     split.validate_compatible()?;
@@ -334,6 +345,7 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
     }
     let activation: Activation = args.activation.parse()?;
     let classes = split.train.classes.max(split.test.classes);
+    warn_of_empty_classes(&split.train.labels, classes);
     let peers = parse_peers(&args.peers, split.train.cols, classes, activation)?;
     let schedule = match args.schedule.as_str() {
         "simultaneous" => Schedule::Simultaneous,
@@ -402,6 +414,33 @@ fn prepare(args: &TrainArgs) -> Result<(Split, Option<Standardizer>, TrainConfig
     Ok((split, standardizer, config))
 }
 
+/// Warns where some of the `classes` (the largest label + 1) have no training row: a stray
+/// label (a 255 among digits) makes a model with that many outputs, which trains, but worse.
+fn warn_of_empty_classes(labels: &[u32], classes: usize) {
+    let present: std::collections::BTreeSet<usize> = labels.iter().map(|&l| l as usize).collect();
+    let missing = classes.saturating_sub(present.len());
+    let first = (0..classes).find(|c| !present.contains(c));
+    let last = (0..classes).rev().find(|c| !present.contains(c));
+    if let (Some(first), Some(last)) = (first, last) {
+        let which = match missing {
+            1 => format!("class {first} has"),
+            n => format!("{n} classes (from {first} to {last}) have"),
+        };
+        eprintln!(
+            "warning: {which} no training rows; the data's labels make {classes} classes (the \
+             largest label + 1): check the labels"
+        );
+    }
+}
+
+/// `1 epoch`, `3 epochs`.
+fn count(n: u64, noun: &str) -> String {
+    match n {
+        1 => format!("1 {noun}"),
+        _ => format!("{n} {noun}s"),
+    }
+}
+
 fn pct(v: f32) -> String {
     format!("{:.2}%", 100.0 * v)
 }
@@ -418,13 +457,39 @@ fn check_outputs(args: &TrainArgs) -> Result<()> {
     if let Some(path) = &args.save {
         checkpoint::check_writable(path)?;
     }
+    // Two flags naming one file would overwrite each other every epoch.
+    let outputs: Vec<(&str, std::path::PathBuf)> = [
+        ("--metrics", &args.metrics),
+        ("--plot", &args.plot),
+        ("--save", &args.save),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
+    .map(|(flag, path)| {
+        let target = checkpoint::write_target(path)?;
+        Ok((flag, std::path::absolute(&target).unwrap_or(target)))
+    })
+    .collect::<Result<_>>()?;
+    for (i, (flag, path)) in outputs.iter().enumerate() {
+        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| p == path) {
+            return Err(CohortError::InvalidConfig(format!(
+                "{other} and {flag} name the same file, {}: each would overwrite the other",
+                path.display()
+            )));
+        }
+    }
     Ok(())
 }
 
-fn train<B: Backend>(backend: &B, args: &TrainArgs) -> Result<Vec<EpochReport>> {
-    check_outputs(args)?;
-    let (split, standardizer, config) = prepare(args)?;
-    run_training(backend, args, &split, standardizer, config)
+fn train<B: Backend>(backend: &B, args: &TrainArgs, prepared: Prepared) -> Result<()> {
+    let (split, standardizer, config) = prepared;
+    let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
+    let history = run_training(backend, args, &split, standardizer, config)?;
+    // The result, with --quiet too (which leaves out the progress).
+    if let Some(last) = history.last() {
+        print_summary(last, &models);
+    }
+    Ok(())
 }
 
 fn run_training<B: Backend>(
@@ -443,6 +508,13 @@ fn run_training<B: Backend>(
                     "the inputs are standardised otherwise than in {} (resume with the same \
                      --data and --standardize)",
                     path.display()
+                )));
+            }
+            if ckpt.epochs_done >= config.epochs {
+                return Err(CohortError::InvalidConfig(format!(
+                    "{} has trained {} already: to go on, ask for more with --epochs",
+                    path.display(),
+                    count(ckpt.epochs_done as u64, "epoch")
                 )));
             }
             let t = ckpt.restore(backend, Some(&config))?;
@@ -521,9 +593,6 @@ fn run_training<B: Backend>(
         },
     )?;
     bar.finish_and_clear();
-    if let (false, Some(last)) = (args.quiet, history.last()) {
-        print_summary(last, &models);
-    }
     Ok(history)
 }
 
@@ -571,7 +640,8 @@ fn mean_std(values: &[f32]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> {
+/// Compare's own flag checks.
+fn check_compare(args: &TrainArgs, seeds: u64) -> Result<()> {
     if seeds == 0 {
         return Err(CohortError::InvalidConfig("--seeds must be ≥ 1".into()));
     }
@@ -580,7 +650,16 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
             "compare needs --alpha > 0 for the mutual run".into(),
         ));
     }
-    let (split, standardizer, base) = prepare(args)?;
+    Ok(())
+}
+
+fn compare<B: Backend>(
+    backend: &B,
+    args: &TrainArgs,
+    seeds: u64,
+    prepared: Prepared,
+) -> Result<()> {
+    let (split, standardizer, base) = prepared;
     let models: Vec<String> = base.peers.iter().map(|p| p.name()).collect();
     let p = base.peers.len();
     // Final test accuracy ([mode][seed][peer..., ensemble]) and test loss ([mode][seed][peer]).
@@ -614,8 +693,12 @@ fn compare<B: Backend>(backend: &B, args: &TrainArgs, seeds: u64) -> Result<()> 
     }
     println!();
     println!(
-        "after {} epochs, mean ± std over {seeds} seeds (α = {}, T = {}, {:?})",
-        base.epochs, args.alpha, base.temperature, base.schedule
+        "after {}, mean ± std over {} (α = {}, T = {}, {:?})",
+        count(base.epochs as u64, "epoch"),
+        count(seeds, "seed"),
+        args.alpha,
+        base.temperature,
+        base.schedule
     );
     println!(
         "{:<28} {:>18} {:>18} {:>9}",
@@ -794,10 +877,10 @@ fn check(gpu: &GpuBackend) -> Result<()> {
     Ok(())
 }
 
-/// Profiles `steps` training steps of the cohort `args` describes: their GPU time whole, then
+/// Profiles `steps` training steps of the cohort `prepared` describes: their GPU time whole, then
 /// kernel by kernel.
-fn profile(gpu: &GpuBackend, args: &TrainArgs, steps: usize, driver_stats: bool) -> Result<()> {
-    let (split, _, config) = prepare(args)?;
+fn profile(gpu: &GpuBackend, steps: usize, driver_stats: bool, prepared: Prepared) -> Result<()> {
+    let (split, _, config) = prepared;
     let rt = gpu.runtime();
     // Before the warm-up steps, so that a missing feature fails before any training work.
     rt.can_profile()?;

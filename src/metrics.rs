@@ -221,6 +221,9 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Radius of the dots at each epoch's values (a one-epoch run has no lines to draw).
+const POINT: u32 = 3;
+
 /// Grid and axes with whole epochs on the x axis.
 fn epoch_mesh<DB: DrawingBackend>(
     chart: &mut ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
@@ -272,24 +275,30 @@ where
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(
-                reports
-                    .iter()
-                    .map(|r| (r.epoch as f64, r.peers[i].test_accuracy as f64)),
-                color.stroke_width(2),
-            ))?
+            .draw_series(
+                LineSeries::new(
+                    reports
+                        .iter()
+                        .map(|r| (r.epoch as f64, r.peers[i].test_accuracy as f64)),
+                    color.stroke_width(2),
+                )
+                .point_size(POINT),
+            )?
             .label(label(i))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
             });
     }
     chart
-        .draw_series(LineSeries::new(
-            reports
-                .iter()
-                .map(|r| (r.epoch as f64, r.ensemble_accuracy as f64)),
-            BLACK.stroke_width(3),
-        ))?
+        .draw_series(
+            LineSeries::new(
+                reports
+                    .iter()
+                    .map(|r| (r.epoch as f64, r.ensemble_accuracy as f64)),
+                BLACK.stroke_width(3),
+            )
+            .point_size(POINT),
+        )?
         .label("ensemble")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
     chart
@@ -318,15 +327,18 @@ where
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(
-                reports.iter().map(|r| {
-                    (
-                        r.epoch as f64,
-                        (r.peers[i].train_ce + r.peers[i].train_kl) as f64,
-                    )
-                }),
-                color.stroke_width(2),
-            ))?
+            .draw_series(
+                LineSeries::new(
+                    reports.iter().map(|r| {
+                        (
+                            r.epoch as f64,
+                            (r.peers[i].train_ce + r.peers[i].train_kl) as f64,
+                        )
+                    }),
+                    color.stroke_width(2),
+                )
+                .point_size(POINT),
+            )?
             .label(label(i))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
@@ -339,6 +351,13 @@ where
             4,
             color.stroke_width(1),
         ))?;
+        chart.draw_series(reports.iter().map(|r| {
+            Circle::new(
+                (r.epoch as f64, r.peers[i].test_loss as f64),
+                POINT,
+                color.stroke_width(1),
+            )
+        }))?;
     }
     chart
         .configure_series_labels()
@@ -400,6 +419,13 @@ mod tests {
             let c = Palette99::pick(i).to_rgba();
             assert!(has((c.0, c.1, c.2)), "peer {i}'s line colour {c:?}");
         }
+
+        // One epoch: no line to draw, but a dot per value (the plot was blank): each peer's
+        // test accuracy, train loss and test loss, and the ensemble's accuracy.
+        let one_path = dir.join("one.svg");
+        plot_curves(&one_path, &reports()[..1], &models).unwrap();
+        let one = std::fs::read_to_string(&one_path).unwrap();
+        assert_eq!(one.matches("<circle").count(), 2 * 3 + 1, "{one}");
 
         let svg_path = dir.join("curves.svg");
         plot_curves(&svg_path, &reports(), &models).unwrap();

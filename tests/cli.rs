@@ -352,7 +352,11 @@ fn bad_input_is_one_clear_error_line() {
             "must end in .jsonl or .json or .csv",
         ),
         ("--plot", path("curves.jpg"), "must end in .svg or .png"),
-        ("--save", path(""), "is a folder, not a file path"),
+        (
+            "--save",
+            path(""),
+            "is a folder, not a file cohort can write",
+        ),
     ] {
         let args = ["train", "--device", "cpu", "--epochs", "1", flag, &file];
         fails_cleanly(&args, expect);
@@ -426,6 +430,108 @@ fn bad_input_is_one_clear_error_line() {
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "2x1000000000000"],
         "out of host memory",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn outputs_links_and_finished_runs_are_handled_before_training() {
+    let dir = scratch("outputs");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "--device", "cpu", "--peers", "2x8", "--epochs", "1",
+        ];
+        args.extend_from_slice(extra);
+        cohort(&args)
+    };
+    // Two flags naming one file (each epoch's write would replace the other's).
+    let same = path("same.csv");
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--save",
+            &same,
+            "--metrics",
+            &same,
+        ],
+        "--metrics and --save name the same file",
+    );
+    assert!(!dir.join("same.csv").exists());
+    // A settings error comes before a device opens (no `device:` line first).
+    let out = cohort(&["train", "--alpha", "-1"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("error: invalid configuration: alpha must be ≥ 0"),
+        "{}",
+        text(&out.stderr)
+    );
+    // --save through a symbolic link writes the link's target and keeps the link; --quiet
+    // still prints the result.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::os::unix::fs::symlink("target.safetensors", dir.join("link.safetensors")).unwrap();
+        let out = train(&["--save", &path("link.safetensors"), "--quiet"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).contains("after epoch 1:"),
+            "{}",
+            text(&out.stdout)
+        );
+        let link = std::fs::symlink_metadata(dir.join("link.safetensors")).unwrap();
+        assert!(
+            link.file_type().is_symlink(),
+            "the link was replaced by a file"
+        );
+        assert!(cohort::checkpoint::load(&dir.join("target.safetensors")).is_ok());
+        // A FIFO (or a device) is refused rather than replaced by a plain file.
+        let fifo = dir.join("fifo");
+        let made = Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            fails_cleanly(
+                &["train", "--device", "cpu", "--save", fifo.to_str().unwrap()],
+                "not a regular file",
+            );
+            assert!(std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo());
+        } else {
+            common::loud("SKIPPED: no mkfifo here, so the FIFO output case did not run");
+        }
+        // Resuming a run that has all the epochs asked for says so instead of doing nothing.
+        fails_cleanly(
+            &[
+                "train",
+                "--device",
+                "cpu",
+                "--peers",
+                "2x8",
+                "--epochs",
+                "1",
+                "--resume",
+                &path("target.safetensors"),
+            ],
+            "has trained 1 epoch already",
+        );
+    }
+    // Labels that leave classes without training rows (a stray 9 among 0s and 1s): a warning.
+    let csv = dir.join("gap.csv");
+    let rows: String = (0..40)
+        .map(|r| format!("{r},{},{}\n", r % 3, r % 2))
+        .collect();
+    std::fs::write(&csv, format!("{rows}1,1,9\n")).unwrap();
+    let data = format!("csv:{}", csv.display());
+    let out = train(&["--data", &data, "--quiet"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // (Classes 3 to 8 at least, and 9 where its one row went to the test part.)
+    assert!(
+        text(&out.stderr).contains("no training rows; the data's labels make 10 classes"),
+        "{}",
+        text(&out.stderr)
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

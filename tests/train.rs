@@ -940,6 +940,27 @@ fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
         .err()
         .unwrap();
     assert!(matches!(err, CohortError::CheckpointMismatch(_)), "{err}");
+    assert!(
+        err.to_string().ends_with("alpha: saved 1.0, asked 0.5"),
+        "{err}"
+    );
+    // Nested settings are named down to the field that differs.
+    let mut other = c.clone();
+    other.optimizer.kind = OptimizerKind::AdamW {
+        beta1: 0.9,
+        beta2: 0.5,
+        eps: 1e-8,
+    };
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .restore(b, Some(&other))
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string()
+            .ends_with("optimizer.kind.beta2: saved 0.9990000128746033, asked 0.5"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

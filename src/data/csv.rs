@@ -94,7 +94,22 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
                 }
                 labels.push(v as u32);
             } else {
-                features.push(v as f32);
+                let x = v as f32;
+                if !x.is_finite() {
+                    let beyond = if v.is_finite() {
+                        " (beyond f32's range)"
+                    } else {
+                        ""
+                    };
+                    return Err(CohortError::NonFinite {
+                        what: format!(
+                            "{} line {n}, field {}: '{f}'{beyond}",
+                            origin.display(),
+                            i + 1
+                        ),
+                    });
+                }
+                features.push(x);
             }
         }
     }
@@ -189,6 +204,13 @@ mod tests {
             p("1,NaN,0\n2,3,1\n", &o),
             Err(CohortError::NonFinite { .. })
         ));
+        // Named by file, line and field; a number beyond f32's range is said to be one.
+        let err = p("1,2,0\n\n3,1e40,1\n", &o).unwrap_err();
+        assert!(
+            matches!(&err, CohortError::NonFinite { what }
+                if what == "t.csv line 3, field 2: '1e40' (beyond f32's range)"),
+            "{err}"
+        );
         assert!(p("1,2,0\n\n3,4,x\n", &o)
             .unwrap_err()
             .to_string()

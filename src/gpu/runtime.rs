@@ -280,7 +280,7 @@ impl CoopLayout {
     ) -> Result<()> {
         let bad = |why: String| {
             Err(CohortError::InvalidConfig(format!(
-                "cooperative-matrix layout {self:?}: {why}"
+                "cooperative-matrix layout {self}: {why}"
             )))
         };
         // Bounded before any arithmetic on them (no device holds more than 64 subgroups).
