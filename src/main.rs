@@ -34,7 +34,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a cohort (defaults: two MLPs on the embedded UCI digits).
-    Train(TrainArgs),
+    Train {
+        #[command(flatten)]
+        train: TrainArgs,
+        #[command(flatten)]
+        files: FileArgs,
+    },
     /// Train independent (α = 0) and mutual (α > 0) cohorts over several seeds and compare.
     Compare {
         #[command(flatten)]
@@ -159,6 +164,17 @@ struct TrainArgs {
     /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
     #[arg(long, default_value = "auto")]
     standardize: String,
+    /// Steps between metric reads (progress bar, divergence check).
+    #[arg(long, default_value_t = 25)]
+    log_every: usize,
+    /// No progress bar and no per-epoch lines (train still prints its final summary).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The files `train` reads and writes besides the data (compare and profile take none).
+#[derive(Args, Clone, Default)]
+struct FileArgs {
     /// Save a checkpoint (safetensors) after every epoch.
     #[arg(long)]
     save: Option<PathBuf>,
@@ -172,36 +188,6 @@ struct TrainArgs {
     /// Write learning curves (.svg or .png).
     #[arg(long)]
     plot: Option<PathBuf>,
-    /// Steps between metric reads (progress bar, divergence check).
-    #[arg(long, default_value_t = 25)]
-    log_every: usize,
-    /// No progress bar and no per-epoch lines (train still prints its final summary).
-    #[arg(long)]
-    quiet: bool,
-}
-
-impl TrainArgs {
-    /// Refuses, for `command` (which takes train's flags but writes no files and resumes
-    /// nothing), the flags that would otherwise be silently ignored.
-    fn files_only_train_uses(&self, command: &str) -> Result<()> {
-        let given: Vec<&str> = [
-            (self.save.is_some(), "--save"),
-            (self.metrics.is_some(), "--metrics"),
-            (self.plot.is_some(), "--plot"),
-            (self.resume.is_some(), "--resume"),
-        ]
-        .iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, flag)| *flag)
-        .collect();
-        match given.is_empty() {
-            true => Ok(()),
-            false => Err(CohortError::InvalidConfig(format!(
-                "{command} writes no files and resumes no run: leave out {} (train's)",
-                given.join(", ")
-            ))),
-        }
-    }
 }
 
 fn main() -> ExitCode {
@@ -209,16 +195,15 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The flags, the output paths and the data are checked before a device opens (which
         // may compile the kernels for a while), so that a typo fails at once.
-        Command::Train(args) => (|| {
-            check_outputs(&args)?;
+        Command::Train { train: args, files } => (|| {
+            check_outputs(&files)?;
             let prepared = prepare(&args)?;
             match open(args.device)? {
-                Device::Gpu(g) => train(g.as_ref(), &args, prepared),
-                Device::Cpu(c) => train(&c, &args, prepared),
+                Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared),
+                Device::Cpu(c) => train(&c, &args, &files, prepared),
             }
         })(),
         Command::Compare { train, seeds } => (|| {
-            train.files_only_train_uses("compare")?;
             check_compare(&train, seeds)?;
             let prepared = prepare(&train)?;
             match open(train.device)? {
@@ -238,7 +223,6 @@ fn main() -> ExitCode {
             )),
             (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
             _ => (|| {
-                train.files_only_train_uses("profile")?;
                 let prepared = prepare(&train)?;
                 match open(DeviceChoice::Gpu)? {
                     Device::Gpu(g) => profile(&g, steps, driver_stats, prepared),
@@ -447,21 +431,21 @@ fn pct(v: f32) -> String {
 
 /// Fails at once, before the data is loaded, where an output file could not be written when
 /// the first epoch ends.
-fn check_outputs(args: &TrainArgs) -> Result<()> {
-    if let Some(path) = &args.metrics {
+fn check_outputs(files: &FileArgs) -> Result<()> {
+    if let Some(path) = &files.metrics {
         metrics::check_metrics_path(path)?;
     }
-    if let Some(path) = &args.plot {
+    if let Some(path) = &files.plot {
         metrics::check_plot_path(path)?;
     }
-    if let Some(path) = &args.save {
+    if let Some(path) = &files.save {
         checkpoint::check_writable(path)?;
     }
     // Two flags naming one file would overwrite each other every epoch.
     let outputs: Vec<(&str, std::path::PathBuf)> = [
-        ("--metrics", &args.metrics),
-        ("--plot", &args.plot),
-        ("--save", &args.save),
+        ("--metrics", &files.metrics),
+        ("--plot", &files.plot),
+        ("--save", &files.save),
     ]
     .into_iter()
     .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
@@ -481,10 +465,15 @@ fn check_outputs(args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn train<B: Backend>(backend: &B, args: &TrainArgs, prepared: Prepared) -> Result<()> {
+fn train<B: Backend>(
+    backend: &B,
+    args: &TrainArgs,
+    files: &FileArgs,
+    prepared: Prepared,
+) -> Result<()> {
     let (split, standardizer, config) = prepared;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
-    let history = run_training(backend, args, &split, standardizer, config)?;
+    let history = run_training(backend, args, files, &split, standardizer, config)?;
     // The result, with --quiet too (which leaves out the progress).
     if let Some(last) = history.last() {
         print_summary(last, &models);
@@ -495,12 +484,13 @@ fn train<B: Backend>(backend: &B, args: &TrainArgs, prepared: Prepared) -> Resul
 fn run_training<B: Backend>(
     backend: &B,
     args: &TrainArgs,
+    files: &FileArgs,
     split: &Split,
     standardizer: Option<Standardizer>,
     config: TrainConfig,
 ) -> Result<Vec<EpochReport>> {
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
-    let mut trainer = match &args.resume {
+    let mut trainer = match &files.resume {
         Some(path) => {
             let ckpt = checkpoint::load(path)?;
             if ckpt.standardizer != standardizer {
@@ -567,13 +557,13 @@ fn run_training<B: Backend>(
             current_epoch.set(report.epoch + 1);
             // Every epoch's report, those before a resume included.
             let history = trainer.reports();
-            if let Some(path) = &args.metrics {
+            if let Some(path) = &files.metrics {
                 metrics::write_metrics(path, &metrics::rows(history, &models))?;
             }
-            if let Some(path) = &args.plot {
+            if let Some(path) = &files.plot {
                 metrics::plot_curves(path, history, &models)?;
             }
-            if let Some(path) = &args.save {
+            if let Some(path) = &files.save {
                 checkpoint::save(trainer, standardizer.as_ref(), path)?;
             }
             bar.reset();
@@ -672,11 +662,15 @@ fn compare<B: Backend>(
             config.seed = seed;
             let mut run = args.clone();
             run.quiet = true;
-            run.save = None;
-            run.resume = None;
-            run.metrics = None;
-            run.plot = None;
-            let history = run_training(backend, &run, &split, standardizer.clone(), config)?;
+            let no_files = FileArgs::default();
+            let history = run_training(
+                backend,
+                &run,
+                &no_files,
+                &split,
+                standardizer.clone(),
+                config,
+            )?;
             let last = history
                 .last()
                 .ok_or_else(|| CohortError::EmptyData("no epochs".into()))?;
