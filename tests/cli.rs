@@ -415,6 +415,13 @@ fn bad_input_is_one_clear_error_line() {
                 expect,
             );
         }
+        // An empty file (made with `touch`) is a plan file with no plans yet.
+        std::fs::write(&not_plans, "").unwrap();
+        let out = cohort_with_env(
+            &["devices"],
+            &[("COHORT_MATMUL_TUNE_FILE", not_plans.to_str().unwrap())],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
     // compare and profile take train's flags but write no files: those flags are not theirs
     // (refused by the parser, and absent from their --help), not ignored.

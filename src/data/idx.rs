@@ -51,6 +51,12 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
 
 /// Reads an image file: pixels scaled to [0, 1], with the row count and pixels per image.
 pub fn read_images(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let (pixels, n, [h, w]) = read_image_grid(path)?;
+    Ok((pixels, n, h * w))
+}
+
+/// As [`read_images`], with each image's height and width.
+fn read_image_grid(path: &Path) -> Result<(Vec<f32>, usize, [usize; 2])> {
     let bytes = read_maybe_gzip(path)?;
     let dims = header(path, &bytes, IMAGES, 3)?;
     let (n, cols) = (dims[0], dims[1] * dims[2]);
@@ -63,7 +69,7 @@ pub fn read_images(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     Ok((
         bytes[16..].iter().map(|&b| b as f32 / 255.0).collect(),
         n,
-        cols,
+        [dims[1], dims[2]],
     ))
 }
 
@@ -83,9 +89,9 @@ fn find(dir: &Path, name: &str) -> std::path::PathBuf {
     }
 }
 
-fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, usize)> {
+fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, [usize; 2])> {
     let images = find(dir, &format!("{prefix}-images-idx3-ubyte"));
-    let (pixels, n, cols) = read_images(&images)?;
+    let (pixels, n, grid) = read_image_grid(&images)?;
     let labels = read_labels(&find(dir, &format!("{prefix}-labels-idx1-ubyte")))?;
     if labels.len() != n {
         return Err(CohortError::corrupt(
@@ -93,20 +99,22 @@ fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, usize)> {
             format!("{n} images but {} labels", labels.len()),
         ));
     }
-    Ok((pixels, labels, cols))
+    Ok((pixels, labels, grid))
 }
 
 /// Loads `train-*` and `t10k-*` image and label files from `dir` (each plain or `.gz`).
 /// Classes are the largest label plus one, and at least 10 (the MNIST convention).
 pub fn load_dir(dir: &Path) -> Result<Split> {
-    let (train_x, train_y, cols) = part(dir, "train")?;
-    let (test_x, test_y, test_cols) = part(dir, "t10k")?;
-    if cols != test_cols {
+    let (train_x, train_y, [h, w]) = part(dir, "train")?;
+    let (test_x, test_y, [th, tw]) = part(dir, "t10k")?;
+    // The same shape, not only as many pixels (14×56 test images for a 28×28 model).
+    if [h, w] != [th, tw] {
         return Err(CohortError::corrupt(
             dir,
-            format!("train images have {cols} pixels, test images {test_cols}"),
+            format!("train images are {h}×{w}, test images {th}×{tw}"),
         ));
     }
+    let cols = h * w;
     let max = train_y.iter().chain(&test_y).copied().max().unwrap_or(0) as usize;
     let classes = (max + 1).max(10);
     Ok(Split {
@@ -239,6 +247,15 @@ mod tests {
         // test images of another size than the training images
         write_images(&d.join("train-images-idx3-ubyte"), &[1, 2, 3, 4], 2, 1, 2).unwrap();
         assert!(matches!(load_dir(&d), Err(CohortError::CorruptFile { .. })));
+        // ... or of another shape with as many pixels (2×2 training images, 1×4 test images)
+        write_images(&d.join("train-images-idx3-ubyte"), &[1; 8], 2, 2, 2).unwrap();
+        write_images(&d.join("t10k-images-idx3-ubyte"), &[1; 4], 1, 1, 4).unwrap();
+        let err = load_dir(&d).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("train images are 2×2, test images 1×4"),
+            "{err}"
+        );
         // sizes whose product overflows are rejected, not multiplied
         let f = d.join("huge");
         let mut bytes = Vec::new();

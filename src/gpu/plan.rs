@@ -172,7 +172,7 @@ impl Tuned {
     }
 
     /// The plans kept in `path` for `gpu`, opened with `options`: none where the file does not
-    /// exist yet or was written for another adapter, driver, build of the kernels or options
+    /// exist yet, is empty, or was written for another adapter, driver, build of the kernels or options
     /// (said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
     /// timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
     /// it cannot be read, or not written when new plans come.
@@ -180,6 +180,8 @@ impl Tuned {
         let tuned_on = identity(gpu, options);
         let mut plans = HashMap::new();
         match std::fs::read(path) {
+            // An empty file (made ready with `touch`) holds no plans yet.
+            Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Ok(bytes) => {
                 let corrupt = |why: String| CohortError::corrupt(path, why);
                 let file: PlanFile =
