@@ -473,7 +473,15 @@ fn train<B: Backend>(
 ) -> Result<()> {
     let (split, standardizer, config) = prepared;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
-    let history = run_training(backend, args, files, &split, standardizer, config)?;
+    let history = run_training(
+        backend,
+        args,
+        !args.quiet,
+        files,
+        &split,
+        standardizer,
+        config,
+    )?;
     // The result, with --quiet too (which leaves out the progress).
     if let Some(last) = history.last() {
         print_summary(last, &models);
@@ -481,9 +489,12 @@ fn train<B: Backend>(
     Ok(())
 }
 
+/// Trains the cohort `config` on `split`, writing `files`; with `lines`, the data and each
+/// epoch's line on stderr (the progress bar shows unless --quiet).
 fn run_training<B: Backend>(
     backend: &B,
     args: &TrainArgs,
+    lines: bool,
     files: &FileArgs,
     split: &Split,
     standardizer: Option<Standardizer>,
@@ -508,7 +519,7 @@ fn run_training<B: Backend>(
                 )));
             }
             let t = ckpt.restore(backend, Some(&config))?;
-            if !args.quiet {
+            if lines {
                 eprintln!("resumed {} after epoch {}", path.display(), t.epochs_done());
             }
             t
@@ -516,7 +527,7 @@ fn run_training<B: Backend>(
         None => Trainer::new(backend, config.clone())?,
     };
     trainer.log_every = args.log_every;
-    if !args.quiet {
+    if lines {
         eprintln!(
             "data: {} train / {} test rows, {} features, {} classes; cohort: {} (α = {}, T = {}, {:?})",
             split.train.rows,
@@ -543,7 +554,7 @@ fn run_training<B: Backend>(
         split,
         |trainer, report| {
             bar.finish_and_clear();
-            if !args.quiet {
+            if lines {
                 let peers: Vec<String> =
                     report.peers.iter().map(|p| pct(p.test_accuracy)).collect();
                 eprintln!(
@@ -660,12 +671,12 @@ fn compare<B: Backend>(
             let mut config = base.clone();
             config.alpha = alpha;
             config.seed = seed;
-            let mut run = args.clone();
-            run.quiet = true;
+            // The progress bar only (unless --quiet): a line per run follows.
             let no_files = FileArgs::default();
             let history = run_training(
                 backend,
-                &run,
+                args,
+                false,
                 &no_files,
                 &split,
                 standardizer.clone(),
@@ -677,9 +688,14 @@ fn compare<B: Backend>(
             let mut accs: Vec<f32> = last.peers.iter().map(|r| r.test_accuracy).collect();
             accs.push(last.ensemble_accuracy);
             eprintln!(
-                "seed {seed} {}: {}",
+                "seed {seed} {}: test accuracy of the peers {}, of the ensemble {}",
                 ["independent", "mutual     "][mode],
-                accs.iter().map(|a| pct(*a)).collect::<Vec<_>>().join(" ")
+                accs[..p]
+                    .iter()
+                    .map(|a| pct(*a))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                pct(last.ensemble_accuracy)
             );
             accuracy[mode].push(accs);
             loss[mode].push(last.peers.iter().map(|r| r.test_loss).collect());
@@ -715,7 +731,7 @@ fn compare<B: Backend>(
         row(format!("peer {k} ({model})"), &accuracy, k, 100.0);
     }
     row("ensemble".into(), &accuracy, p, 100.0);
-    println!("{:<28}", "test cross-entropy");
+    println!("{:<28}", "test cross-entropy (lower is better)");
     for (k, model) in models.iter().enumerate() {
         row(format!("peer {k} ({model})"), &loss, k, 1.0);
     }
