@@ -249,6 +249,20 @@ fn differences(
 }
 
 impl Checkpoint {
+    /// [`CohortError::CheckpointMismatch`] naming each setting where `want` differs from the
+    /// saved configuration, but for `epochs`, which may be extended.
+    pub fn check_config(&self, want: &TrainConfig) -> Result<()> {
+        let as_json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
+        let (mut saved, asked) = (as_json(&self.config), as_json(want));
+        saved["epochs"] = asked["epochs"].clone();
+        let mut differing = Vec::new();
+        differences("", &saved, &asked, &mut differing);
+        match differing.is_empty() {
+            true => Ok(()),
+            false => Err(CohortError::CheckpointMismatch(differing.join("; "))),
+        }
+    }
+
     /// Rebuilds a trainer on `backend` in the saved state. A `config` given alongside must equal
     /// the saved one except for `epochs`, which may be extended.
     pub fn restore<'b, B: Backend>(
@@ -258,15 +272,7 @@ impl Checkpoint {
     ) -> Result<Trainer<'b, B>> {
         let mut config_now = self.config.clone();
         if let Some(want) = config {
-            let as_json = |c: &TrainConfig| serde_json::to_value(c).unwrap_or_default();
-            let (mut saved, asked) = (as_json(&self.config), as_json(want));
-            // Epochs may differ (a run is extended by asking for more).
-            saved["epochs"] = asked["epochs"].clone();
-            let mut differing = Vec::new();
-            differences("", &saved, &asked, &mut differing);
-            if !differing.is_empty() {
-                return Err(CohortError::CheckpointMismatch(differing.join("; ")));
-            }
+            self.check_config(want)?;
             config_now.epochs = want.epochs;
         }
         let mut trainer = Trainer::new(backend, config_now)?;

@@ -62,7 +62,8 @@ pub fn parse_peers(
             return Err(bad("a repeat count of 0".into()));
         }
         let most = crate::gpu::MAX_PEERS;
-        if peers.len() + count > most {
+        // (peers.len() ≤ most here, so the subtraction cannot wrap; an addition could.)
+        if count > most - peers.len() {
             return Err(bad(format!("more than {most} peers")));
         }
         let parts: Vec<&str> = body.split('-').map(str::trim).collect();

@@ -173,10 +173,11 @@ pub(crate) fn host_vec<T: Clone + Default>(
     Ok(v)
 }
 
-/// The most a decompressed file may grow to: half the memory available (its vector may take
-/// twice its length while it grows), or no limit where that is unknown.
-pub(crate) fn decompression_limit() -> u64 {
-    available_memory().map_or(u64::MAX, |free| (free / 2).max(CHECKED_ALLOCATION))
+/// The largest data file (as read, after decompression) cohort loads: a fifth of the memory
+/// available, since while the file's bytes are held they become f32 values, four bytes for each
+/// byte of an IDX image (at least 64 MiB; no limit where the available memory is unknown).
+pub(crate) fn data_file_limit() -> u64 {
+    available_memory().map_or(u64::MAX, |free| (free / 5).max(CHECKED_ALLOCATION))
 }
 
 /// The memory this process can still take without swapping, in bytes: Linux's `MemAvailable`,

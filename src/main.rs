@@ -196,11 +196,12 @@ fn main() -> ExitCode {
         // The flags, the output paths and the data are checked before a device opens (which
         // may compile the kernels for a while), so that a typo fails at once.
         Command::Train { train: args, files } => (|| {
-            check_outputs(&files)?;
+            check_outputs(&files, &args)?;
             let prepared = prepare(&args)?;
+            let resume = resume_point(&files, &prepared)?;
             match open(args.device)? {
-                Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared),
-                Device::Cpu(c) => train(&c, &args, &files, prepared),
+                Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared, resume),
+                Device::Cpu(c) => train(&c, &args, &files, prepared, resume),
             }
         })(),
         Command::Compare { train, seeds } => (|| {
@@ -304,6 +305,35 @@ fn parse_lr_schedule(text: &str) -> Result<LrSchedule> {
 /// What the flags give before a device opens: the data (standardised unless disabled), its
 /// standardisation, and the checked configuration.
 type Prepared = (Split, Option<Standardizer>, TrainConfig);
+
+/// The checkpoint `--resume` names, and its path.
+type Resume = (PathBuf, checkpoint::Checkpoint);
+
+/// Reads the checkpoint `--resume` names and checks it against this run, before a device
+/// opens: the same configuration (more epochs allowed, and needed), the same standardisation.
+fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Option<Resume>> {
+    let Some(path) = &files.resume else {
+        return Ok(None);
+    };
+    let (_, standardizer, config) = prepared;
+    let ckpt = checkpoint::load(path)?;
+    if ckpt.standardizer != *standardizer {
+        return Err(CohortError::CheckpointMismatch(format!(
+            "the inputs are standardised otherwise than in {} (resume with the same --data and \
+             --standardize)",
+            path.display()
+        )));
+    }
+    if ckpt.epochs_done >= config.epochs {
+        return Err(CohortError::InvalidConfig(format!(
+            "{} has trained {} already: to go on, ask for more with --epochs",
+            path.display(),
+            count(ckpt.epochs_done as u64, "epoch")
+        )));
+    }
+    ckpt.check_config(config)?;
+    Ok(Some((path.clone(), ckpt)))
+}
 
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
@@ -430,8 +460,8 @@ fn pct(v: f32) -> String {
 }
 
 /// Fails at once, before the data is loaded, where an output file could not be written when
-/// the first epoch ends.
-fn check_outputs(files: &FileArgs) -> Result<()> {
+/// the first epoch ends, or would overwrite another output or the data.
+fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     if let Some(path) = &files.metrics {
         metrics::check_metrics_path(path)?;
     }
@@ -441,28 +471,47 @@ fn check_outputs(files: &FileArgs) -> Result<()> {
     if let Some(path) = &files.save {
         checkpoint::check_writable(path)?;
     }
-    // Two flags naming one file would overwrite each other every epoch.
-    let outputs: Vec<(&str, std::path::PathBuf)> = [
+    let mut named: Vec<(&str, PathBuf)> = Vec::new();
+    // A CSV file given as the data (a folder of IDX files has fixed names); a path that does not
+    // resolve is the data loader's to report.
+    if let Ok(DataSource::Csv { path, .. }) = args.data.parse::<DataSource>() {
+        if let Ok(path) = std::fs::canonicalize(&path) {
+            named.push(("--data", path));
+        }
+    }
+    for (flag, path) in [
         ("--metrics", &files.metrics),
         ("--plot", &files.plot),
         ("--save", &files.save),
-    ]
-    .into_iter()
-    .filter_map(|(flag, path)| Some((flag, path.as_deref()?)))
-    .map(|(flag, path)| {
-        let target = checkpoint::write_target(path)?;
-        Ok((flag, std::path::absolute(&target).unwrap_or(target)))
-    })
-    .collect::<Result<_>>()?;
-    for (i, (flag, path)) in outputs.iter().enumerate() {
-        if let Some((other, _)) = outputs[..i].iter().find(|(_, p)| p == path) {
-            return Err(CohortError::InvalidConfig(format!(
-                "{other} and {flag} name the same file, {}: each would overwrite the other",
-                path.display()
-            )));
+    ] {
+        if let Some(path) = path {
+            let target = resolved(path)?;
+            if let Some((other, _)) = named.iter().find(|(_, p)| *p == target) {
+                return Err(CohortError::InvalidConfig(format!(
+                    "{other} and {flag} name the same file, {}: {flag} would overwrite it",
+                    target.display()
+                )));
+            }
+            named.push((flag, target));
         }
     }
     Ok(())
+}
+
+/// The file writing `path` replaces, with every link and `..` resolved: the canonical folder
+/// and the name of the file `path` names (through a link, of its target). (Hard links to one
+/// file still look like two.)
+fn resolved(path: &std::path::Path) -> Result<PathBuf> {
+    let target = checkpoint::write_target(path)?;
+    let name = target.file_name().ok_or_else(|| {
+        CohortError::InvalidConfig(format!("{} is not a file path", path.display()))
+    })?;
+    let dir = target
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let dir = std::fs::canonicalize(dir).map_err(|e| CohortError::io(dir, e))?;
+    Ok(dir.join(name))
 }
 
 fn train<B: Backend>(
@@ -470,14 +519,18 @@ fn train<B: Backend>(
     args: &TrainArgs,
     files: &FileArgs,
     prepared: Prepared,
+    resume: Option<Resume>,
 ) -> Result<()> {
     let (split, standardizer, config) = prepared;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
     let history = run_training(
         backend,
         args,
-        !args.quiet,
-        files,
+        Outputs {
+            files,
+            lines: !args.quiet,
+        },
+        resume,
         &split,
         standardizer,
         config,
@@ -489,37 +542,30 @@ fn train<B: Backend>(
     Ok(())
 }
 
-/// Trains the cohort `config` on `split`, writing `files`; with `lines`, the data and each
-/// epoch's line on stderr (the progress bar shows unless --quiet).
+/// What a training run writes as it goes.
+struct Outputs<'a> {
+    /// The files train's flags name.
+    files: &'a FileArgs,
+    /// The data line and each epoch's line on stderr (the progress bar shows unless --quiet).
+    lines: bool,
+}
+
+/// Trains the cohort `config` on `split` (from `resume`'s checkpoint, if given), writing
+/// `out`.
 fn run_training<B: Backend>(
     backend: &B,
     args: &TrainArgs,
-    lines: bool,
-    files: &FileArgs,
+    out: Outputs,
+    resume: Option<Resume>,
     split: &Split,
     standardizer: Option<Standardizer>,
     config: TrainConfig,
 ) -> Result<Vec<EpochReport>> {
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
-    let mut trainer = match &files.resume {
-        Some(path) => {
-            let ckpt = checkpoint::load(path)?;
-            if ckpt.standardizer != standardizer {
-                return Err(CohortError::CheckpointMismatch(format!(
-                    "the inputs are standardised otherwise than in {} (resume with the same \
-                     --data and --standardize)",
-                    path.display()
-                )));
-            }
-            if ckpt.epochs_done >= config.epochs {
-                return Err(CohortError::InvalidConfig(format!(
-                    "{} has trained {} already: to go on, ask for more with --epochs",
-                    path.display(),
-                    count(ckpt.epochs_done as u64, "epoch")
-                )));
-            }
+    let mut trainer = match resume {
+        Some((path, ckpt)) => {
             let t = ckpt.restore(backend, Some(&config))?;
-            if lines {
+            if out.lines {
                 eprintln!("resumed {} after epoch {}", path.display(), t.epochs_done());
             }
             t
@@ -527,7 +573,7 @@ fn run_training<B: Backend>(
         None => Trainer::new(backend, config.clone())?,
     };
     trainer.log_every = args.log_every;
-    if lines {
+    if out.lines {
         eprintln!(
             "data: {} train / {} test rows, {} features, {} classes; cohort: {} (α = {}, T = {}, {:?})",
             split.train.rows,
@@ -554,7 +600,7 @@ fn run_training<B: Backend>(
         split,
         |trainer, report| {
             bar.finish_and_clear();
-            if lines {
+            if out.lines {
                 let peers: Vec<String> =
                     report.peers.iter().map(|p| pct(p.test_accuracy)).collect();
                 eprintln!(
@@ -568,13 +614,13 @@ fn run_training<B: Backend>(
             current_epoch.set(report.epoch + 1);
             // Every epoch's report, those before a resume included.
             let history = trainer.reports();
-            if let Some(path) = &files.metrics {
+            if let Some(path) = &out.files.metrics {
                 metrics::write_metrics(path, &metrics::rows(history, &models))?;
             }
-            if let Some(path) = &files.plot {
+            if let Some(path) = &out.files.plot {
                 metrics::plot_curves(path, history, &models)?;
             }
-            if let Some(path) = &files.save {
+            if let Some(path) = &out.files.save {
                 checkpoint::save(trainer, standardizer.as_ref(), path)?;
             }
             bar.reset();
@@ -676,8 +722,11 @@ fn compare<B: Backend>(
             let history = run_training(
                 backend,
                 args,
-                false,
-                &no_files,
+                Outputs {
+                    files: &no_files,
+                    lines: false,
+                },
+                None,
                 &split,
                 standardizer.clone(),
                 config,

@@ -118,20 +118,33 @@ impl<T> DeviceData<T> {
     }
 }
 
-/// Per-peer numbers of one epoch.
+/// Per-peer numbers of one epoch. (In JSON, where serde_json writes a NaN or infinity as
+/// `null`, a `null` reads back as NaN: a test loss that overflowed does not make a checkpoint
+/// unreadable.)
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerReport {
     /// Mean training cross-entropy.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub train_ce: f32,
     /// Mean training KL term (T²-scaled, averaged over the other peers); measured even when
     /// α = 0, where it shows how far independent peers disagree.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub train_kl: f32,
     /// Training accuracy (on the batches as seen, before each update).
+    #[serde(deserialize_with = "f32_or_nan")]
     pub train_accuracy: f32,
     /// Test cross-entropy.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub test_loss: f32,
     /// Test accuracy.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub test_accuracy: f32,
+}
+
+/// An f32 that JSON may hold as `null` (NaN or an infinity, as serde_json writes them).
+fn f32_or_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f32, D::Error> {
+    use serde::Deserialize;
+    Ok(Option::<f32>::deserialize(d)?.unwrap_or(f32::NAN))
 }
 
 /// Results of evaluating the cohort on a data set.
@@ -153,6 +166,7 @@ pub struct EpochReport {
     /// Per-peer numbers.
     pub peers: Vec<PeerReport>,
     /// Test accuracy of the ensemble.
+    #[serde(deserialize_with = "f32_or_nan")]
     pub ensemble_accuracy: f32,
     /// Learning rate at the end of the epoch.
     pub lr: f32,
@@ -322,8 +336,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.epochs_done
     }
 
-    /// The report of every epoch trained so far, oldest first (after a resume, those of the
-    /// run that saved the checkpoint too).
+    /// The report of every epoch [`Trainer::run_epoch`] (and so [`Trainer::fit`]) trained so
+    /// far, oldest first: after a resume, those of the run that saved the checkpoint too (epochs
+    /// trained with [`Trainer::train_epoch`] alone have no report).
     pub fn reports(&self) -> &[EpochReport] {
         &self.reports
     }
@@ -1047,6 +1062,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             }
         }
         self.epochs_done = epochs_done;
+        // Reports of epochs past the restored state no longer describe this trainer.
+        self.reports.retain(|r| r.epoch <= epochs_done);
         self.steps_done = steps_done;
         Ok(())
     }

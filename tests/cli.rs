@@ -415,6 +415,24 @@ fn bad_input_is_one_clear_error_line() {
                 expect,
             );
         }
+        // A FIFO is refused, not read (which would wait forever).
+        #[cfg(unix)]
+        {
+            let fifo = dir.join("plans.fifo");
+            if Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                fails_cleanly_with_env(
+                    &["devices"],
+                    &[("COHORT_MATMUL_TUNE_FILE", fifo.to_str().unwrap())],
+                    "not a regular file",
+                );
+            } else {
+                common::loud("SKIPPED: no mkfifo here, so the FIFO plan file case did not run");
+            }
+        }
         // An empty file (made with `touch`) is a plan file with no plans yet.
         std::fs::write(&not_plans, "").unwrap();
         let out = cohort_with_env(
@@ -472,6 +490,49 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
         "--metrics and --save name the same file",
     );
     assert!(!dir.join("same.csv").exists());
+    // ... also when the paths differ only by `..` or a link on the way, and the data file.
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let around = path("sub/../same.csv");
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--save",
+            &around,
+            "--plot",
+            &path("same.svg"),
+            "--metrics",
+            &same,
+        ],
+        "--metrics and --save name the same file",
+    );
+    let data_csv = dir.join("data.csv");
+    std::fs::write(&data_csv, "1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,1,0\n").unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", data_csv.display()),
+            "--metrics",
+            &path("sub/../data.csv"),
+        ],
+        "--data and --metrics name the same file",
+    );
+    assert!(std::fs::read_to_string(&data_csv)
+        .unwrap()
+        .starts_with("1,2,0"));
+    // A checkpoint to resume from is read and checked before a device opens too.
+    let out = cohort(&["train", "--resume", &path("missing.safetensors")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).starts_with("error: ")
+            && text(&out.stderr).contains("missing.safetensors"),
+        "{}",
+        text(&out.stderr)
+    );
     // A settings error comes before a device opens (no `device:` line first).
     let out = cohort(&["train", "--alpha", "-1"]);
     assert!(!out.status.success());

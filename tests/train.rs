@@ -1012,7 +1012,12 @@ fn bad_configurations_and_checkpoints_are_errors() {
     ));
     // More peers than a cohort holds, refused before the list is built (a huge repeat count
     // aborted for want of memory).
-    for peers in ["33x8", "100000000000x8", "20x8,20x4"] {
+    for peers in [
+        "33x8",
+        "100000000000x8",
+        "20x8,20x4",
+        "2x8,18446744073709551615x8",
+    ] {
         let err = parse_peers(peers, 64, 10, Activation::Relu).unwrap_err();
         assert!(
             err.to_string().contains("more than 32 peers"),
@@ -1082,6 +1087,23 @@ fn bad_configurations_and_checkpoints_are_errors() {
     let nan = dir.join("nan.safetensors");
     let out = safetensors::serialize(views, header.metadata().clone()).unwrap();
     std::fs::write(&nan, out).unwrap();
+    // Epoch reports with a test loss that was NaN or infinite (written by serde_json as null)
+    // read back as NaN rather than making the checkpoint unreadable.
+    let mut meta = header.metadata().clone().unwrap();
+    let peer = r#"{"train_ce":1.0,"train_kl":0.5,"train_accuracy":0.5,"test_loss":null,"test_accuracy":0.25}"#;
+    let report = format!(
+        r#"[{{"epoch":1,"peers":[{peer},{peer}],"ensemble_accuracy":0.5,"lr":0.1,"seconds":1.0}}]"#
+    );
+    meta.insert("reports".into(), report);
+    let good_views = st.tensors();
+    let with_null = dir.join("null.safetensors");
+    std::fs::write(
+        &with_null,
+        safetensors::serialize(good_views, Some(meta)).unwrap(),
+    )
+    .unwrap();
+    let reports = checkpoint::load(&with_null).unwrap().reports;
+    assert!(reports[0].peers[1].test_loss.is_nan() && reports[0].peers[1].test_accuracy == 0.25);
     match checkpoint::load(&nan).map(|_| "a checkpoint") {
         Err(CohortError::NonFinite { what }) => {
             assert!(what.contains("peer1.layer0.weight, element 1"), "{what}")

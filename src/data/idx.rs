@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::{read_maybe_gzip, Dataset, Split};
 use crate::checkpoint::write_atomic;
-use crate::error::{CohortError, Result};
+use crate::error::{host_vec, CohortError, Result};
 
 const IMAGES: u32 = 0x0000_0803;
 const LABELS: u32 = 0x0000_0801;
@@ -66,11 +66,13 @@ fn read_image_grid(path: &Path) -> Result<(Vec<f32>, usize, [usize; 2])> {
             path.display()
         )));
     }
-    Ok((
-        bytes[16..].iter().map(|&b| b as f32 / 255.0).collect(),
-        n,
-        [dims[1], dims[2]],
-    ))
+    let mut pixels: Vec<f32> = host_vec(bytes.len() - 16, || {
+        format!("the pixels of {}", path.display())
+    })?;
+    for (p, &b) in pixels.iter_mut().zip(&bytes[16..]) {
+        *p = b as f32 / 255.0;
+    }
+    Ok((pixels, n, [dims[1], dims[2]]))
 }
 
 /// Reads a label file.

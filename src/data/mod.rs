@@ -372,33 +372,43 @@ impl std::str::FromStr for DataSource {
     }
 }
 
-/// Reads a file, decompressing it when it starts with the gzip magic bytes.
+/// Reads a file, decompressing it when it starts with the gzip magic bytes; a file larger (as
+/// stored, or decompressed) than the host can load and convert is [`CohortError::HostMemory`].
 pub(crate) fn read_maybe_gzip(path: &std::path::Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        gunzip(&raw, crate::error::decompression_limit(), path)
-    } else {
-        Ok(raw)
-    }
+    read_within(path, crate::error::data_file_limit())
 }
 
-/// The gzip stream `raw` (of the file at `path`) decompressed, or [`CohortError::HostMemory`]
-/// where it inflates beyond `limit` bytes: a small file that would not fit in memory (a "gzip
-/// bomb") is an error rather than an abort.
-fn gunzip(raw: &[u8], limit: u64, path: &std::path::Path) -> Result<Vec<u8>> {
+/// [`read_maybe_gzip`] with at most `limit` bytes, stored or decompressed: a small file that
+/// inflates beyond memory (a "gzip bomb") is an error rather than an abort.
+fn read_within(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
     use std::io::Read;
+    let too_large = |bytes: u64| CohortError::HostMemory {
+        what: format!(
+            "loading {} (over {limit} bytes, a fifth of the memory available: its values \
+             take up to four times as much)",
+            path.display()
+        ),
+        bytes,
+    };
+    let stored = std::fs::metadata(path)
+        .map_err(|e| CohortError::io(path, e))?
+        .len();
+    if stored > limit {
+        return Err(too_large(stored));
+    }
+    let raw = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(raw)
+    flate2::read::MultiGzDecoder::new(&raw[..])
         .take(limit.saturating_add(1))
         .read_to_end(&mut out)
         .map_err(|e| CohortError::corrupt(path, format!("gzip: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(CohortError::HostMemory {
-            what: format!("decompressing {} (over {limit} bytes)", path.display()),
-            bytes: out.len() as u64,
-        });
+    match out.len() as u64 > limit {
+        true => Err(too_large(out.len() as u64)),
+        false => Ok(out),
     }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -406,19 +416,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_file_that_inflates_beyond_the_limit_is_refused() {
+    fn files_beyond_the_limit_are_refused_stored_or_inflated() {
         use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("cohort-limit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&vec![0u8; 1 << 20]).unwrap();
-        let raw = gz.finish().unwrap();
-        let path = std::path::Path::new("bomb.gz");
-        assert_eq!(gunzip(&raw, 1 << 20, path).unwrap().len(), 1 << 20);
-        match gunzip(&raw, (1 << 20) - 1, path) {
-            Err(CohortError::HostMemory { what, .. }) => {
-                assert!(what.contains("bomb.gz"), "{what}")
+        let bomb = dir.join("bomb.gz");
+        std::fs::write(&bomb, gz.finish().unwrap()).unwrap();
+        assert_eq!(read_within(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+        let plain = dir.join("plain");
+        std::fs::write(&plain, vec![7u8; 5000]).unwrap();
+        assert_eq!(read_within(&plain, 5000).unwrap().len(), 5000);
+        // A few KiB that inflate to 1 MiB, and a plain file, each a byte over the limit.
+        for (path, limit) in [(&bomb, (1 << 20) - 1), (&plain, 4999)] {
+            match read_within(path, limit) {
+                Err(CohortError::HostMemory { what, bytes }) => {
+                    assert!(what.contains("loading") && bytes > limit, "{what}")
+                }
+                other => panic!("expected HostMemory, got {other:?}"),
             }
-            other => panic!("expected HostMemory, got {other:?}"),
         }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tiny() -> Dataset {

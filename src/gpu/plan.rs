@@ -179,6 +179,8 @@ impl Tuned {
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
         let tuned_on = identity(gpu, options);
         let mut plans = HashMap::new();
+        // A FIFO or device is refused before it is read (reading a FIFO would wait forever).
+        crate::checkpoint::write_target(path)?;
         match std::fs::read(path) {
             // An empty file (made ready with `touch`) holds no plans yet.
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
