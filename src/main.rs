@@ -425,7 +425,33 @@ fn prepare(args: &TrainArgs) -> Result<Prepared> {
     if args.log_every == 0 {
         return Err(CohortError::InvalidConfig("--log-every must be ≥ 1".into()));
     }
+    warn_of_unreachable_settings(&config, split.train.rows);
     Ok((split, standardizer, config))
+}
+
+/// Warns of settings that train, but not as asked: a batch larger than the training set (each
+/// step then takes the whole set), a learning-rate or α warm-up longer than the run.
+fn warn_of_unreachable_settings(config: &TrainConfig, rows: usize) {
+    if config.batch_size > rows {
+        eprintln!(
+            "warning: --batch {} is more than the {rows} training rows: each step takes them all",
+            config.batch_size
+        );
+    }
+    let steps = rows
+        .div_ceil(config.batch_size)
+        .saturating_mul(config.epochs);
+    for (flag, warmup) in [
+        ("--warmup", config.optimizer.warmup_steps),
+        ("--alpha-warmup", config.alpha_warmup_steps),
+    ] {
+        if warmup > steps {
+            eprintln!(
+                "warning: {flag} {warmup} is longer than the run's {}: it never ends",
+                count(steps as u64, "step")
+            );
+        }
+    }
 }
 
 /// Warns where some of the `classes` (the largest label + 1) have no training row: a stray

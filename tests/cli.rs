@@ -591,6 +591,25 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
             "has trained 1 epoch already",
         );
     }
+    // Settings that train but not as asked: warnings (the digits have 1,438 training rows,
+    // 23 steps of 64 per epoch).
+    let out = train(&[
+        "--batch",
+        "5000",
+        "--warmup",
+        "100",
+        "--alpha-warmup",
+        "10",
+        "--quiet",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: --batch 5000 is more than the 1438 training rows")
+            && stderr.contains("warning: --warmup 100 is longer than the run's 1 step:")
+            && stderr.contains("warning: --alpha-warmup 10 is longer"),
+        "{stderr}"
+    );
     // Labels that leave classes without training rows (a stray 9 among 0s and 1s): a warning.
     let csv = dir.join("gap.csv");
     let rows: String = (0..40)
