@@ -698,19 +698,19 @@ fn print_summary(report: &EpochReport, models: &[String]) {
     );
 }
 
-fn mean_std(values: &[f32]) -> (f64, f64) {
+/// Mean and sample standard deviation (None for a single value, where it is undefined).
+fn mean_std(values: &[f32]) -> (f64, Option<f64>) {
     let n = values.len() as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = if values.len() > 1 {
-        values
+    let std = (values.len() > 1).then(|| {
+        let var = values
             .iter()
             .map(|&v| (v as f64 - mean).powi(2))
             .sum::<f64>()
-            / (n - 1.0)
-    } else {
-        0.0
-    };
-    (mean, var.sqrt())
+            / (n - 1.0);
+        var.sqrt()
+    });
+    (mean, std)
 }
 
 /// Compare's own flag checks.
@@ -792,13 +792,14 @@ fn compare<B: Backend>(
     let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {
         let column = |mode: usize| table[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
         let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
+        let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| format!("{:.3}", scale * s));
         println!(
-            "{:<28} {:>10.3} ± {:<5.3} {:>10.3} ± {:<5.3} {:>+8.3}",
+            "{:<28} {:>10.3} ± {:<5} {:>10.3} ± {:<5} {:>+8.3}",
             name,
             scale * im,
-            scale * is,
+            spread(is),
             scale * mm,
-            scale * ms,
+            spread(ms),
             scale * (mm - im)
         );
     };

@@ -645,6 +645,21 @@ fn compare_prints_independent_and_mutual_side_by_side() {
         stdout.contains("over 2 seeds") && stdout.contains("test cross-entropy"),
         "{stdout}"
     );
+    // The spread of one seed is undefined, not 0.
+    let out = cohort(&[
+        "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let ensemble = stdout
+        .lines()
+        .find(|l| l.starts_with("ensemble"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert_eq!(ensemble.matches("± n/a").count(), 2, "{stdout}");
+    assert!(
+        stdout.contains("after 1 epoch, mean ± std over 1 seed "),
+        "{stdout}"
+    );
 }
 
 #[test]
