@@ -132,9 +132,9 @@ struct TrainArgs {
     /// Learning rate (default 0.05 for SGD, 0.001 for Adam).
     #[arg(long)]
     lr: Option<f32>,
-    /// Momentum (SGD).
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
+    /// Momentum of sgd and nesterov [default: 0.9] (Adam's moments use β1 = 0.9, β2 = 0.999).
+    #[arg(long)]
+    momentum: Option<f32>,
     /// Weight decay.
     #[arg(long, default_value_t = 5e-4)]
     weight_decay: f32,
@@ -370,17 +370,28 @@ fn prepare(args: &TrainArgs) -> Result<Prepared> {
             )))
         }
     };
+    let momentum = args.momentum.unwrap_or(0.9);
+    if args.momentum.is_some()
+        && matches!(
+            args.optimizer,
+            OptimizerChoice::Adam | OptimizerChoice::Adamw
+        )
+    {
+        return Err(CohortError::InvalidConfig(
+            "--momentum is sgd's and nesterov's: Adam's moments use β1 = 0.9, β2 = 0.999".into(),
+        ));
+    }
     let (kind, default_lr) = match args.optimizer {
         OptimizerChoice::Sgd => (
             OptimizerKind::Sgd {
-                momentum: args.momentum,
+                momentum,
                 nesterov: false,
             },
             0.05,
         ),
         OptimizerChoice::Nesterov => (
             OptimizerKind::Sgd {
-                momentum: args.momentum,
+                momentum,
                 nesterov: true,
             },
             0.05,

@@ -315,6 +315,19 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--momentum", "1.5"],
         "momentum must be in [0, 1)",
     );
+    // A setting the chosen optimizer has not, refused rather than ignored.
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--optimizer",
+            "adam",
+            "--momentum",
+            "0.5",
+        ],
+        "--momentum is sgd's and nesterov's",
+    );
     fails_cleanly(
         &["train", "--device", "cpu", "--lr-schedule", "step:0:0.5"],
         "step schedule",
