@@ -5,7 +5,8 @@
 // CPU twin: src/cpu/reduce_sum.rs.
 //
 // A 16x16 workgroup covers 16 neighbouring outputs (coalesced along i) with 16 lanes over k,
-// then folds the lanes in workgroup memory (shaders/include/column_sum.wgsl).
+// then folds the lanes in workgroup memory (shaders/include/column_sum.wgsl). Any outer × inner
+// size the grid holds: the host folds the workgroups into two dimensions.
 
 struct Params {
     outer: u32,
@@ -27,9 +28,13 @@ fn summand(index: u32) -> f32 {
 }
 
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-    let i = wg.x * 16u + lid.x;
-    let o = wg.y + wg.z * 65535u;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    // Workgroup g of the grid (folded into two dimensions by the host) takes outputs tile
+    // g % tiles of 16 in row g / tiles.
+    let tiles = (p.inner + 15u) / 16u;
+    let g = wg.x + wg.y * nwg.x;
+    let i = (g % tiles) * 16u + lid.x;
+    let o = g / tiles;
     let inside = i < p.inner && o < p.outer;
     let total = column_sum(lid, inside, o * p.n * p.inner + i, p.n, p.inner);
     if (lid.y == 0u && inside) {

@@ -1037,6 +1037,10 @@ fn reduce_sum_matches_cpu() {
         (&[3, 300, 7], 1),
         (&[2, 3, 40], 2),
         (&[70000, 2], 0),
+        // More rows, and more tiles of 16 outputs, than one grid dimension holds (65535): the
+        // workgroups fold into two dimensions.
+        (&[70000, 2], 1),
+        (&[2, 1_100_000], 0),
     ];
     let mut checks = Vec::new();
     for (i, &(shape, axis)) in cases.iter().enumerate() {

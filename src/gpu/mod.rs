@@ -880,11 +880,8 @@ impl Backend for GpuBackend {
             out_offset: u32_of(OP, offset)?,
             _pad: [0; 2],
         };
-        let groups = [
-            u32_of(OP, d.inner.div_ceil(16))?,
-            u32_of(OP, d.outer.min(65535))?,
-            u32_of(OP, d.outer.div_ceil(65535))?,
-        ];
+        // A workgroup per 16 outputs of a row (the kernel unfolds the index).
+        let groups = self.grid(d.inner.div_ceil(16).saturating_mul(d.outer), 1);
         self.rt.dispatch(
             Shader::ReduceSum,
             "main",
