@@ -15,8 +15,8 @@ use crate::trainer::{EpochReport, Trainer};
 
 const FORMAT: &str = "cohort-checkpoint-1";
 
-/// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
-fn temp_path(path: &Path) -> Result<PathBuf> {
+/// The folder `path` is in (`.` for a bare name) and its file name.
+fn folder_and_name(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -24,6 +24,12 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         CohortError::InvalidConfig(format!("{} is not a file path", path.display()))
     })?;
+    Ok((dir, name))
+}
+
+/// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    let (dir, name) = folder_and_name(path)?;
     Ok(dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),
@@ -67,6 +73,16 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
         }
     }
     refuse("a chain of too many symbolic links")
+}
+
+/// [`write_target`] with every link and `..` resolved (the canonical folder and the file's
+/// name), so that two paths to one file compare equal. (Hard links to one file still look like
+/// two.)
+pub fn resolved_target(path: &Path) -> Result<PathBuf> {
+    let target = write_target(path)?;
+    let (dir, name) = folder_and_name(&target)?;
+    let dir = std::fs::canonicalize(dir).map_err(|e| CohortError::io(dir, e))?;
+    Ok(dir.join(name))
 }
 
 /// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one. A

@@ -499,15 +499,6 @@ fn pct(v: f32) -> String {
 /// Fails at once, before the data is loaded, where an output file could not be written when
 /// the first epoch ends, or would overwrite another output or the data.
 fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
-    if let Some(path) = &files.metrics {
-        metrics::check_metrics_path(path)?;
-    }
-    if let Some(path) = &files.plot {
-        metrics::check_plot_path(path)?;
-    }
-    if let Some(path) = &files.save {
-        checkpoint::check_writable(path)?;
-    }
     let mut named: Vec<(&str, PathBuf)> = Vec::new();
     // A CSV file given as the data (a folder of IDX files has fixed names); a path that does not
     // resolve is the data loader's to report.
@@ -516,13 +507,16 @@ fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
             named.push(("--data", path));
         }
     }
-    for (flag, path) in [
-        ("--metrics", &files.metrics),
-        ("--plot", &files.plot),
-        ("--save", &files.save),
-    ] {
+    type Check = fn(&std::path::Path) -> Result<()>;
+    let outputs: [(&str, &Option<PathBuf>, Check); 3] = [
+        ("--metrics", &files.metrics, metrics::check_metrics_path),
+        ("--plot", &files.plot, metrics::check_plot_path),
+        ("--save", &files.save, checkpoint::check_writable),
+    ];
+    for (flag, path, check) in outputs {
         if let Some(path) = path {
-            let target = resolved(path)?;
+            check(path)?;
+            let target = checkpoint::resolved_target(path)?;
             if let Some((other, _)) = named.iter().find(|(_, p)| *p == target) {
                 return Err(CohortError::InvalidConfig(format!(
                     "{other} and {flag} name the same file, {}: {flag} would overwrite it",
@@ -533,22 +527,6 @@ fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The file writing `path` replaces, with every link and `..` resolved: the canonical folder
-/// and the name of the file `path` names (through a link, of its target). (Hard links to one
-/// file still look like two.)
-fn resolved(path: &std::path::Path) -> Result<PathBuf> {
-    let target = checkpoint::write_target(path)?;
-    let name = target.file_name().ok_or_else(|| {
-        CohortError::InvalidConfig(format!("{} is not a file path", path.display()))
-    })?;
-    let dir = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let dir = std::fs::canonicalize(dir).map_err(|e| CohortError::io(dir, e))?;
-    Ok(dir.join(name))
 }
 
 fn train<B: Backend>(
