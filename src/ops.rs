@@ -36,7 +36,7 @@ fn expect_nonempty(op: &'static str, name: &str, t: &impl TensorInfo) -> Result<
 
 /// Checks that `len` values fill a tensor of `shape` exactly.
 pub fn check_len(shape: &[usize], len: usize) -> Result<()> {
-    let want = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+    let want = Shape::new(shape).checked_numel();
     if want != Some(len) {
         let want = want.map_or("more than usize::MAX".into(), |n| n.to_string());
         return Err(CohortError::shape(

@@ -55,11 +55,14 @@ impl Shape {
         self.0.iter().product()
     }
 
+    /// Number of elements, or None where it overflows `usize`.
+    pub fn checked_numel(&self) -> Option<usize> {
+        self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
+    }
+
     /// Bytes of a tensor of this shape with `dtype`, or None where the count overflows `usize`.
     pub fn bytes(&self, dtype: DType) -> Option<usize> {
-        self.0
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
+        self.checked_numel()?.checked_mul(dtype.size())
     }
 
     /// The last dimension, or 1 for a scalar.
