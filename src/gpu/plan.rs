@@ -179,8 +179,9 @@ impl Tuned {
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
         let tuned_on = identity(gpu, options);
         let mut plans = HashMap::new();
-        // A FIFO or device is refused before it is read (reading a FIFO would wait forever).
-        crate::checkpoint::write_target(path)?;
+        // Refused now rather than when the first tuned shape is saved, mid-run, and before it
+        // is read (a FIFO or device is refused: reading a FIFO would wait forever).
+        crate::checkpoint::check_writable(path)?;
         match std::fs::read(path) {
             // An empty file (made ready with `touch`) holds no plans yet.
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
@@ -209,8 +210,6 @@ impl Tuned {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(CohortError::io(path, e)),
         }
-        // Refused now rather than when the first tuned shape is saved, mid-run.
-        crate::checkpoint::check_writable(path)?;
         Ok(Tuned {
             plans: Mutex::new(plans),
             file: Some((path.into(), tuned_on)),
