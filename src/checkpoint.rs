@@ -213,6 +213,27 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         }
         None => Vec::new(),
     };
+    // Each report an epoch this checkpoint trained (a resumed old checkpoint's run starts
+    // later than 1), in order, with every peer.
+    let mut last_epoch = 0;
+    for report in &reports {
+        if report.epoch <= last_epoch || report.epoch > epochs_done {
+            return Err(corrupt(format!(
+                "epoch reports: a report of epoch {} after epoch {last_epoch}, in a checkpoint of \
+                 {epochs_done} epochs",
+                report.epoch
+            )));
+        }
+        if report.peers.len() != config.peers.len() {
+            return Err(corrupt(format!(
+                "epoch reports: epoch {} reports {} peers, the cohort has {}",
+                report.epoch,
+                report.peers.len(),
+                config.peers.len()
+            )));
+        }
+        last_epoch = report.epoch;
+    }
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {

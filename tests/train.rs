@@ -1095,15 +1095,67 @@ fn bad_configurations_and_checkpoints_are_errors() {
         r#"[{{"epoch":1,"peers":[{peer},{peer}],"ensemble_accuracy":0.5,"lr":0.1,"seconds":1.0}}]"#
     );
     meta.insert("reports".into(), report);
-    let good_views = st.tensors();
-    let with_null = dir.join("null.safetensors");
-    std::fs::write(
-        &with_null,
-        safetensors::serialize(good_views, Some(meta)).unwrap(),
-    )
-    .unwrap();
-    let reports = checkpoint::load(&with_null).unwrap().reports;
+    meta.insert("epochs_done".into(), "1".into());
+    let with_reports = |name: &str, meta: HashMap<String, String>| {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            safetensors::serialize(st.tensors(), Some(meta)).unwrap(),
+        )
+        .unwrap();
+        checkpoint::load(&path)
+    };
+    let reports = with_reports("null.safetensors", meta.clone())
+        .unwrap()
+        .reports;
     assert!(reports[0].peers[1].test_loss.is_nan() && reports[0].peers[1].test_accuracy == 0.25);
+    // Reports that cannot belong to the checkpoint: past its epochs, out of order, or with
+    // another number of peers than its cohort.
+    let epoch = |n: usize| {
+        format!(
+            r#"{{"epoch":{n},"peers":[{peer},{peer}],"ensemble_accuracy":0.5,"lr":0.1,"seconds":1.0}}"#
+        )
+    };
+    let one_peer = r#"{"epoch":1,"peers":[{"train_ce":1.0,"train_kl":0.5,"train_accuracy":0.5,"test_loss":1.0,"test_accuracy":0.25}],"ensemble_accuracy":0.5,"lr":0.1,"seconds":1.0}"#;
+    for (reports, epochs_done, why) in [
+        (format!("[{}]", epoch(2)), "1", "epoch 2 after epoch 0"),
+        (
+            format!("[{},{}]", epoch(2), epoch(1)),
+            "2",
+            "epoch 1 after epoch 2",
+        ),
+        (
+            format!("[{},{}]", epoch(1), epoch(1)),
+            "2",
+            "epoch 1 after epoch 1",
+        ),
+        (
+            format!("[{one_peer}]"),
+            "1",
+            "epoch 1 reports 1 peers, the cohort has 2",
+        ),
+    ] {
+        let mut meta = meta.clone();
+        meta.insert("reports".into(), reports);
+        meta.insert("epochs_done".into(), epochs_done.into());
+        match with_reports("reports.safetensors", meta) {
+            Err(CohortError::CorruptFile { reason, .. }) => {
+                assert!(reason.contains(why), "{reason}")
+            }
+            other => panic!(
+                "expected CorruptFile ({why}), got {:?}",
+                other.map(|c| c.reports)
+            ),
+        }
+    }
+    // A run resumed from a checkpoint older than the reports reports only its later epochs.
+    let mut later = meta.clone();
+    later.insert("reports".into(), format!("[{}]", epoch(3)));
+    later.insert("epochs_done".into(), "3".into());
+    assert_eq!(
+        with_reports("later.safetensors", later).unwrap().reports[0].epoch,
+        3
+    );
     match checkpoint::load(&nan).map(|_| "a checkpoint") {
         Err(CohortError::NonFinite { what }) => {
             assert!(what.contains("peer1.layer0.weight, element 1"), "{what}")
