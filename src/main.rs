@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
+use cohort::data::csv::{Header, LabelColumn};
 use cohort::data::{DataSource, Split, Standardizer};
 use cohort::ops::Activation;
 use cohort::trainer::{EpochReport, Trainer};
@@ -83,6 +84,16 @@ enum Precision {
     F32,
     /// f16 matmul inputs (tensor cores where the GPU has them), f32 accumulation and master weights
     Mixed,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HeaderChoice {
+    /// A header when the first line's label field is not a number
+    Auto,
+    /// The first line is a header
+    Yes,
+    /// There is no header
+    No,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -160,6 +171,18 @@ struct TrainArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// CSV data: the label column, from 0, or `first` or `last` [default: the header's column
+    /// named label, target, class or y, else the last].
+    #[arg(long)]
+    label_column: Option<String>,
+    /// CSV data: whether the first line is a header (auto: when its label field is not a
+    /// number).
+    #[arg(long, value_enum, default_value_t = HeaderChoice::Auto)]
+    header: HeaderChoice,
+    /// CSV data: the fraction of rows held out for testing, split with a fixed seed
+    /// [default: 0.2].
+    #[arg(long)]
+    test_fraction: Option<f64>,
     /// Feature standardisation with training statistics: `auto` (one global mean and deviation
     /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
     #[arg(long, default_value = "auto")]
@@ -335,9 +358,45 @@ fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Option<Resume>>
     Ok(Some((path.clone(), ckpt)))
 }
 
+/// The data `--data` names, read as the CSV flags say (which only CSV data takes).
+fn data_source(args: &TrainArgs) -> Result<DataSource> {
+    let mut source: DataSource = args.data.parse()?;
+    let csv_flags = [
+        ("--label-column", args.label_column.is_some()),
+        ("--header", args.header != HeaderChoice::Auto),
+        ("--test-fraction", args.test_fraction.is_some()),
+    ];
+    let DataSource::Csv { options, .. } = &mut source else {
+        return match csv_flags.iter().find(|(_, given)| *given) {
+            Some((flag, _)) => Err(CohortError::InvalidConfig(format!(
+                "{flag} applies to csv:FILE data, not to '{}'",
+                args.data
+            ))),
+            None => Ok(source),
+        };
+    };
+    options.label_column = match args.label_column.as_deref() {
+        None => LabelColumn::Auto,
+        Some("last") => LabelColumn::Last,
+        Some("first") => LabelColumn::Index(0),
+        Some(column) => LabelColumn::Index(column.parse().map_err(|_| {
+            CohortError::InvalidConfig(format!(
+                "--label-column '{column}': use a column number from 0, first or last"
+            ))
+        })?),
+    };
+    options.header = match args.header {
+        HeaderChoice::Auto => Header::Auto,
+        HeaderChoice::Yes => Header::Present,
+        HeaderChoice::No => Header::Absent,
+    };
+    options.test_fraction = args.test_fraction.unwrap_or(options.test_fraction);
+    Ok(source)
+}
+
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
-    let source: DataSource = args.data.parse()?;
+    let source = data_source(args)?;
     let mut split = source.load()?;
     split.validate_compatible()?;
     let images = matches!(source, DataSource::Idx(_));

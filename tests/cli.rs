@@ -642,6 +642,96 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
 }
 
 #[test]
+fn csv_flags_choose_the_label_column_header_and_split() {
+    let dir = scratch("csv-flags");
+    // Labels first, under a header that names them (as MNIST's CSV files have it).
+    let named = dir.join("named.csv");
+    let rows: String = (0..50)
+        .map(|r| format!("{},{},{}\n", r % 2, r % 7, (r * 3) % 11))
+        .collect();
+    std::fs::write(&named, format!("label,a,b\n{rows}")).unwrap();
+    let data = format!("csv:{}", named.display());
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train", "--device", "cpu", "--peers", "2x8", "--epochs", "1", "--data", &data,
+        ];
+        args.extend_from_slice(extra);
+        cohort(&args)
+    };
+    let data_line = |out: &Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        let line = stderr
+            .lines()
+            .find(|l| l.starts_with("data: "))
+            .unwrap_or_default();
+        line.to_string()
+    };
+    // The header's `label` column: 2 classes from 2 features; the last column would make 11.
+    let line = data_line(&train(&[]));
+    assert!(
+        line.contains("40 train / 10 test rows, 2 features, 2 classes"),
+        "{line}"
+    );
+    let line = data_line(&train(&["--label-column", "last"]));
+    assert!(line.contains("2 features, 11 classes"), "{line}");
+    let line = data_line(&train(&["--label-column", "1", "--test-fraction", "0.5"]));
+    assert!(
+        line.contains("25 train / 25 test rows, 2 features, 7 classes"),
+        "{line}"
+    );
+    // No header said: the header line is a bad row.
+    fails_cleanly(
+        &[
+            "train", "--device", "cpu", "--data", &data, "--header", "no",
+        ],
+        "line 1: 'label' is not a number",
+    );
+    // A first row with a bad value is a bad row, with a hint, not a header dropped in silence.
+    let bad_first = dir.join("bad-first.csv");
+    std::fs::write(&bad_first, format!("1,x,0\n{rows}")).unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", bad_first.display()),
+        ],
+        "line 1: 'x' is not a number (if the first line is a header, say so: --header yes)",
+    );
+    for (flag, value, expect) in [
+        (
+            "--label-column",
+            "2nd",
+            "--label-column '2nd': use a column number from 0",
+        ),
+        (
+            "--test-fraction",
+            "1.5",
+            "test fraction must be in (0, 1), got 1.5",
+        ),
+    ] {
+        fails_cleanly(
+            &["train", "--device", "cpu", "--data", &data, flag, value],
+            expect,
+        );
+    }
+    // The flags are CSV's: with other data they are refused, not ignored.
+    for (flag, value) in [
+        ("--label-column", "0"),
+        ("--header", "yes"),
+        ("--test-fraction", "0.5"),
+    ] {
+        fails_cleanly(
+            &["train", "--device", "cpu", flag, value],
+            &format!("{flag} applies to csv:FILE data, not to 'digits'"),
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn compare_prints_independent_and_mutual_side_by_side() {
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",

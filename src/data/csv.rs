@@ -1,5 +1,5 @@
-//! CSV data: numeric feature columns and an integer label column (the last by default), an
-//! optional header, and a seeded train/test split. Gzipped files are read too.
+//! CSV data: numeric feature columns and an integer label column (named in a header, or the
+//! last), an optional header, and a seeded train/test split. Gzipped files are read too.
 
 use std::path::Path;
 
@@ -9,7 +9,8 @@ use crate::error::{CohortError, Result};
 /// Whether the first line is a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Header {
-    /// A header if any field of the first line is not a number.
+    /// A header if the first line's label field is not a number (a line with a bad feature
+    /// value is reported as a bad row, with a hint to say there is a header).
     #[default]
     Auto,
     /// The first line is a header.
@@ -18,11 +19,24 @@ pub enum Header {
     Absent,
 }
 
+/// Which column holds the labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LabelColumn {
+    /// The header's column named `label`, `target`, `class` or `y` (in any case) where there
+    /// is exactly one, else the last.
+    #[default]
+    Auto,
+    /// The last column.
+    Last,
+    /// The column at this index, from 0.
+    Index(usize),
+}
+
 /// How to read a CSV file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CsvOptions {
-    /// The label column (0-based); `None` means the last.
-    pub label_column: Option<usize>,
+    /// The label column.
+    pub label_column: LabelColumn,
     /// Header handling.
     pub header: Header,
     /// Fraction of rows held out for testing.
@@ -34,12 +48,49 @@ pub struct CsvOptions {
 impl Default for CsvOptions {
     fn default() -> Self {
         CsvOptions {
-            label_column: None,
+            label_column: LabelColumn::Auto,
             header: Header::Auto,
             test_fraction: 0.2,
             seed: 0,
         }
     }
+}
+
+/// Header names taken for the label column when none is given.
+const LABEL_NAMES: [&str; 4] = ["label", "target", "class", "y"];
+
+/// The label column of a file whose first line is `first` (a header or not), and whether that
+/// line is a header.
+fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
+    let is_number = |f: &str| f.parse::<f64>().is_ok();
+    let named = || {
+        let mut named = first
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| LABEL_NAMES.iter().any(|n| f.eq_ignore_ascii_case(n)));
+        match (named.next(), named.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
+    };
+    let last = first.len().saturating_sub(1);
+    let given = match options.label_column {
+        LabelColumn::Auto => None,
+        LabelColumn::Last => Some(last),
+        LabelColumn::Index(i) => Some(i),
+    };
+    let header = match (options.header, given) {
+        (Header::Present, _) => true,
+        (Header::Absent, _) => false,
+        (Header::Auto, Some(i)) => first.get(i).is_some_and(|f| !is_number(f)),
+        (Header::Auto, None) => named().is_some() || first.last().is_some_and(|f| !is_number(f)),
+    };
+    let label = match given {
+        Some(i) => i,
+        None if header => named().unwrap_or(last),
+        None => last,
+    };
+    (label, header)
 }
 
 /// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one (a file
@@ -54,16 +105,19 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
         .peekable();
-    let skip_header = match (options.header, lines.peek()) {
-        (Header::Present, _) => true,
-        (Header::Auto, Some((_, first))) => {
-            first.split(',').any(|f| f.trim().parse::<f64>().is_err())
-        }
-        _ => false,
+    let (first_n, first): (usize, Vec<&str>) = match lines.peek() {
+        Some(&(n, line)) => (n, line.split(',').map(str::trim).collect()),
+        None => (0, Vec::new()),
     };
-    if skip_header {
+    let (label_at, header) = label_and_header(&first, options);
+    if header {
         lines.next();
     }
+    // A bad value on the first line read as data may be a header the guess missed.
+    let hint = |n: usize| match options.header {
+        Header::Auto if n == first_n => " (if the first line is a header, say so: --header yes)",
+        _ => "",
+    };
     let (mut features, mut labels, mut width) = (Vec::new(), Vec::new(), None);
     for (n, line) in lines {
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
@@ -77,7 +131,6 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
         if fields.len() < 2 {
             return Err(bad(n, "need at least one feature and a label".into()));
         }
-        let label_at = options.label_column.unwrap_or(fields.len() - 1);
         if label_at >= fields.len() {
             return Err(bad(
                 n,
@@ -87,7 +140,7 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
         for (i, f) in fields.iter().enumerate() {
             let v: f64 = f
                 .parse()
-                .map_err(|_| bad(n, format!("'{f}' is not a number")))?;
+                .map_err(|_| bad(n, format!("'{f}' is not a number{}", hint(n))))?;
             if i == label_at {
                 if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
                     return Err(bad(n, format!("label '{f}' is not a non-negative integer")));
@@ -146,7 +199,7 @@ mod tests {
         assert_eq!((d.rows, d.cols, d.classes), (2, 2, 3));
         assert_eq!(d.features, vec![1.0, 2.0, 3.0, 4.0]);
         let first = CsvOptions {
-            label_column: Some(0),
+            label_column: LabelColumn::Index(0),
             header: Header::Absent,
             ..Default::default()
         };
@@ -174,6 +227,51 @@ mod tests {
         assert_eq!(
             (d.rows, d.features.clone(), d.labels),
             (2, vec![1.0, 2.0, 3.0, 4.0], vec![1, 0])
+        );
+    }
+
+    #[test]
+    fn the_header_names_the_label_column() {
+        let o = CsvOptions::default();
+        let d = p("Label,a,b\n3,1,2\n4,5,6\n", &o).unwrap();
+        assert_eq!(
+            (d.labels, d.features),
+            (vec![3, 4], vec![1.0, 2.0, 5.0, 6.0])
+        );
+        let d = p("a,target,b\n1,1,2\n5,0,6\n", &o).unwrap();
+        assert_eq!(
+            (d.labels, d.features),
+            (vec![1, 0], vec![1.0, 2.0, 5.0, 6.0])
+        );
+        // Columns named by number, the label last.
+        let d = p("0,1,y\n1,2,1\n3,4,0\n", &o).unwrap();
+        assert_eq!((d.rows, d.labels), (2, vec![1, 0]));
+        // Two label-like names: the last column, as without a header.
+        let d = p("label,y,c\n1,2,1\n3,4,0\n", &o).unwrap();
+        assert_eq!(
+            (d.labels, d.features),
+            (vec![1, 0], vec![1.0, 2.0, 3.0, 4.0])
+        );
+        // A column given is the label whatever the header says; the header is guessed from it.
+        let first = CsvOptions {
+            label_column: LabelColumn::Index(0),
+            ..o.clone()
+        };
+        let d = p("class,label\n1,7\n0,8\n", &first).unwrap();
+        assert_eq!((d.labels, d.features), (vec![1, 0], vec![7.0, 8.0]));
+        let last = CsvOptions {
+            label_column: LabelColumn::Last,
+            ..o.clone()
+        };
+        let d = p("label,a,b\n1,2,0\n3,4,1\n", &last).unwrap();
+        assert_eq!(
+            (d.labels, d.features),
+            (vec![0, 1], vec![1.0, 2.0, 3.0, 4.0])
+        );
+        let err = p("1,x\n0,8\n", &first).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: 'x' is not a number (if the first line is a header"),
+            "{err}"
         );
     }
 
@@ -211,12 +309,23 @@ mod tests {
                 if what == "t.csv line 3, field 2: '1e40' (beyond f32's range)"),
             "{err}"
         );
+        // A first row with a bad feature is a bad row (it was once taken for a header), said
+        // with a hint; on later lines, without.
+        let err = p("1,x,0\n1,2,0\n", &o).unwrap_err().to_string();
+        assert!(
+            err.ends_with(
+                "line 1: 'x' is not a number (if the first line is a header, say so: --header yes)"
+            ),
+            "{err}"
+        );
+        let err = p("1,2,0\n1,x,0\n", &o).unwrap_err().to_string();
+        assert!(err.ends_with("line 2: 'x' is not a number"), "{err}");
         assert!(p("1,2,0\n\n3,4,x\n", &o)
             .unwrap_err()
             .to_string()
             .contains("line 3"));
         let col9 = CsvOptions {
-            label_column: Some(9),
+            label_column: LabelColumn::Index(9),
             ..o.clone()
         };
         assert!(matches!(
