@@ -145,6 +145,26 @@ impl CohortError {
             reason: reason.into(),
         }
     }
+
+    /// The error of reading or writing a file, with what the file is for (`role`) added to its
+    /// message: an I/O error, a corrupt file or a path that cannot be used as a file (the
+    /// variant and, for I/O, the kind stay). Other errors are returned as they are.
+    pub(crate) fn for_file(self, role: &str) -> Self {
+        match self {
+            CohortError::Io { path, source } => CohortError::Io {
+                path,
+                source: std::io::Error::new(source.kind(), format!("{source} ({role})")),
+            },
+            CohortError::CorruptFile { path, reason } => CohortError::CorruptFile {
+                path,
+                reason: format!("{reason} ({role})"),
+            },
+            CohortError::InvalidConfig(why) => {
+                CohortError::InvalidConfig(format!("{why} ({role})"))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Allocations larger than this are first checked against the host's available memory.

@@ -421,6 +421,14 @@ fn bad_input_is_one_clear_error_line() {
         for (path, expect) in [
             (&not_plans, "corrupt file"),
             (&missing_plans, "no-such-folder"),
+            (
+                &not_plans,
+                "(the matmul plan file: GpuOptions::tune_file, COHORT_MATMUL_TUNE_FILE)",
+            ),
+            (
+                &missing_plans,
+                "(the matmul plan file: GpuOptions::tune_file, COHORT_MATMUL_TUNE_FILE)",
+            ),
         ] {
             fails_cleanly_with_env(
                 &["train", "--epochs", "1"],
@@ -440,7 +448,7 @@ fn bad_input_is_one_clear_error_line() {
                 fails_cleanly_with_env(
                     &["devices"],
                     &[("COHORT_MATMUL_TUNE_FILE", fifo.to_str().unwrap())],
-                    "not a regular file",
+                    "not a regular file (a device, FIFO or socket), not a file cohort can write (the matmul plan file",
                 );
             } else {
                 common::loud("SKIPPED: no mkfifo here, so the FIFO plan file case did not run");

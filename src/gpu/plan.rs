@@ -157,6 +157,9 @@ pub(super) struct Tuned {
 /// The format tag of plan files.
 const PLAN_FILE_FORMAT: &str = "cohort-matmul-plans-1";
 
+/// What plan files are, in their errors: the user may have set the variable long ago.
+const PLAN_FILE_ROLE: &str = "the matmul plan file: GpuOptions::tune_file, COHORT_MATMUL_TUNE_FILE";
+
 /// What a plan file holds.
 #[derive(Serialize, Deserialize)]
 struct PlanFile {
@@ -177,6 +180,10 @@ impl Tuned {
     /// timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
     /// it cannot be read, or not written when new plans come.
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
+        Self::read_file(gpu, path, options).map_err(|e| e.for_file(PLAN_FILE_ROLE))
+    }
+
+    fn read_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
         let tuned_on = identity(gpu, options);
         let mut plans = HashMap::new();
         // Refused now rather than when the first tuned shape is saved, mid-run, and before it
@@ -239,7 +246,7 @@ impl Tuned {
         };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| CohortError::corrupt(path, format!("cannot encode the plans: {e}")))?;
-        crate::checkpoint::write_atomic(path, &json)
+        crate::checkpoint::write_atomic(path, &json).map_err(|e| e.for_file(PLAN_FILE_ROLE))
     }
 }
 
