@@ -179,10 +179,13 @@ struct TrainArgs {
     /// number).
     #[arg(long, value_enum, default_value_t = HeaderChoice::Auto)]
     header: HeaderChoice,
-    /// CSV data: the fraction of rows held out for testing, split with a fixed seed
-    /// [default: 0.2].
+    /// CSV data: the fraction of rows held out for testing [default: 0.2].
     #[arg(long)]
     test_fraction: Option<f64>,
+    /// CSV data: the seed of the train/test split (not --seed's, so that runs with other
+    /// seeds, as in compare, test on the same rows) [default: 0].
+    #[arg(long)]
+    split_seed: Option<u64>,
     /// Feature standardisation with training statistics: `auto` (one global mean and deviation
     /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
     #[arg(long, default_value = "auto")]
@@ -365,6 +368,7 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
         ("--label-column", args.label_column.is_some()),
         ("--header", args.header != HeaderChoice::Auto),
         ("--test-fraction", args.test_fraction.is_some()),
+        ("--split-seed", args.split_seed.is_some()),
     ];
     let DataSource::Csv { options, .. } = &mut source else {
         return match csv_flags.iter().find(|(_, given)| *given) {
@@ -391,6 +395,7 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
         HeaderChoice::No => Header::Absent,
     };
     options.test_fraction = args.test_fraction.unwrap_or(options.test_fraction);
+    options.seed = args.split_seed.unwrap_or(options.seed);
     Ok(source)
 }
 

@@ -688,6 +688,26 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         line.contains("25 train / 25 test rows, 2 features, 7 classes"),
         "{line}"
     );
+    // Another split seed, other test rows (the test loss differs; the sizes do not).
+    let test_losses = |out: &Output| -> Vec<String> {
+        let stdout = text(&out.stdout);
+        let rows = stdout.lines().filter(|l| l.contains("2-8-2"));
+        rows.map(|l| l.split_whitespace().nth(4).unwrap_or_default().to_string())
+            .collect()
+    };
+    let (seed0, seed1) = (train(&[]), train(&["--split-seed", "1"]));
+    assert!(data_line(&seed1).contains("40 train / 10 test rows"));
+    assert_eq!(test_losses(&seed0).len(), 2, "{}", text(&seed0.stdout));
+    assert_ne!(
+        test_losses(&seed0),
+        test_losses(&seed1),
+        "{}",
+        text(&seed1.stdout)
+    );
+    assert_eq!(
+        test_losses(&seed0),
+        test_losses(&train(&["--split-seed", "0"]))
+    );
     // No header said: the header line is a bad row.
     fails_cleanly(
         &[
@@ -730,6 +750,7 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         ("--label-column", "0"),
         ("--header", "yes"),
         ("--test-fraction", "0.5"),
+        ("--split-seed", "1"),
     ] {
         fails_cleanly(
             &["train", "--device", "cpu", flag, value],
