@@ -138,9 +138,16 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
             ));
         }
         for (i, f) in fields.iter().enumerate() {
-            let v: f64 = f
-                .parse()
-                .map_err(|_| bad(n, format!("'{f}' is not a number{}", hint(n))))?;
+            let v: f64 = f.parse().map_err(|_| match i == label_at {
+                true => bad(
+                    n,
+                    format!(
+                        "label '{f}' is not a number: classes are numbered from 0 (number named \
+                         classes first)"
+                    ),
+                ),
+                false => bad(n, format!("'{f}' is not a number{}", hint(n))),
+            })?;
             if i == label_at {
                 if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
                     return Err(bad(n, format!("label '{f}' is not a non-negative integer")));
@@ -320,6 +327,8 @@ mod tests {
         );
         let err = p("1,2,0\n1,x,0\n", &o).unwrap_err().to_string();
         assert!(err.ends_with("line 2: 'x' is not a number"), "{err}");
+        let err = p("a,b,species\n1,2,setosa\n", &o).unwrap_err().to_string();
+        assert!(err.ends_with("line 2: label 'setosa' is not a number: classes are numbered from 0 (number named classes first)"), "{err}");
         assert!(p("1,2,0\n\n3,4,x\n", &o)
             .unwrap_err()
             .to_string()
