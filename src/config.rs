@@ -347,6 +347,14 @@ impl TrainConfig {
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
             return bad(format!("temperature must be > 0, got {}", self.temperature));
         }
+        // The KL term is scaled by T²: past f32's range it would be infinite (a NaN loss) or
+        // zero (no mutual learning, silently).
+        if !(self.temperature * self.temperature).is_normal() {
+            return bad(format!(
+                "temperature {} puts T² outside f32's range (T from about 1.1e-19 to 1.8e19)",
+                self.temperature
+            ));
+        }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!(
                 "label smoothing must be in [0, 1), got {}",

@@ -1047,6 +1047,27 @@ fn bad_configurations_and_checkpoints_are_errors() {
         Trainer::new(&CpuBackend, c).is_ok(),
         "one peer is fine for a baseline"
     );
+    // Temperatures whose square (the KL term's scale) f32 cannot hold: infinite or zero.
+    for (t, ok) in [
+        (1e-20, false),
+        (1e-19, false),
+        (2e-19, true),
+        (1e19, true),
+        (2e19, false),
+    ] {
+        let mut c = config("2x8", 1.0, Schedule::Simultaneous, 1);
+        c.temperature = t;
+        match Trainer::new(&CpuBackend, c) {
+            Ok(_) => assert!(ok, "T = {t} accepted"),
+            Err(CohortError::InvalidConfig(why)) => {
+                assert!(
+                    !ok && why.contains("puts T² outside f32's range"),
+                    "T = {t}: {why}"
+                )
+            }
+            Err(e) => panic!("T = {t}: {e}"),
+        }
+    }
     let dir = std::env::temp_dir().join(format!("cohort-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let garbage = dir.join("garbage.safetensors");
