@@ -137,6 +137,9 @@ pub struct Checkpoint {
     pub standardizer: Option<Standardizer>,
     /// The report of every epoch trained (empty in checkpoints written before 2026-12-01).
     pub reports: Vec<EpochReport>,
+    /// [`crate::data::Dataset::fingerprint`] of the rows the cohort last trained on (none in
+    /// checkpoints written before 2026-12-01, or of a cohort not trained yet).
+    pub trained_on: Option<u64>,
 }
 
 /// Saves the trainer's full state (and the standardisation) to `path`.
@@ -170,13 +173,16 @@ pub fn save<B: Backend>(
         .map_err(|e| CohortError::InvalidConfig(format!("config: {e}")))?;
     let reports = serde_json::to_string(trainer.reports())
         .map_err(|e| CohortError::InvalidConfig(format!("epoch reports: {e}")))?;
-    let meta = HashMap::from([
+    let mut meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("config".to_string(), config),
         ("reports".to_string(), reports),
         ("epochs_done".to_string(), trainer.epochs_done().to_string()),
         ("steps_done".to_string(), trainer.steps_done().to_string()),
     ]);
+    if let Some(fingerprint) = trainer.trained_on() {
+        meta.insert("trained_on".into(), format!("{fingerprint:016x}"));
+    }
     let out = safetensors::serialize(views, Some(meta))
         .map_err(|e| CohortError::InvalidConfig(format!("serialising checkpoint: {e}")))?;
     write_atomic(path, &out)
@@ -217,10 +223,15 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
     // later than 1), in order, with every peer.
     let mut last_epoch = 0;
     for report in &reports {
-        if report.epoch <= last_epoch || report.epoch > epochs_done {
+        if report.epoch > epochs_done {
             return Err(corrupt(format!(
-                "epoch reports: a report of epoch {} after epoch {last_epoch}, in a checkpoint of \
-                 {epochs_done} epochs",
+                "epoch reports: epoch {} is past the checkpoint's last epoch, {epochs_done}",
+                report.epoch
+            )));
+        }
+        if report.epoch <= last_epoch {
+            return Err(corrupt(format!(
+                "epoch reports: epoch {} follows epoch {last_epoch}",
                 report.epoch
             )));
         }
@@ -234,6 +245,13 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         }
         last_epoch = report.epoch;
     }
+    let trained_on = match meta.get("trained_on") {
+        Some(hex) => Some(
+            u64::from_str_radix(hex, 16)
+                .map_err(|_| corrupt(format!("'trained_on' is not a fingerprint: '{hex}'")))?,
+        ),
+        None => None,
+    };
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
     let mut tensors = HashMap::new();
     for (name, view) in st.tensors() {
@@ -258,6 +276,7 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
         tensors,
         standardizer,
         reports,
+        trained_on,
     })
 }
 
@@ -315,6 +334,7 @@ impl Checkpoint {
         let mut trainer = Trainer::new(backend, config_now)?;
         trainer.restore(&self.tensors, self.epochs_done, self.steps_done)?;
         trainer.restore_reports(self.reports.clone());
+        trainer.restore_trained_on(self.trained_on);
         Ok(trainer)
     }
 }

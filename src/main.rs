@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
-use cohort::data::csv::{Header, LabelColumn};
+use cohort::data::csv::{self, Header, LabelColumn};
 use cohort::data::{DataSource, Split, Standardizer};
 use cohort::ops::Activation;
 use cohort::trainer::{EpochReport, Trainer};
@@ -88,7 +88,7 @@ enum Precision {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HeaderChoice {
-    /// A header when the first line's label field is not a number
+    /// Guess: a header when it names the label column or has words beside the label
     Auto,
     /// The first line is a header
     Yes,
@@ -128,7 +128,7 @@ struct TrainArgs {
     /// Ramp α from 0 over this many steps.
     #[arg(long, default_value_t = 0)]
     alpha_warmup: usize,
-    /// Softmax temperature T of the KL term.
+    /// Softmax temperature T of the KL term (up to 1000: above, f32 no longer resolves it).
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Label smoothing of the cross-entropy.
@@ -171,14 +171,14 @@ struct TrainArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// CSV data: the label column, from 0, or `first` or `last` [default: the header's column
-    /// named label, target, class or y, else the last].
+    /// CSV data: the label column, from 0, or `first` or `last` [default: the header's one
+    /// column named label, labels, target or class, else the last].
     #[arg(long)]
     label_column: Option<String>,
-    /// CSV data: whether the first line is a header (auto: when its label field is not a
-    /// number).
-    #[arg(long, value_enum, default_value_t = HeaderChoice::Auto)]
-    header: HeaderChoice,
+    /// CSV data: whether the first line is a header [default: auto, when it names the label
+    /// column as above, or its label field and another field are not numbers].
+    #[arg(long, value_enum)]
+    header: Option<HeaderChoice>,
     /// CSV data: the fraction of rows held out for testing [default: 0.2].
     #[arg(long)]
     test_fraction: Option<f64>,
@@ -336,17 +336,30 @@ type Prepared = (Split, Option<Standardizer>, TrainConfig);
 type Resume = (PathBuf, checkpoint::Checkpoint);
 
 /// Reads the checkpoint `--resume` names and checks it against this run, before a device
-/// opens: the same configuration (more epochs allowed, and needed), the same standardisation.
+/// opens: the same configuration (more epochs allowed, and needed), the same standardisation
+/// and training rows.
 fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Option<Resume>> {
     let Some(path) = &files.resume else {
         return Ok(None);
     };
-    let (_, standardizer, config) = prepared;
+    let (split, standardizer, config) = prepared;
     let ckpt = checkpoint::load(path)?;
+    const SAME_DATA: &str = "the same --data, CSV flags (--label-column, --header, \
+                             --test-fraction, --split-seed)";
     if ckpt.standardizer != *standardizer {
         return Err(CohortError::CheckpointMismatch(format!(
-            "the inputs are standardised otherwise than in {} (resume with the same --data and \
+            "the inputs are standardised otherwise than in {} (resume with {SAME_DATA} and \
              --standardize)",
+            path.display()
+        )));
+    }
+    // Other rows would carry on training on what may have been the test part.
+    if ckpt
+        .trained_on
+        .is_some_and(|f| f != split.train.fingerprint())
+    {
+        return Err(CohortError::CheckpointMismatch(format!(
+            "{} was trained on other training rows (resume with {SAME_DATA})",
             path.display()
         )));
     }
@@ -366,7 +379,7 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
     let mut source: DataSource = args.data.parse()?;
     let csv_flags = [
         ("--label-column", args.label_column.is_some()),
-        ("--header", args.header != HeaderChoice::Auto),
+        ("--header", args.header.is_some()),
         ("--test-fraction", args.test_fraction.is_some()),
         ("--split-seed", args.split_seed.is_some()),
     ];
@@ -390,10 +403,15 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
         })?),
     };
     options.header = match args.header {
-        HeaderChoice::Auto => Header::Auto,
-        HeaderChoice::Yes => Header::Present,
-        HeaderChoice::No => Header::Absent,
+        None | Some(HeaderChoice::Auto) => Header::Auto,
+        Some(HeaderChoice::Yes) => Header::Present,
+        Some(HeaderChoice::No) => Header::Absent,
     };
+    if let Some(f) = args.test_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+        return Err(CohortError::InvalidConfig(format!(
+            "--test-fraction {f}: use a fraction between 0 and 1 (both excluded)"
+        )));
+    }
     options.test_fraction = args.test_fraction.unwrap_or(options.test_fraction);
     options.seed = args.split_seed.unwrap_or(options.seed);
     Ok(source)
@@ -402,7 +420,28 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let source = data_source(args)?;
-    let mut split = source.load()?;
+    let mut split = match &source {
+        // Which column the labels came from, said (a wrong guess trains, but on nonsense).
+        DataSource::Csv { path, options } => {
+            let (split, layout) = csv::load(path, options)?;
+            if !args.quiet {
+                let header = if layout.names.is_empty() {
+                    "no header"
+                } else {
+                    "a header line"
+                };
+                eprintln!("csv: labels from {}, {header}", layout.describe_label());
+            }
+            for column in layout.unnamed_features() {
+                eprintln!(
+                    "warning: column {column} has no name in the header (an index column?); it \
+                     is read as a feature"
+                );
+            }
+            split
+        }
+        _ => source.load()?,
+    };
     split.validate_compatible()?;
     let images = matches!(source, DataSource::Idx(_));
     let standardizer = match args.standardize.as_str() {
@@ -839,7 +878,7 @@ fn compare<B: Backend>(
         base.schedule
     );
     println!(
-        "{:<28} {:>18} {:>18} {:>9}",
+        "{:<28} {:>19} {:>20} {:>9}",
         "test accuracy %", "independent (α=0)", "mutual", "gain"
     );
     let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {
@@ -847,7 +886,8 @@ fn compare<B: Backend>(
         let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
         let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| format!("{:.3}", scale * s));
         println!(
-            "{:<28} {:>10.3} ± {:<5} {:>10.3} ± {:<5} {:>+8.3}",
+            // Spreads up to 99.999 keep the columns in line.
+            "{:<28} {:>10.3} ± {:<6} {:>10.3} ± {:<6} {:>+8.3}",
             name,
             scale * im,
             spread(is),

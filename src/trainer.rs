@@ -89,6 +89,8 @@ pub struct DeviceData<T> {
     store: Store<T>,
     rows: usize,
     cols: usize,
+    /// [`Dataset::fingerprint`] of the rows.
+    fingerprint: u64,
 }
 
 enum Store<T> {
@@ -100,6 +102,11 @@ impl<T> DeviceData<T> {
     /// Number of rows.
     pub fn rows(&self) -> usize {
         self.rows
+    }
+
+    /// [`Dataset::fingerprint`] of the data set uploaded.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// Whether the rows live on the device (batches gathered there) rather than on the host.
@@ -203,6 +210,8 @@ pub struct Trainer<'b, B: Backend> {
     epochs_done: usize,
     /// Every epoch's report, those restored from a checkpoint included.
     reports: Vec<EpochReport>,
+    /// The fingerprint of the rows the latest step trained on.
+    trained_on: Option<u64>,
     /// Steps between metric reads (progress and divergence checks).
     pub log_every: usize,
 }
@@ -302,6 +311,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             steps_done: 0,
             epochs_done: 0,
             reports: Vec::new(),
+            trained_on: None,
             log_every: 25,
         })
     }
@@ -341,6 +351,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// trained with [`Trainer::train_epoch`] alone have no report).
     pub fn reports(&self) -> &[EpochReport] {
         &self.reports
+    }
+
+    /// [`Dataset::fingerprint`] of the data the latest step trained on (restored from a
+    /// checkpoint, where it kept one): to tell whether a resumed run trains on the same rows.
+    pub fn trained_on(&self) -> Option<u64> {
+        self.trained_on
+    }
+
+    /// Sets what [`Self::trained_on`] says, from a checkpoint.
+    pub(crate) fn restore_trained_on(&mut self, fingerprint: Option<u64>) {
+        self.trained_on = fingerprint;
     }
 
     /// Sets the reports of the epochs a checkpoint restored.
@@ -406,6 +427,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             store,
             rows: data.rows,
             cols: data.cols,
+            fingerprint: data.fingerprint(),
         })
     }
 
@@ -417,6 +439,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             store: Store::Host(data.clone()),
             rows: data.rows,
             cols: data.cols,
+            fingerprint: data.fingerprint(),
         })
     }
 
@@ -738,6 +761,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             steps_per_epoch,
         );
         self.load_batch(data, rows, None)?;
+        self.trained_on = Some(data.fingerprint);
         self.record_step(rows.len(), lr, None)
     }
 
@@ -769,6 +793,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         b.write_u32(&mut self.counts, &vec![0; p + 1])?;
         // The epoch's order goes to the device once; each batch gathers its slice of it.
         let listed = data.order_index(b, &order)?;
+        self.trained_on = Some(data.fingerprint);
         let mut checked = 0;
         for (s, rows) in batches(&order, self.config.batch_size).enumerate() {
             let lr = self

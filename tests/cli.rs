@@ -676,7 +676,13 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         line.to_string()
     };
     // The header's `label` column: 2 classes from 2 features; the last column would make 11.
-    let line = data_line(&train(&[]));
+    let out = train(&[]);
+    assert!(
+        text(&out.stderr).contains("csv: labels from column 0 ('label'), a header line"),
+        "{}",
+        text(&out.stderr)
+    );
+    let line = data_line(&out);
     assert!(
         line.contains("40 train / 10 test rows, 2 features, 2 classes"),
         "{line}"
@@ -737,7 +743,7 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         (
             "--test-fraction",
             "1.5",
-            "test fraction must be in (0, 1), got 1.5",
+            "--test-fraction 1.5: use a fraction between 0 and 1",
         ),
     ] {
         fails_cleanly(
@@ -745,10 +751,76 @@ fn csv_flags_choose_the_label_column_header_and_split() {
             expect,
         );
     }
+    // A checkpoint remembers the rows it trained on: resuming on another split is refused
+    // (with --standardize none, where the standardisation cannot tell), the same split is not.
+    let ckpt = dir.join("ckpt.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    let out = train(&["--standardize", "none", "--save", ckpt]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--peers",
+            "2x8",
+            "--epochs",
+            "2",
+            "--data",
+            &data,
+            "--standardize",
+            "none",
+            "--resume",
+            ckpt,
+            "--split-seed",
+            "1",
+        ],
+        "was trained on other training rows (resume with the same --data, CSV flags",
+    );
+    let resumed = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--peers",
+        "2x8",
+        "--epochs",
+        "2",
+        "--data",
+        &data,
+        "--standardize",
+        "none",
+        "--resume",
+        ckpt,
+    ]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    // A pandas index column (no name in the header) is a feature, with a warning.
+    let indexed = dir.join("indexed.csv");
+    let rows: String = (0..50)
+        .map(|r| format!("{r},{},{}\n", r % 7, r % 2))
+        .collect();
+    std::fs::write(&indexed, format!(",a,label\n{rows}")).unwrap();
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--peers",
+        "2x8",
+        "--epochs",
+        "1",
+        "--data",
+        &format!("csv:{}", indexed.display()),
+    ]);
+    assert!(
+        text(&out.stderr)
+            .contains("warning: column 0 has no name in the header (an index column?)"),
+        "{}",
+        text(&out.stderr)
+    );
     // The flags are CSV's: with other data they are refused, not ignored.
     for (flag, value) in [
         ("--label-column", "0"),
         ("--header", "yes"),
+        ("--header", "auto"),
         ("--test-fraction", "0.5"),
         ("--split-seed", "1"),
     ] {

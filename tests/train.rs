@@ -917,8 +917,11 @@ fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
         .restore(b, Some(&c))
         .unwrap();
     assert_eq!(resumed.epochs_done(), 1);
-    // The saved run's report comes back exactly (its metrics continue where they stopped).
+    // The saved run's report comes back exactly (its metrics continue where they stopped), and
+    // so does the fingerprint of the rows it trained on, not of the test rows.
     assert_eq!(resumed.reports(), &first_report[..]);
+    assert_eq!(resumed.trained_on(), Some(split.train.fingerprint()));
+    assert_ne!(split.train.fingerprint(), split.test.fingerprint());
     let rest = resumed.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
     assert_eq!(rest.len(), 1);
     assert_eq!(resumed.reports().len(), 2);
@@ -1047,13 +1050,15 @@ fn bad_configurations_and_checkpoints_are_errors() {
         Trainer::new(&CpuBackend, c).is_ok(),
         "one peer is fine for a baseline"
     );
-    // Temperatures whose square (the KL term's scale) f32 cannot hold: infinite or zero.
+    // Temperatures where f32 cannot compute the KL term: its scale T² underflows, or the
+    // softened distributions' differences drown in rounding.
     for (t, ok) in [
         (1e-20, false),
         (1e-19, false),
         (2e-19, true),
-        (1e19, true),
-        (2e19, false),
+        (1e3, true),
+        (1001.0, false),
+        (1e19, false),
     ] {
         let mut c = config("2x8", 1.0, Schedule::Simultaneous, 1);
         c.temperature = t;
@@ -1061,7 +1066,7 @@ fn bad_configurations_and_checkpoints_are_errors() {
             Ok(_) => assert!(ok, "T = {t} accepted"),
             Err(CohortError::InvalidConfig(why)) => {
                 assert!(
-                    !ok && why.contains("puts T² outside f32's range"),
+                    !ok && why.contains("is outside what f32 computes the KL term for"),
                     "T = {t}: {why}"
                 )
             }
@@ -1139,16 +1144,20 @@ fn bad_configurations_and_checkpoints_are_errors() {
     };
     let one_peer = r#"{"epoch":1,"peers":[{"train_ce":1.0,"train_kl":0.5,"train_accuracy":0.5,"test_loss":1.0,"test_accuracy":0.25}],"ensemble_accuracy":0.5,"lr":0.1,"seconds":1.0}"#;
     for (reports, epochs_done, why) in [
-        (format!("[{}]", epoch(2)), "1", "epoch 2 after epoch 0"),
+        (
+            format!("[{}]", epoch(2)),
+            "1",
+            "epoch 2 is past the checkpoint's last epoch, 1",
+        ),
         (
             format!("[{},{}]", epoch(2), epoch(1)),
             "2",
-            "epoch 1 after epoch 2",
+            "epoch 1 follows epoch 2",
         ),
         (
             format!("[{},{}]", epoch(1), epoch(1)),
             "2",
-            "epoch 1 after epoch 1",
+            "epoch 1 follows epoch 1",
         ),
         (
             format!("[{one_peer}]"),
@@ -1168,6 +1177,20 @@ fn bad_configurations_and_checkpoints_are_errors() {
                 other.map(|c| c.reports)
             ),
         }
+    }
+    let mut bad_fingerprint = meta.clone();
+    bad_fingerprint.insert("trained_on".into(), "not hex".into());
+    match with_reports("fingerprint.safetensors", bad_fingerprint) {
+        Err(CohortError::CorruptFile { reason, .. }) => {
+            assert!(
+                reason.contains("'trained_on' is not a fingerprint"),
+                "{reason}"
+            )
+        }
+        other => panic!(
+            "expected CorruptFile, got {:?}",
+            other.map(|c| c.trained_on)
+        ),
     }
     // A run resumed from a checkpoint older than the reports reports only its later epochs.
     let mut later = meta.clone();

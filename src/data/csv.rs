@@ -9,8 +9,9 @@ use crate::error::{CohortError, Result};
 /// Whether the first line is a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Header {
-    /// A header if the first line's label field is not a number (a line with a bad feature
-    /// value is reported as a bad row, with a hint to say there is a header).
+    /// A header if the first line names a column as [`LabelColumn::Auto`] looks for (with no
+    /// label column given), or if its label field and another are not numbers; a first line
+    /// with bad values is otherwise a bad row, reported with a hint to say there is a header.
     #[default]
     Auto,
     /// The first line is a header.
@@ -22,14 +23,44 @@ pub enum Header {
 /// Which column holds the labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum LabelColumn {
-    /// The header's column named `label`, `target`, `class` or `y` (in any case) where there
-    /// is exactly one, else the last.
+    /// The header's column named `label`, `labels`, `target` or `class` (in any case) where
+    /// exactly one has such a name, else the last.
     #[default]
     Auto,
     /// The last column.
     Last,
     /// The column at this index, from 0.
     Index(usize),
+}
+
+/// How a CSV file was read: which column held the labels and whether it had a header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CsvLayout {
+    /// Columns in each row.
+    pub columns: usize,
+    /// The label column, from 0.
+    pub label_column: usize,
+    /// The header's names (empty without a header).
+    pub names: Vec<String>,
+}
+
+impl CsvLayout {
+    /// The label column as a reader would name it: `column 0 ('label')`, `column 4 (the last)`.
+    pub fn describe_label(&self) -> String {
+        let column = self.label_column;
+        match (self.names.get(column), column + 1 == self.columns) {
+            (Some(name), _) => format!("column {column} ('{name}')"),
+            (None, true) => format!("column {column} (the last)"),
+            (None, false) => format!("column {column}"),
+        }
+    }
+
+    /// The header's columns without a name (as pandas writes its index), read as features.
+    pub fn unnamed_features(&self) -> Vec<usize> {
+        (0..self.names.len())
+            .filter(|&i| i != self.label_column && self.names[i].is_empty())
+            .collect()
+    }
 }
 
 /// How to read a CSV file.
@@ -56,8 +87,9 @@ impl Default for CsvOptions {
     }
 }
 
-/// Header names taken for the label column when none is given.
-const LABEL_NAMES: [&str; 4] = ["label", "target", "class", "y"];
+/// Header names taken for the label column when none is given (not `y`, which is as often a
+/// coordinate).
+const LABEL_NAMES: [&str; 4] = ["label", "labels", "target", "class"];
 
 /// The label column of a file whose first line is `first` (a header or not), and whether that
 /// line is a header.
@@ -79,11 +111,17 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
         LabelColumn::Last => Some(last),
         LabelColumn::Index(i) => Some(i),
     };
-    let header = match (options.header, given) {
-        (Header::Present, _) => true,
-        (Header::Absent, _) => false,
-        (Header::Auto, Some(i)) => first.get(i).is_some_and(|f| !is_number(f)),
-        (Header::Auto, None) => named().is_some() || first.last().is_some_and(|f| !is_number(f)),
+    // A header names its columns: a line whose label field is the only one that is not a
+    // number is a data row with a bad label.
+    let label_guess = given.unwrap_or(last);
+    let names = |i: usize| first.get(i).is_some_and(|f| !is_number(f));
+    let header = match options.header {
+        Header::Present => true,
+        Header::Absent => false,
+        Header::Auto => {
+            (given.is_none() && named().is_some())
+                || (names(label_guess) && (0..first.len()).any(|i| i != label_guess && names(i)))
+        }
     };
     let label = match given {
         Some(i) => i,
@@ -93,64 +131,106 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
     (label, header)
 }
 
+/// The fields of a CSV line, trimmed, each without one pair of surrounding double quotes (as
+/// spreadsheets and R write them). Fields holding commas are not supported: data files hold
+/// numbers.
+fn fields_of(line: &str) -> Vec<&str> {
+    fn unquote(f: &str) -> &str {
+        let f = f.trim();
+        match f.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
+            Some(inner) => inner.trim(),
+            None => f,
+        }
+    }
+    line.split(',').map(unquote).collect()
+}
+
 /// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one (a file
-/// with a single class is rejected by [`Dataset::new`]).
-pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset> {
+/// with a single class is rejected by [`Dataset::new`]). Lines end in `\n`, `\r\n` or (old
+/// Mac files) `\r`.
+pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset, CsvLayout)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bad =
         |line: usize, why: String| CohortError::corrupt(origin, format!("line {line}: {why}"));
+    let end = if text.contains('\n') { '\n' } else { '\r' };
     let mut lines = text
-        .lines()
+        .split(end)
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
         .peekable();
     let (first_n, first): (usize, Vec<&str>) = match lines.peek() {
-        Some(&(n, line)) => (n, line.split(',').map(str::trim).collect()),
+        Some(&(n, line)) => (n, fields_of(line)),
         None => (0, Vec::new()),
     };
     let (label_at, header) = label_and_header(&first, options);
+    // Rows must have the header's width, or the first row's: (fields, line).
+    let mut width = None;
     if header {
         lines.next();
+        width = Some((first.len(), first_n));
     }
-    // A bad value on the first line read as data may be a header the guess missed.
+    // A bad value on the first line may be a header the guess missed, or one --header no
+    // turned into data.
     let hint = |n: usize| match options.header {
-        Header::Auto if n == first_n => " (if the first line is a header, say so: --header yes)",
-        _ => "",
+        _ if n != first_n => "",
+        Header::Auto => " (if the first line is a header, say so: --header yes)",
+        Header::Absent => " (--header no reads the first line as data)",
+        Header::Present => "",
     };
-    let (mut features, mut labels, mut width) = (Vec::new(), Vec::new(), None);
+    let (mut features, mut labels) = (Vec::new(), Vec::new());
     for (n, line) in lines {
-        let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+        let fields = fields_of(line);
         match width {
-            None => width = Some(fields.len()),
-            Some(w) if w != fields.len() => {
-                return Err(bad(n, format!("{} fields, expected {w}", fields.len())))
+            None => width = Some((fields.len(), n)),
+            Some((w, at)) if w != fields.len() => {
+                return Err(bad(
+                    n,
+                    format!("{} fields, line {at} has {w}", fields.len()),
+                ))
             }
             _ => {}
         }
         if fields.len() < 2 {
-            return Err(bad(n, "need at least one feature and a label".into()));
+            let separator = [(';', "semicolons"), ('\t', "tabs")]
+                .into_iter()
+                .find(|&(c, _)| line.contains(c))
+                .map(|(_, name)| format!(" (fields are separated by commas; this line has {name})"))
+                .unwrap_or_default();
+            return Err(bad(
+                n,
+                format!("need at least one feature and a label{separator}"),
+            ));
         }
         if label_at >= fields.len() {
             return Err(bad(
                 n,
-                format!("label column {label_at} but only {} fields", fields.len()),
+                format!(
+                    "{} fields (columns 0 to {}), no label column {label_at}",
+                    fields.len(),
+                    fields.len() - 1
+                ),
             ));
         }
         for (i, f) in fields.iter().enumerate() {
-            let v: f64 = f.parse().map_err(|_| match i == label_at {
-                true => bad(
-                    n,
-                    format!(
+            let v: f64 = f.parse().map_err(|_| {
+                let why = match (f.is_empty(), i == label_at) {
+                    (true, true) => "the label is missing".to_string(),
+                    (true, false) => format!("field {} is empty", i + 1),
+                    (false, true) => format!(
                         "label '{f}' is not a number: classes are numbered from 0 (number named \
                          classes first)"
                     ),
-                ),
-                false => bad(n, format!("'{f}' is not a number{}", hint(n))),
+                    (false, false) => format!("'{f}' is not a number"),
+                };
+                bad(n, format!("{why}{}", hint(n)))
             })?;
             if i == label_at {
                 if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
-                    return Err(bad(n, format!("label '{f}' is not a non-negative integer")));
+                    return Err(bad(
+                        n,
+                        format!("label '{f}' is not an integer from 0 to {}", u32::MAX),
+                    ));
                 }
                 labels.push(v as u32);
             } else {
@@ -173,23 +253,47 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<Dataset>
             }
         }
     }
-    let cols = width.map_or(0, |w| w - 1);
+    let cols = width.map_or(0, |(w, _)| w - 1);
     if labels.is_empty() {
         return Err(CohortError::EmptyData(format!(
             "{} has no data rows",
             origin.display()
         )));
     }
+    let layout = CsvLayout {
+        columns: cols + 1,
+        label_column: label_at,
+        names: match header {
+            true => first.iter().map(|f| f.to_string()).collect(),
+            false => Vec::new(),
+        },
+    };
     let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
-    Dataset::new(features, labels, cols, classes)
+    let data = Dataset::new(features, labels, cols, classes).map_err(|e| match e {
+        // One class: most likely the wrong column (a label-first file read without a header).
+        CohortError::InvalidConfig(why) => CohortError::InvalidConfig(format!(
+            "{why}: the labels in {} were read from {}; --label-column chooses another",
+            origin.display(),
+            layout.describe_label()
+        )),
+        other => other,
+    })?;
+    Ok((data, layout))
 }
 
 /// Loads a CSV file (gzipped or not) and splits it.
-pub fn load(path: &Path, options: &CsvOptions) -> Result<Split> {
+pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
     let bytes = read_maybe_gzip(path)?;
-    let text =
-        String::from_utf8(bytes).map_err(|_| CohortError::corrupt(path, "not UTF-8 text"))?;
-    parse(&text, options, path)?.split(options.test_fraction, options.seed)
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        CohortError::corrupt(
+            path,
+            format!("line {line}: not UTF-8 text (save it as UTF-8)"),
+        )
+    })?;
+    let (data, layout) = parse(&text, options, path)?;
+    Ok((data.split(options.test_fraction, options.seed)?, layout))
 }
 
 #[cfg(test)]
@@ -197,7 +301,7 @@ mod tests {
     use super::*;
 
     fn p(text: &str, options: &CsvOptions) -> Result<Dataset> {
-        parse(text, options, Path::new("t.csv"))
+        parse(text, options, Path::new("t.csv")).map(|(data, _)| data)
     }
 
     #[test]
@@ -250,15 +354,31 @@ mod tests {
             (d.labels, d.features),
             (vec![1, 0], vec![1.0, 2.0, 5.0, 6.0])
         );
-        // Columns named by number, the label last.
-        let d = p("0,1,y\n1,2,1\n3,4,0\n", &o).unwrap();
+        // Columns named by number, the label last; quoted names (R's write.csv).
+        let d = p("0,1,target\n1,2,1\n3,4,0\n", &o).unwrap();
         assert_eq!((d.rows, d.labels), (2, vec![1, 0]));
-        // Two label-like names: the last column, as without a header.
-        let d = p("label,y,c\n1,2,1\n3,4,0\n", &o).unwrap();
+        let d = p("\"label\",\"a\",\"b\"\n\"1\",2,\"3\"\n0,5,6\n", &o).unwrap();
         assert_eq!(
             (d.labels, d.features),
-            (vec![1, 0], vec![1.0, 2.0, 3.0, 4.0])
+            (vec![1, 0], vec![2.0, 3.0, 5.0, 6.0])
         );
+        // Two label-like names: the last column, as without a header; `y` is not one (a
+        // coordinate as often as a label).
+        for header in ["label,target,c", "x,y,c"] {
+            let (d, layout) =
+                parse(&format!("{header}\n1,2,1\n3,4,0\n"), &o, Path::new("t")).unwrap();
+            assert_eq!(
+                (d.labels, d.features),
+                (vec![1, 0], vec![1.0, 2.0, 3.0, 4.0])
+            );
+            assert_eq!(layout.describe_label(), "column 2 ('c')");
+        }
+        // A header must be as wide as the rows (a short one put the label on a feature).
+        let err = p("f0,f1,label\n1,2,3,0\n", &o).unwrap_err().to_string();
+        assert!(err.ends_with("line 2: 4 fields, line 1 has 3"), "{err}");
+        // An unnamed first column (pandas' index) is a feature, and the layout says so.
+        let (_, layout) = parse(",a,label\n0,2,1\n1,4,0\n", &o, Path::new("t")).unwrap();
+        assert_eq!(layout.unnamed_features(), vec![0]);
         // A column given is the label whatever the header says; the header is guessed from it.
         let first = CsvOptions {
             label_column: LabelColumn::Index(0),
@@ -280,6 +400,29 @@ mod tests {
             err.contains("line 1: 'x' is not a number (if the first line is a header"),
             "{err}"
         );
+        // A first line whose only bad field is its label is a bad row, not a header.
+        for (text, why) in [
+            ("1,2,?\n3,4,1\n", "label '?' is not a number"),
+            ("1,2,\n3,4,1\n", "the label is missing"),
+        ] {
+            let err = p(text, &o).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("line 1: {why}")) && err.ends_with("--header yes)"),
+                "{err}"
+            );
+        }
+        // Said to be no header, a header is data, and the error says so.
+        let no = CsvOptions {
+            header: Header::Absent,
+            ..first
+        };
+        let err = p("label,a\n1,7\n", &no).unwrap_err().to_string();
+        assert!(
+            err.ends_with("(--header no reads the first line as data)"),
+            "{err}"
+        );
+        // Old Mac line ends.
+        assert_eq!(p("a,label\r1,0\r2,1\r", &o).unwrap().labels, vec![0, 1]);
     }
 
     #[test]
@@ -300,6 +443,37 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("line 1"));
+        let err = p("1,,0\n3,4,1\n", &o).unwrap_err().to_string();
+        assert!(err.contains("line 1: field 2 is empty"), "{err}");
+        let err = p("1;2;0\n", &o).unwrap_err().to_string();
+        assert!(
+            err.ends_with("(fields are separated by commas; this line has semicolons)"),
+            "{err}"
+        );
+        let err = p("1,2,4294967296\n", &o).unwrap_err().to_string();
+        assert!(
+            err.ends_with("label '4294967296' is not an integer from 0 to 4294967295"),
+            "{err}"
+        );
+        let err = p(
+            "1,2,0\n",
+            &CsvOptions {
+                label_column: LabelColumn::Index(3),
+                ..o.clone()
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("3 fields (columns 0 to 2), no label column 3"),
+            "{err}"
+        );
+        // One class: most likely the wrong column, and the error names the one read.
+        let err = p("1,2,0\n3,4,0\n", &o).unwrap_err().to_string();
+        assert!(
+            err.ends_with("were read from column 2 (the last); --label-column chooses another"),
+            "{err}"
+        );
         assert!(p("1,2,1.5\n", &o)
             .unwrap_err()
             .to_string()
@@ -363,22 +537,33 @@ mod tests {
             .map(|i| format!("{i},{},{}\n", i * 2, i % 2))
             .collect();
         std::fs::write(&f, text).unwrap();
-        let s = load(&f, &CsvOptions::default()).unwrap();
+        let (s, _) = load(&f, &CsvOptions::default()).unwrap();
         assert_eq!((s.train.rows, s.test.rows), (8, 2));
         assert_eq!((s.train.cols, s.train.classes), (2, 2));
         let gz = dir.join("d.csv.gz");
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut enc, &std::fs::read(&f).unwrap()).unwrap();
         std::fs::write(&gz, enc.finish().unwrap()).unwrap();
-        let z = load(&gz, &CsvOptions::default()).unwrap();
+        let (z, _) = load(&gz, &CsvOptions::default()).unwrap();
         assert_eq!((z.train, z.test), (s.train, s.test));
         let other_seed = CsvOptions {
             seed: 1,
             test_fraction: 0.5,
             ..Default::default()
         };
-        let h = load(&f, &other_seed).unwrap();
+        let (h, layout) = load(&f, &other_seed).unwrap();
         assert_eq!((h.train.rows, h.test.rows), (5, 5));
+        assert_eq!(layout.describe_label(), "column 2 (the last)");
+        // Latin-1 text: the line with the first byte that is not UTF-8.
+        let latin1 = dir.join("latin1.csv");
+        std::fs::write(&latin1, b"1,2,0\n3,4,1\n# caf\xe9\n").unwrap();
+        let err = load(&latin1, &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("line 3: not UTF-8 text (save it as UTF-8)"),
+            "{err}"
+        );
         assert!(matches!(
             load(&dir.join("nope.csv"), &CsvOptions::default()),
             Err(CohortError::Io { .. })

@@ -20,7 +20,7 @@ pub fn load() -> Result<Split> {
         header: Header::Absent,
         ..Default::default()
     };
-    let mut data = parse(&text, &options, origin)?;
+    let (mut data, _) = parse(&text, &options, origin)?;
     data.features.iter_mut().for_each(|v| *v /= 16.0);
     data.split(0.2, 0)
 }

@@ -76,6 +76,21 @@ impl Dataset {
         })
     }
 
+    /// A hash of the rows, their order and sizes (features bit for bit, labels), for telling
+    /// data sets apart: a checkpoint keeps the one it trained on. Not cryptographic.
+    pub fn fingerprint(&self) -> u64 {
+        // FNV-1a over 32-bit words.
+        let words = [self.rows, self.cols, self.classes].map(|n| n as u32);
+        let bits = self.features.iter().map(|v| v.to_bits());
+        let words = words
+            .into_iter()
+            .chain(self.labels.iter().copied())
+            .chain(bits);
+        words.fold(0xcbf2_9ce4_8422_2325, |hash: u64, w| {
+            (hash ^ w as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    }
+
     /// The features of row `i`. Panics if `i >= rows`, like slice indexing.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.features[i * self.cols..(i + 1) * self.cols]
@@ -312,7 +327,7 @@ impl DataSource {
         match self {
             DataSource::Digits => digits::load(),
             DataSource::Idx(dir) => idx::load_dir(dir),
-            DataSource::Csv { path, options } => csv::load(path, options),
+            DataSource::Csv { path, options } => Ok(csv::load(path, options)?.0),
             DataSource::Blobs {
                 rows,
                 classes,
@@ -396,7 +411,14 @@ fn read_within(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
     if stored > limit {
         return Err(too_large(stored));
     }
-    let raw = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
+    // Read through the limit too: a device or pipe reports no size (`csv:/dev/zero`).
+    let mut raw = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut raw))
+        .map_err(|e| CohortError::io(path, e))?;
+    if raw.len() as u64 > limit {
+        return Err(too_large(raw.len() as u64));
+    }
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
     }
@@ -436,6 +458,12 @@ mod tests {
                 }
                 other => panic!("expected HostMemory, got {other:?}"),
             }
+        }
+        // A device that reports no size and never ends.
+        #[cfg(unix)]
+        match read_within(std::path::Path::new("/dev/zero"), 4096) {
+            Err(CohortError::HostMemory { bytes, .. }) => assert_eq!(bytes, 4097),
+            other => panic!("expected HostMemory, got {other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }
