@@ -179,6 +179,9 @@ struct TrainArgs {
     /// column as above, or its label field and another field are not numbers].
     #[arg(long, value_enum)]
     header: Option<HeaderChoice>,
+    /// CSV data: a second CSV file, read alike, as the test part instead of a split of --data.
+    #[arg(long)]
+    test_data: Option<PathBuf>,
     /// CSV data: the fraction of rows held out for testing [default: 0.2].
     #[arg(long)]
     test_fraction: Option<f64>,
@@ -382,6 +385,7 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
         ("--header", args.header.is_some()),
         ("--test-fraction", args.test_fraction.is_some()),
         ("--split-seed", args.split_seed.is_some()),
+        ("--test-data", args.test_data.is_some()),
     ];
     let DataSource::Csv { options, .. } = &mut source else {
         return match csv_flags.iter().find(|(_, given)| *given) {
@@ -407,6 +411,15 @@ fn data_source(args: &TrainArgs) -> Result<DataSource> {
         Some(HeaderChoice::Yes) => Header::Present,
         Some(HeaderChoice::No) => Header::Absent,
     };
+    let splits = [
+        ("--test-fraction", args.test_fraction.is_some()),
+        ("--split-seed", args.split_seed.is_some()),
+    ];
+    if let (Some(_), Some((flag, _))) = (&args.test_data, splits.iter().find(|(_, given)| *given)) {
+        return Err(CohortError::InvalidConfig(format!(
+            "{flag} splits --data, which --test-data replaces"
+        )));
+    }
     if let Some(f) = args.test_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
         return Err(CohortError::InvalidConfig(format!(
             "--test-fraction {f}: use a fraction between 0 and 1 (both excluded)"
@@ -423,7 +436,10 @@ fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let mut split = match &source {
         // Which column the labels came from, said (a wrong guess trains, but on nonsense).
         DataSource::Csv { path, options } => {
-            let (split, layout) = csv::load(path, options)?;
+            let (split, layout) = match &args.test_data {
+                Some(test) => csv::load_pair(path, test, options)?,
+                None => csv::load(path, options)?,
+            };
             if !args.quiet {
                 let header = if layout.names.is_empty() {
                     "no header"
@@ -609,6 +625,9 @@ fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
         if let Ok(path) = std::fs::canonicalize(&path) {
             named.push(("--data", path));
         }
+    }
+    if let Some(Ok(path)) = args.test_data.as_ref().map(std::fs::canonicalize) {
+        named.push(("--test-data", path));
     }
     type Check = fn(&std::path::Path) -> Result<()>;
     let outputs: [(&str, &Option<PathBuf>, Check); 3] = [

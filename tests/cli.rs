@@ -816,6 +816,61 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         "{}",
         text(&out.stderr)
     );
+    // A second file as the test part (as Kaggle's MNIST CSV comes): its rows, no split; read
+    // alike, or refused; never also split, nor overwritten by an output.
+    let test_file = dir.join("test.csv");
+    let test_rows: String = (0..7)
+        .map(|r| format!("{},{},{}\n", r % 2, r, r * 2))
+        .collect();
+    std::fs::write(&test_file, format!("label,a,b\n{test_rows}")).unwrap();
+    let test_path = test_file.to_str().unwrap();
+    let line = data_line(&train(&["--test-data", test_path]));
+    assert!(
+        line.contains("50 train / 7 test rows, 2 features, 2 classes"),
+        "{line}"
+    );
+    let unlabelled_header = dir.join("other.csv");
+    std::fs::write(&unlabelled_header, test_rows).unwrap();
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--test-data",
+            unlabelled_header.to_str().unwrap(),
+        ],
+        "its labels are in column 2 (the last), the training file's in column 0 ('label')",
+    );
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--test-data",
+            test_path,
+            "--test-fraction",
+            "0.3",
+        ],
+        "--test-fraction splits --data, which --test-data replaces",
+    );
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &data,
+            "--test-data",
+            test_path,
+            "--metrics",
+            test_path,
+        ],
+        "--test-data and --metrics name the same file",
+    );
     // The flags are CSV's: with other data they are refused, not ignored.
     for (flag, value) in [
         ("--label-column", "0"),
@@ -823,6 +878,7 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         ("--header", "auto"),
         ("--test-fraction", "0.5"),
         ("--split-seed", "1"),
+        ("--test-data", "test.csv"),
     ] {
         fails_cleanly(
             &["train", "--device", "cpu", flag, value],

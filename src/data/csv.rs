@@ -281,8 +281,8 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
     Ok((data, layout))
 }
 
-/// Loads a CSV file (gzipped or not) and splits it.
-pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+/// Reads a CSV file (gzipped or not) whole, unsplit.
+pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
     let bytes = read_maybe_gzip(path)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
@@ -292,8 +292,47 @@ pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
             format!("line {line}: not UTF-8 text (save it as UTF-8)"),
         )
     })?;
-    let (data, layout) = parse(&text, options, path)?;
+    parse(&text, options, path)
+}
+
+/// Loads a CSV file (gzipped or not) and splits it as `options` say.
+pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+    let (data, layout) = read(path, options)?;
     Ok((data.split(options.test_fraction, options.seed)?, layout))
+}
+
+/// Loads a training file and a test file read alike: both must put their labels in the same
+/// column (and name their columns alike, where they have headers); classes are counted over
+/// both.
+pub fn load_pair(train: &Path, test: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+    let (mut train_data, layout) = read(train, options)?;
+    let (mut test_data, test_layout) = read(test, options)?;
+    let differ = |what: String| {
+        CohortError::corrupt(test, format!("{what} (the training file's are read alike)"))
+    };
+    if test_layout.label_column != layout.label_column {
+        return Err(differ(format!(
+            "its labels are in {}, the training file's in {}",
+            test_layout.describe_label(),
+            layout.describe_label()
+        )));
+    }
+    if !test_layout.names.is_empty()
+        && !layout.names.is_empty()
+        && test_layout.names != layout.names
+    {
+        return Err(differ("its header names other columns".into()));
+    }
+    let classes = train_data.classes.max(test_data.classes);
+    train_data.classes = classes;
+    test_data.classes = classes;
+    Ok((
+        Split {
+            train: train_data,
+            test: test_data,
+        },
+        layout,
+    ))
 }
 
 #[cfg(test)]
@@ -554,6 +593,19 @@ mod tests {
         let (h, layout) = load(&f, &other_seed).unwrap();
         assert_eq!((h.train.rows, h.test.rows), (5, 5));
         assert_eq!(layout.describe_label(), "column 2 (the last)");
+        // A pair of files: classes over both (the test file lacks class 2 here), headers alike.
+        let (train, test) = (dir.join("train.csv"), dir.join("test.csv"));
+        std::fs::write(&train, "a,label\n1,0\n2,1\n3,2\n").unwrap();
+        std::fs::write(&test, "a,label\n1,1\n2,0\n").unwrap();
+        let (pair, _) = load_pair(&train, &test, &CsvOptions::default()).unwrap();
+        assert_eq!((pair.train.classes, pair.test.classes), (3, 3));
+        assert_eq!((pair.train.rows, pair.test.rows), (3, 2));
+        pair.validate_compatible().unwrap();
+        std::fs::write(&test, "b,label\n1,1\n2,0\n").unwrap();
+        let err = load_pair(&train, &test, &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("its header names other columns"), "{err}");
         // Latin-1 text: the line with the first byte that is not UTF-8.
         let latin1 = dir.join("latin1.csv");
         std::fs::write(&latin1, b"1,2,0\n3,4,1\n# caf\xe9\n").unwrap();
