@@ -897,7 +897,7 @@ fn compare<B: Backend>(
         base.schedule
     );
     println!(
-        "{:<28} {:>19} {:>20} {:>9}",
+        "{:<28} {:>19} {:>19} {:>8}",
         "test accuracy %", "independent (α=0)", "mutual", "gain"
     );
     let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {

@@ -48,7 +48,8 @@ impl CsvLayout {
     /// The label column as a reader would name it: `column 0 ('label')`, `column 4 (the last)`.
     pub fn describe_label(&self) -> String {
         let column = self.label_column;
-        match (self.names.get(column), column + 1 == self.columns) {
+        let name = self.names.get(column).filter(|name| !name.is_empty());
+        match (name, column + 1 == self.columns) {
             (Some(name), _) => format!("column {column} ('{name}')"),
             (None, true) => format!("column {column} (the last)"),
             (None, false) => format!("column {column}"),
@@ -112,14 +113,14 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
         LabelColumn::Index(i) => Some(i),
     };
     // A header names its columns: a line whose label field is the only one that is not a
-    // number is a data row with a bad label.
+    // number is a data row with a bad label; an empty field names nothing.
     let label_guess = given.unwrap_or(last);
-    let names = |i: usize| first.get(i).is_some_and(|f| !is_number(f));
+    let names = |i: usize| first.get(i).is_some_and(|f| !f.is_empty() && !is_number(f));
     let header = match options.header {
         Header::Present => true,
         Header::Absent => false,
         Header::Auto => {
-            (given.is_none() && named().is_some())
+            named().is_some_and(|i| given.is_none_or(|g| g == i))
                 || (names(label_guess) && (0..first.len()).any(|i| i != label_guess && names(i)))
         }
     };
@@ -145,16 +146,31 @@ fn fields_of(line: &str) -> Vec<&str> {
     line.split(',').map(unquote).collect()
 }
 
+/// The lines of `text`, ended by `\n`, `\r\n` or (old Mac files) a lone `\r`, mixed as they
+/// may be.
+fn lines_of(text: &str) -> impl Iterator<Item = &str> {
+    text.split('\n')
+        .flat_map(|l| l.strip_suffix('\r').unwrap_or(l).split('\r'))
+}
+
+/// How many lines `bytes` end, as [`lines_of`] counts them.
+fn line_ends(bytes: &[u8]) -> usize {
+    let lone_cr = bytes
+        .windows(2)
+        .filter(|w| w[0] == b'\r' && w[1] != b'\n')
+        .count()
+        + usize::from(bytes.last() == Some(&b'\r'));
+    bytes.iter().filter(|&&b| b == b'\n').count() + lone_cr
+}
+
 /// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one (a file
-/// with a single class is rejected by [`Dataset::new`]). Lines end in `\n`, `\r\n` or (old
-/// Mac files) `\r`.
+/// with a single class is rejected by [`Dataset::new`]). Lines end in `\n`, `\r\n` or a lone
+/// `\r`.
 pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset, CsvLayout)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bad =
         |line: usize, why: String| CohortError::corrupt(origin, format!("line {line}: {why}"));
-    let end = if text.contains('\n') { '\n' } else { '\r' };
-    let mut lines = text
-        .split(end)
+    let mut lines = lines_of(text)
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
         .filter(|(_, l)| !l.is_empty())
@@ -216,7 +232,7 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
             let v: f64 = f.parse().map_err(|_| {
                 let why = match (f.is_empty(), i == label_at) {
                     (true, true) => "the label is missing".to_string(),
-                    (true, false) => format!("field {} is empty", i + 1),
+                    (true, false) => format!("column {i} is empty"),
                     (false, true) => format!(
                         "label '{f}' is not a number: classes are numbered from 0 (number named \
                          classes first)"
@@ -242,11 +258,7 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
                         ""
                     };
                     return Err(CohortError::NonFinite {
-                        what: format!(
-                            "{} line {n}, field {}: '{f}'{beyond}",
-                            origin.display(),
-                            i + 1
-                        ),
+                        what: format!("{} line {n}, column {i}: '{f}'{beyond}", origin.display()),
                     });
                 }
                 features.push(x);
@@ -286,7 +298,7 @@ pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
     let bytes = read_maybe_gzip(path)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+        let line = line_ends(&e.as_bytes()[..at]) + 1;
         CohortError::corrupt(
             path,
             format!("line {line}: not UTF-8 text (save it as UTF-8)"),
@@ -460,8 +472,19 @@ mod tests {
             err.ends_with("(--header no reads the first line as data)"),
             "{err}"
         );
-        // Old Mac line ends.
+        // Old Mac line ends, alone or mixed with others (as `echo >> f` leaves them).
         assert_eq!(p("a,label\r1,0\r2,1\r", &o).unwrap().labels, vec![0, 1]);
+        let d = p("a,label\r1,0\r\n2,1\r3,1\n4,0", &o).unwrap();
+        assert_eq!(d.labels, vec![0, 1, 1, 0]);
+        let err = p("a,label\r1,0\r\n2,x\n", &o).unwrap_err().to_string();
+        assert!(err.contains("line 3: label 'x'"), "{err}");
+        assert_eq!(line_ends(b"a\rb\r\nc\nd\r"), 4);
+        // A label column given by number is still a header's named one.
+        let d = p("0,1,label\n5,6,1\n7,8,0\n", &last).unwrap();
+        assert_eq!(d.labels, vec![1, 0]);
+        // An empty field names nothing: a first row with gaps is a bad row, not a header.
+        let err = p("1,,\n3,4,1\n", &o).unwrap_err().to_string();
+        assert!(err.contains("line 1: column 1 is empty"), "{err}");
     }
 
     #[test]
@@ -483,7 +506,7 @@ mod tests {
         .to_string()
         .contains("line 1"));
         let err = p("1,,0\n3,4,1\n", &o).unwrap_err().to_string();
-        assert!(err.contains("line 1: field 2 is empty"), "{err}");
+        assert!(err.contains("line 1: column 1 is empty"), "{err}");
         let err = p("1;2;0\n", &o).unwrap_err().to_string();
         assert!(
             err.ends_with("(fields are separated by commas; this line has semicolons)"),
@@ -526,7 +549,7 @@ mod tests {
         let err = p("1,2,0\n\n3,1e40,1\n", &o).unwrap_err();
         assert!(
             matches!(&err, CohortError::NonFinite { what }
-                if what == "t.csv line 3, field 2: '1e40' (beyond f32's range)"),
+                if what == "t.csv line 3, column 1: '1e40' (beyond f32's range)"),
             "{err}"
         );
         // A first row with a bad feature is a bad row (it was once taken for a header), said

@@ -417,7 +417,14 @@ fn read_within(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
         .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut raw))
         .map_err(|e| CohortError::io(path, e))?;
     if raw.len() as u64 > limit {
-        return Err(too_large(raw.len() as u64));
+        // Its size unknown (a device or pipe): at least this much.
+        return Err(CohortError::HostMemory {
+            what: format!(
+                "loading {}, which goes on past {limit} bytes (a fifth of the memory available)",
+                path.display()
+            ),
+            bytes: raw.len() as u64,
+        });
     }
     if !raw.starts_with(&[0x1f, 0x8b]) {
         return Ok(raw);
@@ -462,7 +469,12 @@ mod tests {
         // A device that reports no size and never ends.
         #[cfg(unix)]
         match read_within(std::path::Path::new("/dev/zero"), 4096) {
-            Err(CohortError::HostMemory { bytes, .. }) => assert_eq!(bytes, 4097),
+            Err(CohortError::HostMemory { what, .. }) => {
+                assert!(
+                    what.ends_with("goes on past 4096 bytes (a fifth of the memory available)"),
+                    "{what}"
+                )
+            }
             other => panic!("expected HostMemory, got {other:?}"),
         }
         std::fs::remove_dir_all(&dir).unwrap();
