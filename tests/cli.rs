@@ -652,35 +652,52 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
 #[test]
 fn csv_flags_choose_the_label_column_header_and_split() {
     let dir = scratch("csv-flags");
+    let write = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        format!("csv:{}", path.display())
+    };
+    // `train` on a CSV file with `extra` flags (one epoch unless they say otherwise).
+    let args = |data: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["train", "--device", "cpu", "--peers", "2x8", "--data", data];
+        if !extra.contains(&"--epochs") {
+            args.extend(["--epochs", "1"]);
+        }
+        args.iter().chain(extra).map(|a| a.to_string()).collect()
+    };
+    let run = |data: &str, extra: &[&str]| {
+        cohort(
+            &args(data, extra)
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let fails = |data: &str, extra: &[&str], expect: &str| {
+        let args = args(data, extra);
+        fails_cleanly(&args.iter().map(String::as_str).collect::<Vec<_>>(), expect)
+    };
+    let succeeds = |out: Output| {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let data_line = |out: &Output| {
+        let stderr = text(&out.stderr);
+        let line = stderr.lines().find(|l| l.starts_with("data: "));
+        line.unwrap_or_default().to_string()
+    };
     // Labels first, under a header that names them (as MNIST's CSV files have it).
-    let named = dir.join("named.csv");
     let rows: String = (0..50)
         .map(|r| format!("{},{},{}\n", r % 2, r % 7, (r * 3) % 11))
         .collect();
-    std::fs::write(&named, format!("label,a,b\n{rows}")).unwrap();
-    let data = format!("csv:{}", named.display());
-    let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train", "--device", "cpu", "--peers", "2x8", "--epochs", "1", "--data", &data,
-        ];
-        args.extend_from_slice(extra);
-        cohort(&args)
-    };
-    let data_line = |out: &Output| {
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let stderr = text(&out.stderr);
-        let line = stderr
-            .lines()
-            .find(|l| l.starts_with("data: "))
-            .unwrap_or_default();
-        line.to_string()
-    };
+    let data = write("named.csv", format!("label,a,b\n{rows}"));
+    let train = |extra: &[&str]| succeeds(run(&data, extra));
     // The header's `label` column: 2 classes from 2 features; the last column would make 11.
     let out = train(&[]);
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("csv: labels from column 0 ('label'), a header line"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("csv: labels from column 0 ('label'), a header line"),
+        "{stderr}"
     );
     let line = data_line(&out);
     assert!(
@@ -715,160 +732,78 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         test_losses(&train(&["--split-seed", "0"]))
     );
     // No header said: the header line is a bad row.
-    fails_cleanly(
-        &[
-            "train", "--device", "cpu", "--data", &data, "--header", "no",
-        ],
+    fails(
+        &data,
+        &["--header", "no"],
         "line 1: 'label' is not a number",
     );
     // A first row with a bad value is a bad row, with a hint, not a header dropped in silence.
-    let bad_first = dir.join("bad-first.csv");
-    std::fs::write(&bad_first, format!("1,x,0\n{rows}")).unwrap();
-    fails_cleanly(
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &format!("csv:{}", bad_first.display()),
-        ],
+    fails(
+        &write("bad-first.csv", format!("1,x,0\n{rows}")),
+        &[],
         "line 1: 'x' is not a number (if the first line is a header, say so: --header yes)",
     );
-    for (flag, value, expect) in [
-        (
-            "--label-column",
-            "2nd",
-            "--label-column '2nd': use a column number from 0",
-        ),
-        (
-            "--test-fraction",
-            "1.5",
-            "--test-fraction 1.5: use a fraction between 0 and 1",
-        ),
-    ] {
-        fails_cleanly(
-            &["train", "--device", "cpu", "--data", &data, flag, value],
-            expect,
-        );
-    }
+    fails(
+        &data,
+        &["--label-column", "2nd"],
+        "--label-column '2nd': use a column number from 0",
+    );
+    fails(
+        &data,
+        &["--test-fraction", "1.5"],
+        "--test-fraction 1.5: use a fraction between 0 and 1",
+    );
     // A checkpoint remembers the rows it trained on: resuming on another split is refused
     // (with --standardize none, where the standardisation cannot tell), the same split is not.
     let ckpt = dir.join("ckpt.safetensors");
     let ckpt = ckpt.to_str().unwrap();
-    let out = train(&["--standardize", "none", "--save", ckpt]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    fails_cleanly(
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--peers",
-            "2x8",
-            "--epochs",
-            "2",
-            "--data",
-            &data,
-            "--standardize",
-            "none",
-            "--resume",
-            ckpt,
-            "--split-seed",
-            "1",
-        ],
+    train(&["--standardize", "none", "--save", ckpt]);
+    let resume = ["--epochs", "2", "--standardize", "none", "--resume", ckpt];
+    fails(
+        &data,
+        &[&resume[..], &["--split-seed", "1"]].concat(),
         "was trained on other training rows (resume with the same --data, CSV flags",
     );
-    let resumed = cohort(&[
-        "train",
-        "--device",
-        "cpu",
-        "--peers",
-        "2x8",
-        "--epochs",
-        "2",
-        "--data",
-        &data,
-        "--standardize",
-        "none",
-        "--resume",
-        ckpt,
-    ]);
-    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    train(&resume);
     // A pandas index column (no name in the header) is a feature, with a warning.
-    let indexed = dir.join("indexed.csv");
-    let rows: String = (0..50)
+    let rows_indexed: String = (0..50)
         .map(|r| format!("{r},{},{}\n", r % 7, r % 2))
         .collect();
-    std::fs::write(&indexed, format!(",a,label\n{rows}")).unwrap();
-    let out = cohort(&[
-        "train",
-        "--device",
-        "cpu",
-        "--peers",
-        "2x8",
-        "--epochs",
-        "1",
-        "--data",
-        &format!("csv:{}", indexed.display()),
-    ]);
+    let out = succeeds(run(
+        &write("indexed.csv", format!(",a,label\n{rows_indexed}")),
+        &[],
+    ));
+    let stderr = text(&out.stderr);
     assert!(
-        text(&out.stderr)
-            .contains("warning: column 0 has no name in the header (an index column?)"),
-        "{}",
-        text(&out.stderr)
+        stderr.contains("warning: column 0 has no name in the header (an index column?)"),
+        "{stderr}"
     );
     // A second file as the test part (as Kaggle's MNIST CSV comes): its rows, no split; read
     // alike, or refused; never also split, nor overwritten by an output.
-    let test_file = dir.join("test.csv");
     let test_rows: String = (0..7)
         .map(|r| format!("{},{},{}\n", r % 2, r, r * 2))
         .collect();
-    std::fs::write(&test_file, format!("label,a,b\n{test_rows}")).unwrap();
-    let test_path = test_file.to_str().unwrap();
+    let test_file = write("test.csv", format!("label,a,b\n{test_rows}"));
+    let test_path = test_file.strip_prefix("csv:").unwrap();
     let line = data_line(&train(&["--test-data", test_path]));
     assert!(
         line.contains("50 train / 7 test rows, 2 features, 2 classes"),
         "{line}"
     );
-    let unlabelled_header = dir.join("other.csv");
-    std::fs::write(&unlabelled_header, test_rows).unwrap();
-    fails_cleanly(
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &data,
-            "--test-data",
-            unlabelled_header.to_str().unwrap(),
-        ],
+    let headless = write("headless.csv", test_rows);
+    fails(
+        &data,
+        &["--test-data", headless.strip_prefix("csv:").unwrap()],
         "its labels are in column 2 (the last), the training file's in column 0 ('label')",
     );
-    fails_cleanly(
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &data,
-            "--test-data",
-            test_path,
-            "--test-fraction",
-            "0.3",
-        ],
+    fails(
+        &data,
+        &["--test-data", test_path, "--test-fraction", "0.3"],
         "--test-fraction splits --data, which --test-data replaces",
     );
-    fails_cleanly(
-        &[
-            "train",
-            "--device",
-            "cpu",
-            "--data",
-            &data,
-            "--test-data",
-            test_path,
-            "--metrics",
-            test_path,
-        ],
+    fails(
+        &data,
+        &["--test-data", test_path, "--metrics", test_path],
         "--test-data and --metrics name the same file",
     );
     // The flags are CSV's: with other data they are refused, not ignored.
@@ -880,8 +815,9 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         ("--split-seed", "1"),
         ("--test-data", "test.csv"),
     ] {
-        fails_cleanly(
-            &["train", "--device", "cpu", flag, value],
+        fails(
+            "digits",
+            &[flag, value],
             &format!("{flag} applies to csv:FILE data, not to 'digits'"),
         );
     }
