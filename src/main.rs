@@ -49,6 +49,17 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seeds: u64,
     },
+    /// Evaluate a saved cohort (a checkpoint of train --save) on the test part of the data, as
+    /// train takes it: each peer's and the ensemble's test loss and accuracy.
+    Evaluate {
+        /// The checkpoint.
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
     /// List the GPU adapters wgpu can see.
     Devices,
     /// Run every kernel on the GPU and on its CPU twin and print the largest differences.
@@ -113,9 +124,8 @@ enum OptimizerChoice {
 // reason, instead of by the parser as an unknown flag).
 #[command(allow_negative_numbers = true)]
 struct TrainArgs {
-    /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
-    #[arg(long, default_value = "digits")]
-    data: String,
+    #[command(flatten)]
+    data: DataArgs,
     /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `_-256-256-_`.
     #[arg(long, default_value = "2x256")]
     peers: String,
@@ -171,6 +181,24 @@ struct TrainArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
+    /// Feature standardisation with training statistics: `auto` (one global mean and deviation
+    /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
+    #[arg(long, default_value = "auto")]
+    standardize: String,
+    /// Steps between metric reads (progress bar, divergence check).
+    #[arg(long, default_value_t = 25)]
+    log_every: usize,
+    /// No progress bar and no per-epoch lines (train still prints its final summary).
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The data and how to read it (train, compare, profile and evaluate take them).
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
+    #[arg(long, default_value = "digits")]
+    data: String,
     /// CSV data: the label column, from 0, or `first` or `last` [default: the header's one
     /// column named label, labels, target or class, else the last].
     #[arg(long)]
@@ -189,16 +217,6 @@ struct TrainArgs {
     /// seeds, as in compare, test on the same rows) [default: 0].
     #[arg(long)]
     split_seed: Option<u64>,
-    /// Feature standardisation with training statistics: `auto` (one global mean and deviation
-    /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
-    #[arg(long, default_value = "auto")]
-    standardize: String,
-    /// Steps between metric reads (progress bar, divergence check).
-    #[arg(long, default_value_t = 25)]
-    log_every: usize,
-    /// No progress bar and no per-epoch lines (train still prints its final summary).
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// The files `train` reads and writes besides the data (compare and profile take none).
@@ -239,6 +257,17 @@ fn main() -> ExitCode {
             match open(train.device)? {
                 Device::Gpu(g) => compare(g.as_ref(), &train, seeds, prepared),
                 Device::Cpu(c) => compare(&c, &train, seeds, prepared),
+            }
+        })(),
+        Command::Evaluate {
+            checkpoint,
+            data,
+            device,
+        } => (|| {
+            let (ckpt, split) = evaluation_data(&checkpoint, &data)?;
+            match open(device)? {
+                Device::Gpu(g) => evaluate(g.as_ref(), &ckpt, &split),
+                Device::Cpu(c) => evaluate(&c, &ckpt, &split),
             }
         })(),
         Command::Devices => devices(),
@@ -377,88 +406,99 @@ fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Option<Resume>>
     Ok(Some((path.clone(), ckpt)))
 }
 
-/// The data `--data` names, read as the CSV flags say (which only CSV data takes).
-fn data_source(args: &TrainArgs) -> Result<DataSource> {
-    let mut source: DataSource = args.data.parse()?;
-    let csv_flags = [
-        ("--label-column", args.label_column.is_some()),
-        ("--header", args.header.is_some()),
-        ("--test-fraction", args.test_fraction.is_some()),
-        ("--split-seed", args.split_seed.is_some()),
-        ("--test-data", args.test_data.is_some()),
-    ];
-    let DataSource::Csv { options, .. } = &mut source else {
-        return match csv_flags.iter().find(|(_, given)| *given) {
-            Some((flag, _)) => Err(CohortError::InvalidConfig(format!(
-                "{flag} applies to csv:FILE data, not to '{}'",
-                args.data
-            ))),
-            None => Ok(source),
+impl DataArgs {
+    /// The data `--data` names, read as the CSV flags say (which only CSV data takes).
+    fn source(&self) -> Result<DataSource> {
+        let mut source: DataSource = self.data.parse()?;
+        let csv_flags = [
+            ("--label-column", self.label_column.is_some()),
+            ("--header", self.header.is_some()),
+            ("--test-fraction", self.test_fraction.is_some()),
+            ("--split-seed", self.split_seed.is_some()),
+            ("--test-data", self.test_data.is_some()),
+        ];
+        let DataSource::Csv { options, .. } = &mut source else {
+            return match csv_flags.iter().find(|(_, given)| *given) {
+                Some((flag, _)) => Err(CohortError::InvalidConfig(format!(
+                    "{flag} applies to csv:FILE data, not to '{}'",
+                    self.data
+                ))),
+                None => Ok(source),
+            };
         };
-    };
-    options.label_column = match args.label_column.as_deref() {
-        None => LabelColumn::Auto,
-        Some("last") => LabelColumn::Last,
-        Some("first") => LabelColumn::Index(0),
-        Some(column) => LabelColumn::Index(column.parse().map_err(|_| {
-            CohortError::InvalidConfig(format!(
-                "--label-column '{column}': use a column number from 0, first or last"
-            ))
-        })?),
-    };
-    options.header = match args.header {
-        None | Some(HeaderChoice::Auto) => Header::Auto,
-        Some(HeaderChoice::Yes) => Header::Present,
-        Some(HeaderChoice::No) => Header::Absent,
-    };
-    let splits = [
-        ("--test-fraction", args.test_fraction.is_some()),
-        ("--split-seed", args.split_seed.is_some()),
-    ];
-    if let (Some(_), Some((flag, _))) = (&args.test_data, splits.iter().find(|(_, given)| *given)) {
-        return Err(CohortError::InvalidConfig(format!(
-            "{flag} splits --data, which --test-data replaces"
-        )));
+        options.label_column = match self.label_column.as_deref() {
+            None => LabelColumn::Auto,
+            Some("last") => LabelColumn::Last,
+            Some("first") => LabelColumn::Index(0),
+            Some(column) => LabelColumn::Index(column.parse().map_err(|_| {
+                CohortError::InvalidConfig(format!(
+                    "--label-column '{column}': use a column number from 0, first or last"
+                ))
+            })?),
+        };
+        options.header = match self.header {
+            None | Some(HeaderChoice::Auto) => Header::Auto,
+            Some(HeaderChoice::Yes) => Header::Present,
+            Some(HeaderChoice::No) => Header::Absent,
+        };
+        let splits = [
+            ("--test-fraction", self.test_fraction.is_some()),
+            ("--split-seed", self.split_seed.is_some()),
+        ];
+        if let (Some(_), Some((flag, _))) =
+            (&self.test_data, splits.iter().find(|(_, given)| *given))
+        {
+            return Err(CohortError::InvalidConfig(format!(
+                "{flag} splits --data, which --test-data replaces"
+            )));
+        }
+        if let Some(f) = self.test_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
+            return Err(CohortError::InvalidConfig(format!(
+                "--test-fraction {f}: use a fraction between 0 and 1 (both excluded)"
+            )));
+        }
+        options.test_fraction = self.test_fraction.unwrap_or(options.test_fraction);
+        options.seed = self.split_seed.unwrap_or(options.seed);
+        Ok(source)
     }
-    if let Some(f) = args.test_fraction.filter(|f| !(*f > 0.0 && *f < 1.0)) {
-        return Err(CohortError::InvalidConfig(format!(
-            "--test-fraction {f}: use a fraction between 0 and 1 (both excluded)"
-        )));
+
+    /// Loads the data, saying where CSV labels came from (unless `quiet`) and warning of unnamed
+    /// header columns; returns where they came from too.
+    fn load(&self, quiet: bool) -> Result<(DataSource, Split)> {
+        let source = self.source()?;
+        let split = match &source {
+            // Which column the labels came from, said (a wrong guess trains, but on nonsense).
+            DataSource::Csv { path, options } => {
+                let (split, layout) = match &self.test_data {
+                    Some(test) => csv::load_pair(path, test, options)?,
+                    None => csv::load(path, options)?,
+                };
+                if !quiet {
+                    let header = if layout.names.is_empty() {
+                        "no header"
+                    } else {
+                        "a header line"
+                    };
+                    eprintln!("csv: labels from {}, {header}", layout.describe_label());
+                }
+                for column in layout.unnamed_features() {
+                    eprintln!(
+                    "warning: column {column} has no name in the header (an index column?); it \
+                     is read as a feature"
+                );
+                }
+                split
+            }
+            _ => source.load()?,
+        };
+        split.validate_compatible()?;
+        Ok((source, split))
     }
-    options.test_fraction = args.test_fraction.unwrap_or(options.test_fraction);
-    options.seed = args.split_seed.unwrap_or(options.seed);
-    Ok(source)
 }
 
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
-    let source = data_source(args)?;
-    let mut split = match &source {
-        // Which column the labels came from, said (a wrong guess trains, but on nonsense).
-        DataSource::Csv { path, options } => {
-            let (split, layout) = match &args.test_data {
-                Some(test) => csv::load_pair(path, test, options)?,
-                None => csv::load(path, options)?,
-            };
-            if !args.quiet {
-                let header = if layout.names.is_empty() {
-                    "no header"
-                } else {
-                    "a header line"
-                };
-                eprintln!("csv: labels from {}, {header}", layout.describe_label());
-            }
-            for column in layout.unnamed_features() {
-                eprintln!(
-                    "warning: column {column} has no name in the header (an index column?); it \
-                     is read as a feature"
-                );
-            }
-            split
-        }
-        _ => source.load()?,
-    };
-    split.validate_compatible()?;
+    let (source, mut split) = args.data.load(args.quiet)?;
     let images = matches!(source, DataSource::Idx(_));
     let standardizer = match args.standardize.as_str() {
         "none" => None,
@@ -621,12 +661,12 @@ fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     let mut named: Vec<(&str, PathBuf)> = Vec::new();
     // A CSV file given as the data (a folder of IDX files has fixed names); a path that does not
     // resolve is the data loader's to report.
-    if let Ok(DataSource::Csv { path, .. }) = args.data.parse::<DataSource>() {
+    if let Ok(DataSource::Csv { path, .. }) = args.data.data.parse::<DataSource>() {
         if let Ok(path) = std::fs::canonicalize(&path) {
             named.push(("--data", path));
         }
     }
-    if let Some(Ok(path)) = args.test_data.as_ref().map(std::fs::canonicalize) {
+    if let Some(Ok(path)) = args.data.test_data.as_ref().map(std::fs::canonicalize) {
         named.push(("--test-data", path));
     }
     type Check = fn(&std::path::Path) -> Result<()>;
@@ -807,6 +847,76 @@ fn print_summary(report: &EpochReport, models: &[String]) {
         "",
         pct(report.ensemble_accuracy)
     );
+}
+
+/// Reads the checkpoint `path` and the data, standardised as the checkpoint's were (not fitted
+/// anew), before a device opens. Warns where the training rows are not those it trained on
+/// (its test part may then hold rows it trained on).
+fn evaluation_data(
+    path: &std::path::Path,
+    data: &DataArgs,
+) -> Result<(checkpoint::Checkpoint, Split)> {
+    let ckpt = checkpoint::load(path)?;
+    let (_, mut split) = data.load(false)?;
+    let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
+    if split.test.cols != inputs || split.test.classes > classes {
+        return Err(CohortError::CheckpointMismatch(format!(
+            "the cohort in {} takes {inputs} features and tells {classes} classes; the data \
+             has {} features and {} classes",
+            path.display(),
+            split.test.cols,
+            split.test.classes
+        )));
+    }
+    if let Some(s) = &ckpt.standardizer {
+        s.apply(&mut split.train)?;
+        s.apply(&mut split.test)?;
+    }
+    if ckpt
+        .trained_on
+        .is_some_and(|f| f != split.train.fingerprint())
+    {
+        eprintln!(
+            "warning: these training rows are not those {} trained on (other data or split): \
+             its test part may hold rows the cohort trained on",
+            path.display()
+        );
+    }
+    Ok((ckpt, split))
+}
+
+/// Evaluates the checkpoint's cohort on the test part of `split` and prints the table.
+fn evaluate<B: Backend>(backend: &B, ckpt: &checkpoint::Checkpoint, split: &Split) -> Result<()> {
+    let mut trainer = ckpt.restore(backend, None)?;
+    let test = trainer.upload(&split.test)?;
+    let eval = trainer.evaluate(&test)?;
+    let models: Vec<String> = ckpt.config.peers.iter().map(|p| p.name()).collect();
+    println!(
+        "after {} ({} test rows):",
+        count(ckpt.epochs_done as u64, "epoch"),
+        split.test.rows
+    );
+    println!(
+        "{:<10} {:<22} {:>10} {:>10}",
+        "peer", "model", "test loss", "test acc"
+    );
+    for (i, model) in models.iter().enumerate() {
+        println!(
+            "{:<10} {:<22} {:>10.4} {:>10}",
+            i,
+            model,
+            eval.loss[i],
+            pct(eval.accuracy[i])
+        );
+    }
+    println!(
+        "{:<10} {:<22} {:>10} {:>10}",
+        "ensemble",
+        "mean of probabilities",
+        "",
+        pct(eval.ensemble_accuracy)
+    );
+    Ok(())
 }
 
 /// Mean and sample standard deviation (None for a single value, where it is undefined).

@@ -825,6 +825,77 @@ fn csv_flags_choose_the_label_column_header_and_split() {
 }
 
 #[test]
+fn evaluate_scores_a_saved_cohort_as_train_did() {
+    let dir = scratch("evaluate");
+    let ckpt = dir.join("ckpt.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    let trained = cohort(&[
+        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "2", "--save", ckpt,
+    ]);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    // The same test part, standardised as in training: the summary's numbers, to the digit.
+    let evaluated = cohort(&["evaluate", ckpt, "--device", "cpu"]);
+    assert!(evaluated.status.success(), "{}", text(&evaluated.stderr));
+    let (train_out, eval_out) = (text(&trained.stdout), text(&evaluated.stdout));
+    let numbers = |out: &str, row: &str, from_end: usize| -> Vec<String> {
+        let line = out.lines().find(|l| l.starts_with(row)).unwrap_or_default();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        fields[fields.len().saturating_sub(from_end)..]
+            .iter()
+            .map(|f| f.to_string())
+            .collect()
+    };
+    for row in ["0 ", "1 "] {
+        let (want, got) = (numbers(&train_out, row, 2), numbers(&eval_out, row, 2));
+        assert!(
+            want.len() == 2 && want == got,
+            "{row}: {train_out}\n{eval_out}"
+        );
+    }
+    assert_eq!(
+        numbers(&train_out, "ensemble", 1),
+        numbers(&eval_out, "ensemble", 1)
+    );
+    assert!(
+        eval_out.contains("after 2 epochs (359 test rows):"),
+        "{eval_out}"
+    );
+    // Data the cohort cannot read, and other training rows (a warning: its test part may
+    // hold rows it trained on).
+    fails_cleanly(
+        &["evaluate", ckpt, "--device", "cpu", "--data", "blobs"],
+        "takes 64 features and tells 10 classes; the data has 16 features and 4 classes",
+    );
+    let csv = dir.join("digits.csv");
+    let rows: String = (0..100)
+        .map(|r| {
+            let features: Vec<String> = (0..64).map(|c| ((r * c) % 17).to_string()).collect();
+            format!("{},{}\n", features.join(","), r % 10)
+        })
+        .collect();
+    std::fs::write(&csv, rows).unwrap();
+    let other = cohort(&[
+        "evaluate",
+        ckpt,
+        "--device",
+        "cpu",
+        "--data",
+        &format!("csv:{}", csv.display()),
+    ]);
+    assert!(other.status.success(), "{}", text(&other.stderr));
+    assert!(
+        text(&other.stderr).contains("warning: these training rows are not those"),
+        "{}",
+        text(&other.stderr)
+    );
+    fails_cleanly(
+        &["evaluate", "/no/such/ckpt", "--device", "cpu"],
+        "/no/such/ckpt",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn compare_prints_independent_and_mutual_side_by_side() {
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",
