@@ -12,7 +12,7 @@ use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
 use cohort::data::csv::{self, Header, LabelColumn};
-use cohort::data::{DataSource, Split, Standardizer};
+use cohort::data::{DataSource, Dataset, Split, Standardizer};
 use cohort::ops::Activation;
 use cohort::trainer::{EpochReport, Trainer};
 use cohort::{checkpoint, metrics, Backend, CohortError, CpuBackend, GpuBackend, Result};
@@ -49,13 +49,19 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         seeds: u64,
     },
-    /// Evaluate a saved cohort (a checkpoint of train --save) on the test part of the data, as
-    /// train takes it: each peer's and the ensemble's test loss and accuracy.
+    /// Score a saved cohort on data: each peer's and the ensemble's test loss and accuracy.
+    ///
+    /// The rows scored are the data's test part, taken as train takes it (so that on the data
+    /// it trained on, evaluate repeats train's summary), or with --all-rows every row.
+    #[command(allow_negative_numbers = true)]
     Evaluate {
-        /// The checkpoint.
+        /// The checkpoint, a file written by train --save.
         checkpoint: PathBuf,
         #[command(flatten)]
         data: DataArgs,
+        /// Score every row of the data (its train and test parts), as for a held-out file.
+        #[arg(long)]
+        all_rows: bool,
         /// Backend.
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
@@ -126,6 +132,10 @@ enum OptimizerChoice {
 struct TrainArgs {
     #[command(flatten)]
     data: DataArgs,
+    /// Feature standardisation with training statistics: `auto` (one global mean and deviation
+    /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
+    #[arg(long, default_value = "auto")]
+    standardize: String,
     /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `_-256-256-_`.
     #[arg(long, default_value = "2x256")]
     peers: String,
@@ -181,10 +191,6 @@ struct TrainArgs {
     /// Backend.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     device: DeviceChoice,
-    /// Feature standardisation with training statistics: `auto` (one global mean and deviation
-    /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
-    #[arg(long, default_value = "auto")]
-    standardize: String,
     /// Steps between metric reads (progress bar, divergence check).
     #[arg(long, default_value_t = 25)]
     log_every: usize,
@@ -262,12 +268,13 @@ fn main() -> ExitCode {
         Command::Evaluate {
             checkpoint,
             data,
+            all_rows,
             device,
         } => (|| {
-            let (ckpt, split) = evaluation_data(&checkpoint, &data)?;
+            let (ckpt, rows) = evaluation_data(&checkpoint, &data, all_rows)?;
             match open(device)? {
-                Device::Gpu(g) => evaluate(g.as_ref(), &ckpt, &split),
-                Device::Cpu(c) => evaluate(&c, &ckpt, &split),
+                Device::Gpu(g) => evaluate(g.as_ref(), &ckpt, &rows),
+                Device::Cpu(c) => evaluate(&c, &ckpt, &rows),
             }
         })(),
         Command::Devices => devices(),
@@ -467,32 +474,49 @@ impl DataArgs {
     fn load(&self, quiet: bool) -> Result<(DataSource, Split)> {
         let source = self.source()?;
         let split = match &source {
-            // Which column the labels came from, said (a wrong guess trains, but on nonsense).
             DataSource::Csv { path, options } => {
                 let (split, layout) = match &self.test_data {
                     Some(test) => csv::load_pair(path, test, options)?,
                     None => csv::load(path, options)?,
                 };
-                if !quiet {
-                    let header = if layout.names.is_empty() {
-                        "no header"
-                    } else {
-                        "a header line"
-                    };
-                    eprintln!("csv: labels from {}, {header}", layout.describe_label());
-                }
-                for column in layout.unnamed_features() {
-                    eprintln!(
-                    "warning: column {column} has no name in the header (an index column?); it \
-                     is read as a feature"
-                );
-                }
+                report_layout(&layout, quiet);
                 split
             }
             _ => source.load()?,
         };
         split.validate_compatible()?;
         Ok((source, split))
+    }
+
+    /// Every row of the data, its train and test parts together (a CSV file unsplit).
+    fn load_all(&self, quiet: bool) -> Result<Dataset> {
+        if let (DataSource::Csv { path, options }, None) = (self.source()?, &self.test_data) {
+            let (data, layout) = csv::read(&path, &options)?;
+            report_layout(&layout, quiet);
+            return Ok(data);
+        }
+        let (_, Split { train, test }) = self.load(quiet)?;
+        let features = [train.features, test.features].concat();
+        let labels = [train.labels, test.labels].concat();
+        Dataset::new(features, labels, train.cols, train.classes)
+    }
+}
+
+/// Says which column a CSV file's labels came from (unless `quiet`: a wrong guess trains, but
+/// on nonsense) and warns of header columns without a name.
+fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
+    if !quiet {
+        let header = match layout.names.is_empty() {
+            true => "no header",
+            false => "a header line",
+        };
+        eprintln!("csv: labels from {}, {header}", layout.describe_label());
+    }
+    for column in layout.unnamed_features() {
+        eprintln!(
+            "warning: column {column} has no name in the header (an index column?); it is read \
+             as a feature"
+        );
     }
 }
 
@@ -849,56 +873,77 @@ fn print_summary(report: &EpochReport, models: &[String]) {
     );
 }
 
-/// Reads the checkpoint `path` and the data, standardised as the checkpoint's were (not fitted
-/// anew), before a device opens. Warns where the training rows are not those it trained on
-/// (its test part may then hold rows it trained on).
+/// Reads the checkpoint `path` and the rows to score (the data's test part, or with `all_rows`
+/// all of it), standardised with the checkpoint's statistics (not fitted anew), before a device
+/// opens. Scoring a test part, warns where the checkpoint cannot show that it did not train on
+/// those rows.
 fn evaluation_data(
     path: &std::path::Path,
     data: &DataArgs,
-) -> Result<(checkpoint::Checkpoint, Split)> {
+    all_rows: bool,
+) -> Result<(checkpoint::Checkpoint, Dataset)> {
     let ckpt = checkpoint::load(path)?;
-    let (_, mut split) = data.load(false)?;
     let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
-    if split.test.cols != inputs || split.test.classes > classes {
-        return Err(CohortError::CheckpointMismatch(format!(
-            "the cohort in {} takes {inputs} features and tells {classes} classes; the data \
-             has {} features and {} classes",
+    let (mut rows, mut train) = match all_rows {
+        true => (data.load_all(false)?, None),
+        false => {
+            let (_, split) = data.load(false)?;
+            (split.test, Some(split.train))
+        }
+    };
+    let mismatch = |labels: String| {
+        CohortError::CheckpointMismatch(format!(
+            "the cohort in {} takes {inputs} features and tells {classes} classes apart; the \
+             rows to score have {} features{labels}",
             path.display(),
-            split.test.cols,
-            split.test.classes
-        )));
+            rows.cols
+        ))
+    };
+    if rows.cols != inputs {
+        return Err(mismatch(String::new()));
+    }
+    if let Some(&label) = rows.labels.iter().find(|&&l| l as usize >= classes) {
+        return Err(mismatch(format!(" and a label {label}")));
     }
     if let Some(s) = &ckpt.standardizer {
-        s.apply(&mut split.train)?;
-        s.apply(&mut split.test)?;
+        s.apply(&mut rows)?;
+        train.as_mut().map(|t| s.apply(t)).transpose()?;
     }
-    if ckpt
-        .trained_on
-        .is_some_and(|f| f != split.train.fingerprint())
-    {
-        eprintln!(
+    // A test part: did the cohort train on other rows (which may be among these)?
+    match (&train, ckpt.trained_on) {
+        (None, _) => {}
+        _ if data.test_data.is_some() => {}
+        (Some(_), None) => eprintln!(
+            "warning: {} does not record the rows it trained on (written before 2026-12-01): \
+             whether this test part holds some cannot be checked",
+            path.display()
+        ),
+        (Some(t), Some(f)) if f != t.fingerprint() => eprintln!(
             "warning: these training rows are not those {} trained on (other data or split): \
              its test part may hold rows the cohort trained on",
             path.display()
-        );
+        ),
+        (Some(_), Some(_)) => {}
     }
-    Ok((ckpt, split))
+    // Classes counted over the training part too may exceed the model's: these rows' do not.
+    rows.classes = classes;
+    Ok((ckpt, rows))
 }
 
-/// Evaluates the checkpoint's cohort on the test part of `split` and prints the table.
-fn evaluate<B: Backend>(backend: &B, ckpt: &checkpoint::Checkpoint, split: &Split) -> Result<()> {
+/// Scores the checkpoint's cohort on `rows` and prints the table.
+fn evaluate<B: Backend>(backend: &B, ckpt: &checkpoint::Checkpoint, rows: &Dataset) -> Result<()> {
     let mut trainer = ckpt.restore(backend, None)?;
-    let test = trainer.upload(&split.test)?;
-    let eval = trainer.evaluate(&test)?;
+    let uploaded = trainer.upload(rows)?;
+    let eval = trainer.evaluate(&uploaded)?;
     let models: Vec<String> = ckpt.config.peers.iter().map(|p| p.name()).collect();
     println!(
-        "after {} ({} test rows):",
+        "after {} ({}):",
         count(ckpt.epochs_done as u64, "epoch"),
-        split.test.rows
+        count(rows.rows as u64, "row")
     );
     println!(
         "{:<10} {:<22} {:>10} {:>10}",
-        "peer", "model", "test loss", "test acc"
+        "peer", "model", "loss", "accuracy"
     );
     for (i, model) in models.iter().enumerate() {
         println!(

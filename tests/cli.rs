@@ -827,66 +827,145 @@ fn csv_flags_choose_the_label_column_header_and_split() {
 #[test]
 fn evaluate_scores_a_saved_cohort_as_train_did() {
     let dir = scratch("evaluate");
-    let ckpt = dir.join("ckpt.safetensors");
-    let ckpt = ckpt.to_str().unwrap();
-    let trained = cohort(&[
-        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "2", "--save", ckpt,
-    ]);
-    assert!(trained.status.success(), "{}", text(&trained.stderr));
-    // The same test part, standardised as in training: the summary's numbers, to the digit.
-    let evaluated = cohort(&["evaluate", ckpt, "--device", "cpu"]);
-    assert!(evaluated.status.success(), "{}", text(&evaluated.stderr));
-    let (train_out, eval_out) = (text(&trained.stdout), text(&evaluated.stdout));
-    let numbers = |out: &str, row: &str, from_end: usize| -> Vec<String> {
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    // The last `n` fields of the line starting with `row`.
+    let last = |out: &str, row: &str, n: usize| -> Vec<String> {
         let line = out.lines().find(|l| l.starts_with(row)).unwrap_or_default();
         let fields: Vec<&str> = line.split_whitespace().collect();
-        fields[fields.len().saturating_sub(from_end)..]
-            .iter()
-            .map(|f| f.to_string())
-            .collect()
+        let tail = &fields[fields.len().saturating_sub(n)..];
+        tail.iter().map(|f| f.to_string()).collect()
     };
-    for row in ["0 ", "1 "] {
-        let (want, got) = (numbers(&train_out, row, 2), numbers(&eval_out, row, 2));
+    // The same test part, standardised as in training: the summary's numbers, to the digit, in
+    // f32 and in mixed precision (restored from the checkpoint).
+    for precision in ["f32", "mixed"] {
+        let ckpt = path(&format!("{precision}.safetensors"));
+        let trained = cohort(&[
+            "train",
+            "--device",
+            "cpu",
+            "--peers",
+            "2x16",
+            "--epochs",
+            "2",
+            "--precision",
+            precision,
+            "--save",
+            &ckpt,
+        ]);
+        assert!(trained.status.success(), "{}", text(&trained.stderr));
+        let evaluated = cohort(&["evaluate", &ckpt, "--device", "cpu"]);
+        assert!(evaluated.status.success(), "{}", text(&evaluated.stderr));
+        let (train_out, eval_out) = (text(&trained.stdout), text(&evaluated.stdout));
+        for (row, n) in [("0 ", 2), ("1 ", 2), ("ensemble", 1)] {
+            let (want, got) = (last(&train_out, row, n), last(&eval_out, row, n));
+            assert!(
+                want.len() == n && want == got,
+                "{precision} {row}: {train_out}\n{eval_out}"
+            );
+        }
         assert!(
-            want.len() == 2 && want == got,
-            "{row}: {train_out}\n{eval_out}"
+            eval_out.contains("after 2 epochs (359 rows):"),
+            "{eval_out}"
         );
+        assert!(text(&evaluated.stderr)
+            .lines()
+            .all(|l| !l.starts_with("warning")));
     }
-    assert_eq!(
-        numbers(&train_out, "ensemble", 1),
-        numbers(&eval_out, "ensemble", 1)
-    );
-    assert!(
-        eval_out.contains("after 2 epochs (359 test rows):"),
-        "{eval_out}"
-    );
-    // Data the cohort cannot read, and other training rows (a warning: its test part may
-    // hold rows it trained on).
+    let ckpt = path("f32.safetensors");
+    // Data the cohort cannot read.
     fails_cleanly(
-        &["evaluate", ckpt, "--device", "cpu", "--data", "blobs"],
-        "takes 64 features and tells 10 classes; the data has 16 features and 4 classes",
+        &["evaluate", &ckpt, "--device", "cpu", "--data", "blobs"],
+        "takes 64 features and tells 10 classes apart; the rows to score have 16 features",
     );
-    let csv = dir.join("digits.csv");
+    // A held-out file: every row with --all-rows, and no warning; its test part alone, with a
+    // warning that the training rows are not the checkpoint's.
     let rows: String = (0..100)
         .map(|r| {
             let features: Vec<String> = (0..64).map(|c| ((r * c) % 17).to_string()).collect();
             format!("{},{}\n", features.join(","), r % 10)
         })
         .collect();
-    std::fs::write(&csv, rows).unwrap();
-    let other = cohort(&[
+    std::fs::write(path("held-out.csv"), rows).unwrap();
+    let held_out = format!("csv:{}", path("held-out.csv"));
+    let all = cohort(&[
         "evaluate",
-        ckpt,
+        &ckpt,
         "--device",
         "cpu",
         "--data",
-        &format!("csv:{}", csv.display()),
+        &held_out,
+        "--all-rows",
     ]);
-    assert!(other.status.success(), "{}", text(&other.stderr));
+    assert!(all.status.success(), "{}", text(&all.stderr));
     assert!(
-        text(&other.stderr).contains("warning: these training rows are not those"),
+        text(&all.stdout).contains("after 2 epochs (100 rows):"),
         "{}",
-        text(&other.stderr)
+        text(&all.stdout)
+    );
+    assert!(
+        !text(&all.stderr).contains("warning"),
+        "{}",
+        text(&all.stderr)
+    );
+    let part = cohort(&["evaluate", &ckpt, "--device", "cpu", "--data", &held_out]);
+    assert!(
+        text(&part.stdout).contains("(20 rows)"),
+        "{}",
+        text(&part.stdout)
+    );
+    assert!(
+        text(&part.stderr).contains("warning: these training rows are not those"),
+        "{}",
+        text(&part.stderr)
+    );
+    let labels_12 = path("label-12.csv");
+    let features = vec!["1"; 64].join(",");
+    std::fs::write(&labels_12, format!("{features},0\n{features},12\n")).unwrap();
+    fails_cleanly(
+        &[
+            "evaluate",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{labels_12}"),
+            "--all-rows",
+        ],
+        "tells 10 classes apart; the rows to score have 64 features and a label 12",
+    );
+    // A checkpoint from before the fingerprint: the test part cannot be checked, and it says so.
+    let bytes = std::fs::read(&ckpt).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    assert!(meta.remove("trained_on").is_some());
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let old = path("old.safetensors");
+    std::fs::write(
+        &old,
+        safetensors::serialize(tensors.tensors(), Some(meta)).unwrap(),
+    )
+    .unwrap();
+    let out = cohort(&["evaluate", &old, "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr)
+            .contains("does not record the rows it trained on (written before 2026-12-01)"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Negative numbers reach the checks (not the parser's "unexpected argument").
+    fails_cleanly(
+        &[
+            "evaluate",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &held_out,
+            "--test-fraction",
+            "-0.5",
+        ],
+        "--test-fraction -0.5: use a fraction between 0 and 1",
     );
     fails_cleanly(
         &["evaluate", "/no/such/ckpt", "--device", "cpu"],
