@@ -1,16 +1,15 @@
 //! Linking cohort as a library: train a 2-peer cohort on the embedded digits by Deep Mutual
-//! Learning, on the GPU when there is one and on the CPU otherwise, then save a checkpoint and
-//! evaluate the reloaded cohort.
+//! Learning, on the GPU when there is one and on the CPU otherwise, then save a checkpoint,
+//! evaluate the reloaded cohort and ask it for predictions on a few rows.
 //!
 //! ```text
 //! cargo run --release --example library
 //! ```
 
-use cohort::config::{parse_peers, TrainConfig};
-use cohort::data::{DataSource, Standardizer};
-use cohort::ops::Activation;
-use cohort::trainer::Trainer;
-use cohort::{checkpoint, Backend, CpuBackend, GpuBackend, Result};
+use cohort::{
+    checkpoint, parse_peers, Activation, Backend, CpuBackend, DataSource, GpuBackend, Result,
+    Standardizer, TrainConfig, Trainer,
+};
 
 fn run<B: Backend>(backend: &B) -> Result<()> {
     println!("backend: {}", backend.describe());
@@ -59,6 +58,18 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
         eval.accuracy,
         100.0 * eval.ensemble_accuracy
     );
+
+    // Predictions for new rows (standardised as the training data was): the first three test
+    // rows here, each peer's and the ensemble's probabilities.
+    let rows = &split.test.features[..3 * split.test.cols];
+    let predictions = reloaded.predict(rows)?;
+    for (row, class) in predictions.ensemble_classes().iter().enumerate() {
+        let p = predictions.ensemble[row * predictions.classes + class];
+        println!(
+            "row {row}: class {class} (probability {p:.3}), label {}",
+            split.test.labels[row]
+        );
+    }
     Ok(())
 }
 

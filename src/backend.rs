@@ -51,6 +51,12 @@ pub trait Backend {
     /// A one-line description of the device (adapter name and API, or "CPU").
     fn describe(&self) -> String;
 
+    /// Which backend made a tensor: tensors of two backends with different instances cannot
+    /// be used together (each GPU backend owns its device; every CPU backend is instance 0).
+    fn instance(&self) -> u64 {
+        0
+    }
+
     /// An F32 tensor holding `data`.
     fn tensor(&self, shape: &[usize], data: &[f32]) -> Result<Self::Tensor>;
     /// A U32 tensor holding `data`.

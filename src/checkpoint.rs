@@ -146,8 +146,9 @@ pub struct Checkpoint {
 pub fn save<B: Backend>(
     trainer: &Trainer<'_, B>,
     standardizer: Option<&Standardizer>,
-    path: &Path,
+    path: impl AsRef<Path>,
 ) -> Result<()> {
+    let path = path.as_ref();
     let mut named = trainer.named_tensors()?;
     if let Some(s) = standardizer {
         named.push(("data.mean".into(), vec![s.mean.len()], s.mean.clone()));
@@ -189,7 +190,8 @@ pub fn save<B: Backend>(
 }
 
 /// Reads a checkpoint, checking its format and every tensor (F32, finite).
-pub fn load(path: &Path) -> Result<Checkpoint> {
+pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
     let corrupt = |why: String| CohortError::corrupt(path, why);
     let (_, header) =
@@ -320,7 +322,9 @@ impl Checkpoint {
     }
 
     /// Rebuilds a trainer on `backend` in the saved state. A `config` given alongside must equal
-    /// the saved one except for `epochs`, which may be extended.
+    /// the saved one except for `epochs`, which may be extended (not cut below the epochs
+    /// done). A cosine learning-rate schedule then spans the new total: it picks up where the
+    /// longer run's curve stands, not where the saved run's ended.
     pub fn restore<'b, B: Backend>(
         &self,
         backend: &'b B,
@@ -329,6 +333,12 @@ impl Checkpoint {
         let mut config_now = self.config.clone();
         if let Some(want) = config {
             self.check_config(want)?;
+            if want.epochs < self.epochs_done {
+                return Err(CohortError::InvalidConfig(format!(
+                    "the checkpoint has trained {} epochs; a run of {} would end before it",
+                    self.epochs_done, want.epochs
+                )));
+            }
             config_now.epochs = want.epochs;
         }
         let mut trainer = Trainer::new(backend, config_now)?;

@@ -257,7 +257,8 @@ impl OptimizerConfig {
             }
             LrSchedule::Cosine => {
                 let span = total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
-                let t = (step - self.warmup_steps) as f64 / span;
+                // Past the last step (a loop that runs on) it stays at the end, not wrapping.
+                let t = ((step - self.warmup_steps) as f64 / span).min(1.0);
                 (self.lr as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
             }
         }
@@ -267,7 +268,7 @@ impl OptimizerConfig {
 /// Everything that defines a training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
-    /// The peers of the cohort (K ≥ 2, or 1 for a plain baseline).
+    /// The peers of the cohort (K ≥ 2, or 1 for a plain baseline with `alpha` 0).
     pub peers: Vec<PeerSpec>,
     /// Weight α of the mean KL term; 0 is independent training.
     pub alpha: f32,

@@ -46,3 +46,9 @@ pub use cpu::CpuBackend;
 pub use error::{CohortError, Result};
 pub use gpu::{GpuBackend, GpuOptions};
 pub use tensor::{DType, Shape, TensorInfo};
+
+// What a program that trains a cohort needs, without hunting through the modules.
+pub use config::{parse_peers, PeerSpec, Schedule, TrainConfig};
+pub use data::{DataSource, Dataset, Split, Standardizer};
+pub use ops::Activation;
+pub use trainer::{EpochReport, Evaluation, Predictions, Trainer};

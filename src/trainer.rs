@@ -91,6 +91,8 @@ pub struct DeviceData<T> {
     cols: usize,
     /// [`Dataset::fingerprint`] of the rows.
     fingerprint: u64,
+    /// The [`Backend::instance`] that holds its tensors.
+    instance: u64,
 }
 
 enum Store<T> {
@@ -165,6 +167,56 @@ pub struct Evaluation {
     pub ensemble_accuracy: f32,
 }
 
+/// Class probabilities for rows, from [`Trainer::predict`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Predictions {
+    /// Rows predicted.
+    pub rows: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Each peer's probabilities, `[peers, rows, classes]`: the softmax of its logits (T = 1).
+    pub peers: Vec<f32>,
+    /// The ensemble's probabilities, the mean of the peers', `[rows, classes]`.
+    pub ensemble: Vec<f32>,
+}
+
+impl Predictions {
+    /// The ensemble's most likely class of each row (the lowest of ties).
+    pub fn ensemble_classes(&self) -> Vec<usize> {
+        self.ensemble
+            .chunks_exact(self.classes)
+            .map(argmax)
+            .collect()
+    }
+
+    /// Peer `peer`'s most likely class of each row (none for a peer the cohort lacks).
+    pub fn peer_classes(&self, peer: usize) -> Option<Vec<usize>> {
+        let span = self.rows * self.classes;
+        let block = self.peers.get(peer * span..(peer + 1) * span)?;
+        Some(block.chunks_exact(self.classes).map(argmax).collect())
+    }
+}
+
+/// The index of the largest value (the first of ties).
+fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if v > values[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// `out` = softmax(`logits`), computed in f64 from the largest logit.
+fn softmax_into(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    for (o, &v) in out.iter_mut().zip(logits) {
+        *o = ((v as f64 - max).exp() / sum) as f32;
+    }
+}
+
 /// One epoch's report.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct EpochReport {
@@ -212,7 +264,7 @@ pub struct Trainer<'b, B: Backend> {
     reports: Vec<EpochReport>,
     /// The fingerprint of the rows the latest step trained on.
     trained_on: Option<u64>,
-    /// Steps between metric reads (progress and divergence checks).
+    /// Steps between metric reads (progress and divergence checks; 0 counts as 1).
     pub log_every: usize,
 }
 
@@ -391,9 +443,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
-        if data.rows == 0 {
-            return Err(CohortError::EmptyData("data set has no rows".into()));
-        }
+        // Its fields are public: a data set built by hand gets the checks of Dataset::new.
+        data.validate()?;
         self.check_width(data.cols)?;
         if data.classes > self.config.classes() {
             return Err(CohortError::InvalidConfig(format!(
@@ -428,6 +479,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             rows: data.rows,
             cols: data.cols,
             fingerprint: data.fingerprint(),
+            instance: self.backend.instance(),
         })
     }
 
@@ -440,6 +492,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             rows: data.rows,
             cols: data.cols,
             fingerprint: data.fingerprint(),
+            instance: self.backend.instance(),
         })
     }
 
@@ -511,6 +564,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
         listed: Option<(&B::Tensor, usize)>,
     ) -> Result<()> {
         let b = self.backend;
+        if data.instance != b.instance() {
+            return Err(CohortError::InvalidConfig(
+                "the data was uploaded through another backend than this trainer's: upload it \
+                 with this trainer"
+                    .into(),
+            ));
+        }
         let ws = self.workspace(rows.len())?;
         match &data.store {
             Store::Device { features, labels } => {
@@ -767,7 +827,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Trains one epoch on `data` (uploaded with [`Trainer::upload`]). `progress` is called once
     /// per logging interval and at the end. Fails with [`CohortError::Diverged`] at the first
-    /// non-finite loss.
+    /// non-finite loss the metric reads find (every [`Trainer::log_every`] steps: the steps up
+    /// to the read have run, and the weights are then past use: restore a checkpoint). The
+    /// reports' test fields are NaN here ([`Trainer::run_epoch`] fills them).
     pub fn train_epoch(
         &mut self,
         data: &DeviceData<B::Tensor>,
@@ -898,43 +960,46 @@ impl<'b, B: Backend> Trainer<'b, B> {
             .collect())
     }
 
+    /// Every peer's forward pass over the rows of `data` in batches (no training): after each
+    /// batch, `visit` sees the batch's workspace (its logits `[P, n, C]` and labels) and `n`.
+    fn each_forward(
+        &mut self,
+        data: &DeviceData<B::Tensor>,
+        mut visit: impl FnMut(&B, &mut Workspace<B::Tensor>, usize) -> Result<()>,
+    ) -> Result<()> {
+        let b = self.backend;
+        let (classes, f16) = (self.config.classes(), self.config.mixed_precision);
+        let dims = |rows| StepDims { rows, classes, f16 };
+        let order: Vec<usize> = (0..data.rows).collect();
+        let listed = data.order_index(b, &order)?;
+        let batch = self.config.batch_size.max(256);
+        for (s, rows) in batches(&order, batch).enumerate() {
+            self.load_batch(data, rows, listed.as_ref().map(|index| (index, s * batch)))?;
+            let n = rows.len();
+            let ws = self.workspaces.get_mut(&n).expect("loaded");
+            for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
+                Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims(n))?;
+            }
+            visit(b, ws, n)?;
+        }
+        Ok(())
+    }
+
     /// Test loss and accuracy of every peer and of the ensemble on `data`.
     pub fn evaluate(&mut self, data: &DeviceData<B::Tensor>) -> Result<Evaluation> {
         let b = self.backend;
         let p = self.config.peers.len();
-        let classes = self.config.classes();
-        let mixed = self.config.mixed_precision;
-        let order: Vec<usize> = (0..data.rows).collect();
         let mut loss_sum = b.zeros(&[p], DType::F32)?;
         let mut counts = b.zeros(&[p + 1], DType::U32)?;
         let spec = CrossEntropySpec {
             label_smoothing: 0.0,
             grad_scale: 0.0,
         };
-        let listed = data.order_index(b, &order)?;
-        let batch = self.config.batch_size.max(256);
         let sum = ReduceSpec {
             accumulate: true,
             ..ReduceSpec::scaled(1.0)
         };
-        for (s, rows) in batches(&order, batch).enumerate() {
-            self.load_batch(data, rows, listed.as_ref().map(|index| (index, s * batch)))?;
-            let n = rows.len();
-            let ws = self.workspaces.get_mut(&n).expect("loaded");
-            for (group, gb) in self.groups.iter().zip(ws.groups.iter_mut()) {
-                Self::forward(
-                    b,
-                    group,
-                    gb,
-                    &ws.x,
-                    &mut ws.logits,
-                    StepDims {
-                        rows: n,
-                        classes,
-                        f16: mixed,
-                    },
-                )?;
-            }
+        self.each_forward(data, |b, ws, _| {
             b.softmax_ce(
                 &ws.logits,
                 &ws.labels,
@@ -944,8 +1009,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             )?;
             b.reduce_sum(&ws.ce_rows, 1, &mut loss_sum, &sum)?;
             b.count_correct(&ws.logits, &ws.labels, &mut counts)?;
-            b.submit()?;
-        }
+            b.submit()
+        })?;
         let loss = b.read(&loss_sum)?;
         let counts = b.read_u32(&counts)?;
         let n = data.rows as f32;
@@ -953,6 +1018,55 @@ impl<'b, B: Backend> Trainer<'b, B> {
             loss: loss.iter().map(|l| l / n).collect(),
             accuracy: counts[..p].iter().map(|&c| c as f32 / n).collect(),
             ensemble_accuracy: counts[p] as f32 / n,
+        })
+    }
+
+    /// Class probabilities for new rows: `features` holds them one after another, each as
+    /// wide as the peers' inputs (and standardised as the training data was). Every peer's
+    /// softmax (T = 1) and the ensemble's mean of them; nothing is trained.
+    pub fn predict(&mut self, features: &[f32]) -> Result<Predictions> {
+        let (cols, classes) = (self.config.inputs(), self.config.classes());
+        if features.is_empty() || !features.len().is_multiple_of(cols) {
+            return Err(CohortError::shape(
+                "Trainer::predict",
+                format!(
+                    "{} values are not whole rows of the peers' {cols} inputs (at least one)",
+                    features.len()
+                ),
+            ));
+        }
+        let rows = features.len() / cols;
+        // The rows as a data set whose labels nobody reads.
+        let data = Dataset::new(features.to_vec(), vec![0; rows], cols, classes)?;
+        let uploaded = self.upload(&data)?;
+        let p = self.config.peers.len();
+        let mut peers = host_vec::<f32>(p * rows * classes, || "predictions".into())?;
+        let mut done = 0;
+        self.each_forward(&uploaded, |b, ws, n| {
+            let logits = b.read(&ws.logits)?;
+            for (peer, block) in logits.chunks_exact(n * classes).enumerate() {
+                let out = &mut peers[(peer * rows + done) * classes..][..n * classes];
+                for (row, probs) in block
+                    .chunks_exact(classes)
+                    .zip(out.chunks_exact_mut(classes))
+                {
+                    softmax_into(row, probs);
+                }
+            }
+            done += n;
+            Ok(())
+        })?;
+        let mut ensemble = host_vec::<f32>(rows * classes, || "predictions".into())?;
+        for block in peers.chunks_exact(rows * classes) {
+            for (e, v) in ensemble.iter_mut().zip(block) {
+                *e += v / p as f32;
+            }
+        }
+        Ok(Predictions {
+            rows,
+            classes,
+            peers,
+            ensemble,
         })
     }
 
@@ -989,12 +1103,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch.
-    /// `on_epoch` sees the trainer and each report as it is made (to save checkpoints or write
-    /// metrics); `progress` sees in-epoch progress.
+    /// `on_epoch` sees the trainer (mutable: to save checkpoints, or evaluate other data) and
+    /// each report as it is made; an error it returns stops training and is returned (to stop
+    /// early). `progress` sees in-epoch progress.
     pub fn fit(
         &mut self,
         split: &Split,
-        mut on_epoch: impl FnMut(&Self, &EpochReport) -> Result<()>,
+        mut on_epoch: impl FnMut(&mut Self, &EpochReport) -> Result<()>,
         mut progress: impl FnMut(&StepProgress),
     ) -> Result<Vec<EpochReport>> {
         self.check_data(&split.test)?;

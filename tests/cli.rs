@@ -580,7 +580,7 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
             link.file_type().is_symlink(),
             "the link was replaced by a file"
         );
-        assert!(cohort::checkpoint::load(&dir.join("target.safetensors")).is_ok());
+        assert!(cohort::checkpoint::load(dir.join("target.safetensors")).is_ok());
         // A FIFO (or a device) is refused rather than replaced by a plain file.
         let fifo = dir.join("fifo");
         let made = Command::new("mkfifo").arg(&fifo).status();

@@ -1082,7 +1082,7 @@ fn bad_configurations_and_checkpoints_are_errors() {
         Err(CohortError::CorruptFile { .. })
     ));
     assert!(matches!(
-        checkpoint::load(&dir.join("missing")),
+        checkpoint::load(dir.join("missing")),
         Err(CohortError::Io { .. })
     ));
     // A checkpoint whose weights hold a NaN (rewritten with the same header and metadata).
@@ -1223,6 +1223,218 @@ fn bad_configurations_and_checkpoints_are_errors() {
         std::fs::read(&good).unwrap(),
         bytes,
         "the good checkpoint was replaced"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Predictions on the test rows agree with `evaluate`: each peer's and the ensemble's argmax
+/// accuracy, probabilities that sum to 1; bad rows are errors.
+fn predict_case<B: Backend>(b: &B, mixed: bool) {
+    let split = digits();
+    let mut c = config("64-32-10,64-16-16-10", 1.0, Schedule::Simultaneous, 2);
+    c.mixed_precision = mixed;
+    let mut t = Trainer::new(b, c).unwrap();
+    t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let test = t.upload(&split.test).unwrap();
+    let eval = t.evaluate(&test).unwrap();
+    let p = t.predict(&split.test.features).unwrap();
+    assert_eq!((p.rows, p.classes), (split.test.rows, 10));
+    let accuracy = |classes: Vec<usize>| {
+        let right = classes
+            .iter()
+            .zip(&split.test.labels)
+            .filter(|(c, &l)| **c == l as usize)
+            .count();
+        right as f32 / split.test.rows as f32
+    };
+    for peer in 0..2 {
+        let got = accuracy(p.peer_classes(peer).unwrap());
+        assert_eq!(got, eval.accuracy[peer], "peer {peer} (mixed: {mixed})");
+    }
+    assert_eq!(accuracy(p.ensemble_classes()), eval.ensemble_accuracy);
+    assert!(p.peer_classes(2).is_none());
+    for row in p.peers.chunks(10).chain(p.ensemble.chunks(10)) {
+        let sum: f32 = row.iter().sum();
+        assert!(
+            (sum - 1.0).abs() < 1e-5 && row.iter().all(|&v| v >= 0.0),
+            "{row:?}"
+        );
+    }
+    // Rows that are not whole, none, or not finite.
+    for (features, what) in [
+        (vec![0.0; 65], "not whole rows of the peers' 64 inputs"),
+        (vec![], "not whole rows"),
+    ] {
+        match t.predict(&features) {
+            Err(CohortError::ShapeMismatch { detail, .. }) => {
+                assert!(detail.contains(what), "{detail}")
+            }
+            other => panic!("expected ShapeMismatch, got {:?}", other.map(|p| p.rows)),
+        }
+    }
+    let mut nan = vec![0.0; 128];
+    nan[70] = f32::NAN;
+    assert!(matches!(
+        t.predict(&nan),
+        Err(CohortError::NonFinite { .. })
+    ));
+}
+
+#[test]
+fn predictions_agree_with_evaluation_on_the_cpu() {
+    predict_case(&CpuBackend, false);
+    predict_case(&CpuBackend, true);
+}
+
+#[test]
+fn predictions_agree_with_evaluation_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    predict_case(g, false);
+    predict_case(g, true);
+}
+
+/// What a library user can build by hand is checked as `Dataset::new` checks it: a data set
+/// whose fields disagree, a label past the classes or a NaN is an error at upload, not a panic
+/// or a `Diverged` later; data uploaded through one GPU backend is refused by another's
+/// trainer (wgpu panicked on the foreign buffers).
+fn hand_built_data_case<B: Backend>(b: &B) {
+    let mut t = Trainer::new(b, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    let good = Dataset::new(vec![0.5; 64 * 4], vec![0, 1, 2, 3], 64, 10).unwrap();
+    type Expected = fn(&CohortError) -> bool;
+    let cases: [(Dataset, Expected); 4] = [
+        (
+            Dataset {
+                rows: 5,
+                ..good.clone()
+            },
+            |e| matches!(e, CohortError::ShapeMismatch { .. }),
+        ),
+        (
+            Dataset {
+                labels: vec![0, 1, 2, 10],
+                ..good.clone()
+            },
+            |e| {
+                matches!(
+                    e,
+                    CohortError::LabelOutOfRange {
+                        label: 10,
+                        row: 3,
+                        ..
+                    }
+                )
+            },
+        ),
+        (
+            Dataset {
+                features: [vec![f32::NAN], vec![0.5; 64 * 4 - 1]].concat(),
+                ..good.clone()
+            },
+            |e| matches!(e, CohortError::NonFinite { .. }),
+        ),
+        (
+            Dataset {
+                rows: usize::MAX,
+                ..good.clone()
+            },
+            |e| matches!(e, CohortError::ShapeMismatch { .. }),
+        ),
+    ];
+    for (data, expected) in cases {
+        for streamed in [false, true] {
+            let uploaded = match streamed {
+                false => t.upload(&data).map(|_| ()),
+                true => t.upload_streamed(&data).map(|_| ()),
+            };
+            match uploaded {
+                Err(e) => assert!(expected(&e), "{e}"),
+                Ok(()) => panic!("rows {} accepted (streamed: {streamed})", data.rows),
+            }
+        }
+    }
+    let uploaded = t.upload(&good).unwrap();
+    t.step(&uploaded, &[0, 1]).unwrap();
+}
+
+#[test]
+fn hand_built_data_is_checked_at_upload() {
+    hand_built_data_case(&CpuBackend);
+    let Some(g) = gpu() else { return };
+    hand_built_data_case(g);
+    // Another GPU backend's data.
+    let other = cohort::GpuBackend::from_env().unwrap();
+    let good = Dataset::new(vec![0.5; 64 * 4], vec![0, 1, 2, 3], 64, 10).unwrap();
+    let foreign = Trainer::new(&other, config("2x8", 1.0, Schedule::Simultaneous, 1))
+        .unwrap()
+        .upload(&good)
+        .unwrap();
+    let mut t = Trainer::new(g, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    match t.step(&foreign, &[0, 1]) {
+        Err(CohortError::InvalidConfig(why)) => {
+            assert!(why.contains("uploaded through another backend"), "{why}")
+        }
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert!(matches!(
+        t.evaluate(&foreign),
+        Err(CohortError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn library_loops_stop_keep_their_schedule_and_restore_no_shorter() {
+    // The cosine schedule stays at its end past the last step instead of wrapping round.
+    let c = config("2x8", 1.0, Schedule::Simultaneous, 3);
+    let at = |step| c.optimizer.lr_at(step, 57, 19);
+    assert!(at(56) > 0.0 && at(56) < 1e-4, "{}", at(56));
+    assert_eq!([at(57), at(70), at(114)], [0.0; 3]);
+    // fit's callback may evaluate other data (it sees the trainer mutably) and stop the run.
+    let split = digits();
+    let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
+    let held_out = t.upload(&split.test).unwrap();
+    let mut seen = Vec::new();
+    let stopped = t.fit(
+        &split,
+        |t, report| {
+            seen.push(t.evaluate(&held_out)?.ensemble_accuracy);
+            assert_eq!(seen.last(), Some(&report.ensemble_accuracy));
+            match report.epoch {
+                2 => Err(CohortError::InvalidConfig("stop early".into())),
+                _ => Ok(()),
+            }
+        },
+        |_| {},
+    );
+    assert!(matches!(stopped, Err(CohortError::InvalidConfig(_))));
+    assert_eq!((seen.len(), t.epochs_done()), (2, 2));
+    // A checkpoint restored for fewer epochs than it has trained is refused.
+    let dir = std::env::temp_dir().join(format!("cohort-shorter-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("two.safetensors");
+    checkpoint::save(&t, None, path.to_str().unwrap()).unwrap();
+    let mut shorter = c.clone();
+    shorter.epochs = 1;
+    match checkpoint::load(&path)
+        .unwrap()
+        .restore(&CpuBackend, Some(&shorter))
+    {
+        Err(CohortError::InvalidConfig(why)) => {
+            assert!(why.contains("would end before it"), "{why}")
+        }
+        other => panic!(
+            "expected InvalidConfig, got {:?}",
+            other.map(|t| t.epochs_done())
+        ),
+    }
+    let mut same = c;
+    same.epochs = 2;
+    assert_eq!(
+        checkpoint::load(&path)
+            .unwrap()
+            .restore(&CpuBackend, Some(&same))
+            .unwrap()
+            .epochs_done(),
+        2
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }

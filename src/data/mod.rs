@@ -27,53 +27,64 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// A data set after checking it: non-empty, consistent sizes, finite features, labels below
-    /// `classes`, and at least two classes.
+    /// A data set after checking it ([`Dataset::validate`]).
     pub fn new(features: Vec<f32>, labels: Vec<u32>, cols: usize, classes: usize) -> Result<Self> {
-        if labels.is_empty() || cols == 0 {
+        let data = Dataset {
+            rows: labels.len(),
+            features,
+            labels,
+            cols,
+            classes,
+        };
+        data.validate()?;
+        Ok(data)
+    }
+
+    /// Checks what [`Dataset::new`] promises, for a data set built or changed field by field:
+    /// at least one row and one feature, `rows` labels and `rows × cols` features, finite
+    /// features, at least two classes and labels below `classes`.
+    pub fn validate(&self) -> Result<()> {
+        if self.rows == 0 || self.cols == 0 {
             return Err(CohortError::EmptyData(
                 "a data set needs at least one row and one feature".into(),
             ));
         }
-        if labels.len().checked_mul(cols) != Some(features.len()) {
+        let rows = self.labels.len();
+        if rows != self.rows || rows.checked_mul(self.cols) != Some(self.features.len()) {
             return Err(CohortError::shape(
                 "dataset",
                 format!(
-                    "{} features for {} rows of {cols}",
-                    features.len(),
-                    labels.len()
+                    "{} features and {rows} labels for {} rows of {}",
+                    self.features.len(),
+                    self.rows,
+                    self.cols
                 ),
             ));
         }
-        if classes < 2 {
+        if self.classes < 2 {
             return Err(CohortError::InvalidConfig(format!(
-                "a classifier needs at least 2 classes, got {classes}"
+                "a classifier needs at least 2 classes, got {}",
+                self.classes
             )));
         }
-        if let Some(i) = features.iter().position(|v| !v.is_finite()) {
+        if let Some(i) = self.features.iter().position(|v| !v.is_finite()) {
             return Err(CohortError::NonFinite {
-                what: format!("feature at row {}, column {}", i / cols, i % cols),
+                what: format!("feature at row {}, column {}", i / self.cols, i % self.cols),
             });
         }
-        if let Some((row, &label)) = labels
+        if let Some((row, &label)) = self
+            .labels
             .iter()
             .enumerate()
-            .find(|(_, &l)| l as usize >= classes)
+            .find(|(_, &l)| l as usize >= self.classes)
         {
             return Err(CohortError::LabelOutOfRange {
                 label,
                 row,
-                classes,
+                classes: self.classes,
             });
         }
-        let rows = labels.len();
-        Ok(Dataset {
-            features,
-            labels,
-            rows,
-            cols,
-            classes,
-        })
+        Ok(())
     }
 
     /// A hash of the rows, their order and sizes (features bit for bit, labels), for telling
@@ -260,7 +271,7 @@ impl Standardizer {
                 ),
             ));
         }
-        if data.cols == 0 || data.features.len() != data.rows * data.cols {
+        if data.cols == 0 || data.rows.checked_mul(data.cols) != Some(data.features.len()) {
             return Err(CohortError::shape(
                 "standardize",
                 format!(

@@ -156,6 +156,8 @@ pub struct GpuBackend {
     tune_matmuls: bool,
     /// The plans tuned so far, by product shape.
     tuned: plan::Tuned,
+    /// This backend among those opened in the process ([`Backend::instance`]).
+    instance: u64,
 }
 
 /// The cooperative-matrix kernel a backend runs f16 products on: its build and the layouts it
@@ -488,6 +490,10 @@ impl GpuBackend {
             f32_matmul: F32Matmul::Plain,
             tune_matmuls: false,
             tuned: plan::Tuned::default(),
+            instance: {
+                static OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
         };
         if let Some(mut kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
@@ -690,6 +696,10 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     type Tensor = GpuTensor;
+
+    fn instance(&self) -> u64 {
+        self.instance
+    }
 
     fn describe(&self) -> String {
         let i = self.rt.info();
