@@ -415,7 +415,7 @@ fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Option<Resume>>
 
 impl DataArgs {
     /// The data `--data` names, read as the CSV flags say (which only CSV data takes).
-    fn source(&self) -> Result<DataSource> {
+    fn source(&self, classes: Option<usize>) -> Result<DataSource> {
         let mut source: DataSource = self.data.parse()?;
         let csv_flags = [
             ("--label-column", self.label_column.is_some()),
@@ -466,13 +466,15 @@ impl DataArgs {
         }
         options.test_fraction = self.test_fraction.unwrap_or(options.test_fraction);
         options.seed = self.split_seed.unwrap_or(options.seed);
+        options.min_classes = classes;
         Ok(source)
     }
 
     /// Loads the data, saying where CSV labels came from (unless `quiet`) and warning of unnamed
-    /// header columns; returns where they came from too.
-    fn load(&self, quiet: bool) -> Result<(DataSource, Split)> {
-        let source = self.source()?;
+    /// header columns; returns where they came from too. `classes`: at least as many as a
+    /// trained model tells apart (a CSV file to score may hold fewer than 2).
+    fn load(&self, quiet: bool, classes: Option<usize>) -> Result<(DataSource, Split)> {
+        let source = self.source(classes)?;
         let split = match &source {
             DataSource::Csv { path, options } => {
                 let (split, layout) = match &self.test_data {
@@ -489,13 +491,14 @@ impl DataArgs {
     }
 
     /// Every row of the data, its train and test parts together (a CSV file unsplit).
-    fn load_all(&self, quiet: bool) -> Result<Dataset> {
-        if let (DataSource::Csv { path, options }, None) = (self.source()?, &self.test_data) {
+    fn load_all(&self, quiet: bool, classes: Option<usize>) -> Result<Dataset> {
+        if let (DataSource::Csv { path, options }, None) = (self.source(classes)?, &self.test_data)
+        {
             let (data, layout) = csv::read(&path, &options)?;
             report_layout(&layout, quiet);
             return Ok(data);
         }
-        let (_, Split { train, test }) = self.load(quiet)?;
+        let (_, Split { train, test }) = self.load(quiet, classes)?;
         let features = [train.features, test.features].concat();
         let labels = [train.labels, test.labels].concat();
         Dataset::new(features, labels, train.cols, train.classes)
@@ -522,7 +525,7 @@ fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
 
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 fn prepare(args: &TrainArgs) -> Result<Prepared> {
-    let (source, mut split) = args.data.load(args.quiet)?;
+    let (source, mut split) = args.data.load(args.quiet, None)?;
     let images = matches!(source, DataSource::Idx(_));
     let standardizer = match args.standardize.as_str() {
         "none" => None,
@@ -885,9 +888,9 @@ fn evaluation_data(
     let ckpt = checkpoint::load(path)?;
     let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
     let (mut rows, mut train) = match all_rows {
-        true => (data.load_all(false)?, None),
+        true => (data.load_all(false, Some(classes))?, None),
         false => {
-            let (_, split) = data.load(false)?;
+            let (_, split) = data.load(false, Some(classes))?;
             (split.test, Some(split.train))
         }
     };

@@ -167,6 +167,9 @@ pub struct Evaluation {
     pub ensemble_accuracy: f32,
 }
 
+/// Rows per batch of evaluation and prediction, at least (the training batch where larger).
+const EVAL_BATCH: usize = 256;
+
 /// Class probabilities for rows, from [`Trainer::predict`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Predictions {
@@ -564,7 +567,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         listed: Option<(&B::Tensor, usize)>,
     ) -> Result<()> {
         let b = self.backend;
-        if data.instance != b.instance() {
+        // Rows kept on the host go to any backend; a device's tensors only to their own.
+        if data.is_resident() && data.instance != b.instance() {
             return Err(CohortError::InvalidConfig(
                 "the data was uploaded through another backend than this trainer's: upload it \
                  with this trainer"
@@ -972,7 +976,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let dims = |rows| StepDims { rows, classes, f16 };
         let order: Vec<usize> = (0..data.rows).collect();
         let listed = data.order_index(b, &order)?;
-        let batch = self.config.batch_size.max(256);
+        let batch = self.config.batch_size.max(EVAL_BATCH);
         for (s, rows) in batches(&order, batch).enumerate() {
             self.load_batch(data, rows, listed.as_ref().map(|index| (index, s * batch)))?;
             let n = rows.len();
@@ -1042,8 +1046,19 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let p = self.config.peers.len();
         let mut peers = host_vec::<f32>(p * rows * classes, || "predictions".into())?;
         let mut done = 0;
-        self.each_forward(&uploaded, |b, ws, n| {
+        // The workspace of a last, partial batch is this call's own: not kept.
+        let kept: Vec<usize> = self.workspaces.keys().copied().collect();
+        let result = self.each_forward(&uploaded, |b, ws, n| {
             let logits = b.read(&ws.logits)?;
+            if let Some(i) = logits.iter().position(|v| !v.is_finite()) {
+                return Err(CohortError::NonFinite {
+                    what: format!(
+                        "peer {}'s logits for row {} (a diverged cohort?)",
+                        i / (n * classes),
+                        done + i % (n * classes) / classes
+                    ),
+                });
+            }
             for (peer, block) in logits.chunks_exact(n * classes).enumerate() {
                 let out = &mut peers[(peer * rows + done) * classes..][..n * classes];
                 for (row, probs) in block
@@ -1055,7 +1070,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
             }
             done += n;
             Ok(())
-        })?;
+        });
+        let full_batch = self.config.batch_size.max(EVAL_BATCH);
+        self.workspaces
+            .retain(|n, _| kept.contains(n) || *n == full_batch);
+        result?;
         let mut ensemble = host_vec::<f32>(rows * classes, || "predictions".into())?;
         for block in peers.chunks_exact(rows * classes) {
             for (e, v) in ensemble.iter_mut().zip(block) {

@@ -918,6 +918,25 @@ fn evaluate_scores_a_saved_cohort_as_train_did() {
         "{}",
         text(&part.stderr)
     );
+    // A held-out file of one class (fewer than a data set to train on may hold).
+    let one_class = path("one-class.csv");
+    let features = vec!["1"; 64].join(",");
+    std::fs::write(&one_class, format!("{features},3\n{features},3\n")).unwrap();
+    let out = cohort(&[
+        "evaluate",
+        &ckpt,
+        "--device",
+        "cpu",
+        "--data",
+        &format!("csv:{one_class}"),
+        "--all-rows",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("(2 rows)"),
+        "{}",
+        text(&out.stdout)
+    );
     let labels_12 = path("label-12.csv");
     let features = vec!["1"; 64].join(",");
     std::fs::write(&labels_12, format!("{features},0\n{features},12\n")).unwrap();

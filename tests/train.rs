@@ -1247,11 +1247,16 @@ fn predict_case<B: Backend>(b: &B, mixed: bool) {
             .count();
         right as f32 / split.test.rows as f32
     };
+    // Within a row: the kernels count argmaxes of f32 logits, predict those of probabilities.
+    let one_row = 1.0 / split.test.rows as f32 + 1e-6;
     for peer in 0..2 {
         let got = accuracy(p.peer_classes(peer).unwrap());
-        assert_eq!(got, eval.accuracy[peer], "peer {peer} (mixed: {mixed})");
+        assert!(
+            (got - eval.accuracy[peer]).abs() <= one_row,
+            "peer {peer} (mixed: {mixed}): {got}"
+        );
     }
-    assert_eq!(accuracy(p.ensemble_classes()), eval.ensemble_accuracy);
+    assert!((accuracy(p.ensemble_classes()) - eval.ensemble_accuracy).abs() <= one_row);
     assert!(p.peer_classes(2).is_none());
     for row in p.peers.chunks(10).chain(p.ensemble.chunks(10)) {
         let sum: f32 = row.iter().sum();
@@ -1280,10 +1285,54 @@ fn predict_case<B: Backend>(b: &B, mixed: bool) {
     ));
 }
 
+/// Each peer's predictions are its own, in a cohort whose same-shape peers are grouped apart
+/// from their order (peers 0 and 2 share dispatches): a trainer holding only that peer's
+/// weights predicts the same probabilities. Weights that overflow the logits are an error,
+/// not NaN probabilities.
+fn predict_peer_order_case<B: Backend>(b: &B) {
+    let split = digits();
+    let specs = "64-32-10,64-16-10,64-32-10";
+    let mut t = Trainer::new(b, config(specs, 1.0, Schedule::Simultaneous, 1)).unwrap();
+    t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let rows = &split.test.features[..64 * 37];
+    let cohort_p = t.predict(rows).unwrap();
+    let tensors = t.named_tensors().unwrap();
+    for (peer, spec) in specs.split(',').enumerate() {
+        let prefix = format!("peer{peer}.");
+        let own: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
+            .iter()
+            .filter_map(|(name, shape, data)| {
+                let rest = name.strip_prefix(&prefix)?;
+                Some((format!("peer0.{rest}"), (shape.clone(), data.clone())))
+            })
+            .collect();
+        let mut alone = Trainer::new(b, config(spec, 0.0, Schedule::Simultaneous, 1)).unwrap();
+        alone.restore(&own, 1, 0).unwrap();
+        let single = alone.predict(rows).unwrap();
+        let span = 37 * 10;
+        let mine = &cohort_p.peers[peer * span..(peer + 1) * span];
+        for (a, b) in mine.iter().zip(&single.peers) {
+            assert!((a - b).abs() < 1e-5, "peer {peer}: {a} vs {b}");
+        }
+    }
+    let mut huge: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
+        .into_iter()
+        .map(|(name, shape, data)| (name, (shape, data)))
+        .collect();
+    let w = huge.get_mut("peer1.layer0.weight").unwrap();
+    w.1.iter_mut().for_each(|v| *v = 3e38);
+    t.restore(&huge, 1, 0).unwrap();
+    match t.predict(&vec![1.0; 64 * 3]) {
+        Err(CohortError::NonFinite { what }) => assert!(what.contains("logits"), "{what}"),
+        other => panic!("expected NonFinite, got {:?}", other.map(|p| p.rows)),
+    }
+}
+
 #[test]
 fn predictions_agree_with_evaluation_on_the_cpu() {
     predict_case(&CpuBackend, false);
     predict_case(&CpuBackend, true);
+    predict_peer_order_case(&CpuBackend);
 }
 
 #[test]
@@ -1291,6 +1340,16 @@ fn predictions_agree_with_evaluation_on_the_gpu() {
     let Some(g) = gpu() else { return };
     predict_case(g, false);
     predict_case(g, true);
+    predict_peer_order_case(g);
+    // Calls with other row counts leave no buffers behind but the full batch's (each partial
+    // batch's workspace was kept before, one per row count).
+    let mut t = Trainer::new(g, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    t.predict(&vec![0.5; 64 * 300]).unwrap();
+    let held = g.runtime().memory().in_use;
+    for rows in [3, 5, 7, 301] {
+        t.predict(&vec![0.5; 64 * rows]).unwrap();
+        assert_eq!(g.runtime().memory().in_use, held, "after {rows} rows");
+    }
 }
 
 /// What a library user can build by hand is checked as `Dataset::new` checks it: a data set

@@ -75,6 +75,9 @@ pub struct CsvOptions {
     pub test_fraction: f64,
     /// Seed of the split.
     pub seed: u64,
+    /// At least this many classes (a trained model's, so that a file to score may hold fewer
+    /// than 2); by default the classes are the largest label + 1, which must be at least 2.
+    pub min_classes: Option<usize>,
 }
 
 impl Default for CsvOptions {
@@ -84,6 +87,7 @@ impl Default for CsvOptions {
             header: Header::Auto,
             test_fraction: 0.2,
             seed: 0,
+            min_classes: None,
         }
     }
 }
@@ -280,14 +284,17 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
             false => Vec::new(),
         },
     };
-    let classes = labels.iter().copied().max().unwrap_or(0) as usize + 1;
+    let largest = labels.iter().copied().max().unwrap_or(0) as usize;
+    let classes = (largest + 1).max(options.min_classes.unwrap_or(0));
     let data = Dataset::new(features, labels, cols, classes).map_err(|e| match e {
         // One class: most likely the wrong column (a label-first file read without a header).
-        CohortError::InvalidConfig(why) => CohortError::InvalidConfig(format!(
-            "{why}: the labels in {} were read from {}; --label-column chooses another",
-            origin.display(),
-            layout.describe_label()
-        )),
+        CohortError::InvalidConfig(why) if options.min_classes.is_none() => {
+            CohortError::InvalidConfig(format!(
+                "{why}: the labels in {} were read from {}; --label-column chooses another",
+                origin.display(),
+                layout.describe_label()
+            ))
+        }
         other => other,
     })?;
     Ok((data, layout))
