@@ -73,7 +73,7 @@ impl Profile {
         for k in &self.kernels {
             let secs = k.time.as_secs_f64();
             let rate = if k.flops > 0.0 && secs > 0.0 {
-                format!("{:.1}", k.flops / secs / 1e9)
+                fmt_rate(k.flops / secs / 1e9)
             } else {
                 String::new()
             };
@@ -112,6 +112,17 @@ fn fmt_calls(calls: f64) -> String {
     } else {
         format!("{calls:.1}")
     }
+}
+
+/// A rate to three significant digits (at least one decimal), so that a slow kernel (a
+/// software adapter's first dispatch, say) reads `0.0145`, not `0.0`.
+fn fmt_rate(rate: f64) -> String {
+    let decimals = match rate {
+        r if r >= 100.0 => 1,
+        r if r > 0.0 => (2.0 - r.log10().floor()).clamp(1.0, 12.0) as usize,
+        _ => 1,
+    };
+    format!("{rate:.decimals$}")
 }
 
 /// The detail and FLOPs of the work being recorded, set by [`Runtime::annotated`].
@@ -252,6 +263,20 @@ impl Profiler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_keep_three_significant_digits() {
+        let cases = [
+            (5480.63, "5480.6"),
+            (27.04, "27.0"),
+            (5.304, "5.30"),
+            (0.01452, "0.0145"),
+            (0.0, "0.0"),
+        ];
+        for (rate, shown) in cases {
+            assert_eq!(fmt_rate(rate), shown);
+        }
+    }
 
     #[test]
     fn table_divides_by_steps_and_shares_the_total() {
