@@ -66,6 +66,25 @@ enum Command {
         #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
         device: DeviceChoice,
     },
+    /// Predict the classes of rows with a saved cohort, as CSV: each row's ensemble class, each
+    /// peer's class and the ensemble's probabilities.
+    ///
+    /// Every row of the data is predicted. A CSV file may hold features only (as many columns
+    /// as the cohort has inputs) or features and a label column; labels, where there are
+    /// some, are copied to the output and scored.
+    #[command(allow_negative_numbers = true)]
+    Predict {
+        /// The checkpoint, a file written by train --save.
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        /// Write the predictions to this file (atomically) instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Backend.
+        #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+        device: DeviceChoice,
+    },
     /// List the GPU adapters wgpu can see.
     Devices,
     /// Run every kernel on the GPU and on its CPU twin and print the largest differences.
@@ -205,8 +224,9 @@ struct DataArgs {
     /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
     #[arg(long, default_value = "digits")]
     data: String,
-    /// CSV data: the label column, from 0, or `first` or `last` [default: the header's one
-    /// column named label, labels, target or class, else the last].
+    /// CSV data: the label column, from 0, or `first`, `last` or `none` (predict's rows of
+    /// features only) [default: the header's one column named label, labels, target or class,
+    /// else the last; for predict, none where the rows are as wide as the cohort's inputs].
     #[arg(long)]
     label_column: Option<String>,
     /// CSV data: whether the first line is a header [default: auto, when it names the label
@@ -275,6 +295,18 @@ fn main() -> ExitCode {
             match open(device)? {
                 Device::Gpu(g) => evaluate(g.as_ref(), &ckpt, &rows),
                 Device::Cpu(c) => evaluate(&c, &ckpt, &rows),
+            }
+        })(),
+        Command::Predict {
+            checkpoint,
+            data,
+            output,
+            device,
+        } => (|| {
+            let (ckpt, rows) = prediction_rows(&checkpoint, &data, output.as_deref())?;
+            match open(device)? {
+                Device::Gpu(g) => predict(g.as_ref(), &ckpt, &rows, output.as_deref()),
+                Device::Cpu(c) => predict(&c, &ckpt, &rows, output.as_deref()),
             }
         })(),
         Command::Devices => devices(),
@@ -437,9 +469,10 @@ impl DataArgs {
             None => LabelColumn::Auto,
             Some("last") => LabelColumn::Last,
             Some("first") => LabelColumn::Index(0),
+            Some("none") => LabelColumn::None,
             Some(column) => LabelColumn::Index(column.parse().map_err(|_| {
                 CohortError::InvalidConfig(format!(
-                    "--label-column '{column}': use a column number from 0, first or last"
+                    "--label-column '{column}': use a column number from 0, first, last or none"
                 ))
             })?),
         };
@@ -965,6 +998,189 @@ fn evaluate<B: Backend>(backend: &B, ckpt: &checkpoint::Checkpoint, rows: &Datas
         pct(eval.ensemble_accuracy)
     );
     Ok(())
+}
+
+/// The checkpoint and every row of the data to predict (labelled or not; standardised with the
+/// checkpoint's statistics), before a device opens; refuses an output that would overwrite the
+/// data or the checkpoint.
+fn prediction_rows(
+    path: &std::path::Path,
+    data: &DataArgs,
+    output: Option<&std::path::Path>,
+) -> Result<(checkpoint::Checkpoint, csv::Rows)> {
+    let split_flags = [
+        ("--test-data", data.test_data.is_some()),
+        ("--test-fraction", data.test_fraction.is_some()),
+        ("--split-seed", data.split_seed.is_some()),
+    ];
+    if let Some((flag, _)) = split_flags.iter().find(|(_, given)| *given) {
+        return Err(CohortError::InvalidConfig(format!(
+            "{flag}: predict takes every row of --data, unsplit"
+        )));
+    }
+    if let Some(output) = output {
+        checkpoint::check_writable(output)?;
+        let target = checkpoint::resolved_target(output)?;
+        let mut inputs = vec![("the checkpoint", path.to_path_buf())];
+        if let Ok(DataSource::Csv { path, .. }) = data.data.parse::<DataSource>() {
+            inputs.push(("--data", path));
+        }
+        for (what, input) in inputs {
+            if std::fs::canonicalize(&input).is_ok_and(|input| input == target) {
+                return Err(CohortError::InvalidConfig(format!(
+                    "--output names {what}, {}: it would be overwritten",
+                    target.display()
+                )));
+            }
+        }
+    }
+    let ckpt = checkpoint::load(path)?;
+    let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
+    let (mut rows, layout) = match data.source(Some(classes))? {
+        DataSource::Csv {
+            path: file,
+            options,
+        } => {
+            let (rows, layout) = csv::read_rows(&file, &options, Some(inputs))?;
+            report_layout(&layout, false);
+            (rows, Some(layout))
+        }
+        _ => {
+            let all = data.load_all(false, Some(classes))?;
+            let rows = csv::Rows {
+                rows: all.rows,
+                cols: all.cols,
+                features: all.features,
+                labels: Some(all.labels),
+            };
+            (rows, None)
+        }
+    };
+    if rows.cols != inputs {
+        let label = match layout.as_ref().and_then(|l| l.label_column.map(|_| l)) {
+            Some(l) => format!(
+                " besides the labels in {} (--label-column none reads every column as a \
+                 feature)",
+                l.describe_label()
+            ),
+            None => String::new(),
+        };
+        return Err(CohortError::CheckpointMismatch(format!(
+            "the cohort in {} takes {inputs} features; the rows to predict have {}{label}",
+            path.display(),
+            rows.cols
+        )));
+    }
+    if let Some(&label) = rows
+        .labels
+        .iter()
+        .flatten()
+        .find(|&&l| l as usize >= classes)
+    {
+        return Err(CohortError::CheckpointMismatch(format!(
+            "the cohort in {} tells {classes} classes apart; the rows to predict have a label \
+             {label} (--label-column none reads rows without labels)",
+            path.display()
+        )));
+    }
+    if let Some(s) = &ckpt.standardizer {
+        s.apply_rows(&mut rows.features)?;
+    }
+    Ok((ckpt, rows))
+}
+
+/// Predicts `rows` with the checkpoint's cohort and writes the CSV table (to `output`
+/// atomically, or to standard output); says on standard error how many rows it predicted and,
+/// where they have labels, how many each peer and the ensemble got right.
+fn predict<B: Backend>(
+    backend: &B,
+    ckpt: &checkpoint::Checkpoint,
+    rows: &csv::Rows,
+    output: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut trainer = ckpt.restore(backend, None)?;
+    let predictions = trainer.predict(&rows.features)?;
+    let table = prediction_table(&predictions, rows.labels.as_deref());
+    match output {
+        Some(path) => checkpoint::write_atomic(path, table.as_bytes())?,
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(table.as_bytes()).and_then(|()| out.flush()) {
+                // A reader that stopped early (`| head`) wanted no more.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                other => other.map_err(|e| CohortError::io("standard output", e))?,
+            }
+        }
+    }
+    let written = output.map_or(String::new(), |p| format!(" into {}", p.display()));
+    eprintln!(
+        "predicted {}{written} with the cohort of {} ({})",
+        count(rows.rows as u64, "row"),
+        checkpoint_name(ckpt),
+        count(ckpt.epochs_done as u64, "epoch")
+    );
+    if let Some(labels) = &rows.labels {
+        let right = |classes: &[usize]| {
+            let n = classes
+                .iter()
+                .zip(labels)
+                .filter(|&(&c, &l)| c == l as usize)
+                .count();
+            pct(n as f32 / rows.rows as f32)
+        };
+        let peers: Vec<String> = (0..ckpt.config.peers.len())
+            .filter_map(|i| predictions.peer_classes(i).map(|c| right(&c)))
+            .collect();
+        eprintln!(
+            "accuracy on the rows' labels: ensemble {}, peers {}",
+            right(&predictions.ensemble_classes()),
+            peers.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The peers' models, as train names them: `784-128-10 + 784-128-10`.
+fn checkpoint_name(ckpt: &checkpoint::Checkpoint) -> String {
+    let models: Vec<String> = ckpt.config.peers.iter().map(|p| p.name()).collect();
+    models.join(" + ")
+}
+
+/// The CSV table of `predict`: a header, then one line per row: its index from 0, its label
+/// (where the rows have labels), the ensemble's class, each peer's class and the ensemble's
+/// probability of each class (the mean of the peers' softmax), shortest round-trip decimals.
+fn prediction_table(predictions: &cohort::trainer::Predictions, labels: Option<&[u32]>) -> String {
+    use std::fmt::Write;
+    let peers = predictions.peers.len() / (predictions.rows * predictions.classes).max(1);
+    let peer_classes: Vec<Vec<usize>> = (0..peers)
+        .filter_map(|i| predictions.peer_classes(i))
+        .collect();
+    let mut header = vec!["row".to_string()];
+    if labels.is_some() {
+        header.push("label".into());
+    }
+    header.push("predicted".into());
+    header.extend((0..peers).map(|i| format!("peer{i}")));
+    header.extend((0..predictions.classes).map(|c| format!("p{c}")));
+    let mut table = header.join(",") + "\n";
+    let ensemble = predictions.ensemble_classes();
+    let probabilities = predictions.ensemble.chunks_exact(predictions.classes);
+    for (r, (class, p)) in ensemble.iter().zip(probabilities).enumerate() {
+        let _ = write!(table, "{r}");
+        if let Some(labels) = labels {
+            let _ = write!(table, ",{}", labels[r]);
+        }
+        let _ = write!(table, ",{class}");
+        for classes in &peer_classes {
+            let _ = write!(table, ",{}", classes[r]);
+        }
+        for v in p {
+            let _ = write!(table, ",{v}");
+        }
+        table.push('\n');
+    }
+    table
 }
 
 /// Mean and sample standard deviation (None for a single value, where it is undefined).

@@ -1026,7 +1026,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Class probabilities for new rows: `features` holds them one after another, each as
-    /// wide as the peers' inputs (and standardised as the training data was). Every peer's
+    /// wide as the peers' inputs (and standardised as the training data was:
+    /// [`crate::data::Standardizer::apply_rows`]). Every peer's
     /// softmax (T = 1) and the ensemble's mean of them; nothing is trained.
     pub fn predict(&mut self, features: &[f32]) -> Result<Predictions> {
         let (cols, classes) = (self.config.inputs(), self.config.classes());

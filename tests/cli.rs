@@ -994,6 +994,219 @@ fn evaluate_scores_a_saved_cohort_as_train_did() {
 }
 
 #[test]
+fn predict_writes_each_rows_classes_and_probabilities() {
+    let dir = scratch("predict");
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let ckpt = path("cohort.safetensors");
+    let trained = cohort(&[
+        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "2", "--save", &ckpt,
+    ]);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    // Every row of the embedded digits, into a file: the table's columns and each row's sense.
+    let preds = path("preds.csv");
+    let out = cohort(&["predict", &ckpt, "--device", "cpu", "--output", &preds]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let table = std::fs::read_to_string(&preds).unwrap();
+    let mut lines = table.lines();
+    let probabilities: Vec<String> = (0..10).map(|c| format!("p{c}")).collect();
+    assert_eq!(
+        lines.next().unwrap(),
+        format!(
+            "row,label,predicted,peer0,peer1,{}",
+            probabilities.join(",")
+        )
+    );
+    let mut right = 0;
+    let mut rows = 0;
+    for (r, line) in lines.enumerate() {
+        let fields: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
+        assert_eq!(fields.len(), 15, "{line}");
+        assert_eq!(fields[0], r as f64);
+        let p = &fields[5..];
+        let sum: f64 = p.iter().sum();
+        assert!((sum - 1.0).abs() < 1e-4, "row {r} sums to {sum}");
+        let argmax = (0..10).fold(0, |b, c| if p[c] > p[b] { c } else { b });
+        assert_eq!(fields[2], argmax as f64, "{line}");
+        assert!(fields[1..5].iter().all(|&c| c < 10.0 && c.fract() == 0.0));
+        right += usize::from(fields[1] == fields[2]);
+        rows += 1;
+    }
+    assert_eq!(rows, 1797);
+    // The accuracy predict reports is the table's, and evaluate's on the same rows.
+    let from_table = format!("{:.2}%", 100.0 * right as f32 / rows as f32);
+    let said = text(&out.stderr);
+    assert!(
+        said.contains(&format!(
+            "accuracy on the rows' labels: ensemble {from_table}, peers "
+        )) && said.contains("predicted 1797 rows into"),
+        "{from_table}: {said}"
+    );
+    let evaluated = cohort(&["evaluate", &ckpt, "--device", "cpu", "--all-rows"]);
+    let ensemble = text(&evaluated.stdout)
+        .lines()
+        .find(|l| l.starts_with("ensemble"))
+        .and_then(|l| l.split_whitespace().last().map(str::to_string));
+    assert_eq!(ensemble.as_deref(), Some(from_table.as_str()));
+    // The same rows three ways: features only, a label last, a header with the label first. The
+    // predictions agree; the labels appear where there are some.
+    let features: Vec<String> = (0..20)
+        .map(|r| {
+            (0..64)
+                .map(|c| ((r * c + r) % 17).to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .collect();
+    let names: Vec<String> = (0..64).map(|c| format!("px{c}")).collect();
+    let files = [
+        ("features.csv", features.join("\n")),
+        (
+            "labelled.csv",
+            features
+                .iter()
+                .enumerate()
+                .map(|(r, f)| format!("{f},{}\n", r % 10))
+                .collect(),
+        ),
+        (
+            "label-first.csv",
+            format!("label,{}\n", names.join(","))
+                + &features
+                    .iter()
+                    .enumerate()
+                    .map(|(r, f)| format!("{},{f}\n", r % 10))
+                    .collect::<String>(),
+        ),
+    ];
+    let mut predicted = Vec::new();
+    for (name, contents) in &files {
+        std::fs::write(path(name), contents).unwrap();
+        let out = cohort(&[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", path(name)),
+        ]);
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        let table = text(&out.stdout);
+        let labelled = *name != "features.csv";
+        let header = table.lines().next().unwrap_or_default();
+        assert_eq!(
+            header.starts_with("row,label,"),
+            labelled,
+            "{name}: {header}"
+        );
+        // Each line without its label.
+        let rows: Vec<String> = table
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(',').collect();
+                if labelled {
+                    assert_eq!(
+                        f.remove(1),
+                        (f[0].parse::<usize>().unwrap() % 10).to_string()
+                    );
+                }
+                f.join(",")
+            })
+            .collect();
+        assert_eq!(rows.len(), 20, "{name}");
+        predicted.push(rows);
+        assert_eq!(
+            text(&out.stderr).contains("accuracy on the rows' labels"),
+            labelled,
+            "{name}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(predicted[0] == predicted[1] && predicted[1] == predicted[2]);
+    // Rows the cohort cannot read, flags that mean nothing here, outputs that would destroy.
+    let labelled = format!("csv:{}", path("labelled.csv"));
+    fails_cleanly(
+        &[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &labelled,
+            "--label-column",
+            "none",
+        ],
+        "takes 64 features; the rows to predict have 65",
+    );
+    fails_cleanly(
+        &[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &labelled,
+            "--label-column",
+            "3",
+        ],
+        "tells 10 classes apart; the rows to predict have a label 12",
+    );
+    fails_cleanly(
+        &[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{}", path("features.csv")),
+            "--label-column",
+            "3",
+        ],
+        "the rows to predict have 63 besides the labels in column 3 (--label-column none",
+    );
+    fails_cleanly(
+        &["predict", &ckpt, "--device", "cpu", "--data", "blobs"],
+        "takes 64 features; the rows to predict have 16",
+    );
+    fails_cleanly(
+        &[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--test-fraction",
+            "0.5",
+        ],
+        "--test-fraction: predict takes every row of --data, unsplit",
+    );
+    for (output, what) in [
+        (path("labelled.csv"), "--data"),
+        (ckpt.clone(), "the checkpoint"),
+    ] {
+        fails_cleanly(
+            &[
+                "predict", &ckpt, "--device", "cpu", "--data", &labelled, "-o", &output,
+            ],
+            &format!("--output names {what}"),
+        );
+    }
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &labelled,
+            "--label-column",
+            "none",
+        ],
+        "read without a label column: training and scoring need labels",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn compare_prints_independent_and_mutual_side_by_side() {
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",

@@ -1,5 +1,6 @@
 //! CSV data: numeric feature columns and an integer label column (named in a header, or the
-//! last), an optional header, and a seeded train/test split. Gzipped files are read too.
+//! last), an optional header, and a seeded train/test split; or, for rows to predict, feature
+//! columns only. Gzipped files are read too.
 
 use std::path::Path;
 
@@ -31,6 +32,8 @@ pub enum LabelColumn {
     Last,
     /// The column at this index, from 0.
     Index(usize),
+    /// No label column: every field is a feature (rows to predict, not to train on).
+    None,
 }
 
 /// How a CSV file was read: which column held the labels and whether it had a header.
@@ -38,16 +41,19 @@ pub enum LabelColumn {
 pub struct CsvLayout {
     /// Columns in each row.
     pub columns: usize,
-    /// The label column, from 0.
-    pub label_column: usize,
+    /// The label column, from 0 (none in a file of features only).
+    pub label_column: Option<usize>,
     /// The header's names (empty without a header).
     pub names: Vec<String>,
 }
 
 impl CsvLayout {
-    /// The label column as a reader would name it: `column 0 ('label')`, `column 4 (the last)`.
+    /// The label column as a reader would name it: `column 0 ('label')`, `column 4 (the last)`,
+    /// `no column (features only)`.
     pub fn describe_label(&self) -> String {
-        let column = self.label_column;
+        let Some(column) = self.label_column else {
+            return "no column (features only)".into();
+        };
         let name = self.names.get(column).filter(|name| !name.is_empty());
         match (name, column + 1 == self.columns) {
             (Some(name), _) => format!("column {column} ('{name}')"),
@@ -59,7 +65,7 @@ impl CsvLayout {
     /// The header's columns without a name (as pandas writes its index), read as features.
     pub fn unnamed_features(&self) -> Vec<usize> {
         (0..self.names.len())
-            .filter(|&i| i != self.label_column && self.names[i].is_empty())
+            .filter(|&i| Some(i) != self.label_column && self.names[i].is_empty())
             .collect()
     }
 }
@@ -98,7 +104,7 @@ const LABEL_NAMES: [&str; 4] = ["label", "labels", "target", "class"];
 
 /// The label column of a file whose first line is `first` (a header or not), and whether that
 /// line is a header.
-fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
+fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, bool) {
     let is_number = |f: &str| f.parse::<f64>().is_ok();
     let named = || {
         let mut named = first
@@ -115,6 +121,18 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
         LabelColumn::Auto => None,
         LabelColumn::Last => Some(last),
         LabelColumn::Index(i) => Some(i),
+        // Without a label, a header is a line of names only: a line mixing names and numbers
+        // is a data row with bad values (its error hints at --header yes).
+        LabelColumn::None => {
+            let header = match options.header {
+                Header::Present => true,
+                Header::Absent => false,
+                Header::Auto => {
+                    first.iter().any(|f| !f.is_empty()) && !first.iter().any(|f| is_number(f))
+                }
+            };
+            return (None, header);
+        }
     };
     // A header names its columns: a line whose label field is the only one that is not a
     // number is a data row with a bad label; an empty field names nothing.
@@ -133,7 +151,7 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (usize, bool) {
         None if header => named().unwrap_or(last),
         None => last,
     };
-    (label, header)
+    (Some(label), header)
 }
 
 /// The fields of a CSV line, trimmed, each without one pair of surrounding double quotes (as
@@ -167,10 +185,48 @@ fn line_ends(bytes: &[u8]) -> usize {
     bytes.iter().filter(|&&b| b == b'\n').count() + lone_cr
 }
 
-/// Parses CSV text; `origin` names it in errors. Classes are the largest label plus one (a file
-/// with a single class is rejected by [`Dataset::new`]). Lines end in `\n`, `\r\n` or a lone
-/// `\r`.
+/// A CSV file's rows as read: features, and labels unless the file has none.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rows {
+    /// `rows × cols` features.
+    pub features: Vec<f32>,
+    /// One label per row, or none ([`LabelColumn::None`]).
+    pub labels: Option<Vec<u32>>,
+    /// Number of rows (at least one).
+    pub rows: usize,
+    /// Features per row (at least one).
+    pub cols: usize,
+}
+
+/// Parses CSV text into a training data set; `origin` names it in errors. Classes are the
+/// largest label plus one (a file with a single class is rejected by [`Dataset::new`]). Lines
+/// end in `\n`, `\r\n` or a lone `\r`.
 pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset, CsvLayout)> {
+    let (rows, layout) = parse_rows(text, options, origin)?;
+    let Some(labels) = rows.labels else {
+        return Err(CohortError::InvalidConfig(format!(
+            "{} was read without a label column: training and scoring need labels",
+            origin.display()
+        )));
+    };
+    let largest = labels.iter().copied().max().unwrap_or(0) as usize;
+    let classes = (largest + 1).max(options.min_classes.unwrap_or(0));
+    let data = Dataset::new(rows.features, labels, rows.cols, classes).map_err(|e| match e {
+        // One class: most likely the wrong column (a label-first file read without a header).
+        CohortError::InvalidConfig(why) if options.min_classes.is_none() => {
+            CohortError::InvalidConfig(format!(
+                "{why}: the labels in {} were read from {}; --label-column chooses another",
+                origin.display(),
+                layout.describe_label()
+            ))
+        }
+        other => other,
+    })?;
+    Ok((data, layout))
+}
+
+/// Parses CSV text into rows, labelled or not as `options` say; `origin` names it in errors.
+pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Rows, CsvLayout)> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let bad =
         |line: usize, why: String| CohortError::corrupt(origin, format!("line {line}: {why}"));
@@ -198,8 +254,9 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
         Header::Absent => " (--header no reads the first line as data)",
         Header::Present => "",
     };
-    let (mut features, mut labels) = (Vec::new(), Vec::new());
+    let (mut features, mut labels, mut rows) = (Vec::new(), Vec::new(), 0);
     for (n, line) in lines {
+        rows += 1;
         let fields = fields_of(line);
         match width {
             None => width = Some((fields.len(), n)),
@@ -211,18 +268,19 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
             }
             _ => {}
         }
-        if fields.len() < 2 {
+        if fields.len() < 1 + usize::from(label_at.is_some()) {
             let separator = [(';', "semicolons"), ('\t', "tabs")]
                 .into_iter()
                 .find(|&(c, _)| line.contains(c))
                 .map(|(_, name)| format!(" (fields are separated by commas; this line has {name})"))
                 .unwrap_or_default();
-            return Err(bad(
-                n,
-                format!("need at least one feature and a label{separator}"),
-            ));
+            let need = match label_at {
+                Some(_) => "at least one feature and a label",
+                None => "at least one feature",
+            };
+            return Err(bad(n, format!("need {need}{separator}")));
         }
-        if label_at >= fields.len() {
+        if let Some(label_at) = label_at.filter(|&l| l >= fields.len()) {
             return Err(bad(
                 n,
                 format!(
@@ -233,8 +291,9 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
             ));
         }
         for (i, f) in fields.iter().enumerate() {
+            let is_label = Some(i) == label_at;
             let v: f64 = f.parse().map_err(|_| {
-                let why = match (f.is_empty(), i == label_at) {
+                let why = match (f.is_empty(), is_label) {
                     (true, true) => "the label is missing".to_string(),
                     (true, false) => format!("column {i} is empty"),
                     (false, true) => format!(
@@ -245,7 +304,7 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
                 };
                 bad(n, format!("{why}{}", hint(n)))
             })?;
-            if i == label_at {
+            if is_label {
                 if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
                     return Err(bad(
                         n,
@@ -269,49 +328,68 @@ pub fn parse(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Dataset
             }
         }
     }
-    let cols = width.map_or(0, |(w, _)| w - 1);
-    if labels.is_empty() {
+    let cols = width.map_or(0, |(w, _)| w - usize::from(label_at.is_some()));
+    if rows == 0 {
         return Err(CohortError::EmptyData(format!(
             "{} has no data rows",
             origin.display()
         )));
     }
     let layout = CsvLayout {
-        columns: cols + 1,
+        columns: cols + usize::from(label_at.is_some()),
         label_column: label_at,
         names: match header {
             true => first.iter().map(|f| f.to_string()).collect(),
             false => Vec::new(),
         },
     };
-    let largest = labels.iter().copied().max().unwrap_or(0) as usize;
-    let classes = (largest + 1).max(options.min_classes.unwrap_or(0));
-    let data = Dataset::new(features, labels, cols, classes).map_err(|e| match e {
-        // One class: most likely the wrong column (a label-first file read without a header).
-        CohortError::InvalidConfig(why) if options.min_classes.is_none() => {
-            CohortError::InvalidConfig(format!(
-                "{why}: the labels in {} were read from {}; --label-column chooses another",
-                origin.display(),
-                layout.describe_label()
-            ))
-        }
-        other => other,
-    })?;
-    Ok((data, layout))
+    let labels = label_at.map(|_| labels);
+    let rows = Rows {
+        features,
+        labels,
+        rows,
+        cols,
+    };
+    Ok((rows, layout))
 }
 
 /// Reads a CSV file (gzipped or not) whole, unsplit.
 pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
+    parse(&read_text(path)?, options, path)
+}
+
+/// Reads a CSV file (gzipped or not) whole as rows to predict. With [`LabelColumn::Auto`] and
+/// `features` given (a model's inputs), a file whose lines have exactly that many fields has no
+/// label column.
+pub fn read_rows(
+    path: &Path,
+    options: &CsvOptions,
+    features: Option<usize>,
+) -> Result<(Rows, CsvLayout)> {
+    let text = read_text(path)?;
+    let mut options = options.clone();
+    let first_width = lines_of(text.strip_prefix('\u{feff}').unwrap_or(&text))
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| fields_of(l).len());
+    if options.label_column == LabelColumn::Auto && first_width.is_some() && first_width == features
+    {
+        options.label_column = LabelColumn::None;
+    }
+    parse_rows(&text, &options, path)
+}
+
+/// A file's text (gunzipped where it is gzipped), which must be UTF-8.
+fn read_text(path: &Path) -> Result<String> {
     let bytes = read_maybe_gzip(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = line_ends(&e.as_bytes()[..at]) + 1;
         CohortError::corrupt(
             path,
             format!("line {line}: not UTF-8 text (save it as UTF-8)"),
         )
-    })?;
-    parse(&text, options, path)
+    })
 }
 
 /// Loads a CSV file (gzipped or not) and splits it as `options` say.
@@ -595,6 +673,62 @@ mod tests {
         assert!(matches!(p("", &o), Err(CohortError::EmptyData(_))));
         assert!(matches!(p("\n  \n", &o), Err(CohortError::EmptyData(_))));
         assert!(matches!(p("a,b,c\n", &o), Err(CohortError::EmptyData(_))));
+    }
+
+    #[test]
+    fn rows_without_labels() {
+        let none = CsvOptions {
+            label_column: LabelColumn::None,
+            ..Default::default()
+        };
+        let rows = |text: &str, o: &CsvOptions| parse_rows(text, o, Path::new("t.csv"));
+        let (r, layout) = rows("1,2\n3,4\n5,6\n", &none).unwrap();
+        assert_eq!((r.rows, r.cols, r.labels), (3, 2, None));
+        assert_eq!(r.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(
+            (layout.columns, layout.describe_label()),
+            (2, "no column (features only)".to_string())
+        );
+        // One feature is enough; a header is a line of names only.
+        assert_eq!(rows("7\n8\n", &none).unwrap().0.features, vec![7.0, 8.0]);
+        let (r, layout) = rows("a,b\n1,2\n", &none).unwrap();
+        assert_eq!((r.rows, layout.names.len()), (1, 2));
+        let err = rows("a,2\n1,2\n", &none).unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: 'a' is not a number (if the first line"),
+            "{err}"
+        );
+        assert!(matches!(
+            rows("a,b\n", &none),
+            Err(CohortError::EmptyData(_))
+        ));
+        // A training data set needs labels.
+        assert!(matches!(
+            p("1,2\n", &none),
+            Err(CohortError::InvalidConfig(_))
+        ));
+        // With labels, rows carry them.
+        let (r, layout) = rows("1,2,1\n3,4,0\n", &CsvOptions::default()).unwrap();
+        assert_eq!(
+            (r.cols, r.labels, layout.label_column),
+            (2, Some(vec![1, 0]), Some(2))
+        );
+        // read_rows: a file as wide as a model's inputs has no labels, one wider has.
+        let dir = std::env::temp_dir().join(format!("cohort-csv-rows-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("r.csv");
+        std::fs::write(&f, "\u{feff}\n1,2,1\n3,4,0\n").unwrap();
+        let o = CsvOptions::default();
+        let (r, _) = read_rows(&f, &o, Some(3)).unwrap();
+        assert_eq!((r.cols, r.labels), (3, None));
+        let (r, _) = read_rows(&f, &o, Some(2)).unwrap();
+        assert_eq!((r.cols, r.labels), (2, Some(vec![1, 0])));
+        let last = CsvOptions {
+            label_column: LabelColumn::Last,
+            ..Default::default()
+        };
+        assert_eq!(read_rows(&f, &last, Some(3)).unwrap().0.cols, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

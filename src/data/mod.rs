@@ -271,7 +271,7 @@ impl Standardizer {
                 ),
             ));
         }
-        if data.cols == 0 || data.rows.checked_mul(data.cols) != Some(data.features.len()) {
+        if data.rows.checked_mul(data.cols) != Some(data.features.len()) {
             return Err(CohortError::shape(
                 "standardize",
                 format!(
@@ -282,7 +282,24 @@ impl Standardizer {
                 ),
             ));
         }
-        for row in data.features.chunks_mut(data.cols) {
+        self.apply_rows(&mut data.features)
+    }
+
+    /// Standardises rows of features held one after another, each as wide as the features
+    /// fitted (rows to predict, without labels).
+    pub fn apply_rows(&self, features: &mut [f32]) -> Result<()> {
+        let cols = self.mean.len();
+        if cols == 0 || self.std.len() != cols || !features.len().is_multiple_of(cols) {
+            return Err(CohortError::shape(
+                "standardize",
+                format!(
+                    "{} values are not whole rows of the {cols} features fitted ({} deviations)",
+                    features.len(),
+                    self.std.len()
+                ),
+            ));
+        }
+        for row in features.chunks_mut(cols) {
             for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
                 *v = (*v - m) / s;
             }
@@ -621,6 +638,7 @@ mod tests {
             .unwrap();
         let (mut train, mut test) = (split.train, split.test);
         let s = Standardizer::fit(&train);
+        let mut raw = test.features.clone();
         s.apply(&mut train).unwrap();
         s.apply(&mut test).unwrap();
         for c in 0..train.cols {
@@ -633,6 +651,14 @@ mod tests {
             );
         }
         assert!(test.features.iter().all(|v| v.is_finite()));
+        // Rows without labels, standardised alike; partial rows refused.
+        s.apply_rows(&mut raw).unwrap();
+        assert_eq!(raw, test.features);
+        raw.pop();
+        assert!(matches!(
+            s.apply_rows(&mut raw),
+            Err(CohortError::ShapeMismatch { .. })
+        ));
         let mut broken = train.clone();
         broken.features.pop();
         assert!(matches!(
