@@ -1126,45 +1126,39 @@ fn predict_writes_each_rows_classes_and_probabilities() {
     assert!(predicted[0] == predicted[1] && predicted[1] == predicted[2]);
     // Rows the cohort cannot read, flags that mean nothing here, outputs that would destroy.
     let labelled = format!("csv:{}", path("labelled.csv"));
-    fails_cleanly(
-        &[
-            "predict",
-            &ckpt,
-            "--device",
-            "cpu",
-            "--data",
+    let features_only = format!("csv:{}", path("features.csv"));
+    let unreadable = [
+        (
             &labelled,
-            "--label-column",
             "none",
-        ],
-        "takes 64 features; the rows to predict have 65",
-    );
-    fails_cleanly(
-        &[
-            "predict",
-            &ckpt,
-            "--device",
-            "cpu",
-            "--data",
+            "takes 64 features; the rows to predict have 65",
+        ),
+        (
             &labelled,
-            "--label-column",
             "3",
-        ],
-        "tells 10 classes apart; the rows to predict have a label 12",
-    );
-    fails_cleanly(
-        &[
-            "predict",
-            &ckpt,
-            "--device",
-            "cpu",
-            "--data",
-            &format!("csv:{}", path("features.csv")),
-            "--label-column",
+            "tells 10 classes apart; the rows to predict have a label 12",
+        ),
+        (
+            &features_only,
             "3",
-        ],
-        "the rows to predict have 63 besides the labels in column 3 (--label-column none",
-    );
+            "the rows to predict have 63 besides the labels in column 3 (--label-column none",
+        ),
+    ];
+    for (data, column, expect) in unreadable {
+        fails_cleanly(
+            &[
+                "predict",
+                &ckpt,
+                "--device",
+                "cpu",
+                "--data",
+                data,
+                "--label-column",
+                column,
+            ],
+            expect,
+        );
+    }
     fails_cleanly(
         &["predict", &ckpt, "--device", "cpu", "--data", "blobs"],
         "takes 64 features; the rows to predict have 16",
