@@ -961,6 +961,9 @@ fn evaluation_data(
         ),
         (Some(_), Some(_)) => {}
     }
+    if all_rows {
+        warn_of_training_rows(&ckpt, data);
+    }
     // Classes counted over the training part too may exceed the model's: these rows' do not.
     rows.classes = classes;
     Ok((ckpt, rows))
@@ -1083,10 +1086,40 @@ fn prediction_rows(
             path.display()
         )));
     }
+    if rows.labels.is_some() {
+        warn_of_training_rows(&ckpt, data);
+    }
     if let Some(s) = &ckpt.standardizer {
         s.apply_rows(&mut rows.features)?;
     }
     Ok((ckpt, rows))
+}
+
+/// Every row of `data` scored: warns where they include the rows the checkpoint trained on (the
+/// data's training part, split as train splits it, standardised with the checkpoint's
+/// statistics, has the fingerprint it recorded), on which a cohort scores better than on new ones.
+/// Says nothing where it cannot tell (a checkpoint without the record, data that does not
+/// split).
+fn warn_of_training_rows(ckpt: &checkpoint::Checkpoint, data: &DataArgs) {
+    let Some(trained_on) = ckpt.trained_on else {
+        return;
+    };
+    let Ok((_, Split { mut train, .. })) = data.load(true, Some(ckpt.config.classes())) else {
+        return;
+    };
+    if let Some(s) = &ckpt.standardizer {
+        if s.apply(&mut train).is_err() {
+            return;
+        }
+    }
+    if train.fingerprint() == trained_on {
+        eprintln!(
+            "warning: these rows include the {} the cohort trained on (the data's training \
+             part), on which it scores better than on new rows (evaluate without --all-rows \
+             scores the test part alone)",
+            count(train.rows as u64, "row")
+        );
+    }
 }
 
 /// Predicts `rows` with the checkpoint's cohort and writes the CSV table (to `output`

@@ -1048,6 +1048,11 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         .find(|l| l.starts_with("ensemble"))
         .and_then(|l| l.split_whitespace().last().map(str::to_string));
     assert_eq!(ensemble.as_deref(), Some(from_table.as_str()));
+    // Both say that these rows include those the cohort trained on.
+    let trained_on = "warning: these rows include the 1438 rows the cohort trained on";
+    for said in [said, text(&evaluated.stderr)] {
+        assert!(said.contains(trained_on), "{said}");
+    }
     // The same rows three ways: features only, a label last, a header with the label first. The
     // predictions agree; the labels appear where there are some.
     let features: Vec<String> = (0..20)
@@ -1116,12 +1121,13 @@ fn predict_writes_each_rows_classes_and_probabilities() {
             .collect();
         assert_eq!(rows.len(), 20, "{name}");
         predicted.push(rows);
+        let said = text(&out.stderr);
         assert_eq!(
-            text(&out.stderr).contains("accuracy on the rows' labels"),
+            said.contains("accuracy on the rows' labels"),
             labelled,
-            "{name}: {}",
-            text(&out.stderr)
+            "{name}: {said}"
         );
+        assert!(!said.contains("warning"), "{name}: {said}");
     }
     assert!(predicted[0] == predicted[1] && predicted[1] == predicted[2]);
     // Rows the cohort cannot read, flags that mean nothing here, outputs that would destroy.
