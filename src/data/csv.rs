@@ -1,6 +1,7 @@
 //! CSV data: numeric feature columns and an integer label column (named in a header, or the
 //! last), an optional header, and a seeded train/test split; or, for rows to predict, feature
-//! columns only. Gzipped files are read too.
+//! columns only. Blank lines and lines that begin with `#` are skipped. Gzipped files are read
+//! too.
 
 use std::path::Path;
 
@@ -154,6 +155,31 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, boo
     (Some(label), header)
 }
 
+/// Whether a trimmed line is a header or a row: not blank, and not a comment (`#`, as NumPy's
+/// `savetxt` writes its header and R and many tools their notes).
+fn holds_data(line: &str) -> bool {
+    !line.is_empty() && !line.starts_with('#')
+}
+
+/// The comment line directly before the first row, as its line number and fields, where it is
+/// as wide as that row and the row is all numbers: NumPy's `savetxt` writes its header so
+/// (`# a,b,label`).
+fn commented_header(text: &str) -> Option<(usize, Vec<&str>)> {
+    let mut comment = None;
+    let lines = lines_of(text).enumerate().map(|(i, l)| (i + 1, l.trim()));
+    for (n, line) in lines.filter(|(_, l)| !l.is_empty()) {
+        match line.strip_prefix('#') {
+            Some(text) => comment = Some((n, fields_of(text))),
+            None => {
+                let row = fields_of(line);
+                let numbers = row.iter().all(|f| f.parse::<f64>().is_ok());
+                return comment.filter(|(_, names)| numbers && names.len() == row.len());
+            }
+        }
+    }
+    None
+}
+
 /// The fields of a CSV line, trimmed, each without one pair of surrounding double quotes (as
 /// spreadsheets and R write them). Fields holding commas are not supported: data files hold
 /// numbers.
@@ -233,18 +259,27 @@ pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Ro
     let mut lines = lines_of(text)
         .enumerate()
         .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty())
+        .filter(|(_, l)| holds_data(l))
         .peekable();
-    let (first_n, first): (usize, Vec<&str>) = match lines.peek() {
+    let (mut first_n, mut first): (usize, Vec<&str>) = match lines.peek() {
         Some(&(n, line)) => (n, fields_of(line)),
         None => (0, Vec::new()),
     };
-    let (label_at, header) = label_and_header(&first, options);
+    let (mut label_at, mut header) = label_and_header(&first, options);
     // Rows must have the header's width, or the first row's: (fields, line).
     let mut width = None;
     if header {
         lines.next();
         width = Some((first.len(), first_n));
+    } else if let Some((n, names)) =
+        commented_header(text).filter(|_| options.header != Header::Absent)
+    {
+        // NumPy's header, in a comment: taken where it reads as a header would.
+        let (label, is_header) = label_and_header(&names, options);
+        if is_header {
+            (first_n, first, label_at, header) = (n, names, label, true);
+            width = Some((first.len(), first_n));
+        }
     }
     // A bad value on the first line may be a header the guess missed, or one --header no
     // turned into data.
@@ -370,7 +405,7 @@ pub fn read_rows(
     let mut options = options.clone();
     let first_width = lines_of(text.strip_prefix('\u{feff}').unwrap_or(&text))
         .map(str::trim)
-        .find(|l| !l.is_empty())
+        .find(|l| holds_data(l))
         .map(|l| fields_of(l).len());
     if options.label_column == LabelColumn::Auto && first_width.is_some() && first_width == features
     {
@@ -673,6 +708,44 @@ mod tests {
         assert!(matches!(p("", &o), Err(CohortError::EmptyData(_))));
         assert!(matches!(p("\n  \n", &o), Err(CohortError::EmptyData(_))));
         assert!(matches!(p("a,b,c\n", &o), Err(CohortError::EmptyData(_))));
+    }
+
+    #[test]
+    fn comment_lines_are_skipped() {
+        // NumPy's savetxt with a header: the comment just before the first row, as wide as
+        // it, is the header where it reads as one; other comments are skipped.
+        let o = CsvOptions::default();
+        let (d, layout) = parse(
+            "# data v2\n# label,a,b\n1,2,0\n  # a note\n3,4,1\n",
+            &o,
+            Path::new("t.csv"),
+        )
+        .unwrap();
+        assert_eq!((d.rows, d.labels), (2, vec![1, 3]));
+        assert_eq!(layout.describe_label(), "column 0 ('label')");
+        for (text, label) in [
+            ("# a,label\n1,2,0\n3,4,1\n", vec![0, 1]), // not as wide: a note
+            ("# 1,2,3\n1,2,0\n3,4,1\n", vec![0, 1]),   // numbers: not a header
+            ("# label,a,b\n\n1,2,0\n3,4,1\n", vec![1, 3]),
+        ] {
+            assert_eq!(p(text, &o).unwrap().labels, label, "{text}");
+        }
+        let absent = CsvOptions {
+            header: Header::Absent,
+            ..o.clone()
+        };
+        assert_eq!(
+            p("# label,a,b\n1,2,0\n3,4,1\n", &absent).unwrap().labels,
+            vec![0, 1]
+        );
+        // A header after comments is still the first line that holds data.
+        let d = p("#!notes\nlabel,a\n1,2\n0,4\n", &CsvOptions::default()).unwrap();
+        assert_eq!((d.labels, d.features), (vec![1, 0], vec![2.0, 4.0]));
+        // Lines are still counted in errors.
+        let err = p("# c\n1,2,0\n3,x,1\n", &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3: 'x' is not a number"), "{err}");
     }
 
     #[test]
