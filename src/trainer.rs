@@ -89,6 +89,10 @@ pub struct DeviceData<T> {
     store: Store<T>,
     rows: usize,
     cols: usize,
+    /// Classes of the data set uploaded (its labels are below).
+    classes: usize,
+    /// How the features are held on the device (as the uploading trainer reads them).
+    dtype: DType,
     /// [`Dataset::fingerprint`] of the rows.
     fingerprint: u64,
     /// The [`Backend::instance`] that holds its tensors.
@@ -465,7 +469,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.check_data(data)?;
         let b = self.backend;
         let shape = [data.rows, data.cols];
-        let features = match self.input_dtype() {
+        let dtype = self.input_dtype();
+        let features = match dtype {
             DType::F16 => b.tensor_f16(&shape, &data.features),
             _ => b.tensor(&shape, &data.features),
         };
@@ -481,6 +486,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             store,
             rows: data.rows,
             cols: data.cols,
+            classes: data.classes,
+            dtype,
             fingerprint: data.fingerprint(),
             instance: self.backend.instance(),
         })
@@ -494,6 +501,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             store: Store::Host(data.clone()),
             rows: data.rows,
             cols: data.cols,
+            classes: data.classes,
+            dtype: DType::F32,
             fingerprint: data.fingerprint(),
             instance: self.backend.instance(),
         })
@@ -567,13 +576,34 @@ impl<'b, B: Backend> Trainer<'b, B> {
         listed: Option<(&B::Tensor, usize)>,
     ) -> Result<()> {
         let b = self.backend;
-        // Rows kept on the host go to any backend; a device's tensors only to their own.
+        // Data uploaded by another trainer: rows kept on the host go to any backend, a device's
+        // tensors only to their own and as this trainer reads them; and the rows must fit the
+        // peers.
+        let elsewhere = |why: String| {
+            CohortError::InvalidConfig(format!(
+                "the data was uploaded {why}: upload it with this trainer"
+            ))
+        };
         if data.is_resident() && data.instance != b.instance() {
-            return Err(CohortError::InvalidConfig(
-                "the data was uploaded through another backend than this trainer's: upload it \
-                 with this trainer"
-                    .into(),
+            return Err(elsewhere(
+                "through another backend than this trainer's".into(),
             ));
+        }
+        if data.is_resident() && data.dtype != self.input_dtype() {
+            return Err(elsewhere(format!(
+                "with {:?} features for a trainer that reads {:?} ones (mixed precision holds \
+                 them as F16)",
+                data.dtype,
+                self.input_dtype()
+            )));
+        }
+        self.check_width(data.cols)?;
+        if data.classes > self.config.classes() {
+            return Err(elsewhere(format!(
+                "with {} classes for peers with {} outputs",
+                data.classes,
+                self.config.classes()
+            )));
         }
         let ws = self.workspace(rows.len())?;
         match &data.store {

@@ -1413,6 +1413,34 @@ fn hand_built_data_case<B: Backend>(b: &B) {
     }
     let uploaded = t.upload(&good).unwrap();
     t.step(&uploaded, &[0, 1]).unwrap();
+    // Data uploaded by another trainer must fit this one: the features as it holds them (F16 in
+    // mixed precision), its inputs and its classes.
+    let mut mixed = config("2x8", 1.0, Schedule::Simultaneous, 1);
+    mixed.mixed_precision = true;
+    let narrow = TrainConfig::new(parse_peers("2x8", 16, 10, Activation::Relu).unwrap());
+    let few = TrainConfig::new(parse_peers("2x8", 64, 4, Activation::Relu).unwrap());
+    let others = [
+        (mixed, "with F32 features for a trainer that reads F16 ones"),
+        (
+            narrow,
+            "the peers take 16 inputs but the data has 64 features",
+        ),
+        (few, "with 10 classes for peers with 4 outputs"),
+    ];
+    for (other, expected) in others {
+        let mut o = Trainer::new(b, other).unwrap();
+        for (data, resident) in [
+            (&uploaded, true),
+            (&t.upload_streamed(&good).unwrap(), false),
+        ] {
+            match o.step(data, &[0, 1]) {
+                // Rows kept on the host are converted as they are sent.
+                Ok(()) if !resident && expected.contains("F16") => {}
+                Err(CohortError::InvalidConfig(why)) => assert!(why.contains(expected), "{why}"),
+                other => panic!("{expected}: got {other:?} (resident: {resident})"),
+            }
+        }
+    }
 }
 
 #[test]
