@@ -107,6 +107,7 @@ const LABEL_NAMES: [&str; 4] = ["label", "labels", "target", "class"];
 /// line is a header.
 fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, bool) {
     let is_number = |f: &str| f.parse::<f64>().is_ok();
+    let numbered = numbers_columns(first);
     let named = || {
         let mut named = first
             .iter()
@@ -129,7 +130,9 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, boo
                 Header::Present => true,
                 Header::Absent => false,
                 Header::Auto => {
-                    first.iter().any(|f| !f.is_empty()) && !first.iter().any(|f| is_number(f))
+                    numbered
+                        || first.iter().any(|f| !f.is_empty())
+                            && !first.iter().any(|f| is_number(f))
                 }
             };
             return (None, header);
@@ -143,7 +146,8 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, boo
         Header::Present => true,
         Header::Absent => false,
         Header::Auto => {
-            named().is_some_and(|i| given.is_none_or(|g| g == i))
+            numbered
+                || named().is_some_and(|i| given.is_none_or(|g| g == i))
                 || (names(label_guess) && (0..first.len()).any(|i| i != label_guess && names(i)))
         }
     };
@@ -153,6 +157,20 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, boo
         None => last,
     };
     (Some(label), header)
+}
+
+/// Whether `fields` number the columns, `0,1,2,…` or `1,2,3,…` (after an empty field, where
+/// pandas names its index column so), at least five of them: the header pandas writes for a
+/// frame whose columns have no names. A data row so regular is unlikely.
+fn numbers_columns(fields: &[&str]) -> bool {
+    let numbers = match fields.first() {
+        Some(&"") => &fields[1..],
+        _ => fields,
+    };
+    numbers.len() >= 5
+        && [0, 1]
+            .into_iter()
+            .any(|from| (numbers.iter().enumerate()).all(|(i, f)| *f == (i + from).to_string()))
 }
 
 /// Whether a trimmed line is a header or a row: not blank, and not a comment (`#`, as NumPy's
@@ -746,6 +764,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("line 3: 'x' is not a number"), "{err}");
+    }
+
+    #[test]
+    fn headers_that_number_the_columns() {
+        let o = CsvOptions::default();
+        // pandas' to_csv of a frame with integer column names, with and without its index.
+        let d = p("0,1,2,3,4,5\n1,2,3,4,5,1\n6,7,8,9,10,0\n", &o).unwrap();
+        assert_eq!((d.rows, d.labels), (2, vec![1, 0]));
+        let (d, layout) = parse(
+            ",0,1,2,3,4\n0,2,3,4,5,1\n1,7,8,9,10,0\n",
+            &o,
+            Path::new("t.csv"),
+        )
+        .unwrap();
+        assert_eq!((d.rows, d.cols, layout.unnamed_features()), (2, 5, vec![0]));
+        let none = CsvOptions {
+            label_column: LabelColumn::None,
+            ..o.clone()
+        };
+        let (r, _) = parse_rows("1,2,3,4,5\n1,2,3,4,5\n", &none, Path::new("t")).unwrap();
+        assert_eq!(r.rows, 1);
+        // Shorter, or not in order: data.
+        assert_eq!(p("0,1,2,3\n5,6,7,1\n", &o).unwrap().rows, 2);
+        assert_eq!(p("0,1,3,2,4\n5,6,7,8,1\n", &o).unwrap().rows, 2);
+        let absent = CsvOptions {
+            header: Header::Absent,
+            ..o.clone()
+        };
+        assert_eq!(p("0,1,2,3,4,5\n1,2,3,4,5,1\n", &absent).unwrap().rows, 2);
     }
 
     #[test]
