@@ -49,6 +49,9 @@ override SPLIT_F32: bool = false; // f32 products from three f16 ones (see above
 override MN_STAGING: bool = true;
 override MN_A: bool = MN_STAGING && TRANS_A && !SPLIT_F32; // op(A)'s slice is [k][row] (derived)
 override MN_B: bool = MN_STAGING && !TRANS_B && !SPLIT_F32; // op(B)'s slice is [k][column] (derived)
+// Write each k-step's fragment products out for every (i, j) up to MAX_FRAGS, guarded by FR and
+// FC, instead of looping over them (f16 products only; see `unrolled_products`).
+override UNROLL: bool = false;
 // Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
 // (derived).
 override MS: u32 = TILE + 8u;
@@ -275,6 +278,56 @@ fn acc_set(acc: ptr<function, array<Acc, 16>>, f: u32, value: Acc) {
     }
 }
 
+// One k-step of FRAG of the subgroup's products, written out: accumulator f = i·FC + j += (A
+// fragment i)·(B fragment j) for every i < FR, j < FC, each indexed by an expression of
+// constants. The loops of the general step index the accumulators with loop counters, which
+// the driver resolves only if it unrolls them (acc_get / acc_set then branch at run time, once
+// for each read and each write of every product); here no index depends on a counter. Unused
+// fragments are never loaded and their products never run (the guards are pipeline constants).
+fn unrolled_products(
+    acc: ptr<function, array<Acc, 16>>,
+    buf: u32,
+    ks: u32,
+    sg_row: u32,
+    sg_col: u32,
+) {
+    var a0: FragA;
+    var a1: FragA;
+    var a2: FragA;
+    var a3: FragA;
+    a0 = a_frag(buf, sg_row, ks);
+    if (FR > 1u) { a1 = a_frag(buf, sg_row + FRAG, ks); }
+    if (FR > 2u) { a2 = a_frag(buf, sg_row + 2u * FRAG, ks); }
+    if (FR > 3u) { a3 = a_frag(buf, sg_row + 3u * FRAG, ks); }
+    // Column j of fragments: B fragment j times each A fragment.
+    var b = b_frag(buf, sg_col, ks);
+    (*acc)[0] = mma(a0, b, (*acc)[0]);
+    if (FR > 1u) { (*acc)[FC] = mma(a1, b, (*acc)[FC]); }
+    if (FR > 2u) { (*acc)[2u * FC] = mma(a2, b, (*acc)[2u * FC]); }
+    if (FR > 3u) { (*acc)[3u * FC] = mma(a3, b, (*acc)[3u * FC]); }
+    if (FC > 1u) {
+        b = b_frag(buf, sg_col + FRAG, ks);
+        (*acc)[1] = mma(a0, b, (*acc)[1]);
+        if (FR > 1u) { (*acc)[FC + 1u] = mma(a1, b, (*acc)[FC + 1u]); }
+        if (FR > 2u) { (*acc)[2u * FC + 1u] = mma(a2, b, (*acc)[2u * FC + 1u]); }
+        if (FR > 3u) { (*acc)[3u * FC + 1u] = mma(a3, b, (*acc)[3u * FC + 1u]); }
+    }
+    if (FC > 2u) {
+        b = b_frag(buf, sg_col + 2u * FRAG, ks);
+        (*acc)[2] = mma(a0, b, (*acc)[2]);
+        if (FR > 1u) { (*acc)[FC + 2u] = mma(a1, b, (*acc)[FC + 2u]); }
+        if (FR > 2u) { (*acc)[2u * FC + 2u] = mma(a2, b, (*acc)[2u * FC + 2u]); }
+        if (FR > 3u) { (*acc)[3u * FC + 2u] = mma(a3, b, (*acc)[3u * FC + 2u]); }
+    }
+    if (FC > 3u) {
+        b = b_frag(buf, sg_col + 3u * FRAG, ks);
+        (*acc)[3] = mma(a0, b, (*acc)[3]);
+        if (FR > 1u) { (*acc)[FC + 3u] = mma(a1, b, (*acc)[FC + 3u]); }
+        if (FR > 2u) { (*acc)[2u * FC + 3u] = mma(a2, b, (*acc)[2u * FC + 3u]); }
+        if (FR > 3u) { (*acc)[3u * FC + 3u] = mma(a3, b, (*acc)[3u * FC + 3u]); }
+    }
+}
+
 // Accumulates the subgroup's FR x FC fragments (row-major in the first FR·FC entries, zero on
 // entry) of this workgroup's tile of op(A)·op(B) into `acc`; with SPLIT_F32 the hi·lo + lo·hi
 // corrections into `corr` (untouched otherwise).
@@ -311,6 +364,10 @@ fn tile_product(
             fetch(1u, &next, base_b, col0, k0, tid);
         }
         for (var ks = 0u; ks < TK; ks += FRAG) {
+            if (UNROLL && !SPLIT_F32) {
+                unrolled_products(acc, buf, ks, sg_row, sg_col);
+                continue;
+            }
             var fa: array<FragA, MAX_FRAGS>;
             var fa_lo: array<FragA, MAX_FRAGS>;
             for (var i = 0u; i < FR; i++) {

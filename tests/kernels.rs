@@ -296,11 +296,23 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
     );
 }
 
-/// A backend whose f16 products run on `matmul_coop.wgsl` built as `coop` says, in `layout`.
+/// A backend whose f16 products run on `matmul_coop.wgsl` built as `coop` says, in `layout`
+/// (its k-step looped or written out as COHORT_COOP_UNROLL says).
 fn coop_backend(coop: cohort::gpu::CoopChoice, layout: &str) -> cohort::Result<cohort::GpuBackend> {
+    let unroll = cohort::GpuOptions::from_env().unwrap().coop_unroll;
+    coop_backend_unrolled(coop, layout, unroll)
+}
+
+/// [`coop_backend`], with the kernel's k-step written out for every fragment where `unroll`.
+fn coop_backend_unrolled(
+    coop: cohort::gpu::CoopChoice,
+    layout: &str,
+    unroll: bool,
+) -> cohort::Result<cohort::GpuBackend> {
     cohort::GpuBackend::new(&cohort::GpuOptions {
         coop,
         coop_layout: Some(layout.parse()?),
+        coop_unroll: unroll,
         ..cohort::GpuOptions::from_env().unwrap()
     })
 }
@@ -335,6 +347,13 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
         // Every case in the default layout; the others (slow when emulated) the ragged ones.
         coop_checks(&g, layout, layout == "2x2:2x2");
     }
+    // The k-step written out (COHORT_COOP_UNROLL=1), in the small layout: 2x2 fragments, so
+    // accumulators indexed by FC and past it. (Written out, each emulated product is inlined
+    // where the loops called one: lavapipe's LLVM took 3 minutes over `cohort check` in a 4x1
+    // layout, and longer with more fragments; the GPU tests run the default layouts unrolled.)
+    let g = coop_backend_unrolled(cohort::gpu::CoopChoice::Emulate, "2x2:2x2", true).unwrap();
+    assert!(g.coop_check().is_some_and(|c| c.passed()));
+    coop_checks(&g, "2x2:2x2, unrolled", false);
     deep_emulated_products();
 }
 
@@ -399,16 +418,18 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2", "2x2:1x1"],
         _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
-    for layout in layouts {
-        let g = coop_backend(cohort::gpu::CoopChoice::On, layout).unwrap();
+    // Each also with its k-step written out (COHORT_COOP_UNROLL=1; the ragged cases).
+    for (layout, unroll) in layouts.iter().flat_map(|l| [(*l, false), (*l, true)]) {
+        let g = coop_backend_unrolled(cohort::gpu::CoopChoice::On, layout, unroll).unwrap();
         assert_eq!(
             g.matmul_coop(),
             Some(ops),
             "the adapter offers {ops:?} cooperative matrices but shaders/matmul_coop.wgsl failed \
-             its self-test: {:?}",
+             its self-test (unrolled: {unroll}): {:?}",
             g.coop_check()
         );
-        coop_checks(&g, layout, true);
+        let name = format!("{layout}{}", if unroll { ", unrolled" } else { "" });
+        coop_checks(&g, &name, !unroll);
     }
     let g = split_f32_backend(cohort::gpu::CoopChoice::On, None).unwrap();
     assert_eq!(

@@ -170,23 +170,26 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
             } else {
                 &[[2.0, 2.0, 2.0, 2.0], [4.0, 4.0, 2.0, 2.0]]
             };
-            // Each layout for f16 products, and the small one for f32 products from f16 parts
-            // (the big one's workgroup memory doubled is more than devices give).
+            // Each layout for f16 products, with the k-step looped (the default) and written
+            // out (COHORT_COOP_UNROLL=1), and the small one for f32 products from f16 parts
+            // (the big one's workgroup memory doubled is more than devices give; UNROLL does
+            // not apply).
             let variants = layouts
                 .iter()
-                .map(|l| (l, false))
-                .chain([(&layouts[0], true)]);
+                .flat_map(|l| [(l, false, false), (l, false, true)])
+                .chain([(&layouts[0], true, false)]);
             // Operands staged as stored (the default) and all k-contiguous (COHORT_COOP_STAGING=k).
             let mut sets = Vec::new();
             for bits in 0..32u32 {
                 for &width in widths {
-                    for ([sg_rows, sg_cols, fr, fc], split) in variants.clone() {
+                    for ([sg_rows, sg_cols, fr, fc], split, unroll) in variants.clone() {
                         sets.push(vec![
                             ("TRANS_A", flag(bits & 1 != 0)),
                             ("TRANS_B", flag(bits & 2 != 0)),
                             ("VEC_A", flag(bits & 4 != 0)),
                             ("VEC_B", flag(bits & 8 != 0)),
                             ("MN_STAGING", flag(bits & 16 == 0)),
+                            ("UNROLL", flag(unroll)),
                             ("SG_SIZE", width),
                             ("SG_ROWS", *sg_rows),
                             ("SG_COLS", *sg_cols),
@@ -281,12 +284,13 @@ fn every_kernel_variant_compiles_to_spirv() {
     }
     eprintln!("{written} SPIR-V modules written");
     // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
-    // 1440 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 3 variants (2 layouts, and
-    // the small one with SPLIT_F32) × 2 widths for 16×16 and 8×8, 1 width emulated)) + 21
+    // 2400 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 5 variants (2 layouts
+    // looped and unrolled, and the small one with SPLIT_F32) × 2 widths for 16×16 and 8×8,
+    // 1 width emulated)) + 21
     // row-kernel + 25 other (bias_act 2, reduce_sum 1, optimizer 6 + 10 with the f16-copy
     // entries, axpby 2, convert 2, count_correct 1, gather 1)) variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 3 * 32 * 3 * (2 + 2 + 1)) + 21 + 25)
+        2 * (8 * (192 + 3 + 3 * 32 * 5 * (2 + 2 + 1)) + 21 + 25)
     );
 }

@@ -32,6 +32,9 @@
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           coop      the cooperative-matrix kernel's layouts
+#           unroll    (not by default; first after check in a short lease) the tensor-core
+#                     kernel's k-step written out (COHORT_COOP_UNROLL=1) against the looped
+#                     default: f16 products, the mixed steps, the driver's statistics, its tests
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, split K, step
@@ -251,6 +254,24 @@ part_tensorcores() {
   mixed_steps
   split_f32 4096x4096x4096,256x1024x784
   CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 coop
+}
+part_unroll() {
+  # The tensor-core kernel's k-step written out for every fragment, accumulators indexed by
+  # constants (COHORT_COOP_UNROLL=1), against the looped default in the same call: f16 products
+  # (F16 tensors), the mixed steps, what the driver made of the large mixed step's pipelines
+  # (registers, local memory: compare the stats part's stats-large-mixed), then the kernel
+  # tests with it (the self-test and the coop tests run unrolled).
+  local sq=4096x4096x4096,1024x1024x1024,256x1024x784
+  for unroll in 0 1; do
+    COHORT_COOP_UNROLL=$unroll COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 \
+      COHORT_BENCH_JSON="$out/cohort-coop-unroll$unroll.json" \
+      run "bench-matmul-f16-unroll$unroll" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    COHORT_COOP_UNROLL=$unroll COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+      COHORT_BENCH_JSON="$out/cohort-step-mixed-unroll$unroll.json" \
+      run "bench-step-mixed-unroll$unroll" .gpu/bin/bench-step --bench $quick
+  done
+  COHORT_COOP_UNROLL=1 profile_step stats-large-mixed-unrolled 4096 1024 mixed 2 --driver-stats
+  CI=true COHORT_COOP_UNROLL=1 run test-kernels-coop-unrolled .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }
 part_coop() {
   # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:

@@ -183,6 +183,8 @@ struct CoopKernel {
     /// Operands stored m- or n-contiguous are staged so (`MN_STAGING`), unless
     /// [`GpuOptions::coop_k_staging`].
     mn_staging: bool,
+    /// The k-step written out for every fragment (`UNROLL`): [`GpuOptions::coop_unroll`].
+    unroll: bool,
 }
 
 impl CoopKernel {
@@ -194,6 +196,7 @@ impl CoopKernel {
         caps: &Capabilities,
         forced: Option<CoopLayout>,
         mn_staging: bool,
+        unroll: bool,
         tunes: bool,
     ) -> Result<Self> {
         let sg_size = match ops {
@@ -234,6 +237,7 @@ impl CoopKernel {
             tuning_only,
             split,
             mn_staging,
+            unroll,
         })
     }
 
@@ -457,6 +461,7 @@ impl GpuBackend {
                     caps,
                     options.coop_layout,
                     !options.coop_k_staging,
+                    options.coop_unroll,
                     tunes,
                 )
             })
@@ -1310,6 +1315,7 @@ impl GpuBackend {
                 constants.extend([
                     ("SPLIT_F32", flag(!d.f16_inputs)),
                     ("MN_STAGING", flag(kernel.mn_staging)),
+                    ("UNROLL", flag(kernel.unroll)),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

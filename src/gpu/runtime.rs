@@ -87,6 +87,10 @@ pub struct GpuOptions {
     /// 2026-11-30, instead of in the layout it is stored in: an experiment, to measure the
     /// difference (`MN_STAGING` in `shaders/matmul_coop.wgsl`).
     pub coop_k_staging: bool,
+    /// Write that kernel's k-step out for every fragment (`UNROLL` in
+    /// `shaders/matmul_coop.wgsl`) instead of looping over them: a candidate, off until timed
+    /// on a GPU with tensor cores.
+    pub coop_unroll: bool,
     /// Offer no F16 tensors (`Backend::f16_tensors` is false) even where the adapter has f16
     /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
     /// f16 weight copies and activations: an experiment, to measure what those give.
@@ -335,7 +339,8 @@ impl GpuOptions {
     /// `COHORT_PARAMS_STORAGE=1|0` puts the kernels' parameters in a storage or a uniform buffer,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
-    /// operands k-contiguous, `COHORT_F16_TENSORS=0` declines F16
+    /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
+    /// instead of looping, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
@@ -388,6 +393,7 @@ impl GpuOptions {
             coop: parsed("COHORT_COOP")?.unwrap_or_default(),
             coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
+            coop_unroll: forced("COHORT_COOP_UNROLL")? == Some(true),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
         })
