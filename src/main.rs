@@ -523,18 +523,35 @@ impl DataArgs {
         Ok((source, split))
     }
 
-    /// Every row of the data, its train and test parts together (a CSV file unsplit).
-    fn load_all(&self, quiet: bool, classes: Option<usize>) -> Result<Dataset> {
+    /// Every row of the data, its train and test parts together (a CSV file unsplit, in file
+    /// order), and the training part as train takes it (none where the file does not split).
+    fn load_all(&self, quiet: bool, classes: Option<usize>) -> Result<(Dataset, Option<Dataset>)> {
         if let (DataSource::Csv { path, options }, None) = (self.source(classes)?, &self.test_data)
         {
             let (data, layout) = csv::read(&path, &options)?;
             report_layout(&layout, quiet);
-            return Ok(data);
+            let train = data.split(options.test_fraction, options.seed).ok();
+            return Ok((data, train.map(|s| s.train)));
         }
         let (_, Split { train, test }) = self.load(quiet, classes)?;
-        let features = [train.features, test.features].concat();
-        let labels = [train.labels, test.labels].concat();
-        Dataset::new(features, labels, train.cols, train.classes)
+        let features = [train.features.as_slice(), &test.features].concat();
+        let labels = [train.labels.as_slice(), &test.labels].concat();
+        Ok((
+            Dataset::new(features, labels, train.cols, train.classes)?,
+            Some(train),
+        ))
+    }
+
+    /// The training part of a CSV file's labelled `rows` (read whole, in file order) as train
+    /// takes it, where the file splits; `classes` is the model's.
+    fn csv_training_part(&self, rows: &csv::Rows, classes: usize) -> Option<Dataset> {
+        let Ok(DataSource::Csv { options, .. }) = self.source(Some(classes)) else {
+            return None;
+        };
+        let labels = rows.labels.clone()?;
+        let data = Dataset::new(rows.features.clone(), labels, rows.cols, classes).ok()?;
+        let split = data.split(options.test_fraction, options.seed).ok()?;
+        Some(split.train)
     }
 }
 
@@ -718,17 +735,7 @@ fn pct(v: f32) -> String {
 /// Fails at once, before the data is loaded, where an output file could not be written when
 /// the first epoch ends, or would overwrite another output or the data.
 fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
-    let mut named: Vec<(&str, PathBuf)> = Vec::new();
-    // A CSV file given as the data (a folder of IDX files has fixed names); a path that does not
-    // resolve is the data loader's to report.
-    if let Ok(DataSource::Csv { path, .. }) = args.data.data.parse::<DataSource>() {
-        if let Ok(path) = std::fs::canonicalize(&path) {
-            named.push(("--data", path));
-        }
-    }
-    if let Some(Ok(path)) = args.data.test_data.as_ref().map(std::fs::canonicalize) {
-        named.push(("--test-data", path));
-    }
+    let mut taken = data_files(&args.data);
     type Check = fn(&std::path::Path) -> Result<()>;
     let outputs: [(&str, &Option<PathBuf>, Check); 3] = [
         ("--metrics", &files.metrics, metrics::check_metrics_path),
@@ -738,16 +745,42 @@ fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     for (flag, path, check) in outputs {
         if let Some(path) = path {
             check(path)?;
-            let target = checkpoint::resolved_target(path)?;
-            if let Some((other, _)) = named.iter().find(|(_, p)| *p == target) {
-                return Err(CohortError::InvalidConfig(format!(
-                    "{other} and {flag} name the same file, {}: {flag} would overwrite it",
-                    target.display()
-                )));
-            }
-            named.push((flag, target));
+            claim_output(&mut taken, flag, path)?;
         }
     }
+    Ok(())
+}
+
+/// The CSV files `data` names, resolved, each with its flag (a folder of IDX files has fixed
+/// names; a path that does not resolve is the data loader's to report).
+fn data_files(data: &DataArgs) -> Vec<(&'static str, PathBuf)> {
+    let mut files = Vec::new();
+    if let Ok(DataSource::Csv { path, .. }) = data.data.parse::<DataSource>() {
+        if let Ok(path) = std::fs::canonicalize(&path) {
+            files.push(("--data", path));
+        }
+    }
+    if let Some(Ok(path)) = data.test_data.as_ref().map(std::fs::canonicalize) {
+        files.push(("--test-data", path));
+    }
+    files
+}
+
+/// Refuses an output `path` (given as `flag`) that names one of the `taken` files (each with
+/// what names it), then takes it too.
+fn claim_output(
+    taken: &mut Vec<(&'static str, PathBuf)>,
+    flag: &'static str,
+    path: &std::path::Path,
+) -> Result<()> {
+    let target = checkpoint::resolved_target(path)?;
+    if let Some((other, _)) = taken.iter().find(|(_, p)| *p == target) {
+        return Err(CohortError::InvalidConfig(format!(
+            "{other} and {flag} name the same file, {}: {flag} would overwrite it",
+            target.display()
+        )));
+    }
+    taken.push((flag, target));
     Ok(())
 }
 
@@ -920,8 +953,9 @@ fn evaluation_data(
 ) -> Result<(checkpoint::Checkpoint, Dataset)> {
     let ckpt = checkpoint::load(path)?;
     let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
+    // With the training part as train took it (from the rows scored with `all_rows`).
     let (mut rows, mut train) = match all_rows {
-        true => (data.load_all(false, Some(classes))?, None),
+        true => data.load_all(false, Some(classes))?,
         false => {
             let (_, split) = data.load(false, Some(classes))?;
             (split.test, Some(split.train))
@@ -947,6 +981,7 @@ fn evaluation_data(
     }
     // A test part: did the cohort train on other rows (which may be among these)?
     match (&train, ckpt.trained_on) {
+        _ if all_rows => warn_of_training_rows(&ckpt, train.as_ref()),
         (None, _) => {}
         _ if data.test_data.is_some() => {}
         (Some(_), None) => eprintln!(
@@ -960,9 +995,6 @@ fn evaluation_data(
             path.display()
         ),
         (Some(_), Some(_)) => {}
-    }
-    if all_rows {
-        warn_of_training_rows(&ckpt, data);
     }
     // Classes counted over the training part too may exceed the model's: these rows' do not.
     rows.classes = classes;
@@ -1023,40 +1055,34 @@ fn prediction_rows(
     }
     if let Some(output) = output {
         checkpoint::check_writable(output)?;
-        let target = checkpoint::resolved_target(output)?;
-        let mut inputs = vec![("the checkpoint", path.to_path_buf())];
-        if let Ok(DataSource::Csv { path, .. }) = data.data.parse::<DataSource>() {
-            inputs.push(("--data", path));
+        let mut taken = data_files(data);
+        if let Ok(checkpoint) = std::fs::canonicalize(path) {
+            taken.push(("the checkpoint", checkpoint));
         }
-        for (what, input) in inputs {
-            if std::fs::canonicalize(&input).is_ok_and(|input| input == target) {
-                return Err(CohortError::InvalidConfig(format!(
-                    "--output names {what}, {}: it would be overwritten",
-                    target.display()
-                )));
-            }
-        }
+        claim_output(&mut taken, "--output", output)?;
     }
     let ckpt = checkpoint::load(path)?;
     let (inputs, classes) = (ckpt.config.inputs(), ckpt.config.classes());
-    let (mut rows, layout) = match data.source(Some(classes))? {
+    // With the training part as train took it (for a CSV file, found once the rows are known
+    // to have labels).
+    let (mut rows, layout, train) = match data.source(Some(classes))? {
         DataSource::Csv {
             path: file,
             options,
         } => {
             let (rows, layout) = csv::read_rows(&file, &options, Some(inputs))?;
             report_layout(&layout, false);
-            (rows, Some(layout))
+            (rows, Some(layout), None)
         }
         _ => {
-            let all = data.load_all(false, Some(classes))?;
+            let (all, train) = data.load_all(false, Some(classes))?;
             let rows = csv::Rows {
                 rows: all.rows,
                 cols: all.cols,
                 features: all.features,
                 labels: Some(all.labels),
             };
-            (rows, None)
+            (rows, None, train)
         }
     };
     if rows.cols != inputs {
@@ -1087,7 +1113,14 @@ fn prediction_rows(
         )));
     }
     if rows.labels.is_some() {
-        warn_of_training_rows(&ckpt, data);
+        let mut train = match layout {
+            Some(_) => data.csv_training_part(&rows, classes),
+            None => train,
+        };
+        if let (Some(s), Some(t)) = (&ckpt.standardizer, train.as_mut()) {
+            s.apply(t)?;
+        }
+        warn_of_training_rows(&ckpt, train.as_ref());
     }
     if let Some(s) = &ckpt.standardizer {
         s.apply_rows(&mut rows.features)?;
@@ -1095,23 +1128,15 @@ fn prediction_rows(
     Ok((ckpt, rows))
 }
 
-/// Every row of `data` scored: warns where they include the rows the checkpoint trained on (the
-/// data's training part, split as train splits it, standardised with the checkpoint's
-/// statistics, has the fingerprint it recorded), on which a cohort scores better than on new ones.
-/// Says nothing where it cannot tell (a checkpoint without the record, data that does not
+/// Every row of the data scored: warns where they include the rows the checkpoint trained on
+/// (`train`, the data's training part as train took it, standardised with the checkpoint's
+/// statistics, has the fingerprint it recorded), on which a cohort scores better than on new
+/// ones. Says nothing where it cannot tell (a checkpoint without the record, data that does not
 /// split).
-fn warn_of_training_rows(ckpt: &checkpoint::Checkpoint, data: &DataArgs) {
-    let Some(trained_on) = ckpt.trained_on else {
+fn warn_of_training_rows(ckpt: &checkpoint::Checkpoint, train: Option<&Dataset>) {
+    let (Some(trained_on), Some(train)) = (ckpt.trained_on, train) else {
         return;
     };
-    let Ok((_, Split { mut train, .. })) = data.load(true, Some(ckpt.config.classes())) else {
-        return;
-    };
-    if let Some(s) = &ckpt.standardizer {
-        if s.apply(&mut train).is_err() {
-            return;
-        }
-    }
     if train.fingerprint() == trained_on {
         eprintln!(
             "warning: these rows include the {} the cohort trained on (the data's training \
@@ -1133,7 +1158,11 @@ fn predict<B: Backend>(
 ) -> Result<()> {
     let mut trainer = ckpt.restore(backend, None)?;
     let predictions = trainer.predict(&rows.features)?;
-    let table = prediction_table(&predictions, rows.labels.as_deref());
+    let table = prediction_table(
+        &predictions,
+        ckpt.config.peers.len(),
+        rows.labels.as_deref(),
+    );
     match output {
         Some(path) => checkpoint::write_atomic(path, table.as_bytes())?,
         None => {
@@ -1183,9 +1212,12 @@ fn checkpoint_name(ckpt: &checkpoint::Checkpoint) -> String {
 /// The CSV table of `predict`: a header, then one line per row: its index from 0, its label
 /// (where the rows have labels), the ensemble's class, each peer's class and the ensemble's
 /// probability of each class (the mean of the peers' softmax), shortest round-trip decimals.
-fn prediction_table(predictions: &cohort::trainer::Predictions, labels: Option<&[u32]>) -> String {
+fn prediction_table(
+    predictions: &cohort::trainer::Predictions,
+    peers: usize,
+    labels: Option<&[u32]>,
+) -> String {
     use std::fmt::Write;
-    let peers = predictions.peers.len() / (predictions.rows * predictions.classes).max(1);
     let peer_classes: Vec<Vec<usize>> = (0..peers)
         .filter_map(|i| predictions.peer_classes(i))
         .collect();

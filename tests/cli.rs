@@ -1188,7 +1188,7 @@ fn predict_writes_each_rows_classes_and_probabilities() {
             &[
                 "predict", &ckpt, "--device", "cpu", "--data", &labelled, "-o", &output,
             ],
-            &format!("--output names {what}"),
+            &format!("{what} and --output name the same file"),
         );
     }
     fails_cleanly(
@@ -1203,6 +1203,30 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         ],
         "read without a label column: training and scoring need labels",
     );
+    // A cohort trained on a CSV file: scoring all of that file warns of its training rows (the
+    // split found again from the rows read once), scoring other rows does not.
+    let csv_ckpt = path("csv.safetensors");
+    let trained = cohort(&[
+        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "1", "--data", &labelled,
+        "--save", &csv_ckpt,
+    ]);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    let trained_on = "warning: these rows include the 16 rows the cohort trained on";
+    let scored = [
+        ("predict", labelled.as_str(), true),
+        ("evaluate", labelled.as_str(), true),
+        ("predict", features_only.as_str(), false),
+    ];
+    for (command, data, warns) in scored {
+        let mut args = vec![command, &csv_ckpt, "--device", "cpu", "--data", data];
+        if command == "evaluate" {
+            args.push("--all-rows");
+        }
+        let out = cohort(&args);
+        let said = text(&out.stderr);
+        assert!(out.status.success(), "{command} {data}: {said}");
+        assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
