@@ -732,6 +732,15 @@ fn pct(v: f32) -> String {
     format!("{:.2}%", 100.0 * v)
 }
 
+/// A loss with four decimals, or in scientific notation where that would not fit a column
+/// (a diverging run's `3.955e11`).
+fn loss_text(v: f32) -> String {
+    match v.abs() < 1e5 {
+        true => format!("{v:.4}"),
+        false => format!("{v:.3e}"),
+    }
+}
+
 /// Fails at once, before the data is loaded, where an output file could not be written when
 /// the first epoch ends, or would overwrite another output or the data.
 fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
@@ -866,6 +875,7 @@ fn run_training<B: Backend>(
         ProgressBar::new(0).with_style(style)
     };
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
+    let warned_of_divergence = std::cell::Cell::new(false);
     let history = trainer.fit(
         split,
         |trainer, report| {
@@ -882,6 +892,22 @@ fn run_training<B: Backend>(
                 );
             }
             current_epoch.set(report.epoch + 1);
+            let diverging = report.diverging_peers(config.classes());
+            if !diverging.is_empty() && !warned_of_divergence.replace(true) {
+                let losses: Vec<String> = diverging
+                    .iter()
+                    .map(|&i| format!("peer {i} {}", loss_text(report.peers[i].train_ce)))
+                    .collect();
+                eprintln!(
+                    "warning: epoch {}: training cross-entropy ({}) over twice a uniform \
+                     guess's ({:.4}): training is diverging; a smaller --lr (now {}) or a \
+                     --warmup steadies it",
+                    report.epoch,
+                    losses.join(", "),
+                    (config.classes() as f32).ln(),
+                    config.optimizer.lr
+                );
+            }
             // Every epoch's report, those before a resume included.
             let history = trainer.reports();
             if let Some(path) = &out.files.metrics {
@@ -900,7 +926,7 @@ fn run_training<B: Backend>(
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
             bar.set_prefix(format!("{}", current_epoch.get()));
-            let losses: Vec<String> = p.loss.iter().map(|l| format!("{l:.4}")).collect();
+            let losses: Vec<String> = p.loss.iter().map(|&l| loss_text(l)).collect();
             let accs: Vec<String> = p.accuracy.iter().map(|&a| pct(a)).collect();
             bar.set_message(format!(
                 "loss {}  train acc {}",
@@ -922,12 +948,12 @@ fn print_summary(report: &EpochReport, models: &[String]) {
     );
     for (i, p) in report.peers.iter().enumerate() {
         println!(
-            "{:<10} {:<22} {:>10.4} {:>10.4} {:>10.4} {:>10}",
+            "{:<10} {:<22} {:>10} {:>10} {:>10} {:>10}",
             i,
             models[i],
-            p.train_ce,
-            p.train_kl,
-            p.test_loss,
+            loss_text(p.train_ce),
+            loss_text(p.train_kl),
+            loss_text(p.test_loss),
             pct(p.test_accuracy)
         );
     }
@@ -1018,10 +1044,10 @@ fn evaluate<B: Backend>(backend: &B, ckpt: &checkpoint::Checkpoint, rows: &Datas
     );
     for (i, model) in models.iter().enumerate() {
         println!(
-            "{:<10} {:<22} {:>10.4} {:>10}",
+            "{:<10} {:<22} {:>10} {:>10}",
             i,
             model,
-            eval.loss[i],
+            loss_text(eval.loss[i]),
             pct(eval.accuracy[i])
         );
     }
@@ -1342,16 +1368,23 @@ fn compare<B: Backend>(
     let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {
         let column = |mode: usize| table[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
         let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
-        let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| format!("{:.3}", scale * s));
+        // Three decimals, or scientific notation for a diverged run's huge losses.
+        let num = |v: f64, sign: bool| match (v.abs() < 1e5, sign) {
+            (true, false) => format!("{v:.3}"),
+            (true, true) => format!("{v:+.3}"),
+            (false, false) => format!("{v:.3e}"),
+            (false, true) => format!("{v:+.3e}"),
+        };
+        let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| num(scale * s, false));
         println!(
             // Spreads up to 99.999 keep the columns in line.
-            "{:<28} {:>10.3} ± {:<6} {:>10.3} ± {:<6} {:>+8.3}",
+            "{:<28} {:>10} ± {:<6} {:>10} ± {:<6} {:>8}",
             name,
-            scale * im,
+            num(scale * im, false),
             spread(is),
-            scale * mm,
+            num(scale * mm, false),
             spread(ms),
-            scale * (mm - im)
+            num(scale * (mm - im), true)
         );
     };
     for (k, model) in models.iter().enumerate() {

@@ -240,6 +240,21 @@ pub struct EpochReport {
     pub seconds: f64,
 }
 
+impl EpochReport {
+    /// The peers whose mean training cross-entropy this epoch was more than twice a uniform
+    /// guess's over `classes` (2·ln C): worse than knowing nothing, a sign that the steps are too
+    /// large and training diverges. (The loss can grow huge and stay finite, while the accuracy
+    /// still looks fine; NaN and infinities are errors already.)
+    pub fn diverging_peers(&self, classes: usize) -> Vec<usize> {
+        let uniform = (classes.max(2) as f32).ln();
+        let peers = self.peers.iter().enumerate();
+        peers
+            .filter(|(_, p)| p.train_ce > 2.0 * uniform)
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
 /// Progress inside an epoch, for progress bars: reported once per logging interval.
 #[derive(Clone, Debug)]
 pub struct StepProgress {

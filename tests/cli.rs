@@ -60,6 +60,11 @@ fn train_on_the_embedded_digits_writes_metrics_plot_and_checkpoint() {
         stdout.contains("ensemble") && stdout.contains("test acc"),
         "{stdout}"
     );
+    assert!(
+        !text(&out.stderr).contains("diverging"),
+        "{}",
+        text(&out.stderr)
+    );
     let rows = std::fs::read_to_string(&metrics).unwrap();
     assert_eq!(
         rows.lines().count(),
@@ -1228,6 +1233,37 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_diverging_run_is_named_and_its_losses_stay_in_their_columns() {
+    // SGD at learning rate 1 on the digits: the losses grow past 1e9 and stay finite.
+    let out = cohort(&[
+        "train", "--device", "cpu", "--epochs", "3", "--lr", "1", "--quiet",
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("training is diverging").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: epoch 1: training cross-entropy (peer 0 ")
+            && stderr.contains("a smaller --lr (now 1)"),
+        "{stderr}"
+    );
+    // Each peer's line: index, model, three losses, accuracy; the losses in e-notation.
+    for peer in ["0", "1"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(peer))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields.len(), 6, "{line}");
+        let train_ce: f64 = fields[2].parse().unwrap();
+        assert!(fields[2].contains('e') && train_ce > 1e5, "{line}");
+    }
 }
 
 #[test]

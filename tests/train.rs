@@ -49,6 +49,9 @@ fn learn<B: Backend>(b: &B, schedule: Schedule) -> (Vec<f32>, f32) {
     let split = digits();
     let mut t = Trainer::new(b, config("2x32", 1.0, schedule, 3)).unwrap();
     let reports = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    for r in &reports {
+        assert_eq!(r.diverging_peers(10), Vec::<usize>::new(), "{r:?}");
+    }
     let last = reports.last().unwrap();
     // The training accuracy is counted on the GPU during the steps: on the batches as seen
     // before each update, the last epoch's is past the bar as well.
@@ -77,6 +80,22 @@ fn a_tiny_cohort_learns_the_digits_on_the_cpu() {
             "{schedule:?}: {peers:?} {ensemble}"
         );
     }
+}
+
+#[test]
+fn steps_too_large_are_flagged_while_the_loss_is_still_finite() {
+    // SGD at learning rate 1: the logits grow without bound, the cross-entropy reaches far past
+    // a uniform guess's ln 10 while staying finite (and the accuracy can still look fine).
+    let mut c = config("2x256", 1.0, Schedule::Simultaneous, 3);
+    c.temperature = 1.0;
+    c.optimizer.lr = 1.0;
+    let mut t = Trainer::new(&CpuBackend, c).unwrap();
+    let reports = t.fit(&digits(), |_, _| Ok(()), |_| {}).unwrap();
+    let last = reports.last().unwrap();
+    let ce: Vec<f32> = last.peers.iter().map(|p| p.train_ce).collect();
+    eprintln!("train CE after 3 epochs at lr 1: {ce:?}");
+    assert!(ce.iter().all(|&l| l.is_finite()), "{ce:?}");
+    assert_eq!(last.diverging_peers(10), vec![0, 1], "{ce:?}");
 }
 
 #[test]
