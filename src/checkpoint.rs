@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::Standardizer;
 use crate::error::{CohortError, Result};
-use crate::trainer::{EpochReport, Trainer};
+use crate::trainer::{EpochReport, NamedTensors, Trainer};
 
 const FORMAT: &str = "cohort-checkpoint-1";
 
@@ -132,7 +132,7 @@ pub struct Checkpoint {
     /// Optimizer steps taken.
     pub steps_done: usize,
     /// Named tensors `(shape, data)`.
-    pub tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    pub tensors: NamedTensors,
     /// Feature standardisation fitted on the training data, if any.
     pub standardizer: Option<Standardizer>,
     /// The report of every epoch trained (empty in checkpoints written before 2026-12-01).
@@ -151,16 +151,16 @@ pub fn save<B: Backend>(
     let path = path.as_ref();
     let mut named = trainer.named_tensors()?;
     if let Some(s) = standardizer {
-        named.push(("data.mean".into(), vec![s.mean.len()], s.mean.clone()));
-        named.push(("data.std".into(), vec![s.std.len()], s.std.clone()));
+        named.insert("data.mean".into(), (vec![s.mean.len()], s.mean.clone()));
+        named.insert("data.std".into(), (vec![s.std.len()], s.std.clone()));
     }
     // A checkpoint that `load` would refuse is not written (nor does it replace a good one).
-    for (name, _, data) in &named {
+    for (name, (_, data)) in &named {
         check_finite(name, data, || format!("not saved to {}", path.display()))?;
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .into_iter()
-        .map(|(n, shape, data)| (n, shape, bytemuck::cast_slice(&data).to_vec()))
+        .map(|(n, (shape, data))| (n, shape, bytemuck::cast_slice(&data).to_vec()))
         .collect();
     let views = bytes
         .iter()
@@ -255,7 +255,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         None => None,
     };
     let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    let mut tensors = HashMap::new();
+    let mut tensors = NamedTensors::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
             return Err(corrupt(format!(

@@ -13,7 +13,7 @@
 //! With [`Schedule::Alternating`] every peer is its own group, updated in turn against the others'
 //! fresh predictions (Algorithm 1 of the paper).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::backend::{Backend, LayerUpdate};
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
@@ -268,8 +268,8 @@ pub struct StepProgress {
     pub accuracy: Vec<f32>,
 }
 
-/// A named host copy of a tensor: `(name, shape, data)`.
-pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+/// Host copies of tensors by name, in name order: `name → (shape, data)`.
+pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
 /// Trains a cohort on one backend. See the module documentation for the step.
 pub struct Trainer<'b, B: Backend> {
@@ -1191,9 +1191,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Every parameter and optimizer state as named host tensors `(name, shape, data)`, one set
     /// per peer whatever the grouping: `peer{i}.layer{l}.weight`, `.bias`, `.weight.state{s}`…
-    pub fn named_tensors(&self) -> Result<Vec<NamedTensor>> {
+    pub fn named_tensors(&self) -> Result<NamedTensors> {
         let b = self.backend;
-        let mut out = Vec::new();
+        let mut out = NamedTensors::new();
         for group in &self.groups {
             for (l, layer) in group.layers.iter().enumerate() {
                 let mut parts: Vec<(String, &B::Tensor)> =
@@ -1209,24 +1209,23 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     let dims = t.shape().dims();
                     let per = dims[1..].iter().product::<usize>();
                     for (k, &peer) in group.peers.iter().enumerate() {
-                        out.push((
+                        out.insert(
                             format!("peer{peer}.layer{l}.{name}"),
-                            dims[1..].to_vec(),
-                            data[k * per..(k + 1) * per].to_vec(),
-                        ));
+                            (dims[1..].to_vec(), data[k * per..(k + 1) * per].to_vec()),
+                        );
                     }
                 }
             }
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
-    /// Overwrites parameters and optimizer state from named tensors (see [`Self::named_tensors`]),
-    /// and the progress counters. Every tensor must be present with its exact shape.
+    /// Overwrites parameters and optimizer state from named tensors (as
+    /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
+    /// tensor must be present with its exact shape and as many values.
     pub fn restore(
         &mut self,
-        tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>,
+        tensors: &NamedTensors,
         epochs_done: usize,
         steps_done: usize,
     ) -> Result<()> {
@@ -1251,9 +1250,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
                         let (shape, values) = tensors.get(&key).ok_or_else(|| {
                             CohortError::CheckpointMismatch(format!("tensor {key} is missing"))
                         })?;
-                        if shape[..] != dims[1..] {
+                        if shape[..] != dims[1..]
+                            || values.len() != dims[1..].iter().product::<usize>()
+                        {
                             return Err(CohortError::CheckpointMismatch(format!(
-                                "{key} has shape {shape:?}, the model needs {:?}",
+                                "{key} has shape {shape:?} and {} values, the model needs {:?}",
+                                values.len(),
                                 &dims[1..]
                             )));
                         }

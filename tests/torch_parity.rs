@@ -111,8 +111,8 @@ fn parameters<B: Backend>(trainer: &Trainer<'_, B>) -> Result<Map<String, Value>
     Ok(trainer
         .named_tensors()?
         .into_iter()
-        .filter(|(name, _, _)| name.ends_with(".weight") || name.ends_with(".bias"))
-        .map(|(name, shape, data)| (name, json!({"shape": shape, "data": data})))
+        .filter(|(name, _)| name.ends_with(".weight") || name.ends_with(".bias"))
+        .map(|(name, (shape, data))| (name, json!({"shape": shape, "data": data})))
         .collect())
 }
 

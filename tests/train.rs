@@ -10,7 +10,7 @@ use cohort::config::{
 };
 use cohort::data::{DataSource, Dataset, Split, Standardizer};
 use cohort::ops::Activation;
-use cohort::trainer::Trainer;
+use cohort::trainer::{NamedTensors, Trainer};
 use cohort::{checkpoint, Backend, CohortError, CpuBackend};
 use common::gpu;
 
@@ -240,11 +240,7 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
 
 /// The parameters after `Trainer::step` on each of `batches` of the digits in turn, the data
 /// resident on the device or (`streamed`) written batch by batch from the host.
-fn after_steps<B: Backend>(
-    b: &B,
-    batches: &[Vec<usize>],
-    streamed: bool,
-) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
+fn after_steps<B: Backend>(b: &B, batches: &[Vec<usize>], streamed: bool) -> NamedTensors {
     let split = digits();
     let mut t = Trainer::new(b, config("2x32", 1.0, Schedule::Simultaneous, 1)).unwrap();
     let train = match streamed {
@@ -496,14 +492,10 @@ fn tuned_matmul_plans_train_like_the_shapes_own() {
 
 /// Parameters by name.
 fn params_of<B: Backend>(t: &Trainer<'_, B>) -> Params {
-    t.named_tensors()
-        .unwrap()
-        .into_iter()
-        .map(|(n, s, d)| (n, (s, d)))
-        .collect()
+    t.named_tensors().unwrap()
 }
 
-type Params = HashMap<String, (Vec<usize>, Vec<f32>)>;
+type Params = NamedTensors;
 
 /// A cohort of 2 × 16-32-32-4 fitted on `b` to 4096 well separated blobs (mean CE about 1e-4):
 /// its data, configuration and parameters.
@@ -683,7 +675,7 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn from(tensors: &HashMap<String, (Vec<usize>, Vec<f32>)>, peer: usize, depth: usize) -> Self {
+    fn from(tensors: &NamedTensors, peer: usize, depth: usize) -> Self {
         let layers = (0..depth)
             .map(|l| {
                 let (shape, w) = &tensors[&format!("peer{peer}.layer{l}.weight")];
@@ -823,20 +815,10 @@ fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule, alpha_warmu
         warmup_steps: 0,
     };
     let mut trainer = Trainer::new(b, c.clone()).unwrap();
-    let before: HashMap<_, _> = trainer
-        .named_tensors()
-        .unwrap()
-        .into_iter()
-        .map(|(n, s, d)| (n, (s, d)))
-        .collect();
+    let before = trainer.named_tensors().unwrap();
     let data = trainer.upload(&batch).unwrap();
     trainer.train_epoch(&data, |_| {}).unwrap();
-    let after: HashMap<_, _> = trainer
-        .named_tensors()
-        .unwrap()
-        .into_iter()
-        .map(|(n, s, d)| (n, (s, d)))
-        .collect();
+    let after = trainer.named_tensors().unwrap();
     let peers: Vec<Mlp> = (0..3).map(|p| Mlp::from(&before, p, 2)).collect();
     let mut expected = reference_step(
         peers,
@@ -1318,11 +1300,11 @@ fn predict_peer_order_case<B: Backend>(b: &B) {
     let tensors = t.named_tensors().unwrap();
     for (peer, spec) in specs.split(',').enumerate() {
         let prefix = format!("peer{peer}.");
-        let own: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
+        let own: NamedTensors = tensors
             .iter()
-            .filter_map(|(name, shape, data)| {
+            .filter_map(|(name, tensor)| {
                 let rest = name.strip_prefix(&prefix)?;
-                Some((format!("peer0.{rest}"), (shape.clone(), data.clone())))
+                Some((format!("peer0.{rest}"), tensor.clone()))
             })
             .collect();
         let mut alone = Trainer::new(b, config(spec, 0.0, Schedule::Simultaneous, 1)).unwrap();
@@ -1334,10 +1316,7 @@ fn predict_peer_order_case<B: Backend>(b: &B) {
             assert!((a - b).abs() < 1e-5, "peer {peer}: {a} vs {b}");
         }
     }
-    let mut huge: HashMap<String, (Vec<usize>, Vec<f32>)> = tensors
-        .into_iter()
-        .map(|(name, shape, data)| (name, (shape, data)))
-        .collect();
+    let mut huge = tensors;
     let w = huge.get_mut("peer1.layer0.weight").unwrap();
     w.1.iter_mut().for_each(|v| *v = 3e38);
     t.restore(&huge, 1, 0).unwrap();
@@ -1543,4 +1522,39 @@ fn library_loops_stop_keep_their_schedule_and_restore_no_shorter() {
         2
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn restore_takes_what_named_tensors_gives_and_refuses_what_does_not_fit() {
+    let c = config("2x8", 1.0, Schedule::Simultaneous, 1);
+    let mut fitted = Trainer::new(&CpuBackend, c.clone()).unwrap();
+    fitted.fit(&digits(), |_, _| Ok(()), |_| {}).unwrap();
+    let tensors = fitted.named_tensors().unwrap();
+    // The round trip: a fresh trainer given them holds the same tensors and the progress.
+    let mut fresh = Trainer::new(&CpuBackend, c.clone()).unwrap();
+    assert_ne!(fresh.named_tensors().unwrap(), tensors);
+    fresh.restore(&tensors, 1, 23).unwrap();
+    assert_eq!(fresh.named_tensors().unwrap(), tensors);
+    assert_eq!(fresh.epochs_done(), 1);
+    // Missing, misshapen or short tensors: one CheckpointMismatch each, naming the tensor.
+    let key = "peer1.layer0.weight";
+    let mut missing = tensors.clone();
+    missing.remove(key);
+    let mut misshapen = tensors.clone();
+    misshapen.get_mut(key).unwrap().0.reverse();
+    let mut short = tensors.clone();
+    short.get_mut(key).unwrap().1.pop();
+    for (case, broken) in [
+        ("missing", missing),
+        ("misshapen", misshapen),
+        ("short", short),
+    ] {
+        let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
+        match t.restore(&broken, 1, 0) {
+            Err(CohortError::CheckpointMismatch(why)) => {
+                assert!(why.contains(key), "{case}: {why}")
+            }
+            other => panic!("{case}: expected CheckpointMismatch, got {other:?}"),
+        }
+    }
 }
