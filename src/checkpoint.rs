@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::config::TrainConfig;
 use crate::data::Standardizer;
 use crate::error::{CohortError, Result};
-use crate::trainer::{EpochReport, NamedTensors, Trainer};
+use crate::trainer::{BackendRef, EpochReport, NamedTensors, Trainer};
 
 const FORMAT: &str = "cohort-checkpoint-1";
 
@@ -327,7 +327,7 @@ impl Checkpoint {
     /// longer run's curve stands, not where the saved run's ended.
     pub fn restore<'b, B: Backend>(
         &self,
-        backend: &'b B,
+        backend: impl Into<BackendRef<'b, B>>,
         config: Option<&TrainConfig>,
     ) -> Result<Trainer<'b, B>> {
         let mut config_now = self.config.clone();

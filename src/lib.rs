@@ -51,4 +51,4 @@ pub use tensor::{DType, Shape, TensorInfo};
 pub use config::{parse_peers, PeerSpec, Schedule, TrainConfig};
 pub use data::{DataSource, Dataset, Split, Standardizer};
 pub use ops::Activation;
-pub use trainer::{EpochReport, Evaluation, Predictions, Trainer};
+pub use trainer::{BackendRef, EpochReport, Evaluation, NamedTensors, Predictions, Trainer};

@@ -14,6 +14,7 @@
 //! fresh predictions (Algorithm 1 of the paper).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::backend::{Backend, LayerUpdate};
 use crate::config::{OptimizerKind, PeerSpec, Schedule, TrainConfig};
@@ -271,9 +272,51 @@ pub struct StepProgress {
 /// Host copies of tensors by name, in name order: `name → (shape, data)`.
 pub type NamedTensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
+/// How a [`Trainer`] holds its backend: borrowed (`Trainer::new(&backend, …)`, the trainer
+/// lives within the backend's scope) or shared (`Trainer::new(Arc::new(backend), …)`, a
+/// `Trainer<'static, _>` that can be stored or moved anywhere, beside other trainers on the same
+/// device).
+pub enum BackendRef<'b, B> {
+    /// A borrowed backend.
+    Borrowed(&'b B),
+    /// A backend shared by reference counting.
+    Shared(Arc<B>),
+}
+
+impl<B> Clone for BackendRef<'_, B> {
+    fn clone(&self) -> Self {
+        match self {
+            BackendRef::Borrowed(b) => BackendRef::Borrowed(b),
+            BackendRef::Shared(b) => BackendRef::Shared(Arc::clone(b)),
+        }
+    }
+}
+
+impl<B> std::ops::Deref for BackendRef<'_, B> {
+    type Target = B;
+    fn deref(&self) -> &B {
+        match self {
+            BackendRef::Borrowed(b) => b,
+            BackendRef::Shared(b) => b,
+        }
+    }
+}
+
+impl<'b, B> From<&'b B> for BackendRef<'b, B> {
+    fn from(backend: &'b B) -> Self {
+        BackendRef::Borrowed(backend)
+    }
+}
+
+impl<B> From<Arc<B>> for BackendRef<'static, B> {
+    fn from(backend: Arc<B>) -> Self {
+        BackendRef::Shared(backend)
+    }
+}
+
 /// Trains a cohort on one backend. See the module documentation for the step.
 pub struct Trainer<'b, B: Backend> {
-    backend: &'b B,
+    backend: BackendRef<'b, B>,
     config: TrainConfig,
     groups: Vec<Group<B::Tensor>>,
     workspaces: HashMap<usize, Workspace<B::Tensor>>,
@@ -309,8 +352,10 @@ fn peer_seed(seed: u64, peer: usize) -> u64 {
 }
 
 impl<'b, B: Backend> Trainer<'b, B> {
-    /// Builds the cohort on `backend` with freshly initialised weights.
-    pub fn new(backend: &'b B, config: TrainConfig) -> Result<Self> {
+    /// Builds the cohort on `backend` (`&backend` or an `Arc` of it: see [`BackendRef`]) with
+    /// freshly initialised weights.
+    pub fn new(backend: impl Into<BackendRef<'b, B>>, config: TrainConfig) -> Result<Self> {
+        let backend = backend.into();
         config.validate()?;
         let p = config.peers.len();
         // Group same-shape peers (simultaneous), or keep every peer alone (alternating).
@@ -376,8 +421,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             });
         }
         Ok(Trainer {
-            backend,
             counts: backend.zeros(&[p + 1], DType::U32)?,
+            backend,
             config,
             groups,
             workspaces: HashMap::new(),
@@ -449,8 +494,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// The backend.
-    pub fn backend(&self) -> &'b B {
-        self.backend
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// Data of `cols` features fits the peers' inputs.
@@ -482,7 +527,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// large for one device buffer stays on the host instead, as with [`Self::upload_streamed`].
     pub fn upload(&self, data: &Dataset) -> Result<DeviceData<B::Tensor>> {
         self.check_data(data)?;
-        let b = self.backend;
+        let b: &B = &self.backend;
         let shape = [data.rows, data.cols];
         let dtype = self.input_dtype();
         let features = match dtype {
@@ -532,7 +577,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     fn new_workspace(&self, rows: usize) -> Result<Workspace<B::Tensor>> {
-        let b = self.backend;
+        let b: &B = &self.backend;
         let f32z = |shape: &[usize]| b.zeros(shape, DType::F32);
         let act_dtype = if self.f16_weights() {
             DType::F16
@@ -590,7 +635,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         rows: &[usize],
         listed: Option<(&B::Tensor, usize)>,
     ) -> Result<()> {
-        let b = self.backend;
+        // A handle of its own: `self` is borrowed mutably beside it.
+        let backend = self.backend.clone();
+        let b: &B = &backend;
         // Data uploaded by another trainer: rows kept on the host go to any backend, a device's
         // tensors only to their own and as this trainer reads them; and the rows must fit the
         // peers.
@@ -782,7 +829,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// step's mean CE and KL per peer into row `history_row` of the loss history (or into the
     /// workspace's `step_losses`).
     fn record_step(&mut self, rows: usize, lr: f32, history_row: Option<usize>) -> Result<()> {
-        let b = self.backend;
+        let b: &B = &self.backend;
         // Mixed precision scales the loss by the batch size: the gradients are those of the
         // summed, not the mean, loss, so the logit gradients (|p − q| ≤ 1) and those below them
         // keep f16's precision when the matmuls round them, instead of sinking below its normal
@@ -885,7 +932,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         mut progress: impl FnMut(&StepProgress),
     ) -> Result<Vec<PeerReport>> {
         self.check_width(data.cols)?;
-        let b = self.backend;
+        // A handle of its own: `self` is borrowed mutably beside it.
+        let backend = self.backend.clone();
+        let b: &B = &backend;
         let p = self.config.peers.len();
         let epoch = self.epochs_done + 1;
         let order = epoch_order(data.rows, self.config.seed, epoch);
@@ -1016,7 +1065,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
         data: &DeviceData<B::Tensor>,
         mut visit: impl FnMut(&B, &mut Workspace<B::Tensor>, usize) -> Result<()>,
     ) -> Result<()> {
-        let b = self.backend;
+        // A handle of its own: `self` is borrowed mutably beside it.
+        let backend = self.backend.clone();
+        let b: &B = &backend;
         let (classes, f16) = (self.config.classes(), self.config.mixed_precision);
         let dims = |rows| StepDims { rows, classes, f16 };
         let order: Vec<usize> = (0..data.rows).collect();
@@ -1036,7 +1087,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Test loss and accuracy of every peer and of the ensemble on `data`.
     pub fn evaluate(&mut self, data: &DeviceData<B::Tensor>) -> Result<Evaluation> {
-        let b = self.backend;
+        // A handle of its own: `self` is borrowed mutably beside it.
+        let backend = self.backend.clone();
+        let b: &B = &backend;
         let p = self.config.peers.len();
         let mut loss_sum = b.zeros(&[p], DType::F32)?;
         let mut counts = b.zeros(&[p + 1], DType::U32)?;
@@ -1192,7 +1245,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// Every parameter and optimizer state as named host tensors `(name, shape, data)`, one set
     /// per peer whatever the grouping: `peer{i}.layer{l}.weight`, `.bias`, `.weight.state{s}`…
     pub fn named_tensors(&self) -> Result<NamedTensors> {
-        let b = self.backend;
+        let b: &B = &self.backend;
         let mut out = NamedTensors::new();
         for group in &self.groups {
             for (l, layer) in group.layers.iter().enumerate() {
@@ -1229,7 +1282,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         epochs_done: usize,
         steps_done: usize,
     ) -> Result<()> {
-        let b = self.backend;
+        let b: &B = &self.backend;
         for group in &mut self.groups {
             for (l, layer) in group.layers.iter_mut().enumerate() {
                 let mut parts: Vec<(String, &mut B::Tensor)> = vec![

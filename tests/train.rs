@@ -1558,3 +1558,42 @@ fn restore_takes_what_named_tensors_gives_and_refuses_what_does_not_fit() {
         }
     }
 }
+
+/// A cohort run kept in a struct: its trainer shares the backend (an `Arc`), so it can outlive
+/// the function that built it.
+struct Run {
+    trainer: Trainer<'static, CpuBackend>,
+}
+
+fn start_run(backend: std::sync::Arc<CpuBackend>, c: TrainConfig) -> Run {
+    Run {
+        trainer: Trainer::new(backend, c).unwrap(),
+    }
+}
+
+#[test]
+fn a_trainer_that_shares_its_backend_trains_like_one_that_borrows_it() {
+    // Such a trainer can move to another thread, on either backend.
+    fn movable<T: Send + 'static>() {}
+    movable::<Trainer<'static, CpuBackend>>();
+    movable::<Trainer<'static, cohort::GpuBackend>>();
+    let c = config("2x16", 1.0, Schedule::Simultaneous, 2);
+    let backend = std::sync::Arc::new(CpuBackend);
+    let mut run = start_run(backend.clone(), c.clone());
+    run.trainer.fit(&digits(), |_, _| Ok(()), |_| {}).unwrap();
+    let mut borrowing = Trainer::new(&CpuBackend, c).unwrap();
+    borrowing.fit(&digits(), |_, _| Ok(()), |_| {}).unwrap();
+    let shared = run.trainer.named_tensors().unwrap();
+    assert_eq!(shared, borrowing.named_tensors().unwrap());
+    // A checkpoint restores onto a shared backend too.
+    let path =
+        std::env::temp_dir().join(format!("cohort-shared-{}.safetensors", std::process::id()));
+    checkpoint::save(&run.trainer, None, &path).unwrap();
+    let restored = checkpoint::load(&path)
+        .unwrap()
+        .restore(backend, None)
+        .unwrap();
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(restored.named_tensors().unwrap(), shared);
+    assert_eq!(restored.epochs_done(), 2);
+}
