@@ -735,9 +735,17 @@ fn pct(v: f32) -> String {
 /// A loss with four decimals, or in scientific notation where that would not fit a column
 /// (a diverging run's `3.955e11`).
 fn loss_text(v: f32) -> String {
-    match v.abs() < 1e5 {
-        true => format!("{v:.4}"),
-        false => format!("{v:.3e}"),
+    number_text(v.into(), 4, false)
+}
+
+/// `v` with `decimals` decimals (and its sign, where `signed`), or with three in scientific
+/// notation from 1e5 on, where fixed decimals would not fit a table's column.
+fn number_text(v: f64, decimals: usize, signed: bool) -> String {
+    match (v.abs() < 1e5, signed) {
+        (true, false) => format!("{v:.decimals$}"),
+        (true, true) => format!("{v:+.decimals$}"),
+        (false, false) => format!("{v:.3e}"),
+        (false, true) => format!("{v:+.3e}"),
     }
 }
 
@@ -1369,12 +1377,7 @@ fn compare<B: Backend>(
         let column = |mode: usize| table[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
         let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
         // Three decimals, or scientific notation for a diverged run's huge losses.
-        let num = |v: f64, sign: bool| match (v.abs() < 1e5, sign) {
-            (true, false) => format!("{v:.3}"),
-            (true, true) => format!("{v:+.3}"),
-            (false, false) => format!("{v:.3e}"),
-            (false, true) => format!("{v:+.3e}"),
-        };
+        let num = |v: f64, signed: bool| number_text(v, 3, signed);
         let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| num(scale * s, false));
         println!(
             // Spreads up to 99.999 keep the columns in line.
