@@ -12,7 +12,7 @@ use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
 use cohort::data::csv::{self, Header, LabelColumn};
-use cohort::data::{DataSource, Dataset, Split, Standardizer};
+use cohort::data::{DataSource, Dataset, Split, SplitRows, Standardizer};
 use cohort::ops::Activation;
 use cohort::trainer::{EpochReport, Trainer};
 use cohort::{checkpoint, metrics, Backend, CohortError, CpuBackend, GpuBackend, Result};
@@ -530,8 +530,8 @@ impl DataArgs {
         {
             let (data, layout) = csv::read(&path, &options)?;
             report_layout(&layout, quiet);
-            let train = data.split(options.test_fraction, options.seed).ok();
-            return Ok((data, train.map(|s| s.train)));
+            let train = data.training_part(options.test_fraction, options.seed).ok();
+            return Ok((data, train));
         }
         let (_, Split { train, test }) = self.load(quiet, classes)?;
         let features = [train.features.as_slice(), &test.features].concat();
@@ -541,18 +541,26 @@ impl DataArgs {
             Some(train),
         ))
     }
+}
 
-    /// The training part of a CSV file's labelled `rows` (read whole, in file order) as train
-    /// takes it, where the file splits; `classes` is the model's.
-    fn csv_training_part(&self, rows: &csv::Rows, classes: usize) -> Option<Dataset> {
-        let Ok(DataSource::Csv { options, .. }) = self.source(Some(classes)) else {
-            return None;
-        };
-        let labels = rows.labels.clone()?;
-        let data = Dataset::new(rows.features.clone(), labels, rows.cols, classes).ok()?;
-        let split = data.split(options.test_fraction, options.seed).ok()?;
-        Some(split.train)
-    }
+/// The training part of a CSV file's labelled `rows` (read whole, in file order) as train
+/// takes it with these `options`, where the file splits; `classes` is the model's.
+fn csv_training_part(
+    rows: &csv::Rows,
+    options: &csv::CsvOptions,
+    classes: usize,
+) -> Option<Dataset> {
+    let labels = rows.labels.as_ref()?;
+    let parts = SplitRows::new(rows.rows, options.test_fraction, options.seed).ok()?;
+    let row = |i: usize| &rows.features[i * rows.cols..(i + 1) * rows.cols];
+    let features = parts
+        .train()
+        .iter()
+        .flat_map(|&i| row(i))
+        .copied()
+        .collect();
+    let labels = parts.train().iter().map(|&i| labels[i]).collect();
+    Dataset::new(features, labels, rows.cols, classes).ok()
 }
 
 /// Says which column a CSV file's labels came from (unless `quiet`: a wrong guess trains, but
@@ -1106,7 +1114,7 @@ fn prediction_rows(
         } => {
             let (rows, layout) = csv::read_rows(&file, &options, Some(inputs))?;
             report_layout(&layout, false);
-            (rows, Some(layout), None)
+            (rows, Some((layout, options)), None)
         }
         _ => {
             let (all, train) = data.load_all(false, Some(classes))?;
@@ -1120,7 +1128,7 @@ fn prediction_rows(
         }
     };
     if rows.cols != inputs {
-        let label = match layout.as_ref().and_then(|l| l.label_column.map(|_| l)) {
+        let label = match layout.as_ref().and_then(|(l, _)| l.label_column.map(|_| l)) {
             Some(l) => format!(
                 " besides the labels in {} (--label-column none reads every column as a \
                  feature)",
@@ -1147,8 +1155,8 @@ fn prediction_rows(
         )));
     }
     if rows.labels.is_some() {
-        let mut train = match layout {
-            Some(_) => data.csv_training_part(&rows, classes),
+        let mut train = match &layout {
+            Some((_, options)) => csv_training_part(&rows, options, classes),
             None => train,
         };
         if let (Some(s), Some(t)) = (&ckpt.standardizer, train.as_mut()) {

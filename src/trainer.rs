@@ -626,6 +626,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
         })
     }
 
+    /// A handle to the backend of its own (a borrow or an `Arc` clone), for methods that borrow
+    /// `self` mutably while they dispatch.
+    fn backend_handle(&self) -> BackendRef<'b, B> {
+        self.backend.clone()
+    }
+
     /// Records the gather of `rows` into the workspace of that batch size. `listed` is an index
     /// already on the device that lists them from an offset (an epoch's order); without one
     /// they are written to the workspace's index first.
@@ -635,8 +641,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         rows: &[usize],
         listed: Option<(&B::Tensor, usize)>,
     ) -> Result<()> {
-        // A handle of its own: `self` is borrowed mutably beside it.
-        let backend = self.backend.clone();
+        let backend = self.backend_handle();
         let b: &B = &backend;
         // Data uploaded by another trainer: rows kept on the host go to any backend, a device's
         // tensors only to their own and as this trainer reads them; and the rows must fit the
@@ -932,8 +937,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         mut progress: impl FnMut(&StepProgress),
     ) -> Result<Vec<PeerReport>> {
         self.check_width(data.cols)?;
-        // A handle of its own: `self` is borrowed mutably beside it.
-        let backend = self.backend.clone();
+        let backend = self.backend_handle();
         let b: &B = &backend;
         let p = self.config.peers.len();
         let epoch = self.epochs_done + 1;
@@ -1065,8 +1069,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         data: &DeviceData<B::Tensor>,
         mut visit: impl FnMut(&B, &mut Workspace<B::Tensor>, usize) -> Result<()>,
     ) -> Result<()> {
-        // A handle of its own: `self` is borrowed mutably beside it.
-        let backend = self.backend.clone();
+        let backend = self.backend_handle();
         let b: &B = &backend;
         let (classes, f16) = (self.config.classes(), self.config.mixed_precision);
         let dims = |rows| StepDims { rows, classes, f16 };
@@ -1087,8 +1090,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Test loss and accuracy of every peer and of the ensemble on `data`.
     pub fn evaluate(&mut self, data: &DeviceData<B::Tensor>) -> Result<Evaluation> {
-        // A handle of its own: `self` is borrowed mutably beside it.
-        let backend = self.backend.clone();
+        let backend = self.backend_handle();
         let b: &B = &backend;
         let p = self.config.peers.len();
         let mut loss_sum = b.zeros(&[p], DType::F32)?;

@@ -137,25 +137,56 @@ impl Dataset {
 
     /// A seeded shuffle, then `test_fraction` of the rows as the test part.
     pub fn split(&self, test_fraction: f64, seed: u64) -> Result<Split> {
+        let parts = SplitRows::new(self.rows, test_fraction, seed)?;
+        Ok(Split {
+            train: self.subset(parts.train()),
+            test: self.subset(parts.test()),
+        })
+    }
+
+    /// The training part alone of [`Dataset::split`] (the same rows, without copying the test
+    /// part's).
+    pub fn training_part(&self, test_fraction: f64, seed: u64) -> Result<Dataset> {
+        Ok(self.subset(SplitRows::new(self.rows, test_fraction, seed)?.train()))
+    }
+}
+
+/// Which rows of a data set [`Dataset::split`] puts in each part: a seeded shuffle of the row
+/// indices, the first `test_fraction` of them the test part.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitRows {
+    order: Vec<usize>,
+    test_rows: usize,
+}
+
+impl SplitRows {
+    /// The parts of `rows` rows; fails where `test_fraction` is outside (0, 1) or leaves a part
+    /// empty.
+    pub fn new(rows: usize, test_fraction: f64, seed: u64) -> Result<Self> {
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
             return Err(CohortError::InvalidConfig(format!(
                 "test fraction must be in (0, 1), got {test_fraction}"
             )));
         }
-        let mut order: Vec<usize> = (0..self.rows).collect();
+        let mut order: Vec<usize> = (0..rows).collect();
         Rng::new(seed).shuffle(&mut order);
-        let test_rows = ((self.rows as f64) * test_fraction).round() as usize;
-        if test_rows == 0 || test_rows == self.rows {
+        let test_rows = ((rows as f64) * test_fraction).round() as usize;
+        if test_rows == 0 || test_rows == rows {
             return Err(CohortError::EmptyData(format!(
-                "{} rows split at {test_fraction} leave an empty part",
-                self.rows
+                "{rows} rows split at {test_fraction} leave an empty part"
             )));
         }
-        let (test, train) = order.split_at(test_rows);
-        Ok(Split {
-            train: self.subset(train),
-            test: self.subset(test),
-        })
+        Ok(SplitRows { order, test_rows })
+    }
+
+    /// The training part's row indices, in the order the part holds them.
+    pub fn train(&self) -> &[usize] {
+        &self.order[self.test_rows..]
+    }
+
+    /// The test part's row indices, in the order the part holds them.
+    pub fn test(&self) -> &[usize] {
+        &self.order[..self.test_rows]
     }
 }
 
@@ -567,6 +598,25 @@ mod tests {
         assert_eq!(d.subset(&[4, 0]).labels, vec![0, 0]);
         assert_eq!(d.subset(&[2]).features, vec![8.0, 9.0, 10.0, 11.0]);
         assert!(d.split(1.0, 0).is_err() && d.split(0.01, 0).is_err());
+    }
+
+    #[test]
+    fn the_training_part_alone_is_the_splits_training_part() {
+        let d = synthetic::blobs(60, 3, 4, 5).unwrap();
+        for (fraction, seed) in [(0.2, 0), (0.5, 7), (0.9, 3)] {
+            let parts = SplitRows::new(d.rows, fraction, seed).unwrap();
+            let mut rows: Vec<usize> = parts.train().iter().chain(parts.test()).copied().collect();
+            rows.sort_unstable();
+            assert_eq!(
+                rows,
+                (0..d.rows).collect::<Vec<_>>(),
+                "every row in one part"
+            );
+            let split = d.split(fraction, seed).unwrap();
+            assert_eq!(split.test, d.subset(parts.test()));
+            assert_eq!(d.training_part(fraction, seed).unwrap(), split.train);
+        }
+        assert!(d.training_part(0.0, 0).is_err() && d.training_part(0.001, 0).is_err());
     }
 
     #[test]
