@@ -159,18 +159,26 @@ fn label_and_header(first: &[&str], options: &CsvOptions) -> (Option<usize>, boo
     (Some(label), header)
 }
 
-/// Whether `fields` number the columns, `0,1,2,…` or `1,2,3,…` (after an empty field, where
-/// pandas names its index column so), at least five of them: the header pandas writes for a
-/// frame whose columns have no names. A data row so regular is unlikely.
+/// Whether `fields` number the columns: whole numbers written plainly (digits, no leading
+/// zero), rising, the first 0 or 1 (`0,1,2,…`, or with gaps where columns were dropped:
+/// `0,1,4,7,…`), at least five of them, after an empty field where pandas names its index
+/// column so. That is the header pandas writes for a frame whose columns have no names; a data
+/// row so regular is unlikely.
 fn numbers_columns(fields: &[&str]) -> bool {
     let numbers = match fields.first() {
         Some(&"") => &fields[1..],
         _ => fields,
     };
-    numbers.len() >= 5
-        && [0, 1]
-            .into_iter()
-            .any(|from| (numbers.iter().enumerate()).all(|(i, f)| *f == (i + from).to_string()))
+    let plain =
+        |f: &&str| f.bytes().all(|b| b.is_ascii_digit()) && (*f == "0" || !f.starts_with('0'));
+    let Some(values) = numbers
+        .iter()
+        .map(|f| f.parse::<u64>().ok().filter(|_| plain(f)))
+        .collect::<Option<Vec<u64>>>()
+    else {
+        return false;
+    };
+    values.len() >= 5 && values[0] <= 1 && values.windows(2).all(|w| w[0] < w[1])
 }
 
 /// Whether a trimmed line is a header or a row: not blank, and not a comment (`#`, as NumPy's
@@ -785,9 +793,23 @@ mod tests {
         };
         let (r, _) = parse_rows("1,2,3,4,5\n1,2,3,4,5\n", &none, Path::new("t")).unwrap();
         assert_eq!(r.rows, 1);
-        // Shorter, or not in order: data.
-        assert_eq!(p("0,1,2,3\n5,6,7,1\n", &o).unwrap().rows, 2);
-        assert_eq!(p("0,1,3,2,4\n5,6,7,8,1\n", &o).unwrap().rows, 2);
+        // With gaps where columns were dropped (`df.drop(columns=[2, 3]).to_csv()`).
+        let d = p("0,1,4,5,7,9\n1,2,3,4,5,1\n6,7,8,9,10,0\n", &o).unwrap();
+        assert_eq!((d.rows, d.labels), (2, vec![1, 0]));
+        let d = p(",1,2,5,6,8\n0,2,3,4,5,1\n1,7,8,9,10,0\n", &o).unwrap();
+        assert_eq!((d.rows, d.cols), (2, 5));
+        // Shorter, not rising, not from 0 or 1, or not written as column numbers: data.
+        for data in [
+            "0,1,2,3\n5,6,7,1\n",
+            "0,1,3,2,4\n5,6,7,8,1\n",
+            "0,1,1,2,4\n5,6,7,8,1\n",
+            "2,3,4,5,6\n5,6,7,8,1\n",
+            "0,1,2,3.0,4\n5,6,7,8,1\n",
+            "0,01,2,3,4\n5,6,7,8,1\n",
+            "0,+1,2,3,4\n5,6,7,8,1\n",
+        ] {
+            assert_eq!(p(data, &o).unwrap().rows, 2, "{data}");
+        }
         let absent = CsvOptions {
             header: Header::Absent,
             ..o.clone()
