@@ -404,3 +404,145 @@ fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
         );
     }
 }
+
+/// Runs `f` on one damaged file, failing the test with `what` where it panics.
+fn no_panic<T>(what: &str, f: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| panic!("{what}: panicked instead of returning an error"))
+}
+
+/// The file lengths a sweep truncates a file of `len` bytes to: about a hundred, the last byte
+/// included.
+fn truncations(len: usize) -> impl Iterator<Item = usize> {
+    (0..len).step_by((len / 97).max(1)).chain([len - 1])
+}
+
+#[test]
+fn damaged_checkpoints_are_errors_or_load_never_panics() {
+    use cohort::data::synthetic::blobs;
+    use cohort::rng::Rng;
+    use cohort::{checkpoint, parse_peers, Activation, Standardizer, TrainConfig, Trainer};
+    let dir = std::env::temp_dir().join(format!("cohort-damaged-ckpt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut split = blobs(40, 3, 4, 1).unwrap().split(0.25, 0).unwrap();
+    let standardizer = Standardizer::fit(&split.train);
+    standardizer.apply(&mut split.train).unwrap();
+    standardizer.apply(&mut split.test).unwrap();
+    let peers = parse_peers("_-8-_,_-6-6-_", 4, 3, Activation::Relu).unwrap();
+    let mut config = TrainConfig::new(peers);
+    config.epochs = 1;
+    let mut trainer = Trainer::new(&CpuBackend, config).unwrap();
+    trainer.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    let path = dir.join("good.safetensors");
+    checkpoint::save(&trainer, Some(&standardizer), &path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let header_end = 8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize;
+    let rows = &split.test.features[..2 * split.test.cols];
+    // Load, restore and predict as far as the damaged file allows; whether each got that far.
+    let damaged = dir.join("damaged.safetensors");
+    let try_file = |bytes: &[u8], what: &str| {
+        std::fs::write(&damaged, bytes).unwrap();
+        no_panic(what, || {
+            let ckpt = checkpoint::load(&damaged)?;
+            ckpt.restore(&CpuBackend, None)?.predict(rows).map(|_| ())
+        })
+    };
+    assert!(try_file(&good, "the undamaged file").is_ok());
+    for len in truncations(good.len()) {
+        let err = try_file(&good[..len], &format!("truncated to {len} bytes")).unwrap_err();
+        assert!(
+            matches!(err, CohortError::CorruptFile { .. }),
+            "truncated to {len} bytes: {err}"
+        );
+    }
+    // Bytes overwritten: half in the header (JSON: names, shapes, offsets, the configuration),
+    // half anywhere. Each either loads (a weight changed) or is refused with an error.
+    let mut rng = Rng::new(7);
+    let (mut refused, mut loaded) = (0, 0);
+    for i in 0..1000 {
+        let mut bytes = good.clone();
+        let at = match i % 2 {
+            0 => rng.below(header_end),
+            _ => rng.below(good.len()),
+        };
+        let value = rng.below(256) as u8;
+        bytes[at] = value;
+        match try_file(&bytes, &format!("byte {at} set to {value:#04x}")) {
+            Ok(()) => loaded += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!("1000 damaged checkpoints: {refused} refused, {loaded} loaded and predicted");
+    assert!(refused > 0 && loaded > 0, "the sweep reached both outcomes");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn damaged_idx_and_csv_files_are_errors_never_panics() {
+    use cohort::data::{csv, idx};
+    use cohort::rng::Rng;
+    use std::io::Write;
+    let dir = std::env::temp_dir().join(format!("cohort-damaged-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Rng::new(11);
+    // IDX images and labels, plain and gzipped: every truncation is an error; an overwritten
+    // byte is an error or changes a pixel, a label or a size.
+    let (images, labels) = (dir.join("images.idx"), dir.join("labels.idx"));
+    let pixels: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 37 % 256) as u8).collect();
+    idx::write_images(&images, &pixels, 5, 4, 3).unwrap();
+    idx::write_labels(&labels, &[0, 1, 2, 1, 0]).unwrap();
+    let damaged = dir.join("damaged");
+    for (file, is_images) in [(&images, true), (&labels, false)] {
+        let plain = std::fs::read(file).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let gzipped = gz.finish().unwrap();
+        let read = |bytes: &[u8], what: &str| {
+            std::fs::write(&damaged, bytes).unwrap();
+            no_panic(what, || match is_images {
+                true => idx::read_images(&damaged).map(|_| ()),
+                false => idx::read_labels(&damaged).map(|_| ()),
+            })
+        };
+        for (bytes, kind) in [(&plain, "plain"), (&gzipped, "gzipped")] {
+            assert!(read(bytes, kind).is_ok(), "{kind} {}", file.display());
+            for len in truncations(bytes.len()) {
+                let what = format!("{kind} {} truncated to {len}", file.display());
+                assert!(read(&bytes[..len], &what).is_err(), "{what}");
+            }
+            for _ in 0..200 {
+                let mut bytes = bytes.clone();
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.below(256) as u8;
+                let _ = read(&bytes, &format!("{kind} {}: byte {at}", file.display()));
+            }
+        }
+    }
+    // CSV text with characters replaced by others that matter to the reader (separators, line
+    // ends, quotes, comments, signs, exponents, letters, characters of several bytes).
+    let good = "# a comment\nlabel,a,b,c\n0,1.5,-2,3e1\n1,\"4\",5,6\r\n2,7,8,9\n\n1,0.5,0.25,1\n";
+    assert!(csv::parse(good, &Default::default(), std::path::Path::new("t.csv")).is_ok());
+    let swaps = [
+        ',', '\n', '\r', '"', '#', '-', '+', 'e', '.', '0', '9', 'x', ' ', 'é', '€', '🦀',
+    ];
+    let chars: Vec<char> = good.chars().collect();
+    for _ in 0..2000 {
+        let mut text = chars.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = rng.below(text.len());
+            text[at] = swaps[rng.below(swaps.len())];
+        }
+        let text: String = text.into_iter().collect();
+        for label_column in [csv::LabelColumn::Auto, csv::LabelColumn::None] {
+            let options = csv::CsvOptions {
+                label_column,
+                ..Default::default()
+            };
+            no_panic(&format!("csv {text:?}"), || {
+                let _ = csv::parse_rows(&text, &options, std::path::Path::new("t.csv"));
+                let _ = csv::parse(&text, &options, std::path::Path::new("t.csv"));
+            });
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
