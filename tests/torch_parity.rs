@@ -2,9 +2,9 @@
 //! four-peer cohort (three architectures, one of them without hidden layers) under both
 //! schedules, every activation, label smoothing and each optimizer, on the CPU backend and on
 //! the GPU, written to JSON and replayed in float64 by `benches/reference/torch_parity.py`, which
-//! compares the weights reached. Needs python3 with PyTorch: without PyTorch (as in CI) the test
-//! says loudly that nothing was checked. The GPU machine has PyTorch, so the staged tests check
-//! its GPU there.
+//! compares the weights reached. Needs python3 with PyTorch (`.ci/run` installs it where it can):
+//! without PyTorch the test says loudly that nothing was checked. The GPU machine has PyTorch,
+//! so the staged tests check its GPU there.
 
 mod common;
 
