@@ -124,7 +124,8 @@ enum Precision {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HeaderChoice {
-    /// Guess: a header when it names the label column or has words beside the label
+    /// Guess: a header when it names the label column, has words beside the label or numbers
+    /// the columns (as pandas does)
     Auto,
     /// The first line is a header
     Yes,
@@ -230,7 +231,8 @@ struct DataArgs {
     #[arg(long)]
     label_column: Option<String>,
     /// CSV data: whether the first line is a header [default: auto, when it names the label
-    /// column as above, or its label field and another field are not numbers].
+    /// column as above, its label field and another field are not numbers, or it numbers the
+    /// columns: `0,1,2,…` from 0 or 1, gaps allowed, at least five].
     #[arg(long, value_enum)]
     header: Option<HeaderChoice>,
     /// CSV data: a second CSV file, read alike, as the test part instead of a split of --data.
