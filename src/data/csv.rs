@@ -169,11 +169,10 @@ fn numbers_columns(fields: &[&str]) -> bool {
         Some(&"") => &fields[1..],
         _ => fields,
     };
-    let plain =
-        |f: &&str| f.bytes().all(|b| b.is_ascii_digit()) && (*f == "0" || !f.starts_with('0'));
+    // Written plainly: the number reads back as the field (no sign, leading zero or decimals).
     let Some(values) = numbers
         .iter()
-        .map(|f| f.parse::<u64>().ok().filter(|_| plain(f)))
+        .map(|f| f.parse::<u64>().ok().filter(|v| v.to_string() == *f))
         .collect::<Option<Vec<u64>>>()
     else {
         return false;
