@@ -16,9 +16,10 @@ use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
 use crate::error::{CohortError, Result};
 use crate::gpu::shaders::MatmulStorage;
-use crate::gpu::{F32Matmul, GpuBackend};
+use crate::gpu::{F32Matmul, GpuBackend, MatmulKernel};
 use crate::ops::{
-    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep, ReduceSpec,
+    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulDims, MatmulSpec,
+    OptimizerStep, ReduceSpec,
 };
 use crate::rng::Rng;
 use crate::tensor::DType;
@@ -335,9 +336,45 @@ pub fn matmul_stored(
         spec.beta,
         inputs.describe()
     );
-    let kernel = arithmetic.kernel(gpu, ["matmul", "matmul_coop"]);
+    let batch = match batching {
+        Batching::None => 1,
+        Batching::All(c) | Batching::SharedA(c) | Batching::SharedB(c) => c,
+    };
+    let transposes = (spec.trans_a, spec.trans_b);
+    let names = ["matmul", "matmul_coop", "matmul_narrow"];
+    let f16 = inputs.f16_product();
+    let kernel = kernel_name(gpu, batch, dims, transposes, f16, names)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
+}
+
+/// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) applies to a product
+/// of `batch` × `dims` (M, N, K) with these transposes, f16 (`f16_product`) or not: the kernel
+/// the backend's plan for its shape runs it on (a tuning backend may time others and keep one).
+fn kernel_name(
+    gpu: &GpuBackend,
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    (trans_a, trans_b): (bool, bool),
+    f16_product: bool,
+    [tiled, coop, narrow]: [&'static str; 3],
+) -> Result<&'static str> {
+    let d = MatmulDims {
+        batch,
+        m,
+        n,
+        k,
+        stride_a: 0,
+        stride_b: 0,
+        trans_a,
+        trans_b,
+        f16_inputs: f16_product,
+    };
+    Ok(match gpu.matmul_plan_by_shape(&d)?.kernel {
+        MatmulKernel::Tiled { .. } => tiled,
+        MatmulKernel::Coop(_) => coop,
+        MatmulKernel::Narrow => narrow,
+    })
 }
 
 /// How the GPU backend computes a product: of f32 numbers with f32 arithmetic, of f16 numbers
@@ -358,16 +395,6 @@ impl Arithmetic {
             Arithmetic::SplitF16
         } else {
             Arithmetic::F32
-        }
-    }
-
-    /// Which of the two names applies: the f32 kernel's, or the cooperative-matrix kernel's
-    /// where the backend runs this product there.
-    fn kernel(self, gpu: &GpuBackend, [plain, coop]: [&'static str; 2]) -> &'static str {
-        match self {
-            Arithmetic::SplitF16 => coop,
-            Arithmetic::F16 if gpu.matmul_coop().is_some() => coop,
-            _ => plain,
         }
     }
 
@@ -400,8 +427,9 @@ pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     let got = f16_rounding_run(gpu, dims)?;
     let want = f16_rounding_run(&CpuBackend, dims)?;
     // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
+    let names = ["matmul", "matmul_coop", "matmul_narrow"];
     Ok(KernelCheck::new(
-        Arithmetic::F16.kernel(gpu, ["matmul", "matmul_coop"]),
+        kernel_name(gpu, 1, dims, (false, false), true, names)?,
         format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
     )
     .compare("C", &got, &want, |_, _| 1e-4))
@@ -565,8 +593,14 @@ pub fn matmul_bias_act(
     } else {
         (RTOL, 1.2 * bound)
     };
+    let names = [
+        "matmul_bias_act",
+        "matmul_coop_bias_act",
+        "matmul_narrow_bias_act",
+    ];
+    let f16 = inputs.f16_product();
     Ok(KernelCheck::new(
-        arithmetic.kernel(gpu, ["matmul_bias_act", "matmul_coop_bias_act"]),
+        kernel_name(gpu, batch, dims, (false, false), f16, names)?,
         format!(
             "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
@@ -632,8 +666,14 @@ pub fn matmul_act_grad(
     // relative tolerance.
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
     let bound = 1.2 * arithmetic.dot_bound(dims.2);
+    let names = [
+        "matmul_act_grad",
+        "matmul_coop_act_grad",
+        "matmul_narrow_act_grad",
+    ];
+    let f16 = inputs.f16_product();
     Ok(KernelCheck::new(
-        arithmetic.kernel(gpu, ["matmul_act_grad", "matmul_coop_act_grad"]),
+        kernel_name(gpu, batch, dims, (false, true), f16, names)?,
         format!(
             "{batch}x{}x{}x{} {act:?}{}",
             dims.0,

@@ -313,6 +313,8 @@ fn coop_backend_unrolled(
         coop,
         coop_layout: Some(layout.parse()?),
         coop_unroll: unroll,
+        // The small products too (e.g. 1×1×1) on this kernel, not the narrow one.
+        no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
     })
 }
@@ -486,6 +488,7 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
     }
     let options = cohort::GpuOptions {
         matmul_tile: cohort::gpu::TileChoice::Fixed(128),
+        no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
     };
     let g = cohort::GpuBackend::new(&options).unwrap();
@@ -528,6 +531,83 @@ fn matmul_with_128_wide_tiles_matches_cpu() {
 }
 
 #[test]
+fn narrow_matmul_matches_cpu_for_every_width_up_to_16() {
+    // matmul_narrow.wgsl (C at most 16 columns wide: output layers and their weight gradients),
+    // the default for such products: every column count's vec4 groups (1 to 4, part-filled),
+    // rows past a workgroup's, K shorter than one lane round, ragged and over several staged
+    // rounds, in all transposes and batchings, f16 rounding, F16 operands and both epilogues.
+    let Some(g) = gpu() else { return };
+    let shapes = [
+        (1, 1, 1),
+        (5, 3, 7),
+        (17, 4, 63),
+        (67, 10, 300),
+        (130, 13, 130),
+        (33, 16, 1100),
+        (3, 10, 2000),
+    ];
+    let batchings = [
+        Batching::None,
+        Batching::SharedA(3),
+        Batching::SharedB(2),
+        Batching::All(2),
+    ];
+    let mut checks = Vec::new();
+    for (si, &dims) in shapes.iter().enumerate() {
+        for (bi, &batching) in batchings.iter().enumerate() {
+            for t in 0..4 {
+                let mut spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16((si + t) % 5 == 0);
+                if (si + bi + t) % 3 == 0 {
+                    spec.alpha = 0.5;
+                    spec.beta = 1.0;
+                }
+                let seed = (si * 100 + bi * 10 + t) as u64;
+                checks.push(validate::matmul(g, batching, dims, &spec, seed).unwrap());
+            }
+        }
+    }
+    checks.extend(f32_epilogue_checks(g, (67, 10, 300), 500));
+    checks.extend(f32_epilogue_checks(g, (5, 16, 33), 510));
+    if has_f16_tensors(g) {
+        let narrow_products = [
+            (Batching::All(2), (67, 10, 300)),
+            (Batching::None, (5, 3, 7)),
+        ];
+        checks.extend(f16_tensor_checks(g, false, &narrow_products));
+    }
+    for c in &checks {
+        // (f16_tensor_checks adds epilogues of 2 × 65×70×100, 70 wide, and of 4×8×12.)
+        let narrow = !c.case.starts_with("2x65x70x100");
+        assert_eq!(
+            c.kernel.starts_with("matmul_narrow"),
+            narrow,
+            "{} ran on {}",
+            c.case,
+            c.kernel
+        );
+    }
+    report("matmul_narrow", &checks);
+
+    // One dispatch for a product K 1024 deep (the tiled kernel splits its K on hardware
+    // adapters: two), and the tiled kernel where the narrow one is declined.
+    let declined = cohort::GpuBackend::new(&cohort::GpuOptions {
+        no_narrow_kernel: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let spec = MatmulSpec::default();
+    let a = cohort::Backend::zeros(g, &[2, 64, 1024], cohort::DType::F32).unwrap();
+    let b = cohort::Backend::zeros(g, &[2, 1024, 10], cohort::DType::F32).unwrap();
+    let mut c = cohort::Backend::zeros(g, &[2, 64, 10], cohort::DType::F32).unwrap();
+    let before = g.runtime().work_counts().dispatches;
+    cohort::Backend::matmul(g, &a, &b, &mut c, &spec).unwrap();
+    assert_eq!(g.runtime().work_counts().dispatches - before, 1);
+    let check = validate::matmul(&declined, Batching::All(2), (64, 10, 1024), &spec, 7).unwrap();
+    assert_passed(&check);
+    assert_eq!(check.kernel, "matmul");
+}
+
+#[test]
 fn matmul_with_single_buffered_slices_matches_cpu() {
     // COHORT_MATMUL_BUFFERS=1 (an experiment: one workgroup buffer per operand, two barriers
     // per k-slice), in both tiles, on products several slices deep in every transpose.
@@ -539,6 +619,7 @@ fn matmul_with_single_buffered_slices_matches_cpu() {
         let g = cohort::GpuBackend::new(&cohort::GpuOptions {
             matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
             matmul_single_buffer: true,
+            no_narrow_kernel: true,
             ..cohort::GpuOptions::from_env().unwrap()
         })
         .unwrap();
@@ -592,14 +673,24 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
         let timed: Vec<_> = t
             .timings
             .iter()
-            .map(|(plan, _)| match plan.kernel {
-                cohort::gpu::MatmulKernel::Tiled { buffers } => (plan.tile, buffers),
+            .filter_map(|(plan, _)| match plan.kernel {
+                cohort::gpu::MatmulKernel::Tiled { buffers } => Some((plan.tile, buffers)),
                 cohort::gpu::MatmulKernel::Coop(_) => panic!("coop plan without coop: {t}"),
+                cohort::gpu::MatmulKernel::Narrow => None,
             })
             .collect();
         for variant in [(64, 2), (64, 1), (128, 1)] {
             assert!(timed.contains(&variant), "{variant:?} not timed: {t}");
         }
+        // C at most 16 wide: the narrow kernel's plan is the shape's own, timed first, and
+        // the tuner times it with each of its row counts.
+        let narrow = t.dims.n <= cohort::gpu::plan::NARROW_MAX_COLUMNS;
+        let narrow_timed = t
+            .timings
+            .iter()
+            .filter(|(plan, _)| plan.kernel == cohort::gpu::MatmulKernel::Narrow);
+        let row_counts = cohort::gpu::plan::narrow_row_choices(t.dims.trans_a).len();
+        assert_eq!(narrow_timed.count(), narrow as usize * row_counts, "{t}");
         let fastest = t.timings.iter().min_by_key(|(_, time)| *time).unwrap();
         assert_eq!(t.plan, fastest.0, "{t}");
         // What tuning gained: the shape's own plan (timed first) against the plan kept.
@@ -615,7 +706,9 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
         );
         // The shape's own tile by default: 128 on software adapters for products at least 128
         // each way (where lavapipe runs them faster), else 64.
-        if std::env::var("COHORT_MATMUL_TILE").is_err() {
+        if narrow {
+            assert_eq!(t.timings[0].0.kernel, cohort::gpu::MatmulKernel::Narrow);
+        } else if std::env::var("COHORT_MATMUL_TILE").is_err() {
             let d = t.dims;
             let big = g.is_software() && d.m >= 128 && d.n >= 128;
             assert_eq!(t.timings[0].0.tile, if big { 128 } else { 64 }, "{t}");
@@ -762,6 +855,7 @@ fn split_k_backend(
     cohort::GpuBackend::new(&cohort::GpuOptions {
         k_splits: Some(splits),
         coop: coop.unwrap_or(env.coop),
+        no_narrow_kernel: true,
         ..env
     })
 }
@@ -841,6 +935,7 @@ fn split_f32_backend(
         coop,
         k_splits,
         f32_matmul: cohort::gpu::F32Matmul::SplitF16,
+        no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
     })
 }

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cohort::gpu::plan::{narrow_chunk, narrow_row_choices};
 use cohort::gpu::shaders::{CoopOps, MatmulStorage, Shader};
 
 /// The crate root: the build's, or the current folder when the test binary was copied elsewhere
@@ -25,6 +26,9 @@ fn every_build() -> Vec<Shader> {
     for shader in Shader::ALL {
         match shader {
             Shader::Matmul(_) => builds.extend(MatmulStorage::all().map(Shader::Matmul)),
+            Shader::MatmulNarrow(_) => {
+                builds.extend(MatmulStorage::all().map(Shader::MatmulNarrow))
+            }
             Shader::MatmulCoop(ops, _) => {
                 builds.extend(MatmulStorage::all().map(|s| Shader::MatmulCoop(ops, s)))
             }
@@ -62,7 +66,7 @@ fn every_kernel_validates_with_naga() {
     let builds = every_build();
     assert_eq!(
         builds.len(),
-        Shader::ALL.len() + 4 * 7,
+        Shader::ALL.len() + 5 * 7,
         "8 operand-type builds per matmul"
     );
     for shader in builds {
@@ -153,6 +157,26 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
                         ("TILE", tile),
                         ("SLICE_BUFFERS", buffers),
                     ]);
+                }
+            }
+            sets
+        }
+        Shader::MatmulNarrow(_) => {
+            // Every row count the host may choose, every column count, and the rounds of k it
+            // stages for them (`narrow_chunk`).
+            let mut sets = Vec::new();
+            for bits in 0..8u32 {
+                for &rows in narrow_row_choices(bits & 1 != 0) {
+                    for cols in 1..=16 {
+                        sets.push(vec![
+                            ("TRANS_A", flag(bits & 1 != 0)),
+                            ("TRANS_B", flag(bits & 2 != 0)),
+                            ("F16_INPUTS", flag(bits & 4 != 0)),
+                            ("ROWS", rows as f64),
+                            ("COLS", cols as f64),
+                            ("CHUNK", narrow_chunk(rows, cols) as f64),
+                        ]);
+                    }
                 }
             }
             sets
@@ -284,6 +308,8 @@ fn every_kernel_variant_compiles_to_spirv() {
     }
     eprintln!("{written} SPIR-V modules written");
     // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
+    // 960 narrow matmul (3 entries × 16 column counts × 4 transposes × 2 f16 roundings × 2.5 row
+    // counts (3 for A stored [M, K], 2 for [K, M])) +
     // 2400 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 5 variants (2 layouts
     // looped and unrolled, and the small one with SPLIT_F32) × 2 widths for 16×16 and 8×8,
     // 1 width emulated)) + 21
@@ -291,6 +317,6 @@ fn every_kernel_variant_compiles_to_spirv() {
     // entries, axpby 2, convert 2, count_correct 1, gather 1)) variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 3 * 32 * 5 * (2 + 2 + 1)) + 21 + 25)
+        2 * (8 * (192 + 3 + 960 + 3 * 32 * 5 * (2 + 2 + 1)) + 21 + 25)
     );
 }

@@ -12,6 +12,9 @@
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
+#           narrow    the output layers' products (10 columns) on the narrow kernel (the default
+#                     since 2026-12-02) against the tiled and tensor-core kernels with their K
+#                     splits (COHORT_NARROW=0), f32 and f16; the steps, f32 and mixed, both ways
 #           stats     what the driver made of each kernel of the large step (f32 with each tile,
 #                     mixed) and the small mixed step: registers, workgroup and local (spilled)
 #                     memory per pipeline (`cohort profile --driver-stats`)
@@ -161,6 +164,24 @@ part_step() {
   COHORT_FUSED_UPDATE=0 COHORT_BENCH_STEPS=small COHORT_BENCH_JSON="$out/cohort-step-update-parts.json" \
     run bench-step-update-parts .gpu/bin/bench-step --bench $quick
 }
+part_narrow() {
+  # The output layers' forward (NN) and weight gradient (TN) of the small and large steps, 2
+  # peers batched, with the narrow kernel (by default) and without it (COHORT_NARROW=0: the
+  # 64 tile or the tensor cores, K split as chosen, then the reduction); then the steps.
+  local thin=2b256x10x1024,2b1024x10x256,2b1024x10x4096,2b4096x10x1024
+  for narrow in 1 0; do
+    for prec in f32 f16; do
+      COHORT_NARROW=$narrow COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn,tn COHORT_BENCH_PRECISION=$prec \
+        COHORT_BENCH_JSON="$out/cohort-narrow-$narrow-$prec.json" \
+        run "bench-matmul-narrow-$narrow-$prec" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    done
+    for prec in f32 f16; do
+      COHORT_NARROW=$narrow COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
+        COHORT_BENCH_JSON="$out/cohort-step-narrow-$narrow-$prec.json" \
+        run "bench-step-narrow-$narrow-$prec" .gpu/bin/bench-step --bench $quick
+    done
+  done
+}
 part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
@@ -294,13 +315,13 @@ part_variants() {
     run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
     run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick
-  # Split K on products with few tiles (the output layers' forward, 10 columns; a hidden layer's
-  # forward, 128 tiles): as chosen, then never split (COHORT_SPLIT_K=1), f32 and f16; and the
-  # steps without splits.
+  # Split K on products with few tiles (the output layers' forward, 10 columns, on the tiled
+  # kernels: COHORT_NARROW=0; a hidden layer's forward, 128 tiles): as chosen, then never split
+  # (COHORT_SPLIT_K=1), f32 and f16; and the steps without splits.
   thin=2b256x10x1024,2b1024x10x4096,2b256x1024x1024
   for s in auto 1; do
     for prec in f32 f16; do
-      COHORT_SPLIT_K=${s/auto/} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=$prec \
+      COHORT_NARROW=0 COHORT_SPLIT_K=${s/auto/} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=$prec \
         COHORT_BENCH_JSON="$out/cohort-splitk-$s-$prec.json" \
         run "bench-matmul-splitk-$s-$prec" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     done
@@ -325,7 +346,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check narrow stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done

@@ -1,7 +1,7 @@
 
-// What matmul.wgsl and matmul_coop.wgsl share: the parameter block, the bindings, where an
-// element of op(A) or op(B) is stored, and how an accumulated element of C is written, plainly
-// or through a fused epilogue.
+// What matmul.wgsl, matmul_coop.wgsl and matmul_narrow.wgsl share: the parameter block, the
+// bindings, where an element of op(A) or op(B) is stored, and how an accumulated element of C is
+// written, plainly or through a fused epilogue.
 //
 // The host appends the storage types of A, B and aux, f32 or f16 (`alias ElemA = f16;` ...:
 // WGSL fixes a binding's type in the source, so each combination is its own module); C and the

@@ -24,7 +24,7 @@ pub use runtime::{
 };
 use shaders::{CoopOps, MatmulStorage, Shader};
 
-/// A matmul's fused epilogue (in `matmul.wgsl` and `matmul_coop.wgsl`): `main_bias_act` (`aux = y = act(C + bias)`, a
+/// A matmul's fused epilogue (in each matmul kernel): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
 /// layer's backward).
 struct Epilogue<'t> {
@@ -145,6 +145,8 @@ pub struct GpuBackend {
     matmul_tile: TileChoice,
     matmul_single_buffer: bool,
     k_splits: Option<usize>,
+    /// Narrow products run on `shaders/matmul_narrow.wgsl` (not `GpuOptions::no_narrow_kernel`).
+    narrow_kernel: bool,
     /// `update_layer` is one dispatch (`GpuOptions::fused_layer_update`, resolved).
     fused_layer_update: bool,
     coop: Option<CoopKernel>,
@@ -489,6 +491,7 @@ impl GpuBackend {
             matmul_tile: options.matmul_tile,
             matmul_single_buffer: options.matmul_single_buffer,
             k_splits: options.k_splits,
+            narrow_kernel: !options.no_narrow_kernel,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
             coop,
             coop_check: None,
@@ -1332,6 +1335,10 @@ impl GpuBackend {
                 ]);
                 Shader::Matmul(storage)
             }
+            MatmulKernel::Narrow => {
+                let operands = [a, b, c];
+                return self.record_narrow(d, &params, storage, operands, epilogue, plan.tile);
+            }
         };
         let (tile, k_split, splits) = (plan.tile, plan.k_per_split, plan.splits(d.k));
         let groups = |z: usize| -> Result<[u32; 3]> {
@@ -1413,6 +1420,46 @@ impl GpuBackend {
             bytemuck::bytes_of(&params),
             &buffers,
             groups(d.batch)?,
+        )
+    }
+
+    /// [`GpuBackend::record_matmul`] on `shaders/matmul_narrow.wgsl`, `rows` rows of C per
+    /// workgroup: one dispatch, K never split.
+    fn record_narrow(
+        &self,
+        d: &MatmulDims,
+        params: &MatmulParams,
+        storage: MatmulStorage,
+        [a, b, c]: [&GpuTensor; 3],
+        epilogue: Option<Epilogue<'_>>,
+        rows: usize,
+    ) -> Result<()> {
+        const OP: &str = "matmul";
+        let flag = |on: bool| on as u8 as f64;
+        let constants = [
+            ("TRANS_A", flag(d.trans_a)),
+            ("TRANS_B", flag(d.trans_b)),
+            ("F16_INPUTS", flag(d.f16_inputs)),
+            ("ROWS", rows as f64),
+            ("COLS", d.n as f64),
+            ("CHUNK", plan::narrow_chunk(rows, d.n) as f64),
+        ];
+        let mut bindings = vec![(1, a.buf()), (2, b.buf()), (3, c.buf())];
+        let entry = match &epilogue {
+            Some(e) => {
+                bindings.extend([(6, e.bias.buf()), (7, e.aux.buf())]);
+                e.entries[0]
+            }
+            None => "main",
+        };
+        let groups = [u32_of(OP, d.m.div_ceil(rows))?, 1, u32_of(OP, d.batch)?];
+        self.rt.dispatch_at(
+            Shader::MatmulNarrow(storage),
+            entry,
+            &constants,
+            bytemuck::bytes_of(params),
+            &bindings,
+            groups,
         )
     }
 

@@ -36,6 +36,39 @@ pub enum MatmulKernel {
     },
     /// `shaders/matmul_coop.wgsl` (tensor cores) in this workgroup layout.
     Coop(CoopLayout),
+    /// `shaders/matmul_narrow.wgsl`, for C at most [`NARROW_MAX_COLUMNS`] wide: each workgroup
+    /// computes the plan's `tile` whole rows of C, with K spread over its threads.
+    Narrow,
+}
+
+/// Columns of C at most for `shaders/matmul_narrow.wgsl` (four vec4s of sums per thread).
+pub const NARROW_MAX_COLUMNS: usize = 16;
+
+/// Workgroup memory of `shaders/matmul_narrow.wgsl`, in vec4s (its `SHARED`: 16 KiB).
+const NARROW_SHARED_VEC4S: usize = 1024;
+
+/// Rows of C per workgroup `shaders/matmul_narrow.wgsl` can take (its `ROWS`): 4, 8 or 16; 8
+/// or 16 where A is stored [K, M], so that the rows its neighbouring threads read fill 32-byte
+/// sectors.
+pub fn narrow_row_choices(trans_a: bool) -> &'static [usize] {
+    if trans_a {
+        &[8, 16]
+    } else {
+        &[4, 8, 16]
+    }
+}
+
+/// Workgroups the narrow kernel's rows are chosen to reach on hardware adapters, about two per
+/// compute unit of a large GPU (as [`super::k_split`] aims for).
+const NARROW_TARGET_WORKGROUPS: usize = 256;
+
+/// The k values `shaders/matmul_narrow.wgsl` stages per round (its `CHUNK`) with `rows` rows
+/// per workgroup and `columns` columns: as many whole rounds of its lanes as its workgroup memory
+/// holds, at most eight per lane (each lane's loop over them is meant to be unrolled).
+pub fn narrow_chunk(rows: usize, columns: usize) -> usize {
+    let lanes = 256 / rows;
+    let stride = columns.div_ceil(4) | 1; // vec4s per k, odd
+    (NARROW_SHARED_VEC4S / stride / lanes * lanes).min(8 * lanes)
 }
 
 /// How one product runs.
@@ -43,7 +76,7 @@ pub enum MatmulKernel {
 pub struct MatmulPlan {
     /// The kernel and its variant.
     pub kernel: MatmulKernel,
-    /// Edge of the square C tile each workgroup computes.
+    /// Edge of the square C tile each workgroup computes (on the narrow kernel, its rows).
     pub tile: usize,
     /// K per range; a range at least K deep leaves the product unsplit.
     pub k_per_split: usize,
@@ -67,6 +100,7 @@ impl MatmulPlan {
             MatmulKernel::Tiled { buffers: 1 } => format!("tiled {}, 1 buffer", self.tile),
             MatmulKernel::Tiled { buffers } => format!("tiled {}, {buffers} buffers", self.tile),
             MatmulKernel::Coop(layout) => format!("coop {layout}, {}", self.tile),
+            MatmulKernel::Narrow => format!("narrow, {} rows", self.tile),
         };
         match self.splits(k) {
             1 => format!("{kernel}, K whole"),
@@ -357,6 +391,12 @@ impl GpuBackend {
         Ok(plan)
     }
 
+    /// The plan product `d` runs untuned: the one that follows from its shape and the options
+    /// (what [`GpuOptions::tune_matmuls`] starts from).
+    pub fn matmul_plan_by_shape(&self, d: &MatmulDims) -> Result<MatmulPlan> {
+        self.plan_by_shape(d)
+    }
+
     /// Every product shape the tuner has met (or read from its file), with its plan and
     /// timings, by shape.
     pub fn tuned_matmuls(&self) -> Vec<TunedMatmul> {
@@ -387,11 +427,15 @@ impl GpuBackend {
             .map(|kernel| (kernel, split_f32))
     }
 
-    /// The plan that follows from `d`'s shape: the cooperative-matrix kernel for f16 products
-    /// where there is one (the big layout for products with many tiles), else the tiled kernel
-    /// with its 64 tile (or as [`TileChoice`] says); K split where few tiles would leave a
-    /// hardware adapter idle.
+    /// The plan that follows from `d`'s shape: the narrow kernel for C at most
+    /// [`NARROW_MAX_COLUMNS`] wide; else the cooperative-matrix kernel for f16 products where
+    /// there is one (the big layout for products with many tiles), else the tiled kernel with
+    /// its 64 tile (or as [`TileChoice`] says); K split where few tiles would leave a hardware
+    /// adapter idle.
     fn plan_by_shape(&self, d: &MatmulDims) -> Result<MatmulPlan> {
+        if let Some(&plan) = self.narrow_plans(d).first() {
+            return Ok(plan);
+        }
         let (kernel, tile) = match self.coop_kernel_for(d) {
             Some((kernel, split_f32)) => {
                 // Granted only where the kernel has a split layout.
@@ -412,6 +456,45 @@ impl GpuBackend {
         self.with_k_split(d, kernel, tile)
     }
 
+    /// The narrow kernel's plans for `d`, where it can run it, the one chosen by shape first: C
+    /// at most [`NARROW_MAX_COLUMNS`] wide, workgroup memory within the device's, and not
+    /// declined ([`GpuOptions::no_narrow_kernel`]); each of its row counts whose workgroups fit
+    /// a dispatch. By shape, software adapters (a few cores, for which fewer and fuller
+    /// workgroups are cheaper) take the most rows; hardware ones the most that still gives
+    /// [`NARROW_TARGET_WORKGROUPS`] workgroups, else the fewest rows. It never splits K.
+    fn narrow_plans(&self, d: &MatmulDims) -> Vec<MatmulPlan> {
+        let caps = self.rt.caps();
+        let max_groups = caps.max_workgroups_per_dim as usize;
+        if !self.narrow_kernel
+            || d.n > NARROW_MAX_COLUMNS
+            || d.batch > max_groups
+            || NARROW_SHARED_VEC4S * 16 > caps.max_workgroup_storage as usize
+        {
+            return Vec::new();
+        }
+        let groups = |rows: usize| d.m.div_ceil(rows) * d.batch;
+        let choices = narrow_row_choices(d.trans_a);
+        let chosen = match self.is_software() {
+            true => choices.last(),
+            false => choices
+                .iter()
+                .rev()
+                .find(|&&rows| groups(rows) >= NARROW_TARGET_WORKGROUPS)
+                .or(choices.first()),
+        };
+        let others = choices.iter().filter(|&rows| Some(rows) != chosen);
+        chosen
+            .into_iter()
+            .chain(others)
+            .filter(|&&rows| d.m.div_ceil(rows) <= max_groups)
+            .map(|&rows| MatmulPlan {
+                kernel: MatmulKernel::Narrow,
+                tile: rows,
+                k_per_split: d.k,
+            })
+            .collect()
+    }
+
     /// `kernel` with its `tile` and the K split chosen for them.
     fn with_k_split(
         &self,
@@ -429,7 +512,8 @@ impl GpuBackend {
         Ok(plan)
     }
 
-    /// The plans the tuner times for `d`, the shape's own first: on the tiled kernel each tile
+    /// The plans the tuner times for `d`, the shape's own first: the narrow kernel's with each
+    /// row count where it runs `d`; on the tiled kernel each tile
     /// (64, 128) and buffer count (2, 1) whose workgroup memory fits; for f16 products also on
     /// the cooperative-matrix kernel in each layout it has, the tuner's quarter-size one
     /// included (the tiled kernel rounds its loads to f16: the same products up to summation
@@ -465,6 +549,7 @@ impl GpuBackend {
         // depth (the software adapters' cooperative-matrix kernel may not).
         let vary_splits = self.k_splits.is_none() && !self.is_software();
         let mut plans = vec![own];
+        plans.extend(self.narrow_plans(d).into_iter().filter(|&plan| plan != own));
         for (kernel, tile) in kernels {
             let chosen = self.with_k_split(d, kernel, tile)?;
             let others = match vary_splits {
@@ -488,6 +573,29 @@ impl GpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_narrow_kernels_rounds_fit_its_workgroup_memory_and_lanes() {
+        for rows in narrow_row_choices(false)
+            .iter()
+            .chain(narrow_row_choices(true))
+        {
+            let lanes = 256 / rows;
+            for columns in 1..=NARROW_MAX_COLUMNS {
+                let chunk = narrow_chunk(*rows, columns);
+                let stride = columns.div_ceil(4) | 1;
+                assert!(
+                    chunk > 0 && chunk.is_multiple_of(lanes),
+                    "{rows} rows, {columns}"
+                );
+                assert!(chunk <= 8 * lanes && chunk * stride <= NARROW_SHARED_VEC4S);
+                // The lanes' sums ([row][vec4 of columns][lane]) fit too.
+                assert!(rows * columns.div_ceil(4) * lanes <= NARROW_SHARED_VEC4S);
+            }
+        }
+        // 10 columns (three vec4s, stride 3): 320 k per round in 64 lanes, 128 in 16.
+        assert_eq!((narrow_chunk(4, 10), narrow_chunk(16, 10)), (320, 128));
+    }
 
     #[test]
     fn the_tuner_also_times_whole_half_and_twice_the_chosen_splits() {

@@ -91,6 +91,10 @@ pub struct GpuOptions {
     /// `shaders/matmul_coop.wgsl`) instead of looping over them: a candidate, off until timed
     /// on a GPU with tensor cores.
     pub coop_unroll: bool,
+    /// Run products whose C is at most 16 columns wide (a classifier's output layer and its
+    /// weight gradient) on the tiled or cooperative-matrix kernel like the others, instead of
+    /// `shaders/matmul_narrow.wgsl`: an experiment, to measure the difference.
+    pub no_narrow_kernel: bool,
     /// Offer no F16 tensors (`Backend::f16_tensors` is false) even where the adapter has f16
     /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
     /// f16 weight copies and activations: an experiment, to measure what those give.
@@ -340,7 +344,8 @@ impl GpuOptions {
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
-    /// instead of looping, `COHORT_F16_TENSORS=0` declines F16
+    /// instead of looping, `COHORT_NARROW=0` runs narrow products on those kernels too instead
+    /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
@@ -394,6 +399,7 @@ impl GpuOptions {
             coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             coop_unroll: forced("COHORT_COOP_UNROLL")? == Some(true),
+            no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
         })

@@ -83,6 +83,9 @@ pub enum Shader {
     /// `shaders/matmul_coop.wgsl`, built with the given cooperative-matrix operations and
     /// operand types
     MatmulCoop(CoopOps, MatmulStorage),
+    /// `shaders/matmul_narrow.wgsl` (products at most 16 columns wide), with the given operand
+    /// types
+    MatmulNarrow(MatmulStorage),
     /// `shaders/bias_act.wgsl`
     BiasAct,
     /// `shaders/reduce_sum.wgsl`
@@ -109,8 +112,9 @@ pub enum Shader {
 impl Shader {
     /// Every shader file, for validation and warm-up (the matmuls with f32 operands; see
     /// [`MatmulStorage::all`] for the others).
-    pub const ALL: [Shader; 16] = [
+    pub const ALL: [Shader; 17] = [
         Shader::Matmul(MatmulStorage::F32),
+        Shader::MatmulNarrow(MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Native16, MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Native8, MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Emulated, MatmulStorage::F32),
@@ -142,7 +146,7 @@ impl Shader {
             .collect::<Vec<_>>()
         };
         let build = match self {
-            Shader::Matmul(s) => storage(s),
+            Shader::Matmul(s) | Shader::MatmulNarrow(s) => storage(s),
             Shader::MatmulCoop(ops, s) => {
                 let mut parts = vec![match ops {
                     CoopOps::Native16 => "Native16",
@@ -167,6 +171,7 @@ impl Shader {
         match self {
             Shader::Matmul(_) => "matmul.wgsl",
             Shader::MatmulCoop(..) => "matmul_coop.wgsl",
+            Shader::MatmulNarrow(_) => "matmul_narrow.wgsl",
             Shader::BiasAct => "bias_act.wgsl",
             Shader::ReduceSum => "reduce_sum.wgsl",
             Shader::SoftmaxCe => "softmax_ce.wgsl",
@@ -191,7 +196,9 @@ impl Shader {
                 "reduce_splits_bias_act",
                 "reduce_splits_act_grad",
             ],
-            Shader::MatmulCoop(..) => &["main", "main_bias_act", "main_act_grad"],
+            Shader::MatmulCoop(..) | Shader::MatmulNarrow(_) => {
+                &["main", "main_bias_act", "main_act_grad"]
+            }
             Shader::BiasAct => &["forward", "backward"],
             Shader::Optimizer(false) => &[
                 "sgd",
@@ -221,7 +228,7 @@ impl Shader {
     /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
     pub fn twin(self) -> &'static str {
         match self {
-            Shader::MatmulCoop(..) => "matmul",
+            Shader::MatmulCoop(..) | Shader::MatmulNarrow(_) => "matmul",
             other => other.file_name().trim_end_matches(".wgsl"),
         }
     }
@@ -239,7 +246,7 @@ impl Shader {
     /// `enable` directives), plus the matmuls' operand types.
     pub fn source(self) -> String {
         match self {
-            Shader::Matmul(storage) => {
+            Shader::Matmul(storage) | Shader::MatmulNarrow(storage) => {
                 let enable = if storage.any_f16() {
                     "enable f16;\n"
                 } else {
@@ -281,6 +288,11 @@ impl Shader {
         match self {
             Shader::Matmul(_) => concat!(
                 include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/include/matmul_io.wgsl"),
+                include_str!("../../shaders/include/activation.wgsl")
+            ),
+            Shader::MatmulNarrow(_) => concat!(
+                include_str!("../../shaders/matmul_narrow.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
