@@ -390,8 +390,8 @@ struct GatherParams {
 /// K per split of a product of depth `k` with `tiles` output tiles (at least `k`: unsplit), in
 /// `forced` splits, or else chosen so that a product with fewer than
 /// [`SPLIT_K_TARGET_WORKGROUPS`] tiles gets about that many workgroups, each split at least
-/// [`SPLIT_K_MIN_DEPTH`] deep: e.g. the 10-class output layer of the training shapes, whose few
-/// tiles would each run the whole of K alone.
+/// [`SPLIT_K_MIN_DEPTH`] deep: e.g. the 10-class output layer of the training shapes where the
+/// narrow kernel is declined, whose few tiles would each run the whole of K alone.
 fn k_split(k: usize, tiles: usize, forced: Option<usize>) -> usize {
     let splits = forced.unwrap_or_else(|| {
         SPLIT_K_TARGET_WORKGROUPS
