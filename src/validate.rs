@@ -1299,6 +1299,25 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         &MatmulSpec::new(false, false).accumulate(),
         5,
     )?);
+    // The output layer's forward and weight gradient in issue 4's small step (2 peers of
+    // 784-1024-1024-10, batch 256), on the narrow kernel with the row counts a GPU gives them.
+    for (i, (dims, trans_a)) in [((256, 10, 1024), false), ((1024, 10, 256), true)]
+        .into_iter()
+        .enumerate()
+    {
+        let spec = MatmulSpec::new(trans_a, false);
+        out.push(matmul(gpu, Batching::All(2), dims, &spec, 6 + i as u64)?);
+    }
+    let (identity, f32_inputs) = (Activation::Identity, Inputs::rounded(false));
+    out.push(matmul_bias_act(
+        gpu,
+        2,
+        (256, 10, 1024),
+        true,
+        identity,
+        f32_inputs,
+        8,
+    )?);
     for t in 0..4 {
         let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
         out.push(matmul(

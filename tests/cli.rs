@@ -1364,13 +1364,13 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
         stdout.contains("GPU time per step over 3 steps of 64-16-10, 64-16-10 (batch 32, f32)"),
         "{stdout}"
     );
-    // The two peers' first layers, forward: one batched product with its fused epilogue, with
-    // its GFLOP/s; then the loss and the whole step. (Rows come by time, which varies: the
-    // second layer's forward may come first.)
+    // The two peers' first layers, forward: one batched product with its fused epilogue (16
+    // wide: on the narrow kernel), with its GFLOP/s; then the loss and the whole step. (Rows
+    // come by time, which varies: the second layer's forward may come first.)
     let forward = stdout
         .lines()
         .find(|l| {
-            l.starts_with("matmul.wgsl")
+            l.starts_with("matmul_narrow.wgsl")
                 && l.contains("main_bias_act")
                 && l.contains("2×32×16×64 NN")
         })
@@ -1445,9 +1445,9 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
             common::loud(&format!("the driver keeps no pipeline statistics: {first}"));
         } else {
             assert!(
-                stats
-                    .iter()
-                    .any(|l| l.trim_start().starts_with("matmul.wgsl::main_bias_act")),
+                stats.iter().any(|l| l
+                    .trim_start()
+                    .starts_with("matmul_narrow.wgsl::main_bias_act")),
                 "{stdout}"
             );
             eprintln!("{}", stats.join("\n"));
@@ -1463,10 +1463,10 @@ fn profile_prints_where_a_step_spends_its_gpu_time() {
     let tuned = stdout
         .lines()
         .skip_while(|l| !l.starts_with("matmul plans tuned"))
-        .find(|l| l.trim_start().starts_with("2×32×16×64 NN: tiled "))
+        .find(|l| l.trim_start().starts_with("2×32×16×64 NN: "))
         .unwrap_or_else(|| panic!("no tuned plan of the first layers' forward: {stdout}"));
     assert!(
-        tuned.contains("× as fast as the shape's own plan (timed: by shape tiled ")
+        tuned.contains("× as fast as the shape's own plan (timed: by shape narrow, 16 rows")
             && tuned.contains("tiled 128"),
         "{tuned}"
     );
