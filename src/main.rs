@@ -1538,9 +1538,11 @@ fn check(gpu: &GpuBackend) -> Result<()> {
     );
     println!("f32 products: {}", f32_product_status(gpu));
     let mut failed = 0;
-    for c in cohort::validate::run_all(gpu)? {
+    let checks = cohort::validate::run_all(gpu)?;
+    let width = checks.iter().map(|c| c.kernel.len()).max().unwrap_or(0);
+    for c in checks {
         println!(
-            "{:<14} {:<60} max |gpu - cpu| {:.2e}, {:>5.1}% of tolerance  {}",
+            "{:<width$} {:<60} max |gpu - cpu| {:.2e}, {:>5.1}% of tolerance  {}",
             c.kernel,
             c.case,
             c.max_abs_error,
