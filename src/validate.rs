@@ -237,6 +237,16 @@ pub enum Batching {
     SharedB(usize),
 }
 
+impl Batching {
+    /// The matrices of C: `None` for plain rank-2 operands.
+    fn count(self) -> Option<usize> {
+        match self {
+            Batching::None => None,
+            Batching::All(c) | Batching::SharedA(c) | Batching::SharedB(c) => Some(c),
+        }
+    }
+}
+
 fn matmul_run<B: Backend>(
     b: &B,
     batching: Batching,
@@ -247,12 +257,9 @@ fn matmul_run<B: Backend>(
     abs: bool,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = dims;
-    let (count, shared_a, shared_b) = match batching {
-        Batching::None => (None, false, false),
-        Batching::All(c) => (Some(c), false, false),
-        Batching::SharedA(c) => (Some(c), true, false),
-        Batching::SharedB(c) => (Some(c), false, true),
-    };
+    let count = batching.count();
+    let shared_a = matches!(batching, Batching::SharedA(_));
+    let shared_b = matches!(batching, Batching::SharedB(_));
     let shape = |shared: bool, rows: usize, cols: usize| -> Vec<usize> {
         match count {
             Some(c) if !shared => vec![c, rows, cols],
@@ -336,17 +343,16 @@ pub fn matmul_stored(
         spec.beta,
         inputs.describe()
     );
-    let batch = match batching {
-        Batching::None => 1,
-        Batching::All(c) | Batching::SharedA(c) | Batching::SharedB(c) => c,
-    };
+    let batch = batching.count().unwrap_or(1);
     let transposes = (spec.trans_a, spec.trans_b);
-    let names = ["matmul", "matmul_coop", "matmul_narrow"];
     let f16 = inputs.f16_product();
-    let kernel = kernel_name(gpu, batch, dims, transposes, f16, names)?;
+    let kernel = kernel_name(gpu, batch, dims, transposes, f16, MATMUL_NAMES)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
+
+/// The check names of a plain product on the tiled, cooperative-matrix and narrow kernels.
+const MATMUL_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_narrow"];
 
 /// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) applies to a product
 /// of `batch` × `dims` (M, N, K) with these transposes, f16 (`f16_product`) or not: the kernel
@@ -427,9 +433,8 @@ pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     let got = f16_rounding_run(gpu, dims)?;
     let want = f16_rounding_run(&CpuBackend, dims)?;
     // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
-    let names = ["matmul", "matmul_coop", "matmul_narrow"];
     Ok(KernelCheck::new(
-        kernel_name(gpu, 1, dims, (false, false), true, names)?,
+        kernel_name(gpu, 1, dims, (false, false), true, MATMUL_NAMES)?,
         format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
     )
     .compare("C", &got, &want, |_, _| 1e-4))

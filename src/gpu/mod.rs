@@ -68,6 +68,11 @@ fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
     )
 }
 
+/// A boolean pipeline constant's value.
+fn flag(on: bool) -> f64 {
+    on as u8 as f64
+}
+
 /// Output tiles a product needs before the cooperative-matrix kernel's big layout is chosen.
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
 
@@ -1299,7 +1304,6 @@ impl GpuBackend {
         if storage.any_f16() {
             self.need_f16("matmuls on F16 tensors")?;
         }
-        let flag = |on: bool| on as u8 as f64;
         // vec4 loads where the operand's stored contiguous axis is a multiple of 4 (then every
         // batch stride is too, and a vec4 never straddles the matrix edge).
         let (vec_a, vec_b) = vec4_loads(d);
@@ -1435,7 +1439,6 @@ impl GpuBackend {
         rows: usize,
     ) -> Result<()> {
         const OP: &str = "matmul";
-        let flag = |on: bool| on as u8 as f64;
         let constants = [
             ("TRANS_A", flag(d.trans_a)),
             ("TRANS_B", flag(d.trans_b)),
