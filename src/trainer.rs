@@ -768,13 +768,6 @@ impl<'b, B: Backend> Trainer<'b, B> {
             };
             let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
             let layer = &mut upper_layers[0];
-            let input = if l == 0 { x } else { &gb.act[l - 1] };
-            b.matmul(
-                input,
-                dpre,
-                &mut layer.dw,
-                &MatmulSpec::new(true, false).f16(dims.f16),
-            )?;
             if l > 0 {
                 // dX = dpre·Wᵀ, through the activation of layer l − 1 in the same pass (before
                 // that layer's bias is updated).
@@ -788,6 +781,18 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     act,
                 )?;
             }
+            // dW = inputᵀ·dpre after dX, not before: dX is the first to read layer l − 1's
+            // pre-activations since the forward wrote them, so the GPU must wait before it
+            // anyway, while dW then reads only what is already being read and writes a buffer
+            // the step has not touched, and starts without waiting for dX: the two products run
+            // side by side (see `GpuOptions::serial_dispatches`).
+            let input = if l == 0 { x } else { &gb.act[l - 1] };
+            b.matmul(
+                input,
+                dpre,
+                &mut layer.dw,
+                &MatmulSpec::new(true, false).f16(dims.f16),
+            )?;
             // Weights and bias in one update; the bias gradient is dpre's column sum, formed
             // inside it.
             let update = LayerUpdate {

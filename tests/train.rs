@@ -411,6 +411,34 @@ fn layer_updates_in_one_dispatch_train_as_in_two() {
 }
 
 #[test]
+fn serial_dispatches_train_as_overlapping_ones() {
+    // GpuOptions::serial_dispatches puts a barrier before every dispatch, where wgpu otherwise
+    // lets independent ones overlap (the weight gradient after the input gradient below it):
+    // only the timing may change, so the losses must agree bit for bit, for both schedules,
+    // peers of different shapes, and mixed precision.
+    if gpu().is_none() {
+        return;
+    }
+    let backend = |serial| {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            serial_dispatches: serial,
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap()
+    };
+    let (overlapping, serial) = (backend(false), backend(true));
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        let mut mixed = config("_-32-16-_,_-24-_", 1.0, schedule, 3);
+        mixed.mixed_precision = true;
+        for c in [config("2x_-32-16-_", 1.0, schedule, 3), mixed] {
+            let a = loss_curve(&overlapping, c.clone(), 12);
+            let b = loss_curve(&serial, c.clone(), 12);
+            assert_eq!(a, b, "{schedule:?}, {:?}: losses per step", c.peers);
+        }
+    }
+}
+
+#[test]
 fn split_k_matmuls_train_like_unsplit_ones() {
     // Hardware adapters split K of products with few tiles (scratch buffers from the pool,
     // reused from one product to the next within a step); force 2 splits on every product

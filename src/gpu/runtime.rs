@@ -102,6 +102,14 @@ pub struct GpuOptions {
     /// How products of f32 operands are computed: on the f32 kernel (the default), or split
     /// into f16 parts on the cooperative-matrix kernel's tensor cores.
     pub f32_matmul: F32Matmul,
+    /// Make every dispatch wait for all before it, instead of only where wgpu's tracking finds
+    /// a dependency: an experiment, to measure what running independent kernels side by side
+    /// is worth. wgpu puts a barrier before a dispatch only where it reads a buffer written
+    /// since that buffer was last read, or writes one already used in the pass; where it puts
+    /// none, GPUs may overlap the dispatch with the one before (a step's accuracy count and
+    /// loss; each layer's weight gradient and the input gradient below it). Results are the
+    /// same bit for bit either way.
+    pub serial_dispatches: bool,
 }
 
 /// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
@@ -346,7 +354,8 @@ impl GpuOptions {
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
     /// instead of looping, `COHORT_NARROW=0` runs narrow products on those kernels too instead
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
-    /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed.
+    /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
+    /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         fn var(name: &str) -> Option<String> {
@@ -402,6 +411,7 @@ impl GpuOptions {
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
+            serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
         })
     }
 }
@@ -578,6 +588,9 @@ pub struct Runtime {
     /// The kernels read their parameters from a storage buffer (`GpuOptions::params_in_storage`).
     params_in_storage: bool,
     counts: Mutex<WorkCounts>,
+    /// A buffer no kernel binds, declared written before every dispatch where
+    /// [`GpuOptions::serial_dispatches`] asks for it, so that wgpu puts a barrier there.
+    serializer: Option<wgpu::Buffer>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -785,6 +798,14 @@ impl Runtime {
             })
         };
         let (timer, tuning_timer) = (timer("cohort timer"), timer("cohort tuning timer"));
+        let serializer = options.serial_dispatches.then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("cohort serializer"),
+                size: 4,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })
+        });
         Ok(Runtime {
             device,
             queue,
@@ -806,6 +827,7 @@ impl Runtime {
             unchecked_indexing: options.unchecked_indexing,
             params_in_storage,
             counts: Mutex::default(),
+            serializer,
             errors,
             lost,
         })
@@ -1230,6 +1252,15 @@ impl Runtime {
                 })
                 .forget_lifetime()
         });
+        if let Some(buffer) = &self.serializer {
+            // Written, as far as wgpu knows, before each dispatch: from the second dispatch of
+            // a pass on, that is a write after a write, which gets a barrier.
+            let written = wgpu::BufferTransition {
+                buffer,
+                state: wgpu::BufferUses::STORAGE_READ_WRITE,
+            };
+            pass.transition_resources(std::iter::once(written), std::iter::empty());
+        }
         pass.set_pipeline(&pipeline);
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
