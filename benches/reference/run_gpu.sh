@@ -15,6 +15,10 @@
 #           narrow    the output layers' products (10 columns) on the narrow kernel (the default
 #                     since 2026-12-02) against the tiled and tensor-core kernels with their K
 #                     splits (COHORT_NARROW=0), f32 and f16; the steps, f32 and mixed, both ways
+#           overlap   the steps, f32 and mixed, with a barrier before every dispatch
+#                     (COHORT_SERIAL_DISPATCHES=1) against narrow's runs, where independent
+#                     kernels may overlap (since 2026-12-02 each layer's weight gradient with
+#                     the input gradient below it); the small step with K never split
 #           stats     what the driver made of each kernel of the large step (f32 with each tile,
 #                     mixed) and the small mixed step: registers, workgroup and local (spilled)
 #                     memory per pipeline (`cohort profile --driver-stats`)
@@ -182,6 +186,19 @@ part_narrow() {
     done
   done
 }
+part_overlap() {
+  # Every dispatch of the steps after a barrier, so that none overlaps the one before: against
+  # the narrow part's default runs of the same build (wgpu's own barriers only), this is what
+  # running independent kernels side by side gives. Then K never split: the small step's input
+  # gradient 2 x 256x1024x1024 (128 tiles) is split in two by default, and its weight gradient
+  # then overlaps only the split's reduction, not its products.
+  for prec in f32 f16; do
+    COHORT_SERIAL_DISPATCHES=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
+      COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" run "bench-step-serial-$prec" .gpu/bin/bench-step --bench $quick
+    COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small COHORT_BENCH_PRECISION=$prec \
+      COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" run "bench-step-unsplit-$prec" .gpu/bin/bench-step --bench $quick
+  done
+}
 part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
@@ -346,7 +363,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check narrow stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check narrow overlap stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done
