@@ -102,8 +102,8 @@ pub struct GpuOptions {
     /// How products of f32 operands are computed: on the f32 kernel (the default), or split
     /// into f16 parts on the cooperative-matrix kernel's tensor cores.
     pub f32_matmul: F32Matmul,
-    /// Make every dispatch wait for all before it, instead of only where wgpu's tracking finds
-    /// a dependency: an experiment, to measure what running independent kernels side by side
+    /// Make every dispatch wait for all before it in its compute pass (a step's, unless a copy
+    /// splits it), instead of only where wgpu's tracking finds a dependency: an experiment, to measure what running independent kernels side by side
     /// is worth. wgpu puts a barrier before a dispatch only where it reads a buffer written
     /// since that buffer was last read, or writes one already used in the pass; where it puts
     /// none, GPUs may overlap the dispatch with the one before (a step's accuracy count and
