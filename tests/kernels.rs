@@ -159,14 +159,19 @@ fn f16_tensor_sweep(
         "a covering sweep takes two products"
     );
     let mut checks = Vec::new();
+    // What ran: (A's type, transposed, vec4), the same for B, and (A's type, B's type, transposes).
+    let mut paths = [(); 3].map(|_| std::collections::HashSet::new());
     for (si, storage) in MatmulStorage::all().enumerate() {
         let bit = |on: bool| on as usize;
-        let (b, aux) = (bit(storage.b_f16), bit(storage.aux_f16));
+        let (a, b, aux) = (bit(storage.a_f16), bit(storage.b_f16), bit(storage.aux_f16));
         for (di, &(batching, dims)) in products.iter().enumerate() {
             for t in 0..4 {
                 if covering && t != (2 * aux + di) ^ b {
                     continue;
                 }
+                paths[0].insert((a, t & 1, di));
+                paths[1].insert((b, t >> 1, di));
+                paths[2].insert((a, b, t));
                 let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(rounded);
                 let seed = (si * 40 + di * 4 + t) as u64;
                 checks.push(
@@ -192,6 +197,10 @@ fn f16_tensor_sweep(
                 validate::matmul_act_grad(g, batch, dims, Activation::Tanh, inputs, seed).unwrap(),
             );
         }
+    }
+    if covering {
+        let sizes = paths.map(|p| p.len());
+        assert_eq!(sizes, [8, 8, 16], "the covering sweep missed a path");
     }
     checks
 }
@@ -296,7 +305,7 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
         // every combination an f16 product), on the smaller products; emulated, the covering
         // third of them (the default layout's 199 cases, 96 of them these, took 25 of the
         // test's 34 minutes on lavapipe, nearly all building pipelines; the 72 of
-        // f16_matmul_checks about one).
+        // f16_matmul_checks about one; with the third, 135 cases and 13 minutes in all).
         if has_f16_tensors(g) {
             let emulated = g.matmul_coop() == Some(cohort::gpu::shaders::CoopOps::Emulated);
             all.extend(f16_tensor_sweep(
