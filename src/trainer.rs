@@ -784,8 +784,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
             // dW = inputᵀ·dpre after dX, not before: dX is the first to read layer l − 1's
             // pre-activations since the forward wrote them, so the GPU must wait before it
             // anyway, while dW then reads only what is already being read and writes a buffer
-            // the step has not touched, and starts without waiting for dX: the two products run
-            // side by side (see `GpuOptions::serial_dispatches`).
+            // the step has not touched, and starts without waiting for dX: the two products may
+            // run side by side (see `GpuOptions::serial_dispatches`).
             let input = if l == 0 { x } else { &gb.act[l - 1] };
             b.matmul(
                 input,

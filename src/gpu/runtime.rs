@@ -103,12 +103,12 @@ pub struct GpuOptions {
     /// into f16 parts on the cooperative-matrix kernel's tensor cores.
     pub f32_matmul: F32Matmul,
     /// Make every dispatch wait for all before it in its compute pass (a step's, unless a copy
-    /// splits it), instead of only where wgpu's tracking finds a dependency: an experiment, to measure what running independent kernels side by side
-    /// is worth. wgpu puts a barrier before a dispatch only where it reads a buffer written
-    /// since that buffer was last read, or writes one already used in the pass; where it puts
-    /// none, GPUs may overlap the dispatch with the one before (a step's accuracy count and
-    /// loss; each layer's weight gradient and the input gradient below it). Results are the
-    /// same bit for bit either way.
+    /// splits it), instead of only where wgpu's tracking finds a dependency: an experiment, to
+    /// measure what running independent kernels side by side is worth. wgpu puts a barrier
+    /// before a dispatch only where it reads a buffer written since that buffer was last read,
+    /// or writes one already used in the pass; where it puts none, GPUs may overlap the
+    /// dispatch with the one before (a step's accuracy count and loss; each layer's weight
+    /// gradient and the input gradient below it). Results are the same bit for bit either way.
     pub serial_dispatches: bool,
 }
 
