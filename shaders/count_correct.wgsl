@@ -1,4 +1,4 @@
-// Accuracy counters, one thread per batch row, over stacked logits [P, B, C] and labels [B]:
+// Accuracy counters over stacked logits [P, B, C] and labels [B], LANES threads per batch row:
 // counts[j] += 1 where argmax(z_j) == label (first index on ties), and counts[P] += 1 where the
 // ensemble, argmax of the mean of the peers' softmax probabilities, is right.
 // Counts accumulate across calls, so metrics stay on the GPU until read.
@@ -16,59 +16,68 @@ struct Params {
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> counts: array<atomic<u32>>;
 
-const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
+// LANES, place, at, lane_pairs, reduce_max and reduce_sum come from
+// shaders/include/row_softmax.wgsl, RowIds
+// and row_place from rows_workgroup.wgsl or rows_subgroup.wgsl.
 
-fn at(peer: u32, row: u32, k: u32) -> u32 {
-    return (peer * p.rows + row) * p.classes + k;
+const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
+var<private> lse: array<f32, MAX_PEERS>; // lse(z_j) of this thread's row, per peer j
+
+// The least class k over the row's lanes where `hit` (the lane's best value is the row's).
+// Classes travel through the reduction as f32: exact below 2^24, which the host checks.
+fn first_hit(hit: bool, k: u32) -> u32 {
+    return u32(-reduce_max(-select(16777216.0, f32(k), hit)));
 }
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let row = gid.x + gid.y * nwg.x * 64u;
-    if (row >= p.rows) {
-        return;
-    }
+fn main(ids: RowIds) {
+    row_place(ids, p.rows);
+    let row = place.row;
+    let counted = place.live && place.lane == 0u;
     let label = labels[row];
-    var lse: array<f32, 32>;
     for (var j = 0u; j < p.peers; j++) {
-        var best = 0u;
-        var m = logits[at(j, row, 0u)];
-        for (var k = 1u; k < p.classes; k++) {
+        // This lane's best logit and its first class with it; a lane past the last class takes
+        // one another lane has too (a duplicate changes neither the max nor its first class).
+        var k_best = place.lane % p.classes;
+        var m = logits[at(j, row, k_best)];
+        for (var k = place.lane + LANES; k < p.classes; k += LANES) {
             let z = logits[at(j, row, k)];
             if (z > m) {
                 m = z;
-                best = k;
+                k_best = k;
             }
         }
-        if (best == label) {
+        let top = reduce_max(m);
+        if (first_hit(m == top, k_best) == label && counted) {
             atomicAdd(&counts[j], 1u);
         }
         var s = 0.0;
-        for (var k = 0u; k < p.classes; k++) {
-            s += exp(logits[at(j, row, k)] - m);
+        for (var k = place.lane; k < p.classes; k += LANES) {
+            s += exp(logits[at(j, row, k)] - top);
         }
-        lse[j] = m + log(s);
+        lse[j] = top + log(reduce_sum(s));
     }
-    // The ensemble's argmax over classes of the peers' mean probability (that of their summed
-    // probability), as one loop over (class, peer) pairs: written as a peer loop inside a class
-    // loop, this kernel took 30× longer on lavapipe (2.2 ms against 0.07 for 64 rows;
-    // BENCHMARKS.md).
-    var best = 0u;
+    // The ensemble's argmax over classes of the peers' summed probability (at least 0; a lane
+    // past the last class keeps -1, which never wins), in one loop over (class, peer) pairs.
+    var k_best = 0u;
     var best_prob = -1.0;
     var prob = 0.0;
-    for (var i = 0u; i < p.classes * p.peers; i++) {
-        let k = i / p.peers;
-        let j = i % p.peers;
+    var k = place.lane;
+    var j = 0u;
+    for (var t = 0u; t < lane_pairs(place.lane, p.peers); t++) {
         prob += exp(logits[at(j, row, k)] - lse[j]);
-        if (j + 1u == p.peers) {
+        j++;
+        if (j == p.peers) {
             if (prob > best_prob) {
                 best_prob = prob;
-                best = k;
+                k_best = k;
             }
             prob = 0.0;
+            j = 0u;
+            k += LANES;
         }
     }
-    if (best == label) {
+    if (first_hit(best_prob == reduce_max(best_prob), k_best) == label && counted) {
         atomicAdd(&counts[p.peers], 1u);
     }
 }

@@ -28,40 +28,37 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>; // [2, P, B]: CE rows, KL rows
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
-// peer_lse, fill_peer_lse, lane_pairs and pair_terms from shaders/include/peer_kl.wgsl.
+// LANES, place, at, lane_pairs, row_lse and reduce_sum come from
+// shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
+// rows_subgroup.wgsl; peer_lse, fill_peer_lse and pair_terms from shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let place = row_place(wg, nwg, lid, p.rows);
-    let row = place.x;
-    let live = place.z != 0u;
+fn main(ids: RowIds) {
+    row_place(ids, p.rows);
+    let row = place.row;
+    let live = place.live;
     let c = p.classes;
     let inv_t = 1.0 / p.temperature;
     let mutual = p.peers > 1u;
     if (mutual) {
-        fill_peer_lse(row, inv_t, lid);
+        fill_peer_lse(row, inv_t);
     }
     let label = labels[row];
     let off = p.smoothing / f32(c);
     let others = f32(max(p.peers, 2u) - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
-        let lse1 = row_lse(i, row, 1.0, lid);
+        let lse1 = row_lse(i, row, 1.0);
         var ce = 0.0;
         var kl = 0.0;
         // (class k, peer j) pairs (lane_pairs): each class once where there are no others.
         let per = select(1u, p.peers, mutual);
-        var k = place.y;
+        var k = place.lane;
         var j = 0u;
         var idx = 0u;
         var z = 0.0;
         var lpi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
-        for (var t = 0u; t < lane_pairs(place.y, per); t++) {
+        for (var t = 0u; t < lane_pairs(place.lane, per); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
                 z = logits[idx];
@@ -87,9 +84,9 @@ fn main(
                 k += LANES;
             }
         }
-        ce = reduce_sum(ce, lid);
-        kl = reduce_sum(kl, lid);
-        if (live && place.y == 0u) {
+        ce = reduce_sum(ce);
+        kl = reduce_sum(kl);
+        if (live && place.lane == 0u) {
             losses[i * p.rows + row] = select(bitcast<f32>(0x7fc00000u), ce, label < c);
             losses[(p.peers + i) * p.rows + row] = p.temperature * p.temperature * kl / others;
         }

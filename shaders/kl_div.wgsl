@@ -22,31 +22,28 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl;
-// peer_lse, fill_peer_lse, lane_pairs and pair_terms from shaders/include/peer_kl.wgsl.
+// LANES, place, at, lane_pairs, row_lse and reduce_sum come from
+// shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
+// rows_subgroup.wgsl; peer_lse, fill_peer_lse and pair_terms from shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let place = row_place(wg, nwg, lid, p.rows);
-    let row = place.x;
-    let live = place.z != 0u;
+fn main(ids: RowIds) {
+    row_place(ids, p.rows);
+    let row = place.row;
+    let live = place.live;
     let inv_t = 1.0 / p.temperature;
-    fill_peer_lse(row, inv_t, lid);
+    fill_peer_lse(row, inv_t);
 
     let others = f32(p.peers - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
         var loss = 0.0;
         // (class k, peer j) pairs (lane_pairs).
-        var k = place.y;
+        var k = place.lane;
         var j = 0u;
         var idx = 0u;
         var lpi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
-        for (var t = 0u; t < lane_pairs(place.y, p.peers); t++) {
+        for (var t = 0u; t < lane_pairs(place.lane, p.peers); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
                 lpi = logits[idx] * inv_t - peer_lse[i];
@@ -67,8 +64,8 @@ fn main(
                 k += LANES;
             }
         }
-        loss = reduce_sum(loss, lid);
-        if (live && place.y == 0u) {
+        loss = reduce_sum(loss);
+        if (live && place.lane == 0u) {
             losses[i * p.rows + row] = p.temperature * p.temperature * loss / others;
         }
     }

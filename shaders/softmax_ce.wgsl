@@ -22,26 +22,23 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// WG, LANES, at, row_place, reduce_sum and row_lse come from shaders/include/row_softmax.wgsl.
+// LANES, place, at, row_lse and reduce_sum come from shaders/include/row_softmax.wgsl, RowIds
+// and row_place from rows_workgroup.wgsl or rows_subgroup.wgsl.
 
 @compute @workgroup_size(64)
-fn main(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) lid: u32,
-) {
-    let place = row_place(wg, nwg, lid, p.total_rows);
-    let flat_row = place.x;
-    let live = place.z != 0u;
+fn main(ids: RowIds) {
+    row_place(ids, p.total_rows);
+    let flat_row = place.row;
+    let live = place.live;
     let group = flat_row / p.rows;
     let row = flat_row % p.rows;
     let c = p.classes;
     let label = labels[row];
-    let lse = row_lse(group, row, 1.0, lid);
+    let lse = row_lse(group, row, 1.0);
 
     let off = p.smoothing / f32(c);
     var loss = 0.0;
-    for (var k = place.y; k < c; k += LANES) {
+    for (var k = place.lane; k < c; k += LANES) {
         let idx = at(group, row, k);
         let z = logits[idx];
         let q = off + select(0.0, 1.0 - p.smoothing, k == label);
@@ -50,8 +47,8 @@ fn main(
             dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
         }
     }
-    loss = reduce_sum(loss, lid);
-    if (live && place.y == 0u) {
+    loss = reduce_sum(loss);
+    if (live && place.lane == 0u) {
         losses[flat_row] = select(bitcast<f32>(0x7fc00000u), loss, label < c);
     }
 }

@@ -1515,6 +1515,16 @@ fn devices() -> Result<()> {
                 }
             );
             println!(
+                "  loss and accuracy rows: {}; threads per row: {} for 10 classes, {} for 1000",
+                if g.row_subgroups() {
+                    "reduced in subgroups (COHORT_ROW_SUBGROUPS=0: through workgroup memory)"
+                } else {
+                    "reduced through workgroup memory (COHORT_ROW_SUBGROUPS=1: in subgroups)"
+                },
+                g.row_threads(10),
+                g.row_threads(1000)
+            );
+            println!(
                 "  largest storage binding {} MiB",
                 c.max_storage_binding >> 20
             );

@@ -228,6 +228,16 @@ fn bad_input_is_one_clear_error_line() {
             "storage",
             "COHORT_PARAMS_STORAGE=storage: use 1 or 0",
         ),
+        (
+            "COHORT_ROW_SUBGROUPS",
+            "yes",
+            "COHORT_ROW_SUBGROUPS=yes: use 1 or 0",
+        ),
+        (
+            "COHORT_ROW_CLASSES_PER_LANE",
+            "0",
+            "COHORT_ROW_CLASSES_PER_LANE=0: use a number of classes, at least 1",
+        ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

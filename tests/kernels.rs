@@ -11,7 +11,7 @@ use cohort::validate::{self, Batching, Inputs, KernelCheck};
 
 const F32: Inputs = Inputs::F32;
 const ROUNDED: Inputs = Inputs::ROUNDED;
-use common::{gpu, uniform};
+use common::{gpu, loud, uniform};
 
 fn assert_passed(c: &KernelCheck) {
     assert!(
@@ -1220,25 +1220,36 @@ fn reduce_sum_matches_cpu() {
     report("reduce_sum", &checks);
 }
 
-/// Class counts that give the loss kernels every row layout, 1 to 64 threads per row (67 rows
-/// leave the last workgroup part-filled in each).
-const ROW_LAYOUT_CLASSES: [usize; 7] = [10, 17, 40, 100, 200, 300, 1000];
+/// Class counts that give the row kernels every row layout: 1 to 64 threads per row reduced
+/// through workgroup memory, up to the subgroup's width reduced in subgroups (67 rows leave the
+/// last workgroup part-filled in each).
+const ROW_LAYOUT_CLASSES: [usize; 10] = [2, 3, 5, 10, 17, 40, 100, 200, 300, 1000];
 
 #[test]
 fn the_row_layout_classes_cover_every_lane_count() {
-    let lanes: std::collections::BTreeSet<usize> = ROW_LAYOUT_CLASSES
-        .iter()
-        .map(|&c| cohort::gpu::row_lanes(c))
-        .collect();
-    assert_eq!(
-        lanes.into_iter().collect::<Vec<_>>(),
-        [1, 2, 4, 8, 16, 32, 64]
-    );
+    // Through workgroup memory; in subgroups of 64 or 8 on hardware adapters (a thread per
+    // class); in lavapipe's subgroups of 8 (16 classes per thread).
+    let lanes = |per_lane: usize, max: usize| {
+        ROW_LAYOUT_CLASSES
+            .iter()
+            .map(|&c| cohort::gpu::row_lanes(c, per_lane, max))
+            .collect::<std::collections::BTreeSet<usize>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lanes(16, 64), [1, 2, 4, 8, 16, 32, 64]);
+    assert_eq!(lanes(1, 64), [2, 4, 8, 16, 32, 64]);
+    assert_eq!(lanes(1, 8), [2, 4, 8]);
+    assert_eq!(lanes(16, 8), [1, 2, 4, 8]);
 }
 
 #[test]
 fn softmax_ce_matches_cpu_with_and_without_smoothing() {
     let Some(g) = gpu() else { return };
+    report("softmax_ce", &softmax_ce_checks(g));
+}
+
+fn softmax_ce_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let mut shapes = vec![
         vec![1, 1],
@@ -1254,12 +1265,18 @@ fn softmax_ce_matches_cpu_with_and_without_smoothing() {
             checks.push(validate::softmax_ce(g, shape, smoothing, i as u64).unwrap());
         }
     }
-    report("softmax_ce", &checks);
+    checks
 }
 
 #[test]
 fn softmax_ce_is_stable_for_huge_logits_one_class_batches_and_batch_one() {
     let Some(g) = gpu() else { return };
+    for check in softmax_ce_edge_checks(g) {
+        assert_passed(&check);
+    }
+}
+
+fn softmax_ce_edge_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let spec = CrossEntropySpec {
         label_smoothing: 0.0,
         grad_scale: 0.25,
@@ -1269,13 +1286,17 @@ fn softmax_ce_is_stable_for_huge_logits_one_class_batches_and_batch_one() {
     let z = [
         1e4, -1e4, 0.0, 5e3, -1e4, 1e4, 1e4, 0.0, -1e4, 1e4, 1e4, 1e4,
     ];
-    assert_passed(&validate::softmax_ce_on(g, &z, &[4, 3], &[0, 0, 2, 1], &spec, 2e-3).unwrap());
+    let huge = validate::softmax_ce_on(g, &z, &[4, 3], &[0, 0, 2, 1], &spec, 2e-3);
     // One class for the whole batch, and a batch of one row.
     let z = uniform(3, 20, -2.0, 2.0);
-    assert_passed(&validate::softmax_ce_on(g, &z, &[5, 4], &[2; 5], &spec, 1e-5).unwrap());
-    assert_passed(&validate::softmax_ce_on(g, &z[..4], &[1, 4], &[3], &spec, 1e-5).unwrap());
+    let one_class = validate::softmax_ce_on(g, &z, &[5, 4], &[2; 5], &spec, 1e-5);
+    let one_row = validate::softmax_ce_on(g, &z[..4], &[1, 4], &[3], &spec, 1e-5);
     // An out-of-range label gives NaN on both backends (the check demands NaN matches NaN).
-    assert_passed(&validate::softmax_ce_on(g, &z[..6], &[2, 3], &[1, 3], &spec, 1e-5).unwrap());
+    let bad_label = validate::softmax_ce_on(g, &z[..6], &[2, 3], &[1, 3], &spec, 1e-5);
+    [huge, one_class, one_row, bad_label]
+        .into_iter()
+        .map(|check| check.unwrap())
+        .collect()
 }
 
 #[test]
@@ -1326,6 +1347,10 @@ fn softmax_ce_reference_values() {
 #[test]
 fn kl_div_matches_cpu_for_two_and_more_peers() {
     let Some(g) = gpu() else { return };
+    report("kl_div", &kl_div_checks(g));
+}
+
+fn kl_div_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let mut shapes = vec![
         [2usize, 1, 1],
@@ -1351,12 +1376,16 @@ fn kl_div_matches_cpu_for_two_and_more_peers() {
             checks.push(validate::kl_div(g, shape, &spec, i as u64).unwrap());
         }
     }
-    report("kl_div", &checks);
+    checks
 }
 
 #[test]
 fn fused_dml_loss_matches_cpu() {
     let Some(g) = gpu() else { return };
+    report("dml_loss", &dml_loss_checks(g));
+}
+
+fn dml_loss_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let mut checks = Vec::new();
     let mut shapes = vec![
         [1usize, 1, 2],
@@ -1384,7 +1413,51 @@ fn fused_dml_loss_matches_cpu() {
             checks.push(validate::dml_loss(g, shape, &spec, i as u64).unwrap());
         }
     }
-    report("dml_loss", &checks);
+    checks
+}
+
+#[test]
+fn row_kernels_match_cpu_with_rows_reduced_the_other_way() {
+    // The tests run the loss and accuracy kernels as the adapter's default says (rows reduced by
+    // subgroup shuffles where it has subgroups, as lavapipe in CI, else through workgroup
+    // memory): run them all the other way too.
+    // Then in subgroups with a thread per class, as hardware adapters run them, so that rows
+    // with more threads than classes run everywhere too.
+    let Some(g) = gpu() else { return };
+    let subgroups = g.runtime().caps().subgroup;
+    for (reduce_in_subgroups, classes_per_lane) in [(!g.row_subgroups(), None), (true, Some(1))] {
+        let rows = format!(
+            "{} rows, {} classes per thread",
+            if reduce_in_subgroups {
+                "subgroup"
+            } else {
+                "workgroup"
+            },
+            classes_per_lane.map_or("default".to_string(), |n| n.to_string())
+        );
+        if reduce_in_subgroups && !subgroups {
+            loud(&format!(
+                "SKIPPED: {} has no subgroup operations, so the row kernels in {rows} did NOT run",
+                g.runtime().info().name
+            ));
+            continue;
+        }
+        let g = cohort::GpuBackend::new(&cohort::GpuOptions {
+            row_subgroups: Some(reduce_in_subgroups),
+            row_classes_per_lane: classes_per_lane,
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap();
+        assert_eq!(g.row_subgroups(), reduce_in_subgroups);
+        report(&format!("softmax_ce, {rows}"), &softmax_ce_checks(&g));
+        report(
+            &format!("softmax_ce edge cases, {rows}"),
+            &softmax_ce_edge_checks(&g),
+        );
+        report(&format!("kl_div, {rows}"), &kl_div_checks(&g));
+        report(&format!("dml_loss, {rows}"), &dml_loss_checks(&g));
+        report(&format!("count_correct, {rows}"), &count_correct_checks(&g));
+    }
 }
 
 #[test]
@@ -1589,18 +1662,49 @@ fn axpby_fill_and_copy_match_cpu() {
 #[test]
 fn count_correct_matches_cpu_for_peers_and_ensemble() {
     let Some(g) = gpu() else { return };
-    let checks: Vec<_> = [[1usize, 1, 2], [2, 100, 10], [3, 333, 7], [5, 70, 100]]
+    report("count_correct", &count_correct_checks(g));
+}
+
+/// Accuracy counts on seeded logits in every row layout, and on hand-made rows whose counts are
+/// known: a confident peer and a wrong one, and ties, which go to the first class.
+fn count_correct_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
+    let mut shapes = vec![[1usize, 1, 2], [2, 100, 10], [3, 333, 7], [5, 70, 100]];
+    shapes.extend(ROW_LAYOUT_CLASSES.iter().map(|&c| [2, 67, c]));
+    let mut checks: Vec<_> = shapes
         .iter()
         .enumerate()
         .map(|(i, s)| validate::count_correct(g, s, i as u64).unwrap())
         .collect();
-    report("count_correct", &checks);
-    // Hand-checked: peer 0 right and confident, peer 1 wrong; the ensemble follows peer 0.
-    // Counts start at 1 and the kernel runs twice.
+    // Counts start at 1 and the kernel runs twice. Peer 0 right and confident, peer 1 wrong;
+    // the ensemble follows peer 0.
     let (check, counts) =
         validate::count_correct_on(g, &[0.0, 10.0, 0.0, 1.0, 0.0, 0.0], &[2, 1, 3], &[1]).unwrap();
-    assert_passed(&check);
     assert_eq!(counts, vec![3, 1, 3]);
+    checks.push(check);
+    // Ties among 40 classes (in different lanes of a row, however many it has): rows peaked
+    // equally at classes 3, 17 and 30 (labelled 3: right; 17: wrong), a flat row and a row of
+    // -1e30 (class 0 right), in both peers alike, so the ensemble ties the same way.
+    let row = |peaks: &[usize], base: f32| {
+        let mut z = vec![base; 40];
+        peaks.iter().for_each(|&k| z[k] = 5.0);
+        z
+    };
+    let rows = [
+        row(&[3, 17, 30], 0.0),
+        row(&[3, 17, 30], 0.0),
+        row(&[], 0.0),
+        row(&[], -1e30),
+    ]
+    .concat();
+    let z = [rows.clone(), rows].concat();
+    let (check, counts) = validate::count_correct_on(g, &z, &[2, 4, 40], &[3, 17, 0, 0]).unwrap();
+    assert_eq!(
+        counts,
+        vec![7, 7, 7],
+        "three of four rows right, twice, from 1"
+    );
+    checks.push(check);
+    checks
 }
 
 #[test]

@@ -226,7 +226,7 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
             }
             sets
         }
-        Shader::SoftmaxCe | Shader::KlDiv | Shader::DmlLoss => {
+        Shader::SoftmaxCe(_) | Shader::KlDiv(_) | Shader::DmlLoss(_) | Shader::CountCorrect(_) => {
             [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
                 .iter()
                 .map(|&lanes| vec![("LANES", lanes)])
@@ -312,11 +312,11 @@ fn every_kernel_variant_compiles_to_spirv() {
     // counts (3 for A stored [M, K], 2 for [K, M])) +
     // 2400 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 5 variants (2 layouts
     // looped and unrolled, and the small one with SPLIT_F32) × 2 widths for 16×16 and 8×8,
-    // 1 width emulated)) + 21
-    // row-kernel + 25 other (bias_act 2, reduce_sum 1, optimizer 6 + 10 with the f16-copy
-    // entries, axpby 2, convert 2, count_correct 1, gather 1)) variants.
+    // 1 width emulated)) + 56
+    // row-kernel (4 kernels × 7 lane counts × 2 row reductions) + 24 other (bias_act 2, reduce_sum 1, optimizer 6 + 10 with the f16-copy
+    // entries, axpby 2, convert 2, gather 1)) variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 960 + 3 * 32 * 5 * (2 + 2 + 1)) + 21 + 25)
+        2 * (8 * (192 + 3 + 960 + 3 * 32 * 5 * (2 + 2 + 1)) + 56 + 24)
     );
 }

@@ -19,6 +19,11 @@
 #                     (COHORT_SERIAL_DISPATCHES=1) against narrow's runs, where independent
 #                     kernels may overlap (since 2026-12-02 each layer's weight gradient with
 #                     the input gradient below it); the small step with K never split
+#           rows      the loss and accuracy kernels' rows reduced by subgroup shuffles, a thread
+#                     per class (the default since 2026-12-02, fourth session), against
+#                     workgroup memory (COHORT_ROW_SUBGROUPS=0, 16 classes per thread) and 4
+#                     classes per thread (COHORT_ROW_CLASSES_PER_LANE=4): the losses bench, the
+#                     small steps f32 and mixed
 #           stats     what the driver made of each kernel of the large step (f32 with each tile,
 #                     mixed) and the small mixed step: registers, workgroup and local (spilled)
 #                     memory per pipeline (`cohort profile --driver-stats`)
@@ -199,6 +204,22 @@ part_overlap() {
       COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" run "bench-step-unsplit-$prec" .gpu/bin/bench-step --bench $quick
   done
 }
+part_rows() {
+  # The row kernels (softmax-CE, KL, the DML loss; the accuracy counts run inside the steps):
+  # by default in subgroups with a thread per class; through workgroup memory (as before
+  # 2026-12-02); in subgroups with 4 classes per thread. The small steps each way.
+  local logits=2x256x10,2x1024x10,4x1024x100
+  for way in default:: workgroup:0: four:1:4; do
+    IFS=: read -r name subgroups per_lane <<<"$way"
+    COHORT_ROW_SUBGROUPS=$subgroups COHORT_ROW_CLASSES_PER_LANE=$per_lane COHORT_BENCH_LOGITS=$logits \
+      COHORT_BENCH_JSON="$out/cohort-losses-rows-$name.json" run "bench-losses-rows-$name" .gpu/bin/bench-losses --bench $quick
+    for prec in f32 f16; do
+      COHORT_ROW_SUBGROUPS=$subgroups COHORT_ROW_CLASSES_PER_LANE=$per_lane COHORT_BENCH_STEPS=small \
+        COHORT_BENCH_PRECISION=$prec COHORT_BENCH_JSON="$out/cohort-step-rows-$name-$prec.json" \
+        run "bench-step-rows-$name-$prec" .gpu/bin/bench-step --bench $quick
+    done
+  done
+}
 part_tune() {
   # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
   # K split or not) timed once and the fastest kept, against the defaults' choices by shape
@@ -363,7 +384,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check narrow overlap stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check narrow overlap rows stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done

@@ -1,23 +1,15 @@
 
-// ---- shaders/include/peer_kl.wgsl, appended by the host after row_softmax.wgsl ----
+// ---- shaders/include/peer_kl.wgsl, appended by the host after the row files ----
 // The peer side of the mutual-learning KL term. The including kernel's uniform `p` has `peers`.
 
 const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for these kernels
 var<private> peer_lse: array<f32, MAX_PEERS>; // lse(z_j / T) of this thread's row, per peer j
 
 // Fills peer_lse for every peer of this row.
-fn fill_peer_lse(row: u32, inv_t: f32, lid: u32) {
+fn fill_peer_lse(row: u32, inv_t: f32) {
     for (var j = 0u; j < p.peers; j++) {
-        peer_lse[j] = row_lse(j, row, inv_t, lid);
+        peer_lse[j] = row_lse(j, row, inv_t);
     }
-}
-
-// How many (class, peer) pairs a lane walks in a row: its classes lane, lane + LANES, ... times
-// `per` peers. The kernels walk them in one loop, the peer j counting up inside each class, not
-// as a peer loop inside a class loop: on lavapipe the nested loops made these kernels 2× slower
-// at 4 peers and 100 classes, and the accuracy counters 30× (BENCHMARKS.md).
-fn lane_pairs(lane: u32, per: u32) -> u32 {
-    return (p.classes + LANES - 1u - lane) / LANES * per;
 }
 
 // Peer j's terms at class k of this row, for peer i with log p_i = lpi:

@@ -1,66 +1,67 @@
 
 // ---- shaders/include/row_softmax.wgsl, appended by the host to the loss kernels ----
 // A 64-thread workgroup handles WG / LANES rows of stacked logits [P, B, C], LANES threads per
-// row. LANES (a power of two, 1 to 64) is a pipeline constant the host picks from C: one thread
-// per row for a few classes, the whole workgroup for many. The including kernel declares
-// `logits: array<f32>` and a uniform `p` with `rows` and `classes`.
+// row. LANES (a power of two, 1 to 64) is a pipeline constant the host picks from C. Where the
+// threads of a row meet, in which workgroup and how they reduce comes from one of two files
+// appended after this one: rows_workgroup.wgsl (workgroup memory and barriers, any adapter) or
+// rows_subgroup.wgsl (a row's lanes in one subgroup, reduced by shuffles, no barriers). Both
+// declare the entry's builtins `RowIds`, set this thread's `place` (`row_place`) and give
+// `reduce_row`. The including kernel declares `logits: array<f32>` and a uniform `p` with `rows`
+// and `classes`.
 // Every thread must call the reductions (uniform control flow, so threads past the last row work
 // on a clamped row and only skip their writes); each thread gets its own row's result.
 
 override LANES: u32 = 64u;
 const WG: u32 = 64u;
-var<workgroup> scratch: array<f32, 64>;
+
+// This thread's place, set by row_place: its row, its lane in the row (0 to LANES - 1), whether
+// the row exists, and (rows_workgroup.wgsl) its slot in the workgroup.
+struct Place {
+    row: u32,
+    lane: u32,
+    live: bool,
+    slot: u32,
+}
+var<private> place: Place;
 
 // Index of class k in row `row` of peer (or group) `peer` of the stacked [P, B, C] logits.
 fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
 }
 
-// This thread's place: (row, lane, whether the row exists), for `rows` rows in all.
-fn row_place(wg: vec3<u32>, nwg: vec3<u32>, lid: u32, rows: u32) -> vec3<u32> {
-    let row = (wg.x + wg.y * nwg.x) * (WG / LANES) + lid / LANES;
-    return vec3<u32>(min(row, rows - 1u), lid % LANES, u32(row < rows));
+// Sets `place` for the row `first` + `slot` / LANES (clamped to the last of `rows` rows).
+fn set_place(first: u32, slot: u32, rows: u32) {
+    let row = first + slot / LANES;
+    place = Place(min(row, rows - 1u), slot % LANES, row < rows, slot);
 }
 
-// The max (take_max) or the sum of v over this thread's row.
-fn reduce_row(v: f32, lid: u32, take_max: bool) -> f32 {
-    if (LANES == 1u) {
-        return v;
-    }
-    let lane = lid % LANES;
-    scratch[lid] = v;
-    workgroupBarrier();
-    for (var s = LANES / 2u; s > 0u; s >>= 1u) {
-        if (lane < s) {
-            let other = scratch[lid + s];
-            scratch[lid] = select(scratch[lid] + other, max(scratch[lid], other), take_max);
-        }
-        workgroupBarrier();
-    }
-    let r = scratch[lid - lane];
-    workgroupBarrier();
-    return r;
+// How many (class, peer) pairs a lane walks in a row: its classes lane, lane + LANES, ... times
+// `per` peers. The kernels walk them in one loop, the peer j counting up inside each class, not
+// as a peer loop inside a class loop: on lavapipe the nested loops made these kernels 2× slower
+// at 4 peers and 100 classes, and the accuracy counters 30× (BENCHMARKS.md).
+fn lane_pairs(lane: u32, per: u32) -> u32 {
+    return (p.classes + LANES - 1u - lane) / LANES * per;
 }
 
-fn reduce_max(v: f32, lid: u32) -> f32 {
-    return reduce_row(v, lid, true);
+fn reduce_max(v: f32) -> f32 {
+    return reduce_row(v, true);
 }
 
-fn reduce_sum(v: f32, lid: u32) -> f32 {
-    return reduce_row(v, lid, false);
+fn reduce_sum(v: f32) -> f32 {
+    return reduce_row(v, false);
 }
 
 // The stable log-sum-exp of z * inv_t over one row (the max is subtracted first, so logits of
 // +-1e4 are fine).
-fn row_lse(peer: u32, row: u32, inv_t: f32, lid: u32) -> f32 {
+fn row_lse(peer: u32, row: u32, inv_t: f32) -> f32 {
     var m = -3.4028235e38;
-    for (var k = lid % LANES; k < p.classes; k += LANES) {
+    for (var k = place.lane; k < p.classes; k += LANES) {
         m = max(m, logits[at(peer, row, k)] * inv_t);
     }
-    m = reduce_max(m, lid);
+    m = reduce_max(m);
     var s = 0.0;
-    for (var k = lid % LANES; k < p.classes; k += LANES) {
+    for (var k = place.lane; k < p.classes; k += LANES) {
         s += exp(logits[at(peer, row, k)] * inv_t - m);
     }
-    return m + log(reduce_sum(s, lid));
+    return m + log(reduce_sum(s));
 }

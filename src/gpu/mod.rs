@@ -22,7 +22,7 @@ pub use runtime::{
     list_adapters, Capabilities, CoopChoice, CoopLayout, F32Matmul, GpuOptions, MemoryUse, Runtime,
     TileChoice, WorkCounts,
 };
-use shaders::{CoopOps, MatmulStorage, Shader};
+use shaders::{CoopOps, MatmulStorage, RowReduction, Shader};
 
 /// A matmul's fused epilogue (in each matmul kernel): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
@@ -101,11 +101,80 @@ const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
 
-/// Threads per row for the loss kernels over `classes` classes: about 16 classes per thread, a
-/// power of two from 1 (one thread per row, no reductions) to the whole workgroup.
-pub fn row_lanes(classes: usize) -> usize {
-    classes.div_ceil(16).next_power_of_two().min(ROW_WORKGROUP)
+/// Threads per row for the row kernels (losses, accuracy counts) over `classes` classes: a power
+/// of two, about `classes_per_lane` classes each, at most `max_lanes` (the workgroup, or the
+/// subgroup a row's threads must share).
+pub fn row_lanes(classes: usize, classes_per_lane: usize, max_lanes: usize) -> usize {
+    classes
+        .div_ceil(classes_per_lane)
+        .next_power_of_two()
+        .min(max_lanes)
 }
+
+/// How the row kernels spread a row over threads (see [`GpuOptions::row_subgroups`]).
+#[derive(Clone, Copy, Debug)]
+struct RowLayout {
+    reduction: RowReduction,
+    /// Classes per thread aimed at: 1 on hardware adapters that reduce in subgroups (each
+    /// thread's chain of loads as short as it gets, the shuffles cheap); 16 elsewhere, where a
+    /// reduction costs barriers, or (software adapters) lanes run as one CPU core's SIMD vector
+    /// and are not free.
+    classes_per_lane: usize,
+    /// The subgroup's width (at least, where it varies), or the workgroup's 64 threads.
+    max_lanes: usize,
+}
+
+impl RowLayout {
+    /// The layout `options` ask for on the runtime's adapter.
+    fn choose(options: &GpuOptions, rt: &Runtime) -> Result<Self> {
+        let software = rt.info().device_type == wgpu::DeviceType::Cpu;
+        // Subgroups of a power-of-two width that divides the row kernels' workgroup, so that
+        // whole rows fit in each.
+        let width = rt.info().subgroup_min_size as usize;
+        let subgroup_rows = (rt.caps().subgroup
+            && width.is_power_of_two()
+            && width <= ROW_WORKGROUP
+            && rt.info().subgroup_max_size as usize <= ROW_WORKGROUP)
+            .then_some(width);
+        let subgroup_width = match options.row_subgroups {
+            Some(false) => None,
+            None => subgroup_rows,
+            Some(true) => Some(subgroup_rows.ok_or_else(|| {
+                CohortError::Unsupported(format!(
+                    "rows reduced in subgroups on {}: it offers no subgroup operations in \
+                     subgroups of 1 to {ROW_WORKGROUP} (COHORT_ROW_SUBGROUPS=0 reduces them \
+                     through workgroup memory)",
+                    rt.info().name
+                ))
+            })?),
+        };
+        if options.row_classes_per_lane == Some(0) {
+            return Err(CohortError::InvalidConfig(
+                "0 classes per row thread: use at least 1".into(),
+            ));
+        }
+        Ok(match subgroup_width {
+            Some(width) => RowLayout {
+                reduction: RowReduction::Subgroup,
+                classes_per_lane: options.row_classes_per_lane.unwrap_or(if software {
+                    16
+                } else {
+                    1
+                }),
+                max_lanes: width,
+            },
+            None => RowLayout {
+                reduction: RowReduction::Workgroup,
+                classes_per_lane: options.row_classes_per_lane.unwrap_or(16),
+                max_lanes: ROW_WORKGROUP,
+            },
+        })
+    }
+}
+
+/// Classes `shaders/count_correct.wgsl` counts fewer than (2²⁴: its class indices are reduced
+/// as f32).
+const COUNT_MAX_CLASSES: usize = 1 << 24;
 
 /// Peers a single KL or accuracy dispatch can hold (the shaders' `MAX_PEERS`).
 pub const MAX_PEERS: usize = 32;
@@ -154,6 +223,8 @@ pub struct GpuBackend {
     narrow_kernel: bool,
     /// `update_layer` is one dispatch (`GpuOptions::fused_layer_update`, resolved).
     fused_layer_update: bool,
+    /// How the row kernels spread rows over threads (`GpuOptions::row_subgroups`, resolved).
+    rows: RowLayout,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
     /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
@@ -490,6 +561,7 @@ impl GpuBackend {
             )));
         }
         let f16_tensors = caps.shader_f16 && !options.no_f16_tensors;
+        let rows = RowLayout::choose(options, &rt)?;
         let mut gpu = GpuBackend {
             f16_tensors,
             rt,
@@ -498,6 +570,7 @@ impl GpuBackend {
             k_splits: options.k_splits,
             narrow_kernel: !options.no_narrow_kernel,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
+            rows,
             coop,
             coop_check: None,
             f32_matmul: F32Matmul::Plain,
@@ -630,11 +703,39 @@ impl GpuBackend {
         self.rt.info().device_type == wgpu::DeviceType::Cpu
     }
 
+    /// How the row kernels reduce rows, and with how many threads each, for `classes` classes.
+    fn row_layout(&self, classes: usize) -> (RowReduction, usize) {
+        let r = self.rows;
+        (
+            r.reduction,
+            row_lanes(classes, r.classes_per_lane, r.max_lanes),
+        )
+    }
+
+    /// Threads the row kernels give each row of `classes` classes.
+    pub fn row_threads(&self, classes: usize) -> usize {
+        self.row_layout(classes).1
+    }
+
+    /// Whether the row kernels reduce rows by subgroup shuffles
+    /// (`GpuOptions::row_subgroups`, resolved).
+    pub fn row_subgroups(&self) -> bool {
+        self.rows.reduction == RowReduction::Subgroup
+    }
+
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
+            let rows = match shader {
+                Shader::SoftmaxCe(r)
+                | Shader::KlDiv(r)
+                | Shader::DmlLoss(r)
+                | Shader::CountCorrect(r) => Some(r),
+                _ => None,
+            };
             if matches!(shader, Shader::MatmulCoop(ops, _) if Some(ops) != self.matmul_coop())
                 || matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
+                || rows.is_some_and(|r| r != self.rows.reduction)
             {
                 continue;
             }
@@ -935,9 +1036,9 @@ impl Backend for GpuBackend {
             grad_scale: spec.grad_scale,
             _pad1: [0; 2],
         };
-        let lanes = row_lanes(d.classes);
+        let (rows, lanes) = self.row_layout(d.classes);
         self.rt.dispatch(
-            Shader::SoftmaxCe,
+            Shader::SoftmaxCe(rows),
             "main",
             &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
@@ -966,9 +1067,9 @@ impl Backend for GpuBackend {
             temperature: spec.temperature,
             grad_scale: spec.grad_scale,
         };
-        let lanes = row_lanes(d.classes);
+        let (rows, lanes) = self.row_layout(d.classes);
         self.rt.dispatch(
-            Shader::KlDiv,
+            Shader::KlDiv(rows),
             "main",
             &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
@@ -1001,9 +1102,9 @@ impl Backend for GpuBackend {
             smoothing: spec.label_smoothing,
             _pad1: [0; 2],
         };
-        let lanes = row_lanes(d.classes);
+        let (rows, lanes) = self.row_layout(d.classes);
         self.rt.dispatch(
-            Shader::DmlLoss,
+            Shader::DmlLoss(rows),
             "main",
             &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
@@ -1137,19 +1238,27 @@ impl Backend for GpuBackend {
         let d = ops::accuracy_dims(logits, labels, counts)?;
         const OP: &str = "count_correct";
         check_peers(OP, d.groups)?;
+        if d.classes >= COUNT_MAX_CLASSES {
+            return Err(CohortError::InvalidConfig(format!(
+                "{OP}: {} classes; the kernel counts fewer than {COUNT_MAX_CLASSES} (its class \
+                 indices pass through f32)",
+                d.classes
+            )));
+        }
         let params = CountParams {
             peers: u32_of(OP, d.groups)?,
             rows: u32_of(OP, d.rows)?,
             classes: u32_of(OP, d.classes)?,
             _pad: 0,
         };
+        let (rows, lanes) = self.row_layout(d.classes);
         self.rt.dispatch(
-            Shader::CountCorrect,
+            Shader::CountCorrect(rows),
             "main",
-            &[],
+            &[("LANES", lanes as f64)],
             bytemuck::bytes_of(&params),
             &[logits.buf(), labels.buf(), counts.buf()],
-            self.grid(d.rows, 64),
+            self.grid(d.rows, ROW_WORKGROUP / lanes),
         )
     }
 

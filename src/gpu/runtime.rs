@@ -110,6 +110,18 @@ pub struct GpuOptions {
     /// dispatch with the one before (a step's accuracy count and loss; each layer's weight
     /// gradient and the input gradient below it). Results are the same bit for bit either way.
     pub serial_dispatches: bool,
+    /// How the row kernels' threads of one row (losses, accuracy counts) reduce: `Some(true)` by
+    /// shuffles within a subgroup (no workgroup memory, no barriers; an error where the adapter
+    /// has no subgroup operations), `Some(false)` through workgroup memory, `None` (the default)
+    /// by shuffles wherever the adapter has them. Reduced by shuffles, hardware adapters give a
+    /// row a thread per class up to the subgroup's width, so that each thread's chain of loads
+    /// is short. Same results to rounding: the sums add in another order.
+    pub row_subgroups: Option<bool>,
+    /// Classes per thread the row kernels aim at (at least 1; threads per row are a power of
+    /// two up to the subgroup's width or the workgroup's 64), instead of 1 on hardware
+    /// adapters that reduce rows in subgroups and 16 elsewhere: an experiment, to measure the
+    /// difference, and a way to run every layout on any adapter.
+    pub row_classes_per_lane: Option<usize>,
 }
 
 /// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
@@ -355,7 +367,9 @@ impl GpuOptions {
     /// instead of looping, `COHORT_NARROW=0` runs narrow products on those kernels too instead
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
-    /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it.
+    /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it,
+    /// `COHORT_ROW_SUBGROUPS=1|0` reduces the row kernels' rows by subgroup shuffles or not,
+    /// `COHORT_ROW_CLASSES_PER_LANE=N` gives their threads about N classes each.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         fn var(name: &str) -> Option<String> {
@@ -412,6 +426,15 @@ impl GpuOptions {
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
             serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
+            row_subgroups: forced("COHORT_ROW_SUBGROUPS")?,
+            row_classes_per_lane: var("COHORT_ROW_CLASSES_PER_LANE")
+                .map(|v| match v.parse() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(CohortError::InvalidConfig(format!(
+                        "COHORT_ROW_CLASSES_PER_LANE={v}: use a number of classes, at least 1"
+                    ))),
+                })
+                .transpose()?,
         })
     }
 }

@@ -71,6 +71,16 @@ impl MatmulStorage {
     }
 }
 
+/// How the loss kernels' threads of one row meet and reduce (`shaders/include/row_softmax.wgsl`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RowReduction {
+    /// Through workgroup memory, a barrier per step (`include/rows_workgroup.wgsl`): any adapter.
+    Workgroup,
+    /// By shuffles within a subgroup, no barriers (`include/rows_subgroup.wgsl`): adapters with
+    /// subgroup operations.
+    Subgroup,
+}
+
 /// How every kernel declares its parameters, and the storage form of that declaration.
 const PARAMS_IN_UNIFORM: &str = "@group(0) @binding(0) var<uniform> p: Params;";
 const PARAMS_IN_STORAGE: &str = "@group(0) @binding(0) var<storage, read> p: Params;";
@@ -90,12 +100,12 @@ pub enum Shader {
     BiasAct,
     /// `shaders/reduce_sum.wgsl`
     ReduceSum,
-    /// `shaders/softmax_ce.wgsl`
-    SoftmaxCe,
-    /// `shaders/kl_div.wgsl`
-    KlDiv,
-    /// `shaders/dml_loss.wgsl`
-    DmlLoss,
+    /// `shaders/softmax_ce.wgsl`, its rows reduced as given
+    SoftmaxCe(RowReduction),
+    /// `shaders/kl_div.wgsl`, its rows reduced as given
+    KlDiv(RowReduction),
+    /// `shaders/dml_loss.wgsl`, its rows reduced as given
+    DmlLoss(RowReduction),
     /// `shaders/optimizer.wgsl`; with `true` also its entries that write an f16 copy of the
     /// parameters (`include/optimizer_f16.wgsl`, needs f16 shaders)
     Optimizer(bool),
@@ -103,8 +113,8 @@ pub enum Shader {
     Axpby,
     /// `shaders/convert.wgsl`, to f16 (`true`) or to f32
     Convert(bool),
-    /// `shaders/count_correct.wgsl`
-    CountCorrect,
+    /// `shaders/count_correct.wgsl`, its rows reduced as given
+    CountCorrect(RowReduction),
     /// `shaders/gather.wgsl`
     Gather,
 }
@@ -112,7 +122,7 @@ pub enum Shader {
 impl Shader {
     /// Every shader file, for validation and warm-up (the matmuls with f32 operands; see
     /// [`MatmulStorage::all`] for the others).
-    pub const ALL: [Shader; 17] = [
+    pub const ALL: [Shader; 21] = [
         Shader::Matmul(MatmulStorage::F32),
         Shader::MatmulNarrow(MatmulStorage::F32),
         Shader::MatmulCoop(CoopOps::Native16, MatmulStorage::F32),
@@ -120,15 +130,19 @@ impl Shader {
         Shader::MatmulCoop(CoopOps::Emulated, MatmulStorage::F32),
         Shader::BiasAct,
         Shader::ReduceSum,
-        Shader::SoftmaxCe,
-        Shader::KlDiv,
-        Shader::DmlLoss,
+        Shader::SoftmaxCe(RowReduction::Workgroup),
+        Shader::SoftmaxCe(RowReduction::Subgroup),
+        Shader::KlDiv(RowReduction::Workgroup),
+        Shader::KlDiv(RowReduction::Subgroup),
+        Shader::DmlLoss(RowReduction::Workgroup),
+        Shader::DmlLoss(RowReduction::Subgroup),
         Shader::Optimizer(false),
         Shader::Optimizer(true),
         Shader::Axpby,
         Shader::Convert(true),
         Shader::Convert(false),
-        Shader::CountCorrect,
+        Shader::CountCorrect(RowReduction::Workgroup),
+        Shader::CountCorrect(RowReduction::Subgroup),
         Shader::Gather,
     ];
 
@@ -156,6 +170,10 @@ impl Shader {
                 parts.extend(storage(s));
                 parts
             }
+            Shader::SoftmaxCe(RowReduction::Subgroup)
+            | Shader::KlDiv(RowReduction::Subgroup)
+            | Shader::DmlLoss(RowReduction::Subgroup)
+            | Shader::CountCorrect(RowReduction::Subgroup) => vec!["subgroup rows"],
             Shader::Optimizer(true) => vec!["f16 copies"],
             Shader::Convert(to_f16) => vec![if to_f16 { "to f16" } else { "to f32" }],
             _ => Vec::new(),
@@ -174,13 +192,13 @@ impl Shader {
             Shader::MatmulNarrow(_) => "matmul_narrow.wgsl",
             Shader::BiasAct => "bias_act.wgsl",
             Shader::ReduceSum => "reduce_sum.wgsl",
-            Shader::SoftmaxCe => "softmax_ce.wgsl",
-            Shader::KlDiv => "kl_div.wgsl",
-            Shader::DmlLoss => "dml_loss.wgsl",
+            Shader::SoftmaxCe(_) => "softmax_ce.wgsl",
+            Shader::KlDiv(_) => "kl_div.wgsl",
+            Shader::DmlLoss(_) => "dml_loss.wgsl",
             Shader::Optimizer(_) => "optimizer.wgsl",
             Shader::Axpby => "axpby.wgsl",
             Shader::Convert(_) => "convert.wgsl",
-            Shader::CountCorrect => "count_correct.wgsl",
+            Shader::CountCorrect(_) => "count_correct.wgsl",
             Shader::Gather => "gather.wgsl",
         }
     }
@@ -324,27 +342,64 @@ impl Shader {
                 include_str!("../../shaders/reduce_sum.wgsl"),
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
-            Shader::SoftmaxCe => concat!(
-                include_str!("../../shaders/softmax_ce.wgsl"),
-                include_str!("../../shaders/include/row_softmax.wgsl")
-            ),
-            Shader::DmlLoss => concat!(
-                include_str!("../../shaders/dml_loss.wgsl"),
-                include_str!("../../shaders/include/row_softmax.wgsl"),
-                include_str!("../../shaders/include/peer_kl.wgsl")
-            ),
-            Shader::KlDiv => concat!(
-                include_str!("../../shaders/kl_div.wgsl"),
-                include_str!("../../shaders/include/row_softmax.wgsl"),
-                include_str!("../../shaders/include/peer_kl.wgsl")
-            ),
+            Shader::SoftmaxCe(rows) => match rows {
+                RowReduction::Workgroup => concat!(
+                    include_str!("../../shaders/softmax_ce.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_workgroup.wgsl")
+                ),
+                RowReduction::Subgroup => concat!(
+                    include_str!("../../shaders/softmax_ce.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_subgroup.wgsl")
+                ),
+            },
+            Shader::DmlLoss(rows) => match rows {
+                RowReduction::Workgroup => concat!(
+                    include_str!("../../shaders/dml_loss.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_workgroup.wgsl"),
+                    include_str!("../../shaders/include/peer_kl.wgsl")
+                ),
+                RowReduction::Subgroup => concat!(
+                    include_str!("../../shaders/dml_loss.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_subgroup.wgsl"),
+                    include_str!("../../shaders/include/peer_kl.wgsl")
+                ),
+            },
+            Shader::KlDiv(rows) => match rows {
+                RowReduction::Workgroup => concat!(
+                    include_str!("../../shaders/kl_div.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_workgroup.wgsl"),
+                    include_str!("../../shaders/include/peer_kl.wgsl")
+                ),
+                RowReduction::Subgroup => concat!(
+                    include_str!("../../shaders/kl_div.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_subgroup.wgsl"),
+                    include_str!("../../shaders/include/peer_kl.wgsl")
+                ),
+            },
             Shader::Optimizer(_) => concat!(
                 include_str!("../../shaders/optimizer.wgsl"),
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
             Shader::Convert(_) => include_str!("../../shaders/convert.wgsl"),
-            Shader::CountCorrect => include_str!("../../shaders/count_correct.wgsl"),
+            Shader::CountCorrect(rows) => match rows {
+                RowReduction::Workgroup => concat!(
+                    include_str!("../../shaders/count_correct.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_workgroup.wgsl")
+                ),
+                RowReduction::Subgroup => concat!(
+                    include_str!("../../shaders/count_correct.wgsl"),
+                    include_str!("../../shaders/include/row_softmax.wgsl"),
+                    include_str!("../../shaders/include/rows_subgroup.wgsl")
+                ),
+            },
             Shader::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
