@@ -1439,6 +1439,24 @@ fn tensor_core_status(gpu: &GpuBackend) -> String {
     format!("{kernel}; {storage}")
 }
 
+/// How the loss and accuracy kernels reduce a row's threads here, and why.
+fn row_status(gpu: &GpuBackend) -> String {
+    match gpu.row_check() {
+        Some(c) if c.passed() => {
+            "reduced in subgroups, self-test passed (COHORT_ROW_SUBGROUPS=0: through workgroup \
+             memory)"
+                .into()
+        }
+        Some(c) => format!(
+            "reduced through workgroup memory: in subgroups they failed the self-test at {} {}",
+            c.case, c.worst
+        ),
+        None => {
+            "reduced through workgroup memory (no subgroups here, or COHORT_ROW_SUBGROUPS=0)".into()
+        }
+    }
+}
+
 /// Which kernel f32 products run on here.
 fn f32_product_status(gpu: &GpuBackend) -> &'static str {
     match gpu.f32_matmul() {
@@ -1516,11 +1534,7 @@ fn devices() -> Result<()> {
             );
             println!(
                 "  loss and accuracy rows: {}; threads per row: {} for 10 classes, {} for 1000",
-                if g.row_subgroups() {
-                    "reduced in subgroups (COHORT_ROW_SUBGROUPS=0: through workgroup memory)"
-                } else {
-                    "reduced through workgroup memory (COHORT_ROW_SUBGROUPS=1: in subgroups)"
-                },
+                row_status(&g),
                 g.row_threads(10),
                 g.row_threads(1000)
             );

@@ -509,6 +509,28 @@ pub fn coop_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
     Ok(worst_of(checks))
 }
 
+/// The check [`GpuBackend::new`] runs once where the row kernels reduce rows in subgroups: the
+/// DML loss of three peers and the accuracy counts over 67 rows of 10 and of 100 classes (rows
+/// in every subgroup of two workgroups, the last part-filled). Returns the worst.
+pub fn row_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
+    let mut checks = Vec::new();
+    // Seeds whose ensemble's two likeliest classes differ by at least 1e-3 of the first's
+    // probability in every row (1.8e-2 and 1.4e-3), so that rounding cannot flip a count.
+    for (i, (classes, count_seed)) in [(10, 72), (100, 75)].into_iter().enumerate() {
+        let shape = [3, 67, classes];
+        let spec = DmlLossSpec {
+            label_smoothing: 0.1,
+            ce_scale: 1.0 / 67.0,
+            temperature: 2.0,
+            kl_scale: 1.0 / 67.0,
+            peers: 0..3,
+        };
+        checks.push(dml_loss(gpu, &shape, &spec, 70 + i as u64)?);
+        checks.push(count_correct(gpu, &shape, count_seed)?);
+    }
+    Ok(worst_of(checks))
+}
+
 /// The check of `checks` (not empty) with the largest error relative to its bound.
 fn worst_of(checks: Vec<KernelCheck>) -> KernelCheck {
     checks

@@ -1449,6 +1449,13 @@ fn row_kernels_match_cpu_with_rows_reduced_the_other_way() {
         })
         .unwrap();
         assert_eq!(g.row_subgroups(), reduce_in_subgroups);
+        // The backend checked rows reduced in subgroups when it opened (and keeps them only
+        // where they passed, as here).
+        if reduce_in_subgroups {
+            assert_passed(g.row_check().expect("the row kernels' self-test ran"));
+        } else {
+            assert!(g.row_check().is_none());
+        }
         report(&format!("softmax_ce, {rows}"), &softmax_ce_checks(&g));
         report(
             &format!("softmax_ce edge cases, {rows}"),

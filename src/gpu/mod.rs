@@ -163,12 +163,17 @@ impl RowLayout {
                 }),
                 max_lanes: width,
             },
-            None => RowLayout {
-                reduction: RowReduction::Workgroup,
-                classes_per_lane: options.row_classes_per_lane.unwrap_or(16),
-                max_lanes: ROW_WORKGROUP,
-            },
+            None => Self::workgroup(options),
         })
+    }
+
+    /// Rows reduced through workgroup memory.
+    fn workgroup(options: &GpuOptions) -> Self {
+        RowLayout {
+            reduction: RowReduction::Workgroup,
+            classes_per_lane: options.row_classes_per_lane.unwrap_or(16),
+            max_lanes: ROW_WORKGROUP,
+        }
     }
 }
 
@@ -225,6 +230,7 @@ pub struct GpuBackend {
     fused_layer_update: bool,
     /// How the row kernels spread rows over threads (`GpuOptions::row_subgroups`, resolved).
     rows: RowLayout,
+    row_check: Option<crate::validate::KernelCheck>,
     coop: Option<CoopKernel>,
     coop_check: Option<crate::validate::KernelCheck>,
     /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
@@ -571,6 +577,7 @@ impl GpuBackend {
             narrow_kernel: !options.no_narrow_kernel,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
             rows,
+            row_check: None,
             coop,
             coop_check: None,
             f32_matmul: F32Matmul::Plain,
@@ -652,6 +659,25 @@ impl GpuBackend {
             }
             gpu.coop_check = Some(check);
         }
+        if gpu.rows.reduction == RowReduction::Subgroup {
+            // Rows reduced in subgroups rely on a workgroup's subgroups being full (together
+            // its 64 threads): a driver that launched part-filled ones would mix rows up without
+            // an error, so check the row kernels once before trusting them with training.
+            let check = crate::validate::row_self_test(&gpu)?;
+            if !check.passed() {
+                eprintln!(
+                    "cohort: warning: the loss and accuracy kernels with rows reduced in \
+                     subgroups failed their self-test on {} ({} {}: {}); they reduce through \
+                     workgroup memory instead",
+                    gpu.rt.info().name,
+                    check.kernel,
+                    check.case,
+                    check.worst
+                );
+                gpu.rows = RowLayout::workgroup(options);
+            }
+            gpu.row_check = Some(check);
+        }
         gpu.tune_matmuls = tunes;
         if let Some(path) = &options.tune_file {
             gpu.tuned = plan::Tuned::from_file(&gpu, path, options)?;
@@ -681,6 +707,12 @@ impl GpuBackend {
     /// ([`GpuOptions::tune_matmuls`] or [`GpuOptions::tune_file`]).
     pub fn tunes_matmuls(&self) -> bool {
         self.tune_matmuls
+    }
+
+    /// The row kernels' self-test from [`GpuBackend::new`], where they reduce rows in subgroups
+    /// (or were to, and failed it).
+    pub fn row_check(&self) -> Option<&crate::validate::KernelCheck> {
+        self.row_check.as_ref()
     }
 
     /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
