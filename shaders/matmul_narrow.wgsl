@@ -153,30 +153,26 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) t
     }
 }
 
-@compute @workgroup_size(256)
-fn main_bias_act(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+// As `main`, writing through the epilogue (only the epilogue entries bind `bias` and `aux`).
+fn write_with_epilogue(wg: vec3<u32>, tid: u32, epilogue: u32) {
     var sums = row_sums(wg, tid);
     for (var q = 0u; q < COL_QUADS; q++) {
         let v = sums.acc[q];
         for (var e = 0u; e < 4u; e++) {
             let at = c_place(wg, &sums, 4u * q + e);
             if (at.y != 0u) {
-                write_epilogue(wg.z, at.x, v[e], BIAS_ACT);
+                write_epilogue(wg.z, at.x, v[e], epilogue);
             }
         }
     }
 }
 
 @compute @workgroup_size(256)
+fn main_bias_act(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    write_with_epilogue(wg, tid, BIAS_ACT);
+}
+
+@compute @workgroup_size(256)
 fn main_act_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    var sums = row_sums(wg, tid);
-    for (var q = 0u; q < COL_QUADS; q++) {
-        let v = sums.acc[q];
-        for (var e = 0u; e < 4u; e++) {
-            let at = c_place(wg, &sums, 4u * q + e);
-            if (at.y != 0u) {
-                write_epilogue(wg.z, at.x, v[e], ACT_GRAD);
-            }
-        }
-    }
+    write_with_epilogue(wg, tid, ACT_GRAD);
 }
