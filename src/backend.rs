@@ -280,6 +280,14 @@ pub trait Backend {
     fn submit(&self) -> Result<()> {
         Ok(())
     }
+    /// A scheduling hint that never changes results: kernels recorded from here on form a new
+    /// batch. On the GPU a batch is a compute pass, whose buffers wait on one barrier at its
+    /// start, where their use changes, instead of one before each dispatch that changes a
+    /// buffer's use; kernels of one batch that do not depend on each other may then run side by
+    /// side. (The GPU still orders kernels that do depend on each other.) The CPU ignores it.
+    fn next_batch(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Sets every element of an F32 tensor to `value`.
     fn fill(&self, t: &mut Self::Tensor, value: f32) -> Result<()> {

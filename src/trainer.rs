@@ -736,77 +736,146 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
-    /// Backward pass and optimizer update of one group, from the stacked logit gradient.
+    /// Copies the stacked logit gradient's rows of each group's peers into the group's own
+    /// buffer, where it has one (the cohort is more than one group).
+    fn copy_logit_grads(
+        b: &B,
+        groups: &[Group<B::Tensor>],
+        buffers: &mut [GroupBuffers<B::Tensor>],
+        dstacked: &B::Tensor,
+        dims: StepDims,
+    ) -> Result<()> {
+        let span = dims.rows * dims.classes;
+        for (group, gb) in groups.iter().zip(buffers.iter_mut()) {
+            if let Some((_, dlogits)) = &mut gb.logits {
+                for (k, &peer) in group.peers.iter().enumerate() {
+                    b.copy(dstacked, peer * span, dlogits, k * span, span)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Backward pass and optimizer update of `groups`, from the stacked logit gradient (each
+    /// group's own copy of it, [`Trainer::copy_logit_grads`], where it has one), in
+    /// batches of kernels that may run side by side ([`Backend::next_batch`]): batch k holds
+    /// each group's input and weight gradients of its layer k below the top, and the update of
+    /// the layer above that, whose gradient the batch before wrote (a layer's update must wait
+    /// for its input gradient, which reads its weights); the last batch updates the first
+    /// layers. The first batch continues the one being recorded. A step of three layers runs
+    /// its backward in 4 batches, where a barrier before each dispatch that needs one (an
+    /// update after its gradient, an input gradient after the one above) made 6.
     fn backward_update(
+        b: &B,
+        groups: &mut [Group<B::Tensor>],
+        buffers: &mut [GroupBuffers<B::Tensor>],
+        x: &B::Tensor,
+        dstacked: &B::Tensor,
+        dims: StepDims,
+        step: &OptimizerStep,
+    ) -> Result<()> {
+        let depth = groups.iter().map(|g| g.layers.len()).max().unwrap_or(0);
+        for batch in 0..=depth {
+            if batch > 0 {
+                b.next_batch()?;
+            }
+            for (group, gb) in groups.iter_mut().zip(buffers.iter_mut()) {
+                let layers = group.layers.len();
+                if batch < layers {
+                    Self::layer_gradients(b, group, gb, x, dstacked, dims, layers - 1 - batch)?;
+                }
+                if (1..=layers).contains(&batch) {
+                    Self::update_layer(b, group, gb, dstacked, step, layers - batch)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The gradient of the last layer's pre-activations: the group's own copy of the logits'
+    /// gradient, or the stacked one. (A hidden layer's is in `GroupBuffers::dpre`.)
+    fn logits_grad<'a>(
+        logits: &'a Option<(B::Tensor, B::Tensor)>,
+        dstacked: &'a B::Tensor,
+    ) -> &'a B::Tensor {
+        match logits {
+            Some((_, d)) => d,
+            None => dstacked,
+        }
+    }
+
+    /// Layer `l`'s input gradient (into the pre-activation gradient of the layer below; none
+    /// for the first layer) and weight gradient.
+    fn layer_gradients(
         b: &B,
         group: &mut Group<B::Tensor>,
         gb: &mut GroupBuffers<B::Tensor>,
         x: &B::Tensor,
         dstacked: &B::Tensor,
         dims: StepDims,
-        step: &OptimizerStep,
+        l: usize,
     ) -> Result<()> {
-        if let Some((_, dlogits)) = &mut gb.logits {
-            let span = dims.rows * dims.classes;
-            for (k, &peer) in group.peers.iter().enumerate() {
-                b.copy(dstacked, peer * span, dlogits, k * span, span)?;
-            }
-        }
-        let last = group.layers.len() - 1;
         let act = group.spec.activation;
-        for l in (0..=last).rev() {
-            // Layer l's pre-activation gradient: the stacked logits' for the last layer, else
-            // written by layer l + 1's fused dX pass below.
-            let (below, from_l) = gb.dpre.split_at_mut(l);
-            let dpre = if l < last {
-                &from_l[0]
-            } else {
-                match &gb.logits {
-                    Some((_, d)) => d,
-                    None => dstacked,
-                }
-            };
-            let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
-            let layer = &mut upper_layers[0];
-            if l > 0 {
-                // dX = dpre·Wᵀ, through the activation of layer l − 1 in the same pass (before
-                // that layer's bias is updated).
-                b.matmul_act_grad(
-                    dpre,
-                    layer.w16.as_ref().unwrap_or(&layer.w),
-                    &gb.pre[l - 1],
-                    &lower_layers[l - 1].b,
-                    &mut below[l - 1],
-                    &MatmulSpec::new(false, true).f16(dims.f16),
-                    act,
-                )?;
-            }
-            // dW = inputᵀ·dpre after dX, not before: dX is the first to read layer l − 1's
-            // pre-activations since the forward wrote them, so the GPU must wait before it
-            // anyway, while dW then reads only what is already being read and writes a buffer
-            // the step has not touched, and starts without waiting for dX: the two products may
-            // run side by side (see `GpuOptions::serial_dispatches`).
-            let input = if l == 0 { x } else { &gb.act[l - 1] };
-            b.matmul(
-                input,
+        let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
+        let layer = &mut upper_layers[0];
+        let (below, from_l) = gb.dpre.split_at_mut(l);
+        let dpre = match from_l.first() {
+            Some(d) => d,
+            None => Self::logits_grad(&gb.logits, dstacked),
+        };
+        if l > 0 {
+            // dX = dpre·Wᵀ, through the activation of layer l − 1 in the same pass (before
+            // that layer's bias is updated).
+            b.matmul_act_grad(
                 dpre,
-                &mut layer.dw,
-                &MatmulSpec::new(true, false).f16(dims.f16),
+                layer.w16.as_ref().unwrap_or(&layer.w),
+                &gb.pre[l - 1],
+                &lower_layers[l - 1].b,
+                &mut below[l - 1],
+                &MatmulSpec::new(false, true).f16(dims.f16),
+                act,
             )?;
-            // Weights and bias in one update; the bias gradient is dpre's column sum, formed
-            // inside it.
-            let update = LayerUpdate {
-                weight: &mut layer.w,
-                weight_grad: &layer.dw,
-                weight_states: &mut layer.w_state,
-                weight_f16: layer.w16.as_mut(),
-                bias: &mut layer.b,
-                dpre,
-                bias_states: &mut layer.b_state,
-            };
-            b.update_layer(step, update)?;
         }
-        Ok(())
+        // dW = inputᵀ·dpre, recorded after dX. Where a batch continues the kernels before it
+        // (the alternating schedule's first), wgpu puts a barrier before each dispatch that
+        // reads a buffer written since it was last read: dX is the first to read layer l − 1's
+        // pre-activations since the forward wrote them and waits anyway, while dW then reads
+        // only what is already being read and writes a buffer the step has not touched, so it
+        // need not wait for dX (see `GpuOptions::serial_dispatches`).
+        let input = if l == 0 { x } else { &gb.act[l - 1] };
+        b.matmul(
+            input,
+            dpre,
+            &mut layer.dw,
+            &MatmulSpec::new(true, false).f16(dims.f16),
+        )
+    }
+
+    /// Layer `l`'s weights and bias in one update; the bias gradient is its pre-activation
+    /// gradient's column sum, formed inside it.
+    fn update_layer(
+        b: &B,
+        group: &mut Group<B::Tensor>,
+        gb: &GroupBuffers<B::Tensor>,
+        dstacked: &B::Tensor,
+        step: &OptimizerStep,
+        l: usize,
+    ) -> Result<()> {
+        let dpre = match gb.dpre.get(l) {
+            Some(d) => d,
+            None => Self::logits_grad(&gb.logits, dstacked),
+        };
+        let layer = &mut group.layers[l];
+        let update = LayerUpdate {
+            weight: &mut layer.w,
+            weight_grad: &layer.dw,
+            weight_states: &mut layer.w_state,
+            weight_f16: layer.w16.as_mut(),
+            bias: &mut layer.b,
+            dpre,
+            bias_states: &mut layer.b_state,
+        };
+        b.update_layer(step, update)
     }
 
     /// The update of this step, on gradients scaled by `grad_scale`.
@@ -868,12 +937,24 @@ impl<'b, B: Backend> Trainer<'b, B> {
             Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
         }
         b.count_correct(&ws.logits, &ws.labels, &mut self.counts)?;
+        let (out, out_row) = match (history_row, &mut self.history) {
+            (Some(s), Some(history)) => (history, s),
+            _ => (&mut ws.step_losses, 0),
+        };
+        let mean = ReduceSpec {
+            out_row,
+            ..ReduceSpec::scaled(1.0 / rows as f32)
+        };
         if self.config.schedule == Schedule::Simultaneous {
             let losses = &mut ws.losses;
             b.dml_loss(&ws.logits, &ws.labels, losses, &mut ws.dlogits, &loss(0..p))?;
-            for (group, gb) in self.groups.iter_mut().zip(ws.groups.iter_mut()) {
-                Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
-            }
+            Self::copy_logit_grads(b, &self.groups, &mut ws.groups, &ws.dlogits, dims)?;
+            // The backward's first batch begins with the loss means, which then need not wait
+            // for anything after it.
+            b.next_batch()?;
+            b.reduce_sum(&ws.losses, 2, out, &mean)?;
+            let (x, dlogits) = (&ws.x, &ws.dlogits);
+            Self::backward_update(b, &mut self.groups, &mut ws.groups, x, dlogits, dims, &step)?;
         } else {
             // Algorithm 1: each peer in turn (every peer is its own group), against the others'
             // current predictions; its losses are the ones it was updated with.
@@ -886,21 +967,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     &mut ws.dlogits,
                     &loss(peer..peer + 1),
                 )?;
+                let (group, gb) = (std::slice::from_mut(group), std::slice::from_mut(gb));
+                Self::copy_logit_grads(b, group, gb, &ws.dlogits, dims)?;
                 Self::backward_update(b, group, gb, &ws.x, &ws.dlogits, dims, &step)?;
                 if gi + 1 < p {
-                    Self::forward(b, group, gb, &ws.x, &mut ws.logits, dims)?;
+                    Self::forward(b, &group[0], &mut gb[0], &ws.x, &mut ws.logits, dims)?;
                 }
             }
+            b.reduce_sum(&ws.losses, 2, out, &mean)?;
         }
-        let (out, out_row) = match (history_row, &mut self.history) {
-            (Some(s), Some(history)) => (history, s),
-            _ => (&mut ws.step_losses, 0),
-        };
-        let mean = ReduceSpec {
-            out_row,
-            ..ReduceSpec::scaled(1.0 / rows as f32)
-        };
-        b.reduce_sum(&ws.losses, 2, out, &mean)?;
         self.steps_done += 1;
         Ok(())
     }

@@ -228,6 +228,7 @@ fn bad_input_is_one_clear_error_line() {
             "storage",
             "COHORT_PARAMS_STORAGE=storage: use 1 or 0",
         ),
+        ("COHORT_ONE_PASS", "yes", "COHORT_ONE_PASS=yes: use 1 or 0"),
         (
             "COHORT_ROW_SUBGROUPS",
             "yes",

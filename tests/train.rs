@@ -238,6 +238,56 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
     }
 }
 
+#[test]
+fn a_step_records_its_backward_in_batches_of_kernels_that_may_overlap() {
+    // `Backend::next_batch`: one compute pass for the gather, forward and losses, then the
+    // backward in one pass per batch (`Trainer`'s `backward_update`): a group of L layers takes
+    // L + 1, the last updating the first layer alone, so L + 2 in all (it was one pass, with a
+    // barrier before each dispatch that needed one). The results are checked elsewhere (the
+    // CPU twins, PyTorch in tests/torch_parity.rs); this checks the batching.
+    if gpu().is_none() {
+        return;
+    }
+    let own = cohort::GpuBackend::from_env().unwrap();
+    let split = digits();
+    for (peers, layers) in [("2x32", 2), ("2x_-32-16-_", 3), ("64-32-16-10,64-32-10", 3)] {
+        let mut t = Trainer::new(&own, config(peers, 1.0, Schedule::Simultaneous, 1)).unwrap();
+        let train = t.upload(&split.train).unwrap();
+        let rows: Vec<usize> = (0..64).collect();
+        t.step(&train, &rows).unwrap();
+        own.finish().unwrap();
+        let before = own.runtime().work_counts();
+        t.step(&train, &rows).unwrap();
+        own.finish().unwrap();
+        let after = own.runtime().work_counts();
+        // Two groups (the last case) copy their logits out of their own buffers into the
+        // stacked ones, each after its forward, and the logits' gradient back in after the
+        // losses: each run of copies ends a pass, and the kernels after it begin another (the
+        // backward's first batch begins after the copies in).
+        let copy_runs = if peers.contains(',') { 2 } else { 0 };
+        assert_eq!(
+            after.passes - before.passes,
+            layers + 2 + copy_runs,
+            "{peers}: {before:?} -> {after:?}"
+        );
+    }
+    // GpuOptions::one_pass: the whole step in one pass.
+    let one_pass = cohort::GpuBackend::new(&cohort::GpuOptions {
+        one_pass: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let mut t = Trainer::new(&one_pass, config("2x32", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    let train = t.upload(&split.train).unwrap();
+    let rows: Vec<usize> = (0..64).collect();
+    t.step(&train, &rows).unwrap();
+    one_pass.finish().unwrap();
+    let before = one_pass.runtime().work_counts().passes;
+    t.step(&train, &rows).unwrap();
+    one_pass.finish().unwrap();
+    assert_eq!(one_pass.runtime().work_counts().passes - before, 1);
+}
+
 /// The parameters after `Trainer::step` on each of `batches` of the digits in turn, the data
 /// resident on the device or (`streamed`) written batch by batch from the host.
 fn after_steps<B: Backend>(b: &B, batches: &[Vec<usize>], streamed: bool) -> NamedTensors {
@@ -411,29 +461,37 @@ fn layer_updates_in_one_dispatch_train_as_in_two() {
 }
 
 #[test]
-fn serial_dispatches_train_as_overlapping_ones() {
-    // GpuOptions::serial_dispatches puts a barrier before every dispatch, where wgpu otherwise
-    // lets independent ones overlap (the weight gradient after the input gradient below it):
-    // only the timing may change, so the losses must agree bit for bit, for both schedules,
-    // peers of different shapes, and mixed precision.
+fn serial_dispatches_and_one_pass_train_as_overlapping_ones() {
+    // GpuOptions::serial_dispatches puts a barrier before every dispatch, and
+    // GpuOptions::one_pass records a step in one compute pass instead of the trainer's batches
+    // of independent kernels, where wgpu otherwise lets independent ones overlap: only the
+    // timing may change, so the losses must agree bit for bit, for both schedules, peers of
+    // different shapes, and mixed precision.
     if gpu().is_none() {
         return;
     }
-    let backend = |serial| {
+    let backend = |serial, one_pass| {
         cohort::GpuBackend::new(&cohort::GpuOptions {
             serial_dispatches: serial,
+            one_pass,
             ..cohort::GpuOptions::from_env().unwrap()
         })
         .unwrap()
     };
-    let (overlapping, serial) = (backend(false), backend(true));
+    let overlapping = backend(false, false);
+    let others = [
+        (backend(true, false), "serial"),
+        (backend(false, true), "one pass"),
+    ];
     for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
         let mut mixed = config("_-32-16-_,_-24-_", 1.0, schedule, 3);
         mixed.mixed_precision = true;
         for c in [config("2x_-32-16-_", 1.0, schedule, 3), mixed] {
             let a = loss_curve(&overlapping, c.clone(), 12);
-            let b = loss_curve(&serial, c.clone(), 12);
-            assert_eq!(a, b, "{schedule:?}, {:?}: losses per step", c.peers);
+            for (other, name) in &others {
+                let b = loss_curve(other, c.clone(), 12);
+                assert_eq!(a, b, "{name}, {schedule:?}, {:?}: losses per step", c.peers);
+            }
         }
     }
 }

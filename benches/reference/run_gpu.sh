@@ -15,10 +15,12 @@
 #           narrow    the output layers' products (10 columns) on the narrow kernel (the default
 #                     since 2026-12-02) against the tiled and tensor-core kernels with their K
 #                     splits (COHORT_NARROW=0), f32 and f16; the steps, f32 and mixed, both ways
-#           overlap   the steps, f32 and mixed, with a barrier before every dispatch
-#                     (COHORT_SERIAL_DISPATCHES=1) against narrow's runs, where independent
-#                     kernels may overlap (since 2026-12-02 each layer's weight gradient with
-#                     the input gradient below it); the small step with K never split
+#           overlap   the steps, f32 and mixed, in one compute pass (COHORT_ONE_PASS=1: wgpu's
+#                     barriers only, no batches of independent kernels) and with a barrier
+#                     before every dispatch (COHORT_SERIAL_DISPATCHES=1), against narrow's runs
+#                     (by default since 2026-12-02 the backward in batches, each a pass: a
+#                     layer's gradients beside the update of the layer above); the small step
+#                     with K never split
 #           rows      the loss and accuracy kernels' rows reduced by subgroup shuffles, a thread
 #                     per class (the default since 2026-12-02, fourth session), against
 #                     workgroup memory (COHORT_ROW_SUBGROUPS=0, 16 classes per thread) and 4
@@ -192,12 +194,15 @@ part_narrow() {
   done
 }
 part_overlap() {
-  # Every dispatch of the steps after a barrier, so that none overlaps the one before: against
-  # the narrow part's default runs of the same build (wgpu's own barriers only), this is what
-  # running independent kernels side by side gives. Then K never split: the small step's input
-  # gradient 2 x 256x1024x1024 (128 tiles) is split in two by default, and its weight gradient
-  # then overlaps only the split's reduction, not its products.
+  # The steps in one compute pass (wgpu's barriers before dependent dispatches only), then with
+  # every dispatch after a barrier, so that none overlaps the one before: against the narrow
+  # part's default runs of the same build (the backward in batches of independent kernels, a
+  # pass each), what the batches give and what running independent kernels side by side
+  # gives. Then K never split: the small step's input gradient 2 x 256x1024x1024 (128 tiles) is
+  # split in two by default, and its weight gradient then overlaps only the split's reduction.
   for prec in f32 f16; do
+    COHORT_ONE_PASS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
+      COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" run "bench-step-one-pass-$prec" .gpu/bin/bench-step --bench $quick
     COHORT_SERIAL_DISPATCHES=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
       COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" run "bench-step-serial-$prec" .gpu/bin/bench-step --bench $quick
     COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small COHORT_BENCH_PRECISION=$prec \

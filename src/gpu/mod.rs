@@ -228,6 +228,8 @@ pub struct GpuBackend {
     narrow_kernel: bool,
     /// `update_layer` is one dispatch (`GpuOptions::fused_layer_update`, resolved).
     fused_layer_update: bool,
+    /// `next_batch` does nothing (`GpuOptions::one_pass`).
+    one_pass: bool,
     /// How the row kernels spread rows over threads (`GpuOptions::row_subgroups`, resolved).
     rows: RowLayout,
     row_check: Option<crate::validate::KernelCheck>,
@@ -576,6 +578,7 @@ impl GpuBackend {
             k_splits: options.k_splits,
             narrow_kernel: !options.no_narrow_kernel,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
+            one_pass: options.one_pass,
             rows,
             row_check: None,
             coop,
@@ -902,6 +905,13 @@ impl Backend for GpuBackend {
         Ok(bytemuck::pod_collect_to_vec(
             &self.read_checked(t, DType::U32)?,
         ))
+    }
+
+    fn next_batch(&self) -> Result<()> {
+        if !self.one_pass {
+            self.rt.end_pass();
+        }
+        Ok(())
     }
 
     fn copy(

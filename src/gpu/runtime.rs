@@ -110,6 +110,11 @@ pub struct GpuOptions {
     /// dispatch with the one before (a step's accuracy count and loss; each layer's weight
     /// gradient and the input gradient below it). Results are the same bit for bit either way.
     pub serial_dispatches: bool,
+    /// Record a step's kernels in one compute pass, ignoring `Backend::next_batch` (the
+    /// trainer's batches of independent kernels, each a pass of its own), so that only wgpu's
+    /// barriers before dependent dispatches order them: an experiment, to measure what the
+    /// batches give. Results are the same bit for bit either way.
+    pub one_pass: bool,
     /// How the row kernels' threads of one row (losses, accuracy counts) reduce: `Some(true)` by
     /// shuffles within a subgroup (no workgroup memory, no barriers; an error where the adapter
     /// has no subgroup operations), `Some(false)` through workgroup memory, `None` (the default)
@@ -368,6 +373,8 @@ impl GpuOptions {
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
     /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it,
+    /// `COHORT_ONE_PASS=1` records a step in one compute pass (no batches of independent
+    /// kernels),
     /// `COHORT_ROW_SUBGROUPS=1|0` reduces the row kernels' rows by subgroup shuffles or not,
     /// `COHORT_ROW_CLASSES_PER_LANE=N` gives their threads about N classes each.
     /// Unknown values are errors.
@@ -426,6 +433,7 @@ impl GpuOptions {
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
             serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
+            one_pass: forced("COHORT_ONE_PASS")? == Some(true),
             row_subgroups: forced("COHORT_ROW_SUBGROUPS")?,
             row_classes_per_lane: var("COHORT_ROW_CLASSES_PER_LANE")
                 .map(|v| match v.parse() {
@@ -584,6 +592,9 @@ pub struct WorkCounts {
     pub submissions: u64,
     /// Buffers copied back to the host.
     pub readbacks: u64,
+    /// Compute passes begun (a pass holds consecutive dispatches: [`Runtime::end_pass`], a
+    /// copy, a submission or a profile ends one).
+    pub passes: u64,
 }
 
 /// Owns the device and everything attached to it.
@@ -1261,6 +1272,7 @@ impl Runtime {
         if timestamp_writes.is_some() {
             *pass = None;
         }
+        let new_pass = pass.is_none();
         let pass = pass.get_or_insert_with(|| {
             encoder
                 .get_or_insert_with(|| {
@@ -1275,6 +1287,9 @@ impl Runtime {
                 })
                 .forget_lifetime()
         });
+        if new_pass {
+            lock(&self.counts).passes += 1;
+        }
         if let Some(buffer) = &self.serializer {
             // Written, as far as wgpu knows, before each dispatch: from the second dispatch of
             // a pass on, that is a write after a write, which gets a barrier.
@@ -1289,6 +1304,14 @@ impl Runtime {
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         lock(&self.counts).dispatches += 1;
         Ok(())
+    }
+
+    /// Ends the compute pass being recorded, so that the next dispatch begins a new one: wgpu
+    /// then waits, at the new pass's start, for every buffer whose use changes (one barrier),
+    /// and puts no barrier before a dispatch whose buffers were not used earlier in its pass
+    /// (`Backend::next_batch`).
+    pub fn end_pass(&self) {
+        lock(&self.pending).pass = None;
     }
 
     /// Work sent to the device so far.
