@@ -757,14 +757,16 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Backward pass and optimizer update of `groups`, from the stacked logit gradient (each
-    /// group's own copy of it, [`Trainer::copy_logit_grads`], where it has one), in
-    /// batches of kernels that may run side by side ([`Backend::next_batch`]): batch k holds
-    /// each group's input and weight gradients of its layer k below the top, and the update of
-    /// the layer above that, whose gradient the batch before wrote (a layer's update must wait
-    /// for its input gradient, which reads its weights); the last batch updates the first
-    /// layers. The first batch continues the one being recorded. A step of three layers runs
-    /// its backward in 4 batches, where a barrier before each dispatch that needs one (an
-    /// update after its gradient, an input gradient after the one above) made 6.
+    /// group's own copy of it, [`Trainer::copy_logit_grads`], where it has one), in batches of
+    /// kernels that may run side by side ([`Backend::next_batch`]): batch k holds each group's
+    /// weight gradient of its layer k below the top, the update of the layer above that, whose
+    /// gradient the batch before wrote, and the input gradient of layer k below the top (a
+    /// layer's update must wait for its input gradient, which reads its weights); the last
+    /// batch updates the first layers, and the kernels recorded after this join it. A step of
+    /// three layers runs its backward in 4 batches, where a barrier before each dispatch that
+    /// needed one (an update after its gradient, an input gradient after the one above) made 6.
+    /// The input gradients come last in their batch: where one is split along K, its partial
+    /// products' reduction waits for all the batch's work before it, and so only it does.
     fn backward_update(
         b: &B,
         groups: &mut [Group<B::Tensor>],
@@ -776,16 +778,20 @@ impl<'b, B: Backend> Trainer<'b, B> {
     ) -> Result<()> {
         let depth = groups.iter().map(|g| g.layers.len()).max().unwrap_or(0);
         for batch in 0..=depth {
-            if batch > 0 {
-                b.next_batch()?;
-            }
-            for (group, gb) in groups.iter_mut().zip(buffers.iter_mut()) {
+            b.next_batch()?;
+            for (group, gb) in groups.iter_mut().zip(buffers.iter()) {
                 let layers = group.layers.len();
                 if batch < layers {
-                    Self::layer_gradients(b, group, gb, x, dstacked, dims, layers - 1 - batch)?;
+                    Self::weight_gradient(b, group, gb, x, dstacked, dims, layers - 1 - batch)?;
                 }
                 if (1..=layers).contains(&batch) {
                     Self::update_layer(b, group, gb, dstacked, step, layers - batch)?;
+                }
+            }
+            for (group, gb) in groups.iter().zip(buffers.iter_mut()) {
+                let layers = group.layers.len();
+                if batch + 1 < layers {
+                    Self::input_gradient(b, group, gb, dstacked, dims, layers - 1 - batch)?;
                 }
             }
         }
@@ -804,50 +810,54 @@ impl<'b, B: Backend> Trainer<'b, B> {
         }
     }
 
-    /// Layer `l`'s input gradient (into the pre-activation gradient of the layer below; none
-    /// for the first layer) and weight gradient.
-    fn layer_gradients(
+    /// Layer `l`'s weight gradient dW = inputᵀ·dpre.
+    fn weight_gradient(
         b: &B,
         group: &mut Group<B::Tensor>,
-        gb: &mut GroupBuffers<B::Tensor>,
+        gb: &GroupBuffers<B::Tensor>,
         x: &B::Tensor,
         dstacked: &B::Tensor,
         dims: StepDims,
         l: usize,
     ) -> Result<()> {
-        let act = group.spec.activation;
-        let (lower_layers, upper_layers) = group.layers.split_at_mut(l);
-        let layer = &mut upper_layers[0];
+        let dpre = match gb.dpre.get(l) {
+            Some(d) => d,
+            None => Self::logits_grad(&gb.logits, dstacked),
+        };
+        let input = if l == 0 { x } else { &gb.act[l - 1] };
+        b.matmul(
+            input,
+            dpre,
+            &mut group.layers[l].dw,
+            &MatmulSpec::new(true, false).f16(dims.f16),
+        )
+    }
+
+    /// Layer `l`'s input gradient dX = dpre·Wᵀ (l > 0), through the activation of layer l − 1
+    /// in the same pass, into that layer's pre-activation gradient (before its bias is
+    /// updated).
+    fn input_gradient(
+        b: &B,
+        group: &Group<B::Tensor>,
+        gb: &mut GroupBuffers<B::Tensor>,
+        dstacked: &B::Tensor,
+        dims: StepDims,
+        l: usize,
+    ) -> Result<()> {
+        let layer = &group.layers[l];
         let (below, from_l) = gb.dpre.split_at_mut(l);
         let dpre = match from_l.first() {
             Some(d) => d,
             None => Self::logits_grad(&gb.logits, dstacked),
         };
-        if l > 0 {
-            // dX = dpre·Wᵀ, through the activation of layer l − 1 in the same pass (before
-            // that layer's bias is updated).
-            b.matmul_act_grad(
-                dpre,
-                layer.w16.as_ref().unwrap_or(&layer.w),
-                &gb.pre[l - 1],
-                &lower_layers[l - 1].b,
-                &mut below[l - 1],
-                &MatmulSpec::new(false, true).f16(dims.f16),
-                act,
-            )?;
-        }
-        // dW = inputᵀ·dpre, recorded after dX. Where a batch continues the kernels before it
-        // (the alternating schedule's first), wgpu puts a barrier before each dispatch that
-        // reads a buffer written since it was last read: dX is the first to read layer l − 1's
-        // pre-activations since the forward wrote them and waits anyway, while dW then reads
-        // only what is already being read and writes a buffer the step has not touched, so it
-        // need not wait for dX (see `GpuOptions::serial_dispatches`).
-        let input = if l == 0 { x } else { &gb.act[l - 1] };
-        b.matmul(
-            input,
+        b.matmul_act_grad(
             dpre,
-            &mut layer.dw,
-            &MatmulSpec::new(true, false).f16(dims.f16),
+            layer.w16.as_ref().unwrap_or(&layer.w),
+            &gb.pre[l - 1],
+            &group.layers[l - 1].b,
+            &mut below[l - 1],
+            &MatmulSpec::new(false, true).f16(dims.f16),
+            group.spec.activation,
         )
     }
 
@@ -949,12 +959,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
             let losses = &mut ws.losses;
             b.dml_loss(&ws.logits, &ws.labels, losses, &mut ws.dlogits, &loss(0..p))?;
             Self::copy_logit_grads(b, &self.groups, &mut ws.groups, &ws.dlogits, dims)?;
-            // The backward's first batch begins with the loss means, which then need not wait
-            // for anything after it.
-            b.next_batch()?;
-            b.reduce_sum(&ws.losses, 2, out, &mean)?;
             let (x, dlogits) = (&ws.x, &ws.dlogits);
             Self::backward_update(b, &mut self.groups, &mut ws.groups, x, dlogits, dims, &step)?;
+            // The loss means join the backward's last batch (the first layer's update).
+            b.reduce_sum(&ws.losses, 2, out, &mean)?;
         } else {
             // Algorithm 1: each peer in turn (every peer is its own group), against the others'
             // current predictions; its losses are the ones it was updated with.
