@@ -199,7 +199,8 @@ part_overlap() {
   # part's default runs of the same build (the backward in batches of independent kernels, a
   # pass each), what the batches give and what running independent kernels side by side
   # gives. Then K never split: the small step's input gradient 2 x 256x1024x1024 (128 tiles) is
-  # split in two by default, and its weight gradient then overlaps only the split's reduction.
+  # split in two by default; its batch's weight gradient and update now run beside the split's
+  # partial products, so the split may no longer pay.
   for prec in f32 f16; do
     COHORT_ONE_PASS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
       COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" run "bench-step-one-pass-$prec" .gpu/bin/bench-step --bench $quick
