@@ -207,6 +207,25 @@ fn loss_curve<B: Backend>(b: &B, config: TrainConfig, steps: usize) -> Vec<Vec<f
     curve
 }
 
+/// What the device was given for one training step of the cohort `peers` on 64 digits, after a
+/// first step that compiled its pipelines: the counts before and after it.
+fn work_of_a_step(
+    g: &cohort::GpuBackend,
+    peers: &str,
+    schedule: Schedule,
+) -> (cohort::gpu::WorkCounts, cohort::gpu::WorkCounts) {
+    let split = digits();
+    let mut t = Trainer::new(g, config(peers, 1.0, schedule, 1)).unwrap();
+    let train = t.upload(&split.train).unwrap();
+    let rows: Vec<usize> = (0..64).collect();
+    t.step(&train, &rows).unwrap();
+    g.finish().unwrap();
+    let before = g.runtime().work_counts();
+    t.step(&train, &rows).unwrap();
+    g.finish().unwrap();
+    (before, g.runtime().work_counts())
+}
+
 #[test]
 fn a_gpu_step_is_one_submission_with_no_readback() {
     // Issue 3's contract for the step: forward, losses, backward and update of every peer go to
@@ -216,18 +235,8 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
     }
     // A device of its own: the shared one also counts the work of tests running alongside.
     let own = cohort::GpuBackend::from_env().unwrap();
-    let g = &own;
-    let split = digits();
     for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
-        let mut t = Trainer::new(g, config("64-32-10,64-16-16-10", 1.0, schedule, 1)).unwrap();
-        let train = t.upload(&split.train).unwrap();
-        let rows: Vec<usize> = (0..64).collect();
-        t.step(&train, &rows).unwrap(); // compiles the pipelines
-        g.finish().unwrap();
-        let before = g.runtime().work_counts();
-        t.step(&train, &rows).unwrap();
-        g.finish().unwrap();
-        let after = g.runtime().work_counts();
+        let (before, after) = work_of_a_step(&own, "64-32-10,64-16-16-10", schedule);
         eprintln!("{schedule:?} step: {before:?} -> {after:?}");
         assert_eq!(after.submissions - before.submissions, 1, "{schedule:?}");
         assert_eq!(after.readbacks, before.readbacks, "{schedule:?}");
@@ -242,28 +251,19 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
 fn a_step_records_its_backward_in_batches_of_kernels_that_may_overlap() {
     // `Backend::next_batch`: one compute pass for the gather, forward and losses, then the
     // backward in one pass per batch (`Trainer`'s `backward_update`): a group of L layers takes
-    // L + 1, the last updating the first layer alone, so L + 2 in all (it was one pass, with a
-    // barrier before each dispatch that needed one). The results are checked elsewhere (the
-    // CPU twins, PyTorch in tests/torch_parity.rs); this checks the batching.
+    // L + 1, the last updating the first layer and summing the loss means, so L + 2 in all (it
+    // was one pass, with a barrier before each dispatch that needed one). The results are
+    // checked elsewhere (the CPU twins, PyTorch in tests/torch_parity.rs); this checks the
+    // batching.
     if gpu().is_none() {
         return;
     }
     let own = cohort::GpuBackend::from_env().unwrap();
-    let split = digits();
     for (peers, layers) in [("2x32", 2), ("2x_-32-16-_", 3), ("64-32-16-10,64-32-10", 3)] {
-        let mut t = Trainer::new(&own, config(peers, 1.0, Schedule::Simultaneous, 1)).unwrap();
-        let train = t.upload(&split.train).unwrap();
-        let rows: Vec<usize> = (0..64).collect();
-        t.step(&train, &rows).unwrap();
-        own.finish().unwrap();
-        let before = own.runtime().work_counts();
-        t.step(&train, &rows).unwrap();
-        own.finish().unwrap();
-        let after = own.runtime().work_counts();
+        let (before, after) = work_of_a_step(&own, peers, Schedule::Simultaneous);
         // Two groups (the last case) copy their logits out of their own buffers into the
         // stacked ones, each after its forward, and the logits' gradient back in after the
-        // losses: each run of copies ends a pass, and the kernels after it begin another (the
-        // backward's first batch begins after the copies in).
+        // losses: each run of copies ends a pass, and the kernels after it begin another.
         let copy_runs = if peers.contains(',') { 2 } else { 0 };
         assert_eq!(
             after.passes - before.passes,
@@ -277,15 +277,8 @@ fn a_step_records_its_backward_in_batches_of_kernels_that_may_overlap() {
         ..cohort::GpuOptions::from_env().unwrap()
     })
     .unwrap();
-    let mut t = Trainer::new(&one_pass, config("2x32", 1.0, Schedule::Simultaneous, 1)).unwrap();
-    let train = t.upload(&split.train).unwrap();
-    let rows: Vec<usize> = (0..64).collect();
-    t.step(&train, &rows).unwrap();
-    one_pass.finish().unwrap();
-    let before = one_pass.runtime().work_counts().passes;
-    t.step(&train, &rows).unwrap();
-    one_pass.finish().unwrap();
-    assert_eq!(one_pass.runtime().work_counts().passes - before, 1);
+    let (before, after) = work_of_a_step(&one_pass, "2x32", Schedule::Simultaneous);
+    assert_eq!(after.passes - before.passes, 1);
 }
 
 /// The parameters after `Trainer::step` on each of `batches` of the digits in turn, the data

@@ -71,7 +71,8 @@ impl MatmulStorage {
     }
 }
 
-/// How the loss kernels' threads of one row meet and reduce (`shaders/include/row_softmax.wgsl`).
+/// How the row kernels' (losses, accuracy counts) threads of one row meet and reduce
+/// (`shaders/include/row_softmax.wgsl`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RowReduction {
     /// Through workgroup memory, a barrier per step (`include/rows_workgroup.wgsl`): any adapter.
@@ -261,7 +262,7 @@ impl Shader {
 
     /// The WGSL source as compiled: the file, plus the shared helpers in `shaders/include/` that
     /// it uses (WGSL has no includes; the cooperative-matrix headers come first, as they carry
-    /// `enable` directives), plus the matmuls' operand types.
+    /// `enable` directives), plus the matmuls' operand types or the row kernels' reduction.
     pub fn source(self) -> String {
         match self {
             Shader::Matmul(storage) | Shader::MatmulNarrow(storage) => {
@@ -289,6 +290,20 @@ impl Shader {
                     self.files()
                 )
             }
+            Shader::SoftmaxCe(rows)
+            | Shader::KlDiv(rows)
+            | Shader::DmlLoss(rows)
+            | Shader::CountCorrect(rows) => {
+                let reduction = match rows {
+                    RowReduction::Workgroup => {
+                        include_str!("../../shaders/include/rows_workgroup.wgsl")
+                    }
+                    RowReduction::Subgroup => {
+                        include_str!("../../shaders/include/rows_subgroup.wgsl")
+                    }
+                };
+                format!("{}{reduction}", self.files())
+            }
             _ => self.files().to_string(),
         }
     }
@@ -301,7 +316,7 @@ impl Shader {
             .replacen(PARAMS_IN_UNIFORM, PARAMS_IN_STORAGE, 1)
     }
 
-    /// The files of [`Shader::source`], concatenated.
+    /// The files of [`Shader::source`] that every build of the shader shares, concatenated.
     fn files(self) -> &'static str {
         match self {
             Shader::Matmul(_) => concat!(
@@ -342,64 +357,30 @@ impl Shader {
                 include_str!("../../shaders/reduce_sum.wgsl"),
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
-            Shader::SoftmaxCe(rows) => match rows {
-                RowReduction::Workgroup => concat!(
-                    include_str!("../../shaders/softmax_ce.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_workgroup.wgsl")
-                ),
-                RowReduction::Subgroup => concat!(
-                    include_str!("../../shaders/softmax_ce.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_subgroup.wgsl")
-                ),
-            },
-            Shader::DmlLoss(rows) => match rows {
-                RowReduction::Workgroup => concat!(
-                    include_str!("../../shaders/dml_loss.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_workgroup.wgsl"),
-                    include_str!("../../shaders/include/peer_kl.wgsl")
-                ),
-                RowReduction::Subgroup => concat!(
-                    include_str!("../../shaders/dml_loss.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_subgroup.wgsl"),
-                    include_str!("../../shaders/include/peer_kl.wgsl")
-                ),
-            },
-            Shader::KlDiv(rows) => match rows {
-                RowReduction::Workgroup => concat!(
-                    include_str!("../../shaders/kl_div.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_workgroup.wgsl"),
-                    include_str!("../../shaders/include/peer_kl.wgsl")
-                ),
-                RowReduction::Subgroup => concat!(
-                    include_str!("../../shaders/kl_div.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_subgroup.wgsl"),
-                    include_str!("../../shaders/include/peer_kl.wgsl")
-                ),
-            },
+            Shader::SoftmaxCe(_) => concat!(
+                include_str!("../../shaders/softmax_ce.wgsl"),
+                include_str!("../../shaders/include/row_softmax.wgsl")
+            ),
+            Shader::DmlLoss(_) => concat!(
+                include_str!("../../shaders/dml_loss.wgsl"),
+                include_str!("../../shaders/include/row_softmax.wgsl"),
+                include_str!("../../shaders/include/peer_kl.wgsl")
+            ),
+            Shader::KlDiv(_) => concat!(
+                include_str!("../../shaders/kl_div.wgsl"),
+                include_str!("../../shaders/include/row_softmax.wgsl"),
+                include_str!("../../shaders/include/peer_kl.wgsl")
+            ),
             Shader::Optimizer(_) => concat!(
                 include_str!("../../shaders/optimizer.wgsl"),
                 include_str!("../../shaders/include/column_sum.wgsl")
             ),
             Shader::Axpby => include_str!("../../shaders/axpby.wgsl"),
             Shader::Convert(_) => include_str!("../../shaders/convert.wgsl"),
-            Shader::CountCorrect(rows) => match rows {
-                RowReduction::Workgroup => concat!(
-                    include_str!("../../shaders/count_correct.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_workgroup.wgsl")
-                ),
-                RowReduction::Subgroup => concat!(
-                    include_str!("../../shaders/count_correct.wgsl"),
-                    include_str!("../../shaders/include/row_softmax.wgsl"),
-                    include_str!("../../shaders/include/rows_subgroup.wgsl")
-                ),
-            },
+            Shader::CountCorrect(_) => concat!(
+                include_str!("../../shaders/count_correct.wgsl"),
+                include_str!("../../shaders/include/row_softmax.wgsl")
+            ),
             Shader::Gather => include_str!("../../shaders/gather.wgsl"),
         }
     }
