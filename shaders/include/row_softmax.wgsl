@@ -1,5 +1,6 @@
 
-// ---- shaders/include/row_softmax.wgsl, appended by the host to the loss kernels ----
+// ---- shaders/include/row_softmax.wgsl, appended by the host to the row kernels ----
+// (the losses and the accuracy counts)
 // A 64-thread workgroup handles WG / LANES rows of stacked logits [P, B, C], LANES threads per
 // row. LANES (a power of two, 1 to 64) is a pipeline constant the host picks from C. Where the
 // threads of a row meet, in which workgroup and how they reduce comes from one of two files
@@ -29,9 +30,11 @@ fn at(peer: u32, row: u32, k: u32) -> u32 {
     return (peer * p.rows + row) * p.classes + k;
 }
 
-// Sets `place` for the row `first` + `slot` / LANES (clamped to the last of `rows` rows).
-fn set_place(first: u32, slot: u32, rows: u32) {
-    let row = first + slot / LANES;
+// Sets `place` for this thread, at `slot` (0 to WG - 1) of workgroup `wg` of `nwg` (folded
+// into two dimensions by the host): row slot / LANES of the workgroup's WG / LANES, clamped to
+// the last of `rows` rows.
+fn set_place(wg: vec3<u32>, nwg: vec3<u32>, slot: u32, rows: u32) {
+    let row = (wg.x + wg.y * nwg.x) * (WG / LANES) + slot / LANES;
     place = Place(min(row, rows - 1u), slot % LANES, row < rows, slot);
 }
 

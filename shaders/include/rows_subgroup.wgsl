@@ -13,13 +13,13 @@ struct RowIds {
 }
 
 // Sets this thread's `place` among `rows` rows: the workgroup's subgroups take its rows in
-// turn, each WIDTH / LANES of them.
+// turn, width / LANES each (subgroups are full: the backend checks it when it opens).
 fn row_place(ids: RowIds, rows: u32) {
-    let first = (ids.wg.x + ids.wg.y * ids.nwg.x) * (WG / LANES);
-    set_place(first, ids.subgroup * ids.width + ids.lane, rows);
+    set_place(ids.wg, ids.nwg, ids.subgroup * ids.width + ids.lane, rows);
 }
 
-// The max (take_max) or the sum of v over this thread's row.
+// The max (take_max) or the sum of v over this thread's row, the same in every lane (at each
+// step the two lanes of a pair add the same two values, and a + b rounds as b + a does).
 fn reduce_row(v: f32, take_max: bool) -> f32 {
     var r = v;
     for (var s = 1u; s < LANES; s <<= 1u) {

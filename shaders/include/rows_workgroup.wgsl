@@ -11,9 +11,9 @@ struct RowIds {
 
 var<workgroup> scratch: array<f32, 64>;
 
-// Sets this thread's `place` among `rows` rows.
+// Sets this thread's `place` among `rows` rows: its slot is its index in the workgroup.
 fn row_place(ids: RowIds, rows: u32) {
-    set_place((ids.wg.x + ids.wg.y * ids.nwg.x) * (WG / LANES), ids.lid, rows);
+    set_place(ids.wg, ids.nwg, ids.lid, rows);
 }
 
 // The max (take_max) or the sum of v over this thread's row.
