@@ -761,16 +761,11 @@ impl GpuBackend {
     /// Compiles every kernel now, so the first training step does not pay for it.
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            let rows = match shader {
-                Shader::SoftmaxCe(r)
-                | Shader::KlDiv(r)
-                | Shader::DmlLoss(r)
-                | Shader::CountCorrect(r) => Some(r),
-                _ => None,
-            };
             if matches!(shader, Shader::MatmulCoop(ops, _) if Some(ops) != self.matmul_coop())
                 || matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
-                || rows.is_some_and(|r| r != self.rows.reduction)
+                || shader
+                    .row_reduction()
+                    .is_some_and(|r| r != self.rows.reduction)
             {
                 continue;
             }

@@ -171,10 +171,7 @@ impl Shader {
                 parts.extend(storage(s));
                 parts
             }
-            Shader::SoftmaxCe(RowReduction::Subgroup)
-            | Shader::KlDiv(RowReduction::Subgroup)
-            | Shader::DmlLoss(RowReduction::Subgroup)
-            | Shader::CountCorrect(RowReduction::Subgroup) => vec!["subgroup rows"],
+            _ if self.row_reduction() == Some(RowReduction::Subgroup) => vec!["subgroup rows"],
             Shader::Optimizer(true) => vec!["f16 copies"],
             Shader::Convert(to_f16) => vec![if to_f16 { "to f16" } else { "to f32" }],
             _ => Vec::new(),
@@ -244,6 +241,18 @@ impl Shader {
         }
     }
 
+    /// How a row kernel (the losses, the accuracy counts) reduces its rows; `None` for the
+    /// other kernels.
+    pub fn row_reduction(self) -> Option<RowReduction> {
+        match self {
+            Shader::SoftmaxCe(r)
+            | Shader::KlDiv(r)
+            | Shader::DmlLoss(r)
+            | Shader::CountCorrect(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The CPU twin's module under `src/cpu/` (a variant shares its op's twin).
     pub fn twin(self) -> &'static str {
         match self {
@@ -290,21 +299,19 @@ impl Shader {
                     self.files()
                 )
             }
-            Shader::SoftmaxCe(rows)
-            | Shader::KlDiv(rows)
-            | Shader::DmlLoss(rows)
-            | Shader::CountCorrect(rows) => {
-                let reduction = match rows {
-                    RowReduction::Workgroup => {
+            _ => {
+                // The row kernels' reduction, the one part their builds differ in.
+                let reduction = match self.row_reduction() {
+                    None => "",
+                    Some(RowReduction::Workgroup) => {
                         include_str!("../../shaders/include/rows_workgroup.wgsl")
                     }
-                    RowReduction::Subgroup => {
+                    Some(RowReduction::Subgroup) => {
                         include_str!("../../shaders/include/rows_subgroup.wgsl")
                     }
                 };
                 format!("{}{reduction}", self.files())
             }
-            _ => self.files().to_string(),
         }
     }
 
