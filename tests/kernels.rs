@@ -1468,6 +1468,53 @@ fn row_kernels_match_cpu_with_rows_reduced_the_other_way() {
 }
 
 #[test]
+fn a_self_test_runs_once_per_adapter_and_options() {
+    // The row kernels' self-test runs at the first backend opened on an adapter with given
+    // options; a second one like it reports that check without running a kernel, and one with
+    // other options runs its own.
+    let Some(g) = gpu() else { return };
+    if !g.row_subgroups() {
+        loud(&format!(
+            "SKIPPED: {} does not reduce rows in subgroups by default, so no self-test runs \
+             when it opens",
+            g.runtime().info().name
+        ));
+        return;
+    }
+    // Options no other test opens a backend with (7 classes per thread), twice.
+    let options = cohort::GpuOptions {
+        row_classes_per_lane: Some(7),
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    let dispatches = |g: &cohort::GpuBackend| g.runtime().work_counts().dispatches;
+    let first = cohort::GpuBackend::new(&options).unwrap();
+    let second = cohort::GpuBackend::new(&options).unwrap();
+    let (a, b) = (first.row_check().unwrap(), second.row_check().unwrap());
+    assert_passed(a);
+    assert!(
+        dispatches(&first) > 0,
+        "the first backend ran the self-test"
+    );
+    assert_eq!(
+        dispatches(&second),
+        0,
+        "the second reused the first's check"
+    );
+    assert_eq!(
+        (a.case.as_str(), a.max_abs_error),
+        (b.case.as_str(), b.max_abs_error)
+    );
+    // Other options (8 classes per thread): checked again.
+    let other = cohort::GpuBackend::new(&cohort::GpuOptions {
+        row_classes_per_lane: Some(8),
+        ..options
+    })
+    .unwrap();
+    assert!(dispatches(&other) > 0, "other options, another check");
+    assert_passed(other.row_check().unwrap());
+}
+
+#[test]
 fn fused_dml_loss_equals_softmax_ce_plus_kl_div() {
     // The fused kernel's twin against the two separate kernels' twins, so the three agree.
     use cohort::{Backend, CpuBackend, DType};

@@ -23,6 +23,10 @@ pub use runtime::{
     TileChoice, WorkCounts,
 };
 use shaders::{CoopOps, MatmulStorage, RowReduction, Shader};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::validate::{self, KernelCheck};
 
 /// A matmul's fused epilogue (in each matmul kernel): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
@@ -232,9 +236,9 @@ pub struct GpuBackend {
     one_pass: bool,
     /// How the row kernels spread rows over threads (`GpuOptions::row_subgroups`, resolved).
     rows: RowLayout,
-    row_check: Option<crate::validate::KernelCheck>,
+    row_check: Option<KernelCheck>,
     coop: Option<CoopKernel>,
-    coop_check: Option<crate::validate::KernelCheck>,
+    coop_check: Option<KernelCheck>,
     /// How f32 products run: [`F32Matmul::SplitF16`] only where `coop` has a `split` layout.
     f32_matmul: F32Matmul,
     /// Products run the fastest of their candidate plans (`GpuOptions::tune_matmuls`; set once
@@ -498,6 +502,30 @@ fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| CohortError::shape(op, format!("dimension {v} exceeds u32")))
 }
 
+/// Runs the self-test `run` (`name`) on `gpu`, or returns its result from earlier in the
+/// process: a check is kept by what decides its outcome, the adapter and its driver, the options
+/// the backend was opened with and the kernel `build` under test. A driver that mishandles a
+/// kernel does so on every device opened on it, so a backend opened like an earlier one trusts
+/// that one's check instead of building and running the same kernels again (about a second per
+/// backend for the row kernels on lavapipe; the tests open a few dozen). A failed check is kept
+/// like a passed one; a run that ends in an error is not.
+fn self_test(
+    name: &str,
+    gpu: &GpuBackend,
+    options: &GpuOptions,
+    build: &dyn std::fmt::Debug,
+    run: fn(&GpuBackend) -> Result<KernelCheck>,
+) -> Result<KernelCheck> {
+    static CHECKED: Mutex<BTreeMap<String, KernelCheck>> = Mutex::new(BTreeMap::new());
+    let key = format!("{name}\n{:?}\n{options:?}\n{build:?}", gpu.rt.info());
+    if let Some(check) = runtime::lock(&CHECKED).get(&key) {
+        return Ok(check.clone());
+    }
+    let check = run(gpu)?;
+    runtime::lock(&CHECKED).insert(key, check.clone());
+    Ok(check)
+}
+
 fn check_peers(op: &'static str, peers: usize) -> Result<()> {
     if peers > MAX_PEERS {
         return Err(CohortError::shape(
@@ -595,7 +623,7 @@ impl GpuBackend {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
             // error, so check the kernel once, in every layout it may run in, before trusting it
             // with training.
-            let mut worst: Option<crate::validate::KernelCheck> = None;
+            let mut worst: Option<KernelCheck> = None;
             let layouts: Vec<CoopLayout> = kernel.layouts().collect();
             for layout in layouts {
                 gpu.coop = Some(CoopKernel {
@@ -604,7 +632,8 @@ impl GpuBackend {
                     tuning_only: None,
                     ..kernel
                 });
-                let mut check = crate::validate::coop_self_test(&gpu)?;
+                let mut check =
+                    self_test("coop", &gpu, options, &gpu.coop, validate::coop_self_test)?;
                 check.case += &format!(" layout {layout}");
                 // The tuner's extra layout is only a candidate: failing, it is left out alone.
                 if kernel.tuning_only == Some(layout) && !check.passed() {
@@ -630,7 +659,13 @@ impl GpuBackend {
                 gpu.coop = Some(kernel);
                 if options.f32_matmul == F32Matmul::SplitF16 {
                     gpu.f32_matmul = F32Matmul::SplitF16;
-                    let split = crate::validate::split_f32_self_test(&gpu)?;
+                    let split = self_test(
+                        "split f32",
+                        &gpu,
+                        options,
+                        &gpu.coop,
+                        validate::split_f32_self_test,
+                    )?;
                     if !split.passed() {
                         eprintln!(
                             "cohort: warning: f32 products split into f16 parts failed their \
@@ -666,7 +701,7 @@ impl GpuBackend {
             // Rows reduced in subgroups rely on a workgroup's subgroups being full (together
             // its 64 threads): a driver that launched part-filled ones would mix rows up without
             // an error, so check the row kernels once before trusting them with training.
-            let check = crate::validate::row_self_test(&gpu)?;
+            let check = self_test("rows", &gpu, options, &gpu.rows, validate::row_self_test)?;
             if !check.passed() {
                 eprintln!(
                     "cohort: warning: the loss and accuracy kernels with rows reduced in \
@@ -713,13 +748,15 @@ impl GpuBackend {
     }
 
     /// The row kernels' self-test from [`GpuBackend::new`], where they reduce rows in subgroups
-    /// (or were to, and failed it).
-    pub fn row_check(&self) -> Option<&crate::validate::KernelCheck> {
+    /// (or were to, and failed it): run at the first such backend the process opened on this
+    /// adapter with these options, and kept for the rest.
+    pub fn row_check(&self) -> Option<&KernelCheck> {
         self.row_check.as_ref()
     }
 
-    /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen.
-    pub fn coop_check(&self) -> Option<&crate::validate::KernelCheck> {
+    /// The cooperative-matrix kernel's self-test from [`GpuBackend::new`], where it was chosen
+    /// (kept per adapter and options, as [`GpuBackend::row_check`]'s).
+    pub fn coop_check(&self) -> Option<&KernelCheck> {
         self.coop_check.as_ref()
     }
 

@@ -629,7 +629,7 @@ pub struct Runtime {
     lost: Arc<Mutex<Option<String>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks cannot leave invalid state behind; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
