@@ -36,6 +36,9 @@ override VEC_B: bool = false;
 const TK: u32 = 16u;
 const MAX_MICRO: u32 = 8u;
 const ACC_LEN: u32 = 16u; // accumulator vec4s at most: MAX_MICRO rows of MAX_MICRO / 4
+// An accumulator vec4 (the name include/constant_index.wgsl reads entries of; an array of
+// plain vec4<f32> would be another type to naga).
+alias Indexed = vec4<f32>;
 
 // Workgroup buffers per operand: 2 (the slice multiplied and the next one, one barrier per
 // slice), or 1 (the next slice waits for everyone to finish the current one: two barriers per
@@ -203,14 +206,14 @@ fn store_slice(next: ptr<function, Slice>, buf: u32, tid: u32) {
 // The tile of op(A)·op(B) for this workgroup: this thread's MICRO x MICRO block, in the first
 // MICRO·QUADS vec4s, row-major: vec4 f holds row micro_offset(lid.y, f / QUADS), columns
 // micro_offset(lid.x, 4·(f % QUADS) + 0..3), which are consecutive.
-fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<vec4<f32>, ACC_LEN> {
+fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<Indexed, ACC_LEN> {
     let row0 = wg.y * TILE;
     let col0 = wg.x * TILE;
     let base_a = batch_entry(wg.z) * p.stride_a;
     let base_b = batch_entry(wg.z) * p.stride_b;
     let ks = k_range(wg.z);
 
-    var acc: array<vec4<f32>, ACC_LEN>; // zero-initialised
+    var acc: array<Indexed, ACC_LEN>; // zero-initialised
 
     // The next k-slice's operands are loaded from global memory into registers while the
     // current one is multiplied out of workgroup memory, then stored: with two buffers to the
@@ -263,36 +266,19 @@ fn c_place(wg: vec3<u32>, lid: vec3<u32>, e: u32) -> vec2<u32> {
     return vec2<u32>(wg.z * p.m * p.n + row * p.n + col, u32(row < p.m && col < p.n));
 }
 
-// Accumulator vec4 f, read with a constant index. The accumulators stay in registers only while
-// every access has a constant index; a loop the driver does not unroll (the 128 tile's store
-// loop, 64 elements long when it indexed them one by one) gives its index as a variable, and the
-// whole array then lives in local memory, in the product loop too: the suspected reason the 128
-// tile ran 18x slower than the 64 one on the H200 (BENCHMARKS.md). Unrolled, the switch folds away.
-fn quad(acc: ptr<function, array<vec4<f32>, ACC_LEN>>, f: u32) -> vec4<f32> {
-    switch f {
-        case 0u: { return (*acc)[0]; }
-        case 1u: { return (*acc)[1]; }
-        case 2u: { return (*acc)[2]; }
-        case 3u: { return (*acc)[3]; }
-        case 4u: { return (*acc)[4]; }
-        case 5u: { return (*acc)[5]; }
-        case 6u: { return (*acc)[6]; }
-        case 7u: { return (*acc)[7]; }
-        case 8u: { return (*acc)[8]; }
-        case 9u: { return (*acc)[9]; }
-        case 10u: { return (*acc)[10]; }
-        case 11u: { return (*acc)[11]; }
-        case 12u: { return (*acc)[12]; }
-        case 13u: { return (*acc)[13]; }
-        case 14u: { return (*acc)[14]; }
-        default: { return (*acc)[15]; }
-    }
-}
-
-// Stores this thread's MICRO x MICRO block of C: the product, alpha·acc (+ beta·C).
-fn store_block(wg: vec3<u32>, lid: vec3<u32>, acc: ptr<function, array<vec4<f32>, ACC_LEN>>) {
+// Stores this thread's MICRO x MICRO block of C: the product, alpha·acc (+ beta·C). The
+// accumulators are read through include/constant_index.wgsl's indexed_get: this loop (64
+// elements long when it indexed them one by one) is one the driver may not unroll, and an
+// accumulator array indexed with its counter would live in local memory, in the product loop
+// too: the suspected reason the 128 tile ran 18x slower than the 64 one on the H200
+// (BENCHMARKS.md).
+fn store_block(
+    wg: vec3<u32>,
+    lid: vec3<u32>,
+    acc: ptr<function, array<Indexed, ACC_LEN>>,
+) {
     for (var f = 0u; f < MICRO * QUADS; f++) {
-        let v = quad(acc, f);
+        let v = indexed_get(acc, f);
         let e0 = (f / QUADS) * MICRO + (f % QUADS) * 4u; // its first element, row-major
         for (var i = 0u; i < 4u; i++) {
             let at = c_place(wg, lid, e0 + i);

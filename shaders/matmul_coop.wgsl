@@ -231,59 +231,19 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
     }
 }
 
-// Accumulator f of `acc` (16 entries: MAX_FRAGS²), read or replaced with a constant index. A loop
-// over fragments that the driver does not unroll (the stashing loop below holds barriers) would
-// otherwise index the array with a variable, and an array so indexed lives in local memory, not
-// registers. On the H200 this took the kernel from 21.6 to 39.3 TFLOP/s at 4096³ (f16 NN, index
-// clamping on; BENCHMARKS.md). Where the loop is unrolled, the switch folds away.
-fn acc_get(acc: ptr<function, array<Acc, 16>>, f: u32) -> Acc {
-    switch f {
-        case 0u: { return (*acc)[0]; }
-        case 1u: { return (*acc)[1]; }
-        case 2u: { return (*acc)[2]; }
-        case 3u: { return (*acc)[3]; }
-        case 4u: { return (*acc)[4]; }
-        case 5u: { return (*acc)[5]; }
-        case 6u: { return (*acc)[6]; }
-        case 7u: { return (*acc)[7]; }
-        case 8u: { return (*acc)[8]; }
-        case 9u: { return (*acc)[9]; }
-        case 10u: { return (*acc)[10]; }
-        case 11u: { return (*acc)[11]; }
-        case 12u: { return (*acc)[12]; }
-        case 13u: { return (*acc)[13]; }
-        case 14u: { return (*acc)[14]; }
-        default: { return (*acc)[15]; }
-    }
-}
-
-fn acc_set(acc: ptr<function, array<Acc, 16>>, f: u32, value: Acc) {
-    switch f {
-        case 0u: { (*acc)[0] = value; }
-        case 1u: { (*acc)[1] = value; }
-        case 2u: { (*acc)[2] = value; }
-        case 3u: { (*acc)[3] = value; }
-        case 4u: { (*acc)[4] = value; }
-        case 5u: { (*acc)[5] = value; }
-        case 6u: { (*acc)[6] = value; }
-        case 7u: { (*acc)[7] = value; }
-        case 8u: { (*acc)[8] = value; }
-        case 9u: { (*acc)[9] = value; }
-        case 10u: { (*acc)[10] = value; }
-        case 11u: { (*acc)[11] = value; }
-        case 12u: { (*acc)[12] = value; }
-        case 13u: { (*acc)[13] = value; }
-        case 14u: { (*acc)[14] = value; }
-        default: { (*acc)[15] = value; }
-    }
-}
+// The accumulators are read and replaced through include/constant_index.wgsl's switches
+// (indexed_get, indexed_set): the loops over fragments index them with counters, and the
+// stashing loop below, which holds barriers, is one the driver does not unroll. On the H200 this
+// took the kernel from 21.6 to 39.3 TFLOP/s at 4096³ (f16 NN, index clamping on; BENCHMARKS.md).
+alias Indexed = Acc;
 
 // One k-step of FRAG of the subgroup's products, written out: accumulator f = i·FC + j += (A
 // fragment i)·(B fragment j) for every i < FR, j < FC, each indexed by an expression of
 // constants. The loops of the general step index the accumulators with loop counters, which
-// the driver resolves only if it unrolls them (acc_get / acc_set then branch at run time, once
-// for each read and each write of every product); here no index depends on a counter. Unused
-// fragments are never loaded and their products never run (the guards are pipeline constants).
+// the driver resolves only if it unrolls them (indexed_get / indexed_set then branch at run
+// time, once for each read and each write of every product); here no index depends on a
+// counter. Unused fragments are never loaded and their products never run (the guards are
+// pipeline constants).
 fn unrolled_products(
     acc: ptr<function, array<Acc, 16>>,
     buf: u32,
@@ -380,13 +340,13 @@ fn tile_product(
                 let fb = b_frag(buf, sg_col + j * FRAG, ks);
                 for (var i = 0u; i < FR; i++) {
                     let f = i * FC + j;
-                    acc_set(acc, f, mma(fa[i], fb, acc_get(acc, f)));
+                    indexed_set(acc, f, mma(fa[i], fb, indexed_get(acc, f)));
                 }
                 if (SPLIT_F32) {
                     let fb_lo = frag_b(LO + staged_at(1u, buf, sg_col + j * FRAG, ks));
                     for (var i = 0u; i < FR; i++) {
                         let f = i * FC + j;
-                        acc_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, acc_get(corr, f))));
+                        indexed_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, indexed_get(corr, f))));
                     }
                 }
             }
@@ -434,9 +394,9 @@ fn stash_fragment(
     f: u32,
     tid: u32,
 ) {
-    stash(acc_get(acc, f), staging(tid));
+    stash(indexed_get(acc, f), staging(tid));
     if (SPLIT_F32) {
-        stash(acc_get(corr, f), CORR_STAGING + staging(tid));
+        stash(indexed_get(corr, f), CORR_STAGING + staging(tid));
     }
 }
 

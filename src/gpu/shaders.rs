@@ -328,6 +328,7 @@ impl Shader {
         match self {
             Shader::Matmul(_) => concat!(
                 include_str!("../../shaders/matmul.wgsl"),
+                include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
@@ -340,6 +341,7 @@ impl Shader {
                 include_str!("../../shaders/include/coop16.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
@@ -347,12 +349,14 @@ impl Shader {
                 include_str!("../../shaders/include/coop8.wgsl"),
                 include_str!("../../shaders/include/coop_ops.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
             Shader::MatmulCoop(CoopOps::Emulated, _) => concat!(
                 include_str!("../../shaders/include/coop_emulated.wgsl"),
                 include_str!("../../shaders/matmul_coop.wgsl"),
+                include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
