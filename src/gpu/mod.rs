@@ -8,6 +8,9 @@ pub mod profile;
 pub mod runtime;
 pub mod shaders;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::backend::{update_layer_in_turn, Backend, LayerUpdate};
@@ -15,6 +18,7 @@ use crate::error::{CohortError, Result};
 use crate::ops::{self, Activation, Axpby, BiasActDims, CrossEntropySpec, KlSpec, MatmulDims};
 use crate::ops::{DmlLossSpec, MatmulSpec, OptimizerStep, ReduceDims, ReduceSpec};
 use crate::tensor::{DType, Shape, TensorInfo};
+use crate::validate::{self, KernelCheck};
 pub use plan::{MatmulKernel, MatmulPlan, TunedMatmul};
 pub use profile::{KernelTime, Profile};
 use runtime::PooledBuffer;
@@ -23,10 +27,6 @@ pub use runtime::{
     TileChoice, WorkCounts,
 };
 use shaders::{CoopOps, MatmulStorage, RowReduction, Shader};
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use crate::validate::{self, KernelCheck};
 
 /// A matmul's fused epilogue (in each matmul kernel): `main_bias_act` (`aux = y = act(C + bias)`, a
 /// layer's forward) or `main_act_grad` (`C ⊙= act'(aux + bias)` with `aux = pre`, a hidden
