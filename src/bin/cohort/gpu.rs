@@ -1,0 +1,343 @@
+//! The GPU's own commands: `cohort devices`, `cohort check` and `cohort profile`.
+
+use cohort::trainer::Trainer;
+use cohort::{Backend, CohortError, GpuBackend, Result};
+
+use crate::falls_back;
+use crate::prepare::Prepared;
+
+/// Which kernel f16 products (mixed precision) run on here and why, and what they read.
+fn tensor_core_status(gpu: &GpuBackend) -> String {
+    let ops = gpu.runtime().caps().coop_ops;
+    let kernel = match gpu.coop_check() {
+        Some(c) if c.passed() => format!(
+            "cooperative-matrix kernel, {:?} (self-test passed)",
+            gpu.matmul_coop().expect("chosen")
+        ),
+        Some(c) => format!(
+            "cooperative matrices chosen but OFF, the self-test failed at {}; the f32 kernel \
+             rounds to f16 instead",
+            c.worst
+        ),
+        None if ops.is_some() => format!(
+            "the f32 kernel rounds to f16 ({ops:?} cooperative matrices offered, not used: \
+             software adapter or COHORT_COOP=off; COHORT_COOP=on uses them)",
+            ops = ops.expect("offered")
+        ),
+        None => "the f32 kernel rounds to f16 (no usable cooperative matrices here)".into(),
+    };
+    let storage = if gpu.f16_tensors() {
+        "F16 weight copies, activations and inputs"
+    } else {
+        "f32 tensors rounded as loaded (no f16 shaders)"
+    };
+    format!("{kernel}; {storage}")
+}
+
+/// How the loss and accuracy kernels reduce a row's threads here, and why.
+fn row_status(gpu: &GpuBackend) -> String {
+    match gpu.row_check() {
+        Some(c) if c.passed() => {
+            "reduced in subgroups, self-test passed (COHORT_ROW_SUBGROUPS=0: through workgroup \
+             memory)"
+                .into()
+        }
+        Some(c) => format!(
+            "reduced through workgroup memory: in subgroups they failed the self-test at {} {}",
+            c.case, c.worst
+        ),
+        None => {
+            "reduced through workgroup memory (no subgroups here, or COHORT_ROW_SUBGROUPS=0)".into()
+        }
+    }
+}
+
+/// Which kernel f32 products run on here.
+fn f32_product_status(gpu: &GpuBackend) -> &'static str {
+    match gpu.f32_matmul() {
+        cohort::gpu::F32Matmul::SplitF16 => {
+            "split into f16 parts on the cooperative-matrix kernel (COHORT_F32_MATMUL=split-f16, \
+             self-test passed)"
+        }
+        cohort::gpu::F32Matmul::Plain => "the f32 kernel (COHORT_F32_MATMUL=split-f16 splits them)",
+    }
+}
+
+/// How each product's plan (kernel variant, tile, K split) is chosen here.
+fn plan_status(gpu: &GpuBackend) -> String {
+    if !gpu.tunes_matmuls() {
+        return "by shape (COHORT_MATMUL_TUNE=1 times each shape's candidates and keeps the \
+                fastest)"
+            .into();
+    }
+    let known = gpu.tuned_matmuls().len();
+    format!("the fastest of each shape's candidates, timed once ({known} shapes known already)")
+}
+
+/// Lists the adapters, then what cohort would use by default and what it can do there.
+pub(crate) fn devices() -> Result<()> {
+    let list = cohort::gpu::list_adapters();
+    if list.is_empty() {
+        println!("no Vulkan, Metal or DX12 adapter found; cohort will use the CPU backend");
+        return Ok(());
+    }
+    for a in list {
+        println!("{a}");
+    }
+    match GpuBackend::from_env() {
+        Ok(g) => {
+            let c = g.runtime().caps();
+            println!("\nchosen: {}", g.describe());
+            println!(
+                "  subgroups {}, shader f16 {}, timestamp queries {}, cooperative matrix configs {}",
+                c.subgroup,
+                c.shader_f16,
+                c.timestamp_query,
+                c.cooperative_matrix.len()
+            );
+            println!(
+                "  workgroup memory {} KiB, subgroup width {}",
+                c.max_workgroup_storage / 1024,
+                c.subgroup_size
+                    .map_or_else(|| "varies".to_string(), |w| w.to_string())
+            );
+            for m in &c.cooperative_matrix {
+                println!(
+                    "    {}x{}x{} {:?} inputs -> {:?} (subgroups of {}..{})",
+                    m.m_size,
+                    m.n_size,
+                    m.k_size,
+                    m.ab_type,
+                    m.cr_type,
+                    g.runtime().info().subgroup_min_size,
+                    g.runtime().info().subgroup_max_size
+                );
+            }
+            println!(
+                "  f16 products (mixed precision): {}",
+                tensor_core_status(&g)
+            );
+            println!("  f32 products: {}", f32_product_status(&g));
+            println!("  matmul plans: {}", plan_status(&g));
+            println!(
+                "  kernel parameters: {}",
+                if g.runtime().params_in_storage() {
+                    "in a storage buffer (COHORT_PARAMS_STORAGE=0: a uniform one)"
+                } else {
+                    "in a uniform buffer (COHORT_PARAMS_STORAGE=1: a storage one)"
+                }
+            );
+            println!(
+                "  loss and accuracy rows: {}; threads per row: {} for 10 classes, {} for 1000",
+                row_status(&g),
+                g.row_threads(10),
+                g.row_threads(1000)
+            );
+            println!(
+                "  largest storage binding {} MiB",
+                c.max_storage_binding >> 20
+            );
+        }
+        Err(e) if falls_back(&e) => {
+            println!("\nno usable GPU ({e}); cohort will use the CPU backend")
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(())
+}
+
+/// Runs every kernel on `gpu` against its CPU twin and prints each check; fails if any disagrees.
+pub(crate) fn check(gpu: &GpuBackend) -> Result<()> {
+    println!(
+        "checking every kernel on {} against the CPU reference",
+        gpu.describe()
+    );
+    println!(
+        "f16 products (mixed precision): {}",
+        tensor_core_status(gpu)
+    );
+    println!("f32 products: {}", f32_product_status(gpu));
+    let mut failed = 0;
+    let checks = cohort::validate::run_all(gpu)?;
+    let width = checks.iter().map(|c| c.kernel.len()).max().unwrap_or(0);
+    for c in checks {
+        println!(
+            "{:<width$} {:<60} max |gpu - cpu| {:.2e}, {:>5.1}% of tolerance  {}",
+            c.kernel,
+            c.case,
+            c.max_abs_error,
+            100.0 * c.worst_ratio,
+            if c.passed() {
+                "ok".to_string()
+            } else {
+                format!("FAILED at {}", c.worst)
+            }
+        );
+        failed += usize::from(!c.passed());
+    }
+    if failed > 0 {
+        return Err(CohortError::Gpu(format!("{failed} kernel checks failed")));
+    }
+    println!("all kernels agree with the CPU reference");
+    Ok(())
+}
+
+/// Profiles `steps` training steps of the cohort `prepared` describes: their GPU time whole, then
+/// kernel by kernel.
+pub(crate) fn profile(
+    gpu: &GpuBackend,
+    steps: usize,
+    driver_stats: bool,
+    prepared: Prepared,
+) -> Result<()> {
+    let (split, _, config) = prepared;
+    let rt = gpu.runtime();
+    // Before the warm-up steps, so that a missing feature fails before any training work.
+    rt.can_profile()?;
+    if driver_stats {
+        rt.can_read_driver_statistics()?;
+    }
+    let empty = rt.memory().in_use;
+    let mut trainer = Trainer::new(gpu, config.clone())?;
+    let model = rt.memory().in_use - empty;
+    let data = trainer.upload(&split.train)?;
+    let loaded = rt.memory().in_use;
+    // As in training, a batch holds at most the whole training set.
+    let n = split.train.rows;
+    let batch = config.batch_size.min(n);
+    // Step s trains on the s-th batch of the data, wrapping around.
+    let rows = |s: usize| -> Vec<usize> {
+        let start = (s % n) * batch % n;
+        (0..batch).map(|r| (start + r) % n).collect()
+    };
+    for s in 0..3 {
+        trainer.step(&data, &rows(s))?;
+    }
+    gpu.finish()?;
+    // The fourth step gives the launches and memory of every later one (the first ones also
+    // compile pipelines and, with COHORT_MATMUL_TUNE=1, time the products' plans).
+    rt.reset_memory_peak();
+    let before = rt.work_counts();
+    trainer.step(&data, &rows(3))?;
+    gpu.finish()?;
+    let step_memory = rt.memory().peak_in_use - loaded;
+    let counts = rt.work_counts();
+    let mut whole = Vec::new();
+    for s in 0..steps {
+        let ((), time) = rt.time(|| trainer.step(&data, &rows(s)))?;
+        whole.extend(time);
+    }
+    whole.sort();
+    rt.start_profile()?;
+    let profiled = (0..steps).try_for_each(|s| trainer.step(&data, &rows(s)));
+    let profile = rt.stop_profile()?;
+    profiled?;
+    let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
+    println!(
+        "GPU time per step over {steps} steps of {} (batch {batch}, {}):",
+        models.join(", "),
+        if config.mixed_precision {
+            "mixed precision"
+        } else {
+            "f32"
+        },
+    );
+    print!("{}", profile.table(steps));
+    let median = whole.get(whole.len() / 2).copied().unwrap_or_default();
+    println!(
+        "whole step, unprofiled: {:.1} µs GPU (median of {}); {} dispatches in {} submission(s)",
+        median.as_secs_f64() * 1e6,
+        whole.len(),
+        counts.dispatches - before.dispatches,
+        counts.submissions - before.submissions
+    );
+    println!(
+        "(profiled, each dispatch runs in a pass of its own: a little slower than in the step)"
+    );
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    println!(
+        "device memory: model {:.2} MiB (weights, gradients, optimizer state) + step {:.2} MiB \
+         at its peak (activations, their gradients, scratch); the data set {:.2} MiB more",
+        mib(model),
+        mib(step_memory),
+        mib(loaded - empty - model),
+    );
+    let tuned = gpu.tuned_matmuls();
+    if !tuned.is_empty() {
+        println!(
+            "matmul plans tuned (COHORT_MATMUL_TUNE=1; [batch×]M×N×K, fastest of up to 3 runs):"
+        );
+        for t in &tuned {
+            println!("  {t}");
+        }
+        let (own, best) = tuned
+            .iter()
+            .filter_map(|t| t.own_and_tuned_times())
+            .fold((0.0, 0.0), |(own, best), (o, b)| {
+                (own + o.as_secs_f64(), best + b.as_secs_f64())
+            });
+        if best > 0.0 {
+            println!(
+                "  each shape once, timed alone: {:.1} µs with the shapes' own plans, {:.1} µs \
+                 tuned ({:.2}×)",
+                own * 1e6,
+                best * 1e6,
+                own / best
+            );
+        }
+    }
+    if driver_stats {
+        let stats = rt.driver_statistics()?;
+        let failed = stats
+            .pipelines
+            .iter()
+            .filter(|p| p.executables.is_err())
+            .count();
+        print_driver_statistics(&stats, failed);
+        if failed > 0 {
+            return Err(CohortError::Gpu(format!(
+                "{failed} of the {} pipelines profiled could not be rebuilt for their statistics",
+                stats.pipelines.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The driver's statistics, one line per pipeline and stage (one line in all where the driver
+/// keeps none), and the `failed` pipelines' errors.
+fn print_driver_statistics(stats: &cohort::gpu::driver_stats::DriverStatistics, failed: usize) {
+    let n = stats.pipelines.len();
+    match &stats.not_kept {
+        Some(why) => println!(
+            "driver statistics: none ({why}); the {n} pipelines profiled were rebuilt for them{}",
+            if failed == 0 { " without error" } else { "" }
+        ),
+        None => println!(
+            "driver statistics of the {n} pipelines profiled \
+             (VK_KHR_pipeline_executable_properties; rebuilt from the same WGSL and constants):"
+        ),
+    }
+    for p in &stats.pipelines {
+        match &p.executables {
+            Ok(_) if stats.not_kept.is_some() => {}
+            Ok(executables) => {
+                println!("  {}", p.label);
+                for e in executables {
+                    let stats: Vec<String> = e
+                        .statistics
+                        .iter()
+                        .map(|s| format!("{} {}", s.name, s.value))
+                        .collect();
+                    println!(
+                        "    {} (subgroups of {}): {}",
+                        e.name,
+                        e.subgroup_size,
+                        stats.join(", ")
+                    );
+                }
+            }
+            Err(err) => println!("  {}\n    {err}", p.label),
+        }
+    }
+}

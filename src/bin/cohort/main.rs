@@ -1,0 +1,144 @@
+//! The `cohort` command: train a cohort by Deep Mutual Learning, compare it with independent
+//! training, list GPU adapters, check the kernels against the CPU reference and profile a
+//! training step kernel by kernel.
+
+mod args;
+mod gpu;
+mod prepare;
+mod score;
+mod text;
+mod train;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cohort::{Backend, CohortError, CpuBackend, GpuBackend, Result};
+
+use args::{Cli, Command, DeviceChoice};
+use gpu::{check, devices, profile};
+use prepare::{check_outputs, prepare, resume_point};
+use score::{evaluate, evaluation_data, predict, prediction_rows};
+use train::{check_compare, compare, train};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        // The flags, the output paths and the data are checked before a device opens (which
+        // may compile the kernels for a while), so that a typo fails at once.
+        Command::Train { train: args, files } => (|| {
+            check_outputs(&files, &args)?;
+            let prepared = prepare(&args)?;
+            let resume = resume_point(&files, &prepared)?;
+            match open(args.device)? {
+                Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared, resume),
+                Device::Cpu(c) => train(&c, &args, &files, prepared, resume),
+            }
+        })(),
+        Command::Compare { train, seeds } => (|| {
+            check_compare(&train, seeds)?;
+            let prepared = prepare(&train)?;
+            match open(train.device)? {
+                Device::Gpu(g) => compare(g.as_ref(), &train, seeds, prepared),
+                Device::Cpu(c) => compare(&c, &train, seeds, prepared),
+            }
+        })(),
+        Command::Evaluate {
+            checkpoint,
+            data,
+            all_rows,
+            device,
+        } => (|| {
+            let (ckpt, rows) = evaluation_data(&checkpoint, &data, all_rows)?;
+            match open(device)? {
+                Device::Gpu(g) => evaluate(g.as_ref(), &ckpt, &rows),
+                Device::Cpu(c) => evaluate(&c, &ckpt, &rows),
+            }
+        })(),
+        Command::Predict {
+            checkpoint,
+            data,
+            output,
+            device,
+        } => (|| {
+            let (ckpt, rows) = prediction_rows(&checkpoint, &data, output.as_deref())?;
+            match open(device)? {
+                Device::Gpu(g) => predict(g.as_ref(), &ckpt, &rows, output.as_deref()),
+                Device::Cpu(c) => predict(&c, &ckpt, &rows, output.as_deref()),
+            }
+        })(),
+        Command::Devices => devices(),
+        Command::Check => GpuBackend::from_env().and_then(|g| check(&g)),
+        Command::Profile {
+            train,
+            steps,
+            driver_stats,
+        } => match (train.device, steps) {
+            (DeviceChoice::Cpu, _) => Err(CohortError::InvalidConfig(
+                "profile times GPU kernels: --device cpu has none".into(),
+            )),
+            (_, 0) => Err(CohortError::InvalidConfig("--steps must be ≥ 1".into())),
+            _ => (|| {
+                let prepared = prepare(&train)?;
+                match open(DeviceChoice::Gpu)? {
+                    Device::Gpu(g) => profile(&g, steps, driver_stats, prepared),
+                    Device::Cpu(_) => unreachable!("open(Gpu) gives a GPU or an error"),
+                }
+            })(),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The backend a command runs on.
+enum Device {
+    Gpu(Box<GpuBackend>),
+    Cpu(CpuBackend),
+}
+
+/// Whether `--device auto` runs on the CPU backend after the GPU backend failed to open with
+/// `e`: for a missing or failing GPU, not for what the user is to fix: a mistyped COHORT_*
+/// setting, one this GPU cannot honour (split f32 products without cooperative matrices), an
+/// adapter named in COHORT_ADAPTER that is not there, or a plan file that cannot be read or
+/// written.
+fn falls_back(e: &CohortError) -> bool {
+    match e {
+        CohortError::NoAdapter { requested, .. } => requested.is_none(),
+        CohortError::InvalidConfig(_)
+        | CohortError::Unsupported(_)
+        | CohortError::CorruptFile { .. }
+        | CohortError::Io { .. } => false,
+        _ => true,
+    }
+}
+
+/// Opens the backend `--device` asks for (with `auto`, the CPU where no usable GPU is found),
+/// says which on standard error and, on a GPU, compiles every kernel before the work starts.
+fn open(choice: DeviceChoice) -> Result<Device> {
+    let device = match choice {
+        DeviceChoice::Cpu => Device::Cpu(CpuBackend),
+        DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
+        DeviceChoice::Auto => match GpuBackend::from_env() {
+            Ok(g) => Device::Gpu(Box::new(g)),
+            Err(e) if falls_back(&e) => {
+                eprintln!("no GPU ({e}); using the CPU backend");
+                Device::Cpu(CpuBackend)
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    match &device {
+        Device::Gpu(g) => {
+            eprintln!("device: {}", g.describe());
+            g.warm_up()?;
+        }
+        Device::Cpu(c) => eprintln!("device: {}", c.describe()),
+    }
+    Ok(device)
+}
