@@ -1,6 +1,8 @@
 //! The `cohort` command: train a cohort by Deep Mutual Learning, compare it with independent
-//! training, list GPU adapters, check the kernels against the CPU reference and profile a
-//! training step kernel by kernel.
+//! training, score a saved cohort (evaluate, predict), list GPU adapters, check the kernels
+//! against the CPU reference and profile a training step kernel by kernel. Each file holds one
+//! part: flags (`args`), what is checked before a device opens (`prepare`), the subcommands
+//! (`train`, `score`, `gpu`) and number formats (`text`); this one picks the device.
 
 mod args;
 mod gpu;
