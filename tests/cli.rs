@@ -478,7 +478,8 @@ fn bad_input_is_one_clear_error_line() {
         );
         assert!(out.status.success(), "{}", text(&out.stderr));
     }
-    // compare and profile take train's flags but write no files: those flags are not theirs
+    // compare and profile take train's flags but not its files (compare writes --results
+    // only): those flags are not theirs
     // (refused by the parser, and absent from their --help), not ignored.
     fails_cleanly(
         &["compare", "--metrics", "m.jsonl"],
@@ -1294,7 +1295,7 @@ fn compare_prints_independent_and_mutual_side_by_side() {
         stdout.contains("over 2 seeds") && stdout.contains("test cross-entropy"),
         "{stdout}"
     );
-    // The spread of one seed is undefined, not 0.
+    // The spread of one seed is undefined, not 0 (both runs' and the gain's).
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "1",
     ]);
@@ -1304,11 +1305,195 @@ fn compare_prints_independent_and_mutual_side_by_side() {
         .lines()
         .find(|l| l.starts_with("ensemble"))
         .unwrap_or_else(|| panic!("{stdout}"));
-    assert_eq!(ensemble.matches("± n/a").count(), 2, "{stdout}");
+    assert_eq!(ensemble.matches("± n/a").count(), 3, "{stdout}");
     assert!(
         stdout.contains("after 1 epoch, mean ± std over 1 seed "),
         "{stdout}"
     );
+}
+
+/// The numbers in a compare table's row: the two means, their spreads, the gain and its
+/// standard error, and the seeds where mutual did better / worse.
+fn table_row(stdout: &str, name: &str, nth: usize) -> (Vec<f64>, (usize, usize)) {
+    let line = stdout
+        .lines()
+        .filter(|l| l.starts_with(name))
+        .nth(nth)
+        .unwrap_or_else(|| panic!("no row {name} #{nth} in {stdout}"));
+    // The last seven fields, after the peer's name and model.
+    let fields: Vec<&str> = line.split_whitespace().filter(|f| *f != "±").collect();
+    let fields = &fields[fields.len() - 7..];
+    let numbers = fields[..6]
+        .iter()
+        .map(|f| f.parse().unwrap_or_else(|_| panic!("{f} in {line}")))
+        .collect();
+    let (ahead, behind) = fields[6].split_once('/').unwrap();
+    (numbers, (ahead.parse().unwrap(), behind.parse().unwrap()))
+}
+
+#[test]
+fn compare_reports_the_paired_gain_and_writes_every_runs_results() {
+    let dir = scratch("compare-results");
+    let results = dir.join("results.csv");
+    let seeds = 3;
+    let out = cohort(&[
+        "compare",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--peers",
+        "2x16",
+        "--seeds",
+        "3",
+        "--seed",
+        "5",
+        "--results",
+        results.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    // A row per seed, run and member (two peers and the ensemble), in the order they ran.
+    let csv = std::fs::read_to_string(&results).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("seed,run,alpha,peer,model,test_accuracy,test_loss")
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), seeds * 2 * 3, "{csv}");
+    for (i, row) in rows.iter().enumerate() {
+        let (seed, run, member) = (5 + i / 6, i / 3 % 2, i % 3);
+        assert_eq!(row[0], seed.to_string(), "{csv}");
+        assert_eq!(row[1], ["independent", "mutual"][run], "{csv}");
+        assert_eq!(row[2], ["0", "1"][run], "{csv}");
+        let (peer, model) = match member {
+            2 => ("ensemble".to_string(), "ensemble"),
+            k => (k.to_string(), "64-16-10"),
+        };
+        assert_eq!((row[3], row[4]), (peer.as_str(), model), "{csv}");
+        // The ensemble has no loss of its own.
+        assert_eq!(row[6].is_empty(), member == 2, "{csv}");
+    }
+    // The stderr line of each run shows the same accuracies.
+    let stderr = text(&out.stderr);
+    for (i, run) in rows.chunks(3).enumerate() {
+        let pcts: Vec<String> = run
+            .iter()
+            .map(|r| format!("{:.2}%", 100.0 * r[5].parse::<f64>().unwrap()))
+            .collect();
+        let line = format!(
+            "seed {} {:<11}: test accuracy of the peers {} {}, of the ensemble {}",
+            5 + i / 2,
+            ["independent", "mutual"][i % 2],
+            pcts[0],
+            pcts[1],
+            pcts[2]
+        );
+        assert!(stderr.contains(&line), "{line} not in {stderr}");
+    }
+    // Each table row is the file's numbers: the means, and the gain as the mean of the per-seed
+    // differences with its standard error and the seeds on each side.
+    let value = |seed: usize, run: usize, member: usize, column: usize| -> f64 {
+        rows[seed * 6 + run * 3 + member][column].parse().unwrap()
+    };
+    for (name, nth, member, column, scale, lower_is_better) in [
+        ("peer 0", 0, 0, 5, 100.0, false),
+        ("peer 1", 0, 1, 5, 100.0, false),
+        ("ensemble", 0, 2, 5, 100.0, false),
+        ("peer 0", 1, 0, 6, 1.0, true),
+        ("peer 1", 1, 1, 6, 1.0, true),
+    ] {
+        let (numbers, (ahead, behind)) = table_row(&stdout, name, nth);
+        let of_run = |run| -> Vec<f64> {
+            let values = (0..seeds).map(|s| scale * value(s, run, member, column));
+            values.collect()
+        };
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let (independent, mutual) = (of_run(0), of_run(1));
+        let diffs: Vec<f64> = mutual
+            .iter()
+            .zip(&independent)
+            .map(|(m, i)| m - i)
+            .collect();
+        let gain = mean(&diffs);
+        let var = diffs.iter().map(|d| (d - gain).powi(2)).sum::<f64>() / (seeds - 1) as f64;
+        let standard_error = (var / seeds as f64).sqrt();
+        let close = |printed: f64, want: f64| (printed - want).abs() <= 0.0006;
+        assert!(close(numbers[0], mean(&independent)), "{name}: {stdout}");
+        assert!(close(numbers[2], mean(&mutual)), "{name}: {stdout}");
+        assert!(close(numbers[4], gain), "{name}: gain {gain}: {stdout}");
+        assert!(
+            close(numbers[5], standard_error),
+            "{name}: s.e. {standard_error}: {stdout}"
+        );
+        let better = |d: &&f64| {
+            if lower_is_better {
+                **d < 0.0
+            } else {
+                **d > 0.0
+            }
+        };
+        let worse = |d: &&f64| {
+            if lower_is_better {
+                **d > 0.0
+            } else {
+                **d < 0.0
+            }
+        };
+        assert_eq!(
+            (ahead, behind),
+            (
+                diffs.iter().filter(better).count(),
+                diffs.iter().filter(worse).count()
+            ),
+            "{name}: {diffs:?}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("gain: the mean over seeds"), "{stdout}");
+    // The results file is checked before training: its format, and that it is not the data.
+    fails_cleanly(
+        &["compare", "--results", dir.join("r.txt").to_str().unwrap()],
+        "must end in .csv, .jsonl or .json",
+    );
+    let data = dir.join("data.csv");
+    std::fs::write(&data, "a,label\n1,0\n2,1\n").unwrap();
+    fails_cleanly(
+        &[
+            "compare",
+            "--data",
+            &format!("csv:{}", data.display()),
+            "--results",
+            data.to_str().unwrap(),
+        ],
+        "--data and --results name the same file",
+    );
+    // JSON lines hold the same rows.
+    let jsonl = dir.join("results.jsonl");
+    let out = cohort(&[
+        "compare",
+        "--device",
+        "cpu",
+        "--epochs",
+        "1",
+        "--peers",
+        "2x16",
+        "--seeds",
+        "1",
+        "--results",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[5]["run"], "mutual");
+    assert_eq!(lines[5]["peer"], "ensemble");
+    assert!(lines[5]["test_loss"].is_null() && lines[4]["test_loss"].is_f64());
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

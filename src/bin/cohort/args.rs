@@ -37,6 +37,11 @@ pub(crate) enum Command {
         /// Number of seeds (seed, seed+1, …).
         #[arg(long, default_value_t = 3)]
         seeds: u64,
+        /// Write each run's final test accuracy and loss, a row per seed, run and peer (and the
+        /// ensemble): CSV (.csv) or JSON lines (.jsonl, or .json); rewritten after every run,
+        /// so an interrupted comparison keeps the seeds it finished.
+        #[arg(long)]
+        results: Option<PathBuf>,
     },
     /// Score a saved cohort on data: each peer's and the ensemble's test loss and accuracy.
     ///

@@ -37,12 +37,17 @@ fn main() -> ExitCode {
                 Device::Cpu(c) => train(&c, &args, &files, prepared, resume),
             }
         })(),
-        Command::Compare { train, seeds } => (|| {
-            check_compare(&train, seeds)?;
+        Command::Compare {
+            train,
+            seeds,
+            results,
+        } => (|| {
+            let results = results.as_deref();
+            check_compare(&train, seeds, results)?;
             let prepared = prepare(&train)?;
             match open(train.device)? {
-                Device::Gpu(g) => compare(g.as_ref(), &train, seeds, prepared),
-                Device::Cpu(c) => compare(&c, &train, seeds, prepared),
+                Device::Gpu(g) => compare(g.as_ref(), &train, seeds, results, prepared),
+                Device::Cpu(c) => compare(&c, &train, seeds, results, prepared),
             }
         })(),
         Command::Evaluate {

@@ -1,5 +1,7 @@
 //! `cohort train` and `cohort compare`: training runs, their progress lines, outputs and summaries.
 
+use std::path::Path;
+
 use indicatif::{ProgressBar, ProgressStyle};
 
 use cohort::config::TrainConfig;
@@ -8,7 +10,7 @@ use cohort::trainer::{EpochReport, Trainer};
 use cohort::{checkpoint, metrics, Backend, CohortError, Result};
 
 use crate::args::{FileArgs, TrainArgs};
-use crate::prepare::{Prepared, Resume};
+use crate::prepare::{claim_output, data_files, Prepared, Resume};
 use crate::text::{count, loss_text, number_text, pct};
 
 /// `cohort train`: trains the cohort `prepared` describes on `backend` (from `resume`, if given),
@@ -190,22 +192,35 @@ fn print_summary(report: &EpochReport, models: &[String]) {
 }
 
 /// Mean and sample standard deviation (None for a single value, where it is undefined).
-fn mean_std(values: &[f32]) -> (f64, Option<f64>) {
+fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
     let n = values.len() as f64;
-    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mean = values.iter().sum::<f64>() / n;
     let std = (values.len() > 1).then(|| {
-        let var = values
-            .iter()
-            .map(|&v| (v as f64 - mean).powi(2))
-            .sum::<f64>()
-            / (n - 1.0);
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
         var.sqrt()
     });
     (mean, std)
 }
 
-/// Compare's own flag checks.
-pub(crate) fn check_compare(args: &TrainArgs, seeds: u64) -> Result<()> {
+/// The file formats of compare's --results, by extension.
+const RESULTS_EXTENSIONS: [&str; 3] = ["csv", "jsonl", "json"];
+
+/// `path`'s extension if it is one --results writes.
+fn results_format(path: &Path) -> Result<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .filter(|e| RESULTS_EXTENSIONS.contains(&e.as_str()))
+        .ok_or_else(|| {
+            CohortError::InvalidConfig(format!(
+                "--results file {} must end in .csv, .jsonl or .json",
+                path.display()
+            ))
+        })
+}
+
+/// Compare's own flag checks, and that --results (if given) can be written and is not the data.
+pub(crate) fn check_compare(args: &TrainArgs, seeds: u64, results: Option<&Path>) -> Result<()> {
     if seeds == 0 {
         return Err(CohortError::InvalidConfig("--seeds must be ≥ 1".into()));
     }
@@ -214,25 +229,123 @@ pub(crate) fn check_compare(args: &TrainArgs, seeds: u64) -> Result<()> {
             "compare needs --alpha > 0 for the mutual run".into(),
         ));
     }
+    if let Some(path) = results {
+        results_format(path)?;
+        checkpoint::check_writable(path)?;
+        claim_output(&mut data_files(&args.data), "--results", path)?;
+    }
     Ok(())
 }
 
+/// The two runs compare makes on each seed.
+const RUNS: [&str; 2] = ["independent", "mutual"];
+
+/// One run's end: its final test accuracies (each peer's, then the ensemble's) and each peer's
+/// test cross-entropy.
+struct RunEnd {
+    seed: u64,
+    /// Index into [`RUNS`].
+    run: usize,
+    alpha: f32,
+    accuracy: Vec<f32>,
+    loss: Vec<f32>,
+}
+
+/// A line of --results: one peer's (or the ensemble's) end of one run.
+#[derive(serde::Serialize)]
+struct ResultRow<'a> {
+    seed: u64,
+    run: &'a str,
+    alpha: f32,
+    /// Peer index as text, or "ensemble".
+    peer: String,
+    model: &'a str,
+    test_accuracy: f32,
+    /// Test cross-entropy (none for the ensemble).
+    test_loss: Option<f32>,
+}
+
+/// Writes every finished run's rows to `path` (atomically), in the format its extension names.
+fn write_results(path: &Path, ends: &[RunEnd], models: &[String]) -> Result<()> {
+    let mut rows = Vec::new();
+    for end in ends {
+        for (k, &test_accuracy) in end.accuracy.iter().enumerate() {
+            rows.push(ResultRow {
+                seed: end.seed,
+                run: RUNS[end.run],
+                alpha: end.alpha,
+                peer: models.get(k).map_or("ensemble".into(), |_| k.to_string()),
+                model: models.get(k).map_or("ensemble", |m| m.as_str()),
+                test_accuracy,
+                test_loss: end.loss.get(k).copied(),
+            });
+        }
+    }
+    let mut text = String::new();
+    if results_format(path)? == "csv" {
+        text.push_str("seed,run,alpha,peer,model,test_accuracy,test_loss\n");
+        for r in &rows {
+            let loss = r.test_loss.map(|l| l.to_string()).unwrap_or_default();
+            text.push_str(&format!(
+                "{},{},{},{},{},{},{loss}\n",
+                r.seed, r.run, r.alpha, r.peer, r.model, r.test_accuracy
+            ));
+        }
+    } else {
+        for r in &rows {
+            let line =
+                serde_json::to_string(r).map_err(|e| CohortError::InvalidConfig(e.to_string()))?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    checkpoint::write_atomic(path, text.as_bytes())
+}
+
+/// How the mutual runs differ from the independent ones of the same seeds (which share their
+/// initial weights and batch order): the mean difference, its standard error (None for one
+/// seed), and on how many seeds the mutual run came out ahead and behind.
+struct PairedGain {
+    mean: f64,
+    standard_error: Option<f64>,
+    ahead: usize,
+    behind: usize,
+}
+
+impl PairedGain {
+    /// The gain of `mutual` over `independent` (values in seed order); `lower_is_better` for
+    /// losses, where ahead means lower.
+    fn of(independent: &[f64], mutual: &[f64], lower_is_better: bool) -> Self {
+        let diffs: Vec<f64> = mutual.iter().zip(independent).map(|(m, i)| m - i).collect();
+        let (mean, std) = mean_std(&diffs);
+        let better = |d: f64| if lower_is_better { d < 0.0 } else { d > 0.0 };
+        let ahead = diffs.iter().filter(|&&d| better(d)).count();
+        let behind = diffs.iter().filter(|&&d| d != 0.0 && !better(d)).count();
+        Self {
+            mean,
+            standard_error: std.map(|s| s / (diffs.len() as f64).sqrt()),
+            ahead,
+            behind,
+        }
+    }
+}
+
 /// `cohort compare`: trains independent peers (α = 0) and the cohort as asked, `seeds` times
-/// each on the same seeds, and prints each one's accuracy and test loss as mean ± std.
+/// each on the same seeds, and prints each one's accuracy and test loss as mean ± std with the
+/// paired gain; writes every run's end to `results`, if given.
 pub(crate) fn compare<B: Backend>(
     backend: &B,
     args: &TrainArgs,
     seeds: u64,
+    results: Option<&Path>,
     prepared: Prepared,
 ) -> Result<()> {
     let (split, standardizer, base) = prepared;
     let models: Vec<String> = base.peers.iter().map(|p| p.name()).collect();
     let p = base.peers.len();
-    // Final test accuracy ([mode][seed][peer..., ensemble]) and test loss ([mode][seed][peer]).
-    let mut accuracy: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
-    let mut loss: [Vec<Vec<f32>>; 2] = [Vec::new(), Vec::new()];
+    let mut ends: Vec<RunEnd> = Vec::new();
     for seed in (0..seeds).map(|i| args.seed.wrapping_add(i)) {
-        for (mode, alpha) in [(0, 0.0), (1, args.alpha)] {
+        for (run, alpha) in [(0, 0.0), (1, args.alpha)] {
             let mut config = base.clone();
             config.alpha = alpha;
             config.seed = seed;
@@ -253,20 +366,28 @@ pub(crate) fn compare<B: Backend>(
             let last = history
                 .last()
                 .ok_or_else(|| CohortError::EmptyData("no epochs".into()))?;
-            let mut accs: Vec<f32> = last.peers.iter().map(|r| r.test_accuracy).collect();
-            accs.push(last.ensemble_accuracy);
+            let mut accuracy: Vec<f32> = last.peers.iter().map(|r| r.test_accuracy).collect();
+            accuracy.push(last.ensemble_accuracy);
             eprintln!(
-                "seed {seed} {}: test accuracy of the peers {}, of the ensemble {}",
-                ["independent", "mutual     "][mode],
-                accs[..p]
+                "seed {seed} {:<11}: test accuracy of the peers {}, of the ensemble {}",
+                RUNS[run],
+                accuracy[..p]
                     .iter()
                     .map(|a| pct(*a))
                     .collect::<Vec<_>>()
                     .join(" "),
                 pct(last.ensemble_accuracy)
             );
-            accuracy[mode].push(accs);
-            loss[mode].push(last.peers.iter().map(|r| r.test_loss).collect());
+            ends.push(RunEnd {
+                seed,
+                run,
+                alpha,
+                accuracy,
+                loss: last.peers.iter().map(|r| r.test_loss).collect(),
+            });
+            if let Some(path) = results {
+                write_results(path, &ends, &models)?;
+            }
         }
     }
     println!();
@@ -279,33 +400,50 @@ pub(crate) fn compare<B: Backend>(
         base.schedule
     );
     println!(
-        "{:<28} {:>19} {:>19} {:>8}",
-        "test accuracy %", "independent (α=0)", "mutual", "gain"
+        "{:<28} {:>19} {:>19} {:>17} {:>7}",
+        "test accuracy %", "independent (α=0)", "mutual", "gain ± s.e.", "+/-"
     );
-    let row = |name: String, table: &[Vec<Vec<f32>>; 2], k: usize, scale: f64| {
-        let column = |mode: usize| table[mode].iter().map(|r| r[k]).collect::<Vec<_>>();
-        let ((im, is), (mm, ms)) = (mean_std(&column(0)), mean_std(&column(1)));
+    // One member's values of one run kind, in seed order (`loss`: test loss, else accuracy).
+    let column = |run: usize, k: usize, loss: bool| -> Vec<f64> {
+        let values = |e: &RunEnd| if loss { e.loss[k] } else { e.accuracy[k] };
+        let runs = ends.iter().filter(|e| e.run == run);
+        runs.map(|e| f64::from(values(e))).collect()
+    };
+    let row = |name: String, k: usize, loss: bool| {
+        let scale = if loss { 1.0 } else { 100.0 };
+        let (independent, mutual) = (column(0, k, loss), column(1, k, loss));
+        let ((im, is), (mm, ms)) = (mean_std(&independent), mean_std(&mutual));
+        let gain = PairedGain::of(&independent, &mutual, loss);
         // Three decimals, or scientific notation for a diverged run's huge losses.
         let num = |v: f64, signed: bool| number_text(v, 3, signed);
         let spread = |s: Option<f64>| s.map_or("n/a".into(), |s| num(scale * s, false));
         println!(
             // Spreads up to 99.999 keep the columns in line.
-            "{:<28} {:>10} ± {:<6} {:>10} ± {:<6} {:>8}",
+            "{:<28} {:>10} ± {:<6} {:>10} ± {:<6} {:>8} ± {:<6} {:>7}",
             name,
             num(scale * im, false),
             spread(is),
             num(scale * mm, false),
             spread(ms),
-            num(scale * (mm - im), true)
+            num(scale * gain.mean, true),
+            spread(gain.standard_error),
+            format!("{}/{}", gain.ahead, gain.behind)
         );
     };
     for (k, model) in models.iter().enumerate() {
-        row(format!("peer {k} ({model})"), &accuracy, k, 100.0);
+        row(format!("peer {k} ({model})"), k, false);
     }
-    row("ensemble".into(), &accuracy, p, 100.0);
+    row("ensemble".into(), p, false);
     println!("{:<28}", "test cross-entropy (lower is better)");
     for (k, model) in models.iter().enumerate() {
-        row(format!("peer {k} ({model})"), &loss, k, 1.0);
+        row(format!("peer {k} ({model})"), k, true);
+    }
+    println!(
+        "gain: the mean over seeds of mutual − independent on the same seed (same initial weights \
+         and batches)\n      ± its standard error; +/-: the seeds on which mutual did better / worse"
+    );
+    if let Some(path) = results {
+        eprintln!("results: {}", path.display());
     }
     Ok(())
 }
