@@ -1565,4 +1565,50 @@ mod tests {
         assert_eq!(mesa_version("580.159.04"), None);
         assert_eq!(mesa_version("Mesa"), None);
     }
+
+    /// Each variable `from_env` reads has a row in the README's table of them, which names its
+    /// `GpuOptions` field, and the table lists no variable that `from_env` does not read.
+    #[test]
+    fn the_readme_lists_every_environment_variable() {
+        let source = include_str!("runtime.rs");
+        let body = &source[source.find("pub fn from_env()").unwrap()..];
+        let body = &body[..body.find("\n    }\n}").unwrap()];
+        let readme = include_str!("../../README.md");
+        let rows: Vec<&str> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `COHORT_"))
+            .collect();
+        let name_of = |text: &str| {
+            let at = text.find("COHORT_").unwrap();
+            let end = text[at..]
+                .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(text.len(), |e| at + e);
+            text[at..end].to_string()
+        };
+        let mut read = Vec::new();
+        let mut rest = body;
+        while let Some(at) = rest.find("\"COHORT_") {
+            let name = name_of(&rest[at..]);
+            let field = body
+                .lines()
+                .find(|l| l.contains(&format!("(\"{name}\"")))
+                .unwrap();
+            let field = field.trim().split(':').next().unwrap();
+            assert!(
+                rows.iter()
+                    .any(|r| name_of(r) == name && r.contains(&format!("(`{field}`)"))),
+                "README.md has no table row for {name} ({field})"
+            );
+            read.push(name);
+            rest = &rest[at + 1..];
+        }
+        assert!(read.len() >= 20, "found only {read:?} in from_env");
+        for row in rows {
+            assert!(
+                read.contains(&name_of(row)),
+                "README.md lists {}, never read",
+                name_of(row)
+            );
+        }
+    }
 }
