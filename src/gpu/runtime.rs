@@ -697,6 +697,38 @@ fn instance_descriptor() -> wgpu::InstanceDescriptor {
     desc
 }
 
+/// Whether a Vulkan adapter's cooperative matrices can be switched on. wgpu 30 offers
+/// `EXPERIMENTAL_COOPERATIVE_MATRIX` wherever the driver lists `VK_KHR_cooperative_matrix`
+/// configurations, without reading the extension's `cooperativeMatrix` feature: a driver that
+/// lists them with the feature off (Mesa 26.2's lavapipe with 128-bit vectors) then fails
+/// `vkCreateDevice`, and wgpu-hal panics. So the feature is read here; other backends keep
+/// wgpu's answer.
+fn cooperative_matrix_enabled(adapter: &wgpu::Adapter) -> bool {
+    use ash::vk;
+    // SAFETY: reads the physical device's features through the instance wgpu keeps alive for
+    // the adapter; nothing is created or changed.
+    let Some(hal) = (unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }) else {
+        return true;
+    };
+    let shared = hal.shared_instance();
+    let (instance, phd) = (shared.raw_instance(), hal.raw_physical_device());
+    let mut coop = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut coop);
+    if shared.instance_api_version() >= vk::API_VERSION_1_1 {
+        unsafe { instance.get_physical_device_features2(phd, &mut features) };
+    } else if shared
+        .extensions()
+        .contains(&ash::khr::get_physical_device_properties2::NAME)
+    {
+        let ext =
+            ash::khr::get_physical_device_properties2::Instance::new(shared.entry(), instance);
+        unsafe { ext.get_physical_device_features2(phd, &mut features) };
+    } else {
+        return false;
+    }
+    coop.cooperative_matrix == vk::TRUE
+}
+
 impl Runtime {
     /// Picks an adapter (a GPU first, then a software one), requests the features cohort can use
     /// and the adapter's full limits, and prepares the parameter arena.
@@ -739,7 +771,10 @@ impl Runtime {
             | wgpu::Features::SHADER_F16
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-        let features = adapter.features() & wanted;
+        let mut features = adapter.features() & wanted;
+        if !cooperative_matrix_enabled(&adapter) {
+            features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
+        }
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cohort"),
