@@ -701,8 +701,8 @@ fn instance_descriptor() -> wgpu::InstanceDescriptor {
 /// `EXPERIMENTAL_COOPERATIVE_MATRIX` wherever the driver lists `VK_KHR_cooperative_matrix`
 /// configurations, without reading the extension's `cooperativeMatrix` feature: a driver that
 /// lists them with the feature off (Mesa 26.2's lavapipe with 128-bit vectors) then fails
-/// `vkCreateDevice`, and wgpu-hal panics. So the feature is read here; other backends keep
-/// wgpu's answer.
+/// `vkCreateDevice`, and wgpu-hal panics. So the feature is read here, on adapters that list
+/// the extension's configurations (so the query is valid); other backends keep wgpu's answer.
 fn cooperative_matrix_enabled(adapter: &wgpu::Adapter) -> bool {
     use ash::vk;
     // SAFETY: reads the physical device's features through the instance wgpu keeps alive for
@@ -772,7 +772,9 @@ impl Runtime {
             | wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
         let mut features = adapter.features() & wanted;
-        if !cooperative_matrix_enabled(&adapter) {
+        if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+            && !cooperative_matrix_enabled(&adapter)
+        {
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         }
         let limits = adapter.limits();
