@@ -15,14 +15,15 @@
 // Each k-step stages a TILE x 32 slice of op(A) and of op(B) in workgroup memory as f16, each
 // laid out as its operand is stored, so that neighbouring invocations write neighbouring
 // addresses: k-contiguous rows KS apart, or (an operand stored m- or n-contiguous: A transposed,
-// B not) 32 rows of TILE elements, MS apart. Cooperative loads touch workgroup memory only, with
-// pipeline-constant strides (naga 30 mis-compiles them on storage pointers with runtime
-// strides). The
-// slices are double buffered: the next one is read from global memory into registers while the
-// current one is multiplied, then written to the other buffer, one barrier per step. Reads
-// outside the matrices give zero, so any shape works. The accumulators leave through a FRAG x
-// FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split
-// along K, the plain entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
+// B not) 32 rows of TILE elements, MS apart; the four values of a vec4 load are one vec4 store
+// (the slices are arrays of vec4<f16>, as NVIDIA's cooperative-matrix sample stages through
+// uvec4s). Cooperative loads touch workgroup memory only, with pipeline-constant strides (naga
+// 30 mis-compiles them on storage pointers with runtime strides). The slices are double
+// buffered: the next one is read from global memory into registers while the current one is
+// multiplied, then written to the other buffer, one barrier per step. Reads outside the matrices
+// give zero, so any shape works. The accumulators leave through a FRAG x FRAG staging tile per
+// subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split along K, the plain
+// entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
 //
 // With SPLIT_F32 the kernel computes an f32 product on the f16 matrix units: each operand value v
 // is staged as hi = f16(v) and lo = f16((v - hi)·2¹¹), and each subgroup accumulates hi·hi in
@@ -52,6 +53,9 @@ override MN_B: bool = MN_STAGING && !TRANS_B && !SPLIT_F32; // op(B)'s slice is 
 // Write each k-step's fragment products out for every (i, j) up to MAX_FRAGS, guarded by FR and
 // FC, instead of looping over them (f16 products only; see `unrolled_products`).
 override UNROLL: bool = false;
+// Stage four values staged contiguous with one vec4 store instead of four f16 stores (see
+// `stage`; off only to measure the difference).
+override WIDE_STORES: bool = true;
 // Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
 // (derived).
 override MS: u32 = TILE + 8u;
@@ -60,9 +64,9 @@ override LO: u32 = 2u * TILE * KS; // where the lo copies start in tile_a and ti
 override TILE: u32 = FRAG * FR * SG_ROWS; // derived, never set
 override THREADS: u32 = SG_SIZE * SG_ROWS * SG_COLS; // derived, never set
 override UNITS: u32 = TILE * TK / THREADS; // elements of each operand a thread stages per step (derived)
-// Workgroup array lengths (derived). Named: naga 30 panics on pipelines whose workgroup arrays
-// have more than one unnamed override-expression length.
-override STAGED: u32 = max(2u * TILE * KS * PARTS, 2u * TK * MS);
+// Workgroup array lengths (derived; STAGED in vec4s of f16). Named: naga 30 panics on pipelines
+// whose workgroup arrays have more than one unnamed override-expression length.
+override STAGED: u32 = max(2u * TILE * KS * PARTS, 2u * TK * MS) / 4u;
 override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS * PARTS;
 // Params, bindings, a_at / b_at, product and the epilogues: shaders/include/matmul_io.wgsl.
 
@@ -74,10 +78,12 @@ const MAX_UNITS: u32 = 32u;
 const MAX_FRAGS: u32 = 4u;
 const LO_SCALE: f32 = 2048.0; // 2¹¹: lo parts stay clear of f16's subnormals
 
-// Two buffers of [TILE rows of op(A)][KS] (then lo's), or with MN_A of [TK][MS].
-var<workgroup> tile_a: array<f16, STAGED>;
-// Two buffers of [TILE columns of op(B)][KS] (then lo's), or with MN_B of [TK][MS].
-var<workgroup> tile_b: array<f16, STAGED>;
+// Two buffers of [TILE rows of op(A)][KS] (then lo's), or with MN_A of [TK][MS], as vec4s: f16
+// element i is component i % 4 of entry i / 4, so that four staged values are one store (rows
+// start at multiples of 4, as do fragments, and cooperative loads read vec4 entries).
+var<workgroup> tile_a: array<vec4<f16>, STAGED>;
+// Two buffers of [TILE columns of op(B)][KS] (then lo's), or with MN_B of [TK][MS], as tile_a.
+var<workgroup> tile_b: array<vec4<f16>, STAGED>;
 var<workgroup> out_tile: array<f32, STAGING>; // a FRAG x FRAG staging tile per subgroup (then corr's)
 
 var<private> lane: u32; // this invocation's index in its subgroup
@@ -195,13 +201,48 @@ fn fetch(operand: u32, next: ptr<function, Fetched>, base: u32, r0: u32, k0: u32
     }
 }
 
+// Element i of `operand`'s staged slices (tile_a or tile_b) becomes v.
+fn put(operand: u32, i: u32, v: f16) {
+    if (operand == 0u) {
+        tile_a[i / 4u][i % 4u] = v;
+    } else {
+        tile_b[i / 4u][i % 4u] = v;
+    }
+}
+
+// Elements i..i + 4 of `operand`'s staged slices become v (i a multiple of 4): one store.
+fn put4(operand: u32, i: u32, v: vec4<f16>) {
+    if (operand == 0u) {
+        tile_a[i / 4u] = v;
+    } else {
+        tile_b[i / 4u] = v;
+    }
+}
+
 // Writes the registers of `fetch` for `operand` into buffer `buf` of its staged slice, rounded to
-// f16 (with SPLIT_F32 as hi parts, and the lo parts into its lo copy).
+// f16 (with SPLIT_F32 as hi parts, and the lo parts into its lo copy). A unit of four values
+// along the stored contiguous axis that the slice also holds contiguous (staged as stored) is
+// one vec4 store with WIDE_STORES, else four f16 stores.
 fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
     let w = select(1u, 4u, is_vec(operand));
     let along_k = k_contiguous(operand);
+    let as_stored = along_k || select(MN_A, MN_B, operand == 1u);
     for (var l = 0u; l < UNITS / w; l++) {
         let at = place(operand, l, tid);
+        if (WIDE_STORES && w == 4u && as_stored) {
+            let i = staged_at(operand, buf, at.y, at.x);
+            if (SPLIT_F32) {
+                let v = select(vec4<f32>((*next).b[l]), vec4<f32>((*next).a[l]), operand == 0u);
+                let hi = vec4<f32>(hi_part(v.x), hi_part(v.y), hi_part(v.z), hi_part(v.w));
+                put4(operand, i, vec4<f16>(hi)); // exact
+                put4(operand, LO + i, vec4<f16>((v - hi) * LO_SCALE));
+            } else if (operand == 0u) {
+                put4(0u, i, vec4<f16>((*next).a[l]));
+            } else {
+                put4(1u, i, vec4<f16>((*next).b[l]));
+            }
+            continue;
+        }
         for (var e = 0u; e < w; e++) {
             let k = at.x + select(0u, e, along_k);
             let r = at.y + select(e, 0u, along_k);
@@ -214,18 +255,12 @@ fn stage(operand: u32, next: ptr<function, Fetched>, buf: u32, tid: u32) {
                     operand == 0u,
                 );
                 let hi = hi_part(v);
-                let lo = f16((v - hi) * LO_SCALE);
-                if (operand == 0u) {
-                    tile_a[i] = f16(hi); // exact
-                    tile_a[LO + i] = lo;
-                } else {
-                    tile_b[i] = f16(hi);
-                    tile_b[LO + i] = lo;
-                }
+                put(operand, i, f16(hi)); // exact
+                put(operand, LO + i, f16((v - hi) * LO_SCALE));
             } else if (operand == 0u) {
-                tile_a[i] = f16((*next).a[j / 4u][j % 4u]);
+                put(0u, i, f16((*next).a[j / 4u][j % 4u]));
             } else {
-                tile_b[i] = f16((*next).b[j / 4u][j % 4u]);
+                put(1u, i, f16((*next).b[j / 4u][j % 4u]));
             }
         }
     }

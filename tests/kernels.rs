@@ -346,26 +346,26 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
 }
 
 /// A backend whose f16 products run on `matmul_coop.wgsl` built as `coop` says, in `layout`
-/// (its k-step looped or written out as COHORT_COOP_UNROLL says).
+/// (otherwise built as the environment says, e.g. COHORT_COOP_UNROLL).
 fn coop_backend(coop: cohort::gpu::CoopChoice, layout: &str) -> cohort::Result<cohort::GpuBackend> {
-    let unroll = cohort::GpuOptions::from_env().unwrap().coop_unroll;
-    coop_backend_unrolled(coop, layout, unroll)
+    coop_backend_with(coop, layout, |_| {})
 }
 
-/// [`coop_backend`], with the kernel's k-step written out for every fragment where `unroll`.
-fn coop_backend_unrolled(
+/// [`coop_backend`], with the kernel's other build options as `build` sets them.
+fn coop_backend_with(
     coop: cohort::gpu::CoopChoice,
     layout: &str,
-    unroll: bool,
+    build: impl FnOnce(&mut cohort::GpuOptions),
 ) -> cohort::Result<cohort::GpuBackend> {
-    cohort::GpuBackend::new(&cohort::GpuOptions {
+    let mut options = cohort::GpuOptions {
         coop,
         coop_layout: Some(layout.parse()?),
-        coop_unroll: unroll,
         // The small products too (e.g. 1×1×1) on this kernel, not the narrow one.
         no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
-    })
+    };
+    build(&mut options);
+    cohort::GpuBackend::new(&options)
 }
 
 #[test]
@@ -402,9 +402,14 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     // accumulators indexed by FC and past it. (Written out, each emulated product is inlined
     // where the loops called one: lavapipe's LLVM took 3 minutes over `cohort check` in a 4x1
     // layout, and longer with more fragments; the GPU tests run the default layouts unrolled.)
-    let g = coop_backend_unrolled(cohort::gpu::CoopChoice::Emulate, "2x2:2x2", true).unwrap();
+    let emulate = cohort::gpu::CoopChoice::Emulate;
+    let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_unroll = true).unwrap();
     assert!(g.coop_check().is_some_and(|c| c.passed()));
     coop_checks(&g, "2x2:2x2, unrolled", false);
+    // Staged one f16 per store (COHORT_COOP_STORES=scalar), as before vec4 stores.
+    let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_scalar_stores = true).unwrap();
+    assert!(g.coop_check().is_some_and(|c| c.passed()));
+    coop_checks(&g, "2x2:2x2, scalar stores", false);
     deep_emulated_products();
 }
 
@@ -469,18 +474,30 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2", "2x2:1x1"],
         _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
-    // Each also with its k-step written out (COHORT_COOP_UNROLL=1; the ragged cases).
-    for (layout, unroll) in layouts.iter().flat_map(|l| [(*l, false), (*l, true)]) {
-        let g = coop_backend_unrolled(cohort::gpu::CoopChoice::On, layout, unroll).unwrap();
+    // Each also with its k-step written out (COHORT_COOP_UNROLL=1) and staged one f16 per
+    // store (COHORT_COOP_STORES=scalar): the ragged cases.
+    let builds = [
+        ("", false, false),
+        (", unrolled", true, false),
+        (", scalar stores", false, true),
+    ];
+    for (layout, (build, unroll, scalar_stores)) in layouts
+        .iter()
+        .flat_map(|l| builds.iter().map(move |b| (*l, *b)))
+    {
+        let g = coop_backend_with(cohort::gpu::CoopChoice::On, layout, |o| {
+            o.coop_unroll = unroll;
+            o.coop_scalar_stores = scalar_stores;
+        })
+        .unwrap();
         assert_eq!(
             g.matmul_coop(),
             Some(ops),
             "the adapter offers {ops:?} cooperative matrices but shaders/matmul_coop.wgsl failed \
-             its self-test (unrolled: {unroll}): {:?}",
+             its self-test ({layout}{build}): {:?}",
             g.coop_check()
         );
-        let name = format!("{layout}{}", if unroll { ", unrolled" } else { "" });
-        coop_checks(&g, &name, !unroll);
+        coop_checks(&g, &format!("{layout}{build}"), build.is_empty());
     }
     let g = split_f32_backend(cohort::gpu::CoopChoice::On, None).unwrap();
     assert_eq!(

@@ -47,8 +47,11 @@
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           coop      the cooperative-matrix kernel's layouts
 #           unroll    (not by default; first after check in a short lease) the tensor-core
-#                     kernel's k-step written out (COHORT_COOP_UNROLL=1) against the looped
-#                     default: f16 products, the mixed steps, the driver's statistics, its tests
+#                     kernel's candidates against its default: the k-step written out
+#                     (COHORT_COOP_UNROLL=1), and its operands staged one f16 per store
+#                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores): f16
+#                     products, the mixed steps; the 4x4-accumulator layout written out at
+#                     4096³; the driver's statistics, its tests
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, split K, step
@@ -321,20 +324,30 @@ part_tensorcores() {
   CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }
 part_unroll() {
-  # The tensor-core kernel's k-step written out for every fragment, accumulators indexed by
-  # constants (COHORT_COOP_UNROLL=1), against the looped default in the same call: f16 products
-  # (F16 tensors), the mixed steps, what the driver made of the large mixed step's pipelines
-  # (registers, local memory: compare the stats part's stats-large-mixed), then the kernel
-  # tests with it (the self-test and the coop tests run unrolled).
+  # The tensor-core kernel's candidates against its default in the same call: its k-step written
+  # out for every fragment, accumulators indexed by constants (COHORT_COOP_UNROLL=1), and its
+  # operands staged one f16 per store (COHORT_COOP_STORES=scalar; four per vec4 store is the
+  # default since 2026-12-04, unmeasured on a GPU): f16 products (F16 tensors), the mixed steps.
+  # Then the 2x2:4x4 layout written out at 4096³ (a subgroup of FR x FC accumulators loads
+  # FR + FC fragments from workgroup memory for FR·FC products: 8 for 16 against the default's
+  # 6 for 8), what the driver made of the large mixed step's pipelines written out (registers,
+  # local memory: compare the stats part's stats-large-mixed), and the kernel tests with it
+  # (the self-test and the coop tests run unrolled).
   local sq=4096x4096x4096,1024x1024x1024,256x1024x784
-  for unroll in 0 1; do
-    COHORT_COOP_UNROLL=$unroll COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 \
-      COHORT_BENCH_JSON="$out/cohort-coop-unroll$unroll.json" \
-      run "bench-matmul-f16-unroll$unroll" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-    COHORT_COOP_UNROLL=$unroll COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-      COHORT_BENCH_JSON="$out/cohort-step-mixed-unroll$unroll.json" \
-      run "bench-step-mixed-unroll$unroll" .gpu/bin/bench-step --bench $quick
+  for build in default unroll scalar-stores; do
+    local unroll=0 stores=wide
+    [ $build = unroll ] && unroll=1
+    [ $build = scalar-stores ] && stores=scalar
+    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 \
+      COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
+      run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
+      COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
+      run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
   done
+  COHORT_COOP_UNROLL=1 COHORT_COOP_LAYOUT=2x2:4x4 COHORT_BENCH_SHAPES=4096x4096x4096 COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-unroll-2x2-4x4.json" \
+    run bench-matmul-f16-unroll-2x2-4x4 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_COOP_UNROLL=1 profile_step stats-large-mixed-unrolled 4096 1024 mixed 2 --driver-stats
   CI=true COHORT_COOP_UNROLL=1 run test-kernels-coop-unrolled .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }

@@ -13,11 +13,20 @@ alias FragA = array<f16, 128>; // the 8 rows lane/16 + 2i, 16 k each
 alias FragB = array<f16, 16>; // column lane%16, 16 k
 alias Acc = array<f32, 8>; // elements (lane/16 + 2i, lane%16)
 
+// Element i of the staged slices of op(A) and op(B) (arrays of vec4<f16>).
+fn staged_a(i: u32) -> f16 {
+    return tile_a[i / 4u][i % 4u];
+}
+
+fn staged_b(i: u32) -> f16 {
+    return tile_b[i / 4u][i % 4u];
+}
+
 fn frag_a(at: u32) -> FragA {
     var f: FragA;
     for (var i = 0u; i < 8u; i++) {
         for (var k = 0u; k < 16u; k++) {
-            f[i * 16u + k] = tile_a[at + (lane / 16u + 2u * i) * KS + k];
+            f[i * 16u + k] = staged_a(at + (lane / 16u + 2u * i) * KS + k);
         }
     }
     return f;
@@ -27,7 +36,7 @@ fn frag_a(at: u32) -> FragA {
 fn frag_b(at: u32) -> FragB {
     var f: FragB;
     for (var k = 0u; k < 16u; k++) {
-        f[k] = tile_b[at + (lane % 16u) * KS + k];
+        f[k] = staged_b(at + (lane % 16u) * KS + k);
     }
     return f;
 }
@@ -37,7 +46,7 @@ fn frag_a_mn(at: u32) -> FragA {
     var f: FragA;
     for (var i = 0u; i < 8u; i++) {
         for (var k = 0u; k < 16u; k++) {
-            f[i * 16u + k] = tile_a[at + k * MS + lane / 16u + 2u * i];
+            f[i * 16u + k] = staged_a(at + k * MS + lane / 16u + 2u * i);
         }
     }
     return f;
@@ -47,7 +56,7 @@ fn frag_a_mn(at: u32) -> FragA {
 fn frag_b_mn(at: u32) -> FragB {
     var f: FragB;
     for (var k = 0u; k < 16u; k++) {
-        f[k] = tile_b[at + k * MS + lane % 16u];
+        f[k] = staged_b(at + k * MS + lane % 16u);
     }
     return f;
 }

@@ -275,20 +275,17 @@ struct CoopKernel {
     mn_staging: bool,
     /// The k-step written out for every fragment (`UNROLL`): [`GpuOptions::coop_unroll`].
     unroll: bool,
+    /// Four staged values per store (`WIDE_STORES`), unless
+    /// [`GpuOptions::coop_scalar_stores`].
+    wide_stores: bool,
 }
 
 impl CoopKernel {
-    /// The kernel for `ops` on a device with `caps`: `forced` (checked) as its only layout, or the
-    /// two defaults, the big one only where it fits, and for a backend that `tunes` its
-    /// products a third, smaller one.
-    fn new(
-        ops: CoopOps,
-        caps: &Capabilities,
-        forced: Option<CoopLayout>,
-        mn_staging: bool,
-        unroll: bool,
-        tunes: bool,
-    ) -> Result<Self> {
+    /// The kernel for `ops` on a device with `caps`, built as `options` say: their forced layout
+    /// (checked) as its only one, or the two defaults, the big one only where it fits, and for
+    /// a backend that `tunes` its products a third, smaller one.
+    fn new(ops: CoopOps, caps: &Capabilities, options: &GpuOptions, tunes: bool) -> Result<Self> {
+        let forced = options.coop_layout;
         let sg_size = match ops {
             CoopOps::Emulated => 32,
             _ => caps.subgroup_size.unwrap_or(32),
@@ -326,8 +323,9 @@ impl CoopKernel {
             big,
             tuning_only,
             split,
-            mn_staging,
-            unroll,
+            mn_staging: !options.coop_k_staging,
+            unroll: options.coop_unroll,
+            wide_stores: !options.coop_scalar_stores,
         })
     }
 
@@ -569,16 +567,7 @@ impl GpuBackend {
         // Set on the backend only after the self-tests, so that they tune nothing.
         let tunes = options.tune_matmuls || options.tune_file.is_some();
         let coop = coop
-            .map(|ops| {
-                CoopKernel::new(
-                    ops,
-                    caps,
-                    options.coop_layout,
-                    !options.coop_k_staging,
-                    options.coop_unroll,
-                    tunes,
-                )
-            })
+            .map(|ops| CoopKernel::new(ops, caps, options, tunes))
             .transpose()?;
         if options.f32_matmul == F32Matmul::SplitF16 && coop.is_none_or(|k| k.split.is_none()) {
             let why = match coop {
@@ -1506,6 +1495,7 @@ impl GpuBackend {
                     ("SPLIT_F32", flag(!d.f16_inputs)),
                     ("MN_STAGING", flag(kernel.mn_staging)),
                     ("UNROLL", flag(kernel.unroll)),
+                    ("WIDE_STORES", flag(kernel.wide_stores)),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

@@ -91,6 +91,11 @@ pub struct GpuOptions {
     /// `shaders/matmul_coop.wgsl`) instead of looping over them: a candidate, off until timed
     /// on a GPU with tensor cores.
     pub coop_unroll: bool,
+    /// Stage that kernel's operands in workgroup memory one f16 at a time, as before
+    /// 2026-12-04, instead of four values (a vec4) per store where the slice holds them
+    /// contiguous (`WIDE_STORES` in `shaders/matmul_coop.wgsl`): an experiment, to measure the
+    /// difference.
+    pub coop_scalar_stores: bool,
     /// Run products whose C is at most 16 columns wide (a classifier's output layer and its
     /// weight gradient) on the tiled or cooperative-matrix kernel like the others, instead of
     /// `shaders/matmul_narrow.wgsl`: an experiment, to measure the difference.
@@ -369,7 +374,8 @@ impl GpuOptions {
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
-    /// instead of looping, `COHORT_NARROW=0` runs narrow products on those kernels too instead
+    /// instead of looping, `COHORT_COOP_STORES=scalar` stages its operands one f16 per store,
+    /// `COHORT_NARROW=0` runs narrow products on those kernels too instead
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
     /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it,
@@ -429,6 +435,7 @@ impl GpuOptions {
             coop_layout: parsed("COHORT_COOP_LAYOUT")?,
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             coop_unroll: forced("COHORT_COOP_UNROLL")? == Some(true),
+            coop_scalar_stores: switch("COHORT_COOP_STORES", "wide", "scalar")? == Some(false),
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
