@@ -53,8 +53,8 @@ override MN_B: bool = MN_STAGING && !TRANS_B && !SPLIT_F32; // op(B)'s slice is 
 // Write each k-step's fragment products out for every (i, j) up to MAX_FRAGS, guarded by FR and
 // FC, instead of looping over them (f16 products only; see `unrolled_products`).
 override UNROLL: bool = false;
-// Stage four values staged contiguous with one vec4 store instead of four f16 stores (see
-// `stage`; off only to measure the difference).
+// Write four values that the staged slice holds contiguous with one vec4 store instead of four
+// f16 stores (see `stage`; off only to measure the difference).
 override WIDE_STORES: bool = true;
 // Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
 // (derived).
