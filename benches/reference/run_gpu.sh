@@ -5,10 +5,11 @@
 #         (cd .gpu/debs && apt-get -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 \
 #            -oDir::State::Lists=/tmp/amd64-lists download libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0)
 #         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin && git rev-parse HEAD > .gpu/COMMIT
-#         (the executables staged are about 68 MiB, over the 64 MiB the device carries with the
-#         tree; packed, 29 MiB. This script unpacks them on the GPU machine. The GL vendor-neutral
-#         libraries are needed by NVIDIA's Vulkan driver there: with the Vulkan loader alone, on
-#         2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs every .deb in .gpu/debs.)
+#         (the executables staged were about 86 MiB on 2026-12-04, over the 64 MiB the device
+#         carries with the tree; packed, 34 MiB. This script unpacks them on the GPU machine.
+#         The GL vendor-neutral libraries are needed by NVIDIA's Vulkan driver there: with the
+#         Vulkan loader alone, on 2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs
+#         every .deb in .gpu/debs.)
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
