@@ -497,7 +497,8 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
              its self-test ({layout}{build}): {:?}",
             g.coop_check()
         );
-        coop_checks(&g, &format!("{layout}{build}"), build.is_empty());
+        // Every case in the default build; the ragged ones in the others.
+        coop_checks(&g, &format!("{layout}{build}"), !unroll && !scalar_stores);
     }
     let g = split_f32_backend(cohort::gpu::CoopChoice::On, None).unwrap();
     assert_eq!(
