@@ -1159,6 +1159,18 @@ fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     }
 }
 
+#[test]
+fn every_kernel_matches_cpu_with_unrolling_hints() {
+    // GpuOptions::unroll_hints builds every kernel from SPIR-V that cohort writes itself, as
+    // wgpu would (bounds checks, loop bounding, binding numbers), with its loops marked for
+    // unrolling: run the whole validation suite that way too.
+    let Some(g) = gpu() else { return };
+    let Some(hinted) = common::hinted_gpu(g) else {
+        return;
+    };
+    whole_suite_matches_cpu(&hinted, "unrolling hints");
+}
+
 /// Runs the whole validation suite on `g` (at least 20 checks) and reports it as `what`.
 fn whole_suite_matches_cpu(g: &cohort::GpuBackend, what: &str) {
     let checks = validate::run_all(g).unwrap();

@@ -253,6 +253,7 @@ fn every_kernel_variant_compiles_to_spirv() {
         std::fs::create_dir_all(dir).unwrap();
     }
     let mut written = 0;
+    let mut hinted_loops = 0;
     for shader in every_build() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source).unwrap();
@@ -300,17 +301,27 @@ fn every_kernel_variant_compiles_to_spirv() {
                         words.len() > 5 && words[0] == 0x0723_0203,
                         "a SPIR-V module"
                     );
+                    // The same module with its loops marked for unrolling
+                    // (GpuOptions::unroll_hints): every module's layout must parse.
+                    let mut hinted = words.clone();
+                    hinted_loops += cohort::gpu::spirv::hint_unroll(&mut hinted)
+                        .unwrap_or_else(|e| panic!("{} {entry}: hints: {e}", shader.file_name()));
                     if let Some(dir) = &dump {
-                        let name = format!("{}-{entry}-{written}.spv", shader.file_name());
-                        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-                        std::fs::write(dir.join(name), bytes).unwrap();
+                        for (words, kind) in [(&words, ""), (&hinted, "-hinted")] {
+                            let name =
+                                format!("{}-{entry}-{written}{kind}.spv", shader.file_name());
+                            let bytes: Vec<u8> =
+                                words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                            std::fs::write(dir.join(name), bytes).unwrap();
+                        }
                     }
                     written += 1;
                 }
             }
         }
     }
-    eprintln!("{written} SPIR-V modules written");
+    eprintln!("{written} SPIR-V modules written; {hinted_loops} loops marked for unrolling in their hinted copies");
+    assert!(hinted_loops > written, "most kernels have loops to mark");
     // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
     // 960 narrow matmul (3 entries × 16 column counts × 4 transposes × 2 f16 roundings × 2.5 row
     // counts (3 for A stored [M, K], 2 for [K, M])) +

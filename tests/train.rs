@@ -454,6 +454,33 @@ fn layer_updates_in_one_dispatch_train_as_in_two() {
 }
 
 #[test]
+fn unrolling_hints_train_as_wgpus_own_kernels() {
+    // GpuOptions::unroll_hints changes how the kernels' loops are compiled, not their
+    // arithmetic: the losses must agree bit for bit with the kernels as wgpu builds them, in
+    // f32 and in mixed precision.
+    let Some(g) = gpu() else { return };
+    let Some(hinted) = common::hinted_gpu(g) else {
+        return;
+    };
+    let mut mixed = config("_-32-16-_,_-24-_", 1.0, Schedule::Simultaneous, 3);
+    mixed.mixed_precision = true;
+    for c in [
+        config("2x_-32-16-_", 1.0, Schedule::Alternating, 3),
+        with_adam(mixed),
+    ] {
+        let (a, b) = (
+            loss_curve(g, c.clone(), 12),
+            loss_curve(&hinted, c.clone(), 12),
+        );
+        assert_eq!(
+            a, b,
+            "{:?}: losses per step, unrolling hints vs none",
+            c.peers
+        );
+    }
+}
+
+#[test]
 fn serial_dispatches_and_one_pass_train_as_overlapping_ones() {
     // GpuOptions::serial_dispatches puts a barrier before every dispatch, and
     // GpuOptions::one_pass records a step in one compute pass instead of the trainer's batches

@@ -49,10 +49,12 @@
 #           coop      the cooperative-matrix kernel's layouts
 #           unroll    (not by default; first after check in a short lease) the tensor-core
 #                     kernel's candidates against its default: the k-step written out
-#                     (COHORT_COOP_UNROLL=1), and its operands staged one f16 per store
-#                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores): f16
-#                     products, the mixed steps; the 4x4-accumulator layout written out at
-#                     4096³; the driver's statistics, its tests
+#                     (COHORT_COOP_UNROLL=1), its operands staged one f16 per store
+#                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores), and
+#                     every kernel's loops marked for unrolling in SPIR-V (COHORT_UNROLL_HINTS=1):
+#                     f16 products, the mixed steps; f32 products and steps with and without the
+#                     hints; the 4x4-accumulator layout written out at 4096³; the driver's
+#                     statistics written out and hinted, the tests of both
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, split K, step
@@ -334,18 +336,35 @@ part_unroll() {
   # 6 for 8), what the driver made of the large mixed step's pipelines written out (registers,
   # local memory: compare the stats part's stats-large-mixed), and the kernel tests with it
   # (the self-test and the coop tests run unrolled).
+  # The kernels with their loops marked for unrolling (COHORT_UNROLL_HINTS=1: SPIR-V that cohort
+  # writes itself, every loop without a barrier or counting to a pipeline constant marked
+  # Unroll) are timed here too, and for the f32 kernel as well (f32 NN products and steps, with
+  # and without): if NVIDIA's compiler left loops over register arrays rolled (the accumulator
+  # switches' 1.8x suggests it did), the arrays live in local memory and the hints bring them
+  # back (stats-large-*-hints against the stats part's).
   local sq=4096x4096x4096,1024x1024x1024,256x1024x784
-  for build in default unroll scalar-stores; do
-    local unroll=0 stores=wide
+  for build in default unroll scalar-stores hints; do
+    local unroll=0 stores=wide hints=0
     [ $build = unroll ] && unroll=1
     [ $build = scalar-stores ] && stores=scalar
-    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 \
-      COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
+    [ $build = hints ] && hints=1
+    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq \
+      COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
       run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-      COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
+    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_BENCH_STEPS=small,large \
+      COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
       run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
   done
+  for hints in 0 1; do
+    COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn \
+      COHORT_BENCH_JSON="$out/cohort-f32-hints$hints.json" \
+      run "bench-matmul-f32-hints$hints" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    COHORT_UNROLL_HINTS=$hints COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-hints$hints.json" \
+      run "bench-step-f32-hints$hints" .gpu/bin/bench-step --bench $quick
+  done
+  COHORT_UNROLL_HINTS=1 profile_step stats-large-mixed-hints 4096 1024 mixed 2 --driver-stats
+  COHORT_UNROLL_HINTS=1 profile_step stats-large-f32-hints 4096 1024 f32 2 --driver-stats
+  CI=true run test-kernels-hints .gpu/bin/test-kernels --nocapture unrolling_hints
   COHORT_COOP_UNROLL=1 COHORT_COOP_LAYOUT=2x2:4x4 COHORT_BENCH_SHAPES=4096x4096x4096 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-unroll-2x2-4x4.json" \
     run bench-matmul-f16-unroll-2x2-4x4 .gpu/bin/bench-matmul --bench $quick matmul-gpu/

@@ -5,38 +5,23 @@
 //!
 //! wgpu creates its pipelines without asking the driver to keep these, so [`driver_statistics`]
 //! builds the pipelines a run compiled once more, from the same WGSL and pipeline constants,
-//! through naga to SPIR-V with the options wgpu's Vulkan backend uses (the same bounds checks and
-//! loop bounding), on a Vulkan device of its own opened on the same adapter with the extension
-//! enabled. It runs nothing on the GPU. The pipelines are the same up to what wgpu alone decides
-//! and does not change the code of these kernels: its list of SPIR-V capabilities (naga takes
-//! what each needs here), its numbering of bindings, debug information in debug builds, and
+//! through naga to SPIR-V with the options wgpu's Vulkan backend uses (the same bounds checks,
+//! loop bounding and numbering of bindings; [`super::spirv::compile`], with the loops' unrolling
+//! hints where the run had them), on a Vulkan device of its own opened on the same adapter with
+//! the extension enabled. It runs nothing on the GPU. The pipelines are the same up to what wgpu
+//! alone decides and does not change the code of these kernels: its list of SPIR-V capabilities
+//! (naga takes what each needs here), debug information in debug builds, and
 //! features the kernels do not use (this device enables every one the driver has, but for
 //! robust cooperative-matrix access and null descriptors, which wgpu leaves off). So the counts
 //! are the driver's for these kernels, not a model of them.
 
-use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 
 use ash::vk;
 
+pub use super::spirv::PipelineSource;
+use super::spirv::{compile, SpirvTarget};
 use crate::error::{CohortError, Result};
-
-/// One pipeline to rebuild, as the runtime compiled it ([`super::Runtime::profiled_pipelines`]).
-#[derive(Clone, Debug)]
-pub struct PipelineSource {
-    /// `file::entry` and the pipeline constants, for people.
-    pub label: String,
-    /// The WGSL given to wgpu.
-    pub wgsl: String,
-    /// The entry point.
-    pub entry: String,
-    /// The pipeline constants (WGSL overrides).
-    pub constants: HashMap<String, f64>,
-    /// Whether indices were clamped (wgpu's bounds checks).
-    pub bounds_checks: bool,
-    /// Whether loops were bounded (wgpu's loop bounding).
-    pub loop_bounding: bool,
-}
 
 /// One statistic as the driver names it.
 #[derive(Clone, Debug, PartialEq)]
@@ -176,15 +161,10 @@ struct StatsDevice {
     device: ash::Device,
     /// The extension's functions, where the driver has it.
     executables: Option<ash::khr::pipeline_executable_properties::Device>,
-    /// The SPIR-V version wgpu writes for this device.
-    spirv: (u8, u8),
-    /// Whether the driver checks buffer accesses itself (robustBufferAccess2), so that wgpu
-    /// leaves buffer indices unclamped.
-    robust_buffers: bool,
+    /// What wgpu's SPIR-V depends on for this device.
+    target: SpirvTarget,
     /// Whether wgpu's stages may vary the subgroup size (it asks where it can).
     varying_subgroups: bool,
-    /// Whether 16-bit shader inputs and outputs may be declared (naga declares them by default).
-    storage_input_output_16: bool,
     /// Dropped after the device is destroyed (fields drop after `Drop::drop`).
     _instance: Instance,
 }
@@ -301,107 +281,44 @@ impl StatsDevice {
             .then(|| ash::khr::pipeline_executable_properties::Device::new(instance, &device));
         Ok(StatsDevice {
             executables,
-            spirv: if api >= vk::API_VERSION_1_3 {
-                (1, 6)
-            } else {
-                (1, 5)
+            target: SpirvTarget {
+                lang_version: if api >= vk::API_VERSION_1_3 {
+                    (1, 6)
+                } else {
+                    (1, 5)
+                },
+                robust_buffers: robustness2
+                    && wanted.robust2_features.robust_buffer_access2 == vk::TRUE,
+                storage_input_output_16: wanted.v11.storage_input_output16 == vk::TRUE,
             },
-            robust_buffers: robustness2
-                && wanted.robust2_features.robust_buffer_access2 == vk::TRUE,
             varying_subgroups: wanted.v13.subgroup_size_control == vk::TRUE,
-            storage_input_output_16: wanted.v11.storage_input_output16 == vk::TRUE,
             device,
             _instance: owned,
         })
     }
 
-    /// The SPIR-V wgpu's Vulkan backend would write for `source`, and the buffers it binds (by
-    /// group: the set layouts).
+    /// The SPIR-V wgpu's Vulkan backend would write for `source` (with its unrolling hints, if
+    /// any), and the buffers it binds (by group: the set layouts).
     fn compile(&self, source: &PipelineSource) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>)> {
-        use naga::back::spv;
-        use naga::proc::{BoundsCheckPolicies, BoundsCheckPolicy};
-        let failed = |message: String| CohortError::ShaderCompile {
-            shader: source.label.clone(),
-            message,
-        };
-        let module = naga::front::wgsl::parse_str(&source.wgsl)
-            .map_err(|e| failed(e.emit_to_string(&source.wgsl)))?;
-        let info = naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .map_err(|e| failed(format!("{e:?}")))?;
-        let mut constants = naga::back::PipelineConstants::default();
-        for (name, value) in &source.constants {
-            constants.insert(name.clone(), *value);
-        }
-        let (module, info) = naga::back::pipeline_constants::process_overrides(
-            &module,
-            &info,
-            Some((naga::ShaderStage::Compute, &source.entry)),
-            &constants,
-        )
-        .map_err(|e| failed(e.to_string()))?;
-        // Set layouts from the buffers the entry point uses (uniform or storage), by group.
-        let index = module
-            .entry_points
-            .iter()
-            .position(|e| e.name == source.entry)
-            .ok_or_else(|| failed(format!("no entry point {}", source.entry)))?;
-        let uses = info.get_entry_point(index);
+        let compiled = compile(source, &self.target)?;
         let mut groups: Vec<Vec<LayoutBinding>> = Vec::new();
-        for (handle, var) in module.global_variables.iter() {
-            let Some(binding) = &var.binding else {
-                continue;
-            };
-            if uses[handle].is_empty() {
-                continue;
-            }
-            let kind = match var.space {
-                naga::AddressSpace::Uniform => vk::DescriptorType::UNIFORM_BUFFER,
-                naga::AddressSpace::Storage { .. } => vk::DescriptorType::STORAGE_BUFFER,
-                _ => continue,
-            };
-            let group = binding.group as usize;
+        for b in &compiled.bindings {
+            let group = b.group as usize;
             if groups.len() <= group {
                 groups.resize(group + 1, Vec::new());
             }
             groups[group].push(
                 vk::DescriptorSetLayoutBinding::default()
-                    .binding(binding.binding)
-                    .descriptor_type(kind)
+                    .binding(b.slot)
+                    .descriptor_type(match b.uniform {
+                        true => vk::DescriptorType::UNIFORM_BUFFER,
+                        false => vk::DescriptorType::STORAGE_BUFFER,
+                    })
                     .descriptor_count(1)
                     .stage_flags(vk::ShaderStageFlags::COMPUTE),
             );
         }
-        let restrict = |checked: bool| match checked {
-            true => BoundsCheckPolicy::Restrict,
-            false => BoundsCheckPolicy::Unchecked,
-        };
-        let options = spv::Options {
-            lang_version: self.spirv,
-            flags: spv::WriterFlags::empty(),
-            // Group g, binding b in set g, binding b, as the layouts above make them.
-            fake_missing_bindings: true,
-            bounds_check_policies: BoundsCheckPolicies {
-                index: restrict(source.bounds_checks),
-                buffer: restrict(source.bounds_checks && !self.robust_buffers),
-                image_load: restrict(source.bounds_checks),
-                binding_array: BoundsCheckPolicy::Unchecked,
-            },
-            zero_initialize_workgroup_memory: spv::ZeroInitializeWorkgroupMemoryMode::None,
-            force_loop_bounding: source.loop_bounding,
-            use_storage_input_output_16: self.storage_input_output_16,
-            ..Default::default()
-        };
-        let pipeline = spv::PipelineOptions {
-            entry_point: source.entry.clone(),
-            shader_stage: naga::ShaderStage::Compute,
-        };
-        let code = spv::write_vec(&module, &info, &options, Some(&pipeline))
-            .map_err(|e| failed(e.to_string()))?;
-        Ok((code, groups))
+        Ok((compiled.code, groups))
     }
 
     /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline

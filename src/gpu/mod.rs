@@ -7,6 +7,7 @@ pub mod plan;
 pub mod profile;
 pub mod runtime;
 pub mod shaders;
+pub mod spirv;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

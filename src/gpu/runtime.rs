@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use wgpu::util::DeviceExt;
 
-use super::driver_stats::{driver_statistics, DriverStatistics, PipelineSource};
+use super::driver_stats::{driver_statistics, DriverStatistics};
 use super::profile::{Note, Profile, Profiler};
 use super::shaders::{CoopOps, Shader};
+use super::spirv::{PipelineSource, SpirvTarget};
 use crate::error::{CohortError, Result};
 
 /// How to choose the GPU adapter.
@@ -132,6 +133,14 @@ pub struct GpuOptions {
     /// adapters that reduce rows in subgroups and 16 elsewhere: an experiment, to measure the
     /// difference, and a way to run every layout on any adapter.
     pub row_classes_per_lane: Option<usize>,
+    /// Build every kernel from SPIR-V that cohort writes itself (as wgpu's Vulkan backend
+    /// would) with its loops marked `Unroll` where they hold no barrier or count to a pipeline
+    /// constant ([`super::spirv::hint_unroll`]), instead of through wgpu's shader compiler,
+    /// which marks none: a candidate, to measure whether drivers keep the kernels' register
+    /// arrays (fragments, accumulators, fetched operands) in registers once asked to unroll the
+    /// loops over them. Vulkan only (wgpu's passthrough shaders); an error elsewhere. Same
+    /// results bit for bit.
+    pub unroll_hints: bool,
 }
 
 /// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
@@ -450,6 +459,7 @@ impl GpuOptions {
                     ))),
                 })
                 .transpose()?,
+            unroll_hints: forced("COHORT_UNROLL_HINTS")? == Some(true),
         })
     }
 }
@@ -626,6 +636,9 @@ pub struct Runtime {
     note: Mutex<Option<Note>>,
     loop_bounding: bool,
     unchecked_indexing: Option<bool>,
+    /// Where kernels are built with unrolling hints ([`GpuOptions::unroll_hints`]): the SPIR-V
+    /// wgpu would write for this device.
+    unroll_hints: Option<SpirvTarget>,
     /// The kernels read their parameters from a storage buffer (`GpuOptions::params_in_storage`).
     params_in_storage: bool,
     counts: Mutex<WorkCounts>,
@@ -711,16 +724,27 @@ fn instance_descriptor() -> wgpu::InstanceDescriptor {
 /// `vkCreateDevice`, and wgpu-hal panics. So the feature is read here, on adapters that list
 /// the extension's configurations (so the query is valid); other backends keep wgpu's answer.
 fn cooperative_matrix_enabled(adapter: &wgpu::Adapter) -> bool {
+    let mut coop = ash::vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
+    let features = ash::vk::PhysicalDeviceFeatures2::default().push_next(&mut coop);
+    match vulkan_features(adapter, features) {
+        Some(_) => coop.cooperative_matrix == ash::vk::TRUE,
+        None => adapter.get_info().backend != wgpu::Backend::Vulkan,
+    }
+}
+
+/// Reads a Vulkan adapter's features into the chain `features` heads (structures of its
+/// version and extensions only), through the instance wgpu keeps alive for it: `None` on other
+/// backends, or where the instance can read no chained features.
+fn vulkan_features(
+    adapter: &wgpu::Adapter,
+    mut features: ash::vk::PhysicalDeviceFeatures2<'_>,
+) -> Option<()> {
     use ash::vk;
     // SAFETY: reads the physical device's features through the instance wgpu keeps alive for
     // the adapter; nothing is created or changed.
-    let Some(hal) = (unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }) else {
-        return true;
-    };
+    let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
     let shared = hal.shared_instance();
     let (instance, phd) = (shared.raw_instance(), hal.raw_physical_device());
-    let mut coop = vk::PhysicalDeviceCooperativeMatrixFeaturesKHR::default();
-    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut coop);
     if shared.instance_api_version() >= vk::API_VERSION_1_1 {
         unsafe { instance.get_physical_device_features2(phd, &mut features) };
     } else if shared
@@ -731,9 +755,52 @@ fn cooperative_matrix_enabled(adapter: &wgpu::Adapter) -> bool {
             ash::khr::get_physical_device_properties2::Instance::new(shared.entry(), instance);
         unsafe { ext.get_physical_device_features2(phd, &mut features) };
     } else {
-        return false;
+        return None;
     }
-    coop.cooperative_matrix == vk::TRUE
+    Some(())
+}
+
+/// What the SPIR-V wgpu's Vulkan backend writes for `adapter` depends on
+/// ([`super::spirv::compile`]): its SPIR-V version, from the Vulkan version of the device (as
+/// the instance sees it); whether wgpu leaves buffer accesses to `robustBufferAccess2`; whether
+/// it may declare 16-bit inputs and outputs. `None` on other backends and before Vulkan 1.2.
+fn spirv_target(adapter: &wgpu::Adapter) -> Option<SpirvTarget> {
+    use ash::vk;
+    let (api, robustness2) = {
+        // SAFETY: queries on the instance wgpu keeps alive for the adapter.
+        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
+        let shared = hal.shared_instance();
+        let (instance, phd) = (shared.raw_instance(), hal.raw_physical_device());
+        let props = unsafe { instance.get_physical_device_properties(phd) };
+        let extensions = unsafe { instance.enumerate_device_extension_properties(phd) }.ok()?;
+        let robustness2 = extensions
+            .iter()
+            .any(|e| e.extension_name_as_c_str() == Ok(ash::ext::robustness2::NAME));
+        (
+            props.api_version.min(shared.instance_api_version()),
+            robustness2,
+        )
+    };
+    if api < vk::API_VERSION_1_2 {
+        return None;
+    }
+    let mut robust = vk::PhysicalDeviceRobustness2FeaturesEXT::default();
+    let mut storage16 = vk::PhysicalDevice16BitStorageFeatures::default();
+    let mut features = vk::PhysicalDeviceFeatures2::default().push_next(&mut storage16);
+    if robustness2 {
+        features = features.push_next(&mut robust);
+    }
+    vulkan_features(adapter, features)?;
+    Some(SpirvTarget {
+        lang_version: if api >= vk::API_VERSION_1_3 {
+            (1, 6)
+        } else {
+            (1, 5)
+        },
+        robust_buffers: robust.robust_buffer_access2 == vk::TRUE,
+        storage_input_output_16: adapter.features().contains(wgpu::Features::SHADER_F16)
+            && storage16.storage_input_output16 == vk::TRUE,
+    })
 }
 
 impl Runtime {
@@ -784,6 +851,26 @@ impl Runtime {
         {
             features.remove(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX);
         }
+        let unroll_hints = match options.unroll_hints {
+            false => None,
+            true => {
+                let target = spirv_target(&adapter)
+                    .filter(|_| {
+                        adapter
+                            .features()
+                            .contains(wgpu::Features::PASSTHROUGH_SHADERS)
+                    })
+                    .ok_or_else(|| {
+                        CohortError::Unsupported(format!(
+                            "unrolling hints (COHORT_UNROLL_HINTS) need a Vulkan 1.2 adapter with \
+                             wgpu's passthrough shaders; {} is {:?}",
+                            info.name, info.backend
+                        ))
+                    })?;
+                features |= wgpu::Features::PASSTHROUGH_SHADERS;
+                Some(target)
+            }
+        };
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cohort"),
@@ -903,6 +990,7 @@ impl Runtime {
             note: Mutex::default(),
             loop_bounding: options.loop_bounding,
             unchecked_indexing: options.unchecked_indexing,
+            unroll_hints,
             params_in_storage,
             counts: Mutex::default(),
             serializer,
@@ -1113,6 +1201,11 @@ impl Runtime {
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(p.clone());
         }
+        if let Some(target) = &self.unroll_hints {
+            let pipeline = Arc::new(self.hinted_pipeline(shader, entry, constants, target)?);
+            lock(&self.pipelines).insert(key, pipeline.clone());
+            return Ok(pipeline);
+        }
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut modules = lock(&self.modules);
         let module = modules.entry(shader).or_insert_with(|| {
@@ -1163,6 +1256,98 @@ impl Runtime {
         Ok(pipeline)
     }
 
+    /// `shader`'s pipeline for `entry` from SPIR-V with unrolling hints
+    /// ([`GpuOptions::unroll_hints`]): naga applies every pipeline constant, so each pipeline has
+    /// a module of its own, and its layout is written out from the buffers the entry point uses
+    /// (read-only where it never writes them, as wgpu would derive it).
+    fn hinted_pipeline(
+        &self,
+        shader: Shader,
+        entry: &'static str,
+        constants: &[(&'static str, f64)],
+        target: &SpirvTarget,
+    ) -> Result<wgpu::ComputePipeline> {
+        let compiled =
+            super::spirv::compile(&self.pipeline_source(shader, entry, constants), target)?;
+        let failed = |message: String| CohortError::ShaderCompile {
+            shader: format!("{}::{entry}", shader.file_name()),
+            message,
+        };
+        if let Some(b) = compiled.bindings.iter().find(|b| b.group != 0) {
+            return Err(failed(format!(
+                "a binding in group {}: cohort binds group 0 only",
+                b.group
+            )));
+        }
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = compiled
+            .bindings
+            .iter()
+            .map(|b| wgpu::BindGroupLayoutEntry {
+                binding: b.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match b.uniform {
+                        true => wgpu::BufferBindingType::Uniform,
+                        false => wgpu::BufferBindingType::Storage {
+                            read_only: b.read_only,
+                        },
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let group = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(entry),
+                entries: &entries,
+            });
+        let layout = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(entry),
+                bind_group_layouts: &[Some(&group)],
+                immediate_size: 0,
+            });
+        let [x, y, z] = compiled.workgroup_size;
+        let entry_points = [wgpu::PassthroughShaderEntryPoint {
+            name: entry.into(),
+            workgroup_size: (x, y, z),
+        }];
+        // SAFETY: the SPIR-V is naga's, from WGSL it validated, as wgpu's Vulkan backend writes
+        // it for this device (the same bounds checks and loop bounding; see the SAFETY notes
+        // in `pipeline`) with only loop-control hints added; its bindings are the layout above.
+        let module = unsafe {
+            self.device
+                .create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                    label: Some(shader.file_name()),
+                    entry_points: entry_points.as_slice().into(),
+                    spirv: Some(compiled.code.as_slice().into()),
+                    ..Default::default()
+                })
+        };
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: Some(&layout),
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &[],
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(failed(e.to_string())),
+            None => Ok(pipeline),
+        }
+    }
+
     /// The WGSL this runtime compiles for `shader` (with its parameters in a storage buffer
     /// where [`Runtime::params_in_storage`]).
     fn wgsl(&self, shader: Shader) -> String {
@@ -1178,6 +1363,28 @@ impl Runtime {
             .map_or(shader.bounds_checks(), |unchecked| !unchecked)
     }
 
+    /// `shader`'s pipeline for `entry` with `constants`, as this runtime compiles it.
+    fn pipeline_source(
+        &self,
+        shader: Shader,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> PipelineSource {
+        let mut shown: Vec<String> = constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        shown.sort();
+        PipelineSource {
+            label: format!("{}::{entry} {}", shader.describe(), shown.join(" "))
+                .trim_end()
+                .to_string(),
+            wgsl: self.wgsl(shader),
+            entry: entry.to_string(),
+            constants: constants.iter().map(|&(k, v)| (k.to_string(), v)).collect(),
+            bounds_checks: self.bounds_checks(shader),
+            loop_bounding: self.loop_bounding,
+            unroll_hints: self.unroll_hints.is_some(),
+        }
+    }
+
     /// Every pipeline the last profile dispatched ([`Runtime::start_profile`]), as compiled:
     /// source, entry point, pipeline constants and runtime checks, sorted by label (for
     /// [`super::driver_stats`]).
@@ -1186,23 +1393,11 @@ impl Runtime {
         let mut sources: Vec<PipelineSource> = keys
             .into_iter()
             .map(|(shader, entry, constants)| {
-                let constants: HashMap<String, f64> = constants
+                let constants: Vec<(&str, f64)> = constants
                     .iter()
-                    .map(|&(name, bits)| (name.to_string(), f64::from_bits(bits)))
+                    .map(|&(name, bits)| (name, f64::from_bits(bits)))
                     .collect();
-                let mut shown: Vec<String> =
-                    constants.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                shown.sort();
-                PipelineSource {
-                    label: format!("{}::{entry} {}", shader.describe(), shown.join(" "))
-                        .trim_end()
-                        .to_string(),
-                    wgsl: self.wgsl(shader),
-                    entry: entry.to_string(),
-                    constants,
-                    bounds_checks: self.bounds_checks(shader),
-                    loop_bounding: self.loop_bounding,
-                }
+                self.pipeline_source(shader, entry, &constants)
             })
             .collect();
         sources.sort_by(|a, b| a.label.cmp(&b.label));

@@ -41,6 +41,26 @@ pub fn gpu() -> Option<&'static GpuBackend> {
     gpu.as_ref()
 }
 
+/// A backend like the one under test with its kernels built with unrolling hints
+/// (`GpuOptions::unroll_hints`), where the adapter is a Vulkan one (they need wgpu's SPIR-V
+/// passthrough); elsewhere a loud skip and `None`. On a Vulkan adapter the hints must work.
+pub fn hinted_gpu(g: &GpuBackend) -> Option<GpuBackend> {
+    let info = g.runtime().info();
+    if info.backend != wgpu::Backend::Vulkan {
+        loud(&format!(
+            "SKIPPED: unrolling hints need a Vulkan adapter; {} is {:?}, so this test did NOT run",
+            info.name, info.backend
+        ));
+        return None;
+    }
+    let options = cohort::GpuOptions {
+        adapter: Some(info.name.clone()),
+        unroll_hints: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    Some(GpuBackend::new(&options).expect("unrolling hints on a Vulkan adapter"))
+}
+
 /// `n` seeded floats uniform in [lo, hi).
 pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
