@@ -196,6 +196,19 @@ struct Instruction {
     words: std::ops::Range<usize>,
 }
 
+impl Instruction {
+    /// Operand word `k` (0 is the first after the opcode), or why it is missing.
+    fn operand(&self, code: &[u32], k: usize) -> std::result::Result<u32, String> {
+        match self.words.start + k < self.words.end {
+            true => Ok(code[self.words.start + k]),
+            false => Err(format!(
+                "{:?} at word {} is short of operands",
+                self.op, self.at
+            )),
+        }
+    }
+}
+
 /// The module's instructions after its 5-word header, or why its words do not parse.
 fn instructions(code: &[u32]) -> std::result::Result<Vec<Instruction>, String> {
     if code.len() < 5 || code[0] != ::spirv::MAGIC_NUMBER {
@@ -228,17 +241,17 @@ fn instructions(code: &[u32]) -> std::result::Result<Vec<Instruction>, String> {
 /// merge block: that is checked, and a module laid out otherwise is an error, not a guess.
 pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
     let list = instructions(code)?;
-    let constants: HashSet<u32> = list
+    let constants = list
         .iter()
         .filter(|i| matches!(i.op, Some(Op::Constant | Op::ConstantNull)))
-        .map(|i| code[i.words.start + 1])
-        .collect();
+        .map(|i| i.operand(code, 1))
+        .collect::<std::result::Result<HashSet<u32>, String>>()?;
     // Functions (by result id) that hold a barrier, directly or through the functions they call.
     let mut functions: HashMap<u32, (bool, Vec<u32>)> = HashMap::new();
     let mut current = None;
     for i in &list {
         match i.op {
-            Some(Op::Function) => current = Some(code[i.words.start + 1]),
+            Some(Op::Function) => current = Some(i.operand(code, 1)?),
             Some(Op::FunctionEnd) => current = None,
             Some(Op::ControlBarrier) => {
                 if let Some(f) = current {
@@ -247,11 +260,8 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
             }
             Some(Op::FunctionCall) => {
                 if let Some(f) = current {
-                    functions
-                        .entry(f)
-                        .or_default()
-                        .1
-                        .push(code[i.words.start + 2]);
+                    let callee = i.operand(code, 2)?;
+                    functions.entry(f).or_default().1.push(callee);
                 }
             }
             _ => {}
@@ -275,18 +285,19 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
         }
         with_barrier.extend(more);
     }
-    let labels: HashMap<u32, usize> = list
+    let labels = list
         .iter()
         .enumerate()
         .filter(|(_, i)| i.op == Some(Op::Label))
-        .map(|(n, i)| (code[i.words.start], n))
-        .collect();
+        .map(|(n, i)| Ok((i.operand(code, 0)?, n)))
+        .collect::<std::result::Result<HashMap<u32, usize>, String>>()?;
     let mut hinted = 0;
     for (n, merge) in list.iter().enumerate() {
         if merge.op != Some(Op::LoopMerge) {
             continue;
         }
-        let merge_block = code[merge.words.start];
+        let merge_block = merge.operand(code, 0)?;
+        let control = merge.operand(code, 2)?;
         let end = match labels.get(&merge_block) {
             Some(&end) if end > n => end,
             _ => {
@@ -299,7 +310,7 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
         let region = &list[n + 1..end];
         let barrier = region.iter().any(|i| match i.op {
             Some(Op::ControlBarrier) => true,
-            Some(Op::FunctionCall) => with_barrier.contains(&code[i.words.start + 2]),
+            Some(Op::FunctionCall) => i.operand(code, 2).is_ok_and(|f| with_barrier.contains(&f)),
             _ => false,
         });
         let constant_count = region
@@ -326,8 +337,7 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
                     .any(|w| constants.contains(&code[w]))
             });
         if !barrier || constant_count {
-            let control = &mut code[merge.words.start + 2];
-            *control = (*control & !::spirv::LoopControl::DONT_UNROLL.bits())
+            code[merge.words.start + 2] = (control & !::spirv::LoopControl::DONT_UNROLL.bits())
                 | ::spirv::LoopControl::UNROLL.bits();
             hinted += 1;
         }
@@ -423,5 +433,16 @@ mod tests {
         let last = code.len() - 1;
         code[last] = 40 << 16; // an instruction longer than the module
         assert!(hint_unroll(&mut code).is_err());
+        // An OpLabel without its result id.
+        let mut short = [
+            ::spirv::MAGIC_NUMBER,
+            0x0001_0500,
+            0,
+            1,
+            0,
+            1 << 16 | Op::Label as u32,
+        ];
+        let error = hint_unroll(&mut short).unwrap_err();
+        assert!(error.contains("short of operands"), "{error}");
     }
 }
