@@ -149,8 +149,22 @@ fn rebuilt_for_driver_statistics(g: &GpuBackend, mixed: bool) -> (usize, usize) 
     if let Some(why) = &stats.not_kept {
         assert!(why.contains("keeps no pipeline statistics"), "{why}");
     }
+    // Built with unrolling hints, each pipeline says how many of its loops were marked.
+    let hinted = sources.iter().any(|s| s.unroll_hints);
+    let mut marked_loops = 0;
     let mut reported = 0;
     for p in &stats.pipelines {
+        match p.unroll_marks {
+            Some((marked, loops)) => {
+                assert!(
+                    hinted && marked <= loops,
+                    "{}: {marked} of {loops}",
+                    p.label
+                );
+                marked_loops += marked;
+            }
+            None => assert!(!hinted, "{}: no unrolling marks", p.label),
+        }
         match &p.executables {
             Ok(executables) if stats.not_kept.is_some() => {
                 assert!(executables.is_empty(), "{}: {executables:?}", p.label)
@@ -171,6 +185,10 @@ fn rebuilt_for_driver_statistics(g: &GpuBackend, mixed: bool) -> (usize, usize) 
             Err(e) => panic!("{} was not rebuilt: {e}", p.label),
         }
     }
+    assert!(
+        !hinted || marked_loops > 0,
+        "no loop marked in any pipeline"
+    );
     (stats.pipelines.len(), reported)
 }
 
@@ -202,6 +220,12 @@ fn every_pipeline_a_step_ran_is_rebuilt_for_the_driver_statistics() {
         runs.push((
             "mixed, emulated tensor cores",
             rebuilt_for_driver_statistics(&emulated, true),
+        ));
+    }
+    if let Some(hinted) = common::hinted_gpu(default) {
+        runs.push((
+            "f32, unrolling hints",
+            rebuilt_for_driver_statistics(&hinted, false),
         ));
     }
     for (name, (pipelines, reported)) in runs {

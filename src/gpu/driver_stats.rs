@@ -51,6 +51,9 @@ pub struct Executable {
 pub struct PipelineStatistics {
     /// The pipeline's [`PipelineSource::label`].
     pub label: String,
+    /// With [`PipelineSource::unroll_hints`], how many of its loops were marked `Unroll`, and
+    /// of how many.
+    pub unroll_marks: Option<(usize, usize)>,
     /// Its executables' statistics (none where the driver keeps none), or why the pipeline
     /// could not be rebuilt.
     pub executables: Result<Vec<Executable>>,
@@ -81,9 +84,16 @@ pub fn driver_statistics(adapter: &str, pipelines: &[PipelineSource]) -> Result<
         }),
         pipelines: pipelines
             .iter()
-            .map(|p| PipelineStatistics {
-                label: p.label.clone(),
-                executables: device.statistics(p),
+            .map(|p| {
+                let (executables, unroll_marks) = match device.statistics(p) {
+                    Ok((executables, marks)) => (Ok(executables), marks),
+                    Err(e) => (Err(e), None),
+                };
+                PipelineStatistics {
+                    label: p.label.clone(),
+                    unroll_marks,
+                    executables,
+                }
             })
             .collect(),
     })
@@ -298,8 +308,12 @@ impl StatsDevice {
     }
 
     /// The SPIR-V wgpu's Vulkan backend would write for `source` (with its unrolling hints, if
-    /// any), and the buffers it binds (by group: the set layouts).
-    fn compile(&self, source: &PipelineSource) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>)> {
+    /// any), the buffers it binds (by group: the set layouts) and, with hints, how many of its
+    /// loops were marked of how many.
+    fn compile(
+        &self,
+        source: &PipelineSource,
+    ) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>, Option<(usize, usize)>)> {
         let compiled = compile(source, &self.target)?;
         let mut groups: Vec<Vec<LayoutBinding>> = Vec::new();
         for b in &compiled.bindings {
@@ -318,13 +332,19 @@ impl StatsDevice {
                     .stage_flags(vk::ShaderStageFlags::COMPUTE),
             );
         }
-        Ok((compiled.code, groups))
+        let marks = source
+            .unroll_hints
+            .then_some((compiled.hinted_loops, compiled.loops));
+        Ok((compiled.code, groups, marks))
     }
 
     /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline
-    /// (where the driver keeps none, only builds it).
-    fn statistics(&self, source: &PipelineSource) -> Result<Vec<Executable>> {
-        let (code, groups) = self.compile(source)?;
+    /// (where the driver keeps none, only builds it), with its loops' unrolling marks if any.
+    fn statistics(
+        &self,
+        source: &PipelineSource,
+    ) -> Result<(Vec<Executable>, Option<(usize, usize)>)> {
+        let (code, groups, marks) = self.compile(source)?;
         let device = &self.device;
         let entry = CString::new(source.entry.as_str())
             .map_err(|_| CohortError::InvalidConfig(format!("entry point {:?}", source.entry)))?;
@@ -378,7 +398,7 @@ impl StatsDevice {
                 .map_err(|(_, e)| vk_error("creating the pipeline")(e))?[0];
             objects.pipeline = Some(pipeline);
             let Some(executables) = &self.executables else {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), marks));
             };
             let found = executables
                 .get_pipeline_executable_properties(
@@ -406,7 +426,7 @@ impl StatsDevice {
                     statistics,
                 });
             }
-            Ok(out)
+            Ok((out, marks))
         }
     }
 }

@@ -75,6 +75,8 @@ pub struct Compiled {
     pub workgroup_size: [u32; 3],
     /// How many loops [`hint_unroll`] marked (0 without [`PipelineSource::unroll_hints`]).
     pub hinted_loops: usize,
+    /// How many loops the module has.
+    pub loops: usize,
 }
 
 /// `source` as wgpu's Vulkan backend would compile it for a device like `target`, with its
@@ -181,11 +183,17 @@ pub fn compile(source: &PipelineSource, target: &SpirvTarget) -> Result<Compiled
         true => hint_unroll(&mut code).map_err(failed)?,
         false => 0,
     };
+    let loops = instructions(&code)
+        .map_err(failed)?
+        .iter()
+        .filter(|i| i.op == Some(Op::LoopMerge))
+        .count();
     Ok(Compiled {
         code,
         bindings,
         workgroup_size: module.entry_points[index].workgroup_size,
         hinted_loops,
+        loops,
     })
 }
 
@@ -403,7 +411,7 @@ mod tests {
             vec![unroll, unroll, 0, unroll],
             "the loop over a run-time count with a barrier stays unmarked"
         );
-        assert_eq!(compiled.hinted_loops, 3);
+        assert_eq!((compiled.hinted_loops, compiled.loops), (3, 4));
         assert_eq!(compiled.workgroup_size, [64, 1, 1]);
         let read_only: Vec<bool> = compiled.bindings.iter().map(|b| b.read_only).collect();
         assert_eq!(read_only, vec![true, false]);

@@ -322,7 +322,10 @@ fn print_driver_statistics(stats: &cohort::gpu::driver_stats::DriverStatistics, 
         match &p.executables {
             Ok(_) if stats.not_kept.is_some() => {}
             Ok(executables) => {
-                println!("  {}", p.label);
+                let marks = p.unroll_marks.map_or(String::new(), |(marked, loops)| {
+                    format!(" ({marked} of its {loops} loops marked Unroll)")
+                });
+                println!("  {}{marks}", p.label);
                 for e in executables {
                     let stats: Vec<String> = e
                         .statistics
