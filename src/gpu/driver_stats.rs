@@ -146,6 +146,9 @@ impl Features {
     }
 }
 
+/// With unrolling hints, a pipeline's loops marked `Unroll` and its loops in all.
+type Marks = Option<(usize, usize)>;
+
 /// One binding of a set layout (no immutable samplers, hence 'static).
 type LayoutBinding = vk::DescriptorSetLayoutBinding<'static>;
 
@@ -313,7 +316,7 @@ impl StatsDevice {
     fn compile(
         &self,
         source: &PipelineSource,
-    ) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>, Option<(usize, usize)>)> {
+    ) -> Result<(Vec<u32>, Vec<Vec<LayoutBinding>>, Marks)> {
         let compiled = compile(source, &self.target)?;
         let mut groups: Vec<Vec<LayoutBinding>> = Vec::new();
         for b in &compiled.bindings {
@@ -340,10 +343,7 @@ impl StatsDevice {
 
     /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline
     /// (where the driver keeps none, only builds it), with its loops' unrolling marks if any.
-    fn statistics(
-        &self,
-        source: &PipelineSource,
-    ) -> Result<(Vec<Executable>, Option<(usize, usize)>)> {
+    fn statistics(&self, source: &PipelineSource) -> Result<(Vec<Executable>, Marks)> {
         let (code, groups, marks) = self.compile(source)?;
         let device = &self.device;
         let entry = CString::new(source.entry.as_str())
