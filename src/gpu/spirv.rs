@@ -6,9 +6,9 @@
 //! registers) is left to the driver's judgement.
 //!
 //! [`compile`] takes the WGSL, the entry point and its pipeline constants through naga with the
-//! options wgpu 30 gives it on Vulkan (the same bounds checks and loop bounding, no
-//! zero-initialised workgroup memory, as cohort asks); [`hint_unroll`] then marks loops
-//! `Unroll` in the SPIR-V.
+//! options wgpu 30 gives it on Vulkan (the same bounds checks, loop bounding and binding
+//! numbers, no zero-initialised workgroup memory, as cohort asks); [`hint_unroll`] then marks
+//! loops `Unroll` in the SPIR-V.
 
 use std::collections::{HashMap, HashSet};
 
