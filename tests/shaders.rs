@@ -305,7 +305,8 @@ fn every_kernel_variant_compiles_to_spirv() {
                     // (GpuOptions::unroll_hints): every module's layout must parse.
                     let mut hinted = words.clone();
                     hinted_loops += cohort::gpu::spirv::hint_unroll(&mut hinted)
-                        .unwrap_or_else(|e| panic!("{} {entry}: hints: {e}", shader.file_name()));
+                        .unwrap_or_else(|e| panic!("{} {entry}: hints: {e}", shader.file_name()))
+                        .0;
                     if let Some(dir) = &dump {
                         for (words, kind) in [(&words, ""), (&hinted, "-hinted")] {
                             let name =

@@ -295,11 +295,7 @@ impl StatsDevice {
         Ok(StatsDevice {
             executables,
             target: SpirvTarget {
-                lang_version: if api >= vk::API_VERSION_1_3 {
-                    (1, 6)
-                } else {
-                    (1, 5)
-                },
+                lang_version: super::spirv::version_for(api),
                 robust_buffers: robustness2
                     && wanted.robust2_features.robust_buffer_access2 == vk::TRUE,
                 storage_input_output_16: wanted.v11.storage_input_output16 == vk::TRUE,
@@ -335,10 +331,7 @@ impl StatsDevice {
                     .stage_flags(vk::ShaderStageFlags::COMPUTE),
             );
         }
-        let marks = source
-            .unroll_hints
-            .then_some((compiled.hinted_loops, compiled.loops));
-        Ok((compiled.code, groups, marks))
+        Ok((compiled.code, groups, compiled.unroll_marks))
     }
 
     /// Builds `source`'s pipeline with statistics kept, reads them and destroys the pipeline

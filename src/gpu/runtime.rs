@@ -792,11 +792,7 @@ fn spirv_target(adapter: &wgpu::Adapter) -> Option<SpirvTarget> {
     }
     vulkan_features(adapter, features)?;
     Some(SpirvTarget {
-        lang_version: if api >= vk::API_VERSION_1_3 {
-            (1, 6)
-        } else {
-            (1, 5)
-        },
+        lang_version: super::spirv::version_for(api),
         robust_buffers: robust.robust_buffer_access2 == vk::TRUE,
         storage_input_output_16: adapter.features().contains(wgpu::Features::SHADER_F16)
             && storage16.storage_input_output16 == vk::TRUE,

@@ -35,10 +35,19 @@ pub struct PipelineSource {
     pub unroll_hints: bool,
 }
 
+/// The SPIR-V version wgpu 30's Vulkan backend writes for a device of Vulkan version `api`
+/// (1.2 or later, as cohort needs here): 1.6 from Vulkan 1.3, else 1.5.
+pub fn version_for(api: u32) -> (u8, u8) {
+    match api >= ash::vk::API_VERSION_1_3 {
+        true => (1, 6),
+        false => (1, 5),
+    }
+}
+
 /// What the device decides about the SPIR-V wgpu would write for it.
 #[derive(Clone, Copy, Debug)]
 pub struct SpirvTarget {
-    /// The SPIR-V version: 1.6 on Vulkan 1.3, else 1.5 (cohort needs Vulkan 1.2 here).
+    /// The SPIR-V version ([`version_for`]).
     pub lang_version: (u8, u8),
     /// The device's `robustBufferAccess2` is on, so that wgpu leaves buffer accesses unclamped
     /// even where it clamps indices.
@@ -73,10 +82,9 @@ pub struct Compiled {
     pub bindings: Vec<Binding>,
     /// The entry point's workgroup size.
     pub workgroup_size: [u32; 3],
-    /// How many loops [`hint_unroll`] marked (0 without [`PipelineSource::unroll_hints`]).
-    pub hinted_loops: usize,
-    /// How many loops the module has.
-    pub loops: usize,
+    /// With [`PipelineSource::unroll_hints`], how many loops [`hint_unroll`] marked and how
+    /// many the module has.
+    pub unroll_marks: Option<(usize, usize)>,
 }
 
 /// `source` as wgpu's Vulkan backend would compile it for a device like `target`, with its
@@ -179,21 +187,15 @@ pub fn compile(source: &PipelineSource, target: &SpirvTarget) -> Result<Compiled
     };
     let mut code = spv::write_vec(&module, &info, &options, Some(&pipeline))
         .map_err(|e| failed(e.to_string()))?;
-    let hinted_loops = match source.unroll_hints {
-        true => hint_unroll(&mut code).map_err(failed)?,
-        false => 0,
+    let unroll_marks = match source.unroll_hints {
+        true => Some(hint_unroll(&mut code).map_err(failed)?),
+        false => None,
     };
-    let loops = instructions(&code)
-        .map_err(failed)?
-        .iter()
-        .filter(|i| i.op == Some(Op::LoopMerge))
-        .count();
     Ok(Compiled {
         code,
         bindings,
         workgroup_size: module.entry_points[index].workgroup_size,
-        hinted_loops,
-        loops,
+        unroll_marks,
     })
 }
 
@@ -240,14 +242,14 @@ fn instructions(code: &[u32]) -> std::result::Result<Vec<Instruction>, String> {
 }
 
 /// Marks loops of a module naga wrote `Unroll` (a request the driver may still decline), and
-/// returns how many: every loop that holds no barrier, itself or in a function it calls (loops
+/// returns how many it marked and how many loops the module has: every loop that holds no barrier, itself or in a function it calls (loops
 /// over a thread's own elements, fragments or register arrays), and every loop whose first
 /// integer comparison, its `for` condition as naga lowers it, is against a constant (the loops
 /// over a pipeline constant's count, such as the accumulators written out between barriers).
 /// Loops over a run-time count that hold barriers (the k-steps over a product's depth) stay as
 /// they are. Loops naga writes one after another, each in its own region, which ends at its
 /// merge block: that is checked, and a module laid out otherwise is an error, not a guess.
-pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
+pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<(usize, usize), String> {
     let list = instructions(code)?;
     let constants = list
         .iter()
@@ -299,11 +301,12 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
         .filter(|(_, i)| i.op == Some(Op::Label))
         .map(|(n, i)| Ok((i.operand(code, 0)?, n)))
         .collect::<std::result::Result<HashMap<u32, usize>, String>>()?;
-    let mut hinted = 0;
+    let (mut hinted, mut loops) = (0, 0);
     for (n, merge) in list.iter().enumerate() {
         if merge.op != Some(Op::LoopMerge) {
             continue;
         }
+        loops += 1;
         let merge_block = merge.operand(code, 0)?;
         let control = merge.operand(code, 2)?;
         let end = match labels.get(&merge_block) {
@@ -350,7 +353,7 @@ pub fn hint_unroll(code: &mut [u32]) -> std::result::Result<usize, String> {
             hinted += 1;
         }
     }
-    Ok(hinted)
+    Ok((hinted, loops))
 }
 
 #[cfg(test)]
@@ -411,7 +414,7 @@ mod tests {
             vec![unroll, unroll, 0, unroll],
             "the loop over a run-time count with a barrier stays unmarked"
         );
-        assert_eq!((compiled.hinted_loops, compiled.loops), (3, 4));
+        assert_eq!(compiled.unroll_marks, Some((3, 4)));
         assert_eq!(compiled.workgroup_size, [64, 1, 1]);
         let read_only: Vec<bool> = compiled.bindings.iter().map(|b| b.read_only).collect();
         assert_eq!(read_only, vec![true, false]);
@@ -424,10 +427,10 @@ mod tests {
             ..source(KERNEL)
         };
         let compiled = compile(&plain, &TARGET).unwrap();
-        assert_eq!(compiled.hinted_loops, 0);
+        assert_eq!(compiled.unroll_marks, None);
         assert!(loop_controls(&compiled.code).iter().all(|&c| c == 0));
         let mut hinted = compiled.code.clone();
-        assert_eq!(hint_unroll(&mut hinted), Ok(3));
+        assert_eq!(hint_unroll(&mut hinted), Ok((3, 4)));
         assert_eq!(hinted, compile(&source(KERNEL), &TARGET).unwrap().code);
         // Only loop-control words change.
         let changed = hinted.iter().zip(&compiled.code).filter(|(a, b)| a != b);
