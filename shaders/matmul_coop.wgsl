@@ -20,7 +20,8 @@
 // uvec4s). Cooperative loads touch workgroup memory only, with pipeline-constant strides (naga
 // 30 mis-compiles them on storage pointers with runtime strides). The slices are double
 // buffered: the next one is read from global memory into registers while the current one is
-// multiplied, then written to the other buffer, one barrier per step. Reads outside the matrices
+// multiplied, then written to the other buffer, one barrier per step (with PREFETCH 2 the next
+// two are in flight, in two sets of registers). Reads outside the matrices
 // give zero, so any shape works. The accumulators leave through a FRAG x FRAG staging tile per
 // subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split along K, the plain
 // entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
@@ -56,6 +57,10 @@ override UNROLL: bool = false;
 // Write four values that the staged slice holds contiguous with one vec4 store instead of four
 // f16 stores (see `stage`; off only to measure the difference).
 override WIDE_STORES: bool = true;
+// k-slices read ahead into registers: 1 (the next, read while the current one is multiplied)
+// or 2 (the next two, in two register sets, so that each read has two steps' products to
+// arrive; see `k_step`).
+override PREFETCH: u32 = 1u;
 // Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
 // (derived).
 override MS: u32 = TILE + 8u;
@@ -347,51 +352,105 @@ fn tile_product(
     fetch(1u, &next, base_b, col0, ks.x, tid);
     stage(0u, &next, 0u, tid);
     stage(1u, &next, 0u, tid);
-    workgroupBarrier();
-
     let steps = (ks.y - ks.x + TK - 1u) / TK;
-    for (var t = 0u; t < steps; t++) {
-        let buf = t % 2u;
-        let more = t + 1u < steps;
-        if (more) {
-            let k0 = ks.x + (t + 1u) * TK;
-            fetch(0u, &next, base_a, row0, k0, tid);
-            fetch(1u, &next, base_b, col0, k0, tid);
+    let at = Slices(base_a, base_b, row0, col0, ks.x, steps, tid, sg_row, sg_col);
+    if (PREFETCH == 1u) {
+        workgroupBarrier();
+        for (var t = 0u; t < steps; t++) {
+            k_step(at, t, &next, acc, corr);
         }
-        for (var ks = 0u; ks < TK; ks += FRAG) {
-            if (UNROLL && !SPLIT_F32) {
-                unrolled_products(acc, buf, ks, sg_row, sg_col);
-                continue;
+        return;
+    }
+    // Two slices ahead: `next` holds the slices of the even steps' next step, `later` those of
+    // the odd steps'; each step stages its set and reads the set three steps ahead into it.
+    var later: Fetched;
+    fetch_slices(at, 1u, &next);
+    fetch_slices(at, 2u, &later);
+    workgroupBarrier();
+    for (var t = 0u; t < steps; t += 2u) {
+        k_step(at, t, &next, acc, corr);
+        if (t + 1u < steps) {
+            k_step(at, t + 1u, &later, acc, corr);
+        }
+    }
+}
+
+// Where a workgroup's k-slices come from, for `k_step`.
+struct Slices {
+    base_a: u32,
+    base_b: u32,
+    row0: u32,
+    col0: u32,
+    k0: u32, // the first k of the workgroup's range
+    steps: u32, // k-slices in the range
+    tid: u32,
+    sg_row: u32, // the subgroup's first row and column in the tile
+    sg_col: u32,
+}
+
+// Reads k-slice `t` of op(A) and op(B) (if the range has one) into `regs`.
+fn fetch_slices(at: Slices, t: u32, regs: ptr<function, Fetched>) {
+    if (t < at.steps) {
+        fetch(0u, regs, at.base_a, at.row0, at.k0 + t * TK, at.tid);
+        fetch(1u, regs, at.base_b, at.col0, at.k0 + t * TK, at.tid);
+    }
+}
+
+// Step t: the products of the k-slices staged in buffer t % 2, while slice t + 1 goes into the
+// other buffer, then a barrier. `regs` holds slice t + 1 at the start of the step with
+// PREFETCH 2 (staged first, then slice t + 3 is read into it), and with PREFETCH 1 it gets
+// slice t + 1 read into it first and staged after the products.
+fn k_step(
+    at: Slices,
+    t: u32,
+    regs: ptr<function, Fetched>,
+    acc: ptr<function, array<Acc, 16>>,
+    corr: ptr<function, array<Acc, 16>>,
+) {
+    let buf = t % 2u;
+    let more = t + 1u < at.steps;
+    if (PREFETCH == 1u) {
+        fetch_slices(at, t + 1u, regs);
+    } else {
+        if (more) {
+            stage(0u, regs, 1u - buf, at.tid);
+            stage(1u, regs, 1u - buf, at.tid);
+        }
+        fetch_slices(at, t + 3u, regs);
+    }
+    for (var ks = 0u; ks < TK; ks += FRAG) {
+        if (UNROLL && !SPLIT_F32) {
+            unrolled_products(acc, buf, ks, at.sg_row, at.sg_col);
+            continue;
+        }
+        var fa: array<FragA, MAX_FRAGS>;
+        var fa_lo: array<FragA, MAX_FRAGS>;
+        for (var i = 0u; i < FR; i++) {
+            fa[i] = a_frag(buf, at.sg_row + i * FRAG, ks);
+            if (SPLIT_F32) {
+                fa_lo[i] = frag_a(LO + staged_at(0u, buf, at.sg_row + i * FRAG, ks));
             }
-            var fa: array<FragA, MAX_FRAGS>;
-            var fa_lo: array<FragA, MAX_FRAGS>;
+        }
+        for (var j = 0u; j < FC; j++) {
+            let fb = b_frag(buf, at.sg_col + j * FRAG, ks);
             for (var i = 0u; i < FR; i++) {
-                fa[i] = a_frag(buf, sg_row + i * FRAG, ks);
-                if (SPLIT_F32) {
-                    fa_lo[i] = frag_a(LO + staged_at(0u, buf, sg_row + i * FRAG, ks));
-                }
+                let f = i * FC + j;
+                indexed_set(acc, f, mma(fa[i], fb, indexed_get(acc, f)));
             }
-            for (var j = 0u; j < FC; j++) {
-                let fb = b_frag(buf, sg_col + j * FRAG, ks);
+            if (SPLIT_F32) {
+                let fb_lo = frag_b(LO + staged_at(1u, buf, at.sg_col + j * FRAG, ks));
                 for (var i = 0u; i < FR; i++) {
                     let f = i * FC + j;
-                    indexed_set(acc, f, mma(fa[i], fb, indexed_get(acc, f)));
-                }
-                if (SPLIT_F32) {
-                    let fb_lo = frag_b(LO + staged_at(1u, buf, sg_col + j * FRAG, ks));
-                    for (var i = 0u; i < FR; i++) {
-                        let f = i * FC + j;
-                        indexed_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, indexed_get(corr, f))));
-                    }
+                    indexed_set(corr, f, mma(fa_lo[i], fb, mma(fa[i], fb_lo, indexed_get(corr, f))));
                 }
             }
         }
-        if (more) {
-            stage(0u, &next, 1u - buf, tid);
-            stage(1u, &next, 1u - buf, tid);
-        }
-        workgroupBarrier();
     }
+    if (PREFETCH == 1u && more) {
+        stage(0u, regs, 1u - buf, at.tid);
+        stage(1u, regs, 1u - buf, at.tid);
+    }
+    workgroupBarrier();
 }
 
 // Where element e of accumulator f's staging tile goes in C (or in its split's slice of partial

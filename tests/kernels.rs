@@ -410,7 +410,28 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_scalar_stores = true).unwrap();
     assert!(g.coop_check().is_some_and(|c| c.passed()));
     coop_checks(&g, "2x2:2x2, scalar stores", false);
+    // Two k-slices read ahead (COHORT_COOP_PREFETCH=2).
+    let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_deep_prefetch = true).unwrap();
+    assert!(g.coop_check().is_some_and(|c| c.passed()));
+    coop_checks(&g, "2x2:2x2, two slices ahead", false);
+    slice_count_checks(&g, "2x2:2x2, two slices ahead");
     deep_emulated_products();
+}
+
+/// f16 products whose K takes 1 to 6 of the cooperative-matrix kernel's k-slices (32 deep), in
+/// each transpose of A: reading two slices ahead, its two register sets take turns, and the
+/// range may end after either (or before the second is needed).
+fn slice_count_checks(g: &cohort::GpuBackend, label: &str) {
+    let mut checks = Vec::new();
+    for (i, k) in [20, 64, 65, 128, 150, 192].into_iter().enumerate() {
+        for trans_a in [false, true] {
+            let spec = MatmulSpec::new(trans_a, false).f16(true);
+            let seed = 90 + 2 * i as u64 + trans_a as u64;
+            checks.push(validate::matmul(g, Batching::None, (40, 36, k), &spec, seed).unwrap());
+        }
+    }
+    assert_ran_on_coop(&checks);
+    report(&format!("matmul_coop {label}, 1 to 6 k-slices"), &checks);
 }
 
 /// Products deeper than lavapipe runs the emulated kernel's loops in one dispatch (it stops
@@ -474,20 +495,23 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         cohort::gpu::shaders::CoopOps::Native8 => ["2x2:2x2", "4x4:2x2", "2x2:1x1"],
         _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
-    // Each also with its k-step written out (COHORT_COOP_UNROLL=1) and staged one f16 per
-    // store (COHORT_COOP_STORES=scalar): the ragged cases.
+    // Each also with its k-step written out (COHORT_COOP_UNROLL=1), staged one f16 per store
+    // (COHORT_COOP_STORES=scalar) and reading two k-slices ahead (COHORT_COOP_PREFETCH=2): the
+    // ragged cases (and, two ahead, K of 1 to 6 slices).
     let builds = [
-        ("", false, false),
-        (", unrolled", true, false),
-        (", scalar stores", false, true),
+        ("", false, false, false),
+        (", unrolled", true, false, false),
+        (", scalar stores", false, true, false),
+        (", two slices ahead", false, false, true),
     ];
-    for (layout, (build, unroll, scalar_stores)) in layouts
+    for (layout, (build, unroll, scalar_stores, deep_prefetch)) in layouts
         .iter()
         .flat_map(|l| builds.iter().map(move |b| (*l, *b)))
     {
         let g = coop_backend_with(cohort::gpu::CoopChoice::On, layout, |o| {
             o.coop_unroll = unroll;
             o.coop_scalar_stores = scalar_stores;
+            o.coop_deep_prefetch = deep_prefetch;
         })
         .unwrap();
         assert_eq!(
@@ -498,16 +522,30 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
             g.coop_check()
         );
         // Every case in the default build; the ragged ones in the others.
-        coop_checks(&g, &format!("{layout}{build}"), !unroll && !scalar_stores);
+        coop_checks(
+            &g,
+            &format!("{layout}{build}"),
+            !unroll && !scalar_stores && !deep_prefetch,
+        );
+        if deep_prefetch {
+            slice_count_checks(&g, &format!("{layout}{build}"));
+        }
     }
-    let g = split_f32_backend(cohort::gpu::CoopChoice::On, None).unwrap();
-    assert_eq!(
-        g.f32_matmul(),
-        cohort::gpu::F32Matmul::SplitF16,
-        "f32 products split into f16 parts failed their self-test: {:?}",
-        g.coop_check()
-    );
-    split_f32_checks(&g, &format!("matmul_coop split f32 on {ops:?}"));
+    for deep_prefetch in [false, true] {
+        let g = split_f32_backend(cohort::gpu::CoopChoice::On, None, deep_prefetch).unwrap();
+        assert_eq!(
+            g.f32_matmul(),
+            cohort::gpu::F32Matmul::SplitF16,
+            "f32 products split into f16 parts failed their self-test \
+             (two slices ahead: {deep_prefetch}): {:?}",
+            g.coop_check()
+        );
+        let ahead = if deep_prefetch { 2 } else { 1 };
+        split_f32_checks(
+            &g,
+            &format!("matmul_coop split f32 on {ops:?}, k-slices read ahead: {ahead}"),
+        );
+    }
 }
 
 #[test]
@@ -997,10 +1035,12 @@ fn matmul_split_along_k_matches_cpu() {
 fn split_f32_backend(
     coop: cohort::gpu::CoopChoice,
     k_splits: Option<usize>,
+    coop_deep_prefetch: bool,
 ) -> cohort::Result<cohort::GpuBackend> {
     cohort::GpuBackend::new(&cohort::GpuOptions {
         coop,
         k_splits,
+        coop_deep_prefetch,
         f32_matmul: cohort::gpu::F32Matmul::SplitF16,
         no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
@@ -1112,23 +1152,28 @@ fn has_f16_shaders(g: &cohort::GpuBackend, what: &str) -> bool {
 fn f32_matmul_split_into_f16_parts_matches_cpu() {
     // f32 products on the cooperative-matrix kernel, as hi·hi + hi·lo + lo·hi of their f16
     // parts: emulated here (any adapter with f16 shaders), on real cooperative matrices in
-    // `matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu`. Unsplit and split along K.
+    // `matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu`. Unsplit and split along K,
+    // and split reading two k-slices ahead (COHORT_COOP_PREFETCH=2).
     let Some(g) = gpu() else { return };
     if !has_f16_shaders(g, "f32 products split into f16 parts") {
         return;
     }
-    for k_splits in [None, Some(3)] {
-        let g = split_f32_backend(cohort::gpu::CoopChoice::Emulate, k_splits).unwrap();
+    for (k_splits, deep_prefetch) in [(None, false), (Some(3), false), (Some(3), true)] {
+        let g =
+            split_f32_backend(cohort::gpu::CoopChoice::Emulate, k_splits, deep_prefetch).unwrap();
         assert_eq!(g.f32_matmul(), cohort::gpu::F32Matmul::SplitF16);
         assert!(g.coop_check().is_some_and(|c| c.passed()));
         split_f32_checks(
             &g,
-            &format!("matmul_coop split f32, emulated, K splits {k_splits:?}"),
+            &format!(
+                "matmul_coop split f32, emulated, K splits {k_splits:?}, two slices ahead \
+                 {deep_prefetch}"
+            ),
         );
     }
     // Without a cooperative-matrix kernel there is nothing to split onto: an error, not a
     // silent f32 kernel.
-    let err = split_f32_backend(cohort::gpu::CoopChoice::Off, None).unwrap_err();
+    let err = split_f32_backend(cohort::gpu::CoopChoice::Off, None, false).unwrap_err();
     assert!(
         matches!(&err, cohort::CohortError::Unsupported(why) if why.contains("cooperative")),
         "{err}"

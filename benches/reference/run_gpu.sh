@@ -50,8 +50,9 @@
 #           unroll    (not by default; first after check in a short lease) the tensor-core
 #                     kernel's candidates against its default: the k-step written out
 #                     (COHORT_COOP_UNROLL=1), its operands staged one f16 per store
-#                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores), and
-#                     every kernel's loops marked for unrolling in SPIR-V (COHORT_UNROLL_HINTS=1):
+#                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores),
+#                     every kernel's loops marked for unrolling in SPIR-V (COHORT_UNROLL_HINTS=1)
+#                     and its k-slices read two steps ahead (COHORT_COOP_PREFETCH=2):
 #                     f16 products, the mixed steps; f32 products and steps with and without the
 #                     hints; the 4x4-accumulator layout written out at 4096³; the driver's
 #                     statistics written out and hinted, the tests of both
@@ -342,19 +343,22 @@ part_unroll() {
   # and without): if NVIDIA's compiler left loops over register arrays rolled (the accumulator
   # switches' 1.8x suggests it did), the arrays live in local memory and the hints bring them
   # back (stats-large-*-hints against the stats part's).
+  # The k-slices read two steps ahead (COHORT_COOP_PREFETCH=2: two register sets, so that each
+  # global read has two steps' products to arrive instead of one) are a fifth build.
   local sq=4096x4096x4096,1024x1024x1024,256x1024x784
-  for build in default unroll scalar-stores hints; do
-    local unroll=0 stores=wide hints=0
+  for build in default unroll scalar-stores hints prefetch2; do
+    local unroll=0 stores=wide hints=0 prefetch=1
     [ $build = unroll ] && unroll=1
     [ $build = scalar-stores ] && stores=scalar
     [ $build = hints ] && hints=1
-    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq \
-      COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
+    [ $build = prefetch2 ] && prefetch=2
+    local -x COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_COOP_PREFETCH=$prefetch
+    COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
       run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-    COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_BENCH_STEPS=small,large \
-      COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
+    COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
       run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
   done
+  unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH
   for hints in 0 1; do
     COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn \
       COHORT_BENCH_JSON="$out/cohort-f32-hints$hints.json" \

@@ -279,6 +279,9 @@ struct CoopKernel {
     /// Four staged values per store (`WIDE_STORES`), unless
     /// [`GpuOptions::coop_scalar_stores`].
     wide_stores: bool,
+    /// k-slices read ahead into registers (`PREFETCH`): 2 with
+    /// [`GpuOptions::coop_deep_prefetch`], else 1.
+    prefetch: u32,
 }
 
 impl CoopKernel {
@@ -327,6 +330,7 @@ impl CoopKernel {
             mn_staging: !options.coop_k_staging,
             unroll: options.coop_unroll,
             wide_stores: !options.coop_scalar_stores,
+            prefetch: if options.coop_deep_prefetch { 2 } else { 1 },
         })
     }
 
@@ -1497,6 +1501,7 @@ impl GpuBackend {
                     ("MN_STAGING", flag(kernel.mn_staging)),
                     ("UNROLL", flag(kernel.unroll)),
                     ("WIDE_STORES", flag(kernel.wide_stores)),
+                    ("PREFETCH", kernel.prefetch as f64),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

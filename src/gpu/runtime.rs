@@ -97,6 +97,11 @@ pub struct GpuOptions {
     /// contiguous (`WIDE_STORES` in `shaders/matmul_coop.wgsl`): an experiment, to measure the
     /// difference.
     pub coop_scalar_stores: bool,
+    /// Read that kernel's k-slices two steps ahead into registers (two register sets) instead
+    /// of one, so that each global read has two steps' products to arrive before it is staged
+    /// (`PREFETCH` in `shaders/matmul_coop.wgsl`): a candidate, off until timed on a GPU with
+    /// tensor cores.
+    pub coop_deep_prefetch: bool,
     /// Run products whose C is at most 16 columns wide (a classifier's output layer and its
     /// weight gradient) on the tiled or cooperative-matrix kernel like the others, instead of
     /// `shaders/matmul_narrow.wgsl`: an experiment, to measure the difference.
@@ -384,6 +389,7 @@ impl GpuOptions {
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
     /// instead of looping, `COHORT_COOP_STORES=scalar` stages its operands one f16 per store,
+    /// `COHORT_COOP_PREFETCH=2` reads its k-slices two steps ahead,
     /// `COHORT_NARROW=0` runs narrow products on those kernels too instead
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
@@ -445,6 +451,7 @@ impl GpuOptions {
             coop_k_staging: switch("COHORT_COOP_STAGING", "auto", "k")? == Some(false),
             coop_unroll: forced("COHORT_COOP_UNROLL")? == Some(true),
             coop_scalar_stores: switch("COHORT_COOP_STORES", "wide", "scalar")? == Some(false),
+            coop_deep_prefetch: switch("COHORT_COOP_PREFETCH", "2", "1")? == Some(true),
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
