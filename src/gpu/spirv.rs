@@ -242,8 +242,9 @@ fn instructions(code: &[u32]) -> std::result::Result<Vec<Instruction>, String> {
 }
 
 /// Marks loops of a module naga wrote `Unroll` (a request the driver may still decline), and
-/// returns how many it marked and how many loops the module has: every loop that holds no barrier, itself or in a function it calls (loops
-/// over a thread's own elements, fragments or register arrays), and every loop whose first
+/// returns how many it marked and how many loops the module has. Marked: every loop that holds
+/// no barrier, itself or in a function it calls (loops over a thread's own elements, fragments
+/// or register arrays), and every loop whose first
 /// integer comparison, its `for` condition as naga lowers it, is against a constant (the loops
 /// over a pipeline constant's count, such as the accumulators written out between barriers).
 /// Loops over a run-time count that hold barriers (the k-steps over a product's depth) stay as
