@@ -347,13 +347,11 @@ fn tile_product(
     let sg_row = (sg / SG_COLS) * FR * FRAG;
     let sg_col = (sg % SG_COLS) * FC * FRAG;
 
-    var next: Fetched;
-    fetch(0u, &next, base_a, row0, ks.x, tid);
-    fetch(1u, &next, base_b, col0, ks.x, tid);
-    stage(0u, &next, 0u, tid);
-    stage(1u, &next, 0u, tid);
     let steps = (ks.y - ks.x + TK - 1u) / TK;
     let at = Slices(base_a, base_b, row0, col0, ks.x, steps, tid, sg_row, sg_col);
+    var next: Fetched;
+    fetch_slices(at, 0u, &next);
+    stage_slices(at, &next, 0u);
     if (PREFETCH == 1u) {
         workgroupBarrier();
         for (var t = 0u; t < steps; t++) {
@@ -396,6 +394,12 @@ fn fetch_slices(at: Slices, t: u32, regs: ptr<function, Fetched>) {
     }
 }
 
+// Writes the k-slices of op(A) and op(B) held in `regs` into staging buffer `buf`.
+fn stage_slices(at: Slices, regs: ptr<function, Fetched>, buf: u32) {
+    stage(0u, regs, buf, at.tid);
+    stage(1u, regs, buf, at.tid);
+}
+
 // Step t: the products of the k-slices staged in buffer t % 2, while slice t + 1 goes into the
 // other buffer, then a barrier. `regs` holds slice t + 1 at the start of the step with
 // PREFETCH 2 (staged first, then slice t + 3 is read into it), and with PREFETCH 1 it gets
@@ -413,8 +417,7 @@ fn k_step(
         fetch_slices(at, t + 1u, regs);
     } else {
         if (more) {
-            stage(0u, regs, 1u - buf, at.tid);
-            stage(1u, regs, 1u - buf, at.tid);
+            stage_slices(at, regs, 1u - buf);
         }
         fetch_slices(at, t + 3u, regs);
     }
@@ -447,8 +450,7 @@ fn k_step(
         }
     }
     if (PREFETCH == 1u && more) {
-        stage(0u, regs, 1u - buf, at.tid);
-        stage(1u, regs, 1u - buf, at.tid);
+        stage_slices(at, regs, 1u - buf);
     }
     workgroupBarrier();
 }
