@@ -12,19 +12,20 @@
 //
 // A workgroup of SG_ROWS x SG_COLS subgroups (SG_SIZE invocations each) computes a TILE x TILE
 // tile of C; each subgroup owns FR x FC accumulators (TILE = FRAG·FR·SG_ROWS = FRAG·FC·SG_COLS).
-// Each k-step stages a TILE x 32 slice of op(A) and of op(B) in workgroup memory as f16, each
-// laid out as its operand is stored, so that neighbouring invocations write neighbouring
-// addresses: k-contiguous rows KS apart, or (an operand stored m- or n-contiguous: A transposed,
-// B not) 32 rows of TILE elements, MS apart; the four values of a vec4 load are one vec4 store
-// (the slices are arrays of vec4<f16>, as NVIDIA's cooperative-matrix sample stages through
-// uvec4s). Cooperative loads touch workgroup memory only, with pipeline-constant strides (naga
-// 30 mis-compiles them on storage pointers with runtime strides). The slices are double
-// buffered: the next one is read from global memory into registers while the current one is
-// multiplied, then written to the other buffer, one barrier per step (with PREFETCH 2 the next
-// two are in flight, in two sets of registers). Reads outside the matrices
-// give zero, so any shape works. The accumulators leave through a FRAG x FRAG staging tile per
-// subgroup, with bounds checks, alpha/beta and the epilogue, to C. Split along K, the plain
-// entry writes partial products that matmul.wgsl's `reduce_splits*` finish.
+// Each k-step stages a TILE x TK slice (TK 32, or 64 as a candidate) of op(A) and of op(B) in
+// workgroup memory as f16, each laid out as its operand is stored, so that neighbouring
+// invocations write neighbouring addresses: k-contiguous rows KS apart, or (an operand stored m-
+// or n-contiguous: A transposed, B not) TK rows of TILE elements, MS apart; the four values of a
+// vec4 load are one vec4 store (the slices are arrays of vec4<f16>, as NVIDIA's
+// cooperative-matrix sample stages through uvec4s). Cooperative loads touch workgroup memory
+// only, with pipeline-constant strides (naga 30 mis-compiles them on storage pointers with
+// runtime strides). The slices are double buffered: the next one is read from global memory
+// into registers while the current one is multiplied, then written to the other buffer, one
+// barrier per step (with PREFETCH 2 the next two are in flight, in two sets of registers).
+// Reads outside the matrices give zero, so any shape works. The accumulators leave through a
+// FRAG x FRAG staging tile per subgroup, with bounds checks, alpha/beta and the epilogue, to C.
+// Split along K, the plain entry writes partial products that matmul.wgsl's `reduce_splits*`
+// finish.
 //
 // With SPLIT_F32 the kernel computes an f32 product on the f16 matrix units: each operand value v
 // is staged as hi = f16(v) and lo = f16((v - hi)·2¹¹), and each subgroup accumulates hi·hi in
@@ -61,6 +62,10 @@ override WIDE_STORES: bool = true;
 // or 2 (the next two, in two register sets, so that each read has two steps' products to
 // arrive; see `k_step`).
 override PREFETCH: u32 = 1u;
+// k per step: 32, or 64 (half the steps and barriers, twice the workgroup memory and
+// registers per step; where the layout fits it, see CoopLayout::check). K splits are
+// multiples of 64.
+override TK: u32 = 32u;
 // Row stride of m- or n-contiguous slices, in f16: the tile plus 8 against bank conflicts
 // (derived).
 override MS: u32 = TILE + 8u;
@@ -75,10 +80,9 @@ override STAGED: u32 = max(2u * TILE * KS * PARTS, 2u * TK * MS) / 4u;
 override STAGING: u32 = FRAG * FRAG * SG_ROWS * SG_COLS * PARTS;
 // Params, bindings, a_at / b_at, product and the epilogues: shaders/include/matmul_io.wgsl.
 
-const TK: u32 = 32u; // k per step
 // Row stride of the staged slices, in f16: TK plus 8 against bank conflicts; rows stay 16-byte
-// aligned, as cooperative loads want.
-const KS: u32 = 40u;
+// aligned, as cooperative loads want (derived).
+override KS: u32 = TK + 8u;
 const MAX_UNITS: u32 = 32u;
 const MAX_FRAGS: u32 = 4u;
 const LO_SCALE: f32 = 2048.0; // 2¹¹: lo parts stay clear of f16's subnormals

@@ -415,12 +415,20 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     assert!(g.coop_check().is_some_and(|c| c.passed()));
     coop_checks(&g, "2x2:2x2, two slices ahead", false);
     slice_count_checks(&g, "2x2:2x2, two slices ahead");
+    // 64 k per step (COHORT_COOP_K_STEP=64) in the tuner's quarter layout, whose deeper
+    // slices fit lavapipe's 32 KiB (the small layout's take 40).
+    let g = coop_backend_with(emulate, "2x2:1x1", |o| o.coop_deep_k_step = true).unwrap();
+    assert!(g.coop_check().is_some_and(|c| c.passed()));
+    if runs_deep_k_step(&g, "2x2:1x1", false) {
+        coop_checks(&g, "2x2:1x1, 64 k per step", false);
+        slice_count_checks(&g, "2x2:1x1, 64 k per step");
+    }
     deep_emulated_products();
 }
 
-/// f16 products whose K takes 1 to 6 of the cooperative-matrix kernel's k-slices (32 deep), in
-/// each transpose of A: reading two slices ahead, its two register sets take turns, and the
-/// range may end after either (or before the second is needed).
+/// f16 products whose K takes 1 to 6 of the cooperative-matrix kernel's k-slices (32 deep; 1 to
+/// 3 at 64 k per step), in each transpose of A: reading two slices ahead, its two register sets
+/// take turns, and the range may end after either (or before the second is needed).
 fn slice_count_checks(g: &cohort::GpuBackend, label: &str) {
     let mut checks = Vec::new();
     for (i, k) in [20, 64, 65, 128, 150, 192].into_iter().enumerate() {
@@ -496,15 +504,27 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
     // Each also with its k-step written out (COHORT_COOP_UNROLL=1), staged one f16 per store
-    // (COHORT_COOP_STORES=scalar) and reading two k-slices ahead (COHORT_COOP_PREFETCH=2): the
-    // ragged cases (and, two ahead, K of 1 to 6 slices).
+    // (COHORT_COOP_STORES=scalar), reading two k-slices ahead (COHORT_COOP_PREFETCH=2), both
+    // written out and two ahead, and at 64 k per step (COHORT_COOP_K_STEP=64; in the layouts
+    // that fit it here) reading one and two slices ahead: the ragged cases (and, two ahead or
+    // 64 deep, K of 1 to 6 slices of 32).
     let builds = [
-        ("", false, false, false),
-        (", unrolled", true, false, false),
-        (", scalar stores", false, true, false),
-        (", two slices ahead", false, false, true),
+        ("", false, false, false, false),
+        (", unrolled", true, false, false, false),
+        (", scalar stores", false, true, false, false),
+        (", two slices ahead", false, false, true, false),
+        (", unrolled, two slices ahead", true, false, true, false),
+        (", 64 k per step", false, false, false, true),
+        (
+            ", 64 k per step, two slices ahead",
+            false,
+            false,
+            true,
+            true,
+        ),
     ];
-    for (layout, (build, unroll, scalar_stores, deep_prefetch)) in layouts
+    let mut deep_k_layouts = 0;
+    for (layout, (build, unroll, scalar_stores, deep_prefetch, deep_k)) in layouts
         .iter()
         .flat_map(|l| builds.iter().map(move |b| (*l, *b)))
     {
@@ -512,8 +532,13 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
             o.coop_unroll = unroll;
             o.coop_scalar_stores = scalar_stores;
             o.coop_deep_prefetch = deep_prefetch;
+            o.coop_deep_k_step = deep_k;
         })
         .unwrap();
+        if deep_k && !runs_deep_k_step(&g, layout, false) {
+            continue;
+        }
+        deep_k_layouts += deep_k as usize;
         assert_eq!(
             g.matmul_coop(),
             Some(ops),
@@ -525,14 +550,21 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         coop_checks(
             &g,
             &format!("{layout}{build}"),
-            !unroll && !scalar_stores && !deep_prefetch,
+            !unroll && !scalar_stores && !deep_prefetch && !deep_k,
         );
-        if deep_prefetch {
+        if deep_prefetch || deep_k {
             slice_count_checks(&g, &format!("{layout}{build}"));
         }
     }
+    assert!(
+        deep_k_layouts > 0,
+        "no layout ran at 64 k per step (the quarter one fits every device with tensor cores)"
+    );
     for deep_prefetch in [false, true] {
-        let g = split_f32_backend(cohort::gpu::CoopChoice::On, None, deep_prefetch).unwrap();
+        let g = split_f32_backend(cohort::gpu::CoopChoice::On, None, |o| {
+            o.coop_deep_prefetch = deep_prefetch
+        })
+        .unwrap();
         assert_eq!(
             g.f32_matmul(),
             cohort::gpu::F32Matmul::SplitF16,
@@ -545,6 +577,53 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
             &g,
             &format!("matmul_coop split f32 on {ops:?}, k-slices read ahead: {ahead}"),
         );
+    }
+    // Split f32 at 64 k per step, in the quarter layout (the small one's split slices at 64
+    // take more than devices give).
+    let g = split_f32_backend(cohort::gpu::CoopChoice::On, None, |o| {
+        o.coop_layout = Some("2x2:1x1".parse().unwrap());
+        o.coop_deep_k_step = true;
+    })
+    .unwrap();
+    if runs_deep_k_step(&g, "2x2:1x1", true) {
+        split_f32_checks(
+            &g,
+            &format!("matmul_coop split f32 on {ops:?}, 2x2:1x1, 64 k per step"),
+        );
+    }
+}
+
+/// Whether `g` runs the cooperative-matrix kernel in `layout` at 64 k per step
+/// (COHORT_COOP_K_STEP=64) for f16 products or (`split_f32`) split f32 ones; says loudly where
+/// the layout's deeper slices do not fit this device (it then runs at 32, tested elsewhere).
+fn runs_deep_k_step(g: &cohort::GpuBackend, layout: &str, split_f32: bool) -> bool {
+    let parsed: cohort::gpu::CoopLayout = layout.parse().unwrap();
+    let Some(ops) = g.matmul_coop() else {
+        panic!(
+            "no cooperative-matrix kernel on {}",
+            cohort::Backend::describe(g)
+        );
+    };
+    match g.coop_k_step(&parsed, split_f32) {
+        Some(64) => true,
+        other => {
+            // Why, by the rule the backend applies (emulated subgroups are 32 wide).
+            let caps = g.runtime().caps();
+            let sg_size = match ops {
+                cohort::gpu::shaders::CoopOps::Emulated => 32,
+                _ => caps.subgroup_size.unwrap_or(32),
+            };
+            let why = parsed
+                .check(ops.frag(), sg_size, caps, split_f32, 64)
+                .err()
+                .map_or("no reason found".into(), |e| e.to_string());
+            common::loud(&format!(
+                "SKIPPED 64 k per step in layout {layout} (split f32: {split_f32}) on {}: it \
+                 runs at {other:?} k per step here ({why})",
+                cohort::Backend::describe(g),
+            ));
+            false
+        }
     }
 }
 
@@ -1035,16 +1114,17 @@ fn matmul_split_along_k_matches_cpu() {
 fn split_f32_backend(
     coop: cohort::gpu::CoopChoice,
     k_splits: Option<usize>,
-    coop_deep_prefetch: bool,
+    build: impl FnOnce(&mut cohort::GpuOptions),
 ) -> cohort::Result<cohort::GpuBackend> {
-    cohort::GpuBackend::new(&cohort::GpuOptions {
+    let mut options = cohort::GpuOptions {
         coop,
         k_splits,
-        coop_deep_prefetch,
         f32_matmul: cohort::gpu::F32Matmul::SplitF16,
         no_narrow_kernel: true,
         ..cohort::GpuOptions::from_env().unwrap()
-    })
+    };
+    build(&mut options);
+    cohort::GpuBackend::new(&options)
 }
 
 /// Every check of f32 products split into f16 parts on `g`: the products of
@@ -1159,8 +1239,10 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
         return;
     }
     for (k_splits, deep_prefetch) in [(None, false), (Some(3), false), (Some(3), true)] {
-        let g =
-            split_f32_backend(cohort::gpu::CoopChoice::Emulate, k_splits, deep_prefetch).unwrap();
+        let g = split_f32_backend(cohort::gpu::CoopChoice::Emulate, k_splits, |o| {
+            o.coop_deep_prefetch = deep_prefetch
+        })
+        .unwrap();
         assert_eq!(g.f32_matmul(), cohort::gpu::F32Matmul::SplitF16);
         assert!(g.coop_check().is_some_and(|c| c.passed()));
         split_f32_checks(
@@ -1173,7 +1255,7 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
     }
     // Without a cooperative-matrix kernel there is nothing to split onto: an error, not a
     // silent f32 kernel.
-    let err = split_f32_backend(cohort::gpu::CoopChoice::Off, None, false).unwrap_err();
+    let err = split_f32_backend(cohort::gpu::CoopChoice::Off, None, |_| {}).unwrap_err();
     assert!(
         matches!(&err, cohort::CohortError::Unsupported(why) if why.contains("cooperative")),
         "{err}"

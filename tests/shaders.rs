@@ -199,24 +199,30 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
             // (the big one's workgroup memory doubled is more than devices give; UNROLL does
             // not apply); all staged four values per store (the default), and the small
             // layout's looped f16 and f32 builds also one f16 per store
-            // (COHORT_COOP_STORES=scalar). Each layout's looped f16 build and the f32 one also
-            // read two k-slices ahead (COHORT_COOP_PREFETCH=2).
+            // (COHORT_COOP_STORES=scalar). Each layout's f16 builds, looped and written out,
+            // and the f32 one also read two k-slices ahead (COHORT_COOP_PREFETCH=2). The small
+            // layout's looped f16 build, reading one and two slices ahead, also 64 k per step
+            // (COHORT_COOP_K_STEP=64; the big layout's would not fit devices' 48 KiB).
             let variants = layouts
                 .iter()
                 .flat_map(|l| {
                     [
-                        (l, false, false, true, 1.0),
-                        (l, false, true, true, 1.0),
-                        (l, false, false, true, 2.0),
+                        (l, false, false, true, 1.0, 32.0),
+                        (l, false, true, true, 1.0, 32.0),
+                        (l, false, false, true, 2.0, 32.0),
+                        (l, false, true, true, 2.0, 32.0),
                     ]
                 })
-                .chain([1.0, 2.0].map(|prefetch| (&layouts[0], true, false, true, prefetch)))
-                .chain([false, true].map(|split| (&layouts[0], split, false, false, 1.0)));
+                .chain([1.0, 2.0].map(|prefetch| (&layouts[0], true, false, true, prefetch, 32.0)))
+                .chain([false, true].map(|split| (&layouts[0], split, false, false, 1.0, 32.0)))
+                .chain(
+                    [1.0, 2.0].map(|prefetch| (&layouts[0], false, false, true, prefetch, 64.0)),
+                );
             // Operands staged as stored (the default) and all k-contiguous (COHORT_COOP_STAGING=k).
             let mut sets = Vec::new();
             for bits in 0..32u32 {
                 for &width in widths {
-                    for ([sg_rows, sg_cols, fr, fc], split, unroll, wide, prefetch) in
+                    for ([sg_rows, sg_cols, fr, fc], split, unroll, wide, prefetch, k_step) in
                         variants.clone()
                     {
                         sets.push(vec![
@@ -228,6 +234,7 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
                             ("UNROLL", flag(unroll)),
                             ("WIDE_STORES", flag(wide)),
                             ("PREFETCH", prefetch),
+                            ("TK", k_step),
                             ("SG_SIZE", width),
                             ("SG_ROWS", *sg_rows),
                             ("SG_COLS", *sg_cols),
@@ -336,14 +343,16 @@ fn every_kernel_variant_compiles_to_spirv() {
     // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
     // 960 narrow matmul (3 entries × 16 column counts × 4 transposes × 2 f16 roundings × 2.5 row
     // counts (3 for A stored [M, K], 2 for [K, M])) +
-    // 4800 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 10 variants (2
-    // layouts looped, unrolled and looped reading two slices ahead, the small one with
-    // SPLIT_F32 reading one and two ahead, and the small one looped with and without SPLIT_F32
-    // staged by scalar stores) × 2 widths for 16×16 and 8×8, 1 width emulated)) + 56
-    // row-kernel (4 kernels × 7 lane counts × 2 row reductions) + 24 other (bias_act 2, reduce_sum 1, optimizer 6 + 10 with the f16-copy
-    // entries, axpby 2, convert 2, gather 1)) variants.
+    // 6720 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 14 variants (2
+    // layouts looped and unrolled, each reading one and two slices ahead, the small one with
+    // SPLIT_F32 reading one and two ahead, the small one looped with and without SPLIT_F32
+    // staged by scalar stores, and the small one looped at 64 k per step reading one and two
+    // ahead) × 2 widths for 16×16 and 8×8, 1 width emulated)) + 56
+    // row-kernel (4 kernels × 7 lane counts × 2 row reductions) + 24 other (bias_act 2,
+    // reduce_sum 1, optimizer 6 + 10 with the f16-copy entries, axpby 2, convert 2, gather 1))
+    // variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 960 + 3 * 32 * 10 * (2 + 2 + 1)) + 56 + 24)
+        2 * (8 * (192 + 3 + 960 + 3 * 32 * 14 * (2 + 2 + 1)) + 56 + 24)
     );
 }

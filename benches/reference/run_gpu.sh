@@ -52,7 +52,9 @@
 #                     (COHORT_COOP_UNROLL=1), its operands staged one f16 per store
 #                     (COHORT_COOP_STORES=scalar, the way before 2026-12-04's vec4 stores),
 #                     every kernel's loops marked for unrolling in SPIR-V (COHORT_UNROLL_HINTS=1)
-#                     and its k-slices read two steps ahead (COHORT_COOP_PREFETCH=2):
+#                     its k-slices read two steps ahead (COHORT_COOP_PREFETCH=2), 64 k
+#                     per step in the small layout (COHORT_COOP_K_STEP=64), and the last
+#                     four together:
 #                     f16 products, the mixed steps; f32 products and steps with and without the
 #                     hints; the 4x4-accumulator layout written out at 4096³; the driver's
 #                     statistics written out and hinted, the tests of both
@@ -344,21 +346,28 @@ part_unroll() {
   # switches' 1.8x suggests it did), the arrays live in local memory and the hints bring them
   # back (stats-large-*-hints against the stats part's).
   # The k-slices read two steps ahead (COHORT_COOP_PREFETCH=2: two register sets, so that each
-  # global read has two steps' products to arrive instead of one) are a fifth build.
-  local sq=4096x4096x4096,1024x1024x1024,256x1024x784
-  for build in default unroll scalar-stores hints prefetch2; do
-    local unroll=0 stores=wide hints=0 prefetch=1
+  # global read has two steps' products to arrive instead of one) are a fifth build; 64 k per
+  # step (COHORT_COOP_K_STEP=64: half the steps and barriers, in the small layout only, the
+  # big one's slices would not fit 48 KiB) a sixth, on the products and step that use the small
+  # layout; and the four that could add up (written out, hinted, two slices ahead, 64 deep)
+  # together a seventh.
+  for build in default unroll scalar-stores hints prefetch2 kstep64 combined; do
+    local unroll=0 stores=wide hints=0 prefetch=1 kstep=32
+    local sq=4096x4096x4096,1024x1024x1024,256x1024x784 steps=small,large
     [ $build = unroll ] && unroll=1
     [ $build = scalar-stores ] && stores=scalar
     [ $build = hints ] && hints=1
     [ $build = prefetch2 ] && prefetch=2
-    local -x COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints COHORT_COOP_PREFETCH=$prefetch
+    [ $build = kstep64 ] && kstep=64 sq=1024x1024x1024,256x1024x784 steps=small
+    [ $build = combined ] && unroll=1 hints=1 prefetch=2 kstep=64
+    local -x COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints \
+      COHORT_COOP_PREFETCH=$prefetch COHORT_COOP_K_STEP=$kstep
     COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
       run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-    COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
+    COHORT_BENCH_STEPS=$steps COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
       run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
   done
-  unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH
+  unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH COHORT_COOP_K_STEP
   for hints in 0 1; do
     COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn \
       COHORT_BENCH_JSON="$out/cohort-f32-hints$hints.json" \

@@ -95,6 +95,10 @@ pub const MAX_K_SPLITS: usize = 16;
 /// K per split is a multiple of this (both matmul kernels' k-steps divide it).
 const K_SPLIT_ALIGN: usize = 64;
 
+/// The cooperative-matrix kernel's k per step (`TK` in `shaders/matmul_coop.wgsl`), unless
+/// [`GpuOptions::coop_deep_k_step`] doubles it.
+const COOP_K_STEP: u32 = 32;
+
 /// The deepest K range one dispatch of the cooperative-matrix kernel takes on a software
 /// adapter. lavapipe (llvmpipe) ends every loop of a shader invocation, silently, once that
 /// invocation has run 65535 loop iterations in all (Mesa's `LP_MAX_TGSI_LOOP_ITERATIONS`); the
@@ -282,6 +286,8 @@ struct CoopKernel {
     /// k-slices read ahead into registers (`PREFETCH`): 2 with
     /// [`GpuOptions::coop_deep_prefetch`], else 1.
     prefetch: u32,
+    /// 64 k per step where a layout fits it: [`GpuOptions::coop_deep_k_step`].
+    deep_k_step: bool,
 }
 
 impl CoopKernel {
@@ -300,10 +306,13 @@ impl CoopKernel {
             fr,
             fc,
         };
-        let fits = |l: &CoopLayout, split| l.check(ops.frag(), sg_size, caps, split).is_ok();
+        let fits = |l: &CoopLayout, split| {
+            l.check(ops.frag(), sg_size, caps, split, COOP_K_STEP)
+                .is_ok()
+        };
         let (small, big) = match forced {
             Some(layout) => {
-                layout.check(ops.frag(), sg_size, caps, false)?;
+                layout.check(ops.frag(), sg_size, caps, false, COOP_K_STEP)?;
                 (layout, None)
             }
             None => {
@@ -331,7 +340,25 @@ impl CoopKernel {
             unroll: options.coop_unroll,
             wide_stores: !options.coop_scalar_stores,
             prefetch: if options.coop_deep_prefetch { 2 } else { 1 },
+            deep_k_step: options.coop_deep_k_step,
         })
+    }
+
+    /// k per step (`TK`) in `layout` for f16 products or (`split_f32`) f32 ones split into
+    /// f16 parts: twice [`COOP_K_STEP`] with [`GpuOptions::coop_deep_k_step`] where the layout
+    /// fits that on a device with `caps`, else [`COOP_K_STEP`].
+    fn k_step(&self, layout: &CoopLayout, split_f32: bool, caps: &Capabilities) -> u32 {
+        let deep = 2 * COOP_K_STEP;
+        let fits = |k| {
+            layout
+                .check(self.ops.frag(), self.sg_size, caps, split_f32, k)
+                .is_ok()
+        };
+        if self.deep_k_step && fits(deep) {
+            deep
+        } else {
+            COOP_K_STEP
+        }
     }
 
     /// Every layout this kernel may run f16 products in.
@@ -722,6 +749,14 @@ impl GpuBackend {
     /// [`GpuOptions::coop`]) and it passed its self-test.
     pub fn matmul_coop(&self) -> Option<CoopOps> {
         self.coop.map(|k| k.ops)
+    }
+
+    /// The k per step that kernel runs `layout` with, for f16 products or (`split_f32`) f32
+    /// products split into f16 parts (64 only with [`GpuOptions::coop_deep_k_step`], where the
+    /// layout fits it); `None` without the kernel.
+    pub fn coop_k_step(&self, layout: &CoopLayout, split_f32: bool) -> Option<u32> {
+        self.coop
+            .map(|k| k.k_step(layout, split_f32, self.rt.caps()))
     }
 
     /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
@@ -1502,6 +1537,10 @@ impl GpuBackend {
                     ("UNROLL", flag(kernel.unroll)),
                     ("WIDE_STORES", flag(kernel.wide_stores)),
                     ("PREFETCH", kernel.prefetch as f64),
+                    (
+                        "TK",
+                        kernel.k_step(&layout, !d.f16_inputs, self.rt.caps()) as f64,
+                    ),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

@@ -102,6 +102,11 @@ pub struct GpuOptions {
     /// (`PREFETCH` in `shaders/matmul_coop.wgsl`): a candidate, off until timed on a GPU with
     /// tensor cores.
     pub coop_deep_prefetch: bool,
+    /// Give that kernel 64 k per step instead of 32 (`TK` in `shaders/matmul_coop.wgsl`) in
+    /// the layouts whose slices then still fit the device's workgroup memory and the kernel's
+    /// registers (on a 48 KiB device, the small layout but not the big one): half the steps
+    /// and barriers of a product. A candidate, off until timed on a GPU with tensor cores.
+    pub coop_deep_k_step: bool,
     /// Run products whose C is at most 16 columns wide (a classifier's output layer and its
     /// weight gradient) on the tiled or cooperative-matrix kernel like the others, instead of
     /// `shaders/matmul_narrow.wgsl`: an experiment, to measure the difference.
@@ -309,26 +314,28 @@ impl CoopLayout {
         frag * self.fr * self.sg_rows
     }
 
-    /// Workgroup memory the kernel uses: per operand two f16 buffers of a tile × 40 slice (or of
-    /// 32 × (tile + 8), staged by k, where that is more), and a staging fragment per subgroup;
-    /// all but the latter alternative twice over for f32 products split into f16 parts
-    /// (`split_f32`; matches `STAGED` and `STAGING` in `shaders/matmul_coop.wgsl`).
-    pub fn workgroup_bytes(&self, frag: u32, split_f32: bool) -> u32 {
+    /// Workgroup memory the kernel uses with `k_step` (32 or 64) k per step: per operand two f16
+    /// buffers of a tile × (k_step + 8) slice (or of k_step × (tile + 8), staged by k, where
+    /// that is more), and a staging fragment per subgroup; all but the latter alternative twice
+    /// over for f32 products split into f16 parts (`split_f32`; matches `STAGED` and `STAGING`
+    /// in `shaders/matmul_coop.wgsl`).
+    pub fn workgroup_bytes(&self, frag: u32, split_f32: bool, k_step: u32) -> u32 {
         let parts = 1 + split_f32 as u32;
         let tile = self.tile(frag);
-        let staged = (2 * tile * 40 * parts).max(2 * 32 * (tile + 8));
+        let staged = (2 * tile * (k_step + 8) * parts).max(2 * k_step * (tile + 8));
         2 * staged * 2 + parts * self.subgroups() * frag * frag * 4
     }
 
     /// Checks the layout against the kernel's rules for fragments of edge `frag`, subgroups of
-    /// `sg_size` and the device's limits, for f16 products or (`split_f32`) f32 products split
-    /// into f16 parts.
+    /// `sg_size`, `k_step` (32 or 64) k per step and the device's limits, for f16 products or
+    /// (`split_f32`) f32 products split into f16 parts.
     pub fn check(
         &self,
         frag: u32,
         sg_size: u32,
         caps: &Capabilities,
         split_f32: bool,
+        k_step: u32,
     ) -> Result<()> {
         let bad = |why: String| {
             Err(CohortError::InvalidConfig(format!(
@@ -354,15 +361,16 @@ impl CoopLayout {
                 caps.max_invocations_per_workgroup
             ));
         }
-        // Each invocation stages TILE · 32 / threads elements of each operand per step: a
+        // Each invocation stages TILE · k_step / threads elements of each operand per step: a
         // multiple of 4 (whole vec4s), at most 32 (the kernel's registers).
-        let units = tile * 32 / threads;
-        if units * threads != tile * 32 || !units.is_multiple_of(4) || units > 32 {
+        let units = tile * k_step / threads;
+        if units * threads != tile * k_step || !units.is_multiple_of(4) || units > 32 {
             return bad(format!(
-                "{units} staged elements per invocation (need a multiple of 4, at most 32)"
+                "{units} staged elements per invocation at {k_step} k per step (need a \
+                 multiple of 4, at most 32)"
             ));
         }
-        let bytes = self.workgroup_bytes(frag, split_f32);
+        let bytes = self.workgroup_bytes(frag, split_f32, k_step);
         if bytes > caps.max_workgroup_storage {
             return bad(format!(
                 "{bytes} bytes of workgroup memory exceed the device's {}",
@@ -390,6 +398,7 @@ impl GpuOptions {
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
     /// instead of looping, `COHORT_COOP_STORES=scalar` stages its operands one f16 per store,
     /// `COHORT_COOP_PREFETCH=2` reads its k-slices two steps ahead,
+    /// `COHORT_COOP_K_STEP=64` gives it 64 k per step where the layout fits,
     /// `COHORT_NARROW=0` runs narrow products on those kernels too instead
     /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
@@ -452,6 +461,7 @@ impl GpuOptions {
             coop_unroll: forced("COHORT_COOP_UNROLL")? == Some(true),
             coop_scalar_stores: switch("COHORT_COOP_STORES", "wide", "scalar")? == Some(false),
             coop_deep_prefetch: switch("COHORT_COOP_PREFETCH", "2", "1")? == Some(true),
+            coop_deep_k_step: switch("COHORT_COOP_K_STEP", "64", "32")? == Some(true),
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
@@ -1806,6 +1816,44 @@ mod tests {
         assert_eq!(mesa_version("Mesa 23.1.0-devel (git-1234)"), Some((23, 1)));
         assert_eq!(mesa_version("580.159.04"), None);
         assert_eq!(mesa_version("Mesa"), None);
+    }
+
+    /// The cooperative-matrix layouts' workgroup memory at 32 and 64 k per step, and which fit
+    /// a device with the H200's 48 KiB at each.
+    #[test]
+    fn coop_layouts_take_the_deeper_k_step_where_their_slices_fit() {
+        let caps = Capabilities {
+            subgroup: true,
+            shader_f16: true,
+            timestamp_query: false,
+            cooperative_matrix: Vec::new(),
+            max_storage_binding: 1 << 30,
+            max_buffer_size: 1 << 30,
+            max_workgroups_per_dim: 65535,
+            max_workgroup_storage: 48 * 1024,
+            max_invocations_per_workgroup: 1024,
+            max_storage_buffers: 8,
+            subgroup_size: Some(32),
+            coop_ops: None,
+        };
+        let layout = |s: &str| s.parse::<CoopLayout>().unwrap();
+        let (small, big, quarter) = (layout("2x2:2x2"), layout("4x2:2x4"), layout("2x2:1x1"));
+        assert_eq!(big.workgroup_bytes(16, false, 32), 48 * 1024);
+        assert_eq!(small.workgroup_bytes(16, false, 64), 40 * 1024);
+        assert_eq!(big.workgroup_bytes(16, false, 64), 80 * 1024);
+        assert!(big.check(16, 32, &caps, false, 32).is_ok());
+        assert!(small.check(16, 32, &caps, false, 64).is_ok());
+        let err = big.check(16, 32, &caps, false, 64).unwrap_err();
+        assert!(err.to_string().contains("workgroup memory"), "{err}");
+        // Split f32 products stage twice the slices: the small layout's no longer fit at 64,
+        // the quarter one's do.
+        assert!(small.check(16, 32, &caps, true, 64).is_err());
+        assert!(quarter.check(16, 32, &caps, true, 64).is_ok());
+        // 8×8 fragments in subgroups of 8: 64 staged elements per invocation at 64, past the
+        // kernel's 32 registers.
+        assert!(small.check(8, 8, &caps, false, 32).is_ok());
+        let err = small.check(8, 8, &caps, false, 64).unwrap_err();
+        assert!(err.to_string().contains("staged elements"), "{err}");
     }
 
     /// Each variable `from_env` reads has a row in the README's table of them, which names its
