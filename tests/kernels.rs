@@ -558,7 +558,7 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
     }
     assert!(
         deep_k_layouts > 0,
-        "no layout ran at 64 k per step (the quarter one fits every device with tensor cores)"
+        "no layout ran at 64 k per step (the quarter one needs 24 KiB of workgroup memory)"
     );
     for deep_prefetch in [false, true] {
         let g = split_f32_backend(cohort::gpu::CoopChoice::On, None, |o| {
