@@ -378,7 +378,7 @@ fn kernel_name(
     };
     Ok(match gpu.matmul_plan_by_shape(&d)?.kernel {
         MatmulKernel::Tiled { .. } => tiled,
-        MatmulKernel::Coop(_) => coop,
+        MatmulKernel::Coop { .. } => coop,
         MatmulKernel::Narrow => narrow,
     })
 }

@@ -236,8 +236,9 @@ part_rows() {
   done
 }
 part_tune() {
-  # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts,
-  # K split or not) timed once and the fastest kept, against the defaults' choices by shape
+  # COHORT_MATMUL_TUNE=1: each product shape's plans (tiles, buffer counts, tensor-core layouts
+  # at 32 and 64 k per step reading one and two slices ahead, K split or not) timed once and the
+  # fastest kept, against the defaults' choices by shape
   # (the step part): the steps f32 and mixed, then the small and large steps' profiles (f32
   # and mixed), which list the plan each shape got, its gain over the shape's own plan and what
   # every candidate took, then the matmul part's

@@ -344,21 +344,71 @@ impl CoopKernel {
         })
     }
 
-    /// k per step (`TK`) in `layout` for f16 products or (`split_f32`) f32 ones split into
-    /// f16 parts: twice [`COOP_K_STEP`] with [`GpuOptions::coop_deep_k_step`] where the layout
-    /// fits that on a device with `caps`, else [`COOP_K_STEP`].
+    /// The k per step (`TK`) this kernel can run `layout` with on a device with `caps`, for f16
+    /// products or (`split_f32`) f32 ones split into f16 parts: [`COOP_K_STEP`], and twice that
+    /// where the layout's deeper slices fit.
+    fn k_steps(&self, layout: &CoopLayout, split_f32: bool, caps: &Capabilities) -> Vec<u32> {
+        [COOP_K_STEP, 2 * COOP_K_STEP]
+            .into_iter()
+            .filter(|&k| {
+                layout
+                    .check(self.ops.frag(), self.sg_size, caps, split_f32, k)
+                    .is_ok()
+            })
+            .collect()
+    }
+
+    /// k per step in `layout` by default: twice [`COOP_K_STEP`] with
+    /// [`GpuOptions::coop_deep_k_step`] where the layout fits that, else [`COOP_K_STEP`].
     fn k_step(&self, layout: &CoopLayout, split_f32: bool, caps: &Capabilities) -> u32 {
         let deep = 2 * COOP_K_STEP;
-        let fits = |k| {
-            layout
-                .check(self.ops.frag(), self.sg_size, caps, split_f32, k)
-                .is_ok()
-        };
-        if self.deep_k_step && fits(deep) {
-            deep
-        } else {
-            COOP_K_STEP
+        match self.deep_k_step {
+            true if self.k_steps(layout, split_f32, caps).contains(&deep) => deep,
+            _ => COOP_K_STEP,
         }
+    }
+
+    /// The build products in `layout` run by default: [`Self::k_step`] k per step and
+    /// [`Self::prefetch`] slices read ahead.
+    fn build(&self, layout: CoopLayout, split_f32: bool, caps: &Capabilities) -> MatmulKernel {
+        MatmulKernel::Coop {
+            layout,
+            k_step: self.k_step(&layout, split_f32, caps),
+            prefetch: self.prefetch,
+        }
+    }
+
+    /// Every build the matmul tuner times in `layout`, the default ([`Self::build`]) first:
+    /// each k per step that fits with each read-ahead depth (1, 2 slices), but for what the
+    /// options ask for (64 k per step, two slices ahead), which is not varied.
+    fn tuner_builds(
+        &self,
+        layout: CoopLayout,
+        split_f32: bool,
+        caps: &Capabilities,
+    ) -> Vec<MatmulKernel> {
+        let k_steps = match self.deep_k_step {
+            true => vec![self.k_step(&layout, split_f32, caps)],
+            false => self.k_steps(&layout, split_f32, caps),
+        };
+        let depths = match self.prefetch {
+            1 => vec![1, 2],
+            forced => vec![forced],
+        };
+        let mut builds = vec![self.build(layout, split_f32, caps)];
+        for &k_step in &k_steps {
+            for &prefetch in &depths {
+                let build = MatmulKernel::Coop {
+                    layout,
+                    k_step,
+                    prefetch,
+                };
+                if !builds.contains(&build) {
+                    builds.push(build);
+                }
+            }
+        }
+        builds
     }
 
     /// Every layout this kernel may run f16 products in.
@@ -751,12 +801,19 @@ impl GpuBackend {
         self.coop.map(|k| k.ops)
     }
 
-    /// The k per step that kernel runs `layout` with, for f16 products or (`split_f32`) f32
-    /// products split into f16 parts (64 only with [`GpuOptions::coop_deep_k_step`], where the
-    /// layout fits it); `None` without the kernel.
+    /// The k per step that kernel runs `layout` with by default (untuned), for f16 products or
+    /// (`split_f32`) f32 products split into f16 parts (64 only with
+    /// [`GpuOptions::coop_deep_k_step`], where the layout fits it); `None` without the kernel.
     pub fn coop_k_step(&self, layout: &CoopLayout, split_f32: bool) -> Option<u32> {
         self.coop
             .map(|k| k.k_step(layout, split_f32, self.rt.caps()))
+    }
+
+    /// Every k per step that kernel can run `layout` with here: 32, and 64 where the layout's
+    /// deeper slices fit (what the matmul tuner chooses between); empty without the kernel.
+    pub fn coop_k_steps(&self, layout: &CoopLayout, split_f32: bool) -> Vec<u32> {
+        self.coop
+            .map_or(vec![], |k| k.k_steps(layout, split_f32, self.rt.caps()))
     }
 
     /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
@@ -1526,7 +1583,11 @@ impl GpuBackend {
             ("VEC_B", flag(vec_b)),
         ];
         let shader = match plan.kernel {
-            MatmulKernel::Coop(layout) => {
+            MatmulKernel::Coop {
+                layout,
+                k_step,
+                prefetch,
+            } => {
                 // f32 products split into f16 parts run on this kernel too, in its split layout.
                 let kernel = self.coop.ok_or_else(|| {
                     CohortError::Unsupported("a cooperative-matrix plan without its kernel".into())
@@ -1536,11 +1597,8 @@ impl GpuBackend {
                     ("MN_STAGING", flag(kernel.mn_staging)),
                     ("UNROLL", flag(kernel.unroll)),
                     ("WIDE_STORES", flag(kernel.wide_stores)),
-                    ("PREFETCH", kernel.prefetch as f64),
-                    (
-                        "TK",
-                        kernel.k_step(&layout, !d.f16_inputs, self.rt.caps()) as f64,
-                    ),
+                    ("PREFETCH", prefetch as f64),
+                    ("TK", k_step as f64),
                     ("SG_SIZE", kernel.sg_size as f64),
                     ("SG_ROWS", layout.sg_rows as f64),
                     ("SG_COLS", layout.sg_cols as f64),

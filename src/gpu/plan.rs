@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::shaders::Shader;
 use super::{k_split, CoopKernel, GpuBackend, GpuOptions, GpuTensor, TileChoice, MAX_K_SPLITS};
+use crate::backend::Backend;
 use crate::error::{CohortError, Result};
 use crate::ops::{MatmulDims, MatmulSpec};
 use crate::tensor::DType;
@@ -34,8 +35,15 @@ pub enum MatmulKernel {
         /// Workgroup buffers per operand (`SLICE_BUFFERS`).
         buffers: u32,
     },
-    /// `shaders/matmul_coop.wgsl` (tensor cores) in this workgroup layout.
-    Coop(CoopLayout),
+    /// `shaders/matmul_coop.wgsl` (tensor cores) in this build.
+    Coop {
+        /// The workgroup layout.
+        layout: CoopLayout,
+        /// k per step (`TK`): 32, or 64 where the layout's slices fit.
+        k_step: u32,
+        /// k-slices read ahead into registers (`PREFETCH`): 1 or 2.
+        prefetch: u32,
+    },
     /// `shaders/matmul_narrow.wgsl`, for C at most [`NARROW_MAX_COLUMNS`] wide: each workgroup
     /// computes the plan's `tile` whole rows of C, with K spread over its threads.
     Narrow,
@@ -94,12 +102,26 @@ impl MatmulPlan {
     }
 
     /// E.g. `tiled 64, 2 buffers, K whole` or `coop 4x2:2x4, 128, K in 4 ranges` for a
-    /// product `k` deep.
+    /// product `k` deep (a tensor-core build's k per step and read-ahead where they are not 32
+    /// and 1: `coop 2x2:2x2, 64, 64 k per step, 2 slices ahead, K whole`).
     pub fn label(&self, k: usize) -> String {
         let kernel = match self.kernel {
             MatmulKernel::Tiled { buffers: 1 } => format!("tiled {}, 1 buffer", self.tile),
             MatmulKernel::Tiled { buffers } => format!("tiled {}, {buffers} buffers", self.tile),
-            MatmulKernel::Coop(layout) => format!("coop {layout}, {}", self.tile),
+            MatmulKernel::Coop {
+                layout,
+                k_step,
+                prefetch,
+            } => {
+                let mut label = format!("coop {layout}, {}", self.tile);
+                if k_step != super::COOP_K_STEP {
+                    label += &format!(", {k_step} k per step");
+                }
+                if prefetch > 1 {
+                    label += &format!(", {prefetch} slices ahead");
+                }
+                label
+            }
             MatmulKernel::Narrow => format!("narrow, {} rows", self.tile),
         };
         match self.splits(k) {
@@ -189,7 +211,11 @@ pub(super) struct Tuned {
 }
 
 /// The format tag of plan files.
-const PLAN_FILE_FORMAT: &str = "cohort-matmul-plans-1";
+const PLAN_FILE_FORMAT: &str = "cohort-matmul-plans-2";
+
+/// The format tags of older plan files (their plans are timed afresh): 1 named a tensor-core
+/// plan by its layout alone.
+const OLD_PLAN_FILE_FORMATS: &[&str] = &["cohort-matmul-plans-1"];
 
 /// What plan files are, in their errors: the user may have set the variable long ago.
 const PLAN_FILE_ROLE: &str = "the matmul plan file: GpuOptions::tune_file, COHORT_MATMUL_TUNE_FILE";
@@ -201,6 +227,12 @@ struct PlanFile {
     /// The adapter, driver, kernels and options the plans were timed with.
     tuned_on: String,
     plans: Vec<TunedMatmul>,
+}
+
+/// A plan file's format tag, read before the rest (whose form depends on it).
+#[derive(Deserialize)]
+struct PlanFileFormat {
+    format: String,
 }
 
 impl Tuned {
@@ -228,22 +260,32 @@ impl Tuned {
             Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => {}
             Ok(bytes) => {
                 let corrupt = |why: String| CohortError::corrupt(path, why);
-                let file: PlanFile =
-                    serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-                if file.format != PLAN_FILE_FORMAT {
-                    return Err(corrupt(format!(
-                        "format '{}', not a plan file",
-                        file.format
-                    )));
-                }
-                if file.tuned_on == tuned_on {
-                    for t in file.plans.into_iter().filter(|t| gpu.could_choose(t)) {
-                        plans.insert(t.key(), t);
+                let json = |e: serde_json::Error| corrupt(e.to_string());
+                let format = serde_json::from_slice::<PlanFileFormat>(&bytes).map_err(json)?;
+                let stale = match format.format.as_str() {
+                    PLAN_FILE_FORMAT => {
+                        let file: PlanFile = serde_json::from_slice(&bytes).map_err(json)?;
+                        let same = file.tuned_on == tuned_on;
+                        for t in file
+                            .plans
+                            .into_iter()
+                            .filter(|t| same && gpu.could_choose(t))
+                        {
+                            plans.insert(t.key(), t);
+                        }
+                        (!same).then_some(
+                            "were tuned on another adapter, driver, build of the kernels or GPU \
+                             options",
+                        )
                     }
-                } else {
+                    old if OLD_PLAN_FILE_FORMATS.contains(&old) => {
+                        Some("are in an older cohort's format")
+                    }
+                    other => return Err(corrupt(format!("format '{other}', not a plan file"))),
+                };
+                if let Some(why) = stale {
                     eprintln!(
-                        "cohort: the matmul plans in {} were tuned on another adapter, driver, \
-                         build of the kernels or GPU options; tuning afresh",
+                        "cohort: the matmul plans in {} {why}; tuning afresh",
                         path.display()
                     );
                 }
@@ -315,6 +357,22 @@ fn identity(gpu: &GpuBackend, options: &GpuOptions) -> String {
     )
 }
 
+/// Whether a candidate plan's product `got` is the shape's own plan's `want` up to the order of
+/// summation: each element within 1e-3 of `want`'s largest finite magnitude (plus 1e-6), or
+/// equal (infinities), or both NaN. A wrong build is far off: zeros, part of K, another tile.
+fn results_agree(want: &[f32], got: &[f32]) -> bool {
+    let scale = want
+        .iter()
+        .filter(|x| x.is_finite())
+        .fold(0f32, |m, x| m.max(x.abs()));
+    let tolerance = 1e-3 * scale + 1e-6;
+    want.len() == got.len()
+        && want
+            .iter()
+            .zip(got)
+            .all(|(&w, &g)| w == g || (w.is_nan() && g.is_nan()) || (w - g).abs() <= tolerance)
+}
+
 /// The K per split of the splits the tuner times beside the `chosen` number for a product `k`
 /// deep: whole, half as many and twice as many (at most [`MAX_K_SPLITS`]).
 fn other_k_splits(k: usize, chosen: usize) -> Vec<usize> {
@@ -353,6 +411,7 @@ impl GpuBackend {
         let candidates = self.plan_candidates(d)?;
         let own = candidates[0];
         let mut timings = Vec::new();
+        let mut plan = own;
         if candidates.len() > 1 {
             // Where the device has no room for a scratch C now, the product runs its own plan
             // and the shape is tuned the next time it comes.
@@ -374,9 +433,8 @@ impl GpuBackend {
                 fastest = fastest.min(best);
                 timings.push((plan, best));
             }
+            plan = self.fastest_agreeing(d, spec, [a, b, &c], &timings)?;
         }
-        let fastest = timings.iter().min_by_key(|(_, time)| *time);
-        let plan = fastest.map_or(own, |(plan, _)| *plan);
         self.tuned.lock().insert(
             key,
             TunedMatmul {
@@ -389,6 +447,53 @@ impl GpuBackend {
         );
         self.tuned.save()?;
         Ok(plan)
+    }
+
+    /// The fastest of the `timings`' plans (the shape's own first) whose product of `a` and `b`
+    /// agrees with the shape's own plan's, computed into the scratch `c`: a build a driver
+    /// mishandles may return wrong numbers without an error, and the self-tests at
+    /// [`GpuBackend::new`] run only each layout's default build. A plan that disagrees is
+    /// left out (said on stderr).
+    fn fastest_agreeing(
+        &self,
+        d: &MatmulDims,
+        spec: &MatmulSpec,
+        [a, b, c]: [&GpuTensor; 3],
+        timings: &[(MatmulPlan, Duration)],
+    ) -> Result<MatmulPlan> {
+        let own = timings[0].0;
+        // Fastest first (a stable sort: the shape's own first among equals).
+        let mut ranked = timings.to_vec();
+        ranked.sort_by_key(|(_, time)| *time);
+        // C overwritten (beta 0): the timed runs left it accumulated.
+        let spec = MatmulSpec { beta: 0.0, ..*spec };
+        let product = |plan| -> Result<Vec<f32>> {
+            self.record_matmul(d, &spec, [a, b, c], None, plan)?;
+            self.read(c)
+        };
+        let mut reference = None;
+        for (plan, _) in ranked {
+            if plan == own {
+                return Ok(own);
+            }
+            let want = match reference.take() {
+                Some(want) => want,
+                None => product(own)?,
+            };
+            let agrees = results_agree(&want, &product(plan)?);
+            reference = Some(want);
+            if agrees {
+                return Ok(plan);
+            }
+            eprintln!(
+                "cohort: warning: matmul plan '{}' computed a different product of shape {d} \
+                 than the shape's own plan '{}' on {}; the tuner leaves it out",
+                plan.label(d.k),
+                own.label(d.k),
+                self.rt.info().name
+            );
+        }
+        Ok(own)
     }
 
     /// The plan product `d` runs untuned: the one that follows from its shape and the options
@@ -444,7 +549,7 @@ impl GpuBackend {
                     _ => self.coop_layout(&kernel, d),
                 };
                 let tile = layout.tile(kernel.ops.frag()) as usize;
-                (MatmulKernel::Coop(layout), tile)
+                (kernel.build(layout, split_f32, self.rt.caps()), tile)
             }
             None => (
                 MatmulKernel::Tiled {
@@ -507,19 +612,21 @@ impl GpuBackend {
             tile,
             k_per_split: d.k,
         };
-        let coop = matches!(kernel, MatmulKernel::Coop(_));
+        let coop = matches!(kernel, MatmulKernel::Coop { .. });
         plan.k_per_split = self.k_split(d, plan.tiles(d), coop)?;
         Ok(plan)
     }
 
     /// The plans the tuner times for `d`, the shape's own first: the narrow kernel's with each
-    /// row count where it runs `d`; on the tiled kernel each tile
-    /// (64, 128) and buffer count (2, 1) whose workgroup memory fits; for f16 products also on
-    /// the cooperative-matrix kernel in each layout it has, the tuner's quarter-size one
-    /// included (the tiled kernel rounds its loads to f16: the same products up to summation
-    /// order); each with its chosen K split and, on hardware adapters, whole, and in half and
+    /// row count where it runs `d`; on the tiled kernel each tile (64, 128) and buffer count
+    /// (2, 1) whose workgroup memory fits; for f16 products also on the cooperative-matrix
+    /// kernel in each layout it has, the tuner's quarter-size one included (the tiled kernel
+    /// rounds its loads to f16: the same products up to summation order), and in each layout
+    /// each k per step that fits and read-ahead depth; each with its chosen K split and, on
+    /// hardware adapters and for the default build of each kernel, whole, and in half and
     /// twice the chosen splits. What the options force ([`TileChoice::Fixed`], one buffer, a K
-    /// split, a layout) is not varied; f32 products split into f16 parts keep their one layout.
+    /// split, a layout, 64 k per step, two slices ahead) is not varied; f32 products split
+    /// into f16 parts keep their one layout.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
         let tiles: &[usize] = match self.matmul_tile {
@@ -535,14 +642,25 @@ impl GpuBackend {
             .iter()
             .flat_map(|&tile| buffers.iter().map(move |&b| (tile, b)))
             .filter(|&(tile, b)| self.tiled_kernel_fits(tile, b))
-            .map(|(tile, buffers)| (MatmulKernel::Tiled { buffers }, tile));
-        let kernels: Vec<(MatmulKernel, usize)> = match self.coop_kernel_for(d) {
-            Some((_, true)) => vec![(own.kernel, own.tile)],
-            Some((kernel, false)) => kernel
-                .layouts()
-                .map(|l| (MatmulKernel::Coop(l), l.tile(kernel.ops.frag()) as usize))
-                .chain(tiled)
-                .collect(),
+            .map(|(tile, buffers)| vec![(MatmulKernel::Tiled { buffers }, tile)]);
+        // Each kernel (and layout) with its builds and tile, the default build first.
+        let builds: Vec<Vec<(MatmulKernel, usize)>> = match self.coop_kernel_for(d) {
+            Some((kernel, split_f32)) => {
+                let layouts: Vec<CoopLayout> = match (split_f32, own.kernel) {
+                    (true, MatmulKernel::Coop { layout, .. }) => vec![layout],
+                    _ => kernel.layouts().collect(),
+                };
+                let caps = self.rt.caps();
+                let coop = layouts.into_iter().map(|layout| {
+                    let tile = layout.tile(kernel.ops.frag()) as usize;
+                    let builds = kernel.tuner_builds(layout, split_f32, caps);
+                    builds.into_iter().map(|build| (build, tile)).collect()
+                });
+                match split_f32 {
+                    true => coop.collect(),
+                    false => coop.chain(tiled).collect(),
+                }
+            }
             None => tiled.collect(),
         };
         // Other splits where they are the backend's to choose and a dispatch may take any
@@ -550,19 +668,21 @@ impl GpuBackend {
         let vary_splits = self.k_splits.is_none() && !self.is_software();
         let mut plans = vec![own];
         plans.extend(self.narrow_plans(d).into_iter().filter(|&plan| plan != own));
-        for (kernel, tile) in kernels {
-            let chosen = self.with_k_split(d, kernel, tile)?;
-            let others = match vary_splits {
-                true => other_k_splits(d.k, chosen.splits(d.k)),
-                false => vec![],
-            };
-            let variants = others.into_iter().map(|k_per_split| MatmulPlan {
-                k_per_split,
-                ..chosen
-            });
-            for plan in std::iter::once(chosen).chain(variants) {
-                if !plans.contains(&plan) {
-                    plans.push(plan);
+        for kernel_builds in builds {
+            for (i, (kernel, tile)) in kernel_builds.into_iter().enumerate() {
+                let chosen = self.with_k_split(d, kernel, tile)?;
+                let others = match vary_splits && i == 0 {
+                    true => other_k_splits(d.k, chosen.splits(d.k)),
+                    false => vec![],
+                };
+                let variants = others.into_iter().map(|k_per_split| MatmulPlan {
+                    k_per_split,
+                    ..chosen
+                });
+                for plan in std::iter::once(chosen).chain(variants) {
+                    if !plans.contains(&plan) {
+                        plans.push(plan);
+                    }
                 }
             }
         }
@@ -595,6 +715,51 @@ mod tests {
         }
         // 10 columns (three vec4s, stride 3): 320 k per round in 64 lanes, 128 in 16.
         assert_eq!((narrow_chunk(4, 10), narrow_chunk(16, 10)), (320, 128));
+    }
+
+    #[test]
+    fn tensor_core_plans_name_their_build_and_survive_the_plan_file() {
+        let plan = |k_step, prefetch| MatmulPlan {
+            kernel: MatmulKernel::Coop {
+                layout: "2x2:2x2".parse().unwrap(),
+                k_step,
+                prefetch,
+            },
+            tile: 64,
+            k_per_split: 256,
+        };
+        assert_eq!(plan(32, 1).label(1024), "coop 2x2:2x2, 64, K in 4 ranges");
+        assert_eq!(
+            plan(64, 2).label(256),
+            "coop 2x2:2x2, 64, 64 k per step, 2 slices ahead, K whole"
+        );
+        for p in [plan(32, 1), plan(64, 1), plan(32, 2), plan(64, 2)] {
+            let json = serde_json::to_string(&p).unwrap();
+            assert_eq!(
+                serde_json::from_str::<MatmulPlan>(&json).unwrap(),
+                p,
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_candidate_agrees_only_up_to_the_order_of_summation() {
+        let want = [1.0, -200.0, 3.5, f32::INFINITY, f32::NAN, 0.0];
+        let mut got = want;
+        assert!(results_agree(&want, &got), "itself");
+        got[2] += 0.19; // within 1e-3 of the largest finite magnitude, 200
+        assert!(results_agree(&want, &got));
+        got[2] += 0.02;
+        assert!(!results_agree(&want, &got), "0.21 off");
+        assert!(!results_agree(&want, &[0.0; 6]), "zeros");
+        let mut nan = want;
+        nan[0] = f32::NAN;
+        assert!(!results_agree(&want, &nan), "a NaN where a number was");
+        let mut inf = want;
+        inf[3] = f32::NEG_INFINITY;
+        assert!(!results_agree(&want, &inf), "the other infinity");
+        assert!(!results_agree(&want, &want[..5]), "another length");
     }
 
     #[test]
