@@ -7,7 +7,8 @@
 //
 // Each 256-thread workgroup computes a TILE x TILE tile of C (TILE = 64, or 128 when the host is
 // told to: a pipeline constant), staging TILE x 16 slices of A and B through two buffers of
-// workgroup memory (one barrier per slice; SLICE_BUFFERS); each thread accumulates a MICRO x
+// workgroup memory (one barrier per slice; SLICE_BUFFERS), each read into registers one slice
+// ahead (two with PREFETCH 2, a candidate); each thread accumulates a MICRO x
 // MICRO block (MICRO = TILE / 16) in registers, as MICRO rows of QUADS vec4s: runs of four rows
 // (columns) from row 4·lid.y (column 4·lid.x), repeated every 64, so that every
 // workgroup-memory read is a vec4 that neighbouring threads take side by side or share.
@@ -44,6 +45,10 @@ alias Indexed = vec4<f32>;
 // slice), or 1 (the next slice waits for everyone to finish the current one: two barriers per
 // slice, as before 2026-11-30; kept to measure the difference).
 override SLICE_BUFFERS: u32 = 2u;
+// k-slices read ahead into registers: 1 (the next, read while the current one is multiplied)
+// or 2 (the next two, in two register sets that take turns, so that each read has two slices'
+// products to arrive; only with two buffers, see `tile_product`).
+override PREFETCH: u32 = 1u;
 // SLICE_BUFFERS buffers per operand of [k][m] ([k][n]), four m (n) per entry. (Lengths named:
 // naga 30 panics on pipelines whose workgroup arrays have more than one unnamed
 // override-expression length.)
@@ -219,17 +224,48 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<Indexed, ACC_L
     // current one is multiplied out of workgroup memory, then stored: with two buffers to the
     // other one, which every thread finished reading before the previous barrier (one barrier
     // per slice); with one, after a barrier that waits for everyone to finish reading it.
+    // With PREFETCH 2 (two buffers) the next two are in flight: `next` holds the slice after
+    // each even slice, `later` the one after each odd slice; slice t's step first stores its
+    // set (slice t + 1) to the other buffer, then reads slice t + 3 into it.
     var next: Slice;
+    var later: Slice;
     fetch_slice(&next, base_a, base_b, row0, col0, ks.x, tid);
     store_slice(&next, 0u, tid);
-    workgroupBarrier();
     let tiles = (ks.y - ks.x + TK - 1u) / TK;
+    if (PREFETCH == 2u) {
+        if (tiles > 1u) {
+            fetch_slice(&next, base_a, base_b, row0, col0, ks.x + TK, tid);
+        }
+        if (tiles > 2u) {
+            fetch_slice(&later, base_a, base_b, row0, col0, ks.x + 2u * TK, tid);
+        }
+    }
+    workgroupBarrier();
     for (var t = 0u; t < tiles; t++) {
         let buf = t % SLICE_BUFFERS;
         let more = t + 1u < tiles;
-        if (more) {
+        if (PREFETCH == 1u && more) {
             let k0 = ks.x + (t + 1u) * TK;
             fetch_slice(&next, base_a, base_b, row0, col0, k0, tid);
+        }
+        if (PREFETCH == 2u) {
+            let ahead = t + 3u < tiles;
+            let k0 = ks.x + (t + 3u) * TK;
+            if (t % 2u == 0u) {
+                if (more) {
+                    store_slice(&next, 1u - buf, tid);
+                }
+                if (ahead) {
+                    fetch_slice(&next, base_a, base_b, row0, col0, k0, tid);
+                }
+            } else {
+                if (more) {
+                    store_slice(&later, 1u - buf, tid);
+                }
+                if (ahead) {
+                    fetch_slice(&later, base_a, base_b, row0, col0, k0, tid);
+                }
+            }
         }
         let base = buf * SLICE;
         for (var kk = 0u; kk < TK; kk++) {
@@ -246,7 +282,7 @@ fn tile_product(wg: vec3<u32>, lid: vec3<u32>, tid: u32) -> array<Indexed, ACC_L
                 }
             }
         }
-        if (more) {
+        if (PREFETCH == 1u && more) {
             if (SLICE_BUFFERS == 1u) {
                 workgroupBarrier();
             }

@@ -792,6 +792,80 @@ fn narrow_matmul_matches_cpu_for_every_width_up_to_16() {
 }
 
 #[test]
+fn matmul_reading_two_slices_ahead_matches_cpu() {
+    // COHORT_MATMUL_PREFETCH=2 (a candidate: two register sets take turns, each stored at the
+    // start of a slice's step and refilled with the slice three on), in both tiles, with K of
+    // 1 to 7 slices of 16 (the range may end after either set, or before the second is
+    // needed) and ragged, in every transpose, with the epilogues, and split along K.
+    if gpu().is_none() {
+        return;
+    }
+    let mut checks = Vec::new();
+    for (ti, tile) in [64, 128].into_iter().enumerate() {
+        let open = |k_splits| {
+            cohort::GpuBackend::new(&cohort::GpuOptions {
+                matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
+                matmul_deep_prefetch: true,
+                matmul_single_buffer: false,
+                // Every product on the tiled kernel (its f16 ones rounding as loaded).
+                no_narrow_kernel: true,
+                coop: cohort::gpu::CoopChoice::Off,
+                k_splits,
+                ..cohort::GpuOptions::from_env().unwrap()
+            })
+            .unwrap()
+        };
+        let g = open(None);
+        let d = cohort::ops::MatmulDims {
+            batch: 1,
+            m: 64,
+            n: 64,
+            k: 64,
+            stride_a: 0,
+            stride_b: 0,
+            trans_a: false,
+            trans_b: false,
+            f16_inputs: false,
+        };
+        let plan = g.matmul_plan_by_shape(&d).unwrap();
+        assert_eq!(
+            plan.kernel,
+            cohort::gpu::MatmulKernel::Tiled {
+                buffers: 2,
+                prefetch: 2
+            },
+            "{}",
+            plan.label(64)
+        );
+        for (ki, k) in [1, 16, 17, 32, 48, 64, 80, 100, 112]
+            .into_iter()
+            .enumerate()
+        {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(ki == 7 && t == 0);
+                let seed = (ti * 1000 + ki * 10 + t) as u64;
+                let dims = (65, 70, k);
+                checks.push(validate::matmul(&g, Batching::SharedA(2), dims, &spec, seed).unwrap());
+            }
+        }
+        checks.extend(f32_epilogue_checks(&g, (130, 129, 100), 11 + ti as u64));
+        let split = open(Some(3));
+        let spec = MatmulSpec::new(false, true);
+        checks.push(validate::matmul(&split, Batching::None, (70, 65, 300), &spec, 5).unwrap());
+    }
+    let tiled = ["matmul", "matmul_bias_act", "matmul_act_grad"];
+    for c in &checks {
+        assert!(
+            tiled.contains(&c.kernel),
+            "{} {}: not the tiled kernel",
+            c.kernel,
+            c.case
+        );
+    }
+    report("matmul reading two slices ahead", &checks);
+}
+
+#[test]
 fn matmul_with_single_buffered_slices_matches_cpu() {
     // COHORT_MATMUL_BUFFERS=1 (an experiment: one workgroup buffer per operand, two barriers
     // per k-slice), in both tiles, on products several slices deep in every transpose.
@@ -853,19 +927,32 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     report("matmul, tuned plans", &checks);
     let tuned = g.tuned_matmuls();
     assert!(tuned.len() >= 32, "{} shapes tuned", tuned.len());
+    // (tile, buffers, k-slices read ahead): two ahead only with two buffers, and the only
+    // depth where the environment asks for it.
+    let deep = cohort::GpuOptions::from_env().unwrap().matmul_deep_prefetch;
+    let mut variants = vec![(64, 2, 1 + deep as u32), (64, 1, 1), (128, 1, 1)];
+    if !deep {
+        variants.extend([(64, 2, 2), (128, 2, 2)]);
+    }
     for t in &tuned {
         let timed: Vec<_> = t
             .timings
             .iter()
             .filter_map(|(plan, _)| match plan.kernel {
-                cohort::gpu::MatmulKernel::Tiled { buffers } => Some((plan.tile, buffers)),
+                cohort::gpu::MatmulKernel::Tiled { buffers, prefetch } => {
+                    Some((plan.tile, buffers, prefetch))
+                }
                 cohort::gpu::MatmulKernel::Coop { .. } => panic!("coop plan without coop: {t}"),
                 cohort::gpu::MatmulKernel::Narrow => None,
             })
             .collect();
-        for variant in [(64, 2), (64, 1), (128, 1)] {
-            assert!(timed.contains(&variant), "{variant:?} not timed: {t}");
+        for variant in &variants {
+            assert!(timed.contains(variant), "{variant:?} not timed: {t}");
         }
+        assert!(
+            !timed.contains(&(64, 1, 2)),
+            "two ahead with one buffer: {t}"
+        );
         // C at most 16 wide: the narrow kernel's plan is the shape's own, timed first, and
         // the tuner times it with each of its row counts.
         let narrow = t.dims.n <= cohort::gpu::plan::NARROW_MAX_COLUMNS;

@@ -148,15 +148,21 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
                     } else {
                         1.0
                     };
-                    sets.push(vec![
-                        ("TRANS_A", flag(bits & 1 != 0)),
-                        ("TRANS_B", flag(bits & 2 != 0)),
-                        ("F16_INPUTS", flag(bits & 4 != 0)),
-                        ("VEC_A", flag(bits & 8 != 0)),
-                        ("VEC_B", flag(bits & 16 != 0)),
-                        ("TILE", tile),
-                        ("SLICE_BUFFERS", buffers),
-                    ]);
+                    // Reading one k-slice ahead, and with two buffers also two
+                    // (COHORT_MATMUL_PREFETCH=2).
+                    let depths: &[f64] = if buffers == 2.0 { &[1.0, 2.0] } else { &[1.0] };
+                    for &prefetch in depths {
+                        sets.push(vec![
+                            ("TRANS_A", flag(bits & 1 != 0)),
+                            ("TRANS_B", flag(bits & 2 != 0)),
+                            ("F16_INPUTS", flag(bits & 4 != 0)),
+                            ("VEC_A", flag(bits & 8 != 0)),
+                            ("VEC_B", flag(bits & 16 != 0)),
+                            ("TILE", tile),
+                            ("SLICE_BUFFERS", buffers),
+                            ("PREFETCH", prefetch),
+                        ]);
+                    }
                 }
             }
             sets
@@ -340,7 +346,9 @@ fn every_kernel_variant_compiles_to_spirv() {
     }
     eprintln!("{written} SPIR-V modules written; {hinted_loops} loops marked for unrolling in their hinted copies");
     assert!(hinted_loops > written, "most kernels have loops to mark");
-    // 2 loop-bounding settings × (8 operand-type builds × (192 matmul + 3 split-K reductions +
+    // 2 loop-bounding settings × (8 operand-type builds × (288 matmul (3 entries × 32
+    // transpose/rounding/vec4 sets × 2 tiles, one buffer or two, and with two also reading two
+    // slices ahead) + 3 split-K reductions +
     // 960 narrow matmul (3 entries × 16 column counts × 4 transposes × 2 f16 roundings × 2.5 row
     // counts (3 for A stored [M, K], 2 for [K, M])) +
     // 6720 cooperative-matrix (3 entries × 32 transpose/vec4/staging sets × 14 variants (2
@@ -353,6 +361,6 @@ fn every_kernel_variant_compiles_to_spirv() {
     // variants.
     assert_eq!(
         written,
-        2 * (8 * (192 + 3 + 960 + 3 * 32 * 14 * (2 + 2 + 1)) + 56 + 24)
+        2 * (8 * (288 + 3 + 960 + 3 * 32 * 14 * (2 + 2 + 1)) + 56 + 24)
     );
 }

@@ -56,7 +56,8 @@
 #                     per step in the small layout (COHORT_COOP_K_STEP=64), and the last
 #                     four together:
 #                     f16 products, the mixed steps; f32 products and steps with and without the
-#                     hints; the 4x4-accumulator layout written out at 4096³; the driver's
+#                     hints, and reading two k-slices ahead (COHORT_MATMUL_PREFETCH=2); the
+#                     4x4-accumulator layout written out at 4096³; the driver's
 #                     statistics written out and hinted, the tests of both
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
@@ -369,13 +370,20 @@ part_unroll() {
       run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
   done
   unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH COHORT_COOP_K_STEP
-  for hints in 0 1; do
-    COHORT_UNROLL_HINTS=$hints COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn \
-      COHORT_BENCH_JSON="$out/cohort-f32-hints$hints.json" \
-      run "bench-matmul-f32-hints$hints" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
-    COHORT_UNROLL_HINTS=$hints COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-hints$hints.json" \
-      run "bench-step-f32-hints$hints" .gpu/bin/bench-step --bench $quick
+  # The f32 kernel: by default (hints0), hinted (hints1), and reading its k-slices two ahead
+  # (COHORT_MATMUL_PREFETCH=2, aimed at the small step's products, which give each compute unit
+  # one or two workgroups, too few to hide a global read behind another's work).
+  for build in hints0 hints1 prefetch2; do
+    local -x COHORT_UNROLL_HINTS=0 COHORT_MATMUL_PREFETCH=1
+    [ $build = hints1 ] && COHORT_UNROLL_HINTS=1
+    [ $build = prefetch2 ] && COHORT_MATMUL_PREFETCH=2
+    COHORT_BENCH_SHAPES=$sq,1024x784x256 COHORT_BENCH_TRANSPOSES=nn \
+      COHORT_BENCH_JSON="$out/cohort-f32-$build.json" \
+      run "bench-matmul-f32-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
+    COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-$build.json" \
+      run "bench-step-f32-$build" .gpu/bin/bench-step --bench $quick
   done
+  unset COHORT_UNROLL_HINTS COHORT_MATMUL_PREFETCH
   COHORT_UNROLL_HINTS=1 profile_step stats-large-mixed-hints 4096 1024 mixed 2 --driver-stats
   COHORT_UNROLL_HINTS=1 profile_step stats-large-f32-hints 4096 1024 f32 2 --driver-stats
   CI=true run test-kernels-hints .gpu/bin/test-kernels --nocapture unrolling_hints

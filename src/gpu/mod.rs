@@ -232,6 +232,9 @@ pub struct GpuBackend {
     f16_tensors: bool,
     matmul_tile: TileChoice,
     matmul_single_buffer: bool,
+    /// `shaders/matmul.wgsl` reads two k-slices ahead by default
+    /// ([`GpuOptions::matmul_deep_prefetch`]).
+    matmul_deep_prefetch: bool,
     k_splits: Option<usize>,
     /// Narrow products run on `shaders/matmul_narrow.wgsl` (not `GpuOptions::no_narrow_kernel`).
     narrow_kernel: bool,
@@ -674,6 +677,7 @@ impl GpuBackend {
             rt,
             matmul_tile: options.matmul_tile,
             matmul_single_buffer: options.matmul_single_buffer,
+            matmul_deep_prefetch: options.matmul_deep_prefetch,
             k_splits: options.k_splits,
             narrow_kernel: !options.no_narrow_kernel,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
@@ -1497,6 +1501,32 @@ impl GpuBackend {
         }
     }
 
+    /// The build of `matmul.wgsl` with `buffers` workgroup buffers that products run by
+    /// default: reading two k-slices ahead with [`GpuOptions::matmul_deep_prefetch`] where it
+    /// has two buffers, else one.
+    fn tiled_build(&self, buffers: u32) -> MatmulKernel {
+        let deep = self.matmul_deep_prefetch && buffers == 2;
+        MatmulKernel::Tiled {
+            buffers,
+            prefetch: if deep { 2 } else { 1 },
+        }
+    }
+
+    /// Every build of `matmul.wgsl` with `buffers` workgroup buffers that the matmul tuner
+    /// times, the default ([`Self::tiled_build`]) first: with two buffers reading one and two
+    /// k-slices ahead, unless the options ask for two.
+    fn tiled_tuner_builds(&self, buffers: u32) -> Vec<MatmulKernel> {
+        let default = self.tiled_build(buffers);
+        let other = MatmulKernel::Tiled {
+            buffers,
+            prefetch: 2,
+        };
+        match buffers == 2 && !self.matmul_deep_prefetch {
+            true => vec![default, other],
+            false => vec![default],
+        }
+    }
+
     /// Whether `matmul.wgsl`'s workgroup memory with `tile` and `buffers` fits the device.
     fn tiled_kernel_fits(&self, tile: usize, buffers: u32) -> bool {
         2 * buffers as usize * plan::TILED_K_SLICE * tile * 4
@@ -1607,11 +1637,12 @@ impl GpuBackend {
                 ]);
                 Shader::MatmulCoop(kernel.ops, storage)
             }
-            MatmulKernel::Tiled { buffers } => {
+            MatmulKernel::Tiled { buffers, prefetch } => {
                 constants.extend([
                     ("F16_INPUTS", flag(d.f16_inputs)),
                     ("TILE", plan.tile as f64),
                     ("SLICE_BUFFERS", buffers as f64),
+                    ("PREFETCH", prefetch as f64),
                 ]);
                 Shader::Matmul(storage)
             }

@@ -30,10 +30,12 @@ pub(super) const TILED_K_SLICE: usize = 16;
 /// The matmul kernel a plan runs, in its variant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MatmulKernel {
-    /// `shaders/matmul.wgsl` with this many workgroup buffers per operand (1 or 2).
+    /// `shaders/matmul.wgsl` in this build.
     Tiled {
-        /// Workgroup buffers per operand (`SLICE_BUFFERS`).
+        /// Workgroup buffers per operand (`SLICE_BUFFERS`): 1 or 2.
         buffers: u32,
+        /// k-slices read ahead into registers (`PREFETCH`): 1, or 2 with two buffers.
+        prefetch: u32,
     },
     /// `shaders/matmul_coop.wgsl` (tensor cores) in this build.
     Coop {
@@ -106,8 +108,14 @@ impl MatmulPlan {
     /// and 1: `coop 2x2:2x2, 64, 64 k per step, 2 slices ahead, K whole`).
     pub fn label(&self, k: usize) -> String {
         let kernel = match self.kernel {
-            MatmulKernel::Tiled { buffers: 1 } => format!("tiled {}, 1 buffer", self.tile),
-            MatmulKernel::Tiled { buffers } => format!("tiled {}, {buffers} buffers", self.tile),
+            MatmulKernel::Tiled { buffers: 1, .. } => format!("tiled {}, 1 buffer", self.tile),
+            MatmulKernel::Tiled { buffers, prefetch } => {
+                let mut label = format!("tiled {}, {buffers} buffers", self.tile);
+                if prefetch > 1 {
+                    label += &format!(", {prefetch} slices ahead");
+                }
+                label
+            }
             MatmulKernel::Coop {
                 layout,
                 k_step,
@@ -551,12 +559,7 @@ impl GpuBackend {
                 let tile = layout.tile(kernel.ops.frag()) as usize;
                 (kernel.build(layout, split_f32, self.rt.caps()), tile)
             }
-            None => (
-                MatmulKernel::Tiled {
-                    buffers: self.tiled_buffers(),
-                },
-                self.matmul_tile(d),
-            ),
+            None => (self.tiled_build(self.tiled_buffers()), self.matmul_tile(d)),
         };
         self.with_k_split(d, kernel, tile)
     }
@@ -619,13 +622,14 @@ impl GpuBackend {
 
     /// The plans the tuner times for `d`, the shape's own first: the narrow kernel's with each
     /// row count where it runs `d`; on the tiled kernel each tile (64, 128) and buffer count
-    /// (2, 1) whose workgroup memory fits; for f16 products also on the cooperative-matrix
+    /// (2, 1) whose workgroup memory fits, with two buffers reading one and two k-slices
+    /// ahead; for f16 products also on the cooperative-matrix
     /// kernel in each layout it has, the tuner's quarter-size one included (the tiled kernel
     /// rounds its loads to f16: the same products up to summation order), and in each layout
     /// each k per step that fits and read-ahead depth; each with its chosen K split and, on
     /// hardware adapters and for the default build of each kernel, whole, and in half and
     /// twice the chosen splits. What the options force ([`TileChoice::Fixed`], one buffer, a K
-    /// split, a layout, 64 k per step, two slices ahead) is not varied; f32 products split
+    /// split, a layout, 64 k per step, two slices ahead in either kernel) is not varied; f32 products split
     /// into f16 parts keep their one layout.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
@@ -642,7 +646,10 @@ impl GpuBackend {
             .iter()
             .flat_map(|&tile| buffers.iter().map(move |&b| (tile, b)))
             .filter(|&(tile, b)| self.tiled_kernel_fits(tile, b))
-            .map(|(tile, buffers)| vec![(MatmulKernel::Tiled { buffers }, tile)]);
+            .map(|(tile, buffers)| {
+                let builds = self.tiled_tuner_builds(buffers).into_iter();
+                builds.map(|build| (build, tile)).collect::<Vec<_>>()
+            });
         // Each kernel (and layout) with its builds and tile, the default build first.
         let builds: Vec<Vec<(MatmulKernel, usize)>> = match self.coop_kernel_for(d) {
             Some((kernel, split_f32)) => {
@@ -718,7 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn tensor_core_plans_name_their_build_and_survive_the_plan_file() {
+    fn plans_name_their_build_and_survive_the_plan_file() {
         let plan = |k_step, prefetch| MatmulPlan {
             kernel: MatmulKernel::Coop {
                 layout: "2x2:2x2".parse().unwrap(),
@@ -733,7 +740,26 @@ mod tests {
             plan(64, 2).label(256),
             "coop 2x2:2x2, 64, 64 k per step, 2 slices ahead, K whole"
         );
-        for p in [plan(32, 1), plan(64, 1), plan(32, 2), plan(64, 2)] {
+        let tiled = |buffers, prefetch| MatmulPlan {
+            kernel: MatmulKernel::Tiled { buffers, prefetch },
+            tile: 128,
+            k_per_split: 1024,
+        };
+        assert_eq!(tiled(1, 1).label(1024), "tiled 128, 1 buffer, K whole");
+        assert_eq!(tiled(2, 1).label(1024), "tiled 128, 2 buffers, K whole");
+        assert_eq!(
+            tiled(2, 2).label(1024),
+            "tiled 128, 2 buffers, 2 slices ahead, K whole"
+        );
+        let plans = [
+            plan(32, 1),
+            plan(64, 1),
+            plan(32, 2),
+            plan(64, 2),
+            tiled(1, 1),
+            tiled(2, 2),
+        ];
+        for p in plans {
             let json = serde_json::to_string(&p).unwrap();
             assert_eq!(
                 serde_json::from_str::<MatmulPlan>(&json).unwrap(),

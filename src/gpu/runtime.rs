@@ -31,6 +31,12 @@ pub struct GpuOptions {
     /// as before 2026-11-30, instead of two buffers and one barrier: an experiment, to measure
     /// the difference (`SLICE_BUFFERS` in `shaders/matmul.wgsl`).
     pub matmul_single_buffer: bool,
+    /// Let the f32 matmul kernel read its k-slices two ahead, in two register sets that take
+    /// turns, instead of one, so that each global read has two slices' products to arrive
+    /// before it is stored (`PREFETCH` in `shaders/matmul.wgsl`; with two workgroup buffers
+    /// only): a candidate for products with too few workgroups per compute unit to hide a
+    /// read's latency, off until timed on a GPU.
+    pub matmul_deep_prefetch: bool,
     /// Where a layer's weights and bias are updated in one dispatch (the `*_layer` entries of
     /// `shaders/optimizer.wgsl`): `Some(true)` everywhere, `Some(false)` nowhere (two: the
     /// weights, then the bias from its column sums), `None` on hardware adapters only, for a
@@ -386,6 +392,7 @@ impl GpuOptions {
     /// `COHORT_HARDWARE_ONLY=1|0` refuses software adapters or not, `COHORT_MATMUL_TILE=64|128`
     /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
+    /// `COHORT_MATMUL_PREFETCH=2` has it read them two ahead,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
     /// `COHORT_MATMUL_TUNE=1` times the candidate plans of each product shape and keeps the
     /// fastest, `COHORT_MATMUL_TUNE_FILE=path` also keeps them in that file between runs,
@@ -440,6 +447,7 @@ impl GpuOptions {
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
             matmul_tile: parsed("COHORT_MATMUL_TILE")?.unwrap_or_default(),
             matmul_single_buffer: switch("COHORT_MATMUL_BUFFERS", "2", "1")? == Some(false),
+            matmul_deep_prefetch: switch("COHORT_MATMUL_PREFETCH", "2", "1")? == Some(true),
             k_splits: var("COHORT_SPLIT_K")
                 .map(|v| match v.parse() {
                     Ok(n) if (1..=super::MAX_K_SPLITS).contains(&n) => Ok(n),
