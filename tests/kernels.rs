@@ -930,10 +930,7 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     // (tile, buffers, k-slices read ahead): two ahead only with two buffers, and the only
     // depth where the environment asks for it.
     let deep = cohort::GpuOptions::from_env().unwrap().matmul_deep_prefetch;
-    let mut variants = vec![(64, 2, 1 + deep as u32), (64, 1, 1), (128, 1, 1)];
-    if !deep {
-        variants.extend([(64, 2, 2), (128, 2, 2)]);
-    }
+    let variants = [(64, 2, 1 + deep as u32), (64, 1, 1), (128, 1, 1)];
     for t in &tuned {
         let timed: Vec<_> = t
             .timings
@@ -949,10 +946,20 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
         for variant in &variants {
             assert!(timed.contains(variant), "{variant:?} not timed: {t}");
         }
-        assert!(
-            !timed.contains(&(64, 1, 2)),
-            "two ahead with one buffer: {t}"
-        );
+        // Each tile with two buffers (where they fit) at both depths, or only two ahead where
+        // the environment asks for it; never two ahead with one buffer.
+        for tile in [64, 128] {
+            let one_ahead = timed.contains(&(tile, 2, 1));
+            let two_ahead = timed.contains(&(tile, 2, 2));
+            match deep {
+                true => assert!(!one_ahead, "{t}"),
+                false => assert_eq!(two_ahead, one_ahead, "{t}"),
+            }
+            assert!(
+                !timed.contains(&(tile, 1, 2)),
+                "two ahead with one buffer: {t}"
+            );
+        }
         // C at most 16 wide: the narrow kernel's plan is the shape's own, timed first, and
         // the tuner times it with each of its row counts.
         let narrow = t.dims.n <= cohort::gpu::plan::NARROW_MAX_COLUMNS;
