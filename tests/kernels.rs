@@ -791,6 +791,21 @@ fn narrow_matmul_matches_cpu_for_every_width_up_to_16() {
     assert_eq!(check.kernel, "matmul");
 }
 
+/// A backend whose products run on `shaders/matmul.wgsl` in its `tile` (the small ones too, not
+/// on the narrow kernel), built as `build` sets the options, else as the environment says.
+fn tiled_backend_with(
+    tile: usize,
+    build: impl FnOnce(&mut cohort::GpuOptions),
+) -> cohort::GpuBackend {
+    let mut options = cohort::GpuOptions {
+        matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
+        no_narrow_kernel: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    build(&mut options);
+    cohort::GpuBackend::new(&options).unwrap()
+}
+
 #[test]
 fn matmul_reading_two_slices_ahead_matches_cpu() {
     // COHORT_MATMUL_PREFETCH=2 (a candidate: two register sets take turns, each stored at the
@@ -803,17 +818,13 @@ fn matmul_reading_two_slices_ahead_matches_cpu() {
     let mut checks = Vec::new();
     for (ti, tile) in [64, 128].into_iter().enumerate() {
         let open = |k_splits| {
-            cohort::GpuBackend::new(&cohort::GpuOptions {
-                matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
-                matmul_deep_prefetch: true,
-                matmul_single_buffer: false,
+            tiled_backend_with(tile, |o| {
+                o.matmul_deep_prefetch = true;
+                o.matmul_single_buffer = false;
                 // Every product on the tiled kernel (its f16 ones rounding as loaded).
-                no_narrow_kernel: true,
-                coop: cohort::gpu::CoopChoice::Off,
-                k_splits,
-                ..cohort::GpuOptions::from_env().unwrap()
+                o.coop = cohort::gpu::CoopChoice::Off;
+                o.k_splits = k_splits;
             })
-            .unwrap()
         };
         let g = open(None);
         let d = cohort::ops::MatmulDims {
@@ -874,13 +885,7 @@ fn matmul_with_single_buffered_slices_matches_cpu() {
     }
     let mut checks = Vec::new();
     for (ti, tile) in [64, 128].into_iter().enumerate() {
-        let g = cohort::GpuBackend::new(&cohort::GpuOptions {
-            matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
-            matmul_single_buffer: true,
-            no_narrow_kernel: true,
-            ..cohort::GpuOptions::from_env().unwrap()
-        })
-        .unwrap();
+        let g = tiled_backend_with(tile, |o| o.matmul_single_buffer = true);
         for (si, &dims) in [(65, 70, 100), (130, 129, 40), (1, 1, 1)]
             .iter()
             .enumerate()

@@ -622,15 +622,15 @@ impl GpuBackend {
 
     /// The plans the tuner times for `d`, the shape's own first: the narrow kernel's with each
     /// row count where it runs `d`; on the tiled kernel each tile (64, 128) and buffer count
-    /// (2, 1) whose workgroup memory fits, with two buffers reading one and two k-slices
-    /// ahead; for f16 products also on the cooperative-matrix
-    /// kernel in each layout it has, the tuner's quarter-size one included (the tiled kernel
-    /// rounds its loads to f16: the same products up to summation order), and in each layout
-    /// each k per step that fits and read-ahead depth; each with its chosen K split and, on
-    /// hardware adapters and for the default build of each kernel, whole, and in half and
-    /// twice the chosen splits. What the options force ([`TileChoice::Fixed`], one buffer, a K
-    /// split, a layout, 64 k per step, two slices ahead in either kernel) is not varied; f32 products split
-    /// into f16 parts keep their one layout.
+    /// (2, 1) whose workgroup memory fits, with two buffers reading one and two k-slices ahead;
+    /// for f16 products also on the cooperative-matrix kernel in each layout it has, the
+    /// tuner's quarter-size one included (the tiled kernel rounds its loads to f16: the same
+    /// products up to summation order), and in each layout each k per step that fits and
+    /// read-ahead depth; each with its chosen K split and, on hardware adapters and for the
+    /// default build of each kernel, whole, and in half and twice the chosen splits. What the
+    /// options force ([`TileChoice::Fixed`], one buffer, a K split, a layout, 64 k per step,
+    /// two slices ahead in either kernel) is not varied; f32 products split into f16 parts
+    /// keep their one layout.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
         let tiles: &[usize] = match self.matmul_tile {
