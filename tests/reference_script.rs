@@ -6,10 +6,17 @@
 mod common;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Writes `files` (name, JSON) into a fresh directory and returns it.
+/// Writes `files` (name, JSON) into a fresh directory of its own (the tests run in parallel)
+/// and returns it.
 fn fixture(files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cohort-reference-{}", std::process::id()));
+    static FIXTURES: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "cohort-reference-{}-{}",
+        std::process::id(),
+        FIXTURES.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     for (name, json) in files {
@@ -129,6 +136,106 @@ fn target_report_picks_the_best_variant_and_judges_it() {
             "MiB",
             "0.50"
         ],
+        "{report}"
+    );
+}
+
+#[test]
+fn variant_report_compares_each_measure_with_its_parts_default() {
+    let dir = fixture(&[
+        (
+            "cohort.json",
+            r#"{"device": "fixture gpu", "measures": {
+                "matmul/NN/4096x4096x4096/fp16": {"median_ms": 1.6},
+                "dml_step/small/mixed": {"median_ms": 0.40},
+                "dml_step/large/mixed": {"median_ms": 3.3}}}"#,
+        ),
+        (
+            "cohort-coop-default.json",
+            r#"{"measures": {"matmul/NN/4096x4096x4096/fp16": {"median_ms": 1.5},
+                "matmul/NN/1024x1024x1024/fp16": {"median_ms": 0.05}}}"#,
+        ),
+        (
+            "cohort-coop-prefetch2.json",
+            r#"{"measures": {"matmul/NN/4096x4096x4096/fp16": {"median_ms": 1.2},
+                "matmul/NN/1024x1024x1024/fp16": {"median_ms": 0.06}}}"#,
+        ),
+        (
+            "cohort-step-rows-x.json",
+            r#"{"measures": {"dml_step/small/mixed": {"median_ms": 0.39}}}"#,
+        ),
+    ]);
+    let mut args: Vec<String> = [
+        "cohort.json",
+        "cohort-coop-default.json",
+        "cohort-coop-prefetch2.json",
+        "cohort-step-rows-x.json",
+    ]
+    .iter()
+    .map(|f| dir.join(f).display().to_string())
+    .collect();
+    args.insert(0, "--cohort-json".into());
+    args.push("--variants".into());
+    let Some(report) = run_script(&args) else {
+        return;
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // The rows under a measure's heading, as (label, ratio, mark).
+    let rows = |key: &str| -> Vec<(String, String, String)> {
+        report
+            .lines()
+            .skip_while(|l| *l != key)
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .map(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                let cell = |i: usize| cells.get(i).copied().unwrap_or("").to_string();
+                (cell(0), cell(3), cell(4))
+            })
+            .collect()
+    };
+    let row = |label: &str, ratio: &str, mark: &str| {
+        (label.to_string(), ratio.to_string(), mark.to_string())
+    };
+    // 4096³: compared with the coop part's own default, not cohort.json's; fastest first.
+    assert_eq!(
+        rows("matmul/NN/4096x4096x4096/fp16"),
+        [
+            row("coop-prefetch2", "0.800x", "faster"),
+            row("coop-default", "1.000x", "baseline"),
+            row("default", "1.067x", "slower")
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        rows("matmul/NN/1024x1024x1024/fp16"),
+        [
+            row("coop-default", "1.000x", "baseline"),
+            row("coop-prefetch2", "1.200x", "slower")
+        ],
+        "{report}"
+    );
+    // Within 3% of cohort.json's (the only default holding it): not marked.
+    assert_eq!(
+        rows("dml_step/small/mixed"),
+        [
+            row("step-rows-x", "0.975x", ""),
+            row("default", "1.000x", "baseline")
+        ],
+        "{report}"
+    );
+    // A measure only one file holds is no comparison.
+    assert!(!report.contains("dml_step/large/mixed"), "{report}");
+    // The candidates for new defaults: the one variant 3% or more faster.
+    let faster: Vec<&str> = report
+        .lines()
+        .skip_while(|l| !l.starts_with("Faster than their baseline"))
+        .skip(1)
+        .collect();
+    assert_eq!(faster.len(), 1, "{report}");
+    assert!(
+        faster[0].contains("coop-prefetch2") && faster[0].contains("0.800x"),
         "{report}"
     );
 }

@@ -72,6 +72,9 @@
 #         still returns what it finished) and summary.log. Issue 4's targets, no PyTorch needed:
 #         python3 benches/reference/torch_reference.py --from-json RESULTS/torch.json
 #           --cohort-json RESULTS/cohort*.json --targets
+#         Every A/B variant against its part's default (variants.log in the results, its list of
+#         variants 3% or more faster at the end of summary.log; again by hand:
+#         python3 benches/reference/torch_reference.py --cohort-json RESULTS/cohort*.json --variants)
 #
 # Each part runs even if an earlier one failed.
 set -u
@@ -449,5 +452,12 @@ for part in ${*:-check narrow overlap rows stats matmul tiles losses step tune p
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done
+# Every variant against its baseline, measure by measure (python3 only, no PyTorch): the
+# variants.log to read first, its list of variants faster than their defaults in the summary.
+jsons=("$out"/cohort*.json)
+if [ -e "${jsons[0]}" ] && [ ${#jsons[@]} -ge 2 ] && command -v python3 >/dev/null; then
+  python3 benches/reference/torch_reference.py --cohort-json "${jsons[@]}" --variants >"$out/variants.log" 2>&1
+  sed -n '/^Faster than\|^No variant/,$p' "$out/variants.log" | tee -a "$out/summary.log"
+fi
 pack
 exit $status

@@ -44,13 +44,15 @@ Usage:
     python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort.json
     # issue 4's targets against every variant that benches/reference/run_gpu.sh wrote:
     python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort*.json --targets
+    # every variant against its baseline, measure by measure (no PyTorch results needed):
+    python3 benches/reference/torch_reference.py --cohort-json cohort*.json --variants
 
 Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optional batch prefix
 "BbMxNxK", e.g. 2b256x1024x784; default 4096x4096x4096,1024x1024x1024,256x1024x784,1024x784x256),
 --transposes (NN,NT,TN), --precisions (fp32,tf32,fp16), --configs (small,large), --peers (2),
 --alpha (1.0), --temperature (1.0), --lr (0.01), --warmup, --iters, --dml-warmup, --dml-iters,
 --target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE..., --targets,
---from-json FILE, --device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes
+--variants, --from-json FILE, --device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes
 64x64x64 --configs small --iters 3 --dml-iters 3 --precisions fp32).
 
 JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
@@ -68,6 +70,10 @@ with both the eager and the graph step. Ratios: time = cohort_ms / pytorch_ms (>
 slower), throughput = cohort TFLOP/s as a percentage of PyTorch's. --targets prints issue 4's
 goals (TARGETS below) with every file's measure of each, best first, and whether the best meets
 it; a file's label is its name without "cohort-" and ".json" (cohort-tile64.json: tile64).
+--variants prints every measure that two or more files hold, each file's time against its
+baseline's (a file of the same run_gpu.sh part whose label ends in -default or -hints0, else
+cohort.json), and lists the variants 3% or more faster: the candidates for new defaults. Without
+--from-json it needs no PyTorch and prints nothing else.
 """
 
 import argparse
@@ -571,6 +577,67 @@ def print_targets(result, cohorts):
     print(f"{met_count} of {len(TARGETS)} targets met")
 
 
+# A variant's baseline among the files that hold a measure: a default build timed in the same
+# run_gpu.sh part as its variants (cohort-coop-default.json, cohort-f32-hints0.json, ...), else
+# the default part's cohort.json.
+BASELINE_SUFFIXES = ("-default", "-hints0")
+# Faster or slower than the baseline by at least this share: flagged in the variant report.
+NOTABLE = 0.03
+
+
+def baseline_label(labels):
+    """The label among `labels` that a measure's variants are compared with, or None."""
+    for suffix in BASELINE_SUFFIXES:
+        for label in labels:
+            if label.endswith(suffix):
+                return label
+    return "default" if "default" in labels else None
+
+
+def print_variants(cohorts):
+    """Every measure that two or more cohort files hold: each file's time, fastest first, and
+    its ratio to the baseline's (see baseline_label); variants at least NOTABLE faster or slower
+    are marked, and the faster ones listed at the end: the candidates for new defaults."""
+    by_key = {}
+    for label, c in cohorts:
+        for key, m in c.get("measures", {}).items():
+            if "median_ms" in m:
+                by_key.setdefault(key, []).append((m["median_ms"], label))
+    print()
+    print("Variants (each measure two or more files hold, fastest first; x base = time / the baseline's:")
+    print(f"a *{'/*'.join(BASELINE_SUFFIXES)} file of the same part, else default; marked at {NOTABLE:.0%} or more either way)")
+    faster = []
+    for key in sorted(by_key):
+        rows = sorted(by_key[key])
+        if len(rows) < 2:
+            continue
+        base = baseline_label([label for _, label in rows])
+        base_ms = next((ms for ms, label in rows if label == base), None)
+        print(f"{key}")
+        for ms, label in rows:
+            if base_ms is None or base_ms <= 0:
+                ratio_text, mark = f"{'-':>7}", ""
+            else:
+                ratio = ms / base_ms
+                ratio_text = f"{ratio:>6.3f}x"
+                mark = ""
+                if label == base:
+                    mark = "baseline"
+                elif ratio <= 1 - NOTABLE:
+                    mark = "faster"
+                    faster.append((key, label, ratio, base))
+                elif ratio >= 1 + NOTABLE:
+                    mark = "slower"
+            print(f"  {label:<32} {ms:>10.4f} ms {ratio_text}  {mark}".rstrip())
+    print()
+    if faster:
+        print(f"Faster than their baseline by {NOTABLE:.0%} or more:")
+        for key, label, ratio, base in sorted(faster, key=lambda f: f[2]):
+            print(f"  {label:<32} {key:<44} {ratio:.3f}x {base}")
+    else:
+        print(f"No variant is faster than its baseline by {NOTABLE:.0%} or more.")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shapes", default=DEFAULT_SHAPES, help="comma-separated MxNxK or BbMxNxK")
@@ -596,11 +663,23 @@ def main(argv=None):
                    help="cohort results to compare with (several: run_gpu.sh's variants)")
     p.add_argument("--targets", action="store_true",
                    help="print issue 4's targets against every --cohort-json file")
+    p.add_argument("--variants", action="store_true",
+                   help="compare the --cohort-json files measure by measure (run_gpu.sh's A/B variants)")
     p.add_argument("--from-json", metavar="FILE", help="load PyTorch results instead of measuring")
     args = p.parse_args(argv)
     if args.iters < 1 or args.dml_iters < 1:
         sys.exit("--iters and --dml-iters must be at least 1")
 
+    cohorts = []
+    for path in args.cohort_json:
+        with open(path) as f:
+            cohorts.append((cohort_label(path), json.load(f)))
+    if args.variants and not args.from_json:
+        # cohort's files against each other: no PyTorch results needed.
+        if len(cohorts) < 2:
+            sys.exit("--variants compares two or more --cohort-json files")
+        print_variants(cohorts)
+        return
     if args.from_json:
         with open(args.from_json) as f:
             result = json.load(f)
@@ -652,16 +731,14 @@ def main(argv=None):
             json.dump(result, f, indent=2, sort_keys=False)
             f.write("\n")
         print(f"\nwrote {args.json}")
-    cohorts = []
-    for path in args.cohort_json:
-        with open(path) as f:
-            cohorts.append((cohort_label(path), json.load(f)))
     for label, cohort in cohorts:
         if len(cohorts) > 1:
             print(f"\n[{label}]")
         print_comparison(result, cohort)
     if args.targets:
         print_targets(result, cohorts)
+    if args.variants:
+        print_variants(cohorts)
 
 
 if __name__ == "__main__":
