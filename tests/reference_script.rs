@@ -141,8 +141,8 @@ fn target_report_picks_the_best_variant_and_judges_it() {
 }
 
 #[test]
-fn variant_report_compares_each_measure_with_its_parts_default() {
-    let dir = fixture(&[
+fn variant_report_compares_each_variant_with_its_parts_defaults() {
+    let files = [
         (
             "cohort.json",
             r#"{"device": "fixture gpu", "measures": {
@@ -161,81 +161,100 @@ fn variant_report_compares_each_measure_with_its_parts_default() {
                 "matmul/NN/1024x1024x1024/fp16": {"median_ms": 0.06}}}"#,
         ),
         (
-            "cohort-step-rows-x.json",
+            "cohort-step-rows-default-f16.json",
+            r#"{"measures": {"dml_step/small/mixed": {"median_ms": 0.50}}}"#,
+        ),
+        (
+            "cohort-step-rows-four-f16.json",
+            r#"{"measures": {"dml_step/small/mixed": {"median_ms": 0.45}}}"#,
+        ),
+        (
+            "cohort-step-one-pass-f16.json",
             r#"{"measures": {"dml_step/small/mixed": {"median_ms": 0.39}}}"#,
         ),
-    ]);
-    let mut args: Vec<String> = [
-        "cohort.json",
-        "cohort-coop-default.json",
-        "cohort-coop-prefetch2.json",
-        "cohort-step-rows-x.json",
-    ]
-    .iter()
-    .map(|f| dir.join(f).display().to_string())
-    .collect();
-    args.insert(0, "--cohort-json".into());
+        (
+            "cohort-unchecked.json",
+            r#"{"measures": {"matmul/NN/256x1024x784/fp32": {"median_ms": 0.03}}}"#,
+        ),
+        (
+            "cohort-tile128.json",
+            r#"{"measures": {"matmul/NN/256x1024x784/fp32": {"median_ms": 0.02}}}"#,
+        ),
+    ];
+    let dir = fixture(&files);
+    let mut args: Vec<String> = vec!["--cohort-json".into()];
+    args.extend(files.map(|(f, _)| dir.join(f).display().to_string()));
     args.push("--variants".into());
     let Some(report) = run_script(&args) else {
         return;
     };
     let _ = std::fs::remove_dir_all(&dir);
 
-    // The rows under a measure's heading, as (label, ratio, mark).
-    let rows = |key: &str| -> Vec<(String, String, String)> {
+    // The lines under a measure's heading, words joined by single spaces.
+    let rows = |key: &str| -> Vec<String> {
         report
             .lines()
             .skip_while(|l| *l != key)
             .skip(1)
             .take_while(|l| l.starts_with("  "))
-            .map(|l| {
-                let cells: Vec<&str> = l.split_whitespace().collect();
-                let cell = |i: usize| cells.get(i).copied().unwrap_or("").to_string();
-                (cell(0), cell(3), cell(4))
-            })
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect()
     };
-    let row = |label: &str, ratio: &str, mark: &str| {
-        (label.to_string(), ratio.to_string(), mark.to_string())
-    };
-    // 4096³: compared with the coop part's own default, not cohort.json's; fastest first.
+    // 4096³: the variant against the coop part's own default, not cohort.json's; fastest first.
     assert_eq!(
         rows("matmul/NN/4096x4096x4096/fp16"),
         [
-            row("coop-prefetch2", "0.800x", "faster"),
-            row("coop-default", "1.000x", "baseline"),
-            row("default", "1.067x", "slower")
+            "coop-prefetch2 1.2000 ms 0.800x coop-default faster",
+            "coop-default 1.5000 ms baseline",
+            "default 1.6000 ms baseline",
         ],
         "{report}"
     );
     assert_eq!(
         rows("matmul/NN/1024x1024x1024/fp16"),
         [
-            row("coop-default", "1.000x", "baseline"),
-            row("coop-prefetch2", "1.200x", "slower")
+            "coop-default 0.0500 ms baseline",
+            "coop-prefetch2 0.0600 ms 1.200x coop-default slower",
         ],
         "{report}"
     );
-    // Within 3% of cohort.json's (the only default holding it): not marked.
+    // Each variant against the default sharing the most words with it: the rows part's for its
+    // variant (step, rows, f16) and for the one-pass step (step, f16), not cohort.json's.
     assert_eq!(
         rows("dml_step/small/mixed"),
         [
-            row("step-rows-x", "0.975x", ""),
-            row("default", "1.000x", "baseline")
+            "step-one-pass-f16 0.3900 ms 0.780x step-rows-default-f16 faster",
+            "default 0.4000 ms baseline",
+            "step-rows-four-f16 0.4500 ms 0.900x step-rows-default-f16 faster",
+            "step-rows-default-f16 0.5000 ms baseline",
+        ],
+        "{report}"
+    );
+    // No default holds this one: shown, not judged.
+    assert_eq!(
+        rows("matmul/NN/256x1024x784/fp32"),
+        [
+            "tile128 0.0200 ms (no baseline)",
+            "unchecked 0.0300 ms (no baseline)",
         ],
         "{report}"
     );
     // A measure only one file holds is no comparison.
     assert!(!report.contains("dml_step/large/mixed"), "{report}");
-    // The candidates for new defaults: the one variant 3% or more faster.
-    let faster: Vec<&str> = report
+    // The candidates for new defaults, best first.
+    let faster: Vec<String> = report
         .lines()
         .skip_while(|l| !l.starts_with("Faster than their baseline"))
         .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect();
-    assert_eq!(faster.len(), 1, "{report}");
-    assert!(
-        faster[0].contains("coop-prefetch2") && faster[0].contains("0.800x"),
+    assert_eq!(
+        faster,
+        [
+            "step-one-pass-f16 dml_step/small/mixed 0.780x step-rows-default-f16",
+            "coop-prefetch2 matmul/NN/4096x4096x4096/fp16 0.800x coop-default",
+            "step-rows-four-f16 dml_step/small/mixed 0.900x step-rows-default-f16",
+        ],
         "{report}"
     );
 }

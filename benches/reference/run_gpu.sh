@@ -10,6 +10,9 @@
 #         The GL vendor-neutral libraries are needed by NVIDIA's Vulkan driver there: with the
 #         Vulkan loader alone, on 2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs
 #         every .deb in .gpu/debs.)
+# First, here: bash benches/reference/rehearse_gpu.sh [PART...] runs this script on lavapipe with
+#         every shape scaled down and the tests only listed (about 9 minutes for the queued call
+#         on 2026-12-05): a renamed test, a bad option or a broken part shows before the lease.
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
@@ -193,14 +196,14 @@ part_narrow() {
   # peers batched, with the narrow kernel (by default) and without it (COHORT_NARROW=0: the
   # 64 tile or the tensor cores, K split as chosen, then the reduction); then the steps.
   local thin=2b256x10x1024,2b1024x10x256,2b1024x10x4096,2b4096x10x1024
-  for narrow in 1 0; do
+  for narrow in default 0; do
     for prec in f32 f16; do
-      COHORT_NARROW=$narrow COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn,tn COHORT_BENCH_PRECISION=$prec \
+      COHORT_NARROW=${narrow/default/1} COHORT_BENCH_SHAPES=$thin COHORT_BENCH_TRANSPOSES=nn,tn COHORT_BENCH_PRECISION=$prec \
         COHORT_BENCH_JSON="$out/cohort-narrow-$narrow-$prec.json" \
         run "bench-matmul-narrow-$narrow-$prec" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     done
     for prec in f32 f16; do
-      COHORT_NARROW=$narrow COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
+      COHORT_NARROW=${narrow/default/1} COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
         COHORT_BENCH_JSON="$out/cohort-step-narrow-$narrow-$prec.json" \
         run "bench-step-narrow-$narrow-$prec" .gpu/bin/bench-step --bench $quick
     done

@@ -70,10 +70,11 @@ with both the eager and the graph step. Ratios: time = cohort_ms / pytorch_ms (>
 slower), throughput = cohort TFLOP/s as a percentage of PyTorch's. --targets prints issue 4's
 goals (TARGETS below) with every file's measure of each, best first, and whether the best meets
 it; a file's label is its name without "cohort-" and ".json" (cohort-tile64.json: tile64).
---variants prints every measure that two or more files hold, each file's time against its
-baseline's (a file of the same run_gpu.sh part whose label ends in -default or -hints0, else
-cohort.json), and lists the variants 3% or more faster: the candidates for new defaults. Without
---from-json it needs no PyTorch and prints nothing else.
+--variants prints every measure that two or more files hold, each variant's time against its
+baseline's (the defaults' run of the same run_gpu.sh part: a file labelled default, hints0 or
+auto, cohort-coop-default.json for cohort-coop-prefetch2.json), and lists the variants 3% or
+more faster: the candidates for new defaults. Without --from-json it needs no PyTorch and prints
+nothing else.
 """
 
 import argparse
@@ -577,62 +578,73 @@ def print_targets(result, cohorts):
     print(f"{met_count} of {len(TARGETS)} targets met")
 
 
-# A variant's baseline among the files that hold a measure: a default build timed in the same
-# run_gpu.sh part as its variants (cohort-coop-default.json, cohort-f32-hints0.json, ...), else
-# the default part's cohort.json.
-BASELINE_SUFFIXES = ("-default", "-hints0")
+# A file whose label has one of these tokens (between dashes) ran a build's defaults: the
+# baseline that run_gpu.sh's variants are compared with (cohort.json is "default"; its parts name
+# theirs cohort-coop-default.json, cohort-f32-hints0.json, cohort-splitk-auto-f32.json, ...).
+BASELINE_TOKENS = ("default", "hints0", "auto")
 # Faster or slower than the baseline by at least this share: flagged in the variant report.
 NOTABLE = 0.03
 
 
-def baseline_label(labels):
-    """The label among `labels` that a measure's variants are compared with, or None."""
-    for suffix in BASELINE_SUFFIXES:
-        for label in labels:
-            if label.endswith(suffix):
-                return label
-    return "default" if "default" in labels else None
+def is_baseline(label):
+    """Whether the file labelled `label` ran the defaults."""
+    return any(token in BASELINE_TOKENS for token in label.split("-"))
+
+
+def baseline_for(label, labels):
+    """The baseline among `labels` that the variant `label` is compared with: the one sharing
+    the most tokens with it, i.e. its own part's defaults (step-rows-default-f16 for
+    step-rows-four-f16), ties by name; None for a baseline itself or where no baseline holds
+    the measure."""
+    if is_baseline(label):
+        return None
+    tokens = set(label.split("-"))
+    return min(
+        (b for b in labels if is_baseline(b)),
+        key=lambda b: (-len(tokens & set(b.split("-"))), b),
+        default=None,
+    )
 
 
 def print_variants(cohorts):
-    """Every measure that two or more cohort files hold: each file's time, fastest first, and
-    its ratio to the baseline's (see baseline_label); variants at least NOTABLE faster or slower
-    are marked, and the faster ones listed at the end: the candidates for new defaults."""
+    """Every measure that two or more cohort files hold: each file's time, fastest first, and a
+    variant's ratio to its baseline's (see baseline_for); variants at least NOTABLE faster or
+    slower are marked, and the faster ones listed at the end: the candidates for new defaults."""
     by_key = {}
     for label, c in cohorts:
         for key, m in c.get("measures", {}).items():
             if "median_ms" in m:
-                by_key.setdefault(key, []).append((m["median_ms"], label))
+                by_key.setdefault(key, {})[label] = m["median_ms"]
     print()
-    print("Variants (each measure two or more files hold, fastest first; x base = time / the baseline's:")
-    print(f"a *{'/*'.join(BASELINE_SUFFIXES)} file of the same part, else default; marked at {NOTABLE:.0%} or more either way)")
+    print("Variants: each measure two or more files hold, fastest first; a variant's time against its")
+    print(f"baseline's (the defaults' run of its part: a file labelled with {', '.join(BASELINE_TOKENS)}),")
+    print(f"marked where {NOTABLE:.0%} or more faster or slower")
     faster = []
     for key in sorted(by_key):
-        rows = sorted(by_key[key])
-        if len(rows) < 2:
+        times = by_key[key]
+        if len(times) < 2:
             continue
-        base = baseline_label([label for _, label in rows])
-        base_ms = next((ms for ms, label in rows if label == base), None)
-        print(f"{key}")
-        for ms, label in rows:
-            if base_ms is None or base_ms <= 0:
-                ratio_text, mark = f"{'-':>7}", ""
+        print(key)
+        for label, ms in sorted(times.items(), key=lambda t: (t[1], t[0])):
+            base = baseline_for(label, times)
+            if is_baseline(label):
+                tail = "baseline"
+            elif base is None or times[base] <= 0:
+                tail = "(no baseline)"
             else:
-                ratio = ms / base_ms
-                ratio_text = f"{ratio:>6.3f}x"
+                ratio = ms / times[base]
                 mark = ""
-                if label == base:
-                    mark = "baseline"
-                elif ratio <= 1 - NOTABLE:
-                    mark = "faster"
-                    faster.append((key, label, ratio, base))
+                if ratio <= 1 - NOTABLE:
+                    mark = "  faster"
+                    faster.append((ratio, key, label, base))
                 elif ratio >= 1 + NOTABLE:
-                    mark = "slower"
-            print(f"  {label:<32} {ms:>10.4f} ms {ratio_text}  {mark}".rstrip())
+                    mark = "  slower"
+                tail = f"{ratio:.3f}x {base}{mark}"
+            print(f"  {label:<32} {ms:>10.4f} ms  {tail}")
     print()
     if faster:
         print(f"Faster than their baseline by {NOTABLE:.0%} or more:")
-        for key, label, ratio, base in sorted(faster, key=lambda f: f[2]):
+        for ratio, key, label, base in sorted(faster):
             print(f"  {label:<32} {key:<44} {ratio:.3f}x {base}")
     else:
         print(f"No variant is faster than its baseline by {NOTABLE:.0%} or more.")
