@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cohort::{Backend, GpuBackend};
+use cohort::{Backend, CohortError, GpuBackend};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId};
 
@@ -35,25 +35,35 @@ impl Clock {
     }
 }
 
-/// Opens the GPU named by the environment, or prints a loud skip banner and returns `None`.
-/// Under `CI=true` a missing adapter is a failure instead, as in the tests (`cargo test` runs
-/// every benchmark once).
+/// Opens the GPU named by the environment, or prints a loud skip banner and returns `None` where
+/// there is no adapter. Under `CI=true` a missing adapter is a failure instead, as in the tests
+/// (`cargo test` runs every benchmark once). Any other error (an adapter named in
+/// `COHORT_ADAPTER` that is missing, an option this device cannot honour, such as a tensor-core
+/// layout too big for its workgroup memory) stops the bench with that error: it would measure
+/// nothing it was asked to.
 pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
     match GpuBackend::from_env() {
         Ok(g) => {
             eprintln!("[{bench}] GPU device: {}", g.describe());
             Some(g)
         }
-        Err(e) => {
+        Err(
+            e @ CohortError::NoAdapter {
+                requested: None, ..
+            },
+        ) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter is available for the {bench} benches: {e}");
             }
             eprintln!(
-                "\n**** SKIPPED: no GPU adapter ({e}). The {bench} GPU benchmarks did NOT run; \
-                 only the CPU group is measured. Install a Vulkan driver (e.g. \
-                 mesa-vulkan-drivers) to run them. ****\n"
+                "\n**** SKIPPED: {e}. The {bench} GPU benchmarks did NOT run; only the CPU group \
+                 is measured. Install a Vulkan driver (e.g. mesa-vulkan-drivers) to run them. ****\n"
             );
             None
+        }
+        Err(e) => {
+            eprintln!("[{bench}] cannot open the GPU as the environment asks: {e}");
+            std::process::exit(2);
         }
     }
 }

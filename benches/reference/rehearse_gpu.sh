@@ -9,7 +9,10 @@
 #
 #   bash benches/reference/rehearse_gpu.sh [PART...]     (run_gpu.sh's parts; default: its own)
 #   COHORT_COOP=emulate bash benches/reference/rehearse_gpu.sh unroll   (the tensor-core builds too,
-#                                                         in plain WGSL: slow to compile on lavapipe)
+#                                                         in plain WGSL: slow to compile on lavapipe;
+#     the commands that force the 2x2:4x4 layout then fail here, its 44 KiB of workgroup memory
+#     being over lavapipe's 32: on 2026-12-05 `check unroll tune` so took 27 minutes, every other
+#     command exit 0)
 #
 # Needs cargo (it builds the release executables, as ../shared/gpu/stage.sh does), python3 and
 # perl. Prints where the results are and exits non-zero if any command of the call failed.

@@ -16,7 +16,8 @@ pub fn loud(message: &str) {
 }
 
 /// The GPU backend for this test binary, created once. `None` means no adapter: the caller skips,
-/// loudly. Under `CI=true` a missing adapter fails the test instead.
+/// loudly. Under `CI=true` a missing adapter fails the test instead, as does any other error
+/// opening it everywhere.
 pub fn gpu() -> Option<&'static GpuBackend> {
     static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
     let gpu = GPU.get_or_init(|| match GpuBackend::from_env() {
@@ -25,12 +26,19 @@ pub fn gpu() -> Option<&'static GpuBackend> {
             loud(&format!("GPU adapter under test: {}", g.describe()));
             Some(g)
         }
-        Err(e) => {
+        Err(
+            e @ cohort::CohortError::NoAdapter {
+                requested: None, ..
+            },
+        ) => {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter is available: {e}");
             }
             None
         }
+        // A named adapter missing, or an option the environment sets that this device cannot
+        // honour: a failure, not a skip.
+        Err(e) => panic!("cannot open the GPU as the environment asks: {e}"),
     });
     if gpu.is_none() {
         loud(
