@@ -1503,6 +1503,51 @@ fn bias_act_forward_backward_and_bias_grad_match_cpu() {
 }
 
 #[test]
+fn activations_stay_finite_and_match_cpu_for_extreme_pre_activations() {
+    use cohort::{Backend, CpuBackend, DType};
+    let Some(g) = gpu() else { return };
+    // Beyond ±5e19 the GELU derivative's polynomial overflows f32; beyond ±7e12 so does its
+    // tanh argument. Zero, ±15 and ±20 sit on either side of the clamp in the derivative.
+    let z: Vec<f32> = vec![
+        0.0, 1.0, -1.0, 15.0, -15.0, 20.0, -20.0, 1e13, -1e13, 6e19, -6e19, 3e38, -3e38,
+    ];
+    fn run<B: Backend>(b: &B, z: &[f32], act: Activation) -> [Vec<f32>; 2] {
+        let shape = [1, z.len()];
+        let x = b.tensor(&shape, z).unwrap();
+        let bias = b.tensor(&[z.len()], &vec![0.0; z.len()]).unwrap();
+        let dy = b.tensor(&shape, &vec![1.0; z.len()]).unwrap();
+        let mut y = b.zeros(&shape, DType::F32).unwrap();
+        let mut dx = b.zeros(&shape, DType::F32).unwrap();
+        b.bias_act(&x, &bias, &mut y, act).unwrap();
+        b.bias_act_backward(&x, &bias, &dy, &mut dx, act).unwrap();
+        [b.read(&y).unwrap(), b.read(&dx).unwrap()]
+    }
+    for act in [Activation::Relu, Activation::Gelu, Activation::Tanh] {
+        let [gy, gdx] = run(g, &z, act);
+        let [cy, cdx] = run(&CpuBackend, &z, act);
+        for i in 0..z.len() {
+            for (what, gv, cv) in [("y", gy[i], cy[i]), ("dx", gdx[i], cdx[i])] {
+                assert!(
+                    gv.is_finite(),
+                    "{act:?} {what} at z = {}: GPU gave {gv}",
+                    z[i]
+                );
+                let tol = 1e-5 * cv.abs().max(1.0);
+                assert!(
+                    (gv - cv).abs() <= tol,
+                    "{act:?} {what} at z = {}: GPU {gv}, CPU {cv}",
+                    z[i]
+                );
+            }
+        }
+        if act == Activation::Gelu {
+            assert_eq!(&cdx[7..], &[1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
+        }
+    }
+    eprintln!("activations at extreme pre-activations: finite and equal to the CPU twin");
+}
+
+#[test]
 fn reduce_sum_matches_cpu() {
     let Some(g) = gpu() else { return };
     let cases: &[(&[usize], usize)] = &[

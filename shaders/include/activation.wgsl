@@ -23,9 +23,12 @@ fn derivative(z: f32, act: u32) -> f32 {
     switch act {
         case 1u: { return select(0.0, 1.0, z > 0.0); }
         case 2u: {
-            let t = safe_tanh(SQRT_2_OVER_PI * (z + GELU_C * z * z * z));
-            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * z * z);
-            return 0.5 * (1.0 + t) + 0.5 * z * (1.0 - t * t) * du;
+            // Beyond |z| = 15, t is ±1 exactly, so the derivative is that of z = ±15 (1 or 0);
+            // clamping keeps du finite there (unclamped it overflows, and 0 · inf is NaN).
+            let zc = clamp(z, -15.0, 15.0);
+            let t = safe_tanh(SQRT_2_OVER_PI * (zc + GELU_C * zc * zc * zc));
+            let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * zc * zc);
+            return 0.5 * (1.0 + t) + 0.5 * zc * (1.0 - t * t) * du;
         }
         case 3u: {
             let t = safe_tanh(z);

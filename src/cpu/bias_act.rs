@@ -28,6 +28,8 @@ pub fn derivative(act: Activation, z: f64) -> f64 {
             }
         }
         Activation::Gelu => {
+            // As the shader: beyond |z| = 15 the derivative is exactly that of ±15.
+            let z = z.clamp(-15.0, 15.0);
             let u = SQRT_2_OVER_PI * (z + GELU_C * z * z * z);
             let t = u.tanh();
             let du = SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_C * z * z);
