@@ -33,11 +33,19 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let r = i / width;
     let w = i % width;
     let src = index[p.offset + r];
-    let inside = src < p.src_rows;
+    // A branch, not select(): select would read the source row even when it is out of range,
+    // past the table's end when bounds checks are off (COHORT_UNCHECKED_INDEXING=1).
+    var word = 0u;
     if (w < p.width_a) {
-        a_out[r * p.width_a + w] = select(0u, a[src * p.width_a + w], inside);
+        if (src < p.src_rows) {
+            word = a[src * p.width_a + w];
+        }
+        a_out[r * p.width_a + w] = word;
     } else {
         let v = w - p.width_a;
-        b_out[r * p.width_b + v] = select(0u, b[src * p.width_b + v], inside);
+        if (src < p.src_rows) {
+            word = b[src * p.width_b + v];
+        }
+        b_out[r * p.width_b + v] = word;
     }
 }
