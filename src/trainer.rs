@@ -520,6 +520,26 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 data.classes
             )));
         }
+        if self.config.mixed_precision {
+            // Mixed precision rounds the features to f16: a value past its range would become
+            // an infinity, and the cohort a NaN loss that looks like a learning rate too high.
+            if let Some(i) = data
+                .features
+                .iter()
+                .position(|&v| half::f16::from_f32(v).is_infinite())
+            {
+                return Err(CohortError::NonFinite {
+                    what: format!(
+                        "the features as f16 (mixed precision): row {}, column {} holds {}, \
+                         beyond f16's largest value 65504; standardise the features or train \
+                         in f32",
+                        i / data.cols,
+                        i % data.cols,
+                        data.features[i]
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 

@@ -331,6 +331,43 @@ fn a_cohort_too_large_for_the_backend_is_refused_not_aborted() {
 }
 
 #[test]
+fn features_beyond_f16s_range_are_refused_under_mixed_precision() {
+    use cohort::{parse_peers, Activation, Dataset, TrainConfig, Trainer};
+    let peers = parse_peers("2x8", 3, 2, Activation::Relu).unwrap();
+    let mut config = TrainConfig::new(peers);
+    let mut features = vec![0.5; 12];
+    features[7] = 70000.0; // row 2, column 1
+    let data = Dataset::new(features, vec![0, 1, 0, 1], 3, 2).unwrap();
+    fn check<B: Backend>(b: &B, config: &TrainConfig, data: &Dataset) {
+        let trainer = Trainer::new(b, config.clone()).unwrap();
+        match trainer.upload(data) {
+            Ok(_) => assert!(!config.mixed_precision, "70000 was uploaded as f16"),
+            Err(err) => {
+                assert!(config.mixed_precision, "{err}");
+                assert!(matches!(err, CohortError::NonFinite { .. }), "{err}");
+                assert!(
+                    err.to_string().contains("row 2, column 1 holds 70000"),
+                    "{err}"
+                );
+            }
+        }
+        // Predictions read their rows through the same upload.
+        let mut trainer = Trainer::new(b, config.clone()).unwrap();
+        assert_eq!(
+            trainer.predict(&data.features).is_err(),
+            config.mixed_precision
+        );
+    }
+    for mixed in [false, true] {
+        config.mixed_precision = mixed;
+        check(&CpuBackend, &config, &data);
+        if let Some(g) = gpu() {
+            check(g, &config, &data);
+        }
+    }
+}
+
+#[test]
 fn an_unknown_adapter_name_is_a_no_adapter_error() {
     let err = GpuBackend::new(&GpuOptions {
         adapter: Some("no-such-adapter-anywhere".into()),
