@@ -308,15 +308,13 @@ where
         .position(SeriesLabelPosition::LowerRight)
         .draw()?;
 
-    let losses = reports.iter().flat_map(|r| {
-        r.peers
-            .iter()
-            .flat_map(|p| [p.train_ce + p.train_kl, p.test_loss])
-    });
+    let losses = reports
+        .iter()
+        .flat_map(|r| r.peers.iter().flat_map(|p| [p.train_ce, p.test_loss]));
     let hi = losses.filter(|v| v.is_finite()).fold(0.0f32, f32::max) as f64;
     let mut chart = ChartBuilder::on(&right)
         .caption(
-            "loss (solid: train CE + KL, dashed: test CE)",
+            "cross-entropy (solid: train, dashed: test)",
             ("sans-serif", 20),
         )
         .margin(12)
@@ -329,12 +327,11 @@ where
         chart
             .draw_series(
                 LineSeries::new(
-                    reports.iter().map(|r| {
-                        (
-                            r.epoch as f64,
-                            (r.peers[i].train_ce + r.peers[i].train_kl) as f64,
-                        )
-                    }),
+                    // CE alone, comparable with the test CE and across values of α (the
+                    // KL term's weight); the metrics file has the KL.
+                    reports
+                        .iter()
+                        .map(|r| (r.epoch as f64, r.peers[i].train_ce as f64)),
                     color.stroke_width(2),
                 )
                 .point_size(POINT),
@@ -431,6 +428,19 @@ mod tests {
         plot_curves(&svg_path, &reports(), &models).unwrap();
         let svg = std::fs::read_to_string(&svg_path).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("ensemble"));
+        // The loss panel plots cross-entropies only: a large KL leaves its axis alone (the CEs
+        // are below 1.3, the epochs 1 to 3; train CE + KL would put a tick past 40).
+        let mut large_kl = reports();
+        large_kl.iter_mut().for_each(|r| r.peers[1].train_kl = 40.0);
+        plot_curves(&svg_path, &large_kl, &models).unwrap();
+        let svg = std::fs::read_to_string(&svg_path).unwrap();
+        assert!(svg.contains("cross-entropy (solid: train, dashed: test)"));
+        let ticks: Vec<f64> = svg
+            .split('>')
+            .filter_map(|t| t.split('<').next()?.trim().parse().ok())
+            .collect();
+        let top = ticks.iter().copied().fold(0.0, f64::max);
+        assert!(top < 10.0, "the axes reach {top}: {ticks:?}");
 
         let err = plot_curves(&dir.join("curves.jpg"), &reports(), &models).unwrap_err();
         assert!(err.to_string().contains(".svg or .png"), "{err}");
