@@ -238,3 +238,37 @@ fn every_pipeline_a_step_ran_is_rebuilt_for_the_driver_statistics() {
         }
     }
 }
+
+#[test]
+fn a_profile_goes_on_after_an_error_in_one_of_its_submissions() {
+    let Some(shared) = gpu() else { return };
+    if !shared.runtime().caps().timestamp_query {
+        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        return;
+    }
+    // A device of its own: the error below is reported to this one only.
+    let g = GpuBackend::from_env().unwrap();
+    let rt = g.runtime();
+    let x = g.tensor(&[4, 8], &uniform(1, 32, -1.0, 1.0)).unwrap();
+    let bias = g.tensor(&[8], &uniform(2, 8, -1.0, 1.0)).unwrap();
+    let mut y = g.zeros(&[4, 8], DType::F32).unwrap();
+    rt.start_profile().unwrap();
+    g.bias_act(&x, &bias, &mut y, Activation::Relu).unwrap();
+    // A validation error from elsewhere (a buffer both mappable for reading and writing, which
+    // needs a feature not requested): the flush that reads the timestamps reports it.
+    let _bad = rt.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("invalid on purpose"),
+        size: 16,
+        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::MAP_WRITE,
+        mapped_at_creation: false,
+    });
+    let err = rt.finish().unwrap_err();
+    assert!(matches!(err, CohortError::Gpu(_)), "{err}");
+    // The profile's readback buffer is free again: later submissions are timed and read.
+    for _ in 0..2 {
+        g.bias_act(&x, &bias, &mut y, Activation::Tanh).unwrap();
+        rt.finish().unwrap();
+    }
+    let profile = rt.stop_profile().unwrap();
+    assert_eq!(profile.calls(), 2, "{profile:#?}");
+}

@@ -220,6 +220,11 @@ impl Profiler {
         &self.readback
     }
 
+    /// Forgets the dispatches recorded without counting them (their times could not be read).
+    pub(crate) fn discard_recorded(&mut self) {
+        self.recorded.clear();
+    }
+
     /// Adds the timestamps read back (`raw`, two little-endian u64 ticks per dispatch, `period`
     /// nanoseconds a tick) to the sums, and forgets the dispatches recorded.
     pub(crate) fn add(&mut self, raw: &[u8], period: f32) {

@@ -1598,8 +1598,14 @@ impl Runtime {
         pending.params.clear();
         drop(pending);
         if let Some(p) = profiler.as_mut().filter(|_| timed) {
-            let raw = self.map_read(p.readback())?;
-            p.add(&raw, self.queue.get_timestamp_period());
+            match self.map_read(p.readback()) {
+                Ok(raw) => p.add(&raw, self.queue.get_timestamp_period()),
+                // Times that could not be read are not counted; the profile goes on.
+                Err(e) => {
+                    p.discard_recorded();
+                    return Err(e);
+                }
+            }
         }
         drop(profiler);
         self.check_health()
@@ -1713,12 +1719,33 @@ impl Runtime {
         self.map_read(&staging)
     }
 
-    /// Maps `staging` (MAP_READ, its copy submitted), waits for it and returns its bytes.
+    /// Maps `staging` (MAP_READ, its copy submitted), waits for it and returns its bytes. On
+    /// an error the buffer is left unmapped, its map cancelled, so that a buffer kept for reuse
+    /// (a profile's or timer's readback) can be mapped again.
     fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let refused_in_callback = refused.clone();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+            refused_in_callback.store(r.is_err(), std::sync::atomic::Ordering::SeqCst);
             let _ = tx.send(r);
         });
+        let read = self.await_map(staging, &rx);
+        // A map that was refused left the buffer unmapped (unmapping it again is an error);
+        // one still pending is cancelled, one done is undone.
+        if read.is_err() && !refused.load(std::sync::atomic::Ordering::SeqCst) {
+            staging.unmap();
+        }
+        read
+    }
+
+    /// The rest of [`Runtime::map_read`]: waits for `staging`'s map (reported on `rx`), then
+    /// copies its bytes and unmaps it.
+    fn await_map(
+        &self,
+        staging: &wgpu::Buffer,
+        rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    ) -> Result<Vec<u8>> {
         self.wait()?;
         // Another thread polling the same device may be the one that runs our callback, a moment
         // after our own wait returned: keep polling until it has run.
