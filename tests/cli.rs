@@ -989,6 +989,19 @@ fn evaluate_scores_a_saved_cohort_as_train_did() {
         "{}",
         text(&out.stderr)
     );
+    // Resuming it: the training rows cannot be checked either, and it says so.
+    let out = cohort(&[
+        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "3", "--resume", &old,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!(
+            "warning: {old} does not record the rows it trained on (written before \
+             2026-12-01): that these are the same cannot be checked"
+        )),
+        "{}",
+        text(&out.stderr)
+    );
     // Negative numbers reach the checks (not the parser's "unexpected argument").
     fails_cleanly(
         &[

@@ -59,14 +59,19 @@ pub(crate) fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Opti
         )));
     }
     // Other rows would carry on training on what may have been the test part.
-    if ckpt
-        .trained_on
-        .is_some_and(|f| f != split.train.fingerprint())
-    {
-        return Err(CohortError::CheckpointMismatch(format!(
-            "{} was trained on other training rows (resume with {SAME_DATA})",
+    match ckpt.trained_on {
+        Some(f) if f != split.train.fingerprint() => {
+            return Err(CohortError::CheckpointMismatch(format!(
+                "{} was trained on other training rows (resume with {SAME_DATA})",
+                path.display()
+            )))
+        }
+        Some(_) => {}
+        None => eprintln!(
+            "warning: {} does not record the rows it trained on (written before 2026-12-01): \
+             that these are the same cannot be checked (resume with {SAME_DATA})",
             path.display()
-        )));
+        ),
     }
     if ckpt.epochs_done >= config.epochs {
         return Err(CohortError::InvalidConfig(format!(
