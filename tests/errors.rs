@@ -314,6 +314,24 @@ fn oversized<B: Backend>(b: &B) {
 }
 
 #[test]
+fn a_product_with_more_workgroups_than_the_device_allows_is_refused() {
+    let Some(g) = gpu() else { return };
+    // One workgroup per product of a batch: one more than a grid dimension holds.
+    let batch = g.runtime().caps().max_workgroups_per_dim as usize + 1;
+    let a = g.zeros(&[batch, 1, 1], DType::F32).unwrap();
+    let b = g.zeros(&[batch, 1, 1], DType::F32).unwrap();
+    let mut c = g.zeros(&[batch, 1, 1], DType::F32).unwrap();
+    let err = g
+        .matmul(&a, &b, &mut c, &MatmulSpec::default())
+        .unwrap_err();
+    assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("allows at most"), "{err}");
+    // The backend goes on working.
+    let t = g.tensor(&[2], &[1.0, 2.0]).unwrap();
+    assert_eq!(g.read(&t).unwrap(), vec![1.0, 2.0]);
+}
+
+#[test]
 fn a_cohort_too_large_for_the_backend_is_refused_not_aborted() {
     use cohort::config::{parse_peers, TrainConfig};
     use cohort::ops::Activation;

@@ -1659,7 +1659,10 @@ impl GpuBackend {
                 u32_of(OP, z)?,
             ])
         };
-        if splits > 1 {
+        // A split product whose grid would pass the device's limit (the batch times the
+        // splits) multiplies unsplit instead.
+        let max_groups = self.rt.caps().max_workgroups_per_dim as usize;
+        if splits > 1 && d.batch * splits <= max_groups {
             let elements = d.batch * d.m * d.n;
             match self
                 .rt
@@ -1710,8 +1713,9 @@ impl GpuBackend {
                         self.grid(elements, 256),
                     );
                 }
-                // Too large a scratch buffer for the device: multiply unsplit instead.
-                Err(CohortError::BufferTooLarge { .. }) => {}
+                // A scratch buffer too large for the device, or out of its memory (the only
+                // GPU error an allocation reports): multiply unsplit instead.
+                Err(CohortError::BufferTooLarge { .. } | CohortError::Gpu(_)) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -1495,11 +1495,12 @@ impl Runtime {
         let pipeline = self.pipeline(shader, entry, constants)?;
         let max = self.caps.max_workgroups_per_dim;
         if groups.iter().any(|&g| g > max) {
-            return Err(CohortError::BufferTooLarge {
-                what: format!("{} dispatch of {groups:?} workgroups", shader.file_name()),
-                bytes: groups.iter().map(|&g| g as u64).max().unwrap_or(0),
-                limit: max as u64,
-            });
+            return Err(CohortError::Unsupported(format!(
+                "{} {entry} needs a grid of {groups:?} workgroups, and {} allows at most {max} \
+                 in each dimension (a smaller batch or shape fits)",
+                shader.file_name(),
+                self.info.name
+            )));
         }
         if groups.contains(&0) {
             return Ok(());
