@@ -383,6 +383,14 @@ fn features_beyond_f16s_range_are_refused_under_mixed_precision() {
             check(g, &config, &data);
         }
     }
+    // The edge: f16 rounds 65519 to its largest value, 65504, and -65520 to an infinity.
+    let trainer = Trainer::new(&CpuBackend, config).unwrap();
+    for (value, accepted) in [(65519.0, true), (-65520.0, false)] {
+        assert_eq!(half::f16::from_f32(value).is_finite(), accepted);
+        let mut edge = data.clone();
+        edge.features[7] = value;
+        assert_eq!(trainer.upload(&edge).is_ok(), accepted, "{value}");
+    }
 }
 
 #[test]
