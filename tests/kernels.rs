@@ -1828,6 +1828,67 @@ fn row_kernels_match_cpu_with_rows_reduced_the_other_way() {
 const LLVMPIPE_WIDTH: &str = "LP_NATIVE_VECTOR_WIDTH";
 
 #[test]
+fn row_kernels_match_cpu_for_rows_past_software_adapters_loop_limit() {
+    // lavapipe silently ends a kernel invocation's loops after 65535 iterations in all. A
+    // thread of 8 (its subgroup) walking rows of these shapes would pass that (32 peers of
+    // 1000 classes: ~144k in dml_loss; 2 of 50000: ~75k; 1 of 200000: ~75k in softmax_ce; 32 of
+    // 8000: ~96k counting), so software adapters give such rows more threads, then dispatch
+    // fewer peers at a time. Before, these came out wrong (zeros from the cut-off threads on).
+    let Some(g) = gpu() else { return };
+    let mut checks = Vec::new();
+    for shape in [[32usize, 3, 1000], [2, 3, 50000]] {
+        let p = shape[0];
+        for peers in [0..p, p - 1..p] {
+            let spec = DmlLossSpec {
+                label_smoothing: 0.1,
+                ce_scale: 1.0 / 3.0,
+                temperature: 2.0,
+                kl_scale: 0.5 / 3.0,
+                peers: peers.clone(),
+            };
+            checks.push(validate::dml_loss(g, &shape, &spec, p as u64).unwrap());
+            let spec = KlSpec {
+                temperature: 2.0,
+                grad_scale: 1.0 / 3.0,
+                accumulate: true,
+                peers,
+            };
+            checks.push(validate::kl_div(g, &shape, &spec, p as u64).unwrap());
+        }
+    }
+    checks.push(validate::count_correct(g, &[32, 3, 8000], 7).unwrap());
+    let spec = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0 / 3.0,
+    };
+    let z = uniform(8, 3 * 200_000, -6.0, 6.0);
+    checks.push(
+        validate::softmax_ce_on(g, &z, &[3, 200_000], &[0, 199_999, 77], &spec, 1e-3).unwrap(),
+    );
+    report("row kernels past a software adapter's loop limit", &checks);
+    // Past what 64 threads a row and one peer a dispatch keep under it: an error there, not
+    // wrong numbers (~77k iterations at 32 peers of 50000 classes); a hardware GPU runs it.
+    let spec = DmlLossSpec {
+        label_smoothing: 0.0,
+        ce_scale: 0.5,
+        temperature: 1.0,
+        kl_scale: 0.5,
+        peers: 0..32,
+    };
+    match validate::dml_loss(g, &[32, 2, 50_000], &spec, 9) {
+        Err(e) => {
+            assert!(g.is_software(), "{e}");
+            assert!(matches!(e, cohort::CohortError::Unsupported(_)), "{e}");
+            assert!(e.to_string().contains("after 65535"), "{e}");
+        }
+        Ok(check) => {
+            assert!(!g.is_software(), "a software adapter ran {}", check.case);
+            assert_passed(&check);
+        }
+    }
+}
+
+#[test]
 fn row_kernels_match_cpu_in_llvmpipes_other_subgroup_widths() {
     // Hardware adapters reduce rows in subgroups of 32 or 64 lanes with a thread per class;
     // lavapipe runs the test above in its subgroups of 8 (or 4 on CPUs without AVX). Run that

@@ -107,8 +107,23 @@ const COOP_K_STEP: u32 = 32;
 /// lavapipe's own 8×8 cooperative matrices too (fewer loops, but unverified that deep).
 const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 
+/// The loop iterations a row kernel's thread may run on a software adapter: under lavapipe's
+/// 65535 (see [`SOFTWARE_COOP_K_PER_DISPATCH`]), with room for the reductions' and the peer
+/// loops' own. Rows of many classes (or many peers) are spread over more threads, then over
+/// several dispatches of fewer peers each, to stay under it.
+const SOFTWARE_ROW_LOOP_BUDGET: usize = 60_000;
+
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
+
+/// How a row kernel runs: its reduction, threads per row, and peers per dispatch (for the
+/// kernels that take a range of peers).
+#[derive(Clone, Copy, Debug)]
+struct RowPlan {
+    reduction: RowReduction,
+    lanes: usize,
+    peers_per_dispatch: usize,
+}
 
 /// Threads per row for the row kernels (losses, accuracy counts) over `classes` classes: a power
 /// of two, about `classes_per_lane` classes each, at most `max_lanes` (the workgroup, or the
@@ -865,18 +880,63 @@ impl GpuBackend {
         self.rt.info().device_type == wgpu::DeviceType::Cpu
     }
 
-    /// How the row kernels reduce rows, and with how many threads each, for `classes` classes.
-    fn row_layout(&self, classes: usize) -> (RowReduction, usize) {
+    /// How a row kernel runs over `classes` classes for a range of `peers` peers, where
+    /// `iterations(n, e)` counts the loop iterations of one thread that walks `n` classes of
+    /// each row for `e` peers of the range. The backend's layout, unless on a software adapter
+    /// that would pass [`SOFTWARE_ROW_LOOP_BUDGET`]: there the fewest more threads per row (in
+    /// the subgroup, then through workgroup memory) that keep under it, else 64 threads and the
+    /// most peers per dispatch that do; an [`CohortError::Unsupported`] where one peer does not.
+    fn row_plan(
+        &self,
+        op: &str,
+        classes: usize,
+        peers: usize,
+        iterations: impl Fn(usize, usize) -> usize,
+    ) -> Result<RowPlan> {
         let r = self.rows;
-        (
-            r.reduction,
-            row_lanes(classes, r.classes_per_lane, r.max_lanes),
-        )
+        let lanes = row_lanes(classes, r.classes_per_lane, r.max_lanes);
+        let plan = |reduction, lanes, peers_per_dispatch| RowPlan {
+            reduction,
+            lanes,
+            peers_per_dispatch,
+        };
+        let peers = peers.max(1);
+        let fits = |lanes: usize, e: usize| {
+            iterations(classes.div_ceil(lanes), e) <= SOFTWARE_ROW_LOOP_BUDGET
+        };
+        if !self.is_software() || fits(lanes, peers) {
+            return Ok(plan(r.reduction, lanes, peers));
+        }
+        let wider = |reduction, max: usize| {
+            std::iter::successors(Some(lanes), |&l| Some(2 * l))
+                .take_while(move |&l| l <= max)
+                .map(move |l| (reduction, l))
+        };
+        let candidates: Vec<_> = wider(r.reduction, r.max_lanes)
+            .chain(wider(RowReduction::Workgroup, ROW_WORKGROUP))
+            .collect();
+        if let Some(&(reduction, lanes)) = candidates.iter().find(|c| fits(c.1, peers)) {
+            return Ok(plan(reduction, lanes, peers));
+        }
+        // The widest: 64 threads a row, fewer peers a dispatch.
+        let (reduction, lanes) = candidates.last().copied().unwrap_or((r.reduction, lanes));
+        match (1..peers).rev().find(|&e| fits(lanes, e)) {
+            Some(e) => Ok(plan(reduction, lanes, e)),
+            None => Err(CohortError::Unsupported(format!(
+                "{op} over {classes} classes on {}: a thread would loop {} times even at \
+                 {lanes} threads a row and one peer a dispatch, and this software adapter \
+                 silently stops a kernel's loops after 65535 (use the CPU backend)",
+                self.rt.info().name,
+                iterations(classes.div_ceil(lanes), 1)
+            ))),
+        }
     }
 
-    /// Threads the row kernels give each row of `classes` classes.
+    /// Threads the row kernels give each row of `classes` classes (on a software adapter, more
+    /// where a kernel's loops would pass its limit: [`SOFTWARE_ROW_LOOP_BUDGET`]).
     pub fn row_threads(&self, classes: usize) -> usize {
-        self.row_layout(classes).1
+        let r = self.rows;
+        row_lanes(classes, r.classes_per_lane, r.max_lanes)
     }
 
     /// Whether the row kernels reduce rows by subgroup shuffles
@@ -1200,7 +1260,9 @@ impl Backend for GpuBackend {
             grad_scale: spec.grad_scale,
             _pad1: [0; 2],
         };
-        let (rows, lanes) = self.row_layout(d.classes);
+        // Each thread: the row's log-sum-exp (two loops), then the loss and gradient (one).
+        let plan = self.row_plan(OP, d.classes, 1, |n, _| 3 * n)?;
+        let (rows, lanes) = (plan.reduction, plan.lanes);
         self.rt.dispatch(
             Shader::SoftmaxCe(rows),
             "main",
@@ -1231,15 +1293,28 @@ impl Backend for GpuBackend {
             temperature: spec.temperature,
             grad_scale: spec.grad_scale,
         };
-        let (rows, lanes) = self.row_layout(d.classes);
-        self.rt.dispatch(
-            Shader::KlDiv(rows),
-            "main",
-            &[("LANES", lanes as f64)],
-            bytemuck::bytes_of(&params),
-            &[logits.buf(), losses.buf(), dlogits.buf()],
-            self.grid(d.rows, ROW_WORKGROUP / lanes),
-        )
+        // Each thread: every peer's log-sum-exp (two loops each), then per peer of the range
+        // its (class, peer) pairs.
+        let p = d.groups;
+        let plan = self.row_plan(OP, d.classes, spec.peers.len(), |n, e| {
+            2 * p * n + e * p * n
+        })?;
+        for begin in spec.peers.clone().step_by(plan.peers_per_dispatch) {
+            let params = KlParams {
+                peer_begin: u32_of(OP, begin)?,
+                peer_end: u32_of(OP, (begin + plan.peers_per_dispatch).min(spec.peers.end))?,
+                ..params
+            };
+            self.rt.dispatch(
+                Shader::KlDiv(plan.reduction),
+                "main",
+                &[("LANES", plan.lanes as f64)],
+                bytemuck::bytes_of(&params),
+                &[logits.buf(), losses.buf(), dlogits.buf()],
+                self.grid(d.rows, ROW_WORKGROUP / plan.lanes),
+            )?;
+        }
+        Ok(())
     }
 
     fn dml_loss(
@@ -1266,15 +1341,30 @@ impl Backend for GpuBackend {
             smoothing: spec.label_smoothing,
             _pad1: [0; 2],
         };
-        let (rows, lanes) = self.row_layout(d.classes);
-        self.rt.dispatch(
-            Shader::DmlLoss(rows),
-            "main",
-            &[("LANES", lanes as f64)],
-            bytemuck::bytes_of(&params),
-            &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
-            self.grid(d.rows, ROW_WORKGROUP / lanes),
-        )
+        // Each thread: with other peers, every peer's log-sum-exp (two loops each); then per
+        // peer of the range its own log-sum-exp at T = 1 and its (class, peer) pairs (each
+        // class once without other peers).
+        let p = d.groups;
+        let plan = self.row_plan(OP, d.classes, spec.peers.len(), |n, e| match p {
+            1 => e * 3 * n,
+            _ => 2 * p * n + e * (2 * n + p * n),
+        })?;
+        for begin in spec.peers.clone().step_by(plan.peers_per_dispatch) {
+            let params = DmlLossParams {
+                peer_begin: u32_of(OP, begin)?,
+                peer_end: u32_of(OP, (begin + plan.peers_per_dispatch).min(spec.peers.end))?,
+                ..params
+            };
+            self.rt.dispatch(
+                Shader::DmlLoss(plan.reduction),
+                "main",
+                &[("LANES", plan.lanes as f64)],
+                bytemuck::bytes_of(&params),
+                &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
+                self.grid(d.rows, ROW_WORKGROUP / plan.lanes),
+            )?;
+        }
+        Ok(())
     }
 
     fn optimizer_step(
@@ -1415,7 +1505,11 @@ impl Backend for GpuBackend {
             classes: u32_of(OP, d.classes)?,
             _pad: 0,
         };
-        let (rows, lanes) = self.row_layout(d.classes);
+        // Each thread: per peer its best class and log-sum-exp (two loops), then the
+        // ensemble's (class, peer) pairs.
+        let p = d.groups;
+        let plan = self.row_plan(OP, d.classes, 1, |n, _| 3 * p * n)?;
+        let (rows, lanes) = (plan.reduction, plan.lanes);
         self.rt.dispatch(
             Shader::CountCorrect(rows),
             "main",
