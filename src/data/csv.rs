@@ -460,10 +460,14 @@ pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
 
 /// Loads a training file and a test file read alike: both must put their labels in the same
 /// column (and name their columns alike, where they have headers); classes are counted over
-/// both.
+/// both (so the test file may hold a single class).
 pub fn load_pair(train: &Path, test: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
     let (mut train_data, layout) = read(train, options)?;
-    let (mut test_data, test_layout) = read(test, options)?;
+    let test_options = CsvOptions {
+        min_classes: Some(train_data.classes),
+        ..options.clone()
+    };
+    let (mut test_data, test_layout) = read(test, &test_options)?;
     let differ = |what: String| {
         CohortError::corrupt(test, format!("{what} (the training file's are read alike)"))
     };
@@ -911,6 +915,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("its header names other columns"), "{err}");
+        // A test file of one class is scored as the training file's classes.
+        std::fs::write(&test, "a,label\n1,0\n2,0\n").unwrap();
+        let (pair, _) = load_pair(&train, &test, &CsvOptions::default()).unwrap();
+        assert_eq!(
+            (pair.test.classes, pair.test.labels.clone()),
+            (3, vec![0, 0])
+        );
+        // The training file still needs two.
+        let err = load_pair(&test, &train, &CsvOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("at least 2 classes"), "{err}");
         // Latin-1 text: the line with the first byte that is not UTF-8.
         let latin1 = dir.join("latin1.csv");
         std::fs::write(&latin1, b"1,2,0\n3,4,1\n# caf\xe9\n").unwrap();
