@@ -989,6 +989,46 @@ fn evaluate_scores_a_saved_cohort_as_train_did() {
         "{}",
         text(&out.stderr)
     );
+    // A cohort saved after an epoch whose one step blew the weights up (lr 1e30), before the
+    // next step's loss stopped the run: its scores are refused, not printed as NaN and 50%.
+    let six = path("six.csv");
+    std::fs::write(
+        &six,
+        "a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n9,1,0\n2,7,1\n",
+    )
+    .unwrap();
+    let diverged = path("diverged.safetensors");
+    let six_data = format!("csv:{six}");
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--lr",
+        "1e30",
+        "--optimizer",
+        "sgd",
+        "--epochs",
+        "3",
+        "--peers",
+        "2x16",
+        "--data",
+        &six_data,
+        "--save",
+        &diverged,
+    ]);
+    assert!(text(&out.stderr).contains("loss became NaN for peer 0 at epoch 2"));
+    fails_cleanly(
+        &[
+            "evaluate",
+            &diverged,
+            "--device",
+            "cpu",
+            "--data",
+            &six_data,
+            "--all-rows",
+        ],
+        "its logits overflow (a diverged cohort?), so its accuracy would mean nothing",
+    );
     // Resuming it: the training rows cannot be checked either, and it says so.
     let out = cohort(&[
         "train", "--device", "cpu", "--peers", "2x16", "--epochs", "3", "--resume", &old,

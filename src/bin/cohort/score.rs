@@ -76,6 +76,15 @@ pub(crate) fn evaluate<B: Backend>(
     let mut trainer = ckpt.restore(backend, None)?;
     let uploaded = trainer.upload(rows)?;
     let eval = trainer.evaluate(&uploaded)?;
+    // As predict: scores of logits that overflowed would be printed as if they meant something.
+    if let Some((i, loss)) = eval.loss.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+        return Err(CohortError::NonFinite {
+            what: format!(
+                "peer {i}'s loss on these rows ({loss}): its logits overflow (a diverged \
+                 cohort?), so its accuracy would mean nothing"
+            ),
+        });
+    }
     let models: Vec<String> = ckpt.config.peers.iter().map(|p| p.name()).collect();
     println!(
         "after {} ({}):",
