@@ -268,8 +268,25 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         tensors.insert(name, (view.shape().to_vec(), data));
     }
     let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {
-        (Some((_, mean)), Some((_, std))) => Some(Standardizer { mean, std }),
-        _ => None,
+        (Some((_, mean)), Some((_, std))) => {
+            if mean.len() != std.len() {
+                return Err(CohortError::corrupt(
+                    path,
+                    format!("{} means but {} deviations", mean.len(), std.len()),
+                ));
+            }
+            if let Some(i) = std.iter().position(|&s| s <= 0.0) {
+                return Err(CohortError::corrupt(
+                    path,
+                    format!("data.std, element {i}: {} is no standard deviation", std[i]),
+                ));
+            }
+            Some(Standardizer { mean, std })
+        }
+        (None, None) => None,
+        // Half a standardisation would score raw features without a word.
+        (Some(_), None) => return Err(CohortError::corrupt(path, "data.mean without data.std")),
+        (None, Some(_)) => return Err(CohortError::corrupt(path, "data.std without data.mean")),
     };
     Ok(Checkpoint {
         config,

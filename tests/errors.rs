@@ -511,6 +511,69 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
         })
     };
     assert!(try_file(&good, "the undamaged file").is_ok());
+    // The standardisation: half of it, a deviation of 0 or below, or lengths that differ.
+    let st = safetensors::SafeTensors::deserialize(&good).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&good).unwrap();
+    let rewritten = |edit: &dyn Fn(&str, &mut Vec<f32>) -> bool| {
+        let owned: Vec<(String, Vec<usize>, Vec<f32>)> = st
+            .tensors()
+            .into_iter()
+            .filter_map(|(n, v)| {
+                let mut data: Vec<f32> = bytemuck::pod_collect_to_vec(v.data());
+                let kept = edit(&n, &mut data);
+                let shape = match n.starts_with("data.") {
+                    true => vec![data.len()],
+                    false => v.shape().to_vec(),
+                };
+                kept.then_some((n, shape, data))
+            })
+            .collect();
+        let views = owned.iter().map(|(n, shape, data)| {
+            let shape = shape.clone();
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape,
+                bytemuck::cast_slice(data),
+            );
+            (n.clone(), view.unwrap())
+        });
+        safetensors::serialize(views, header.metadata().clone()).unwrap()
+    };
+    for (what, edit, expect) in [
+        (
+            "no data.std",
+            &(|n: &str, _: &mut Vec<f32>| n != "data.std") as &dyn Fn(&str, &mut Vec<f32>) -> bool,
+            "data.mean without data.std",
+        ),
+        (
+            "a deviation of -1",
+            &|n: &str, d: &mut Vec<f32>| {
+                if n == "data.std" {
+                    d[1] = -1.0;
+                }
+                true
+            },
+            "data.std, element 1: -1 is no standard deviation",
+        ),
+        (
+            "a deviation short",
+            &|n: &str, d: &mut Vec<f32>| {
+                if n == "data.std" {
+                    d.pop();
+                }
+                true
+            },
+            "4 means but 3 deviations",
+        ),
+    ] {
+        std::fs::write(&damaged, rewritten(edit)).unwrap();
+        match checkpoint::load(&damaged) {
+            Err(err @ CohortError::CorruptFile { .. }) => {
+                assert!(err.to_string().contains(expect), "{what}: {err}")
+            }
+            other => panic!("{what}: {:?}", other.map(|_| "a checkpoint")),
+        }
+    }
     for len in truncations(good.len()) {
         let err = try_file(&good[..len], &format!("truncated to {len} bytes")).unwrap_err();
         assert!(
