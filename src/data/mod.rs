@@ -330,9 +330,23 @@ impl Standardizer {
                 ),
             ));
         }
-        for row in features.chunks_mut(cols) {
-            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
-                *v = (*v - m) / s;
+        for (r, row) in features.chunks_mut(cols).enumerate() {
+            for (c, ((v, m), s)) in row.iter_mut().zip(&self.mean).zip(&self.std).enumerate() {
+                let x = *v;
+                let z = (x - m) / s;
+                // Values near f32's limit can overflow in the subtraction alone: again in f64.
+                *v = match z.is_finite() {
+                    true => z,
+                    false => ((f64::from(x) - f64::from(*m)) / f64::from(*s)) as f32,
+                };
+                if !v.is_finite() {
+                    return Err(CohortError::NonFinite {
+                        what: format!(
+                            "feature {c} of row {r} standardised: ({x} - {m}) / {s} is past \
+                             f32's range"
+                        ),
+                    });
+                }
             }
         }
         Ok(())
@@ -631,6 +645,28 @@ mod tests {
         assert!((0..3).all(|r| d.row(r)[1] == 0.0));
         let mut wide = Dataset::new(vec![0.0; 3], vec![0], 3, 2).unwrap();
         assert!(s.apply(&mut wide).is_err());
+        // Near f32's limit the subtraction alone overflows: f64 gives the finite value.
+        let s = Standardizer {
+            mean: vec![7.5e37],
+            std: vec![1.3e38],
+        };
+        let mut far = vec![-3e38, 5.0];
+        s.apply_rows(&mut far).unwrap();
+        assert!(
+            (far[0] + 2.884_615_4).abs() < 1e-5 && far[1].abs() < 1.0,
+            "{far:?}"
+        );
+        // A value that stays past it is an error naming its feature and row.
+        let tiny_std = Standardizer {
+            mean: vec![0.0, 0.0],
+            std: vec![1.0, 1e-30],
+        };
+        let err = tiny_std.apply_rows(&mut [1.0, 2.0, 3.0, 1e10]).unwrap_err();
+        assert!(matches!(err, CohortError::NonFinite { .. }), "{err}");
+        assert!(
+            err.to_string().contains("feature 1 of row 1 standardised"),
+            "{err}"
+        );
     }
 
     #[test]
