@@ -795,6 +795,20 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         stderr.contains("warning: column 0 has no name in the header (an index column?)"),
         "{stderr}"
     );
+    // A first line of rising whole numbers is taken for pandas' header of column numbers: a
+    // row so regular is rare, but it would be lost, so it is said even with --quiet.
+    let numbered: String = (0..50)
+        .map(|r| format!("{},{},{},{},{}\n", r % 5, r % 7, r % 3, r % 4, r % 2))
+        .collect();
+    let out = succeeds(run(
+        &write("numbered.csv", format!("1,2,3,4,7\n{numbered}")),
+        &["--quiet", "--label-column", "last"],
+    ));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("warning: the first line (1,2,3,4,7) was taken for a header of column"),
+        "{stderr}"
+    );
     // A second file as the test part (as Kaggle's MNIST CSV comes): its rows, no split; read
     // alike, or refused; never also split, nor overwritten by an output.
     let test_rows: String = (0..7)

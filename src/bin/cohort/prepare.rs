@@ -216,6 +216,16 @@ pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
         };
         eprintln!("csv: labels from {}, {header}", layout.describe_label());
     }
+    // A header of numbers only (as pandas writes for unnamed columns) was a guess from a line
+    // that could be a row: said even with --quiet, since a row would be lost.
+    let numbers = |name: &String| name.is_empty() || name.parse::<u64>().is_ok();
+    if !layout.names.is_empty() && layout.names.iter().all(numbers) {
+        eprintln!(
+            "warning: the first line ({}) was taken for a header of column numbers, as pandas \
+             writes one; --header no reads it as a row",
+            layout.names.join(",")
+        );
+    }
     for column in layout.unnamed_features() {
         eprintln!(
             "warning: column {column} has no name in the header (an index column?); it is read \
