@@ -70,6 +70,14 @@ pub fn parse_peers(
             return Err(bad(format!("more than {most} peers")));
         }
         let parts: Vec<&str> = body.split('-').map(str::trim).collect();
+        // Alone, `_` is neither end: it would have been read as the inputs, as a hidden width.
+        if parts == ["_"] {
+            return Err(bad(
+                "'_' stands for the inputs or the classes at an end of a peer (e.g. _-256-_); \
+                 a peer of one hidden layer is its width (e.g. 2x256)"
+                    .into(),
+            ));
+        }
         let mut layers = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let width = if *p == "_" && (i == 0 || i + 1 == parts.len()) {
@@ -527,7 +535,9 @@ mod tests {
             ]
         );
         assert_eq!(peers[3].parameters(), 7850);
-        for bad in ["0x5", "2x", "5-x-10", "784-0-10", "783-10", "784-9", ""] {
+        for bad in [
+            "0x5", "2x", "5-x-10", "784-0-10", "783-10", "784-9", "", "2x_", "_",
+        ] {
             assert!(
                 matches!(
                     parse_peers(bad, 784, 10, relu),
