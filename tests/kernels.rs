@@ -1889,6 +1889,34 @@ fn row_kernels_match_cpu_for_rows_past_software_adapters_loop_limit() {
 }
 
 #[test]
+fn deep_products_and_long_sums_match_cpu_or_are_refused_past_a_software_adapters_loop_limit() {
+    // The tiled product loops once per 16 k and the column sums once per 16 rows: on a
+    // software adapter (lavapipe stops a kernel's loops after 65535) 950000 still fits under
+    // cohort's budget of 60000 and matches the twin; 970000 is refused there, not computed
+    // wrong. A hardware GPU runs both.
+    let Some(g) = gpu() else { return };
+    let tiled = tiled_backend_with(64, |_| {});
+    let spec = MatmulSpec::new(false, false);
+    for (depth, fits) in [(950_000, true), (970_000, !g.is_software())] {
+        let product = validate::matmul(&tiled, Batching::All(1), (4, 4, depth), &spec, 3);
+        let sum = validate::reduce_sum(g, &[depth, 3], 0, false, 1, 4);
+        for (what, result) in [("product", product), ("sum", sum)] {
+            match result {
+                Ok(check) => {
+                    assert!(fits, "{what} of {depth} ran: {}", check.case);
+                    assert_passed(&check);
+                }
+                Err(e) => {
+                    assert!(!fits, "{what} of {depth}: {e}");
+                    assert!(matches!(e, cohort::CohortError::Unsupported(_)), "{e}");
+                    assert!(e.to_string().contains("after 65535"), "{e}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn row_kernels_match_cpu_in_llvmpipes_other_subgroup_widths() {
     // Hardware adapters reduce rows in subgroups of 32 or 64 lanes with a thread per class;
     // lavapipe runs the test above in its subgroups of 8 (or 4 on CPUs without AVX). Run that

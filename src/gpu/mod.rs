@@ -107,11 +107,12 @@ const COOP_K_STEP: u32 = 32;
 /// lavapipe's own 8×8 cooperative matrices too (fewer loops, but unverified that deep).
 const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 
-/// The loop iterations a row kernel's thread may run on a software adapter: under lavapipe's
-/// 65535 (see [`SOFTWARE_COOP_K_PER_DISPATCH`]), with room for the reductions' and the peer
-/// loops' own. Rows of many classes (or many peers) are spread over more threads, then over
-/// several dispatches of fewer peers each, to stay under it.
-const SOFTWARE_ROW_LOOP_BUDGET: usize = 60_000;
+/// The loop iterations a kernel's thread may run on a software adapter: under lavapipe's 65535
+/// (see [`SOFTWARE_COOP_K_PER_DISPATCH`]), with room for the small loops around the main one.
+/// Rows of many classes (or many peers) are spread over more threads, then over several
+/// dispatches of fewer peers each, to stay under it; products deeper than ~1M (tiled: 16 k a
+/// loop) and sums over more than ~1M rows (16 threads a column) are refused there.
+const SOFTWARE_LOOP_BUDGET: usize = 60_000;
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -883,7 +884,7 @@ impl GpuBackend {
     /// How a row kernel runs over `classes` classes for a range of `peers` peers, where
     /// `iterations(n, e)` counts the loop iterations of one thread that walks `n` classes of
     /// each row for `e` peers of the range. The backend's layout, unless on a software adapter
-    /// that would pass [`SOFTWARE_ROW_LOOP_BUDGET`]: there the fewest more threads per row (in
+    /// that would pass [`SOFTWARE_LOOP_BUDGET`]: there the fewest more threads per row (in
     /// the subgroup, then through workgroup memory) that keep under it, else 64 threads and the
     /// most peers per dispatch that do; an [`CohortError::Unsupported`] where one peer does not.
     fn row_plan(
@@ -901,9 +902,8 @@ impl GpuBackend {
             peers_per_dispatch,
         };
         let peers = peers.max(1);
-        let fits = |lanes: usize, e: usize| {
-            iterations(classes.div_ceil(lanes), e) <= SOFTWARE_ROW_LOOP_BUDGET
-        };
+        let fits =
+            |lanes: usize, e: usize| iterations(classes.div_ceil(lanes), e) <= SOFTWARE_LOOP_BUDGET;
         if !self.is_software() || fits(lanes, peers) {
             return Ok(plan(r.reduction, lanes, peers));
         }
@@ -932,8 +932,21 @@ impl GpuBackend {
         }
     }
 
+    /// On a software adapter, an [`CohortError::Unsupported`] where a thread of `op` would loop
+    /// `iterations` times, past [`SOFTWARE_LOOP_BUDGET`] (lavapipe would stop it silently).
+    fn check_software_loops(&self, op: &str, what: &str, iterations: usize) -> Result<()> {
+        if !self.is_software() || iterations <= SOFTWARE_LOOP_BUDGET {
+            return Ok(());
+        }
+        Err(CohortError::Unsupported(format!(
+            "{op} {what} on {}: a thread would loop {iterations} times, and this software \
+             adapter silently stops a kernel's loops after 65535 (use the CPU backend)",
+            self.rt.info().name
+        )))
+    }
+
     /// Threads the row kernels give each row of `classes` classes (on a software adapter, more
-    /// where a kernel's loops would pass its limit: [`SOFTWARE_ROW_LOOP_BUDGET`]).
+    /// where a kernel's loops would pass its limit: [`SOFTWARE_LOOP_BUDGET`]).
     pub fn row_threads(&self, classes: usize) -> usize {
         let r = self.rows;
         row_lanes(classes, r.classes_per_lane, r.max_lanes)
@@ -1228,7 +1241,9 @@ impl Backend for GpuBackend {
             out_offset: u32_of(OP, offset)?,
             _pad: [0; 2],
         };
-        // A workgroup per 16 outputs of a row (the kernel unfolds the index).
+        // A workgroup per 16 outputs of a row (the kernel unfolds the index), 16 threads a
+        // column, each summing every 16th of its n values.
+        self.check_software_loops(OP, &format!("over {} rows", d.n), d.n.div_ceil(16))?;
         let groups = self.grid(d.inner.div_ceil(16).saturating_mul(d.outer), 1);
         self.rt.dispatch(
             Shader::ReduceSum,
@@ -1746,6 +1761,21 @@ impl GpuBackend {
             }
         };
         let (tile, k_split, splits) = (plan.tile, plan.k_per_split, plan.splits(d.k));
+        // A thread's loop over K (split or not) on a software adapter: the tiled kernel takes
+        // 16 k an iteration; the cooperative-matrix one runs there only in K ranges of at most
+        // SOFTWARE_COOP_K_PER_DISPATCH.
+        let check_depth = |k: usize| match plan.kernel {
+            MatmulKernel::Coop { .. } if self.is_software() && k > SOFTWARE_COOP_K_PER_DISPATCH => {
+                Err(CohortError::Unsupported(format!(
+                    "{OP}: a cooperative-matrix product {k} deep in one dispatch on {} \
+                     (software adapters stop a kernel's loops after 65535: at most \
+                     {SOFTWARE_COOP_K_PER_DISPATCH})",
+                    self.rt.info().name
+                )))
+            }
+            MatmulKernel::Coop { .. } => Ok(()),
+            _ => self.check_software_loops(OP, &format!("{k} deep"), k.div_ceil(16)),
+        };
         let groups = |z: usize| -> Result<[u32; 3]> {
             Ok([
                 u32_of(OP, d.n.div_ceil(tile))?,
@@ -1757,6 +1787,7 @@ impl GpuBackend {
         // splits) multiplies unsplit instead.
         let max_groups = self.rt.caps().max_workgroups_per_dim as usize;
         if splits > 1 && d.batch * splits <= max_groups {
+            check_depth(k_split)?;
             let elements = d.batch * d.m * d.n;
             match self
                 .rt
@@ -1813,6 +1844,7 @@ impl GpuBackend {
                 Err(e) => return Err(e),
             }
         }
+        check_depth(d.k)?;
         // `a4` and `b4`: the same buffers, read as vec4s.
         let mut buffers = vec![a.buf(), b.buf(), c.buf(), a.buf(), b.buf()];
         let entry = match epilogue {
@@ -1928,6 +1960,9 @@ impl GpuBackend {
         let n32 = u32_of(OP, n)?;
         let (rows, cols) = match update {
             Update::Bias(d) | Update::Layer { dims: d, .. } => {
+                // The bias gradient's column sums, as reduce_sum's.
+                let what = format!("of a bias over {} rows", d.n);
+                self.check_software_loops(OP, &what, d.n.div_ceil(16))?;
                 (u32_of(OP, d.n)?, u32_of(OP, d.inner)?)
             }
             _ => (0, 0),
