@@ -1893,10 +1893,26 @@ fn deep_products_and_long_sums_match_cpu_or_are_refused_past_a_software_adapters
     // The tiled product loops once per 16 k and the column sums once per 16 rows: on a
     // software adapter (lavapipe stops a kernel's loops after 65535) 950000 still fits under
     // cohort's budget of 60000 and matches the twin; 970000 is refused there, not computed
-    // wrong. A hardware GPU runs both.
+    // wrong. The narrow kernel loops three times per 128 k at 4 columns: 2550000 fits, 2600000
+    // does not (unguarded, lavapipe got 2790000 right and 3000000 wrong). A hardware GPU runs
+    // them all.
     let Some(g) = gpu() else { return };
-    let tiled = tiled_backend_with(64, |_| {});
     let spec = MatmulSpec::new(false, false);
+    for (depth, fits) in [(2_550_000, true), (2_600_000, !g.is_software())] {
+        match validate::matmul(g, Batching::All(1), (4, 4, depth), &spec, 5) {
+            Ok(check) => {
+                assert!(fits, "narrow product of {depth} ran: {}", check.case);
+                // (A hardware GPU may split so deep a product on the tiled kernel instead.)
+                assert!(check.kernel == "matmul_narrow" || !g.is_software());
+                assert_passed(&check);
+            }
+            Err(e) => {
+                assert!(!fits, "narrow product of {depth}: {e}");
+                assert!(e.to_string().contains("after 65535"), "{e}");
+            }
+        }
+    }
+    let tiled = tiled_backend_with(64, |_| {});
     for (depth, fits) in [(950_000, true), (970_000, !g.is_software())] {
         let product = validate::matmul(&tiled, Batching::All(1), (4, 4, depth), &spec, 3);
         let sum = validate::reduce_sum(g, &[depth, 3], 0, false, 1, 4);

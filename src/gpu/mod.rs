@@ -1876,13 +1876,19 @@ impl GpuBackend {
         rows: usize,
     ) -> Result<()> {
         const OP: &str = "matmul";
+        let chunk = plan::narrow_chunk(rows, d.n);
+        // A thread loops three times a round of `chunk` k on lavapipe at 4 columns (measured:
+        // 2.79M deep right, 2.8M cut short): the round, and its staging loop's turns plus one.
+        let per_round = 2 + (chunk * d.n.div_ceil(4)).div_ceil(256);
+        let what = format!("{} deep", d.k);
+        self.check_software_loops(OP, &what, d.k.div_ceil(chunk) * per_round)?;
         let constants = [
             ("TRANS_A", flag(d.trans_a)),
             ("TRANS_B", flag(d.trans_b)),
             ("F16_INPUTS", flag(d.f16_inputs)),
             ("ROWS", rows as f64),
             ("COLS", d.n as f64),
-            ("CHUNK", plan::narrow_chunk(rows, d.n) as f64),
+            ("CHUNK", chunk as f64),
         ];
         let mut bindings = vec![(1, a.buf()), (2, b.buf()), (3, c.buf())];
         let entry = match &epilogue {
