@@ -924,10 +924,15 @@ impl GpuBackend {
             Some(e) => Ok(plan(reduction, lanes, e)),
             None => Err(CohortError::Unsupported(format!(
                 "{op} over {classes} classes on {}: a thread would loop {} times even at \
-                 {lanes} threads a row and one peer a dispatch, and this software adapter \
-                 silently stops a kernel's loops after 65535 (use the CPU backend)",
+                 {lanes} threads a row{}, and this software adapter silently stops a kernel's \
+                 loops after 65535 (use the CPU backend)",
                 self.rt.info().name,
-                iterations(classes.div_ceil(lanes), 1)
+                iterations(classes.div_ceil(lanes), 1),
+                if peers > 1 {
+                    " and one peer a dispatch"
+                } else {
+                    ""
+                }
             ))),
         }
     }
