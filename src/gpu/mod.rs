@@ -951,7 +951,7 @@ impl GpuBackend {
     }
 
     /// Threads the row kernels give each row of `classes` classes (on a software adapter, more
-    /// where a kernel's loops would pass its limit: [`SOFTWARE_LOOP_BUDGET`]).
+    /// where a kernel's loops would pass lavapipe's limit of 65535 iterations).
     pub fn row_threads(&self, classes: usize) -> usize {
         let r = self.rows;
         row_lanes(classes, r.classes_per_lane, r.max_lanes)
