@@ -70,7 +70,7 @@ fn main(ids: RowIds) {
             j++;
             if (j == per) {
                 let q = off + select(0.0, 1.0 - p.smoothing, k == label);
-                ce += q * (lse1 - z);
+                ce += select(0.0, q * (lse1 - z), q > 0.0); // (as softmax_ce.wgsl)
                 var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
                 if (mutual) {
                     kl += terms.x;

@@ -51,7 +51,8 @@ fn sgd_rule(w: f32, v: f32, gradient: f32) -> vec2<f32> {
     let mu = p.momentum_or_beta1;
     let g = gradient * p.grad_scale + p.weight_decay * w;
     let v1 = mu * v + g;
-    let update = select(v1, g + mu * v1, p.flag != 0u);
+    // (Without momentum, Nesterov's look-ahead adds nothing, even where v1 overflowed.)
+    let update = select(v1, g + select(mu * v1, 0.0, mu == 0.0), p.flag != 0u);
     return vec2<f32>(w - p.lr * update, v1);
 }
 

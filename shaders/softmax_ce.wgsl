@@ -42,7 +42,8 @@ fn main(ids: RowIds) {
         let idx = at(group, row, k);
         let z = logits[idx];
         let q = off + select(0.0, 1.0 - p.smoothing, k == label);
-        loss += q * (lse - z);
+        // A class of no weight adds nothing, even where lse - z overflows (0 · inf is NaN).
+        loss += select(0.0, q * (lse - z), q > 0.0);
         if (live) {
             dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
         }

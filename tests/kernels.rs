@@ -1548,6 +1548,53 @@ fn activations_stay_finite_and_match_cpu_for_extreme_pre_activations() {
 }
 
 #[test]
+fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
+    // Where a term's weight is 0 and its other factor overflows f32, the shaders skip it as
+    // the CPU twins (in f64) get 0 for it: a class of no target weight in the CE (lse - z =
+    // 6e38), a class a peer gives no probability in the KL (log 0), and Nesterov's look-ahead
+    // without momentum. Each gave NaN on the GPU before.
+    use cohort::{Backend, CpuBackend, DType};
+    let Some(g) = gpu() else { return };
+    let far = [-3e38f32, 3e38, -3e38, -3e38];
+    let spec = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    };
+    let ce = validate::softmax_ce_on(g, &far, &[1, 4], &[1], &spec, 1e-6).unwrap();
+    let mut logits = vec![1e-40f32, 0.0, 0.0, 0.0];
+    logits.extend(far);
+    let kl_spec = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..1,
+    };
+    let kl = validate::kl_div_on(g, &logits, &[2, 1, 4], &kl_spec).unwrap();
+    report("zero-weight terms", &[ce, kl]);
+    fn nesterov<B: Backend>(b: &B) -> Vec<f32> {
+        let step = OptimizerStep::Sgd {
+            lr: 1.0,
+            momentum: 0.0,
+            nesterov: true,
+            weight_decay: 0.0,
+            grad_scale: 1e30,
+        };
+        let mut w = b.tensor(&[2], &[1.0, 2.0]).unwrap();
+        let grad = b.tensor(&[2], &[1e20, 0.5]).unwrap();
+        let mut states = vec![b.zeros(&[2], DType::F32).unwrap()];
+        b.optimizer_step(&step, &mut w, &grad, &mut states).unwrap();
+        b.read(&w).unwrap()
+    }
+    let (gw, cw) = (nesterov(g), nesterov(&CpuBackend));
+    assert_eq!(cw[0], f32::NEG_INFINITY);
+    assert_eq!(gw[0], cw[0], "GPU {gw:?}, CPU {cw:?}");
+    assert!(
+        (gw[1] - cw[1]).abs() <= 1e-6 * cw[1].abs(),
+        "GPU {gw:?}, CPU {cw:?}"
+    );
+}
+
+#[test]
 fn reduce_sum_matches_cpu() {
     let Some(g) = gpu() else { return };
     let cases: &[(&[usize], usize)] = &[

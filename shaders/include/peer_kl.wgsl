@@ -21,5 +21,6 @@ fn pair_terms(i: u32, j: u32, row: u32, k: u32, lpi: f32, inv_t: f32) -> vec2<f3
     }
     let lpj = logits[at(j, row, k)] * inv_t - peer_lse[j];
     let pj = exp(lpj);
-    return vec2<f32>(pj * (lpj - lpi), pj);
+    // A class peer j gives no probability adds nothing (0 · log 0 = 0, not 0 · -inf = NaN).
+    return select(vec2<f32>(pj * (lpj - lpi), pj), vec2<f32>(0.0), pj == 0.0);
 }
