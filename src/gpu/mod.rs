@@ -922,36 +922,72 @@ impl GpuBackend {
         let (reduction, lanes) = candidates.last().copied().unwrap_or((r.reduction, lanes));
         match (1..peers).rev().find(|&e| fits(lanes, e)) {
             Some(e) => Ok(plan(reduction, lanes, e)),
-            None => Err(CohortError::Unsupported(format!(
-                "{op} over {classes} classes on {}: a thread would loop {} times even at \
-                 {lanes} threads a row{}, and this software adapter silently stops a kernel's \
-                 loops after 65535 (use the CPU backend)",
-                self.rt.info().name,
-                iterations(classes.div_ceil(lanes), 1),
-                if peers > 1 {
+            None => {
+                let fewest = if peers > 1 {
                     " and one peer a dispatch"
                 } else {
                     ""
-                }
-            ))),
+                };
+                let what = format!("over {classes} classes, even at {lanes} threads a row{fewest}");
+                Err(self.loop_limit_error(op, &what, iterations(classes.div_ceil(lanes), 1)))
+            }
         }
+    }
+
+    /// Dispatches a row kernel of `plan` over `rows` rows for `peers`, as many peers a dispatch
+    /// as the plan takes; `params(begin, end)` gives each dispatch's parameters.
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_peer_ranges<P: bytemuck::Pod>(
+        &self,
+        op: &'static str,
+        shader: fn(RowReduction) -> Shader,
+        plan: &RowPlan,
+        peers: &std::ops::Range<usize>,
+        rows: usize,
+        bindings: &[&wgpu::Buffer],
+        params: impl Fn(u32, u32) -> P,
+    ) -> Result<()> {
+        for begin in peers.clone().step_by(plan.peers_per_dispatch) {
+            let end = (begin + plan.peers_per_dispatch).min(peers.end);
+            self.rt.dispatch(
+                shader(plan.reduction),
+                "main",
+                &[("LANES", plan.lanes as f64)],
+                bytemuck::bytes_of(&params(u32_of(op, begin)?, u32_of(op, end)?)),
+                bindings,
+                self.grid(rows, ROW_WORKGROUP / plan.lanes),
+            )?;
+        }
+        Ok(())
     }
 
     /// On a software adapter, an [`CohortError::Unsupported`] where a thread of `op` would loop
-    /// `iterations` times, past [`SOFTWARE_LOOP_BUDGET`] (lavapipe would stop it silently).
-    fn check_software_loops(&self, op: &str, what: &str, iterations: usize) -> Result<()> {
+    /// `iterations` times, past [`SOFTWARE_LOOP_BUDGET`] (lavapipe would stop it silently);
+    /// `what` (called only then) says what the op ran over.
+    fn check_software_loops(
+        &self,
+        op: &str,
+        what: impl FnOnce() -> String,
+        iterations: usize,
+    ) -> Result<()> {
         if !self.is_software() || iterations <= SOFTWARE_LOOP_BUDGET {
             return Ok(());
         }
-        Err(CohortError::Unsupported(format!(
+        Err(self.loop_limit_error(op, &what(), iterations))
+    }
+
+    /// The error for a thread of `op` over `what` that would loop `iterations` times on this
+    /// software adapter.
+    fn loop_limit_error(&self, op: &str, what: &str, iterations: usize) -> CohortError {
+        CohortError::Unsupported(format!(
             "{op} {what} on {}: a thread would loop {iterations} times, and this software \
              adapter silently stops a kernel's loops after 65535 (use the CPU backend)",
             self.rt.info().name
-        )))
+        ))
     }
 
-    /// Threads the row kernels give each row of `classes` classes (on a software adapter, more
-    /// where a kernel's loops would pass lavapipe's limit of 65535 iterations).
+    /// Threads the row kernels give each row of `classes` classes by default (on a software
+    /// adapter a kernel may take more, where its loops would pass lavapipe's limit).
     pub fn row_threads(&self, classes: usize) -> usize {
         let r = self.rows;
         row_lanes(classes, r.classes_per_lane, r.max_lanes)
@@ -1248,7 +1284,7 @@ impl Backend for GpuBackend {
         };
         // A workgroup per 16 outputs of a row (the kernel unfolds the index), 16 threads a
         // column, each summing every 16th of its n values.
-        self.check_software_loops(OP, &format!("over {} rows", d.n), d.n.div_ceil(16))?;
+        self.check_software_loops(OP, || format!("over {} rows", d.n), d.n.div_ceil(16))?;
         let groups = self.grid(d.inner.div_ceil(16).saturating_mul(d.outer), 1);
         self.rt.dispatch(
             Shader::ReduceSum,
@@ -1319,22 +1355,20 @@ impl Backend for GpuBackend {
         let plan = self.row_plan(OP, d.classes, spec.peers.len(), |n, e| {
             2 * p * n + e * p * n
         })?;
-        for begin in spec.peers.clone().step_by(plan.peers_per_dispatch) {
-            let params = KlParams {
-                peer_begin: u32_of(OP, begin)?,
-                peer_end: u32_of(OP, (begin + plan.peers_per_dispatch).min(spec.peers.end))?,
+        let bindings = [logits.buf(), losses.buf(), dlogits.buf()];
+        self.dispatch_peer_ranges(
+            OP,
+            Shader::KlDiv,
+            &plan,
+            &spec.peers,
+            d.rows,
+            &bindings,
+            |b, e| KlParams {
+                peer_begin: b,
+                peer_end: e,
                 ..params
-            };
-            self.rt.dispatch(
-                Shader::KlDiv(plan.reduction),
-                "main",
-                &[("LANES", plan.lanes as f64)],
-                bytemuck::bytes_of(&params),
-                &[logits.buf(), losses.buf(), dlogits.buf()],
-                self.grid(d.rows, ROW_WORKGROUP / plan.lanes),
-            )?;
-        }
-        Ok(())
+            },
+        )
     }
 
     fn dml_loss(
@@ -1369,22 +1403,20 @@ impl Backend for GpuBackend {
             1 => e * 3 * n,
             _ => 2 * p * n + e * (2 * n + p * n),
         })?;
-        for begin in spec.peers.clone().step_by(plan.peers_per_dispatch) {
-            let params = DmlLossParams {
-                peer_begin: u32_of(OP, begin)?,
-                peer_end: u32_of(OP, (begin + plan.peers_per_dispatch).min(spec.peers.end))?,
+        let bindings = [logits.buf(), labels.buf(), losses.buf(), dlogits.buf()];
+        self.dispatch_peer_ranges(
+            OP,
+            Shader::DmlLoss,
+            &plan,
+            &spec.peers,
+            d.rows,
+            &bindings,
+            |b, e| DmlLossParams {
+                peer_begin: b,
+                peer_end: e,
                 ..params
-            };
-            self.rt.dispatch(
-                Shader::DmlLoss(plan.reduction),
-                "main",
-                &[("LANES", plan.lanes as f64)],
-                bytemuck::bytes_of(&params),
-                &[logits.buf(), labels.buf(), losses.buf(), dlogits.buf()],
-                self.grid(d.rows, ROW_WORKGROUP / plan.lanes),
-            )?;
-        }
-        Ok(())
+            },
+        )
     }
 
     fn optimizer_step(
@@ -1779,7 +1811,7 @@ impl GpuBackend {
                 )))
             }
             MatmulKernel::Coop { .. } => Ok(()),
-            _ => self.check_software_loops(OP, &format!("{k} deep"), k.div_ceil(16)),
+            _ => self.check_software_loops(OP, || format!("{k} deep"), k.div_ceil(16)),
         };
         let groups = |z: usize| -> Result<[u32; 3]> {
             Ok([
@@ -1885,8 +1917,8 @@ impl GpuBackend {
         // A thread loops three times a round of `chunk` k on lavapipe at 4 columns (measured:
         // 2.79M deep right, 2.8M cut short): the round, and its staging loop's turns plus one.
         let per_round = 2 + (chunk * d.n.div_ceil(4)).div_ceil(256);
-        let what = format!("{} deep", d.k);
-        self.check_software_loops(OP, &what, d.k.div_ceil(chunk) * per_round)?;
+        let iterations = d.k.div_ceil(chunk) * per_round;
+        self.check_software_loops(OP, || format!("{} deep", d.k), iterations)?;
         let constants = [
             ("TRANS_A", flag(d.trans_a)),
             ("TRANS_B", flag(d.trans_b)),
@@ -1972,8 +2004,8 @@ impl GpuBackend {
         let (rows, cols) = match update {
             Update::Bias(d) | Update::Layer { dims: d, .. } => {
                 // The bias gradient's column sums, as reduce_sum's.
-                let what = format!("of a bias over {} rows", d.n);
-                self.check_software_loops(OP, &what, d.n.div_ceil(16))?;
+                let what = || format!("of a bias over {} rows", d.n);
+                self.check_software_loops(OP, what, d.n.div_ceil(16))?;
                 (u32_of(OP, d.n)?, u32_of(OP, d.inner)?)
             }
             _ => (0, 0),
