@@ -90,14 +90,22 @@ fn profile_counts_every_dispatch_under_its_kernel_and_shape() {
     assert_eq!(rt.stop_profile().unwrap().calls(), 2);
 }
 
+/// The GPU under test where it has timestamp queries; else it says loudly that the test skips.
+fn timed_gpu() -> Option<&'static GpuBackend> {
+    let g = gpu()?;
+    if !g.runtime().caps().timestamp_query {
+        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        return None;
+    }
+    Some(g)
+}
+
 #[test]
 fn a_profile_times_no_tuning() {
     // With COHORT_MATMUL_TUNE=1, a shape first met inside a profile runs its plan by shape
     // untuned (the tuner's launches would be counted as the profiled work's); after the profile
     // the same shape is tuned as usual.
-    let Some(default) = gpu() else { return };
-    if !default.runtime().caps().timestamp_query {
-        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+    if timed_gpu().is_none() {
         return;
     }
     let g = GpuBackend::new(&GpuOptions {
@@ -241,9 +249,7 @@ fn every_pipeline_a_step_ran_is_rebuilt_for_the_driver_statistics() {
 
 #[test]
 fn a_profile_goes_on_after_an_error_in_one_of_its_submissions() {
-    let Some(shared) = gpu() else { return };
-    if !shared.runtime().caps().timestamp_query {
-        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+    if timed_gpu().is_none() {
         return;
     }
     // A device of its own: the error below is reported to this one only.
