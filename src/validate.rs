@@ -11,6 +11,17 @@
 //! - integer kernels (accuracy counts, gather): exact.
 //!
 //! The CPU twins compute in f64 and round once, so they are the more accurate side.
+//!
+//! Agreement is promised within f32's range only: where an intermediate of the shader's f32
+//! arithmetic passes ±3.4e38 but the twin's f64 one does not, the two may differ in kind, not
+//! just in rounding. Known cases: a matmul or axpby whose terms overflow and cancel (the shader
+//! gives NaN, the twin ±inf or a finite number), Adam's moments or SGD's velocity near 3e38, and
+//! temperatures whose square overflows (a kernel's spec takes any; the trainer's configuration
+//! stops at [`crate::config::MAX_TEMPERATURE`]). Inside that range the checks below hold, and
+//! zero-weight terms beside overflowing ones (a class of no target weight, a class a peer gives
+//! no probability, Nesterov without momentum) stay zero on both sides. Small KL losses are
+//! compared with an absolute slack (1e-5) because f32 cancellation limits their relative
+//! accuracy: at T = 50 a KL of ~5e-5 differs from the twin's by ~1e-3 of itself.
 
 use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
