@@ -1725,36 +1725,41 @@ impl Runtime {
     /// (a profile's or timer's readback) can be mapped again.
     fn map_read(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let refused = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let refused_in_callback = refused.clone();
         staging.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-            refused_in_callback.store(r.is_err(), std::sync::atomic::Ordering::SeqCst);
             let _ = tx.send(r);
         });
-        let read = self.await_map(staging, &rx);
-        // A map that was refused left the buffer unmapped (unmapping it again is an error);
-        // one still pending is cancelled, one done is undone.
-        if read.is_err() && !refused.load(std::sync::atomic::Ordering::SeqCst) {
-            staging.unmap();
+        match self.await_map(&rx) {
+            Ok(Ok(())) => {}
+            // A refused map left the buffer unmapped: unmapping it again would be an error.
+            Ok(Err(refused)) => return Err(CohortError::MapFailed(refused.to_string())),
+            // A map still pending is cancelled.
+            Err(e) => {
+                staging.unmap();
+                return Err(e);
+            }
         }
+        let read = staging
+            .slice(..)
+            .get_mapped_range()
+            .map(|view| view.to_vec())
+            .map_err(|e| CohortError::MapFailed(e.to_string()));
+        staging.unmap();
         read
     }
 
-    /// The rest of [`Runtime::map_read`]: waits for `staging`'s map (reported on `rx`), then
-    /// copies its bytes and unmaps it.
+    /// Waits for the map whose callback reports on `rx` and returns the callback's verdict;
+    /// an error where the wait itself failed (the device, or no verdict within 10 minutes).
     fn await_map(
         &self,
-        staging: &wgpu::Buffer,
         rx: &std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<std::result::Result<(), wgpu::BufferAsyncError>> {
         self.wait()?;
         // Another thread polling the same device may be the one that runs our callback, a moment
         // after our own wait returned: keep polling until it has run.
         let deadline = std::time::Instant::now() + Duration::from_secs(600);
         loop {
             match rx.recv_timeout(Duration::from_millis(1)) {
-                Ok(Ok(())) => break,
-                Ok(Err(e)) => return Err(CohortError::MapFailed(e.to_string())),
+                Ok(verdict) => return Ok(verdict),
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                     return Err(CohortError::MapFailed("map callback was dropped".into()))
                 }
@@ -1771,14 +1776,6 @@ impl Runtime {
                 }
             }
         }
-        let view = staging
-            .slice(..)
-            .get_mapped_range()
-            .map_err(|e| CohortError::MapFailed(e.to_string()))?;
-        let out = view.to_vec();
-        drop(view);
-        staging.unmap();
-        Ok(out)
     }
 
     /// Runs `f`, which records kernels, and measures their GPU time with timestamp queries.
