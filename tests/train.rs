@@ -1703,3 +1703,67 @@ fn a_trainer_that_shares_its_backend_trains_like_one_that_borrows_it() {
     assert_eq!(restored.named_tensors().unwrap(), shared);
     assert_eq!(restored.epochs_done(), 2);
 }
+
+#[test]
+fn trainers_on_threads_that_share_one_gpu_train_as_each_alone() {
+    // Several trainers may share one device (an `Arc` clone each) from threads of their own:
+    // their kernels interleave in the backend's one command stream, and each cohort must come
+    // out exactly as it does trained alone on the same backend.
+    if gpu().is_none() {
+        return;
+    }
+    let backend = std::sync::Arc::new(cohort::GpuBackend::from_env().unwrap());
+    let configs: Vec<TrainConfig> = [("2x16", 7, false), ("3x24", 8, false), ("2x16", 9, true)]
+        .into_iter()
+        .map(|(peers, seed, mixed)| {
+            let mut c = config(peers, 1.0, Schedule::Simultaneous, 2);
+            c.seed = seed;
+            c.mixed_precision = mixed;
+            c
+        })
+        .collect();
+    let split = std::sync::Arc::new(digits());
+    let train = |c: TrainConfig| {
+        let mut t = Trainer::new(backend.clone(), c).unwrap();
+        let reports = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+        (reports, t.named_tensors().unwrap())
+    };
+    let alone: Vec<_> = configs.iter().cloned().map(train).collect();
+    for round in 0..2 {
+        let together: Vec<_> = std::thread::scope(|s| {
+            let runs: Vec<_> = configs
+                .iter()
+                .cloned()
+                .map(|c| s.spawn(move || train(c)))
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for (i, ((reports, tensors), (want_reports, want_tensors))) in
+            together.iter().zip(&alone).enumerate()
+        {
+            assert_eq!(
+                tensors, want_tensors,
+                "round {round}, cohort {i}: parameters"
+            );
+            // Every report but its wall-clock seconds.
+            let timeless = |r: &[cohort::trainer::EpochReport]| {
+                r.iter()
+                    .map(|e| {
+                        format!(
+                            "{:?}",
+                            cohort::trainer::EpochReport {
+                                seconds: 0.0,
+                                ..e.clone()
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(
+                timeless(reports),
+                timeless(want_reports),
+                "round {round}, cohort {i}: reports"
+            );
+        }
+    }
+}
