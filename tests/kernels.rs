@@ -1263,6 +1263,41 @@ fn matmul_split_along_k_matches_cpu() {
     assert!(split_k_backend(0, None).is_err());
 }
 
+#[test]
+fn a_split_whose_partial_products_would_pass_the_buffer_limit_multiplies_unsplit() {
+    // A product split along K keeps every split's partial product in one scratch buffer; where
+    // that buffer would be larger than the device's largest storage binding (or not fit its
+    // memory), the product runs unsplit instead of failing. The smallest such product is 16
+    // splits of 64 k each over a C just past a sixty-fourth of the limit: cheap on software
+    // adapters' 128 MiB, too slow for a test past 256 MiB.
+    let Some(gpu) = gpu() else { return };
+    let caps = gpu.runtime().caps();
+    let limit = caps.max_storage_binding.min(caps.max_buffer_size);
+    if limit > 256 << 20 {
+        common::loud(&format!(
+            "SKIPPED: split-K's fallback past the buffer limit needs a product of {} MiB of \
+             partial products here; this test did NOT run on this adapter",
+            limit >> 20
+        ));
+        return;
+    }
+    let splits = 16;
+    let edge = ((limit / 4 / splits as u64) as f64).sqrt() as usize + 1;
+    let dims = (edge, edge, 64 * splits);
+    let g = split_k_backend(splits, None).unwrap();
+    let before = g.runtime().work_counts().dispatches;
+    let check = validate::matmul(&g, Batching::None, dims, &MatmulSpec::default(), 7).unwrap();
+    assert_eq!(
+        g.runtime().work_counts().dispatches - before,
+        1,
+        "{dims:?} in {splits} splits: the product alone, not partial products and a reduction"
+    );
+    report(
+        &format!("matmul {dims:?}, split-K scratch past {limit} bytes"),
+        &[check],
+    );
+}
+
 /// A backend whose f32 products are split into f16 parts on the cooperative-matrix kernel built
 /// as `coop` says, K split as `k_splits` says.
 fn split_f32_backend(
