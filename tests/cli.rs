@@ -136,9 +136,24 @@ fn fails_cleanly(args: &[&str], expect: &str) {
 }
 
 fn fails_cleanly_with_env(args: &[&str], env: &[(&str, &str)], expect: &str) {
+    fails_with_code(args, env, expect, 1);
+}
+
+/// A command line the parser refuses: exit code 2, as the README says.
+fn fails_to_parse(args: &[&str], expect: &str) {
+    fails_with_code(args, &[], expect, 2);
+}
+
+/// `cohort ARGS` (with `env`) ends with exit code `code` and an error line holding `expect`,
+/// never a panic.
+fn fails_with_code(args: &[&str], env: &[(&str, &str)], expect: &str, code: i32) {
     let out = cohort_with_env(args, env);
     let stderr = text(&out.stderr);
-    assert!(!out.status.success(), "{args:?} should fail");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{args:?} should fail: {stderr}"
+    );
     assert!(
         !stderr.contains("panicked") && !stderr.contains("RUST_BACKTRACE"),
         "{args:?} panicked: {stderr}"
@@ -241,6 +256,20 @@ fn bad_input_is_one_clear_error_line() {
         ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
+    }
+    // Every variable in the README's table refuses a value it does not know (but the two that
+    // take free text: an adapter's name and a file).
+    let readme = include_str!("../README.md");
+    let variables: Vec<&str> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+        .filter(|name| name.starts_with("COHORT_"))
+        .collect();
+    assert!(variables.len() >= 20, "{variables:?}");
+    for name in variables {
+        if !["COHORT_ADAPTER", "COHORT_MATMUL_TUNE_FILE"].contains(&name) {
+            fails_cleanly_with_env(&["train", "--epochs", "1"], &[(name, "bogus")], name);
+        }
     }
     // A setting the GPU cannot honour is an error too: split f32 products with the
     // cooperative-matrix kernel turned off (with no adapter at all the CPU backend runs).
@@ -481,11 +510,11 @@ fn bad_input_is_one_clear_error_line() {
     // compare and profile take train's flags but not its files (compare writes --results
     // only): those flags are not theirs
     // (refused by the parser, and absent from their --help), not ignored.
-    fails_cleanly(
+    fails_to_parse(
         &["compare", "--metrics", "m.jsonl"],
         "unexpected argument '--metrics'",
     );
-    fails_cleanly(
+    fails_to_parse(
         &["profile", "--resume", "c.safetensors"],
         "unexpected argument '--resume'",
     );
@@ -1815,4 +1844,318 @@ fn a_profiled_step_passes_khronos_validation() {
             .collect();
         assert!(errors.is_empty(), "{args:?}: {}", errors.join("\n"));
     }
+}
+
+#[test]
+fn every_train_flag_reaches_the_saved_configuration() {
+    use cohort::config::{
+        parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
+    };
+    use cohort::ops::Activation;
+    let dir = scratch("flags");
+    let ckpt = dir.join("c.safetensors");
+    let path = ckpt.to_str().unwrap();
+    let train = |flags: &[&str]| {
+        let mut args = vec!["train", "--device", "cpu", "--quiet", "--save", path];
+        args.extend(flags);
+        let out = cohort(&args);
+        assert!(out.status.success(), "{flags:?}: {}", text(&out.stderr));
+        cohort::checkpoint::load(&ckpt).unwrap().config
+    };
+    let got = train(&[
+        "--peers",
+        "2x8",
+        "--activation",
+        "tanh",
+        "--alpha",
+        "0.5",
+        "--alpha-warmup",
+        "7",
+        "--temperature",
+        "2",
+        "--label-smoothing",
+        "0.1",
+        "--schedule",
+        "alternating",
+        "--optimizer",
+        "nesterov",
+        "--lr",
+        "0.02",
+        "--momentum",
+        "0.5",
+        "--weight-decay",
+        "0.001",
+        "--lr-schedule",
+        "step:1:0.5",
+        "--warmup",
+        "5",
+        "--epochs",
+        "1",
+        "--batch",
+        "32",
+        "--seed",
+        "3",
+        "--precision",
+        "mixed",
+    ]);
+    let mut want = TrainConfig::new(parse_peers("2x8", 64, 10, Activation::Tanh).unwrap());
+    want.alpha = 0.5;
+    want.alpha_warmup_steps = 7;
+    want.temperature = 2.0;
+    want.label_smoothing = 0.1;
+    want.schedule = Schedule::Alternating;
+    want.optimizer = OptimizerConfig {
+        kind: OptimizerKind::Sgd {
+            momentum: 0.5,
+            nesterov: true,
+        },
+        lr: 0.02,
+        weight_decay: 0.001,
+        schedule: LrSchedule::Step {
+            every: 1,
+            gamma: 0.5,
+        },
+        warmup_steps: 5,
+    };
+    want.epochs = 1;
+    want.batch_size = 32;
+    want.seed = 3;
+    want.mixed_precision = true;
+    assert_eq!(got, want);
+    // Each optimizer's kind and default learning rate.
+    for (optimizer, kind, lr) in [
+        (
+            "sgd",
+            OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            0.05,
+        ),
+        (
+            "adam",
+            OptimizerKind::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            1e-3,
+        ),
+        (
+            "adamw",
+            OptimizerKind::AdamW {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-8,
+            },
+            1e-3,
+        ),
+    ] {
+        let got = train(&["--peers", "2x8", "--epochs", "1", "--optimizer", optimizer]);
+        assert_eq!(
+            (got.optimizer.kind, got.optimizer.lr),
+            (kind, lr),
+            "{optimizer}"
+        );
+        // The defaults of the rest.
+        assert_eq!(
+            (got.optimizer.schedule, got.optimizer.weight_decay),
+            (LrSchedule::Cosine, 5e-4),
+            "{optimizer}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn csv_metrics_and_a_resumed_learning_rate_schedule_span_the_new_total() {
+    // One epoch with a cosine schedule, then resumed to two: the second epoch's rate follows
+    // the schedule over two epochs' steps (over one, it would be 0 there), and the metrics file
+    // (CSV) has every epoch's rows.
+    let dir = scratch("resume-lr");
+    let (ckpt, metrics) = (dir.join("c.safetensors"), dir.join("m.csv"));
+    let run = |epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--peers",
+            "2x8",
+            "--lr-schedule",
+            "cosine",
+            "--epochs",
+            epochs,
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        let out = cohort(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
+    run("1", &["--save", ckpt.to_str().unwrap()]);
+    run("2", &["--resume", ckpt.to_str().unwrap()]);
+    let csv = std::fs::read_to_string(&metrics).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "epoch,peer,model,train_ce,train_kl,train_accuracy,test_loss,test_accuracy,lr,seconds"
+        )
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), 2 * 3, "{csv}");
+    for row in &rows {
+        assert_eq!(row.len(), 10, "{row:?}");
+        let ensemble = row[1] == "ensemble";
+        for (i, field) in row.iter().enumerate().skip(3) {
+            // The ensemble has no training losses or test loss of its own.
+            let blank = ensemble && [3, 4, 5, 6].contains(&i);
+            assert_eq!(field.is_empty(), blank, "{row:?}: field {i}");
+            if !blank {
+                assert!(field.parse::<f64>().unwrap().is_finite(), "{row:?}");
+            }
+        }
+    }
+    assert_eq!(
+        rows.iter().map(|r| r[0]).collect::<Vec<_>>(),
+        ["1", "1", "1", "2", "2", "2"]
+    );
+    // The digits' 1,438 training rows in batches of 64: 23 steps an epoch.
+    let config = cohort::checkpoint::load(&ckpt).unwrap().config.optimizer;
+    let lr = |row: &Vec<&str>| row[8].parse::<f32>().unwrap();
+    assert_eq!(
+        lr(&rows[0]),
+        config.lr_at(22, 23, 23),
+        "epoch 1 as first run"
+    );
+    let second = config.lr_at(45, 46, 23);
+    assert!(second > 0.0);
+    assert_eq!(
+        lr(&rows[3]),
+        second,
+        "epoch 2 on the schedule over both epochs"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn idx_images_take_their_classes_from_the_labels_and_standardise_globally() {
+    use cohort::data::idx;
+    let dir = scratch("idx");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // 40 training and 10 test images of 2×2 pixels, labels 0 and 1: two classes, not ten.
+    let pixels = |n: usize| -> Vec<u8> { (0..n * 4).map(|i| (i * 29 % 251) as u8).collect() };
+    let labels = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 2) as u8).collect() };
+    idx::write_images(&data.join("train-images-idx3-ubyte"), &pixels(40), 40, 2, 2).unwrap();
+    idx::write_labels(&data.join("train-labels-idx1-ubyte"), &labels(40)).unwrap();
+    idx::write_images(&data.join("t10k-images-idx3-ubyte"), &pixels(10), 10, 2, 2).unwrap();
+    idx::write_labels(&data.join("t10k-labels-idx1-ubyte"), &labels(10)).unwrap();
+    let (source, ckpt) = (format!("idx:{}", data.display()), dir.join("c.safetensors"));
+    let train = |epochs: &str, extra: &[&str]| {
+        let mut args = vec![
+            "train", "--device", "cpu", "--quiet", "--data", &source, "--peers", "2x8", "--batch",
+            "8", "--epochs", epochs,
+        ];
+        args.extend(extra);
+        cohort(&args)
+    };
+    let out = train("1", &["--save", ckpt.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stderr).contains("warning"),
+        "{}",
+        text(&out.stderr)
+    );
+    let saved = cohort::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(saved.config.peers[0].layers, vec![4, 8, 2]);
+    // `--standardize auto` is one mean and deviation for all pixels of IDX images.
+    let s = saved.standardizer.unwrap();
+    assert!(s.mean.iter().all(|&m| m == s.mean[0]), "{:?}", s.mean);
+    assert!(s.std.iter().all(|&d| d == s.std[0]), "{:?}", s.std);
+    let out = train(
+        "2",
+        &[
+            "--standardize",
+            "global",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "auto is global here: {}",
+        text(&out.stderr)
+    );
+    let out = train(
+        "2",
+        &[
+            "--standardize",
+            "feature",
+            "--resume",
+            ckpt.to_str().unwrap(),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("standardised otherwise"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A stray label: classes reach it, and a warning names the classes without rows.
+    let mut stray = labels(40);
+    stray[5] = 4;
+    idx::write_labels(&data.join("train-labels-idx1-ubyte"), &stray).unwrap();
+    let out = train("1", &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(
+            "warning: 2 classes (from 2 to 3) have no training rows; the data's labels make 5 \
+             classes"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn hardware_only_refuses_software_adapters_and_auto_falls_back_to_the_cpu() {
+    let Some(gpu) = common::gpu() else { return };
+    let hardware_only = ("COHORT_HARDWARE_ONLY", "1");
+    let train = ["train", "--epochs", "1", "--peers", "2x8", "--quiet"];
+    let with = |device: &'static str| [&train[..], &["--device", device]].concat();
+    if !gpu.is_software() {
+        common::loud(
+            "the GPU under test is a hardware adapter: COHORT_HARDWARE_ONLY's refusal of \
+             software adapters was NOT exercised",
+        );
+        let out = cohort_with_env(&with("gpu"), &[hardware_only]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        return;
+    }
+    // Where the only adapters are software ones (lavapipe, llvmpipe), as on CI.
+    let only_software = cohort::GpuBackend::new(&cohort::GpuOptions {
+        hardware_only: true,
+        ..Default::default()
+    })
+    .is_err();
+    if only_software {
+        fails_cleanly_with_env(&with("gpu"), &[hardware_only], "only software adapters");
+        let out = cohort_with_env(&with("auto"), &[hardware_only]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("using the CPU backend"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    // A software adapter named in COHORT_ADAPTER is refused too.
+    let name = gpu.runtime().info().name.clone();
+    fails_cleanly_with_env(
+        &with("gpu"),
+        &[hardware_only, ("COHORT_ADAPTER", &name)],
+        "hardware_only (COHORT_HARDWARE_ONLY=1) refuses them",
+    );
 }

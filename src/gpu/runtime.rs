@@ -832,24 +832,37 @@ impl Runtime {
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
         adapters.sort_by_key(|a| rank(&a.get_info()));
         let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
+        let allowed = |a: &wgpu::Adapter| {
+            !options.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu
+        };
         let adapter = match &options.adapter {
-            Some(want) => adapters
-                .into_iter()
-                .find(|a| {
+            Some(want) => {
+                let named = |a: &wgpu::Adapter| {
                     a.get_info()
                         .name
                         .to_lowercase()
                         .contains(&want.to_lowercase())
-                })
-                .ok_or_else(|| CohortError::NoAdapter {
-                    requested: Some(want.clone()),
-                    reason: format!("none named like '{want}' among {names:?}"),
-                })?,
+                };
+                let refused = adapters.iter().any(|a| named(a) && !allowed(a));
+                adapters
+                    .into_iter()
+                    .find(|a| named(a) && allowed(a))
+                    .ok_or_else(|| CohortError::NoAdapter {
+                        requested: Some(want.clone()),
+                        reason: if refused {
+                            format!(
+                                "only software adapters are named like '{want}' among \
+                                 {names:?}, and hardware_only (COHORT_HARDWARE_ONLY=1) refuses \
+                                 them"
+                            )
+                        } else {
+                            format!("none named like '{want}' among {names:?}")
+                        },
+                    })?
+            }
             None => adapters
                 .into_iter()
-                .find(|a| {
-                    !options.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu
-                })
+                .find(allowed)
                 .ok_or_else(|| CohortError::NoAdapter {
                     requested: None,
                     reason: if names.is_empty() {
