@@ -672,3 +672,30 @@ fn damaged_idx_and_csv_files_are_errors_never_panics() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary() {
+    use cohort::checkpoint::write_atomic;
+    let dir = std::env::temp_dir().join(format!("cohort-atomic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("out.csv");
+    std::fs::write(&path, "old").unwrap();
+    // The temporary file's place taken (by a folder): the write fails before the rename, with
+    // an I/O error naming the file, and the old contents stay.
+    let tmp = dir.join(format!(".out.csv.{}.tmp", std::process::id()));
+    std::fs::create_dir(&tmp).unwrap();
+    let err = write_atomic(&path, b"new").unwrap_err();
+    assert!(matches!(err, CohortError::Io { .. }), "{err}");
+    assert!(err.to_string().contains("out.csv"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+    std::fs::remove_dir(&tmp).unwrap();
+    // Then it succeeds: the new contents, and nothing else left in the folder.
+    write_atomic(&path, b"new").unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["out.csv"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

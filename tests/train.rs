@@ -99,6 +99,34 @@ fn steps_too_large_are_flagged_while_the_loss_is_still_finite() {
 }
 
 #[test]
+fn a_peer_diverges_past_twice_a_uniform_guesss_cross_entropy() {
+    use cohort::trainer::{EpochReport, PeerReport};
+    let report = |train_ce: &[f32]| EpochReport {
+        epoch: 1,
+        peers: train_ce
+            .iter()
+            .map(|&train_ce| PeerReport {
+                train_ce,
+                train_kl: 0.0,
+                train_accuracy: 0.5,
+                test_loss: 1.0,
+                test_accuracy: 0.5,
+            })
+            .collect(),
+        ensemble_accuracy: 0.5,
+        lr: 0.1,
+        seconds: 1.0,
+    };
+    // 2·ln 10 = 4.605: peers just under and just over it, and far past.
+    let r = report(&[4.6, 4.61, 0.1, 1e9]);
+    assert_eq!(r.diverging_peers(10), vec![1, 3]);
+    // 2·ln 2 = 1.386 for two classes; one class counts as two (ln 1 would flag every loss).
+    let r = report(&[1.38, 1.39]);
+    assert_eq!(r.diverging_peers(2), vec![1]);
+    assert_eq!(r.diverging_peers(1), vec![1]);
+}
+
+#[test]
 fn a_tiny_cohort_learns_the_digits_on_the_gpu() {
     let Some(g) = gpu() else { return };
     for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
