@@ -752,6 +752,11 @@ fn csv_flags_choose_the_label_column_header_and_split() {
     );
     let line = data_line(&train(&["--label-column", "last"]));
     assert!(line.contains("2 features, 11 classes"), "{line}");
+    let line = data_line(&train(&["--label-column", "first"]));
+    assert!(line.contains("2 features, 2 classes"), "{line}");
+    // --quiet leaves out the line that says where the labels came from.
+    let quiet = text(&train(&["--quiet"]).stderr);
+    assert!(!quiet.contains("csv: labels from"), "{quiet}");
     let line = data_line(&train(&["--label-column", "1", "--test-fraction", "0.5"]));
     assert!(
         line.contains("25 train / 25 test rows, 2 features, 7 classes"),
@@ -776,6 +781,24 @@ fn csv_flags_choose_the_label_column_header_and_split() {
     assert_eq!(
         test_losses(&seed0),
         test_losses(&train(&["--split-seed", "0"]))
+    );
+    // --seed (the weights and the batches) leaves the split alone: a cohort trained with
+    // another seed is evaluated on the same test rows, with no warning that it trained on others.
+    let ckpt = dir.join("seed1.safetensors");
+    train(&["--seed", "1", "--save", ckpt.to_str().unwrap()]);
+    let evaluated = cohort(&[
+        "evaluate",
+        ckpt.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--data",
+        &data,
+    ]);
+    assert!(evaluated.status.success(), "{}", text(&evaluated.stderr));
+    assert!(
+        !text(&evaluated.stderr).contains("warning"),
+        "{}",
+        text(&evaluated.stderr)
     );
     // No header said: the header line is a bad row.
     fails(
@@ -1130,12 +1153,16 @@ fn predict_writes_each_rows_classes_and_probabilities() {
             probabilities.join(",")
         )
     );
+    // The digits' rows in the order the README gives: the training part, then the test part.
+    let digits = cohort::data::DataSource::Digits.load().unwrap();
+    let labels: Vec<u32> = [digits.train.labels, digits.test.labels].concat();
     let mut right = 0;
     let mut rows = 0;
     for (r, line) in lines.enumerate() {
         let fields: Vec<f64> = line.split(',').map(|f| f.parse().unwrap()).collect();
         assert_eq!(fields.len(), 15, "{line}");
         assert_eq!(fields[0], r as f64);
+        assert_eq!(fields[1], labels[r] as f64, "row {r}'s label");
         let p = &fields[5..];
         let sum: f64 = p.iter().sum();
         assert!((sum - 1.0).abs() < 1e-4, "row {r} sums to {sum}");

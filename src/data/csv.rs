@@ -554,6 +554,18 @@ mod tests {
             (d.labels, d.features),
             (vec![1, 0], vec![1.0, 2.0, 5.0, 6.0])
         );
+        // Every name of LABEL_NAMES, in any case.
+        for header in ["Labels,a,b", "a,CLASS,b", "a,b,label"] {
+            let (d, layout) =
+                parse(&format!("{header}\n1,1,0\n0,5,6\n"), &o, Path::new("t")).unwrap();
+            let at = header.split(',').position(|f| f.len() > 1).unwrap();
+            assert_eq!(
+                layout.describe_label(),
+                format!("column {at} ('{}')", &header.split(',').nth(at).unwrap()),
+                "{header}"
+            );
+            assert_eq!(d.rows, 2, "{header}");
+        }
         // Columns named by number, the label last; quoted names (R's write.csv).
         let d = p("0,1,target\n1,2,1\n3,4,0\n", &o).unwrap();
         assert_eq!((d.rows, d.labels), (2, vec![1, 0]));
