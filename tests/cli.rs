@@ -2186,3 +2186,49 @@ fn hardware_only_refuses_software_adapters_and_auto_falls_back_to_the_cpu() {
         "hardware_only (COHORT_HARDWARE_ONLY=1) refuses them",
     );
 }
+
+#[test]
+fn check_runs_every_kernel_against_the_cpu_reference() {
+    // An adapter that is not there: one clean error, on any machine.
+    fails_cleanly_with_env(
+        &["check"],
+        &[("COHORT_ADAPTER", "no adapter is called this")],
+        "no adapter is called this",
+    );
+    let Some(gpu) = common::gpu() else { return };
+    let out = cohort(&["check"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("f16 products (mixed precision): ")
+            && stdout.ends_with("all kernels agree with the CPU reference\n"),
+        "{stdout}"
+    );
+    // A line per case, and a case for every shader in shaders/ (the tensor-core kernel where
+    // f16 products run on it here).
+    let checked: std::collections::BTreeSet<&str> = stdout
+        .lines()
+        .filter(|l| l.ends_with(" ok"))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let root = [
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+        std::path::Path::new("."),
+    ]
+    .into_iter()
+    .find(|root| root.join("shaders").is_dir())
+    .expect("the shaders folder");
+    let mut shaders = 0;
+    for entry in std::fs::read_dir(root.join("shaders")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(kernel) = name.strip_suffix(".wgsl") else {
+            continue;
+        };
+        shaders += 1;
+        if kernel == "matmul_coop" && gpu.matmul_coop().is_none() {
+            continue;
+        }
+        assert!(checked.contains(kernel), "{kernel} not checked: {stdout}");
+    }
+    assert!(shaders >= 13, "{shaders} shaders found");
+}
