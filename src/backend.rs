@@ -97,7 +97,8 @@ pub trait Backend {
         spec: &MatmulSpec,
     ) -> Result<()>;
     /// The forward of a layer: `pre = alpha·op(A)·op(B) + beta·pre`, then `y = act(pre + bias)`.
-    /// Backends may fuse the two into one pass (the GPU does); the default runs them in turn.
+    /// `y` may be F16 (rounded once). Backends may fuse the two into one pass (the GPU does); the
+    /// default runs them in turn.
     #[allow(clippy::too_many_arguments)]
     fn matmul_bias_act(
         &self,
@@ -110,12 +111,19 @@ pub trait Backend {
         act: Activation,
     ) -> Result<()> {
         self.matmul(a, b, pre, spec)?;
-        self.bias_act(pre, bias, y, act)
+        if y.dtype() != DType::F16 {
+            return self.bias_act(pre, bias, y, act);
+        }
+        // F16 activations (mixed precision): through an f32 temporary, rounded once.
+        let mut wide = self.zeros(y.shape().dims(), DType::F32)?;
+        self.bias_act(pre, bias, &mut wide, act)?;
+        self.convert(&wide, y)
     }
-    /// The backward through a hidden layer: `dpre = (alpha·op(A)·op(B)) ⊙ act'(pre + bias)`, i.e.
-    /// the product `dY·Wᵀ` turned into the gradient of the previous layer's pre-activation
-    /// (`pre` and `bias` as in [`Backend::matmul_bias_act`]). Backends may fuse the two into one
-    /// pass (the GPU does); the default runs them in turn through a temporary.
+    /// The backward through a hidden layer: `dpre = (alpha·op(A)·op(B) + beta·dpre) ⊙
+    /// act'(pre + bias)`, i.e. the product `dY·Wᵀ` (plus, with `beta`, what `dpre` held) turned
+    /// into the gradient of the previous layer's pre-activation (`pre` and `bias` as in
+    /// [`Backend::matmul_bias_act`]). Backends may fuse the two into one pass (the GPU does); the
+    /// default runs them in turn through a temporary.
     #[allow(clippy::too_many_arguments)]
     fn matmul_act_grad(
         &self,
@@ -128,6 +136,9 @@ pub trait Backend {
         act: Activation,
     ) -> Result<()> {
         let mut dact = self.zeros(dpre.shape().dims(), DType::F32)?;
+        if spec.beta != 0.0 {
+            self.copy(dpre, 0, &mut dact, 0, dpre.shape().numel())?;
+        }
         self.matmul(a, b, &mut dact, spec)?;
         self.bias_act_backward(pre, bias, &dact, dpre, act)
     }

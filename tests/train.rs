@@ -1789,3 +1789,240 @@ fn trainers_on_threads_that_share_one_gpu_train_as_each_alone() {
         }
     }
 }
+
+/// The CPU backend seen only through the methods `Backend` requires: every method with a
+/// default (the fused layer forward and backward, the bias and layer updates, the F16 copy)
+/// runs the trait's own version, as a backend written outside cohort would.
+struct RequiredOnly(CpuBackend);
+
+impl Backend for RequiredOnly {
+    type Tensor = cohort::cpu::CpuTensor;
+    fn describe(&self) -> String {
+        format!("{} (required methods only)", self.0.describe())
+    }
+    fn tensor(&self, shape: &[usize], data: &[f32]) -> cohort::Result<Self::Tensor> {
+        self.0.tensor(shape, data)
+    }
+    fn tensor_u32(&self, shape: &[usize], data: &[u32]) -> cohort::Result<Self::Tensor> {
+        self.0.tensor_u32(shape, data)
+    }
+    fn zeros(&self, shape: &[usize], dtype: cohort::DType) -> cohort::Result<Self::Tensor> {
+        self.0.zeros(shape, dtype)
+    }
+    fn write(&self, t: &mut Self::Tensor, data: &[f32]) -> cohort::Result<()> {
+        self.0.write(t, data)
+    }
+    fn write_u32(&self, t: &mut Self::Tensor, data: &[u32]) -> cohort::Result<()> {
+        self.0.write_u32(t, data)
+    }
+    fn read(&self, t: &Self::Tensor) -> cohort::Result<Vec<f32>> {
+        self.0.read(t)
+    }
+    fn read_u32(&self, t: &Self::Tensor) -> cohort::Result<Vec<u32>> {
+        self.0.read_u32(t)
+    }
+    fn copy(
+        &self,
+        src: &Self::Tensor,
+        src_offset: usize,
+        dst: &mut Self::Tensor,
+        dst_offset: usize,
+        len: usize,
+    ) -> cohort::Result<()> {
+        self.0.copy(src, src_offset, dst, dst_offset, len)
+    }
+    fn matmul(
+        &self,
+        a: &Self::Tensor,
+        b: &Self::Tensor,
+        c: &mut Self::Tensor,
+        spec: &cohort::ops::MatmulSpec,
+    ) -> cohort::Result<()> {
+        self.0.matmul(a, b, c, spec)
+    }
+    fn bias_act(
+        &self,
+        x: &Self::Tensor,
+        bias: &Self::Tensor,
+        y: &mut Self::Tensor,
+        act: Activation,
+    ) -> cohort::Result<()> {
+        self.0.bias_act(x, bias, y, act)
+    }
+    fn bias_act_backward(
+        &self,
+        x: &Self::Tensor,
+        bias: &Self::Tensor,
+        dy: &Self::Tensor,
+        dx: &mut Self::Tensor,
+        act: Activation,
+    ) -> cohort::Result<()> {
+        self.0.bias_act_backward(x, bias, dy, dx, act)
+    }
+    fn reduce_sum(
+        &self,
+        x: &Self::Tensor,
+        axis: usize,
+        out: &mut Self::Tensor,
+        spec: &cohort::ops::ReduceSpec,
+    ) -> cohort::Result<()> {
+        self.0.reduce_sum(x, axis, out, spec)
+    }
+    fn softmax_ce(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        losses: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &cohort::ops::CrossEntropySpec,
+    ) -> cohort::Result<()> {
+        self.0.softmax_ce(logits, labels, losses, dlogits, spec)
+    }
+    fn kl_div(
+        &self,
+        logits: &Self::Tensor,
+        losses: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &cohort::ops::KlSpec,
+    ) -> cohort::Result<()> {
+        self.0.kl_div(logits, losses, dlogits, spec)
+    }
+    fn dml_loss(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        losses: &mut Self::Tensor,
+        dlogits: &mut Self::Tensor,
+        spec: &cohort::ops::DmlLossSpec,
+    ) -> cohort::Result<()> {
+        self.0.dml_loss(logits, labels, losses, dlogits, spec)
+    }
+    fn optimizer_step(
+        &self,
+        step: &cohort::ops::OptimizerStep,
+        param: &mut Self::Tensor,
+        grad: &Self::Tensor,
+        states: &mut [Self::Tensor],
+    ) -> cohort::Result<()> {
+        self.0.optimizer_step(step, param, grad, states)
+    }
+    fn convert(&self, src: &Self::Tensor, dst: &mut Self::Tensor) -> cohort::Result<()> {
+        self.0.convert(src, dst)
+    }
+    fn f16_tensors(&self) -> bool {
+        self.0.f16_tensors()
+    }
+    fn axpby(
+        &self,
+        x: Option<&Self::Tensor>,
+        y: &mut Self::Tensor,
+        k: &cohort::ops::Axpby,
+    ) -> cohort::Result<()> {
+        self.0.axpby(x, y, k)
+    }
+    fn count_correct(
+        &self,
+        logits: &Self::Tensor,
+        labels: &Self::Tensor,
+        counts: &mut Self::Tensor,
+    ) -> cohort::Result<()> {
+        self.0.count_correct(logits, labels, counts)
+    }
+    fn gather_batch(
+        &self,
+        features: &Self::Tensor,
+        labels: &Self::Tensor,
+        index: &Self::Tensor,
+        offset: usize,
+        x: &mut Self::Tensor,
+        y: &mut Self::Tensor,
+    ) -> cohort::Result<()> {
+        self.0.gather_batch(features, labels, index, offset, x, y)
+    }
+    fn finish(&self) -> cohort::Result<()> {
+        self.0.finish()
+    }
+}
+
+#[test]
+fn a_backend_of_only_the_required_methods_trains_as_the_cpu_backend() {
+    // The trait's default methods compute what the CPU backend's fused overrides do, in f32
+    // and in mixed precision (the F16 weight copies), with Adam's states and SGD's.
+    for (mixed, adam) in [(false, false), (true, true)] {
+        let mut c = config("2x16", 1.0, Schedule::Simultaneous, 2);
+        c.mixed_precision = mixed;
+        if adam {
+            c = with_adam(c);
+        }
+        let split = digits();
+        let mut fused = Trainer::new(&CpuBackend, c.clone()).unwrap();
+        let want = fused.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+        let unfused = RequiredOnly(CpuBackend);
+        let mut t = Trainer::new(&unfused, c).unwrap();
+        let got = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+        let untimed = |r: &[cohort::trainer::EpochReport]| -> Vec<_> {
+            r.iter()
+                .map(|e| cohort::trainer::EpochReport {
+                    seconds: 0.0,
+                    ..e.clone()
+                })
+                .collect()
+        };
+        assert_eq!(untimed(&got), untimed(&want), "mixed {mixed}");
+        assert_eq!(
+            t.named_tensors().unwrap(),
+            fused.named_tensors().unwrap(),
+            "mixed {mixed}"
+        );
+    }
+}
+
+#[test]
+fn the_fused_layer_kernels_add_beta_times_their_output_as_the_trait_says() {
+    // matmul_bias_act: pre = alpha·A·B + beta·pre, y = act(pre + bias); matmul_act_grad: dpre =
+    // (alpha·A·B + beta·dpre) ⊙ act'(pre + bias). The same on the trait's defaults, the CPU
+    // backend and the GPU, with beta 1 on outputs that held values.
+    fn layer<B: Backend>(b: &B, spec: &cohort::ops::MatmulSpec) -> Vec<f32> {
+        let (m, n, k) = (5, 7, 6);
+        let values = |seed, len| common::uniform(seed, len, -1.0, 1.0);
+        let a = b.tensor(&[m, k], &values(1, m * k)).unwrap();
+        let w = b.tensor(&[k, n], &values(2, k * n)).unwrap();
+        let bias = b.tensor(&[n], &values(3, n)).unwrap();
+        let mut pre = b.tensor(&[m, n], &values(4, m * n)).unwrap();
+        let mut y = b.zeros(&[m, n], cohort::DType::F32).unwrap();
+        b.matmul_bias_act(&a, &w, &bias, &mut pre, &mut y, spec, Activation::Gelu)
+            .unwrap();
+        let dy = b.tensor(&[m, k], &values(5, m * k)).unwrap();
+        let mut dpre = b.tensor(&[m, n], &values(6, m * n)).unwrap();
+        b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, spec, Activation::Gelu)
+            .unwrap();
+        [
+            b.read(&pre).unwrap(),
+            b.read(&y).unwrap(),
+            b.read(&dpre).unwrap(),
+        ]
+        .concat()
+    }
+    let spec = cohort::ops::MatmulSpec {
+        alpha: 0.5,
+        beta: 1.0,
+        ..Default::default()
+    };
+    let want = layer(&CpuBackend, &spec);
+    assert_eq!(
+        layer(&RequiredOnly(CpuBackend), &spec),
+        want,
+        "the trait's defaults against the CPU backend"
+    );
+    // Not what beta = 0 gives: the old outputs were added.
+    assert_ne!(layer(&CpuBackend, &Default::default()), want);
+    if let Some(g) = gpu() {
+        let got = layer(g, &spec);
+        for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
+                "element {i}: gpu {g}, cpu {c}"
+            );
+        }
+    }
+}
