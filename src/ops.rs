@@ -747,7 +747,9 @@ impl OptimizerStep {
         }
     }
 
-    /// Checks that parameter, gradient and state tensors agree.
+    /// Checks that parameter, gradient and state tensors agree: all F32, as many elements each,
+    /// [`OptimizerStep::state_count`] states; Adam's `t` from 1; a finite, positive gradient
+    /// scale.
     pub fn check(
         &self,
         param: &impl TensorInfo,
@@ -776,6 +778,7 @@ impl OptimizerStep {
             ));
         }
         for s in states {
+            expect_dtype(OP, "state", s, DType::F32)?;
             if s.shape().numel() != n {
                 return Err(CohortError::shape(
                     OP,

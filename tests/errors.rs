@@ -117,6 +117,65 @@ fn shape_errors<B: Backend>(b: &B) {
             Err(CohortError::InvalidConfig(_))
         ));
     }
+    // States of the wrong type, count or size, and Adam's step 0 (its bias correction would
+    // divide by zero).
+    let sgd = OptimizerStep::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        grad_scale: 1.0,
+    };
+    let adam = OptimizerStep::Adam {
+        lr: 0.1,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: false,
+        t: 1,
+        grad_scale: 1.0,
+    };
+    let state = |shape: &[usize], dtype| b.zeros(shape, dtype).unwrap();
+    for (step, mut states, why) in [
+        (
+            sgd,
+            vec![state(&[4], DType::F16)],
+            "state must be F32, got F16",
+        ),
+        (
+            sgd,
+            vec![state(&[4], DType::U32)],
+            "state must be F32, got U32",
+        ),
+        (sgd, vec![], "needs 1 state tensors, got 0"),
+        (
+            adam,
+            vec![state(&[4], DType::F32)],
+            "needs 2 state tensors, got 1",
+        ),
+        (
+            adam,
+            vec![state(&[4], DType::F32), state(&[5], DType::F32)],
+            "state of 5 elements",
+        ),
+    ] {
+        match b.optimizer_step(&step, &mut w, &grad, &mut states) {
+            Err(CohortError::ShapeMismatch {
+                op: "optimizer",
+                detail,
+            }) => assert!(detail.contains(why), "{detail}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    }
+    let mut moments = vec![state(&[4], DType::F32), state(&[4], DType::F32)];
+    assert!(matches!(
+        b.optimizer_step(&adam.at_step(0), &mut w, &grad, &mut moments),
+        Err(CohortError::InvalidConfig(_))
+    ));
+    assert!(b
+        .optimizer_step(&adam.at_step(1), &mut w, &grad, &mut moments)
+        .is_ok());
 
     assert!(matches!(
         b.tensor(&[2, 2], &[1.0; 3]),
@@ -240,15 +299,137 @@ fn f16_tensors_round_trip_on_the_gpu() {
     f16_round_trip(g);
 }
 
+/// Spec values out of their range and operands the loops would run past: typed errors (the
+/// CPU twins index by these shapes, so each check also keeps them from panicking).
+fn spec_and_operand_errors<B: Backend>(b: &B) {
+    use cohort::ops::{Axpby, DmlLossSpec};
+    let is_shape = |r: cohort::Result<()>, want: &str| match r {
+        Err(CohortError::ShapeMismatch { op, .. }) if op == want => {}
+        other => panic!("{want}: expected a ShapeMismatch, got {other:?}"),
+    };
+    let is_config = |r: cohort::Result<()>, what: &str| {
+        assert!(
+            matches!(r, Err(CohortError::InvalidConfig(_))),
+            "{what}: {r:?}"
+        )
+    };
+    let f32s = |shape: &[usize]| b.zeros(shape, DType::F32).unwrap();
+    let u32s = |shape: &[usize]| b.zeros(shape, DType::U32).unwrap();
+    // Label smoothing outside [0, 1), in the CE and the fused DML loss.
+    let (logits, labels) = (f32s(&[2, 4, 3]), u32s(&[4]));
+    let (mut ce_rows, mut dz) = (f32s(&[2, 4]), f32s(&[2, 4, 3]));
+    let mut dml_rows = f32s(&[2, 2, 4]);
+    let dml = DmlLossSpec {
+        label_smoothing: 0.0,
+        ce_scale: 0.25,
+        temperature: 2.0,
+        kl_scale: 0.25,
+        peers: 0..2,
+    };
+    assert!(b
+        .dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &dml)
+        .is_ok());
+    for label_smoothing in [1.0, -0.1, f32::NAN] {
+        let ce = CrossEntropySpec {
+            label_smoothing,
+            grad_scale: 1.0,
+        };
+        let r = b.softmax_ce(&logits, &labels, &mut ce_rows, &mut dz, &ce);
+        is_config(r, "softmax_ce smoothing");
+        let spec = DmlLossSpec {
+            label_smoothing,
+            ..dml.clone()
+        };
+        let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
+        is_config(r, "dml_loss smoothing");
+    }
+    // Temperatures that are not positive, and peer ranges empty or past the stack.
+    for temperature in [0.0, -1.0, f32::INFINITY] {
+        let spec = DmlLossSpec {
+            temperature,
+            ..dml.clone()
+        };
+        let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
+        is_config(r, "dml_loss temperature");
+    }
+    for peers in [1..3, 1..1, 2..2] {
+        let spec = DmlLossSpec {
+            peers: peers.clone(),
+            ..dml.clone()
+        };
+        let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
+        is_shape(r, "dml_loss");
+        let spec = KlSpec {
+            temperature: 1.0,
+            grad_scale: 1.0,
+            accumulate: false,
+            peers,
+        };
+        is_shape(b.kl_div(&logits, &mut ce_rows, &mut dz, &spec), "kl_div");
+    }
+    // Products whose batches disagree, or batched operands into an unbatched C.
+    let spec = MatmulSpec::default();
+    let r = b.matmul(
+        &f32s(&[2, 4, 3]),
+        &f32s(&[3, 3, 5]),
+        &mut f32s(&[2, 4, 5]),
+        &spec,
+    );
+    is_shape(r, "matmul");
+    let r = b.matmul(&f32s(&[2, 4, 3]), &f32s(&[3, 5]), &mut f32s(&[4, 5]), &spec);
+    is_shape(r, "matmul");
+    // A sum over an axis the tensor does not have.
+    let r = b.reduce_sum(&f32s(&[3, 4]), 2, &mut f32s(&[1]), &ReduceSpec::scaled(1.0));
+    is_shape(r, "reduce_sum");
+    // Conversions between the same type, or of different sizes.
+    is_shape(b.convert(&f32s(&[4]), &mut f32s(&[4])), "convert");
+    let r = b.convert(&f32s(&[4]), &mut b.zeros(&[6], DType::F16).unwrap());
+    is_shape(r, "convert");
+    // axpby over tensors of different sizes.
+    let k = Axpby {
+        a: 1.0,
+        b: 1.0,
+        c: 0.0,
+    };
+    is_shape(b.axpby(Some(&f32s(&[3])), &mut f32s(&[4]), &k), "axpby");
+    // Accuracy counts without the ensemble's slot.
+    let r = b.count_correct(&logits, &labels, &mut u32s(&[2]));
+    is_shape(r, "count_correct");
+}
+
 #[test]
 fn cpu_backend_rejects_bad_shapes() {
     shape_errors(&CpuBackend);
+    spec_and_operand_errors(&CpuBackend);
 }
 
 #[test]
 fn gpu_backend_rejects_bad_shapes() {
     let Some(g) = gpu() else { return };
     shape_errors(g);
+    spec_and_operand_errors(g);
+    // More peers than one GPU dispatch holds (the configuration caps a cohort there too).
+    let peers = cohort::gpu::MAX_PEERS + 1;
+    let logits = g.zeros(&[peers, 1, 2], DType::F32).unwrap();
+    let labels = g.zeros(&[1], DType::U32).unwrap();
+    let mut counts = g.zeros(&[peers + 1], DType::U32).unwrap();
+    let mut rows = g.zeros(&[peers, 1], DType::F32).unwrap();
+    let mut dz = g.zeros(&[peers, 1, 2], DType::F32).unwrap();
+    let kl = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..peers,
+    };
+    for r in [
+        g.count_correct(&logits, &labels, &mut counts),
+        g.kl_div(&logits, &mut rows, &mut dz, &kl),
+    ] {
+        assert!(
+            matches!(&r, Err(CohortError::ShapeMismatch { detail, .. }) if detail.contains("at most 32")),
+            "{r:?}"
+        );
+    }
     // The kernel checks' own shape arguments (as `cohort check` and the tests pass them).
     let step = OptimizerStep::Sgd {
         lr: 0.1,
