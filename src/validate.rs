@@ -888,8 +888,9 @@ fn kl_run<B: Backend>(
     spec: &KlSpec,
 ) -> Result<[Vec<f32>; 2]> {
     let z = b.tensor(shape, logits)?;
-    let mut losses = b.zeros(&shape[..2], DType::F32)?;
-    // A pre-filled gradient, so accumulation is exercised for real.
+    // Pre-filled losses, so the rows of peers outside the range must come back untouched; a
+    // pre-filled gradient, so accumulation is exercised for real.
+    let mut losses = b.tensor(&shape[..2], &uniform(98, shape[0] * shape[1], 0.0, 1.0))?;
     let mut dz = b.tensor(shape, &uniform(99, logits.len(), -1.0, 1.0))?;
     b.kl_div(&z, &mut losses, &mut dz, spec)?;
     Ok([b.read(&losses)?, b.read(&dz)?])
@@ -1243,15 +1244,16 @@ fn gather_run<B: Backend>(
     let lab: Vec<u32> = (0..rows as u32).map(|v| v * 7).collect();
     let src_lab = b.tensor_u32(&[rows], &lab)?;
     let idx = b.tensor_u32(&[index.len()], index)?;
-    let dtype = if f16 { DType::F16 } else { DType::F32 };
     let batch = index.len().checked_sub(offset).ok_or_else(|| {
         CohortError::shape(
             "gather",
             format!("offset {offset} is past the {} indices", index.len()),
         )
     })?;
-    let mut dst = b.zeros(&[batch, width], dtype)?;
-    let mut dst_lab = b.zeros(&[batch], DType::U32)?;
+    // Outputs that hold other values, so rows the gather must zero (indices past the table)
+    // are seen to be written.
+    let mut dst = stored(b, &[batch, width], &vec![9.0; batch * width], f16)?;
+    let mut dst_lab = b.tensor_u32(&[batch], &vec![12345; batch])?;
     b.gather_batch(&src, &src_lab, &idx, offset, &mut dst, &mut dst_lab)?;
     Ok((b.read(&dst)?, b.read_u32(&dst_lab)?))
 }

@@ -2391,3 +2391,46 @@ fn the_cli_default_check_set_passes() {
     assert!(checks.len() >= 20);
     checks.iter().for_each(assert_passed);
 }
+
+#[test]
+fn beta_zero_overwrites_a_c_that_held_nan() {
+    // `beta = 0` ignores C's old contents, NaN included, on every matmul path: the narrow
+    // kernel, the tiled one, a product split along K (whose reduction applies beta) and the
+    // fused epilogues, as on the CPU.
+    let Some(g) = gpu() else { return };
+    fn product<B: cohort::Backend>(b: &B, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+        let a = b.tensor(&[m, k], &uniform(1, m * k, -1.0, 1.0)).unwrap();
+        let w = b.tensor(&[k, n], &uniform(2, k * n, -1.0, 1.0)).unwrap();
+        let mut c = b.tensor(&[m, n], &vec![f32::NAN; m * n]).unwrap();
+        b.matmul(&a, &w, &mut c, &MatmulSpec::default()).unwrap();
+        let bias = b.tensor(&[n], &uniform(3, n, -1.0, 1.0)).unwrap();
+        let mut pre = b.tensor(&[m, n], &vec![f32::NAN; m * n]).unwrap();
+        let mut y = b.tensor(&[m, n], &vec![f32::NAN; m * n]).unwrap();
+        let spec = MatmulSpec::default();
+        b.matmul_bias_act(&a, &w, &bias, &mut pre, &mut y, &spec, Activation::Gelu)
+            .unwrap();
+        let mut dpre = b.tensor(&[m, n], &vec![f32::NAN; m * n]).unwrap();
+        b.matmul_act_grad(&a, &w, &pre, &bias, &mut dpre, &spec, Activation::Gelu)
+            .unwrap();
+        [c, y, dpre]
+            .iter()
+            .flat_map(|t| b.read(t).unwrap())
+            .collect()
+    }
+    let split = split_k_backend(4, None).unwrap();
+    for dims in [(7, 13, 29), (256, 10, 1024), (65, 63, 300), (33, 40, 1000)] {
+        let want = product(&cohort::CpuBackend, dims);
+        assert!(want.iter().all(|v| v.is_finite()));
+        for (name, got) in [
+            ("default", product(g, dims)),
+            ("split K", product(&split, dims)),
+        ] {
+            for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - c).abs() <= 1e-4 * (1.0 + c.abs()),
+                    "{name} {dims:?}, element {i}: gpu {g}, cpu {c}"
+                );
+            }
+        }
+    }
+}
