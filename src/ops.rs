@@ -1011,3 +1011,32 @@ pub fn copy_range(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Activation;
+    use crate::error::CohortError;
+
+    #[test]
+    fn activations_parse_by_name_in_any_case() {
+        for (name, want) in [
+            ("relu", Activation::Relu),
+            ("GELU", Activation::Gelu),
+            ("Tanh", Activation::Tanh),
+            ("identity", Activation::Identity),
+            ("none", Activation::Identity),
+            ("linear", Activation::Identity),
+        ] {
+            assert_eq!(name.parse::<Activation>().unwrap(), want, "{name}");
+        }
+        match "swish".parse::<Activation>() {
+            Err(CohortError::InvalidConfig(why)) => {
+                assert!(
+                    why.contains("'swish' (relu, gelu, tanh, identity)"),
+                    "{why}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1177,6 +1177,17 @@ fn axpby_run<B: Backend>(b: &B, n: usize) -> Result<Vec<f32>> {
         },
     )?;
     let mut out = b.read(&y)?;
+    // Without x: y = b·y + c (a has no effect).
+    b.axpby(
+        None,
+        &mut y,
+        &Axpby {
+            a: 9.0,
+            b: -0.5,
+            c: 0.25,
+        },
+    )?;
+    out.extend(b.read(&y)?);
     // A fill ignores the old contents, even NaN.
     let mut z = b.tensor(&[n], &vec![f32::NAN; n])?;
     b.fill(&mut z, 3.5)?;
@@ -1187,12 +1198,13 @@ fn axpby_run<B: Backend>(b: &B, n: usize) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// `y = a·x + b·y + c`, a fill over NaNs, and an offset copy, on `n` elements.
+/// `y = a·x + b·y + c`, then `y = b·y + c` without x, a fill over NaNs, and an offset copy, on
+/// `n` elements.
 pub fn axpby(gpu: &GpuBackend, n: usize) -> Result<KernelCheck> {
     let got = axpby_run(gpu, n)?;
     let want = axpby_run(&CpuBackend, n)?;
     Ok(
-        KernelCheck::new("axpby", format!("n={n} (with fill and copy)"))
+        KernelCheck::new("axpby", format!("n={n} (without x, fill and copy too)"))
             .relative("y", &got, &want, RTOL, 1e-6),
     )
 }

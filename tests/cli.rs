@@ -284,6 +284,10 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--peers", "64-32-7"],
         "7 outputs",
     );
+    fails_cleanly(
+        &["train", "--device", "cpu", "--activation", "swish"],
+        "unknown activation 'swish'",
+    );
     let nan = dir.join("nan.csv");
     std::fs::write(&nan, "1,2,0\n3,NaN,1\n4,5,1\n6,7,0\n8,9,1\n").unwrap();
     fails_cleanly(

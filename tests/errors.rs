@@ -880,3 +880,44 @@ fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary()
     assert_eq!(names, ["out.csv"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn f16_tensor_work_without_f16_tensors_is_unsupported() {
+    // A GPU backend that offers no F16 tensors (declined here; an adapter without f16 shaders
+    // alike) refuses the work that needs them with an Unsupported error, and goes on working.
+    let Some(g) = gpu() else { return };
+    let plain = GpuBackend::new(&GpuOptions {
+        adapter: Some(g.runtime().info().name.clone()),
+        no_f16_tensors: true,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    assert!(!plain.f16_tensors());
+    let unsupported = |r: cohort::Result<()>, what: &str| match r {
+        Err(CohortError::Unsupported(why)) => assert!(why.contains("F16 tensors"), "{why}"),
+        other => panic!("{what}: expected Unsupported, got {other:?}"),
+    };
+    let f32s = |shape: &[usize]| plain.tensor(shape, &vec![0.5; shape.iter().product()]);
+    let (a, b) = (f32s(&[4, 3]).unwrap(), f32s(&[3, 2]).unwrap());
+    let mut half = plain.zeros(&[4, 2], DType::F16).unwrap();
+    let mut c = f32s(&[4, 2]).unwrap();
+    let a16 = plain.tensor_f16(&[4, 3], &[0.5; 12]).unwrap();
+    let r = plain.matmul(&a16, &b, &mut c, &MatmulSpec::default());
+    unsupported(r, "a product of F16 operands");
+    unsupported(plain.convert(&c, &mut half), "convert");
+    let step = OptimizerStep::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        grad_scale: 1.0,
+    };
+    let grad = f32s(&[4, 2]).unwrap();
+    let mut velocity = [f32s(&[4, 2]).unwrap()];
+    let r = plain.optimizer_step_f16_copy(&step, &mut c, &grad, &mut velocity, &mut half);
+    unsupported(r, "an update with an F16 copy");
+    plain
+        .matmul(&a, &b, &mut c, &MatmulSpec::default())
+        .unwrap();
+    assert_eq!(plain.read(&c).unwrap(), vec![0.75; 8]);
+}
