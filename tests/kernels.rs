@@ -410,6 +410,11 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
     let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_scalar_stores = true).unwrap();
     assert!(g.coop_check().is_some_and(|c| c.passed()));
     coop_checks(&g, "2x2:2x2, scalar stores", false);
+    // Every operand staged k-contiguous (COHORT_COOP_STAGING=k), as before 2026-11-30: the
+    // transposed operands' other staging.
+    let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_k_staging = true).unwrap();
+    assert!(g.coop_check().is_some_and(|c| c.passed()));
+    coop_checks(&g, "2x2:2x2, staged k-contiguous", false);
     // Two k-slices read ahead (COHORT_COOP_PREFETCH=2).
     let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_deep_prefetch = true).unwrap();
     assert!(g.coop_check().is_some_and(|c| c.passed()));
