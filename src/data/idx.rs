@@ -105,7 +105,8 @@ fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, [usize; 2])> {
 }
 
 /// Loads `train-*` and `t10k-*` image and label files from `dir` (each plain or `.gz`).
-/// Classes are the largest label plus one, over both parts (as for every data source).
+/// Classes are the largest label of either part plus one, and at least 10 (MNIST's digits, the
+/// format's convention; checkpoints of IDX data record their rows with that count).
 pub fn load_dir(dir: &Path) -> Result<Split> {
     let (train_x, train_y, [h, w]) = part(dir, "train")?;
     let (test_x, test_y, [th, tw]) = part(dir, "t10k")?;
@@ -118,7 +119,7 @@ pub fn load_dir(dir: &Path) -> Result<Split> {
     }
     let cols = h * w;
     let max = train_y.iter().chain(&test_y).copied().max().unwrap_or(0) as usize;
-    let classes = max + 1;
+    let classes = (max + 1).max(10);
     Ok(Split {
         train: Dataset::new(train_x, train_y, cols, classes)?,
         test: Dataset::new(test_x, test_y, cols, classes)?,
@@ -216,11 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn classes_are_the_largest_label_of_either_part_plus_one() {
+    fn classes_are_the_largest_label_of_either_part_plus_one_and_at_least_ten() {
         let d = temp_dir("classes");
         write_images(&d.join("train-images-idx3-ubyte"), &[0, 255], 2, 1, 1).unwrap();
         write_images(&d.join("t10k-images-idx3-ubyte"), &[7], 1, 1, 1).unwrap();
-        for (train, test, classes) in [([0, 3], 11, 12), ([0, 1], 1, 2), ([0, 1], 4, 5)] {
+        for (train, test, classes) in [([0, 3], 11, 12), ([0, 12], 2, 13), ([0, 1], 1, 10)] {
             write_labels(&d.join("train-labels-idx1-ubyte"), &train).unwrap();
             write_labels(&d.join("t10k-labels-idx1-ubyte"), &[test]).unwrap();
             let s = load_dir(&d).unwrap();

@@ -362,7 +362,7 @@ fn warn_of_unreachable_settings(config: &TrainConfig, rows: usize) {
     }
 }
 
-/// Warns where some of the `classes` (the largest label + 1) have no training row: a stray
+/// Warns where some of the `classes` (the largest label + 1; at least 10 for IDX) have no training row: a stray
 /// label (a 255 among digits) makes a model with that many outputs, which trains, but worse.
 fn warn_of_empty_classes(labels: &[u32], classes: usize) {
     let present: std::collections::BTreeSet<usize> = labels.iter().map(|&l| l as usize).collect();
@@ -375,8 +375,8 @@ fn warn_of_empty_classes(labels: &[u32], classes: usize) {
             n => format!("{n} classes (from {first} to {last}) have"),
         };
         eprintln!(
-            "warning: {which} no training rows; the data's labels make {classes} classes (the \
-             largest label + 1): check the labels"
+            "warning: {which} no training rows of the {classes} classes the data makes (the \
+             largest label + 1; at least 10 for IDX images): check the labels"
         );
     }
 }
