@@ -4,8 +4,8 @@
 
 use crate::error::Result;
 use crate::ops::{
-    Activation, Axpby, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec, OptimizerStep,
-    ReduceDims, ReduceSpec,
+    Activation, Axpby, BiasActDims, CrossEntropySpec, DmlLossSpec, KlSpec, MatmulSpec,
+    OptimizerStep, ReduceDims, ReduceSpec,
 };
 use crate::tensor::{DType, TensorInfo};
 
@@ -110,6 +110,9 @@ pub trait Backend {
         spec: &MatmulSpec,
         act: Activation,
     ) -> Result<()> {
+        // Checked first, as the fused kernels are: nothing is written where the epilogue's
+        // tensors do not fit.
+        BiasActDims::infer_fused(pre, bias, y)?;
         self.matmul(a, b, pre, spec)?;
         if y.dtype() != DType::F16 {
             return self.bias_act(pre, bias, y, act);
@@ -122,7 +125,7 @@ pub trait Backend {
     /// The backward through a hidden layer: `dpre = (alpha·op(A)·op(B) + beta·dpre) ⊙
     /// act'(pre + bias)`, i.e. the product `dY·Wᵀ` (plus, with `beta`, what `dpre` held) turned
     /// into the gradient of the previous layer's pre-activation (`pre` and `bias` as in
-    /// [`Backend::matmul_bias_act`]). Backends may fuse the two into one pass (the GPU does); the
+    /// [`Backend::matmul_bias_act`]; `pre` may be F16). Backends may fuse the two into one pass (the GPU does); the
     /// default runs them in turn through a temporary.
     #[allow(clippy::too_many_arguments)]
     fn matmul_act_grad(
@@ -135,12 +138,19 @@ pub trait Backend {
         spec: &MatmulSpec,
         act: Activation,
     ) -> Result<()> {
+        BiasActDims::infer_fused(dpre, bias, pre)?;
         let mut dact = self.zeros(dpre.shape().dims(), DType::F32)?;
         if spec.beta != 0.0 {
             self.copy(dpre, 0, &mut dact, 0, dpre.shape().numel())?;
         }
         self.matmul(a, b, &mut dact, spec)?;
-        self.bias_act_backward(pre, bias, &dact, dpre, act)
+        if pre.dtype() != DType::F16 {
+            return self.bias_act_backward(pre, bias, &dact, dpre, act);
+        }
+        // An F16 pre-activation (mixed precision), widened exactly.
+        let mut wide = self.zeros(pre.shape().dims(), DType::F32)?;
+        self.convert(pre, &mut wide)?;
+        self.bias_act_backward(&wide, bias, &dact, dpre, act)
     }
     /// `y = act(x + bias)` for `x` `[R, H]` or `[G, R, H]`, bias `[H]` or `[G, H]`.
     fn bias_act(
