@@ -824,6 +824,48 @@ fn spirv_target(adapter: &wgpu::Adapter) -> Option<SpirvTarget> {
     })
 }
 
+/// Which of `adapters` (name and type, best first) to open: the first whose name contains
+/// `named` (any case) where it is given, else the first; with `hardware_only`, never a software
+/// one (a CPU device type). The error says which of those found were passed over and why.
+fn choose_adapter(
+    adapters: &[(String, wgpu::DeviceType)],
+    named: Option<&str>,
+    hardware_only: bool,
+) -> Result<usize> {
+    let names: Vec<&str> = adapters.iter().map(|(name, _)| name.as_str()).collect();
+    let allowed = |kind: &wgpu::DeviceType| !hardware_only || *kind != wgpu::DeviceType::Cpu;
+    let Some(want) = named else {
+        return adapters
+            .iter()
+            .position(|(_, kind)| allowed(kind))
+            .ok_or_else(|| CohortError::NoAdapter {
+                requested: None,
+                reason: if names.is_empty() {
+                    "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
+                     mesa-vulkan-drivers for lavapipe)"
+                        .into()
+                } else {
+                    format!("only software adapters found: {names:?}")
+                },
+            });
+    };
+    let is_named = |name: &str| name.to_lowercase().contains(&want.to_lowercase());
+    adapters
+        .iter()
+        .position(|(name, kind)| is_named(name) && allowed(kind))
+        .ok_or_else(|| CohortError::NoAdapter {
+            requested: Some(want.to_string()),
+            reason: if names.iter().any(|name| is_named(name)) {
+                format!(
+                    "only software adapters are named like '{want}' among {names:?}, and \
+                     hardware_only (COHORT_HARDWARE_ONLY=1) refuses them"
+                )
+            } else {
+                format!("none named like '{want}' among {names:?}")
+            },
+        })
+}
+
 impl Runtime {
     /// Picks an adapter (a GPU first, then a software one), requests the features cohort can use
     /// and the adapter's full limits, and prepares the parameter arena.
@@ -831,49 +873,12 @@ impl Runtime {
         let instance = wgpu::Instance::new(instance_descriptor());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
         adapters.sort_by_key(|a| rank(&a.get_info()));
-        let names: Vec<String> = adapters.iter().map(|a| a.get_info().name).collect();
-        let allowed = |a: &wgpu::Adapter| {
-            !options.hardware_only || a.get_info().device_type != wgpu::DeviceType::Cpu
-        };
-        let adapter = match &options.adapter {
-            Some(want) => {
-                let named = |a: &wgpu::Adapter| {
-                    a.get_info()
-                        .name
-                        .to_lowercase()
-                        .contains(&want.to_lowercase())
-                };
-                let refused = adapters.iter().any(|a| named(a) && !allowed(a));
-                adapters
-                    .into_iter()
-                    .find(|a| named(a) && allowed(a))
-                    .ok_or_else(|| CohortError::NoAdapter {
-                        requested: Some(want.clone()),
-                        reason: if refused {
-                            format!(
-                                "only software adapters are named like '{want}' among \
-                                 {names:?}, and hardware_only (COHORT_HARDWARE_ONLY=1) refuses \
-                                 them"
-                            )
-                        } else {
-                            format!("none named like '{want}' among {names:?}")
-                        },
-                    })?
-            }
-            None => adapters
-                .into_iter()
-                .find(allowed)
-                .ok_or_else(|| CohortError::NoAdapter {
-                    requested: None,
-                    reason: if names.is_empty() {
-                        "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
-                         mesa-vulkan-drivers for lavapipe)"
-                            .into()
-                    } else {
-                        format!("only software adapters found: {names:?}")
-                    },
-                })?,
-        };
+        let found: Vec<(String, wgpu::DeviceType)> = adapters
+            .iter()
+            .map(|a| (a.get_info().name, a.get_info().device_type))
+            .collect();
+        let chosen = choose_adapter(&found, options.adapter.as_deref(), options.hardware_only)?;
+        let adapter = adapters.swap_remove(chosen);
         let info = adapter.get_info();
         let wanted = wgpu::Features::SUBGROUP
             | wgpu::Features::SHADER_F16
@@ -1745,9 +1750,11 @@ impl Runtime {
             Ok(Ok(())) => {}
             // A refused map left the buffer unmapped: unmapping it again would be an error.
             Ok(Err(refused)) => return Err(CohortError::MapFailed(refused.to_string())),
-            // A map still pending is cancelled.
+            // A map still pending is cancelled, unless its refusal arrived meanwhile.
             Err(e) => {
-                staging.unmap();
+                if !matches!(rx.try_recv(), Ok(Err(_))) {
+                    staging.unmap();
+                }
                 return Err(e);
             }
         }
@@ -1854,6 +1861,40 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn adapters_are_chosen_by_name_and_kind() {
+        use wgpu::DeviceType::{Cpu, DiscreteGpu};
+        let found = [
+            ("NVIDIA H100".to_string(), DiscreteGpu),
+            ("llvmpipe (LLVM 15)".to_string(), Cpu),
+        ];
+        assert_eq!(choose_adapter(&found, None, false).unwrap(), 0);
+        assert_eq!(choose_adapter(&found, Some("LLVMPIPE"), false).unwrap(), 1);
+        assert_eq!(choose_adapter(&found, Some("h100"), true).unwrap(), 0);
+        let reason = |r: Result<usize>| match r {
+            Err(CohortError::NoAdapter { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        // A software adapter named, with hardware only: refused, saying so.
+        let why = reason(choose_adapter(&found, Some("llvmpipe"), true));
+        assert!(
+            why.starts_with("only software adapters are named like 'llvmpipe'"),
+            "{why}"
+        );
+        let why = reason(choose_adapter(&found, Some("radeon"), false));
+        assert!(why.starts_with("none named like 'radeon'"), "{why}");
+        // Only software adapters, with hardware only; none at all.
+        let software = &found[1..];
+        assert_eq!(choose_adapter(software, None, false).unwrap(), 0);
+        let why = reason(choose_adapter(software, None, true));
+        assert!(why.starts_with("only software adapters found"), "{why}");
+        let why = reason(choose_adapter(&[], None, false));
+        assert!(
+            why.starts_with("no Vulkan, Metal or DX12 adapter found"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn mesa_versions_are_read_from_the_driver_description() {
