@@ -41,14 +41,14 @@ impl Rng {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
 
-    /// `n` floats uniform in [lo, hi).
+    /// `n` floats uniform in [lo, hi] (`hi` itself only where f32 rounding reaches it).
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         let mut out = vec![0.0; n];
         self.fill_uniform(&mut out, lo, hi);
         out
     }
 
-    /// Fills `out` with floats uniform in [lo, hi), the values [`Rng::uniform_vec`] gives.
+    /// Fills `out` with floats uniform in [lo, hi], the values [`Rng::uniform_vec`] gives.
     pub fn fill_uniform(&mut self, out: &mut [f32], lo: f32, hi: f32) {
         for v in out {
             *v = lo + (hi - lo) * self.uniform() as f32;
@@ -108,7 +108,7 @@ mod tests {
             assert!(r.normal().is_finite());
         }
         let v = r.uniform_vec(1000, -2.0, 3.0);
-        assert!(v.iter().all(|x| (-2.0..3.0).contains(x)));
+        assert!(v.iter().all(|x| (-2.0..=3.0).contains(x)));
         let mut items: Vec<usize> = (0..100).collect();
         r.shuffle(&mut items);
         assert_ne!(items, (0..100).collect::<Vec<_>>());

@@ -756,7 +756,11 @@ fn csv_flags_choose_the_label_column_header_and_split() {
     );
     let line = data_line(&train(&["--label-column", "last"]));
     assert!(line.contains("2 features, 11 classes"), "{line}");
-    let line = data_line(&train(&["--label-column", "first"]));
+    // Without a header the last column is the label; `first` takes the first.
+    let headerless = write("headerless.csv", rows.clone());
+    let line = data_line(&succeeds(run(&headerless, &[])));
+    assert!(line.contains("2 features, 11 classes"), "{line}");
+    let line = data_line(&succeeds(run(&headerless, &["--label-column", "first"])));
     assert!(line.contains("2 features, 2 classes"), "{line}");
     // --quiet leaves out the line that says where the labels came from.
     let quiet = text(&train(&["--quiet"]).stderr);
@@ -1956,6 +1960,14 @@ fn every_train_flag_reaches_the_saved_configuration() {
     // Each optimizer's kind and default learning rate.
     for (optimizer, kind, lr) in [
         (
+            "nesterov",
+            OptimizerKind::Sgd {
+                momentum: 0.9,
+                nesterov: true,
+            },
+            0.05,
+        ),
+        (
             "sgd",
             OptimizerKind::Sgd {
                 momentum: 0.9,
@@ -2071,14 +2083,14 @@ fn csv_metrics_and_a_resumed_learning_rate_schedule_span_the_new_total() {
 }
 
 #[test]
-fn idx_images_take_their_classes_from_the_labels_and_standardise_globally() {
+fn idx_images_take_their_classes_from_the_labels_and_standardise_globally_by_default() {
     use cohort::data::idx;
     let dir = scratch("idx");
     let data = dir.join("data");
     std::fs::create_dir_all(&data).unwrap();
-    // 40 training and 10 test images of 2×2 pixels, labels 0 and 1: two classes, not ten.
+    // 40 training and 10 test images of 2×2 pixels, labels 0 to 9.
     let pixels = |n: usize| -> Vec<u8> { (0..n * 4).map(|i| (i * 29 % 251) as u8).collect() };
-    let labels = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 2) as u8).collect() };
+    let labels = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 10) as u8).collect() };
     idx::write_images(&data.join("train-images-idx3-ubyte"), &pixels(40), 40, 2, 2).unwrap();
     idx::write_labels(&data.join("train-labels-idx1-ubyte"), &labels(40)).unwrap();
     idx::write_images(&data.join("t10k-images-idx3-ubyte"), &pixels(10), 10, 2, 2).unwrap();
@@ -2100,7 +2112,7 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally() {
         text(&out.stderr)
     );
     let saved = cohort::checkpoint::load(&ckpt).unwrap();
-    assert_eq!(saved.config.peers[0].layers, vec![4, 8, 2]);
+    assert_eq!(saved.config.peers[0].layers, vec![4, 8, 10]);
     // `--standardize auto` is one mean and deviation for all pixels of IDX images.
     let s = saved.standardizer.unwrap();
     assert!(s.mean.iter().all(|&m| m == s.mean[0]), "{:?}", s.mean);
@@ -2136,14 +2148,14 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally() {
     );
     // A stray label: classes reach it, and a warning names the classes without rows.
     let mut stray = labels(40);
-    stray[5] = 4;
+    stray[5] = 12;
     idx::write_labels(&data.join("train-labels-idx1-ubyte"), &stray).unwrap();
     let out = train("1", &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains(
-            "warning: 2 classes (from 2 to 3) have no training rows; the data's labels make 5 \
-             classes"
+            "warning: 2 classes (from 10 to 11) have no training rows of the 13 classes the data \
+             makes"
         ),
         "{}",
         text(&out.stderr)

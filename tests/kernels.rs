@@ -2399,9 +2399,9 @@ fn the_cli_default_check_set_passes() {
 
 #[test]
 fn beta_zero_overwrites_a_c_that_held_nan() {
-    // `beta = 0` ignores C's old contents, NaN included, on every matmul path: the narrow
-    // kernel, the tiled one, a product split along K (whose reduction applies beta) and the
-    // fused epilogues, as on the CPU.
+    // `beta = 0` ignores C's old contents, NaN included, as on the CPU: in plain products and
+    // both fused epilogues, on the kernels the shapes pick (narrow for C at most 16 wide, else
+    // tiled) and split along K (a backend that splits, where the reduction applies beta).
     let Some(g) = gpu() else { return };
     fn product<B: cohort::Backend>(b: &B, (m, n, k): (usize, usize, usize)) -> Vec<f32> {
         let a = b.tensor(&[m, k], &uniform(1, m * k, -1.0, 1.0)).unwrap();
@@ -2426,10 +2426,13 @@ fn beta_zero_overwrites_a_c_that_held_nan() {
     for dims in [(7, 13, 29), (256, 10, 1024), (65, 63, 300), (33, 40, 1000)] {
         let want = product(&cohort::CpuBackend, dims);
         assert!(want.iter().all(|v| v.is_finite()));
-        for (name, got) in [
-            ("default", product(g, dims)),
-            ("split K", product(&split, dims)),
-        ] {
+        let before = split.runtime().work_counts().dispatches;
+        let split_product = product(&split, dims);
+        // Three products, each in two dispatches (partial products, reduction) where K is
+        // deeper than one 64-aligned range.
+        let dispatches = split.runtime().work_counts().dispatches - before;
+        assert_eq!(dispatches, if dims.2 > 64 { 6 } else { 3 }, "{dims:?}");
+        for (name, got) in [("default", product(g, dims)), ("split K", split_product)] {
             for (i, (g, c)) in got.iter().zip(&want).enumerate() {
                 assert!(
                     (g - c).abs() <= 1e-4 * (1.0 + c.abs()),

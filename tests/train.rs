@@ -44,6 +44,15 @@ fn with_adam(mut c: TrainConfig) -> TrainConfig {
     c
 }
 
+/// Epoch reports without their wall-clock seconds, to compare runs.
+fn untimed(reports: &[cohort::trainer::EpochReport]) -> Vec<cohort::trainer::EpochReport> {
+    let untimed = |e: &cohort::trainer::EpochReport| cohort::trainer::EpochReport {
+        seconds: 0.0,
+        ..e.clone()
+    };
+    reports.iter().map(untimed).collect()
+}
+
 /// Trains on the embedded digits and returns the final report's test accuracies.
 fn learn<B: Backend>(b: &B, schedule: Schedule) -> (Vec<f32>, f32) {
     let split = digits();
@@ -1773,17 +1782,9 @@ fn trainers_on_threads_that_share_one_gpu_train_as_each_alone() {
                 tensors, want_tensors,
                 "round {round}, cohort {i}: parameters"
             );
-            // Every report but its wall-clock seconds.
-            let timeless = |r: &[cohort::trainer::EpochReport]| {
-                let untimed = |e: &cohort::trainer::EpochReport| cohort::trainer::EpochReport {
-                    seconds: 0.0,
-                    ..e.clone()
-                };
-                r.iter().map(untimed).collect::<Vec<_>>()
-            };
             assert_eq!(
-                timeless(reports),
-                timeless(want_reports),
+                untimed(reports),
+                untimed(want_reports),
                 "round {round}, cohort {i}: reports"
             );
         }
@@ -1960,14 +1961,6 @@ fn a_backend_of_only_the_required_methods_trains_as_the_cpu_backend() {
         let unfused = RequiredOnly(CpuBackend);
         let mut t = Trainer::new(&unfused, c).unwrap();
         let got = t.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
-        let untimed = |r: &[cohort::trainer::EpochReport]| -> Vec<_> {
-            r.iter()
-                .map(|e| cohort::trainer::EpochReport {
-                    seconds: 0.0,
-                    ..e.clone()
-                })
-                .collect()
-        };
         assert_eq!(untimed(&got), untimed(&want), "mixed {mixed}");
         assert_eq!(
             t.named_tensors().unwrap(),
@@ -1981,20 +1974,28 @@ fn a_backend_of_only_the_required_methods_trains_as_the_cpu_backend() {
 fn the_fused_layer_kernels_add_beta_times_their_output_as_the_trait_says() {
     // matmul_bias_act: pre = alpha·A·B + beta·pre, y = act(pre + bias); matmul_act_grad: dpre =
     // (alpha·A·B + beta·dpre) ⊙ act'(pre + bias). The same on the trait's defaults, the CPU
-    // backend and the GPU, with beta 1 on outputs that held values.
-    fn layer<B: Backend>(b: &B, spec: &cohort::ops::MatmulSpec) -> Vec<f32> {
+    // backend and the GPU, with beta 1 on outputs that held values, and with the layer output
+    // and the pre-activation the backward reads as F16 (mixed precision's) or F32.
+    fn layer<B: Backend>(b: &B, spec: &cohort::ops::MatmulSpec, f16: bool) -> Vec<f32> {
         let (m, n, k) = (5, 7, 6);
         let values = |seed, len| common::uniform(seed, len, -1.0, 1.0);
+        let dtype = if f16 {
+            cohort::DType::F16
+        } else {
+            cohort::DType::F32
+        };
         let a = b.tensor(&[m, k], &values(1, m * k)).unwrap();
         let w = b.tensor(&[k, n], &values(2, k * n)).unwrap();
         let bias = b.tensor(&[n], &values(3, n)).unwrap();
         let mut pre = b.tensor(&[m, n], &values(4, m * n)).unwrap();
-        let mut y = b.zeros(&[m, n], cohort::DType::F32).unwrap();
+        let mut y = b.zeros(&[m, n], dtype).unwrap();
         b.matmul_bias_act(&a, &w, &bias, &mut pre, &mut y, spec, Activation::Gelu)
             .unwrap();
+        let mut pre_read = b.zeros(&[m, n], dtype).unwrap();
+        b.write(&mut pre_read, &b.read(&pre).unwrap()).unwrap();
         let dy = b.tensor(&[m, k], &values(5, m * k)).unwrap();
         let mut dpre = b.tensor(&[m, n], &values(6, m * n)).unwrap();
-        b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, spec, Activation::Gelu)
+        b.matmul_act_grad(&dy, &w, &pre_read, &bias, &mut dpre, spec, Activation::Gelu)
             .unwrap();
         [
             b.read(&pre).unwrap(),
@@ -2008,21 +2009,26 @@ fn the_fused_layer_kernels_add_beta_times_their_output_as_the_trait_says() {
         beta: 1.0,
         ..Default::default()
     };
-    let want = layer(&CpuBackend, &spec);
-    assert_eq!(
-        layer(&RequiredOnly(CpuBackend), &spec),
-        want,
-        "the trait's defaults against the CPU backend"
-    );
-    // Not what beta = 0 gives: the old outputs were added.
-    assert_ne!(layer(&CpuBackend, &Default::default()), want);
-    if let Some(g) = gpu() {
-        let got = layer(g, &spec);
-        for (i, (g, c)) in got.iter().zip(&want).enumerate() {
-            assert!(
-                (g - c).abs() <= 1e-5 * (1.0 + c.abs()),
-                "element {i}: gpu {g}, cpu {c}"
-            );
+    for f16 in [false, true] {
+        let want = layer(&CpuBackend, &spec, f16);
+        assert_eq!(
+            layer(&RequiredOnly(CpuBackend), &spec, f16),
+            want,
+            "F16 {f16}: the trait's defaults against the CPU backend"
+        );
+        // Not what beta = 0 gives: the old outputs were added.
+        let overwrite = cohort::ops::MatmulSpec { beta: 0.0, ..spec };
+        assert_ne!(layer(&CpuBackend, &overwrite, f16), want);
+        if let Some(g) = gpu().filter(|g| !f16 || g.f16_tensors()) {
+            // F16 values may round the other way on the GPU: one f16 step of slack there.
+            let tolerance = if f16 { 2e-3 } else { 1e-5 };
+            let got = layer(g, &spec, f16);
+            for (i, (g, c)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - c).abs() <= tolerance * (1.0 + c.abs()),
+                    "F16 {f16}, element {i}: gpu {g}, cpu {c}"
+                );
+            }
         }
     }
 }
