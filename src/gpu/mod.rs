@@ -999,18 +999,20 @@ impl GpuBackend {
         self.rows.reduction == RowReduction::Subgroup
     }
 
-    /// Compiles every kernel now, so the first training step does not pay for it.
+    /// Compiles now every kernel whose pipelines do not depend on the shapes, so the first
+    /// training step does not wait for them. (The products and the row kernels are built per
+    /// shape, with pipeline constants, at their first launch: [`Shader::specialised`].)
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if matches!(shader, Shader::MatmulCoop(ops, _) if Some(ops) != self.matmul_coop())
-                || matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
-                || shader
-                    .row_reduction()
-                    .is_some_and(|r| r != self.rows.reduction)
+            if matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
             {
                 continue;
             }
-            self.rt.warm_up(shader, shader.entries())?;
+            let entries: Vec<&'static str> = (shader.entries().iter())
+                .filter(|entry| !shader.specialised(entry))
+                .copied()
+                .collect();
+            self.rt.warm_up(shader, &entries)?;
         }
         Ok(())
     }

@@ -241,6 +241,17 @@ impl Shader {
         }
     }
 
+    /// Whether launches of `entry` pass pipeline constants (the products' transposes and tiles,
+    /// the row kernels' lanes), so that its pipelines are built per shape at their first
+    /// launch: only the split-K reductions of the products and the other kernels take none.
+    pub fn specialised(self, entry: &str) -> bool {
+        match self {
+            Shader::Matmul(_) => !entry.starts_with("reduce_splits"),
+            Shader::MatmulCoop(..) | Shader::MatmulNarrow(_) => true,
+            _ => self.row_reduction().is_some(),
+        }
+    }
+
     /// How a row kernel (the losses, the accuracy counts) reduces its rows; `None` for the
     /// other kernels.
     pub fn row_reduction(self) -> Option<RowReduction> {
