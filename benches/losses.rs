@@ -267,7 +267,7 @@ fn bench_gpu_kernel(
         let mut inputs = match setup {
             Ok(v) => v,
             Err(e) => {
-                eprintln!("SKIPPED {} gpu {s}: {e}", kernel.name());
+                common::skip_case(&format!("{} gpu {s}", kernel.name()), e);
                 continue;
             }
         };

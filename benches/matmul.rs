@@ -375,7 +375,7 @@ fn bench_gpu(
             let (a, b, mut cm, mut extra) = match setup {
                 Ok(v) => v,
                 Err(e) => {
-                    eprintln!("SKIPPED matmul gpu {shape} {}: {e}", t.name());
+                    common::skip_case(&format!("matmul gpu {shape} {}", t.name()), e);
                     continue;
                 }
             };
@@ -472,6 +472,36 @@ fn main() {
     if let Some(gpu) = &gpu {
         json.set_device(gpu.describe());
         bench_gpu(&mut c, gpu, samples, &mut rows, &mut json);
+        // `cargo test`: the precisions, epilogues and transposes the GPU runs choose by
+        // environment, each once on small shapes.
+        const SHAPES: (&str, &str) = ("COHORT_BENCH_SHAPES", "33x17x70,2b40x24x50");
+        let mut variants: Vec<(&[(&str, &str)], &[&str])> = vec![(
+            &[
+                SHAPES,
+                ("COHORT_BENCH_PRECISION", "mixed"),
+                ("COHORT_BENCH_EPILOGUE", "act_grad"),
+                ("COHORT_BENCH_TRANSPOSES", "nt"),
+            ],
+            &[
+                "matmul/NT/33x17x70/mixed+act_grad",
+                "matmul/NT/2b40x24x50/mixed+act_grad",
+            ],
+        )];
+        if gpu.f16_tensors() {
+            variants.push((
+                &[
+                    SHAPES,
+                    ("COHORT_BENCH_PRECISION", "f16"),
+                    ("COHORT_BENCH_EPILOGUE", "bias_act"),
+                    ("COHORT_BENCH_TRANSPOSES", "nn,tt"),
+                ],
+                &[
+                    "matmul/NN/33x17x70/fp16+bias_act",
+                    "matmul/TT/2b40x24x50/fp16+bias_act",
+                ],
+            ));
+        }
+        common::run_test_variants("matmul", &variants);
     }
     bench_cpu(&mut c, samples, &mut rows);
     c.final_summary();

@@ -15,7 +15,8 @@
 //! - `small`: 2 × 784-1024-1024-10, batch 256 (the PyTorch reference's small DML step);
 //! - `large`: 2 × 784-4096-4096-10, batch 1024.
 //!
-//! `COHORT_BENCH_PRECISION=f16` measures the mixed-precision step instead.
+//! `COHORT_BENCH_PRECISION=f16` (or `mixed`) measures the mixed-precision step instead;
+//! `COHORT_BENCH_SAMPLES` sets criterion's samples, as in the other benches.
 //!
 //! Data are synthetic blobs of 784 features resident on the device, as in training.
 
@@ -58,9 +59,14 @@ fn config(name: &str) -> Option<(TrainConfig, usize)> {
     Some((c, batch))
 }
 
-/// `COHORT_BENCH_PRECISION=f16`: the mixed-precision step (f16 matmul inputs).
+/// `COHORT_BENCH_PRECISION=f16` (or `mixed`): the mixed-precision step (f16 matmul inputs);
+/// unset or `f32`, the f32 step. Any other value stops the bench.
 fn mixed_precision() -> bool {
-    std::env::var("COHORT_BENCH_PRECISION").is_ok_and(|p| p == "f16")
+    match std::env::var("COHORT_BENCH_PRECISION").as_deref() {
+        Err(_) | Ok("f32") => false,
+        Ok("f16" | "mixed") => true,
+        Ok(other) => panic!("COHORT_BENCH_PRECISION={other}: use f32, f16 or mixed"),
+    }
 }
 
 /// Matmul FLOPs of one step: forward, input gradient and weight gradient of every layer.
@@ -119,25 +125,28 @@ fn bench_on<B: Backend>(
         data: loaded - before - model,
         step: g.runtime().memory().peak_in_use - loaded,
     });
-    let mut gpu_times = Vec::new();
-    let mut wall_times = Vec::new();
-    let mut record_times = Vec::new();
+    // Each criterion call's steps: host recording, GPU (where timestamps work) and wall time.
+    let mut calls: Vec<Vec<(Duration, Option<Duration>, Duration)>> = Vec::new();
+    let samples = common::sample_size();
     let mut group = crit.benchmark_group(format!("step/{label}"));
+    group.sample_size(samples);
     group.throughput(Throughput::Elements(flops as u64));
     group.bench_function(name, |bench| {
         bench.iter_custom(|iters| {
             let mut total = Duration::ZERO;
+            let mut steps = Vec::new();
             for _ in 0..iters {
                 let start = Instant::now();
                 // Host time to record the step (no waiting), then GPU time around it.
+                let mut recorded = Duration::ZERO;
                 let mut record = || {
                     let t = Instant::now();
                     let r = trainer.step(&resident, &rows);
-                    record_times.push(t.elapsed());
+                    recorded = t.elapsed();
                     r
                 };
                 let gpu_time = match gpu {
-                    Some(g) => g.runtime().time(record).expect("step").1,
+                    Some(g) => g.runtime().time(&mut record).expect("step").1,
                     None => {
                         record().expect("step");
                         None
@@ -145,16 +154,22 @@ fn bench_on<B: Backend>(
                 };
                 b.finish().expect("finish");
                 let wall = start.elapsed();
-                wall_times.push(wall);
-                if let Some(t) = gpu_time {
-                    gpu_times.push(t);
-                }
+                steps.push((recorded, gpu_time, wall));
                 total += gpu_time.unwrap_or(wall);
             }
+            calls.push(steps);
             total
         })
     });
     group.finish();
+    // The measured samples only (criterion's warm-up calls come first).
+    let measured = calls
+        .iter()
+        .skip(calls.len().saturating_sub(samples))
+        .flatten();
+    let mut record_times: Vec<Duration> = measured.clone().map(|s| s.0).collect();
+    let mut gpu_times: Vec<Duration> = measured.clone().filter_map(|s| s.1).collect();
+    let mut wall_times: Vec<Duration> = measured.map(|s| s.2).collect();
     // Steps submitted back to back, waiting only at the end, as training runs them: the time
     // per step that training reaches (the GPU's gaps between steps included, the host's
     // recording hidden behind the GPU's work where it is shorter), comparable with PyTorch
@@ -262,6 +277,14 @@ fn main() {
         for name in names.split(',').map(str::trim) {
             bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu), &mut json);
         }
+        // `cargo test`: the mixed-precision step too, once.
+        common::run_test_variants(
+            "step",
+            &[(
+                &[("COHORT_BENCH_PRECISION", "mixed")],
+                &["dml_step/tiny/mixed"],
+            )],
+        );
     }
     bench_on(&mut crit, &CpuBackend, "cpu", "tiny", None, &mut json);
     json.write();

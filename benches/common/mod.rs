@@ -1,4 +1,5 @@
-//! Shared support for cohort's criterion benches (`benches/matmul.rs`, `benches/losses.rs`): opening
+//! Shared support for cohort's criterion benches (`benches/matmul.rs`, `benches/losses.rs`,
+//! `benches/step.rs`): opening
 //! the GPU (or a loud skip), choosing the clock, keeping every timed iteration so each bench can
 //! print its own median, and merging results into the JSON file named by `COHORT_BENCH_JSON` (the
 //! format `benches/reference/torch_reference.py --cohort-json` reads).
@@ -65,6 +66,70 @@ pub fn open_gpu(bench: &str) -> Option<GpuBackend> {
             eprintln!("[{bench}] cannot open the GPU as the environment asks: {e}");
             std::process::exit(2);
         }
+    }
+}
+
+/// What a bench does when preparing case `what` failed with `e`: a case this device cannot
+/// hold or run (a buffer past its limits, out of its memory, a feature it lacks) is skipped
+/// with a loud line; any other error is a broken kernel or bench, and stops it, so that
+/// `cargo test` (which runs each bench once) and the GPU runs fail instead of passing quietly.
+pub fn skip_case(what: &str, e: CohortError) {
+    match e {
+        CohortError::BufferTooLarge { .. }
+        | CohortError::HostMemory { .. }
+        | CohortError::Unsupported(_) => eprintln!("SKIPPED {what}: {e}"),
+        CohortError::Gpu(ref why) if why.contains("allocating") => {
+            eprintln!("SKIPPED {what}: {e}")
+        }
+        e => panic!("{what}: {e}"),
+    }
+}
+
+/// Whether criterion runs this bench in test mode (`cargo test`: each benchmark once), not
+/// measuring (`cargo bench`, which passes `--bench`).
+pub fn test_mode() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
+
+/// In test mode, runs this bench binary again once per entry of `variants` (environment
+/// settings such as another precision or epilogue), each writing its results to a JSON file of
+/// its own, and checks that each succeeds and records every key `expect` lists for it; so the
+/// code paths the GPU runs choose by environment cannot rot either. Nothing when measuring,
+/// or inside such a run.
+pub fn run_test_variants(bench: &str, variants: &[(&[(&str, &str)], &[&str])]) {
+    if !test_mode() || std::env::var_os("COHORT_BENCH_VARIANT").is_some() {
+        return;
+    }
+    let exe = std::env::current_exe().expect("this bench's path");
+    for (i, (env, expect)) in variants.iter().enumerate() {
+        let json = std::env::temp_dir().join(format!(
+            "cohort-{bench}-variant-{i}-{}.json",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&json);
+        let out = std::process::Command::new(&exe)
+            .args(std::env::args().skip(1))
+            .envs(env.iter().copied())
+            .env("COHORT_BENCH_VARIANT", "1")
+            .env("COHORT_BENCH_JSON", &json)
+            .output()
+            .expect("the bench runs again");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "[{bench}] {env:?} failed:\n{said}");
+        let written = std::fs::read_to_string(&json).unwrap_or_default();
+        let _ = std::fs::remove_file(&json);
+        let root: serde_json::Value = serde_json::from_str(&written)
+            .unwrap_or_else(|e| panic!("[{bench}] {env:?}: no JSON results ({e}):\n{said}"));
+        for key in *expect {
+            assert!(
+                root["measures"][key].is_object(),
+                "[{bench}] {env:?}: no '{key}' in {written}"
+            );
+        }
+        eprintln!(
+            "[{bench}] test-mode variant {env:?}: ran, {} keys",
+            expect.len()
+        );
     }
 }
 
