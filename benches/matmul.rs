@@ -475,7 +475,7 @@ fn main() {
         // `cargo test`: the precisions, epilogues and transposes the GPU runs choose by
         // environment, each once on small shapes.
         const SHAPES: (&str, &str) = ("COHORT_BENCH_SHAPES", "33x17x70,2b40x24x50");
-        let mut variants: Vec<(&[(&str, &str)], &[&str])> = vec![(
+        let mut variants: Vec<common::TestVariant> = vec![(
             &[
                 SHAPES,
                 ("COHORT_BENCH_PRECISION", "mixed"),

@@ -91,12 +91,15 @@ pub fn test_mode() -> bool {
     !std::env::args().any(|a| a == "--bench")
 }
 
+/// A test-mode run of a bench: its environment settings, and the JSON keys it must record.
+pub type TestVariant<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+
 /// In test mode, runs this bench binary again once per entry of `variants` (environment
 /// settings such as another precision or epilogue), each writing its results to a JSON file of
 /// its own, and checks that each succeeds and records every key `expect` lists for it; so the
 /// code paths the GPU runs choose by environment cannot rot either. Nothing when measuring,
 /// or inside such a run.
-pub fn run_test_variants(bench: &str, variants: &[(&[(&str, &str)], &[&str])]) {
+pub fn run_test_variants(bench: &str, variants: &[TestVariant]) {
     if !test_mode() || std::env::var_os("COHORT_BENCH_VARIANT").is_some() {
         return;
     }
