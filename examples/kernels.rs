@@ -41,10 +41,15 @@ fn max_difference(a: &[f32], b: &[f32]) -> f32 {
 fn main() -> Result<()> {
     let gpu = match GpuBackend::from_env() {
         Ok(gpu) => gpu,
-        Err(e) => {
+        Err(
+            e @ cohort::CohortError::NoAdapter {
+                requested: None, ..
+            },
+        ) => {
             eprintln!("no GPU adapter ({e}): this example compares the GPU with the CPU reference");
             return Ok(());
         }
+        Err(e) => return Err(e),
     };
     println!("GPU: {}", gpu.describe());
 

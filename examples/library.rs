@@ -52,10 +52,13 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
     let mut reloaded = checkpoint::load(&path)?.restore(backend, None)?;
     let test = reloaded.upload(&split.test)?;
     let eval = reloaded.evaluate(&test)?;
+    let peers: Vec<String> = (eval.accuracy.iter())
+        .map(|a| format!("{:.1}%", 100.0 * a))
+        .collect();
     println!(
-        "reloaded from {}: test accuracy {:?}, ensemble {:.1}%",
+        "reloaded from {}: test accuracy {}, ensemble {:.1}%",
         path.display(),
-        eval.accuracy,
+        peers.join(" "),
         100.0 * eval.ensemble_accuracy
     );
 
@@ -76,9 +79,16 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
 fn main() -> Result<()> {
     match GpuBackend::from_env() {
         Ok(gpu) => run(&gpu),
-        Err(e) => {
+        // No adapter at all: the CPU backend. Anything else (an adapter named in COHORT_ADAPTER
+        // that is not there, a COHORT_* value this device cannot honour) is an error to fix.
+        Err(
+            e @ cohort::CohortError::NoAdapter {
+                requested: None, ..
+            },
+        ) => {
             eprintln!("no GPU ({e}); using the CPU backend");
             run(&CpuBackend)
         }
+        Err(e) => Err(e),
     }
 }
