@@ -359,9 +359,11 @@ part_unroll() {
   # big one's slices would not fit 48 KiB) a sixth, on the products and step that use the small
   # layout; and the four that could add up (written out, hinted, two slices ahead, 64 deep)
   # together a seventh.
+  # The products timed in every build (kstep64 takes the small layout's only).
+  local products=4096x4096x4096,1024x1024x1024,256x1024x784
   for build in default unroll scalar-stores hints prefetch2 kstep64 combined; do
     local unroll=0 stores=wide hints=0 prefetch=1 kstep=32
-    local sq=4096x4096x4096,1024x1024x1024,256x1024x784 steps=small,large
+    local sq=$products steps=small,large
     [ $build = unroll ] && unroll=1
     [ $build = scalar-stores ] && stores=scalar
     [ $build = hints ] && hints=1
@@ -383,7 +385,7 @@ part_unroll() {
     local -x COHORT_UNROLL_HINTS=0 COHORT_MATMUL_PREFETCH=1
     [ $build = hints1 ] && COHORT_UNROLL_HINTS=1
     [ $build = prefetch2 ] && COHORT_MATMUL_PREFETCH=2
-    COHORT_BENCH_SHAPES=$sq,1024x784x256 COHORT_BENCH_TRANSPOSES=nn \
+    COHORT_BENCH_SHAPES=$products,1024x784x256 COHORT_BENCH_TRANSPOSES=nn \
       COHORT_BENCH_JSON="$out/cohort-f32-$build.json" \
       run "bench-matmul-f32-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-$build.json" \

@@ -413,7 +413,9 @@ impl GpuOptions {
     /// `COHORT_ONE_PASS=1` records a step in one compute pass (no batches of independent
     /// kernels),
     /// `COHORT_ROW_SUBGROUPS=1|0` reduces the row kernels' rows by subgroup shuffles or not,
-    /// `COHORT_ROW_CLASSES_PER_LANE=N` gives their threads about N classes each.
+    /// `COHORT_ROW_CLASSES_PER_LANE=N` gives their threads about N classes each,
+    /// `COHORT_UNROLL_HINTS=1` builds the kernels from cohort's own SPIR-V with loops marked
+    /// for unrolling.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         fn var(name: &str) -> Option<String> {

@@ -1,5 +1,5 @@
 //! The WGSL sources, compiled into the binary. Each file in `shaders/` has a CPU twin in `src/cpu/`
-//! with the same name.
+//! with the same name ([`Shader::twin`]; the matmul variants share `cpu/matmul.rs`).
 
 /// The cooperative-matrix operations `shaders/matmul_coop.wgsl` is built with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
