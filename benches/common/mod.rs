@@ -95,9 +95,11 @@ pub type TestVariant<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
 /// settings such as another precision or epilogue), each writing its results to a JSON file of
 /// its own, and checks that each succeeds and records every key `expect` lists for it; so the
 /// code paths the GPU runs choose by environment cannot rot either. Nothing when measuring,
-/// or inside such a run.
+/// inside such a run, or where the command line names benchmarks (`cargo test FILTER` passes
+/// its filter to every test target, these benches included).
 pub fn run_test_variants(bench: &str, variants: &[TestVariant]) {
-    if !test_mode() || std::env::var_os("COHORT_BENCH_VARIANT").is_some() {
+    let filtered = std::env::args().skip(1).any(|a| !a.starts_with('-'));
+    if !test_mode() || filtered || std::env::var_os("COHORT_BENCH_VARIANT").is_some() {
         return;
     }
     let exe = std::env::current_exe().expect("this bench's path");
