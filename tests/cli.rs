@@ -692,7 +692,7 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     // (Classes 3 to 8 at least, and 9 where its one row went to the test part.)
     assert!(
-        text(&out.stderr).contains("no training rows; the data's labels make 10 classes"),
+        text(&out.stderr).contains("no training rows of the 10 classes the data makes"),
         "{}",
         text(&out.stderr)
     );
