@@ -7,6 +7,17 @@ use cohort::ops::{CrossEntropySpec, KlSpec, MatmulSpec, OptimizerStep, ReduceSpe
 use cohort::{Backend, CohortError, CpuBackend, DType, GpuBackend, TensorInfo};
 use common::gpu;
 
+/// SGD with momentum 0.9 at learning rate 0.1, its gradient scaled by `grad_scale`.
+fn sgd(grad_scale: f32) -> OptimizerStep {
+    OptimizerStep::Sgd {
+        lr: 0.1,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 0.0,
+        grad_scale,
+    }
+}
+
 fn shape_errors<B: Backend>(b: &B) {
     let x = b.zeros(&[4, 3], DType::F32).unwrap();
     let w = b.zeros(&[4, 3], DType::F32).unwrap();
@@ -105,13 +116,7 @@ fn shape_errors<B: Backend>(b: &B) {
     let grad = b.zeros(&[4], DType::F32).unwrap();
     let mut velocity = vec![b.zeros(&[4], DType::F32).unwrap()];
     for grad_scale in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        let step = OptimizerStep::Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-            grad_scale,
-        };
+        let step = sgd(grad_scale);
         assert!(matches!(
             b.optimizer_step(&step, &mut w, &grad, &mut velocity),
             Err(CohortError::InvalidConfig(_))
@@ -119,13 +124,6 @@ fn shape_errors<B: Backend>(b: &B) {
     }
     // States of the wrong type, count or size, and Adam's step 0 (its bias correction would
     // divide by zero).
-    let sgd = OptimizerStep::Sgd {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-        grad_scale: 1.0,
-    };
     let adam = OptimizerStep::Adam {
         lr: 0.1,
         beta1: 0.9,
@@ -139,16 +137,16 @@ fn shape_errors<B: Backend>(b: &B) {
     let state = |shape: &[usize], dtype| b.zeros(shape, dtype).unwrap();
     for (step, mut states, why) in [
         (
-            sgd,
+            sgd(1.0),
             vec![state(&[4], DType::F16)],
             "state must be F32, got F16",
         ),
         (
-            sgd,
+            sgd(1.0),
             vec![state(&[4], DType::U32)],
             "state must be F32, got U32",
         ),
-        (sgd, vec![], "needs 1 state tensors, got 0"),
+        (sgd(1.0), vec![], "needs 1 state tensors, got 0"),
         (
             adam,
             vec![state(&[4], DType::F32)],
@@ -432,13 +430,7 @@ fn gpu_backend_rejects_bad_shapes() {
         );
     }
     // The kernel checks' own shape arguments (as `cohort check` and the tests pass them).
-    let step = OptimizerStep::Sgd {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-        grad_scale: 1.0,
-    };
+    let step = sgd(1.0);
     for dpre in [&[5][..], &[2, 3, 4, 5]] {
         for err in [
             cohort::validate::bias_optimizer(g, &step, dpre, 1).err(),
@@ -910,13 +902,7 @@ fn f16_tensor_work_without_f16_tensors_is_unsupported() {
     let r = plain.matmul(&a16, &b, &mut c, &MatmulSpec::default());
     unsupported(r, "a product of F16 operands");
     unsupported(plain.convert(&c, &mut half), "convert");
-    let step = OptimizerStep::Sgd {
-        lr: 0.1,
-        momentum: 0.9,
-        nesterov: false,
-        weight_decay: 0.0,
-        grad_scale: 1.0,
-    };
+    let step = sgd(1.0);
     let grad = f32s(&[4, 2]).unwrap();
     let mut velocity = [f32s(&[4, 2]).unwrap()];
     let r = plain.optimizer_step_f16_copy(&step, &mut c, &grad, &mut velocity, &mut half);
