@@ -254,6 +254,11 @@ fn bad_input_is_one_clear_error_line() {
             "0",
             "COHORT_ROW_CLASSES_PER_LANE=0: use a number of classes, at least 1",
         ),
+        (
+            "COHORT_MAX_WORKGROUPS",
+            "0",
+            "COHORT_MAX_WORKGROUPS=0: use a number of workgroups, at least 1",
+        ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

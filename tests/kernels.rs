@@ -1303,6 +1303,116 @@ fn a_split_whose_partial_products_would_pass_the_buffer_limit_multiplies_unsplit
     );
 }
 
+/// A backend opened with at most `cap` workgroups in each grid dimension, its other options as
+/// `build` sets them, else as the environment says.
+fn capped_backend(
+    cap: u32,
+    build: impl FnOnce(&mut cohort::GpuOptions),
+) -> cohort::Result<cohort::GpuBackend> {
+    let mut options = cohort::GpuOptions {
+        max_workgroups_per_dimension: Some(cap),
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    build(&mut options);
+    cohort::GpuBackend::new(&options)
+}
+
+#[test]
+fn every_kernel_matches_cpu_with_its_grids_folded_under_a_small_grid_limit() {
+    // A device that allows 16 workgroups per grid dimension (the suite's largest product, 1024
+    // rows, takes 16 tiled ones): every elementwise, row and reduction kernel given more runs on
+    // a grid folded into two dimensions (each rebuilds its index from both), and the narrow
+    // kernel's products whose rows need more run on the tiled kernel. The device itself
+    // enforces the limit: a grid past it would be a validation error.
+    let Some(own) = gpu() else { return };
+    let g = capped_backend(16, |_| {}).unwrap();
+    assert_eq!(g.runtime().caps().max_workgroups_per_dim, 16);
+    whole_suite_matches_cpu(&g, "at most 16 workgroups per grid dimension");
+    // A limit above the adapter's is the adapter's; none is refused.
+    let own_limit = own.runtime().caps().max_workgroups_per_dim;
+    let above = capped_backend(u32::MAX, |_| {}).unwrap();
+    assert_eq!(above.runtime().caps().max_workgroups_per_dim, own_limit);
+    let err = capped_backend(0, |_| {}).unwrap_err();
+    assert!(
+        matches!(err, cohort::CohortError::InvalidConfig(_)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_small_grid_limit_gives_up_k_splits_and_the_narrow_kernel_or_refuses_the_work() {
+    use cohort::{Backend, CohortError, DType};
+    let Some(_) = gpu() else { return };
+    // Split K in 4: a batch of 2 products (8 workgroups deep) runs the partial products and the
+    // reduction; a batch of 3 (12) would pass the limit, so it multiplies unsplit.
+    let g = capped_backend(8, |o| {
+        o.k_splits = Some(4);
+        o.no_narrow_kernel = true;
+    })
+    .unwrap();
+    let mut checks = Vec::new();
+    for (batch, launches) in [(2, 2), (3, 1)] {
+        let a = g.zeros(&[batch, 4, 1000], DType::F32).unwrap();
+        let b = g.zeros(&[batch, 1000, 8], DType::F32).unwrap();
+        let mut c = g.zeros(&[batch, 4, 8], DType::F32).unwrap();
+        let before = g.runtime().work_counts().dispatches;
+        g.matmul(&a, &b, &mut c, &MatmulSpec::default()).unwrap();
+        let launched = g.runtime().work_counts().dispatches - before;
+        assert_eq!(launched, launches, "a batch of {batch} split in 4");
+        let spec = MatmulSpec::default();
+        let batching = Batching::All(batch);
+        checks.push(validate::matmul(&g, batching, (4, 8, 1000), &spec, batch as u64).unwrap());
+    }
+    // The narrow kernel takes at most 16 rows a workgroup: 100 rows fit 8 workgroups, 200 run on
+    // the tiled kernel's 64-row tiles instead.
+    let g = capped_backend(8, |o| o.no_narrow_kernel = false).unwrap();
+    for (m, kernel) in [(100, "matmul_narrow"), (200, "matmul")] {
+        let check =
+            validate::matmul(&g, Batching::None, (m, 10, 64), &MatmulSpec::default(), 3).unwrap();
+        assert!(
+            check.kernel.starts_with(kernel),
+            "{m} rows ran on {}",
+            check.kernel
+        );
+        checks.push(check);
+    }
+    report("matmul under a grid limit of 8", &checks);
+    // What no plan fits is refused, and the backend goes on working: 513 rows need 9 tiles of
+    // 64 (and 33 narrow workgroups); an elementwise kernel folds 8 × 8 workgroups of 256
+    // threads, not one element more.
+    let refused = |err: CohortError| {
+        assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
+        assert!(err.to_string().contains("allows at most 8"), "{err}");
+    };
+    let a = g.zeros(&[513, 8], DType::F32).unwrap();
+    let b = g.zeros(&[8, 8], DType::F32).unwrap();
+    let mut c = g.zeros(&[513, 8], DType::F32).unwrap();
+    refused(
+        g.matmul(&a, &b, &mut c, &MatmulSpec::default())
+            .unwrap_err(),
+    );
+    let step = cohort::ops::Axpby {
+        a: 0.0,
+        b: 2.0,
+        c: 1.0,
+    };
+    let folded = 8 * 8 * 256;
+    let values: Vec<f32> = (0..folded).map(|i| i as f32).collect();
+    let mut y = g.tensor(&[folded], &values).unwrap();
+    g.axpby(None, &mut y, &step).unwrap();
+    let doubled = g.read(&y).unwrap();
+    assert!(
+        (0..folded).all(|i| doubled[i] == 2.0 * values[i] + 1.0),
+        "axpby over a grid of 8 × 8"
+    );
+    let mut y = g.zeros(&[folded + 1], DType::F32).unwrap();
+    refused(g.axpby(None, &mut y, &step).unwrap_err());
+    assert_eq!(
+        g.read(&g.tensor(&[2], &[1.0, 2.0]).unwrap()).unwrap(),
+        [1.0, 2.0]
+    );
+}
+
 /// A backend whose f32 products are split into f16 parts on the cooperative-matrix kernel built
 /// as `coop` says, K split as `k_splits` says.
 fn split_f32_backend(

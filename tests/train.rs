@@ -594,6 +594,43 @@ fn split_k_matmuls_train_like_unsplit_ones() {
 }
 
 #[test]
+fn a_small_grid_limit_trains_like_the_adapters_own() {
+    // On a device that allows 16 workgroups per grid dimension, a step's elementwise, row,
+    // gather and optimizer kernels (128 × 128 activations: 64 workgroups of 256; two peers'
+    // weights: 128) run on grids folded into two dimensions. On software adapters the products
+    // keep their plans (128 rows: 2 tiled tiles, 8 narrow workgroups of 16), so the steps are
+    // the same bit for bit; hardware
+    // adapters give up K splits and narrow row counts the limit does not fit, which sums in
+    // another order.
+    let Some(g) = gpu() else { return };
+    let capped = cohort::GpuBackend::new(&cohort::GpuOptions {
+        max_workgroups_per_dimension: Some(16),
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let exact = g.is_software();
+    for schedule in [Schedule::Simultaneous, Schedule::Alternating] {
+        let mut c = config("2x_-128-128-_", 1.0, schedule, 3);
+        c.batch_size = 128;
+        let own = loss_curve(g, c.clone(), 20);
+        let folded = loss_curve(&capped, c, 20);
+        for (s, (a, b)) in own.iter().zip(&folded).enumerate() {
+            for (x, y) in a.iter().zip(b) {
+                let close = match exact {
+                    true => x == y,
+                    false => (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                };
+                assert!(
+                    close,
+                    "{schedule:?} step {}: {x} vs {y} under the limit",
+                    s + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn tuned_matmul_plans_train_like_the_shapes_own() {
     // COHORT_MATMUL_TUNE=1 times each product shape's plans in the first step and runs the
     // fastest from then on: the same step up to summation order (a K split sums in another

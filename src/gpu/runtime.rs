@@ -157,6 +157,12 @@ pub struct GpuOptions {
     /// loops over them. Vulkan only (wgpu's passthrough shaders); an error elsewhere. Same
     /// results bit for bit.
     pub unroll_hints: bool,
+    /// Open the device with at most this many workgroups in each dimension of a dispatch's
+    /// grid (at least 1; above the adapter's own limit, that limit), as a smaller device would
+    /// allow, instead of the adapter's limit (65535 on most): a way to run, on small shapes and
+    /// any adapter, the paths that limit decides: grids folded into two dimensions, split
+    /// products multiplied unsplit, the narrow kernel declined, grids refused.
+    pub max_workgroups_per_dimension: Option<u32>,
 }
 
 /// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
@@ -487,6 +493,14 @@ impl GpuOptions {
                 })
                 .transpose()?,
             unroll_hints: forced("COHORT_UNROLL_HINTS")? == Some(true),
+            max_workgroups_per_dimension: var("COHORT_MAX_WORKGROUPS")
+                .map(|v| match v.parse() {
+                    Ok(n) if n >= 1 => Ok(n),
+                    _ => Err(CohortError::InvalidConfig(format!(
+                        "COHORT_MAX_WORKGROUPS={v}: use a number of workgroups, at least 1"
+                    ))),
+                })
+                .transpose()?,
         })
     }
 }
@@ -870,7 +884,8 @@ fn choose_adapter(
 
 impl Runtime {
     /// Picks an adapter (a GPU first, then a software one), requests the features cohort can use
-    /// and the adapter's full limits, and prepares the parameter arena.
+    /// and the adapter's full limits (the grid's lowered where
+    /// [`GpuOptions::max_workgroups_per_dimension`] says), and prepares the parameter arena.
     pub fn new(options: &GpuOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(instance_descriptor());
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY));
@@ -912,7 +927,16 @@ impl Runtime {
                 Some(target)
             }
         };
-        let limits = adapter.limits();
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_workgroups_per_dimension {
+            if cap == 0 {
+                return Err(CohortError::InvalidConfig(
+                    "max_workgroups_per_dimension 0: a grid needs at least one workgroup".into(),
+                ));
+            }
+            let own = &mut limits.max_compute_workgroups_per_dimension;
+            *own = (*own).min(cap);
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cohort"),
             required_features: features,
