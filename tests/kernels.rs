@@ -1124,6 +1124,17 @@ fn tuned_plans_are_kept_in_their_file_between_runs() {
     let tuned = g.tuned_matmuls();
     assert_eq!(tuned.len(), 2);
     assert!(tuned.iter().all(|t| t.timings.len() >= 4));
+    // A plan built by hand with K ranges 0 deep reads as unsplit (not a division by zero).
+    let unsplit = cohort::gpu::MatmulPlan {
+        k_per_split: 0,
+        ..tuned[0].plan
+    };
+    assert_eq!(unsplit.splits(600), 1);
+    assert!(
+        unsplit.label(600).ends_with("K whole"),
+        "{}",
+        unsplit.label(600)
+    );
     drop(g);
 
     let g = open().unwrap();
@@ -1147,6 +1158,29 @@ fn tuned_plans_are_kept_in_their_file_between_runs() {
         f(&mut file);
         std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
     };
+    // A plan the tuner could not have kept is left out: its own plan edited, a timed plan no
+    // candidate (a K range 0 deep), or a timed plan faster than the one kept.
+    let written = std::fs::read(&path).unwrap();
+    let quicker = |file: &mut serde_json::Value| {
+        let plan = file["plans"][0]["plan"].clone();
+        let timings = file["plans"][0]["timings"].as_array_mut().unwrap();
+        let other = timings.iter_mut().find(|t| t[0] != plan).unwrap();
+        other[1] = serde_json::json!({"secs": 0, "nanos": 0});
+    };
+    let edits: [&dyn Fn(&mut serde_json::Value); 3] = [
+        &|file| file["plans"][0]["plan"]["tile"] = 96.into(),
+        &|file| file["plans"][0]["timings"][1][0]["k_per_split"] = 0.into(),
+        &quicker,
+    ];
+    for (i, change) in edits.into_iter().enumerate() {
+        std::fs::write(&path, &written).unwrap();
+        edit(change);
+        assert_eq!(
+            open().unwrap().tuned_matmuls(),
+            tuned[1..],
+            "edit {i}: the edited plan left out"
+        );
+    }
     edit(&|file| file["plans"][0]["plan"]["tile"] = 96.into());
     assert_eq!(
         open().unwrap().tuned_matmuls(),

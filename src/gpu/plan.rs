@@ -95,7 +95,11 @@ pub struct MatmulPlan {
 impl MatmulPlan {
     /// Workgroups along K: how many ranges a product `k` deep is split into.
     pub fn splits(&self, k: usize) -> usize {
-        k.div_ceil(self.k_per_split).max(1)
+        match self.k_per_split {
+            // (Only a plan built by hand has none: it counts as unsplit.)
+            0 => 1,
+            per_split => k.div_ceil(per_split).max(1),
+        }
     }
 
     /// Output tiles of product `d`, every batch entry counted.
@@ -516,8 +520,9 @@ impl GpuBackend {
         self.tuned.sorted()
     }
 
-    /// Whether `t`'s plan is one the tuner could choose for its shape here (its dimensions
-    /// within what a product can have).
+    /// Whether `t` is what the tuner could have kept for its shape here: its dimensions within
+    /// what a product can have, its plan and every timed one among the shape's candidates, and
+    /// its plan the fastest timed (where any were).
     fn could_choose(&self, t: &TunedMatmul) -> bool {
         let d = &t.dims;
         let dims = [d.batch, d.m, d.n, d.k];
@@ -526,9 +531,17 @@ impl GpuBackend {
                 .checked_mul(d.m)
                 .and_then(|x| x.checked_mul(d.n))
                 .is_some();
-        fits && self
-            .plan_candidates(d)
-            .is_ok_and(|plans| plans.contains(&t.plan))
+        let fastest = t.timings.iter().map(|(_, time)| time).min();
+        let kept = t.timings.iter().find(|(plan, _)| *plan == t.plan);
+        let kept_fastest = match (fastest, kept) {
+            (None, _) => true,
+            (Some(fastest), Some((_, time))) => time == fastest,
+            (Some(_), None) => false,
+        };
+        fits && kept_fastest
+            && self.plan_candidates(d).is_ok_and(|plans| {
+                plans.contains(&t.plan) && t.timings.iter().all(|(plan, _)| plans.contains(plan))
+            })
     }
 
     /// The cooperative-matrix kernel product `d` runs on, if any: f16 products, and f32 ones
