@@ -189,10 +189,38 @@ pub fn save<B: Backend>(
     write_atomic(path, &out)
 }
 
+/// The bytes of the checkpoint file `path`: a regular file (a FIFO would wait forever for a
+/// writer, a device never end), no larger than a data file may be (a fifth of the memory
+/// available: the tensors are copied once more as they are read).
+fn read_checkpoint_file(path: &Path) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| CohortError::io(path, e))?;
+    if !meta.is_file() {
+        let what = match meta.is_dir() {
+            true => "a folder",
+            false => "not a regular file (a device, FIFO or socket)",
+        };
+        return Err(CohortError::InvalidConfig(format!(
+            "{} is {what}, not a checkpoint",
+            path.display()
+        )));
+    }
+    let limit = crate::error::data_file_limit();
+    if meta.len() > limit {
+        return Err(CohortError::HostMemory {
+            what: format!(
+                "loading the checkpoint {} (over {limit} bytes, a fifth of the memory available)",
+                path.display()
+            ),
+            bytes: meta.len(),
+        });
+    }
+    std::fs::read(path).map_err(|e| CohortError::io(path, e))
+}
+
 /// Reads a checkpoint, checking its format and every tensor (F32, finite).
 pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| CohortError::io(path, e))?;
+    let bytes = read_checkpoint_file(path)?;
     let corrupt = |why: String| CohortError::corrupt(path, why);
     let (_, header) =
         safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;

@@ -778,6 +778,44 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
 }
 
 #[test]
+fn checkpoints_that_are_no_regular_file_or_too_large_are_refused_before_reading() {
+    // A device would be read forever (/dev/zero until memory ran out), a FIFO would wait for a
+    // writer, and a file larger than memory allows would be read whole: each is refused from
+    // its metadata. (The large one is sparse: a terabyte that takes no disk.)
+    let dir = std::env::temp_dir().join(format!("cohort-odd-checkpoints-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    let mut refused = vec![
+        (std::path::PathBuf::from("/dev/zero"), "not a regular file"),
+        (dir.clone(), "a folder"),
+    ];
+    match made {
+        Ok(status) if status.success() => refused.push((fifo, "not a regular file")),
+        _ => common::loud("SKIPPED: no mkfifo here, so the FIFO case did NOT run"),
+    }
+    for (path, expect) in refused {
+        let err = cohort::checkpoint::load(&path).unwrap_err();
+        assert!(
+            matches!(err, CohortError::InvalidConfig(_)) && err.to_string().contains(expect),
+            "{}: {err}",
+            path.display()
+        );
+    }
+    let huge = dir.join("huge.safetensors");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(1 << 40)
+        .unwrap();
+    let err = cohort::checkpoint::load(&huge).unwrap_err();
+    assert!(
+        matches!(err, CohortError::HostMemory { bytes, .. } if bytes == 1 << 40),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn damaged_idx_and_csv_files_are_errors_never_panics() {
     use cohort::data::{csv, idx};
     use cohort::rng::Rng;
