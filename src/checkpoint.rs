@@ -243,6 +243,13 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
             .map_err(|_| corrupt(format!("'{k}' is not a number")))
     };
     let (epochs_done, steps_done) = (number("epochs_done")?, number("steps_done")?);
+    let max = crate::trainer::MAX_RESTORED_STEPS;
+    if steps_done.max(epochs_done) > max {
+        return Err(corrupt(format!(
+            "{epochs_done} epochs and {steps_done} steps done: more than any run takes (at most \
+             {max} of each)"
+        )));
+    }
     let reports: Vec<EpochReport> = match meta.get("reports") {
         Some(json) => {
             serde_json::from_str(json).map_err(|e| corrupt(format!("epoch reports: {e}")))?

@@ -314,6 +314,15 @@ impl<B> From<Arc<B>> for BackendRef<'static, B> {
     }
 }
 
+/// The most steps (and epochs) [`Trainer::restore`] takes as done: 2⁵³, more than any run
+/// takes (at a microsecond a step, 285 years) and still exact as an f64, so that a count from
+/// a damaged checkpoint cannot wrap as training goes on (half of `usize::MAX` on 32-bit targets).
+pub const MAX_RESTORED_STEPS: usize = if usize::BITS >= 64 {
+    (1u64 << 53) as usize
+} else {
+    usize::MAX / 2
+};
+
 /// Trains a cohort on one backend. See the module documentation for the step.
 pub struct Trainer<'b, B: Backend> {
     backend: BackendRef<'b, B>,
@@ -908,7 +917,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// The update of this step, on gradients scaled by `grad_scale`.
     fn optimizer_step(&self, lr: f32, grad_scale: f32) -> OptimizerStep {
         let o = &self.config.optimizer;
-        let t = (self.steps_done + 1) as u32;
+        // Adam's bias corrections are 1 in f32 long before 2³² steps: a count past that
+        // stays at its largest.
+        let t = u32::try_from(self.steps_done + 1).unwrap_or(u32::MAX);
         match o.kind {
             OptimizerKind::Sgd { momentum, nesterov } => OptimizerStep::Sgd {
                 lr,
@@ -1382,13 +1393,20 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Overwrites parameters and optimizer state from named tensors (as
     /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
-    /// tensor must be present with its exact shape and as many values.
+    /// tensor must be present with its exact shape and as many values, and the counts within
+    /// [`MAX_RESTORED_STEPS`].
     pub fn restore(
         &mut self,
         tensors: &NamedTensors,
         epochs_done: usize,
         steps_done: usize,
     ) -> Result<()> {
+        if steps_done.max(epochs_done) > MAX_RESTORED_STEPS {
+            return Err(CohortError::InvalidConfig(format!(
+                "restoring {epochs_done} epochs and {steps_done} steps done: at most \
+                 {MAX_RESTORED_STEPS} of each"
+            )));
+        }
         let b: &B = &self.backend;
         for group in &mut self.groups {
             for (l, layer) in group.layers.iter_mut().enumerate() {

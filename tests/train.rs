@@ -1373,6 +1373,40 @@ fn bad_configurations_and_checkpoints_are_errors() {
             other.map(|c| c.trained_on)
         ),
     }
+    // Step and epoch counts past any run's (a damaged file): refused, not wrapped as training
+    // goes on; the largest taken reads back, and a trainer refuses one past it too.
+    let max = cohort::trainer::MAX_RESTORED_STEPS;
+    for (field, value) in [("steps_done", max + 1), ("epochs_done", usize::MAX)] {
+        let mut counts = meta.clone();
+        counts.insert(field.into(), value.to_string());
+        match with_reports("counts.safetensors", counts) {
+            Err(CohortError::CorruptFile { reason, .. }) => {
+                assert!(reason.contains("more than any run takes"), "{reason}")
+            }
+            other => panic!("{field} {value}: {:?}", other.map(|c| c.steps_done)),
+        }
+    }
+    let mut counts = meta.clone();
+    counts.insert("steps_done".into(), max.to_string());
+    let most = with_reports("counts.safetensors", counts).unwrap();
+    assert_eq!(most.steps_done, max);
+    let mut trainer =
+        Trainer::new(&CpuBackend, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
+    let err = trainer.restore(&most.tensors, 1, max + 1).unwrap_err();
+    assert!(matches!(err, CohortError::InvalidConfig(_)), "{err}");
+    // A restored count at 2³² steps trains on with Adam (its step number stays at 2³² − 1,
+    // where the bias corrections are 1) instead of wrapping to step 0.
+    let adam = with_adam(config("2x8", 1.0, Schedule::Simultaneous, 2));
+    let mut trainer = Trainer::new(&CpuBackend, adam).unwrap();
+    let done = u32::MAX as usize; // the next step is step 2³²
+    trainer
+        .restore(&trainer.named_tensors().unwrap(), 1, done)
+        .unwrap();
+    let split = digits();
+    let train = trainer.upload(&split.train).unwrap();
+    trainer.step(&train, &[0, 1, 2, 3]).unwrap();
+    trainer.step(&train, &[4, 5, 6, 7]).unwrap();
+    assert_eq!(trainer.steps_done(), done + 2);
     // A run resumed from a checkpoint older than the reports reports only its later epochs.
     let mut later = meta.clone();
     later.insert("reports".into(), format!("[{}]", epoch(3)));
