@@ -1168,7 +1168,7 @@ fn predict_writes_each_rows_classes_and_probabilities() {
     );
     // The digits' rows in the order the README gives: the training part, then the test part.
     let digits = cohort::data::DataSource::Digits.load().unwrap();
-    let labels: Vec<u32> = [digits.train.labels, digits.test.labels].concat();
+    let labels: Vec<u32> = [&digits.train.labels[..], &digits.test.labels].concat();
     let mut right = 0;
     let mut rows = 0;
     for (r, line) in lines.enumerate() {
@@ -1218,6 +1218,31 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         )),
         "{from_table}: {said}"
     );
+    let scale_warning = "warning: standardised with the checkpoint's statistics, these rows' \
+                         features have a root mean square of";
+    assert!(!said.contains(scale_warning), "{said}");
+    // The same pixels times 16 (as the embedded digits once were to the CSV file): predict and
+    // evaluate warn.
+    let scaled = path("scaled.csv");
+    let lines: String = [&digits.train, &digits.test]
+        .iter()
+        .flat_map(|part| (0..part.rows).map(|r| (part.row(r), part.labels[r])))
+        .map(|(row, label)| {
+            let pixels: Vec<String> = row.iter().map(|v| (v * 16.0).to_string()).collect();
+            format!("{},{label}\n", pixels.join(","))
+        })
+        .collect();
+    std::fs::write(&scaled, lines).unwrap();
+    let scaled = format!("csv:{scaled}");
+    for command in ["predict", "evaluate"] {
+        let out = cohort(&[command, &ckpt, "--device", "cpu", "--data", &scaled]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(scale_warning),
+            "{command}: {}",
+            text(&out.stderr)
+        );
+    }
     // The same rows three ways: features only, a label last, a header with the label first. The
     // predictions agree; the labels appear where there are some.
     let features: Vec<String> = (0..20)
