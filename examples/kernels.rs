@@ -46,7 +46,7 @@ fn main() -> Result<()> {
                 requested: None, ..
             },
         ) => {
-            eprintln!("no GPU adapter ({e}): this example compares the GPU with the CPU reference");
+            eprintln!("{e}: this example compares the GPU with the CPU reference");
             return Ok(());
         }
         Err(e) => return Err(e),

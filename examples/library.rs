@@ -86,7 +86,7 @@ fn main() -> Result<()> {
                 requested: None, ..
             },
         ) => {
-            eprintln!("no GPU ({e}); using the CPU backend");
+            eprintln!("{e}; using the CPU backend");
             run(&CpuBackend)
         }
         Err(e) => Err(e),

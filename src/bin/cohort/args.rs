@@ -213,7 +213,8 @@ pub(crate) struct TrainArgs {
     /// Steps between metric reads (progress bar, divergence check).
     #[arg(long, default_value_t = 25)]
     pub(crate) log_every: usize,
-    /// No progress bar and no per-epoch lines (train still prints its final summary).
+    /// No progress bar, no per-epoch lines and no note of where CSV labels came from (the
+    /// results are still printed: train's summary, compare's table, profile's report).
     #[arg(long)]
     pub(crate) quiet: bool,
 }
@@ -221,7 +222,8 @@ pub(crate) struct TrainArgs {
 /// The data and how to read it (train, compare, profile and evaluate take them).
 #[derive(Args, Clone)]
 pub(crate) struct DataArgs {
-    /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS]`.
+    /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS[,SEED]]`
+    /// (synthetic Gaussian clusters).
     #[arg(long, default_value = "digits")]
     pub(crate) data: String,
     /// CSV data: the label column, from 0, or `first`, `last` or `none` (predict's rows of

@@ -134,7 +134,7 @@ fn open(choice: DeviceChoice) -> Result<Device> {
         DeviceChoice::Auto => match GpuBackend::from_env() {
             Ok(g) => Device::Gpu(Box::new(g)),
             Err(e) if falls_back(&e) => {
-                eprintln!("no GPU ({e}); using the CPU backend");
+                eprintln!("{e}; using the CPU backend");
                 Device::Cpu(CpuBackend)
             }
             Err(e) => return Err(e),

@@ -91,12 +91,14 @@ fn run_training<B: Backend>(
         ProgressBar::hidden()
     } else {
         let style =
-            ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} steps {msg}")
+            // The message cut to the terminal's width: a line that wraps is redrawn as two.
+            ProgressStyle::with_template("epoch {prefix:>3} [{bar:20}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
         ProgressBar::new(0).with_style(style)
     };
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
+    bar.set_prefix(format!("{}", current_epoch.get()));
     let warned_of_divergence = std::cell::Cell::new(false);
     let history = trainer.fit(
         split,
@@ -141,6 +143,9 @@ fn run_training<B: Backend>(
             if let Some(path) = &out.files.save {
                 checkpoint::save(trainer, standardizer.as_ref(), path)?;
             }
+            // Redrawn at 0 steps: under the next epoch's number, without this one's losses.
+            bar.set_prefix(format!("{}", report.epoch + 1));
+            bar.set_message("");
             bar.reset();
             Ok(())
         },
