@@ -179,6 +179,15 @@ pub(crate) fn host_vec<T: Clone + Default>(
     n: usize,
     what: impl FnOnce() -> String,
 ) -> Result<Vec<T>> {
+    let mut v = host_capacity(n, what)?;
+    v.resize(n, T::default());
+    Ok(v)
+}
+
+/// An empty vector with room for `n` values, checked as [`host_vec`] checks: for copies of
+/// data-sized arrays (a subset's rows, an epoch's order), which would otherwise abort the process
+/// where the allocator refuses them.
+pub(crate) fn host_capacity<T>(n: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
     let bytes = (n as u64).saturating_mul(std::mem::size_of::<T>() as u64);
     let refused = || CohortError::HostMemory {
         what: what(),
@@ -189,7 +198,6 @@ pub(crate) fn host_vec<T: Clone + Default>(
     }
     let mut v = Vec::new();
     v.try_reserve_exact(n).map_err(|_| refused())?;
-    v.resize(n, T::default());
     Ok(v)
 }
 

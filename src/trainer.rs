@@ -127,7 +127,10 @@ impl<T> DeviceData<T> {
         if !self.is_resident() {
             return Ok(None);
         }
-        let index: Vec<u32> = order.iter().map(|&r| r as u32).collect();
+        let mut index = crate::error::host_capacity(order.len(), || {
+            format!("the device index of {} rows", order.len())
+        })?;
+        index.extend(order.iter().map(|&r| r as u32));
         b.tensor_u32(&[index.len()], &index).map(Some)
     }
 }
@@ -1057,7 +1060,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let b: &B = &backend;
         let p = self.config.peers.len();
         let epoch = self.epochs_done + 1;
-        let order = epoch_order(data.rows, self.config.seed, epoch);
+        let order = epoch_order(data.rows, self.config.seed, epoch)?;
         let sizes: Vec<usize> = batches(&order, self.config.batch_size)
             .map(|s| s.len())
             .collect();

@@ -2290,3 +2290,33 @@ fn check_runs_every_kernel_against_the_cpu_reference() {
     }
     assert!(shaders >= 13, "{shaders} shaders found");
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn data_larger_than_the_memory_allowed_is_an_error_not_an_abort() {
+    // Under an address-space limit (ulimit -v), every copy of a data-sized array (the split's
+    // order and parts, an epoch's order, its device index) is refused with an error line; once
+    // they were plain allocations, and the process aborted ("memory allocation of N bytes
+    // failed", exit 134). 5,000,000 rows of 4 features: 80 MB of features.
+    let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
+    for mib in [120, 200, 250] {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v {}; exec \"$0\" train --device cpu --data blobs:5000000,2,4 --peers \
+                 2x8 --epochs 1 --quiet",
+                mib * 1024
+            ))
+            .arg(&bin)
+            .output()
+            .expect("bash runs");
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{mib} MiB: {said}");
+        assert!(
+            said.lines()
+                .last()
+                .is_some_and(|l| l.starts_with("error: out of host memory")),
+            "{mib} MiB: {said}"
+        );
+    }
+}

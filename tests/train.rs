@@ -980,7 +980,7 @@ fn reference_step(
 fn one_step_matches_reference<B: Backend>(b: &B, schedule: Schedule, alpha_warmup: usize) {
     let split = digits();
     let rows: Vec<usize> = (0..12).collect();
-    let batch = split.train.subset(&rows);
+    let batch = split.train.subset(&rows).unwrap();
     let mut c = config("3x5", 0.7, schedule, 1);
     c.batch_size = batch.rows; // one step: the whole batch
     c.alpha_warmup_steps = alpha_warmup;

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use super::{read_maybe_gzip, Dataset, Split};
-use crate::error::{CohortError, Result};
+use super::{read_maybe_gzip, Dataset, Split, SplitRows};
+use crate::error::{host_capacity, CohortError, Result};
 
 /// Whether the first line is a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -247,6 +247,32 @@ pub struct Rows {
     pub rows: usize,
     /// Features per row (at least one).
     pub cols: usize,
+}
+
+impl Rows {
+    /// The training part of labelled rows as [`Dataset::split`] takes it with `options`' test
+    /// fraction and seed, with `classes` classes; none where the rows have no labels or do not
+    /// split; [`CohortError::HostMemory`] where the host cannot hold the copy.
+    pub fn training_part(&self, options: &CsvOptions, classes: usize) -> Result<Option<Dataset>> {
+        let Some(labels) = &self.labels else {
+            return Ok(None);
+        };
+        let parts = match SplitRows::new(self.rows, options.test_fraction, options.seed) {
+            Ok(parts) => parts,
+            Err(e @ CohortError::HostMemory { .. }) => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let train = parts.train();
+        let values = train.len().saturating_mul(self.cols);
+        let what = || format!("the training part's {} rows", train.len());
+        let mut features = host_capacity(values, what)?;
+        let mut train_labels = host_capacity(train.len(), what)?;
+        for &i in train {
+            features.extend_from_slice(&self.features[i * self.cols..(i + 1) * self.cols]);
+            train_labels.push(labels[i]);
+        }
+        Ok(Dataset::new(features, train_labels, self.cols, classes).ok())
+    }
 }
 
 /// Parses CSV text into a training data set; `origin` names it in errors. Classes are the

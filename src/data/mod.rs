@@ -8,7 +8,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
-use crate::error::{CohortError, Result};
+use crate::error::{host_capacity, CohortError, Result};
 use crate::rng::Rng;
 
 /// A labelled data set held in host memory, row-major.
@@ -107,18 +107,21 @@ impl Dataset {
         &self.features[i * self.cols..(i + 1) * self.cols]
     }
 
-    /// The given rows, in that order (repeats allowed). Panics if an index is `>= rows`.
-    pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let mut features = Vec::with_capacity(indices.len() * self.cols);
-        let mut labels = Vec::with_capacity(indices.len());
+    /// The given rows, in that order (repeats allowed), or [`CohortError::HostMemory`] where
+    /// the host cannot hold the copy. Panics if an index is `>= rows`.
+    pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
+        let values = indices.len().saturating_mul(self.cols);
+        let what = |part: &'static str| move || format!("the {part} of {} rows", indices.len());
+        let mut features = host_capacity(values, what("features"))?;
+        let mut labels = host_capacity(indices.len(), what("labels"))?;
         self.gather_batch(indices, &mut features, &mut labels);
-        Dataset {
+        Ok(Dataset {
             features,
             labels,
             rows: indices.len(),
             cols: self.cols,
             classes: self.classes,
-        }
+        })
     }
 
     /// Appends the given rows' features and labels to the output vectors (host-side batching).
@@ -139,15 +142,15 @@ impl Dataset {
     pub fn split(&self, test_fraction: f64, seed: u64) -> Result<Split> {
         let parts = SplitRows::new(self.rows, test_fraction, seed)?;
         Ok(Split {
-            train: self.subset(parts.train()),
-            test: self.subset(parts.test()),
+            train: self.subset(parts.train())?,
+            test: self.subset(parts.test())?,
         })
     }
 
     /// The training part alone of [`Dataset::split`] (the same rows, without copying the test
     /// part's).
     pub fn training_part(&self, test_fraction: f64, seed: u64) -> Result<Dataset> {
-        Ok(self.subset(SplitRows::new(self.rows, test_fraction, seed)?.train()))
+        self.subset(SplitRows::new(self.rows, test_fraction, seed)?.train())
     }
 }
 
@@ -168,7 +171,7 @@ impl SplitRows {
                 "test fraction must be in (0, 1), got {test_fraction}"
             )));
         }
-        let mut order: Vec<usize> = (0..rows).collect();
+        let mut order = row_indices(rows)?;
         Rng::new(seed).shuffle(&mut order);
         let test_rows = ((rows as f64) * test_fraction).round() as usize;
         if test_rows == 0 || test_rows == rows {
@@ -200,6 +203,22 @@ pub struct Split {
 }
 
 impl Split {
+    /// Every row, the training part's first (the order `cohort predict` numbers them in), or
+    /// [`CohortError::HostMemory`] where the host cannot hold the copy.
+    pub fn joined(&self) -> Result<Dataset> {
+        self.validate_compatible()?;
+        let (train, test) = (&self.train, &self.test);
+        let rows = train.rows + test.rows;
+        let values = rows.saturating_mul(train.cols);
+        let mut features = host_capacity(values, || format!("the features of {rows} rows"))?;
+        features.extend_from_slice(&train.features);
+        features.extend_from_slice(&test.features);
+        let mut labels = host_capacity(rows, || format!("the labels of {rows} rows"))?;
+        labels.extend_from_slice(&train.labels);
+        labels.extend_from_slice(&test.labels);
+        Dataset::new(features, labels, train.cols, train.classes)
+    }
+
     /// Checks that both parts have the same features and classes.
     pub fn validate_compatible(&self) -> Result<()> {
         if self.train.cols != self.test.cols {
@@ -354,11 +373,19 @@ impl Standardizer {
 }
 
 /// The order of training rows in `epoch`: a seeded permutation, the same for the same
-/// `(seed, epoch)`, so resumed runs see the same batches.
-pub fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..rows).collect();
+/// `(seed, epoch)`, so resumed runs see the same batches ([`CohortError::HostMemory`] where the
+/// host cannot hold it).
+pub fn epoch_order(rows: usize, seed: u64, epoch: usize) -> Result<Vec<usize>> {
+    let mut order = row_indices(rows)?;
     Rng::new(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).shuffle(&mut order);
-    order
+    Ok(order)
+}
+
+/// 0, 1, …, `rows` − 1, in memory checked as [`host_capacity`] checks.
+fn row_indices(rows: usize) -> Result<Vec<usize>> {
+    let mut order = host_capacity(rows, || format!("the order of {rows} rows"))?;
+    order.extend(0..rows);
+    Ok(order)
 }
 
 /// Mini-batches of `batch_size` rows from `order`; the last may be smaller. A `batch_size` of 0
@@ -609,8 +636,8 @@ mod tests {
             .collect();
         all.sort_by(f32::total_cmp);
         assert_eq!(all, d.features);
-        assert_eq!(d.subset(&[4, 0]).labels, vec![0, 0]);
-        assert_eq!(d.subset(&[2]).features, vec![8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(d.subset(&[4, 0]).unwrap().labels, vec![0, 0]);
+        assert_eq!(d.subset(&[2]).unwrap().features, vec![8.0, 9.0, 10.0, 11.0]);
         assert!(d.split(1.0, 0).is_err() && d.split(0.01, 0).is_err());
     }
 
@@ -627,7 +654,7 @@ mod tests {
                 "every row in one part"
             );
             let split = d.split(fraction, seed).unwrap();
-            assert_eq!(split.test, d.subset(parts.test()));
+            assert_eq!(split.test, d.subset(parts.test()).unwrap());
             assert_eq!(d.training_part(fraction, seed).unwrap(), split.train);
         }
         assert!(d.training_part(0.0, 0).is_err() && d.training_part(0.001, 0).is_err());
@@ -765,20 +792,24 @@ mod tests {
 
     #[test]
     fn epoch_order_is_a_seeded_permutation_and_batches_are_ragged() {
-        let a = epoch_order(100, 5, 1);
+        let order = |rows, seed, epoch| epoch_order(rows, seed, epoch).unwrap();
+        let a = order(100, 5, 1);
         let mut sorted = a.clone();
         sorted.sort();
         assert_eq!(sorted, (0..100).collect::<Vec<_>>());
-        assert_eq!(a, epoch_order(100, 5, 1));
-        assert_ne!(a, epoch_order(100, 5, 2));
-        assert_ne!(a, epoch_order(100, 6, 1));
+        assert_eq!(a, order(100, 5, 1));
+        assert_ne!(a, order(100, 5, 2));
+        assert_ne!(a, order(100, 6, 1));
         let sizes: Vec<usize> = batches(&a, 32).map(|b| b.len()).collect();
         assert_eq!(sizes, vec![32, 32, 32, 4]);
         let joined: Vec<usize> = batches(&a, 32).flatten().copied().collect();
         assert_eq!(joined, a);
         assert_eq!(batches(&a, 100).count(), 1);
         assert_eq!(batches(&a, 0).count(), 100);
-        assert!(epoch_order(0, 5, 1).is_empty());
+        assert!(order(0, 5, 1).is_empty());
+        // An order no host holds is an error, not an abort.
+        let err = epoch_order(usize::MAX / 8, 5, 1).unwrap_err();
+        assert!(matches!(err, CohortError::HostMemory { .. }), "{err}");
     }
 
     #[test]

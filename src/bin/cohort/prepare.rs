@@ -8,7 +8,7 @@ use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
 use cohort::data::csv::{self, Header, LabelColumn};
-use cohort::data::{DataSource, Dataset, Split, SplitRows, Standardizer};
+use cohort::data::{DataSource, Dataset, Split, Standardizer};
 use cohort::ops::Activation;
 use cohort::{checkpoint, metrics, CohortError, Result};
 
@@ -173,37 +173,16 @@ impl DataArgs {
         {
             let (data, layout) = csv::read(&path, &options)?;
             report_layout(&layout, quiet);
-            let train = data.training_part(options.test_fraction, options.seed).ok();
+            let train = match data.training_part(options.test_fraction, options.seed) {
+                Ok(train) => Some(train),
+                Err(e @ CohortError::HostMemory { .. }) => return Err(e),
+                Err(_) => None,
+            };
             return Ok((data, train));
         }
-        let (_, Split { train, test }) = self.load(quiet, classes)?;
-        let features = [train.features.as_slice(), &test.features].concat();
-        let labels = [train.labels.as_slice(), &test.labels].concat();
-        Ok((
-            Dataset::new(features, labels, train.cols, train.classes)?,
-            Some(train),
-        ))
+        let (_, split) = self.load(quiet, classes)?;
+        Ok((split.joined()?, Some(split.train)))
     }
-}
-
-/// The training part of a CSV file's labelled `rows` (read whole, in file order) as train
-/// takes it with these `options`, where the file splits; `classes` is the model's.
-pub(crate) fn csv_training_part(
-    rows: &csv::Rows,
-    options: &csv::CsvOptions,
-    classes: usize,
-) -> Option<Dataset> {
-    let labels = rows.labels.as_ref()?;
-    let parts = SplitRows::new(rows.rows, options.test_fraction, options.seed).ok()?;
-    let row = |i: usize| &rows.features[i * rows.cols..(i + 1) * rows.cols];
-    let features = parts
-        .train()
-        .iter()
-        .flat_map(|&i| row(i))
-        .copied()
-        .collect();
-    let labels = parts.train().iter().map(|&i| labels[i]).collect();
-    Dataset::new(features, labels, rows.cols, classes).ok()
 }
 
 /// Says which column a CSV file's labels came from (unless `quiet`: a wrong guess trains, but

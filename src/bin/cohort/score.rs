@@ -5,7 +5,7 @@ use cohort::data::{DataSource, Dataset};
 use cohort::{checkpoint, Backend, CohortError, Result};
 
 use crate::args::DataArgs;
-use crate::prepare::{claim_output, csv_training_part, data_files, report_layout};
+use crate::prepare::{claim_output, data_files, report_layout};
 use crate::text::{count, loss_text, pct};
 
 /// Reads the checkpoint `path` and the rows to score (the data's test part, or with `all_rows`
@@ -194,7 +194,7 @@ pub(crate) fn prediction_rows(
     }
     if rows.labels.is_some() {
         let mut train = match &layout {
-            Some((_, options)) => csv_training_part(&rows, options, classes),
+            Some((_, options)) => rows.training_part(options, classes)?,
             None => train,
         };
         if let (Some(s), Some(t)) = (&ckpt.standardizer, train.as_mut()) {
