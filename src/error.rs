@@ -209,7 +209,7 @@ pub(crate) fn data_file_limit() -> u64 {
 }
 
 /// The memory this process can still take without swapping, in bytes: Linux's `MemAvailable`,
-/// or less where a cgroup (v2) limit leaves less; `None` where neither is known.
+/// or less where a cgroup's limit leaves less; `None` where neither is known.
 fn available_memory() -> Option<u64> {
     let read = |path: &str| std::fs::read_to_string(path).ok();
     let host = read("/proc/meminfo").and_then(|info| {
@@ -217,12 +217,105 @@ fn available_memory() -> Option<u64> {
         let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
         Some(kib * 1024)
     });
-    // "max" (no limit) does not parse, and leaves the host's figure.
-    let number = |path: &str| read(path)?.trim().parse::<u64>().ok();
-    let cgroup = number("/sys/fs/cgroup/memory.max")
-        .map(|max| max.saturating_sub(number("/sys/fs/cgroup/memory.current").unwrap_or(0)));
+    let cgroup = read("/proc/self/cgroup").and_then(|membership| cgroup_room(&membership, read));
     match (host, cgroup) {
         (Some(h), Some(c)) => Some(h.min(c)),
         (h, c) => h.or(c),
+    }
+}
+
+/// What the memory cgroups of a process still allow it, given its `/proc/self/cgroup`
+/// (`membership`) and a reader of files: the least of limit − usage over its own cgroup and
+/// every one above it, in cgroup v2 (`memory.max`, `memory.current` under `/sys/fs/cgroup`)
+/// and v1's memory controller (`memory.limit_in_bytes`, `memory.usage_in_bytes` under
+/// `/sys/fs/cgroup/memory`). Levels whose files are missing (a container sees its own cgroup
+/// at the mount's root) or say `max` (no limit) are passed over; `None` where none sets one.
+fn cgroup_room(membership: &str, read: impl Fn(&str) -> Option<String>) -> Option<u64> {
+    let number = |path: String| read(&path)?.trim().parse::<u64>().ok();
+    let mut room: Option<u64> = None;
+    for line in membership.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (mount, limit, usage) = if controllers.is_empty() {
+            ("/sys/fs/cgroup", "memory.max", "memory.current")
+        } else if controllers.split(',').any(|c| c == "memory") {
+            (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            )
+        } else {
+            continue;
+        };
+        let mut at = path.trim_end_matches('/').to_string();
+        loop {
+            if let Some(max) = number(format!("{mount}{at}/{limit}")) {
+                let used = number(format!("{mount}{at}/{usage}")).unwrap_or(0);
+                let left = max.saturating_sub(used);
+                room = Some(room.map_or(left, |r| r.min(left)));
+            }
+            match at.rfind('/') {
+                Some(parent) => at.truncate(parent),
+                None => break,
+            }
+        }
+    }
+    room
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cgroup_room;
+    use std::collections::HashMap;
+
+    fn room(membership: &str, files: &[(&str, &str)]) -> Option<u64> {
+        let files: HashMap<&str, &str> = files.iter().copied().collect();
+        cgroup_room(membership, |path| files.get(path).map(|s| s.to_string()))
+    }
+
+    #[test]
+    fn cgroup_room_reads_v1_and_v2_at_every_level() {
+        // cgroup v2, a nested cgroup whose parent has the tighter limit; "max" passed over.
+        let v2 = "0::/a/b\n";
+        let nested = [
+            ("/sys/fs/cgroup/a/b/memory.max", "max\n"),
+            ("/sys/fs/cgroup/a/memory.max", "1000\n"),
+            ("/sys/fs/cgroup/a/memory.current", "300\n"),
+            ("/sys/fs/cgroup/memory.max", "5000\n"),
+            ("/sys/fs/cgroup/memory.current", "100\n"),
+        ];
+        assert_eq!(room(v2, &nested), Some(700));
+        // A container: its cgroup at the mount's root (the path's files missing).
+        assert_eq!(
+            room(
+                v2,
+                &[
+                    ("/sys/fs/cgroup/memory.max", "2000"),
+                    ("/sys/fs/cgroup/memory.current", "500")
+                ]
+            ),
+            Some(1500)
+        );
+        // cgroup v1: the memory controller's line among others; no usage file counts as 0.
+        let v1 = "9:name=systemd:/\n4:memory:/job/42\n3:cpuset:/\n0::/\n";
+        let limited = [
+            ("/sys/fs/cgroup/memory/job/42/memory.limit_in_bytes", "4096"),
+            ("/sys/fs/cgroup/memory/job/42/memory.usage_in_bytes", "1024"),
+            (
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                "9223372036854771712",
+            ),
+        ];
+        assert_eq!(room(v1, &limited), Some(3072));
+        let unused = [("/sys/fs/cgroup/memory/job/memory.limit_in_bytes", "64")];
+        assert_eq!(room(v1, &unused), Some(64));
+        // No limit anywhere, or no memory controller: unknown.
+        assert_eq!(room(v2, &[("/sys/fs/cgroup/memory.max", "max")]), None);
+        assert_eq!(room("3:cpuset:/\n", &limited), None);
+        assert_eq!(room("", &[]), None);
     }
 }
