@@ -280,12 +280,32 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
                 config.peers.len()
             )));
         }
+        // Accuracies from 0 to 1, the learning rate and time at least 0 (NaN stands for a
+        // value that overflowed). Losses are not held to 0: a KL term can round below it.
+        let out_of_range = |v: f64, max: f64| !v.is_nan() && !(0.0..=max).contains(&v);
+        let accuracies = report
+            .peers
+            .iter()
+            .flat_map(|p| [p.train_accuracy, p.test_accuracy]);
+        let accuracies = accuracies.chain([report.ensemble_accuracy]);
+        if accuracies.map(f64::from).any(|a| out_of_range(a, 1.0))
+            || out_of_range(f64::from(report.lr), f64::INFINITY)
+            || out_of_range(report.seconds, f64::INFINITY)
+        {
+            return Err(corrupt(format!(
+                "epoch reports: epoch {} holds an accuracy, learning rate or time out of range",
+                report.epoch
+            )));
+        }
         last_epoch = report.epoch;
     }
     let trained_on = match meta.get("trained_on") {
+        // Hex digits only (from_str_radix would take a sign).
         Some(hex) => Some(
             u64::from_str_radix(hex, 16)
-                .map_err(|_| corrupt(format!("'trained_on' is not a fingerprint: '{hex}'")))?,
+                .ok()
+                .filter(|_| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+                .ok_or_else(|| corrupt(format!("'trained_on' is not a fingerprint: '{hex}'")))?,
         ),
         None => None,
     };

@@ -1345,6 +1345,30 @@ fn bad_configurations_and_checkpoints_are_errors() {
             "1",
             "epoch 1 reports 1 peers, the cohort has 2",
         ),
+        (
+            format!(
+                "[{}]",
+                epoch(1).replace("\"test_accuracy\":0.25", "\"test_accuracy\":-5")
+            ),
+            "1",
+            "epoch 1 holds an accuracy, learning rate or time out of range",
+        ),
+        (
+            format!(
+                "[{}]",
+                epoch(1).replace("\"ensemble_accuracy\":0.5", "\"ensemble_accuracy\":1.5")
+            ),
+            "1",
+            "epoch 1 holds an accuracy",
+        ),
+        (
+            format!(
+                "[{}]",
+                epoch(1).replace("\"seconds\":1.0", "\"seconds\":-1.0")
+            ),
+            "1",
+            "epoch 1 holds an accuracy, learning rate or time out of range",
+        ),
     ] {
         let mut meta = meta.clone();
         meta.insert("reports".into(), reports);
@@ -1359,19 +1383,21 @@ fn bad_configurations_and_checkpoints_are_errors() {
             ),
         }
     }
-    let mut bad_fingerprint = meta.clone();
-    bad_fingerprint.insert("trained_on".into(), "not hex".into());
-    match with_reports("fingerprint.safetensors", bad_fingerprint) {
-        Err(CohortError::CorruptFile { reason, .. }) => {
-            assert!(
-                reason.contains("'trained_on' is not a fingerprint"),
-                "{reason}"
-            )
+    for fingerprint in ["not hex", "+1"] {
+        let mut bad_fingerprint = meta.clone();
+        bad_fingerprint.insert("trained_on".into(), fingerprint.into());
+        match with_reports("fingerprint.safetensors", bad_fingerprint) {
+            Err(CohortError::CorruptFile { reason, .. }) => {
+                assert!(
+                    reason.contains("'trained_on' is not a fingerprint"),
+                    "{reason}"
+                )
+            }
+            other => panic!(
+                "{fingerprint}: expected CorruptFile, got {:?}",
+                other.map(|c| c.trained_on)
+            ),
         }
-        other => panic!(
-            "expected CorruptFile, got {:?}",
-            other.map(|c| c.trained_on)
-        ),
     }
     // Step and epoch counts past any run's (a damaged file): refused, not wrapped as training
     // goes on; the largest taken reads back, and a trainer refuses one past it too.

@@ -17,9 +17,17 @@ pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Data
             "blobs need at least 2 classes, got {classes}"
         )));
     }
-    let too_big = || CohortError::InvalidConfig(format!("blobs of {rows} × {dims} are too large"));
-    let size = rows.checked_mul(dims).ok_or_else(too_big)?;
-    classes.checked_mul(dims).ok_or_else(too_big)?;
+    let too_big = |what: &str, n: usize| {
+        CohortError::InvalidConfig(format!(
+            "blobs of {n} {what} × {dims} dimensions are too large"
+        ))
+    };
+    let size = rows
+        .checked_mul(dims)
+        .ok_or_else(|| too_big("rows", rows))?;
+    classes
+        .checked_mul(dims)
+        .ok_or_else(|| too_big("classes", classes))?;
     let what = |part: &'static str| move || format!("the {part} of blobs of {rows} × {dims}");
     let mut rng = Rng::new(seed);
     let mut centres: Vec<f32> = host_vec(classes * dims, what("class centres"))?;
@@ -69,10 +77,16 @@ mod tests {
             blobs(10, 1 << 40, 2, 0),
             Err(CohortError::HostMemory { .. })
         ));
-        assert!(matches!(
-            blobs(usize::MAX, 2, 2, 0),
-            Err(CohortError::InvalidConfig(_))
-        ));
+        // Past usize: the message names the count that overflowed.
+        for (rows, classes, what) in [(usize::MAX, 2, "rows"), (10, usize::MAX, "classes")] {
+            match blobs(rows, classes, 2, 0) {
+                Err(e @ CohortError::InvalidConfig(_)) => {
+                    let want = format!("blobs of {} {what} × 2 dimensions", rows.max(classes));
+                    assert!(e.to_string().contains(&want), "{e}");
+                }
+                other => panic!("{rows} × {classes}: {:?}", other.map(|d| d.rows)),
+            }
+        }
         assert!(
             blobs(0, 3, 4, 1).is_err() && blobs(5, 1, 4, 1).is_err() && blobs(5, 3, 0, 1).is_err()
         );
