@@ -95,7 +95,8 @@ fn run_training<B: Backend>(
             ProgressStyle::with_template("epoch {prefix:>3} [{bar:20}] {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> ");
-        ProgressBar::new(0).with_style(style)
+        let steps = split.train.rows.div_ceil(config.batch_size.max(1));
+        ProgressBar::new(steps as u64).with_style(style)
     };
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
     bar.set_prefix(format!("{}", current_epoch.get()));
