@@ -357,15 +357,14 @@ fn coop_backend_with(
     layout: &str,
     build: impl FnOnce(&mut cohort::GpuOptions),
 ) -> cohort::Result<cohort::GpuBackend> {
-    let mut options = cohort::GpuOptions {
-        coop,
-        coop_layout: Some(layout.parse()?),
+    let coop_layout = Some(layout.parse()?);
+    common::gpu_with(|options| {
+        options.coop = coop;
+        options.coop_layout = coop_layout;
         // The small products too (e.g. 1×1×1) on this kernel, not the narrow one.
-        no_narrow_kernel: true,
-        ..cohort::GpuOptions::from_env().unwrap()
-    };
-    build(&mut options);
-    cohort::GpuBackend::new(&options)
+        options.no_narrow_kernel = true;
+        build(options);
+    })
 }
 
 #[test]
@@ -1337,20 +1336,6 @@ fn a_split_whose_partial_products_would_pass_the_buffer_limit_multiplies_unsplit
     );
 }
 
-/// A backend opened with at most `cap` workgroups in each grid dimension, its other options as
-/// `build` sets them, else as the environment says.
-fn capped_backend(
-    cap: u32,
-    build: impl FnOnce(&mut cohort::GpuOptions),
-) -> cohort::Result<cohort::GpuBackend> {
-    let mut options = cohort::GpuOptions {
-        max_workgroups_per_dimension: Some(cap),
-        ..cohort::GpuOptions::from_env().unwrap()
-    };
-    build(&mut options);
-    cohort::GpuBackend::new(&options)
-}
-
 #[test]
 fn every_kernel_matches_cpu_with_its_grids_folded_under_a_small_grid_limit() {
     // A device that allows 16 workgroups per grid dimension (the suite's largest product, 1024
@@ -1359,14 +1344,14 @@ fn every_kernel_matches_cpu_with_its_grids_folded_under_a_small_grid_limit() {
     // kernel's products whose rows need more run on the tiled kernel. The device itself
     // enforces the limit: a grid past it would be a validation error.
     let Some(own) = gpu() else { return };
-    let g = capped_backend(16, |_| {}).unwrap();
+    let g = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(16)).unwrap();
     assert_eq!(g.runtime().caps().max_workgroups_per_dim, 16);
     whole_suite_matches_cpu(&g, "at most 16 workgroups per grid dimension");
     // A limit above the adapter's is the adapter's; none is refused.
     let own_limit = own.runtime().caps().max_workgroups_per_dim;
-    let above = capped_backend(u32::MAX, |_| {}).unwrap();
+    let above = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(u32::MAX)).unwrap();
     assert_eq!(above.runtime().caps().max_workgroups_per_dim, own_limit);
-    let err = capped_backend(0, |_| {}).unwrap_err();
+    let err = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(0)).unwrap_err();
     assert!(
         matches!(err, cohort::CohortError::InvalidConfig(_)),
         "{err}"
@@ -1379,7 +1364,8 @@ fn a_small_grid_limit_gives_up_k_splits_and_the_narrow_kernel_or_refuses_the_wor
     let Some(_) = gpu() else { return };
     // Split K in 4: a batch of 2 products (8 workgroups deep) runs the partial products and the
     // reduction; a batch of 3 (12) would pass the limit, so it multiplies unsplit.
-    let g = capped_backend(8, |o| {
+    let g = common::gpu_with(|o| {
+        o.max_workgroups_per_dimension = Some(8);
         o.k_splits = Some(4);
         o.no_narrow_kernel = true;
     })
@@ -1399,7 +1385,11 @@ fn a_small_grid_limit_gives_up_k_splits_and_the_narrow_kernel_or_refuses_the_wor
     }
     // The narrow kernel takes at most 16 rows a workgroup: 100 rows fit 8 workgroups, 200 run on
     // the tiled kernel's 64-row tiles instead.
-    let g = capped_backend(8, |o| o.no_narrow_kernel = false).unwrap();
+    let g = common::gpu_with(|o| {
+        o.max_workgroups_per_dimension = Some(8);
+        o.no_narrow_kernel = false;
+    })
+    .unwrap();
     for (m, kernel) in [(100, "matmul_narrow"), (200, "matmul")] {
         let check =
             validate::matmul(&g, Batching::None, (m, 10, 64), &MatmulSpec::default(), 3).unwrap();

@@ -49,6 +49,14 @@ pub fn gpu() -> Option<&'static GpuBackend> {
     gpu.as_ref()
 }
 
+/// A GPU backend opened with the options the environment gives (`GpuOptions::from_env`), changed
+/// as `build` says.
+pub fn gpu_with(build: impl FnOnce(&mut cohort::GpuOptions)) -> cohort::Result<GpuBackend> {
+    let mut options = cohort::GpuOptions::from_env().expect("the environment's GPU options");
+    build(&mut options);
+    GpuBackend::new(&options)
+}
+
 /// A backend like the one under test with its kernels built with unrolling hints
 /// (`GpuOptions::unroll_hints`), where the adapter is a Vulkan one (they need wgpu's SPIR-V
 /// passthrough); elsewhere a loud skip and `None`. On a Vulkan adapter the hints must work.
