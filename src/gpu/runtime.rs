@@ -450,6 +450,20 @@ impl GpuOptions {
                 })
                 .transpose()
         }
+        // A count of `what`, at least 1.
+        fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(
+            name: &str,
+            what: &str,
+        ) -> Result<Option<T>> {
+            var(name)
+                .map(|v| match v.parse::<T>() {
+                    Ok(n) if n >= T::from(1) => Ok(n),
+                    _ => Err(CohortError::InvalidConfig(format!(
+                        "{name}={v}: use a number of {what}, at least 1"
+                    ))),
+                })
+                .transpose()
+        }
         Ok(GpuOptions {
             adapter: var("COHORT_ADAPTER"),
             hardware_only: forced("COHORT_HARDWARE_ONLY")? == Some(true),
@@ -484,23 +498,9 @@ impl GpuOptions {
             serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
             one_pass: forced("COHORT_ONE_PASS")? == Some(true),
             row_subgroups: forced("COHORT_ROW_SUBGROUPS")?,
-            row_classes_per_lane: var("COHORT_ROW_CLASSES_PER_LANE")
-                .map(|v| match v.parse() {
-                    Ok(n) if n >= 1 => Ok(n),
-                    _ => Err(CohortError::InvalidConfig(format!(
-                        "COHORT_ROW_CLASSES_PER_LANE={v}: use a number of classes, at least 1"
-                    ))),
-                })
-                .transpose()?,
+            row_classes_per_lane: at_least_one("COHORT_ROW_CLASSES_PER_LANE", "classes")?,
             unroll_hints: forced("COHORT_UNROLL_HINTS")? == Some(true),
-            max_workgroups_per_dimension: var("COHORT_MAX_WORKGROUPS")
-                .map(|v| match v.parse() {
-                    Ok(n) if n >= 1 => Ok(n),
-                    _ => Err(CohortError::InvalidConfig(format!(
-                        "COHORT_MAX_WORKGROUPS={v}: use a number of workgroups, at least 1"
-                    ))),
-                })
-                .transpose()?,
+            max_workgroups_per_dimension: at_least_one("COHORT_MAX_WORKGROUPS", "workgroups")?,
         })
     }
 }
