@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use super::{read_maybe_gzip, Dataset, Split, SplitRows};
-use crate::error::{host_capacity, CohortError, Result};
+use super::{gathered_rows, read_maybe_gzip, Dataset, Split, SplitRows};
+use crate::error::{CohortError, Result};
 
 /// Whether the first line is a header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -257,21 +257,13 @@ impl Rows {
         let Some(labels) = &self.labels else {
             return Ok(None);
         };
-        let parts = match SplitRows::new(self.rows, options.test_fraction, options.seed) {
-            Ok(parts) => parts,
-            Err(e @ CohortError::HostMemory { .. }) => return Err(e),
-            Err(_) => return Ok(None),
+        let Some(parts) =
+            SplitRows::where_they_split(self.rows, options.test_fraction, options.seed)?
+        else {
+            return Ok(None);
         };
-        let train = parts.train();
-        let values = train.len().saturating_mul(self.cols);
-        let what = || format!("the training part's {} rows", train.len());
-        let mut features = host_capacity(values, what)?;
-        let mut train_labels = host_capacity(train.len(), what)?;
-        for &i in train {
-            features.extend_from_slice(&self.features[i * self.cols..(i + 1) * self.cols]);
-            train_labels.push(labels[i]);
-        }
-        Ok(Dataset::new(features, train_labels, self.cols, classes).ok())
+        let (features, labels) = gathered_rows(&self.features, labels, self.cols, parts.train())?;
+        Ok(Dataset::new(features, labels, self.cols, classes).ok())
     }
 }
 

@@ -110,11 +110,7 @@ impl Dataset {
     /// The given rows, in that order (repeats allowed), or [`CohortError::HostMemory`] where
     /// the host cannot hold the copy. Panics if an index is `>= rows`.
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset> {
-        let values = indices.len().saturating_mul(self.cols);
-        let what = |part: &'static str| move || format!("the {part} of {} rows", indices.len());
-        let mut features = host_capacity(values, what("features"))?;
-        let mut labels = host_capacity(indices.len(), what("labels"))?;
-        self.gather_batch(indices, &mut features, &mut labels);
+        let (features, labels) = gathered_rows(&self.features, &self.labels, self.cols, indices)?;
         Ok(Dataset {
             features,
             labels,
@@ -132,10 +128,12 @@ impl Dataset {
         features_out: &mut Vec<f32>,
         labels_out: &mut Vec<u32>,
     ) {
-        for &i in indices {
-            features_out.extend_from_slice(self.row(i));
-            labels_out.push(self.labels[i]);
-        }
+        append_rows(
+            (&self.features, &self.labels, self.cols),
+            indices,
+            features_out,
+            labels_out,
+        );
     }
 
     /// A seeded shuffle, then `test_fraction` of the rows as the test part.
@@ -162,6 +160,42 @@ pub struct SplitRows {
     test_rows: usize,
 }
 
+/// Appends rows `indices` of the rows in `features` (`cols` values each) and their `labels` to
+/// the outputs. Panics if an index is past the rows.
+fn append_rows(
+    (features, labels, cols): (&[f32], &[u32], usize),
+    indices: &[usize],
+    features_out: &mut Vec<f32>,
+    labels_out: &mut Vec<u32>,
+) {
+    for &i in indices {
+        features_out.extend_from_slice(&features[i * cols..(i + 1) * cols]);
+        labels_out.push(labels[i]);
+    }
+}
+
+/// Rows `indices` of the rows in `features` (`cols` values each) and their `labels`, copied in
+/// that order into memory checked as [`host_capacity`] checks. Panics if an index is past the
+/// rows.
+pub(crate) fn gathered_rows(
+    features: &[f32],
+    labels: &[u32],
+    cols: usize,
+    indices: &[usize],
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    let values = indices.len().saturating_mul(cols);
+    let what = |part: &'static str| move || format!("the {part} of {} rows", indices.len());
+    let mut features_out = host_capacity(values, what("features"))?;
+    let mut labels_out = host_capacity(indices.len(), what("labels"))?;
+    append_rows(
+        (features, labels, cols),
+        indices,
+        &mut features_out,
+        &mut labels_out,
+    );
+    Ok((features_out, labels_out))
+}
+
 impl SplitRows {
     /// The parts of `rows` rows; fails where `test_fraction` is outside (0, 1) or leaves a part
     /// empty.
@@ -180,6 +214,17 @@ impl SplitRows {
             )));
         }
         Ok(SplitRows { order, test_rows })
+    }
+
+    /// [`SplitRows::new`], but `None` where the rows do not split so (`test_fraction` outside
+    /// (0, 1), or a part left empty): only [`CohortError::HostMemory`] is an error. For data
+    /// that is scored whole and checked against the training part where it has one.
+    pub fn where_they_split(rows: usize, test_fraction: f64, seed: u64) -> Result<Option<Self>> {
+        match SplitRows::new(rows, test_fraction, seed) {
+            Ok(parts) => Ok(Some(parts)),
+            Err(e @ CohortError::HostMemory { .. }) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// The training part's row indices, in the order the part holds them.

@@ -8,7 +8,7 @@ use cohort::config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, Schedule, TrainConfig,
 };
 use cohort::data::csv::{self, Header, LabelColumn};
-use cohort::data::{DataSource, Dataset, Split, Standardizer};
+use cohort::data::{DataSource, Dataset, Split, SplitRows, Standardizer};
 use cohort::ops::Activation;
 use cohort::{checkpoint, metrics, CohortError, Result};
 
@@ -173,11 +173,10 @@ impl DataArgs {
         {
             let (data, layout) = csv::read(&path, &options)?;
             report_layout(&layout, quiet);
-            let train = match data.training_part(options.test_fraction, options.seed) {
-                Ok(train) => Some(train),
-                Err(e @ CohortError::HostMemory { .. }) => return Err(e),
-                Err(_) => None,
-            };
+            let train =
+                SplitRows::where_they_split(data.rows, options.test_fraction, options.seed)?
+                    .map(|parts| data.subset(parts.train()))
+                    .transpose()?;
             return Ok((data, train));
         }
         let (_, split) = self.load(quiet, classes)?;

@@ -204,7 +204,7 @@ pub(crate) fn prediction_rows(
     }
     if let Some(s) = &ckpt.standardizer {
         s.apply_rows(&mut rows.features)?;
-        warn_of_scale(&rows.features, s.mean.len());
+        warn_of_scale(&rows.features, rows.cols);
     }
     Ok((ckpt, rows))
 }
