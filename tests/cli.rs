@@ -1468,6 +1468,19 @@ fn compare_prints_independent_and_mutual_side_by_side() {
         stdout.contains("over 2 seeds") && stdout.contains("test cross-entropy"),
         "{stdout}"
     );
+    // A line per run on stderr as each ends, left out with --quiet (the table is not).
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.matches("seed ").count(), 4, "{stderr}");
+    let quiet = cohort(&[
+        "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2", "--quiet",
+    ]);
+    assert!(quiet.status.success(), "{}", text(&quiet.stderr));
+    assert!(
+        !text(&quiet.stderr).contains("seed "),
+        "{}",
+        text(&quiet.stderr)
+    );
+    assert_eq!(text(&quiet.stdout), stdout);
     // The spread of one seed is undefined, not 0 (both runs' and the gain's).
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "1",

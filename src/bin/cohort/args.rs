@@ -213,8 +213,9 @@ pub(crate) struct TrainArgs {
     /// Steps between metric reads (progress bar, divergence check).
     #[arg(long, default_value_t = 25)]
     pub(crate) log_every: usize,
-    /// No progress bar, no per-epoch lines and no note of where CSV labels came from (the
-    /// results are still printed: train's summary, compare's table, profile's report).
+    /// No progress bar, no per-epoch (compare: per-run) lines and no note of where CSV labels
+    /// came from (the results are still printed: train's summary, compare's table, profile's
+    /// report).
     #[arg(long)]
     pub(crate) quiet: bool,
 }

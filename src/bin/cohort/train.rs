@@ -355,7 +355,7 @@ pub(crate) fn compare<B: Backend>(
             let mut config = base.clone();
             config.alpha = alpha;
             config.seed = seed;
-            // The progress bar only (unless --quiet): a line per run follows.
+            // The progress bar only (unless --quiet); a line per run follows, also unless --quiet.
             let no_files = FileArgs::default();
             let history = run_training(
                 backend,
@@ -374,16 +374,18 @@ pub(crate) fn compare<B: Backend>(
                 .ok_or_else(|| CohortError::EmptyData("no epochs".into()))?;
             let mut accuracy: Vec<f32> = last.peers.iter().map(|r| r.test_accuracy).collect();
             accuracy.push(last.ensemble_accuracy);
-            eprintln!(
-                "seed {seed} {:<11}: test accuracy of the peers {}, of the ensemble {}",
-                RUNS[run],
-                accuracy[..p]
-                    .iter()
-                    .map(|a| pct(*a))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                pct(last.ensemble_accuracy)
-            );
+            if !args.quiet {
+                eprintln!(
+                    "seed {seed} {:<11}: test accuracy of the peers {}, of the ensemble {}",
+                    RUNS[run],
+                    accuracy[..p]
+                        .iter()
+                        .map(|a| pct(*a))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    pct(last.ensemble_accuracy)
+                );
+            }
             ends.push(RunEnd {
                 seed,
                 run,
