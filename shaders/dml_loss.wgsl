@@ -57,15 +57,17 @@ fn main(ids: RowIds) {
         var idx = 0u;
         var z = 0.0;
         var lpi = 0.0;
+        var pi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
         for (var t = 0u; t < lane_pairs(place.lane, per); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
                 z = logits[idx];
                 lpi = z * inv_t - peer_lse[i];
+                pi = exp(lpi);
             }
             if (mutual) {
-                terms += pair_terms(i, j, row, k, lpi, inv_t);
+                terms += pair_terms(i, j, row, k, lpi, pi, inv_t);
             }
             j++;
             if (j == per) {
@@ -74,7 +76,7 @@ fn main(ids: RowIds) {
                 var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
                 if (mutual) {
                     kl += terms.x;
-                    g += p.kl_scale * p.temperature * (exp(lpi) - terms.y / others);
+                    g += p.kl_scale * p.temperature * (pi - terms.y / others);
                 }
                 if (live) {
                     dlogits[idx] = g;

@@ -42,18 +42,20 @@ fn main(ids: RowIds) {
         var j = 0u;
         var idx = 0u;
         var lpi = 0.0;
+        var pi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
         for (var t = 0u; t < lane_pairs(place.lane, p.peers); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
                 lpi = logits[idx] * inv_t - peer_lse[i];
+                pi = exp(lpi);
             }
-            terms += pair_terms(i, j, row, k, lpi, inv_t);
+            terms += pair_terms(i, j, row, k, lpi, pi, inv_t);
             j++;
             if (j == p.peers) {
                 loss += terms.x;
                 if (live) {
-                    var g = p.grad_scale * p.temperature * (exp(lpi) - terms.y / others);
+                    var g = p.grad_scale * p.temperature * (pi - terms.y / others);
                     if (p.accumulate != 0u) {
                         g += dlogits[idx];
                     }
