@@ -1452,6 +1452,85 @@ fn a_diverging_run_is_named_and_its_losses_stay_in_their_columns() {
 }
 
 #[test]
+fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
+    // Three classes of four features near the class's number; the test file's are 1e4 times
+    // the training file's. Standardised with the training statistics they spread ~1e4 wide,
+    // and in mixed precision the hidden layer passes f16's 65504: NaN test losses (before, a
+    // silent NaN in the summary beside an accuracy that meant nothing, and compare counted
+    // NaN gains as seeds where mutual did worse).
+    let dir = scratch("test-scale");
+    let rows = |scale: f64| -> String {
+        let mut text = String::from("a,b,c,d,label\n");
+        for r in 0..90u32 {
+            let class = r % 3;
+            let noise = |k: u32| (((r * 7 + k * 13) % 17) as f64 - 8.0) / 16.0;
+            let x: Vec<String> = (0..4)
+                .map(|k| format!("{}", scale * (f64::from(class) + noise(k))))
+                .collect();
+            text.push_str(&format!("{},{class}\n", x.join(",")));
+        }
+        text
+    };
+    let (train, test) = (dir.join("train.csv"), dir.join("test.csv"));
+    std::fs::write(&train, rows(1.0)).unwrap();
+    std::fs::write(&test, rows(1e4)).unwrap();
+    let data = format!("csv:{}", train.display());
+    let test_data = test.to_str().unwrap();
+    let flags = [
+        "--device",
+        "cpu",
+        "--data",
+        &data,
+        "--test-data",
+        test_data,
+        "--peers",
+        "2x32",
+        "--epochs",
+        "2",
+        "--precision",
+        "mixed",
+        "--quiet",
+    ];
+    let out = cohort(&[&["train"], &flags[..]].concat());
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the test rows' features have a root mean square of 1.")
+            && stderr.contains("e4 (the median feature's"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("warning: epoch 1: test loss peer 0 NaN")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("past f16's 65504 in a hidden layer"),
+        "{stderr}"
+    );
+    // Two seeds: the cross-entropy gains are NaN, neither ahead nor behind.
+    let out = cohort(&[&["compare", "--seeds", "2"], &flags[..]].concat());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ce = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("test cross-entropy"))
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(ce.contains("NaN") && ce.ends_with(" 0/0"), "{stdout}");
+    // Scaled alike, no warning.
+    std::fs::write(&test, rows(1.0)).unwrap();
+    let out = cohort(&[&["train"], &flags[..]].concat());
+    let stderr = text(&out.stderr);
+    assert!(
+        out.status.success() && !stderr.contains("warning"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn compare_prints_independent_and_mutual_side_by_side() {
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",

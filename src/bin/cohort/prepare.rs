@@ -212,6 +212,35 @@ pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
     }
 }
 
+/// Rows of `cols` features standardised with the training rows' statistics (`whose`: which
+/// statistics, which rows): warns where they spread far wider than the training rows did (the
+/// median feature's root mean square past 4; each training feature's is at most 1), the mark of
+/// features scaled otherwise (pixels 0..255 against a model trained on 0..1), which the cohort
+/// would silently misread (or, in f16, overflow on). The median, so that a few features the
+/// training rows hardly varied (a digit's border pixels) do not set it off.
+pub(crate) fn warn_of_scale(standardised: &[f32], cols: usize, whose: &str) {
+    let rows = standardised.len() / cols.max(1);
+    if rows == 0 {
+        return;
+    }
+    let mut spread: Vec<f64> = (0..cols)
+        .map(|c| {
+            let column = standardised.iter().skip(c).step_by(cols);
+            let squares: f64 = column.map(|&v| f64::from(v).powi(2)).sum();
+            (squares / rows as f64).sqrt()
+        })
+        .collect();
+    spread.sort_by(f64::total_cmp);
+    let median = spread[cols / 2];
+    if median > 4.0 {
+        eprintln!(
+            "warning: {whose} features have a root mean square of {median:.3e} (the median \
+             feature's; the training rows': at most 1): are they scaled as the training data's \
+             were?"
+        );
+    }
+}
+
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 pub(crate) fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let (source, mut split) = args.data.load(args.quiet, None)?;
@@ -231,6 +260,12 @@ pub(crate) fn prepare(args: &TrainArgs) -> Result<Prepared> {
     if let Some(s) = &standardizer {
         s.apply(&mut split.train)?;
         s.apply(&mut split.test)?;
+        // A test file of its own may be scaled otherwise.
+        warn_of_scale(
+            &split.test.features,
+            split.test.cols,
+            "standardised with the training rows' statistics, the test rows'",
+        );
     }
     let activation: Activation = args.activation.parse()?;
     let classes = split.train.classes.max(split.test.classes);

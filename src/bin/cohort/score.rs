@@ -5,7 +5,7 @@ use cohort::data::{DataSource, Dataset};
 use cohort::{checkpoint, Backend, CohortError, Result};
 
 use crate::args::DataArgs;
-use crate::prepare::{claim_output, data_files, report_layout};
+use crate::prepare::{claim_output, data_files, report_layout, warn_of_scale};
 use crate::text::{count, loss_text, pct};
 
 /// Reads the checkpoint `path` and the rows to score (the data's test part, or with `all_rows`
@@ -44,7 +44,11 @@ pub(crate) fn evaluation_data(
     if let Some(s) = &ckpt.standardizer {
         s.apply(&mut rows)?;
         train.as_mut().map(|t| s.apply(t)).transpose()?;
-        warn_of_scale(&rows.features, rows.cols);
+        warn_of_scale(
+            &rows.features,
+            rows.cols,
+            "standardised with the checkpoint's statistics, these rows'",
+        );
     }
     // A test part: did the cohort train on other rows (which may be among these)?
     match (&train, ckpt.trained_on) {
@@ -204,38 +208,13 @@ pub(crate) fn prediction_rows(
     }
     if let Some(s) = &ckpt.standardizer {
         s.apply_rows(&mut rows.features)?;
-        warn_of_scale(&rows.features, rows.cols);
-    }
-    Ok((ckpt, rows))
-}
-
-/// Rows of `cols` features standardised with a checkpoint's statistics: warns where they spread
-/// far wider than its training rows did (the median feature's root mean square past 4; each
-/// training feature's is at most 1), the mark of features scaled otherwise (pixels 0..255
-/// against a model trained on 0..1), which the cohort would silently misread. The median, so
-/// that a few features its training rows hardly varied (a digit's border pixels) do not set
-/// it off.
-fn warn_of_scale(standardised: &[f32], cols: usize) {
-    let rows = standardised.len() / cols.max(1);
-    if rows == 0 {
-        return;
-    }
-    let mut spread: Vec<f64> = (0..cols)
-        .map(|c| {
-            let column = standardised.iter().skip(c).step_by(cols);
-            let squares: f64 = column.map(|&v| f64::from(v).powi(2)).sum();
-            (squares / rows as f64).sqrt()
-        })
-        .collect();
-    spread.sort_by(f64::total_cmp);
-    let median = spread[cols / 2];
-    if median > 4.0 {
-        eprintln!(
-            "warning: standardised with the checkpoint's statistics, these rows' features have \
-             a root mean square of {median:.3e} (the median feature's; its training rows': at \
-             most 1): are they scaled as the training data's were?"
+        warn_of_scale(
+            &rows.features,
+            rows.cols,
+            "standardised with the checkpoint's statistics, these rows'",
         );
     }
+    Ok((ckpt, rows))
 }
 
 /// Every row of the data scored: warns where they include the rows the checkpoint trained on

@@ -101,6 +101,7 @@ fn run_training<B: Backend>(
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
     bar.set_prefix(format!("{}", current_epoch.get()));
     let warned_of_divergence = std::cell::Cell::new(false);
+    let warned_of_test_loss = std::cell::Cell::new(false);
     let history = trainer.fit(
         split,
         |trainer, report| {
@@ -131,6 +132,24 @@ fn run_training<B: Backend>(
                     losses.join(", "),
                     (config.classes() as f32).ln(),
                     config.optimizer.lr
+                );
+            }
+            let overflowing: Vec<String> = (report.peers.iter().enumerate())
+                .filter(|(_, r)| !r.test_loss.is_finite())
+                .map(|(i, r)| format!("peer {i} {}", r.test_loss))
+                .collect();
+            if !overflowing.is_empty() && !warned_of_test_loss.replace(true) {
+                let f16 = if config.mixed_precision {
+                    " (in mixed precision, past f16's 65504 in a hidden layer)"
+                } else {
+                    ""
+                };
+                eprintln!(
+                    "warning: epoch {}: test loss {}: the logits of some test rows overflow{f16}, \
+                     so the test accuracy means nothing; are the test rows scaled as the \
+                     training rows?",
+                    report.epoch,
+                    overflowing.join(", ")
                 );
             }
             // Every epoch's report, those before a resume included.
@@ -324,9 +343,11 @@ impl PairedGain {
     fn of(independent: &[f64], mutual: &[f64], lower_is_better: bool) -> Self {
         let diffs: Vec<f64> = mutual.iter().zip(independent).map(|(m, i)| m - i).collect();
         let (mean, std) = mean_std(&diffs);
+        // A NaN difference (a run whose test loss overflowed) is neither.
         let better = |d: f64| if lower_is_better { d < 0.0 } else { d > 0.0 };
+        let worse = |d: f64| if lower_is_better { d > 0.0 } else { d < 0.0 };
         let ahead = diffs.iter().filter(|&&d| better(d)).count();
-        let behind = diffs.iter().filter(|&&d| d != 0.0 && !better(d)).count();
+        let behind = diffs.iter().filter(|&&d| worse(d)).count();
         Self {
             mean,
             standard_error: std.map(|s| s / (diffs.len() as f64).sqrt()),
