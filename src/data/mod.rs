@@ -320,14 +320,7 @@ impl Standardizer {
             mean: mean.iter().map(|&m| m as f32).collect(),
             std: var
                 .iter()
-                .map(|&s| {
-                    let sd = (s / n).sqrt();
-                    if sd < 1e-8 {
-                        1.0
-                    } else {
-                        sd as f32
-                    }
-                })
+                .map(|&s| deviation_or_one((s / n).sqrt()))
                 .collect(),
         }
     }
@@ -342,11 +335,7 @@ impl Standardizer {
             .map(|&v| (v as f64 - mean).powi(2))
             .sum::<f64>()
             / n;
-        let sd = if var.sqrt() < 1e-8 {
-            1.0
-        } else {
-            var.sqrt() as f32
-        };
+        let sd = deviation_or_one(var.sqrt());
         Standardizer {
             mean: vec![mean as f32; data.cols],
             std: vec![sd; data.cols],
@@ -414,6 +403,20 @@ impl Standardizer {
             }
         }
         Ok(())
+    }
+}
+
+/// A standard deviation as f32, or 1 for a constant feature: one whose deviation is 0 (a
+/// column of equal f32 values has exactly 0, its f64 mean being exact) or below f32's normal
+/// range, where dividing by it would overflow. Features of tiny but real spread (values near
+/// 1e-9) are scaled like any other: an absolute floor (1e-8 before 2026-12-06) left them unscaled
+/// and so, beside features of order one, unseen.
+fn deviation_or_one(sd: f64) -> f32 {
+    let sd = sd as f32;
+    if sd >= f32::MIN_POSITIVE {
+        sd
+    } else {
+        1.0
     }
 }
 
@@ -715,6 +718,20 @@ mod tests {
         let var: f32 = col0.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 3.0;
         assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5, "{col0:?}");
         assert!((0..3).all(|r| d.row(r)[1] == 0.0));
+        // A feature of tiny spread is scaled like any other, per feature and globally; one
+        // below f32's normal range counts as constant.
+        for scale in [1e-9f32, 1e-30] {
+            let tiny = Dataset::new(vec![scale, -scale, 0.0, 2.0 * scale], vec![0; 4], 1, 2);
+            let tiny = tiny.unwrap();
+            for s in [Standardizer::fit(&tiny), Standardizer::fit_global(&tiny)] {
+                let mut t = tiny.clone();
+                s.apply(&mut t).unwrap();
+                let var: f32 = t.features.iter().map(|v| v * v).sum::<f32>() / 4.0;
+                assert!((var - 1.0).abs() < 1e-5, "{scale}: {:?}", t.features);
+            }
+        }
+        let subnormal = Dataset::new(vec![1e-39, 0.0], vec![0, 1], 1, 2).unwrap();
+        assert_eq!(Standardizer::fit(&subnormal).std, [1.0]);
         let mut wide = Dataset::new(vec![0.0; 3], vec![0], 3, 2).unwrap();
         assert!(s.apply(&mut wide).is_err());
         // Near f32's limit the subtraction alone overflows: f64 gives the finite value.
