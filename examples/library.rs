@@ -15,7 +15,7 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
     println!("backend: {}", backend.describe());
     // Data: the UCI digits compiled into the crate, standardised with training statistics.
     let mut split = DataSource::Digits.load()?;
-    let standardizer = Standardizer::fit(&split.train);
+    let standardizer = Standardizer::fit(&split.train)?;
     standardizer.apply(&mut split.train)?;
     standardizer.apply(&mut split.test)?;
 

@@ -327,6 +327,34 @@ pub const MAX_RESTORED_STEPS: usize = if usize::BITS >= 64 {
 };
 
 /// Trains a cohort on one backend. See the module documentation for the step.
+///
+/// ```
+/// use cohort::{parse_peers, Activation, CpuBackend, DataSource, Standardizer, TrainConfig, Trainer};
+///
+/// let mut split = DataSource::Digits.load()?;
+/// // Standardised with the training rows' statistics, as the CLI does by default (the raw
+/// // 0..16 pixels train far worse).
+/// let standardizer = Standardizer::fit(&split.train)?;
+/// standardizer.apply(&mut split.train)?;
+/// standardizer.apply(&mut split.test)?;
+/// let mut config = TrainConfig::new(parse_peers("2x128", 64, 10, Activation::Relu)?);
+/// config.alpha = 1.0;
+/// config.epochs = 2;
+/// let backend = CpuBackend; // or cohort::GpuBackend::from_env()?
+/// let mut trainer = Trainer::new(&backend, config)?;
+/// let history = trainer.fit(
+///     &split,
+///     |_, report| {
+///         println!("{report:?}");
+///         Ok(())
+///     },
+///     |_| {},
+/// )?;
+/// assert!(history[1].ensemble_accuracy > 0.9);
+/// // Class probabilities of new rows (standardised alike), per peer and for the ensemble.
+/// let predictions = trainer.predict(&split.test.features)?;
+/// # Ok::<(), cohort::CohortError>(())
+/// ```
 pub struct Trainer<'b, B: Backend> {
     backend: BackendRef<'b, B>,
     config: TrainConfig,

@@ -662,7 +662,7 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
     let dir = std::env::temp_dir().join(format!("cohort-damaged-ckpt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut split = blobs(40, 3, 4, 1).unwrap().split(0.25, 0).unwrap();
-    let standardizer = Standardizer::fit(&split.train);
+    let standardizer = Standardizer::fit(&split.train).unwrap();
     standardizer.apply(&mut split.train).unwrap();
     standardizer.apply(&mut split.test).unwrap();
     let peers = parse_peers("_-8-_,_-6-6-_", 4, 3, Activation::Relu).unwrap();

@@ -16,7 +16,7 @@ use common::gpu;
 
 fn digits() -> Split {
     let mut split = DataSource::Digits.load().unwrap();
-    let s = Standardizer::fit(&split.train);
+    let s = Standardizer::fit(&split.train).unwrap();
     s.apply(&mut split.train).unwrap();
     s.apply(&mut split.test).unwrap();
     split
@@ -670,7 +670,7 @@ type Params = NamedTensors;
 /// its data, configuration and parameters.
 fn fitted_cohort<B: Backend>(b: &B) -> (Dataset, TrainConfig, Params) {
     let mut data = cohort::data::synthetic::blobs(4096, 4, 16, 3).unwrap();
-    Standardizer::fit(&data).apply(&mut data).unwrap();
+    Standardizer::fit(&data).unwrap().apply(&mut data).unwrap();
     let mut fit = TrainConfig::new(parse_peers("2x_-32-32-_", 16, 4, Activation::Relu).unwrap());
     fit.epochs = 5;
     fit.optimizer.lr = 0.1;
@@ -1581,7 +1581,7 @@ fn predictions_agree_with_evaluation_on_the_gpu() {
 
 /// What a library user can build by hand is checked as `Dataset::new` checks it: a data set
 /// whose fields disagree, a label past the classes or a NaN is an error at upload, not a panic
-/// or a `Diverged` later; data uploaded through one GPU backend is refused by another's
+/// or a `Diverged` later (and so is fitting a standardisation to it); data uploaded through one GPU backend is refused by another's
 /// trainer (wgpu panicked on the foreign buffers).
 fn hand_built_data_case<B: Backend>(b: &B) {
     let mut t = Trainer::new(b, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
@@ -1635,6 +1635,13 @@ fn hand_built_data_case<B: Backend>(b: &B) {
             match uploaded {
                 Err(e) => assert!(expected(&e), "{e}"),
                 Ok(()) => panic!("rows {} accepted (streamed: {streamed})", data.rows),
+            }
+        }
+        // Fitting a standardisation to it checks it too (it indexed past the features).
+        for fitted in [Standardizer::fit(&data), Standardizer::fit_global(&data)] {
+            match fitted {
+                Err(e) => assert!(expected(&e), "{e}"),
+                Ok(_) => panic!("rows {} fitted", data.rows),
             }
         }
     }

@@ -300,8 +300,10 @@ pub struct Standardizer {
 }
 
 impl Standardizer {
-    /// Fits means and standard deviations (computed in f64).
-    pub fn fit(data: &Dataset) -> Self {
+    /// Fits means and standard deviations (computed in f64). A data set built field by field is
+    /// checked first, as [`Dataset::new`] checks it (its sizes, finite features).
+    pub fn fit(data: &Dataset) -> Result<Self> {
+        data.validate()?;
         let n = data.rows.max(1) as f64;
         let mut mean = vec![0.0f64; data.cols];
         for r in 0..data.rows {
@@ -316,17 +318,19 @@ impl Standardizer {
                 *s += (v as f64 - m).powi(2);
             }
         }
-        Standardizer {
+        Ok(Standardizer {
             mean: mean.iter().map(|&m| m as f32).collect(),
             std: var
                 .iter()
                 .map(|&s| deviation_or_one((s / n).sqrt()))
                 .collect(),
-        }
+        })
     }
 
-    /// One mean and standard deviation over every feature value (stored once per feature).
-    pub fn fit_global(data: &Dataset) -> Self {
+    /// One mean and standard deviation over every feature value (stored once per feature),
+    /// after the checks of [`Self::fit`].
+    pub fn fit_global(data: &Dataset) -> Result<Self> {
+        data.validate()?;
         let n = data.features.len().max(1) as f64;
         let mean = data.features.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = data
@@ -336,10 +340,10 @@ impl Standardizer {
             .sum::<f64>()
             / n;
         let sd = deviation_or_one(var.sqrt());
-        Standardizer {
+        Ok(Standardizer {
             mean: vec![mean as f32; data.cols],
             std: vec![sd; data.cols],
-        }
+        })
     }
 
     /// Standardises `data` in place: `(x - mean) / std` per feature.
@@ -711,7 +715,7 @@ mod tests {
     #[test]
     fn standardizer_centres_scales_and_leaves_constant_columns_at_zero() {
         let mut d = Dataset::new(vec![1.0, 5.0, 3.0, 5.0, 5.0, 5.0], vec![0, 1, 0], 2, 2).unwrap();
-        let s = Standardizer::fit(&d);
+        let s = Standardizer::fit(&d).unwrap();
         s.apply(&mut d).unwrap();
         let col0: Vec<f32> = (0..3).map(|r| d.row(r)[0]).collect();
         let mean: f32 = col0.iter().sum::<f32>() / 3.0;
@@ -723,7 +727,8 @@ mod tests {
         for scale in [1e-9f32, 1e-30] {
             let tiny = Dataset::new(vec![scale, -scale, 0.0, 2.0 * scale], vec![0; 4], 1, 2);
             let tiny = tiny.unwrap();
-            for s in [Standardizer::fit(&tiny), Standardizer::fit_global(&tiny)] {
+            for s in [Standardizer::fit(&tiny), Standardizer::fit_global(&tiny)].map(Result::unwrap)
+            {
                 let mut t = tiny.clone();
                 s.apply(&mut t).unwrap();
                 let var: f32 = t.features.iter().map(|v| v * v).sum::<f32>() / 4.0;
@@ -731,7 +736,7 @@ mod tests {
             }
         }
         let subnormal = Dataset::new(vec![1e-39, 0.0], vec![0, 1], 1, 2).unwrap();
-        assert_eq!(Standardizer::fit(&subnormal).std, [1.0]);
+        assert_eq!(Standardizer::fit(&subnormal).unwrap().std, [1.0]);
         let mut wide = Dataset::new(vec![0.0; 3], vec![0], 3, 2).unwrap();
         assert!(s.apply(&mut wide).is_err());
         // Near f32's limit the subtraction alone overflows: f64 gives the finite value.
@@ -812,7 +817,7 @@ mod tests {
             .split(0.25, 2)
             .unwrap();
         let (mut train, mut test) = (split.train, split.test);
-        let s = Standardizer::fit(&train);
+        let s = Standardizer::fit(&train).unwrap();
         let mut raw = test.features.clone();
         s.apply(&mut train).unwrap();
         s.apply(&mut test).unwrap();
@@ -845,7 +850,7 @@ mod tests {
     #[test]
     fn global_standardisation_uses_one_mean_and_deviation() {
         let mut d = Dataset::new(vec![0.0, 2.0, 4.0, 6.0], vec![0, 1], 2, 2).unwrap();
-        let s = Standardizer::fit_global(&d);
+        let s = Standardizer::fit_global(&d).unwrap();
         assert_eq!(s.mean, vec![3.0, 3.0]);
         s.apply(&mut d).unwrap();
         let var: f32 = d.features.iter().map(|v| v * v).sum::<f32>() / 4.0;

@@ -247,10 +247,10 @@ pub(crate) fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let images = matches!(source, DataSource::Idx(_));
     let standardizer = match args.standardize.as_str() {
         "none" => None,
-        "feature" => Some(Standardizer::fit(&split.train)),
-        "global" => Some(Standardizer::fit_global(&split.train)),
-        "auto" if images => Some(Standardizer::fit_global(&split.train)),
-        "auto" => Some(Standardizer::fit(&split.train)),
+        "feature" => Some(Standardizer::fit(&split.train)?),
+        "global" => Some(Standardizer::fit_global(&split.train)?),
+        "auto" if images => Some(Standardizer::fit_global(&split.train)?),
+        "auto" => Some(Standardizer::fit(&split.train)?),
         other => {
             return Err(CohortError::InvalidConfig(format!(
                 "standardize '{other}': use auto, feature, global or none"
