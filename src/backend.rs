@@ -52,7 +52,8 @@ pub trait Backend {
     fn describe(&self) -> String;
 
     /// Which backend made a tensor: tensors of two backends with different instances cannot
-    /// be used together (each GPU backend owns its device; every CPU backend is instance 0).
+    /// be used together (each GPU backend owns its device and refuses another's tensors with
+    /// [`CohortError::InvalidConfig`]; every CPU backend is instance 0).
     fn instance(&self) -> u64 {
         0
     }

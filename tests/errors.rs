@@ -595,6 +595,56 @@ fn a_broken_user_shader_is_a_compile_error() {
 }
 
 #[test]
+fn tensors_of_another_gpu_backend_are_refused() {
+    // Each GPU backend owns its device. Bound beside this device's buffers, another's tensor
+    // gave wrong numbers without an error (a product of ones read [-0.63, 0.49, ...]), and a
+    // write into one went nowhere; now every way a tensor reaches the device refuses it.
+    let Some(g) = gpu() else { return };
+    let other = GpuBackend::from_env().unwrap();
+    let ones = [1.0f32; 4];
+    let a = g.tensor(&[2, 2], &ones).unwrap();
+    let mut foreign = other.tensor(&[2, 2], &ones).unwrap();
+    let mut c = g.zeros(&[2, 2], DType::F32).unwrap();
+    let refused = |what: &str, r: cohort::Result<()>| match r {
+        Err(CohortError::InvalidConfig(why)) => {
+            assert!(why.contains("another GPU backend"), "{what}: {why}")
+        }
+        r => panic!("{what}: expected InvalidConfig, got {r:?}"),
+    };
+    let spec = MatmulSpec::default();
+    refused("matmul", g.matmul(&a, &foreign, &mut c, &spec));
+    refused("matmul into", g.matmul(&a, &a, &mut foreign, &spec));
+    refused("read", g.read(&foreign).map(|_| ()));
+    refused("write", g.write(&mut foreign, &ones));
+    refused("copy", g.copy(&foreign, 0, &mut c, 0, 4));
+    refused(
+        "axpby",
+        g.axpby(
+            Some(&foreign),
+            &mut c,
+            &cohort::ops::Axpby {
+                a: 1.0,
+                b: 0.0,
+                c: 0.0,
+            },
+        ),
+    );
+    refused(
+        "optimizer",
+        g.optimizer_step(
+            &sgd(1.0),
+            &mut c,
+            &foreign,
+            &mut [g.zeros(&[2, 2], DType::F32).unwrap()],
+        ),
+    );
+    // The backend's own tensors still work, and the other backend's with it.
+    g.matmul(&a, &a, &mut c, &spec).unwrap();
+    assert_eq!(g.read(&c).unwrap(), [2.0; 4]);
+    assert_eq!(other.read(&foreign).unwrap(), ones);
+}
+
+#[test]
 fn a_lost_device_is_reported_as_device_lost() {
     // A device of its own, so the shared one stays usable for the other tests.
     if gpu().is_none() {

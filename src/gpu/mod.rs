@@ -232,8 +232,8 @@ impl TensorInfo for GpuTensor {
 }
 
 impl GpuTensor {
-    fn buf(&self) -> &wgpu::Buffer {
-        self.buffer.buffer()
+    fn buf(&self) -> &PooledBuffer {
+        &self.buffer
     }
 
     fn bytes(&self) -> u64 {
@@ -944,7 +944,7 @@ impl GpuBackend {
         plan: &RowPlan,
         peers: &std::ops::Range<usize>,
         rows: usize,
-        bindings: &[&wgpu::Buffer],
+        bindings: &[&PooledBuffer],
         params: impl Fn(u32, u32) -> P,
     ) -> Result<()> {
         for begin in peers.clone().step_by(plan.peers_per_dispatch) {
@@ -1056,12 +1056,12 @@ impl GpuBackend {
             ));
         }
         if data.len().is_multiple_of(4) {
-            self.rt.upload(t.buf(), 0, data);
+            self.rt.upload(t.buf(), 0, data)?;
         } else {
             // Copies move whole 4-byte words: an odd count of F16 elements gets a zero pad.
             let mut padded = data.to_vec();
             padded.resize(data.len().next_multiple_of(4), 0);
-            self.rt.upload(t.buf(), 0, &padded);
+            self.rt.upload(t.buf(), 0, &padded)?;
         }
         Ok(())
     }
@@ -1112,7 +1112,7 @@ impl Backend for GpuBackend {
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let t = self.alloc(shape, dtype)?;
-        self.rt.clear(t.buf(), t.buf().size());
+        self.rt.clear(t.buf())?;
         Ok(t)
     }
 
@@ -1168,8 +1168,7 @@ impl Backend for GpuBackend {
             dst.buf(),
             dst_offset as u64 * size,
             len as u64 * size,
-        );
-        Ok(())
+        )
     }
 
     fn matmul(
@@ -1844,7 +1843,7 @@ impl GpuBackend {
                         beta: 0.0,
                         ..params
                     };
-                    let operands = [a.buf(), b.buf(), partial.buffer(), a.buf(), b.buf()];
+                    let operands = [a.buf(), b.buf(), &partial, a.buf(), b.buf()];
                     self.rt.dispatch(
                         shader,
                         "main",
@@ -1853,7 +1852,7 @@ impl GpuBackend {
                         &operands,
                         groups(d.batch * splits)?,
                     )?;
-                    let mut bindings = vec![(3, c.buf()), (8, partial.buffer())];
+                    let mut bindings = vec![(3, c.buf()), (8, &partial)];
                     let entry = match &epilogue {
                         Some(e) => {
                             bindings.extend([(6, e.bias.buf()), (7, e.aux.buf())]);
@@ -2134,7 +2133,7 @@ impl GpuBackend {
         entry: &'static str,
         d: &BiasActDims,
         act: Activation,
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&PooledBuffer],
     ) -> Result<()> {
         const OP: &str = "bias_act";
         let total = d.groups * d.rows * d.cols;

@@ -624,7 +624,7 @@ pub(crate) struct PooledBuffer {
 }
 
 impl PooledBuffer {
-    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
+    fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
     }
 }
@@ -1222,10 +1222,26 @@ impl Runtime {
         f(encoder)
     }
 
+    /// `b`'s wgpu buffer, where this runtime's pool made it. A tensor of another backend (each
+    /// owns its device) is refused here, before it is bound or copied: bound beside this
+    /// device's buffers it gave wrong numbers without an error.
+    fn own<'a>(&self, b: &'a PooledBuffer) -> Result<&'a wgpu::Buffer> {
+        if Arc::ptr_eq(&b.pool, &self.pool) {
+            Ok(b.buffer())
+        } else {
+            Err(CohortError::InvalidConfig(
+                "a tensor of another GPU backend: each backend owns its device, and its \
+                 tensors work with its own only (read the tensor and make one of this backend's)"
+                    .into(),
+            ))
+        }
+    }
+
     /// Records a write of `data` into `dst` at byte `offset`, ordered with the recorded kernels.
-    pub(crate) fn upload(&self, dst: &wgpu::Buffer, offset: u64, data: &[u8]) {
+    pub(crate) fn upload(&self, dst: &PooledBuffer, offset: u64, data: &[u8]) -> Result<()> {
+        let dst = self.own(dst)?;
         if data.is_empty() {
-            return;
+            return Ok(());
         }
         let staging = self
             .device
@@ -1235,25 +1251,30 @@ impl Runtime {
                 usage: wgpu::BufferUsages::COPY_SRC,
             });
         self.with_encoder(|e| e.copy_buffer_to_buffer(&staging, 0, dst, offset, data.len() as u64));
+        Ok(())
     }
 
-    /// Records a zero fill of the first `bytes` of `dst`.
-    pub(crate) fn clear(&self, dst: &wgpu::Buffer, bytes: u64) {
-        self.with_encoder(|e| e.clear_buffer(dst, 0, Some(bytes)));
+    /// Records a zero fill of all of `dst`.
+    pub(crate) fn clear(&self, dst: &PooledBuffer) -> Result<()> {
+        let dst = self.own(dst)?;
+        self.with_encoder(|e| e.clear_buffer(dst, 0, None));
+        Ok(())
     }
 
     /// Records a buffer-to-buffer copy (offsets and size in bytes, multiples of 4).
     pub(crate) fn copy(
         &self,
-        src: &wgpu::Buffer,
+        src: &PooledBuffer,
         src_off: u64,
-        dst: &wgpu::Buffer,
+        dst: &PooledBuffer,
         dst_off: u64,
         bytes: u64,
-    ) {
+    ) -> Result<()> {
+        let (src, dst) = (self.own(src)?, self.own(dst)?);
         if bytes > 0 {
             self.with_encoder(|e| e.copy_buffer_to_buffer(src, src_off, dst, dst_off, bytes));
         }
+        Ok(())
     }
 
     fn pipeline(
@@ -1518,7 +1539,7 @@ impl Runtime {
         entry: &'static str,
         constants: &[(&'static str, f64)],
         params: &[u8],
-        buffers: &[&wgpu::Buffer],
+        buffers: &[&PooledBuffer],
         groups: [u32; 3],
     ) -> Result<()> {
         let bindings: Vec<_> = (1..).zip(buffers.iter().copied()).collect();
@@ -1533,9 +1554,12 @@ impl Runtime {
         entry: &'static str,
         constants: &[(&'static str, f64)],
         params: &[u8],
-        bindings: &[(u32, &wgpu::Buffer)],
+        bindings: &[(u32, &PooledBuffer)],
         groups: [u32; 3],
     ) -> Result<()> {
+        let bindings = (bindings.iter())
+            .map(|&(i, b)| Ok((i, self.own(b)?)))
+            .collect::<Result<Vec<_>>>()?;
         let pipeline = self.pipeline(shader, entry, constants)?;
         let max = self.caps.max_workgroups_per_dim;
         if groups.iter().any(|&g| g > max) {
@@ -1563,7 +1587,7 @@ impl Runtime {
         pending
             .params
             .resize((offset + self.param_align) as usize, 0);
-        let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, bindings);
+        let bind_group = self.bind_group(&pipeline, offset, params.len() as u64, &bindings);
         // In a profile, every dispatch gets a pass of its own with timestamps around it.
         let mut profiler = lock(&self.profiler);
         let mut note = lock(&self.note);
@@ -1745,10 +1769,15 @@ impl Runtime {
     /// Reads `bytes` bytes of `src` from byte `offset`, after all recorded work.
     pub(crate) fn read_bytes(
         &self,
-        src: &wgpu::Buffer,
+        src: &PooledBuffer,
         offset: u64,
         bytes: u64,
     ) -> Result<Vec<u8>> {
+        self.read_raw(self.own(src)?, offset, bytes)
+    }
+
+    /// [`Self::read_bytes`] of a buffer of the runtime's own (timestamps).
+    fn read_raw(&self, src: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
@@ -1863,7 +1892,7 @@ impl Runtime {
         let out = f()?;
         self.mark(timer, 1);
         self.with_encoder(|e| e.resolve_query_set(&timer.queries, 0..2, &timer.resolve, 0));
-        let raw = self.read_bytes(&timer.resolve, 0, 16)?;
+        let raw = self.read_raw(&timer.resolve, 0, 16)?;
         let tick =
             |i: usize| u64::from_le_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
         let ns = tick(1).saturating_sub(tick(0)) as f64 * self.queue.get_timestamp_period() as f64;
