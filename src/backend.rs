@@ -53,7 +53,7 @@ pub trait Backend {
 
     /// Which backend made a tensor: tensors of two backends with different instances cannot
     /// be used together (each GPU backend owns its device and refuses another's tensors with
-    /// [`CohortError::InvalidConfig`]; every CPU backend is instance 0).
+    /// [`crate::CohortError::InvalidConfig`]; every CPU backend is instance 0).
     fn instance(&self) -> u64 {
         0
     }
