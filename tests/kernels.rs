@@ -1723,8 +1723,8 @@ fn activations_stay_finite_and_match_cpu_for_extreme_pre_activations() {
 
 #[test]
 fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
-    // Where a term's weight is 0 and its other factor overflows f32, the shaders skip it as
-    // the CPU twins (in f64) get 0 for it: a class of no target weight in the CE (lse - z =
+    // Where a term's weight is 0 and its other factor overflows f32 or is infinite, the
+    // shaders and the CPU twins skip it: a class of no target weight in the CE (lse - z =
     // 6e38), a class a peer gives no probability in the KL (log 0), and Nesterov's look-ahead
     // without momentum. Each gave NaN on the GPU before.
     use cohort::{Backend, CpuBackend, DType};
@@ -1744,7 +1744,34 @@ fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
         peers: 0..1,
     };
     let kl = validate::kl_div_on(g, &logits, &[2, 1, 4], &kl_spec).unwrap();
-    report("zero-weight terms", &[ce, kl]);
+    // Logits of -inf: a class of no target weight and no probability (the CPU twins gave NaN
+    // for 0 · ∞ where the shaders skip the term), in the peer whose KL is taken (an infinite
+    // KL) and in the other peer (a term skipped); the fused loss alike.
+    let minus_inf = [f32::NEG_INFINITY, 0.0, 1.0];
+    let ce_inf = validate::softmax_ce_on(g, &minus_inf, &[1, 3], &[1], &spec, 1e-6).unwrap();
+    let two_peers = [minus_inf, [0.5, 0.0, -1.0]].concat();
+    let kl_inf: Vec<_> = [0..1, 1..2]
+        .into_iter()
+        .map(|peers| {
+            let spec = KlSpec {
+                peers,
+                ..kl_spec.clone()
+            };
+            validate::kl_div_on(g, &two_peers, &[2, 1, 3], &spec).unwrap()
+        })
+        .collect();
+    let dml_spec = DmlLossSpec {
+        label_smoothing: 0.0,
+        ce_scale: 1.0,
+        temperature: 1.0,
+        kl_scale: 1.0,
+        peers: 0..2,
+    };
+    let dml_inf = validate::dml_loss_on(g, &two_peers, &[2, 1, 3], &[1], &dml_spec).unwrap();
+    report(
+        "zero-weight terms",
+        &[&[ce, kl, ce_inf, dml_inf][..], &kl_inf].concat(),
+    );
     fn nesterov<B: Backend>(b: &B) -> Vec<f32> {
         let step = OptimizerStep::Sgd {
             lr: 1.0,

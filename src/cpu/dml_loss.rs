@@ -31,7 +31,9 @@ pub fn dml_loss<R: Real>(
             for k in 0..c {
                 let z = row(i)[k].to_f64();
                 let q = eps / c as f64 + if k == label { 1.0 - eps } else { 0.0 };
-                ce += q * (lse1 - z);
+                if q > 0.0 {
+                    ce += q * (lse1 - z); // (as softmax_ce.rs)
+                }
                 let mut g = if label < c {
                     spec.ce_scale as f64 * ((z - lse1).exp() - q)
                 } else {
@@ -42,7 +44,9 @@ pub fn dml_loss<R: Real>(
                     let mut mean_pj = 0.0;
                     for j in (0..p).filter(|&j| j != i) {
                         let lpj = row(j)[k].to_f64() / t - lse_t[j];
-                        kl += lpj.exp() * (lpj - lpi);
+                        if lpj.exp() > 0.0 {
+                            kl += lpj.exp() * (lpj - lpi); // (as kl_div.rs)
+                        }
                         mean_pj += lpj.exp();
                     }
                     g += spec.kl_scale as f64 * t * (lpi.exp() - mean_pj / others);

@@ -29,7 +29,10 @@ pub fn kl_div<R: Real>(
                 let mut mean_pj = 0.0;
                 for j in (0..p).filter(|&j| j != i) {
                     let lpj = log_p(j, k);
-                    loss += lpj.exp() * (lpj - lpi);
+                    // A class peer j gives no probability adds nothing (0 · log 0 = 0).
+                    if lpj.exp() > 0.0 {
+                        loss += lpj.exp() * (lpj - lpi);
+                    }
                     mean_pj += lpj.exp();
                 }
                 mean_pj /= others;

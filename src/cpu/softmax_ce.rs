@@ -44,7 +44,10 @@ pub fn softmax_ce<R: Real>(
             for k in 0..c {
                 let q = eps / c as f64 + if k == label { 1.0 - eps } else { 0.0 };
                 let zk = z[k].to_f64();
-                loss += q * (lse - zk);
+                // A class of no target weight adds nothing, whatever its logit (0 · ∞ is NaN).
+                if q > 0.0 {
+                    loss += q * (lse - zk);
+                }
                 dlogits[row * c + k] = R::from_f64(spec.grad_scale as f64 * ((zk - lse).exp() - q));
             }
             losses[row] = R::from_f64(loss);
