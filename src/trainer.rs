@@ -1424,8 +1424,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Overwrites parameters and optimizer state from named tensors (as
     /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
-    /// tensor must be present with its exact shape and as many values, and the counts within
-    /// [`MAX_RESTORED_STEPS`].
+    /// tensor must be present with its exact shape and as many values, all finite, and the
+    /// counts within [`MAX_RESTORED_STEPS`]. On an error the tensors before the bad one may
+    /// already be overwritten: restore again, or start afresh.
     pub fn restore(
         &mut self,
         tensors: &NamedTensors,
@@ -1467,6 +1468,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
                                 values.len(),
                                 &dims[1..]
                             )));
+                        }
+                        // A NaN weight would not even show in predictions (ReLU maps it to 0).
+                        if let Some(v) = values.iter().find(|v| !v.is_finite()) {
+                            return Err(CohortError::NonFinite {
+                                what: format!("{key} to restore (it holds {v})"),
+                            });
                         }
                         data.extend_from_slice(values);
                     }

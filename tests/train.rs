@@ -1793,6 +1793,18 @@ fn restore_takes_what_named_tensors_gives_and_refuses_what_does_not_fit() {
             other => panic!("{case}: expected CheckpointMismatch, got {other:?}"),
         }
     }
+    // A NaN or infinite value: NonFinite, naming the tensor.
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut poisoned = tensors.clone();
+        poisoned.get_mut(key).unwrap().1[3] = bad;
+        let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
+        match t.restore(&poisoned, 1, 0) {
+            Err(e @ CohortError::NonFinite { .. }) => {
+                assert!(e.to_string().contains(key), "{e}")
+            }
+            other => panic!("{bad}: expected NonFinite, got {other:?}"),
+        }
+    }
 }
 
 /// A cohort run kept in a struct: its trainer shares the backend (an `Arc`), so it can outlive
