@@ -748,8 +748,9 @@ impl OptimizerStep {
     }
 
     /// Checks that parameter, gradient and state tensors agree: all F32, as many elements each,
-    /// [`OptimizerStep::state_count`] states; Adam's `t` from 1; a finite, positive gradient
-    /// scale.
+    /// [`OptimizerStep::state_count`] states; and the rule's numbers (finite, in their ranges:
+    /// learning rate and weight decay ≥ 0, momentum and Adam's betas in [0, 1), Adam's epsilon
+    /// and the gradient scale > 0, Adam's `t` from 1).
     pub fn check(
         &self,
         param: &impl TensorInfo,
@@ -790,17 +791,66 @@ impl OptimizerStep {
                 ));
             }
         }
-        if let OptimizerStep::Adam { t: 0, .. } = self {
-            return Err(CohortError::InvalidConfig("Adam step t starts at 1".into()));
-        }
-        let (OptimizerStep::Sgd { grad_scale, .. } | OptimizerStep::Adam { grad_scale, .. }) =
-            *self;
-        if !(grad_scale.is_finite() && grad_scale > 0.0) {
-            return Err(CohortError::InvalidConfig(format!(
-                "optimizer gradient scale {grad_scale}: must be finite and positive"
-            )));
-        }
+        self.check_hyperparameters()?;
         Ok(n)
+    }
+
+    /// The rule's numbers: each finite, the learning rate and weight decay at least 0,
+    /// momentum and Adam's betas in [0, 1) (a beta of 1 divides by zero in the bias
+    /// correction), Adam's epsilon and the gradient scale positive, Adam's `t` from 1. Outside
+    /// them the weights came out NaN without an error.
+    fn check_hyperparameters(&self) -> Result<()> {
+        let bad = |what: String| Err(CohortError::InvalidConfig(format!("optimizer {what}")));
+        let unit = |v: f32| (0.0..1.0).contains(&v);
+        let (lr, weight_decay, grad_scale) = match *self {
+            OptimizerStep::Sgd {
+                lr,
+                momentum,
+                weight_decay,
+                grad_scale,
+                ..
+            } => {
+                if !unit(momentum) {
+                    return bad(format!("momentum {momentum}: must be in [0, 1)"));
+                }
+                (lr, weight_decay, grad_scale)
+            }
+            OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+                t,
+                grad_scale,
+                ..
+            } => {
+                if t == 0 {
+                    return bad("Adam step t: starts at 1".into());
+                }
+                if !(unit(beta1) && unit(beta2)) {
+                    return bad(format!("Adam betas {beta1}, {beta2}: must be in [0, 1)"));
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return bad(format!("Adam epsilon {eps}: must be finite and positive"));
+                }
+                (lr, weight_decay, grad_scale)
+            }
+        };
+        if !(lr.is_finite() && lr >= 0.0) {
+            return bad(format!("learning rate {lr}: must be finite and at least 0"));
+        }
+        if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+            return bad(format!(
+                "weight decay {weight_decay}: must be finite and at least 0"
+            ));
+        }
+        if !(grad_scale.is_finite() && grad_scale > 0.0) {
+            return bad(format!(
+                "gradient scale {grad_scale}: must be finite and positive"
+            ));
+        }
+        Ok(())
     }
 }
 

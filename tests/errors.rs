@@ -111,17 +111,75 @@ fn shape_errors<B: Backend>(b: &B) {
         })
     ));
 
-    // An optimizer step with a gradient scale that is not finite and positive.
+    // An optimizer step with a gradient scale that is not finite and positive, or another
+    // number out of its range (a NaN learning rate and Adam's beta1 of 1 gave NaN weights).
     let mut w = b.zeros(&[4], DType::F32).unwrap();
     let grad = b.zeros(&[4], DType::F32).unwrap();
     let mut velocity = vec![b.zeros(&[4], DType::F32).unwrap()];
-    for grad_scale in [0.0, -1.0, f32::NAN, f32::INFINITY] {
-        let step = sgd(grad_scale);
-        assert!(matches!(
-            b.optimizer_step(&step, &mut w, &grad, &mut velocity),
-            Err(CohortError::InvalidConfig(_))
-        ));
+    let mut moments = vec![
+        b.zeros(&[4], DType::F32).unwrap(),
+        b.zeros(&[4], DType::F32).unwrap(),
+    ];
+    let adam_with = |beta1: f32, eps: f32| OptimizerStep::Adam {
+        lr: 0.1,
+        beta1,
+        beta2: 0.999,
+        eps,
+        weight_decay: 0.0,
+        decoupled: true,
+        t: 1,
+        grad_scale: 1.0,
+    };
+    let with_sgd = |f: fn(&mut OptimizerStep)| {
+        let mut step = sgd(1.0);
+        f(&mut step);
+        step
+    };
+    let mut bad_steps: Vec<(OptimizerStep, &str)> = [0.0, -1.0, f32::NAN, f32::INFINITY]
+        .into_iter()
+        .map(|s| (sgd(s), "gradient scale"))
+        .collect();
+    bad_steps.extend([
+        (
+            with_sgd(|s| {
+                if let OptimizerStep::Sgd { lr, .. } = s {
+                    *lr = f32::NAN
+                }
+            }),
+            "learning rate",
+        ),
+        (
+            with_sgd(|s| {
+                if let OptimizerStep::Sgd { momentum, .. } = s {
+                    *momentum = 1.0
+                }
+            }),
+            "momentum",
+        ),
+        (
+            with_sgd(|s| {
+                if let OptimizerStep::Sgd { weight_decay, .. } = s {
+                    *weight_decay = -0.1
+                }
+            }),
+            "weight decay",
+        ),
+        (adam_with(1.0, 1e-8), "betas"),
+        (adam_with(0.9, 0.0), "epsilon"),
+    ]);
+    for (step, what) in bad_steps {
+        let states = match step {
+            OptimizerStep::Sgd { .. } => &mut velocity,
+            OptimizerStep::Adam { .. } => &mut moments,
+        };
+        match b.optimizer_step(&step, &mut w, &grad, states) {
+            Err(CohortError::InvalidConfig(why)) => assert!(why.contains(what), "{why}"),
+            other => panic!("{step:?}: expected InvalidConfig, got {other:?}"),
+        }
     }
+    // The same rule with its numbers in range runs.
+    b.optimizer_step(&adam_with(0.9, 1e-8), &mut w, &grad, &mut moments)
+        .unwrap();
     // States of the wrong type, count or size, and Adam's step 0 (its bias correction would
     // divide by zero).
     let adam = OptimizerStep::Adam {
