@@ -356,6 +356,13 @@ impl TrainConfig {
                 ));
             }
         }
+        // As a data set has (Dataset::new): one output would be a softmax of 1 and no gradient.
+        if self.classes() < 2 {
+            return bad(format!(
+                "peers with {} output: a classifier needs at least 2 classes",
+                self.classes()
+            ));
+        }
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return bad(format!("alpha must be ≥ 0, got {}", self.alpha));
         }
@@ -364,8 +371,10 @@ impl TrainConfig {
         }
         // The KL term is scaled by T²: below f32's range it would be zero (no mutual learning,
         // silently). Above 1000 the softened distributions differ by less than f32 resolves
-        // near 1/C, and T²·KL turns to rounding noise (on lavapipe, 2026-12-01: 0.2% off the
-        // f64 reference at T = 1000, 17% at 10⁴, negative at 3·10⁴).
+        // near 1/C: the KL rows, summed as terms of order r² since 2026-12-06, stay within 1e-4
+        // of the f64 reference at T = 1000, but the gradient's p_i − p_j keeps each
+        // probability's rounding, ~1e-3 of itself there and growing with T (before the rows'
+        // change, T²·KL itself was 0.2% off at T = 1000 on lavapipe, 17% at 10⁴).
         if !(self.temperature * self.temperature).is_normal() || self.temperature > MAX_TEMPERATURE
         {
             return bad(format!(
@@ -508,6 +517,20 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_cohort_tells_at_least_two_classes_apart() {
+        let peers = |classes| {
+            let peer = PeerSpec {
+                layers: vec![4, 8, classes],
+                activation: Activation::Relu,
+            };
+            TrainConfig::new(vec![peer.clone(), peer])
+        };
+        let one = peers(1).validate().unwrap_err();
+        assert!(one.to_string().contains("at least 2 classes"), "{one}");
+        assert!(peers(2).validate().is_ok());
     }
 
     #[test]
