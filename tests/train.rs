@@ -1436,16 +1436,22 @@ fn bad_configurations_and_checkpoints_are_errors() {
         }
         other => panic!("expected NonFinite, got {other:?}"),
     }
-    // Nor is such a checkpoint written: a trainer given a NaN weight refuses to save it, and the
+    // Nor is such a checkpoint written: a trainer whose weights overflowed (steps at f32's
+    // largest learning rate; restore refuses non-finite values) refuses to save them, and the
     // good file it would have replaced stays.
-    let mut tensors = checkpoint::load(&good).unwrap().tensors;
-    tensors.get_mut("peer0.layer1.weight").unwrap().1[3] = f32::INFINITY;
-    let mut broken =
-        Trainer::new(&CpuBackend, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
-    broken.restore(&tensors, 0, 0).unwrap();
+    let mut blown = config("2x8", 1.0, Schedule::Simultaneous, 1);
+    blown.optimizer.lr = f32::MAX;
+    let mut broken = Trainer::new(&CpuBackend, blown).unwrap();
+    let rows = broken.upload(&split.train).unwrap();
+    for _ in 0..3 {
+        broken.step(&rows, &(0..64).collect::<Vec<_>>()).unwrap();
+    }
     match checkpoint::save(&broken, None, &good) {
         Err(CohortError::NonFinite { what }) => {
-            assert!(what.contains("peer0.layer1.weight, element 3"), "{what}")
+            assert!(
+                what.contains("peer0.layer0.") && what.contains(", element "),
+                "{what}"
+            )
         }
         other => panic!("expected NonFinite, got {other:?}"),
     }
