@@ -505,6 +505,21 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.epochs_done
     }
 
+    /// Sets the run's length to `epochs` (at least 1 and at least [`Self::epochs_done`]), to
+    /// train on after [`Self::fit`] has finished or to stop sooner. The learning-rate schedule
+    /// spans the new total from here on, as when a checkpoint is resumed with more epochs (a
+    /// cosine schedule rises again from where the old one ended).
+    pub fn set_epochs(&mut self, epochs: usize) -> Result<()> {
+        if epochs == 0 || epochs < self.epochs_done {
+            return Err(CohortError::InvalidConfig(format!(
+                "a run of {epochs} epochs: {} are done already (and at least 1)",
+                self.epochs_done
+            )));
+        }
+        self.config.epochs = epochs;
+        Ok(())
+    }
+
     /// The report of every epoch [`Trainer::run_epoch`] (and so [`Trainer::fit`]) trained so
     /// far, oldest first: after a resume, those of the run that saved the checkpoint too (epochs
     /// trained with [`Trainer::train_epoch`] alone have no report).
@@ -1077,13 +1092,22 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// per logging interval and at the end. Fails with [`CohortError::Diverged`] at the first
     /// non-finite loss the metric reads find (every [`Trainer::log_every`] steps: the steps up
     /// to the read have run, and the weights are then past use: restore a checkpoint). The
-    /// reports' test fields are NaN here ([`Trainer::run_epoch`] fills them).
+    /// reports' test fields are NaN here ([`Trainer::run_epoch`] fills them). Past the
+    /// configuration's epochs, an [`CohortError::InvalidConfig`] ([`Trainer::set_epochs`]).
     pub fn train_epoch(
         &mut self,
         data: &DeviceData<B::Tensor>,
         mut progress: impl FnMut(&StepProgress),
     ) -> Result<Vec<PeerReport>> {
         self.check_width(data.cols)?;
+        if self.epochs_done >= self.config.epochs {
+            // The schedule has ended (a cosine at learning rate 0): an epoch would change little
+            // or nothing, silently.
+            return Err(CohortError::InvalidConfig(format!(
+                "all {} epochs of the run are done: Trainer::set_epochs extends it",
+                self.config.epochs
+            )));
+        }
         let backend = self.backend_handle();
         let b: &B = &backend;
         let p = self.config.peers.len();
@@ -1369,7 +1393,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(report)
     }
 
-    /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch.
+    /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch
+    /// (none once all are done: [`Trainer::set_epochs`] extends the run).
     /// `on_epoch` sees the trainer (mutable: to save checkpoints, or evaluate other data) and
     /// each report as it is made; an error it returns stops training and is returned (to stop
     /// early). `progress` sees in-epoch progress.

@@ -1755,15 +1755,28 @@ fn library_loops_stop_keep_their_schedule_and_restore_no_shorter() {
     }
     let mut same = c;
     same.epochs = 2;
-    assert_eq!(
-        checkpoint::load(&path)
-            .unwrap()
-            .restore(&CpuBackend, Some(&same))
-            .unwrap()
-            .epochs_done(),
-        2
-    );
+    let mut finished = checkpoint::load(&path)
+        .unwrap()
+        .restore(&CpuBackend, Some(&same))
+        .unwrap();
+    assert_eq!(finished.epochs_done(), 2);
     std::fs::remove_dir_all(&dir).unwrap();
+    // A finished run trains no further (an epoch at the schedule's end ran at learning rate 0,
+    // silently) until set_epochs extends it; then the schedule spans the new total.
+    assert!(finished
+        .fit(&split, |_, _| Ok(()), |_| {})
+        .unwrap()
+        .is_empty());
+    let train = finished.upload(&split.train).unwrap();
+    match finished.train_epoch(&train, |_| {}) {
+        Err(CohortError::InvalidConfig(why)) => assert!(why.contains("set_epochs"), "{why}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+    assert!(finished.set_epochs(1).is_err() && finished.set_epochs(0).is_err());
+    finished.set_epochs(4).unwrap();
+    let more = finished.fit(&split, |_, _| Ok(()), |_| {}).unwrap();
+    assert_eq!(more.iter().map(|r| r.epoch).collect::<Vec<_>>(), [3, 4]);
+    assert!(more[0].lr > 0.0 && more[1].lr < more[0].lr, "{more:?}");
 }
 
 #[test]
