@@ -46,7 +46,7 @@ pub fn update_layer_in_turn<B: Backend + ?Sized>(
 /// A device that holds tensors and runs cohort's kernels on them.
 pub trait Backend {
     /// The tensor type living on this device.
-    type Tensor: TensorInfo;
+    type Tensor: TensorInfo + std::fmt::Debug;
 
     /// A one-line description of the device (adapter name and API, or "CPU").
     fn describe(&self) -> String;

@@ -222,8 +222,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = read_checkpoint_file(path)?;
     let corrupt = |why: String| CohortError::corrupt(path, why);
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| corrupt(format!("not a safetensors checkpoint ({e})")))?;
     let meta = header
         .metadata()
         .clone()

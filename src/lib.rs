@@ -48,7 +48,9 @@ pub use gpu::{GpuBackend, GpuOptions};
 pub use tensor::{DType, Shape, TensorInfo};
 
 // What a program that trains a cohort needs, without hunting through the modules.
-pub use config::{parse_peers, PeerSpec, Schedule, TrainConfig};
+pub use config::{
+    parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, PeerSpec, Schedule, TrainConfig,
+};
 pub use data::{DataSource, Dataset, Split, Standardizer};
 pub use ops::Activation;
 pub use trainer::{BackendRef, EpochReport, Evaluation, NamedTensors, Predictions, Trainer};

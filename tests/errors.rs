@@ -20,6 +20,8 @@ fn sgd(grad_scale: f32) -> OptimizerStep {
 
 fn shape_errors<B: Backend>(b: &B) {
     let x = b.zeros(&[4, 3], DType::F32).unwrap();
+    // Any backend's tensors print (generic code can report them).
+    assert!(format!("{x:?}").contains("F32"), "{x:?}");
     let w = b.zeros(&[4, 3], DType::F32).unwrap();
     let mut y = b.zeros(&[4, 3], DType::F32).unwrap();
     let err = b
@@ -793,6 +795,14 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
         })
     };
     assert!(try_file(&good, "the undamaged file").is_ok());
+    // Some other file: said to be no checkpoint (the library's own words were "header too
+    // large").
+    let other = try_file(b"seed,run,alpha\n0,0,0\n", "a CSV file").unwrap_err();
+    assert!(
+        matches!(other, CohortError::CorruptFile { .. })
+            && other.to_string().contains("not a safetensors checkpoint"),
+        "{other}"
+    );
     // The standardisation: half of it, a deviation of 0 or below, or lengths that differ.
     let st = safetensors::SafeTensors::deserialize(&good).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&good).unwrap();

@@ -82,19 +82,27 @@ pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
     Ok(bytes[8..].iter().map(|&b| b as u32).collect())
 }
 
-fn find(dir: &Path, name: &str) -> std::path::PathBuf {
-    let gz = dir.join(format!("{name}.gz"));
-    if gz.exists() {
-        gz
-    } else {
-        dir.join(name)
+/// `dir`'s file `name`, gzipped (`name.gz`, looked for first) or not; an error naming both
+/// where neither is there.
+fn find(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let (gz, plain) = (dir.join(format!("{name}.gz")), dir.join(name));
+    match (gz.exists(), plain.exists()) {
+        (true, _) => Ok(gz),
+        (false, true) => Ok(plain),
+        (false, false) => Err(CohortError::io(
+            plain,
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("not found, nor {name}.gz beside it"),
+            ),
+        )),
     }
 }
 
 fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, [usize; 2])> {
-    let images = find(dir, &format!("{prefix}-images-idx3-ubyte"));
+    let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let (pixels, n, grid) = read_image_grid(&images)?;
-    let labels = read_labels(&find(dir, &format!("{prefix}-labels-idx1-ubyte")))?;
+    let labels = read_labels(&find(dir, &format!("{prefix}-labels-idx1-ubyte"))?)?;
     if labels.len() != n {
         return Err(CohortError::corrupt(
             images,
@@ -213,6 +221,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(load_dir(&d).unwrap().test, split.test);
+        // Neither name there: the error names both.
+        std::fs::remove_file(d.join("t10k-images-idx3-ubyte")).unwrap();
+        let err = load_dir(&d).unwrap_err().to_string();
+        assert!(
+            err.contains("t10k-images-idx3-ubyte: not found, nor t10k-images-idx3-ubyte.gz"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&d).unwrap();
     }
 
