@@ -373,8 +373,21 @@ fn differences(
                 differences(&inner, value, &b[key], out);
             }
         }
-        _ if saved != asked => out.push(format!("{path}: saved {saved}, asked {asked}")),
+        _ if saved != asked => out.push(format!(
+            "{path}: saved {}, asked {}",
+            setting_text(saved),
+            setting_text(asked)
+        )),
         _ => {}
+    }
+}
+
+/// A setting as the user wrote it: an f32 value (JSON holds it widened to f64, so 0.05 reads
+/// 0.05000000074505806) as the f32 it is, anything else as JSON.
+fn setting_text(value: &serde_json::Value) -> String {
+    match value.as_f64() {
+        Some(x) if value.is_f64() && f64::from(x as f32) == x => (x as f32).to_string(),
+        _ => value.to_string(),
     }
 }
 

@@ -582,9 +582,11 @@ impl<'b, B: Backend> Trainer<'b, B> {
             if let Some(i) = data.features.iter().position(|&v| v.abs() >= 65520.0) {
                 return Err(CohortError::NonFinite {
                     what: format!(
-                        "the features as f16 (mixed precision): row {}, column {} holds {}, \
-                         beyond f16's largest value 65504; standardise the features or train \
-                         in f32",
+                        "the features as f16 (mixed precision): row {}, column {} of the data \
+                         set as given (after any split, shuffle or standardisation) holds {}, \
+                         beyond f16's largest value 65504; scale the features down (standardised \
+                         ones that large mean rows scaled otherwise than the training rows) or \
+                         train in f32",
                         i / data.cols,
                         i % data.cols,
                         data.features[i]

@@ -1531,6 +1531,59 @@ fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
 }
 
 #[test]
+fn an_f16_overflow_is_told_from_a_learning_rate_too_high() {
+    // Features near 6e4 fit f16, but a hidden layer's sums of 16 of them do not: in mixed
+    // precision the first step's loss is NaN. The error was only "loss became NaN", which
+    // reads as a learning rate too high (here 1e-9).
+    let dir = scratch("f16-overflow");
+    let mut csv = (0..16).map(|c| format!("f{c},")).collect::<String>() + "label\n";
+    for r in 0..40u32 {
+        let row: Vec<String> = (0..16)
+            .map(|c| format!("{}", 6e4 + f64::from(r * 16 + c)))
+            .collect();
+        csv.push_str(&format!("{},{}\n", row.join(","), r % 2));
+    }
+    let data = dir.join("near-f16.csv");
+    std::fs::write(&data, csv).unwrap();
+    let data = format!("csv:{}", data.display());
+    let flags = [
+        "train",
+        "--device",
+        "cpu",
+        "--data",
+        &data,
+        "--standardize",
+        "none",
+        "--peers",
+        "2x64",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e-9",
+        "--epochs",
+        "1",
+        "--quiet",
+    ];
+    let out = cohort(&[&flags[..], &["--precision", "mixed"]].concat());
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("error: loss became NaN"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("note: in mixed precision the layers' outputs are f16")
+            && stderr.contains("--precision f32")
+            && stderr.contains("(and the features are not standardised: --standardize none)"),
+        "{stderr}"
+    );
+    // In f32 the same run trains (diverging, and told so with the same hint).
+    let out = cohort(&flags);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("note: in mixed precision"), "{stderr}");
+}
+
+#[test]
 fn compare_prints_independent_and_mutual_side_by_side() {
     let out = cohort(&[
         "compare", "--device", "cpu", "--epochs", "1", "--peers", "2x16", "--seeds", "2",

@@ -598,7 +598,9 @@ fn features_beyond_f16s_range_are_refused_under_mixed_precision() {
                 assert!(config.mixed_precision, "{err}");
                 assert!(matches!(err, CohortError::NonFinite { .. }), "{err}");
                 assert!(
-                    err.to_string().contains("row 2, column 1 holds 70000"),
+                    err.to_string()
+                        .contains("row 2, column 1 of the data set as given")
+                        && err.to_string().contains("holds 70000"),
                     "{err}"
                 );
             }

@@ -127,11 +127,12 @@ fn run_training<B: Backend>(
                 eprintln!(
                     "warning: epoch {}: training cross-entropy ({}) over twice a uniform \
                      guess's ({:.4}): training is diverging; a smaller --lr (now {}) or a \
-                     --warmup steadies it",
+                     --warmup steadies it{}",
                     report.epoch,
                     losses.join(", "),
                     (config.classes() as f32).ln(),
-                    config.optimizer.lr
+                    config.optimizer.lr,
+                    unscaled(args)
                 );
             }
             let overflowing: Vec<String> = (report.peers.iter().enumerate())
@@ -181,9 +182,26 @@ fn run_training<B: Backend>(
                 accs.join(" ")
             ));
         },
-    )?;
+    );
     bar.finish_and_clear();
-    Ok(history)
+    if let (Err(CohortError::Diverged { .. }), true) = (&history, config.mixed_precision) {
+        // In f16 an overflow looks like a learning rate too high.
+        eprintln!(
+            "note: in mixed precision the layers' outputs are f16, and past its 65504 they \
+             overflow: the same flags with --precision f32 tell that from a learning rate too \
+             high{}",
+            unscaled(args)
+        );
+    }
+    history
+}
+
+/// A hint for messages of overflow and divergence where the features are not standardised.
+fn unscaled(args: &TrainArgs) -> &'static str {
+    match args.standardize.as_str() {
+        "none" => " (and the features are not standardised: --standardize none)",
+        _ => "",
+    }
 }
 
 /// The summary table of an epoch: each peer's losses and test accuracy, then the ensemble's.
