@@ -101,6 +101,10 @@ pub enum CohortError {
     /// A configuration value that makes no sense.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
+    /// Not a failure: returned by [`crate::Trainer::fit`]'s epoch callback to end the run
+    /// after that epoch (early stopping); `fit` then returns the reports so far.
+    #[error("training stopped by the caller")]
+    Stopped,
     /// A checkpoint that does not belong to this configuration.
     #[error("checkpoint does not match: {0}")]
     CheckpointMismatch(String),

@@ -1398,8 +1398,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// Trains the remaining epochs on `split`, evaluating on its test part after each epoch
     /// (none once all are done: [`Trainer::set_epochs`] extends the run).
     /// `on_epoch` sees the trainer (mutable: to save checkpoints, or evaluate other data) and
-    /// each report as it is made; an error it returns stops training and is returned (to stop
-    /// early). `progress` sees in-epoch progress.
+    /// each report as it is made; [`CohortError::Stopped`] from it ends the run there (early
+    /// stopping: `fit` returns the reports so far), any other error it returns stops training
+    /// and is returned. `progress` sees in-epoch progress.
     pub fn fit(
         &mut self,
         split: &Split,
@@ -1412,8 +1413,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let mut reports = Vec::new();
         while self.epochs_done < self.config.epochs {
             let report = self.run_epoch(&train, &test, &mut progress)?;
-            on_epoch(self, &report)?;
+            let next = on_epoch(self, &report);
             reports.push(report);
+            match next {
+                Ok(()) => {}
+                Err(CohortError::Stopped) => break,
+                Err(e) => return Err(e),
+            }
         }
         Ok(reports)
     }

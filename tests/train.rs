@@ -1715,25 +1715,47 @@ fn library_loops_stop_keep_their_schedule_and_restore_no_shorter() {
     let at = |step| c.optimizer.lr_at(step, 57, 19);
     assert!(at(56) > 0.0 && at(56) < 1e-4, "{}", at(56));
     assert_eq!([at(57), at(70), at(114)], [0.0; 3]);
-    // fit's callback may evaluate other data (it sees the trainer mutably) and stop the run.
+    // fit's callback may evaluate other data (it sees the trainer mutably) and stop the run:
+    // with Stopped, fit ends well and returns the reports so far; with another error, fails.
     let split = digits();
+    for stop in [
+        CohortError::Stopped,
+        CohortError::InvalidConfig("a failure".into()),
+    ] {
+        let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
+        let held_out = t.upload(&split.test).unwrap();
+        let mut seen = Vec::new();
+        let failure = !matches!(stop, CohortError::Stopped);
+        let mut stop = Some(stop);
+        let ended = t.fit(
+            &split,
+            |t, report| {
+                seen.push(t.evaluate(&held_out)?.ensemble_accuracy);
+                assert_eq!(seen.last(), Some(&report.ensemble_accuracy));
+                match report.epoch {
+                    2 => Err(stop.take().expect("epoch 2 once")),
+                    _ => Ok(()),
+                }
+            },
+            |_| {},
+        );
+        assert_eq!((seen.len(), t.epochs_done()), (2, 2));
+        match ended {
+            Ok(reports) => assert!(!failure && reports.len() == 2, "{reports:?}"),
+            Err(e) => assert!(failure && matches!(e, CohortError::InvalidConfig(_)), "{e}"),
+        }
+    }
+    // A run stopped after its second epoch, for the checkpoints below.
     let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
-    let held_out = t.upload(&split.test).unwrap();
-    let mut seen = Vec::new();
     let stopped = t.fit(
         &split,
-        |t, report| {
-            seen.push(t.evaluate(&held_out)?.ensemble_accuracy);
-            assert_eq!(seen.last(), Some(&report.ensemble_accuracy));
-            match report.epoch {
-                2 => Err(CohortError::InvalidConfig("stop early".into())),
-                _ => Ok(()),
-            }
+        |_, r| match r.epoch {
+            2 => Err(CohortError::Stopped),
+            _ => Ok(()),
         },
         |_| {},
     );
-    assert!(matches!(stopped, Err(CohortError::InvalidConfig(_))));
-    assert_eq!((seen.len(), t.epochs_done()), (2, 2));
+    assert_eq!(stopped.unwrap().len(), 2);
     // A checkpoint restored for fewer epochs than it has trained is refused.
     let dir = std::env::temp_dir().join(format!("cohort-shorter-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
