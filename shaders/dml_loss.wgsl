@@ -30,7 +30,8 @@ struct Params {
 
 // LANES, place, at, lane_pairs, row_lse and reduce_sum come from
 // shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
-// rows_subgroup.wgsl; peer_lse, fill_peer_lse and pair_terms from shaders/include/peer_kl.wgsl.
+// rows_subgroup.wgsl; peer_parts, fill_peer_parts, peer_log_p and pair_terms from
+// shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
 fn main(ids: RowIds) {
@@ -41,7 +42,7 @@ fn main(ids: RowIds) {
     let inv_t = 1.0 / p.temperature;
     let mutual = p.peers > 1u;
     if (mutual) {
-        fill_peer_lse(row, inv_t);
+        fill_peer_parts(row, inv_t);
     }
     let label = labels[row];
     let off = p.smoothing / f32(c);
@@ -56,18 +57,18 @@ fn main(ids: RowIds) {
         var j = 0u;
         var idx = 0u;
         var z = 0.0;
-        var lpi = 0.0;
         var pi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
         for (var t = 0u; t < lane_pairs(place.lane, per); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
                 z = logits[idx];
-                lpi = z * inv_t - peer_lse[i];
-                pi = exp(lpi);
+                if (mutual) {
+                    pi = exp(peer_log_p(i, z, inv_t));
+                }
             }
             if (mutual) {
-                terms += pair_terms(i, j, row, k, lpi, pi, inv_t);
+                terms += pair_terms(i, j, row, k, z, pi, inv_t);
             }
             j++;
             if (j == per) {

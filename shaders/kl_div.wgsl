@@ -24,7 +24,8 @@ struct Params {
 
 // LANES, place, at, lane_pairs, row_lse and reduce_sum come from
 // shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
-// rows_subgroup.wgsl; peer_lse, fill_peer_lse and pair_terms from shaders/include/peer_kl.wgsl.
+// rows_subgroup.wgsl; peer_parts, fill_peer_parts, peer_log_p and pair_terms from
+// shaders/include/peer_kl.wgsl.
 
 @compute @workgroup_size(64)
 fn main(ids: RowIds) {
@@ -32,7 +33,7 @@ fn main(ids: RowIds) {
     let row = place.row;
     let live = place.live;
     let inv_t = 1.0 / p.temperature;
-    fill_peer_lse(row, inv_t);
+    fill_peer_parts(row, inv_t);
 
     let others = f32(p.peers - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
@@ -41,16 +42,16 @@ fn main(ids: RowIds) {
         var k = place.lane;
         var j = 0u;
         var idx = 0u;
-        var lpi = 0.0;
+        var zi = 0.0;
         var pi = 0.0;
         var terms = vec2<f32>(0.0); // class k's KL term and the others' probability
         for (var t = 0u; t < lane_pairs(place.lane, p.peers); t++) {
             if (j == 0u) {
                 idx = at(i, row, k);
-                lpi = logits[idx] * inv_t - peer_lse[i];
-                pi = exp(lpi);
+                zi = logits[idx];
+                pi = exp(peer_log_p(i, zi, inv_t));
             }
-            terms += pair_terms(i, j, row, k, lpi, pi, inv_t);
+            terms += pair_terms(i, j, row, k, zi, pi, inv_t);
             j++;
             if (j == p.peers) {
                 loss += terms.x;

@@ -372,7 +372,7 @@ impl TrainConfig {
         // The KL term is scaled by T²: below f32's range it would be zero (no mutual learning,
         // silently). Above 1000 the softened distributions differ by less than f32 resolves
         // near 1/C: the KL rows, summed as terms of order r² since 2026-12-06, stay within 1e-4
-        // of the f64 reference at T = 1000, but the gradient's p_i − p_j keeps each
+        // (plus 1e-6) of the f64 reference at T = 1000, but the gradient's p_i − p_j keeps each
         // probability's rounding, ~1e-3 of itself there and growing with T (before the rows'
         // change, T²·KL itself was 0.2% off at T = 1000 on lavapipe, 17% at 10⁴).
         if !(self.temperature * self.temperature).is_normal() || self.temperature > MAX_TEMPERATURE

@@ -1750,14 +1750,16 @@ fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
     let minus_inf = [f32::NEG_INFINITY, 0.0, 1.0];
     let ce_inf = validate::softmax_ce_on(g, &minus_inf, &[1, 3], &[1], &spec, 1e-6).unwrap();
     let two_peers = [minus_inf, [0.5, 0.0, -1.0]].concat();
-    let kl_inf: Vec<_> = [0..1, 1..2]
+    // And +inf, whose row is NaN (∞ − ∞): the other peer's KL is NaN on both sides, not 0.
+    let plus_inf = [[0.5, 0.0, -1.0], [f32::INFINITY, 0.0, 1.0]].concat();
+    let kl_inf: Vec<_> = [(0..1, &two_peers), (1..2, &two_peers), (0..1, &plus_inf)]
         .into_iter()
-        .map(|peers| {
+        .map(|(peers, logits)| {
             let spec = KlSpec {
                 peers,
                 ..kl_spec.clone()
             };
-            validate::kl_div_on(g, &two_peers, &[2, 1, 3], &spec).unwrap()
+            validate::kl_div_on(g, logits, &[2, 1, 3], &spec).unwrap()
         })
         .collect();
     let dml_spec = DmlLossSpec {
@@ -1994,6 +1996,46 @@ fn kl_terms_keep_their_accuracy_up_to_the_largest_temperature() {
     // probabilities, to a slack that grows with T (validate.rs says why).
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();
+    // Peers that nearly agree (logits 0.1 apart): r ~ 1e-4 at T = 1000, where log-ratios taken
+    // from two rounded log-probabilities were ~1e-3 of themselves off, and so the KL. And the
+    // same peers 1e4 apart in every logit (the same distributions), where log-ratios taken from
+    // the logits' differences would be as far off (those are 1e-3 off in f32).
+    for (shape, offset) in [
+        ([2usize, 64, 10], 0.0),
+        ([3, 17, 100], 0.0),
+        ([2, 64, 10], 1e4),
+    ] {
+        let n = shape[1] * shape[2];
+        let base = uniform(5, n, -6.0, 6.0);
+        let mut logits = base.clone();
+        for p in 1..shape[0] {
+            let nudge = uniform(5 + p as u64, n, -0.1, 0.1);
+            logits.extend(base.iter().zip(nudge).map(|(z, d)| z + offset + d));
+        }
+        for t in [1.0, 10.0, 1000.0] {
+            let kl = KlSpec {
+                temperature: t,
+                grad_scale: 0.5 / shape[1] as f32,
+                accumulate: false,
+                peers: 0..shape[0],
+            };
+            checks.push(validate::kl_div_on(g, &logits, &shape, &kl).unwrap());
+            if offset != 0.0 {
+                // (The cross-entropy of logits near 1e4 keeps f32's ~1e-3 of them: not the
+                // KL's concern.)
+                continue;
+            }
+            let dml = DmlLossSpec {
+                label_smoothing: 0.0,
+                ce_scale: 1.0 / shape[1] as f32,
+                temperature: t,
+                kl_scale: 1.0 / shape[1] as f32,
+                peers: 0..shape[0],
+            };
+            let labels: Vec<u32> = (0..shape[1] as u32).map(|r| r % shape[2] as u32).collect();
+            checks.push(validate::dml_loss_on(g, &logits, &shape, &labels, &dml).unwrap());
+        }
+    }
     for (i, shape) in [[2usize, 64, 10], [3, 17, 7], [2, 5, 1000]]
         .iter()
         .enumerate()

@@ -54,17 +54,25 @@ fn reduce_sum(v: f32) -> f32 {
     return reduce_row(v, false);
 }
 
-// The stable log-sum-exp of z * inv_t over one row (the max is subtracted first, so logits of
-// +-1e4 are fine).
-fn row_lse(peer: u32, row: u32, inv_t: f32) -> f32 {
+// The stable log-sum-exp of z * inv_t over one row, in two parts: the row's largest logit M
+// (unscaled) and log(sum(exp((z - M) * inv_t))), in [0, log C]; the log-sum-exp is
+// M * inv_t + the second. Kept apart for the KL's log-ratios, which subtract M from a logit
+// before anything else (and so logits of +-1e4 are fine).
+fn row_max_log_sum(peer: u32, row: u32, inv_t: f32) -> vec2<f32> {
     var m = -3.4028235e38;
     for (var k = place.lane; k < p.classes; k += LANES) {
-        m = max(m, logits[at(peer, row, k)] * inv_t);
+        m = max(m, logits[at(peer, row, k)]);
     }
     m = reduce_max(m);
     var s = 0.0;
     for (var k = place.lane; k < p.classes; k += LANES) {
-        s += exp(logits[at(peer, row, k)] * inv_t - m);
+        s += exp((logits[at(peer, row, k)] - m) * inv_t);
     }
-    return m + log(reduce_sum(s));
+    return vec2<f32>(m, log(reduce_sum(s)));
+}
+
+// The stable log-sum-exp of z * inv_t over one row.
+fn row_lse(peer: u32, row: u32, inv_t: f32) -> f32 {
+    let parts = row_max_log_sum(peer, row, inv_t);
+    return parts.x * inv_t + parts.y;
 }

@@ -44,10 +44,11 @@ pub fn dml_loss<R: Real>(
                     let mut mean_pj = 0.0;
                     for j in (0..p).filter(|&j| j != i) {
                         let lpj = row(j)[k].to_f64() / t - lse_t[j];
-                        if lpj.exp() > 0.0 {
-                            kl += lpj.exp() * (lpj - lpi); // (as kl_div.rs)
+                        let pj = lpj.exp();
+                        if pj != 0.0 {
+                            kl += pj * (lpj - lpi); // (as kl_div.rs)
                         }
-                        mean_pj += lpj.exp();
+                        mean_pj += pj;
                     }
                     g += spec.kl_scale as f64 * t * (lpi.exp() - mean_pj / others);
                 }

@@ -29,11 +29,13 @@ pub fn kl_div<R: Real>(
                 let mut mean_pj = 0.0;
                 for j in (0..p).filter(|&j| j != i) {
                     let lpj = log_p(j, k);
-                    // A class peer j gives no probability adds nothing (0 · log 0 = 0).
-                    if lpj.exp() > 0.0 {
-                        loss += lpj.exp() * (lpj - lpi);
+                    let pj = lpj.exp();
+                    // A class peer j gives no probability adds nothing (0 · log 0 = 0); a NaN
+                    // (from a row with an infinite logit) stays.
+                    if pj != 0.0 {
+                        loss += pj * (lpj - lpi);
                     }
-                    mean_pj += lpj.exp();
+                    mean_pj += pj;
                 }
                 mean_pj /= others;
                 let g = spec.grad_scale as f64 * t * (lpi.exp() - mean_pj);
