@@ -37,6 +37,33 @@ struct Layer<T> {
     b_state: Vec<T>,
 }
 
+impl<T> Layer<T> {
+    /// The names of the tensors a checkpoint holds for this layer, in [`Self::saved`]'s order:
+    /// `weight`, `bias`, `weight.state{s}`, `bias.state{s}`.
+    fn saved_names(&self) -> Vec<String> {
+        let mut names = vec!["weight".to_string(), "bias".to_string()];
+        names.extend((0..self.w_state.len()).map(|s| format!("weight.state{s}")));
+        names.extend((0..self.b_state.len()).map(|s| format!("bias.state{s}")));
+        names
+    }
+
+    /// The tensors a checkpoint holds for this layer: weights, bias, their optimizer states.
+    fn saved(&self) -> impl Iterator<Item = &T> {
+        [&self.w, &self.b]
+            .into_iter()
+            .chain(&self.w_state)
+            .chain(&self.b_state)
+    }
+
+    /// [`Self::saved`], to overwrite.
+    fn saved_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        [&mut self.w, &mut self.b]
+            .into_iter()
+            .chain(&mut self.w_state)
+            .chain(&mut self.b_state)
+    }
+}
+
 struct Group<T> {
     /// Cohort indices of the peers in this group, in stacking order.
     peers: Vec<usize>,
@@ -510,9 +537,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// spans the new total from here on, as when a checkpoint is resumed with more epochs (a
     /// cosine schedule rises again from where the old one ended).
     pub fn set_epochs(&mut self, epochs: usize) -> Result<()> {
-        if epochs == 0 || epochs < self.epochs_done {
+        if epochs == 0 {
+            return Err(CohortError::InvalidConfig(
+                "a run of 0 epochs: at least 1".into(),
+            ));
+        }
+        if epochs < self.epochs_done {
             return Err(CohortError::InvalidConfig(format!(
-                "a run of {epochs} epochs: {} are done already (and at least 1)",
+                "a run of {epochs} epochs: {} are done already",
                 self.epochs_done
             )));
         }
@@ -1066,7 +1098,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// Records one training step on the given rows of `data`, at the learning rate the schedule
     /// gives this step, without reading anything back (for benchmarks and custom loops; call
-    /// [`Backend::finish`] to wait for it). Epoch metrics are not updated.
+    /// [`Backend::finish`] to wait for it). Epoch metrics are not updated. Past the run's last
+    /// step the schedule stays at its end (a cosine's learning rate 0: the step changes only
+    /// what weight decay and momentum do): [`Trainer::set_epochs`] lengthens the run.
     pub fn step(&mut self, data: &DeviceData<B::Tensor>, rows: &[usize]) -> Result<()> {
         if rows.is_empty() {
             return Err(CohortError::EmptyData(
@@ -1431,15 +1465,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let mut out = NamedTensors::new();
         for group in &self.groups {
             for (l, layer) in group.layers.iter().enumerate() {
-                let mut parts: Vec<(String, &B::Tensor)> =
-                    vec![("weight".into(), &layer.w), ("bias".into(), &layer.b)];
-                for (s, t) in layer.w_state.iter().enumerate() {
-                    parts.push((format!("weight.state{s}"), t));
-                }
-                for (s, t) in layer.b_state.iter().enumerate() {
-                    parts.push((format!("bias.state{s}"), t));
-                }
-                for (name, t) in parts {
+                for (name, t) in layer.saved_names().into_iter().zip(layer.saved()) {
                     let data = b.read(t)?;
                     let dims = t.shape().dims();
                     let per = dims[1..].iter().product::<usize>();
@@ -1458,8 +1484,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// Overwrites parameters and optimizer state from named tensors (as
     /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
     /// tensor must be present with its exact shape and as many values, all finite, and the
-    /// counts within [`MAX_RESTORED_STEPS`]. On an error the tensors before the bad one may
-    /// already be overwritten: restore again, or start afresh.
+    /// counts within [`MAX_RESTORED_STEPS`]; all are checked before any is written, so an error
+    /// leaves the trainer as it was (but for a device error while writing).
     pub fn restore(
         &mut self,
         tensors: &NamedTensors,
@@ -1472,34 +1498,23 @@ impl<'b, B: Backend> Trainer<'b, B> {
                  {MAX_RESTORED_STEPS} of each"
             )));
         }
-        let b: &B = &self.backend;
-        for group in &mut self.groups {
-            for (l, layer) in group.layers.iter_mut().enumerate() {
-                let mut parts: Vec<(String, &mut B::Tensor)> = vec![
-                    ("weight".into(), &mut layer.w),
-                    ("bias".into(), &mut layer.b),
-                ];
-                for (s, t) in layer.w_state.iter_mut().enumerate() {
-                    parts.push((format!("weight.state{s}"), t));
-                }
-                for (s, t) in layer.b_state.iter_mut().enumerate() {
-                    parts.push((format!("bias.state{s}"), t));
-                }
-                for (name, t) in parts {
-                    let dims = t.shape().dims().to_vec();
+        // Every tensor checked before any is written, so that a bad one changes nothing.
+        let mut staged: Vec<Vec<f32>> = Vec::new();
+        for group in &self.groups {
+            for (l, layer) in group.layers.iter().enumerate() {
+                for (name, t) in layer.saved_names().into_iter().zip(layer.saved()) {
+                    let dims = &t.shape().dims()[1..];
                     let mut data = Vec::with_capacity(t.shape().numel());
                     for &peer in &group.peers {
                         let key = format!("peer{peer}.layer{l}.{name}");
                         let (shape, values) = tensors.get(&key).ok_or_else(|| {
                             CohortError::CheckpointMismatch(format!("tensor {key} is missing"))
                         })?;
-                        if shape[..] != dims[1..]
-                            || values.len() != dims[1..].iter().product::<usize>()
-                        {
+                        if shape[..] != *dims || values.len() != dims.iter().product::<usize>() {
                             return Err(CohortError::CheckpointMismatch(format!(
-                                "{key} has shape {shape:?} and {} values, the model needs {:?}",
+                                "{key} has shape {shape:?} and {} values, the model needs \
+                                 {dims:?}",
                                 values.len(),
-                                &dims[1..]
                             )));
                         }
                         // A NaN weight would not even show in predictions (ReLU maps it to 0).
@@ -1510,6 +1525,15 @@ impl<'b, B: Backend> Trainer<'b, B> {
                         }
                         data.extend_from_slice(values);
                     }
+                    staged.push(data);
+                }
+            }
+        }
+        let b: &B = &self.backend;
+        let mut staged = staged.into_iter();
+        for group in &mut self.groups {
+            for layer in &mut group.layers {
+                for (t, data) in layer.saved_mut().zip(&mut staged) {
                     b.write(t, &data)?;
                 }
                 if let Some(w16) = &mut layer.w16 {

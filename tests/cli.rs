@@ -1581,6 +1581,11 @@ fn an_f16_overflow_is_told_from_a_learning_rate_too_high() {
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("note: in mixed precision"), "{stderr}");
+    assert!(
+        stderr.contains("training is diverging")
+            && stderr.contains("steadies it (and the features are not standardised"),
+        "{stderr}"
+    );
 }
 
 #[test]

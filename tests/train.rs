@@ -1834,17 +1834,21 @@ fn restore_takes_what_named_tensors_gives_and_refuses_what_does_not_fit() {
             other => panic!("{case}: expected CheckpointMismatch, got {other:?}"),
         }
     }
-    // A NaN or infinite value: NonFinite, naming the tensor.
-    for bad in [f32::NAN, f32::INFINITY] {
+    // A NaN or infinite value: NonFinite, naming the tensor; in the last tensor restored, the
+    // trainer is left as it was (the tensors before it were written first).
+    let last = "peer1.layer1.bias.state0";
+    for (bad, key) in [(f32::NAN, key), (f32::INFINITY, key), (f32::NAN, last)] {
         let mut poisoned = tensors.clone();
-        poisoned.get_mut(key).unwrap().1[3] = bad;
+        poisoned.get_mut(key).unwrap().1[0] = bad;
         let mut t = Trainer::new(&CpuBackend, c.clone()).unwrap();
+        let before = t.named_tensors().unwrap();
         match t.restore(&poisoned, 1, 0) {
             Err(e @ CohortError::NonFinite { .. }) => {
                 assert!(e.to_string().contains(key), "{e}")
             }
             other => panic!("{bad}: expected NonFinite, got {other:?}"),
         }
+        assert!(t.named_tensors().unwrap() == before && t.epochs_done() == 0);
     }
 }
 

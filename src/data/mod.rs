@@ -304,7 +304,7 @@ impl Standardizer {
     /// checked first, as [`Dataset::new`] checks it (its sizes, finite features).
     pub fn fit(data: &Dataset) -> Result<Self> {
         data.validate()?;
-        let n = data.rows.max(1) as f64;
+        let n = data.rows as f64; // at least 1: validated
         let mut mean = vec![0.0f64; data.cols];
         for r in 0..data.rows {
             for (m, &v) in mean.iter_mut().zip(data.row(r)) {
@@ -331,7 +331,7 @@ impl Standardizer {
     /// after the checks of [`Self::fit`].
     pub fn fit_global(data: &Dataset) -> Result<Self> {
         data.validate()?;
-        let n = data.features.len().max(1) as f64;
+        let n = data.features.len() as f64; // at least 1: validated
         let mean = data.features.iter().map(|&v| v as f64).sum::<f64>() / n;
         let var = data
             .features

@@ -214,7 +214,8 @@ pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
 
 /// Rows of `cols` features standardised with the training rows' statistics (`whose`: which
 /// statistics, which rows): warns where they spread far wider than the training rows did (the
-/// median feature's root mean square past 4; each training feature's is at most 1), the mark of
+/// median feature's root mean square past 4; the training rows' is 1 per feature standardised
+/// per feature, and their mean square 1 standardised globally), the mark of
 /// features scaled otherwise (pixels 0..255 against a model trained on 0..1), which the cohort
 /// would silently misread (or, in f16, overflow on). The median, so that a few features the
 /// training rows hardly varied (a digit's border pixels) do not set it off.
@@ -235,7 +236,7 @@ pub(crate) fn warn_of_scale(standardised: &[f32], cols: usize, whose: &str) {
     if median > 4.0 {
         eprintln!(
             "warning: {whose} features have a root mean square of {median:.3e} (the median \
-             feature's; the training rows': at most 1): are they scaled as the training data's \
+             feature's; the training rows': about 1): are they scaled as the training data's \
              were?"
         );
     }
