@@ -523,6 +523,8 @@ fn bad_input_is_one_clear_error_line() {
         &["compare", "--metrics", "m.jsonl"],
         "unexpected argument '--metrics'",
     );
+    // A number past f32's range is said to be one (it was read as inf: "got inf").
+    fails_to_parse(&["train", "--lr", "1e39"], "1e39 is past f32's range");
     fails_to_parse(
         &["profile", "--resume", "c.safetensors"],
         "unexpected argument '--resume'",

@@ -162,16 +162,16 @@ pub(crate) struct TrainArgs {
     #[arg(long, default_value = "relu")]
     pub(crate) activation: String,
     /// Weight α of the KL term (0 = independent training).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = f32_in_range)]
     pub(crate) alpha: f32,
     /// Ramp α from 0 over this many steps.
     #[arg(long, default_value_t = 0)]
     pub(crate) alpha_warmup: usize,
     /// Softmax temperature T of the KL term (up to 1000: above, f32 no longer resolves it).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = f32_in_range)]
     pub(crate) temperature: f32,
     /// Label smoothing of the cross-entropy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = f32_in_range)]
     pub(crate) label_smoothing: f32,
     /// simultaneous (one forward for all peers) or alternating (the paper's Algorithm 1).
     #[arg(long, default_value = "simultaneous")]
@@ -180,13 +180,13 @@ pub(crate) struct TrainArgs {
     #[arg(long, value_enum, default_value_t = OptimizerChoice::Nesterov)]
     pub(crate) optimizer: OptimizerChoice,
     /// Learning rate (default 0.05 for SGD, 0.001 for Adam).
-    #[arg(long)]
+    #[arg(long, value_parser = f32_in_range)]
     pub(crate) lr: Option<f32>,
     /// Momentum of sgd and nesterov [default: 0.9] (Adam's moments use β1 = 0.9, β2 = 0.999).
-    #[arg(long)]
+    #[arg(long, value_parser = f32_in_range)]
     pub(crate) momentum: Option<f32>,
     /// Weight decay.
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = 5e-4, value_parser = f32_in_range)]
     pub(crate) weight_decay: f32,
     /// Learning-rate schedule: constant, cosine, or step:EPOCHS:GAMMA.
     #[arg(long, default_value = "cosine")]
@@ -265,4 +265,15 @@ pub(crate) struct FileArgs {
     /// Write learning curves (.svg or .png).
     #[arg(long)]
     pub(crate) plot: Option<PathBuf>,
+}
+
+/// An f32 flag's value: a number written past f32's range (`1e39`) is refused here, rather than
+/// read as infinity and refused later as "got inf"; `inf` and `nan` as written pass on to the
+/// configuration's own checks.
+fn f32_in_range(text: &str) -> Result<f32, String> {
+    let value: f32 = text.trim().parse().map_err(|e| format!("{e}"))?;
+    if value.is_infinite() && !text.to_ascii_lowercase().contains("inf") {
+        return Err(format!("{text} is past f32's range (about ±3.4e38)"));
+    }
+    Ok(value)
 }
