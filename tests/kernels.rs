@@ -1996,6 +1996,23 @@ fn kl_terms_keep_their_accuracy_up_to_the_largest_temperature() {
     // probabilities, to a slack that grows with T (validate.rs says why).
     let Some(g) = gpu() else { return };
     let mut checks = Vec::new();
+    // Every peer's KL (and, fused, its CE) at temperature t, as a step takes them.
+    let specs = |shape: [usize; 3], t: f32| {
+        let kl = KlSpec {
+            temperature: t,
+            grad_scale: 0.5 / shape[1] as f32,
+            accumulate: false,
+            peers: 0..shape[0],
+        };
+        let dml = DmlLossSpec {
+            label_smoothing: 0.0,
+            ce_scale: 1.0 / shape[1] as f32,
+            temperature: t,
+            kl_scale: 1.0 / shape[1] as f32,
+            peers: 0..shape[0],
+        };
+        (kl, dml)
+    };
     // Peers that nearly agree (logits 0.1 apart): r ~ 1e-4 at T = 1000, where log-ratios taken
     // from two rounded log-probabilities were ~1e-3 of themselves off, and so the KL. And the
     // same peers 1e4 apart in every logit (the same distributions), where log-ratios taken from
@@ -2013,25 +2030,13 @@ fn kl_terms_keep_their_accuracy_up_to_the_largest_temperature() {
             logits.extend(base.iter().zip(nudge).map(|(z, d)| z + offset + d));
         }
         for t in [1.0, 10.0, 1000.0] {
-            let kl = KlSpec {
-                temperature: t,
-                grad_scale: 0.5 / shape[1] as f32,
-                accumulate: false,
-                peers: 0..shape[0],
-            };
+            let (kl, dml) = specs(shape, t);
             checks.push(validate::kl_div_on(g, &logits, &shape, &kl).unwrap());
             if offset != 0.0 {
                 // (The cross-entropy of logits near 1e4 keeps f32's ~1e-3 of them: not the
                 // KL's concern.)
                 continue;
             }
-            let dml = DmlLossSpec {
-                label_smoothing: 0.0,
-                ce_scale: 1.0 / shape[1] as f32,
-                temperature: t,
-                kl_scale: 1.0 / shape[1] as f32,
-                peers: 0..shape[0],
-            };
             let labels: Vec<u32> = (0..shape[1] as u32).map(|r| r % shape[2] as u32).collect();
             checks.push(validate::dml_loss_on(g, &logits, &shape, &labels, &dml).unwrap());
         }
@@ -2041,20 +2046,8 @@ fn kl_terms_keep_their_accuracy_up_to_the_largest_temperature() {
         .enumerate()
     {
         for t in [10.0, 100.0, 1000.0] {
-            let kl = KlSpec {
-                temperature: t,
-                grad_scale: 0.5 / shape[1] as f32,
-                accumulate: false,
-                peers: 0..shape[0],
-            };
+            let (kl, dml) = specs(*shape, t);
             checks.push(validate::kl_div(g, shape, &kl, i as u64).unwrap());
-            let dml = DmlLossSpec {
-                label_smoothing: 0.0,
-                ce_scale: 1.0 / shape[1] as f32,
-                temperature: t,
-                kl_scale: 1.0 / shape[1] as f32,
-                peers: 0..shape[0],
-            };
             checks.push(validate::dml_loss(g, shape, &dml, i as u64).unwrap());
         }
     }
