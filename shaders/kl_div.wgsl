@@ -22,7 +22,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(3) var<storage, read_write> dlogits: array<f32>;
 
-// LANES, place, at, lane_pairs, row_lse and reduce_sum come from
+// LANES, place, at, lane_pairs and reduce_sum come from
 // shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
 // rows_subgroup.wgsl; peer_parts, fill_peer_parts, peer_log_p and pair_terms from
 // shaders/include/peer_kl.wgsl.

@@ -6,9 +6,11 @@
 //
 // The host prepends the cooperative-matrix operations: the types FragA, FragB and Acc (FRAG x FRAG
 // fragments of op(A) and op(B) and an f32 accumulator, one per subgroup) and the functions frag_a,
-// frag_b, mma and stash. `shaders/include/coop_native16.wgsl` and `coop_native8.wgsl` map them to
-// the adapter's cooperative matrices; `coop_emulated.wgsl` writes them out in plain WGSL, so that
-// this kernel's tiling, staging and epilogues are checked on adapters without any.
+// frag_b (fragments staged k-contiguous), frag_a_mn, frag_b_mn (staged m- or n-contiguous), mma
+// and stash. On the adapter's cooperative matrices the types come from `shaders/include/coop16.wgsl`
+// or `coop8.wgsl` and the functions from `coop_ops.wgsl`; `coop_emulated.wgsl` writes both out in
+// plain WGSL, so that this kernel's tiling, staging and epilogues are checked on adapters without
+// any.
 //
 // A workgroup of SG_ROWS x SG_COLS subgroups (SG_SIZE invocations each) computes a TILE x TILE
 // tile of C; each subgroup owns FR x FC accumulators (TILE = FRAG·FR·SG_ROWS = FRAG·FC·SG_COLS).
