@@ -739,6 +739,24 @@ impl OptimizerStep {
         self
     }
 
+    /// The numbers every rule has: learning rate, weight decay and gradient scale.
+    pub(crate) fn lr_weight_decay_grad_scale(&self) -> (f32, f32, f32) {
+        match *self {
+            OptimizerStep::Sgd {
+                lr,
+                weight_decay,
+                grad_scale,
+                ..
+            }
+            | OptimizerStep::Adam {
+                lr,
+                weight_decay,
+                grad_scale,
+                ..
+            } => (lr, weight_decay, grad_scale),
+        }
+    }
+
     /// Number of state tensors the rule needs (velocity; or first and second moments).
     pub fn state_count(&self) -> usize {
         match self {
@@ -802,27 +820,17 @@ impl OptimizerStep {
     fn check_hyperparameters(&self) -> Result<()> {
         let bad = |what: String| Err(CohortError::InvalidConfig(format!("optimizer {what}")));
         let unit = |v: f32| (0.0..1.0).contains(&v);
-        let (lr, weight_decay, grad_scale) = match *self {
-            OptimizerStep::Sgd {
-                lr,
-                momentum,
-                weight_decay,
-                grad_scale,
-                ..
-            } => {
+        match *self {
+            OptimizerStep::Sgd { momentum, .. } => {
                 if !unit(momentum) {
                     return bad(format!("momentum {momentum}: must be in [0, 1)"));
                 }
-                (lr, weight_decay, grad_scale)
             }
             OptimizerStep::Adam {
-                lr,
                 beta1,
                 beta2,
                 eps,
-                weight_decay,
                 t,
-                grad_scale,
                 ..
             } => {
                 if t == 0 {
@@ -834,9 +842,9 @@ impl OptimizerStep {
                 if !(eps.is_finite() && eps > 0.0) {
                     return bad(format!("Adam epsilon {eps}: must be finite and positive"));
                 }
-                (lr, weight_decay, grad_scale)
             }
-        };
+        }
+        let (lr, weight_decay, grad_scale) = self.lr_weight_decay_grad_scale();
         if !(lr.is_finite() && lr >= 0.0) {
             return bad(format!("learning rate {lr}: must be finite and at least 0"));
         }

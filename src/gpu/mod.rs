@@ -78,7 +78,9 @@ fn flag(on: bool) -> f64 {
     on as u8 as f64
 }
 
-/// Output tiles a product needs before the cooperative-matrix kernel's big layout is chosen.
+/// Output tiles a product needs before a big tile is chosen for it: the cooperative-matrix
+/// kernel's big layout, and the f32 kernel's 128 tile where tiles go by shape
+/// (`COHORT_MATMUL_TILE=shape`).
 const BIG_TILE_MIN_WORKGROUPS: usize = 256;
 
 /// Workgroups (tiles × batch × splits) a matmul on a hardware adapter is split along K to reach,
@@ -836,11 +838,6 @@ impl GpuBackend {
             .map_or(vec![], |k| k.k_steps(layout, split_f32, self.rt.caps()))
     }
 
-    /// Whether f16-input matmuls run on tensor cores: the native 16×16 cooperative-matrix kernel.
-    pub fn uses_tensor_cores(&self) -> bool {
-        self.matmul_coop() == Some(CoopOps::Native16)
-    }
-
     /// How products of f32 inputs run here: [`F32Matmul::SplitF16`] where it was asked for
     /// ([`GpuOptions::f32_matmul`]) and the cooperative-matrix kernel passed its self-test.
     pub fn f32_matmul(&self) -> F32Matmul {
@@ -1480,8 +1477,12 @@ impl Backend for GpuBackend {
     }
 
     fn update_layer(&self, step: &OptimizerStep, layer: LayerUpdate<'_, GpuTensor>) -> Result<()> {
-        // Bindings: weights, dpre, weight gradient, bias, the states of both and the copy.
-        let buffers = 4 + 2 * step.state_count() + layer.weight_f16.is_some() as usize;
+        // Bindings: weights, dpre, weight gradient, bias, the states of both and the copy, and
+        // the parameters where they are read from a storage buffer.
+        let buffers = 4
+            + 2 * step.state_count()
+            + layer.weight_f16.is_some() as usize
+            + self.rt.params_in_storage() as usize;
         if !self.fused_layer_update || buffers > self.rt.caps().max_storage_buffers as usize {
             return update_layer_in_turn(self, step, layer);
         }
@@ -2024,42 +2025,43 @@ impl GpuBackend {
             Update::Layer { copy: None, .. } => 3,
             Update::Layer { copy: Some(_), .. } => 4,
         };
+        // The fields every rule shares; each rule then sets its own.
+        let (lr, weight_decay, grad_scale) = step.lr_weight_decay_grad_scale();
+        let shared = OptimizerParams {
+            n: n32,
+            flag: 0,
+            lr,
+            weight_decay,
+            momentum_or_beta1: 0.0,
+            beta2: 0.0,
+            eps: 0.0,
+            c1: 1.0,
+            c2: 1.0,
+            rows,
+            cols,
+            grad_scale,
+            bias_n: u32_of(OP, bias_n)?,
+            weight_groups: u32_of(OP, weight_groups)?,
+            _pad: [0; 2],
+        };
         let (entry, params) = match *step {
             OptimizerStep::Sgd {
-                lr,
-                momentum,
-                nesterov,
-                weight_decay,
-                grad_scale,
+                momentum, nesterov, ..
             } => (
                 ["sgd", "sgd_bias", "sgd_f16", "sgd_layer", "sgd_layer_f16"],
                 OptimizerParams {
-                    n: n32,
                     flag: nesterov as u32,
-                    lr,
-                    weight_decay,
                     momentum_or_beta1: momentum,
-                    beta2: 0.0,
-                    eps: 0.0,
-                    c1: 1.0,
-                    c2: 1.0,
-                    rows,
-                    cols,
-                    grad_scale,
-                    bias_n: u32_of(OP, bias_n)?,
-                    weight_groups: u32_of(OP, weight_groups)?,
-                    _pad: [0; 2],
+                    ..shared
                 },
             ),
             OptimizerStep::Adam {
-                lr,
                 beta1,
                 beta2,
                 eps,
-                weight_decay,
                 decoupled,
                 t,
-                grad_scale,
+                ..
             } => (
                 [
                     "adam",
@@ -2069,21 +2071,13 @@ impl GpuBackend {
                     "adam_layer_f16",
                 ],
                 OptimizerParams {
-                    n: n32,
                     flag: decoupled as u32,
-                    lr,
-                    weight_decay,
                     momentum_or_beta1: beta1,
                     beta2,
                     eps,
                     c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
                     c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
-                    rows,
-                    cols,
-                    grad_scale,
-                    bias_n: u32_of(OP, bias_n)?,
-                    weight_groups: u32_of(OP, weight_groups)?,
-                    _pad: [0; 2],
+                    ..shared
                 },
             ),
         };

@@ -696,7 +696,8 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Storage buffers a kernel binds besides its parameters, at most (the matmuls' operands, their
-/// vec4 views, the epilogue's and the split-K reduction's).
+/// vec4 views, the epilogue's and the split-K reduction's). The one-dispatch layer update binds
+/// up to 9 (Adam with an f16 copy) and, where they do not fit, updates in several dispatches.
 const KERNEL_STORAGE_BUFFERS: u32 = 8;
 
 /// Whether the kernels read their parameters from a storage buffer on this adapter: as
