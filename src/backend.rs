@@ -198,7 +198,6 @@ pub trait Backend {
     ) -> Result<()>;
     /// The fused DML loss (see [`DmlLossSpec`]): per-row CE and KL of the chosen peers and their
     /// total logit gradient, in one pass.
-    #[allow(clippy::too_many_arguments)]
     fn dml_loss(
         &self,
         logits: &Self::Tensor,

@@ -144,12 +144,6 @@ impl Dataset {
             test: self.subset(parts.test())?,
         })
     }
-
-    /// The training part alone of [`Dataset::split`] (the same rows, without copying the test
-    /// part's).
-    pub fn training_part(&self, test_fraction: f64, seed: u64) -> Result<Dataset> {
-        self.subset(SplitRows::new(self.rows, test_fraction, seed)?.train())
-    }
 }
 
 /// Which rows of a data set [`Dataset::split`] puts in each part: a seeded shuffle of the row
@@ -694,7 +688,7 @@ mod tests {
     }
 
     #[test]
-    fn the_training_part_alone_is_the_splits_training_part() {
+    fn a_split_takes_its_parts_rows_as_split_rows_lists_them() {
         let d = synthetic::blobs(60, 3, 4, 5).unwrap();
         for (fraction, seed) in [(0.2, 0), (0.5, 7), (0.9, 3)] {
             let parts = SplitRows::new(d.rows, fraction, seed).unwrap();
@@ -707,9 +701,9 @@ mod tests {
             );
             let split = d.split(fraction, seed).unwrap();
             assert_eq!(split.test, d.subset(parts.test()).unwrap());
-            assert_eq!(d.training_part(fraction, seed).unwrap(), split.train);
+            assert_eq!(split.train, d.subset(parts.train()).unwrap());
         }
-        assert!(d.training_part(0.0, 0).is_err() && d.training_part(0.001, 0).is_err());
+        assert!(d.split(0.0, 0).is_err() && d.split(0.001, 0).is_err());
     }
 
     #[test]
