@@ -1,6 +1,7 @@
 //! CPU twin of `shaders/dml_loss.wgsl`: cross-entropy and the mutual KL term of every peer, and
 //! their summed logit gradient, in one pass (the formulas of `softmax_ce.rs` and `kl_div.rs`).
 
+use super::kl_div::peer_terms;
 use super::softmax_ce::log_sum_exp;
 use super::Real;
 use crate::ops::{DmlLossSpec, LogitDims};
@@ -24,6 +25,7 @@ pub fn dml_loss<R: Real>(
     for (r, &label) in labels[..b].iter().enumerate() {
         let row = |peer: usize| &logits[(peer * b + r) * c..(peer * b + r + 1) * c];
         let lse_t: Vec<f64> = (0..p).map(|j| log_sum_exp(row(j), t)).collect();
+        let log_p = |peer: usize, k: usize| row(peer)[k].to_f64() / t - lse_t[peer];
         let label = label as usize;
         for i in spec.peers.clone() {
             let lse1 = log_sum_exp(row(i), 1.0);
@@ -40,17 +42,9 @@ pub fn dml_loss<R: Real>(
                     0.0
                 };
                 if p > 1 {
-                    let lpi = z / t - lse_t[i];
-                    let mut mean_pj = 0.0;
-                    for j in (0..p).filter(|&j| j != i) {
-                        let lpj = row(j)[k].to_f64() / t - lse_t[j];
-                        let pj = lpj.exp();
-                        if pj != 0.0 {
-                            kl += pj * (lpj - lpi); // (as kl_div.rs)
-                        }
-                        mean_pj += pj;
-                    }
-                    g += spec.kl_scale as f64 * t * (lpi.exp() - mean_pj / others);
+                    let (kl_k, sum_pj) = peer_terms(log_p, p, i, k);
+                    kl += kl_k;
+                    g += spec.kl_scale as f64 * t * (log_p(i, k).exp() - sum_pj / others);
                 }
                 dlogits[(i * b + r) * c + k] = R::from_f64(g);
             }

@@ -25,20 +25,9 @@ pub fn kl_div<R: Real>(
         for i in spec.peers.clone() {
             let mut loss = 0.0;
             for k in 0..c {
-                let lpi = log_p(i, k);
-                let mut mean_pj = 0.0;
-                for j in (0..p).filter(|&j| j != i) {
-                    let lpj = log_p(j, k);
-                    let pj = lpj.exp();
-                    // A class peer j gives no probability adds nothing (0 · log 0 = 0); a NaN
-                    // (from a row with an infinite logit) stays.
-                    if pj != 0.0 {
-                        loss += pj * (lpj - lpi);
-                    }
-                    mean_pj += pj;
-                }
-                mean_pj /= others;
-                let g = spec.grad_scale as f64 * t * (lpi.exp() - mean_pj);
+                let (kl, sum_pj) = peer_terms(&log_p, p, i, k);
+                loss += kl;
+                let g = spec.grad_scale as f64 * t * (log_p(i, k).exp() - sum_pj / others);
                 let idx = (i * b + r) * c + k;
                 let old = if spec.accumulate {
                     dlogits[idx].to_f64()
@@ -50,4 +39,27 @@ pub fn kl_div<R: Real>(
             losses[i * b + r] = R::from_f64(t * t * loss / others);
         }
     }
+}
+
+/// Class `k`'s part of peer `i`'s KL sum on one row, `Σ_{j≠i} p_j (log p_j − log p_i)`, and
+/// `Σ_{j≠i} p_j`, from `log_p(peer, k)` of each of the `peers`.
+pub(super) fn peer_terms(
+    log_p: impl Fn(usize, usize) -> f64,
+    peers: usize,
+    i: usize,
+    k: usize,
+) -> (f64, f64) {
+    let lpi = log_p(i, k);
+    let (mut kl, mut sum_pj) = (0.0, 0.0);
+    for j in (0..peers).filter(|&j| j != i) {
+        let lpj = log_p(j, k);
+        let pj = lpj.exp();
+        // A class peer j gives no probability adds nothing (0 · log 0 = 0); a NaN (from a row
+        // with an infinite logit) stays.
+        if pj != 0.0 {
+            kl += pj * (lpj - lpi);
+        }
+        sum_pj += pj;
+    }
+    (kl, sum_pj)
 }
