@@ -224,20 +224,49 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>> {
 /// Radius of the dots at each epoch's values (a one-epoch run has no lines to draw).
 const POINT: u32 = 3;
 
-/// Grid and axes with whole epochs on the x axis.
-fn epoch_mesh<DB: DrawingBackend>(
-    chart: &mut ChartContext<DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    epochs: usize,
+/// A chart of one value per epoch on `area`: its caption, whole epochs on the x axis, `y` on
+/// the other.
+fn epoch_chart<'a, DB: DrawingBackend>(
+    area: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    epochs: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> std::result::Result<Chart<'a, DB>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(epochs.clone(), y)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels((epochs.end - epochs.start + 1.0).round().clamp(2.0, 12.0) as usize)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .draw()?;
+    Ok(chart)
+}
+
+/// The charts' coordinates: epochs and a value, both as f64.
+type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A solid line with dots through `points`, in the legend as `label`.
+fn solid_line<DB: DrawingBackend>(
+    chart: &mut Chart<'_, DB>,
+    points: impl Iterator<Item = (f64, f64)>,
+    style: ShapeStyle,
+    label: String,
 ) -> std::result::Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .x_labels(epochs.clamp(2, 12))
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .draw()?;
+        .draw_series(LineSeries::new(points, style).point_size(POINT))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
     Ok(())
 }
 
@@ -257,6 +286,12 @@ where
     let epochs = first..last.max(first + 1.0);
     let peers = reports[0].peers.len();
     let label = |i: usize| format!("peer {i} ({})", models.get(i).cloned().unwrap_or_default());
+    let per_epoch = |value: &dyn Fn(&EpochReport) -> f32| {
+        let points: Vec<(f64, f64)> = (reports.iter())
+            .map(|r| (r.epoch as f64, value(r) as f64))
+            .collect();
+        points.into_iter()
+    };
 
     let accs = reports.iter().flat_map(|r| {
         r.peers
@@ -265,42 +300,20 @@ where
             .chain([r.ensemble_accuracy])
     });
     let lo = accs.fold(1.0f32, f32::min).max(0.0) as f64;
-    let mut chart = ChartBuilder::on(&left)
-        .caption("test accuracy", ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(epochs.clone(), (lo - 0.01).max(0.0)..1.0)?;
-    epoch_mesh(&mut chart, reports.len())?;
+    let y = (lo - 0.01).max(0.0)..1.0;
+    let mut chart = epoch_chart(&left, "test accuracy", epochs.clone(), y)?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(
-                LineSeries::new(
-                    reports
-                        .iter()
-                        .map(|r| (r.epoch as f64, r.peers[i].test_accuracy as f64)),
-                    color.stroke_width(2),
-                )
-                .point_size(POINT),
-            )?
-            .label(label(i))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+        let accuracy = per_epoch(&|r| r.peers[i].test_accuracy);
+        solid_line(&mut chart, accuracy, color.stroke_width(2), label(i))?;
     }
-    chart
-        .draw_series(
-            LineSeries::new(
-                reports
-                    .iter()
-                    .map(|r| (r.epoch as f64, r.ensemble_accuracy as f64)),
-                BLACK.stroke_width(3),
-            )
-            .point_size(POINT),
-        )?
-        .label("ensemble")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(3)));
+    let ensemble = per_epoch(&|r| r.ensemble_accuracy);
+    solid_line(
+        &mut chart,
+        ensemble,
+        BLACK.stroke_width(3),
+        "ensemble".into(),
+    )?;
     chart
         .configure_series_labels()
         .border_style(BLACK)
@@ -312,49 +325,22 @@ where
         .iter()
         .flat_map(|r| r.peers.iter().flat_map(|p| [p.train_ce, p.test_loss]));
     let hi = losses.filter(|v| v.is_finite()).fold(0.0f32, f32::max) as f64;
-    let mut chart = ChartBuilder::on(&right)
-        .caption(
-            "cross-entropy (solid: train, dashed: test)",
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(epochs.clone(), 0.0..(hi * 1.05).max(1e-3))?;
-    epoch_mesh(&mut chart, reports.len())?;
+    let caption = "cross-entropy (solid: train, dashed: test)";
+    let mut chart = epoch_chart(&right, caption, epochs, 0.0..(hi * 1.05).max(1e-3))?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(
-                LineSeries::new(
-                    // CE alone, comparable with the test CE and across values of α (the
-                    // KL term's weight); the metrics file has the KL.
-                    reports
-                        .iter()
-                        .map(|r| (r.epoch as f64, r.peers[i].train_ce as f64)),
-                    color.stroke_width(2),
-                )
-                .point_size(POINT),
-            )?
-            .label(label(i))
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+        // CE alone, comparable with the test CE and across values of α (the KL term's
+        // weight); the metrics file has the KL.
+        let train_ce = per_epoch(&|r| r.peers[i].train_ce);
+        solid_line(&mut chart, train_ce, color.stroke_width(2), label(i))?;
+        let test = per_epoch(&|r| r.peers[i].test_loss);
         chart.draw_series(DashedLineSeries::new(
-            reports
-                .iter()
-                .map(|r| (r.epoch as f64, r.peers[i].test_loss as f64)),
+            test.clone(),
             6,
             4,
             color.stroke_width(1),
         ))?;
-        chart.draw_series(reports.iter().map(|r| {
-            Circle::new(
-                (r.epoch as f64, r.peers[i].test_loss as f64),
-                POINT,
-                color.stroke_width(1),
-            )
-        }))?;
+        chart.draw_series(test.map(|at| Circle::new(at, POINT, color.stroke_width(1))))?;
     }
     chart
         .configure_series_labels()
