@@ -223,15 +223,7 @@ impl Row {
 }
 
 fn shapes_from_env() -> Vec<Logits> {
-    let text = std::env::var("COHORT_BENCH_LOGITS")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    text.as_deref()
-        .unwrap_or(DEFAULT_LOGITS)
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Logits::parse(s).unwrap_or_else(|e| panic!("COHORT_BENCH_LOGITS: {e}")))
-        .collect()
+    common::env_list("COHORT_BENCH_LOGITS", DEFAULT_LOGITS, Logits::parse)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -252,16 +244,7 @@ fn bench_gpu_kernel(
         }
         let setup = (|| {
             let mut inputs = Inputs::new(gpu, s, 0x1055 + si as u64)?;
-            // Compile the pipeline and touch every buffer before timing; the first run also tells
-            // whether timestamp queries work here.
-            if clock.is_none() {
-                let picked = common::pick_clock(gpu, || inputs.run(gpu, kernel, s))?;
-                eprintln!("[losses] timing with {}", picked.label());
-                *clock = Some(picked);
-            } else {
-                inputs.run(gpu, kernel, s)?;
-                gpu.finish()?;
-            }
+            common::warm_up(gpu, clock, "losses", || inputs.run(gpu, kernel, s))?;
             Ok::<_, cohort::CohortError>(inputs)
         })();
         let mut inputs = match setup {
@@ -353,16 +336,6 @@ fn main() {
     bench_cpu(&mut c, samples, &mut rows);
     c.final_summary();
 
-    let device = gpu
-        .as_ref()
-        .map(|g| g.describe())
-        .unwrap_or_else(|| "none (SKIPPED: no GPU adapter)".into());
-    eprintln!(
-        "\n==== losses summary (GPU: {device}; CPU: {}) ====",
-        CpuBackend.describe()
-    );
-    for row in &rows {
-        eprintln!("{}", row.line());
-    }
+    common::print_summary("losses", gpu.as_ref(), rows.iter().map(Row::line));
     json.write();
 }

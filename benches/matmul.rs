@@ -263,32 +263,19 @@ fn operand(gpu: &GpuBackend, rng: &mut Rng, shape: &[usize]) -> cohort::Result<G
 }
 
 fn shapes_from_env() -> Vec<Shape> {
-    let text = std::env::var("COHORT_BENCH_SHAPES")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    let text = text.as_deref().unwrap_or(DEFAULT_SHAPES);
-    text.split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| Shape::parse(s).unwrap_or_else(|e| panic!("COHORT_BENCH_SHAPES: {e}")))
-        .collect()
+    common::env_list("COHORT_BENCH_SHAPES", DEFAULT_SHAPES, Shape::parse)
 }
 
 fn transposes_from_env() -> Vec<Trans> {
-    let text = std::env::var("COHORT_BENCH_TRANSPOSES")
-        .ok()
-        .filter(|s| !s.trim().is_empty());
-    text.as_deref()
-        .unwrap_or("nn,nt,tn")
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| match s.trim().to_ascii_lowercase().as_str() {
-            "nn" => Trans { a: false, b: false },
-            "nt" => Trans { a: false, b: true },
-            "tn" => Trans { a: true, b: false },
-            "tt" => Trans { a: true, b: true },
-            other => panic!("COHORT_BENCH_TRANSPOSES: unknown '{other}' (nn, nt, tn, tt)"),
-        })
-        .collect()
+    common::env_list("COHORT_BENCH_TRANSPOSES", "nn,nt,tn", |s| {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "nn" => Ok(Trans { a: false, b: false }),
+            "nt" => Ok(Trans { a: false, b: true }),
+            "tn" => Ok(Trans { a: true, b: false }),
+            "tt" => Ok(Trans { a: true, b: true }),
+            other => Err(format!("unknown '{other}' (nn, nt, tn, tt)")),
+        }
+    })
 }
 
 /// One finished measurement, for the summary.
@@ -345,30 +332,20 @@ fn bench_gpu(
                 let b = operand(gpu, &mut rng, &sb)?;
                 let mut c = gpu.zeros(&sc, DType::F32)?;
                 let mut extra = EpilogueTensors::new(gpu, &mut rng, epilogue, &shape, &sc)?;
-                // Compile the pipeline and touch every buffer before timing; the first run also
-                // tells whether timestamp queries work here.
-                if clock.is_none() {
-                    let picked = common::pick_clock(gpu, || {
-                        record_product(gpu, (&a, &b, &mut c), extra.as_mut(), &t.spec())
-                    })?;
-                    eprintln!("[matmul] timing with {}", picked.label());
-                    if precision() != Precision::F32 {
-                        eprintln!(
-                            "[matmul] f16 products on {}",
-                            match gpu.matmul_coop() {
-                                Some(ops) => format!(
-                                    "matmul_coop.wgsl ({ops:?}, layout {})",
-                                    std::env::var("COHORT_COOP_LAYOUT")
-                                        .unwrap_or_else(|_| "by shape".into())
-                                ),
-                                None => "matmul.wgsl (no cooperative matrices)".into(),
-                            }
-                        );
-                    }
-                    clock = Some(picked);
-                } else {
-                    record_product(gpu, (&a, &b, &mut c), extra.as_mut(), &t.spec())?;
-                    gpu.finish()?;
+                let run = || record_product(gpu, (&a, &b, &mut c), extra.as_mut(), &t.spec());
+                if common::warm_up(gpu, &mut clock, "matmul", run)? && precision() != Precision::F32
+                {
+                    eprintln!(
+                        "[matmul] f16 products on {}",
+                        match gpu.matmul_coop() {
+                            Some(ops) => format!(
+                                "matmul_coop.wgsl ({ops:?}, layout {})",
+                                std::env::var("COHORT_COOP_LAYOUT")
+                                    .unwrap_or_else(|_| "by shape".into())
+                            ),
+                            None => "matmul.wgsl (no cooperative matrices)".into(),
+                        }
+                    );
                 }
                 Ok::<_, cohort::CohortError>((a, b, c, extra))
             })();
@@ -506,16 +483,6 @@ fn main() {
     bench_cpu(&mut c, samples, &mut rows);
     c.final_summary();
 
-    let device = gpu
-        .as_ref()
-        .map(|g| g.describe())
-        .unwrap_or_else(|| "none (SKIPPED: no GPU adapter)".into());
-    eprintln!(
-        "\n==== matmul summary (GPU: {device}; CPU: {}) ====",
-        CpuBackend.describe()
-    );
-    for row in &rows {
-        eprintln!("{}", row.line());
-    }
+    common::print_summary("matmul", gpu.as_ref(), rows.iter().map(Row::line));
     json.write();
 }

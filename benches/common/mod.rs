@@ -319,3 +319,54 @@ impl JsonSink {
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
+
+/// The comma-separated items of environment variable `var` (`default` where it is unset or
+/// blank), each read by `parse`; an item `parse` refuses ends the bench, naming the variable.
+pub fn env_list<T>(var: &str, default: &str, parse: impl Fn(&str) -> Result<T, String>) -> Vec<T> {
+    let text = std::env::var(var).ok().filter(|s| !s.trim().is_empty());
+    text.as_deref()
+        .unwrap_or(default)
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| parse(s).unwrap_or_else(|e| panic!("{var}: {e}")))
+        .collect()
+}
+
+/// Runs a case once before it is timed, to compile its pipelines and touch its buffers; the
+/// first case also picks the clock ([`pick_clock`]) and says which. Returns whether this call
+/// picked it.
+pub fn warm_up(
+    gpu: &GpuBackend,
+    clock: &mut Option<Clock>,
+    bench: &str,
+    run: impl FnOnce() -> cohort::Result<()>,
+) -> cohort::Result<bool> {
+    if clock.is_some() {
+        run()?;
+        gpu.finish()?;
+        return Ok(false);
+    }
+    let picked = pick_clock(gpu, run)?;
+    eprintln!("[{bench}] timing with {}", picked.label());
+    *clock = Some(picked);
+    Ok(true)
+}
+
+/// Prints a bench's summary: the GPU it ran on (or that it found none) and the CPU, then its
+/// rows' lines.
+pub fn print_summary(
+    bench: &str,
+    gpu: Option<&GpuBackend>,
+    lines: impl IntoIterator<Item = String>,
+) {
+    let device = gpu
+        .map(|g| g.describe())
+        .unwrap_or_else(|| "none (SKIPPED: no GPU adapter)".into());
+    eprintln!(
+        "\n==== {bench} summary (GPU: {device}; CPU: {}) ====",
+        cohort::CpuBackend.describe()
+    );
+    for line in lines {
+        eprintln!("{line}");
+    }
+}
