@@ -904,15 +904,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
         Ok(())
     }
 
-    /// The gradient of the last layer's pre-activations: the group's own copy of the logits'
-    /// gradient, or the stacked one. (A hidden layer's is in `GroupBuffers::dpre`.)
-    fn logits_grad<'a>(
+    /// A layer's pre-activation gradient: `hidden`, a hidden layer's (from
+    /// `GroupBuffers::dpre`), else the last layer's: the group's own copy of the logits'
+    /// gradient, or the stacked one.
+    fn pre_activation_grad<'a>(
+        hidden: Option<&'a B::Tensor>,
         logits: &'a Option<(B::Tensor, B::Tensor)>,
         dstacked: &'a B::Tensor,
     ) -> &'a B::Tensor {
-        match logits {
-            Some((_, d)) => d,
-            None => dstacked,
+        match (hidden, logits) {
+            (Some(d), _) | (None, Some((_, d))) => d,
+            (None, None) => dstacked,
         }
     }
 
@@ -926,10 +928,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         dims: StepDims,
         l: usize,
     ) -> Result<()> {
-        let dpre = match gb.dpre.get(l) {
-            Some(d) => d,
-            None => Self::logits_grad(&gb.logits, dstacked),
-        };
+        let dpre = Self::pre_activation_grad(gb.dpre.get(l), &gb.logits, dstacked);
         let input = if l == 0 { x } else { &gb.act[l - 1] };
         b.matmul(
             input,
@@ -952,10 +951,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
     ) -> Result<()> {
         let layer = &group.layers[l];
         let (below, from_l) = gb.dpre.split_at_mut(l);
-        let dpre = match from_l.first() {
-            Some(d) => d,
-            None => Self::logits_grad(&gb.logits, dstacked),
-        };
+        let dpre = Self::pre_activation_grad(from_l.first(), &gb.logits, dstacked);
         b.matmul_act_grad(
             dpre,
             layer.w16.as_ref().unwrap_or(&layer.w),
@@ -977,10 +973,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         step: &OptimizerStep,
         l: usize,
     ) -> Result<()> {
-        let dpre = match gb.dpre.get(l) {
-            Some(d) => d,
-            None => Self::logits_grad(&gb.logits, dstacked),
-        };
+        let dpre = Self::pre_activation_grad(gb.dpre.get(l), &gb.logits, dstacked);
         let layer = &mut group.layers[l];
         let update = LayerUpdate {
             weight: &mut layer.w,

@@ -1400,7 +1400,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         let spec = MatmulSpec::new(trans_a, false);
         out.push(matmul(gpu, Batching::All(2), dims, &spec, 6 + i as u64)?);
     }
-    let (identity, f32_inputs) = (Activation::Identity, Inputs::rounded(false));
+    let (identity, f32_inputs) = (Activation::Identity, Inputs::F32);
     out.push(matmul_bias_act(
         gpu,
         2,
