@@ -25,7 +25,7 @@ pub fn kl_div<R: Real>(
         for i in spec.peers.clone() {
             let mut loss = 0.0;
             for k in 0..c {
-                let (kl, sum_pj) = peer_terms(&log_p, p, i, k);
+                let (kl, sum_pj) = peer_terms(log_p, p, i, k);
                 loss += kl;
                 let g = spec.grad_scale as f64 * t * (log_p(i, k).exp() - sum_pj / others);
                 let idx = (i * b + r) * c + k;
