@@ -749,10 +749,15 @@ fn bias_act_run<B: Backend>(
     let mut dx = b.zeros(shape, DType::F32)?;
     b.bias_act(&x, &bias, &mut y, act)?;
     b.bias_act_backward(&x, &bias, &dy, &mut dx, act)?;
-    // The bias gradient: column sums of dx over each group's rows (for a bias of its own).
+    // The bias gradient: column sums of dx over each group's rows (for a bias of its own), or
+    // over every row (a bias all groups share: dx read back as one [rows, cols] matrix).
     let mut db = b.zeros(&bias_shape, DType::F32)?;
+    let sum = ReduceSpec::scaled(1.0);
     if bias_shape.len() + 1 == shape.len() {
-        b.reduce_sum(&dx, shape.len() - 2, &mut db, &ReduceSpec::scaled(1.0))?;
+        b.reduce_sum(&dx, shape.len() - 2, &mut db, &sum)?;
+    } else {
+        let rows = b.tensor(&[n / cols, cols], &b.read(&dx)?)?;
+        b.reduce_sum(&rows, 0, &mut db, &sum)?;
     }
     Ok([b.read(&y)?, b.read(&dx)?, b.read(&db)?])
 }
@@ -769,7 +774,12 @@ pub fn bias_act(
     need_rank("bias_act", shape, 2, true)?;
     let [y, dx, db] = bias_act_run(gpu, shape, per_group_bias, act, seed)?;
     let [cy, cdx, cdb] = bias_act_run(&CpuBackend, shape, per_group_bias, act, seed)?;
-    let rows = shape[shape.len() - 2] as f64;
+    // The rows each bias gradient sums: a group's, or every row for a shared bias.
+    let cols = shape[shape.len() - 1];
+    let rows = match per_group_bias {
+        true => shape[shape.len() - 2],
+        false => shape.iter().product::<usize>() / cols,
+    } as f64;
     Ok(KernelCheck::new(
         "bias_act",
         format!("{shape:?} {act:?} per-group bias {per_group_bias}"),
