@@ -91,8 +91,7 @@ fn bench_on<B: Backend>(
     json: &mut JsonSink,
 ) {
     let Some((config, batch)) = config(name) else {
-        eprintln!("unknown step configuration '{name}' (tiny, small, large)");
-        return;
+        panic!("COHORT_BENCH_STEPS: unknown step configuration '{name}' (tiny, small, large)");
     };
     let flops = step_flops(&config);
     let data = blobs(batch * 8, 10, 784, 1).expect("blobs");

@@ -728,7 +728,9 @@ fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
     }
     let Some(g) = gpu() else { return };
     if !g.runtime().caps().shader_f16 {
-        return; // emulation needs f16 shaders; the parse errors above ran anyway
+        // The parse errors above ran anyway.
+        common::loud("SKIPPED: the layout checks need f16 shaders (the emulated kernel), which this adapter lacks");
+        return;
     }
     // Fragments 5 down (at most 4), a tile that is not square, 64 staged elements per invocation
     // (at most 32), more than 64 subgroups each way.
@@ -744,7 +746,7 @@ fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
         let err = GpuBackend::new(&GpuOptions {
             coop: cohort::gpu::CoopChoice::Emulate,
             coop_layout: Some(layout.parse().unwrap()),
-            ..Default::default()
+            ..GpuOptions::from_env().unwrap()
         })
         .unwrap_err();
         assert!(
@@ -943,8 +945,9 @@ fn damaged_idx_and_csv_files_are_errors_never_panics() {
     let dir = std::env::temp_dir().join(format!("cohort-damaged-data-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = Rng::new(11);
-    // IDX images and labels, plain and gzipped: every truncation is an error; an overwritten
-    // byte is an error or changes a pixel, a label or a size.
+    // IDX images and labels, plain and gzipped: every truncation is an error; a file with an
+    // overwritten byte is refused or read (a pixel, a label or a size changed), never a panic,
+    // and each kind of file reaches both outcomes.
     let (images, labels) = (dir.join("images.idx"), dir.join("labels.idx"));
     let pixels: Vec<u8> = (0..5 * 4 * 3).map(|i| (i * 37 % 256) as u8).collect();
     idx::write_images(&images, &pixels, 5, 4, 3).unwrap();
@@ -968,12 +971,21 @@ fn damaged_idx_and_csv_files_are_errors_never_panics() {
                 let what = format!("{kind} {} truncated to {len}", file.display());
                 assert!(read(&bytes[..len], &what).is_err(), "{what}");
             }
+            let (mut refused, mut read_back) = (0, 0);
             for _ in 0..200 {
                 let mut bytes = bytes.clone();
                 let at = rng.below(bytes.len());
                 bytes[at] = rng.below(256) as u8;
-                let _ = read(&bytes, &format!("{kind} {}: byte {at}", file.display()));
+                match read(&bytes, &format!("{kind} {}: byte {at}", file.display())) {
+                    Ok(()) => read_back += 1,
+                    Err(_) => refused += 1,
+                }
             }
+            assert!(
+                refused > 0 && read_back > 0,
+                "{kind} {}: {refused} refused, {read_back} read",
+                file.display()
+            );
         }
     }
     // CSV text with characters replaced by others that matter to the reader (separators, line

@@ -699,10 +699,20 @@ mod tests {
                 (0..d.rows).collect::<Vec<_>>(),
                 "every row in one part"
             );
+            let test_rows = (d.rows as f64 * fraction).round() as usize;
+            assert_eq!(
+                parts.test().len(),
+                test_rows,
+                "the test fraction of the rows"
+            );
             let split = d.split(fraction, seed).unwrap();
             assert_eq!(split.test, d.subset(parts.test()).unwrap());
             assert_eq!(split.train, d.subset(parts.train()).unwrap());
         }
+        // A seeded shuffle: another seed takes other rows, and neither takes the last rows.
+        let test = |seed| SplitRows::new(60, 0.2, seed).unwrap().test().to_vec();
+        assert_ne!(test(0), test(1));
+        assert!(test(0).iter().any(|&r| r < 48) && test(1).iter().any(|&r| r < 48));
         assert!(d.split(0.0, 0).is_err() && d.split(0.001, 0).is_err());
     }
 
