@@ -2540,6 +2540,94 @@ fn optimizers_match_cpu_over_several_steps() {
 }
 
 #[test]
+fn layer_updates_whose_buffers_do_not_fit_the_device_run_in_two_dispatches() {
+    use cohort::{Backend, DType, GpuBackend, GpuOptions};
+    if gpu().is_none() {
+        return;
+    }
+    let sgd = OptimizerStep::Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 1e-3,
+        grad_scale: 1.0,
+    };
+    let adam = OptimizerStep::Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 1e-2,
+        decoupled: true,
+        t: 1,
+        grad_scale: 1.0,
+    };
+    // The one-dispatch update binds 4 storage buffers, 1 or 2 states for each of weights and
+    // bias, the f16 copy, and the parameters where they are in a storage buffer: on a device of
+    // 8 storage buffers per kernel (WebGPU's least), Adam with a copy (9) goes in two
+    // dispatches; on one of 9 with the parameters in storage, Adam with a copy (10) does.
+    for (cap, params_in_storage) in [(8, false), (9, true)] {
+        let own = GpuBackend::new(&GpuOptions {
+            fused_layer_update: Some(true),
+            max_storage_buffers_per_stage: Some(cap),
+            params_in_storage: Some(params_in_storage),
+            ..GpuOptions::from_env().unwrap()
+        })
+        .unwrap();
+        // Builds every pipeline a launch may use, and none that does not fit.
+        own.warm_up().unwrap();
+        let mut checks = Vec::new();
+        for (step, copy, launches) in [
+            (&sgd, false, 1),
+            (&sgd, true, 1),
+            (&adam, false, 1),
+            (&adam, true, 2),
+        ] {
+            if copy && !own.f16_tensors() {
+                loud("SKIPPED: the f16-copy updates: this adapter has no F16 tensors");
+                continue;
+            }
+            let t = |shape: &[usize], dtype| own.zeros(shape, dtype).unwrap();
+            let (mut w, dw, mut b, dpre) = (
+                t(&[8, 4], DType::F32),
+                t(&[8, 4], DType::F32),
+                t(&[4], DType::F32),
+                t(&[16, 4], DType::F32),
+            );
+            let states = step.state_count();
+            let mut w_state: Vec<_> = (0..states).map(|_| t(&[8, 4], DType::F32)).collect();
+            let mut b_state: Vec<_> = (0..states).map(|_| t(&[4], DType::F32)).collect();
+            let mut w16 = copy.then(|| t(&[8, 4], DType::F16));
+            let before = own.runtime().work_counts().dispatches;
+            let layer = cohort::backend::LayerUpdate {
+                weight: &mut w,
+                weight_grad: &dw,
+                weight_states: &mut w_state,
+                weight_f16: w16.as_mut(),
+                bias: &mut b,
+                dpre: &dpre,
+                bias_states: &mut b_state,
+            };
+            own.update_layer(step, layer).unwrap();
+            let dispatches = own.runtime().work_counts().dispatches - before;
+            let what = format!("{cap} storage buffers, {step:?}, f16 copy {copy}");
+            assert_eq!(dispatches, launches, "{what}");
+            checks.push(validate::layer_update(&own, step, &[2, 70, 33], 5, copy, 3).unwrap());
+        }
+        report(&format!("layer update, {cap} storage buffers"), &checks);
+    }
+    let err = GpuBackend::new(&GpuOptions {
+        max_storage_buffers_per_stage: Some(7),
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("bind up to 8 storage buffers"),
+        "{err}"
+    );
+}
+
+#[test]
 fn axpby_fill_and_copy_match_cpu() {
     let Some(g) = gpu() else { return };
     let checks: Vec<_> = [1, 300, 70000]

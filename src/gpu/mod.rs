@@ -1005,13 +1005,29 @@ impl GpuBackend {
             {
                 continue;
             }
+            // The one-dispatch layer updates only where they run.
+            let launched = |entry: &str| match entry.strip_suffix("_f16").unwrap_or(entry) {
+                "sgd_layer" => self.updates_layers_at_once(1, entry.ends_with("_f16")),
+                "adam_layer" => self.updates_layers_at_once(2, entry.ends_with("_f16")),
+                _ => true,
+            };
             let entries: Vec<&'static str> = (shader.entries().iter())
-                .filter(|entry| !shader.specialised(entry))
+                .filter(|entry| !shader.specialised(entry) && launched(entry))
                 .copied()
                 .collect();
             self.rt.warm_up(shader, &entries)?;
         }
         Ok(())
+    }
+
+    /// Whether a layer's weights and bias are updated in one dispatch (the `*_layer` entries)
+    /// for a rule of `states` state tensors, with an f16 copy of the weights or not: where
+    /// [`GpuOptions::fused_layer_update`] says so and the entry's storage buffers fit the
+    /// device (weights, dpre, weight gradient, bias, the states of both, the copy, and the
+    /// parameters where they are read from a storage buffer: up to 10).
+    fn updates_layers_at_once(&self, states: usize, copy: bool) -> bool {
+        let buffers = 4 + 2 * states + copy as usize + self.rt.params_in_storage() as usize;
+        self.fused_layer_update && buffers <= self.rt.caps().max_storage_buffers as usize
     }
 
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
@@ -1477,13 +1493,7 @@ impl Backend for GpuBackend {
     }
 
     fn update_layer(&self, step: &OptimizerStep, layer: LayerUpdate<'_, GpuTensor>) -> Result<()> {
-        // Bindings: weights, dpre, weight gradient, bias, the states of both and the copy, and
-        // the parameters where they are read from a storage buffer.
-        let buffers = 4
-            + 2 * step.state_count()
-            + layer.weight_f16.is_some() as usize
-            + self.rt.params_in_storage() as usize;
-        if !self.fused_layer_update || buffers > self.rt.caps().max_storage_buffers as usize {
+        if !self.updates_layers_at_once(step.state_count(), layer.weight_f16.is_some()) {
             return update_layer_in_turn(self, step, layer);
         }
         step.check(layer.weight, layer.weight_grad, layer.weight_states)?;

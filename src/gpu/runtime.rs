@@ -163,6 +163,12 @@ pub struct GpuOptions {
     /// any adapter, the paths that limit decides: grids folded into two dimensions, split
     /// products multiplied unsplit, the narrow kernel declined, grids refused.
     pub max_workgroups_per_dimension: Option<u32>,
+    /// Open the device with at most this many storage buffers per kernel (at least 8, what
+    /// the matmuls bind; above the adapter's own limit, that limit), as a smaller device
+    /// would allow, instead of the adapter's limit: a way to run, on any adapter, the paths
+    /// that limit decides (each layer's update in two dispatches where the one-dispatch
+    /// update's buffers do not fit).
+    pub max_storage_buffers_per_stage: Option<u32>,
 }
 
 /// How matmuls with f32 inputs (no f16 rounding asked for) are computed.
@@ -501,6 +507,7 @@ impl GpuOptions {
             row_classes_per_lane: at_least_one("COHORT_ROW_CLASSES_PER_LANE", "classes")?,
             unroll_hints: forced("COHORT_UNROLL_HINTS")? == Some(true),
             max_workgroups_per_dimension: at_least_one("COHORT_MAX_WORKGROUPS", "workgroups")?,
+            max_storage_buffers_per_stage: at_least_one("COHORT_MAX_STORAGE_BUFFERS", "buffers")?,
         })
     }
 }
@@ -937,6 +944,23 @@ impl Runtime {
             }
             let own = &mut limits.max_compute_workgroups_per_dimension;
             *own = (*own).min(cap);
+        }
+        let storage = &mut limits.max_storage_buffers_per_shader_stage;
+        if let Some(cap) = options.max_storage_buffers_per_stage {
+            if cap < KERNEL_STORAGE_BUFFERS {
+                return Err(CohortError::InvalidConfig(format!(
+                    "max_storage_buffers_per_stage {cap}: cohort's kernels bind up to \
+                     {KERNEL_STORAGE_BUFFERS} storage buffers"
+                )));
+            }
+            *storage = (*storage).min(cap);
+        }
+        if *storage < KERNEL_STORAGE_BUFFERS {
+            return Err(CohortError::Unsupported(format!(
+                "{} binds at most {} storage buffers per kernel, and cohort's kernels bind up \
+                 to {KERNEL_STORAGE_BUFFERS}",
+                info.name, *storage
+            )));
         }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("cohort"),
