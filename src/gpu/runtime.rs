@@ -702,6 +702,34 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The error scopes around creating shader modules and pipelines: validation errors, and
+/// internal ones, which wgpu raises where the driver or the shader back-end refuses a pipeline
+/// (over a limit wgpu does not check, such as workgroup memory): either way the pipeline is
+/// unusable, and is reported as [`CohortError::ShaderCompile`] instead of failing a later
+/// submission.
+struct PipelineScopes {
+    validation: wgpu::ErrorScopeGuard,
+    internal: wgpu::ErrorScopeGuard,
+}
+
+impl PipelineScopes {
+    fn push(device: &wgpu::Device) -> Self {
+        let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        PipelineScopes {
+            validation,
+            internal,
+        }
+    }
+
+    /// The error either scope caught (the validation error where both did).
+    fn pop(self) -> Option<wgpu::Error> {
+        let internal = pollster::block_on(self.internal.pop());
+        let validation = pollster::block_on(self.validation.pop());
+        validation.or(internal)
+    }
+}
+
 /// Storage buffers a kernel binds besides its parameters, at most (the matmuls' operands, their
 /// vec4 views, the epilogue's and the split-K reduction's). The one-dispatch layer update binds
 /// up to 9 (Adam with an f16 copy) and, where they do not fit, updates in several dispatches.
@@ -1317,7 +1345,7 @@ impl Runtime {
             lock(&self.pipelines).insert(key, pipeline.clone());
             return Ok(pipeline);
         }
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = PipelineScopes::push(&self.device);
         let mut modules = lock(&self.modules);
         let module = modules.entry(shader).or_insert_with(|| {
             let desc = wgpu::ShaderModuleDescriptor {
@@ -1355,7 +1383,7 @@ impl Runtime {
                 cache: None,
             });
         drop(modules);
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop() {
             lock(&self.modules).remove(&shader);
             return Err(CohortError::ShaderCompile {
                 shader: format!("{}::{entry}", shader.file_name()),
@@ -1409,7 +1437,7 @@ impl Runtime {
                 count: None,
             })
             .collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = PipelineScopes::push(&self.device);
         let group = self
             .device
             .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
@@ -1453,7 +1481,7 @@ impl Runtime {
                 },
                 cache: None,
             });
-        match pollster::block_on(scope.pop()) {
+        match scope.pop() {
             Some(e) => Err(failed(e.to_string())),
             None => Ok(pipeline),
         }
@@ -1523,7 +1551,7 @@ impl Runtime {
         source: &str,
         entry: &str,
     ) -> Result<wgpu::ComputePipeline> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let scope = PipelineScopes::push(&self.device);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -1540,7 +1568,7 @@ impl Runtime {
                 compilation_options: Default::default(),
                 cache: None,
             });
-        match pollster::block_on(scope.pop()) {
+        match scope.pop() {
             Some(e) => Err(CohortError::ShaderCompile {
                 shader: format!("{label}::{entry}"),
                 message: e.to_string(),
