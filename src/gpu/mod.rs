@@ -341,7 +341,19 @@ impl CoopKernel {
                     CoopOps::Native8 => layout(4, 4, 2, 2),
                     _ => layout(4, 2, 2, 4),
                 };
-                (layout(2, 2, 2, 2), Some(big).filter(|b| fits(b, false)))
+                // The small layout, or on a device of little workgroup memory (16 KiB, WebGPU's
+                // least) the quarter one.
+                let small = [layout(2, 2, 2, 2), layout(2, 2, 1, 1)]
+                    .into_iter()
+                    .find(|l| fits(l, false))
+                    .ok_or_else(|| {
+                        CohortError::Unsupported(format!(
+                            "no layout of the cooperative-matrix kernel fits the device's {} \
+                             bytes of workgroup memory",
+                            caps.max_workgroup_storage
+                        ))
+                    })?;
+                (small, Some(big).filter(|b| fits(b, false)))
             }
         };
         let quarter = layout(2, 2, 1, 1);
@@ -349,7 +361,8 @@ impl CoopKernel {
             .into_iter()
             .take(if forced.is_some() { 1 } else { 2 })
             .find(|l| fits(l, true));
-        let tuning_only = Some(quarter).filter(|l| tunes && forced.is_none() && fits(l, false));
+        let tuning_only =
+            Some(quarter).filter(|l| tunes && forced.is_none() && *l != small && fits(l, false));
         Ok(CoopKernel {
             ops,
             sg_size,
@@ -599,6 +612,22 @@ fn fills_with_tiles(m: usize, n: usize, batch: usize, tile: usize) -> bool {
     m.div_ceil(tile) * n.div_ceil(tile) * batch >= BIG_TILE_MIN_WORKGROUPS
 }
 
+/// Workgroup buffers per operand of `matmul.wgsl`: 2, or 1 for a single buffer
+/// ([`GpuOptions::matmul_single_buffer`]).
+fn buffers_per_operand(single_buffer: bool) -> u32 {
+    if single_buffer {
+        1
+    } else {
+        2
+    }
+}
+
+/// The workgroup memory of `matmul.wgsl` with a `tile`-wide C tile and `buffers` buffers per
+/// operand: a k-slice of each operand, f32, per buffer.
+fn tiled_kernel_bytes(tile: usize, buffers: u32) -> usize {
+    2 * buffers as usize * plan::TILED_K_SLICE * tile * 4
+}
+
 fn u32_of(op: &'static str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| CohortError::shape(op, format!("dimension {v} exceeds u32")))
 }
@@ -654,6 +683,18 @@ impl GpuBackend {
         }
         let rt = Runtime::new(options)?;
         let caps = rt.caps();
+        if options.matmul_tile == TileChoice::Fixed(128) {
+            let buffers = buffers_per_operand(options.matmul_single_buffer);
+            if tiled_kernel_bytes(128, buffers) > caps.max_workgroup_storage as usize {
+                return Err(CohortError::Unsupported(format!(
+                    "matmul tile 128 on {}: it takes {} bytes of workgroup memory, and the \
+                     device has {}",
+                    rt.info().name,
+                    tiled_kernel_bytes(128, buffers),
+                    caps.max_workgroup_storage
+                )));
+            }
+        }
         let software = rt.info().device_type == wgpu::DeviceType::Cpu;
         let coop = match options.coop {
             CoopChoice::Off => None,
@@ -669,9 +710,11 @@ impl GpuBackend {
         };
         // Set on the backend only after the self-tests, so that they tune nothing.
         let tunes = options.tune_matmuls || options.tune_file.is_some();
-        let coop = coop
-            .map(|ops| CoopKernel::new(ops, caps, options, tunes))
-            .transpose()?;
+        let coop = match coop.map(|ops| CoopKernel::new(ops, caps, options, tunes)) {
+            // Where the kernel was not asked for, a device it does not fit runs without it.
+            Some(Err(CohortError::Unsupported(_))) if options.coop == CoopChoice::Auto => None,
+            other => other.transpose()?,
+        };
         if options.f32_matmul == F32Matmul::SplitF16 && coop.is_none_or(|k| k.split.is_none()) {
             let why = match coop {
                 None => "no cooperative-matrix kernel runs here (COHORT_COOP; emulate works \
@@ -1635,8 +1678,13 @@ impl GpuBackend {
     /// BENCHMARKS.md.)
     fn matmul_tile(&self, d: &MatmulDims) -> usize {
         match self.matmul_tile {
-            TileChoice::Fixed(tile) => tile, // 64 or 128: checked when the backend opened
-            TileChoice::ByShape if self.fills_with_big_tiles(d, 128) => 128,
+            TileChoice::Fixed(tile) => tile, // 64, or 128 where it fits: checked at opening
+            TileChoice::ByShape
+                if self.fills_with_big_tiles(d, 128)
+                    && self.tiled_kernel_fits(128, self.tiled_buffers()) =>
+            {
+                128
+            }
             TileChoice::Default
                 if self.is_software()
                     && d.m >= 128
@@ -1652,11 +1700,7 @@ impl GpuBackend {
     /// Workgroup buffers per operand of `matmul.wgsl`: 2, or 1 where
     /// [`GpuOptions::matmul_single_buffer`] asks.
     fn tiled_buffers(&self) -> u32 {
-        if self.matmul_single_buffer {
-            1
-        } else {
-            2
-        }
+        buffers_per_operand(self.matmul_single_buffer)
     }
 
     /// The build of `matmul.wgsl` with `buffers` workgroup buffers that products run by
@@ -1687,8 +1731,7 @@ impl GpuBackend {
 
     /// Whether `matmul.wgsl`'s workgroup memory with `tile` and `buffers` fits the device.
     fn tiled_kernel_fits(&self, tile: usize, buffers: u32) -> bool {
-        2 * buffers as usize * plan::TILED_K_SLICE * tile * 4
-            <= self.rt.caps().max_workgroup_storage as usize
+        tiled_kernel_bytes(tile, buffers) <= self.rt.caps().max_workgroup_storage as usize
     }
 
     /// Whether product `d` has enough output tiles `tile` wide to fill a large GPU
@@ -2162,7 +2205,68 @@ impl GpuBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{fills_with_tiles, k_split};
+
+    /// A device of `workgroup_bytes` workgroup memory, 32-wide subgroups and f16 shaders.
+    fn caps_with_workgroup_memory(workgroup_bytes: u32) -> Capabilities {
+        Capabilities {
+            subgroup: true,
+            shader_f16: true,
+            timestamp_query: false,
+            cooperative_matrix: Vec::new(),
+            max_storage_binding: 1 << 30,
+            max_buffer_size: 1 << 30,
+            max_workgroups_per_dim: 65535,
+            max_workgroup_storage: workgroup_bytes,
+            max_invocations_per_workgroup: 256,
+            max_storage_buffers: 8,
+            subgroup_size: Some(32),
+            coop_ops: None,
+        }
+    }
+
+    #[test]
+    fn the_tensor_core_kernel_takes_the_layouts_that_fit_the_devices_workgroup_memory() {
+        let options = GpuOptions::default();
+        let layout = |s: &str| s.parse::<CoopLayout>().unwrap();
+        // 48 KiB (the H200's): the small and big layouts.
+        let k = CoopKernel::new(
+            CoopOps::Native16,
+            &caps_with_workgroup_memory(48 << 10),
+            &options,
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            (k.small, k.big),
+            (layout("2x2:2x2"), Some(layout("4x2:2x4")))
+        );
+        // 16 KiB (WebGPU's least): the small layout takes 24 KiB of 16×16 fragments, so the
+        // quarter one (14 KiB) runs in its place, and no big one.
+        for ops in [CoopOps::Native16, CoopOps::Emulated] {
+            let k = CoopKernel::new(ops, &caps_with_workgroup_memory(16 << 10), &options, false)
+                .unwrap();
+            assert_eq!((k.small, k.big), (layout("2x2:1x1"), None), "{ops:?}");
+        }
+        // Less than the quarter layout's: refused, as Unsupported (which opening the backend
+        // with COHORT_COOP=auto takes as no tensor-core kernel).
+        let err = CoopKernel::new(
+            CoopOps::Native16,
+            &caps_with_workgroup_memory(12 << 10),
+            &options,
+            false,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
+        // The f32 kernel's 128 tile takes 32 KiB with two buffers per operand, 16 with one.
+        assert_eq!(tiled_kernel_bytes(128, 2), 32 << 10);
+        assert_eq!(tiled_kernel_bytes(128, 1), 16 << 10);
+        assert_eq!(tiled_kernel_bytes(64, 2), 16 << 10);
+    }
+    use super::{
+        fills_with_tiles, k_split, tiled_kernel_bytes, Capabilities, CohortError, CoopKernel,
+        CoopLayout, CoopOps, GpuOptions,
+    };
 
     #[test]
     fn big_tiles_go_to_products_that_fill_a_gpu_with_them() {
