@@ -2542,9 +2542,7 @@ fn optimizers_match_cpu_over_several_steps() {
 #[test]
 fn layer_updates_whose_buffers_do_not_fit_the_device_run_in_two_dispatches() {
     use cohort::{Backend, DType, GpuBackend, GpuOptions};
-    if gpu().is_none() {
-        return;
-    }
+    let Some(g) = gpu() else { return };
     let sgd = OptimizerStep::Sgd {
         lr: 0.05,
         momentum: 0.9,
@@ -2567,6 +2565,12 @@ fn layer_updates_whose_buffers_do_not_fit_the_device_run_in_two_dispatches() {
     // 8 storage buffers per kernel (WebGPU's least), Adam with a copy (9) goes in two
     // dispatches; on one of 9 with the parameters in storage, Adam with a copy (10) does.
     for (cap, params_in_storage) in [(8, false), (9, true)] {
+        if g.runtime().caps().max_storage_buffers < cap {
+            loud(&format!(
+                "SKIPPED: {cap} storage buffers: this adapter has fewer"
+            ));
+            continue;
+        }
         let own = GpuBackend::new(&GpuOptions {
             fused_layer_update: Some(true),
             max_storage_buffers_per_stage: Some(cap),
