@@ -612,16 +612,6 @@ fn fills_with_tiles(m: usize, n: usize, batch: usize, tile: usize) -> bool {
     m.div_ceil(tile) * n.div_ceil(tile) * batch >= BIG_TILE_MIN_WORKGROUPS
 }
 
-/// Workgroup buffers per operand of `matmul.wgsl`: 2, or 1 for a single buffer
-/// ([`GpuOptions::matmul_single_buffer`]).
-fn buffers_per_operand(single_buffer: bool) -> u32 {
-    if single_buffer {
-        1
-    } else {
-        2
-    }
-}
-
 /// The workgroup memory of `matmul.wgsl` with a `tile`-wide C tile and `buffers` buffers per
 /// operand: a k-slice of each operand, f32, per buffer.
 fn tiled_kernel_bytes(tile: usize, buffers: u32) -> usize {
@@ -683,18 +673,6 @@ impl GpuBackend {
         }
         let rt = Runtime::new(options)?;
         let caps = rt.caps();
-        if options.matmul_tile == TileChoice::Fixed(128) {
-            let buffers = buffers_per_operand(options.matmul_single_buffer);
-            if tiled_kernel_bytes(128, buffers) > caps.max_workgroup_storage as usize {
-                return Err(CohortError::Unsupported(format!(
-                    "matmul tile 128 on {}: it takes {} bytes of workgroup memory, and the \
-                     device has {}",
-                    rt.info().name,
-                    tiled_kernel_bytes(128, buffers),
-                    caps.max_workgroup_storage
-                )));
-            }
-        }
         let software = rt.info().device_type == wgpu::DeviceType::Cpu;
         let coop = match options.coop {
             CoopChoice::Off => None,
@@ -755,6 +733,17 @@ impl GpuBackend {
                 OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
         };
+        if gpu.matmul_tile == TileChoice::Fixed(128)
+            && !gpu.tiled_kernel_fits(128, gpu.tiled_buffers())
+        {
+            return Err(CohortError::Unsupported(format!(
+                "matmul tile 128 on {}: it takes {} bytes of workgroup memory, and the device \
+                 has {}",
+                gpu.rt.info().name,
+                tiled_kernel_bytes(128, gpu.tiled_buffers()),
+                gpu.rt.caps().max_workgroup_storage
+            )));
+        }
         if let Some(mut kernel) = coop {
             // A cooperative-matrix configuration a driver mishandles returns zeros rather than an
             // error, so check the kernel once, in every layout it may run in, before trusting it
@@ -1700,7 +1689,11 @@ impl GpuBackend {
     /// Workgroup buffers per operand of `matmul.wgsl`: 2, or 1 where
     /// [`GpuOptions::matmul_single_buffer`] asks.
     fn tiled_buffers(&self) -> u32 {
-        buffers_per_operand(self.matmul_single_buffer)
+        if self.matmul_single_buffer {
+            1
+        } else {
+            2
+        }
     }
 
     /// The build of `matmul.wgsl` with `buffers` workgroup buffers that products run by
@@ -2205,37 +2198,21 @@ impl GpuBackend {
 
 #[cfg(test)]
 mod tests {
-
-    /// A device of `workgroup_bytes` workgroup memory, 32-wide subgroups and f16 shaders.
-    fn caps_with_workgroup_memory(workgroup_bytes: u32) -> Capabilities {
-        Capabilities {
-            subgroup: true,
-            shader_f16: true,
-            timestamp_query: false,
-            cooperative_matrix: Vec::new(),
-            max_storage_binding: 1 << 30,
-            max_buffer_size: 1 << 30,
-            max_workgroups_per_dim: 65535,
-            max_workgroup_storage: workgroup_bytes,
-            max_invocations_per_workgroup: 256,
-            max_storage_buffers: 8,
-            subgroup_size: Some(32),
-            coop_ops: None,
-        }
-    }
+    use super::{
+        fills_with_tiles, k_split, tiled_kernel_bytes, Capabilities, CohortError, CoopKernel,
+        CoopLayout, CoopOps, GpuOptions,
+    };
 
     #[test]
     fn the_tensor_core_kernel_takes_the_layouts_that_fit_the_devices_workgroup_memory() {
-        let options = GpuOptions::default();
         let layout = |s: &str| s.parse::<CoopLayout>().unwrap();
+        // The kernel on a device of `bytes` workgroup memory.
+        let kernel = |ops, bytes| {
+            let caps = Capabilities::with_workgroup_memory(bytes);
+            CoopKernel::new(ops, &caps, &GpuOptions::default(), false)
+        };
         // 48 KiB (the H200's): the small and big layouts.
-        let k = CoopKernel::new(
-            CoopOps::Native16,
-            &caps_with_workgroup_memory(48 << 10),
-            &options,
-            false,
-        )
-        .unwrap();
+        let k = kernel(CoopOps::Native16, 48 << 10).unwrap();
         assert_eq!(
             (k.small, k.big),
             (layout("2x2:2x2"), Some(layout("4x2:2x4")))
@@ -2243,30 +2220,18 @@ mod tests {
         // 16 KiB (WebGPU's least): the small layout takes 24 KiB of 16×16 fragments, so the
         // quarter one (14 KiB) runs in its place, and no big one.
         for ops in [CoopOps::Native16, CoopOps::Emulated] {
-            let k = CoopKernel::new(ops, &caps_with_workgroup_memory(16 << 10), &options, false)
-                .unwrap();
+            let k = kernel(ops, 16 << 10).unwrap();
             assert_eq!((k.small, k.big), (layout("2x2:1x1"), None), "{ops:?}");
         }
         // Less than the quarter layout's: refused, as Unsupported (which opening the backend
         // with COHORT_COOP=auto takes as no tensor-core kernel).
-        let err = CoopKernel::new(
-            CoopOps::Native16,
-            &caps_with_workgroup_memory(12 << 10),
-            &options,
-            false,
-        )
-        .err()
-        .unwrap();
+        let err = kernel(CoopOps::Native16, 12 << 10).err().unwrap();
         assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
         // The f32 kernel's 128 tile takes 32 KiB with two buffers per operand, 16 with one.
         assert_eq!(tiled_kernel_bytes(128, 2), 32 << 10);
         assert_eq!(tiled_kernel_bytes(128, 1), 16 << 10);
         assert_eq!(tiled_kernel_bytes(64, 2), 16 << 10);
     }
-    use super::{
-        fills_with_tiles, k_split, tiled_kernel_bytes, Capabilities, CohortError, CoopKernel,
-        CoopLayout, CoopOps, GpuOptions,
-    };
 
     #[test]
     fn big_tiles_go_to_products_that_fill_a_gpu_with_them() {

@@ -702,6 +702,28 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+#[cfg(test)]
+impl Capabilities {
+    /// For unit tests: a device of `workgroup_bytes` workgroup memory, 32-wide subgroups, f16
+    /// shaders, 1024 invocations per workgroup and 8 storage buffers per kernel.
+    pub(crate) fn with_workgroup_memory(workgroup_bytes: u32) -> Self {
+        Capabilities {
+            subgroup: true,
+            shader_f16: true,
+            timestamp_query: false,
+            cooperative_matrix: Vec::new(),
+            max_storage_binding: 1 << 30,
+            max_buffer_size: 1 << 30,
+            max_workgroups_per_dim: 65535,
+            max_workgroup_storage: workgroup_bytes,
+            max_invocations_per_workgroup: 1024,
+            max_storage_buffers: 8,
+            subgroup_size: Some(32),
+            coop_ops: None,
+        }
+    }
+}
+
 /// The error scopes around creating shader modules and pipelines: validation errors, and
 /// internal ones, which wgpu raises where the driver or the shader back-end refuses a pipeline
 /// (over a limit wgpu does not check, such as workgroup memory): either way the pipeline is
@@ -2017,20 +2039,7 @@ mod tests {
     /// a device with the H200's 48 KiB at each.
     #[test]
     fn coop_layouts_take_the_deeper_k_step_where_their_slices_fit() {
-        let caps = Capabilities {
-            subgroup: true,
-            shader_f16: true,
-            timestamp_query: false,
-            cooperative_matrix: Vec::new(),
-            max_storage_binding: 1 << 30,
-            max_buffer_size: 1 << 30,
-            max_workgroups_per_dim: 65535,
-            max_workgroup_storage: 48 * 1024,
-            max_invocations_per_workgroup: 1024,
-            max_storage_buffers: 8,
-            subgroup_size: Some(32),
-            coop_ops: None,
-        };
+        let caps = Capabilities::with_workgroup_memory(48 * 1024);
         let layout = |s: &str| s.parse::<CoopLayout>().unwrap();
         let (small, big, quarter) = (layout("2x2:2x2"), layout("4x2:2x4"), layout("2x2:1x1"));
         assert_eq!(big.workgroup_bytes(16, false, 32), 48 * 1024);
