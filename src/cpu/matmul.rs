@@ -41,7 +41,7 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
         return;
     }
     let cores = match m * n * k >= PARALLEL_WORK {
-        true => std::thread::available_parallelism().map_or(1, |c| c.get()),
+        true => cores(),
         false => 1,
     };
     let band = m.div_ceil(cores.min(m));
@@ -60,6 +60,12 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
             });
         }
     }
+}
+
+/// The cores this process may use, asked once (on Linux the answer reads cgroup files).
+fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |c| c.get()))
 }
 
 /// Rows `first..` of one product into `c` (whole rows of n), from op(A) (m×k) and op(B) (k×n).
