@@ -16,6 +16,8 @@ pub enum CohortError {
         requested: Option<String>,
         /// What was looked for and what was found.
         reason: String,
+        /// The software adapters (lavapipe, WARP) that `GpuOptions::hardware_only` refused.
+        passed_over: Vec<String>,
     },
     /// Operand shapes do not fit together; caught on the host before any dispatch.
     #[error("shape mismatch in {op}: {detail}")]

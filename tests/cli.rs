@@ -277,10 +277,11 @@ fn bad_input_is_one_clear_error_line() {
         }
     }
     // A setting the GPU cannot honour is an error too: split f32 products with the
-    // cooperative-matrix kernel turned off (with no adapter at all the CPU backend runs).
+    // cooperative-matrix kernel turned off (with no adapter at all the CPU backend runs; with
+    // only a software one, `auto` runs the CPU backend too).
     if common::gpu().is_some() {
         fails_cleanly_with_env(
-            &["train", "--epochs", "1"],
+            &["train", "--device", "gpu", "--epochs", "1"],
             &[("COHORT_COOP", "off"), ("COHORT_F32_MATMUL", "split-f16")],
             "split into f16 parts",
         );
@@ -485,7 +486,7 @@ fn bad_input_is_one_clear_error_line() {
             ),
         ] {
             fails_cleanly_with_env(
-                &["train", "--epochs", "1"],
+                &["train", "--device", "gpu", "--epochs", "1"],
                 &[("COHORT_MATMUL_TUNE_FILE", path.to_str().unwrap())],
                 expect,
             );
@@ -1838,6 +1839,13 @@ fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
         return;
     }
     assert!(stdout.contains("chosen:"), "{stdout}");
+    // A software adapter is said to be one that `--device auto` passes over.
+    let software = common::gpu().is_some_and(|g| g.is_software());
+    assert_eq!(
+        stdout.contains("a software adapter: `--device auto` passes over it"),
+        software,
+        "{stdout}"
+    );
     assert!(
         stdout.contains("f16 products (mixed precision):"),
         "{stdout}"
@@ -2360,7 +2368,7 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally_by_def
 }
 
 #[test]
-fn hardware_only_refuses_software_adapters_and_auto_falls_back_to_the_cpu() {
+fn auto_and_hardware_only_pass_over_software_adapters_for_the_cpu_backend() {
     let Some(gpu) = common::gpu() else { return };
     let hardware_only = ("COHORT_HARDWARE_ONLY", "1");
     let train = ["train", "--epochs", "1", "--peers", "2x8", "--quiet"];
@@ -2372,6 +2380,12 @@ fn hardware_only_refuses_software_adapters_and_auto_falls_back_to_the_cpu() {
         );
         let out = cohort_with_env(&with("gpu"), &[hardware_only]);
         assert!(out.status.success(), "{}", text(&out.stderr));
+        // `auto` takes the hardware adapter.
+        let out = cohort(&with("auto"));
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let name = &gpu.runtime().info().name;
+        assert!(stderr.contains(&format!("device: {name}")), "{stderr}");
         return;
     }
     // Where the only adapters are software ones (lavapipe, llvmpipe), as on CI.
@@ -2380,18 +2394,33 @@ fn hardware_only_refuses_software_adapters_and_auto_falls_back_to_the_cpu() {
         ..Default::default()
     })
     .is_err();
+    let name = gpu.runtime().info().name.clone();
     if only_software {
         fails_cleanly_with_env(&with("gpu"), &[hardware_only], "only software adapters");
-        let out = cohort_with_env(&with("auto"), &[hardware_only]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        assert!(
-            text(&out.stderr).contains("using the CPU backend"),
-            "{}",
-            text(&out.stderr)
+        // `auto` passes over software adapters, with or without COHORT_HARDWARE_ONLY, and
+        // says so; the CPU backend outruns them.
+        for env in [&[hardware_only][..], &[]] {
+            let out = cohort_with_env(&with("auto"), env);
+            let stderr = text(&out.stderr);
+            assert!(out.status.success(), "{stderr}");
+            assert!(
+                stderr.contains(&format!("passing over the software adapter {name}"))
+                    && stderr.contains("device: CPU reference backend"),
+                "{env:?}: {stderr}"
+            );
+        }
+    } else {
+        common::loud(
+            "a hardware adapter is present beside the software one under test: `auto` passing \
+             over software adapters was NOT exercised",
         );
     }
-    // A software adapter named in COHORT_ADAPTER is refused too.
-    let name = gpu.runtime().info().name.clone();
+    // `auto` runs on a software adapter that COHORT_ADAPTER names.
+    let out = cohort_with_env(&with("auto"), &[("COHORT_ADAPTER", &name)]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("device: {name}")), "{stderr}");
+    // A software adapter named in COHORT_ADAPTER is refused with COHORT_HARDWARE_ONLY.
     fails_cleanly_with_env(
         &with("gpu"),
         &[hardware_only, ("COHORT_ADAPTER", &name)],

@@ -306,7 +306,7 @@ part_train() {
   # Mixed precision against f32 over three seeds (one seed cannot tell a gap from noise).
   for seed in 0 1 2; do
     for prec in f32 mixed; do
-      run train-mnist10k-$prec-seed$seed .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k \
+      run train-mnist10k-$prec-seed$seed .gpu/bin/bin-cohort train --device gpu --data idx:.gpu/data/mnist10k \
         --peers 2x_-1024-1024-_ --batch 256 --epochs 3 --precision $prec --seed $seed
     done
   done
@@ -439,8 +439,8 @@ part_variants() {
     run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench $quick
   if [ -d .gpu/data/mnist10k ]; then
     COHORT_F32_MATMUL=split-f16 \
-      run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
-    run compare-mnist10k .gpu/bin/bin-cohort compare --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
+      run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --device gpu --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
+    run compare-mnist10k .gpu/bin/bin-cohort compare --device gpu --data idx:.gpu/data/mnist10k --peers 2x128 --epochs 10 --seeds 3
   fi
 }
 part_ab() {

@@ -898,6 +898,11 @@ fn spirv_target(adapter: &wgpu::Adapter) -> Option<SpirvTarget> {
     })
 }
 
+/// Whether an adapter's `name` contains `want`, in any case.
+fn is_named(want: &str, name: &str) -> bool {
+    name.to_lowercase().contains(&want.to_lowercase())
+}
+
 /// Which of `adapters` (name and type, best first) to open: the first whose name contains
 /// `named` (any case) where it is given, else the first; with `hardware_only`, never a software
 /// one (a CPU device type). The error says which of those found were passed over and why.
@@ -908,28 +913,36 @@ fn choose_adapter(
 ) -> Result<usize> {
     let names: Vec<&str> = adapters.iter().map(|(name, _)| name.as_str()).collect();
     let allowed = |kind: &wgpu::DeviceType| !hardware_only || *kind != wgpu::DeviceType::Cpu;
+    let passed_over = || -> Vec<String> {
+        adapters
+            .iter()
+            .filter(|(name, kind)| !allowed(kind) && named.is_none_or(|want| is_named(want, name)))
+            .map(|(name, _)| name.clone())
+            .collect()
+    };
     let Some(want) = named else {
         return adapters
             .iter()
             .position(|(_, kind)| allowed(kind))
             .ok_or_else(|| CohortError::NoAdapter {
                 requested: None,
+                passed_over: passed_over(),
                 reason: if names.is_empty() {
-                    "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
-                     mesa-vulkan-drivers for lavapipe)"
+                    "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, \
+                     mesa-vulkan-drivers gives lavapipe, a software adapter)"
                         .into()
                 } else {
                     format!("only software adapters found: {names:?}")
                 },
             });
     };
-    let is_named = |name: &str| name.to_lowercase().contains(&want.to_lowercase());
     adapters
         .iter()
-        .position(|(name, kind)| is_named(name) && allowed(kind))
+        .position(|(name, kind)| is_named(want, name) && allowed(kind))
         .ok_or_else(|| CohortError::NoAdapter {
             requested: Some(want.to_string()),
-            reason: if names.iter().any(|name| is_named(name)) {
+            passed_over: passed_over(),
+            reason: if names.iter().any(|name| is_named(want, name)) {
                 format!(
                     "only software adapters are named like '{want}' among {names:?}, and \
                      hardware_only (COHORT_HARDWARE_ONLY=1) refuses them"
@@ -2019,6 +2032,19 @@ mod tests {
         assert_eq!(choose_adapter(software, None, false).unwrap(), 0);
         let why = reason(choose_adapter(software, None, true));
         assert!(why.starts_with("only software adapters found"), "{why}");
+        // The refused software adapters are named for the caller; none where none was refused.
+        let passed_over = |r: Result<usize>| match r {
+            Err(CohortError::NoAdapter { passed_over, .. }) => passed_over,
+            other => panic!("{other:?}"),
+        };
+        let llvmpipe = vec!["llvmpipe (LLVM 15)".to_string()];
+        assert_eq!(passed_over(choose_adapter(software, None, true)), llvmpipe);
+        assert_eq!(
+            passed_over(choose_adapter(&found, Some("llvm"), true)),
+            llvmpipe
+        );
+        assert!(passed_over(choose_adapter(&found, Some("radeon"), true)).is_empty());
+        assert!(passed_over(choose_adapter(software, Some("radeon"), false)).is_empty());
         let why = reason(choose_adapter(&[], None, false));
         assert!(
             why.starts_with("no Vulkan, Metal or DX12 adapter found"),

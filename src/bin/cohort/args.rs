@@ -101,9 +101,10 @@ pub(crate) enum Command {
 /// `--device`: where the kernels run.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum DeviceChoice {
-    /// The GPU if one is found, else the CPU.
+    /// A hardware GPU if one is found, else the CPU (faster than a software adapter such as
+    /// lavapipe, which it passes over unless COHORT_ADAPTER names one).
     Auto,
-    /// The GPU (fails without one).
+    /// The GPU, a software adapter too (fails without one).
     Gpu,
     /// The CPU reference backend.
     Cpu,

@@ -88,6 +88,12 @@ pub(crate) fn devices() -> Result<()> {
         Ok(g) => {
             let c = g.runtime().caps();
             println!("\nchosen: {}", g.describe());
+            if g.is_software() {
+                println!(
+                    "  a software adapter: `--device auto` passes over it for the CPU backend, \
+                     which is faster, unless COHORT_ADAPTER names it; `--device gpu` uses it"
+                );
+            }
             println!(
                 "  subgroups {}, shader f16 {}, timestamp queries {}, cooperative matrix configs {}",
                 c.subgroup,

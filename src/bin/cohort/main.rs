@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cohort::{Backend, CohortError, CpuBackend, GpuBackend, Result};
+use cohort::{Backend, CohortError, CpuBackend, GpuBackend, GpuOptions, Result};
 
 use args::{Cli, Command, DeviceChoice};
 use gpu::{check, devices, profile};
@@ -125,14 +125,32 @@ fn falls_back(e: &CohortError) -> bool {
     }
 }
 
-/// Opens the backend `--device` asks for (with `auto`, the CPU where no usable GPU is found),
-/// says which on standard error and, on a GPU, compiles every kernel before the work starts.
+/// Opens the backend `--device` asks for (with `auto`, the CPU where no usable hardware GPU is
+/// found), says which on standard error and, on a GPU, compiles every kernel before the work
+/// starts. `auto` passes over software adapters (lavapipe, WARP) unless COHORT_ADAPTER names
+/// one: the CPU backend trains faster than they do (BENCHMARKS.md, "The CPU backend's matmul").
 fn open(choice: DeviceChoice) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Cpu => Device::Cpu(CpuBackend),
         DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
-        DeviceChoice::Auto => match GpuBackend::from_env() {
+        DeviceChoice::Auto => match GpuBackend::new(&{
+            let mut options = GpuOptions::from_env()?;
+            options.hardware_only |= options.adapter.is_none();
+            options
+        }) {
             Ok(g) => Device::Gpu(Box::new(g)),
+            Err(CohortError::NoAdapter {
+                requested: None,
+                passed_over,
+                ..
+            }) if !passed_over.is_empty() => {
+                eprintln!(
+                    "passing over the software adapter {}: the CPU backend trains faster \
+                     (`--device gpu` runs on it)",
+                    passed_over.join(", ")
+                );
+                Device::Cpu(CpuBackend)
+            }
             Err(e) if falls_back(&e) => {
                 eprintln!("{e}; using the CPU backend");
                 Device::Cpu(CpuBackend)
