@@ -1,5 +1,6 @@
 //! The GPU's own commands: `cohort devices`, `cohort check` and `cohort profile`.
 
+use cohort::gpu::driver_stats::DriverStatistics;
 use cohort::trainer::Trainer;
 use cohort::{Backend, CohortError, GpuBackend, Result};
 
@@ -311,19 +312,27 @@ pub(crate) fn profile(
 }
 
 /// The driver's statistics, one line per pipeline and stage (one line in all where the driver
-/// keeps none), and the `failed` pipelines' errors.
-fn print_driver_statistics(stats: &cohort::gpu::driver_stats::DriverStatistics, failed: usize) {
+/// keeps none), then what each statistic counts in the driver's words, and the `failed`
+/// pipelines' errors.
+fn print_driver_statistics(stats: &DriverStatistics, failed: usize) {
+    print!("{}", driver_statistics_report(stats, failed));
+}
+
+/// [`print_driver_statistics`]'s text.
+fn driver_statistics_report(stats: &DriverStatistics, failed: usize) -> String {
     let n = stats.pipelines.len();
-    match &stats.not_kept {
-        Some(why) => println!(
-            "driver statistics: none ({why}); the {n} pipelines profiled were rebuilt for them{}",
+    let mut out = match &stats.not_kept {
+        Some(why) => format!(
+            "driver statistics: none ({why}); the {n} pipelines profiled were rebuilt for them{}\n",
             if failed == 0 { " without error" } else { "" }
         ),
-        None => println!(
+        None => format!(
             "driver statistics of the {n} pipelines profiled \
-             (VK_KHR_pipeline_executable_properties; rebuilt from the same WGSL and constants):"
+             (VK_KHR_pipeline_executable_properties; rebuilt from the same WGSL and constants):\n"
         ),
-    }
+    };
+    // Each statistic's description, once, in the order first met.
+    let mut legend: Vec<(&str, &str)> = Vec::new();
     for p in &stats.pipelines {
         match &p.executables {
             Ok(_) if stats.not_kept.is_some() => {}
@@ -331,22 +340,80 @@ fn print_driver_statistics(stats: &cohort::gpu::driver_stats::DriverStatistics, 
                 let marks = p.unroll_marks.map_or(String::new(), |(marked, loops)| {
                     format!(" ({marked} of its {loops} loops marked Unroll)")
                 });
-                println!("  {}{marks}", p.label);
+                out += &format!("  {}{marks}\n", p.label);
                 for e in executables {
-                    let stats: Vec<String> = e
+                    let values: Vec<String> = e
                         .statistics
                         .iter()
                         .map(|s| format!("{} {}", s.name, s.value))
                         .collect();
-                    println!(
-                        "    {} (subgroups of {}): {}",
+                    out += &format!(
+                        "    {} (subgroups of {}): {}\n",
                         e.name,
                         e.subgroup_size,
-                        stats.join(", ")
+                        values.join(", ")
                     );
+                    for s in &e.statistics {
+                        if !legend.iter().any(|(name, _)| *name == s.name) {
+                            legend.push((&s.name, &s.description));
+                        }
+                    }
                 }
             }
-            Err(err) => println!("  {}\n    {err}", p.label),
+            Err(err) => out += &format!("  {}\n    {err}\n", p.label),
         }
+    }
+    if !legend.is_empty() {
+        out += "what they count, as the driver describes them:\n";
+        for (name, description) in legend {
+            out += &format!("  {name}: {description}\n");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort::gpu::driver_stats::{Executable, PipelineStatistics, Statistic};
+
+    #[test]
+    fn driver_statistics_are_listed_per_pipeline_with_each_description_once() {
+        let stat = |name: &str, value: &str| Statistic {
+            name: name.into(),
+            description: format!("what {name} counts"),
+            value: value.into(),
+        };
+        let pipeline = |label: &str, registers: &str| PipelineStatistics {
+            label: label.into(),
+            unroll_marks: None,
+            executables: Ok(vec![Executable {
+                name: "Compute Shader".into(),
+                subgroup_size: 32,
+                statistics: vec![stat("Register Count", registers), stat("Local Memory", "0")],
+            }]),
+        };
+        let stats = DriverStatistics {
+            not_kept: None,
+            pipelines: vec![
+                pipeline("matmul 64", "128"),
+                pipeline("matmul_coop 4x2:2x4", "255"),
+            ],
+        };
+        let report = driver_statistics_report(&stats, 0);
+        assert!(report.contains("  matmul 64\n    Compute Shader (subgroups of 32): Register Count 128, Local Memory 0\n"), "{report}");
+        assert!(report.contains("Register Count 255"), "{report}");
+        assert!(report.ends_with("what they count, as the driver describes them:\n  Register Count: what Register Count counts\n  Local Memory: what Local Memory counts\n"), "{report}");
+        // A driver that keeps none: one line, no legend.
+        let none = DriverStatistics {
+            not_kept: Some("no VK_KHR_pipeline_executable_properties".into()),
+            pipelines: vec![pipeline("matmul 64", "128")],
+        };
+        let report = driver_statistics_report(&none, 0);
+        assert_eq!(report.lines().count(), 1, "{report}");
+        assert!(
+            report.ends_with("rebuilt for them without error\n"),
+            "{report}"
+        );
     }
 }
