@@ -82,6 +82,20 @@ fn step_flops(c: &TrainConfig) -> f64 {
         .sum()
 }
 
+/// `COHORT_BENCH_STEPS`: the configurations to time on the GPU (default `tiny`); an unknown
+/// name stops the bench before anything runs.
+fn step_names() -> Vec<String> {
+    common::env_list("COHORT_BENCH_STEPS", "tiny", |name| {
+        let name = name.trim();
+        match config(name) {
+            Some(_) => Ok(name.to_string()),
+            None => Err(format!(
+                "unknown step configuration '{name}' (tiny, small, large)"
+            )),
+        }
+    })
+}
+
 fn bench_on<B: Backend>(
     crit: &mut Criterion,
     b: &B,
@@ -90,9 +104,7 @@ fn bench_on<B: Backend>(
     gpu: Option<&GpuBackend>,
     json: &mut JsonSink,
 ) {
-    let Some((config, batch)) = config(name) else {
-        panic!("COHORT_BENCH_STEPS: unknown step configuration '{name}' (tiny, small, large)");
-    };
+    let (config, batch) = config(name).expect("a configuration step_names checked");
     let flops = step_flops(&config);
     let data = blobs(batch * 8, 10, 784, 1).expect("blobs");
     let in_use = || gpu.map_or(0, |g| g.runtime().memory().in_use);
@@ -269,11 +281,11 @@ struct Memory {
 fn main() {
     let mut crit = Criterion::default().configure_from_args();
     let mut json = JsonSink::default();
-    let names = std::env::var("COHORT_BENCH_STEPS").unwrap_or_else(|_| "tiny".into());
+    let names = step_names();
     if let Some(gpu) = common::open_gpu("step") {
         gpu.warm_up().expect("compile kernels");
         json.set_device(gpu.describe());
-        for name in names.split(',').map(str::trim) {
+        for name in &names {
             bench_on(&mut crit, &gpu, "gpu", name, Some(&gpu), &mut json);
         }
         // `cargo test`: the mixed-precision step too, once.
