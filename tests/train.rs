@@ -1024,6 +1024,84 @@ fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_gpu() {
     one_step_matches_reference(g, Schedule::Alternating, 0);
 }
 
+/// Trains `specs` for a few steps (simultaneous schedule, Adam) from one set of initial weights, and again with the peers
+/// listed in the order `order` (peer i of the second run starts as peer `order[i]` of the
+/// first): each peer must end where its counterpart does. Each peer's update depends on the
+/// others only through their predictions, so a kernel or schedule that treats a peer by its
+/// place (its own logits as another's, a peer's slice of a batched dispatch, a group's offset)
+/// breaks this. Sums over the other peers run in another order, so equal to rounding.
+fn peers_permute_case<B: Backend>(b: &B, specs: &[&str], order: &[usize]) {
+    let split = digits();
+    let spec =
+        |peers: Vec<&str>| with_adam(config(&peers.join(","), 1.0, Schedule::Simultaneous, 1));
+    let mut first = Trainer::new(b, spec(specs.to_vec())).unwrap();
+    let mut second = Trainer::new(b, spec(order.iter().map(|&i| specs[i]).collect())).unwrap();
+    let renamed = |tensors: &NamedTensors, to_new: bool| -> NamedTensors {
+        let mut out = NamedTensors::new();
+        for (new, &old) in order.iter().enumerate() {
+            let (from, to) = if to_new { (old, new) } else { (new, old) };
+            for (name, t) in tensors {
+                if let Some(rest) = name.strip_prefix(&format!("peer{from}.")) {
+                    out.insert(format!("peer{to}.{rest}"), t.clone());
+                }
+            }
+        }
+        out
+    };
+    let initial = first.named_tensors().unwrap();
+    second.restore(&renamed(&initial, true), 0, 0).unwrap();
+    let (train_a, train_b) = (
+        first.upload(&split.train).unwrap(),
+        second.upload(&split.train).unwrap(),
+    );
+    for k in 0..4 {
+        let rows: Vec<usize> = (0..64)
+            .map(|r| (r * 11 + k * 64) % split.train.rows)
+            .collect();
+        first.step(&train_a, &rows).unwrap();
+        second.step(&train_b, &rows).unwrap();
+    }
+    let want = first.named_tensors().unwrap();
+    let got = renamed(&second.named_tensors().unwrap(), false);
+    assert_eq!(want.len(), got.len());
+    let mut moved = 0.0f32;
+    for (name, (shape, values)) in &want {
+        let (got_shape, got_values) = &got[name];
+        assert_eq!(shape, got_shape, "{name}");
+        for ((a, g), start) in values.iter().zip(got_values).zip(&initial[name].1) {
+            assert!(
+                (a - g).abs() <= 1e-5 * (1.0 + a.abs()),
+                "{name}: {a} vs {g} ({specs:?} as {order:?})"
+            );
+            moved = moved.max((a - start).abs());
+        }
+    }
+    // The steps moved the weights well past the tolerance (else any order would agree).
+    assert!(
+        moved > 1e-2,
+        "the steps moved no parameter by more than {moved}"
+    );
+}
+
+/// [`peers_permute_case`] for one group of three same-shape peers and for three groups of
+/// different shapes. Simultaneous schedule only: the alternating one updates the peers in list
+/// order, each against the peers already updated, so there the order is part of the run.
+fn peers_permute_cases<B: Backend>(b: &B) {
+    peers_permute_case(b, &["_-32-_"; 3], &[2, 0, 1]);
+    peers_permute_case(b, &["_-32-_", "_-24-16-_", "_-32-_"], &[1, 2, 0]);
+}
+
+#[test]
+fn peers_listed_in_another_order_train_alike_on_the_cpu() {
+    peers_permute_cases(&CpuBackend);
+}
+
+#[test]
+fn peers_listed_in_another_order_train_alike_on_the_gpu() {
+    let Some(g) = gpu() else { return };
+    peers_permute_cases(g);
+}
+
 #[test]
 fn different_peers_train_side_by_side() {
     let split = digits();
