@@ -911,46 +911,36 @@ fn choose_adapter(
     named: Option<&str>,
     hardware_only: bool,
 ) -> Result<usize> {
-    let names: Vec<&str> = adapters.iter().map(|(name, _)| name.as_str()).collect();
     let allowed = |kind: &wgpu::DeviceType| !hardware_only || *kind != wgpu::DeviceType::Cpu;
-    let passed_over = || -> Vec<String> {
-        adapters
-            .iter()
-            .filter(|(name, kind)| !allowed(kind) && named.is_none_or(|want| is_named(want, name)))
-            .map(|(name, _)| name.clone())
-            .collect()
-    };
-    let Some(want) = named else {
-        return adapters
-            .iter()
-            .position(|(_, kind)| allowed(kind))
-            .ok_or_else(|| CohortError::NoAdapter {
-                requested: None,
-                passed_over: passed_over(),
-                reason: if names.is_empty() {
-                    "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, \
-                     mesa-vulkan-drivers gives lavapipe, a software adapter)"
-                        .into()
-                } else {
-                    format!("only software adapters found: {names:?}")
-                },
-            });
-    };
-    adapters
+    let wanted = |name: &str| named.is_none_or(|want| is_named(want, name));
+    let chosen = adapters
         .iter()
-        .position(|(name, kind)| is_named(want, name) && allowed(kind))
-        .ok_or_else(|| CohortError::NoAdapter {
-            requested: Some(want.to_string()),
-            passed_over: passed_over(),
-            reason: if names.iter().any(|name| is_named(want, name)) {
-                format!(
-                    "only software adapters are named like '{want}' among {names:?}, and \
-                     hardware_only (COHORT_HARDWARE_ONLY=1) refuses them"
-                )
-            } else {
-                format!("none named like '{want}' among {names:?}")
-            },
-        })
+        .position(|(name, kind)| wanted(name) && allowed(kind));
+    chosen.ok_or_else(|| {
+        // With none chosen, every wanted adapter is a software one that hardware_only refused.
+        let passed_over: Vec<String> = adapters
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let names: Vec<&str> = adapters.iter().map(|(name, _)| name.as_str()).collect();
+        let reason = match (named, passed_over.is_empty()) {
+            (None, true) => "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, \
+                             mesa-vulkan-drivers gives lavapipe, a software adapter)"
+                .to_string(),
+            (None, false) => format!("only software adapters found: {names:?}"),
+            (Some(want), false) => format!(
+                "only software adapters are named like '{want}' among {names:?}, and \
+                 hardware_only (COHORT_HARDWARE_ONLY=1) refuses them"
+            ),
+            (Some(want), true) => format!("none named like '{want}' among {names:?}"),
+        };
+        CohortError::NoAdapter {
+            requested: named.map(str::to_string),
+            reason,
+            passed_over,
+        }
+    })
 }
 
 impl Runtime {
