@@ -1024,9 +1024,9 @@ fn one_step_of_either_schedule_is_the_dml_gradient_step_on_the_gpu() {
     one_step_matches_reference(g, Schedule::Alternating, 0);
 }
 
-/// Trains `specs` for a few steps (simultaneous schedule, Adam) from one set of initial weights, and again with the peers
-/// listed in the order `order` (peer i of the second run starts as peer `order[i]` of the
-/// first): each peer must end where its counterpart does. Each peer's update depends on the
+/// Trains `specs` for a few steps (simultaneous schedule, Adam) from one set of initial
+/// weights, and again with the peers listed in the order `order` (peer i of the second run
+/// starts as peer `order[i]` of the first): each peer must end where its counterpart does. Each peer's update depends on the
 /// others only through their predictions, so a kernel or schedule that treats a peer by its
 /// place (its own logits as another's, a peer's slice of a batched dispatch, a group's offset)
 /// breaks this. Sums over the other peers run in another order, so equal to rounding.
@@ -1036,10 +1036,12 @@ fn peers_permute_case<B: Backend>(b: &B, specs: &[&str], order: &[usize]) {
         |peers: Vec<&str>| with_adam(config(&peers.join(","), 1.0, Schedule::Simultaneous, 1));
     let mut first = Trainer::new(b, spec(specs.to_vec())).unwrap();
     let mut second = Trainer::new(b, spec(order.iter().map(|&i| specs[i]).collect())).unwrap();
-    let renamed = |tensors: &NamedTensors, to_new: bool| -> NamedTensors {
+    // Each peer's tensors under another peer's number, `(from, to)`.
+    let to_second: Vec<(usize, usize)> = order.iter().enumerate().map(|(n, &o)| (o, n)).collect();
+    let to_first: Vec<(usize, usize)> = to_second.iter().map(|&(o, n)| (n, o)).collect();
+    let renamed = |tensors: &NamedTensors, pairs: &[(usize, usize)]| -> NamedTensors {
         let mut out = NamedTensors::new();
-        for (new, &old) in order.iter().enumerate() {
-            let (from, to) = if to_new { (old, new) } else { (new, old) };
+        for &(from, to) in pairs {
             for (name, t) in tensors {
                 if let Some(rest) = name.strip_prefix(&format!("peer{from}.")) {
                     out.insert(format!("peer{to}.{rest}"), t.clone());
@@ -1049,7 +1051,9 @@ fn peers_permute_case<B: Backend>(b: &B, specs: &[&str], order: &[usize]) {
         out
     };
     let initial = first.named_tensors().unwrap();
-    second.restore(&renamed(&initial, true), 0, 0).unwrap();
+    second
+        .restore(&renamed(&initial, &to_second), 0, 0)
+        .unwrap();
     let (train_a, train_b) = (
         first.upload(&split.train).unwrap(),
         second.upload(&split.train).unwrap(),
@@ -1062,7 +1066,7 @@ fn peers_permute_case<B: Backend>(b: &B, specs: &[&str], order: &[usize]) {
         second.step(&train_b, &rows).unwrap();
     }
     let want = first.named_tensors().unwrap();
-    let got = renamed(&second.named_tensors().unwrap(), false);
+    let got = renamed(&second.named_tensors().unwrap(), &to_first);
     assert_eq!(want.len(), got.len());
     let mut moved = 0.0f32;
     for (name, (shape, values)) in &want {
