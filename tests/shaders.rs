@@ -1,7 +1,7 @@
 //! Every WGSL kernel is parsed and validated by naga, as the GPU will compile it (with the shared
 //! helpers of `shaders/include/` appended), with no GPU needed, so a shader error fails fast
-//! everywhere; every variant the host can pick is also written out as SPIR-V, as wgpu's Vulkan
-//! backend does. Also checks the tree's promise: each shader file is registered, compiled in from
+//! everywhere; every variant the host can pick is also written out as SPIR-V, MSL and HLSL, as
+//! wgpu's Vulkan, Metal and DX12 backends do. Also checks the tree's promise: each shader file is registered, compiled in from
 //! the current file, and has a CPU twin.
 
 use std::path::{Path, PathBuf};
@@ -263,20 +263,13 @@ fn constant_sets(shader: Shader, entry: &str) -> Vec<Vec<(&'static str, f64)>> {
     }
 }
 
-#[test]
-fn every_kernel_variant_compiles_to_spirv() {
-    // naga's SPIR-V writer has bugs of its own that the validator does not see (naga 30 fails
-    // with "Expression [N] is not cached" on some cooperative-matrix loads), so write every
-    // entry point with every set of pipeline constants the host can choose, with and without
-    // loop bounding, as wgpu's Vulkan backend would: any failure shows here, without a GPU.
-    // With COHORT_SPIRV_DIR set, every module is also written there, for spirv-val
-    // (`VALIDATE=1 .ci/lavapipe-coop`).
-    let dump = std::env::var_os("COHORT_SPIRV_DIR").map(PathBuf::from);
-    if let Some(dir) = &dump {
-        std::fs::create_dir_all(dir).unwrap();
-    }
-    let mut written = 0;
-    let mut hinted_loops = 0;
+/// Calls `write` with every entry point of every build, specialised by every set of pipeline
+/// constants the host can choose, as a backend receives it (naga has applied the constants).
+/// Returns how many it wrote.
+fn each_variant(
+    mut write: impl FnMut(Shader, &str, &[(&str, f64)], &naga::Module, &naga::valid::ModuleInfo),
+) -> usize {
+    let mut count = 0;
     for shader in every_build() {
         let source = shader.source();
         let module = naga::front::wgsl::parse_str(&source).unwrap();
@@ -299,51 +292,69 @@ fn every_kernel_variant_compiles_to_spirv() {
                     &pipeline_constants,
                 )
                 .unwrap_or_else(|e| panic!("{} {entry} {constants:?}: {e}", shader.file_name()));
-                for force_loop_bounding in [true, false] {
-                    let options = naga::back::spv::Options {
-                        lang_version: (1, 6),
-                        force_loop_bounding,
-                        bounds_check_policies: naga::proc::BoundsCheckPolicies {
-                            index: naga::proc::BoundsCheckPolicy::Restrict,
-                            buffer: naga::proc::BoundsCheckPolicy::Unchecked,
-                            image_load: naga::proc::BoundsCheckPolicy::Unchecked,
-                            binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
-                        },
-                        ..Default::default()
-                    };
-                    let pipeline = naga::back::spv::PipelineOptions {
-                        shader_stage: naga::ShaderStage::Compute,
-                        entry_point: entry.to_string(),
-                    };
-                    let words =
-                        naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
-                            .unwrap_or_else(|e| {
-                                panic!("{} {entry} {constants:?}: SPIR-V: {e}", shader.file_name())
-                            });
-                    assert!(
-                        words.len() > 5 && words[0] == 0x0723_0203,
-                        "a SPIR-V module"
-                    );
-                    // The same module with its loops marked for unrolling
-                    // (GpuOptions::unroll_hints): every module's layout must parse.
-                    let mut hinted = words.clone();
-                    hinted_loops += cohort::gpu::spirv::hint_unroll(&mut hinted)
-                        .unwrap_or_else(|e| panic!("{} {entry}: hints: {e}", shader.file_name()))
-                        .0;
-                    if let Some(dir) = &dump {
-                        for (words, kind) in [(&words, ""), (&hinted, "-hinted")] {
-                            let name =
-                                format!("{}-{entry}-{written}{kind}.spv", shader.file_name());
-                            let bytes: Vec<u8> =
-                                words.iter().flat_map(|w| w.to_le_bytes()).collect();
-                            std::fs::write(dir.join(name), bytes).unwrap();
-                        }
-                    }
-                    written += 1;
-                }
+                write(shader, entry, &constants, &module, &info);
+                count += 1;
             }
         }
     }
+    count
+}
+
+#[test]
+fn every_kernel_variant_compiles_to_spirv() {
+    // naga's SPIR-V writer has bugs of its own that the validator does not see (naga 30 fails
+    // with "Expression [N] is not cached" on some cooperative-matrix loads), so write every
+    // entry point with every set of pipeline constants the host can choose, with and without
+    // loop bounding, as wgpu's Vulkan backend would: any failure shows here, without a GPU.
+    // With COHORT_SPIRV_DIR set, every module is also written there, for spirv-val
+    // (`VALIDATE=1 .ci/lavapipe-coop`).
+    let dump = std::env::var_os("COHORT_SPIRV_DIR").map(PathBuf::from);
+    if let Some(dir) = &dump {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let mut written = 0;
+    let mut hinted_loops = 0;
+    each_variant(|shader, entry, constants, module, info| {
+        for force_loop_bounding in [true, false] {
+            let options = naga::back::spv::Options {
+                lang_version: (1, 6),
+                force_loop_bounding,
+                bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                    index: naga::proc::BoundsCheckPolicy::Restrict,
+                    buffer: naga::proc::BoundsCheckPolicy::Unchecked,
+                    image_load: naga::proc::BoundsCheckPolicy::Unchecked,
+                    binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+                },
+                ..Default::default()
+            };
+            let pipeline = naga::back::spv::PipelineOptions {
+                shader_stage: naga::ShaderStage::Compute,
+                entry_point: entry.to_string(),
+            };
+            let words = naga::back::spv::write_vec(module, info, &options, Some(&pipeline))
+                .unwrap_or_else(|e| {
+                    panic!("{} {entry} {constants:?}: SPIR-V: {e}", shader.file_name())
+                });
+            assert!(
+                words.len() > 5 && words[0] == 0x0723_0203,
+                "a SPIR-V module"
+            );
+            // The same module with its loops marked for unrolling
+            // (GpuOptions::unroll_hints): every module's layout must parse.
+            let mut hinted = words.clone();
+            hinted_loops += cohort::gpu::spirv::hint_unroll(&mut hinted)
+                .unwrap_or_else(|e| panic!("{} {entry}: hints: {e}", shader.file_name()))
+                .0;
+            if let Some(dir) = &dump {
+                for (words, kind) in [(&words, ""), (&hinted, "-hinted")] {
+                    let name = format!("{}-{entry}-{written}{kind}.spv", shader.file_name());
+                    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+                    std::fs::write(dir.join(name), bytes).unwrap();
+                }
+            }
+            written += 1;
+        }
+    });
     eprintln!("{written} SPIR-V modules written; {hinted_loops} loops marked for unrolling in their hinted copies");
     assert!(hinted_loops > written, "most kernels have loops to mark");
     // 2 loop-bounding settings × (8 operand-type builds × (288 matmul (3 entries × 32
@@ -363,4 +374,174 @@ fn every_kernel_variant_compiles_to_spirv() {
         written,
         2 * (8 * (288 + 3 + 960 + 3 * 32 * 14 * (2 + 2 + 1)) + 56 + 24)
     );
+}
+
+/// Which builds a backend's translator must take: wgpu offers cooperative matrices on Metal as
+/// 8×8 simdgroup matrices only, and on DX12 not at all (naga's HLSL writer has none). (cohort
+/// does not pick them on Metal yet: wgpu reports its SIMD width as 4 to 64, and the kernel needs
+/// a fixed one; the 8×8 builds are translated so that the kernel is ready where it does.)
+fn built_on(shader: Shader, backend: &str) -> bool {
+    match (shader, backend) {
+        (Shader::MatmulCoop(CoopOps::Native16, _), _) => backend == "SPIR-V",
+        (Shader::MatmulCoop(CoopOps::Native8, _), "HLSL") => false,
+        _ => true,
+    }
+}
+
+/// The bounds policy the host builds `shader` with by default ([`Shader::bounds_checks`]).
+fn host_bounds_policy(shader: Shader) -> naga::proc::BoundsCheckPolicy {
+    if shader.bounds_checks() {
+        naga::proc::BoundsCheckPolicy::Restrict
+    } else {
+        naga::proc::BoundsCheckPolicy::Unchecked
+    }
+}
+
+/// Every variant was either translated (each once) or left out as one `backend` never gets, and
+/// every build it does get was translated.
+fn assert_translated_all_but(
+    backend: &str,
+    translated: &std::collections::BTreeSet<String>,
+    skipped: usize,
+    total: usize,
+) {
+    assert_eq!(translated.len() + skipped, total, "each variant once");
+    for shader in every_build() {
+        let name = format!("{shader:?} ");
+        assert_eq!(
+            translated.iter().any(|t| t.starts_with(&name)),
+            built_on(shader, backend),
+            "{shader:?} on {backend}"
+        );
+    }
+}
+
+#[test]
+fn every_kernel_variant_translates_to_metal_shading_language() {
+    // What wgpu's Metal backend does with each pipeline (wgpu-hal's `metal/device.rs`): naga
+    // writes MSL for one entry point, with each binding in a buffer slot of its own and a
+    // buffer of array lengths for the runtime-sized ones. MSL 2.3 is the least that offers
+    // simdgroup matrices (wgpu's condition for cooperative matrices on Metal). Only the
+    // translation is checked here: Apple's compiler is not on this machine.
+    let mut translated = std::collections::BTreeSet::new();
+    let mut skipped = 0;
+    let total = each_variant(|shader, entry, constants, module, info| {
+        if !built_on(shader, "MSL") {
+            skipped += 1;
+            return;
+        }
+        let mut resources = naga::back::msl::BindingMap::default();
+        for (_, var) in module.global_variables.iter() {
+            if let Some(binding) = var.binding {
+                let mutable = matches!(
+                    var.space,
+                    naga::AddressSpace::Storage { access } if access.contains(naga::StorageAccess::STORE)
+                );
+                resources.insert(
+                    binding,
+                    naga::back::msl::BindTarget {
+                        buffer: Some(binding.binding as u8),
+                        mutable,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        let slots = resources.len() as u8;
+        let policy = host_bounds_policy(shader);
+        let options = naga::back::msl::Options {
+            lang_version: (2, 3),
+            per_entry_point_map: [(
+                entry.to_string(),
+                naga::back::msl::EntryPointResources {
+                    resources,
+                    immediates_buffer: None,
+                    sizes_buffer: Some(slots),
+                },
+            )]
+            .into(),
+            fake_missing_bindings: false,
+            bounds_check_policies: naga::proc::BoundsCheckPolicies {
+                index: policy,
+                buffer: policy,
+                image_load: policy,
+                binding_array: naga::proc::BoundsCheckPolicy::Unchecked,
+            },
+            force_loop_bounding: false,
+            ..Default::default()
+        };
+        let pipeline = naga::back::msl::PipelineOptions {
+            entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
+            ..Default::default()
+        };
+        let (source, written) = naga::back::msl::write_string(module, info, &options, &pipeline)
+            .unwrap_or_else(|e| panic!("{} {entry} {constants:?}: MSL: {e}", shader.file_name()));
+        match written.entry_point_names.as_slice() {
+            [Ok(_)] => {}
+            other => panic!(
+                "{} {entry} {constants:?}: MSL entry point: {other:?}",
+                shader.file_name()
+            ),
+        }
+        assert!(
+            source.contains("kernel void"),
+            "{} {entry}: a kernel",
+            shader.file_name()
+        );
+        translated.insert(format!("{shader:?} {entry} {constants:?}"));
+    });
+    eprintln!(
+        "{} kernels written as MSL; {skipped} cooperative-matrix builds for 16×16 fragments left \
+         out (Metal has 8×8)",
+        translated.len()
+    );
+    assert_translated_all_but("MSL", &translated, skipped, total);
+}
+
+#[test]
+fn every_kernel_variant_translates_to_hlsl() {
+    // What wgpu's DX12 backend does with each pipeline (wgpu-hal's `dx12/device.rs`): naga
+    // writes HLSL for one entry point. Shader model 6.2 is the least with 16-bit types (f16
+    // shaders) and has the wave operations the subgroup reductions use. Only the translation
+    // is checked here: DXC is not on this machine.
+    let mut translated = std::collections::BTreeSet::new();
+    let mut skipped = 0;
+    let total = each_variant(|shader, entry, constants, module, info| {
+        if !built_on(shader, "HLSL") {
+            skipped += 1;
+            return;
+        }
+        let options = naga::back::hlsl::Options {
+            shader_model: naga::back::hlsl::ShaderModel::V6_2,
+            restrict_indexing: shader.bounds_checks(),
+            force_loop_bounding: false,
+            ..Default::default()
+        };
+        let pipeline = naga::back::hlsl::PipelineOptions {
+            entry_point: Some((naga::ShaderStage::Compute, entry.to_string())),
+        };
+        let mut source = String::new();
+        let written = naga::back::hlsl::Writer::new(&mut source, &options, &pipeline)
+            .write(module, info, None)
+            .unwrap_or_else(|e| panic!("{} {entry} {constants:?}: HLSL: {e}", shader.file_name()));
+        match written.entry_point_names.as_slice() {
+            [Ok(_)] => {}
+            other => panic!(
+                "{} {entry} {constants:?}: HLSL entry point: {other:?}",
+                shader.file_name()
+            ),
+        }
+        assert!(
+            source.contains("[numthreads("),
+            "{} {entry}: a compute shader",
+            shader.file_name()
+        );
+        translated.insert(format!("{shader:?} {entry} {constants:?}"));
+    });
+    eprintln!(
+        "{} kernels written as HLSL; {skipped} cooperative-matrix builds left out (DX12 has \
+         none in wgpu)",
+        translated.len()
+    );
+    assert_translated_all_but("HLSL", &translated, skipped, total);
 }
