@@ -2766,3 +2766,65 @@ fn beta_zero_overwrites_a_c_that_held_nan() {
         }
     }
 }
+
+/// A caller's own kernel (`Runtime::compile_wgsl`, `Runtime::dispatch_own`) over cohort's
+/// tensors (`GpuTensor::binding`) runs where it is recorded among cohort's kernels, and its
+/// binding covers the tensor, not the pooled buffer behind it (`arrayLength` counts 5).
+#[test]
+fn a_callers_own_kernel_runs_in_order_with_cohorts() {
+    use cohort::Backend;
+    let Some(g) = common::gpu() else { return };
+    let rt = g.runtime();
+    let source = "
+        @group(0) @binding(0) var<storage, read_write> x: array<f32>;
+        @group(0) @binding(1) var<storage, read_write> len: array<u32>;
+        @compute @workgroup_size(64)
+        fn main(@builtin(global_invocation_id) id: vec3<u32>) {
+            if (id.x < arrayLength(&x)) { x[id.x] = 2.0 * x[id.x] + 1.0; }
+            if (id.x == 0u) { len[0] = arrayLength(&x); }
+        }";
+    let checked = rt.compile_wgsl("twice plus one", source, "main").unwrap();
+    // SAFETY: every index is tested against arrayLength; the kernel has no loop.
+    let unchecked = unsafe { rt.compile_wgsl_unchecked("twice plus one", source, "main") }.unwrap();
+    for pipeline in [checked, unchecked] {
+        let x = g.tensor(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let len = g.tensor_u32(&[1], &[0]).unwrap();
+        let mut y = g.zeros(&[5], cohort::DType::F32).unwrap();
+        let bind = |x: &cohort::gpu::GpuTensor| {
+            rt.device().create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: x.binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: len.binding(),
+                    },
+                ],
+            })
+        };
+        let group = bind(&x);
+        rt.dispatch_own(&pipeline, &group, [1, 1, 1]).unwrap();
+        // y = x between the two launches: it must see the first and not the second.
+        let copy = cohort::ops::Axpby {
+            a: 1.0,
+            b: 0.0,
+            c: 0.0,
+        };
+        g.axpby(Some(&x), &mut y, &copy).unwrap();
+        rt.dispatch_own(&pipeline, &group, [1, 1, 1]).unwrap();
+        // A grid past the device's limit is refused before it is recorded.
+        let too_many = rt.caps().max_workgroups_per_dim + 1;
+        assert!(matches!(
+            rt.dispatch_own(&pipeline, &group, [too_many, 1, 1]),
+            Err(cohort::CohortError::Unsupported(_))
+        ));
+        drop(group);
+        assert_eq!(g.read(&y).unwrap(), [3.0, 5.0, 7.0, 9.0, 11.0]);
+        assert_eq!(g.read(&x).unwrap(), [7.0, 11.0, 15.0, 19.0, 23.0]);
+        assert_eq!(g.read_u32(&len).unwrap(), [5]);
+    }
+}

@@ -234,6 +234,17 @@ impl TensorInfo for GpuTensor {
 }
 
 impl GpuTensor {
+    /// The tensor's storage, to bind in a caller's own kernel ([`Runtime::compile_wgsl`],
+    /// [`Runtime::dispatch_own`]) on the backend that made it: its bytes from the start of its
+    /// buffer (rounded up to whole 4-byte words), so that `arrayLength` counts its elements.
+    pub fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: self.buffer.buffer(),
+            offset: 0,
+            size: wgpu::BufferSize::new(self.bytes().next_multiple_of(4).max(4)),
+        })
+    }
+
     fn buf(&self) -> &PooledBuffer {
         &self.buffer
     }

@@ -580,6 +580,34 @@ struct Pending {
     params: Vec<u8>,
 }
 
+impl Pending {
+    /// The compute pass being recorded, or a new one (in a new encoder where none is open) with
+    /// `timestamp_writes`; and whether it is new.
+    fn pass(
+        &mut self,
+        device: &wgpu::Device,
+        label: &str,
+        timestamp_writes: Option<wgpu::ComputePassTimestampWrites>,
+    ) -> (&mut wgpu::ComputePass<'static>, bool) {
+        let Pending { pass, encoder, .. } = self;
+        let new = pass.is_none();
+        let pass = pass.get_or_insert_with(|| {
+            encoder
+                .get_or_insert_with(|| {
+                    device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("cohort"),
+                    })
+                })
+                .begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(label),
+                    timestamp_writes,
+                })
+                .forget_lifetime()
+        });
+        (pass, new)
+    }
+}
+
 struct Timer {
     queries: wgpu::QuerySet,
     resolve: wgpu::Buffer,
@@ -631,7 +659,7 @@ pub(crate) struct PooledBuffer {
 }
 
 impl PooledBuffer {
-    fn buffer(&self) -> &wgpu::Buffer {
+    pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
     }
 }
@@ -1569,20 +1597,47 @@ impl Runtime {
     }
 
     /// Compiles a caller's own WGSL compute kernel, reporting compiler errors as
-    /// [`CohortError::ShaderCompile`] instead of panicking.
+    /// [`CohortError::ShaderCompile`] instead of panicking. wgpu's runtime checks stay on
+    /// (index clamping, loop bounding). Run it with [`Runtime::dispatch_own`].
     pub fn compile_wgsl(
         &self,
         label: &str,
         source: &str,
         entry: &str,
     ) -> Result<wgpu::ComputePipeline> {
+        self.compile_own(label, source, entry, wgpu::ShaderRuntimeChecks::checked())
+    }
+
+    /// [`Runtime::compile_wgsl`] without wgpu's index clamping and loop bounding, as cohort
+    /// builds its own fastest kernels (e.g. for a benchmark that should measure what they do).
+    ///
+    /// # Safety
+    /// Every array index the kernel computes must be in range and every loop must end: the
+    /// driver no longer guards either.
+    pub unsafe fn compile_wgsl_unchecked(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+    ) -> Result<wgpu::ComputePipeline> {
+        self.compile_own(label, source, entry, wgpu::ShaderRuntimeChecks::unchecked())
+    }
+
+    fn compile_own(
+        &self,
+        label: &str,
+        source: &str,
+        entry: &str,
+        checks: wgpu::ShaderRuntimeChecks,
+    ) -> Result<wgpu::ComputePipeline> {
         let scope = PipelineScopes::push(&self.device);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(label),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        };
+        // SAFETY: with checks off, the caller of `compile_wgsl_unchecked` vouches for the kernel;
+        // `compile_wgsl` keeps them on.
+        let module = unsafe { self.device.create_shader_module_trusted(desc, checks) };
         let pipeline = self
             .device
             .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -1675,25 +1730,10 @@ impl Runtime {
         if timestamp_writes.is_some() {
             lock(&self.profiled_pipelines).insert(pipeline_key(shader, entry, constants));
         }
-        let Pending { pass, encoder, .. } = &mut *pending;
         if timestamp_writes.is_some() {
-            *pass = None;
+            pending.pass = None;
         }
-        let new_pass = pass.is_none();
-        let pass = pass.get_or_insert_with(|| {
-            encoder
-                .get_or_insert_with(|| {
-                    self.device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("cohort"),
-                        })
-                })
-                .begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("cohort kernels"),
-                    timestamp_writes,
-                })
-                .forget_lifetime()
-        });
+        let (pass, new_pass) = pending.pass(&self.device, "cohort kernels", timestamp_writes);
         if new_pass {
             lock(&self.counts).passes += 1;
         }
@@ -1710,6 +1750,43 @@ impl Runtime {
         pass.set_bind_group(0, &bind_group, &[]);
         pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
         lock(&self.counts).dispatches += 1;
+        Ok(())
+    }
+
+    /// Records one launch of a caller's own kernel (from [`Runtime::compile_wgsl`]) with its
+    /// bind group (made on [`Runtime::device`], e.g. over [`super::GpuTensor::binding`]s), in
+    /// order with cohort's kernels: it runs at the next submission, and reading a tensor it
+    /// writes waits for it. Inside [`Runtime::time`] it is timed with the rest; a per-kernel
+    /// profile ([`Runtime::start_profile`]) leaves it out.
+    pub fn dispatch_own(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        bind_group: &wgpu::BindGroup,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let max = self.caps.max_workgroups_per_dim;
+        if groups.iter().any(|&g| g > max) {
+            return Err(CohortError::Unsupported(format!(
+                "a grid of {groups:?} workgroups: {} allows at most {max} in each dimension",
+                self.info.name
+            )));
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let mut pending = lock(&self.pending);
+        // A profile gives each of cohort's dispatches a pass with timestamps of its own; this
+        // one gets a pass without.
+        if self.is_profiling() {
+            pending.pass = None;
+        }
+        let (pass, new_pass) = pending.pass(&self.device, "caller's kernel", None);
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, bind_group, &[]);
+        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+        let mut counts = lock(&self.counts);
+        counts.passes += new_pass as u64;
+        counts.dispatches += 1;
         Ok(())
     }
 

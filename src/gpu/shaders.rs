@@ -14,6 +14,25 @@ pub enum CoopOps {
 }
 
 impl CoopOps {
+    /// The WGSL of these operations, which a kernel using them begins with: the `enable`
+    /// directives, the types `FragA`, `FragB`, `Acc` and the constant `FRAG`, and the functions
+    /// `frag_a`, `frag_b`, `frag_a_mn`, `frag_b_mn`, `mma` and `stash`, over the kernel's
+    /// workgroup arrays `tile_a`, `tile_b` (of `vec4<f16>`) and `out_tile` (of `f32`), its
+    /// strides `KS` and `MS` and (emulated) its private `lane` (see `shaders/matmul_coop.wgsl`).
+    pub fn operations(self) -> &'static str {
+        match self {
+            CoopOps::Native16 => concat!(
+                include_str!("../../shaders/include/coop16.wgsl"),
+                include_str!("../../shaders/include/coop_ops.wgsl")
+            ),
+            CoopOps::Native8 => concat!(
+                include_str!("../../shaders/include/coop8.wgsl"),
+                include_str!("../../shaders/include/coop_ops.wgsl")
+            ),
+            CoopOps::Emulated => include_str!("../../shaders/include/coop_emulated.wgsl"),
+        }
+    }
+
     /// The fragment edge: 16 or 8.
     pub fn frag(self) -> u32 {
         match self {
@@ -293,7 +312,9 @@ impl Shader {
                 };
                 format!("{enable}{}{}", self.files(), storage.aliases())
             }
-            Shader::MatmulCoop(_, storage) => format!("{}{}", self.files(), storage.aliases()),
+            Shader::MatmulCoop(ops, storage) => {
+                format!("{}{}{}", ops.operations(), self.files(), storage.aliases())
+            }
             Shader::Optimizer(true) => format!(
                 "enable f16;\n{}{}",
                 self.files(),
@@ -348,24 +369,7 @@ impl Shader {
                 include_str!("../../shaders/include/matmul_io.wgsl"),
                 include_str!("../../shaders/include/activation.wgsl")
             ),
-            Shader::MatmulCoop(CoopOps::Native16, _) => concat!(
-                include_str!("../../shaders/include/coop16.wgsl"),
-                include_str!("../../shaders/include/coop_ops.wgsl"),
-                include_str!("../../shaders/matmul_coop.wgsl"),
-                include_str!("../../shaders/include/constant_index.wgsl"),
-                include_str!("../../shaders/include/matmul_io.wgsl"),
-                include_str!("../../shaders/include/activation.wgsl")
-            ),
-            Shader::MatmulCoop(CoopOps::Native8, _) => concat!(
-                include_str!("../../shaders/include/coop8.wgsl"),
-                include_str!("../../shaders/include/coop_ops.wgsl"),
-                include_str!("../../shaders/matmul_coop.wgsl"),
-                include_str!("../../shaders/include/constant_index.wgsl"),
-                include_str!("../../shaders/include/matmul_io.wgsl"),
-                include_str!("../../shaders/include/activation.wgsl")
-            ),
-            Shader::MatmulCoop(CoopOps::Emulated, _) => concat!(
-                include_str!("../../shaders/include/coop_emulated.wgsl"),
+            Shader::MatmulCoop(..) => concat!(
                 include_str!("../../shaders/matmul_coop.wgsl"),
                 include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
