@@ -258,3 +258,60 @@ fn variant_report_compares_each_variant_with_its_parts_defaults() {
         "{report}"
     );
 }
+
+#[test]
+fn target_report_sets_the_tensor_core_probes_beside_the_product_and_hgemm() {
+    let dir = fixture(&[
+        (
+            "torch.json",
+            r#"{"source": "pytorch", "measures": {
+                "matmul/NN/4096x4096x4096/fp16": {"median_ms": 0.2}}}"#,
+        ),
+        (
+            "cohort.json",
+            r#"{"measures": {"matmul/NN/4096x4096x4096/fp16": {"median_ms": 2.0},
+                "coop-peak/registers": {"median_ms": 1.0, "tflops": 400.0},
+                "coop-peak/workgroup": {"median_ms": 2.0, "tflops": 200.0}}}"#,
+        ),
+        (
+            "cohort-coop-unroll.json",
+            r#"{"measures": {"matmul/NN/4096x4096x4096/fp16": {"median_ms": 1.0}}}"#,
+        ),
+    ]);
+    let path = |f: &str| dir.join(f).display().to_string();
+    let mut args = vec![
+        "--from-json".into(),
+        path("torch.json"),
+        "--cohort-json".into(),
+    ];
+    args.extend(["cohort.json", "cohort-coop-unroll.json"].map(path));
+    args.push("--targets".into());
+    let Some(report) = run_script(&args) else {
+        return;
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    let row = |what: &str| {
+        report
+            .lines()
+            .find(|l| l.trim_start().starts_with(what))
+            .unwrap_or_else(|| panic!("no '{what}' in:\n{report}"))
+            .to_string()
+    };
+    // HGEMM: 2·4096³ flops in 0.2 ms = 687.2 TFLOP/s; the best product (1 ms) 137.4.
+    assert!(row("cuBLAS HGEMM").contains("687.2"), "{report}");
+    assert!(
+        row("fragment products from registers").ends_with("400.0  58.2% of HGEMM"),
+        "{report}"
+    );
+    assert!(
+        row("fragments loaded from staged slices")
+            .ends_with("29.1% of HGEMM, 50.0% of the registers probe"),
+        "{report}"
+    );
+    let product = row("cohort's f16 product");
+    assert!(
+        product.contains("137.4")
+            && product.ends_with("20.0% of HGEMM, 68.7% of the staged-slice probe"),
+        "{product}"
+    );
+}

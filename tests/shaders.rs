@@ -545,3 +545,50 @@ fn every_kernel_variant_translates_to_hlsl() {
     );
     assert_translated_all_but("HLSL", &translated, skipped, total);
 }
+
+#[test]
+fn the_tensor_core_probe_validates_and_compiles_to_spirv() {
+    // benches/coop_peak.wgsl, as benches/coop_peak.rs builds it: after each set of cooperative-
+    // matrix operations, with the constants that bench sets (both probes, one or two staged
+    // slices, the subgroup widths the operations run at).
+    let probe = std::fs::read_to_string(root().join("benches/coop_peak.wgsl")).unwrap();
+    let mut written = 0;
+    for ops in [CoopOps::Native16, CoopOps::Native8, CoopOps::Emulated] {
+        let widths: &[u32] = match ops {
+            CoopOps::Emulated => &[32],
+            _ => &[8, 32],
+        };
+        for &width in widths {
+            for buffers in [1, 2] {
+                for from_workgroup in [false, true] {
+                    let source = format!(
+                        "{}\nconst SG_SIZE: u32 = {width}u;\nconst BUFFERS: u32 = {buffers}u;\n\
+                         const FROM_WORKGROUP: bool = {from_workgroup};\n{probe}",
+                        ops.operations()
+                    );
+                    let name = format!("coop_peak {ops:?} {width} {buffers} {from_workgroup}");
+                    validate(&name, &source);
+                    let module = naga::front::wgsl::parse_str(&source).unwrap();
+                    let info = naga::valid::Validator::new(
+                        naga::valid::ValidationFlags::all(),
+                        naga::valid::Capabilities::all(),
+                    )
+                    .validate(&module)
+                    .unwrap();
+                    let options = naga::back::spv::Options {
+                        lang_version: (1, 6),
+                        ..Default::default()
+                    };
+                    let pipeline = naga::back::spv::PipelineOptions {
+                        shader_stage: naga::ShaderStage::Compute,
+                        entry_point: "main".into(),
+                    };
+                    naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+                        .unwrap_or_else(|e| panic!("{name}: SPIR-V: {e}"));
+                    written += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(written, 5 * 2 * 2);
+}

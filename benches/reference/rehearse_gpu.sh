@@ -39,6 +39,8 @@ for var in COHORT_BENCH_SHAPES COHORT_BENCH_LOGITS; do
   [ -n "${!var:-}" ] && export "$var=$(scale "${!var}")"
 done
 [ -n "${COHORT_BENCH_STEPS:-}" ] && export COHORT_BENCH_STEPS=$(sed -E 's/small|large/tiny/g' <<<"$COHORT_BENCH_STEPS")
+# The tensor-core probes: a few steps of two workgroups (on lavapipe, the emulated operations).
+[ "$staged" = bench-coop_peak ] && export COHORT_PEAK_STEPS=16 COHORT_PEAK_GROUPS=2
 args=()
 for a in "$@"; do args+=("$(scale "$a")"); done
 case "$staged" in

@@ -16,6 +16,10 @@
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
+#           peak      the tensor-core kernel's inner loop alone (benches/coop_peak.rs): its
+#                     fragment products from registers, and loaded from staged slices, without
+#                     global reads, staging or barriers: the ceiling the kernel stands against
+#                     (seconds; added 2026-12-06, not yet run on a GPU)
 #           narrow    the output layers' products (10 columns) on the narrow kernel (the default
 #                     since 2026-12-02) against the tiled and tensor-core kernels with their K
 #                     splits (COHORT_NARROW=0), f32 and f16; the steps, f32 and mixed, both ways
@@ -150,6 +154,9 @@ split_f32() { # SHAPES: f32 products split into f16 parts on the tensor cores (t
     run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
     run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+}
+part_peak() {
+  run bench-coop-peak .gpu/bin/bench-coop_peak --bench $quick
 }
 part_matmul() {
   COHORT_BENCH_SHAPES=$shapes run bench-matmul .gpu/bin/bench-matmul --bench $quick
@@ -453,7 +460,7 @@ part_ab() {
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
     run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check narrow overlap rows stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check peak narrow overlap rows stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done

@@ -576,6 +576,47 @@ def print_targets(result, cohorts):
             line = f"{what if i == 0 else '':<44} {label:<24} {ms:>10.4f} {wall} {torch_text} {ratio:>7.2f} {pct:>6.1f}%  {verdict}"
             print(line.rstrip())
     print(f"{met_count} of {len(TARGETS)} targets met")
+    print_tensor_core_ceiling(torch_measures, cohorts)
+
+
+F16_PRODUCT = "matmul/NN/4096x4096x4096/fp16"
+
+
+def print_tensor_core_ceiling(torch_measures, cohorts):
+    """Where the probes of benches/coop_peak.rs ran: the tensor-core kernel's inner loop alone
+    (fragments from registers, and loaded from staged slices), beside its 4096^3 f16 product
+    (best variant) and cuBLAS's HGEMM, in TFLOP/s: how much of the gap to HGEMM lies in the
+    kernel's staging and barriers, and how much is the ceiling of this path to the tensor cores."""
+    probes = {}
+    for _, c in cohorts:
+        for name in ("registers", "workgroup"):
+            m = c.get("measures", {}).get(f"coop-peak/{name}", {})
+            if m.get("tflops", 0) > 0:
+                probes[name] = max(probes.get(name, 0.0), m["tflops"])
+    if not probes:
+        return
+    flops = 2 * 4096**3
+    products = [c["measures"][F16_PRODUCT]["median_ms"] for _, c in cohorts
+                if c.get("measures", {}).get(F16_PRODUCT, {}).get("median_ms", 0) > 0]
+    product = tflops(flops, min(products)) if products else None
+    t = torch_measures.get(F16_PRODUCT, {})
+    hgemm = tflops(flops, t["median_ms"]) if t.get("median_ms", 0) > 0 else None
+    print()
+    print("Tensor-core ceiling (TFLOP/s; benches/coop_peak.rs)")
+    registers, staged = probes.get("registers"), probes.get("workgroup")
+    # Each row, and what it is shown as a share of.
+    rows = [("fragment products from registers", registers, [("HGEMM", hgemm)]),
+            ("fragments loaded from staged slices", staged,
+             [("HGEMM", hgemm), ("the registers probe", registers)]),
+            ("cohort's f16 product 4096^3 (best variant)", product,
+             [("HGEMM", hgemm), ("the staged-slice probe", staged)]),
+            ("cuBLAS HGEMM 4096^3", hgemm, [])]
+    for what, value, refs in rows:
+        if value is None:
+            print(f"  {what:<44} (not measured)")
+            continue
+        shares = ", ".join(f"{100 * value / ref:.1f}% of {name}" for name, ref in refs if ref)
+        print(f"  {what:<44} {value:>8.1f}  {shares}".rstrip())
 
 
 # A file whose label has one of these tokens (between dashes) ran a build's defaults: the
