@@ -44,7 +44,8 @@ fn staged(buf: u32, r: u32, k: u32) -> u32 {
 // subgroup's staging tile (uniform control flow: every invocation calls it alike). The matrix
 // comes last: declared (acc, sg, expected), no element ever equalled `expected` on Mesa 26.2's
 // lavapipe, though their sum showed every one right; naga's SPIR-V passes the three in order,
-// so that driver mishandles scalars after a cooperative matrix among a function's parameters.
+// so that driver mishandled the scalars of that signature (matmul_coop's stash(acc, at), a
+// matrix then one u32, works there).
 fn count_correct(expected: f32, sg: u32, acc: Acc) -> u32 {
     let at = sg * FRAG * FRAG;
     workgroupBarrier(); // the previous accumulator's reads are done
