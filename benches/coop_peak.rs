@@ -1,14 +1,16 @@
 //! The ceiling of cohort's tensor-core kernel: its inner loop alone (`benches/coop_peak.wgsl`),
 //! without global reads, staging or barriers, in the kernel's big workgroup layout (4 × 2
-//! subgroups of 2 × 4 accumulators). Two probes:
+//! subgroups of 2 × 4 accumulators) and occupancy, each probe adding one of the kernel's costs:
 //! - `registers`: 8 fragment products per step from fragments held in registers: the rate at
 //!   which the matrix units take products as naga, wgpu and the driver build cohort's kernels;
 //! - `workgroup`: each step first loads its 6 fragments from staged slices in workgroup memory,
-//!   walking them as the kernel does: the rate its k-steps can reach when the slices are
-//!   already staged.
+//!   walking them as the kernel does;
+//! - `barriers`: and a workgroup barrier closes each k-slice;
+//! - `stores`: and before it every invocation stores its share of the next slice of both
+//!   operands (four f16 a store): the kernel's k-step but for its global reads.
 //!
-//! Between them and `bench-matmul`'s tensor-core products lies what staging and barriers cost;
-//! above them, what the hardware gives other paths (cuBLAS's HGEMM in the reference script). Each
+//! From the last to `bench-matmul`'s tensor-core products lies what the global reads cost;
+//! above the first, what the hardware gives other paths (cuBLAS's HGEMM in the reference script). Each
 //! run's result is checked (every accumulator element must end at steps·FRAG), so a
 //! configuration that silently computes nothing fails rather than timing. Run on the adapter's
 //! own cooperative matrices (16×16 or 8×8 f16 → f32); where it lists none but has f16 shaders,
@@ -23,8 +25,8 @@
 //! - `COHORT_PEAK_STEPS` (default 4096; 8 in test mode) and `COHORT_PEAK_GROUPS` (workgroups,
 //!   default 1056, enough to fill 132 SMs twice over; 2 in test mode).
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
-//!   JSON keys are `coop-peak/registers` and `coop-peak/workgroup` with `median_ms` and
-//!   `tflops`.
+//!   JSON keys are `coop-peak/<probe>` (`registers`, `workgroup`, `barriers`, `stores`) with
+//!   `median_ms` and `tflops`.
 
 mod common;
 
@@ -40,13 +42,16 @@ const ACCUMULATORS: u64 = 8;
 
 /// The probe's WGSL for `ops`: the operations, the constants the probe leaves to the host, the
 /// probe.
-fn probe_source(ops: CoopOps, sg_size: u32, buffers: u32, from_workgroup: bool) -> String {
+fn probe_source(ops: CoopOps, sg_size: u32, buffers: u32, level: u32) -> String {
     format!(
         "{}\nconst SG_SIZE: u32 = {sg_size}u;\nconst BUFFERS: u32 = {buffers}u;\n\
-         const FROM_WORKGROUP: bool = {from_workgroup};\n{SOURCE}",
+         const LEVEL: u32 = {level}u;\n{SOURCE}",
         ops.operations()
     )
 }
+
+/// The probes, by LEVEL (see `benches/coop_peak.wgsl`).
+const PROBES: [&str; 4] = ["registers", "workgroup", "barriers", "stores"];
 
 /// Workgroup memory the probe takes with `buffers` staged slices: the kernel's slices of op(A)
 /// and op(B) (128 or 64 rows of 40 f16 each) and a FRAG × FRAG f32 tile per subgroup.
@@ -138,8 +143,8 @@ fn bench_probes(
     let mut group = c.benchmark_group("coop-peak");
     group.sample_size(samples);
     group.throughput(Throughput::Elements(flops));
-    for (name, from_workgroup) in [("registers", false), ("workgroup", true)] {
-        let source = probe_source(ops, sg_size, buffers, from_workgroup);
+    for (level, name) in (0..).zip(PROBES) {
+        let source = probe_source(ops, sg_size, buffers, level);
         // SAFETY: the probe indexes its workgroup arrays below their constant sizes (fragment
         // rows < TILE, k-offsets < 32, buffers < BUFFERS, staging tiles per subgroup), its
         // storage arrays at 0, and its loop counts to steps[0], which this bench writes.

@@ -5,12 +5,16 @@
 // The bench prepends the cooperative-matrix operations (`CoopOps::operations`: FRAG, FragA,
 // FragB, Acc, frag_a, frag_b, mma, stash) and the constants SG_SIZE (invocations per subgroup),
 // BUFFERS (staged k-slices, 2 as the kernel double-buffers, 1 where that does not fit) and
-// FROM_WORKGROUP. The workgroup is the kernel's big layout: 4 x 2 subgroups, each with 2 x 4
+// LEVEL. The workgroup is the kernel's big layout: 4 x 2 subgroups, each with 2 x 4
 // accumulators, over k-slices of 32 staged as the kernel stages k-contiguous operands (rows KS
 // apart). Each of `steps[0]` steps multiplies 2 A fragments by 4 B fragments into the 8
-// accumulators; with FROM_WORKGROUP the step first loads those 6 fragments from the staged
-// slices, walking them as the kernel's k-steps do (the loads then cannot leave the loop), else
-// the fragments stay in registers and the step is the 8 products alone.
+// accumulators, and each LEVEL adds one more of the kernel's costs:
+//   0  the fragments stay in registers: the step is the 8 products alone;
+//   1  the step first loads its 6 fragments from the staged slices, walking them as the
+//      kernel's k-steps do (the loads then cannot leave the loop);
+//   2  and a workgroup barrier closes each k-slice, as in the kernel;
+//   3  and before it each invocation stores its share of the next k-slice of both operands into
+//      the other buffer, four values a store, as the kernel stages (its global reads aside).
 //
 // Every staged value is 1, so each accumulator element ends at steps·FRAG exactly (in f32 below
 // 2^24): every invocation counts the elements of its subgroup's accumulators that do, and adds
@@ -85,9 +89,9 @@ fn main(@builtin(local_invocation_index) tid: u32) {
     var c7: Acc;
     let n = steps[0];
     for (var t = 0u; t < n; t++) {
-        if (FROM_WORKGROUP) {
-            let buf = (t / (TK / FRAG)) % BUFFERS;
-            let k = (t % (TK / FRAG)) * FRAG;
+        let buf = (t / (TK / FRAG)) % BUFFERS;
+        let k = (t % (TK / FRAG)) * FRAG;
+        if (LEVEL >= 1u) {
             a0 = frag_a(staged(buf, row, k));
             a1 = frag_a(staged(buf, row + FRAG, k));
             b0 = frag_b(staged(buf, col, k));
@@ -103,6 +107,19 @@ fn main(@builtin(local_invocation_index) tid: u32) {
         c5 = mma(a1, b1, c5);
         c6 = mma(a1, b2, c6);
         c7 = mma(a1, b3, c7);
+        if (LEVEL >= 2u && k + FRAG == TK) {
+            if (LEVEL >= 3u) {
+                if (BUFFERS == 1u) {
+                    workgroupBarrier(); // one buffer: its loads are done before it is rewritten
+                }
+                let next = ((buf + 1u) % BUFFERS) * SLICE;
+                for (var i = tid; i < SLICE; i += THREADS) {
+                    tile_a[next + i] = vec4<f16>(1.0h);
+                    tile_b[next + i] = vec4<f16>(1.0h);
+                }
+            }
+            workgroupBarrier();
+        }
     }
     let expected = f32(n * FRAG);
     var good = count_correct(expected, sg, c0);

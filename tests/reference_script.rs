@@ -271,7 +271,8 @@ fn target_report_sets_the_tensor_core_probes_beside_the_product_and_hgemm() {
             "cohort.json",
             r#"{"measures": {"matmul/NN/4096x4096x4096/fp16": {"median_ms": 2.0},
                 "coop-peak/registers": {"median_ms": 1.0, "tflops": 400.0},
-                "coop-peak/workgroup": {"median_ms": 2.0, "tflops": 200.0}}}"#,
+                "coop-peak/workgroup": {"median_ms": 2.0, "tflops": 200.0},
+                "coop-peak/stores": {"median_ms": 4.0, "tflops": 160.0}}}"#,
         ),
         (
             "cohort-coop-unroll.json",
@@ -297,21 +298,29 @@ fn target_report_sets_the_tensor_core_probes_beside_the_product_and_hgemm() {
             .unwrap_or_else(|| panic!("no '{what}' in:\n{report}"))
             .to_string()
     };
-    // HGEMM: 2·4096³ flops in 0.2 ms = 687.2 TFLOP/s; the best product (1 ms) 137.4.
-    assert!(row("cuBLAS HGEMM").contains("687.2"), "{report}");
+    // HGEMM: 2·4096³ flops in 0.2 ms = 687.2 TFLOP/s; the best product (1 ms) 137.4. Each row
+    // as a share of HGEMM and of the measured row above it; a probe not run says so.
+    assert!(row("cuBLAS HGEMM").ends_with("687.2"), "{report}");
     assert!(
         row("fragment products from registers").ends_with("400.0  58.2% of HGEMM"),
         "{report}"
     );
     assert!(
-        row("fragments loaded from staged slices")
-            .ends_with("29.1% of HGEMM, 50.0% of the registers probe"),
+        row("+ fragments loaded").ends_with("29.1% of HGEMM, 50.0% of the row above"),
+        "{report}"
+    );
+    assert!(
+        row("+ a barrier per k-slice").ends_with("(not measured)"),
+        "{report}"
+    );
+    assert!(
+        row("+ the next k-slice's stores")
+            .ends_with("160.0  23.3% of HGEMM, 80.0% of the row above"),
         "{report}"
     );
     let product = row("cohort's f16 product");
     assert!(
-        product.contains("137.4")
-            && product.ends_with("20.0% of HGEMM, 68.7% of the staged-slice probe"),
+        product.ends_with("137.4  20.0% of HGEMM, 85.9% of the row above"),
         "{product}"
     );
 }

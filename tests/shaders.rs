@@ -549,7 +549,7 @@ fn every_kernel_variant_translates_to_hlsl() {
 #[test]
 fn the_tensor_core_probe_validates_and_compiles_to_spirv() {
     // benches/coop_peak.wgsl, as benches/coop_peak.rs builds it: after each set of cooperative-
-    // matrix operations, with the constants that bench sets (both probes, one or two staged
+    // matrix operations, with the constants that bench sets (its four probes, one or two staged
     // slices, the subgroup widths the operations run at).
     let probe = std::fs::read_to_string(root().join("benches/coop_peak.wgsl")).unwrap();
     let mut written = 0;
@@ -560,13 +560,13 @@ fn the_tensor_core_probe_validates_and_compiles_to_spirv() {
         };
         for &width in widths {
             for buffers in [1, 2] {
-                for from_workgroup in [false, true] {
+                for level in 0..4 {
                     let source = format!(
                         "{}\nconst SG_SIZE: u32 = {width}u;\nconst BUFFERS: u32 = {buffers}u;\n\
-                         const FROM_WORKGROUP: bool = {from_workgroup};\n{probe}",
+                         const LEVEL: u32 = {level}u;\n{probe}",
                         ops.operations()
                     );
-                    let name = format!("coop_peak {ops:?} {width} {buffers} {from_workgroup}");
+                    let name = format!("coop_peak {ops:?} {width} {buffers} {level}");
                     validate(&name, &source);
                     let module = naga::front::wgsl::parse_str(&source).unwrap();
                     let info = naga::valid::Validator::new(
@@ -590,5 +590,5 @@ fn the_tensor_core_probe_validates_and_compiles_to_spirv() {
             }
         }
     }
-    assert_eq!(written, 5 * 2 * 2);
+    assert_eq!(written, 5 * 2 * 4);
 }

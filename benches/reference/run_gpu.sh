@@ -17,8 +17,9 @@
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
 #           peak      the tensor-core kernel's inner loop alone (benches/coop_peak.rs): its
-#                     fragment products from registers, and loaded from staged slices, without
-#                     global reads, staging or barriers: the ceiling the kernel stands against
+#                     fragment products from registers, then with fragment loads from staged
+#                     slices, a barrier per k-slice, the next slice's stores (all but the
+#                     global reads): the ceiling the kernel stands against, cost by cost
 #                     (seconds; added 2026-12-06, not yet run on a GPU)
 #           narrow    the output layers' products (10 columns) on the narrow kernel (the default
 #                     since 2026-12-02) against the tiled and tensor-core kernels with their K

@@ -580,16 +580,22 @@ def print_targets(result, cohorts):
 
 
 F16_PRODUCT = "matmul/NN/4096x4096x4096/fp16"
+# benches/coop_peak.rs's probes, each adding one of the tensor-core kernel's costs.
+COOP_PROBES = [("registers", "fragment products from registers"),
+               ("workgroup", "+ fragments loaded from staged slices"),
+               ("barriers", "+ a barrier per k-slice"),
+               ("stores", "+ the next k-slice's stores (no global reads)")]
 
 
 def print_tensor_core_ceiling(torch_measures, cohorts):
-    """Where the probes of benches/coop_peak.rs ran: the tensor-core kernel's inner loop alone
-    (fragments from registers, and loaded from staged slices), beside its 4096^3 f16 product
-    (best variant) and cuBLAS's HGEMM, in TFLOP/s: how much of the gap to HGEMM lies in the
-    kernel's staging and barriers, and how much is the ceiling of this path to the tensor cores."""
+    """Where the probes of benches/coop_peak.rs ran: the tensor-core kernel's inner loop alone,
+    each probe adding one of its costs (fragments from registers, loaded from staged slices, a
+    barrier per k-slice, the next slice's stores), then its 4096^3 f16 product (best variant)
+    and cuBLAS's HGEMM, in TFLOP/s, each as a share of HGEMM and of the row before it: where
+    between the tensor cores' ceiling on this path and the full kernel the time goes."""
     probes = {}
     for _, c in cohorts:
-        for name in ("registers", "workgroup"):
+        for name, _ in COOP_PROBES:
             m = c.get("measures", {}).get(f"coop-peak/{name}", {})
             if m.get("tflops", 0) > 0:
                 probes[name] = max(probes.get(name, 0.0), m["tflops"])
@@ -598,25 +604,23 @@ def print_tensor_core_ceiling(torch_measures, cohorts):
     flops = 2 * 4096**3
     products = [c["measures"][F16_PRODUCT]["median_ms"] for _, c in cohorts
                 if c.get("measures", {}).get(F16_PRODUCT, {}).get("median_ms", 0) > 0]
-    product = tflops(flops, min(products)) if products else None
     t = torch_measures.get(F16_PRODUCT, {})
     hgemm = tflops(flops, t["median_ms"]) if t.get("median_ms", 0) > 0 else None
+    rows = [(what, probes.get(name)) for name, what in COOP_PROBES]
+    rows.append(("cohort's f16 product 4096^3 (best variant)",
+                 tflops(flops, min(products)) if products else None))
     print()
-    print("Tensor-core ceiling (TFLOP/s; benches/coop_peak.rs)")
-    registers, staged = probes.get("registers"), probes.get("workgroup")
-    # Each row, and what it is shown as a share of.
-    rows = [("fragment products from registers", registers, [("HGEMM", hgemm)]),
-            ("fragments loaded from staged slices", staged,
-             [("HGEMM", hgemm), ("the registers probe", registers)]),
-            ("cohort's f16 product 4096^3 (best variant)", product,
-             [("HGEMM", hgemm), ("the staged-slice probe", staged)]),
-            ("cuBLAS HGEMM 4096^3", hgemm, [])]
-    for what, value, refs in rows:
+    print("Tensor-core ceiling (TFLOP/s; benches/coop_peak.rs; % of HGEMM, and of the row above)")
+    above = None
+    for what, value in rows + [("cuBLAS HGEMM 4096^3", hgemm)]:
         if value is None:
-            print(f"  {what:<44} (not measured)")
+            print(f"  {what:<48} (not measured)")
             continue
-        shares = ", ".join(f"{100 * value / ref:.1f}% of {name}" for name, ref in refs if ref)
-        print(f"  {what:<44} {value:>8.1f}  {shares}".rstrip())
+        shares = [f"{100 * value / ref:.1f}% of {name}"
+                  for name, ref in (("HGEMM", hgemm), ("the row above", above))
+                  if ref and what != "cuBLAS HGEMM 4096^3"]
+        print(f"  {what:<48} {value:>8.1f}  {', '.join(shares)}".rstrip())
+        above = value
 
 
 # A file whose label has one of these tokens (between dashes) ran a build's defaults: the
