@@ -115,10 +115,18 @@ fn bench_probes(
         }
     };
     let frag = ops.frag();
-    let buffers = if workgroup_bytes(frag, 2) <= caps.max_workgroup_storage {
-        2
-    } else {
-        1
+    let Some(buffers) = [2, 1]
+        .into_iter()
+        .find(|&b| workgroup_bytes(frag, b) <= caps.max_workgroup_storage)
+    else {
+        eprintln!(
+            "\n**** SKIPPED: the coop_peak probes take {} bytes of workgroup memory at the \
+             least and {} has {}: they did NOT run ****\n",
+            workgroup_bytes(frag, 1),
+            rt.info().name,
+            caps.max_workgroup_storage
+        );
+        return;
     };
     let test = common::test_mode();
     let steps = env_number("COHORT_PEAK_STEPS", if test { 8 } else { 4096 });
