@@ -2790,7 +2790,7 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
         let x = g.tensor(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]).unwrap();
         let len = g.tensor_u32(&[1], &[0]).unwrap();
         let mut y = g.zeros(&[5], cohort::DType::F32).unwrap();
-        let bind = |x: &cohort::gpu::GpuTensor| {
+        let bind_group_over = |x: &cohort::gpu::GpuTensor| {
             rt.device().create_bind_group(&wgpu::BindGroupDescriptor {
                 label: None,
                 layout: &pipeline.get_bind_group_layout(0),
@@ -2806,12 +2806,18 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
                 ],
             })
         };
-        let group = bind(&x);
+        let group = bind_group_over(&x);
         rt.dispatch_own(&pipeline, &group, [1, 1, 1]).unwrap();
         // y = x between the two launches: it must see the first and not the second.
         let copy = cohort::ops::Axpby {
             a: 1.0,
             b: 0.0,
+            c: 0.0,
+        };
+        // y += x
+        let add = cohort::ops::Axpby {
+            a: 1.0,
+            b: 1.0,
             c: 0.0,
         };
         g.axpby(Some(&x), &mut y, &copy).unwrap();
@@ -2826,5 +2832,23 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
         assert_eq!(g.read(&y).unwrap(), [3.0, 5.0, 7.0, 9.0, 11.0]);
         assert_eq!(g.read(&x).unwrap(), [7.0, 11.0, 15.0, 19.0, 23.0]);
         assert_eq!(g.read_u32(&len).unwrap(), [5]);
+        // Inside a per-kernel profile it runs in order too, untimed: only cohort's kernel is
+        // counted.
+        if rt.caps().timestamp_query {
+            rt.start_profile().unwrap();
+            g.axpby(Some(&x), &mut y, &copy).unwrap();
+            rt.dispatch_own(&pipeline, &bind_group_over(&x), [1, 1, 1])
+                .unwrap();
+            g.axpby(Some(&x), &mut y, &add).unwrap();
+            let profile = rt.stop_profile().unwrap();
+            assert_eq!(g.read(&y).unwrap(), [22.0, 34.0, 46.0, 58.0, 70.0]);
+            assert_eq!(profile.calls(), 2, "{profile:#?}");
+            assert!(
+                profile.kernels.iter().all(|k| k.kernel == "axpby.wgsl"),
+                "{profile:#?}"
+            );
+        } else {
+            common::loud("SKIPPED: no timestamp queries, so the own kernel was not profiled");
+        }
     }
 }
