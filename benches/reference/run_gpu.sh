@@ -1,15 +1,9 @@
 #!/usr/bin/env bash
 # Everything cohort measures on a real GPU, most important first, for the GPU machine (no Rust there).
 #
-# Here:   ../shared/gpu/stage.sh test bench bin-cohort && mkdir -p .gpu/data && cp -r ../shared/data/mnist10k .gpu/data/
-#         (cd .gpu/debs && apt-get -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 \
-#            -oDir::State::Lists=/tmp/amd64-lists download libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0)
-#         tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin && git rev-parse HEAD > .gpu/COMMIT
-#         (the executables staged were about 86 MiB on 2026-12-04, over the 64 MiB the device
-#         carries with the tree; packed, 34 MiB. This script unpacks them on the GPU machine.
-#         The GL vendor-neutral libraries are needed by NVIDIA's Vulkan driver there: with the
-#         Vulkan loader alone, on 2026-11-30, wgpu found no adapter. `.gpu/run.sh` installs
-#         every .deb in .gpu/debs.)
+# Here:   bash benches/reference/stage_gpu.sh (builds and stages the executables, mnist10k, the
+#         Vulkan loader and the GL libraries NVIDIA's driver needs into .gpu/, packed to fit the
+#         device's 64 MiB; see its header).
 # First, here: bash benches/reference/rehearse_gpu.sh [PART...] runs this script on lavapipe with
 #         every shape scaled down and the tests only listed (about 9 minutes for the queued call
 #         on 2026-12-05): a renamed test, a bad option or a broken part shows before the lease.
