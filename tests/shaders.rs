@@ -447,7 +447,8 @@ fn every_kernel_variant_translates_to_metal_shading_language() {
                 );
             }
         }
-        let slots = resources.len() as u8;
+        // The array lengths in the slot after the last binding's.
+        let sizes = resources.keys().map(|b| b.binding + 1).max().unwrap_or(0) as u8;
         let policy = host_bounds_policy(shader);
         let options = naga::back::msl::Options {
             lang_version: (2, 3),
@@ -456,7 +457,7 @@ fn every_kernel_variant_translates_to_metal_shading_language() {
                 naga::back::msl::EntryPointResources {
                     resources,
                     immediates_buffer: None,
-                    sizes_buffer: Some(slots),
+                    sizes_buffer: Some(sizes),
                 },
             )]
             .into(),
