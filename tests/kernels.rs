@@ -2832,6 +2832,32 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
         assert_eq!(g.read(&y).unwrap(), [3.0, 5.0, 7.0, 9.0, 11.0]);
         assert_eq!(g.read(&x).unwrap(), [7.0, 11.0, 15.0, 19.0, 23.0]);
         assert_eq!(g.read_u32(&len).unwrap(), [5]);
+        // A bind group that does not fit the pipeline (another kernel's layout) is an error
+        // when the work is submitted, not a panic; the backend goes on working.
+        let other = rt
+            .compile_wgsl(
+                "one binding",
+                "@group(0) @binding(0) var<storage, read_write> v: array<f32>;
+                 @compute @workgroup_size(1) fn main() { v[0] = 1.0; }",
+                "main",
+            )
+            .unwrap();
+        let mismatched = rt.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &other.get_bind_group_layout(0),
+            entries: &[wgpu::BindGroupEntry {
+                binding: 0,
+                resource: y.binding(),
+            }],
+        });
+        rt.dispatch_own(&pipeline, &mismatched, [1, 1, 1]).unwrap();
+        let err = g.read(&y).unwrap_err();
+        // wgpu's words, which name the kernel.
+        assert!(
+            matches!(&err, cohort::CohortError::Gpu(why) if why.contains("twice plus one")),
+            "{err}"
+        );
+        assert_eq!(g.read(&x).unwrap(), [7.0, 11.0, 15.0, 19.0, 23.0]);
         // Inside a per-kernel profile it runs in order too, untimed: only cohort's kernel is
         // counted.
         if rt.caps().timestamp_query {
