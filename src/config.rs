@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CohortError, Result};
-use crate::ops::Activation;
+use crate::ops::{Activation, OptimizerStep};
 
 /// The highest softmax temperature accepted (see [`TrainConfig::validate`]).
 pub const MAX_TEMPERATURE: f32 = 1000.0;
@@ -212,34 +212,13 @@ impl Default for OptimizerConfig {
 }
 
 impl OptimizerConfig {
-    /// Checks every hyperparameter: a finite positive learning rate, weight decay ≥ 0, momentum
-    /// and Adam's decays in [0, 1), ε > 0, and a step schedule that decays every ≥ 1 epochs by a
-    /// finite factor > 0.
+    /// Checks every hyperparameter: a finite learning rate > 0, and the rule's numbers as
+    /// [`OptimizerStep::validate`] checks them (weight decay ≥ 0, momentum and Adam's decays in
+    /// [0, 1), ε > 0), and a step schedule that decays every ≥ 1 epochs by a finite factor > 0.
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(CohortError::InvalidConfig(s));
-        let unit = |v: f32| (0.0..1.0).contains(&v);
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("learning rate must be > 0, got {}", self.lr));
-        }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad(format!(
-                "weight decay must be ≥ 0, got {}",
-                self.weight_decay
-            ));
-        }
-        match self.kind {
-            OptimizerKind::Sgd { momentum, .. } if !unit(momentum) => {
-                return bad(format!("momentum must be in [0, 1), got {momentum}"));
-            }
-            OptimizerKind::Adam { beta1, beta2, eps }
-            | OptimizerKind::AdamW { beta1, beta2, eps }
-                if !(unit(beta1) && unit(beta2) && eps.is_finite() && eps > 0.0) =>
-            {
-                return bad(format!(
-                    "Adam needs beta1 and beta2 in [0, 1) and eps > 0, got {beta1}, {beta2}, {eps}"
-                ));
-            }
-            _ => {}
         }
         if let LrSchedule::Step { every, gamma } = self.schedule {
             if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
@@ -248,7 +227,32 @@ impl OptimizerConfig {
                 ));
             }
         }
-        Ok(())
+        self.step(self.lr, 1.0, 1).validate()
+    }
+
+    /// The rule's update at step `t` (1-based, for Adam's bias correction) with learning rate
+    /// `lr`, on gradients scaled by `grad_scale` (mixed precision's loss scale undone).
+    pub fn step(&self, lr: f32, grad_scale: f32, t: u32) -> OptimizerStep {
+        match self.kind {
+            OptimizerKind::Sgd { momentum, nesterov } => OptimizerStep::Sgd {
+                lr,
+                momentum,
+                nesterov,
+                weight_decay: self.weight_decay,
+                grad_scale,
+            },
+            OptimizerKind::Adam { beta1, beta2, eps }
+            | OptimizerKind::AdamW { beta1, beta2, eps } => OptimizerStep::Adam {
+                lr,
+                beta1,
+                beta2,
+                eps,
+                weight_decay: self.weight_decay,
+                decoupled: matches!(self.kind, OptimizerKind::AdamW { .. }),
+                t,
+                grad_scale,
+            },
+        }
     }
 
     /// The learning rate at `step` (0-based, counting all steps) of a run of `total_steps`,
@@ -517,6 +521,68 @@ mod tests {
                 "{config:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_configuration_gives_its_rule_at_each_step() {
+        let adamw = OptimizerConfig {
+            kind: OptimizerKind::AdamW {
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+            },
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        assert_eq!(
+            adamw.step(0.002, 0.5, 7),
+            OptimizerStep::Adam {
+                lr: 0.002,
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+                weight_decay: 0.01,
+                decoupled: true,
+                t: 7,
+                grad_scale: 0.5,
+            }
+        );
+        let adam = OptimizerConfig {
+            kind: OptimizerKind::Adam {
+                beta1: 0.8,
+                beta2: 0.99,
+                eps: 1e-6,
+            },
+            ..adamw.clone()
+        };
+        assert!(matches!(
+            adam.step(0.002, 1.0, 1),
+            OptimizerStep::Adam {
+                decoupled: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            OptimizerConfig::default().step(0.1, 1.0, 3),
+            OptimizerStep::Sgd {
+                lr: 0.1,
+                momentum: 0.9,
+                nesterov: true,
+                weight_decay: 5e-4,
+                grad_scale: 1.0,
+            }
+        );
+        // A configuration's rule is refused with the step's own reason.
+        let bad = OptimizerConfig {
+            kind: OptimizerKind::Sgd {
+                momentum: 1.0,
+                nesterov: false,
+            },
+            ..Default::default()
+        };
+        let (from_config, from_step) = (bad.validate(), bad.step(bad.lr, 1.0, 1).validate());
+        assert_eq!(format!("{from_config:?}"), format!("{from_step:?}"));
+        assert!(format!("{from_config:?}").contains("momentum must be in [0, 1)"));
     }
 
     #[test]

@@ -809,21 +809,22 @@ impl OptimizerStep {
                 ));
             }
         }
-        self.check_hyperparameters()?;
+        self.validate()?;
         Ok(n)
     }
 
-    /// The rule's numbers: each finite, the learning rate and weight decay at least 0,
+    /// Checks the rule's numbers: each finite, the learning rate and weight decay at least 0,
     /// momentum and Adam's betas in [0, 1) (a beta of 1 divides by zero in the bias
     /// correction), Adam's epsilon and the gradient scale positive, Adam's `t` from 1. Outside
-    /// them the weights came out NaN without an error.
-    fn check_hyperparameters(&self) -> Result<()> {
+    /// them the weights came out NaN without an error. [`crate::OptimizerConfig::validate`]
+    /// checks a configuration's rule through this.
+    pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(CohortError::InvalidConfig(format!("optimizer {what}")));
         let unit = |v: f32| (0.0..1.0).contains(&v);
         match *self {
             OptimizerStep::Sgd { momentum, .. } => {
                 if !unit(momentum) {
-                    return bad(format!("momentum {momentum}: must be in [0, 1)"));
+                    return bad(format!("momentum must be in [0, 1), got {momentum}"));
                 }
             }
             OptimizerStep::Adam {
@@ -834,28 +835,30 @@ impl OptimizerStep {
                 ..
             } => {
                 if t == 0 {
-                    return bad("Adam step t: starts at 1".into());
+                    return bad("Adam step t starts at 1, got 0".into());
                 }
                 if !(unit(beta1) && unit(beta2)) {
-                    return bad(format!("Adam betas {beta1}, {beta2}: must be in [0, 1)"));
+                    return bad(format!(
+                        "Adam betas must be in [0, 1), got {beta1}, {beta2}"
+                    ));
                 }
                 if !(eps.is_finite() && eps > 0.0) {
-                    return bad(format!("Adam epsilon {eps}: must be finite and positive"));
+                    return bad(format!("Adam epsilon must be finite and > 0, got {eps}"));
                 }
             }
         }
         let (lr, weight_decay, grad_scale) = self.lr_weight_decay_grad_scale();
         if !(lr.is_finite() && lr >= 0.0) {
-            return bad(format!("learning rate {lr}: must be finite and at least 0"));
+            return bad(format!("learning rate must be finite and ≥ 0, got {lr}"));
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             return bad(format!(
-                "weight decay {weight_decay}: must be finite and at least 0"
+                "weight decay must be finite and ≥ 0, got {weight_decay}"
             ));
         }
         if !(grad_scale.is_finite() && grad_scale > 0.0) {
             return bad(format!(
-                "gradient scale {grad_scale}: must be finite and positive"
+                "gradient scale must be finite and > 0, got {grad_scale}"
             ));
         }
         Ok(())

@@ -989,30 +989,10 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// The update of this step, on gradients scaled by `grad_scale`.
     fn optimizer_step(&self, lr: f32, grad_scale: f32) -> OptimizerStep {
-        let o = &self.config.optimizer;
         // Adam's bias corrections are 1 in f32 long before 2³² steps: a count past that
         // stays at its largest.
         let t = u32::try_from(self.steps_done + 1).unwrap_or(u32::MAX);
-        match o.kind {
-            OptimizerKind::Sgd { momentum, nesterov } => OptimizerStep::Sgd {
-                lr,
-                momentum,
-                nesterov,
-                weight_decay: o.weight_decay,
-                grad_scale,
-            },
-            OptimizerKind::Adam { beta1, beta2, eps }
-            | OptimizerKind::AdamW { beta1, beta2, eps } => OptimizerStep::Adam {
-                lr,
-                beta1,
-                beta2,
-                eps,
-                weight_decay: o.weight_decay,
-                decoupled: matches!(o.kind, OptimizerKind::AdamW { .. }),
-                t,
-                grad_scale,
-            },
-        }
+        self.config.optimizer.step(lr, grad_scale, t)
     }
 
     /// Records one training step on the batch already in the workspace of `rows` rows, and the
