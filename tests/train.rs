@@ -266,7 +266,8 @@ fn work_of_a_step(
 #[test]
 fn a_gpu_step_is_one_submission_with_no_readback() {
     // Issue 3's contract for the step: forward, losses, backward and update of every peer go to
-    // the GPU as one command submission, and nothing is read back unless metrics are due.
+    // the GPU as one command submission, nothing is read back unless metrics are due, and no
+    // pipeline is built after the first step.
     if gpu().is_none() {
         return;
     }
@@ -277,6 +278,8 @@ fn a_gpu_step_is_one_submission_with_no_readback() {
         eprintln!("{schedule:?} step: {before:?} -> {after:?}");
         assert_eq!(after.submissions - before.submissions, 1, "{schedule:?}");
         assert_eq!(after.readbacks, before.readbacks, "{schedule:?}");
+        // Every pipeline was built by the first step and comes from the cache.
+        assert_eq!(after.pipelines, before.pipelines, "{schedule:?}");
         assert!(
             after.dispatches - before.dispatches >= 10,
             "{schedule:?}: a whole step of kernels"

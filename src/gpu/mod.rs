@@ -62,6 +62,66 @@ enum Update<'t> {
     },
 }
 
+impl Update<'_> {
+    fn form(&self) -> UpdateForm {
+        match self {
+            Update::Plain => UpdateForm::Plain,
+            Update::Bias(_) => UpdateForm::Bias,
+            Update::F16Copy(_) => UpdateForm::F16Copy,
+            Update::Layer { copy: None, .. } => UpdateForm::Layer,
+            Update::Layer { copy: Some(_), .. } => UpdateForm::LayerF16Copy,
+        }
+    }
+}
+
+/// An [`Update`]'s form without its tensors: which of a rule's five `optimizer.wgsl` entry
+/// points it launches.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum UpdateForm {
+    Plain,
+    Bias,
+    F16Copy,
+    Layer,
+    LayerF16Copy,
+}
+
+impl UpdateForm {
+    const ALL: [UpdateForm; 5] = [
+        UpdateForm::Plain,
+        UpdateForm::Bias,
+        UpdateForm::F16Copy,
+        UpdateForm::Layer,
+        UpdateForm::LayerF16Copy,
+    ];
+
+    /// The entry point of SGD (`adam` false) or Adam in this form.
+    fn entry(self, adam: bool) -> &'static str {
+        let [sgd, adam_entry] = match self {
+            UpdateForm::Plain => ["sgd", "adam"],
+            UpdateForm::Bias => ["sgd_bias", "adam_bias"],
+            UpdateForm::F16Copy => ["sgd_f16", "adam_f16"],
+            UpdateForm::Layer => ["sgd_layer", "adam_layer"],
+            UpdateForm::LayerF16Copy => ["sgd_layer_f16", "adam_layer_f16"],
+        };
+        if adam {
+            adam_entry
+        } else {
+            sgd
+        }
+    }
+
+    /// Whether it writes the weights' f16 copy, and so launches from
+    /// `Shader::Optimizer(true)`.
+    fn writes_copy(self) -> bool {
+        matches!(self, UpdateForm::F16Copy | UpdateForm::LayerF16Copy)
+    }
+
+    /// Whether it updates a layer's weights and bias in one dispatch.
+    fn whole_layer(self) -> bool {
+        matches!(self, UpdateForm::Layer | UpdateForm::LayerF16Copy)
+    }
+}
+
 /// Whether the matmul kernels load A and B as vec4s: each operand's stored contiguous axis (K or M
 /// for A, N or K for B) and its batch stride are multiples of 4.
 fn vec4_loads(d: &MatmulDims) -> (bool, bool) {
@@ -1044,20 +1104,23 @@ impl GpuBackend {
     /// shape, with pipeline constants, at their first launch: [`Shader::specialised`].)
     pub fn warm_up(&self) -> Result<()> {
         for shader in Shader::ALL {
-            if matches!(shader, Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors())
-            {
-                continue;
-            }
-            // The one-dispatch layer updates only where they run.
-            let launched = |entry: &str| match entry.strip_suffix("_f16").unwrap_or(entry) {
-                "sgd_layer" => self.updates_layers_at_once(1, entry.ends_with("_f16")),
-                "adam_layer" => self.updates_layers_at_once(2, entry.ends_with("_f16")),
-                _ => true,
+            let entries: Vec<&'static str> = match shader {
+                Shader::Convert(_) | Shader::Optimizer(true) if !self.f16_tensors() => continue,
+                // The updates a launch may record from this build: the one-dispatch layer
+                // updates only where they run.
+                Shader::Optimizer(copy) => (UpdateForm::ALL.into_iter())
+                    .filter(|form| form.writes_copy() == copy)
+                    .flat_map(|form| [(form, false), (form, true)])
+                    .filter(|&(form, adam)| {
+                        !form.whole_layer() || self.updates_layers_at_once(1 + adam as usize, copy)
+                    })
+                    .map(|(form, adam)| form.entry(adam))
+                    .collect(),
+                _ => (shader.entries().iter())
+                    .filter(|entry| !shader.specialised(entry))
+                    .copied()
+                    .collect(),
             };
-            let entries: Vec<&'static str> = (shader.entries().iter())
-                .filter(|entry| !shader.specialised(entry) && launched(entry))
-                .copied()
-                .collect();
             self.rt.warm_up(shader, &entries)?;
         }
         Ok(())
@@ -2074,14 +2137,6 @@ impl GpuBackend {
             Update::Layer { bias, .. } => (bias.shape.numel(), n.div_ceil(256)),
             _ => (0, 0),
         };
-        // Which of the kind's five entries.
-        let variant = match update {
-            Update::Plain => 0,
-            Update::Bias(_) => 1,
-            Update::F16Copy(_) => 2,
-            Update::Layer { copy: None, .. } => 3,
-            Update::Layer { copy: Some(_), .. } => 4,
-        };
         // The fields every rule shares; each rule then sets its own.
         let (lr, weight_decay, grad_scale) = step.lr_weight_decay_grad_scale();
         let shared = OptimizerParams {
@@ -2101,17 +2156,14 @@ impl GpuBackend {
             weight_groups: u32_of(OP, weight_groups)?,
             _pad: [0; 2],
         };
-        let (entry, params) = match *step {
+        let params = match *step {
             OptimizerStep::Sgd {
                 momentum, nesterov, ..
-            } => (
-                ["sgd", "sgd_bias", "sgd_f16", "sgd_layer", "sgd_layer_f16"],
-                OptimizerParams {
-                    flag: nesterov as u32,
-                    momentum_or_beta1: momentum,
-                    ..shared
-                },
-            ),
+            } => OptimizerParams {
+                flag: nesterov as u32,
+                momentum_or_beta1: momentum,
+                ..shared
+            },
             OptimizerStep::Adam {
                 beta1,
                 beta2,
@@ -2119,26 +2171,19 @@ impl GpuBackend {
                 decoupled,
                 t,
                 ..
-            } => (
-                [
-                    "adam",
-                    "adam_bias",
-                    "adam_f16",
-                    "adam_layer",
-                    "adam_layer_f16",
-                ],
-                OptimizerParams {
-                    flag: decoupled as u32,
-                    momentum_or_beta1: beta1,
-                    beta2,
-                    eps,
-                    c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
-                    c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
-                    ..shared
-                },
-            ),
+            } => OptimizerParams {
+                flag: decoupled as u32,
+                momentum_or_beta1: beta1,
+                beta2,
+                eps,
+                c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
+                c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
+                ..shared
+            },
         };
-        let entry = entry[variant];
+        let entry = update
+            .form()
+            .entry(matches!(step, OptimizerStep::Adam { .. }));
         // param, grad, then the states from binding 3; the f16 copy is binding 5. A layer
         // update binds dpre as `grad` (as the bias entries do), its weight gradient at 7, and
         // the bias and its states at 6 and from 8.

@@ -675,8 +675,8 @@ impl Drop for PooledBuffer {
     }
 }
 
-/// Work sent to the device since it was opened: kernel launches recorded, command submissions and
-/// readbacks to the host. The differences around a piece of work show how it reaches the GPU.
+/// Work sent to the device since it was opened: kernel launches recorded, command submissions,
+/// readbacks to the host, compute passes and pipelines built. The differences around a piece of work show how it reaches the GPU.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkCounts {
     /// Kernel launches recorded.
@@ -688,6 +688,9 @@ pub struct WorkCounts {
     /// Compute passes begun (a pass holds consecutive dispatches: [`Runtime::end_pass`], a
     /// copy, a submission or a profile ends one).
     pub passes: u64,
+    /// cohort's pipelines built: each once, at its first launch or in a warm-up; later
+    /// launches take it from the cache.
+    pub pipelines: u64,
 }
 
 /// Owns the device and everything attached to it.
@@ -1396,6 +1399,7 @@ impl Runtime {
         if let Some(target) = &self.unroll_hints {
             let pipeline = Arc::new(self.hinted_pipeline(shader, entry, constants, target)?);
             lock(&self.pipelines).insert(key, pipeline.clone());
+            lock(&self.counts).pipelines += 1;
             return Ok(pipeline);
         }
         let scope = PipelineScopes::push(&self.device);
@@ -1445,6 +1449,7 @@ impl Runtime {
         }
         let pipeline = Arc::new(pipeline);
         lock(&self.pipelines).insert(key, pipeline.clone());
+        lock(&self.counts).pipelines += 1;
         Ok(pipeline)
     }
 
