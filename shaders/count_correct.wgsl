@@ -36,11 +36,13 @@ fn main(ids: RowIds) {
     let counted = place.live && place.lane == 0u;
     let label = labels[row];
     for (var j = 0u; j < p.peers; j++) {
-        // This lane's best logit and its first class with it; a lane past the last class takes
-        // one another lane has too (a duplicate changes neither the max nor its first class).
+        // This lane's best logit and its first class with it. NaN never wins (as in the CPU
+        // twin): a lane with no logit above -f32::MAX (a NaN row, or a lane past the last
+        // class) keeps that bound and its first class, so where no lane has better the row's
+        // class is 0.
         var k_best = place.lane % p.classes;
-        var m = logits[at(j, row, k_best)];
-        for (var k = place.lane + LANES; k < p.classes; k += LANES) {
+        var m = -3.4028235e38;
+        for (var k = place.lane; k < p.classes; k += LANES) {
             let z = logits[at(j, row, k)];
             if (z > m) {
                 m = z;

@@ -2688,6 +2688,17 @@ fn count_correct_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
         "three of four rows right, twice, from 1"
     );
     checks.push(check);
+    // NaN logits never win, as on the CPU (a diverged model's rows): a row with NaN at classes
+    // 0 and 3 and its peak at 17 (labelled 17: right for each peer; its probabilities are NaN,
+    // so the ensemble's class is 0: wrong), and a row of NaN (class 0: right for all).
+    let mut nan_row = row(&[17], 0.0);
+    nan_row[0] = f32::NAN;
+    nan_row[3] = f32::NAN;
+    let rows = [nan_row, vec![f32::NAN; 40]].concat();
+    let z = [rows.clone(), rows].concat();
+    let (check, counts) = validate::count_correct_on(g, &z, &[2, 2, 40], &[17, 0]).unwrap();
+    assert_eq!(counts, vec![5, 5, 3], "NaN rows, twice, from 1");
+    checks.push(check);
     checks
 }
 
