@@ -619,17 +619,19 @@ impl KlSpec {
     }
 }
 
-/// The checks KL and the fused DML loss share: T > 0 and finite, and a non-empty peer range
-/// within the `groups` stacked peers.
+/// The checks KL and the fused DML loss share: T finite and at least f32's least normal number
+/// (the kernels multiply by 1/T in f32, infinite for smaller T, where 0 · ∞ made the row NaN),
+/// and a non-empty peer range within the `groups` stacked peers.
 fn check_peer_terms(
     op: &'static str,
     temperature: f32,
     peers: &std::ops::Range<usize>,
     groups: usize,
 ) -> Result<()> {
-    if !(temperature.is_finite() && temperature > 0.0) {
+    if !(temperature.is_finite() && temperature >= f32::MIN_POSITIVE) {
         return Err(CohortError::InvalidConfig(format!(
-            "temperature must be positive, got {temperature}"
+            "temperature must be positive and at least {:e} (1/T finite in f32), got {temperature}",
+            f32::MIN_POSITIVE
         )));
     }
     if peers.start >= peers.end || peers.end > groups {

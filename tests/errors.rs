@@ -401,8 +401,9 @@ fn spec_and_operand_errors<B: Backend>(b: &B) {
         let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
         is_config(r, "dml_loss smoothing");
     }
-    // Temperatures that are not positive, and peer ranges empty or past the stack.
-    for temperature in [0.0, -1.0, f32::INFINITY] {
+    // Temperatures that are not positive, or so small that 1/T is infinite in f32 (the GPU
+    // kernels' rows came out NaN), and peer ranges empty or past the stack.
+    for temperature in [0.0, -1.0, f32::INFINITY, 1e-40] {
         let spec = DmlLossSpec {
             temperature,
             ..dml.clone()

@@ -1,7 +1,9 @@
 //! CPU twin of `shaders/convert.wgsl`: values from one float type to the other, each rounded to
 //! the nearest f16 on the way to F16 (widened exactly on the way back).
 
-/// Reference f32 → f16 conversion (round to nearest, ties to even; beyond ±65504 infinite).
+/// Reference f32 → f16 conversion: round to nearest, ties to even, so magnitudes from 65520 up
+/// are infinite and those between 65504 and 65520 become ±65504. (WGSL lets a GPU's `f16(x)`
+/// take either neighbouring f16, so the tests allow one f16 step.)
 pub fn to_f16(src: &[f32], dst: &mut [half::f16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
         *d = half::f16::from_f32(s);
