@@ -1591,6 +1591,42 @@ fn f32_matmul_split_into_f16_parts_matches_cpu() {
 }
 
 #[test]
+fn tuned_split_f32_products_time_only_layouts_whose_split_fits() {
+    // A tuned f32 product split into f16 parts times the cooperative-matrix kernel in its split
+    // layout only, also where the shape's own plan is the narrow kernel (C at most 16 wide):
+    // the other layouts were checked unsplit, and split they may need more workgroup memory
+    // than the device has (the big layout on an H100: 96 KiB of 48).
+    let Some(env) = gpu() else { return };
+    if !has_f16_shaders(env, "tuned f32 products split into f16 parts") {
+        return;
+    }
+    let g = split_f32_backend(cohort::gpu::CoopChoice::Emulate, None, |o| {
+        o.tune_matmuls = true;
+        o.no_narrow_kernel = false;
+    })
+    .unwrap();
+    let spec = MatmulSpec::new(false, false);
+    let check = validate::matmul(&g, Batching::None, (40, 10, 70), &spec, 11).unwrap();
+    report("split f32, tuned, narrow shape", &[check]);
+    let tuned = g.tuned_matmuls();
+    assert_eq!(tuned.len(), 1);
+    let layouts: Vec<_> = (tuned[0].timings.iter())
+        .filter_map(|(plan, _)| match plan.kernel {
+            cohort::gpu::MatmulKernel::Coop { layout, .. } => Some(layout),
+            _ => None,
+        })
+        .collect();
+    assert!(!layouts.is_empty(), "no coop candidate: {}", tuned[0]);
+    for layout in layouts {
+        assert!(
+            !g.coop_k_steps(&layout, true).is_empty(),
+            "layout {layout} does not fit split: {}",
+            tuned[0]
+        );
+    }
+}
+
+#[test]
 fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     // The other tests run the kernels as cohort ships them: without wgpu's loop bounding, each
     // with or without its index clamping as `Shader::bounds_checks` says.

@@ -666,9 +666,11 @@ impl GpuBackend {
         // Each kernel (and layout) with its builds and tile, the default build first.
         let builds: Vec<Vec<(MatmulKernel, usize)>> = match self.coop_kernel_for(d) {
             Some((kernel, split_f32)) => {
-                let layouts: Vec<CoopLayout> = match (split_f32, own.kernel) {
-                    (true, MatmulKernel::Coop { layout, .. }) => vec![layout],
-                    _ => kernel.layouts().collect(),
+                // Split products in the one layout checked split (the shape's own plan may be
+                // the narrow kernel's; the others may not fit the device split).
+                let layouts: Vec<CoopLayout> = match split_f32 {
+                    true => kernel.split.into_iter().collect(),
+                    false => kernel.layouts().collect(),
                 };
                 let caps = self.rt.caps();
                 let coop = layouts.into_iter().map(|layout| {
