@@ -714,10 +714,21 @@ fn a_lost_device_is_reported_as_device_lost() {
         return;
     }
     let g = GpuBackend::from_env().unwrap();
-    let t = g.tensor(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+    let mut t = g.tensor(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
     assert_eq!(g.read(&t).unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
     g.runtime().device().destroy();
     let err = g.read(&t).unwrap_err();
+    assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
+    // Uploads too (a staging buffer a lost device cannot make panicked in wgpu's helper), and
+    // whatever else is asked of the backend: errors, not panics.
+    let err = g.tensor(&[4], &[1.0; 4]).unwrap_err();
+    assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
+    let err = g.write(&mut t, &[5.0; 4]).unwrap_err();
+    assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
+    let err = g
+        .zeros(&[4], DType::F32)
+        .and_then(|z| g.read(&z))
+        .unwrap_err();
     assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
 }
 

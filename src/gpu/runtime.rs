@@ -10,8 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use wgpu::util::DeviceExt;
-
 use super::driver_stats::{driver_statistics, DriverStatistics};
 use super::profile::{Note, Profile, Profiler};
 use super::shaders::{CoopOps, Shader};
@@ -1352,13 +1350,36 @@ impl Runtime {
         if data.is_empty() {
             return Ok(());
         }
-        let staging = self
-            .device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("cohort upload"),
-                contents: data,
-                usage: wgpu::BufferUsages::COPY_SRC,
-            });
+        // A lost device makes no buffers (and wgpu drops that error silently).
+        if let Some(reason) = lock(&self.lost).clone() {
+            return Err(CohortError::DeviceLost(reason));
+        }
+        // Staged in a buffer of its own, not written by the queue, so that the copy runs in
+        // order with the recorded kernels. (wgpu's `create_buffer_init` panics where the buffer
+        // cannot be made: here that is an error.)
+        let size = (data.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("cohort upload"),
+            size,
+            usage: wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: true,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(CohortError::Gpu(format!(
+                "staging {size} bytes for an upload: {e}"
+            )));
+        }
+        match staging.get_mapped_range_mut(..) {
+            Ok(mut view) => view.slice(..data.len()).copy_from_slice(data),
+            Err(e) => {
+                return Err(match lock(&self.lost).clone() {
+                    Some(reason) => CohortError::DeviceLost(reason),
+                    None => CohortError::Gpu(format!("staging an upload: {e}")),
+                })
+            }
+        }
+        staging.unmap();
         self.with_encoder(|e| e.copy_buffer_to_buffer(&staging, 0, dst, offset, data.len() as u64));
         Ok(())
     }
