@@ -297,6 +297,10 @@ impl GpuTensor {
     /// The tensor's storage, to bind in a caller's own kernel ([`Runtime::compile_wgsl`],
     /// [`Runtime::dispatch_own`]) on the backend that made it: its bytes from the start of its
     /// buffer (rounded up to whole 4-byte words), so that `arrayLength` counts its elements.
+    ///
+    /// Keep the tensor until every launch over a bind group made from this is recorded: a
+    /// dropped tensor's buffer goes back to the backend's pool, where a new tensor may take it,
+    /// and the bind group would then reach that tensor's data.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: self.buffer.buffer(),

@@ -1783,7 +1783,8 @@ impl Runtime {
     /// bind group (made on [`Runtime::device`], e.g. over [`super::GpuTensor::binding`]s), in
     /// order with cohort's kernels: it runs at the next submission, and reading a tensor it
     /// writes waits for it. Inside [`Runtime::time`] it is timed with the rest; a per-kernel
-    /// profile ([`Runtime::start_profile`]) leaves it out.
+    /// profile ([`Runtime::start_profile`]) leaves it out. The tensors bound must still be
+    /// alive here ([`super::GpuTensor::binding`]).
     pub fn dispatch_own(
         &self,
         pipeline: &wgpu::ComputePipeline,
@@ -1985,6 +1986,9 @@ impl Runtime {
         match self.await_map(&rx) {
             Ok(Ok(())) => {}
             // A refused map left the buffer unmapped: unmapping it again would be an error.
+            // (wgpu still counts the range as mapped on the host side, so later maps of this
+            // buffer fail too; a map of a MAP_READ buffer within its size is refused only once
+            // the device or the buffer is gone, when they would fail anyway.)
             Ok(Err(refused)) => return Err(CohortError::MapFailed(refused.to_string())),
             // A map still pending is cancelled, unless its refusal arrived meanwhile.
             Err(e) => {
