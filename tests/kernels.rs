@@ -2925,5 +2925,13 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
         } else {
             common::loud("SKIPPED: no timestamp queries, so the own kernel was not profiled");
         }
+        // A tensor whose binding was taken keeps its buffer out of the pool when dropped: a
+        // new tensor of its size gets another buffer, which a launch over the old bind group
+        // leaves alone (pooled, the new tensor would read 1.0s here).
+        let stale = bind_group_over(&x);
+        drop(x);
+        let fresh = g.zeros(&[5], cohort::DType::F32).unwrap();
+        rt.dispatch_own(&pipeline, &stale, [1, 1, 1]).unwrap();
+        assert_eq!(g.read(&fresh).unwrap(), [0.0; 5]);
     }
 }

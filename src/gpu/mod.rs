@@ -298,12 +298,12 @@ impl GpuTensor {
     /// [`Runtime::dispatch_own`]) on the backend that made it: its bytes from the start of its
     /// buffer (rounded up to whole 4-byte words), so that `arrayLength` counts its elements.
     ///
-    /// Keep the tensor until every launch over a bind group made from this is recorded: a
-    /// dropped tensor's buffer goes back to the backend's pool, where a new tensor may take it,
-    /// and the bind group would then reach that tensor's data.
+    /// A tensor whose binding was taken does not return its buffer to the backend's pool when
+    /// dropped (wgpu frees it once no bind group holds it), so a bind group made over it never
+    /// reaches another tensor's data.
     pub fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-            buffer: self.buffer.buffer(),
+            buffer: self.buffer.export(),
             offset: 0,
             size: wgpu::BufferSize::new(self.bytes().next_multiple_of(4).max(4)),
         })

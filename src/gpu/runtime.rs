@@ -650,15 +650,32 @@ struct Pool {
     memory: MemoryUse,
 }
 
-/// A buffer from the pool; it goes back to the pool when dropped.
+/// A buffer from the pool; it goes back to the pool when dropped, unless it was handed out
+/// ([`PooledBuffer::export`]).
 pub(crate) struct PooledBuffer {
     buffer: Option<wgpu::Buffer>,
     pool: Arc<Mutex<Pool>>,
+    exported: std::sync::atomic::AtomicBool,
 }
 
 impl PooledBuffer {
+    fn new(buffer: wgpu::Buffer, pool: Arc<Mutex<Pool>>) -> Self {
+        PooledBuffer {
+            buffer: Some(buffer),
+            pool,
+            exported: Default::default(),
+        }
+    }
+
     pub(crate) fn buffer(&self) -> &wgpu::Buffer {
         self.buffer.as_ref().expect("buffer present until drop")
+    }
+
+    /// The buffer, for a caller's own bind groups: once handed out it is freed when dropped,
+    /// not pooled, so that a bind group made over it never reaches a later tensor's data.
+    pub(crate) fn export(&self) -> &wgpu::Buffer {
+        (self.exported).store(true, std::sync::atomic::Ordering::Relaxed);
+        self.buffer()
     }
 }
 
@@ -667,8 +684,10 @@ impl Drop for PooledBuffer {
         if let Some(buffer) = self.buffer.take() {
             let mut pool = lock(&self.pool);
             pool.memory.in_use -= buffer.size();
-            pool.memory.pooled += buffer.size();
-            pool.idle.entry(buffer.size()).or_default().push(buffer);
+            if !*self.exported.get_mut() {
+                pool.memory.pooled += buffer.size();
+                pool.idle.entry(buffer.size()).or_default().push(buffer);
+            }
         }
     }
 }
@@ -1223,10 +1242,7 @@ impl Runtime {
         let mut pool = lock(&self.pool);
         if let Some(buffer) = pool.idle.get_mut(&size).and_then(|v| v.pop()) {
             pool.memory.take(size, true);
-            return Ok(PooledBuffer {
-                buffer: Some(buffer),
-                pool: self.pool.clone(),
-            });
+            return Ok(PooledBuffer::new(buffer, self.pool.clone()));
         }
         drop(pool);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
@@ -1244,10 +1260,7 @@ impl Runtime {
             )));
         }
         lock(&self.pool).memory.take(size, false);
-        Ok(PooledBuffer {
-            buffer: Some(buffer),
-            pool: self.pool.clone(),
-        })
+        Ok(PooledBuffer::new(buffer, self.pool.clone()))
     }
 
     /// Releases every idle pooled buffer (and the cached bind groups that may hold them).
@@ -1783,8 +1796,7 @@ impl Runtime {
     /// bind group (made on [`Runtime::device`], e.g. over [`super::GpuTensor::binding`]s), in
     /// order with cohort's kernels: it runs at the next submission, and reading a tensor it
     /// writes waits for it. Inside [`Runtime::time`] it is timed with the rest; a per-kernel
-    /// profile ([`Runtime::start_profile`]) leaves it out. The tensors bound must still be
-    /// alive here ([`super::GpuTensor::binding`]).
+    /// profile ([`Runtime::start_profile`]) leaves it out.
     pub fn dispatch_own(
         &self,
         pipeline: &wgpu::ComputePipeline,
