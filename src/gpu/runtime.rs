@@ -772,31 +772,35 @@ impl Capabilities {
     }
 }
 
-/// The error scopes around creating shader modules and pipelines: validation errors, and
-/// internal ones, which wgpu raises where the driver or the shader back-end refuses a pipeline
-/// (over a limit wgpu does not check, such as workgroup memory): either way the pipeline is
-/// unusable, and is reported as [`CohortError::ShaderCompile`] instead of failing a later
-/// submission.
+/// The error scopes around creating shader modules and pipelines: validation errors, internal
+/// ones, which wgpu raises where the driver or the shader back-end refuses a pipeline (over a
+/// limit wgpu does not check, such as workgroup memory), and running out of memory: each way
+/// the pipeline is unusable, and is reported as [`CohortError::ShaderCompile`] instead of
+/// failing a later submission (and not kept in the pipeline cache).
 struct PipelineScopes {
     validation: wgpu::ErrorScopeGuard,
     internal: wgpu::ErrorScopeGuard,
+    out_of_memory: wgpu::ErrorScopeGuard,
 }
 
 impl PipelineScopes {
     fn push(device: &wgpu::Device) -> Self {
         let validation = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let internal = device.push_error_scope(wgpu::ErrorFilter::Internal);
+        let out_of_memory = device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         PipelineScopes {
             validation,
             internal,
+            out_of_memory,
         }
     }
 
-    /// The error either scope caught (the validation error where both did).
+    /// The error a scope caught (the validation error first, then the internal one).
     fn pop(self) -> Option<wgpu::Error> {
+        let out_of_memory = pollster::block_on(self.out_of_memory.pop());
         let internal = pollster::block_on(self.internal.pop());
         let validation = pollster::block_on(self.validation.pop());
-        validation.or(internal)
+        validation.or(internal).or(out_of_memory)
     }
 }
 
