@@ -1627,6 +1627,47 @@ fn tuned_split_f32_products_time_only_layouts_whose_split_fits() {
 }
 
 #[test]
+fn tuning_leaves_out_candidates_the_adapter_cannot_run_not_the_product() {
+    // On a software adapter the cooperative-matrix kernel takes at most 16 K splits of 512:
+    // an f16 product 10,000 deep is past it. Its own plan (the narrow kernel, C 10 wide) runs
+    // it, so tuning must time the others and leave the tensor-core candidates out (it refused
+    // the whole product).
+    let Some(env) = gpu() else { return };
+    if !env.is_software() {
+        common::loud("SKIPPED: the cooperative-matrix kernel's K limit is a software adapter's");
+        return;
+    }
+    if !has_f16_shaders(
+        env,
+        "tuned f16 products past the tensor-core kernel's K limit",
+    ) {
+        return;
+    }
+    let g = cohort::GpuBackend::new(&cohort::GpuOptions {
+        tune_matmuls: true,
+        coop: cohort::gpu::CoopChoice::Emulate,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let spec = MatmulSpec::new(false, false).f16(true);
+    let check = validate::matmul(&g, Batching::None, (4, 10, 10_000), &spec, 12).unwrap();
+    report("f16, tuned, past the coop kernel's K limit", &[check]);
+    let tuned = g.tuned_matmuls();
+    assert_eq!(tuned.len(), 1);
+    let t = &tuned[0];
+    assert_eq!(
+        t.timings[0].0.kernel,
+        cohort::gpu::MatmulKernel::Narrow,
+        "{t}"
+    );
+    let coop = |p: &&(cohort::gpu::MatmulPlan, _)| {
+        matches!(p.0.kernel, cohort::gpu::MatmulKernel::Coop { .. })
+    };
+    assert!(!t.timings.iter().any(|p| coop(&p)), "{t}");
+    assert!(t.timings.len() > 1, "the other candidates were timed: {t}");
+}
+
+#[test]
 fn every_kernel_matches_cpu_with_wgpu_runtime_checks_forced() {
     // The other tests run the kernels as cohort ships them: without wgpu's loop bounding, each
     // with or without its index clamping as `Shader::bounds_checks` says.

@@ -692,7 +692,12 @@ impl GpuBackend {
         plans.extend(self.narrow_plans(d).into_iter().filter(|&plan| plan != own));
         for kernel_builds in builds {
             for (i, (kernel, tile)) in kernel_builds.into_iter().enumerate() {
-                let chosen = self.with_k_split(d, kernel, tile)?;
+                // A candidate this adapter cannot run at this depth (the cooperative-matrix
+                // kernel of a software adapter past its K limit) is left out, not the product.
+                let chosen = match self.with_k_split(d, kernel, tile) {
+                    Err(CohortError::Unsupported(_)) => continue,
+                    chosen => chosen?,
+                };
                 let others = match vary_splits && i == 0 {
                     true => other_k_splits(d.k, chosen.splits(d.k)),
                     false => vec![],
