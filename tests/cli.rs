@@ -603,6 +603,21 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
     assert!(std::fs::read_to_string(&data_csv)
         .unwrap()
         .starts_with("1,2,0"));
+    // The checkpoint a run resumes from may be saved over in place, not written as metrics.
+    let ckpt = path("resume-me.csv");
+    let run = ["train", "--device", "cpu", "--peers", "2x8"];
+    let first = [&run[..], &["--epochs", "1", "--save", &ckpt]].concat();
+    assert!(cohort(&first).status.success());
+    let saved = std::fs::read(&ckpt).unwrap();
+    let resumed = [&run[..], &["--resume", &ckpt, "--epochs", "2"]].concat();
+    fails_cleanly(
+        &[&resumed[..], &["--metrics", &path("sub/../resume-me.csv")]].concat(),
+        "--resume and --metrics name the same file",
+    );
+    assert_eq!(std::fs::read(&ckpt).unwrap(), saved);
+    let out = cohort(&[&resumed[..], &["--save", &ckpt]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_ne!(std::fs::read(&ckpt).unwrap(), saved, "saved over in place");
     // A checkpoint to resume from is read and checked before a device opens too.
     let out = cohort(&["train", "--resume", &path("missing.safetensors")]);
     assert!(!out.status.success());

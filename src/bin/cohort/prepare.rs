@@ -396,9 +396,13 @@ fn warn_of_empty_classes(labels: &[u32], classes: usize) {
 }
 
 /// Fails at once, before the data is loaded, where an output file could not be written when
-/// the first epoch ends, or would overwrite another output or the data.
+/// the first epoch ends, or would overwrite another output, the data or the checkpoint
+/// `--resume` reads (which `--save` may write over, as a run continued in place does).
 pub(crate) fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     let mut taken = data_files(&args.data);
+    if let Some(Ok(path)) = files.resume.as_ref().map(std::fs::canonicalize) {
+        taken.push(("--resume", path));
+    }
     type Check = fn(&std::path::Path) -> Result<()>;
     let outputs: [(&str, &Option<PathBuf>, Check); 3] = [
         ("--metrics", &files.metrics, metrics::check_metrics_path),
@@ -408,6 +412,9 @@ pub(crate) fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     for (flag, path, check) in outputs {
         if let Some(path) = path {
             check(path)?;
+            if flag == "--save" {
+                taken.retain(|&(other, _)| other != "--resume");
+            }
             claim_output(&mut taken, flag, path)?;
         }
     }

@@ -153,6 +153,11 @@ fn run_training<B: Backend>(
                     overflowing.join(", ")
                 );
             }
+            // The checkpoint first: a metrics or plot file that cannot be written ends the run
+            // with the epoch saved (and a resumed run rewrites both from its reports).
+            if let Some(path) = &out.files.save {
+                checkpoint::save(trainer, standardizer.as_ref(), path)?;
+            }
             // Every epoch's report, those before a resume included.
             let history = trainer.reports();
             if let Some(path) = &out.files.metrics {
@@ -160,9 +165,6 @@ fn run_training<B: Backend>(
             }
             if let Some(path) = &out.files.plot {
                 metrics::plot_curves(path, history, &models)?;
-            }
-            if let Some(path) = &out.files.save {
-                checkpoint::save(trainer, standardizer.as_ref(), path)?;
             }
             // Redrawn at 0 steps: under the next epoch's number, without this one's losses.
             bar.set_prefix(format!("{}", report.epoch + 1));
