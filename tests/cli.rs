@@ -1377,6 +1377,21 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         &["predict", &ckpt, "--device", "cpu", "--data", "blobs"],
         "takes 64 features; the rows to predict have 16",
     );
+    // Rows narrower than the cohort's inputs are features only (no room for a label): the
+    // error names both widths (it was a missing label).
+    let narrow = path("narrow.csv");
+    std::fs::write(&narrow, "0.5,1\n0.7,1\n").unwrap();
+    fails_cleanly(
+        &[
+            "predict",
+            &ckpt,
+            "--device",
+            "cpu",
+            "--data",
+            &format!("csv:{narrow}"),
+        ],
+        "takes 64 features; the rows to predict have 2",
+    );
     fails_cleanly(
         &[
             "predict",

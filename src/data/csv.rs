@@ -372,6 +372,12 @@ pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Ro
             let is_label = Some(i) == label_at;
             let v: f64 = f.parse().map_err(|_| {
                 let why = match (f.is_empty(), is_label) {
+                    // A comma at the end of every line makes an empty last column.
+                    (true, true) if i + 1 == fields.len() && line.trim_end().ends_with(',') => {
+                        "the label is missing: the line ends in a comma, so its last field \
+                         (the label column) is empty"
+                            .to_string()
+                    }
                     (true, true) => "the label is missing".to_string(),
                     (true, false) => format!("column {i} is empty"),
                     (false, true) => format!(
@@ -437,8 +443,8 @@ pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
 }
 
 /// Reads a CSV file (gzipped or not) whole as rows to predict. With [`LabelColumn::Auto`] and
-/// `features` given (a model's inputs), a file whose lines have exactly that many fields has no
-/// label column.
+/// `features` given (a model's inputs), a file whose lines have that many fields or fewer has
+/// no label column (too few fields then is the caller's error to report, naming both widths).
 pub fn read_rows(
     path: &Path,
     options: &CsvOptions,
@@ -450,8 +456,8 @@ pub fn read_rows(
         .map(str::trim)
         .find(|l| holds_data(l))
         .map(|l| fields_of(l).len());
-    if options.label_column == LabelColumn::Auto && first_width.is_some() && first_width == features
-    {
+    let no_room_for_labels = matches!((first_width, features), (Some(w), Some(f)) if w <= f);
+    if options.label_column == LabelColumn::Auto && no_room_for_labels {
         options.label_column = LabelColumn::None;
     }
     parse_rows(&text, &options, path)
@@ -634,6 +640,10 @@ mod tests {
         for (text, why) in [
             ("1,2,?\n3,4,1\n", "label '?' is not a number"),
             ("1,2,\n3,4,1\n", "the label is missing"),
+            (
+                "1,2,0,\n3,4,1,\n",
+                "the label is missing: the line ends in a comma",
+            ),
         ] {
             let err = p(text, &o).unwrap_err().to_string();
             assert!(
