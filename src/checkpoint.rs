@@ -237,6 +237,10 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     };
     let config: TrainConfig =
         serde_json::from_str(field("config")?).map_err(|e| corrupt(format!("config: {e}")))?;
+    // Checked here, naming the file, rather than when a trainer is built from it.
+    config
+        .validate()
+        .map_err(|e| corrupt(format!("its configuration: {e}")))?;
     let number = |k: &str| -> Result<usize> {
         field(k)?
             .parse()

@@ -882,6 +882,26 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
             other => panic!("{what}: {:?}", other.map(|_| "a checkpoint")),
         }
     }
+    // A configuration that parses but could not train (a layer 0 wide) is refused as the
+    // file's, when it loads (it was found when a trainer was built, the file unnamed).
+    let mut metadata = header.metadata().clone().unwrap();
+    let config = metadata.get_mut("config").unwrap();
+    assert!(config.contains("[4,8,3]"), "{config}");
+    *config = config.replace("[4,8,3]", "[4,0,3]");
+    let views = st.tensors();
+    std::fs::write(
+        &damaged,
+        safetensors::serialize(views, Some(metadata)).unwrap(),
+    )
+    .unwrap();
+    match checkpoint::load(&damaged) {
+        Err(err @ CohortError::CorruptFile { .. }) => assert!(
+            err.to_string()
+                .contains("its configuration: invalid configuration: peer 4-0-3"),
+            "{err}"
+        ),
+        other => panic!("a layer 0 wide: {:?}", other.map(|_| "a checkpoint")),
+    }
     for len in truncations(good.len()) {
         let err = try_file(&good[..len], &format!("truncated to {len} bytes")).unwrap_err();
         assert!(
