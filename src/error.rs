@@ -63,11 +63,14 @@ pub enum CohortError {
         source: std::io::Error,
     },
     /// A buffer larger than the device allows in one binding.
-    #[error("buffer of {bytes} bytes exceeds the device limit of {limit} bytes ({what})")]
+    #[error(
+        "buffer of {} bytes exceeds the device limit of {limit} bytes ({what})",
+        match *bytes { u64::MAX => "more than 2^64".to_string(), b => b.to_string() }
+    )]
     BufferTooLarge {
         /// What the buffer is for.
         what: String,
-        /// Requested size.
+        /// Requested size (`u64::MAX` where counting its bytes overflowed).
         bytes: u64,
         /// The device's limit.
         limit: u64,

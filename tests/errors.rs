@@ -536,8 +536,23 @@ fn oversized<B: Backend>(b: &B) {
                 matches!(err, CohortError::BufferTooLarge { .. }),
                 "{shape:?}: {err}"
             );
+            // Each of these sizes is past u64's: said to be so, not printed as u64::MAX bytes.
+            assert!(
+                err.to_string().contains("more than 2^64 bytes"),
+                "{shape:?}: {err}"
+            );
         }
     }
+    // One within u64 is given in bytes.
+    let err = b
+        .zeros(&[1 << 61], DType::F32)
+        .map(|_| "a tensor")
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("buffer of 9223372036854775808 bytes"),
+        "{err}"
+    );
     let err = b
         .tensor(&[1 << 62, 1 << 62], &[])
         .map(|_| "a tensor")
