@@ -69,14 +69,18 @@ fn mixed_precision() -> bool {
     }
 }
 
-/// Matmul FLOPs of one step: forward, input gradient and weight gradient of every layer.
+/// Matmul FLOPs of one step: forward and weight gradient of every layer, input gradient of
+/// every layer but the first (nothing needs the data's gradient; the trainer skips it), as
+/// `dml_flops` in benches/reference/torch_reference.py counts them.
 fn step_flops(c: &TrainConfig) -> f64 {
     c.peers
         .iter()
         .map(|p| {
-            p.layers
-                .windows(2)
-                .map(|w| 6.0 * c.batch_size as f64 * w[0] as f64 * w[1] as f64)
+            (p.layers.windows(2).enumerate())
+                .map(|(l, w)| {
+                    let products = if l == 0 { 4.0 } else { 6.0 };
+                    products * c.batch_size as f64 * w[0] as f64 * w[1] as f64
+                })
                 .sum::<f64>()
         })
         .sum()

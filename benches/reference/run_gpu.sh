@@ -104,7 +104,8 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
   timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
   if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB|timed alone|driver statistics|\.wgsl(\[[^]]*\])?::|Regist|Local|Spill" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
-  [ $rc = 124 ] && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
+  # 124: stopped at the deadline; 137: killed 5 s after, where it did not stop.
+  { [ $rc = 124 ] || [ $rc = 137 ]; } && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
   pack

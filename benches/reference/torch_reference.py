@@ -506,8 +506,9 @@ def print_comparison(result, cohort):
 
 
 # Issue 4's targets: (what, cohort key, PyTorch key or None, goal). A goal ("share", x) wants
-# cohort's throughput at least x of PyTorch's (cohort's time at most PyTorch's / x); ("ms", x)
-# wants cohort's time at most x ms.
+# cohort's throughput at least x of PyTorch's (cohort's time at most PyTorch's / x), and
+# ("share", x, ms) the same, or where no PyTorch time was measured cohort's time at most ms (the
+# issue's measured figure); ("ms", x) wants cohort's time at most x ms.
 TRAINING_SHAPES = ["256x1024x784", "1024x784x256"]
 TARGETS = (
     [("f32 matmul 4096^3 >= 50% of cuBLAS SGEMM", "matmul/NN/4096x4096x4096/fp32",
@@ -521,7 +522,7 @@ TARGETS = (
        ("small step f32 <= 0.27 ms", "dml_step/small/fp32", "dml_step/small/graph/fp32", ("ms", 0.27)),
        ("small step mixed <= 0.27 ms", "dml_step/small/mixed", "dml_step/small/graph/fp32", ("ms", 0.27)),
        ("large step f32 <= PyTorch CUDA graph", "dml_step/large/fp32", "dml_step/large/graph/fp32",
-        ("share", 1.0)),
+        ("share", 1.0, 5.5)),
        ("large step mixed <= 1.5 ms", "dml_step/large/mixed", "dml_step/large/graph/fp32", ("ms", 1.5))]
 )
 
@@ -535,30 +536,42 @@ def cohort_label(path):
 
 
 def meets(goal, cohort_ms, torch_ms):
-    """Whether a cohort time meets a goal (None when the PyTorch time it needs is missing)."""
-    kind, x = goal
+    """Whether a cohort time meets a goal (None when the PyTorch time it needs is missing and
+    the goal gives no time to fall back on)."""
+    kind, x = goal[:2]
     if kind == "ms":
         return cohort_ms <= x
     if torch_ms is None:
-        return None
+        return cohort_ms <= goal[2] if len(goal) > 2 else None
     return cohort_ms <= torch_ms / x
+
+
+def compared_ms(key, measure):
+    """The time a target judges: for a training step, the time per step with steps submitted
+    back to back (`pipelined_ms`: the GPU's gaps between steps included, as in PyTorch's graph
+    replayed in a loop) where measured, else its GPU time; for the rest, the GPU time."""
+    if key.startswith("dml_step/") and measure.get("pipelined_ms", 0) > 0:
+        return measure["pipelined_ms"]
+    return measure["median_ms"]
 
 
 def print_targets(result, cohorts):
     """Issue 4's targets against every cohort file given: each measure in each file (the default
     settings and every A/B variant of run_gpu.sh), its ratio to PyTorch, and whether the best
-    one meets the goal. Step times are GPU times (timestamp queries); wall times beside them."""
+    one meets the goal. Steps are judged on their time back to back (`compared_ms`), with their
+    GPU time (timestamp queries around one step) and wall time (one step, waited for) beside."""
     torch_measures = result["measures"] if result else {}
     print()
-    print("Issue 4's targets (best variant first; time x = cohort / PyTorch; % = cohort throughput / PyTorch's)")
-    print(f"{'target':<44} {'variant':<24} {'cohort ms':>10} {'wall ms':>9} {'PyTorch ms':>11} {'time x':>7} {'%':>7}  met")
-    print("-" * 128)
+    print("Issue 4's targets (best variant first; time x = cohort / PyTorch; % = cohort throughput / PyTorch's;")
+    print("steps judged on their time per step back to back, as PyTorch's graph is replayed, where measured)")
+    print(f"{'target':<44} {'variant':<24} {'cohort ms':>10} {'GPU ms':>9} {'wall ms':>9} {'PyTorch ms':>11} {'time x':>7} {'%':>7}  met")
+    print("-" * 138)
     met_count = 0
     for what, ckey, tkey, goal in TARGETS:
         t = torch_measures.get(tkey) if tkey else None
         torch_ms = t["median_ms"] if t and t.get("median_ms", 0) > 0 else None
         rows = sorted(
-            (c["measures"][ckey]["median_ms"], label, c["measures"][ckey])
+            (compared_ms(ckey, c["measures"][ckey]), label, c["measures"][ckey])
             for label, c in cohorts
             if "median_ms" in c.get("measures", {}).get(ckey, {})
         )
@@ -571,9 +584,10 @@ def print_targets(result, cohorts):
             ratio = ms / torch_ms if torch_ms else float("nan")
             pct = 100.0 / ratio if torch_ms else float("nan")
             wall = f"{c['wall_ms']:>9.4f}" if "wall_ms" in c else f"{'-':>9}"
+            gpu = f"{c['median_ms']:>9.4f}"
             verdict = {True: "yes", False: "no", None: "?"}[best] if i == 0 else ""
             torch_text = f"{torch_ms:>11.4f}" if torch_ms else f"{'-':>11}"
-            line = f"{what if i == 0 else '':<44} {label:<24} {ms:>10.4f} {wall} {torch_text} {ratio:>7.2f} {pct:>6.1f}%  {verdict}"
+            line = f"{what if i == 0 else '':<44} {label:<24} {ms:>10.4f} {gpu} {wall} {torch_text} {ratio:>7.2f} {pct:>6.1f}%  {verdict}"
             print(line.rstrip())
     print(f"{met_count} of {len(TARGETS)} targets met")
     print_tensor_core_ceiling(torch_measures, cohorts)
