@@ -1,5 +1,7 @@
 //! Linking cohort as a library: train a 2-peer cohort on the embedded digits by Deep Mutual
-//! Learning, on the GPU when there is one and on the CPU otherwise, then save a checkpoint,
+//! Learning, on a hardware GPU when there is one and on the CPU otherwise (as the CLI's
+//! `--device auto`: a software adapter such as lavapipe trains slower than the CPU backend;
+//! `COHORT_ADAPTER` may still name one), then save a checkpoint,
 //! evaluate the reloaded cohort and ask it for predictions on a few rows.
 //!
 //! ```text
@@ -7,8 +9,8 @@
 //! ```
 
 use cohort::{
-    checkpoint, parse_peers, Activation, Backend, CpuBackend, DataSource, GpuBackend, Result,
-    Standardizer, TrainConfig, Trainer,
+    checkpoint, parse_peers, Activation, Backend, CpuBackend, DataSource, GpuBackend, GpuOptions,
+    Result, Standardizer, TrainConfig, Trainer,
 };
 
 fn run<B: Backend>(backend: &B) -> Result<()> {
@@ -63,13 +65,23 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
     );
 
     // Predictions for new rows (standardised as the training data was): the first three test
-    // rows here, each peer's and the ensemble's probabilities.
+    // rows here, the ensemble's class with its probability and each peer's for that class.
     let rows = &split.test.features[..3 * split.test.cols];
     let predictions = reloaded.predict(rows)?;
-    for (row, class) in predictions.ensemble_classes().iter().enumerate() {
-        let p = predictions.ensemble[row * predictions.classes + class];
+    let (n, classes) = (predictions.rows, predictions.classes);
+    for (row, &class) in predictions.ensemble_classes().iter().enumerate() {
+        let p = predictions.ensemble[row * classes + class];
+        let per_peer: Vec<String> = (0..predictions.peers.len() / (n * classes))
+            .map(|peer| {
+                format!(
+                    "{:.3}",
+                    predictions.peers[(peer * n + row) * classes + class]
+                )
+            })
+            .collect();
         println!(
-            "row {row}: class {class} (probability {p:.3}), label {}",
+            "row {row}: class {class} (probability {p:.3}; peers {}), label {}",
+            per_peer.join(", "),
             split.test.labels[row]
         );
     }
@@ -77,9 +89,11 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    match GpuBackend::from_env() {
+    let mut options = GpuOptions::from_env()?;
+    options.hardware_only |= options.adapter.is_none();
+    match GpuBackend::new(&options) {
         Ok(gpu) => run(&gpu),
-        // No adapter at all: the CPU backend. Anything else (an adapter named in COHORT_ADAPTER
+        // No (hardware) adapter: the CPU backend. Anything else (an adapter named in COHORT_ADAPTER
         // that is not there, a COHORT_* value this device cannot honour) is an error to fix.
         Err(
             e @ cohort::CohortError::NoAdapter {

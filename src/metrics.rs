@@ -8,6 +8,8 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use serde::Serialize;
+
 use crate::checkpoint::write_atomic;
 use crate::error::{CohortError, Result};
 use crate::trainer::EpochReport;
@@ -104,19 +106,28 @@ pub fn check_plot_path(path: &Path) -> Result<()> {
     crate::checkpoint::check_writable(path)
 }
 
-/// Writes the rows to `path`: JSON lines for `.jsonl`/`.json`, CSV for `.csv`.
+/// `rows` as JSON: one object a line (JSON lines, `lines`), or one array of them (a JSON
+/// document, as a `.json` file is expected to hold), its objects a line each.
+pub fn json_rows<T: Serialize>(rows: &[T], lines: bool) -> Result<String> {
+    let objects = (rows.iter())
+        .map(|row| {
+            serde_json::to_string(row).map_err(|e| CohortError::InvalidConfig(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(match lines {
+        true => objects.iter().map(|o| format!("{o}\n")).collect(),
+        false if objects.is_empty() => "[]\n".to_string(),
+        false => format!("[\n{}\n]\n", objects.join(",\n")),
+    })
+}
+
+/// Writes the rows to `path`: JSON lines for `.jsonl`, a JSON array for `.json`, CSV for
+/// `.csv`.
 pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
     let ext = extension_of(path, "metrics", &METRICS_EXTENSIONS)?;
     let mut text = String::new();
     match ext.as_str() {
-        "jsonl" | "json" => {
-            for row in rows {
-                let line = serde_json::to_string(row)
-                    .map_err(|e| CohortError::InvalidConfig(e.to_string()))?;
-                text.push_str(&line);
-                text.push('\n');
-            }
-        }
+        "jsonl" | "json" => text = json_rows(rows, ext == "jsonl")?,
         _ => {
             // csv, the one other extension extension_of lets through
             text.push_str("epoch,peer,model,train_ce,train_kl,train_accuracy,test_loss,test_accuracy,lr,seconds\n");
@@ -355,6 +366,26 @@ where
 mod tests {
     use super::*;
     use crate::trainer::PeerReport;
+
+    #[test]
+    fn json_rows_are_lines_or_one_array() {
+        let rows = rows(&reports(), &["64-8-10".into(), "64-16-10".into()]);
+        let array = json_rows(&rows, false).unwrap();
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(&array).unwrap();
+        assert_eq!(parsed.len(), rows.len());
+        let lines = json_rows(&rows, true).unwrap();
+        assert_eq!(lines.lines().count(), rows.len());
+        for (line, object) in lines.lines().zip(&parsed) {
+            assert_eq!(
+                &serde_json::from_str::<serde_json::Value>(line).unwrap(),
+                object
+            );
+        }
+        // A JSON document even with no rows; JSON lines then hold none.
+        let empty: [MetricsRow; 0] = [];
+        assert_eq!(json_rows(&empty, false).unwrap(), "[]\n");
+        assert_eq!(json_rows(&empty, true).unwrap(), "");
+    }
 
     fn reports() -> Vec<EpochReport> {
         (1..=3)

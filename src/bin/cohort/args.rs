@@ -38,7 +38,7 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 3)]
         seeds: u64,
         /// Write each run's final test accuracy and loss, a row per seed, run and peer (and the
-        /// ensemble): CSV (.csv) or JSON lines (.jsonl, or .json); rewritten after every run,
+        /// ensemble): CSV (.csv), JSON lines (.jsonl) or a JSON array (.json); rewritten after every run,
         /// so an interrupted comparison keeps the seeds it finished.
         #[arg(long)]
         results: Option<PathBuf>,
@@ -260,7 +260,7 @@ pub(crate) struct FileArgs {
     /// schedule then spans the new total).
     #[arg(long)]
     pub(crate) resume: Option<PathBuf>,
-    /// Write per-epoch metrics: JSON lines (.jsonl, or .json) or CSV (.csv).
+    /// Write per-epoch metrics: JSON lines (.jsonl), a JSON array (.json) or CSV (.csv).
     #[arg(long)]
     pub(crate) metrics: Option<PathBuf>,
     /// Write learning curves (.svg or .png).

@@ -337,12 +337,7 @@ fn write_results(path: &Path, ends: &[RunEnd], models: &[String]) -> Result<()> 
             ));
         }
     } else {
-        for r in &rows {
-            let line =
-                serde_json::to_string(r).map_err(|e| CohortError::InvalidConfig(e.to_string()))?;
-            text.push_str(&line);
-            text.push('\n');
-        }
+        text = metrics::json_rows(&rows, results_format(path)? == "jsonl")?;
     }
     checkpoint::write_atomic(path, text.as_bytes())
 }
