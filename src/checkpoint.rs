@@ -27,6 +27,17 @@ fn folder_and_name(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
     Ok((dir, name))
 }
 
+/// Held while a temporary file of [`temp_path`] exists: its name is the process's, so threads
+/// writing one file at once (a matmul plan file, say) would truncate or rename away each
+/// other's. (Processes have names of their own.)
+static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn writing() -> std::sync::MutexGuard<'static, ()> {
+    WRITING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
 fn temp_path(path: &Path) -> Result<PathBuf> {
     let (dir, name) = folder_and_name(path)?;
@@ -90,6 +101,7 @@ pub fn resolved_target(path: &Path) -> Result<PathBuf> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let target = write_target(path)?;
     let tmp = temp_path(&target)?;
+    let _writing = writing();
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -107,6 +119,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// files. (Writes nothing there.)
 pub fn check_writable(path: &Path) -> Result<()> {
     let tmp = temp_path(&write_target(path)?)?;
+    let _writing = writing();
     std::fs::File::create(&tmp).map_err(|e| CohortError::io(path, e))?;
     let _ = std::fs::remove_file(&tmp);
     Ok(())

@@ -1096,6 +1096,40 @@ fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary()
 }
 
 #[test]
+fn atomic_writes_from_several_threads_to_one_file_all_land_whole() {
+    // Threads of one process share its temporary file's name (`.NAME.PID.tmp`): unserialised,
+    // one truncated another's half-written file or renamed it away (a matmul plan file
+    // written by tests in parallel, say). Each write must succeed and leave a whole file.
+    use cohort::checkpoint::write_atomic;
+    let dir = std::env::temp_dir().join(format!("cohort-atomic-threads-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("plans.json");
+    let contents: Vec<Vec<u8>> = (0..8u8).map(|t| vec![b'a' + t; 200_000]).collect();
+    std::thread::scope(|s| {
+        for bytes in &contents {
+            let path = &path;
+            s.spawn(move || {
+                for _ in 0..20 {
+                    write_atomic(path, bytes).unwrap();
+                }
+            });
+        }
+    });
+    let last = std::fs::read(&path).unwrap();
+    assert!(
+        contents.contains(&last),
+        "a torn file of {} bytes",
+        last.len()
+    );
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["plans.json"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn f16_tensor_work_without_f16_tensors_is_unsupported() {
     // A GPU backend that offers no F16 tensors (declined here; an adapter without f16 shaders
     // alike) refuses the work that needs them with an Unsupported error, and goes on working.
