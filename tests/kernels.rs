@@ -1218,6 +1218,22 @@ fn tuned_plans_are_kept_in_their_file_between_runs() {
         matches!(err, cohort::CohortError::CorruptFile { .. }),
         "{err}"
     );
+    // Two runs sharing the file, each tuning a shape the other has not: the file keeps both
+    // (each save adds what the other wrote since it read the file; the last save won before).
+    std::fs::remove_file(&path).unwrap();
+    let (first, second) = (open().unwrap(), open().unwrap());
+    assert_passed(&validate::matmul(&first, Batching::None, shapes[0], &spec, 0).unwrap());
+    assert_passed(&validate::matmul(&second, Batching::None, shapes[1], &spec, 1).unwrap());
+    drop((first, second));
+    let both = open().unwrap().tuned_matmuls();
+    let mut tuned_dims: Vec<_> = both
+        .iter()
+        .map(|t| (t.dims.m, t.dims.n, t.dims.k))
+        .collect();
+    tuned_dims.sort();
+    let mut want = shapes.to_vec();
+    want.sort();
+    assert_eq!(tuned_dims, want, "both runs' plans kept");
     std::fs::remove_file(&path).unwrap();
 }
 

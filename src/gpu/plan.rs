@@ -313,29 +313,44 @@ impl Tuned {
 
     /// Every plan, by shape.
     fn sorted(&self) -> Vec<TunedMatmul> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
-        all.sort_by_key(|t| {
-            let d = t.dims;
-            let shape = (d.batch, d.m, d.n, d.k, d.stride_a, d.stride_b);
-            (shape, d.trans_a, d.trans_b, d.f16_inputs, t.a_f16, t.b_f16)
-        });
-        all
+        by_shape(self.lock().values().cloned().collect())
     }
 
-    /// Rewrites the plan file, if there is one, with every plan.
+    /// Rewrites the plan file, if there is one, with every plan, and the plans another run
+    /// sharing the file (same adapter, driver, kernels and options) wrote there since this one
+    /// read it, for shapes this one has not tuned (they are checked when a run reads them).
     fn save(&self) -> Result<()> {
         let Some((path, tuned_on)) = &self.file else {
             return Ok(());
         };
+        let mut plans = self.lock().clone();
+        let theirs = std::fs::read(path).ok().and_then(|bytes| {
+            serde_json::from_slice::<PlanFile>(&bytes)
+                .ok()
+                .filter(|f| f.format == PLAN_FILE_FORMAT && f.tuned_on == *tuned_on)
+        });
+        for t in theirs.map_or(vec![], |f| f.plans) {
+            plans.entry(t.key()).or_insert(t);
+        }
         let file = PlanFile {
             format: PLAN_FILE_FORMAT.into(),
             tuned_on: tuned_on.clone(),
-            plans: self.sorted(),
+            plans: by_shape(plans.into_values().collect()),
         };
         let json = serde_json::to_vec_pretty(&file)
             .map_err(|e| CohortError::corrupt(path, format!("cannot encode the plans: {e}")))?;
         crate::checkpoint::write_atomic(path, &json).map_err(|e| e.for_file(PLAN_FILE_ROLE))
     }
+}
+
+/// `plans` in the plan file's order: by shape, then transposes and operand types.
+fn by_shape(mut plans: Vec<TunedMatmul>) -> Vec<TunedMatmul> {
+    plans.sort_by_key(|t| {
+        let d = t.dims;
+        let shape = (d.batch, d.m, d.n, d.k, d.stride_a, d.stride_b);
+        (shape, d.trans_a, d.trans_b, d.f16_inputs, t.a_f16, t.b_f16)
+    });
+    plans
 }
 
 /// What tuned plans are only valid for: the adapter and its driver, this build of the kernels
@@ -445,7 +460,11 @@ impl GpuBackend {
                 fastest = fastest.min(best);
                 timings.push((plan, best));
             }
-            plan = self.fastest_agreeing(d, spec, [a, b, &c], &timings)?;
+            let rejected;
+            (plan, rejected) = self.fastest_agreeing(d, spec, [a, b, &c], &timings)?;
+            // Not kept as timed: the plan kept is then the fastest of the timings, as a run
+            // reading them back checks ([`GpuBackend::could_choose`]).
+            timings.retain(|(p, _)| !rejected.contains(p));
         }
         self.tuned.lock().insert(
             key,
@@ -465,14 +484,14 @@ impl GpuBackend {
     /// agrees with the shape's own plan's, computed into the scratch `c`: a build a driver
     /// mishandles may return wrong numbers without an error, and the self-tests at
     /// [`GpuBackend::new`] run only each layout's default build. A plan that disagrees is
-    /// left out (said on stderr).
+    /// left out (said on stderr, and returned beside the plan chosen).
     fn fastest_agreeing(
         &self,
         d: &MatmulDims,
         spec: &MatmulSpec,
         [a, b, c]: [&GpuTensor; 3],
         timings: &[(MatmulPlan, Duration)],
-    ) -> Result<MatmulPlan> {
+    ) -> Result<(MatmulPlan, Vec<MatmulPlan>)> {
         let own = timings[0].0;
         // Fastest first (a stable sort: the shape's own first among equals).
         let mut ranked = timings.to_vec();
@@ -484,9 +503,10 @@ impl GpuBackend {
             self.read(c)
         };
         let mut reference = None;
+        let mut rejected = Vec::new();
         for (plan, _) in ranked {
             if plan == own {
-                return Ok(own);
+                return Ok((own, rejected));
             }
             let want = match reference.take() {
                 Some(want) => want,
@@ -495,8 +515,9 @@ impl GpuBackend {
             let agrees = results_agree(&want, &product(plan)?);
             reference = Some(want);
             if agrees {
-                return Ok(plan);
+                return Ok((plan, rejected));
             }
+            rejected.push(plan);
             eprintln!(
                 "cohort: warning: matmul plan '{}' computed a different product of shape {d} \
                  than the shape's own plan '{}' on {}; the tuner leaves it out",
@@ -505,7 +526,7 @@ impl GpuBackend {
                 self.rt.info().name
             );
         }
-        Ok(own)
+        Ok((own, rejected))
     }
 
     /// The plan product `d` runs untuned: the one that follows from its shape and the options
