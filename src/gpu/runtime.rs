@@ -1249,20 +1249,15 @@ impl Runtime {
             return Ok(PooledBuffer::new(buffer, self.pool.clone()));
         }
         drop(pool);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let desc = wgpu::BufferDescriptor {
             label: None,
             size,
             usage: wgpu::BufferUsages::STORAGE
                 | wgpu::BufferUsages::COPY_SRC
                 | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(CohortError::Gpu(format!(
-                "allocating {size} bytes for {what}: {e}"
-            )));
-        }
+        };
+        let buffer = self.create_buffer(&desc, || format!("allocating {size} bytes for {what}"))?;
         lock(&self.pool).memory.take(size, false);
         Ok(PooledBuffer::new(buffer, self.pool.clone()))
     }
@@ -1361,6 +1356,21 @@ impl Runtime {
         }
     }
 
+    /// `desc`'s buffer, or a [`CohortError::Gpu`] saying what it was for (`doing`) where the
+    /// device has no memory for it.
+    fn create_buffer(
+        &self,
+        desc: &wgpu::BufferDescriptor,
+        doing: impl FnOnce() -> String,
+    ) -> Result<wgpu::Buffer> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(desc);
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(CohortError::Gpu(format!("{}: {e}", doing()))),
+            None => Ok(buffer),
+        }
+    }
+
     /// Records a write of `data` into `dst` at byte `offset`, ordered with the recorded kernels.
     pub(crate) fn upload(&self, dst: &PooledBuffer, offset: u64, data: &[u8]) -> Result<()> {
         let dst = self.own(dst)?;
@@ -1375,18 +1385,14 @@ impl Runtime {
         // order with the recorded kernels. (wgpu's `create_buffer_init` panics where the buffer
         // cannot be made: here that is an error.)
         let size = (data.len() as u64).next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+        let desc = wgpu::BufferDescriptor {
             label: Some("cohort upload"),
             size,
             usage: wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: true,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(CohortError::Gpu(format!(
-                "staging {size} bytes for an upload: {e}"
-            )));
-        }
+        };
+        let staging =
+            self.create_buffer(&desc, || format!("staging {size} bytes for an upload"))?;
         match staging.get_mapped_range_mut(..) {
             Ok(mut view) => view.slice(..data.len()).copy_from_slice(data),
             Err(e) => {
