@@ -1064,6 +1064,14 @@ fn damaged_idx_and_csv_files_are_errors_never_panics() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The names of the files in `dir`.
+fn file_names(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect()
+}
+
 #[test]
 fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary() {
     use cohort::checkpoint::write_atomic;
@@ -1087,10 +1095,7 @@ fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary()
     // Then it succeeds: the new contents, and nothing else left in the folder.
     write_atomic(&path, b"new").unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = file_names(&dir);
     assert_eq!(names, ["out.csv"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -1121,10 +1126,7 @@ fn atomic_writes_from_several_threads_to_one_file_all_land_whole() {
         "a torn file of {} bytes",
         last.len()
     );
-    let names: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let names = file_names(&dir);
     assert_eq!(names, ["plans.json"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
