@@ -1150,6 +1150,39 @@ fn tuned_plans_are_kept_in_their_file_between_runs() {
         assert_eq!(launches, if splits > 1 { 2 } else { 1 }, "no timing");
     }
     drop(g);
+    // Options of other kernels and of step scheduling share the plans; one that changes how
+    // products run (one workgroup buffer per operand) tunes afresh.
+    let with = |options: cohort::GpuOptions| {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            tune_file: Some(path.clone()),
+            ..options
+        })
+        .unwrap()
+        .tuned_matmuls()
+    };
+    let env = cohort::GpuOptions::from_env().unwrap();
+    let other_kernels = cohort::GpuOptions {
+        fused_layer_update: Some(env.fused_layer_update != Some(true)),
+        one_pass: !env.one_pass,
+        row_classes_per_lane: Some(env.row_classes_per_lane.unwrap_or(1) + 2),
+        row_subgroups: Some(false),
+        no_f16_tensors: !env.no_f16_tensors,
+        max_storage_buffers_per_stage: Some(8),
+        ..env.clone()
+    };
+    assert_eq!(
+        with(other_kernels),
+        tuned,
+        "shared with other kernels' options"
+    );
+    let single_buffer = cohort::GpuOptions {
+        matmul_single_buffer: !env.matmul_single_buffer,
+        ..env
+    };
+    assert!(
+        with(single_buffer).is_empty(),
+        "a matmul option's own plans"
+    );
 
     let edit = |f: &dyn Fn(&mut serde_json::Value)| {
         let mut file: serde_json::Value =

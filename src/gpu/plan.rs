@@ -236,7 +236,7 @@ const PLAN_FILE_ROLE: &str = "the matmul plan file: GpuOptions::tune_file, COHOR
 #[derive(Serialize, Deserialize)]
 struct PlanFile {
     format: String,
-    /// The adapter, driver, kernels and options the plans were timed with.
+    /// The adapter, driver, matmul kernels and options the plans were timed with ([`identity`]).
     tuned_on: String,
     plans: Vec<TunedMatmul>,
 }
@@ -253,8 +253,8 @@ impl Tuned {
     }
 
     /// The plans kept in `path` for `gpu`, opened with `options`: none where the file does not
-    /// exist yet, is empty, or was written for another adapter, driver, build of the kernels or options
-    /// (said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
+    /// exist yet, is empty, or was written for another adapter, driver, build of the matmul
+    /// kernels or matmul options ([`identity`]; said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
     /// timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
     /// it cannot be read, or not written when new plans come.
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
@@ -286,8 +286,8 @@ impl Tuned {
                             plans.insert(t.key(), t);
                         }
                         (!same).then_some(
-                            "were tuned on another adapter, driver, build of the kernels or GPU \
-                             options",
+                            "were tuned on another adapter, driver, build of the matmul kernels \
+                             or matmul options",
                         )
                     }
                     old if OLD_PLAN_FILE_FORMATS.contains(&old) => {
@@ -317,7 +317,7 @@ impl Tuned {
     }
 
     /// Rewrites the plan file, if there is one, with every plan, and the plans another run
-    /// sharing the file (same adapter, driver, kernels and options) wrote there since this one
+    /// sharing the file (same adapter, driver, matmul kernels and options) wrote there since this one
     /// read it, for shapes this one has not tuned (they are checked when a run reads them).
     fn save(&self) -> Result<()> {
         let Some((path, tuned_on)) = &self.file else {
@@ -353,13 +353,17 @@ fn by_shape(mut plans: Vec<TunedMatmul>) -> Vec<TunedMatmul> {
     plans
 }
 
-/// What tuned plans are only valid for: the adapter and its driver, this build of the kernels
-/// (a hash of their sources) and the GPU options but for the adapter's choice.
+/// What tuned plans are only valid for: the adapter and its driver, this build of the matmul
+/// kernels (a hash of their sources) and the GPU options that can change what a product's
+/// plans compute or how fast they run. Options of other kernels (the row kernels, the layer
+/// updates) and of how a step is scheduled are left out, so that runs differing only in those
+/// share their plans; an option added later counts until it is named here.
 fn identity(gpu: &GpuBackend, options: &GpuOptions) -> String {
     let info = gpu.rt.info();
     // FNV-1a: stable from build to build, unlike std's hasher.
     let kernels = Shader::ALL
         .iter()
+        .filter(|shader| shader.is_matmul())
         .flat_map(|shader| shader.source().into_bytes())
         .fold(0xcbf2_9ce4_8422_2325u64, |h, byte| {
             (h ^ byte as u64).wrapping_mul(0x0100_0000_01b3)
@@ -369,6 +373,13 @@ fn identity(gpu: &GpuBackend, options: &GpuOptions) -> String {
         hardware_only: false,
         tune_matmuls: true,
         tune_file: None,
+        // Products are planned by their operands' types, whatever tensors hold them.
+        no_f16_tensors: false,
+        fused_layer_update: None,
+        max_storage_buffers_per_stage: None,
+        one_pass: false,
+        row_subgroups: None,
+        row_classes_per_lane: None,
         ..options.clone()
     };
     format!(

@@ -55,8 +55,9 @@ pub struct GpuOptions {
     /// timings are close (a different K split sums in a different order).
     pub tune_matmuls: bool,
     /// Keep the tuned plans in this file between runs (implies `tune_matmuls`): they are read
-    /// when the backend opens, where the file was written for the same adapter, driver, kernels
-    /// and options (else tuning starts afresh), and it is rewritten (atomically) whenever a new
+    /// when the backend opens, where the file was written for the same adapter, driver, matmul
+    /// kernels and options that bear on products (else tuning starts afresh; the row kernels',
+    /// the layer updates' and step scheduling's options do not count), and it is rewritten (atomically) whenever a new
     /// shape is tuned. Runs that share the file run the same plans.
     pub tune_file: Option<std::path::PathBuf>,
     /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in

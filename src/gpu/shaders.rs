@@ -201,6 +201,14 @@ impl Shader {
         }
     }
 
+    /// Whether this is one of the matmul kernels, which the matmul plans run.
+    pub fn is_matmul(self) -> bool {
+        matches!(
+            self,
+            Shader::Matmul(_) | Shader::MatmulCoop(..) | Shader::MatmulNarrow(_)
+        )
+    }
+
     /// File name under `shaders/`.
     pub fn file_name(self) -> &'static str {
         match self {
