@@ -11,14 +11,21 @@ fn cohort(args: &[&str]) -> Output {
 }
 
 fn cohort_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    // COHORT_BIN lets staged copies of this test run the staged binary on another machine.
-    let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
-    Command::new(bin)
-        .args(args)
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+    cohort_command(args)
         .envs(env.iter().copied())
         .output()
         .expect("the cohort binary runs")
+}
+
+/// The binary with `args`, its outputs not yet directed.
+fn cohort_command(args: &[&str]) -> Command {
+    // COHORT_BIN lets staged copies of this test run the staged binary on another machine.
+    let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
+    let mut command = Command::new(bin);
+    command
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    command
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -2532,4 +2539,51 @@ fn data_larger_than_the_memory_allowed_is_an_error_not_an_abort() {
             "{mib} MiB: {said}"
         );
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn output_that_cannot_be_written_ends_the_run_without_a_panic() {
+    // A reader gone before the first line (`cohort train | head -0`): ended by SIGPIPE, as
+    // `cat` would be, with no error; a full device: one error line, exit 1.
+    use std::os::unix::process::ExitStatusExt;
+    let train = [
+        "train",
+        "--device",
+        "cpu",
+        "--data",
+        "blobs:64,2,4",
+        "--peers",
+        "2x4",
+        "--epochs",
+        "1",
+        "--quiet",
+    ];
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cohort_command(&train).stdout(writer).output().unwrap();
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    let stderr = text(&out.stderr);
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("error"),
+        "{stderr}"
+    );
+
+    if !std::path::Path::new("/dev/full").exists() {
+        eprintln!("SKIPPED the full-device half: no /dev/full here");
+        return;
+    }
+    let out = cohort_command(&train)
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .trim_end()
+            .ends_with("error: failed printing to stdout: No space left on device (os error 28)")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

@@ -23,7 +23,38 @@ use prepare::{check_outputs, prepare, resume_point};
 use score::{evaluate, evaluation_data, predict, prediction_rows};
 use train::{check_compare, compare, train};
 
+/// Lets a write to a pipe whose reader has gone (`cohort train | head -1`) end the process as
+/// it ends `cat` or `grep`, quietly, by SIGPIPE's default action, instead of making every
+/// print fail (Rust's runtime ignores the signal, and a failed `println!` panics); and turns
+/// any other failed print (a full disk) into a one-line error instead of a panic. A file being
+/// written is written atomically (a temporary file, then a rename), so one ended part-way is
+/// left as it was.
+fn end_cleanly_when_output_fails() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts; no
+    // handler runs.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to std") {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {message}");
+            std::process::exit(1);
+        }
+        default_hook(info)
+    }));
+}
+
 fn main() -> ExitCode {
+    end_cleanly_when_output_fails();
     let cli = Cli::parse();
     let result = match cli.command {
         // The flags, the output paths and the data are checked before a device opens (which
