@@ -2,7 +2,7 @@
 //! SGD with momentum) recorded as one submission, on the GPU backend and on the CPU backend.
 //! GPU time comes from timestamp queries around the step; wall time covers record, submit and
 //! wait; then 20 steps submitted back to back and waited for once give the time per step that
-//! training reaches ("pipelined"). Device memory: the model's buffers, and what a step needs
+//! training reaches ("pipelined"; the median of 5 such runs). Device memory: the model's buffers, and what a step needs
 //! beyond them at its peak (`Runtime::memory`). One summary line per configuration goes to stderr.
 //!
 //! Run:
@@ -34,6 +34,10 @@ use criterion::{Criterion, Throughput};
 
 /// Steps submitted back to back for the pipelined time per step.
 const PIPELINED_STEPS: u32 = 20;
+
+/// Runs of [`PIPELINED_STEPS`] whose median per-step time is reported (one run's time swings
+/// with the GPU's clocks and the host's scheduling).
+const PIPELINED_RUNS: usize = 5;
 
 fn config(name: &str) -> Option<(TrainConfig, usize)> {
     let (peers, batch) = match name {
@@ -177,6 +181,10 @@ fn bench_on<B: Backend>(
         })
     });
     group.finish();
+    if calls.is_empty() {
+        // Criterion did not run it (filtered out, or `--list`): nothing measured to report.
+        return;
+    }
     // The measured samples only (criterion's warm-up calls come first).
     let measured = calls
         .iter()
@@ -188,16 +196,21 @@ fn bench_on<B: Backend>(
     // Steps submitted back to back, waiting only at the end, as training runs them: the time
     // per step that training reaches (the GPU's gaps between steps included, the host's
     // recording hidden behind the GPU's work where it is shorter), comparable with PyTorch
-    // replaying its CUDA graph in a loop.
+    // replaying its CUDA graph in a loop. The median of several runs.
     let pipelined = gpu.map(|g| {
-        let steps = PIPELINED_STEPS;
-        let start = Instant::now();
-        for _ in 0..steps {
-            trainer.step(&resident, &rows).expect("step");
-            g.submit().expect("submit");
-        }
-        g.finish().expect("finish");
-        start.elapsed() / steps
+        let mut runs: Vec<Duration> = (0..PIPELINED_RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                for _ in 0..PIPELINED_STEPS {
+                    trainer.step(&resident, &rows).expect("step");
+                    g.submit().expect("submit");
+                }
+                g.finish().expect("finish");
+                start.elapsed() / PIPELINED_STEPS
+            })
+            .collect();
+        runs.sort();
+        runs[PIPELINED_RUNS / 2]
     });
     let median = |v: &mut Vec<Duration>| {
         v.sort();
@@ -241,7 +254,7 @@ fn bench_on<B: Backend>(
     let pipelined_line = pipelined
         .map(|t| {
             format!(
-                ", {PIPELINED_STEPS} back to back {:.4} ms each",
+                ", {PIPELINED_STEPS} back to back {:.4} ms each (median of {PIPELINED_RUNS} runs)",
                 t.as_secs_f64() * 1e3
             )
         })

@@ -260,7 +260,8 @@ pub fn wall(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
-/// Results to merge into `COHORT_BENCH_JSON` (when set) at the end of a bench.
+/// Results merged into `COHORT_BENCH_JSON` (when set) as each is recorded, so that a bench
+/// killed part-way (a GPU lease's deadline) keeps what it measured.
 #[derive(Default)]
 pub struct JsonSink {
     device: Option<String>,
@@ -272,17 +273,32 @@ impl JsonSink {
         self.device = Some(device);
     }
 
+    /// Keeps `value` as measure `key` and rewrites the file with it.
     pub fn record(&mut self, key: String, value: serde_json::Value) {
         self.measures.insert(key, value);
+        if let Err(why) = self.merge() {
+            eprintln!("{why}");
+        }
     }
 
-    /// Merges into the file named by `COHORT_BENCH_JSON`, keeping other benches' keys.
+    /// Says how many measures went to the file, at the end of a bench.
     pub fn write(&self) {
+        if let Ok(path) = std::env::var("COHORT_BENCH_JSON") {
+            if !path.is_empty() && !self.measures.is_empty() {
+                eprintln!("wrote {} measures to {path}", self.measures.len());
+            }
+        }
+    }
+
+    /// Merges every measure so far into the file named by `COHORT_BENCH_JSON`, keeping other
+    /// benches' keys; written to a temporary file and renamed, so a kill mid-write loses
+    /// nothing already there.
+    fn merge(&self) -> Result<(), String> {
         let Ok(path) = std::env::var("COHORT_BENCH_JSON") else {
-            return;
+            return Ok(());
         };
-        if path.is_empty() || self.measures.is_empty() {
-            return;
+        if path.is_empty() {
+            return Ok(());
         }
         let mut root: serde_json::Value = std::fs::read_to_string(&path)
             .ok()
@@ -305,13 +321,12 @@ impl JsonSink {
         for (k, v) in &self.measures {
             m.insert(k.clone(), v.clone());
         }
-        match serde_json::to_string_pretty(&root) {
-            Ok(text) => match std::fs::write(&path, text + "\n") {
-                Ok(()) => eprintln!("wrote {} measures to {path}", self.measures.len()),
-                Err(e) => eprintln!("could not write {path}: {e}"),
-            },
-            Err(e) => eprintln!("could not serialise results: {e}"),
-        }
+        let text = serde_json::to_string_pretty(&root)
+            .map_err(|e| format!("could not serialise results: {e}"))?;
+        let temporary = format!("{path}.part");
+        std::fs::write(&temporary, text + "\n")
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .map_err(|e| format!("could not write {path}: {e}"))
     }
 }
 
