@@ -117,7 +117,10 @@ fn target_report_picks_the_best_variant_and_judges_it() {
         "{row}"
     );
     assert!(target_row(&report, "large step mixed").contains("(not measured)"));
-    assert!(report.contains("2 of 13 targets met"), "{report}");
+    assert!(
+        report.contains("2 of 13 targets met (4 measured by cohort, 0 of them without"),
+        "{report}"
+    );
     // And the per-file comparison still prints each file's ratios.
     assert!(report.contains("[tile64]") && report.contains("time x"));
     // Device memory: cohort's 48 MiB against PyTorch's 96 MiB for the small step, and no
@@ -147,7 +150,7 @@ fn target_report_picks_the_best_variant_and_judges_it() {
 
 #[test]
 fn without_pytorch_the_large_step_is_judged_against_the_issues_figure() {
-    // No PyTorch time measured (a PyTorch file without them): the large f32 step falls back on
+    // No PyTorch time measured (a PyTorch file without them, or no file): the large f32 step falls back on
     // the issue's 5.5 ms; the share targets have nothing to judge by.
     for (ms, verdict) in [("5.0", "yes"), ("6.0", "no")] {
         let json = format!(
@@ -158,25 +161,38 @@ fn without_pytorch_the_large_step_is_judged_against_the_issues_figure() {
             ("cohort.json", &json),
             ("torch.json", r#"{"source": "pytorch", "measures": {}}"#),
         ]);
-        let args = vec![
-            "--from-json".into(),
-            dir.join("torch.json").display().to_string(),
-            "--cohort-json".into(),
-            dir.join("cohort.json").display().to_string(),
-            "--targets".into(),
-        ];
-        let Some(report) = run_script(&args) else {
-            return;
-        };
+        // A PyTorch file without times, or none at all (`--no-pytorch`: a run cut short).
+        let cohort_json = dir.join("cohort.json").display().to_string();
+        let torch_json = dir.join("torch.json").display().to_string();
+        for pytorch in [
+            vec!["--from-json".into(), torch_json],
+            vec!["--no-pytorch".into()],
+        ] {
+            let mut args = pytorch;
+            args.extend([
+                "--cohort-json".into(),
+                cohort_json.clone(),
+                "--targets".into(),
+            ]);
+            let Some(report) = run_script(&args) else {
+                return;
+            };
+            assert!(
+                target_row(&report, "large step f32").ends_with(verdict),
+                "{ms} ms: {report}"
+            );
+            assert!(
+                target_row(&report, "f32 matmul 4096^3").ends_with('?'),
+                "{report}"
+            );
+            let met = if verdict == "yes" { 1 } else { 0 };
+            let count = format!(
+                "{met} of 13 targets met (2 measured by cohort, 1 of them without the PyTorch time \
+                 they need)"
+            );
+            assert!(report.contains(&count), "{report}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(
-            target_row(&report, "large step f32").ends_with(verdict),
-            "{ms} ms: {report}"
-        );
-        assert!(
-            target_row(&report, "f32 matmul 4096^3").ends_with('?'),
-            "{report}"
-        );
     }
 }
 #[test]

@@ -81,7 +81,7 @@ echo
 
 cd "$work"
 rc=0
-PATH="$work/path:$PATH" OUT="$work/out" COHORT_HARDWARE_ONLY=0 \
+PATH="$work/path:$PATH" OUT="$work/out" COHORT_HARDWARE_ONLY=0 COHORT_GPU_COMMAND_SECONDS="${COHORT_GPU_COMMAND_SECONDS:-3600}" \
   COHORT_GPU_SECONDS="${COHORT_GPU_SECONDS:-3600}" bash benches/reference/run_gpu.sh "$@" || rc=$?
 echo
 echo "rehearsal results: $work/out (summary.log, results.tar.gz); run_gpu.sh exit $rc"

@@ -10,6 +10,10 @@
 # There:  run with carry [".gpu"]:  bash .gpu/run.sh bash benches/reference/run_gpu.sh [PART...]
 #         The parts run in the order given; by default (most important first):
 #           check     `cohort devices` and `cohort check` (every kernel against its CPU twin)
+#           torch     cuBLAS and PyTorch's DML step (torch.json, rewritten after each measure);
+#                     the ratios and issue 4's targets against every cohort JSON come at the
+#                     end of the call (targets.log), so it runs early: a lease cut short still
+#                     has the reference
 #           peak      the tensor-core kernel's inner loop alone (benches/coop_peak.rs): its
 #                     fragment products from registers, then with fragment loads from staged
 #                     slices, a barrier per k-slice, the next slice's stores (all but the
@@ -45,7 +49,6 @@
 #                     the matmul part's products tuned (NN, f32 and f16); all the plans and
 #                     timings in matmul-plans.json
 #           profile   where the small and large steps' GPU time goes, kernel by kernel
-#           torch     cuBLAS and PyTorch's DML step, ratios to this call's cohort JSON, targets
 #           train     mnist10k, f32 and mixed, 3 epochs, seeds 0-2
 #           tests     every staged test binary (kernels against CPU twins, PyTorch parity, ...)
 #           coop      the cooperative-matrix kernel's layouts
@@ -60,20 +63,26 @@
 #                     f16 products, the mixed steps; f32 products and steps with and without the
 #                     hints, and reading two k-slices ahead (COHORT_MATMUL_PREFETCH=2); the
 #                     4x4-accumulator layout written out at 4096³; the driver's
-#                     statistics written out and hinted, the tests of both
+#                     statistics written out and hinted; first, the tensor-core tests of
+#                     every build it times, and the hints' tests
 #           tensorcores  (not by default) the tensor-core path alone: its tests, f16 products,
 #                     staging and index-clamping A/Bs, the mixed and split-f32 steps
 #           variants  the A/B sweeps: mixed and split-f32 products, split K, step
 #                     variants, the independent-vs-mutual comparison
 #           ab        wgpu's loop bounding kept (loss kernels), index clamping dropped everywhere
 #         COHORT_GPU_SECONDS (default 480) bounds the whole run: each part's commands get what is
-#         left, and parts that find under 20 s left are logged as SKIPPED (out of time). A lease
-#         of 15 device minutes holds one such call (the machine's start takes a minute or two).
+#         left, at most COHORT_GPU_COMMAND_SECONDS (150) each (so one hung command cannot take
+#         the lease; the torch part 240), and parts that find under 20 s left are logged as
+#         SKIPPED (out of time). A lease of 15 device minutes holds one such call (the machine's
+#         start takes a minute or two). The benches write each measure to their JSON as they
+#         take it, so a command cut short keeps what it measured.
 # Back here: $OUT holds results.tar.gz (every log and JSON file; the device tool returns at most
 #         8 files, so they travel packed, repacked after each command so that a call cut short
-#         still returns what it finished) and summary.log. Issue 4's targets, no PyTorch needed:
+#         still returns what it finished) and summary.log, which ends with issue 4's targets
+#         (targets.log in the results; again by hand, no PyTorch needed:
 #         python3 benches/reference/torch_reference.py --from-json RESULTS/torch.json
-#           --cohort-json RESULTS/cohort*.json --targets
+#           --cohort-json RESULTS/cohort*.json --targets, or --no-pytorch for --from-json where
+#         the torch part did not run).
 #         Every A/B variant against its part's default (variants.log in the results, its list of
 #         variants 3% or more faster at the end of summary.log; again by hand:
 #         python3 benches/reference/torch_reference.py --cohort-json RESULTS/cohort*.json --variants)
@@ -100,12 +109,16 @@ run() { # name, command...: runs it with the time left, logs it, keeps the summa
     echo "=== $name SKIPPED (out of time: ${left}s left of COHORT_GPU_SECONDS)" | tee -a "$out/summary.log"
     return 0
   fi
-  echo "=== $name ($(date +%T), ${left}s left): $*" | tee -a "$out/summary.log"
+  # One command gets at most COHORT_GPU_COMMAND_SECONDS (default 150; a part may raise it for
+  # its own), so that one hung or pathologically slow build cannot take the rest of the lease.
+  local cap=${COMMAND_SECONDS:-${COHORT_GPU_COMMAND_SECONDS:-150}}
+  [ $left -gt $cap ] && left=$cap
+  echo "=== $name ($(date +%T), ${left}s for it): $*" | tee -a "$out/summary.log"
   timeout -k 5 $left "$@" >"$out/$name.log" 2>&1
   local rc=$?
   if [ "$(wc -l <"$out/$name.log")" -le 30 ]; then cat "$out/$name.log"; else grep -hE "test result|SUMMARY|whole step|max \|gpu|max \|cohort|cases passed|SKIPPED|error|panicked|epoch|ratio|targets met|worst|FAIL|device memory|MiB|timed alone|driver statistics|\.wgsl(\[[^]]*\])?::|Regist|Local|Spill" "$out/$name.log" | tail -40; fi | tee -a "$out/summary.log"
-  # 124: stopped at the deadline; 137: killed 5 s after, where it did not stop.
-  { [ $rc = 124 ] || [ $rc = 137 ]; } && echo "=== $name TIMED OUT (deadline)" | tee -a "$out/summary.log"
+  # 124: stopped at its deadline; 137: killed 5 s after, where it did not stop.
+  { [ $rc = 124 ] || [ $rc = 137 ]; } && echo "=== $name TIMED OUT (after ${left}s)" | tee -a "$out/summary.log"
   echo "=== $name exit $rc" | tee -a "$out/summary.log"
   [ $rc = 0 ] || status=1
   pack
@@ -143,13 +156,13 @@ f16_products() { # [FILTER]: f16 products at $shapes, F16 tensors (as cuBLAS HGE
 }
 mixed_steps() {
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    run bench-step-mixed .gpu/bin/bench-step --bench $quick
+    run bench-step-mixed .gpu/bin/bench-step --bench $quick step/gpu
 }
 split_f32() { # SHAPES: f32 products split into f16 parts on the tensor cores (three f16 products each), then the steps
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$1 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
     run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
-    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick
+    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick step/gpu
 }
 part_peak() {
   run bench-coop-peak .gpu/bin/bench-coop_peak --bench $quick
@@ -176,23 +189,23 @@ part_tiles() {
     COHORT_BENCH_JSON="$out/cohort-single-buffer.json" \
     run bench-matmul-single-buffer .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_MATMUL_BUFFERS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-single-buffer.json" \
-    run bench-step-single-buffer .gpu/bin/bench-step --bench $quick
+    run bench-step-single-buffer .gpu/bin/bench-step --bench $quick step/gpu
   # The large step with the tile chosen by shape (128 for its hidden layers' products, 64 for
   # the output layer's; the small step has no product big enough, so it would not change).
   COHORT_MATMUL_TILE=shape COHORT_BENCH_STEPS=large COHORT_BENCH_JSON="$out/cohort-step-tileshape.json" \
-    run bench-step-tileshape .gpu/bin/bench-step --bench $quick
+    run bench-step-tileshape .gpu/bin/bench-step --bench $quick step/gpu
 }
 part_losses() {
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
-    run bench-losses .gpu/bin/bench-losses --bench $quick
+    run bench-losses .gpu/bin/bench-losses --bench $quick losses-gpu
 }
 part_step() {
-  COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick
+  COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick step/gpu
   mixed_steps
   # Each layer's update in two dispatches (weights, then bias), as on software adapters, against
   # the default one (the small step: 3 dispatches fewer per step).
   COHORT_FUSED_UPDATE=0 COHORT_BENCH_STEPS=small COHORT_BENCH_JSON="$out/cohort-step-update-parts.json" \
-    run bench-step-update-parts .gpu/bin/bench-step --bench $quick
+    run bench-step-update-parts .gpu/bin/bench-step --bench $quick step/gpu
 }
 part_narrow() {
   # The output layers' forward (NN) and weight gradient (TN) of the small and large steps, 2
@@ -208,7 +221,7 @@ part_narrow() {
     for prec in f32 f16; do
       COHORT_NARROW=${narrow/default/1} COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
         COHORT_BENCH_JSON="$out/cohort-step-narrow-$narrow-$prec.json" \
-        run "bench-step-narrow-$narrow-$prec" .gpu/bin/bench-step --bench $quick
+        run "bench-step-narrow-$narrow-$prec" .gpu/bin/bench-step --bench $quick step/gpu
     done
   done
 }
@@ -222,11 +235,11 @@ part_overlap() {
   # partial products, so the split may no longer pay.
   for prec in f32 f16; do
     COHORT_ONE_PASS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" run "bench-step-one-pass-$prec" .gpu/bin/bench-step --bench $quick
+      COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" run "bench-step-one-pass-$prec" .gpu/bin/bench-step --bench $quick step/gpu
     COHORT_SERIAL_DISPATCHES=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" run "bench-step-serial-$prec" .gpu/bin/bench-step --bench $quick
+      COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" run "bench-step-serial-$prec" .gpu/bin/bench-step --bench $quick step/gpu
     COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" run "bench-step-unsplit-$prec" .gpu/bin/bench-step --bench $quick
+      COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" run "bench-step-unsplit-$prec" .gpu/bin/bench-step --bench $quick step/gpu
   done
 }
 part_rows() {
@@ -237,11 +250,11 @@ part_rows() {
   for way in default:: workgroup:0: four:1:4; do
     IFS=: read -r name subgroups per_lane <<<"$way"
     COHORT_ROW_SUBGROUPS=$subgroups COHORT_ROW_CLASSES_PER_LANE=$per_lane COHORT_BENCH_LOGITS=$logits \
-      COHORT_BENCH_JSON="$out/cohort-losses-rows-$name.json" run "bench-losses-rows-$name" .gpu/bin/bench-losses --bench $quick
+      COHORT_BENCH_JSON="$out/cohort-losses-rows-$name.json" run "bench-losses-rows-$name" .gpu/bin/bench-losses --bench $quick losses-gpu
     for prec in f32 f16; do
       COHORT_ROW_SUBGROUPS=$subgroups COHORT_ROW_CLASSES_PER_LANE=$per_lane COHORT_BENCH_STEPS=small \
         COHORT_BENCH_PRECISION=$prec COHORT_BENCH_JSON="$out/cohort-step-rows-$name-$prec.json" \
-        run "bench-step-rows-$name-$prec" .gpu/bin/bench-step --bench $quick
+        run "bench-step-rows-$name-$prec" .gpu/bin/bench-step --bench $quick step/gpu
     done
   done
 }
@@ -256,9 +269,9 @@ part_tune() {
   # candidate's time are kept in matmul-plans.json (with the results) and shared by these runs.
   local -x COHORT_MATMUL_TUNE_FILE="$out/matmul-plans.json"
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tuned.json" \
-    run bench-step-tuned .gpu/bin/bench-step --bench $quick
+    run bench-step-tuned .gpu/bin/bench-step --bench $quick step/gpu
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" run bench-step-mixed-tuned .gpu/bin/bench-step --bench $quick
+    COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" run bench-step-mixed-tuned .gpu/bin/bench-step --bench $quick step/gpu
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
     for prec in f32 mixed; do
@@ -299,10 +312,9 @@ part_torch() {
   python3 -c "import torch" 2>/dev/null || { echo "=== torch SKIPPED (no PyTorch here)" | tee -a "$out/summary.log"; return 0; }
   # Ratios to every cohort JSON of this call so far, and issue 4's targets with the best variant
   # of each. The shapes are the matmul part's (the training shapes with batch 1024 too).
-  jsons=("$out"/cohort*.json)
-  [ -e "${jsons[0]}" ] || jsons=()
-  run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" --targets \
-    --iters 20 --dml-iters 30 ${jsons[@]:+--cohort-json "${jsons[@]}"}
+  # Up to 4 minutes (about 30 s on the H200 in the second lease).
+  COMMAND_SECONDS=240 run torch python3 benches/reference/torch_reference.py --json "$out/torch.json" \
+    --iters 20 --dml-iters 30
 }
 part_train() {
   [ -d .gpu/data/mnist10k ] || { echo "=== train SKIPPED (no .gpu/data/mnist10k)" | tee -a "$out/summary.log"; return 0; }
@@ -338,7 +350,7 @@ part_tensorcores() {
     run bench-matmul-f16-checked .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   mixed_steps
   split_f32 4096x4096x4096,256x1024x784
-  CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 coop
+  CI=true run test-kernels-coop .gpu/bin/test-kernels --nocapture --test-threads 8 matmul_coop_on_the_adapters
 }
 part_unroll() {
   # The tensor-core kernel's candidates against its default in the same call: its k-step written
@@ -348,8 +360,7 @@ part_unroll() {
   # Then the 2x2:4x4 layout written out at 4096³ (a subgroup of FR x FC accumulators loads
   # FR + FC fragments from workgroup memory for FR·FC products: 8 for 16 against the default's
   # 6 for 8), what the driver made of the large mixed step's pipelines written out (registers,
-  # local memory: compare the stats part's stats-large-mixed), and the kernel tests with it
-  # (the self-test and the coop tests run unrolled).
+  # local memory: compare the stats part's stats-large-mixed).
   # The kernels with their loops marked for unrolling (COHORT_UNROLL_HINTS=1: SPIR-V that cohort
   # writes itself, every loop without a barrier or counting to a pipeline constant marked
   # Unroll) are timed here too, and for the f32 kernel as well (f32 NN products and steps, with
@@ -362,6 +373,10 @@ part_unroll() {
   # big one's slices would not fit 48 KiB) a sixth, on the products and step that use the small
   # layout; and the four that could add up (written out, hinted, two slices ahead, 64 deep)
   # together a seventh.
+  # First the builds timed below against the CPU twin on the adapter's own tensor cores (the
+  # test forces each: written out, scalar stores, two slices ahead, 64 deep; in each layout),
+  # so that a wrong build is known before its time is read.
+  CI=true run test-kernels-coop-builds .gpu/bin/test-kernels --nocapture --test-threads 8 matmul_coop_on_the_adapters
   # The products timed in every build (kstep64 takes the small layout's only).
   local products=4096x4096x4096,1024x1024x1024,256x1024x784
   for build in default unroll scalar-stores hints prefetch2 kstep64 combined; do
@@ -375,10 +390,10 @@ part_unroll() {
     [ $build = combined ] && unroll=1 hints=1 prefetch=2 kstep=64
     local -x COHORT_COOP_UNROLL=$unroll COHORT_COOP_STORES=$stores COHORT_UNROLL_HINTS=$hints \
       COHORT_COOP_PREFETCH=$prefetch COHORT_COOP_K_STEP=$kstep
-    COHORT_BENCH_SHAPES=$sq COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
+    COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
       run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     COHORT_BENCH_STEPS=$steps COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
-      run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick
+      run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick step/gpu
   done
   unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH COHORT_COOP_K_STEP
   # The f32 kernel: by default (hints0), hinted (hints1), and reading its k-slices two ahead
@@ -392,7 +407,7 @@ part_unroll() {
       COHORT_BENCH_JSON="$out/cohort-f32-$build.json" \
       run "bench-matmul-f32-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-$build.json" \
-      run "bench-step-f32-$build" .gpu/bin/bench-step --bench $quick
+      run "bench-step-f32-$build" .gpu/bin/bench-step --bench $quick step/gpu
   done
   unset COHORT_UNROLL_HINTS COHORT_MATMUL_PREFETCH
   COHORT_UNROLL_HINTS=1 profile_step stats-large-mixed-hints 4096 1024 mixed 2 --driver-stats
@@ -402,7 +417,6 @@ part_unroll() {
     COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-unroll-2x2-4x4.json" \
     run bench-matmul-f16-unroll-2x2-4x4 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_COOP_UNROLL=1 profile_step stats-large-mixed-unrolled 4096 1024 mixed 2 --driver-stats
-  CI=true COHORT_COOP_UNROLL=1 run test-kernels-coop-unrolled .gpu/bin/test-kernels --nocapture --test-threads 8 coop
 }
 part_coop() {
   # The cooperative-matrix kernel's layouts (subgroup grid : accumulators per subgroup), f16:
@@ -422,9 +436,9 @@ part_variants() {
   # The mixed step without tensor cores (the f32 kernel rounding to f16), and without the F16
   # weight copies and activations (f32 tensors rounded as loaded).
   COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
-    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick
+    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick step/gpu
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
-    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick
+    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick step/gpu
   # Split K on products with few tiles (the output layers' forward, 10 columns, on the tiled
   # kernels: COHORT_NARROW=0; a hidden layer's forward, 128 tiles): as chosen, then never split
   # (COHORT_SPLIT_K=1), f32 and f16; and the steps without splits.
@@ -437,9 +451,9 @@ part_variants() {
     done
   done
   COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
-    run bench-step-splitk-off .gpu/bin/bench-step --bench $quick
+    run bench-step-splitk-off .gpu/bin/bench-step --bench $quick step/gpu
   COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-splitk-off.json" \
-    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench $quick
+    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench $quick step/gpu
   if [ -d .gpu/data/mnist10k ]; then
     COHORT_F32_MATMUL=split-f16 \
       run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --device gpu --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
@@ -454,9 +468,9 @@ part_ab() {
   # wgpu's index clamping dropped in every kernel (by default only in the tensor-core matmul).
   COHORT_UNCHECKED_INDEXING=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_SHAPES=4096x4096x4096,256x1024x784 COHORT_BENCH_TRANSPOSES=nn \
     COHORT_BENCH_JSON="$out/cohort-unchecked.json" \
-    run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
+    run bench-unchecked bash -c ".gpu/bin/bench-step --bench $quick step/gpu && .gpu/bin/bench-matmul --bench $quick matmul-gpu/"
 }
-for part in ${*:-check peak narrow overlap rows stats matmul tiles losses step tune profile torch train tests coop variants ab}; do
+for part in ${*:-check torch peak narrow overlap rows stats matmul tiles losses step tune profile train tests coop variants ab}; do
   declare -F "part_$part" >/dev/null || { echo "unknown part: $part" | tee -a "$out/summary.log"; status=1; continue; }
   "part_$part"
 done
@@ -466,6 +480,13 @@ jsons=("$out"/cohort*.json)
 if [ -e "${jsons[0]}" ] && [ ${#jsons[@]} -ge 2 ] && command -v python3 >/dev/null; then
   python3 benches/reference/torch_reference.py --cohort-json "${jsons[@]}" --variants >"$out/variants.log" 2>&1
   sed -n '/^Faster than\|^No variant/,$p' "$out/variants.log" | tee -a "$out/summary.log"
+fi
+# Issue 4's targets over every cohort JSON of the call: against this call's PyTorch where the
+# torch part ran (the ratios to each file too), else the absolute goals only.
+if [ -e "${jsons[0]}" ] && command -v python3 >/dev/null; then
+  if [ -e "$out/torch.json" ]; then pytorch=(--from-json "$out/torch.json"); else pytorch=(--no-pytorch); fi
+  python3 benches/reference/torch_reference.py "${pytorch[@]}" --cohort-json "${jsons[@]}" --targets >"$out/targets.log" 2>&1
+  sed -n "/^Issue 4's targets/,\$p" "$out/targets.log" | tee -a "$out/summary.log"
 fi
 pack
 exit $status

@@ -44,6 +44,8 @@ Usage:
     python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort.json
     # issue 4's targets against every variant that benches/reference/run_gpu.sh wrote:
     python3 benches/reference/torch_reference.py --from-json torch.json --cohort-json cohort*.json --targets
+    # the targets from cohort's files alone (no PyTorch run: the absolute goals only):
+    python3 benches/reference/torch_reference.py --no-pytorch --cohort-json cohort*.json --targets
     # every variant against its baseline, measure by measure (no PyTorch results needed):
     python3 benches/reference/torch_reference.py --cohort-json cohort*.json --variants
 
@@ -52,10 +54,11 @@ Options: --shapes (comma-separated MxNxK, C is MxN with inner dimension K; optio
 --transposes (NN,NT,TN), --precisions (fp32,tf32,fp16), --configs (small,large), --peers (2),
 --alpha (1.0), --temperature (1.0), --lr (0.01), --warmup, --iters, --dml-warmup, --dml-iters,
 --target-ms, --dml-tf32, --skip-gemm, --skip-dml, --json OUT, --cohort-json FILE..., --targets,
---variants, --from-json FILE, --device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes
+--variants, --from-json FILE, --no-pytorch, --device (cuda, cuda:N, or cpu for a dry run: e.g. --device cpu --shapes
 64x64x64 --configs small --iters 3 --dml-iters 3 --precisions fp32).
 
-JSON (--json): {"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
+JSON (--json; rewritten after each measure, so a run cut short keeps what it measured):
+{"source": "pytorch", "device", "torch", "cuda", "cudnn", "driver", "settings",
 "measures": {key: {"median_ms", "tflops", "flops", ...}}} (a DML step on CUDA also has
 "memory_bytes": torch.cuda.max_memory_allocated() during it beyond the input batch, i.e. the
 peers, optimizer state, gradients and activations; cohort's step bench writes the same for its
@@ -81,6 +84,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -433,6 +437,29 @@ def bench_dml(torch, args, measures):
 # Reporting
 
 
+def write_json(path, result):
+    """Writes `result` to `path` through a temporary file and a rename, so that a run killed
+    mid-write (a GPU lease's deadline) leaves the previous version whole."""
+    part = f"{path}.part"
+    with open(part, "w") as f:
+        json.dump(result, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(part, path)
+
+
+class SavedMeasures(dict):
+    """The measures of a run that rewrites its JSON file (`--json`) after each new measure, so
+    that a run killed part-way keeps what it measured."""
+
+    def __init__(self, save):
+        super().__init__()
+        self._save = save
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self._save()
+
+
 def driver_version():
     try:
         out = subprocess.run(
@@ -566,7 +593,7 @@ def print_targets(result, cohorts):
     print("steps judged on their time per step back to back, as PyTorch's graph is replayed, where measured)")
     print(f"{'target':<44} {'variant':<24} {'cohort ms':>10} {'GPU ms':>9} {'wall ms':>9} {'PyTorch ms':>11} {'time x':>7} {'%':>7}  met")
     print("-" * 138)
-    met_count = 0
+    met_count = measured = unjudged = 0
     for what, ckey, tkey, goal in TARGETS:
         t = torch_measures.get(tkey) if tkey else None
         torch_ms = t["median_ms"] if t and t.get("median_ms", 0) > 0 else None
@@ -580,6 +607,8 @@ def print_targets(result, cohorts):
             continue
         best = meets(goal, rows[0][0], torch_ms)
         met_count += best is True
+        measured += 1
+        unjudged += best is None
         for i, (ms, label, c) in enumerate(rows):
             ratio = ms / torch_ms if torch_ms else float("nan")
             pct = 100.0 / ratio if torch_ms else float("nan")
@@ -589,7 +618,8 @@ def print_targets(result, cohorts):
             torch_text = f"{torch_ms:>11.4f}" if torch_ms else f"{'-':>11}"
             line = f"{what if i == 0 else '':<44} {label:<24} {ms:>10.4f} {gpu} {wall} {torch_text} {ratio:>7.2f} {pct:>6.1f}%  {verdict}"
             print(line.rstrip())
-    print(f"{met_count} of {len(TARGETS)} targets met")
+    print(f"{met_count} of {len(TARGETS)} targets met ({measured} measured by cohort, "
+          f"{unjudged} of them without the PyTorch time they need)")
     print_tensor_core_ceiling(torch_measures, cohorts)
 
 
@@ -737,6 +767,9 @@ def main(argv=None):
     p.add_argument("--variants", action="store_true",
                    help="compare the --cohort-json files measure by measure (run_gpu.sh's A/B variants)")
     p.add_argument("--from-json", metavar="FILE", help="load PyTorch results instead of measuring")
+    p.add_argument("--no-pytorch", action="store_true",
+                   help="with --targets: no PyTorch results (none measured, or the run was cut short); "
+                        "the absolute goals and the issue's 5.5 ms are judged, the shares are not")
     args = p.parse_args(argv)
     if args.iters < 1 or args.dml_iters < 1:
         sys.exit("--iters and --dml-iters must be at least 1")
@@ -751,7 +784,11 @@ def main(argv=None):
             sys.exit("--variants compares two or more --cohort-json files")
         print_variants(cohorts)
         return
-    if args.from_json:
+    if args.no_pytorch:
+        if args.from_json or args.json or not args.targets:
+            sys.exit("--no-pytorch judges --targets on the cohort files alone (no --from-json, no --json)")
+        result = None
+    elif args.from_json:
         with open(args.from_json) as f:
             result = json.load(f)
     else:
@@ -786,8 +823,8 @@ def main(argv=None):
                 "momentum": 0.9,
                 "fp16_reduced_precision_reduction": torch.backends.cuda.matmul.allow_fp16_reduced_precision_reduction,
             },
-            "measures": {},
         }
+        result["measures"] = SavedMeasures(lambda: args.json and write_json(args.json, result))
         print(f"PyTorch {result['torch']} on {result['device']} (CUDA {result['cuda']}, driver {result['driver']})", flush=True)
         if not args.skip_gemm:
             print("GEMM (torch.matmul -> cuBLAS):", flush=True)
@@ -796,13 +833,12 @@ def main(argv=None):
             print(f"DML step ({args.peers} peers, SGD momentum 0.9, alpha {args.alpha}, T {args.temperature}):", flush=True)
             bench_dml(torch, args, result["measures"])
 
-    print_table(result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2, sort_keys=False)
-            f.write("\n")
+    if result is not None:
+        print_table(result)
+    if args.json and result is not None:
+        write_json(args.json, result)
         print(f"\nwrote {args.json}")
-    for label, cohort in cohorts:
+    for label, cohort in cohorts if result is not None else []:
         if len(cohorts) > 1:
             print(f"\n[{label}]")
         print_comparison(result, cohort)
