@@ -49,9 +49,9 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
 }
 
 /// The file that writing `path` replaces: `path` itself, or the file a symbolic link there
-/// leads to (the link stays a link, and its target gets the new contents). A folder, or
-/// anything else that is not a regular file (a FIFO, a device), is refused: an atomic write
-/// replaces what is there, and would replace those with a plain file.
+/// leads to (the link stays a link, and its target gets the new contents). A folder (or a path
+/// ending in a separator), or anything else that is not a regular file (a FIFO, a device), is
+/// refused: an atomic write replaces what is there, and would replace those with a plain file.
 pub fn write_target(path: &Path) -> Result<PathBuf> {
     let refuse = |what: &str| {
         Err(CohortError::InvalidConfig(format!(
@@ -59,6 +59,12 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
             path.display()
         )))
     };
+    // `Path` drops a trailing separator (`new/` has the file name `new`), but the system's
+    // rename does not: refused here rather than after the run whose result it was to hold.
+    let text = path.as_os_str().to_string_lossy();
+    if text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) {
+        return refuse("a folder's path (it ends in a separator)");
+    }
     let mut target = path.to_path_buf();
     // As many links as Linux follows.
     for _ in 0..40 {

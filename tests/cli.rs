@@ -634,6 +634,19 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
         "{}",
         text(&out.stderr)
     );
+    // An output path ending in a separator names a folder, even one not made yet: refused
+    // before training (it failed at the first write, after an epoch).
+    for (flag, name) in [
+        ("--save", "new-folder/"),
+        ("--metrics", "new.csv/"),
+        ("--plot", "new.svg/"),
+    ] {
+        fails_cleanly(
+            &["train", "--device", "cpu", flag, &path(name)],
+            "is a folder's path (it ends in a separator), not a file cohort can write",
+        );
+        assert!(!dir.join(name).exists());
+    }
     // A settings error comes before a device opens (no `device:` line first).
     let out = cohort(&["train", "--alpha", "-1"]);
     assert!(!out.status.success());
