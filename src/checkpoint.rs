@@ -353,6 +353,17 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
                     format!("{} means but {} deviations", mean.len(), std.len()),
                 ));
             }
+            if mean.len() != config.inputs() {
+                return Err(CohortError::corrupt(
+                    path,
+                    format!(
+                        "data.mean and data.std standardise {} features; the cohort takes {} \
+                         inputs",
+                        mean.len(),
+                        config.inputs()
+                    ),
+                ));
+            }
             if let Some(i) = std.iter().position(|&s| s <= 0.0) {
                 return Err(CohortError::corrupt(
                     path,

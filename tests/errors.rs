@@ -834,7 +834,8 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
             && other.to_string().contains("not a safetensors checkpoint"),
         "{other}"
     );
-    // The standardisation: half of it, a deviation of 0 or below, or lengths that differ.
+    // The standardisation: half of it, a deviation of 0 or below, lengths that differ, or
+    // fewer features than the cohort's inputs.
     let st = safetensors::SafeTensors::deserialize(&good).unwrap();
     let (_, header) = safetensors::SafeTensors::read_metadata(&good).unwrap();
     let rewritten = |edit: &dyn Fn(&str, &mut Vec<f32>) -> bool| {
@@ -887,6 +888,16 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
                 true
             },
             "4 means but 3 deviations",
+        ),
+        (
+            "one feature short of the cohort's inputs, both",
+            &|n: &str, d: &mut Vec<f32>| {
+                if n.starts_with("data.") {
+                    d.pop();
+                }
+                true
+            },
+            "data.mean and data.std standardise 3 features; the cohort takes 4 inputs",
         ),
     ] {
         std::fs::write(&damaged, rewritten(edit)).unwrap();
