@@ -1505,6 +1505,23 @@ fn a_diverging_run_is_named_and_its_losses_stay_in_their_columns() {
 }
 
 #[test]
+fn a_loss_that_overflows_says_what_steadies_it() {
+    // Learning rate 1e30: the loss is NaN by the second step, before any epoch's warning.
+    let out = cohort(&[
+        "train", "--device", "cpu", "--epochs", "1", "--lr", "1e30", "--quiet",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "note: the steps grew the weights until the loss overflowed: a smaller --lr (now \
+             1e30), a --warmup"
+        ) && stderr.contains("error: loss became"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
     // Three classes of four features near the class's number; the test file's are 1e4 times
     // the training file's. Standardised with the training statistics they spread ~1e4 wide,

@@ -11,7 +11,7 @@ use cohort::{checkpoint, metrics, Backend, CohortError, Result};
 
 use crate::args::{FileArgs, TrainArgs};
 use crate::prepare::{claim_output, data_files, Prepared, Resume};
-use crate::text::{count, loss_text, number_text, pct};
+use crate::text::{count, loss_text, number_text, pct, setting_text};
 
 /// `cohort train`: trains the cohort `prepared` describes on `backend` (from `resume`, if given),
 /// writing the files `files` names, then prints the last epoch's summary.
@@ -131,7 +131,7 @@ fn run_training<B: Backend>(
                     report.epoch,
                     losses.join(", "),
                     (config.classes() as f32).ln(),
-                    config.optimizer.lr,
+                    setting_text(config.optimizer.lr),
                     unscaled(args)
                 );
             }
@@ -186,14 +186,23 @@ fn run_training<B: Backend>(
         },
     );
     bar.finish_and_clear();
-    if let (Err(CohortError::Diverged { .. }), true) = (&history, config.mixed_precision) {
-        // In f16 an overflow looks like a learning rate too high.
-        eprintln!(
-            "note: in mixed precision the layers' outputs are f16, and past its 65504 they \
-             overflow: the same flags with --precision f32 tell that from a learning rate too \
-             high{}",
-            unscaled(args)
-        );
+    if let Err(CohortError::Diverged { .. }) = &history {
+        if config.mixed_precision {
+            // In f16 an overflow looks like a learning rate too high.
+            eprintln!(
+                "note: in mixed precision the layers' outputs are f16, and past its 65504 they \
+                 overflow: the same flags with --precision f32 tell that from a learning rate \
+                 too high{}",
+                unscaled(args)
+            );
+        } else {
+            eprintln!(
+                "note: the steps grew the weights until the loss overflowed: a smaller --lr \
+                 (now {}), a --warmup, or a smaller --alpha or --weight-decay steadies them{}",
+                setting_text(config.optimizer.lr),
+                unscaled(args)
+            );
+        }
     }
     history
 }
