@@ -62,7 +62,8 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
     // `Path` drops a trailing separator (`new/` has the file name `new`), but the system's
     // rename does not: refused here rather than after the run whose result it was to hold.
     let text = path.as_os_str().to_string_lossy();
-    if text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR) {
+    let trailing_separator = text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR);
+    if trailing_separator && !path.is_dir() {
         return refuse("a folder's path (it ends in a separator)");
     }
     let mut target = path.to_path_buf();

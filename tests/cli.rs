@@ -1598,6 +1598,30 @@ fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
         out.status.success() && !stderr.contains("warning"),
         "{stderr}"
     );
+    // A value that overflows once standardised: the error names the file it is in (it named
+    // a row of the part, in the split's order, and no file).
+    let outlier: Vec<String> = (rows(1.0).lines().enumerate())
+        .map(|(i, line)| match i {
+            5 => format!("3e38{}", &line[line.find(',').unwrap()..]),
+            _ => line.to_string(),
+        })
+        .collect();
+    std::fs::write(&test, outlier.join("\n")).unwrap();
+    fails_cleanly(
+        &[&["train"], &flags[..]].concat(),
+        &format!("(3e38 - 0.99722224) / 0.8681733 is past f32's range, in --test-data {test_data}; values this far"),
+    );
+    // And the rows `predict` scores with a checkpoint's statistics.
+    let ckpt = dir.join("scaled.safetensors");
+    let ckpt = ckpt.to_str().unwrap();
+    let save = [&["train"], &flags[..4], &["--epochs", "1", "--save", ckpt]].concat();
+    let out = cohort(&save);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let scored = format!("csv:{test_data}");
+    fails_cleanly(
+        &["predict", ckpt, "--device", "cpu", "--data", &scored],
+        &format!("in the rows to predict (--data {scored})"),
+    );
 }
 
 #[test]

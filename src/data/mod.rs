@@ -393,14 +393,26 @@ impl Standardizer {
                 if !v.is_finite() {
                     return Err(CohortError::NonFinite {
                         what: format!(
-                            "feature {c} of row {r} standardised: ({x} - {m}) / {s} is past \
-                             f32's range"
+                            "feature {c} of row {r} standardised: ({} - {}) / {} is past \
+                             f32's range",
+                            short(x),
+                            short(*m),
+                            short(*s)
                         ),
                     });
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// `v` as Display writes it, or in scientific notation where that would run to many digits
+/// (`3e38`, not 39 of them).
+fn short(v: f32) -> String {
+    match v == 0.0 || (1e-4..1e6).contains(&v.abs()) {
+        true => v.to_string(),
+        false => format!("{v:e}"),
     }
 }
 

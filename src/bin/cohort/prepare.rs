@@ -242,6 +242,20 @@ pub(crate) fn warn_of_scale(standardised: &[f32], cols: usize, whose: &str) {
     }
 }
 
+/// A [`CohortError::NonFinite`] from standardising `rows` (others as they are), saying which
+/// rows and what leaves the features as they are.
+pub(crate) fn rows_named(e: CohortError, rows: &str) -> CohortError {
+    match e {
+        CohortError::NonFinite { what } => CohortError::NonFinite {
+            what: format!(
+                "{what}, in {rows}; values this far from the others need rescaling before \
+                 training (--standardize none leaves features as they are)"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// Loads and (unless disabled) standardises the data, and builds the configuration from the flags.
 pub(crate) fn prepare(args: &TrainArgs) -> Result<Prepared> {
     let (source, mut split) = args.data.load(args.quiet, None)?;
@@ -259,8 +273,16 @@ pub(crate) fn prepare(args: &TrainArgs) -> Result<Prepared> {
         }
     };
     if let Some(s) = &standardizer {
-        s.apply(&mut split.train)?;
-        s.apply(&mut split.test)?;
+        // The row a value overflowed in, named by its part (a split's rows are shuffled, so
+        // the value, which the message holds, is what finds it in the file).
+        let part = |e, which: &str| rows_named(e, &format!("{which} (--data {})", args.data.data));
+        s.apply(&mut split.train)
+            .map_err(|e| part(e, "the training part"))?;
+        s.apply(&mut split.test)
+            .map_err(|e| match &args.data.test_data {
+                Some(file) => rows_named(e, &format!("--test-data {}", file.display())),
+                None => part(e, "the test part"),
+            })?;
         // A test file of its own may be scaled otherwise.
         warn_of_scale(
             &split.test.features,

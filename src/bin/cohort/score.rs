@@ -5,7 +5,7 @@ use cohort::data::{DataSource, Dataset};
 use cohort::{checkpoint, Backend, CohortError, Result};
 
 use crate::args::DataArgs;
-use crate::prepare::{claim_output, data_files, report_layout, warn_of_scale};
+use crate::prepare::{claim_output, data_files, report_layout, rows_named, warn_of_scale};
 use crate::text::{count, loss_text, pct};
 
 /// Reads the checkpoint `path` and the rows to score (the data's test part, or with `all_rows`
@@ -42,8 +42,13 @@ pub(crate) fn evaluation_data(
         return Err(mismatch(format!(" and a label {label}")));
     }
     if let Some(s) = &ckpt.standardizer {
-        s.apply(&mut rows)?;
-        train.as_mut().map(|t| s.apply(t)).transpose()?;
+        let named = |e| rows_named(e, &format!("the rows to score (--data {})", data.data));
+        s.apply(&mut rows).map_err(named)?;
+        train
+            .as_mut()
+            .map(|t| s.apply(t))
+            .transpose()
+            .map_err(named)?;
         warn_of_scale(
             &rows.features,
             rows.cols,
@@ -196,18 +201,19 @@ pub(crate) fn prediction_rows(
             path.display()
         )));
     }
+    let named = |e| rows_named(e, &format!("the rows to predict (--data {})", data.data));
     if rows.labels.is_some() {
         let mut train = match &layout {
             Some((_, options)) => rows.training_part(options, classes)?,
             None => train,
         };
         if let (Some(s), Some(t)) = (&ckpt.standardizer, train.as_mut()) {
-            s.apply(t)?;
+            s.apply(t).map_err(named)?;
         }
         warn_of_training_rows(&ckpt, train.as_ref());
     }
     if let Some(s) = &ckpt.standardizer {
-        s.apply_rows(&mut rows.features)?;
+        s.apply_rows(&mut rows.features).map_err(named)?;
         warn_of_scale(
             &rows.features,
             rows.cols,
