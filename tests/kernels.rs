@@ -461,6 +461,10 @@ fn deep_emulated_products() {
     assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
     report("matmul_coop emulated, K 2048 and 4096", &checks);
     if !g.is_software() {
+        common::loud(
+            "SKIPPED: the emulated kernel's K limit (its split launches and refusals) is a \
+             software adapter's; this one is hardware",
+        );
         return;
     }
     use cohort::Backend;
@@ -1752,8 +1756,32 @@ fn every_kernel_matches_cpu_with_unrolling_hints() {
     whole_suite_matches_cpu(&hinted, "unrolling hints");
 }
 
-/// Runs the whole validation suite on `g` (at least 20 checks) and reports it as `what`.
+/// Runs the whole validation suite on `g` (at least 20 checks) and reports it as `what`,
+/// after checking that `g` runs the paths the backend under test runs: a self-test that failed
+/// under `what` (the row kernels in subgroups, the tensor cores, f32 products split on them)
+/// would otherwise hand its products to a fallback, said only on stderr, and the suite would
+/// pass without the path it was meant to check.
 fn whole_suite_matches_cpu(g: &cohort::GpuBackend, what: &str) {
+    let base = gpu().expect("the backend under test");
+    let self_tests = [
+        ("row kernels", g.row_check()),
+        ("tensor cores", g.coop_check()),
+    ];
+    for (path, check) in self_tests {
+        if let Some(check) = check {
+            assert!(
+                check.passed(),
+                "{what}: the {path}' self-test failed: {check:?}"
+            );
+        }
+    }
+    assert_eq!(
+        g.row_subgroups(),
+        base.row_subgroups(),
+        "{what}: row kernels"
+    );
+    assert_eq!(g.matmul_coop(), base.matmul_coop(), "{what}: tensor cores");
+    assert_eq!(g.f32_matmul(), base.f32_matmul(), "{what}: f32 products");
     let checks = validate::run_all(g).unwrap();
     assert!(
         checks.len() >= 20,
@@ -2023,7 +2051,8 @@ fn softmax_ce_edge_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let z = uniform(3, 20, -2.0, 2.0);
     let one_class = validate::softmax_ce_on(g, &z, &[5, 4], &[2; 5], &spec, 1e-5);
     let one_row = validate::softmax_ce_on(g, &z[..4], &[1, 4], &[3], &spec, 1e-5);
-    // An out-of-range label gives NaN on both backends (the check demands NaN matches NaN).
+    // An out-of-range label gives a NaN loss and a zero gradient on both backends (the check
+    // demands NaN matches NaN; softmax_ce_reference_values pins the CPU's values).
     let bad_label = validate::softmax_ce_on(g, &z[..6], &[2, 3], &[1, 3], &spec, 1e-5);
     [huge, one_class, one_row, bad_label]
         .into_iter()
@@ -2073,6 +2102,26 @@ fn softmax_ce_reference_values() {
     assert!(
         (d[5] + 1.0).abs() < 1e-6 && (d[3] - 1.0).abs() < 1e-6,
         "gradient softmax − onehot: {d:?}"
+    );
+    // A label past the classes (which the trainer refuses before a step) gives that row a NaN
+    // loss and a zero gradient, the others their values: what the GPU check with such a label
+    // in softmax_ce_edge_checks matches against.
+    let y = cpu.tensor_u32(&[3], &[0, 3, 1]).unwrap();
+    let mut l = cpu.zeros(&[3], DType::F32).unwrap();
+    let mut d = cpu.zeros(&[3, 3], DType::F32).unwrap();
+    let spec = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    };
+    cpu.softmax_ce(&z, &y, &mut l, &mut d, &spec).unwrap();
+    let (l, d) = (cpu.read(&l).unwrap(), cpu.read(&d).unwrap());
+    assert!(
+        l[0].is_finite() && l[1].is_nan() && l[2].is_finite(),
+        "{l:?}"
+    );
+    assert!(
+        d[3..6] == [0.0; 3] && (d[7] + 2.0 / 3.0).abs() < 1e-6,
+        "{d:?}"
     );
 }
 

@@ -19,13 +19,15 @@ pub fn loud(message: &str) {
 /// loudly. Under `CI=true` a missing adapter fails the test instead, as does any other error
 /// opening it everywhere.
 pub fn gpu() -> Option<&'static GpuBackend> {
-    static GPU: OnceLock<Option<GpuBackend>> = OnceLock::new();
+    static GPU: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
     let gpu = GPU.get_or_init(|| match GpuBackend::from_env() {
         Ok(g) => {
             use cohort::Backend;
             loud(&format!("GPU adapter under test: {}", g.describe()));
-            Some(g)
+            Ok(g)
         }
+        // No adapter at all, or none that COHORT_HARDWARE_ONLY lets through (the error names
+        // those passed over).
         Err(
             e @ cohort::CohortError::NoAdapter {
                 requested: None, ..
@@ -34,19 +36,19 @@ pub fn gpu() -> Option<&'static GpuBackend> {
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("CI=true but no GPU adapter is available: {e}");
             }
-            None
+            Err(e.to_string())
         }
         // A named adapter missing, or an option the environment sets that this device cannot
         // honour: a failure, not a skip.
         Err(e) => panic!("cannot open the GPU as the environment asks: {e}"),
     });
-    if gpu.is_none() {
-        loud(
-            "SKIPPED: no GPU adapter, so this GPU test did NOT run. \
-             Install a Vulkan driver (e.g. mesa-vulkan-drivers) to run it",
-        );
+    if let Err(why) = gpu {
+        loud(&format!(
+            "SKIPPED: this GPU test did NOT run ({why}). Install a Vulkan driver (e.g. \
+             mesa-vulkan-drivers) to run it"
+        ));
     }
-    gpu.as_ref()
+    gpu.as_ref().ok()
 }
 
 /// A GPU backend opened with the options the environment gives (`GpuOptions::from_env`), changed
