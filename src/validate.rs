@@ -573,21 +573,99 @@ pub fn split_f32_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
 /// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
 type BiasActCase = (usize, (usize, usize, usize), bool, Activation, Inputs, u64);
 
+/// How a fused product is taken: its transposes and `alpha`, and `beta` times what the
+/// output held before (random values where `beta` is not 0). Training's layers use
+/// [`Scaling::LAYER_FORWARD`] and [`Scaling::LAYER_BACKWARD`].
+#[derive(Clone, Copy, Debug)]
+pub struct Scaling {
+    /// A stored transposed.
+    pub trans_a: bool,
+    /// B stored transposed.
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Scale of the output's old values.
+    pub beta: f32,
+}
+
+impl Scaling {
+    /// `X·W`, overwriting.
+    pub const LAYER_FORWARD: Scaling = Scaling {
+        trans_a: false,
+        trans_b: false,
+        alpha: 1.0,
+        beta: 0.0,
+    };
+    /// `dY·Wᵀ`, overwriting.
+    pub const LAYER_BACKWARD: Scaling = Scaling {
+        trans_b: true,
+        ..Scaling::LAYER_FORWARD
+    };
+
+    fn spec(self, inputs: Inputs) -> MatmulSpec {
+        MatmulSpec {
+            alpha: self.alpha,
+            beta: self.beta,
+            ..MatmulSpec::new(self.trans_a, self.trans_b).f16(inputs.rounded)
+        }
+    }
+
+    /// A stored as `[.., M, K]` or transposed.
+    fn a_shape(self, m: usize, k: usize) -> [usize; 2] {
+        if self.trans_a {
+            [k, m]
+        } else {
+            [m, k]
+        }
+    }
+
+    /// B stored as `[.., K, N]` or transposed.
+    fn b_shape(self, k: usize, n: usize) -> [usize; 2] {
+        if self.trans_b {
+            [n, k]
+        } else {
+            [k, n]
+        }
+    }
+
+    /// The output before the product: zeros, or random values where `beta` reads them.
+    fn old_output<B: Backend>(self, b: &B, shape: &[usize], seed: u64) -> Result<B::Tensor> {
+        match self.beta {
+            0.0 => b.zeros(shape, DType::F32),
+            _ => b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0)),
+        }
+    }
+
+    fn describe(self) -> String {
+        let t = |on: bool| if on { "T" } else { "N" };
+        match (self.alpha, self.beta) {
+            (1.0, 0.0) => format!(" {}{}", t(self.trans_a), t(self.trans_b)),
+            (alpha, beta) => format!(
+                " {}{} alpha {alpha} beta {beta}",
+                t(self.trans_a),
+                t(self.trans_b)
+            ),
+        }
+    }
+}
+
 fn matmul_bias_act_run<B: Backend>(
     b: &B,
     (batch, dims, per_group_bias, act, inputs, seed): BiasActCase,
+    scaling: Scaling,
 ) -> Result<[Vec<f32>; 2]> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     let x = stored(
         b,
-        &[m, k],
+        &scaling.a_shape(m, k),
         &operand(seed, m * k, inputs.f16_values(s.a_f16)),
         s.a_f16,
     )?;
+    let [b0, b1] = scaling.b_shape(k, n);
     let w = stored(
         b,
-        &[batch, k, n],
+        &[batch, b0, b1],
         &operand(seed + 1, batch * k * n, inputs.f16_values(s.b_f16)),
         s.b_f16,
     )?;
@@ -600,11 +678,10 @@ fn matmul_bias_act_run<B: Backend>(
         &bias_shape,
         &uniform(seed + 2, bias_shape.iter().product(), -1.0, 1.0),
     )?;
-    let mut pre = b.zeros(&[batch, m, n], DType::F32)?;
+    let mut pre = scaling.old_output(b, &[batch, m, n], seed + 3)?;
     let y_dtype = if s.aux_f16 { DType::F16 } else { DType::F32 };
     let mut y = b.zeros(&[batch, m, n], y_dtype)?;
-    let spec = MatmulSpec::default().f16(inputs.rounded);
-    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &spec, act)?;
+    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &scaling.spec(inputs), act)?;
     Ok([b.read(&pre)?, b.read(&y)?])
 }
 
@@ -621,8 +698,18 @@ pub fn matmul_bias_act(
     seed: u64,
 ) -> Result<KernelCheck> {
     let case = (batch, dims, per_group_bias, act, inputs, seed);
-    let [pre, y] = matmul_bias_act_run(gpu, case)?;
-    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case)?;
+    matmul_bias_act_scaled(gpu, case, Scaling::LAYER_FORWARD)
+}
+
+/// [`matmul_bias_act`] with the product taken as `scaling` says.
+pub fn matmul_bias_act_scaled(
+    gpu: &GpuBackend,
+    case: BiasActCase,
+    scaling: Scaling,
+) -> Result<KernelCheck> {
+    let (batch, dims, per_group_bias, act, inputs, _) = case;
+    let [pre, y] = matmul_bias_act_run(gpu, case, scaling)?;
+    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case, scaling)?;
     // The product's bound; the activation then adds at most its relative tolerance (its slope is
     // at most ~1.13). An F16 Y is one rounding of a value both sides may hold a bound apart:
     // 2⁻¹¹ relative, and the bound may move it across one f16 step.
@@ -639,41 +726,47 @@ pub fn matmul_bias_act(
         "matmul_narrow_bias_act",
     ];
     let f16 = inputs.f16_product();
+    let transposes = (scaling.trans_a, scaling.trans_b);
+    // beta·old adds one rounding of its own.
+    let pre_rtol = if scaling.beta == 0.0 { 0.0 } else { RTOL };
     Ok(KernelCheck::new(
-        kernel_name(gpu, batch, dims, (false, false), f16, names)?,
+        kernel_name(gpu, batch, dims, transposes, f16, names)?,
         format!(
-            "{batch}x{}x{}x{} {act:?} per-group bias {per_group_bias}{}",
+            "{batch}x{}x{}x{}{} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
             dims.1,
             dims.2,
+            scaling.describe(),
             inputs.describe()
         ),
     )
-    .relative("pre", &pre, &cpre, 0.0, bound)
+    .relative("pre", &pre, &cpre, pre_rtol, bound)
     .relative("y", &y, &cy, y_rtol, y_atol))
 }
 
+/// A fused hidden-layer-backward case: batch, (M, N, K), activation, inputs, seed.
+type ActGradCase = (usize, (usize, usize, usize), Activation, Inputs, u64);
+
 fn matmul_act_grad_run<B: Backend>(
     b: &B,
-    batch: usize,
-    dims: (usize, usize, usize),
-    act: Activation,
-    inputs: Inputs,
-    seed: u64,
+    (batch, dims, act, inputs, seed): ActGradCase,
+    scaling: Scaling,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
     // transposed), then the gradient through act at the forward's pre-activation.
+    let [a0, a1] = scaling.a_shape(m, k);
     let dy = stored(
         b,
-        &[batch, m, k],
+        &[batch, a0, a1],
         &operand(seed, batch * m * k, inputs.f16_values(s.a_f16)),
         s.a_f16,
     )?;
+    let [b0, b1] = scaling.b_shape(k, n);
     let w = stored(
         b,
-        &[batch, n, k],
+        &[batch, b0, b1],
         &operand(seed + 1, batch * n * k, inputs.f16_values(s.b_f16)),
         s.b_f16,
     )?;
@@ -684,9 +777,8 @@ fn matmul_act_grad_run<B: Backend>(
         s.aux_f16,
     )?;
     let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
-    let mut dpre = b.zeros(&[batch, m, n], DType::F32)?;
-    let spec = MatmulSpec::new(false, true).f16(inputs.rounded);
-    b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
+    let mut dpre = scaling.old_output(b, &[batch, m, n], seed + 4)?;
+    b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &scaling.spec(inputs), act)?;
     b.read(&dpre)
 }
 
@@ -700,8 +792,19 @@ pub fn matmul_act_grad(
     inputs: Inputs,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let got = matmul_act_grad_run(gpu, batch, dims, act, inputs, seed)?;
-    let want = matmul_act_grad_run(&CpuBackend, batch, dims, act, inputs, seed)?;
+    let case = (batch, dims, act, inputs, seed);
+    matmul_act_grad_scaled(gpu, case, Scaling::LAYER_BACKWARD)
+}
+
+/// [`matmul_act_grad`] with the product taken as `scaling` says.
+pub fn matmul_act_grad_scaled(
+    gpu: &GpuBackend,
+    case: ActGradCase,
+    scaling: Scaling,
+) -> Result<KernelCheck> {
+    let (batch, dims, act, inputs, _) = case;
+    let got = matmul_act_grad_run(gpu, case, scaling)?;
+    let want = matmul_act_grad_run(&CpuBackend, case, scaling)?;
     // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
     // relative tolerance.
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
@@ -712,13 +815,15 @@ pub fn matmul_act_grad(
         "matmul_narrow_act_grad",
     ];
     let f16 = inputs.f16_product();
+    let transposes = (scaling.trans_a, scaling.trans_b);
     Ok(KernelCheck::new(
-        kernel_name(gpu, batch, dims, (false, true), f16, names)?,
+        kernel_name(gpu, batch, dims, transposes, f16, names)?,
         format!(
-            "{batch}x{}x{}x{} {act:?}{}",
+            "{batch}x{}x{}x{}{} {act:?}{}",
             dims.0,
             dims.1,
             dims.2,
+            scaling.describe(),
             inputs.describe()
         ),
     )
@@ -1449,6 +1554,31 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
                 30,
             )?);
             out.push(matmul_act_grad(gpu, 2, (65, 70, 100), act, inputs, 40)?);
+        }
+    }
+    // The fused epilogues with every transpose, alpha and beta (the layers use 1 and 0, and
+    // NN or NT): the tiled or tensor-core kernel, and the narrow one (10 columns).
+    for (i, (dims, f16_inputs)) in [
+        ((65, 70, 100), false),
+        ((65, 70, 100), true),
+        ((67, 10, 300), false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let inputs = Inputs::rounded(f16_inputs);
+        for t in 0..4 {
+            let scaling = Scaling {
+                trans_a: t & 1 == 1,
+                trans_b: t & 2 == 2,
+                alpha: 0.5,
+                beta: 1.0,
+            };
+            let seed = 60 + 4 * i as u64 + t as u64;
+            let forward = (2, dims, true, Activation::Gelu, inputs, seed);
+            out.push(matmul_bias_act_scaled(gpu, forward, scaling)?);
+            let backward = (2, dims, Activation::Tanh, inputs, seed);
+            out.push(matmul_act_grad_scaled(gpu, backward, scaling)?);
         }
     }
     if gpu.f16_tensors() {
