@@ -1400,6 +1400,47 @@ fn every_kernel_matches_cpu_with_its_grids_folded_under_a_small_grid_limit() {
     let g = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(16)).unwrap();
     assert_eq!(g.runtime().caps().max_workgroups_per_dim, 16);
     whole_suite_matches_cpu(&g, "at most 16 workgroups per grid dimension");
+    // The suite's elementwise, row, reduction and bias cases fit 16 workgroups: these need more
+    // (256 threads a workgroup elementwise; at most 64 rows a workgroup in the row kernels), so
+    // their grids fold and each kernel rebuilds its index from both dimensions.
+    let (n, rows) = (16 * 256 * 3 + 5, 16 * 64 * 2 + 3);
+    let mut folded = vec![
+        validate::axpby(&g, n).unwrap(),
+        validate::count_correct(&g, &[2, rows, 10], 1).unwrap(),
+        validate::softmax_ce(&g, &[2, rows, 10], 0.1, 2).unwrap(),
+        // 16 columns a workgroup: 126 of them (at most 16 x 16 fit this device at all).
+        validate::reduce_sum(&g, &[2, 3, 1000], 1, true, 2, 3).unwrap(),
+    ];
+    if cohort::Backend::f16_tensors(&g) {
+        folded.push(validate::convert(&g, n, 4).unwrap());
+    }
+    let index: Vec<u32> = (0..300).map(|i| (i * 7) % 300).collect();
+    folded.push(validate::gather(&g, 300, 50, &index, 0, false).unwrap().0);
+    let kl = KlSpec {
+        temperature: 2.0,
+        grad_scale: 0.5,
+        accumulate: true,
+        peers: 0..2,
+    };
+    folded.push(validate::kl_div(&g, &[2, rows, 10], &kl, 5).unwrap());
+    let dml = DmlLossSpec {
+        label_smoothing: 0.1,
+        ce_scale: 1.0 / rows as f32,
+        temperature: 2.0,
+        kl_scale: 0.5,
+        peers: 0..2,
+    };
+    folded.push(validate::dml_loss(&g, &[2, rows, 10], &dml, 6).unwrap());
+    let sgd = OptimizerStep::Sgd {
+        lr: 0.05,
+        momentum: 0.9,
+        nesterov: false,
+        weight_decay: 5e-4,
+        grad_scale: 1.0,
+    };
+    // 16 columns a workgroup, as in reduce_sum.
+    folded.push(validate::bias_optimizer(&g, &sgd, &[2, 8, 1000], 2).unwrap());
+    report("grids folded past 16 workgroups", &folded);
     // A limit above the adapter's is the adapter's; none is refused.
     let own_limit = own.runtime().caps().max_workgroups_per_dim;
     let above = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(u32::MAX)).unwrap();
