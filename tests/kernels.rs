@@ -760,6 +760,39 @@ fn narrow_matmul_matches_cpu_for_every_width_up_to_16() {
     }
     checks.extend(f32_epilogue_checks(g, (67, 10, 300), 500));
     checks.extend(f32_epilogue_checks(g, (5, 16, 33), 510));
+    // Every width from 1 to 16 (each a pipeline of its own) in each row count a workgroup can
+    // take (COHORT_NARROW_ROWS; by shape a software adapter takes 16 and a hardware one, at these
+    // sizes, 4 or 8), all transposes: the shapes above reach only some of them.
+    for rows in [4, 8, 16] {
+        let forced = common::gpu_with(|o| o.narrow_rows = Some(rows)).unwrap();
+        for n in 1..=16 {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2);
+                let dims = cohort::ops::MatmulDims {
+                    batch: 2,
+                    m: 37,
+                    n,
+                    k: 150,
+                    stride_a: 37 * 150,
+                    stride_b: n * 150,
+                    trans_a: spec.trans_a,
+                    trans_b: spec.trans_b,
+                    f16_inputs: false,
+                };
+                let plan = forced.matmul_plan_by_shape(&dims).unwrap();
+                let want = if spec.trans_a { rows.max(8) } else { rows };
+                assert_eq!(plan.tile, want, "{dims:?}: {}", plan.label(150));
+                let seed = (700 + rows * 100 + n * 4 + t) as u64;
+                let check = validate::matmul(&forced, Batching::All(2), (37, n, 150), &spec, seed);
+                checks.push(check.unwrap());
+            }
+        }
+    }
+    let err = common::gpu_with(|o| o.narrow_rows = Some(5)).unwrap_err();
+    assert!(
+        matches!(err, cohort::CohortError::InvalidConfig(_)),
+        "{err}"
+    );
     if has_f16_tensors(g) {
         let narrow_products = [
             (Batching::All(2), (67, 10, 300)),

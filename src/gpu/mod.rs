@@ -331,6 +331,8 @@ pub struct GpuBackend {
     k_splits: Option<usize>,
     /// Narrow products run on `shaders/matmul_narrow.wgsl` (not `GpuOptions::no_narrow_kernel`).
     narrow_kernel: bool,
+    /// `GpuOptions::narrow_rows`.
+    narrow_rows: Option<usize>,
     /// `update_layer` is one dispatch (`GpuOptions::fused_layer_update`, resolved).
     fused_layer_update: bool,
     /// `next_batch` does nothing (`GpuOptions::one_pass`).
@@ -741,6 +743,14 @@ impl GpuBackend {
                 )));
             }
         }
+        if let Some(rows) = options
+            .narrow_rows
+            .filter(|r| !plan::narrow_row_choices(false).contains(r))
+        {
+            return Err(CohortError::InvalidConfig(format!(
+                "{rows} rows per workgroup of the narrow matmul: use 4, 8 or 16"
+            )));
+        }
         if let Some(splits) = options.k_splits.filter(|s| !(1..=MAX_K_SPLITS).contains(s)) {
             return Err(CohortError::InvalidConfig(format!(
                 "{splits} K splits: use 1 to {MAX_K_SPLITS}"
@@ -794,6 +804,7 @@ impl GpuBackend {
             matmul_deep_prefetch: options.matmul_deep_prefetch,
             k_splits: options.k_splits,
             narrow_kernel: !options.no_narrow_kernel,
+            narrow_rows: options.narrow_rows,
             fused_layer_update: options.fused_layer_update.unwrap_or(!software),
             one_pass: options.one_pass,
             rows,

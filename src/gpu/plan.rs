@@ -614,7 +614,9 @@ impl GpuBackend {
     /// declined ([`GpuOptions::no_narrow_kernel`]); each of its row counts whose workgroups fit
     /// a dispatch. By shape, software adapters (a few cores, for which fewer and fuller
     /// workgroups are cheaper) take the most rows; hardware ones the most that still gives
-    /// [`NARROW_TARGET_WORKGROUPS`] workgroups, else the fewest rows. It never splits K.
+    /// [`NARROW_TARGET_WORKGROUPS`] workgroups, else the fewest rows; [`GpuOptions::narrow_rows`]
+    /// forces a count (the next one up where A stored transposed does not take it). It never
+    /// splits K.
     fn narrow_plans(&self, d: &MatmulDims) -> Vec<MatmulPlan> {
         let caps = self.rt.caps();
         let max_groups = caps.max_workgroups_per_dim as usize;
@@ -627,15 +629,19 @@ impl GpuBackend {
         }
         let groups = |rows: usize| d.m.div_ceil(rows) * d.batch;
         let choices = narrow_row_choices(d.trans_a);
-        let chosen = match self.is_software() {
-            true => choices.last(),
-            false => choices
+        let chosen = match (self.narrow_rows, self.is_software()) {
+            (Some(forced), _) => choices.iter().find(|&&rows| rows >= forced),
+            (None, true) => choices.last(),
+            (None, false) => choices
                 .iter()
                 .rev()
                 .find(|&&rows| groups(rows) >= NARROW_TARGET_WORKGROUPS)
                 .or(choices.first()),
         };
-        let others = choices.iter().filter(|&rows| Some(rows) != chosen);
+        // A forced count is the only one (the tuner varies none of what options force).
+        let others = choices
+            .iter()
+            .filter(|&rows| Some(rows) != chosen && self.narrow_rows.is_none());
         chosen
             .into_iter()
             .chain(others)

@@ -116,6 +116,10 @@ pub struct GpuOptions {
     /// weight gradient) on the tiled or cooperative-matrix kernel like the others, instead of
     /// `shaders/matmul_narrow.wgsl`: an experiment, to measure the difference.
     pub no_narrow_kernel: bool,
+    /// Rows of C per workgroup of that kernel (4, 8 or 16; 4 only where A is not stored
+    /// transposed, else it takes 8) instead of the count chosen by shape: a way to run each of
+    /// its builds on any adapter, and to time them.
+    pub narrow_rows: Option<usize>,
     /// Offer no F16 tensors (`Backend::f16_tensors` is false) even where the adapter has f16
     /// shaders, so mixed precision rounds f32 operands as they are loaded instead of keeping
     /// f16 weight copies and activations: an experiment, to measure what those give.
@@ -418,7 +422,7 @@ impl GpuOptions {
     /// `COHORT_COOP_PREFETCH=2` reads its k-slices two steps ahead,
     /// `COHORT_COOP_K_STEP=64` gives it 64 k per step where the layout fits,
     /// `COHORT_NARROW=0` runs narrow products on those kernels too instead
-    /// of the narrow one, `COHORT_F16_TENSORS=0` declines F16
+    /// of the narrow one, `COHORT_NARROW_ROWS=4|8|16` forces its rows per workgroup, `COHORT_F16_TENSORS=0` declines F16
     /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
     /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it,
     /// `COHORT_ONE_PASS=1` records a step in one compute pass (no batches of independent
@@ -498,6 +502,7 @@ impl GpuOptions {
             coop_deep_prefetch: switch("COHORT_COOP_PREFETCH", "2", "1")? == Some(true),
             coop_deep_k_step: switch("COHORT_COOP_K_STEP", "64", "32")? == Some(true),
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
+            narrow_rows: at_least_one("COHORT_NARROW_ROWS", "rows")?,
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
             serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
