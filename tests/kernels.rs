@@ -972,6 +972,7 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     checks.extend(f32_epilogue_checks(&g, (130, 129, 33), 7));
     report("matmul, tuned plans", &checks);
     let tuned = g.tuned_matmuls();
+    assert_no_plan_rejected(&tuned);
     assert!(tuned.len() >= 32, "{} shapes tuned", tuned.len());
     // (tile, buffers, k-slices read ahead): two ahead only with two buffers, and the only
     // depth where the environment asks for it.
@@ -1076,6 +1077,7 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     }
     report("f16 matmul, tuned plans", &checks);
     let tuned = g.tuned_matmuls();
+    assert_no_plan_rejected(&tuned);
     assert_eq!(tuned.len(), 4);
     // Each layout in every build that fits: each k per step with each read-ahead depth (but
     // what the environment forces).
@@ -1134,6 +1136,17 @@ fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     tuned.iter().take(2).for_each(|t| eprintln!("  {t}"));
 }
 
+/// Every candidate the tuner met computed what the shape's own plan computes (it checks them
+/// all, slower ones too, and leaves out any that disagree).
+fn assert_no_plan_rejected(tuned: &[cohort::gpu::TunedMatmul]) {
+    for t in tuned {
+        assert!(
+            t.rejected.is_empty(),
+            "a candidate's product disagreed: {t}"
+        );
+    }
+}
+
 #[test]
 fn tuned_plans_are_kept_in_their_file_between_runs() {
     // COHORT_MATMUL_TUNE_FILE: a second backend on the same adapter reads the first one's plans
@@ -1158,6 +1171,7 @@ fn tuned_plans_are_kept_in_their_file_between_runs() {
         assert_passed(&validate::matmul(&g, Batching::None, dims, &spec, i as u64).unwrap());
     }
     let tuned = g.tuned_matmuls();
+    assert_no_plan_rejected(&tuned);
     assert_eq!(tuned.len(), 2);
     assert!(tuned.iter().all(|t| t.timings.len() >= 4));
     // A plan built by hand with K ranges 0 deep reads as unsplit (not a division by zero).
@@ -1736,6 +1750,7 @@ fn tuned_split_f32_products_time_only_layouts_whose_split_fits() {
     let check = validate::matmul(&g, Batching::None, (40, 10, 70), &spec, 11).unwrap();
     report("split f32, tuned, narrow shape", &[check]);
     let tuned = g.tuned_matmuls();
+    assert_no_plan_rejected(&tuned);
     assert_eq!(tuned.len(), 1);
     let layouts: Vec<_> = (tuned[0].timings.iter())
         .filter_map(|(plan, _)| match plan.kernel {
@@ -1780,6 +1795,7 @@ fn tuning_leaves_out_candidates_the_adapter_cannot_run_not_the_product() {
     let check = validate::matmul(&g, Batching::None, (4, 10, 10_000), &spec, 12).unwrap();
     report("f16, tuned, past the coop kernel's K limit", &[check]);
     let tuned = g.tuned_matmuls();
+    assert_no_plan_rejected(&tuned);
     assert_eq!(tuned.len(), 1);
     let t = &tuned[0];
     assert_eq!(

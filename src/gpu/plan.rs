@@ -165,6 +165,10 @@ pub struct TunedMatmul {
     /// Each candidate with its fastest of three timed runs (one where it took over twice the
     /// fastest's time), the shape's own plan first; empty where only one plan could run it.
     pub timings: Vec<(MatmulPlan, Duration)>,
+    /// Candidates left out because their product disagreed with the shape's own plan's (a
+    /// build the driver mishandles): not in `timings`, never chosen.
+    #[serde(default)]
+    pub rejected: Vec<MatmulPlan>,
 }
 
 impl TunedMatmul {
@@ -209,6 +213,14 @@ impl std::fmt::Display for TunedMatmul {
         }
         if !self.timings.is_empty() {
             write!(f, ")")?;
+        }
+        for (i, plan) in self.rejected.iter().enumerate() {
+            let start = if i == 0 {
+                "; left out, disagreeing: "
+            } else {
+                ", "
+            };
+            write!(f, "{start}{}", plan.label(d.k))?;
         }
         Ok(())
     }
@@ -450,6 +462,7 @@ impl GpuBackend {
         let own = candidates[0];
         let mut timings = Vec::new();
         let mut plan = own;
+        let mut rejected = Vec::new();
         if candidates.len() > 1 {
             // Where the device has no room for a scratch C now, the product runs its own plan
             // and the shape is tuned the next time it comes.
@@ -471,7 +484,6 @@ impl GpuBackend {
                 fastest = fastest.min(best);
                 timings.push((plan, best));
             }
-            let rejected;
             (plan, rejected) = self.fastest_agreeing(d, spec, [a, b, &c], &timings)?;
             // Not kept as timed: the plan kept is then the fastest of the timings, as a run
             // reading them back checks ([`GpuBackend::could_choose`]).
@@ -485,6 +497,7 @@ impl GpuBackend {
                 b_f16: key.b_f16,
                 plan,
                 timings,
+                rejected,
             },
         );
         self.tuned.save()?;
@@ -494,8 +507,10 @@ impl GpuBackend {
     /// The fastest of the `timings`' plans (the shape's own first) whose product of `a` and `b`
     /// agrees with the shape's own plan's, computed into the scratch `c`: a build a driver
     /// mishandles may return wrong numbers without an error, and the self-tests at
-    /// [`GpuBackend::new`] run only each layout's default build. A plan that disagrees is
-    /// left out (said on stderr, and returned beside the plan chosen).
+    /// [`GpuBackend::new`] run only each layout's default build. Every candidate is checked,
+    /// the slower ones too (one product each, beside the timed runs), so that a wrong build
+    /// shows where it is met, not only once it is the fastest. A plan that disagrees is left
+    /// out (said on stderr, and returned beside the plan chosen).
     fn fastest_agreeing(
         &self,
         d: &MatmulDims,
@@ -513,20 +528,13 @@ impl GpuBackend {
             self.record_matmul(d, &spec, [a, b, c], None, plan)?;
             self.read(c)
         };
-        let mut reference = None;
+        let want = product(own)?;
+        let mut chosen = None;
         let mut rejected = Vec::new();
         for (plan, _) in ranked {
-            if plan == own {
-                return Ok((own, rejected));
-            }
-            let want = match reference.take() {
-                Some(want) => want,
-                None => product(own)?,
-            };
-            let agrees = results_agree(&want, &product(plan)?);
-            reference = Some(want);
-            if agrees {
-                return Ok((plan, rejected));
+            if plan == own || results_agree(&want, &product(plan)?) {
+                chosen = chosen.or(Some(plan));
+                continue;
             }
             rejected.push(plan);
             eprintln!(
@@ -537,7 +545,7 @@ impl GpuBackend {
                 self.rt.info().name
             );
         }
-        Ok((own, rejected))
+        Ok((chosen.unwrap_or(own), rejected))
     }
 
     /// The plan product `d` runs untuned: the one that follows from its shape and the options
