@@ -2641,3 +2641,37 @@ fn output_that_cannot_be_written_ends_the_run_without_a_panic() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_feature_named_as_labels_are_is_warned_of() {
+    // Two label-like names: the last column's labels, and `label` read as a feature (its
+    // values would leak into the inputs); not where --label-column says.
+    let dir = scratch("label-names");
+    let csv = dir.join("two.csv");
+    let mut rows = String::from("label,b,c,d,e,class\n");
+    for i in 0..60 {
+        rows.push_str(&format!("{},0.{i},1.{i},2.{i},3.{i},{}\n", i % 3, i % 2));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let data = format!("csv:{}", csv.display());
+    let run = |extra: &[&str]| {
+        let args = [
+            &[
+                "train", "--device", "cpu", "--data", &data, "--peers", "2x4",
+            ][..],
+            &["--epochs", "1", "--batch", "16", "--quiet"],
+            extra,
+        ]
+        .concat();
+        let out = cohort(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let warned = "warning: column 0 ('label') is read as a feature though its name is a label's \
+                  (labels from column 5 ('class'))";
+    let stderr = run(&[]);
+    assert!(stderr.contains(warned), "{stderr}");
+    let stderr = run(&["--label-column", "last"]);
+    assert!(!stderr.contains("warning"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -63,6 +63,20 @@ impl CsvLayout {
         }
     }
 
+    /// The header's columns read as features though named as labels are (`label`, `labels`,
+    /// `target`, `class`, any case): a second such name beside the label column, or one in
+    /// rows taken as features only.
+    pub fn features_named_as_labels(&self) -> Vec<usize> {
+        (0..self.names.len())
+            .filter(|&i| Some(i) != self.label_column)
+            .filter(|&i| {
+                LABEL_NAMES
+                    .iter()
+                    .any(|n| self.names[i].eq_ignore_ascii_case(n))
+            })
+            .collect()
+    }
+
     /// The header's columns without a name (as pandas writes its index), read as features.
     pub fn unnamed_features(&self) -> Vec<usize> {
         (0..self.names.len())

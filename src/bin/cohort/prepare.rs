@@ -153,7 +153,7 @@ impl DataArgs {
                     Some(test) => csv::load_pair(path, test, options)?,
                     None => csv::load(path, options)?,
                 };
-                report_layout(&layout, quiet);
+                report_layout(&layout, quiet, self.label_column.is_some());
                 split
             }
             _ => source.load()?,
@@ -172,7 +172,7 @@ impl DataArgs {
         if let (DataSource::Csv { path, options }, None) = (self.source(classes)?, &self.test_data)
         {
             let (data, layout) = csv::read(&path, &options)?;
-            report_layout(&layout, quiet);
+            report_layout(&layout, quiet, self.label_column.is_some());
             let train =
                 SplitRows::where_they_split(data.rows, options.test_fraction, options.seed)?
                     .map(|parts| data.subset(parts.train()))
@@ -185,8 +185,9 @@ impl DataArgs {
 }
 
 /// Says which column a CSV file's labels came from (unless `quiet`: a wrong guess trains, but
-/// on nonsense) and warns of header columns without a name.
-pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
+/// on nonsense) and warns of header columns without a name, and (unless `label_given`, a
+/// `--label-column` flag) of columns read as features whose names are a label's.
+pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool, label_given: bool) {
     if !quiet {
         let header = match layout.names.is_empty() {
             true => "no header",
@@ -202,6 +203,21 @@ pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool) {
             "warning: the first line ({}) was taken for a header of column numbers, as pandas \
              writes one; --header no reads it as a row",
             layout.names.join(",")
+        );
+    }
+    // A column named as labels are, read as a feature (a second such name, or rows as wide
+    // as a cohort's inputs taken as features only): the labels would leak into the inputs.
+    // Not where --label-column said which column holds them.
+    for column in layout
+        .features_named_as_labels()
+        .into_iter()
+        .filter(|_| !label_given)
+    {
+        eprintln!(
+            "warning: column {column} ('{}') is read as a feature though its name is a label's \
+             (labels from {}); --label-column says which column holds them",
+            layout.names[column],
+            layout.describe_label()
         );
     }
     for column in layout.unnamed_features() {
