@@ -346,6 +346,28 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         check_finite(&name, &data, || format!("in {}", path.display()))?;
         tensors.insert(name, (view.shape().to_vec(), data));
     }
+    // Every peer's tensors as its configuration makes them, and none besides: found here,
+    // naming the file, rather than once a trainer is built on a device.
+    let expected = crate::trainer::saved_tensor_shapes(&config);
+    for (name, shape) in &expected {
+        match tensors.get(name) {
+            None => return Err(corrupt(format!("tensor {name} is missing"))),
+            Some((saved, _)) if saved != shape => {
+                return Err(corrupt(format!(
+                    "tensor {name} has shape {saved:?}; its configuration makes it {shape:?}"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    let known = |name: &str| {
+        ["data.mean", "data.std"].contains(&name) || expected.iter().any(|(n, _)| n == name)
+    };
+    if let Some(name) = tensors.keys().find(|name| !known(name)) {
+        return Err(corrupt(format!(
+            "tensor {name} belongs to no peer and layer of its configuration"
+        )));
+    }
     let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {
         (Some((_, mean)), Some((_, std))) => {
             if mean.len() != std.len() {

@@ -37,14 +37,48 @@ struct Layer<T> {
     b_state: Vec<T>,
 }
 
+/// The names of the tensors a checkpoint holds for a layer whose optimizer keeps `states`
+/// tensors per parameter, in [`Layer::saved`]'s order: `weight`, `bias`, `weight.state{s}`,
+/// `bias.state{s}`.
+fn layer_tensor_names(states: usize) -> Vec<String> {
+    let mut names = vec!["weight".to_string(), "bias".to_string()];
+    names.extend((0..states).map(|s| format!("weight.state{s}")));
+    names.extend((0..states).map(|s| format!("bias.state{s}")));
+    names
+}
+
+/// Optimizer state tensors per parameter tensor: SGD's momentum, Adam's two moments.
+fn optimizer_states(kind: &OptimizerKind) -> usize {
+    match kind {
+        OptimizerKind::Sgd { .. } => 1,
+        _ => 2,
+    }
+}
+
+/// Every tensor a checkpoint of a cohort configured as `config` holds for its peers
+/// ([`Trainer::named_tensors`]), by name, with its shape: `peer{p}.layer{l}.weight`
+/// `[fan_in, fan_out]`, `.bias` `[fan_out]`, and the optimizer's states of each.
+pub fn saved_tensor_shapes(config: &TrainConfig) -> Vec<(String, Vec<usize>)> {
+    let names = layer_tensor_names(optimizer_states(&config.optimizer.kind));
+    let mut out = Vec::new();
+    for (p, spec) in config.peers.iter().enumerate() {
+        for (l, fans) in spec.layers.windows(2).enumerate() {
+            for name in &names {
+                let shape = match name.starts_with("weight") {
+                    true => vec![fans[0], fans[1]],
+                    false => vec![fans[1]],
+                };
+                out.push((format!("peer{p}.layer{l}.{name}"), shape));
+            }
+        }
+    }
+    out
+}
+
 impl<T> Layer<T> {
-    /// The names of the tensors a checkpoint holds for this layer, in [`Self::saved`]'s order:
-    /// `weight`, `bias`, `weight.state{s}`, `bias.state{s}`.
+    /// The names of the tensors a checkpoint holds for this layer, in [`Self::saved`]'s order.
     fn saved_names(&self) -> Vec<String> {
-        let mut names = vec!["weight".to_string(), "bias".to_string()];
-        names.extend((0..self.w_state.len()).map(|s| format!("weight.state{s}")));
-        names.extend((0..self.b_state.len()).map(|s| format!("bias.state{s}")));
-        names
+        layer_tensor_names(self.w_state.len())
     }
 
     /// The tensors a checkpoint holds for this layer: weights, bias, their optimizer states.
@@ -436,10 +470,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
                 None => members.push((spec.clone(), vec![i])),
             }
         }
-        let state_count = match config.optimizer.kind {
-            OptimizerKind::Sgd { .. } => 1,
-            _ => 2,
-        };
+        let state_count = optimizer_states(&config.optimizer.kind);
         let mut groups = Vec::new();
         let mut rngs: Vec<Rng> = (0..p)
             .map(|i| Rng::new(peer_seed(config.seed, i)))

@@ -908,6 +908,70 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
             other => panic!("{what}: {:?}", other.map(|_| "a checkpoint")),
         }
     }
+    // A peer's tensor missing, of another shape, or one besides those its configuration makes:
+    // refused as the file's when it loads (found when a trainer was built on a device, the
+    // file unnamed, and an extra tensor was ignored).
+    let owned: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| {
+            (
+                n,
+                v.shape().to_vec(),
+                bytemuck::pod_collect_to_vec(v.data()),
+            )
+        })
+        .collect();
+    let with = |tensors: &[(String, Vec<usize>, Vec<f32>)]| {
+        let views = tensors.iter().map(|(n, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                shape.clone(),
+                bytemuck::cast_slice(data),
+            );
+            (n.clone(), view.unwrap())
+        });
+        std::fs::write(
+            &damaged,
+            safetensors::serialize(views, header.metadata().clone()).unwrap(),
+        )
+        .unwrap();
+        checkpoint::load(&damaged)
+    };
+    let missing: Vec<_> = owned
+        .iter()
+        .filter(|(n, ..)| n != "peer1.layer1.weight")
+        .cloned()
+        .collect();
+    let mut reshaped = owned.clone();
+    let bias = reshaped
+        .iter_mut()
+        .find(|(n, ..)| n == "peer0.layer0.bias")
+        .unwrap();
+    bias.1 = vec![1, bias.2.len()];
+    let mut extra = owned.clone();
+    extra.push(("peer2.layer0.bias".into(), vec![8], vec![0.0; 8]));
+    for (what, tensors, expect) in [
+        ("missing", missing, "tensor peer1.layer1.weight is missing"),
+        (
+            "reshaped",
+            reshaped,
+            "tensor peer0.layer0.bias has shape [1, 8]; its configuration makes it [8]",
+        ),
+        (
+            "extra",
+            extra,
+            "tensor peer2.layer0.bias belongs to no peer and layer of its configuration",
+        ),
+    ] {
+        match with(&tensors) {
+            Err(err @ CohortError::CorruptFile { .. }) => {
+                assert!(err.to_string().contains(expect), "{what}: {err}")
+            }
+            other => panic!("{what}: {:?}", other.map(|_| "a checkpoint")),
+        }
+    }
+    assert!(with(&owned).is_ok(), "rewritten as it was");
     // A configuration that parses but could not train (a layer 0 wide) is refused as the
     // file's, when it loads (it was found when a trainer was built, the file unnamed).
     let mut metadata = header.metadata().clone().unwrap();
