@@ -30,7 +30,8 @@ pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Data
         .ok_or_else(|| too_big("classes", classes))?;
     let what = |part: &'static str| move || format!("the {part} of blobs of {rows} × {dims}");
     let mut rng = Rng::new(seed);
-    let mut centres: Vec<f32> = host_vec(classes * dims, what("class centres"))?;
+    let centres_of = || format!("the centres of {classes} classes × {dims} dimensions of blobs");
+    let mut centres: Vec<f32> = host_vec(classes * dims, centres_of)?;
     centres.fill_with(|| 3.0 * rng.normal() as f32);
     let mut labels: Vec<u32> = host_vec(rows, what("labels"))?;
     for (r, label) in labels.iter_mut().enumerate() {
@@ -73,10 +74,15 @@ mod tests {
             blobs(1 << 40, 2, 2, 0),
             Err(CohortError::HostMemory { .. })
         ));
-        assert!(matches!(
-            blobs(10, 1 << 40, 2, 0),
-            Err(CohortError::HostMemory { .. })
-        ));
+        let err = blobs(10, 1 << 40, 2, 0).unwrap_err();
+        assert!(
+            matches!(err, CohortError::HostMemory { .. })
+                && err.to_string().contains(&format!(
+                    "the centres of {} classes × 2 dimensions",
+                    1u64 << 40
+                )),
+            "{err}"
+        );
         // Past usize: the message names the count that overflowed.
         for (rows, classes, what) in [(usize::MAX, 2, "rows"), (10, usize::MAX, "classes")] {
             match blobs(rows, classes, 2, 0) {
