@@ -279,16 +279,10 @@ fn matmul_run<B: Backend>(
             _ => vec![rows, cols],
         }
     };
-    let ashape = if spec.trans_a {
-        shape(shared_a, k, m)
-    } else {
-        shape(shared_a, m, k)
-    };
-    let bshape = if spec.trans_b {
-        shape(shared_b, n, k)
-    } else {
-        shape(shared_b, k, n)
-    };
+    let [a0, a1] = as_stored(spec.trans_a, m, k);
+    let ashape = shape(shared_a, a0, a1);
+    let [b0, b1] = as_stored(spec.trans_b, k, n);
+    let bshape = shape(shared_b, b0, b1);
     let cshape = shape(false, m, n);
     let data = |s: u64, shape: &[usize], f16: bool| {
         let v = operand(s, shape.iter().product(), f16);
@@ -346,14 +340,11 @@ pub fn matmul_stored(
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
     let unit = arithmetic.unit(dims.2);
     let case = format!(
-        "{}x{}x{} {batching:?} ta={} tb={} α={} β={}{}",
+        "{}x{}x{} {batching:?} {}{}",
         dims.0,
         dims.1,
         dims.2,
-        spec.trans_a,
-        spec.trans_b,
-        spec.alpha,
-        spec.beta,
+        spec_text(spec),
         inputs.describe()
     );
     let batch = batching.count().unwrap_or(1);
@@ -573,96 +564,46 @@ pub fn split_f32_self_test(gpu: &GpuBackend) -> Result<KernelCheck> {
 /// A fused layer-forward case: batch, (M, N, K), per-group bias, activation, inputs, seed.
 type BiasActCase = (usize, (usize, usize, usize), bool, Activation, Inputs, u64);
 
-/// How a fused product is taken: its transposes and `alpha`, and `beta` times what the
-/// output held before (random values where `beta` is not 0). Training's layers use
-/// [`Scaling::LAYER_FORWARD`] and [`Scaling::LAYER_BACKWARD`].
-#[derive(Clone, Copy, Debug)]
-pub struct Scaling {
-    /// A stored transposed.
-    pub trans_a: bool,
-    /// B stored transposed.
-    pub trans_b: bool,
-    /// Scale of the product.
-    pub alpha: f32,
-    /// Scale of the output's old values.
-    pub beta: f32,
+/// An operand of `rows` × `cols` as stored: transposed where `trans` (see [`MatmulSpec`]).
+fn as_stored(trans: bool, rows: usize, cols: usize) -> [usize; 2] {
+    if trans {
+        [cols, rows]
+    } else {
+        [rows, cols]
+    }
 }
 
-impl Scaling {
-    /// `X·W`, overwriting.
-    pub const LAYER_FORWARD: Scaling = Scaling {
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        beta: 0.0,
-    };
-    /// `dY·Wᵀ`, overwriting.
-    pub const LAYER_BACKWARD: Scaling = Scaling {
-        trans_b: true,
-        ..Scaling::LAYER_FORWARD
-    };
-
-    fn spec(self, inputs: Inputs) -> MatmulSpec {
-        MatmulSpec {
-            alpha: self.alpha,
-            beta: self.beta,
-            ..MatmulSpec::new(self.trans_a, self.trans_b).f16(inputs.rounded)
-        }
+/// What a fused product's output holds before it: zeros, or random values where `beta` reads
+/// them.
+fn old_output<B: Backend>(b: &B, beta: f32, shape: &[usize], seed: u64) -> Result<B::Tensor> {
+    match beta {
+        0.0 => b.zeros(shape, DType::F32),
+        _ => b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0)),
     }
+}
 
-    /// A stored as `[.., M, K]` or transposed.
-    fn a_shape(self, m: usize, k: usize) -> [usize; 2] {
-        if self.trans_a {
-            [k, m]
-        } else {
-            [m, k]
-        }
-    }
-
-    /// B stored as `[.., K, N]` or transposed.
-    fn b_shape(self, k: usize, n: usize) -> [usize; 2] {
-        if self.trans_b {
-            [n, k]
-        } else {
-            [k, n]
-        }
-    }
-
-    /// The output before the product: zeros, or random values where `beta` reads them.
-    fn old_output<B: Backend>(self, b: &B, shape: &[usize], seed: u64) -> Result<B::Tensor> {
-        match self.beta {
-            0.0 => b.zeros(shape, DType::F32),
-            _ => b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0)),
-        }
-    }
-
-    fn describe(self) -> String {
-        let t = |on: bool| if on { "T" } else { "N" };
-        match (self.alpha, self.beta) {
-            (1.0, 0.0) => format!(" {}{}", t(self.trans_a), t(self.trans_b)),
-            (alpha, beta) => format!(
-                " {}{} alpha {alpha} beta {beta}",
-                t(self.trans_a),
-                t(self.trans_b)
-            ),
-        }
-    }
+/// A product's transposes and scales, as the checks' cases name them.
+fn spec_text(spec: &MatmulSpec) -> String {
+    format!(
+        "ta={} tb={} α={} β={}",
+        spec.trans_a, spec.trans_b, spec.alpha, spec.beta
+    )
 }
 
 fn matmul_bias_act_run<B: Backend>(
     b: &B,
     (batch, dims, per_group_bias, act, inputs, seed): BiasActCase,
-    scaling: Scaling,
+    spec: &MatmulSpec,
 ) -> Result<[Vec<f32>; 2]> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     let x = stored(
         b,
-        &scaling.a_shape(m, k),
+        &as_stored(spec.trans_a, m, k),
         &operand(seed, m * k, inputs.f16_values(s.a_f16)),
         s.a_f16,
     )?;
-    let [b0, b1] = scaling.b_shape(k, n);
+    let [b0, b1] = as_stored(spec.trans_b, k, n);
     let w = stored(
         b,
         &[batch, b0, b1],
@@ -678,10 +619,11 @@ fn matmul_bias_act_run<B: Backend>(
         &bias_shape,
         &uniform(seed + 2, bias_shape.iter().product(), -1.0, 1.0),
     )?;
-    let mut pre = scaling.old_output(b, &[batch, m, n], seed + 3)?;
+    let mut pre = old_output(b, spec.beta, &[batch, m, n], seed + 3)?;
     let y_dtype = if s.aux_f16 { DType::F16 } else { DType::F32 };
     let mut y = b.zeros(&[batch, m, n], y_dtype)?;
-    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &scaling.spec(inputs), act)?;
+    let spec = spec.f16(inputs.rounded);
+    b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &spec, act)?;
     Ok([b.read(&pre)?, b.read(&y)?])
 }
 
@@ -698,18 +640,19 @@ pub fn matmul_bias_act(
     seed: u64,
 ) -> Result<KernelCheck> {
     let case = (batch, dims, per_group_bias, act, inputs, seed);
-    matmul_bias_act_scaled(gpu, case, Scaling::LAYER_FORWARD)
+    matmul_bias_act_scaled(gpu, case, &MatmulSpec::default())
 }
 
-/// [`matmul_bias_act`] with the product taken as `scaling` says.
+/// [`matmul_bias_act`] with the product's transposes, `alpha` and `beta` as `spec` says (its
+/// `f16_inputs` is the case's); `pre` holds random values before where `beta` reads them.
 pub fn matmul_bias_act_scaled(
     gpu: &GpuBackend,
     case: BiasActCase,
-    scaling: Scaling,
+    spec: &MatmulSpec,
 ) -> Result<KernelCheck> {
     let (batch, dims, per_group_bias, act, inputs, _) = case;
-    let [pre, y] = matmul_bias_act_run(gpu, case, scaling)?;
-    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case, scaling)?;
+    let [pre, y] = matmul_bias_act_run(gpu, case, spec)?;
+    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case, spec)?;
     // The product's bound; the activation then adds at most its relative tolerance (its slope is
     // at most ~1.13). An F16 Y is one rounding of a value both sides may hold a bound apart:
     // 2⁻¹¹ relative, and the bound may move it across one f16 step.
@@ -726,17 +669,17 @@ pub fn matmul_bias_act_scaled(
         "matmul_narrow_bias_act",
     ];
     let f16 = inputs.f16_product();
-    let transposes = (scaling.trans_a, scaling.trans_b);
+    let transposes = (spec.trans_a, spec.trans_b);
     // beta·old adds one rounding of its own.
-    let pre_rtol = if scaling.beta == 0.0 { 0.0 } else { RTOL };
+    let pre_rtol = if spec.beta == 0.0 { 0.0 } else { RTOL };
     Ok(KernelCheck::new(
         kernel_name(gpu, batch, dims, transposes, f16, names)?,
         format!(
-            "{batch}x{}x{}x{}{} {act:?} per-group bias {per_group_bias}{}",
+            "{batch}x{}x{}x{} {} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
             dims.1,
             dims.2,
-            scaling.describe(),
+            spec_text(spec),
             inputs.describe()
         ),
     )
@@ -750,20 +693,20 @@ type ActGradCase = (usize, (usize, usize, usize), Activation, Inputs, u64);
 fn matmul_act_grad_run<B: Backend>(
     b: &B,
     (batch, dims, act, inputs, seed): ActGradCase,
-    scaling: Scaling,
+    spec: &MatmulSpec,
 ) -> Result<Vec<f32>> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
     // transposed), then the gradient through act at the forward's pre-activation.
-    let [a0, a1] = scaling.a_shape(m, k);
+    let [a0, a1] = as_stored(spec.trans_a, m, k);
     let dy = stored(
         b,
         &[batch, a0, a1],
         &operand(seed, batch * m * k, inputs.f16_values(s.a_f16)),
         s.a_f16,
     )?;
-    let [b0, b1] = scaling.b_shape(k, n);
+    let [b0, b1] = as_stored(spec.trans_b, k, n);
     let w = stored(
         b,
         &[batch, b0, b1],
@@ -777,8 +720,9 @@ fn matmul_act_grad_run<B: Backend>(
         s.aux_f16,
     )?;
     let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
-    let mut dpre = scaling.old_output(b, &[batch, m, n], seed + 4)?;
-    b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &scaling.spec(inputs), act)?;
+    let mut dpre = old_output(b, spec.beta, &[batch, m, n], seed + 4)?;
+    let spec = spec.f16(inputs.rounded);
+    b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
     b.read(&dpre)
 }
 
@@ -793,18 +737,19 @@ pub fn matmul_act_grad(
     seed: u64,
 ) -> Result<KernelCheck> {
     let case = (batch, dims, act, inputs, seed);
-    matmul_act_grad_scaled(gpu, case, Scaling::LAYER_BACKWARD)
+    matmul_act_grad_scaled(gpu, case, &MatmulSpec::new(false, true))
 }
 
-/// [`matmul_act_grad`] with the product taken as `scaling` says.
+/// [`matmul_act_grad`] with the product's transposes, `alpha` and `beta` as `spec` says (its
+/// `f16_inputs` is the case's); `dpre` holds random values before where `beta` reads them.
 pub fn matmul_act_grad_scaled(
     gpu: &GpuBackend,
     case: ActGradCase,
-    scaling: Scaling,
+    spec: &MatmulSpec,
 ) -> Result<KernelCheck> {
     let (batch, dims, act, inputs, _) = case;
-    let got = matmul_act_grad_run(gpu, case, scaling)?;
-    let want = matmul_act_grad_run(&CpuBackend, case, scaling)?;
+    let got = matmul_act_grad_run(gpu, case, spec)?;
+    let want = matmul_act_grad_run(&CpuBackend, case, spec)?;
     // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
     // relative tolerance.
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
@@ -815,15 +760,15 @@ pub fn matmul_act_grad_scaled(
         "matmul_narrow_act_grad",
     ];
     let f16 = inputs.f16_product();
-    let transposes = (scaling.trans_a, scaling.trans_b);
+    let transposes = (spec.trans_a, spec.trans_b);
     Ok(KernelCheck::new(
         kernel_name(gpu, batch, dims, transposes, f16, names)?,
         format!(
-            "{batch}x{}x{}x{}{} {act:?}{}",
+            "{batch}x{}x{}x{} {} {act:?}{}",
             dims.0,
             dims.1,
             dims.2,
-            scaling.describe(),
+            spec_text(spec),
             inputs.describe()
         ),
     )
@@ -1568,17 +1513,16 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
     {
         let inputs = Inputs::rounded(f16_inputs);
         for t in 0..4 {
-            let scaling = Scaling {
-                trans_a: t & 1 == 1,
-                trans_b: t & 2 == 2,
+            let spec = MatmulSpec {
                 alpha: 0.5,
                 beta: 1.0,
+                ..MatmulSpec::new(t & 1 == 1, t & 2 == 2)
             };
             let seed = 60 + 4 * i as u64 + t as u64;
             let forward = (2, dims, true, Activation::Gelu, inputs, seed);
-            out.push(matmul_bias_act_scaled(gpu, forward, scaling)?);
+            out.push(matmul_bias_act_scaled(gpu, forward, &spec)?);
             let backward = (2, dims, Activation::Tanh, inputs, seed);
-            out.push(matmul_act_grad_scaled(gpu, backward, scaling)?);
+            out.push(matmul_act_grad_scaled(gpu, backward, &spec)?);
         }
     }
     if gpu.f16_tensors() {
