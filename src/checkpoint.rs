@@ -348,18 +348,10 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     }
     // Every peer's tensors as its configuration makes them, and none besides: found here,
     // naming the file, rather than once a trainer is built on a device.
-    let expected = crate::trainer::saved_tensor_shapes(&config);
-    for (name, shape) in &expected {
-        match tensors.get(name) {
-            None => return Err(corrupt(format!("tensor {name} is missing"))),
-            Some((saved, _)) if saved != shape => {
-                return Err(corrupt(format!(
-                    "tensor {name} has shape {saved:?}; its configuration makes it {shape:?}"
-                )))
-            }
-            Some(_) => {}
-        }
+    if let Some(why) = crate::trainer::saved_tensors_mismatch(&config, &tensors) {
+        return Err(corrupt(why));
     }
+    let expected = crate::trainer::saved_tensor_shapes(&config);
     let known = |name: &str| {
         ["data.mean", "data.std"].contains(&name) || expected.iter().any(|(n, _)| n == name)
     };

@@ -75,6 +75,25 @@ pub fn saved_tensor_shapes(config: &TrainConfig) -> Vec<(String, Vec<usize>)> {
     out
 }
 
+/// What keeps `tensors` from restoring a cohort configured as `config`: one of its
+/// [`saved_tensor_shapes`] missing, or held in another shape or with another count of values;
+/// `None` where every one is there as it should be (tensors besides are not looked at).
+pub fn saved_tensors_mismatch(config: &TrainConfig, tensors: &NamedTensors) -> Option<String> {
+    saved_tensor_shapes(config)
+        .into_iter()
+        .find_map(|(name, shape)| match tensors.get(&name) {
+            None => Some(format!("tensor {name} is missing")),
+            Some((saved, _)) if *saved != shape => Some(format!(
+                "tensor {name} has shape {saved:?}; its configuration makes it {shape:?}"
+            )),
+            Some((_, values)) if values.len() != shape.iter().product::<usize>() => Some(format!(
+                "tensor {name} holds {} values for its shape {shape:?}",
+                values.len()
+            )),
+            Some(_) => None,
+        })
+}
+
 impl<T> Layer<T> {
     /// The names of the tensors a checkpoint holds for this layer, in [`Self::saved`]'s order.
     fn saved_names(&self) -> Vec<String> {
@@ -1503,24 +1522,17 @@ impl<'b, B: Backend> Trainer<'b, B> {
             )));
         }
         // Every tensor checked before any is written, so that a bad one changes nothing.
+        if let Some(why) = saved_tensors_mismatch(&self.config, tensors) {
+            return Err(CohortError::CheckpointMismatch(why));
+        }
         let mut staged: Vec<Vec<f32>> = Vec::new();
         for group in &self.groups {
             for (l, layer) in group.layers.iter().enumerate() {
                 for (name, t) in layer.saved_names().into_iter().zip(layer.saved()) {
-                    let dims = &t.shape().dims()[1..];
                     let mut data = Vec::with_capacity(t.shape().numel());
                     for &peer in &group.peers {
                         let key = format!("peer{peer}.layer{l}.{name}");
-                        let (shape, values) = tensors.get(&key).ok_or_else(|| {
-                            CohortError::CheckpointMismatch(format!("tensor {key} is missing"))
-                        })?;
-                        if shape[..] != *dims || values.len() != dims.iter().product::<usize>() {
-                            return Err(CohortError::CheckpointMismatch(format!(
-                                "{key} has shape {shape:?} and {} values, the model needs \
-                                 {dims:?}",
-                                values.len(),
-                            )));
-                        }
+                        let (_, values) = &tensors[&key];
                         // A NaN weight would not even show in predictions (ReLU maps it to 0).
                         if let Some(v) = values.iter().find(|v| !v.is_finite()) {
                             return Err(CohortError::NonFinite {
