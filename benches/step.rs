@@ -2,8 +2,9 @@
 //! SGD with momentum) recorded as one submission, on the GPU backend and on the CPU backend.
 //! GPU time comes from timestamp queries around the step; wall time covers record, submit and
 //! wait; then 20 steps submitted back to back and waited for once give the time per step that
-//! training reaches ("pipelined"; the median of 5 such runs). Device memory: the model's buffers, and what a step needs
-//! beyond them at its peak (`Runtime::memory`). One summary line per configuration goes to stderr.
+//! training reaches ("pipelined"; the median of 5 such runs). Device memory: the model's
+//! buffers, and what a step needs beyond them at its peak (`Runtime::memory`). One summary line
+//! per configuration goes to stderr.
 //!
 //! Run:
 //! ```text

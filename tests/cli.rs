@@ -1609,7 +1609,10 @@ fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
     std::fs::write(&test, outlier.join("\n")).unwrap();
     fails_cleanly(
         &[&["train"], &flags[..]].concat(),
-        &format!("(3e38 - 0.99722224) / 0.8681733 is past f32's range, in --test-data {test_data}; values this far"),
+        &format!(
+            "(3e38 - 0.99722224) / 0.8681733 is past f32's range, in --test-data {test_data}; \
+             values this far"
+        ),
     );
     // And the rows `predict` scores with a checkpoint's statistics.
     let ckpt = dir.join("scaled.safetensors");

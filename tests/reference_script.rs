@@ -150,8 +150,8 @@ fn target_report_picks_the_best_variant_and_judges_it() {
 
 #[test]
 fn without_pytorch_the_large_step_is_judged_against_the_issues_figure() {
-    // No PyTorch time measured (a PyTorch file without them, or no file): the large f32 step falls back on
-    // the issue's 5.5 ms; the share targets have nothing to judge by.
+    // No PyTorch time measured (a PyTorch file without them, or no file): the large f32 step
+    // falls back on the issue's 5.5 ms; the share targets have nothing to judge by.
     for (ms, verdict) in [("5.0", "yes"), ("6.0", "no")] {
         let json = format!(
             r#"{{"measures": {{"dml_step/large/fp32": {{"median_ms": {ms}}},

@@ -266,8 +266,8 @@ impl Tuned {
 
     /// The plans kept in `path` for `gpu`, opened with `options`: none where the file does not
     /// exist yet, is empty, or was written for another adapter, driver, build of the matmul
-    /// kernels or matmul options ([`identity`]; said on stderr); a plan `gpu` would not choose between (an edited file) is left out and
-    /// timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
+    /// kernels or matmul options ([`identity`]; said on stderr); a plan `gpu` would not choose
+    /// between (an edited file) is left out and timed again. [`CohortError::CorruptFile`] where it is not a plan file; an I/O error where
     /// it cannot be read, or not written when new plans come.
     pub(super) fn from_file(gpu: &GpuBackend, path: &Path, options: &GpuOptions) -> Result<Self> {
         Self::read_file(gpu, path, options).map_err(|e| e.for_file(PLAN_FILE_ROLE))
@@ -329,8 +329,9 @@ impl Tuned {
     }
 
     /// Rewrites the plan file, if there is one, with every plan, and the plans another run
-    /// sharing the file (same adapter, driver, matmul kernels and options) wrote there since this one
-    /// read it, for shapes this one has not tuned (they are checked when a run reads them).
+    /// sharing the file (same adapter, driver, matmul kernels and options) wrote there since
+    /// this one read it, for shapes this one has not tuned (they are checked when a run reads
+    /// them).
     fn save(&self) -> Result<()> {
         let Some((path, tuned_on)) = &self.file else {
             return Ok(());

@@ -57,8 +57,8 @@ pub struct GpuOptions {
     /// Keep the tuned plans in this file between runs (implies `tune_matmuls`): they are read
     /// when the backend opens, where the file was written for the same adapter, driver, matmul
     /// kernels and options that bear on products (else tuning starts afresh; the row kernels',
-    /// the layer updates' and step scheduling's options do not count), and it is rewritten (atomically) whenever a new
-    /// shape is tuned. Runs that share the file run the same plans.
+    /// the layer updates' and step scheduling's options do not count), and it is rewritten
+    /// (atomically) whenever a new shape is tuned. Runs that share the file run the same plans.
     pub tune_file: Option<std::path::PathBuf>,
     /// Keep wgpu's loop bounding (a counter naga adds to every loop, against infinite loops) in
     /// all of cohort's kernels, instead of dropping it from all: an experiment, to measure the
@@ -422,8 +422,8 @@ impl GpuOptions {
     /// `COHORT_COOP_PREFETCH=2` reads its k-slices two steps ahead,
     /// `COHORT_COOP_K_STEP=64` gives it 64 k per step where the layout fits,
     /// `COHORT_NARROW=0` runs narrow products on those kernels too instead
-    /// of the narrow one, `COHORT_NARROW_ROWS=4|8|16` forces its rows per workgroup, `COHORT_F16_TENSORS=0` declines F16
-    /// tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
+    /// of the narrow one, `COHORT_NARROW_ROWS=4|8|16` forces its rows per workgroup,
+    /// `COHORT_F16_TENSORS=0` declines F16 tensors, `COHORT_F32_MATMUL=plain|split-f16` chooses how f32 products are computed,
     /// `COHORT_SERIAL_DISPATCHES=1` makes every dispatch wait for the ones before it,
     /// `COHORT_ONE_PASS=1` records a step in one compute pass (no batches of independent
     /// kernels),

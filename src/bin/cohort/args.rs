@@ -38,8 +38,8 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = 3)]
         seeds: u64,
         /// Write each run's final test accuracy and loss, a row per seed, run and peer (and the
-        /// ensemble): CSV (.csv), JSON lines (.jsonl) or a JSON array (.json); rewritten after every run,
-        /// so an interrupted comparison keeps the seeds it finished.
+        /// ensemble): CSV (.csv), JSON lines (.jsonl) or a JSON array (.json); rewritten after
+        /// every run, so an interrupted comparison keeps the seeds it finished.
         #[arg(long)]
         results: Option<PathBuf>,
     },
