@@ -1361,57 +1361,46 @@ fn predict_writes_each_rows_classes_and_probabilities() {
     // Rows the cohort cannot read, flags that mean nothing here, outputs that would destroy.
     let labelled = format!("csv:{}", path("labelled.csv"));
     let features_only = format!("csv:{}", path("features.csv"));
-    let unreadable = [
-        (
-            &labelled,
-            "none",
-            "takes 64 features; the rows to predict have 65",
-        ),
-        (
-            &labelled,
-            "3",
-            "tells 10 classes apart; the rows to predict have a label 12",
-        ),
-        (
-            &features_only,
-            "3",
-            "the rows to predict have 63 besides the labels in column 3 (--label-column none",
-        ),
-    ];
-    for (data, column, expect) in unreadable {
-        fails_cleanly(
-            &[
-                "predict",
-                &ckpt,
-                "--device",
-                "cpu",
-                "--data",
-                data,
-                "--label-column",
-                column,
-            ],
-            expect,
-        );
-    }
-    fails_cleanly(
-        &["predict", &ckpt, "--device", "cpu", "--data", "blobs"],
-        "takes 64 features; the rows to predict have 16",
-    );
     // Rows narrower than the cohort's inputs are features only (no room for a label): the
     // error names both widths (it was a missing label).
     let narrow = path("narrow.csv");
     std::fs::write(&narrow, "0.5,1\n0.7,1\n").unwrap();
-    fails_cleanly(
-        &[
-            "predict",
-            &ckpt,
-            "--device",
-            "cpu",
-            "--data",
-            &format!("csv:{narrow}"),
-        ],
-        "takes 64 features; the rows to predict have 2",
-    );
+    let narrow = format!("csv:{narrow}");
+    let unreadable: [(&str, &[&str], &str); 5] = [
+        (
+            &labelled,
+            &["--label-column", "none"],
+            "takes 64 features; the rows to predict have 65",
+        ),
+        (
+            &labelled,
+            &["--label-column", "3"],
+            "tells 10 classes apart; the rows to predict have a label 12",
+        ),
+        (
+            &features_only,
+            &["--label-column", "3"],
+            "the rows to predict have 63 besides the labels in column 3 (--label-column none",
+        ),
+        (
+            "blobs",
+            &[],
+            "takes 64 features; the rows to predict have 16",
+        ),
+        (
+            &narrow,
+            &[],
+            "takes 64 features; the rows to predict have 2",
+        ),
+    ];
+    for (data, flags, expect) in unreadable {
+        let args = [
+            &["predict", &ckpt, "--device", "cpu", "--data", data],
+            flags,
+        ]
+        .concat();
+        fails_cleanly(&args, expect);
+    }
     fails_cleanly(
         &[
             "predict",
