@@ -154,15 +154,18 @@ f16_products() { # [FILTER]: f16 products at $shapes, F16 tensors (as cuBLAS HGE
   COHORT_BENCH_SHAPES=$shapes COHORT_BENCH_PRECISION=f16 \
     run bench-matmul-f16 .gpu/bin/bench-matmul --bench $quick "$@"
 }
+bench_step() { # name: the step bench's GPU steps (COHORT_BENCH_* as the caller sets them)
+  run "$1" .gpu/bin/bench-step --bench $quick step/gpu
+}
 mixed_steps() {
   COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    run bench-step-mixed .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-mixed
 }
 split_f32() { # SHAPES: f32 products split into f16 parts on the tensor cores (three f16 products each), then the steps
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_SHAPES=$1 COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_JSON="$out/cohort-split-f32.json" \
     run bench-matmul-split-f32 .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_F32_MATMUL=split-f16 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-split-f32.json" \
-    run bench-step-split-f32 .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-split-f32
 }
 part_peak() {
   run bench-coop-peak .gpu/bin/bench-coop_peak --bench $quick
@@ -189,23 +192,23 @@ part_tiles() {
     COHORT_BENCH_JSON="$out/cohort-single-buffer.json" \
     run bench-matmul-single-buffer .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_MATMUL_BUFFERS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-single-buffer.json" \
-    run bench-step-single-buffer .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-single-buffer
   # The large step with the tile chosen by shape (128 for its hidden layers' products, 64 for
   # the output layer's; the small step has no product big enough, so it would not change).
   COHORT_MATMUL_TILE=shape COHORT_BENCH_STEPS=large COHORT_BENCH_JSON="$out/cohort-step-tileshape.json" \
-    run bench-step-tileshape .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-tileshape
 }
 part_losses() {
   COHORT_BENCH_LOGITS=2x256x10,2x1024x10,4x1024x100 \
     run bench-losses .gpu/bin/bench-losses --bench $quick losses-gpu
 }
 part_step() {
-  COHORT_BENCH_STEPS=tiny,small,large run bench-step .gpu/bin/bench-step --bench $quick step/gpu
+  COHORT_BENCH_STEPS=tiny,small,large bench_step bench-step
   mixed_steps
   # Each layer's update in two dispatches (weights, then bias), as on software adapters, against
   # the default one (the small step: 3 dispatches fewer per step).
   COHORT_FUSED_UPDATE=0 COHORT_BENCH_STEPS=small COHORT_BENCH_JSON="$out/cohort-step-update-parts.json" \
-    run bench-step-update-parts .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-update-parts
 }
 part_narrow() {
   # The output layers' forward (NN) and weight gradient (TN) of the small and large steps, 2
@@ -221,7 +224,7 @@ part_narrow() {
     for prec in f32 f16; do
       COHORT_NARROW=${narrow/default/1} COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
         COHORT_BENCH_JSON="$out/cohort-step-narrow-$narrow-$prec.json" \
-        run "bench-step-narrow-$narrow-$prec" .gpu/bin/bench-step --bench $quick step/gpu
+        bench_step "bench-step-narrow-$narrow-$prec"
     done
   done
 }
@@ -235,11 +238,11 @@ part_overlap() {
   # partial products, so the split may no longer pay.
   for prec in f32 f16; do
     COHORT_ONE_PASS=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" run "bench-step-one-pass-$prec" .gpu/bin/bench-step --bench $quick step/gpu
+      COHORT_BENCH_JSON="$out/cohort-step-one-pass-$prec.json" bench_step "bench-step-one-pass-$prec"
     COHORT_SERIAL_DISPATCHES=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" run "bench-step-serial-$prec" .gpu/bin/bench-step --bench $quick step/gpu
+      COHORT_BENCH_JSON="$out/cohort-step-serial-$prec.json" bench_step "bench-step-serial-$prec"
     COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small COHORT_BENCH_PRECISION=$prec \
-      COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" run "bench-step-unsplit-$prec" .gpu/bin/bench-step --bench $quick step/gpu
+      COHORT_BENCH_JSON="$out/cohort-step-unsplit-$prec.json" bench_step "bench-step-unsplit-$prec"
   done
 }
 part_rows() {
@@ -254,7 +257,7 @@ part_rows() {
     for prec in f32 f16; do
       COHORT_ROW_SUBGROUPS=$subgroups COHORT_ROW_CLASSES_PER_LANE=$per_lane COHORT_BENCH_STEPS=small \
         COHORT_BENCH_PRECISION=$prec COHORT_BENCH_JSON="$out/cohort-step-rows-$name-$prec.json" \
-        run "bench-step-rows-$name-$prec" .gpu/bin/bench-step --bench $quick step/gpu
+        bench_step "bench-step-rows-$name-$prec"
     done
   done
 }
@@ -269,9 +272,9 @@ part_tune() {
   # candidate's time are kept in matmul-plans.json (with the results) and shared by these runs.
   local -x COHORT_MATMUL_TUNE_FILE="$out/matmul-plans.json"
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-tuned.json" \
-    run bench-step-tuned .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-tuned
   COHORT_MATMUL_TUNE=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 \
-    COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" run bench-step-mixed-tuned .gpu/bin/bench-step --bench $quick step/gpu
+    COHORT_BENCH_JSON="$out/cohort-step-mixed-tuned.json" bench_step bench-step-mixed-tuned
   for config in small:1024:256 large:4096:1024; do
     IFS=: read -r name width batch <<<"$config"
     for prec in f32 mixed; do
@@ -393,7 +396,7 @@ part_unroll() {
     COHORT_BENCH_SHAPES=$sq COHORT_BENCH_TRANSPOSES=nn COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-coop-$build.json" \
       run "bench-matmul-f16-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     COHORT_BENCH_STEPS=$steps COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-$build.json" \
-      run "bench-step-mixed-$build" .gpu/bin/bench-step --bench $quick step/gpu
+      bench_step "bench-step-mixed-$build"
   done
   unset COHORT_COOP_UNROLL COHORT_COOP_STORES COHORT_UNROLL_HINTS COHORT_COOP_PREFETCH COHORT_COOP_K_STEP
   # The f32 kernel: by default (hints0), hinted (hints1), and reading its k-slices two ahead
@@ -407,7 +410,7 @@ part_unroll() {
       COHORT_BENCH_JSON="$out/cohort-f32-$build.json" \
       run "bench-matmul-f32-$build" .gpu/bin/bench-matmul --bench $quick matmul-gpu/
     COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-f32-$build.json" \
-      run "bench-step-f32-$build" .gpu/bin/bench-step --bench $quick step/gpu
+      bench_step "bench-step-f32-$build"
   done
   unset COHORT_UNROLL_HINTS COHORT_MATMUL_PREFETCH
   COHORT_UNROLL_HINTS=1 profile_step stats-large-mixed-hints 4096 1024 mixed 2 --driver-stats
@@ -436,9 +439,9 @@ part_variants() {
   # The mixed step without tensor cores (the f32 kernel rounding to f16), and without the F16
   # weight copies and activations (f32 tensors rounded as loaded).
   COHORT_COOP=off COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-no-coop.json" \
-    run bench-step-mixed-no-coop .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-mixed-no-coop
   COHORT_F16_TENSORS=0 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-mixed-f32-tensors.json" \
-    run bench-step-mixed-f32-tensors .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-mixed-f32-tensors
   # Split K on products with few tiles (the output layers' forward, 10 columns, on the tiled
   # kernels: COHORT_NARROW=0; a hidden layer's forward, 128 tiles): as chosen, then never split
   # (COHORT_SPLIT_K=1), f32 and f16; and the steps without splits.
@@ -451,9 +454,9 @@ part_variants() {
     done
   done
   COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_JSON="$out/cohort-step-splitk-off.json" \
-    run bench-step-splitk-off .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-splitk-off
   COHORT_SPLIT_K=1 COHORT_BENCH_STEPS=small,large COHORT_BENCH_PRECISION=f16 COHORT_BENCH_JSON="$out/cohort-step-mixed-splitk-off.json" \
-    run bench-step-mixed-splitk-off .gpu/bin/bench-step --bench $quick step/gpu
+    bench_step bench-step-mixed-splitk-off
   if [ -d .gpu/data/mnist10k ]; then
     COHORT_F32_MATMUL=split-f16 \
       run train-mnist10k-split-f32 .gpu/bin/bin-cohort train --device gpu --data idx:.gpu/data/mnist10k --peers 2x_-1024-1024-_ --batch 256 --epochs 3
