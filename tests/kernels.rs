@@ -512,37 +512,37 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
         _ => ["2x2:2x2", "4x2:2x4", "2x2:1x1"],
     };
     // Each also with its k-step written out (COHORT_COOP_UNROLL=1), staged one f16 per store
-    // (COHORT_COOP_STORES=scalar), reading two k-slices ahead (COHORT_COOP_PREFETCH=2), both
-    // written out and two ahead, and at 64 k per step (COHORT_COOP_K_STEP=64; in the layouts
-    // that fit it here) reading one and two slices ahead: the ragged cases (and, two ahead or
-    // 64 deep, K of 1 to 6 slices of 32).
-    let builds = [
-        ("", false, false, false, false),
-        (", unrolled", true, false, false, false),
-        (", scalar stores", false, true, false, false),
-        (", two slices ahead", false, false, true, false),
-        (", unrolled, two slices ahead", true, false, true, false),
-        (", 64 k per step", false, false, false, true),
-        (
-            ", 64 k per step, two slices ahead",
-            false,
-            false,
-            true,
-            true,
-        ),
+    // (COHORT_COOP_STORES=scalar), every operand staged k-contiguous (COHORT_COOP_STAGING=k),
+    // reading two k-slices ahead (COHORT_COOP_PREFETCH=2), both written out and two ahead, and
+    // at 64 k per step (COHORT_COOP_K_STEP=64; in the layouts that fit it here) reading one
+    // and two slices ahead: the ragged cases (and, two ahead or 64 deep, K of 1 to 6 slices of
+    // 32).
+    type Build = fn(&mut cohort::GpuOptions);
+    let builds: [(&str, Build); 8] = [
+        ("", |_| {}),
+        (", unrolled", |o| o.coop_unroll = true),
+        (", scalar stores", |o| o.coop_scalar_stores = true),
+        (", staged k-contiguous", |o| o.coop_k_staging = true),
+        (", two slices ahead", |o| o.coop_deep_prefetch = true),
+        (", unrolled, two slices ahead", |o| {
+            o.coop_unroll = true;
+            o.coop_deep_prefetch = true;
+        }),
+        (", 64 k per step", |o| o.coop_deep_k_step = true),
+        (", 64 k per step, two slices ahead", |o| {
+            o.coop_deep_k_step = true;
+            o.coop_deep_prefetch = true;
+        }),
     ];
     let mut deep_k_layouts = 0;
-    for (layout, (build, unroll, scalar_stores, deep_prefetch, deep_k)) in layouts
+    for (layout, (build, set)) in layouts
         .iter()
         .flat_map(|l| builds.iter().map(move |b| (*l, *b)))
     {
-        let g = coop_backend_with(cohort::gpu::CoopChoice::On, layout, |o| {
-            o.coop_unroll = unroll;
-            o.coop_scalar_stores = scalar_stores;
-            o.coop_deep_prefetch = deep_prefetch;
-            o.coop_deep_k_step = deep_k;
-        })
-        .unwrap();
+        let mut options = cohort::GpuOptions::default();
+        set(&mut options);
+        let (deep_prefetch, deep_k) = (options.coop_deep_prefetch, options.coop_deep_k_step);
+        let g = coop_backend_with(cohort::gpu::CoopChoice::On, layout, set).unwrap();
         if deep_k && !runs_deep_k_step(&g, layout, false) {
             continue;
         }
@@ -555,11 +555,7 @@ fn matmul_coop_on_the_adapters_cooperative_matrices_matches_cpu() {
             g.coop_check()
         );
         // Every case in the default build; the ragged ones in the others.
-        coop_checks(
-            &g,
-            &format!("{layout}{build}"),
-            !unroll && !scalar_stores && !deep_prefetch && !deep_k,
-        );
+        coop_checks(&g, &format!("{layout}{build}"), build.is_empty());
         if deep_prefetch || deep_k {
             slice_count_checks(&g, &format!("{layout}{build}"));
         }
@@ -1372,31 +1368,45 @@ fn matmul_split_along_k_matches_cpu() {
         }
         report(&format!("matmul split along K in {splits}"), &checks);
     }
-    // The cooperative-matrix kernel's partial products, emulated (f16 shaders needed).
+    // The cooperative-matrix kernel's partial products: emulated (f16 shaders needed), and on
+    // the adapter's own cooperative matrices where it has them.
     if !has_f16_shaders(gpu().unwrap(), "split-K on matmul_coop") {
         return;
     }
-    let g = split_k_backend(3, Some(cohort::gpu::CoopChoice::Emulate)).unwrap();
-    let mut checks = Vec::new();
-    for (i, &(batch, dims)) in [(1, (7, 13, 200)), (2, (70, 65, 300))].iter().enumerate() {
-        for t in 0..4 {
-            let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
-            let batching = Batching::All(batch);
+    let mut coops = vec![cohort::gpu::CoopChoice::Emulate];
+    match gpu().unwrap().runtime().caps().coop_ops {
+        Some(_) => coops.push(cohort::gpu::CoopChoice::On),
+        None => common::loud(
+            "SKIPPED split-K on the adapter's own cooperative matrices: it has none (checked \
+             on the emulated ones only)",
+        ),
+    }
+    for coop in coops {
+        let g = split_k_backend(3, Some(coop)).unwrap();
+        let mut checks = Vec::new();
+        for (i, &(batch, dims)) in [(1, (7, 13, 200)), (2, (70, 65, 300))].iter().enumerate() {
+            for t in 0..4 {
+                let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(true);
+                let batching = Batching::All(batch);
+                let seed = 90 + (i * 4 + t) as u64;
+                checks.push(validate::matmul(&g, batching, dims, &spec, seed).unwrap());
+            }
+            let seed = 95 + i as u64;
+            let relu = Activation::Relu;
             checks.push(
-                validate::matmul(&g, batching, dims, &spec, 90 + (i * 4 + t) as u64).unwrap(),
+                validate::matmul_bias_act(&g, batch, dims, true, relu, ROUNDED, seed).unwrap(),
+            );
+            checks.push(
+                validate::matmul_act_grad(&g, batch, dims, Activation::Gelu, ROUNDED, seed)
+                    .unwrap(),
             );
         }
-        let seed = 95 + i as u64;
-        checks.push(
-            validate::matmul_bias_act(&g, batch, dims, true, Activation::Relu, ROUNDED, seed)
-                .unwrap(),
-        );
-        checks.push(
-            validate::matmul_act_grad(&g, batch, dims, Activation::Gelu, ROUNDED, seed).unwrap(),
+        assert_ran_on_coop(&checks);
+        report(
+            &format!("matmul_coop {:?} split along K in 3", g.matmul_coop()),
+            &checks,
         );
     }
-    assert_ran_on_coop(&checks);
-    report("matmul_coop split along K in 3", &checks);
     assert!(split_k_backend(17, None).is_err());
     assert!(split_k_backend(0, None).is_err());
 }
