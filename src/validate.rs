@@ -347,10 +347,8 @@ pub fn matmul_stored(
         spec_text(spec),
         inputs.describe()
     );
-    let batch = batching.count().unwrap_or(1);
     let transposes = (spec.trans_a, spec.trans_b);
-    let f16 = inputs.f16_product();
-    let kernel = kernel_name(gpu, batch, dims, transposes, f16, MATMUL_NAMES)?;
+    let kernel = kernel_name(gpu, batching, dims, transposes, inputs, MATMUL_NAMES)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
@@ -358,33 +356,42 @@ pub fn matmul_stored(
 /// The check names of a plain product on the tiled, cooperative-matrix and narrow kernels.
 const MATMUL_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_narrow"];
 
-/// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) applies to a product
-/// of `batch` × `dims` (M, N, K) with these transposes, f16 (`f16_product`) or not: the kernel
-/// the backend's plan for its shape runs it on (a tuning backend may time others and keep one).
+/// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) ran a product of
+/// `dims` (M, N, K) batched as `batching`, with these transposes and `inputs`: the kernel of the
+/// plan the backend runs it on now (the tuned one, where a tuning backend has met the product).
 fn kernel_name(
     gpu: &GpuBackend,
-    batch: usize,
+    batching: Batching,
     (m, n, k): (usize, usize, usize),
     (trans_a, trans_b): (bool, bool),
-    f16_product: bool,
+    inputs: Inputs,
     [tiled, coop, narrow]: [&'static str; 3],
 ) -> Result<&'static str> {
+    let (a_batched, b_batched) = match batching {
+        Batching::None => (false, false),
+        Batching::All(_) => (true, true),
+        Batching::SharedA(_) => (false, true),
+        Batching::SharedB(_) => (true, false),
+    };
     let d = MatmulDims {
-        batch,
+        batch: batching.count().unwrap_or(1),
         m,
         n,
         k,
-        stride_a: 0,
-        stride_b: 0,
+        stride_a: if a_batched { m * k } else { 0 },
+        stride_b: if b_batched { k * n } else { 0 },
         trans_a,
         trans_b,
-        f16_inputs: f16_product,
+        f16_inputs: inputs.f16_product(),
     };
-    Ok(match gpu.matmul_plan_by_shape(&d)?.kernel {
-        MatmulKernel::Tiled { .. } => tiled,
-        MatmulKernel::Coop { .. } => coop,
-        MatmulKernel::Narrow => narrow,
-    })
+    let s = inputs.storage;
+    Ok(
+        match gpu.current_matmul_plan(&d, s.a_f16, s.b_f16)?.kernel {
+            MatmulKernel::Tiled { .. } => tiled,
+            MatmulKernel::Coop { .. } => coop,
+            MatmulKernel::Narrow => narrow,
+        },
+    )
 }
 
 /// How the GPU backend computes a product: of f32 numbers with f32 arithmetic, of f16 numbers
@@ -438,7 +445,14 @@ pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     let want = f16_rounding_run(&CpuBackend, dims)?;
     // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
     Ok(KernelCheck::new(
-        kernel_name(gpu, 1, dims, (false, false), true, MATMUL_NAMES)?,
+        kernel_name(
+            gpu,
+            Batching::None,
+            dims,
+            (false, false),
+            Inputs::ROUNDED,
+            MATMUL_NAMES,
+        )?,
         format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
     )
     .compare("C", &got, &want, |_, _| 1e-4))
@@ -668,12 +682,18 @@ pub fn matmul_bias_act_scaled(
         "matmul_coop_bias_act",
         "matmul_narrow_bias_act",
     ];
-    let f16 = inputs.f16_product();
     let transposes = (spec.trans_a, spec.trans_b);
     // beta·old adds one rounding of its own.
     let pre_rtol = if spec.beta == 0.0 { 0.0 } else { RTOL };
     Ok(KernelCheck::new(
-        kernel_name(gpu, batch, dims, transposes, f16, names)?,
+        kernel_name(
+            gpu,
+            Batching::SharedA(batch),
+            dims,
+            transposes,
+            inputs,
+            names,
+        )?,
         format!(
             "{batch}x{}x{}x{} {} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
@@ -759,10 +779,9 @@ pub fn matmul_act_grad_scaled(
         "matmul_coop_act_grad",
         "matmul_narrow_act_grad",
     ];
-    let f16 = inputs.f16_product();
     let transposes = (spec.trans_a, spec.trans_b);
     Ok(KernelCheck::new(
-        kernel_name(gpu, batch, dims, transposes, f16, names)?,
+        kernel_name(gpu, Batching::All(batch), dims, transposes, inputs, names)?,
         format!(
             "{batch}x{}x{}x{} {} {act:?}{}",
             dims.0,

@@ -1144,6 +1144,85 @@ fn assert_no_plan_rejected(tuned: &[cohort::gpu::TunedMatmul]) {
 }
 
 #[test]
+fn checks_name_the_kernel_of_the_tuned_plan() {
+    // A narrow product (C 10 wide) whose plan file keeps a tiled plan: the check names the
+    // kernel that ran it (the tiled one), not the shape's own (the narrow one).
+    if gpu().is_none() {
+        return;
+    }
+    let path =
+        std::env::temp_dir().join(format!("cohort-kernel-names-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let open = || {
+        cohort::GpuBackend::new(&cohort::GpuOptions {
+            tune_file: Some(path.clone()),
+            no_narrow_kernel: false,
+            ..cohort::GpuOptions::from_env().unwrap()
+        })
+        .unwrap()
+    };
+    let (dims, spec) = ((33, 10, 100), MatmulSpec::new(false, false));
+    let d = cohort::ops::MatmulDims {
+        batch: 1,
+        m: dims.0,
+        n: dims.1,
+        k: dims.2,
+        stride_a: 0,
+        stride_b: 0,
+        trans_a: false,
+        trans_b: false,
+        f16_inputs: false,
+    };
+    let g = open();
+    let own = g.matmul_plan_by_shape(&d).unwrap();
+    assert_eq!(
+        own.kernel,
+        cohort::gpu::MatmulKernel::Narrow,
+        "{}",
+        own.label(dims.2)
+    );
+    assert_passed(&validate::matmul(&g, Batching::None, dims, &spec, 1).unwrap());
+    drop(g);
+    // The file edited so that a tiled plan is the fastest timed, and kept.
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let entry = &mut file["plans"][0];
+    let timings = entry["timings"].as_array_mut().unwrap();
+    let tiled = timings
+        .iter_mut()
+        .find(|t| t[0]["kernel"] != "Narrow")
+        .expect("a tiled plan among the candidates");
+    tiled[1] = serde_json::json!({"secs": 0, "nanos": 0});
+    let tiled = tiled[0].clone();
+    entry["plan"] = tiled;
+    std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+
+    let g = open();
+    let kept = g.current_matmul_plan(&d, false, false).unwrap();
+    assert!(
+        matches!(kept.kernel, cohort::gpu::MatmulKernel::Tiled { .. }),
+        "the edited plan was not read back: {}",
+        kept.label(dims.2)
+    );
+    let check = validate::matmul(&g, Batching::None, dims, &spec, 1).unwrap();
+    assert_passed(&check);
+    assert_eq!(check.kernel, "matmul", "{}", check.case);
+    // A and B batched (other strides), the product is another shape to the tuner: its own plan.
+    let batched = cohort::ops::MatmulDims {
+        stride_a: 33 * 100,
+        stride_b: 1000,
+        ..d
+    };
+    assert_eq!(
+        g.current_matmul_plan(&batched, false, false)
+            .unwrap()
+            .kernel,
+        own.kernel
+    );
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
 fn tuned_plans_are_kept_in_their_file_between_runs() {
     // COHORT_MATMUL_TUNE_FILE: a second backend on the same adapter reads the first one's plans
     // and times nothing; a plan it could not choose (an edited file) is timed again, a file for

@@ -452,8 +452,8 @@ impl GpuBackend {
             a_f16: a.dtype == DType::F16,
             b_f16: b.dtype == DType::F16,
         };
-        if let Some(tuned) = self.tuned.lock().get(&key) {
-            return Ok(tuned.plan);
+        if let Some(plan) = self.tuned_plan(&key) {
+            return Ok(plan);
         }
         // Timing inside a profile would count the tuner's launches as the profiled work's.
         if self.rt.is_profiling() {
@@ -553,6 +553,31 @@ impl GpuBackend {
     /// (what [`GpuOptions::tune_matmuls`] starts from).
     pub fn matmul_plan_by_shape(&self, d: &MatmulDims) -> Result<MatmulPlan> {
         self.plan_by_shape(d)
+    }
+
+    /// The plan product `d`, its A and B stored as F16 or not (`a_f16`, `b_f16`), runs on this
+    /// backend now: the one the tuner kept for it where tuning is on and it has met the
+    /// product, else the shape's own. Times nothing.
+    pub fn current_matmul_plan(
+        &self,
+        d: &MatmulDims,
+        a_f16: bool,
+        b_f16: bool,
+    ) -> Result<MatmulPlan> {
+        let key = TuneKey {
+            dims: *d,
+            a_f16,
+            b_f16,
+        };
+        match self.tuned_plan(&key) {
+            Some(plan) if self.tune_matmuls => Ok(plan),
+            _ => self.plan_by_shape(d),
+        }
+    }
+
+    /// The plan the tuner kept for `key`, where it has met it.
+    fn tuned_plan(&self, key: &TuneKey) -> Option<MatmulPlan> {
+        self.tuned.lock().get(key).map(|t| t.plan)
     }
 
     /// Every product shape the tuner has met (or read from its file), with its plan and
