@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::backend::Backend;
-use crate::config::TrainConfig;
+use crate::config::{short_number, TrainConfig};
 use crate::data::Standardizer;
 use crate::error::{CohortError, Result};
 use crate::trainer::{BackendRef, EpochReport, NamedTensors, Trainer};
@@ -435,7 +435,7 @@ fn differences(
 /// 0.05000000074505806) as the f32 it is, anything else as JSON.
 fn setting_text(value: &serde_json::Value) -> String {
     match value.as_f64() {
-        Some(x) if value.is_f64() && f64::from(x as f32) == x => (x as f32).to_string(),
+        Some(x) if value.is_f64() && f64::from(x as f32) == x => short_number(x as f32),
         _ => value.to_string(),
     }
 }

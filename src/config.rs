@@ -428,6 +428,16 @@ impl TrainConfig {
     }
 }
 
+/// An f32 as a person would write it in a setting or a message: the shortest digits that read
+/// back as it (`0.05`), or scientific notation where plain digits would run long (`1e30`, not 31
+/// digits; `1e-7`).
+pub fn short_number(v: f32) -> String {
+    match v == 0.0 || (1e-4..1e5).contains(&v.abs()) {
+        true => v.to_string(),
+        false => format!("{v:e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +448,30 @@ mod tests {
             schedule,
             warmup_steps,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn short_numbers_read_as_written() {
+        let cases = [
+            (0.05, "0.05"),
+            (0.0, "0"),
+            (-2.5, "-2.5"),
+            (0.0001, "0.0001"),
+            (99999.0, "99999"),
+            (1e5, "1e5"),
+            (1e30, "1e30"),
+            (3e38, "3e38"),
+            (-1e-7, "-1e-7"),
+            (f32::MAX, "3.4028235e38"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(short_number(v), want, "{v}");
+            assert_eq!(
+                short_number(v).parse::<f32>().unwrap(),
+                v,
+                "{want} reads back"
+            );
         }
     }
 

@@ -8,6 +8,7 @@ pub mod synthetic;
 
 use std::path::PathBuf;
 
+use crate::config::short_number;
 use crate::error::{host_capacity, CohortError, Result};
 use crate::rng::Rng;
 
@@ -395,24 +396,15 @@ impl Standardizer {
                         what: format!(
                             "feature {c} of row {r} standardised: ({} - {}) / {} is past \
                              f32's range",
-                            short(x),
-                            short(*m),
-                            short(*s)
+                            short_number(x),
+                            short_number(*m),
+                            short_number(*s)
                         ),
                     });
                 }
             }
         }
         Ok(())
-    }
-}
-
-/// `v` as Display writes it, or in scientific notation where that would run to many digits
-/// (`3e38`, not 39 of them).
-fn short(v: f32) -> String {
-    match v == 0.0 || (1e-4..1e6).contains(&v.abs()) {
-        true => v.to_string(),
-        false => format!("{v:e}"),
     }
 }
 

@@ -29,11 +29,3 @@ pub(crate) fn number_text(v: f64, decimals: usize, signed: bool) -> String {
         (false, true) => format!("{v:+.3e}"),
     }
 }
-
-/// A setting as a user would write it: `0.05`, or `1e30` where plain digits would run long.
-pub(crate) fn setting_text(v: f32) -> String {
-    match v == 0.0 || (1e-4..1e5).contains(&v.abs()) {
-        true => v.to_string(),
-        false => format!("{v:e}"),
-    }
-}

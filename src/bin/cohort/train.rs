@@ -11,7 +11,8 @@ use cohort::{checkpoint, metrics, Backend, CohortError, Result};
 
 use crate::args::{FileArgs, TrainArgs};
 use crate::prepare::{claim_output, data_files, Prepared, Resume};
-use crate::text::{count, loss_text, number_text, pct, setting_text};
+use crate::text::{count, loss_text, number_text, pct};
+use cohort::config::short_number;
 
 /// `cohort train`: trains the cohort `prepared` describes on `backend` (from `resume`, if given),
 /// writing the files `files` names, then prints the last epoch's summary.
@@ -131,7 +132,7 @@ fn run_training<B: Backend>(
                     report.epoch,
                     losses.join(", "),
                     (config.classes() as f32).ln(),
-                    setting_text(config.optimizer.lr),
+                    short_number(config.optimizer.lr),
                     unscaled(args)
                 );
             }
@@ -199,7 +200,7 @@ fn run_training<B: Backend>(
             eprintln!(
                 "note: the steps grew the weights until the loss overflowed: a smaller --lr \
                  (now {}), a --warmup, or a smaller --alpha or --weight-decay steadies them{}",
-                setting_text(config.optimizer.lr),
+                short_number(config.optimizer.lr),
                 unscaled(args)
             );
         }
