@@ -2271,8 +2271,23 @@ impl GpuBackend {
 mod tests {
     use super::{
         fills_with_tiles, k_split, tiled_kernel_bytes, Capabilities, CohortError, CoopKernel,
-        CoopLayout, CoopOps, GpuOptions,
+        CoopLayout, CoopOps, GpuOptions, Shader, UpdateForm,
     };
+
+    #[test]
+    fn each_optimizer_build_lists_the_entries_its_update_forms_launch() {
+        // The f32 build holds the forms that write no f16 copy; the f16 build all of them.
+        for copy in [false, true] {
+            let mut launched: Vec<&str> = (UpdateForm::ALL.into_iter())
+                .filter(|form| copy || !form.writes_copy())
+                .flat_map(|form| [form.entry(false), form.entry(true)])
+                .collect();
+            let mut listed = Shader::Optimizer(copy).entries().to_vec();
+            launched.sort_unstable();
+            listed.sort_unstable();
+            assert_eq!(launched, listed, "Shader::Optimizer({copy})");
+        }
+    }
 
     #[test]
     fn the_tensor_core_kernel_takes_the_layouts_that_fit_the_devices_workgroup_memory() {
