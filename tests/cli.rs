@@ -292,6 +292,31 @@ fn bad_input_is_one_clear_error_line() {
             &[("COHORT_COOP", "off"), ("COHORT_F32_MATMUL", "split-f16")],
             "split into f16 parts",
         );
+        // Activations past the device's buffer limit (2 × 160000 × 4096 f32: 5.2 GB, over
+        // Vulkan's 4 GiB at most): the error, then a note naming the flags that shrink them.
+        let args = [
+            "train",
+            "--device",
+            "gpu",
+            "--epochs",
+            "1",
+            "--data",
+            "blobs:200000,10,8",
+            "--batch",
+            "160000",
+            "--peers",
+            "2x4096",
+        ];
+        fails_cleanly(&args, "exceeds the device limit");
+        let stderr = text(&cohort(&args).stderr);
+        let note = stderr
+            .lines()
+            .find(|l| l.starts_with("note: "))
+            .unwrap_or_default();
+        assert!(
+            note.contains("a smaller --batch or narrower layers") && note.contains(" MiB "),
+            "{stderr}"
+        );
     }
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "64-32-7"],

@@ -56,6 +56,10 @@ fn end_cleanly_when_output_fails() {
 fn main() -> ExitCode {
     end_cleanly_when_output_fails();
     let cli = Cli::parse();
+    let trains = matches!(
+        cli.command,
+        Command::Train { .. } | Command::Compare { .. } | Command::Profile { .. }
+    );
     let result = match cli.command {
         // The flags, the output paths and the data are checked before a device opens (which
         // may compile the kernels for a while), so that a typo fails at once.
@@ -129,9 +133,37 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            if let Some(note) = note_on(&e, trains) {
+                eprintln!("note: {note}");
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// What to do about `e`, where the error alone does not say: for a tensor past the device's
+/// buffer limit, what sets its size (in a command that trains, `trains`) and what has no such
+/// limit.
+fn note_on(e: &CohortError, trains: bool) -> Option<String> {
+    let CohortError::BufferTooLarge { limit, .. } = e else {
+        return None;
+    };
+    let mib = limit >> 20;
+    let what = match trains {
+        true => format!(
+            "each tensor lives in one buffer of at most {mib} MiB on this device; a step's \
+             largest are usually the activations of a group of same-shaped peers (peers × \
+             --batch rows × widest layer × 4 bytes), which a smaller --batch or narrower layers \
+             shrink"
+        ),
+        false => format!(
+            "each tensor lives in one buffer of at most {mib} MiB on this device; rows are taken \
+             in batches of the cohort's training batch (at least 256)"
+        ),
+    };
+    Some(format!(
+        "{what} (on --device cpu only host memory limits them)"
+    ))
 }
 
 /// The backend a command runs on.
