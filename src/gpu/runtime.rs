@@ -430,7 +430,9 @@ impl GpuOptions {
     /// `COHORT_ROW_SUBGROUPS=1|0` reduces the row kernels' rows by subgroup shuffles or not,
     /// `COHORT_ROW_CLASSES_PER_LANE=N` gives their threads about N classes each,
     /// `COHORT_UNROLL_HINTS=1` builds the kernels from cohort's own SPIR-V with loops marked
-    /// for unrolling.
+    /// for unrolling, `COHORT_MAX_WORKGROUPS=N` (at least 1) opens the device with at most N
+    /// workgroups per grid dimension, `COHORT_MAX_STORAGE_BUFFERS=N` (at least 8) with at most N
+    /// storage buffers per kernel.
     /// Unknown values are errors.
     pub fn from_env() -> Result<Self> {
         fn var(name: &str) -> Option<String> {

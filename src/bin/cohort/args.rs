@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Deep Mutual Learning on any GPU",
     after_help = "GPU settings come from the environment (README, \"Hardware\"): COHORT_ADAPTER, \
                   COHORT_HARDWARE_ONLY, COHORT_MATMUL_TUNE, COHORT_MATMUL_TUNE_FILE, COHORT_COOP, \
-                  COHORT_F32_MATMUL and a few for experiments. `cohort devices` shows what they \
+                  COHORT_F32_MATMUL and about two dozen for experiments. `cohort devices` shows what they \
                   give on this machine."
 )]
 pub(crate) struct Cli {
@@ -221,7 +221,7 @@ pub(crate) struct TrainArgs {
     pub(crate) quiet: bool,
 }
 
-/// The data and how to read it (train, compare, profile and evaluate take them).
+/// The data and how to read it (train, compare, profile, evaluate and predict take them).
 #[derive(Args, Clone)]
 pub(crate) struct DataArgs {
     /// Data: `digits` (embedded), `idx:DIR` (MNIST-style), `csv:FILE`, or `blobs[:ROWS,CLASSES,DIMS[,SEED]]`
