@@ -1931,6 +1931,27 @@ fn compare_reports_the_paired_gain_and_writes_every_runs_results() {
 }
 
 #[test]
+fn a_headless_machine_gets_no_stray_wayland_error_line() {
+    // Mesa's device-selection layer asks Wayland for the display's GPU; without
+    // XDG_RUNTIME_DIR libwayland printed "error: XDG_RUNTIME_DIR is invalid ..." before
+    // cohort's own lines. (Where the layer is not installed this passes either way; CI's
+    // mesa-vulkan-drivers installs it.)
+    for args in [
+        &["devices"][..],
+        &["train", "--epochs", "1", "--peers", "2x8", "--quiet"],
+    ] {
+        let out = cohort_command(args)
+            .env_remove("XDG_RUNTIME_DIR")
+            .env_remove("NODEVICE_SELECT")
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {stderr}");
+        assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn devices_lists_adapters_and_what_the_chosen_one_can_do() {
     let out = cohort(&["devices"]);
     assert!(out.status.success(), "{}", text(&out.stderr));

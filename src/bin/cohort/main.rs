@@ -53,8 +53,24 @@ fn end_cleanly_when_output_fails() {
     }));
 }
 
+/// Mesa's device-selection Vulkan layer (installed with Mesa's drivers) asks Wayland for the
+/// display's GPU whenever adapters are listed; with no usable XDG_RUNTIME_DIR (a headless
+/// server, a container) libwayland then prints "error: XDG_RUNTIME_DIR is invalid or not set
+/// in the environment." on standard error, a line that reads as cohort's own error. cohort
+/// ranks the adapters itself, so there the layer is turned off (`NODEVICE_SELECT=1`), unless
+/// the user has set that variable.
+fn quiet_headless_vulkan() {
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
+    let usable = runtime_dir.is_some_and(|dir| std::path::Path::new(&dir).is_dir());
+    if !usable && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // Before any thread starts: nothing reads the environment concurrently.
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
     end_cleanly_when_output_fails();
+    quiet_headless_vulkan();
     let cli = Cli::parse();
     let trains = matches!(
         cli.command,
