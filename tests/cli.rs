@@ -192,6 +192,13 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--data", "idx:/no/such/dir"],
         "/no/such/dir",
     );
+    // Binary data named as CSV is refused at its first mebibyte (it was read up to a fifth of
+    // the host's memory first, then refused as too large).
+    #[cfg(unix)]
+    fails_cleanly(
+        &["train", "--device", "cpu", "--data", "csv:/dev/urandom"],
+        "not UTF-8 text",
+    );
     fails_cleanly(
         &["train", "--device", "cpu", "--peers", "784-512-10"],
         "784 inputs",

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::{gathered_rows, read_maybe_gzip, Dataset, Split, SplitRows};
+use super::{gathered_rows, read_checking, Dataset, Split, SplitRows};
 use crate::error::{CohortError, Result};
 
 /// Whether the first line is a header.
@@ -477,17 +477,46 @@ pub fn read_rows(
     parse_rows(&text, &options, path)
 }
 
-/// A file's text (gunzipped where it is gzipped), which must be UTF-8.
+/// A file's text (gunzipped where it is gzipped), which must be UTF-8 without NUL bytes: a
+/// file that is not (binary data, UTF-16) is refused at the first mebibyte that shows it,
+/// naming the line.
 fn read_text(path: &Path) -> Result<String> {
-    let bytes = read_maybe_gzip(path)?;
+    // The bytes known to be whole UTF-8 characters without NULs.
+    let mut whole = 0;
+    let bytes = read_checking(path, |bytes, finished| {
+        let (end, bad) = match std::str::from_utf8(&bytes[whole..]) {
+            Ok(_) => (bytes.len(), false),
+            // A character cut at the end of what is read so far: whole once the rest comes.
+            Err(e) if e.error_len().is_none() && !finished => (whole + e.valid_up_to(), false),
+            Err(e) => (whole + e.valid_up_to(), true),
+        };
+        let nul = bytes[whole..end].iter().position(|&b| b == 0);
+        match (nul, bad) {
+            (Some(at), _) => Err(not_text(
+                path,
+                &bytes[..whole + at],
+                " (a NUL byte: UTF-16?)",
+            )),
+            (None, true) => Err(not_text(path, &bytes[..end], "")),
+            (None, false) => {
+                whole = end;
+                Ok(())
+            }
+        }
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
-        let line = line_ends(&e.as_bytes()[..at]) + 1;
-        CohortError::corrupt(
-            path,
-            format!("line {line}: not UTF-8 text (save it as UTF-8)"),
-        )
+        not_text(path, &e.as_bytes()[..at], "")
     })
+}
+
+/// A file refused as not UTF-8 text at the line after `before`, `why` said.
+fn not_text(path: &Path, before: &[u8], why: &str) -> CohortError {
+    let line = line_ends(before) + 1;
+    CohortError::corrupt(
+        path,
+        format!("line {line}: not UTF-8 text{why} (save it as UTF-8)"),
+    )
 }
 
 /// Loads a CSV file (gzipped or not) and splits it as `options` say.
@@ -987,6 +1016,50 @@ mod tests {
             .to_string();
         assert!(
             err.ends_with("line 3: not UTF-8 text (save it as UTF-8)"),
+            "{err}"
+        );
+        // UTF-16 text (ASCII in it gives NUL bytes, valid UTF-8): refused at its first NUL.
+        let utf16 = dir.join("utf16.csv");
+        let wide: Vec<u8> = "1,2,0\n"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        std::fs::write(&utf16, wide).unwrap();
+        let err = load(&utf16, &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("line 1: not UTF-8 text (a NUL byte: UTF-16?) (save it as UTF-8)"),
+            "{err}"
+        );
+        // Over a mebibyte, stored and gzipped: a character of three bytes cut by the end of the
+        // first mebibyte read is whole once the rest comes; a NUL past it is found, on its line.
+        let row = "1,2,0\n3,4,1\n";
+        let mut text = row.repeat((1 << 20) / row.len());
+        text.truncate(text.rfind('\n').unwrap() + 1);
+        let pad = (1 << 20) - text.len() - 3;
+        text.push_str(&format!("#{}\u{20ac}\n{row}", "x".repeat(pad)));
+        assert_eq!(
+            text.as_bytes()[(1 << 20) - 1],
+            0x82,
+            "the euro sign's second byte"
+        );
+        let lines = text.lines().count();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text.as_bytes()).unwrap();
+        let long = dir.join("long.csv");
+        for bytes in [text.as_bytes().to_vec(), gz.finish().unwrap()] {
+            std::fs::write(&long, &bytes).unwrap();
+            let (data, _) = read(&long, &CsvOptions::default()).unwrap();
+            assert_eq!(data.rows, lines - 1, "every row but the comment");
+        }
+        std::fs::write(&long, format!("{text}5,6\0,1\n")).unwrap();
+        let err = read(&long, &CsvOptions::default()).unwrap_err().to_string();
+        assert!(
+            err.ends_with(&format!(
+                "line {}: not UTF-8 text (a NUL byte: UTF-16?) (save it as UTF-8)",
+                lines + 1
+            )),
             "{err}"
         );
         assert!(matches!(

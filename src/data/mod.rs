@@ -540,13 +540,35 @@ impl std::str::FromStr for DataSource {
 /// Reads a file, decompressing it when it starts with the gzip magic bytes; a file larger (as
 /// stored, or decompressed) than the host can load and convert is [`CohortError::HostMemory`].
 pub(crate) fn read_maybe_gzip(path: &std::path::Path) -> Result<Vec<u8>> {
-    read_within(path, crate::error::data_file_limit())
+    read_checking(path, |_, _| Ok(()))
 }
 
-/// [`read_maybe_gzip`] with at most `limit` bytes, stored or decompressed: a small file that
-/// inflates beyond memory (a "gzip bomb") is an error rather than an abort.
-fn read_within(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
+/// [`read_maybe_gzip`], calling `check` after each [`READ_CHUNK`] read (decompressed, where
+/// the file is gzipped) with all the bytes read so far and whether they are the whole file:
+/// its error ends the reading there, so that a file of the wrong kind is refused at its
+/// first mebibyte, not after all of it.
+pub(crate) fn read_checking(
+    path: &std::path::Path,
+    check: impl FnMut(&[u8], bool) -> Result<()>,
+) -> Result<Vec<u8>> {
+    read_within(path, crate::error::data_file_limit(), check)
+}
+
+/// The bytes [`read_checking`] reads between two checks.
+const READ_CHUNK: u64 = 1 << 20;
+
+/// [`read_checking`] with at most `limit` bytes, stored or decompressed: a small file that
+/// inflates beyond memory (a "gzip bomb") is an error rather than an abort. A gzipped file is
+/// decompressed as it is read, so its compressed bytes are never all held beside the others.
+fn read_within(
+    path: &std::path::Path,
+    limit: u64,
+    mut check: impl FnMut(&[u8], bool) -> Result<()>,
+) -> Result<Vec<u8>> {
+    use std::io::{BufRead, Read};
+    let stored = std::fs::metadata(path)
+        .map_err(|e| CohortError::io(path, e))?
+        .len();
     let too_large = |bytes: u64| CohortError::HostMemory {
         what: format!(
             "loading {} (over {limit} bytes, a fifth of the memory available: its values \
@@ -555,38 +577,46 @@ fn read_within(path: &std::path::Path, limit: u64) -> Result<Vec<u8>> {
         ),
         bytes,
     };
-    let stored = std::fs::metadata(path)
-        .map_err(|e| CohortError::io(path, e))?
-        .len();
     if stored > limit {
         return Err(too_large(stored));
     }
-    // Read through the limit too: a device or pipe reports no size (`csv:/dev/zero`).
-    let mut raw = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit.saturating_add(1)).read_to_end(&mut raw))
+    let mut file = std::fs::File::open(path)
+        .map(std::io::BufReader::new)
         .map_err(|e| CohortError::io(path, e))?;
-    if raw.len() as u64 > limit {
-        // Its size unknown (a device or pipe): at least this much.
-        return Err(CohortError::HostMemory {
-            what: format!(
-                "loading {}, which goes on past {limit} bytes (a fifth of the memory available)",
-                path.display()
-            ),
-            bytes: raw.len() as u64,
-        });
-    }
-    if !raw.starts_with(&[0x1f, 0x8b]) {
-        return Ok(raw);
-    }
+    let gzipped = (file.fill_buf())
+        .map_err(|e| CohortError::io(path, e))?
+        .starts_with(&[0x1f, 0x8b]);
+    let mut reader: Box<dyn Read> = match gzipped {
+        true => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        false => Box::new(file),
+    };
     let mut out = Vec::new();
-    flate2::read::MultiGzDecoder::new(&raw[..])
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| CohortError::corrupt(path, format!("gzip: {e}")))?;
-    match out.len() as u64 > limit {
-        true => Err(too_large(out.len() as u64)),
-        false => Ok(out),
+    loop {
+        let read = (&mut reader)
+            .take(READ_CHUNK)
+            .read_to_end(&mut out)
+            .map_err(|e| match gzipped {
+                true => CohortError::corrupt(path, format!("gzip: {e}")),
+                false => CohortError::io(path, e),
+            })?;
+        if out.len() as u64 > limit {
+            return Err(match gzipped {
+                true => too_large(out.len() as u64),
+                // Its size unknown (a device or pipe): at least this much.
+                false => CohortError::HostMemory {
+                    what: format!(
+                        "loading {}, which goes on past {limit} bytes (a fifth of the memory \
+                         available)",
+                        path.display()
+                    ),
+                    bytes: out.len() as u64,
+                },
+            });
+        }
+        check(&out, read == 0)?;
+        if read == 0 {
+            return Ok(out);
+        }
     }
 }
 
@@ -603,13 +633,19 @@ mod tests {
         gz.write_all(&vec![0u8; 1 << 20]).unwrap();
         let bomb = dir.join("bomb.gz");
         std::fs::write(&bomb, gz.finish().unwrap()).unwrap();
-        assert_eq!(read_within(&bomb, 1 << 20).unwrap().len(), 1 << 20);
+        assert_eq!(
+            read_within(&bomb, 1 << 20, |_, _| Ok(())).unwrap().len(),
+            1 << 20
+        );
         let plain = dir.join("plain");
         std::fs::write(&plain, vec![7u8; 5000]).unwrap();
-        assert_eq!(read_within(&plain, 5000).unwrap().len(), 5000);
+        assert_eq!(
+            read_within(&plain, 5000, |_, _| Ok(())).unwrap().len(),
+            5000
+        );
         // A few KiB that inflate to 1 MiB, and a plain file, each a byte over the limit.
         for (path, limit) in [(&bomb, (1 << 20) - 1), (&plain, 4999)] {
-            match read_within(path, limit) {
+            match read_within(path, limit, |_, _| Ok(())) {
                 Err(CohortError::HostMemory { what, bytes }) => {
                     assert!(what.contains("loading") && bytes > limit, "{what}")
                 }
@@ -618,7 +654,7 @@ mod tests {
         }
         // A device that reports no size and never ends.
         #[cfg(unix)]
-        match read_within(std::path::Path::new("/dev/zero"), 4096) {
+        match read_within(std::path::Path::new("/dev/zero"), 4096, |_, _| Ok(())) {
             Err(CohortError::HostMemory { what, .. }) => {
                 assert!(
                     what.ends_with("goes on past 4096 bytes (a fifth of the memory available)"),
