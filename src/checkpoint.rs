@@ -175,8 +175,17 @@ pub fn save<B: Backend>(
         named.insert("data.std".into(), (vec![s.std.len()], s.std.clone()));
     }
     // A checkpoint that `load` would refuse is not written (nor does it replace a good one).
+    let not_saved = || format!("not saved to {}", path.display());
+    if let Some(why) =
+        standardizer.and_then(|s| standardizer_mismatch(s, trainer.config().inputs()))
+    {
+        return Err(CohortError::InvalidConfig(format!(
+            "the standardisation: {why}; {}",
+            not_saved()
+        )));
+    }
     for (name, (_, data)) in &named {
-        check_finite(name, data, || format!("not saved to {}", path.display()))?;
+        check_finite(name, data, not_saved)?;
     }
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
         .into_iter()
@@ -207,6 +216,26 @@ pub fn save<B: Backend>(
     let out = safetensors::serialize(views, Some(meta))
         .map_err(|e| CohortError::InvalidConfig(format!("serialising checkpoint: {e}")))?;
     write_atomic(path, &out)
+}
+
+/// Why `s` cannot standardise the inputs of a cohort taking `inputs` features, if it cannot:
+/// means and deviations of other counts, or a deviation that is not positive.
+fn standardizer_mismatch(s: &Standardizer, inputs: usize) -> Option<String> {
+    let (mean, std) = (&s.mean, &s.std);
+    if mean.len() != std.len() {
+        return Some(format!("{} means but {} deviations", mean.len(), std.len()));
+    }
+    if mean.len() != inputs {
+        return Some(format!(
+            "data.mean and data.std standardise {} features; the cohort takes {inputs} inputs",
+            mean.len()
+        ));
+    }
+    let i = std.iter().position(|&s| s <= 0.0 || s.is_nan())?;
+    Some(format!(
+        "data.std, element {i}: {} is no standard deviation",
+        std[i]
+    ))
 }
 
 /// The bytes of the checkpoint file `path`: a regular file (a FIFO would wait forever for a
@@ -362,30 +391,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     }
     let standardizer = match (tensors.remove("data.mean"), tensors.remove("data.std")) {
         (Some((_, mean)), Some((_, std))) => {
-            if mean.len() != std.len() {
-                return Err(CohortError::corrupt(
-                    path,
-                    format!("{} means but {} deviations", mean.len(), std.len()),
-                ));
+            let s = Standardizer { mean, std };
+            if let Some(why) = standardizer_mismatch(&s, config.inputs()) {
+                return Err(CohortError::corrupt(path, why));
             }
-            if mean.len() != config.inputs() {
-                return Err(CohortError::corrupt(
-                    path,
-                    format!(
-                        "data.mean and data.std standardise {} features; the cohort takes {} \
-                         inputs",
-                        mean.len(),
-                        config.inputs()
-                    ),
-                ));
-            }
-            if let Some(i) = std.iter().position(|&s| s <= 0.0) {
-                return Err(CohortError::corrupt(
-                    path,
-                    format!("data.std, element {i}: {} is no standard deviation", std[i]),
-                ));
-            }
-            Some(Standardizer { mean, std })
+            Some(s)
         }
         (None, None) => None,
         // Half a standardisation would score raw features without a word.

@@ -1599,6 +1599,37 @@ fn bad_configurations_and_checkpoints_are_errors() {
         bytes,
         "the good checkpoint was replaced"
     );
+    // Nor one whose standardisation load would refuse: another width than the inputs, a
+    // deviation of 0, means and deviations of other counts.
+    let inputs = trainer.config().inputs();
+    let bad = [
+        (
+            vec![0.0; inputs + 3],
+            vec![1.0; inputs + 3],
+            "the cohort takes",
+        ),
+        (vec![0.0; inputs], vec![1.0; inputs - 1], "deviations"),
+        (
+            vec![0.0; inputs],
+            [vec![1.0, 0.0], vec![1.0; inputs - 2]].concat(),
+            "element 1: 0",
+        ),
+    ];
+    for (mean, std, why) in bad {
+        let s = cohort::data::Standardizer { mean, std };
+        match checkpoint::save(&trainer, Some(&s), &good) {
+            Err(CohortError::InvalidConfig(what)) => assert!(
+                what.contains(why) && what.contains("not saved to"),
+                "{what}"
+            ),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        std::fs::read(&good).unwrap(),
+        bytes,
+        "replaced by a bad one"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
