@@ -19,9 +19,11 @@ pub struct PeerSpec {
 }
 
 impl PeerSpec {
-    /// Number of parameters (weights and biases).
+    /// Number of parameters (weights and biases), `usize::MAX` where there are more.
     pub fn parameters(&self) -> usize {
-        self.layers.windows(2).map(|w| w[0] * w[1] + w[1]).sum()
+        (self.layers.windows(2))
+            .map(|w| w[0].saturating_mul(w[1]).saturating_add(w[1]))
+            .fold(0, usize::saturating_add)
     }
 
     /// `784-512-10` style name.

@@ -271,20 +271,27 @@ pub struct Predictions {
     pub ensemble: Vec<f32>,
 }
 
+/// The most likely class of each row of `classes` probabilities in `probabilities` (none where
+/// `classes` is 0).
+fn most_likely(probabilities: &[f32], classes: usize) -> Vec<usize> {
+    match classes {
+        0 => Vec::new(),
+        _ => probabilities.chunks_exact(classes).map(argmax).collect(),
+    }
+}
+
 impl Predictions {
-    /// The ensemble's most likely class of each row (the lowest of ties).
+    /// The ensemble's most likely class of each row (the lowest of ties; none where there
+    /// are no classes).
     pub fn ensemble_classes(&self) -> Vec<usize> {
-        self.ensemble
-            .chunks_exact(self.classes)
-            .map(argmax)
-            .collect()
+        most_likely(&self.ensemble, self.classes)
     }
 
     /// Peer `peer`'s most likely class of each row (none for a peer the cohort lacks).
     pub fn peer_classes(&self, peer: usize) -> Option<Vec<usize>> {
-        let span = self.rows * self.classes;
-        let block = self.peers.get(peer * span..(peer + 1) * span)?;
-        Some(block.chunks_exact(self.classes).map(argmax).collect())
+        let span = self.rows.checked_mul(self.classes)?;
+        let block = self.peers.get(peer.checked_mul(span)?..)?.get(..span)?;
+        Some(most_likely(block, self.classes))
     }
 }
 

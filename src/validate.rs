@@ -32,7 +32,7 @@
 
 use crate::backend::{Backend, LayerUpdate};
 use crate::cpu::CpuBackend;
-use crate::error::{CohortError, Result};
+use crate::error::{host_capacity, host_vec, CohortError, Result};
 use crate::gpu::shaders::MatmulStorage;
 use crate::gpu::{F32Matmul, GpuBackend, MatmulKernel};
 use crate::ops::{
@@ -141,28 +141,40 @@ fn need_rank(op: &'static str, shape: &[usize], rank: usize, at_least: bool) -> 
     }
 }
 
-fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-    Rng::new(seed).uniform_vec(n, lo, hi)
+fn uniform(seed: u64, dims: impl AsRef<[usize]>, lo: f32, hi: f32) -> Result<Vec<f32>> {
+    let n = count(dims.as_ref())?;
+    let mut v = host_vec(n, || format!("{n} test values"))?;
+    Rng::new(seed).fill_uniform(&mut v, lo, hi);
+    Ok(v)
+}
+
+/// The values of a tensor of `dims`: an error where they are more than a `usize` counts.
+fn count(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| CohortError::shape("validate", format!("{dims:?}: too many values")))
 }
 
 /// Matmul operands in [-1, 1]; for f16-input products exactly representable in f16 and never
 /// subnormal, so that the kernels' own rounding to f16 (whose direction WGSL leaves open) and
 /// hardware that flushes f16 subnormals change nothing, and the product can be checked as
 /// tightly as an f32 one. [`matmul_f16_rounding`] checks the rounding itself.
-fn operand(seed: u64, n: usize, f16_inputs: bool) -> Vec<f32> {
-    let mut v = uniform(seed, n, -1.0, 1.0);
+fn operand(seed: u64, dims: impl AsRef<[usize]>, f16_inputs: bool) -> Result<Vec<f32>> {
+    let mut v = uniform(seed, dims, -1.0, 1.0)?;
     if f16_inputs {
         for x in &mut v {
             let h = half::f16::from_f32(*x);
             *x = if h.is_normal() { h.to_f32() } else { 0.0 };
         }
     }
-    v
+    Ok(v)
 }
 
-fn labels(seed: u64, n: usize, classes: usize) -> Vec<u32> {
+fn labels(seed: u64, n: usize, classes: usize) -> Result<Vec<u32>> {
     let mut rng = Rng::new(seed);
-    (0..n).map(|_| rng.below(classes) as u32).collect()
+    let mut v = host_capacity(n, || format!("{n} test labels"))?;
+    v.extend((0..n).map(|_| rng.below(classes) as u32));
+    Ok(v)
 }
 
 /// The element types of a checked product: which tensors are stored as F16 (A, B, and the
@@ -284,22 +296,21 @@ fn matmul_run<B: Backend>(
     let [b0, b1] = as_stored(spec.trans_b, k, n);
     let bshape = shape(shared_b, b0, b1);
     let cshape = shape(false, m, n);
-    let data = |s: u64, shape: &[usize], f16: bool| {
-        let v = operand(s, shape.iter().product(), f16);
-        if abs {
-            v.into_iter().map(f32::abs).collect::<Vec<_>>()
-        } else {
-            v
-        }
+    let data = |s: u64, shape: &[usize], f16: bool| -> Result<Vec<f32>> {
+        let v = operand(s, shape, f16)?;
+        Ok(match abs {
+            true => v.into_iter().map(f32::abs).collect(),
+            false => v,
+        })
     };
     let inputs = Inputs::stored(storage, spec.f16_inputs);
     let (fa, fb) = (
         inputs.f16_values(storage.a_f16),
         inputs.f16_values(storage.b_f16),
     );
-    let a = stored(b, &ashape, &data(seed, &ashape, fa), storage.a_f16)?;
-    let bb = stored(b, &bshape, &data(seed + 1, &bshape, fb), storage.b_f16)?;
-    let mut c = b.tensor(&cshape, &data(seed + 2, &cshape, spec.f16_inputs))?;
+    let a = stored(b, &ashape, &data(seed, &ashape, fa)?, storage.a_f16)?;
+    let bb = stored(b, &bshape, &data(seed + 1, &bshape, fb)?, storage.b_f16)?;
+    let mut c = b.tensor(&cshape, &data(seed + 2, &cshape, spec.f16_inputs)?)?;
     let spec = if abs {
         MatmulSpec {
             alpha: spec.alpha.abs(),
@@ -592,7 +603,7 @@ fn as_stored(trans: bool, rows: usize, cols: usize) -> [usize; 2] {
 fn old_output<B: Backend>(b: &B, beta: f32, shape: &[usize], seed: u64) -> Result<B::Tensor> {
     match beta {
         0.0 => b.zeros(shape, DType::F32),
-        _ => b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0)),
+        _ => b.tensor(shape, &uniform(seed, shape, -1.0, 1.0)?),
     }
 }
 
@@ -614,14 +625,14 @@ fn matmul_bias_act_run<B: Backend>(
     let x = stored(
         b,
         &as_stored(spec.trans_a, m, k),
-        &operand(seed, m * k, inputs.f16_values(s.a_f16)),
+        &operand(seed, [m, k], inputs.f16_values(s.a_f16))?,
         s.a_f16,
     )?;
     let [b0, b1] = as_stored(spec.trans_b, k, n);
     let w = stored(
         b,
         &[batch, b0, b1],
-        &operand(seed + 1, batch * k * n, inputs.f16_values(s.b_f16)),
+        &operand(seed + 1, [batch, k, n], inputs.f16_values(s.b_f16))?,
         s.b_f16,
     )?;
     let bias_shape = if per_group_bias {
@@ -629,10 +640,7 @@ fn matmul_bias_act_run<B: Backend>(
     } else {
         vec![n]
     };
-    let bias = b.tensor(
-        &bias_shape,
-        &uniform(seed + 2, bias_shape.iter().product(), -1.0, 1.0),
-    )?;
+    let bias = b.tensor(&bias_shape, &uniform(seed + 2, &bias_shape, -1.0, 1.0)?)?;
     let mut pre = old_output(b, spec.beta, &[batch, m, n], seed + 3)?;
     let y_dtype = if s.aux_f16 { DType::F16 } else { DType::F32 };
     let mut y = b.zeros(&[batch, m, n], y_dtype)?;
@@ -723,23 +731,23 @@ fn matmul_act_grad_run<B: Backend>(
     let dy = stored(
         b,
         &[batch, a0, a1],
-        &operand(seed, batch * m * k, inputs.f16_values(s.a_f16)),
+        &operand(seed, [batch, m, k], inputs.f16_values(s.a_f16))?,
         s.a_f16,
     )?;
     let [b0, b1] = as_stored(spec.trans_b, k, n);
     let w = stored(
         b,
         &[batch, b0, b1],
-        &operand(seed + 1, batch * n * k, inputs.f16_values(s.b_f16)),
+        &operand(seed + 1, [batch, n, k], inputs.f16_values(s.b_f16))?,
         s.b_f16,
     )?;
     let pre = stored(
         b,
         &[batch, m, n],
-        &uniform(seed + 2, batch * m * n, -3.0, 3.0),
+        &uniform(seed + 2, [batch, m, n], -3.0, 3.0)?,
         s.aux_f16,
     )?;
-    let bias = b.tensor(&[batch, n], &uniform(seed + 3, batch * n, -1.0, 1.0))?;
+    let bias = b.tensor(&[batch, n], &uniform(seed + 3, [batch, n], -1.0, 1.0)?)?;
     let mut dpre = old_output(b, spec.beta, &[batch, m, n], seed + 4)?;
     let spec = spec.f16(inputs.rounded);
     b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
@@ -801,19 +809,16 @@ fn bias_act_run<B: Backend>(
     act: Activation,
     seed: u64,
 ) -> Result<[Vec<f32>; 3]> {
-    let n: usize = shape.iter().product();
+    let n = count(shape)?;
     let cols = shape[shape.len() - 1];
     let bias_shape = if per_group_bias {
         vec![shape[0], cols]
     } else {
         vec![cols]
     };
-    let x = b.tensor(shape, &uniform(seed, n, -3.0, 3.0))?;
-    let bias = b.tensor(
-        &bias_shape,
-        &uniform(seed + 1, bias_shape.iter().product(), -1.0, 1.0),
-    )?;
-    let dy = b.tensor(shape, &uniform(seed + 2, n, -1.0, 1.0))?;
+    let x = b.tensor(shape, &uniform(seed, [n], -3.0, 3.0)?)?;
+    let bias = b.tensor(&bias_shape, &uniform(seed + 1, &bias_shape, -1.0, 1.0)?)?;
+    let dy = b.tensor(shape, &uniform(seed + 2, [n], -1.0, 1.0)?)?;
     let mut y = b.zeros(shape, DType::F32)?;
     let mut dx = b.zeros(shape, DType::F32)?;
     b.bias_act(&x, &bias, &mut y, act)?;
@@ -869,11 +874,8 @@ fn reduce_run<B: Backend>(
     let mut out_shape = shape.to_vec();
     out_shape.remove(axis);
     out_shape.insert(0, stack);
-    let x = b.tensor(shape, &uniform(seed, shape.iter().product(), -1.0, 1.0))?;
-    let mut out = b.tensor(
-        &out_shape,
-        &uniform(seed + 1, out_shape.iter().product(), -1.0, 1.0),
-    )?;
+    let x = b.tensor(shape, &uniform(seed, shape, -1.0, 1.0)?)?;
+    let mut out = b.tensor(&out_shape, &uniform(seed + 1, &out_shape, -1.0, 1.0)?)?;
     b.reduce_sum(&x, axis, &mut out, spec)?;
     b.read(&out)
 }
@@ -953,8 +955,8 @@ pub fn softmax_ce(
     need_rank("softmax_ce", shape, 2, true)?;
     let rows = shape[shape.len() - 2];
     let classes = shape[shape.len() - 1];
-    let z = uniform(seed, shape.iter().product(), -8.0, 8.0);
-    let lab = labels(seed + 7, rows, classes);
+    let z = uniform(seed, shape, -8.0, 8.0)?;
+    let lab = labels(seed + 7, rows, classes)?;
     let spec = CrossEntropySpec {
         label_smoothing: smoothing,
         grad_scale: 1.0 / rows as f32,
@@ -971,8 +973,8 @@ fn kl_run<B: Backend>(
     let z = b.tensor(shape, logits)?;
     // Pre-filled losses, so the rows of peers outside the range must come back untouched; a
     // pre-filled gradient, so accumulation is exercised for real.
-    let mut losses = b.tensor(&shape[..2], &uniform(98, shape[0] * shape[1], 0.0, 1.0))?;
-    let mut dz = b.tensor(shape, &uniform(99, logits.len(), -1.0, 1.0))?;
+    let mut losses = b.tensor(&shape[..2], &uniform(98, [shape[0], shape[1]], 0.0, 1.0)?)?;
+    let mut dz = b.tensor(shape, &uniform(99, [logits.len()], -1.0, 1.0)?)?;
     b.kl_div(&z, &mut losses, &mut dz, spec)?;
     Ok([b.read(&losses)?, b.read(&dz)?])
 }
@@ -1021,7 +1023,7 @@ fn kl_gradient_atol(temperature: f32, scale: f32) -> f64 {
 /// Mutual-learning KL on seeded logits in [−6, 6) of `shape` `[P, B, C]`.
 pub fn kl_div(gpu: &GpuBackend, shape: &[usize], spec: &KlSpec, seed: u64) -> Result<KernelCheck> {
     need_rank("kl_div", shape, 3, false)?;
-    let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
+    let z = uniform(seed, shape, -6.0, 6.0)?;
     kl_div_on(gpu, &z, shape, spec)
 }
 
@@ -1037,8 +1039,8 @@ fn dml_loss_run<B: Backend>(
     // Pre-filled outputs, so rows of peers outside the range must come back untouched.
     let rows = shape[0] * shape[1];
     let losses_shape = [2, shape[0], shape[1]];
-    let mut losses = b.tensor(&losses_shape, &uniform(7, 2 * rows, -1.0, 1.0))?;
-    let mut dz = b.tensor(shape, &uniform(9, logits.len(), -1.0, 1.0))?;
+    let mut losses = b.tensor(&losses_shape, &uniform(7, [2, rows], -1.0, 1.0)?)?;
+    let mut dz = b.tensor(shape, &uniform(9, [logits.len()], -1.0, 1.0)?)?;
     b.dml_loss(&z, &y, &mut losses, &mut dz, spec)?;
     let mut ce = b.read(&losses)?;
     let kl = ce.split_off(rows);
@@ -1053,8 +1055,8 @@ pub fn dml_loss(
     seed: u64,
 ) -> Result<KernelCheck> {
     need_rank("dml_loss", shape, 3, false)?;
-    let z = uniform(seed, shape.iter().product(), -6.0, 6.0);
-    let lab = labels(seed + 3, shape[1], shape[2]);
+    let z = uniform(seed, shape, -6.0, 6.0)?;
+    let lab = labels(seed + 3, shape[1], shape[2])?;
     dml_loss_on(gpu, &z, shape, &lab, spec)
 }
 
@@ -1093,8 +1095,8 @@ fn parameter_and_states<B: Backend>(
     step: &OptimizerStep,
     shape: &[usize],
 ) -> Result<(B::Tensor, Vec<B::Tensor>)> {
-    let n = shape.iter().product();
-    let param = b.tensor(shape, &uniform(1, n, -1.0, 1.0))?;
+    let n = count(shape)?;
+    let param = b.tensor(shape, &uniform(1, [n], -1.0, 1.0)?)?;
     let states = (0..step.state_count())
         .map(|_| b.zeros(shape, DType::F32))
         .collect::<Result<Vec<_>>>()?;
@@ -1125,7 +1127,7 @@ fn optimizer_run<B: Backend>(
     let (mut w, mut states) = parameter_and_states(b, step, &[n])?;
     let mut copy = b.zeros(&[n], DType::F16)?;
     for t in 1..=steps {
-        let grad = b.tensor(&[n], &uniform(10 + t as u64, n, -1.0, 1.0))?;
+        let grad = b.tensor(&[n], &uniform(10 + t as u64, [n], -1.0, 1.0)?)?;
         let s = step.at_step(t);
         if f16_copy {
             b.optimizer_step_f16_copy(&s, &mut w, &grad, &mut states, &mut copy)?;
@@ -1174,16 +1176,16 @@ fn layer_update_run<B: Backend>(
     let h = bias_shape.remove(dpre_shape.len() - 2);
     let mut weight_shape = bias_shape.clone();
     weight_shape.insert(weight_shape.len() - 1, inputs);
-    let n: usize = weight_shape.iter().product();
-    let len: usize = dpre_shape.iter().product();
+    let n = count(&weight_shape)?;
+    let len = count(dpre_shape)?;
     let (mut w, mut w_states) = parameter_and_states(b, step, &weight_shape)?;
     let (mut bias, mut b_states) = parameter_and_states(b, step, &bias_shape)?;
     let mut copy = b.zeros(&weight_shape, DType::F16)?;
     for t in 1..=steps {
-        let dw = b.tensor(&weight_shape, &uniform(30 + t as u64, n, -1.0, 1.0))?;
+        let dw = b.tensor(&weight_shape, &uniform(30 + t as u64, [n], -1.0, 1.0)?)?;
         let dpre = b.tensor(
             dpre_shape,
-            &uniform(40 + t as u64 + h as u64, len, -1.0, 1.0),
+            &uniform(40 + t as u64 + h as u64, [len], -1.0, 1.0)?,
         )?;
         let layer = LayerUpdate {
             weight: &mut w,
@@ -1254,10 +1256,10 @@ fn bias_optimizer_run<B: Backend>(
     dpre_rows(dpre_shape)?;
     let mut bias_shape = dpre_shape.to_vec();
     bias_shape.remove(dpre_shape.len() - 2);
-    let len: usize = dpre_shape.iter().product();
+    let len = count(dpre_shape)?;
     let (mut bias, mut states) = parameter_and_states(b, step, &bias_shape)?;
     for t in 1..=steps {
-        let dpre = b.tensor(dpre_shape, &uniform(20 + t as u64, len, -1.0, 1.0))?;
+        let dpre = b.tensor(dpre_shape, &uniform(20 + t as u64, [len], -1.0, 1.0)?)?;
         b.bias_optimizer_step(&step.at_step(t), &mut bias, &dpre, &mut states)?;
     }
     read_parameter_and_states(b, &bias, &states)
@@ -1284,8 +1286,8 @@ pub fn bias_optimizer(
 }
 
 fn axpby_run<B: Backend>(b: &B, n: usize) -> Result<Vec<f32>> {
-    let x = b.tensor(&[n], &uniform(1, n, -1.0, 1.0))?;
-    let mut y = b.tensor(&[n], &uniform(2, n, -1.0, 1.0))?;
+    let x = b.tensor(&[n], &uniform(1, [n], -1.0, 1.0)?)?;
+    let mut y = b.tensor(&[n], &uniform(2, [n], -1.0, 1.0)?)?;
     b.axpby(
         Some(&x),
         &mut y,
@@ -1357,8 +1359,8 @@ pub fn count_correct_on(
 /// Accuracy counts on seeded logits of `shape` `[P, B, C]`.
 pub fn count_correct(gpu: &GpuBackend, shape: &[usize], seed: u64) -> Result<KernelCheck> {
     need_rank("count_correct", shape, 3, false)?;
-    let z = uniform(seed, shape.iter().product(), -3.0, 3.0);
-    let lab = labels(seed + 1, shape[1], shape[2]);
+    let z = uniform(seed, shape, -3.0, 3.0)?;
+    let lab = labels(seed + 1, shape[1], shape[2])?;
     Ok(count_correct_on(gpu, &z, shape, &lab)?.0)
 }
 
@@ -1370,7 +1372,7 @@ fn gather_run<B: Backend>(
     offset: usize,
     f16: bool,
 ) -> Result<(Vec<f32>, Vec<u32>)> {
-    let values = uniform(4, rows * width, -1.0, 1.0);
+    let values = uniform(4, [rows, width], -1.0, 1.0)?;
     let src = stored(b, &[rows, width], &values, f16)?;
     let lab: Vec<u32> = (0..rows as u32).map(|v| v * 7).collect();
     let src_lab = b.tensor_u32(&[rows], &lab)?;

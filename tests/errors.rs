@@ -1240,3 +1240,67 @@ fn f16_tensor_work_without_f16_tensors_is_unsupported() {
         .unwrap();
     assert_eq!(plain.read(&c).unwrap(), vec![0.75; 8]);
 }
+
+#[test]
+fn public_helpers_take_degenerate_and_huge_inputs_without_panicking() {
+    // Found by writing programs against the library: each of these panicked (a division by
+    // zero, chunks of zero, a multiplication that overflowed).
+    assert_eq!(
+        cohort::gpu::row_lanes(10, 0, 64),
+        16,
+        "0 classes per lane taken as 1"
+    );
+    assert_eq!(
+        cohort::gpu::row_lanes(10, 1, 0),
+        1,
+        "at most 0 lanes taken as 1"
+    );
+    let huge = cohort::PeerSpec {
+        layers: vec![usize::MAX, usize::MAX, 2],
+        activation: cohort::ops::Activation::Relu,
+    };
+    assert_eq!(no_panic("parameters", || huge.parameters()), usize::MAX);
+    let none = cohort::trainer::Predictions {
+        rows: 1,
+        classes: 0,
+        peers: vec![],
+        ensemble: vec![],
+    };
+    assert!(no_panic("ensemble_classes", || none.ensemble_classes()).is_empty());
+    assert_eq!(
+        no_panic("peer_classes", || none.peer_classes(0)),
+        Some(vec![])
+    );
+    let two = cohort::trainer::Predictions {
+        rows: 1,
+        classes: 2,
+        peers: vec![0.25, 0.75],
+        ensemble: vec![0.25, 0.75],
+    };
+    assert_eq!(two.peer_classes(0), Some(vec![1]));
+    assert_eq!(
+        no_panic("a far peer", || two.peer_classes(usize::MAX)),
+        None
+    );
+    // Kernel checks of shapes past what a usize counts are errors.
+    let Some(g) = gpu() else { return };
+    let spec = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..2,
+    };
+    let err = no_panic("kl_div", || {
+        cohort::validate::kl_div(g, &[usize::MAX, 2, 2], &spec, 1)
+    });
+    assert!(
+        matches!(err, Err(CohortError::ShapeMismatch { .. })),
+        "{err:?}"
+    );
+    let spec = MatmulSpec::default();
+    let dims = (usize::MAX / 2, 4, 3);
+    let err = no_panic("matmul", || {
+        cohort::validate::matmul(g, cohort::validate::Batching::None, dims, &spec, 1)
+    });
+    assert!(err.is_err(), "{err:?}");
+}

@@ -190,12 +190,12 @@ struct RowPlan {
 
 /// Threads per row for the row kernels (losses, accuracy counts) over `classes` classes: a power
 /// of two, about `classes_per_lane` classes each, at most `max_lanes` (the workgroup, or the
-/// subgroup a row's threads must share).
+/// subgroup a row's threads must share); 0 for either count is taken as 1.
 pub fn row_lanes(classes: usize, classes_per_lane: usize, max_lanes: usize) -> usize {
     classes
-        .div_ceil(classes_per_lane)
+        .div_ceil(classes_per_lane.max(1))
         .next_power_of_two()
-        .min(max_lanes)
+        .min(max_lanes.max(1))
 }
 
 /// How the row kernels spread a row over threads (see [`GpuOptions::row_subgroups`]).
