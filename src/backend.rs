@@ -179,7 +179,9 @@ pub trait Backend {
         out: &mut Self::Tensor,
         spec: &ReduceSpec,
     ) -> Result<()>;
-    /// Fused softmax cross-entropy: per-row losses and the logits gradient.
+    /// Fused softmax cross-entropy: per-row losses and the logits gradient. Labels are not
+    /// checked here (they stay on the device; [`crate::Dataset`] checks them on the way in): a
+    /// row whose label is past the classes gets a NaN loss, on every backend.
     fn softmax_ce(
         &self,
         logits: &Self::Tensor,
@@ -197,7 +199,8 @@ pub trait Backend {
         spec: &KlSpec,
     ) -> Result<()>;
     /// The fused DML loss (see [`DmlLossSpec`]): per-row CE and KL of the chosen peers and their
-    /// total logit gradient, in one pass.
+    /// total logit gradient, in one pass. Labels past the classes give NaN losses, as in
+    /// [`Backend::softmax_ce`].
     fn dml_loss(
         &self,
         logits: &Self::Tensor,

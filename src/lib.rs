@@ -42,15 +42,19 @@ pub mod trainer;
 pub mod validate;
 
 pub use backend::Backend;
-pub use cpu::CpuBackend;
+pub use cpu::{CpuBackend, CpuTensor};
 pub use error::{CohortError, Result};
-pub use gpu::{GpuBackend, GpuOptions};
+pub use gpu::{GpuBackend, GpuOptions, GpuTensor};
 pub use tensor::{DType, Shape, TensorInfo};
 
 // What a program that trains a cohort needs, without hunting through the modules.
+pub use checkpoint::Checkpoint;
 pub use config::{
     parse_peers, LrSchedule, OptimizerConfig, OptimizerKind, PeerSpec, Schedule, TrainConfig,
 };
 pub use data::{DataSource, Dataset, Split, Standardizer};
 pub use ops::Activation;
-pub use trainer::{BackendRef, EpochReport, Evaluation, NamedTensors, Predictions, Trainer};
+pub use trainer::{
+    BackendRef, DeviceData, EpochReport, Evaluation, NamedTensors, PeerReport, Predictions,
+    StepProgress, Trainer,
+};

@@ -79,8 +79,11 @@ impl TensorInfo for CpuTensor {
     }
 }
 
-fn wrong_dtype(want: &str) -> CohortError {
-    CohortError::shape("cpu", format!("expected {want} tensor"))
+fn wrong_dtype(want: &str, got: DType) -> CohortError {
+    CohortError::shape(
+        "cpu",
+        format!("expected {want} tensor, got a tensor of {got:?}"),
+    )
 }
 
 impl CpuTensor {
@@ -88,15 +91,16 @@ impl CpuTensor {
     pub fn f32(&self) -> Result<&[f32]> {
         match &self.data {
             CpuData::F32(v) => Ok(v),
-            _ => Err(wrong_dtype("an F32")),
+            _ => Err(wrong_dtype("an F32", self.dtype())),
         }
     }
 
     /// The F32 elements, mutable.
     pub fn f32_mut(&mut self) -> Result<&mut [f32]> {
+        let got = self.dtype();
         match &mut self.data {
             CpuData::F32(v) => Ok(v),
-            _ => Err(wrong_dtype("an F32")),
+            _ => Err(wrong_dtype("an F32", got)),
         }
     }
 
@@ -104,15 +108,16 @@ impl CpuTensor {
     pub fn u32(&self) -> Result<&[u32]> {
         match &self.data {
             CpuData::U32(v) => Ok(v),
-            _ => Err(wrong_dtype("a U32")),
+            _ => Err(wrong_dtype("a U32", self.dtype())),
         }
     }
 
     /// The U32 elements, mutable.
     pub fn u32_mut(&mut self) -> Result<&mut [u32]> {
+        let got = self.dtype();
         match &mut self.data {
             CpuData::U32(v) => Ok(v),
-            _ => Err(wrong_dtype("a U32")),
+            _ => Err(wrong_dtype("a U32", got)),
         }
     }
 
@@ -123,7 +128,7 @@ impl CpuTensor {
             CpuData::F16(v) => Ok(std::borrow::Cow::Owned(
                 v.iter().map(|x| x.to_f32()).collect(),
             )),
-            CpuData::U32(_) => Err(wrong_dtype("an F32 or F16")),
+            CpuData::U32(_) => Err(wrong_dtype("an F32 or F16", DType::U32)),
         }
     }
 
@@ -137,7 +142,7 @@ impl CpuTensor {
                     *d = half::f16::from_f32(x);
                 }
             }
-            CpuData::U32(_) => return Err(wrong_dtype("an F32 or F16")),
+            CpuData::U32(_) => return Err(wrong_dtype("an F32 or F16", DType::U32)),
         }
         Ok(())
     }

@@ -1204,7 +1204,7 @@ impl GpuBackend {
         if t.dtype != dtype {
             return Err(CohortError::shape(
                 "read",
-                format!("reading a {:?} tensor as {dtype:?}", t.dtype),
+                format!("reading a tensor of {:?} as {dtype:?}", t.dtype),
             ));
         }
         let mut bytes = self
