@@ -54,7 +54,7 @@ pub fn parse_peers(
     let bad = |why: String| CohortError::InvalidConfig(format!("peer spec '{text}': {why}"));
     let mut peers = Vec::new();
     for entry in text.split(',').map(str::trim) {
-        let (count, body) = match entry.split_once('x') {
+        let (count, body) = match entry.split_once(['x', 'X', '×']) {
             Some((n, body)) => (
                 n.trim()
                     .parse::<usize>()
@@ -662,6 +662,12 @@ mod tests {
             ]
         );
         assert_eq!(peers[3].parameters(), 7850);
+        // The repeat's x as users type it.
+        for spelling in ["2X512", "2×512", "2 x 512"] {
+            let peers = parse_peers(spelling, 784, 10, relu).unwrap();
+            assert_eq!(peers.len(), 2, "{spelling}");
+            assert_eq!(peers[1].layers, [784, 512, 10], "{spelling}");
+        }
         for bad in [
             "0x5", "2x", "5-x-10", "784-0-10", "783-10", "784-9", "", "2x_", "_",
         ] {
