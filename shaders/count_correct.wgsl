@@ -37,11 +37,11 @@ fn main(ids: RowIds) {
     let label = labels[row];
     for (var j = 0u; j < p.peers; j++) {
         // This lane's best logit and its first class with it. NaN never wins (as in the CPU
-        // twin): a lane with no logit above -f32::MAX (a NaN row, or a lane past the last
-        // class) keeps that bound and its first class, so where no lane has better the row's
+        // twin): a lane with no logit above -inf (a row of NaN or -inf, or a lane past the
+        // last class) keeps -inf and its first class, so where no lane has better the row's
         // class is 0.
         var k_best = place.lane % p.classes;
-        var m = -3.4028235e38;
+        var m = bitcast<f32>(0xff800000u); // -inf
         for (var k = place.lane; k < p.classes; k += LANES) {
             let z = logits[at(j, row, k)];
             if (z > m) {

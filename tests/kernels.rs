@@ -3038,6 +3038,17 @@ fn count_correct_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let (check, counts) = validate::count_correct_on(g, &z, &[2, 2, 40], &[17, 0]).unwrap();
     assert_eq!(counts, vec![5, 5, 3], "NaN rows, twice, from 1");
     checks.push(check);
+    // The far end of f32: a row whose largest logit is -f32::MAX at class 21 among -inf
+    // (labelled 21: right for each peer and the ensemble), and a row of -inf (class 0: right
+    // for each peer; its probabilities are NaN, so the ensemble's class is 0 too). The kernel
+    // took -f32::MAX for no value once, and gave the first row class 0.
+    let mut far_row = vec![f32::NEG_INFINITY; 40];
+    far_row[21] = -f32::MAX;
+    let rows = [far_row, vec![f32::NEG_INFINITY; 40]].concat();
+    let z = [rows.clone(), rows].concat();
+    let (check, counts) = validate::count_correct_on(g, &z, &[2, 2, 40], &[21, 0]).unwrap();
+    assert_eq!(counts, vec![5, 5, 5], "rows at f32's far end, twice, from 1");
+    checks.push(check);
     checks
 }
 

@@ -6,8 +6,7 @@ use super::Real;
 use crate::ops::LogitDims;
 
 /// Index of the largest value (the first on ties; NaN never wins, and where nothing beats -∞,
-/// as in a row of NaN, 0). The GPU kernel agrees but where the largest value is -f32::MAX or
-/// -∞, which it takes for none (class 0).
+/// as in a row of NaN or -∞, 0), as the GPU kernel finds it.
 pub fn argmax(values: impl Iterator<Item = f64>) -> usize {
     let mut best = (0, f64::NEG_INFINITY);
     for (i, v) in values.enumerate() {
