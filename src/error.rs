@@ -113,7 +113,10 @@ pub enum CohortError {
     /// A checkpoint that does not belong to this configuration.
     #[error("checkpoint does not match: {0}")]
     CheckpointMismatch(String),
-    /// Training produced a NaN or infinite loss.
+    /// Training produced a NaN or infinite loss: the weights diverged (a learning rate too
+    /// high for the data's scale, often with features not standardised: a smaller rate, a
+    /// warm-up or [`crate::Standardizer`] steadies them) or, in mixed precision, a layer's f16
+    /// output passed 65504 (the same run in f32 tells the two apart).
     #[error("loss became {value} for peer {peer} at epoch {epoch}, step {step}")]
     Diverged {
         /// Epoch (1-based).
