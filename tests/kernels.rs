@@ -3047,7 +3047,11 @@ fn count_correct_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
     let rows = [far_row, vec![f32::NEG_INFINITY; 40]].concat();
     let z = [rows.clone(), rows].concat();
     let (check, counts) = validate::count_correct_on(g, &z, &[2, 2, 40], &[21, 0]).unwrap();
-    assert_eq!(counts, vec![5, 5, 5], "rows at f32's far end, twice, from 1");
+    assert_eq!(
+        counts,
+        vec![5, 5, 5],
+        "rows at f32's far end, twice, from 1"
+    );
     checks.push(check);
     checks
 }

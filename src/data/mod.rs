@@ -565,7 +565,7 @@ fn read_within(
     limit: u64,
     mut check: impl FnMut(&[u8], bool) -> Result<()>,
 ) -> Result<Vec<u8>> {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     let stored = std::fs::metadata(path)
         .map_err(|e| CohortError::io(path, e))?
         .len();
@@ -580,15 +580,19 @@ fn read_within(
     if stored > limit {
         return Err(too_large(stored));
     }
-    let mut file = std::fs::File::open(path)
-        .map(std::io::BufReader::new)
+    let mut file = std::fs::File::open(path).map_err(|e| CohortError::io(path, e))?;
+    // The first two bytes, however the file hands them over (a pipe may give one at a time),
+    // tell gzip apart; they are then read again with the rest.
+    let mut head = Vec::with_capacity(2);
+    (&mut file)
+        .take(2)
+        .read_to_end(&mut head)
         .map_err(|e| CohortError::io(path, e))?;
-    let gzipped = (file.fill_buf())
-        .map_err(|e| CohortError::io(path, e))?
-        .starts_with(&[0x1f, 0x8b]);
+    let gzipped = head == [0x1f, 0x8b];
+    let whole = std::io::Cursor::new(head).chain(file);
     let mut reader: Box<dyn Read> = match gzipped {
-        true => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
-        false => Box::new(file),
+        true => Box::new(flate2::read::MultiGzDecoder::new(whole)),
+        false => Box::new(whole),
     };
     let mut out = Vec::new();
     loop {
@@ -663,6 +667,40 @@ mod tests {
             }
             other => panic!("expected HostMemory, got {other:?}"),
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_gzipped_pipe_handing_over_a_byte_at_a_time_is_decompressed() {
+        use std::io::Write;
+        let dir = std::env::temp_dir().join(format!("cohort-pipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("data.csv.gz");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo reads nothing else.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let text = b"1,2,0\n3,4,1\n".repeat(100);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&text).unwrap();
+        let bytes = gz.finish().unwrap();
+        let writer = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut pipe = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+                for byte in bytes {
+                    pipe.write_all(&[byte]).unwrap();
+                    pipe.flush().unwrap();
+                    std::thread::sleep(std::time::Duration::from_micros(50));
+                }
+            })
+        };
+        let got = read_within(&fifo, 1 << 20, |_, _| Ok(())).unwrap();
+        writer.join().unwrap();
+        assert_eq!(
+            got, text,
+            "decompressed although its first read held one byte"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
