@@ -377,7 +377,8 @@ part_unroll() {
   # layout; and the four that could add up (written out, hinted, two slices ahead, 64 deep)
   # together a seventh.
   # First the builds timed below against the CPU twin on the adapter's own tensor cores (the
-  # test forces each: written out, scalar stores, two slices ahead, 64 deep; in each layout),
+  # test forces each: written out, scalar stores, k-contiguous staging, two slices ahead, 64
+  # deep; in each layout),
   # so that a wrong build is known before its time is read.
   CI=true run test-kernels-coop-builds .gpu/bin/test-kernels --nocapture --test-threads 8 matmul_coop_on_the_adapters
   # The products timed in every build (kstep64 takes the small layout's only).
