@@ -68,16 +68,12 @@ fn run<B: Backend>(backend: &B) -> Result<()> {
     // rows here, the ensemble's class with its probability and each peer's for that class.
     let rows = &split.test.features[..3 * split.test.cols];
     let predictions = reloaded.predict(rows)?;
-    let (n, classes) = (predictions.rows, predictions.classes);
+    let classes = predictions.classes;
     for (row, &class) in predictions.ensemble_classes().iter().enumerate() {
         let p = predictions.ensemble[row * classes + class];
-        let per_peer: Vec<String> = (0..predictions.peers.len() / (n * classes))
-            .map(|peer| {
-                format!(
-                    "{:.3}",
-                    predictions.peers[(peer * n + row) * classes + class]
-                )
-            })
+        let per_peer: Vec<String> = (0..predictions.peer_count())
+            .filter_map(|peer| predictions.peer_probability(peer, row, class))
+            .map(|p| format!("{p:.3}"))
             .collect();
         println!(
             "row {row}: class {class} (probability {p:.3}; peers {}), label {}",

@@ -287,6 +287,26 @@ impl Predictions {
         most_likely(&self.ensemble, self.classes)
     }
 
+    /// How many peers' probabilities `peers` holds (0 where there are no rows or classes).
+    pub fn peer_count(&self) -> usize {
+        match self.rows.checked_mul(self.classes) {
+            Some(span) if span > 0 => self.peers.len() / span,
+            _ => 0,
+        }
+    }
+
+    /// Peer `peer`'s probability of class `class` for row `row` (none past the cohort's peers,
+    /// rows or classes).
+    pub fn peer_probability(&self, peer: usize, row: usize, class: usize) -> Option<f32> {
+        if row >= self.rows || class >= self.classes {
+            return None;
+        }
+        let at = peer.checked_mul(self.rows)?.checked_add(row)?;
+        self.peers
+            .get(at.checked_mul(self.classes)?.checked_add(class)?)
+            .copied()
+    }
+
     /// Peer `peer`'s most likely class of each row (none for a peer the cohort lacks).
     pub fn peer_classes(&self, peer: usize) -> Option<Vec<usize>> {
         let span = self.rows.checked_mul(self.classes)?;

@@ -1278,6 +1278,15 @@ fn public_helpers_take_degenerate_and_huge_inputs_without_panicking() {
         ensemble: vec![0.25, 0.75],
     };
     assert_eq!(two.peer_classes(0), Some(vec![1]));
+    assert_eq!((two.peer_count(), none.peer_count()), (1, 0));
+    assert_eq!(two.peer_probability(0, 0, 1), Some(0.75));
+    for (peer, row, class) in [(1, 0, 0), (0, 1, 0), (0, 0, 2), (usize::MAX, 0, 0)] {
+        assert_eq!(
+            two.peer_probability(peer, row, class),
+            None,
+            "{peer} {row} {class}"
+        );
+    }
     assert_eq!(
         no_panic("a far peer", || two.peer_classes(usize::MAX)),
         None

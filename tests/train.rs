@@ -1664,6 +1664,14 @@ fn predict_case<B: Backend>(b: &B, mixed: bool) {
     }
     assert!((accuracy(p.ensemble_classes()) - eval.ensemble_accuracy).abs() <= one_row);
     assert!(p.peer_classes(2).is_none());
+    assert_eq!(p.peer_count(), 2);
+    // Peer 1's probabilities come after all of peer 0's rows.
+    let (last, rows) = (split.test.rows - 1, split.test.rows);
+    assert_eq!(
+        p.peer_probability(1, last, 9),
+        Some(p.peers[(rows + last) * 10 + 9])
+    );
+    assert_eq!(p.peer_probability(2, 0, 0), None);
     for row in p.peers.chunks(10).chain(p.ensemble.chunks(10)) {
         let sum: f32 = row.iter().sum();
         assert!(
