@@ -40,7 +40,7 @@ use crate::ops::{
     OptimizerStep, ReduceSpec,
 };
 use crate::rng::Rng;
-use crate::tensor::DType;
+use crate::tensor::{DType, TensorInfo};
 
 /// Relative tolerance of the element-wise float kernels.
 pub const RTOL: f64 = 1e-5;
@@ -280,7 +280,7 @@ fn matmul_run<B: Backend>(
     storage: MatmulStorage,
     seed: u64,
     abs: bool,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Ran)> {
     let (m, n, k) = dims;
     let count = batching.count();
     let shared_a = matches!(batching, Batching::SharedA(_));
@@ -321,7 +321,7 @@ fn matmul_run<B: Backend>(
         *spec
     };
     b.matmul(&a, &bb, &mut c, &spec)?;
-    b.read(&c)
+    Ok((b.read(&c)?, Ran::of(&a, &bb, &c, &spec)?))
 }
 
 /// Batched matmul `C = α·op(A)·op(B) + β·C` of `dims = (M, N, K)`, f32 operands.
@@ -344,9 +344,9 @@ pub fn matmul_stored(
     storage: MatmulStorage,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let got = matmul_run(gpu, batching, dims, spec, storage, seed, false)?;
-    let want = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, false)?;
-    let magnitude = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, true)?;
+    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, false)?;
+    let (want, _) = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, false)?;
+    let (magnitude, _) = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, true)?;
     let inputs = Inputs::stored(storage, spec.f16_inputs);
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
     let unit = arithmetic.unit(dims.2);
@@ -358,8 +358,7 @@ pub fn matmul_stored(
         spec_text(spec),
         inputs.describe()
     );
-    let transposes = (spec.trans_a, spec.trans_b);
-    let kernel = kernel_name(gpu, batching, dims, transposes, inputs, MATMUL_NAMES)?;
+    let kernel = ran.kernel(gpu, MATMUL_NAMES)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
 }
@@ -367,42 +366,48 @@ pub fn matmul_stored(
 /// The check names of a plain product on the tiled, cooperative-matrix and narrow kernels.
 const MATMUL_NAMES: [&str; 3] = ["matmul", "matmul_coop", "matmul_narrow"];
 
-/// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) ran a product of
-/// `dims` (M, N, K) batched as `batching`, with these transposes and `inputs`: the kernel of the
-/// plan the backend runs it on now (the tuned one, where a tuning backend has met the product).
-fn kernel_name(
-    gpu: &GpuBackend,
-    batching: Batching,
-    (m, n, k): (usize, usize, usize),
-    (trans_a, trans_b): (bool, bool),
-    inputs: Inputs,
-    [tiled, coop, narrow]: [&'static str; 3],
-) -> Result<&'static str> {
-    let (a_batched, b_batched) = match batching {
-        Batching::None => (false, false),
-        Batching::All(_) => (true, true),
-        Batching::SharedA(_) => (false, true),
-        Batching::SharedB(_) => (true, false),
-    };
-    let d = MatmulDims {
-        batch: batching.count().unwrap_or(1),
-        m,
-        n,
-        k,
-        stride_a: if a_batched { m * k } else { 0 },
-        stride_b: if b_batched { k * n } else { 0 },
-        trans_a,
-        trans_b,
-        f16_inputs: inputs.f16_product(),
-    };
-    let s = inputs.storage;
-    Ok(
-        match gpu.current_matmul_plan(&d, s.a_f16, s.b_f16)?.kernel {
-            MatmulKernel::Tiled { .. } => tiled,
-            MatmulKernel::Coop { .. } => coop,
-            MatmulKernel::Narrow => narrow,
-        },
-    )
+/// A product as a backend ran it: its dimensions as [`MatmulDims::infer`] found them from the
+/// tensors, and which operands were stored as F16 (what the matmul tuner keys its plans by).
+struct Ran {
+    dims: MatmulDims,
+    a_f16: bool,
+    b_f16: bool,
+}
+
+impl Ran {
+    /// The product of `a` and `b` into `c` as `spec` says.
+    fn of(
+        a: &impl TensorInfo,
+        b: &impl TensorInfo,
+        c: &impl TensorInfo,
+        spec: &MatmulSpec,
+    ) -> Result<Self> {
+        Ok(Ran {
+            dims: MatmulDims::infer(a, b, c, spec)?,
+            a_f16: a.dtype() == DType::F16,
+            b_f16: b.dtype() == DType::F16,
+        })
+    }
+
+    /// Which of `names` (the tiled, cooperative-matrix and narrow kernel's) `gpu` ran it on:
+    /// the kernel of the plan it runs this product on now (the tuned one, where a tuning
+    /// backend has met it).
+    fn kernel(
+        &self,
+        gpu: &GpuBackend,
+        [tiled, coop, narrow]: [&'static str; 3],
+    ) -> Result<&'static str> {
+        Ok(
+            match gpu
+                .current_matmul_plan(&self.dims, self.a_f16, self.b_f16)?
+                .kernel
+            {
+                MatmulKernel::Tiled { .. } => tiled,
+                MatmulKernel::Coop { .. } => coop,
+                MatmulKernel::Narrow => narrow,
+            },
+        )
+    }
 }
 
 /// How the GPU backend computes a product: of f32 numbers with f32 arithmetic, of f16 numbers
@@ -452,29 +457,26 @@ impl Arithmetic {
 /// exactly, as the twin computes. A kernel that skipped the rounding is off by K·2⁻¹².
 pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     let dims = (33, 40, 300);
-    let got = f16_rounding_run(gpu, dims)?;
-    let want = f16_rounding_run(&CpuBackend, dims)?;
+    let (got, ran) = f16_rounding_run(gpu, dims)?;
+    let (want, _) = f16_rounding_run(&CpuBackend, dims)?;
     // Sums of K ones are exact in f32; skipping the rounding costs K·2⁻¹² ≈ 0.07.
     Ok(KernelCheck::new(
-        kernel_name(
-            gpu,
-            Batching::None,
-            dims,
-            (false, false),
-            Inputs::ROUNDED,
-            MATMUL_NAMES,
-        )?,
+        ran.kernel(gpu, MATMUL_NAMES)?,
         format!("{}x{}x{} f16 rounding of 1 + 2^-12", dims.0, dims.1, dims.2),
     )
     .compare("C", &got, &want, |_, _| 1e-4))
 }
 
-fn f16_rounding_run<B: Backend>(b: &B, (m, n, k): (usize, usize, usize)) -> Result<Vec<f32>> {
+fn f16_rounding_run<B: Backend>(
+    b: &B,
+    (m, n, k): (usize, usize, usize),
+) -> Result<(Vec<f32>, Ran)> {
     let a = b.tensor(&[m, k], &vec![1.0 + 2f32.powi(-12); m * k])?;
     let w = b.tensor(&[k, n], &vec![1.0; k * n])?;
     let mut c = b.zeros(&[m, n], DType::F32)?;
-    b.matmul(&a, &w, &mut c, &MatmulSpec::default().f16(true))?;
-    b.read(&c)
+    let spec = MatmulSpec::default().f16(true);
+    b.matmul(&a, &w, &mut c, &spec)?;
+    Ok((b.read(&c)?, Ran::of(&a, &w, &c, &spec)?))
 }
 
 /// The check [`GpuBackend::new`] runs once where it chose the cooperative-matrix kernel, on
@@ -619,7 +621,7 @@ fn matmul_bias_act_run<B: Backend>(
     b: &B,
     (batch, dims, per_group_bias, act, inputs, seed): BiasActCase,
     spec: &MatmulSpec,
-) -> Result<[Vec<f32>; 2]> {
+) -> Result<([Vec<f32>; 2], Ran)> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     let x = stored(
@@ -646,7 +648,7 @@ fn matmul_bias_act_run<B: Backend>(
     let mut y = b.zeros(&[batch, m, n], y_dtype)?;
     let spec = spec.f16(inputs.rounded);
     b.matmul_bias_act(&x, &w, &bias, &mut pre, &mut y, &spec, act)?;
-    Ok([b.read(&pre)?, b.read(&y)?])
+    Ok(([b.read(&pre)?, b.read(&y)?], Ran::of(&x, &w, &pre, &spec)?))
 }
 
 /// The fused layer forward `pre = X·W[g]`, `y = act(pre + bias)` (X shared by `batch` weight
@@ -673,8 +675,8 @@ pub fn matmul_bias_act_scaled(
     spec: &MatmulSpec,
 ) -> Result<KernelCheck> {
     let (batch, dims, per_group_bias, act, inputs, _) = case;
-    let [pre, y] = matmul_bias_act_run(gpu, case, spec)?;
-    let [cpre, cy] = matmul_bias_act_run(&CpuBackend, case, spec)?;
+    let ([pre, y], ran) = matmul_bias_act_run(gpu, case, spec)?;
+    let ([cpre, cy], _) = matmul_bias_act_run(&CpuBackend, case, spec)?;
     // The product's bound; the activation then adds at most its relative tolerance (its slope is
     // at most ~1.13). An F16 Y is one rounding of a value both sides may hold a bound apart:
     // 2⁻¹¹ relative, and the bound may move it across one f16 step.
@@ -690,18 +692,10 @@ pub fn matmul_bias_act_scaled(
         "matmul_coop_bias_act",
         "matmul_narrow_bias_act",
     ];
-    let transposes = (spec.trans_a, spec.trans_b);
     // beta·old adds one rounding of its own.
     let pre_rtol = if spec.beta == 0.0 { 0.0 } else { RTOL };
     Ok(KernelCheck::new(
-        kernel_name(
-            gpu,
-            Batching::SharedA(batch),
-            dims,
-            transposes,
-            inputs,
-            names,
-        )?,
+        ran.kernel(gpu, names)?,
         format!(
             "{batch}x{}x{}x{} {} {act:?} per-group bias {per_group_bias}{}",
             dims.0,
@@ -722,7 +716,7 @@ fn matmul_act_grad_run<B: Backend>(
     b: &B,
     (batch, dims, act, inputs, seed): ActGradCase,
     spec: &MatmulSpec,
-) -> Result<Vec<f32>> {
+) -> Result<(Vec<f32>, Ran)> {
     let (m, n, k) = dims;
     let s = inputs.storage;
     // As in a hidden layer's backward: dY [G, B, out] times Wᵀ (W [G, in, out] stored, used
@@ -751,7 +745,7 @@ fn matmul_act_grad_run<B: Backend>(
     let mut dpre = old_output(b, spec.beta, &[batch, m, n], seed + 4)?;
     let spec = spec.f16(inputs.rounded);
     b.matmul_act_grad(&dy, &w, &pre, &bias, &mut dpre, &spec, act)?;
-    b.read(&dpre)
+    Ok((b.read(&dpre)?, Ran::of(&dy, &w, &dpre, &spec)?))
 }
 
 /// The fused hidden-layer backward `dpre = (dY·Wᵀ) ⊙ act'(pre + bias)` with the given `inputs`
@@ -776,8 +770,8 @@ pub fn matmul_act_grad_scaled(
     spec: &MatmulSpec,
 ) -> Result<KernelCheck> {
     let (batch, dims, act, inputs, _) = case;
-    let got = matmul_act_grad_run(gpu, case, spec)?;
-    let want = matmul_act_grad_run(&CpuBackend, case, spec)?;
+    let (got, ran) = matmul_act_grad_run(gpu, case, spec)?;
+    let (want, _) = matmul_act_grad_run(&CpuBackend, case, spec)?;
     // The product's bound times the largest slope (GELU's, ~1.13), plus the derivative's own
     // relative tolerance.
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
@@ -787,9 +781,8 @@ pub fn matmul_act_grad_scaled(
         "matmul_coop_act_grad",
         "matmul_narrow_act_grad",
     ];
-    let transposes = (spec.trans_a, spec.trans_b);
     Ok(KernelCheck::new(
-        kernel_name(gpu, Batching::All(batch), dims, transposes, inputs, names)?,
+        ran.kernel(gpu, names)?,
         format!(
             "{batch}x{}x{}x{} {} {act:?}{}",
             dims.0,
