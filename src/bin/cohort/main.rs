@@ -164,21 +164,18 @@ fn note_on(e: &CohortError, trains: bool) -> Option<String> {
     let CohortError::BufferTooLarge { limit, .. } = e else {
         return None;
     };
-    let mib = limit >> 20;
-    let what = match trains {
-        true => format!(
-            "each tensor lives in one buffer of at most {mib} MiB on this device; a step's \
-             largest are usually the activations of a group of same-shaped peers (peers × \
-             --batch rows × widest layer × 4 bytes), which a smaller --batch or narrower layers \
-             shrink"
-        ),
-        false => format!(
-            "each tensor lives in one buffer of at most {mib} MiB on this device; rows are taken \
-             in batches of the cohort's training batch (at least 256)"
-        ),
+    let sizes = match trains {
+        true => {
+            "a step's largest are usually the activations of a group of same-shaped peers \
+             (peers × --batch rows × widest layer × 4 bytes), which a smaller --batch or \
+             narrower layers shrink"
+        }
+        false => "rows are taken in batches of the cohort's training batch (at least 256)",
     };
     Some(format!(
-        "{what} (on --device cpu only host memory limits them)"
+        "each tensor lives in one buffer of at most {} MiB on this device; {sizes} (on --device \
+         cpu only host memory limits them)",
+        limit >> 20
     ))
 }
 
