@@ -1008,30 +1008,30 @@ mod tests {
         // The training file still needs two.
         let err = load_pair(&test, &train, &CsvOptions::default()).unwrap_err();
         assert!(err.to_string().contains("at least 2 classes"), "{err}");
-        // Latin-1 text: the line with the first byte that is not UTF-8.
-        let latin1 = dir.join("latin1.csv");
-        std::fs::write(&latin1, b"1,2,0\n3,4,1\n# caf\xe9\n").unwrap();
-        let err = load(&latin1, &CsvOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.ends_with("line 3: not UTF-8 text (save it as UTF-8)"),
-            "{err}"
-        );
-        // UTF-16 text (ASCII in it gives NUL bytes, valid UTF-8): refused at its first NUL.
-        let utf16 = dir.join("utf16.csv");
-        let wide: Vec<u8> = "1,2,0\n"
+        // Latin-1 text: the line with the first byte that is not UTF-8. UTF-16 text (ASCII in
+        // it gives NUL bytes, valid UTF-8): refused at its first NUL.
+        let utf16: Vec<u8> = "1,2,0\n"
             .encode_utf16()
             .flat_map(u16::to_le_bytes)
             .collect();
-        std::fs::write(&utf16, wide).unwrap();
-        let err = load(&utf16, &CsvOptions::default())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.ends_with("line 1: not UTF-8 text (a NUL byte: UTF-16?) (save it as UTF-8)"),
-            "{err}"
-        );
+        let not_text = [
+            (
+                b"1,2,0\n3,4,1\n# caf\xe9\n".to_vec(),
+                "line 3: not UTF-8 text (save it as UTF-8)",
+            ),
+            (
+                utf16,
+                "line 1: not UTF-8 text (a NUL byte: UTF-16?) (save it as UTF-8)",
+            ),
+        ];
+        let refused = dir.join("refused.csv");
+        for (bytes, want) in not_text {
+            std::fs::write(&refused, bytes).unwrap();
+            let err = load(&refused, &CsvOptions::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.ends_with(want), "{err}");
+        }
         // Over a mebibyte, stored and gzipped: a character of three bytes cut by the end of the
         // first mebibyte read is whole once the rest comes; a NUL past it is found, on its line.
         let row = "1,2,0\n3,4,1\n";
