@@ -123,7 +123,8 @@ pub fn json_rows<T: Serialize>(rows: &[T], lines: bool) -> Result<String> {
 
 /// Writes the rows to `path`: JSON lines for `.jsonl`, a JSON array for `.json`, CSV for
 /// `.csv`.
-pub fn write_metrics(path: &Path, rows: &[MetricsRow]) -> Result<()> {
+pub fn write_metrics(path: impl AsRef<Path>, rows: &[MetricsRow]) -> Result<()> {
+    let path = path.as_ref();
     let ext = extension_of(path, "metrics", &METRICS_EXTENSIONS)?;
     let mut text = String::new();
     match ext.as_str() {
@@ -158,7 +159,12 @@ const PLOT_SIZE: (u32, u32) = (1100, 450);
 
 /// Draws learning curves (test accuracy of each peer and the ensemble; training loss of each
 /// peer) as an SVG or PNG file, by the path's extension.
-pub fn plot_curves(path: &Path, reports: &[EpochReport], models: &[String]) -> Result<()> {
+pub fn plot_curves(
+    path: impl AsRef<Path>,
+    reports: &[EpochReport],
+    models: &[String],
+) -> Result<()> {
+    let path = path.as_ref();
     let ext = extension_of(path, "plot", &PLOT_EXTENSIONS)?;
     if reports.is_empty() {
         return Err(CohortError::EmptyData("no epochs to plot".into()));
@@ -459,7 +465,7 @@ mod tests {
         let top = ticks.iter().copied().fold(0.0, f64::max);
         assert!(top < 10.0, "the axes reach {top}: {ticks:?}");
 
-        let err = plot_curves(&dir.join("curves.jpg"), &reports(), &models).unwrap_err();
+        let err = plot_curves(dir.join("curves.jpg"), &reports(), &models).unwrap_err();
         assert!(err.to_string().contains(".svg or .png"), "{err}");
         let err = plot_curves(&png_path, &[], &models).unwrap_err();
         assert!(matches!(err, CohortError::EmptyData(_)), "{err}");

@@ -2431,10 +2431,10 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally_by_def
     // 40 training and 10 test images of 2×2 pixels, labels 0 to 9.
     let pixels = |n: usize| -> Vec<u8> { (0..n * 4).map(|i| (i * 29 % 251) as u8).collect() };
     let labels = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 10) as u8).collect() };
-    idx::write_images(&data.join("train-images-idx3-ubyte"), &pixels(40), 40, 2, 2).unwrap();
-    idx::write_labels(&data.join("train-labels-idx1-ubyte"), &labels(40)).unwrap();
-    idx::write_images(&data.join("t10k-images-idx3-ubyte"), &pixels(10), 10, 2, 2).unwrap();
-    idx::write_labels(&data.join("t10k-labels-idx1-ubyte"), &labels(10)).unwrap();
+    idx::write_images(data.join("train-images-idx3-ubyte"), &pixels(40), 40, 2, 2).unwrap();
+    idx::write_labels(data.join("train-labels-idx1-ubyte"), &labels(40)).unwrap();
+    idx::write_images(data.join("t10k-images-idx3-ubyte"), &pixels(10), 10, 2, 2).unwrap();
+    idx::write_labels(data.join("t10k-labels-idx1-ubyte"), &labels(10)).unwrap();
     let (source, ckpt) = (format!("idx:{}", data.display()), dir.join("c.safetensors"));
     let train = |epochs: &str, extra: &[&str]| {
         let mut args = vec![
@@ -2489,7 +2489,7 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally_by_def
     // A stray label: classes reach it, and a warning names the classes without rows.
     let mut stray = labels(40);
     stray[5] = 12;
-    idx::write_labels(&data.join("train-labels-idx1-ubyte"), &stray).unwrap();
+    idx::write_labels(data.join("train-labels-idx1-ubyte"), &stray).unwrap();
     let out = train("1", &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

@@ -452,7 +452,8 @@ pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Ro
 }
 
 /// Reads a CSV file (gzipped or not) whole, unsplit.
-pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
+pub fn read(path: impl AsRef<Path>, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
+    let path = path.as_ref();
     parse(&read_text(path)?, options, path)
 }
 
@@ -460,10 +461,11 @@ pub fn read(path: &Path, options: &CsvOptions) -> Result<(Dataset, CsvLayout)> {
 /// `features` given (a model's inputs), a file whose lines have that many fields or fewer has
 /// no label column (too few fields then is the caller's error to report, naming both widths).
 pub fn read_rows(
-    path: &Path,
+    path: impl AsRef<Path>,
     options: &CsvOptions,
     features: Option<usize>,
 ) -> Result<(Rows, CsvLayout)> {
+    let path = path.as_ref();
     let text = read_text(path)?;
     let mut options = options.clone();
     let first_width = lines_of(text.strip_prefix('\u{feff}').unwrap_or(&text))
@@ -520,7 +522,8 @@ fn not_text(path: &Path, before: &[u8], why: &str) -> CohortError {
 }
 
 /// Loads a CSV file (gzipped or not) and splits it as `options` say.
-pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+pub fn load(path: impl AsRef<Path>, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+    let path = path.as_ref();
     let (data, layout) = read(path, options)?;
     Ok((data.split(options.test_fraction, options.seed)?, layout))
 }
@@ -528,7 +531,13 @@ pub fn load(path: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
 /// Loads a training file and a test file read alike: both must put their labels in the same
 /// column (and name their columns alike, where they have headers); classes are counted over
 /// both (so the test file may hold a single class).
-pub fn load_pair(train: &Path, test: &Path, options: &CsvOptions) -> Result<(Split, CsvLayout)> {
+pub fn load_pair(
+    train: impl AsRef<Path>,
+    test: impl AsRef<Path>,
+    options: &CsvOptions,
+) -> Result<(Split, CsvLayout)> {
+    let train = train.as_ref();
+    let test = test.as_ref();
     let (mut train_data, layout) = read(train, options)?;
     let test_options = CsvOptions {
         min_classes: Some(train_data.classes),
@@ -1063,7 +1072,7 @@ mod tests {
             "{err}"
         );
         assert!(matches!(
-            load(&dir.join("nope.csv"), &CsvOptions::default()),
+            load(dir.join("nope.csv"), &CsvOptions::default()),
             Err(CohortError::Io { .. })
         ));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -50,7 +50,8 @@ fn header(path: &Path, bytes: &[u8], magic: u32, dims: usize) -> Result<Vec<usiz
 }
 
 /// Reads an image file: pixels scaled to [0, 1], with the row count and pixels per image.
-pub fn read_images(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+pub fn read_images(path: impl AsRef<Path>) -> Result<(Vec<f32>, usize, usize)> {
+    let path = path.as_ref();
     let (pixels, n, [h, w]) = read_image_grid(path)?;
     Ok((pixels, n, h * w))
 }
@@ -76,7 +77,8 @@ fn read_image_grid(path: &Path) -> Result<(Vec<f32>, usize, [usize; 2])> {
 }
 
 /// Reads a label file.
-pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u32>> {
+    let path = path.as_ref();
     let bytes = read_maybe_gzip(path)?;
     header(path, &bytes, LABELS, 1)?;
     Ok(bytes[8..].iter().map(|&b| b as u32).collect())
@@ -115,7 +117,8 @@ fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, [usize; 2])> {
 /// Loads `train-*` and `t10k-*` image and label files from `dir` (each plain or `.gz`).
 /// Classes are the largest label of either part plus one, and at least 10 (MNIST's digits, the
 /// format's convention; checkpoints of IDX data record their rows with that count).
-pub fn load_dir(dir: &Path) -> Result<Split> {
+pub fn load_dir(dir: impl AsRef<Path>) -> Result<Split> {
+    let dir = dir.as_ref();
     let (train_x, train_y, [h, w]) = part(dir, "train")?;
     let (test_x, test_y, [th, tw]) = part(dir, "t10k")?;
     // The same shape, not only as many pixels (14×56 test images for a 28×28 model).
@@ -140,7 +143,14 @@ fn idx_size(v: usize) -> Result<u32> {
 
 /// Writes an uncompressed image file (for tests and tools), atomically; `pixels` must hold
 /// `n × h × w` bytes.
-pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) -> Result<()> {
+pub fn write_images(
+    path: impl AsRef<Path>,
+    pixels: &[u8],
+    n: usize,
+    h: usize,
+    w: usize,
+) -> Result<()> {
+    let path = path.as_ref();
     let (n, h, w) = (idx_size(n)?, idx_size(h)?, idx_size(w)?);
     if (n as u128) * (h as u128) * (w as u128) != pixels.len() as u128 {
         return Err(CohortError::shape(
@@ -157,7 +167,8 @@ pub fn write_images(path: &Path, pixels: &[u8], n: usize, h: usize, w: usize) ->
 }
 
 /// Writes an uncompressed label file (for tests and tools), atomically.
-pub fn write_labels(path: &Path, labels: &[u8]) -> Result<()> {
+pub fn write_labels(path: impl AsRef<Path>, labels: &[u8]) -> Result<()> {
+    let path = path.as_ref();
     let mut out = Vec::with_capacity(8 + labels.len());
     for v in [LABELS, idx_size(labels.len())?] {
         out.extend_from_slice(&v.to_be_bytes());
@@ -194,10 +205,10 @@ mod tests {
     fn round_trip_plain_and_gzipped() {
         let d = temp_dir("rt");
         let pixels: Vec<u8> = (0..3 * 4).map(|v| (v * 20) as u8).collect();
-        write_images(&d.join("train-images-idx3-ubyte"), &pixels, 3, 2, 2).unwrap();
-        write_labels(&d.join("train-labels-idx1-ubyte"), &[1, 0, 9]).unwrap();
-        write_images(&d.join("t10k-images-idx3-ubyte"), &pixels[..8], 2, 2, 2).unwrap();
-        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[2, 3]).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &pixels, 3, 2, 2).unwrap();
+        write_labels(d.join("train-labels-idx1-ubyte"), &[1, 0, 9]).unwrap();
+        write_images(d.join("t10k-images-idx3-ubyte"), &pixels[..8], 2, 2, 2).unwrap();
+        write_labels(d.join("t10k-labels-idx1-ubyte"), &[2, 3]).unwrap();
         gzip(&d.join("t10k-images-idx3-ubyte"));
         gzip(&d.join("train-labels-idx1-ubyte"));
         assert!(d.join("t10k-images-idx3-ubyte.gz").exists());
@@ -212,7 +223,7 @@ mod tests {
         let expect: Vec<f32> = pixels.iter().map(|&b| b as f32 / 255.0).collect();
         assert_eq!(split.train.features, expect);
         assert_eq!(split.test.features, expect[..8]);
-        let (x, n, cols) = read_images(&d.join("t10k-images-idx3-ubyte.gz")).unwrap();
+        let (x, n, cols) = read_images(d.join("t10k-images-idx3-ubyte.gz")).unwrap();
         assert_eq!((x, n, cols), (expect[..8].to_vec(), 2, 4));
         // gzip is detected by its magic bytes, not by the name
         std::fs::rename(
@@ -234,11 +245,11 @@ mod tests {
     #[test]
     fn classes_are_the_largest_label_of_either_part_plus_one_and_at_least_ten() {
         let d = temp_dir("classes");
-        write_images(&d.join("train-images-idx3-ubyte"), &[0, 255], 2, 1, 1).unwrap();
-        write_images(&d.join("t10k-images-idx3-ubyte"), &[7], 1, 1, 1).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &[0, 255], 2, 1, 1).unwrap();
+        write_images(d.join("t10k-images-idx3-ubyte"), &[7], 1, 1, 1).unwrap();
         for (train, test, classes) in [([0, 3], 11, 12), ([0, 12], 2, 13), ([0, 1], 1, 10)] {
-            write_labels(&d.join("train-labels-idx1-ubyte"), &train).unwrap();
-            write_labels(&d.join("t10k-labels-idx1-ubyte"), &[test]).unwrap();
+            write_labels(d.join("train-labels-idx1-ubyte"), &train).unwrap();
+            write_labels(d.join("t10k-labels-idx1-ubyte"), &[test]).unwrap();
             let s = load_dir(&d).unwrap();
             assert_eq!((s.train.classes, s.test.classes), (classes, classes));
             assert_eq!(s.train.features, vec![0.0, 1.0]);
@@ -249,27 +260,27 @@ mod tests {
     #[test]
     fn mismatched_counts_and_empty_files_are_errors() {
         let d = temp_dir("counts");
-        write_images(&d.join("train-images-idx3-ubyte"), &[1, 2, 3], 3, 1, 1).unwrap();
-        write_labels(&d.join("train-labels-idx1-ubyte"), &[0, 1]).unwrap();
-        write_images(&d.join("t10k-images-idx3-ubyte"), &[1], 1, 1, 1).unwrap();
-        write_labels(&d.join("t10k-labels-idx1-ubyte"), &[0]).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &[1, 2, 3], 3, 1, 1).unwrap();
+        write_labels(d.join("train-labels-idx1-ubyte"), &[0, 1]).unwrap();
+        write_images(d.join("t10k-images-idx3-ubyte"), &[1], 1, 1, 1).unwrap();
+        write_labels(d.join("t10k-labels-idx1-ubyte"), &[0]).unwrap();
         let err = load_dir(&d).unwrap_err();
         assert!(
             matches!(err, CohortError::CorruptFile { .. })
                 && err.to_string().contains("3 images but 2 labels"),
             "{err}"
         );
-        write_images(&d.join("train-images-idx3-ubyte"), &[], 0, 28, 28).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &[], 0, 28, 28).unwrap();
         assert!(matches!(
-            read_images(&d.join("train-images-idx3-ubyte")),
+            read_images(d.join("train-images-idx3-ubyte")),
             Err(CohortError::EmptyData(_))
         ));
         // test images of another size than the training images
-        write_images(&d.join("train-images-idx3-ubyte"), &[1, 2, 3, 4], 2, 1, 2).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &[1, 2, 3, 4], 2, 1, 2).unwrap();
         assert!(matches!(load_dir(&d), Err(CohortError::CorruptFile { .. })));
         // ... or of another shape with as many pixels (2×2 training images, 1×4 test images)
-        write_images(&d.join("train-images-idx3-ubyte"), &[1; 8], 2, 2, 2).unwrap();
-        write_images(&d.join("t10k-images-idx3-ubyte"), &[1; 4], 1, 1, 4).unwrap();
+        write_images(d.join("train-images-idx3-ubyte"), &[1; 8], 2, 2, 2).unwrap();
+        write_images(d.join("t10k-images-idx3-ubyte"), &[1; 4], 1, 1, 4).unwrap();
         let err = load_dir(&d).unwrap_err();
         assert!(
             err.to_string()
@@ -322,7 +333,7 @@ mod tests {
             "short header"
         );
         assert!(matches!(
-            read_labels(&d.join("missing")),
+            read_labels(d.join("missing")),
             Err(CohortError::Io { .. })
         ));
         assert!(matches!(load_dir(&d), Err(CohortError::Io { .. })));
