@@ -267,7 +267,9 @@ impl OptimizerConfig {
             LrSchedule::Constant => self.lr,
             LrSchedule::Step { every, gamma } => {
                 let epoch = step / steps_per_epoch.max(1);
-                self.lr * gamma.powi((epoch / every.max(1)) as i32)
+                // The exponent stops at i32::MAX (powi's argument), where γ^n is long 0 or 1.
+                let decays = (epoch / every.max(1)).min(i32::MAX as usize) as i32;
+                self.lr * gamma.powi(decays)
             }
             LrSchedule::Cosine => {
                 let span = total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
@@ -492,6 +494,8 @@ mod tests {
         assert_eq!(step.lr_at(19, 100, 10), 0.1); // epoch 1
         assert_eq!(step.lr_at(20, 100, 10), 0.05); // epoch 2
         assert!((step.lr_at(45, 100, 10) - 0.025).abs() < 1e-9); // epoch 4
+                                                                 // 2³⁹ decays: the exponent stops at i32::MAX (cast as it was, it wrapped to none).
+        assert_eq!(step.lr_at(1 << 40, usize::MAX, 1), 0.0);
         let cosine = optimizer(LrSchedule::Cosine, 0);
         assert_eq!(cosine.lr_at(0, 100, 10), 0.1);
         assert!((cosine.lr_at(50, 100, 10) - 0.05).abs() < 1e-6);

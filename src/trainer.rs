@@ -1066,8 +1066,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
 
     /// The update of this step, on gradients scaled by `grad_scale`.
     fn optimizer_step(&self, lr: f32, grad_scale: f32) -> OptimizerStep {
-        // Adam's bias corrections are 1 in f32 long before 2³² steps: a count past that
-        // stays at its largest.
+        // Adam's bias corrections are 1 long before 2³² steps: a count past that stays at its
+        // largest (`ops::adam_bias_correction`).
         let t = u32::try_from(self.steps_done + 1).unwrap_or(u32::MAX);
         self.config.optimizer.step(lr, grad_scale, t)
     }

@@ -2191,8 +2191,8 @@ impl GpuBackend {
                 momentum_or_beta1: beta1,
                 beta2,
                 eps,
-                c1: (1.0 - (beta1 as f64).powi(t as i32)) as f32,
-                c2: (1.0 - (beta2 as f64).powi(t as i32)) as f32,
+                c1: crate::ops::adam_bias_correction(beta1, t) as f32,
+                c2: crate::ops::adam_bias_correction(beta2, t) as f32,
                 ..shared
             },
         };
