@@ -1171,8 +1171,9 @@ impl GpuBackend {
         if groups <= max {
             [groups as u32, 1, 1]
         } else {
-            let y = groups.div_ceil(max);
-            [groups.div_ceil(y) as u32, y as u32, 1]
+            // Past max² workgroups y too exceeds the limit, and the dispatch refuses it.
+            let y = u32::try_from(groups.div_ceil(max)).unwrap_or(u32::MAX);
+            [groups.div_ceil(y as u64) as u32, y, 1]
         }
     }
 
@@ -1719,6 +1720,8 @@ impl Backend for GpuBackend {
         let words = |d: usize, t: &GpuTensor| d * t.dtype.size() / 4;
         let (wx, wy) = (words(g.widths[0], features), words(g.widths[1], labels));
         const OP: &str = "gather_batch";
+        // The kernel's thread count spans both outputs: it must fit its u32 too.
+        u32_of(OP, g.rows * (wx + wy))?;
         let params = GatherParams {
             src_rows: u32_of(OP, g.n)?,
             dst_rows: u32_of(OP, g.rows)?,

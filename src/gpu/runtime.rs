@@ -549,6 +549,22 @@ pub struct Capabilities {
     pub coop_ops: Option<CoopOps>,
 }
 
+/// Bytes a tensor may take at most on any device: under 4 GiB, so that every element index a
+/// kernel computes (within one tensor, in u32 arithmetic) fits. wgpu 30 keeps bindings under
+/// 2 GiB on Vulkan and DX12, but not on every backend or setting (Metal's follows its largest
+/// buffer where indirect-call validation is off).
+const MAX_INDEXED_BYTES: u64 = (1 << 32) - 256;
+
+impl Capabilities {
+    /// The largest tensor this device holds, in bytes: one storage binding, one buffer, and
+    /// under 4 GiB (32-bit indices in the kernels).
+    pub fn max_tensor_bytes(&self) -> u64 {
+        self.max_storage_binding
+            .min(self.max_buffer_size)
+            .min(MAX_INDEXED_BYTES)
+    }
+}
+
 const PARAMS_CAPACITY: u64 = 1 << 20;
 const PARAMS_SLOT: u64 = 256;
 
@@ -1239,7 +1255,7 @@ impl Runtime {
     /// A storage buffer of at least `bytes` bytes, from the pool when one of that size is free.
     /// Its contents are undefined.
     pub(crate) fn alloc(&self, bytes: u64, what: &str) -> Result<PooledBuffer> {
-        let limit = self.caps.max_storage_binding.min(self.caps.max_buffer_size);
+        let limit = self.caps.max_tensor_bytes();
         let size = bytes
             .max(16)
             .checked_next_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT * 64)
@@ -2131,6 +2147,25 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tensors_stay_under_4_gib_whatever_the_device_allows() {
+        let mut caps = Capabilities::with_workgroup_memory(1 << 15);
+        assert_eq!(caps.max_tensor_bytes(), 1 << 30);
+        caps.max_buffer_size = 1 << 20;
+        assert_eq!(
+            caps.max_tensor_bytes(),
+            1 << 20,
+            "the buffer limit counts too"
+        );
+        (caps.max_storage_binding, caps.max_buffer_size) = (1 << 40, 1 << 40);
+        assert!(caps.max_tensor_bytes() < 1 << 32, "32-bit indices");
+        assert_eq!(
+            caps.max_tensor_bytes() % 256,
+            0,
+            "a whole number of pool blocks"
+        );
+    }
 
     #[test]
     fn adapters_are_chosen_by_name_and_kind() {

@@ -140,10 +140,7 @@ pub(crate) fn devices() -> Result<()> {
                 g.row_threads(10),
                 g.row_threads(1000)
             );
-            println!(
-                "  largest storage binding {} MiB",
-                c.max_storage_binding >> 20
-            );
+            println!("  largest tensor {} MiB", c.max_tensor_bytes() >> 20);
         }
         Err(e) if falls_back(&e) => {
             println!("\nno usable GPU ({e}); cohort will use the CPU backend")
