@@ -272,6 +272,18 @@ impl Batching {
     }
 }
 
+/// The values a checked product draws for its operands and C.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// Uniform in [-1, 1] (see [`operand`]).
+    Uniform,
+    /// Their magnitudes, with |α| and |β|: each element of this C is the sum of |terms| that
+    /// bounds the rounding of the same element of the uniform one.
+    Magnitudes,
+    /// -1, 0 or 1: every partial sum of a product shorter than 2²⁴ is exact in f32.
+    Integers,
+}
+
 fn matmul_run<B: Backend>(
     b: &B,
     batching: Batching,
@@ -279,14 +291,14 @@ fn matmul_run<B: Backend>(
     spec: &MatmulSpec,
     storage: MatmulStorage,
     seed: u64,
-    abs: bool,
+    values: Values,
 ) -> Result<(Vec<f32>, Ran)> {
     let (m, n, k) = dims;
-    let count = batching.count();
+    let matrices = batching.count();
     let shared_a = matches!(batching, Batching::SharedA(_));
     let shared_b = matches!(batching, Batching::SharedB(_));
     let shape = |shared: bool, rows: usize, cols: usize| -> Vec<usize> {
-        match count {
+        match matrices {
             Some(c) if !shared => vec![c, rows, cols],
             _ => vec![rows, cols],
         }
@@ -297,10 +309,16 @@ fn matmul_run<B: Backend>(
     let bshape = shape(shared_b, b0, b1);
     let cshape = shape(false, m, n);
     let data = |s: u64, shape: &[usize], f16: bool| -> Result<Vec<f32>> {
-        let v = operand(s, shape, f16)?;
-        Ok(match abs {
-            true => v.into_iter().map(f32::abs).collect(),
-            false => v,
+        Ok(match values {
+            Values::Uniform => operand(s, shape, f16)?,
+            Values::Magnitudes => operand(s, shape, f16)?.into_iter().map(f32::abs).collect(),
+            Values::Integers => {
+                let n = count(shape)?;
+                let mut v = host_vec(n, || format!("{n} test values"))?;
+                let mut rng = Rng::new(s);
+                v.iter_mut().for_each(|x| *x = rng.below(3) as f32 - 1.0);
+                v
+            }
         })
     };
     let inputs = Inputs::stored(storage, spec.f16_inputs);
@@ -311,7 +329,7 @@ fn matmul_run<B: Backend>(
     let a = stored(b, &ashape, &data(seed, &ashape, fa)?, storage.a_f16)?;
     let bb = stored(b, &bshape, &data(seed + 1, &bshape, fb)?, storage.b_f16)?;
     let mut c = b.tensor(&cshape, &data(seed + 2, &cshape, spec.f16_inputs)?)?;
-    let spec = if abs {
+    let spec = if values == Values::Magnitudes {
         MatmulSpec {
             alpha: spec.alpha.abs(),
             beta: spec.beta.abs(),
@@ -344,9 +362,25 @@ pub fn matmul_stored(
     storage: MatmulStorage,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, false)?;
-    let (want, _) = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, false)?;
-    let (magnitude, _) = matmul_run(&CpuBackend, batching, dims, spec, storage, seed, true)?;
+    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, Values::Uniform)?;
+    let (want, _) = matmul_run(
+        &CpuBackend,
+        batching,
+        dims,
+        spec,
+        storage,
+        seed,
+        Values::Uniform,
+    )?;
+    let (magnitude, _) = matmul_run(
+        &CpuBackend,
+        batching,
+        dims,
+        spec,
+        storage,
+        seed,
+        Values::Magnitudes,
+    )?;
     let inputs = Inputs::stored(storage, spec.f16_inputs);
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
     let unit = arithmetic.unit(dims.2);
@@ -361,6 +395,46 @@ pub fn matmul_stored(
     let kernel = ran.kernel(gpu, MATMUL_NAMES)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
+}
+
+/// [`matmul`] of operands and C drawn from -1, 0 and 1, compared exactly: every partial sum is
+/// an integer below 2²⁴ in magnitude, so any order of f32 (or f16-input) arithmetic gives the
+/// twin's result. For deep products, where [`matmul`]'s rounding bound (growing with K) would
+/// let a product cut short pass. K must be below 2²⁴ − 1 and α, β each -1, 0 or 1.
+pub fn matmul_integers(
+    gpu: &GpuBackend,
+    batching: Batching,
+    dims: (usize, usize, usize),
+    spec: &MatmulSpec,
+    seed: u64,
+) -> Result<KernelCheck> {
+    let unit = |v: f32| [-1.0, 0.0, 1.0].contains(&v);
+    if dims.2 >= (1 << 24) - 1 || !unit(spec.alpha) || !unit(spec.beta) {
+        return Err(CohortError::InvalidConfig(format!(
+            "an exact product needs K below 2^24 - 1 and alpha and beta in {{-1, 0, 1}}, got K \
+             {}, alpha {}, beta {}",
+            dims.2, spec.alpha, spec.beta
+        )));
+    }
+    let storage = MatmulStorage::F32;
+    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, Values::Integers)?;
+    let (want, _) = matmul_run(
+        &CpuBackend,
+        batching,
+        dims,
+        spec,
+        storage,
+        seed,
+        Values::Integers,
+    )?;
+    let case = format!(
+        "{}x{}x{} {batching:?} {} integers",
+        dims.0,
+        dims.1,
+        dims.2,
+        spec_text(spec)
+    );
+    Ok(KernelCheck::new(ran.kernel(gpu, MATMUL_NAMES)?, case).exact("C", &got, &want))
 }
 
 /// The check names of a plain product on the tiled, cooperative-matrix and narrow kernels.

@@ -1725,6 +1725,154 @@ fn split_f32_checks(g: &cohort::GpuBackend, label: &str) {
     }
 }
 
+#[test]
+fn f32_products_stay_far_closer_to_the_twin_than_f16_ones_over_long_sums() {
+    // The checks' rounding bounds grow with K (the worst case of any summation order), so at
+    // K = 1000 an f32 path that rounded its operands to f16 would still pass them. Here, on
+    // every f32 kernel path (tiles of 64 and 128, K split in 3, the narrow kernel, both fused
+    // epilogues), the error must be 100 times below that of the f16 product of the same
+    // operands (the twin's, so the same on every adapter). On lavapipe f32 paths err ~1e-5 here
+    // and the f16 product ~1e-2.
+    let Some(_) = gpu() else { return };
+    let k = 1000;
+    let tiled = |tile, k_splits| cohort::GpuOptions {
+        matmul_tile: cohort::gpu::TileChoice::Fixed(tile),
+        k_splits,
+        no_narrow_kernel: true,
+        ..f32_options()
+    };
+    let backends = [
+        ("tile 64", tiled(64, Some(1)), 48, "matmul"),
+        ("tile 128", tiled(128, Some(1)), 48, "matmul"),
+        ("tile 64, K split in 3", tiled(64, Some(3)), 48, "matmul"),
+        ("narrow", f32_options(), 10, "matmul_narrow"),
+    ];
+    for (label, options, n, kernel) in backends {
+        let b = &cohort::GpuBackend::new(&options).unwrap();
+        let dims = (64, n, k);
+        let plain = MatmulSpec::default();
+        let ran = validate::matmul(b, Batching::None, dims, &plain, 5300).unwrap();
+        assert_eq!(
+            (ran.kernel, ran.passed()),
+            (kernel, true),
+            "{label}: {}",
+            ran.worst
+        );
+        let x = uniform(5300, 64 * k, -1.0, 1.0);
+        let w = uniform(5301, k * n, -1.0, 1.0);
+        let twin = |f16| {
+            product_of(
+                &cohort::CpuBackend,
+                dims,
+                [&x, &w],
+                &MatmulSpec::default().f16(f16),
+            )
+        };
+        let exact = twin(false);
+        let f16_error = max_difference(&twin(true), &exact);
+        let [pre, y] = fused_forward_of(b, dims, [&x, &w]);
+        let results = [
+            (
+                "product",
+                product_of(b, dims, [&x, &w], &MatmulSpec::default()),
+            ),
+            ("fused forward pre", pre),
+            ("fused forward y", y),
+            ("fused backward", fused_backward_of(b, dims, [&x, &w])),
+        ];
+        for (what, got) in results {
+            let error = max_difference(&got, &exact);
+            eprintln!("{label} {what}: max |gpu - twin| {error:.2e}, f16 product {f16_error:.2e}");
+            assert!(
+                error * 100.0 < f16_error,
+                "{label} {what}: {error:e} is not 100x below the f16 product's {f16_error:e}"
+            );
+        }
+    }
+}
+
+/// The GPU options from the environment with the narrow kernel allowed and f32 products on the
+/// f32 kernels (whatever `COHORT_NARROW` and `COHORT_F32_MATMUL` say).
+fn f32_options() -> cohort::GpuOptions {
+    cohort::GpuOptions {
+        no_narrow_kernel: false,
+        f32_matmul: cohort::gpu::F32Matmul::Plain,
+        ..cohort::GpuOptions::from_env().unwrap()
+    }
+}
+
+/// The largest |x − y| of two results.
+fn max_difference(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len());
+    got.iter()
+        .zip(want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `[pre, y]` of the fused layer forward of X `[m, k]` and one W `[k, n]`, zero bias and the
+/// identity, so both are X·W.
+fn fused_forward_of<B: cohort::Backend>(
+    b: &B,
+    (m, n, k): (usize, usize, usize),
+    [x, w]: [&[f32]; 2],
+) -> [Vec<f32>; 2] {
+    let f32 = cohort::DType::F32;
+    let (tx, tw) = (
+        b.tensor(&[m, k], x).unwrap(),
+        b.tensor(&[1, k, n], w).unwrap(),
+    );
+    let bias = b.zeros(&[n], f32).unwrap();
+    let (mut pre, mut y) = (
+        b.zeros(&[1, m, n], f32).unwrap(),
+        b.zeros(&[1, m, n], f32).unwrap(),
+    );
+    let spec = MatmulSpec::default();
+    b.matmul_bias_act(
+        &tx,
+        &tw,
+        &bias,
+        &mut pre,
+        &mut y,
+        &spec,
+        Activation::Identity,
+    )
+    .unwrap();
+    [b.read(&pre).unwrap(), b.read(&y).unwrap()]
+}
+
+/// The fused hidden-layer backward of dY = X `[m, k]` and Wᵀ (W stored `[n, k]`, the values of
+/// `w` transposed), zero pre-activation and bias, and the identity: X·W again.
+fn fused_backward_of<B: cohort::Backend>(
+    b: &B,
+    (m, n, k): (usize, usize, usize),
+    [x, w]: [&[f32]; 2],
+) -> Vec<f32> {
+    let f32 = cohort::DType::F32;
+    let wt: Vec<f32> = (0..n * k).map(|i| w[(i % k) * n + i / k]).collect();
+    let (dy, tw) = (
+        b.tensor(&[1, m, k], x).unwrap(),
+        b.tensor(&[1, n, k], &wt).unwrap(),
+    );
+    let (pre, bias) = (
+        b.zeros(&[1, m, n], f32).unwrap(),
+        b.zeros(&[1, n], f32).unwrap(),
+    );
+    let mut dpre = b.zeros(&[1, m, n], f32).unwrap();
+    let spec = MatmulSpec::new(false, true);
+    b.matmul_act_grad(
+        &dy,
+        &tw,
+        &pre,
+        &bias,
+        &mut dpre,
+        &spec,
+        Activation::Identity,
+    )
+    .unwrap();
+    b.read(&dpre).unwrap()
+}
+
 /// `n` f32 values of both signs that split f32 products hold exactly in their two f16 parts (hi,
 /// zero below 2⁻¹⁴, and lo = f16((v − hi)·2¹¹); see `split_f32_checks`).
 fn exact_split_values(n: usize) -> Vec<f32> {
@@ -2553,11 +2701,13 @@ fn deep_products_and_long_sums_match_cpu_or_are_refused_past_a_software_adapters
     // cohort's budget of 60000 and matches the twin; 970000 is refused there, not computed
     // wrong. The narrow kernel loops three times per 128 k at 4 columns: 2550000 fits, 2600000
     // does not (unguarded, lavapipe got 2790000 right and 3000000 wrong). A hardware GPU runs
-    // them all.
+    // them all. The products are of -1, 0 and 1, compared exactly: at this depth the rounding
+    // bound of random operands is a third of the sum of |terms|, which a product cut short
+    // (even all zeros) would pass.
     let Some(g) = gpu() else { return };
     let spec = MatmulSpec::new(false, false);
     for (depth, fits) in [(2_550_000, true), (2_600_000, !g.is_software())] {
-        match validate::matmul(g, Batching::All(1), (4, 4, depth), &spec, 5) {
+        match validate::matmul_integers(g, Batching::All(1), (4, 4, depth), &spec, 5) {
             Ok(check) => {
                 assert!(fits, "narrow product of {depth} ran: {}", check.case);
                 // (A hardware GPU may split so deep a product on the tiled kernel instead.)
@@ -2572,7 +2722,7 @@ fn deep_products_and_long_sums_match_cpu_or_are_refused_past_a_software_adapters
     }
     let tiled = tiled_backend_with(64, |_| {});
     for (depth, fits) in [(950_000, true), (970_000, !g.is_software())] {
-        let product = validate::matmul(&tiled, Batching::All(1), (4, 4, depth), &spec, 3);
+        let product = validate::matmul_integers(&tiled, Batching::All(1), (4, 4, depth), &spec, 3);
         let sum = validate::reduce_sum(g, &[depth, 3], 0, false, 1, 4);
         for (what, result) in [("product", product), ("sum", sum)] {
             match result {
