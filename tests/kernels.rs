@@ -241,12 +241,14 @@ fn f32_epilogue_checks(
 fn has_f16_tensors(g: &cohort::GpuBackend) -> bool {
     let has = cohort::Backend::f16_tensors(g);
     if !has {
-        common::loud(&format!(
-            "SKIPPED: {} offers no F16 tensors (f16 shaders {}), so kernels on F16 tensors did \
-             NOT run",
-            cohort::Backend::describe(g),
-            g.runtime().caps().shader_f16
-        ));
+        common::skip(
+            "f16",
+            &format!(
+                "{} offers no F16 tensors (f16 shaders {}), so kernels on F16 tensors did NOT run",
+                cohort::Backend::describe(g),
+                g.runtime().caps().shader_f16
+            ),
+        );
     }
     has
 }
@@ -461,9 +463,10 @@ fn deep_emulated_products() {
     assert!(checks.iter().all(|c| c.kernel == "matmul_coop"));
     report("matmul_coop emulated, K 2048 and 4096", &checks);
     if !g.is_software() {
-        common::loud(
-            "SKIPPED: the emulated kernel's K limit (its split launches and refusals) is a \
-             software adapter's; this one is hardware",
+        common::skip(
+            "lavapipe",
+            "the emulated kernel's K limit (its split launches and refusals) is a software \
+             adapter's; this one is hardware",
         );
         return;
     }
@@ -925,8 +928,10 @@ fn matmul_with_single_buffered_slices_matches_cpu() {
 #[test]
 fn tuned_matmuls_match_cpu_and_keep_the_fastest_plan() {
     // COHORT_MATMUL_TUNE=1: each product shape's candidate plans timed once, the fastest kept.
-    // Every plan must give the twin's results, the tiled kernel's candidates must cover both
-    // tiles and both buffer counts, and a shape met before must not be timed again.
+    // The plan kept must give the twin's results (each other candidate is held to the shape's
+    // own plan's result as it is timed: gpu::plan's results_agree), the tiled kernel's
+    // candidates must cover both tiles and both buffer counts, and a shape met before must not
+    // be timed again.
     let Some(env) = gpu() else { return };
     let tuned_backend = |coop| {
         cohort::GpuBackend::new(&cohort::GpuOptions {
@@ -1911,10 +1916,13 @@ fn product_of<B: cohort::Backend>(
 fn has_f16_shaders(g: &cohort::GpuBackend, what: &str) -> bool {
     let has = g.runtime().caps().shader_f16;
     if !has {
-        common::loud(&format!(
-            "SKIPPED: {} has no f16 shaders, so {what} did NOT run",
-            cohort::Backend::describe(g)
-        ));
+        common::skip(
+            "f16",
+            &format!(
+                "{} has no f16 shaders, so {what} did NOT run",
+                cohort::Backend::describe(g)
+            ),
+        );
     }
     has
 }
@@ -1998,7 +2006,10 @@ fn tuning_leaves_out_candidates_the_adapter_cannot_run_not_the_product() {
     // the whole product).
     let Some(env) = gpu() else { return };
     if !env.is_software() {
-        common::loud("SKIPPED: the cooperative-matrix kernel's K limit is a software adapter's");
+        common::skip(
+            "lavapipe",
+            "the cooperative-matrix kernel's K limit is a software adapter's",
+        );
         return;
     }
     if !has_f16_shaders(
@@ -2598,10 +2609,13 @@ fn row_kernels_match_cpu_with_rows_reduced_the_other_way() {
             classes_per_lane.map_or("default".to_string(), |n| n.to_string())
         );
         if reduce_in_subgroups && !subgroups {
-            loud(&format!(
-                "SKIPPED: {} has no subgroup operations, so the row kernels in {rows} did NOT run",
-                g.runtime().info().name
-            ));
+            common::skip(
+                "subgroup",
+                &format!(
+                    "{} has no subgroup operations, so the row kernels in {rows} did NOT run",
+                    g.runtime().info().name
+                ),
+            );
             continue;
         }
         let g = cohort::GpuBackend::new(&cohort::GpuOptions {
@@ -2751,11 +2765,14 @@ fn row_kernels_match_cpu_in_llvmpipes_other_subgroup_widths() {
     let Some(g) = gpu() else { return };
     let info = g.runtime().info();
     if !info.name.starts_with("llvmpipe") || !g.runtime().caps().subgroup {
-        loud(&format!(
-            "SKIPPED: {} is not lavapipe with subgroups, whose subgroup width {LLVMPIPE_WIDTH} \
-             sets, so the row kernels ran in its own subgroups only",
-            info.name
-        ));
+        common::skip(
+            "lavapipe,subgroup",
+            &format!(
+                "{} is not lavapipe with subgroups, whose subgroup width {LLVMPIPE_WIDTH} sets, \
+                 so the row kernels ran in its own subgroups only",
+                info.name
+            ),
+        );
         return;
     }
     let test = "row_kernels_match_cpu_with_rows_reduced_the_other_way";
@@ -2799,11 +2816,14 @@ fn a_self_test_runs_once_per_adapter_and_options() {
     // other options runs its own.
     let Some(g) = gpu() else { return };
     if !g.row_subgroups() {
-        loud(&format!(
-            "SKIPPED: {} does not reduce rows in subgroups by default, so no self-test runs \
-             when it opens",
-            g.runtime().info().name
-        ));
+        common::skip(
+            "subgroup",
+            &format!(
+                "{} does not reduce rows in subgroups by default, so no self-test runs when it \
+                 opens",
+                g.runtime().info().name
+            ),
+        );
         return;
     }
     // Options no other test opens a backend with (7 classes per thread), twice.
@@ -2901,7 +2921,7 @@ fn fused_dml_loss_equals_softmax_ce_plus_kl_div() {
 
 #[test]
 fn kl_div_of_identical_peers_is_zero_with_zero_gradient() {
-    use cohort::{Backend, CpuBackend, DType};
+    use cohort::{Backend, CpuBackend};
     let row = uniform(5, 20, -5.0, 5.0);
     let z: Vec<f32> = row.iter().chain(&row).chain(&row).copied().collect();
     let spec = KlSpec {
@@ -2912,8 +2932,10 @@ fn kl_div_of_identical_peers_is_zero_with_zero_gradient() {
     };
     fn run<B: Backend>(b: &B, z: &[f32], spec: &KlSpec) -> (Vec<f32>, Vec<f32>) {
         let t = b.tensor(&[3, 2, 10], z).unwrap();
-        let mut l = b.zeros(&[3, 2], DType::F32).unwrap();
-        let mut d = b.zeros(&[3, 2, 10], DType::F32).unwrap();
+        // Filled with values the kernel must overwrite (accumulate is off), so a kernel that
+        // wrote nothing fails.
+        let mut l = b.tensor(&[3, 2], &[f32::NAN; 6]).unwrap();
+        let mut d = b.tensor(&[3, 2, 10], &[7.0; 60]).unwrap();
         b.kl_div(&t, &mut l, &mut d, spec).unwrap();
         (b.read(&l).unwrap(), b.read(&d).unwrap())
     }
@@ -3077,7 +3099,10 @@ fn layer_updates_whose_buffers_do_not_fit_the_device_run_in_two_dispatches() {
             (&adam, true, 2),
         ] {
             if copy && !own.f16_tensors() {
-                loud("SKIPPED: the f16-copy updates: this adapter has no F16 tensors");
+                common::skip(
+                    "f16",
+                    "the f16-copy updates: this adapter has no F16 tensors",
+                );
                 continue;
             }
             let t = |shape: &[usize], dtype| own.zeros(shape, dtype).unwrap();
@@ -3391,7 +3416,10 @@ fn a_callers_own_kernel_runs_in_order_with_cohorts() {
                 "{profile:#?}"
             );
         } else {
-            common::loud("SKIPPED: no timestamp queries, so the own kernel was not profiled");
+            common::skip(
+                "timestamp",
+                "no timestamp queries, so the own kernel was not profiled",
+            );
         }
         // A tensor whose binding was taken keeps its buffer out of the pool when dropped: a
         // new tensor of its size gets another buffer, which a launch over the old bind group

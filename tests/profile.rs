@@ -14,7 +14,10 @@ fn profile_counts_every_dispatch_under_its_kernel_and_shape() {
     if !default.runtime().caps().timestamp_query {
         let err = default.runtime().start_profile().unwrap_err();
         assert!(matches!(err, CohortError::Unsupported(_)), "{err}");
-        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        common::skip(
+            "timestamp",
+            "this adapter has no timestamp queries, so no profile was taken",
+        );
         return;
     }
     // K split in two, so each product is two dispatches: the partial products, then their sum.
@@ -94,7 +97,10 @@ fn profile_counts_every_dispatch_under_its_kernel_and_shape() {
 fn timed_gpu() -> Option<&'static GpuBackend> {
     let g = gpu()?;
     if !g.runtime().caps().timestamp_query {
-        loud("SKIPPED: this adapter has no timestamp queries, so no profile was taken");
+        common::skip(
+            "timestamp",
+            "this adapter has no timestamp queries, so no profile was taken",
+        );
         return None;
     }
     Some(g)
@@ -205,15 +211,18 @@ fn every_pipeline_a_step_ran_is_rebuilt_for_the_driver_statistics() {
     let Some(default) = gpu() else { return };
     let rt = default.runtime();
     if !rt.caps().timestamp_query || rt.info().backend != wgpu::Backend::Vulkan {
-        loud(&format!(
-            "SKIPPED: driver statistics need a Vulkan adapter with timestamp queries; {:?} has {}",
-            rt.info().backend,
-            if rt.caps().timestamp_query {
-                "them"
-            } else {
-                "none"
-            }
-        ));
+        common::skip(
+            "vulkan,timestamp",
+            &format!(
+                "driver statistics need a Vulkan adapter with timestamp queries; {:?} has {}",
+                rt.info().backend,
+                if rt.caps().timestamp_query {
+                    "them"
+                } else {
+                    "none"
+                }
+            ),
+        );
         return;
     }
     let mut runs = vec![("f32", rebuilt_for_driver_statistics(default, false))];

@@ -108,12 +108,26 @@ fn every_shader_file_is_compiled_in_and_has_a_cpu_twin() {
             "{name} is not registered in gpu::shaders::Shader"
         );
         let on_disk = std::fs::read_to_string(&path).unwrap();
+        let cpu_backend = std::fs::read_to_string(root.join("src/cpu/mod.rs")).unwrap();
         for shader in builds {
             let twin = root.join("src/cpu").join(format!("{}.rs", shader.twin()));
             assert!(
                 twin.exists(),
                 "{name} has no CPU twin at {}",
                 twin.display()
+            );
+            // A twin the CPU backend runs (the one the kernel checks compare with), not a file
+            // of that name alone.
+            let twin_source = std::fs::read_to_string(&twin).unwrap();
+            assert!(
+                twin_source.contains("pub fn "),
+                "{} defines no function",
+                twin.display()
+            );
+            assert!(
+                cpu_backend.contains(&format!("{}::", shader.twin())),
+                "src/cpu/mod.rs never calls its twin {}",
+                shader.twin()
             );
             assert!(
                 shader.source().contains(&on_disk),

@@ -450,14 +450,17 @@ fn gpu_and_cpu_loss_curves_agree_over_50_steps() {
         let gpu_curve = loss_curve(g, c.clone(), 50);
         let cpu_curve = loss_curve(&CpuBackend, c, 50);
         // f32 GPU arithmetic against f64-inside CPU twins drifts slowly as weights diverge by
-        // rounding; 1% relative after 50 steps leaves room for that and none for a wrong step.
+        // rounding: on lavapipe 3e-5 relative after 50 steps in f32, 2e-3 in mixed precision.
+        // The bounds leave room for that (30x, 5x); f32's is below what a step without weight
+        // decay gave (1e-2).
+        let bound = if mixed { 1e-2 } else { 1e-3 };
         let mut worst = 0.0f32;
         for (s, (gs, cs)) in gpu_curve.iter().zip(&cpu_curve).enumerate() {
             for (gl, cl) in gs.iter().zip(cs) {
                 let rel = (gl - cl).abs() / cl.abs().max(1e-3);
                 worst = worst.max(rel);
                 assert!(
-                    rel < 1e-2,
+                    rel < bound,
                     "{peers} mixed {mixed} step {}: gpu {gl} vs cpu {cl}",
                     s + 1
                 );
@@ -799,7 +802,10 @@ fn f32_steps_split_into_f16_parts_match_f32_steps_once_the_loss_is_small() {
     // better than mixed precision's f16 rounding does.
     let Some(g) = gpu() else { return };
     if !g.runtime().caps().shader_f16 {
-        common::loud("SKIPPED: no f16 shaders, so f32 steps split into f16 parts did NOT run");
+        common::skip(
+            "f16",
+            "no f16 shaders, so f32 steps split into f16 parts did NOT run",
+        );
         return;
     }
     let split = cohort::GpuBackend::new(&cohort::GpuOptions {
@@ -829,7 +835,10 @@ fn f16_weight_copies_change_bytes_not_values() {
     // be identical, bit for bit, with differently shaped peers and both schedules.
     let Some(g) = gpu() else { return };
     if !g.f16_tensors() {
-        common::loud("SKIPPED: no F16 tensors here, so the f16 weight copies did NOT run");
+        common::skip(
+            "f16",
+            "no F16 tensors here, so the f16 weight copies did NOT run",
+        );
         return;
     }
     let rounding = cohort::GpuBackend::new(&cohort::GpuOptions {
@@ -1243,6 +1252,12 @@ fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
         );
         assert_eq!(x.test_accuracy, y.test_accuracy);
     }
+    // And so are the weights and optimizer states it ends with.
+    assert_eq!(
+        resumed.named_tensors().unwrap(),
+        full.named_tensors().unwrap(),
+        "resumed weights and states must be bit-identical"
+    );
     // A checkpoint from another configuration is refused.
     let mut other = c.clone();
     other.alpha = 0.5;
@@ -2354,7 +2369,10 @@ fn the_fused_layer_kernels_add_beta_times_their_output_as_the_trait_says() {
         let gpu = gpu().filter(|g| {
             let has = !f16 || g.f16_tensors();
             if !has {
-                common::loud("SKIPPED: the F16 case on the GPU: this adapter has no F16 tensors");
+                common::skip(
+                    "f16",
+                    "the F16 case on the GPU: this adapter has no F16 tensors",
+                );
             }
             has
         });

@@ -15,6 +15,27 @@ pub fn loud(message: &str) {
     let _ = writeln!(std::io::stderr(), "\n**** {message} ****\n");
 }
 
+/// Whether this is a CI run: `CI` set to anything but empty, `0` or `false` (CI services set
+/// `true`, `1` or their own name). There a missing adapter or tool fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .is_ok_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "" | "0" | "false"))
+}
+
+/// Says loudly that a check did not run for want of `features` (a comma list of `f16`,
+/// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `torch`); fails instead where the comma list
+/// `COHORT_EXPECT` names one of them
+/// (`.ci/run` lists what lavapipe has), so that a capability lost to a driver or detection
+/// change cannot turn checks into passing skips.
+pub fn skip(features: &str, message: &str) {
+    let expected = std::env::var("COHORT_EXPECT").unwrap_or_default();
+    let named = |f: &str| expected.split(',').any(|e| e.trim() == f);
+    if let Some(feature) = features.split(',').find(|f| named(f)) {
+        panic!("COHORT_EXPECT names {feature}, but: {message}");
+    }
+    loud(&format!("SKIPPED: {message}"));
+}
+
 /// The GPU backend for this test binary, created once. `None` means no adapter: the caller skips,
 /// loudly. Under `CI=true` a missing adapter fails the test instead, as does any other error
 /// opening it everywhere.
@@ -33,8 +54,8 @@ pub fn gpu() -> Option<&'static GpuBackend> {
                 requested: None, ..
             },
         ) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but no GPU adapter is available: {e}");
+            if in_ci() {
+                panic!("CI is set but no GPU adapter is available: {e}");
             }
             Err(e.to_string())
         }
@@ -65,10 +86,13 @@ pub fn gpu_with(build: impl FnOnce(&mut cohort::GpuOptions)) -> cohort::Result<G
 pub fn hinted_gpu(g: &GpuBackend) -> Option<GpuBackend> {
     let info = g.runtime().info();
     if info.backend != wgpu::Backend::Vulkan {
-        loud(&format!(
-            "SKIPPED: unrolling hints need a Vulkan adapter; {} is {:?}, so this test did NOT run",
-            info.name, info.backend
-        ));
+        skip(
+            "vulkan",
+            &format!(
+                "unrolling hints need a Vulkan adapter; {} is {:?}, so this test did NOT run",
+                info.name, info.backend
+            ),
+        );
         return None;
     }
     let options = cohort::GpuOptions {
@@ -101,8 +125,8 @@ pub fn python(script: &str, args: &[String]) -> Option<Output> {
     {
         Ok(out) => Some(out),
         Err(e) => {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("CI=true but python3 cannot run: {e}");
+            if in_ci() {
+                panic!("CI is set but python3 cannot run: {e}");
             }
             loud(&format!(
                 "SKIPPED: python3 cannot run ({e}), so {script} was NOT checked"
