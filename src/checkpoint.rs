@@ -27,25 +27,82 @@ fn folder_and_name(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
     Ok((dir, name))
 }
 
-/// Held while a temporary file of [`temp_path`] exists: its name is the process's, so threads
-/// writing one file at once (a matmul plan file, say) would truncate or rename away each
-/// other's. (Processes have names of their own.)
-static WRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Suffix of [`write_atomic`]'s temporary files.
+const TEMP_SUFFIX: &str = ".cohort-tmp";
 
-fn writing() -> std::sync::MutexGuard<'static, ()> {
-    WRITING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+/// A fresh temporary file name beside `path` for [`write_atomic`]: `.NAME.PID-N.cohort-tmp`,
+/// N counting this process's writes (with the time, so that processes of one PID in two
+/// containers sharing a folder differ too). A name too long to take the additions is replaced
+/// by its hash.
+fn temp_path(path: &Path) -> Result<PathBuf> {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let (dir, name) = folder_and_name(path)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let unique = format!(
+        "{}-{:x}{:08x}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed),
+        nanos
+    );
+    let name = name.to_string_lossy();
+    // File names hold 255 bytes on most file systems.
+    let stem = if name.len() + unique.len() + TEMP_SUFFIX.len() + 2 <= 255 {
+        name.into_owned()
+    } else {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut hasher);
+        format!("cohort-{:016x}", hasher.finish())
+    };
+    Ok(dir.join(format!(".{stem}.{unique}{TEMP_SUFFIX}")))
 }
 
-/// The temporary file beside `path` that [`write_atomic`] writes before renaming it.
-fn temp_path(path: &Path) -> Result<PathBuf> {
-    let (dir, name) = folder_and_name(path)?;
-    Ok(dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
+/// Removes temporary files that an earlier write of `target` left behind when its process was
+/// killed mid-write (SIGKILL, a power cut): those of [`temp_path`]'s form whose process is gone
+/// (where `/proc` says so) and that have not changed for a minute. Best effort: errors are
+/// ignored.
+fn remove_stale_temps(target: &Path) {
+    let Ok((dir, name)) = folder_and_name(target) else {
+        return;
+    };
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let prefix = format!(".{}.", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(middle) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(TEMP_SUFFIX))
+        else {
+            continue;
+        };
+        let Some(pid) = middle
+            .split('-')
+            .next()
+            .filter(|p| p.parse::<u32>().is_ok())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        let idle = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() >= 60);
+        if !alive && idle {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The file that writing `path` replaces: `path` itself, or the file a symbolic link there
@@ -104,30 +161,145 @@ pub fn resolved_target(path: &Path) -> Result<PathBuf> {
 }
 
 /// Writes `bytes` to `path` atomically: a crash leaves either the old file or the new one. A
-/// symbolic link at `path` is followed (see [`write_target`]).
+/// symbolic link at `path` is followed (see [`write_target`]). The new file keeps the old one's
+/// permissions, and the folder is synced after the rename (where the system allows), so the
+/// new name survives a power cut too.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let target = write_target(path)?;
+    let replaced = replaceable(path, &target)?;
+    remove_stale_temps(&target);
     let tmp = temp_path(&target)?;
-    let _writing = writing();
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        // A new file only: never one another writer (or a planted link) holds.
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
         f.write_all(bytes)?;
+        if let Some(permissions) = replaced {
+            f.set_permissions(permissions)?;
+        }
         f.sync_all()?;
         std::fs::rename(&tmp, &target)
     })();
-    result.map_err(|e| {
+    if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
-        CohortError::io(path, e)
-    })
+        return Err(CohortError::io(path, e));
+    }
+    if let Ok((dir, _)) = folder_and_name(&target) {
+        // Best effort: some file systems cannot sync a folder.
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
+}
+
+/// The permissions of the file at `target` (what `path` leads to) that an atomic write would
+/// replace, or `None` where there is none yet; an error where it cannot be replaced: read-only,
+/// immutable, or a mount point of its own (a file bind-mounted into a container, which a
+/// rename cannot replace).
+fn replaceable(path: &Path, target: &Path) -> Result<Option<std::fs::Permissions>> {
+    let meta = match std::fs::metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(CohortError::io(path, e)),
+        Ok(meta) => meta,
+    };
+    let refuse = |what: &str, why: &str| {
+        Err(CohortError::InvalidConfig(format!(
+            "{} is {what}: cohort replaces a file by renaming a new one over it, {why}",
+            path.display()
+        )))
+    };
+    if meta.permissions().readonly() {
+        return refuse("read-only", "and leaves read-only files alone");
+    }
+    if is_mount_point(target) {
+        return refuse(
+            "a mount point of its own",
+            "which a mount point refuses (mount its folder and write there instead)",
+        );
+    }
+    // Immutable or append-only files (and others the system keeps from writers) refuse this.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(target)
+        .map_err(|e| {
+            let why = format!("cannot be opened for writing ({e})");
+            CohortError::io(path, std::io::Error::new(e.kind(), why))
+        })?;
+    Ok(Some(meta.permissions()))
+}
+
+/// Elsewhere than Linux mount points are not looked for (the rename fails with its own error).
+#[cfg(not(target_os = "linux"))]
+fn is_mount_point(_file: &Path) -> bool {
+    false
+}
+
+/// Whether `file` is mounted on its own (a file bind-mounted into a container, say), as
+/// Linux's mount table says.
+#[cfg(target_os = "linux")]
+fn is_mount_point(file: &Path) -> bool {
+    let (Ok(file), Ok(table)) = (
+        std::fs::canonicalize(file),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return false;
+    };
+    // The fifth field of each line is the mount point, with space, tab, newline and backslash
+    // written as octal escapes.
+    let unescape = |field: &str| {
+        let mut out = Vec::new();
+        let bytes = field.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+                let d = std::str::from_utf8(d).ok()?;
+                u8::from_str_radix(d, 8).ok()
+            });
+            match (bytes[i], octal) {
+                (b'\\', Some(byte)) => {
+                    out.push(byte);
+                    i += 4;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        out
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let wanted = file.as_os_str().as_bytes();
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|point| unescape(point) == wanted)
 }
 
 /// Checks, before a long run, that [`write_atomic`] will be able to write `path`: it names a
-/// regular file (or a link to one, or nothing yet), in a folder that exists and takes new
-/// files. (Writes nothing there.)
+/// regular file (or a link to one, or nothing yet) that may be replaced, in a folder that
+/// exists and takes new files. (Leaves nothing there.)
 pub fn check_writable(path: &Path) -> Result<()> {
-    let tmp = temp_path(&write_target(path)?)?;
-    let _writing = writing();
-    std::fs::File::create(&tmp).map_err(|e| CohortError::io(path, e))?;
+    let target = write_target(path)?;
+    replaceable(path, &target)?;
+    let (dir, _) = folder_and_name(&target)?;
+    if !dir.is_dir() {
+        return Err(CohortError::InvalidConfig(format!(
+            "{}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        )));
+    }
+    let tmp = temp_path(&target)?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| {
+            let why = format!("the folder {} cannot take a new file ({e})", dir.display());
+            CohortError::io(path, std::io::Error::new(e.kind(), why))
+        })?;
     let _ = std::fs::remove_file(&tmp);
     Ok(())
 }

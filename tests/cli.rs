@@ -2741,3 +2741,87 @@ fn a_feature_named_as_labels_are_is_warned_of() {
     assert!(!stderr.contains("warning"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(unix)]
+#[test]
+fn a_save_cut_short_keeps_the_old_checkpoint_and_a_later_run_clears_its_temporary() {
+    // The shell's file-size limit (4 KiB; the checkpoint takes ~12) stops the second run's save
+    // part-way: by SIGXFSZ, as a crash would, or, with the signal ignored, by an error. Either
+    // way the first run's checkpoint stays as it was.
+    let dir = std::env::temp_dir().join(format!("cohort-cli-cut-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ckpt = dir.join("c.st");
+    let train = |seed: &str| -> Vec<String> {
+        [
+            "train", "--device", "cpu", "--epochs", "1", "--quiet", "--peers", "2x8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--seed".into(), seed.into(), "--save".into()])
+        .chain([ckpt.display().to_string()])
+        .collect()
+    };
+    let first = cohort_command(&train("1").iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let saved = std::fs::read(&ckpt).unwrap();
+    let temporaries = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().ends_with(".cohort-tmp"))
+            .collect()
+    };
+    for (trap, killed) in [("", true), ("trap '' XFSZ; ", false)] {
+        let bin = cohort_command(&[]).get_program().to_owned();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{trap}ulimit -f 4; exec \"$0\" \"$@\""))
+            .arg(&bin)
+            .args(train("2"))
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert_eq!(
+            std::fs::read(&ckpt).unwrap(),
+            saved,
+            "the old checkpoint changed"
+        );
+        if killed {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(out.status.signal(), Some(25), "SIGXFSZ: {stderr}");
+            assert_eq!(
+                temporaries().len(),
+                1,
+                "the killed save's temporary is left"
+            );
+        } else {
+            assert!(
+                stderr.contains("c.st") && stderr.contains("too large"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+            // Its own temporary removed; the killed run's still there.
+            assert_eq!(temporaries().len(), 1);
+        }
+    }
+    // A minute later the killed run's temporary is stale: the next save removes it.
+    let stale = &temporaries()[0];
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    std::fs::File::options()
+        .write(true)
+        .open(stale)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let last = cohort_command(&train("3").iter().map(String::as_str).collect::<Vec<_>>())
+        .output()
+        .unwrap();
+    assert!(last.status.success(), "{}", text(&last.stderr));
+    assert!(temporaries().is_empty(), "{:?}", temporaries());
+    assert_ne!(std::fs::read(&ckpt).unwrap(), saved);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1169,38 +1169,78 @@ fn file_names(dir: &std::path::Path) -> Vec<std::ffi::OsString> {
 }
 
 #[test]
-fn a_failed_atomic_write_keeps_the_old_file_and_a_good_one_leaves_no_temporary() {
+fn atomic_writes_keep_permissions_refuse_read_only_files_and_clear_stale_temporaries() {
     use cohort::checkpoint::write_atomic;
     let dir = std::env::temp_dir().join(format!("cohort-atomic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("out.csv");
     std::fs::write(&path, "old").unwrap();
-    // The temporary file's place taken (by a folder): the write fails before the rename, with
-    // an I/O error naming the file, and the old contents stay. (The name is write_atomic's
-    // temporary, `.NAME.PID.tmp` beside the file: should it change, this write succeeds and
-    // the test says so.)
-    let tmp = dir.join(format!(".out.csv.{}.tmp", std::process::id()));
-    std::fs::create_dir(&tmp).unwrap();
-    let err = write_atomic(&path, b"new").expect_err("the temporary file's name changed?");
-    match &err {
-        CohortError::Io { path: named, .. } => assert_eq!(named, &path, "{err}"),
-        other => panic!("{other:?}"),
+    // The new file takes the old one's permissions (a private checkpoint stays private).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        write_atomic(&path, b"new").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
-    std::fs::remove_dir(&tmp).unwrap();
-    // Then it succeeds: the new contents, and nothing else left in the folder.
     write_atomic(&path, b"new").unwrap();
+    // A read-only file is left alone, with an error that says why.
+    let mut permissions = std::fs::metadata(&path).unwrap().permissions();
+    permissions.set_readonly(true);
+    std::fs::set_permissions(&path, permissions.clone()).unwrap();
+    let err = write_atomic(&path, b"newer").unwrap_err();
+    assert!(matches!(err, CohortError::InvalidConfig(_)), "{err}");
+    assert!(err.to_string().contains("out.csv is read-only"), "{err}");
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
-    let names = file_names(&dir);
-    assert_eq!(names, ["out.csv"]);
+    #[allow(clippy::permissions_set_readonly_false)]
+    permissions.set_readonly(false);
+    std::fs::set_permissions(&path, permissions).unwrap();
+    // A temporary file a killed process left (`.NAME.PID-N.cohort-tmp`; no PID reaches 2²² + 1)
+    // is removed by the next write once a minute old; a fresh one, or a live process's, stays.
+    if std::path::Path::new("/proc/self").exists() {
+        let minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(300);
+        let temporary = |name: String, old: bool| {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            if old {
+                file.set_modified(minutes_ago).unwrap();
+            }
+            path
+        };
+        let stale = temporary(".out.csv.4194305-0.cohort-tmp".into(), true);
+        let fresh = temporary(".out.csv.4194305-1.cohort-tmp".into(), false);
+        let live = temporary(
+            format!(".out.csv.{}-f.cohort-tmp", std::process::id()),
+            true,
+        );
+        let other = temporary(".other.csv.4194305-0.cohort-tmp".into(), true);
+        write_atomic(&path, b"newest").unwrap();
+        assert!(!stale.exists(), "a dead process's old temporary stays");
+        assert!(fresh.exists() && live.exists() && other.exists());
+        for p in [fresh, live, other] {
+            std::fs::remove_file(p).unwrap();
+        }
+    } else {
+        common::loud("SKIPPED: no /proc here, so stale temporary files are not looked for");
+    }
+    // A name as long as most file systems take (255 bytes) is written too: the temporary's name
+    // is then a hash.
+    let long = dir.join("l".repeat(251) + ".csv");
+    write_atomic(&long, b"long").unwrap();
+    assert_eq!(std::fs::read(&long).unwrap(), b"long");
+    std::fs::remove_file(&long).unwrap();
+    // Nothing else left in the folder.
+    assert_eq!(file_names(&dir), ["out.csv"]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "newest");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn atomic_writes_from_several_threads_to_one_file_all_land_whole() {
-    // Threads of one process share its temporary file's name (`.NAME.PID.tmp`): unserialised,
-    // one truncated another's half-written file or renamed it away (a matmul plan file
-    // written by tests in parallel, say). Each write must succeed and leave a whole file.
+    // Threads of one process writing one file (a matmul plan file written by tests in parallel,
+    // say): when they shared a temporary file's name, one truncated another's half-written file
+    // or renamed it away. Each write must succeed and leave a whole file.
     use cohort::checkpoint::write_atomic;
     let dir = std::env::temp_dir().join(format!("cohort-atomic-threads-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
