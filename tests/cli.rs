@@ -972,6 +972,21 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         &["--test-data", test_path, "--metrics", test_path],
         "--test-data and --metrics name the same file",
     );
+    // The training file as the test part would score the cohort on its training rows: the
+    // same file is refused, a copy of it warned of.
+    let data_path = data.strip_prefix("csv:").unwrap();
+    fails(
+        &data,
+        &["--test-data", data_path],
+        "--test-data names the --data file",
+    );
+    let copy = write("copy.csv", format!("label,a,b\n{rows}"));
+    let out = train(&["--test-data", copy.strip_prefix("csv:").unwrap()]);
+    assert!(
+        text(&out.stderr).contains("warning: --test-data holds the same rows as --data"),
+        "{}",
+        text(&out.stderr)
+    );
     // The flags are CSV's: with other data they are refused, not ignored.
     for (flag, value) in [
         ("--label-column", "0"),
@@ -2506,6 +2521,34 @@ fn idx_images_take_their_classes_from_the_labels_and_standardise_globally_by_def
         text(&out.stderr).contains("standardised otherwise"),
         "{}",
         text(&out.stderr)
+    );
+    // The folder's files are data the outputs must not overwrite, as is a matmul plan file.
+    let labels_file = data.join("train-labels-idx1-ubyte");
+    fails_cleanly(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &source,
+            "--save",
+            labels_file.to_str().unwrap(),
+        ],
+        "--data and --save name the same file",
+    );
+    let plans = dir.join("plans.json");
+    fails_cleanly_with_env(
+        &[
+            "train",
+            "--device",
+            "cpu",
+            "--data",
+            &source,
+            "--metrics",
+            plans.to_str().unwrap(),
+        ],
+        &[("COHORT_MATMUL_TUNE_FILE", plans.to_str().unwrap())],
+        "COHORT_MATMUL_TUNE_FILE and --metrics name the same file",
     );
     // A stray label: classes reach it, and a warning names the classes without rows.
     let mut stray = labels(40);

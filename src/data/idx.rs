@@ -101,6 +101,17 @@ fn find(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     }
 }
 
+/// The files [`load_dir`] reads from `dir` (those of them there now), so that a caller can keep
+/// its outputs off them.
+pub fn data_files(dir: impl AsRef<Path>) -> Vec<std::path::PathBuf> {
+    let dir = dir.as_ref();
+    ["train", "t10k"]
+        .iter()
+        .flat_map(|part| ["images-idx3-ubyte", "labels-idx1-ubyte"].map(|f| format!("{part}-{f}")))
+        .filter_map(|name| find(dir, &name).ok())
+        .collect()
+}
+
 fn part(dir: &Path, prefix: &str) -> Result<(Vec<f32>, Vec<u32>, [usize; 2])> {
     let images = find(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let (pixels, n, grid) = read_image_grid(&images)?;

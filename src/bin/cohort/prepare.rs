@@ -150,7 +150,29 @@ impl DataArgs {
         let split = match &source {
             DataSource::Csv { path, options } => {
                 let (split, layout) = match &self.test_data {
-                    Some(test) => csv::load_pair(path, test, options)?,
+                    Some(test) => {
+                        let same = |a: &std::path::Path, b: &std::path::Path| {
+                            matches!(
+                                (std::fs::canonicalize(a), std::fs::canonicalize(b)),
+                                (Ok(a), Ok(b)) if a == b
+                            )
+                        };
+                        if same(path, test) {
+                            return Err(CohortError::InvalidConfig(format!(
+                                "--test-data names the --data file, {}: test accuracy would \
+                                 be measured on the training rows",
+                                test.display()
+                            )));
+                        }
+                        let (split, layout) = csv::load_pair(path, test, options)?;
+                        if split.train.fingerprint() == split.test.fingerprint() {
+                            eprintln!(
+                                "warning: --test-data holds the same rows as --data: test \
+                                 accuracy is measured on the training rows"
+                            );
+                        }
+                        (split, layout)
+                    }
                     None => csv::load(path, options)?,
                 };
                 report_layout(&layout, quiet, self.label_column.is_some());
@@ -437,7 +459,7 @@ fn warn_of_empty_classes(labels: &[u32], classes: usize) {
 /// the first epoch ends, or would overwrite another output, the data or the checkpoint
 /// `--resume` reads (which `--save` may write over, as a run continued in place does).
 pub(crate) fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
-    let mut taken = data_files(&args.data);
+    let mut taken = files_in_use(&args.data);
     if let Some(Ok(path)) = files.resume.as_ref().map(std::fs::canonicalize) {
         taken.push(("--resume", path));
     }
@@ -459,17 +481,28 @@ pub(crate) fn check_outputs(files: &FileArgs, args: &TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The CSV files `data` names, resolved, each with its flag (a folder of IDX files has fixed
-/// names; a path that does not resolve is the data loader's to report).
-pub(crate) fn data_files(data: &DataArgs) -> Vec<(&'static str, PathBuf)> {
+/// The files a run reads, which its outputs must not overwrite, resolved, each with what names
+/// it: the data (a CSV file, or a folder's IDX files), `--test-data`, and the matmul plan file
+/// `COHORT_MATMUL_TUNE_FILE` names. (A path that does not resolve is its reader's to report.)
+pub(crate) fn files_in_use(data: &DataArgs) -> Vec<(&'static str, PathBuf)> {
     let mut files = Vec::new();
-    if let Ok(DataSource::Csv { path, .. }) = data.data.parse::<DataSource>() {
+    let paths = match data.data.parse::<DataSource>() {
+        Ok(DataSource::Csv { path, .. }) => vec![path],
+        Ok(DataSource::Idx(dir)) => cohort::data::idx::data_files(dir),
+        _ => Vec::new(),
+    };
+    for path in paths {
         if let Ok(path) = std::fs::canonicalize(&path) {
             files.push(("--data", path));
         }
     }
     if let Some(Ok(path)) = data.test_data.as_ref().map(std::fs::canonicalize) {
         files.push(("--test-data", path));
+    }
+    if let Some(Ok(path)) = std::env::var_os("COHORT_MATMUL_TUNE_FILE")
+        .map(|p| checkpoint::resolved_target(std::path::Path::new(&p)))
+    {
+        files.push(("COHORT_MATMUL_TUNE_FILE", path));
     }
     files
 }

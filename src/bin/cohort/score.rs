@@ -5,7 +5,7 @@ use cohort::data::{DataSource, Dataset};
 use cohort::{checkpoint, Backend, CohortError, Result};
 
 use crate::args::DataArgs;
-use crate::prepare::{claim_output, data_files, report_layout, rows_named, warn_of_scale};
+use crate::prepare::{claim_output, files_in_use, report_layout, rows_named, warn_of_scale};
 use crate::text::{count, loss_text, pct};
 
 /// Reads the checkpoint `path` and the rows to score (the data's test part, or with `all_rows`
@@ -144,7 +144,7 @@ pub(crate) fn prediction_rows(
     }
     if let Some(output) = output {
         checkpoint::check_writable(output)?;
-        let mut taken = data_files(data);
+        let mut taken = files_in_use(data);
         if let Ok(checkpoint) = std::fs::canonicalize(path) {
             taken.push(("the checkpoint", checkpoint));
         }

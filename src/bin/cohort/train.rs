@@ -10,7 +10,7 @@ use cohort::trainer::{EpochReport, Trainer};
 use cohort::{checkpoint, metrics, Backend, CohortError, Result};
 
 use crate::args::{FileArgs, TrainArgs};
-use crate::prepare::{claim_output, data_files, Prepared, Resume};
+use crate::prepare::{claim_output, files_in_use, Prepared, Resume};
 use crate::text::{count, loss_text, number_text, pct};
 use cohort::config::short_number;
 
@@ -287,7 +287,7 @@ pub(crate) fn check_compare(args: &TrainArgs, seeds: u64, results: Option<&Path>
     if let Some(path) = results {
         results_format(path)?;
         checkpoint::check_writable(path)?;
-        claim_output(&mut data_files(&args.data), "--results", path)?;
+        claim_output(&mut files_in_use(&args.data), "--results", path)?;
     }
     Ok(())
 }
