@@ -616,8 +616,24 @@ fn differences(
 /// A setting as the user wrote it: an f32 value (JSON holds it widened to f64, so 0.05 reads
 /// 0.05000000074505806) as the f32 it is, anything else as JSON.
 fn setting_text(value: &serde_json::Value) -> String {
-    match value.as_f64() {
-        Some(x) if value.is_f64() && f64::from(x as f32) == x => short_number(x as f32),
+    use serde_json::Value;
+    match value {
+        Value::Number(_) => match value.as_f64() {
+            Some(x) if value.is_f64() && f64::from(x as f32) == x => short_number(x as f32),
+            _ => value.to_string(),
+        },
+        // Whole settings (another optimizer, say), their numbers written as f32s are.
+        Value::Object(fields) => {
+            let fields: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{}", setting_text(v)))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(setting_text).collect();
+            format!("[{}]", items.join(","))
+        }
         _ => value.to_string(),
     }
 }

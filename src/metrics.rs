@@ -75,9 +75,15 @@ pub fn rows(reports: &[EpochReport], models: &[String]) -> Vec<MetricsRow> {
 
 /// `path`'s extension, lower-cased, if it is one of `allowed`; else the error that names them.
 fn extension_of(path: &Path, what: &str, allowed: &[&str]) -> Result<String> {
+    // A name that is all extension (`.jsonl`) has none to `Path`, but ends in one all the same.
+    let name_only = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix('.'));
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
+        .or(name_only)
         .map(str::to_ascii_lowercase)
         .filter(|e| allowed.contains(&e.as_str()));
     ext.ok_or_else(|| {
@@ -414,6 +420,19 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_name_that_is_all_extension_has_it() {
+        let allowed = &METRICS_EXTENSIONS;
+        for (name, want) in [
+            ("d/.jsonl", Some("jsonl")),
+            ("a.CSV", Some("csv")),
+            (".txt", None),
+        ] {
+            let got = extension_of(Path::new(name), "metrics", allowed).ok();
+            assert_eq!(got.as_deref(), want, "{name}");
+        }
     }
 
     #[test]

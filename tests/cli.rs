@@ -2868,3 +2868,42 @@ fn a_save_cut_short_keeps_the_old_checkpoint_and_a_later_run_clears_its_temporar
     assert_ne!(std::fs::read(&ckpt).unwrap(), saved);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn resuming_a_checkpoint_whose_step_count_disagrees_with_its_epochs_warns() {
+    // On the same rows an epoch takes as many steps as before; a count edited (or made by
+    // Trainer::step by hand) moves the learning-rate schedule, which the user is told.
+    let dir = scratch("steps");
+    let ckpt = dir.join("c.st");
+    let ckpt_arg = ckpt.to_str().unwrap();
+    let base = ["train", "--device", "cpu", "--quiet", "--peers", "2x8"];
+    let run = |extra: &[&str]| cohort(&base.iter().chain(extra).copied().collect::<Vec<_>>());
+    let out = run(&["--epochs", "1", "--save", ckpt_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let resumed = run(&["--epochs", "2", "--resume", ckpt_arg]);
+    assert!(resumed.status.success(), "{}", text(&resumed.stderr));
+    assert!(
+        !text(&resumed.stderr).contains("warning"),
+        "{}",
+        text(&resumed.stderr)
+    );
+    // The count's first digit changed in place (the header keeps its length).
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let key = b"\"steps_done\":\"";
+    let at = bytes.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    bytes[at] = if bytes[at] == b'9' {
+        b'8'
+    } else {
+        bytes[at] + 1
+    };
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let resumed = run(&["--epochs", "2", "--resume", ckpt_arg]);
+    let stderr = text(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("over 1 epoch, where 1438 rows of --batch 64 take 23")
+            && stderr.contains("the learning-rate schedule goes on from step"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1288,6 +1288,19 @@ fn resume_case_in<B: Backend>(b: &B, mixed: bool) {
             .ends_with("optimizer.kind.beta2: saved 0.999, asked 0.5"),
         "{err}"
     );
+    // Another kind of setting altogether is written whole, its numbers as set (not widened
+    // from f32: 0.8999999761581421 for 0.9).
+    let mut other = c.clone();
+    other.optimizer.kind = OptimizerKind::Sgd {
+        momentum: 0.9,
+        nesterov: false,
+    };
+    let err = checkpoint::load(&path)
+        .unwrap()
+        .restore(b, Some(&other))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("\"momentum\":0.9,"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

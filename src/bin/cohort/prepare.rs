@@ -66,7 +66,25 @@ pub(crate) fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Opti
                 path.display()
             )))
         }
-        Some(_) => {}
+        Some(_) => {
+            // On the same rows each epoch took as many steps as now: a count that disagrees was
+            // made otherwise (Trainer::step by hand, or an edited file), and the learning-rate
+            // schedule goes on from it.
+            let per_epoch = split.train.rows.div_ceil(config.batch_size.max(1));
+            let expected = ckpt.epochs_done.saturating_mul(per_epoch);
+            if ckpt.steps_done != expected {
+                eprintln!(
+                    "warning: {} records {} over {}, where {} of --batch {} take {expected}: \
+                     the learning-rate schedule goes on from step {}",
+                    path.display(),
+                    count(ckpt.steps_done as u64, "step"),
+                    count(ckpt.epochs_done as u64, "epoch"),
+                    count(split.train.rows as u64, "row"),
+                    config.batch_size,
+                    ckpt.steps_done
+                );
+            }
+        }
         None => eprintln!(
             "warning: {} does not record the rows it trained on (written before 2026-12-01): \
              that these are the same cannot be checked (resume with {SAME_DATA})",
