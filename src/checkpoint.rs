@@ -443,8 +443,21 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     let path = path.as_ref();
     let bytes = read_checkpoint_file(path)?;
     let corrupt = |why: String| CohortError::corrupt(path, why);
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| corrupt(format!("not a safetensors checkpoint ({e})")))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| {
+        use safetensors::SafeTensorError as E;
+        corrupt(match e {
+            E::MetadataIncompleteBuffer => format!(
+                "its {} bytes do not end where its header's tensors do: truncated, or bytes \
+                 added after them",
+                bytes.len()
+            ),
+            E::InvalidHeaderLength | E::HeaderTooSmall => format!(
+                "its {} bytes end before its header does: truncated (or not a checkpoint)",
+                bytes.len()
+            ),
+            e => format!("not a safetensors checkpoint ({e})"),
+        })
+    })?;
     let meta = header
         .metadata()
         .clone()

@@ -1001,7 +1001,15 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
             matches!(err, CohortError::CorruptFile { .. }),
             "truncated to {len} bytes: {err}"
         );
+        // Said so, once the length field is whole (8 bytes) and within the header's.
+        if len >= 8 {
+            assert!(err.to_string().contains("truncated"), "{len} bytes: {err}");
+        }
     }
+    let mut longer = good.clone();
+    longer.extend_from_slice(b"tail");
+    let err = try_file(&longer, "4 bytes added").unwrap_err();
+    assert!(err.to_string().contains("bytes added after them"), "{err}");
     // Bytes overwritten: half in the header (JSON: names, shapes, offsets, the configuration),
     // half anywhere. Each either loads (a weight changed) or is refused with an error.
     let mut rng = Rng::new(7);
