@@ -2907,3 +2907,62 @@ fn resuming_a_checkpoint_whose_step_count_disagrees_with_its_epochs_warns() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_stops_training_after_the_epoch_it_is_in_and_saves_it() {
+    use std::io::BufRead;
+    let dir = scratch("interrupt");
+    let ckpt = dir.join("c.st");
+    let args = [
+        "train",
+        "--device",
+        "cpu",
+        "--peers",
+        "2x32",
+        "--epochs",
+        "500",
+        "--save",
+        ckpt.to_str().unwrap(),
+    ];
+    let mut child = cohort_command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the first epoch is reported, Ctrl-C.
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("epoch   1") {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "no epoch line: {seen}"
+        );
+        seen += &line;
+    }
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(out.status.code(), Some(130), "{seen}{rest}");
+    assert!(
+        rest.contains("interrupted: stopping once this epoch is done"),
+        "{rest}"
+    );
+    let stopped = rest
+        .lines()
+        .find_map(|l| l.strip_prefix("stopped after epoch "))
+        .unwrap_or_else(|| panic!("{rest}"));
+    let epoch: usize = stopped.split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        stopped.contains("of 500: interrupted; --resume"),
+        "{stopped}"
+    );
+    // The epoch it stopped after is saved, and its summary printed.
+    let saved = cohort::checkpoint::load(&ckpt).unwrap();
+    assert_eq!(saved.epochs_done, epoch);
+    assert!(text(&out.stdout).contains(&format!("after epoch {epoch}:")));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -6,6 +6,7 @@
 
 mod args;
 mod gpu;
+mod interrupt;
 mod prepare;
 mod score;
 mod text;
@@ -83,6 +84,7 @@ fn main() -> ExitCode {
             check_outputs(&files, &args)?;
             let prepared = prepare(&args)?;
             let resume = resume_point(&files, &prepared)?;
+            interrupt::stop_after_epoch_on_interrupt();
             match open(args.device)? {
                 Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared, resume),
                 Device::Cpu(c) => train(&c, &args, &files, prepared, resume),
@@ -147,6 +149,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Stopped by Ctrl-C (train said where): the shells' code for a run ended by SIGINT.
+        Err(CohortError::Stopped) => ExitCode::from(130),
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(note) = note_on(&e, trains) {

@@ -24,6 +24,7 @@ pub(crate) fn train<B: Backend>(
     resume: Option<Resume>,
 ) -> Result<()> {
     let (split, standardizer, config) = prepared;
+    let epochs = config.epochs;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
     let history = run_training(
         backend,
@@ -40,6 +41,15 @@ pub(crate) fn train<B: Backend>(
     // The result, with --quiet too (which leaves out the progress).
     if let Some(last) = history.last() {
         print_summary(last, &models);
+    }
+    let epoch = history.last().map_or(0, |r| r.epoch);
+    if crate::interrupt::asked() && epoch < epochs {
+        let resume = match &files.save {
+            Some(path) => format!("; --resume {} with the same flags goes on", path.display()),
+            None => String::new(),
+        };
+        eprintln!("stopped after epoch {epoch} of {epochs}: interrupted{resume}");
+        return Err(CohortError::Stopped);
     }
     Ok(())
 }
@@ -166,6 +176,9 @@ fn run_training<B: Backend>(
             }
             if let Some(path) = &out.files.plot {
                 metrics::plot_curves(path, history, &models)?;
+            }
+            if crate::interrupt::asked() {
+                return Err(CohortError::Stopped);
             }
             // Redrawn at 0 steps: under the next epoch's number, without this one's losses.
             bar.set_prefix(format!("{}", report.epoch + 1));
