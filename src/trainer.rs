@@ -674,6 +674,14 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
+        // Row indices and the correct answers of an epoch are counted in 32 bits on the device.
+        if u32::try_from(data.rows).is_err() {
+            return Err(CohortError::InvalidConfig(format!(
+                "{} rows: cohort indexes and counts rows in 32 bits, at most {} in one data set",
+                data.rows,
+                u32::MAX
+            )));
+        }
         // Its fields are public: a data set built by hand gets the checks of Dataset::new.
         data.validate()?;
         self.check_width(data.cols)?;
