@@ -30,12 +30,40 @@ fn folder_and_name(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
 /// Suffix of [`write_atomic`]'s temporary files.
 const TEMP_SUFFIX: &str = ".cohort-tmp";
 
-/// A fresh temporary file name beside `path` for [`write_atomic`]: `.NAME.PID-N.cohort-tmp`,
-/// N counting this process's writes (with the time, so that processes of one PID in two
-/// containers sharing a folder differ too). A name too long to take the additions is replaced
-/// by its hash.
-fn temp_path(path: &Path) -> Result<PathBuf> {
+/// Bytes a temporary file's name adds to its stem at most: two dots, the unique part (a PID
+/// of up to 10 digits, a PID namespace and a count of up to 16 hex digits each, the time's 8,
+/// two dashes) and the suffix.
+const TEMP_EXTRA: usize = 2 + 10 + 16 + 16 + 8 + 2 + TEMP_SUFFIX.len();
+
+/// This process's PID namespace (Linux: the inode of /proc/self/ns/pid; 0 where unknown). A
+/// PID names a process only within its namespace: a container has its own.
+fn pid_namespace() -> u64 {
+    std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|link| {
+            let link = link.to_str()?;
+            link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// What temporary files of `name` begin with, after their dot: the name, or its hash where the
+/// name is too long for what [`temp_path`] adds (file names hold 255 bytes on most file
+/// systems).
+fn temp_stem(name: &std::ffi::OsStr) -> String {
     use std::hash::{Hash, Hasher};
+    let name = name.to_string_lossy();
+    if name.len() + TEMP_EXTRA <= 255 {
+        return name.into_owned();
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    name.hash(&mut hasher);
+    format!("cohort-{:016x}", hasher.finish())
+}
+
+/// A fresh temporary file name beside `path` for [`write_atomic`]:
+/// `.STEM.PID-NAMESPACE-N.cohort-tmp`, N counting this process's writes and the time.
+fn temp_path(path: &Path) -> Result<PathBuf> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNT: AtomicU64 = AtomicU64::new(0);
     let (dir, name) = folder_and_name(path)?;
@@ -43,39 +71,32 @@ fn temp_path(path: &Path) -> Result<PathBuf> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     let unique = format!(
-        "{}-{:x}{:08x}",
+        "{}-{:x}-{:x}{:08x}",
         std::process::id(),
+        pid_namespace(),
         COUNT.fetch_add(1, Ordering::Relaxed),
         nanos
     );
-    let name = name.to_string_lossy();
-    // File names hold 255 bytes on most file systems.
-    let stem = if name.len() + unique.len() + TEMP_SUFFIX.len() + 2 <= 255 {
-        name.into_owned()
-    } else {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut hasher);
-        format!("cohort-{:016x}", hasher.finish())
-    };
-    Ok(dir.join(format!(".{stem}.{unique}{TEMP_SUFFIX}")))
+    Ok(dir.join(format!(".{}.{unique}{TEMP_SUFFIX}", temp_stem(name))))
 }
 
 /// Removes temporary files that an earlier write of `target` left behind when its process was
-/// killed mid-write (SIGKILL, a power cut): those of [`temp_path`]'s form whose process is gone
-/// (where `/proc` says so) and that have not changed for a minute. Best effort: errors are
-/// ignored.
+/// killed mid-write (SIGKILL, a power cut): those of [`temp_path`]'s form made in this PID
+/// namespace whose process is gone (as `/proc` says; nothing is removed without it) and that
+/// have not changed for a minute. Best effort: errors are ignored.
 fn remove_stale_temps(target: &Path) {
+    let namespace = pid_namespace();
     let Ok((dir, name)) = folder_and_name(target) else {
         return;
     };
-    let proc = Path::new("/proc/self");
-    if !proc.exists() {
+    if namespace == 0 || !Path::new("/proc/self").exists() {
         return;
     }
-    let prefix = format!(".{}.", name.to_string_lossy());
+    let prefix = format!(".{}.", temp_stem(name));
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
     for entry in entries.flatten() {
         let file = entry.file_name();
         let file = file.to_string_lossy();
@@ -85,13 +106,15 @@ fn remove_stale_temps(target: &Path) {
         else {
             continue;
         };
-        let Some(pid) = middle
-            .split('-')
-            .next()
-            .filter(|p| p.parse::<u32>().is_ok())
-        else {
+        // PID-NAMESPACE-N exactly (another file's temporary, `.NAME.x.PID-…`, has more).
+        let parts: Vec<&str> = middle.split('-').collect();
+        let [pid, ns, _] = parts[..] else {
             continue;
         };
+        let ours = u64::from_str_radix(ns, 16) == Ok(namespace);
+        if !(ours && pid.parse::<u32>().is_ok() && hex(parts[2])) {
+            continue;
+        }
         let alive = Path::new("/proc").join(pid).exists();
         let idle = entry
             .metadata()
@@ -169,17 +192,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let replaced = replaceable(path, &target)?;
     remove_stale_temps(&target);
     let tmp = temp_path(&target)?;
-    let result = (|| {
-        // A new file only: never one another writer (or a planted link) holds.
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        if let Some(permissions) = replaced {
-            f.set_permissions(permissions)?;
+    // A new file only: never one another writer (or a planted link) holds; with the old
+    // file's permissions from the start, so that no one else may open it meanwhile.
+    let mut file = {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if let Some(permissions) = &replaced {
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            options.mode(permissions.mode() & 0o7777);
         }
-        f.sync_all()?;
+        options.open(&tmp).map_err(|e| CohortError::io(path, e))?
+    };
+    let result = (|| {
+        if let Some(permissions) = replaced {
+            // Exactly the old ones (the creation mode is masked by the umask).
+            file.set_permissions(permissions)?;
+        }
+        file.write_all(bytes)?;
+        file.sync_all()?;
         std::fs::rename(&tmp, &target)
     })();
     if let Err(e) = result {
@@ -218,9 +249,10 @@ fn replaceable(path: &Path, target: &Path) -> Result<Option<std::fs::Permissions
             "which a mount point refuses (mount its folder and write there instead)",
         );
     }
-    // Immutable or append-only files (and others the system keeps from writers) refuse this.
+    // Immutable or append-only files (and others the system keeps from writers) refuse this
+    // (opened to write, neither appending nor truncating: nothing changes).
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(target)
         .map_err(|e| {
             let why = format!("cannot be opened for writing ({e})");

@@ -733,8 +733,8 @@ pub enum OptimizerStep {
 }
 
 /// Adam's bias correction `1 − βᵗ` at step `t`, in f64 (both backends use it). The exponent
-/// stops at `i32::MAX` (`powi` takes an i32): βᵗ is 0 to f64's precision there for every β
-/// below 1 in f32, so the correction is already 1.
+/// stops at `i32::MAX` (`powi` takes an i32): there βᵗ is at most e⁻¹²⁸ for every β below 1
+/// in f32, so the correction is already 1 in f64.
 pub(crate) fn adam_bias_correction(beta: f32, t: u32) -> f64 {
     1.0 - (beta as f64).powi(t.min(i32::MAX as u32) as i32)
 }

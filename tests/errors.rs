@@ -1219,9 +1219,18 @@ fn atomic_writes_keep_permissions_refuse_read_only_files_and_clear_stale_tempora
     #[allow(clippy::permissions_set_readonly_false)]
     permissions.set_readonly(false);
     std::fs::set_permissions(&path, permissions).unwrap();
-    // A temporary file a killed process left (`.NAME.PID-N.cohort-tmp`; no PID reaches 2²² + 1)
-    // is removed by the next write once a minute old; a fresh one, or a live process's, stays.
-    if std::path::Path::new("/proc/self").exists() {
+    // A temporary file a killed process of this PID namespace left
+    // (`.NAME.PID-NAMESPACE-N.cohort-tmp`; no PID reaches 2²² + 1) is removed by the next write
+    // once a minute old; a fresh one, a live process's, another namespace's (a container's,
+    // whose PIDs say nothing here) or another file's stays.
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok().and_then(|l| {
+        let l = l.to_str()?.to_string();
+        l.strip_prefix("pid:[")?
+            .strip_suffix(']')?
+            .parse::<u64>()
+            .ok()
+    });
+    if let Some(ns) = namespace {
         let minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(300);
         let temporary = |name: String, old: bool| {
             let path = dir.join(name);
@@ -1231,21 +1240,28 @@ fn atomic_writes_keep_permissions_refuse_read_only_files_and_clear_stale_tempora
             }
             path
         };
-        let stale = temporary(".out.csv.4194305-0.cohort-tmp".into(), true);
-        let fresh = temporary(".out.csv.4194305-1.cohort-tmp".into(), false);
-        let live = temporary(
-            format!(".out.csv.{}-f.cohort-tmp", std::process::id()),
-            true,
-        );
-        let other = temporary(".other.csv.4194305-0.cohort-tmp".into(), true);
+        let stale = temporary(format!(".out.csv.4194305-{ns:x}-0.cohort-tmp"), true);
+        let kept = [
+            temporary(format!(".out.csv.4194305-{ns:x}-1.cohort-tmp"), false),
+            temporary(
+                format!(".out.csv.{}-{ns:x}-f.cohort-tmp", std::process::id()),
+                true,
+            ),
+            temporary(format!(".out.csv.4194305-{:x}-0.cohort-tmp", ns + 1), true),
+            temporary(format!(".other.csv.4194305-{ns:x}-0.cohort-tmp"), true),
+            // The temporary of a file named `out.csv.2-x`, not of out.csv.
+            temporary(format!(".out.csv.2-x.4194305-{ns:x}-0.cohort-tmp"), true),
+        ];
         write_atomic(&path, b"newest").unwrap();
         assert!(!stale.exists(), "a dead process's old temporary stays");
-        assert!(fresh.exists() && live.exists() && other.exists());
-        for p in [fresh, live, other] {
+        for p in kept {
+            assert!(p.exists(), "{} was removed", p.display());
             std::fs::remove_file(p).unwrap();
         }
     } else {
-        common::loud("SKIPPED: no /proc here, so stale temporary files are not looked for");
+        common::loud(
+            "SKIPPED: no /proc/self/ns/pid here, so stale temporary files are not looked for",
+        );
     }
     // A name as long as most file systems take (255 bytes) is written too: the temporary's name
     // is then a hash.

@@ -1806,13 +1806,20 @@ fn f32_options() -> cohort::GpuOptions {
     }
 }
 
-/// The largest |x − y| of two results.
+/// The largest |x − y| of two results; infinite where either holds a NaN (which `f32::max`
+/// would pass over).
 fn max_difference(got: &[f32], want: &[f32]) -> f32 {
     assert_eq!(got.len(), want.len());
     got.iter()
         .zip(want)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+        .fold(0.0, |worst, d| {
+            if d.is_nan() {
+                f32::INFINITY
+            } else {
+                worst.max(d)
+            }
+        })
 }
 
 /// `[pre, y]` of the fused layer forward of X `[m, k]` and one W `[k, n]`, zero bias and the

@@ -101,14 +101,16 @@ fn find(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
     }
 }
 
-/// The files [`load_dir`] reads from `dir` (those of them there now), so that a caller can keep
-/// its outputs off them.
+/// The files [`load_dir`] may read from `dir`, plain and gzipped, there now or not (a `.gz`
+/// written beside a plain file would be read in its place), so that a caller can keep its
+/// outputs off them.
 pub fn data_files(dir: impl AsRef<Path>) -> Vec<std::path::PathBuf> {
     let dir = dir.as_ref();
-    ["train", "t10k"]
-        .iter()
-        .flat_map(|part| ["images-idx3-ubyte", "labels-idx1-ubyte"].map(|f| format!("{part}-{f}")))
-        .filter_map(|name| find(dir, &name).ok())
+    let parts = ["train", "t10k"].iter().flat_map(|part| {
+        ["images-idx3-ubyte", "labels-idx1-ubyte"].map(|file| format!("{part}-{file}"))
+    });
+    parts
+        .flat_map(|name| [dir.join(format!("{name}.gz")), dir.join(name)])
         .collect()
 }
 

@@ -23,10 +23,10 @@ pub fn in_ci() -> bool {
 }
 
 /// Says loudly that a check did not run for want of `features` (a comma list of `f16`,
-/// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `torch`); fails instead where the comma list
-/// `COHORT_EXPECT` names one of them
-/// (`.ci/run` lists what lavapipe has), so that a capability lost to a driver or detection
-/// change cannot turn checks into passing skips.
+/// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `device-select`, `torch`); fails instead
+/// where the comma list `COHORT_EXPECT` names one of them (`.ci/run` lists what its machine
+/// has), so that a capability lost to a driver or detection change cannot turn checks into
+/// passing skips.
 pub fn skip(features: &str, message: &str) {
     let expected = std::env::var("COHORT_EXPECT").unwrap_or_default();
     let named = |f: &str| expected.split(',').any(|e| e.trim() == f);

@@ -84,7 +84,10 @@ fn main() -> ExitCode {
             check_outputs(&files, &args)?;
             let prepared = prepare(&args)?;
             let resume = resume_point(&files, &prepared)?;
-            interrupt::stop_after_epoch_on_interrupt();
+            // Where there are files to write: without, Ctrl-C stops at once as ever.
+            if files.save.is_some() || files.metrics.is_some() || files.plot.is_some() {
+                interrupt::stop_after_epoch_on_interrupt();
+            }
             match open(args.device)? {
                 Device::Gpu(g) => train(g.as_ref(), &args, &files, prepared, resume),
                 Device::Cpu(c) => train(&c, &args, &files, prepared, resume),
@@ -149,8 +152,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        // Stopped by Ctrl-C (train said where): the shells' code for a run ended by SIGINT.
-        Err(CohortError::Stopped) => ExitCode::from(130),
+        // Stopped by Ctrl-C or SIGTERM (train said where): the shells' code for a run that
+        // signal ended, 130 or 143.
+        Err(CohortError::Stopped) => {
+            ExitCode::from(128 + interrupt::asked().map_or(2, |s| s.clamp(1, 127)) as u8)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             if let Some(note) = note_on(&e, trains) {

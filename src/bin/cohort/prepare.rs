@@ -66,25 +66,7 @@ pub(crate) fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Opti
                 path.display()
             )))
         }
-        Some(_) => {
-            // On the same rows each epoch took as many steps as now: a count that disagrees was
-            // made otherwise (Trainer::step by hand, or an edited file), and the learning-rate
-            // schedule goes on from it.
-            let per_epoch = split.train.rows.div_ceil(config.batch_size.max(1));
-            let expected = ckpt.epochs_done.saturating_mul(per_epoch);
-            if ckpt.steps_done != expected {
-                eprintln!(
-                    "warning: {} records {} over {}, where {} of --batch {} take {expected}: \
-                     the learning-rate schedule goes on from step {}",
-                    path.display(),
-                    count(ckpt.steps_done as u64, "step"),
-                    count(ckpt.epochs_done as u64, "epoch"),
-                    count(split.train.rows as u64, "row"),
-                    config.batch_size,
-                    ckpt.steps_done
-                );
-            }
-        }
+        Some(_) => {}
         None => eprintln!(
             "warning: {} does not record the rows it trained on (written before 2026-12-01): \
              that these are the same cannot be checked (resume with {SAME_DATA})",
@@ -99,6 +81,23 @@ pub(crate) fn resume_point(files: &FileArgs, prepared: &Prepared) -> Result<Opti
         )));
     }
     ckpt.check_config(config)?;
+    // On the same rows and batch each epoch took as many steps as now: a count that disagrees
+    // was made otherwise (Trainer::step by hand, or an edited file), and the learning-rate
+    // schedule goes on from it.
+    let per_epoch = split.train.rows.div_ceil(config.batch_size.max(1));
+    let expected = ckpt.epochs_done.saturating_mul(per_epoch);
+    if ckpt.trained_on.is_some() && ckpt.steps_done != expected {
+        eprintln!(
+            "warning: {} records {} over {}, where {} of --batch {} take {expected}: the \
+             learning-rate schedule goes on from step {}",
+            path.display(),
+            count(ckpt.steps_done as u64, "step"),
+            count(ckpt.epochs_done as u64, "epoch"),
+            count(split.train.rows as u64, "row"),
+            config.batch_size,
+            ckpt.steps_done
+        );
+    }
     Ok(Some((path.clone(), ckpt)))
 }
 
@@ -510,7 +509,7 @@ pub(crate) fn files_in_use(data: &DataArgs) -> Vec<(&'static str, PathBuf)> {
         _ => Vec::new(),
     };
     for path in paths {
-        if let Ok(path) = std::fs::canonicalize(&path) {
+        if let Ok(path) = checkpoint::resolved_target(&path) {
             files.push(("--data", path));
         }
     }

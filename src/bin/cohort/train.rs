@@ -43,7 +43,7 @@ pub(crate) fn train<B: Backend>(
         print_summary(last, &models);
     }
     let epoch = history.last().map_or(0, |r| r.epoch);
-    if crate::interrupt::asked() && epoch < epochs {
+    if crate::interrupt::asked().is_some() && epoch < epochs {
         let resume = match &files.save {
             Some(path) => format!("; --resume {} with the same flags goes on", path.display()),
             None => String::new(),
@@ -111,6 +111,15 @@ fn run_training<B: Backend>(
     };
     let current_epoch = std::cell::Cell::new(trainer.epochs_done() + 1);
     bar.set_prefix(format!("{}", current_epoch.get()));
+    // Said once, from here rather than the signal handler (which may only set a flag).
+    let announced = std::cell::Cell::new(false);
+    let announce_interrupt = || {
+        if !announced.replace(true) {
+            eprintln!(
+                "interrupted: stopping once this epoch is done and written (again to stop at once)"
+            );
+        }
+    };
     let warned_of_divergence = std::cell::Cell::new(false);
     let warned_of_test_loss = std::cell::Cell::new(false);
     let history = trainer.fit(
@@ -177,7 +186,8 @@ fn run_training<B: Backend>(
             if let Some(path) = &out.files.plot {
                 metrics::plot_curves(path, history, &models)?;
             }
-            if crate::interrupt::asked() {
+            if crate::interrupt::asked().is_some() {
+                announce_interrupt();
                 return Err(CohortError::Stopped);
             }
             // Redrawn at 0 steps: under the next epoch's number, without this one's losses.
@@ -187,6 +197,9 @@ fn run_training<B: Backend>(
             Ok(())
         },
         |p| {
+            if crate::interrupt::asked().is_some() {
+                bar.suspend(announce_interrupt);
+            }
             bar.set_length(p.steps as u64);
             bar.set_position(p.step as u64);
             bar.set_prefix(format!("{}", current_epoch.get()));
