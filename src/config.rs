@@ -346,7 +346,11 @@ impl TrainConfig {
             return bad(format!("at most {} peers", crate::gpu::MAX_PEERS));
         }
         if self.alpha > 0.0 && self.peers.len() < 2 {
-            return bad("mutual learning (alpha > 0) needs at least two peers".into());
+            return bad(
+                "mutual learning (alpha > 0) needs at least two peers (NxSPEC gives N of one \
+                 spec, e.g. 2x256; alpha 0 trains a peer alone)"
+                    .into(),
+            );
         }
         let first = &self.peers[0].layers;
         for p in &self.peers {

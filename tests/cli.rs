@@ -944,6 +944,16 @@ fn csv_flags_choose_the_label_column_header_and_split() {
         stderr.contains("warning: the first line (1,2,3,4,7) was taken for a header of column"),
         "{stderr}"
     );
+    // Not where --header yes said the first line is one.
+    let out = succeeds(run(
+        &write("numbered.csv", format!("1,2,3,4,7\n{numbered}")),
+        &["--quiet", "--label-column", "last", "--header", "yes"],
+    ));
+    assert!(
+        !text(&out.stderr).contains("taken for a header"),
+        "{}",
+        text(&out.stderr)
+    );
     // A second file as the test part (as Kaggle's MNIST CSV comes): its rows, no split; read
     // alike, or refused; never also split, nor overwritten by an output.
     let test_rows: String = (0..7)
@@ -2608,12 +2618,18 @@ fn auto_and_hardware_only_pass_over_software_adapters_for_the_cpu_backend() {
         fails_cleanly_with_env(&with("gpu"), &[hardware_only], "only software adapters");
         // `auto` passes over software adapters, with or without COHORT_HARDWARE_ONLY, and
         // says so; the CPU backend outruns them.
-        for env in [&[hardware_only][..], &[]] {
+        // The way onto it is named as the environment leaves it.
+        let ways = [
+            "COHORT_HARDWARE_ONLY=1 keeps `--device gpu` off it too",
+            "`--device gpu` runs on it",
+        ];
+        for (env, way) in [(&[hardware_only][..], ways[0]), (&[], ways[1])] {
             let out = cohort_with_env(&with("auto"), env);
             let stderr = text(&out.stderr);
             assert!(out.status.success(), "{stderr}");
             assert!(
                 stderr.contains(&format!("passing over the software adapter {name}"))
+                    && stderr.contains(way)
                     && stderr.contains("device: CPU reference backend"),
                 "{env:?}: {stderr}"
             );

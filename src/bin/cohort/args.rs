@@ -156,7 +156,7 @@ pub(crate) struct TrainArgs {
     /// for IDX images, per feature otherwise), `feature`, `global` or `none`.
     #[arg(long, default_value = "auto")]
     pub(crate) standardize: String,
-    /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `_-256-256-_`.
+    /// Peers: `2x256` (two MLPs, one hidden layer of 256), `784-512-10,784-256-256-10`, or `2x_-256-256-_` (widths from the data).
     #[arg(long, default_value = "2x256")]
     pub(crate) peers: String,
     /// Hidden activation: relu, gelu, tanh, identity.
@@ -180,7 +180,7 @@ pub(crate) struct TrainArgs {
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerChoice::Nesterov)]
     pub(crate) optimizer: OptimizerChoice,
-    /// Learning rate (default 0.05 for SGD, 0.001 for Adam).
+    /// Learning rate (default 0.05 for SGD, 0.001 for Adam and AdamW).
     #[arg(long, value_parser = f32_in_range)]
     pub(crate) lr: Option<f32>,
     /// Momentum of sgd and nesterov [default: 0.9] (Adam's moments use β1 = 0.9, β2 = 0.999).

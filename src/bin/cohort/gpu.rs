@@ -6,6 +6,7 @@ use cohort::{Backend, CohortError, GpuBackend, Result};
 
 use crate::falls_back;
 use crate::prepare::Prepared;
+use crate::text::count;
 
 /// Which kernel f16 products (mixed precision) run on here and why, and what they read.
 fn tensor_core_status(gpu: &GpuBackend) -> String {
@@ -238,7 +239,8 @@ pub(crate) fn profile(
     profiled?;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
     println!(
-        "GPU time per step over {steps} steps of {} (batch {batch}, {}):",
+        "GPU time per step over {} of {} (batch {batch}, {}):",
+        count(steps as u64, "step"),
         models.join(", "),
         if config.mixed_precision {
             "mixed precision"

@@ -219,30 +219,34 @@ fn open(choice: DeviceChoice) -> Result<Device> {
     let device = match choice {
         DeviceChoice::Cpu => Device::Cpu(CpuBackend),
         DeviceChoice::Gpu => Device::Gpu(Box::new(GpuBackend::from_env()?)),
-        DeviceChoice::Auto => match GpuBackend::new(&{
+        DeviceChoice::Auto => {
             let mut options = GpuOptions::from_env()?;
+            let other_way = match options.hardware_only {
+                true => "COHORT_HARDWARE_ONLY=1 keeps `--device gpu` off it too",
+                false => "`--device gpu` runs on it",
+            };
             options.hardware_only |= options.adapter.is_none();
-            options
-        }) {
-            Ok(g) => Device::Gpu(Box::new(g)),
-            Err(CohortError::NoAdapter {
-                requested: None,
-                passed_over,
-                ..
-            }) if !passed_over.is_empty() => {
-                eprintln!(
-                    "passing over the software adapter {}: the CPU backend trains faster \
-                     (`--device gpu` runs on it)",
-                    passed_over.join(", ")
-                );
-                Device::Cpu(CpuBackend)
+            match GpuBackend::new(&options) {
+                Ok(g) => Device::Gpu(Box::new(g)),
+                Err(CohortError::NoAdapter {
+                    requested: None,
+                    passed_over,
+                    ..
+                }) if !passed_over.is_empty() => {
+                    eprintln!(
+                        "passing over the software adapter {}: the CPU backend trains faster \
+                         ({other_way})",
+                        passed_over.join(", ")
+                    );
+                    Device::Cpu(CpuBackend)
+                }
+                Err(e) if falls_back(&e) => {
+                    eprintln!("{e}; using the CPU backend");
+                    Device::Cpu(CpuBackend)
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) if falls_back(&e) => {
-                eprintln!("{e}; using the CPU backend");
-                Device::Cpu(CpuBackend)
-            }
-            Err(e) => return Err(e),
-        },
+        }
     };
     match &device {
         Device::Gpu(g) => {

@@ -192,7 +192,7 @@ impl DataArgs {
                     }
                     None => csv::load(path, options)?,
                 };
-                report_layout(&layout, quiet, self.label_column.is_some());
+                report_layout(&layout, quiet, self);
                 split
             }
             _ => source.load()?,
@@ -211,7 +211,7 @@ impl DataArgs {
         if let (DataSource::Csv { path, options }, None) = (self.source(classes)?, &self.test_data)
         {
             let (data, layout) = csv::read(&path, &options)?;
-            report_layout(&layout, quiet, self.label_column.is_some());
+            report_layout(&layout, quiet, self);
             let train =
                 SplitRows::where_they_split(data.rows, options.test_fraction, options.seed)?
                     .map(|parts| data.subset(parts.train()))
@@ -224,9 +224,12 @@ impl DataArgs {
 }
 
 /// Says which column a CSV file's labels came from (unless `quiet`: a wrong guess trains, but
-/// on nonsense) and warns of header columns without a name, and (unless `label_given`, a
-/// `--label-column` flag) of columns read as features whose names are a label's.
-pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool, label_given: bool) {
+/// on nonsense) and warns of a header guessed from a line of numbers (unless `--header` said),
+/// of header columns without a name, and (unless `--label-column` said) of columns read as
+/// features whose names are a label's.
+pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool, data: &DataArgs) {
+    let label_given = data.label_column.is_some();
+    let header_guessed = matches!(data.header, None | Some(HeaderChoice::Auto));
     if !quiet {
         let header = match layout.names.is_empty() {
             true => "no header",
@@ -235,9 +238,10 @@ pub(crate) fn report_layout(layout: &csv::CsvLayout, quiet: bool, label_given: b
         eprintln!("csv: labels from {}, {header}", layout.describe_label());
     }
     // A header of numbers only (as pandas writes for unnamed columns) was a guess from a line
-    // that could be a row: said even with --quiet, since a row would be lost.
+    // that could be a row (not where --header yes said so): said even with --quiet, since a
+    // row would be lost.
     let numbers = |name: &String| name.is_empty() || name.parse::<u64>().is_ok();
-    if !layout.names.is_empty() && layout.names.iter().all(numbers) {
+    if header_guessed && !layout.names.is_empty() && layout.names.iter().all(numbers) {
         eprintln!(
             "warning: the first line ({}) was taken for a header of column numbers, as pandas \
              writes one; --header no reads it as a row",

@@ -160,7 +160,7 @@ pub(crate) fn prediction_rows(
             options,
         } => {
             let (rows, layout) = csv::read_rows(&file, &options, Some(inputs))?;
-            report_layout(&layout, false, data.label_column.is_some());
+            report_layout(&layout, false, data);
             (rows, Some((layout, options)), None)
         }
         _ => {

@@ -146,8 +146,8 @@ fn run_training<B: Backend>(
                     .collect();
                 eprintln!(
                     "warning: epoch {}: training cross-entropy ({}) over twice a uniform \
-                     guess's ({:.4}): training is diverging; a smaller --lr (now {}) or a \
-                     --warmup steadies it{}",
+                     guess's (ln C = {:.4}): training is diverging; a smaller --lr (now {}) or \
+                     a --warmup steadies it{}",
                     report.epoch,
                     losses.join(", "),
                     (config.classes() as f32).ln(),
