@@ -97,6 +97,8 @@ deadline=$(( $(date +%s) + ${COHORT_GPU_SECONDS:-480} ))
 pack() {
   tar -czf "$dest/results.tar.gz.part" -C "$out" . && mv "$dest/results.tar.gz.part" "$dest/results.tar.gz"
   cp "$out/summary.log" "$dest/summary.log" 2>/dev/null
+  # The reports a session reads first, beside the packed results (the device returns 8 files).
+  for f in targets.log variants.log; do [ -e "$out/$f" ] && cp "$out/$f" "$dest/$f"; done
   return 0
 }
 export COHORT_BIN=.gpu/bin/bin-cohort
@@ -135,6 +137,8 @@ part_check() {
   # Without a hardware adapter every later part would measure the CPU backend: stop here.
   if grep -q "no GPU adapter" "$out/check.log"; then
     echo "=== no hardware GPU adapter: stopping (see devices.log; are the .gpu/debs above staged?)" | tee -a "$out/summary.log"
+    { echo "VK_DRIVER_FILES=${VK_DRIVER_FILES:-unset}"; ls -l /usr/local/nvidia/share/vulkan/icd.d /usr/share/vulkan/icd.d /etc/vulkan/icd.d 2>&1
+      ldconfig -p | grep -E 'libvulkan|libGLX_nvidia|libEGL_nvidia|libnvidia-glcore' ; } 2>&1 | tee -a "$out/summary.log"
     pack
     exit 1
   fi
@@ -414,6 +418,10 @@ part_unroll() {
       bench_step "bench-step-f32-$build"
   done
   unset COHORT_UNROLL_HINTS COHORT_MATMUL_PREFETCH
+  # Issue 4's f32 targets at the training shapes NT and TN (the builds above time NN only).
+  COHORT_BENCH_SHAPES=256x1024x784,1024x784x256 COHORT_BENCH_TRANSPOSES=nt,tn \
+    COHORT_BENCH_JSON="$out/cohort-f32-training.json" \
+    run bench-matmul-f32-training .gpu/bin/bench-matmul --bench $quick matmul-gpu/
   COHORT_UNROLL_HINTS=1 profile_step stats-large-mixed-hints 4096 1024 mixed 2 --driver-stats
   COHORT_UNROLL_HINTS=1 profile_step stats-large-f32-hints 4096 1024 f32 2 --driver-stats
   CI=true run test-kernels-hints .gpu/bin/test-kernels --nocapture unrolling_hints

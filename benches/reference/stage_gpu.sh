@@ -25,6 +25,9 @@ if ! ls .gpu/debs/libglvnd0_*.deb >/dev/null 2>&1; then
   (cd .gpu/debs && apt-get -oAPT::Architecture=amd64 -oAPT::Architectures=amd64 \
     -oDir::State::Lists=/tmp/amd64-lists download libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0)
 fi
+for d in libvulkan1 libglvnd0 libgl1 libglx0 libegl1 libgles2 libopengl0; do
+  ls .gpu/debs/${d}_*.deb >/dev/null 2>&1 || { echo "no .gpu/debs/${d}_*.deb: the GPU machine would find no adapter" >&2; exit 1; }
+done
 tar -czf .gpu/bin.tar.gz -C .gpu bin && rm -r .gpu/bin
 git rev-parse HEAD >.gpu/COMMIT
 ls .gpu/debs

@@ -577,7 +577,7 @@ def compared_ms(key, measure):
     """The time a target judges: for a training step, the time per step with steps submitted
     back to back (`pipelined_ms`: the GPU's gaps between steps included, as in PyTorch's graph
     replayed in a loop) where measured, else its GPU time; for the rest, the GPU time."""
-    if key.startswith("dml_step/") and measure.get("pipelined_ms", 0) > 0:
+    if key.startswith("dml_step/") and (measure.get("pipelined_ms") or 0) > 0:
         return measure["pipelined_ms"]
     return measure["median_ms"]
 
@@ -596,7 +596,7 @@ def print_targets(result, cohorts):
     met_count = measured = unjudged = 0
     for what, ckey, tkey, goal in TARGETS:
         t = torch_measures.get(tkey) if tkey else None
-        torch_ms = t["median_ms"] if t and t.get("median_ms", 0) > 0 else None
+        torch_ms = t["median_ms"] if t and (t.get("median_ms") or 0) > 0 else None
         rows = sorted(
             (compared_ms(ckey, c["measures"][ckey]), label, c["measures"][ckey])
             for label, c in cohorts
@@ -641,15 +641,15 @@ def print_tensor_core_ceiling(torch_measures, cohorts):
     for _, c in cohorts:
         for name, _ in COOP_PROBES:
             m = c.get("measures", {}).get(f"coop-peak/{name}", {})
-            if m.get("tflops", 0) > 0:
+            if (m.get("tflops") or 0) > 0:
                 probes[name] = max(probes.get(name, 0.0), m["tflops"])
     if not probes:
         return
     flops = 2 * 4096**3
     products = [c["measures"][F16_PRODUCT]["median_ms"] for _, c in cohorts
-                if c.get("measures", {}).get(F16_PRODUCT, {}).get("median_ms", 0) > 0]
+                if (c.get("measures", {}).get(F16_PRODUCT, {}).get("median_ms") or 0) > 0]
     t = torch_measures.get(F16_PRODUCT, {})
-    hgemm = tflops(flops, t["median_ms"]) if t.get("median_ms", 0) > 0 else None
+    hgemm = tflops(flops, t["median_ms"]) if (t.get("median_ms") or 0) > 0 else None
     rows = [(what, probes.get(name)) for name, what in COOP_PROBES]
     rows.append(("cohort's f16 product 4096^3 (best variant)",
                  tflops(flops, min(products)) if products else None))
