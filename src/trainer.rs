@@ -674,16 +674,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     fn check_data(&self, data: &Dataset) -> Result<()> {
-        // Row indices and the correct answers of an epoch are counted in 32 bits on the device.
-        if u32::try_from(data.rows).is_err() {
-            return Err(CohortError::InvalidConfig(format!(
-                "{} rows: cohort indexes and counts rows in 32 bits, at most {} in one data set",
-                data.rows,
-                u32::MAX
-            )));
-        }
         // Its fields are public: a data set built by hand gets the checks of Dataset::new.
         data.validate()?;
+        rows_fit_u32(data.rows)?;
         self.check_width(data.cols)?;
         if data.classes > self.config.classes() {
             return Err(CohortError::InvalidConfig(format!(
@@ -1597,5 +1590,28 @@ impl<'b, B: Backend> Trainer<'b, B> {
         self.reports.retain(|r| r.epoch <= epochs_done);
         self.steps_done = steps_done;
         Ok(())
+    }
+}
+
+/// Row indices and an epoch's correct answers are counted in 32 bits on the device: a data set
+/// has at most `u32::MAX` rows.
+fn rows_fit_u32(rows: usize) -> Result<()> {
+    match u32::try_from(rows) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(CohortError::InvalidConfig(format!(
+            "{rows} rows: cohort indexes and counts rows in 32 bits, at most {} in one data set",
+            u32::MAX
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn data_sets_past_32_bit_row_counts_are_refused() {
+        assert!(super::rows_fit_u32(u32::MAX as usize).is_ok());
+        let err = super::rows_fit_u32(1 << 32).unwrap_err();
+        assert!(err.to_string().contains("counts rows in 32 bits"), "{err}");
     }
 }

@@ -646,21 +646,6 @@ fn features_beyond_f16s_range_are_refused_under_mixed_precision() {
 }
 
 #[test]
-fn a_data_set_past_32_bit_row_counts_is_refused() {
-    // Rows are indexed and counted in 32 bits on the device; a data set claiming more is
-    // refused by its row count before anything looks at its (here absent) values.
-    use cohort::{parse_peers, Activation, Dataset, TrainConfig, Trainer};
-    let config = TrainConfig::new(parse_peers("2x8", 3, 2, Activation::Relu).unwrap());
-    let trainer = Trainer::new(&CpuBackend, config).unwrap();
-    let mut data = Dataset::new(vec![0.5; 6], vec![0, 1], 3, 2).unwrap();
-    data.rows = 1 << 32;
-    let err = trainer.upload(&data).err().unwrap();
-    assert!(err.to_string().contains("counts rows in 32 bits"), "{err}");
-    data.rows = 2;
-    assert!(trainer.upload(&data).is_ok());
-}
-
-#[test]
 fn an_unknown_adapter_name_is_a_no_adapter_error() {
     let err = GpuBackend::new(&GpuOptions {
         adapter: Some("no-such-adapter-anywhere".into()),
