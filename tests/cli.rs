@@ -32,6 +32,18 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// Whether a Vulkan layer's manifest (`implicit_layer.d/…` or `explicit_layer.d/…`) is in one
+/// of the folders the Vulkan loader reads on Linux.
+fn vulkan_layer_installed(manifest: &str) -> bool {
+    [
+        "/usr/share/vulkan",
+        "/usr/local/share/vulkan",
+        "/etc/vulkan",
+    ]
+    .iter()
+    .any(|d| std::path::Path::new(d).join(manifest).exists())
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cohort-cli-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -1974,18 +1986,7 @@ fn a_headless_machine_gets_no_stray_wayland_error_line() {
     // XDG_RUNTIME_DIR libwayland printed "error: XDG_RUNTIME_DIR is invalid ..." before
     // cohort's own lines. Where the layer is not installed there is nothing to provoke (CI's
     // mesa-vulkan-drivers installs it).
-    let layer = [
-        "/usr/share/vulkan",
-        "/usr/local/share/vulkan",
-        "/etc/vulkan",
-    ]
-    .iter()
-    .any(|d| {
-        std::path::Path::new(d)
-            .join("implicit_layer.d/VkLayer_MESA_device_select.json")
-            .exists()
-    });
-    if !layer {
+    if !vulkan_layer_installed("implicit_layer.d/VkLayer_MESA_device_select.json") {
         common::skip(
             "device-select",
             "Mesa's device-select layer is not installed, so the stray Wayland line was NOT \
@@ -2217,18 +2218,7 @@ fn a_profiled_step_passes_khronos_validation() {
         );
         return;
     }
-    let installed = [
-        "/usr/share/vulkan/explicit_layer.d",
-        "/usr/local/share/vulkan/explicit_layer.d",
-        "/etc/vulkan/explicit_layer.d",
-    ]
-    .iter()
-    .any(|d| {
-        std::path::Path::new(d)
-            .join("VkLayer_khronos_validation.json")
-            .exists()
-    });
-    if !installed {
+    if !vulkan_layer_installed("explicit_layer.d/VkLayer_khronos_validation.json") {
         assert!(
             !common::in_ci(),
             "CI is set, but Khronos' validation layer is not installed (.ci/run installs \
@@ -2810,14 +2800,15 @@ fn a_feature_named_as_labels_are_is_warned_of() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[cfg(unix)]
+// Linux: stale temporary files are found through /proc.
+#[cfg(target_os = "linux")]
 #[test]
 fn a_save_cut_short_keeps_the_old_checkpoint_and_a_later_run_clears_its_temporary() {
-    // The shell's file-size limit (4 KiB; the checkpoint takes ~12) stops the second run's save
-    // part-way: by SIGXFSZ, as a crash would, or, with the signal ignored, by an error. Either
-    // way the first run's checkpoint stays as it was.
-    let dir = std::env::temp_dir().join(format!("cohort-cli-cut-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // The shell's file-size limit (4 blocks of 512 bytes or a KiB, by shell; the checkpoint
+    // takes ~12 KiB) stops the second run's save part-way: by SIGXFSZ, as a crash would, or,
+    // with the signal ignored, by an error. Either way the first run's checkpoint stays as it
+    // was.
+    let dir = scratch("cut");
     let ckpt = dir.join("c.st");
     let train = |seed: &str| -> Vec<String> {
         [
