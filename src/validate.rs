@@ -284,15 +284,34 @@ enum Values {
     Integers,
 }
 
-fn matmul_run<B: Backend>(
-    b: &B,
+/// A checked product: its operands' batching, `(M, N, K)`, transposes and scales, which
+/// operands are stored as F16, and the seed its values are drawn from.
+#[derive(Clone, Copy)]
+struct Product<'a> {
     batching: Batching,
     dims: (usize, usize, usize),
-    spec: &MatmulSpec,
+    spec: &'a MatmulSpec,
     storage: MatmulStorage,
     seed: u64,
-    values: Values,
-) -> Result<(Vec<f32>, Ran)> {
+}
+
+impl Product<'_> {
+    /// Its name in a check's case: shape, batching, transposes and scales.
+    fn case(&self) -> String {
+        let (m, n, k) = self.dims;
+        format!("{m}x{n}x{k} {:?} {}", self.batching, spec_text(self.spec))
+    }
+}
+
+/// `product` on `b`, of operands drawn as `values` says: C, and what ran it.
+fn matmul_run<B: Backend>(b: &B, product: &Product, values: Values) -> Result<(Vec<f32>, Ran)> {
+    let Product {
+        batching,
+        dims,
+        spec,
+        storage,
+        seed,
+    } = *product;
     let (m, n, k) = dims;
     let matrices = batching.count();
     let shared_a = matches!(batching, Batching::SharedA(_));
@@ -362,36 +381,20 @@ pub fn matmul_stored(
     storage: MatmulStorage,
     seed: u64,
 ) -> Result<KernelCheck> {
-    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, Values::Uniform)?;
-    let (want, _) = matmul_run(
-        &CpuBackend,
+    let product = Product {
         batching,
         dims,
         spec,
         storage,
         seed,
-        Values::Uniform,
-    )?;
-    let (magnitude, _) = matmul_run(
-        &CpuBackend,
-        batching,
-        dims,
-        spec,
-        storage,
-        seed,
-        Values::Magnitudes,
-    )?;
+    };
+    let (got, ran) = matmul_run(gpu, &product, Values::Uniform)?;
+    let (want, _) = matmul_run(&CpuBackend, &product, Values::Uniform)?;
+    let (magnitude, _) = matmul_run(&CpuBackend, &product, Values::Magnitudes)?;
     let inputs = Inputs::stored(storage, spec.f16_inputs);
     let arithmetic = Arithmetic::of(gpu, inputs.f16_product());
     let unit = arithmetic.unit(dims.2);
-    let case = format!(
-        "{}x{}x{} {batching:?} {}{}",
-        dims.0,
-        dims.1,
-        dims.2,
-        spec_text(spec),
-        inputs.describe()
-    );
+    let case = format!("{}{}", product.case(), inputs.describe());
     let kernel = ran.kernel(gpu, MATMUL_NAMES)?;
     Ok(KernelCheck::new(kernel, case)
         .compare("C", &got, &want, |i, _| unit * magnitude[i] as f64 + 1e-30))
@@ -416,24 +419,16 @@ pub fn matmul_integers(
             dims.2, spec.alpha, spec.beta
         )));
     }
-    let storage = MatmulStorage::F32;
-    let (got, ran) = matmul_run(gpu, batching, dims, spec, storage, seed, Values::Integers)?;
-    let (want, _) = matmul_run(
-        &CpuBackend,
+    let product = Product {
         batching,
         dims,
         spec,
-        storage,
+        storage: MatmulStorage::F32,
         seed,
-        Values::Integers,
-    )?;
-    let case = format!(
-        "{}x{}x{} {batching:?} {} integers",
-        dims.0,
-        dims.1,
-        dims.2,
-        spec_text(spec)
-    );
+    };
+    let (got, ran) = matmul_run(gpu, &product, Values::Integers)?;
+    let (want, _) = matmul_run(&CpuBackend, &product, Values::Integers)?;
+    let case = format!("{} integers", product.case());
     Ok(KernelCheck::new(ran.kernel(gpu, MATMUL_NAMES)?, case).exact("C", &got, &want))
 }
 
