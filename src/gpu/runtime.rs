@@ -915,24 +915,73 @@ fn vulkan_features(
     mut features: ash::vk::PhysicalDeviceFeatures2<'_>,
 ) -> Option<()> {
     use ash::vk;
-    // SAFETY: reads the physical device's features through the instance wgpu keeps alive for
-    // the adapter; nothing is created or changed.
+    query_vulkan(adapter, |vulkan| {
+        let (instance, phd) = (vulkan.instance, vulkan.device);
+        // SAFETY: reads the physical device's features; nothing is created or changed.
+        if vulkan.version >= vk::API_VERSION_1_1 {
+            unsafe { instance.get_physical_device_features2(phd, &mut features) };
+        } else if vulkan
+            .extensions
+            .contains(&ash::khr::get_physical_device_properties2::NAME)
+        {
+            let ext =
+                ash::khr::get_physical_device_properties2::Instance::new(vulkan.entry, instance);
+            unsafe { ext.get_physical_device_features2(phd, &mut features) };
+        } else {
+            return None;
+        }
+        Some(())
+    })
+}
+
+/// What queries of a Vulkan adapter need, from the instance wgpu keeps alive for it.
+struct VulkanAdapter<'a> {
+    entry: &'a ash::Entry,
+    instance: &'a ash::Instance,
+    /// The instance's Vulkan version.
+    version: u32,
+    /// The instance's extensions.
+    extensions: &'a [&'static std::ffi::CStr],
+    device: ash::vk::PhysicalDevice,
+}
+
+/// `query` run on the Vulkan adapter behind `adapter`: `None` on other backends.
+#[cfg(any(
+    windows,
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+))]
+fn query_vulkan<T>(
+    adapter: &wgpu::Adapter,
+    query: impl FnOnce(VulkanAdapter<'_>) -> Option<T>,
+) -> Option<T> {
+    // SAFETY: the instance and physical device stay alive while `hal` is held; the queries
+    // read them only.
     let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
     let shared = hal.shared_instance();
-    let (instance, phd) = (shared.raw_instance(), hal.raw_physical_device());
-    if shared.instance_api_version() >= vk::API_VERSION_1_1 {
-        unsafe { instance.get_physical_device_features2(phd, &mut features) };
-    } else if shared
-        .extensions()
-        .contains(&ash::khr::get_physical_device_properties2::NAME)
-    {
-        let ext =
-            ash::khr::get_physical_device_properties2::Instance::new(shared.entry(), instance);
-        unsafe { ext.get_physical_device_features2(phd, &mut features) };
-    } else {
-        return None;
-    }
-    Some(())
+    query(VulkanAdapter {
+        entry: shared.entry(),
+        instance: shared.raw_instance(),
+        version: shared.instance_api_version(),
+        extensions: shared.extensions(),
+        device: hal.raw_physical_device(),
+    })
+}
+
+/// Always `None`: wgpu's `vulkan` feature builds its Vulkan backend on Windows, Linux, Android
+/// and FreeBSD only (Apple platforms would need `vulkan-portability`, which cohort leaves off).
+#[cfg(not(any(
+    windows,
+    target_os = "linux",
+    target_os = "android",
+    target_os = "freebsd"
+)))]
+fn query_vulkan<T>(
+    _adapter: &wgpu::Adapter,
+    _query: impl FnOnce(VulkanAdapter<'_>) -> Option<T>,
+) -> Option<T> {
+    None
 }
 
 /// What the SPIR-V wgpu's Vulkan backend writes for `adapter` depends on
@@ -941,21 +990,16 @@ fn vulkan_features(
 /// it may declare 16-bit inputs and outputs. `None` on other backends and before Vulkan 1.2.
 fn spirv_target(adapter: &wgpu::Adapter) -> Option<SpirvTarget> {
     use ash::vk;
-    let (api, robustness2) = {
-        // SAFETY: queries on the instance wgpu keeps alive for the adapter.
-        let hal = unsafe { adapter.as_hal::<wgpu::hal::api::Vulkan>() }?;
-        let shared = hal.shared_instance();
-        let (instance, phd) = (shared.raw_instance(), hal.raw_physical_device());
+    let (api, robustness2) = query_vulkan(adapter, |vulkan| {
+        let (instance, phd) = (vulkan.instance, vulkan.device);
+        // SAFETY: queries of the physical device; nothing is created or changed.
         let props = unsafe { instance.get_physical_device_properties(phd) };
         let extensions = unsafe { instance.enumerate_device_extension_properties(phd) }.ok()?;
         let robustness2 = extensions
             .iter()
             .any(|e| e.extension_name_as_c_str() == Ok(ash::ext::robustness2::NAME));
-        (
-            props.api_version.min(shared.instance_api_version()),
-            robustness2,
-        )
-    };
+        Some((props.api_version.min(vulkan.version), robustness2))
+    })?;
     if api < vk::API_VERSION_1_2 {
         return None;
     }
