@@ -40,7 +40,8 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
     if m == 0 || n == 0 {
         return;
     }
-    let cores = match m * n * k >= PARALLEL_WORK {
+    // Saturating: on a 32-bit host M·N·K can pass usize::MAX while each tensor fits.
+    let cores = match m.saturating_mul(n).saturating_mul(k) >= PARALLEL_WORK {
         true => cores(),
         false => 1,
     };

@@ -1849,7 +1849,7 @@ impl GpuBackend {
         operands: [&GpuTensor; 3],
         epilogue: Option<Epilogue<'_>>,
     ) -> Result<()> {
-        let describe = || (d.to_string(), 2.0 * (d.batch * d.m * d.n * d.k) as f64);
+        let describe = || (d.to_string(), d.flops());
         let plan = self.matmul_plan(d, spec, operands[0], operands[1])?;
         self.rt.annotated(describe, || {
             self.record_matmul(d, spec, operands, epilogue, plan)
