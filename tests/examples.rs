@@ -1,23 +1,29 @@
 //! The examples README points to, run to the end and their printed results checked. `cargo
 //! test` builds them (into `target/<profile>/examples`, beside this test's own `deps` folder)
 //! before it runs any test; `cargo test --test examples` alone does not, and an example not
-//! built is a loud skip (a failure under CI).
+//! built is a loud skip (a failure under CI). Staged for a GPU machine (`.gpu/bin`), they run
+//! from there.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
 
-/// The example `name` as `cargo test` built it, or `None` (a loud skip) where it was not.
+/// The example `name` as `cargo test` built it (or as `../shared/gpu/stage.sh` stages it beside
+/// this test, `example-NAME`), or `None` (a loud skip) where it was not.
 fn example(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().expect("this test's path");
-    let profile = exe
+    let folder = exe.parent().expect("the test's folder");
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let staged = folder.join(format!("example-{file}"));
+    if staged.is_file() {
+        return Some(staged);
+    }
+    let path = folder
         .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>");
-    let path = profile
+        .expect("target/<profile>")
         .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        .join(file);
     if path.is_file() {
         return Some(path);
     }
