@@ -1,8 +1,9 @@
 //! The examples README points to, run to the end and their printed results checked. `cargo
 //! test` builds them (into `target/<profile>/examples`, beside this test's own `deps` folder)
 //! before it runs any test; `cargo test --test examples` alone does not, and an example not
-//! built is a loud skip (a failure under CI). Staged for a GPU machine (`.gpu/bin`), they run
-//! from there.
+//! built is a loud skip (a failure under CI). Where `../shared/gpu/stage.sh` staged them for a
+//! GPU machine beside this test (`.gpu/bin/example-NAME`, as it does given no words), they run
+//! from there; `benches/reference/stage_gpu.sh` leaves them out, for room.
 
 mod common;
 
