@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The example `name` as `cargo test` built it (or as `../shared/gpu/stage.sh` stages it beside
@@ -39,7 +39,7 @@ fn example(name: &str) -> Option<PathBuf> {
 }
 
 /// Runs an example and returns its standard output; it must succeed.
-fn run(path: &PathBuf) -> String {
+fn run(path: &Path) -> String {
     let out = Command::new(path).output().expect("the example starts");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
