@@ -1,14 +1,20 @@
-//! Ctrl-C (SIGINT) and SIGTERM during `cohort train` that writes files (`--save`, `--metrics`,
-//! `--plot`), on Unix: the first asks the run to stop once the epoch in progress is done,
-//! saved and written, as every epoch is; a second stops it at once (the signal's default
-//! action: the files are written atomically, so each is left whole, and the next write clears
-//! a temporary file cut short). A signal the process was started ignoring (a background job
-//! of a script) stays ignored. Elsewhere the signals keep their default action.
+//! Ctrl-C during `cohort train` that writes files (`--save`, `--metrics`, `--plot`): the first
+//! asks the run to stop once the epoch in progress is done, saved and written, as every epoch
+//! is; a second stops it at once (the default action: the files are written atomically, so each
+//! is left whole, and the next write clears a temporary file cut short).
+//!
+//! On Unix the same holds for SIGTERM, and a signal the process was started ignoring (a
+//! background job of a script) stays ignored. On Windows Ctrl-C and Ctrl-Break count as SIGINT
+//! (exit code 130); a console whose Ctrl-C input is disabled (a process started in a new
+//! process group) never delivers it; closing the console or logging off keeps the default.
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The first signal's number; 0 before any.
 static SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// SIGINT's number (2 on every Unix and in Windows' C runtime), which Ctrl-C stands for.
+const SIGINT: i32 = 2;
 
 /// The number of the signal that asked the run to stop, if one has.
 pub(crate) fn asked() -> Option<i32> {
@@ -18,7 +24,16 @@ pub(crate) fn asked() -> Option<i32> {
     }
 }
 
-/// Installs the handler for SIGINT and SIGTERM, where they are not ignored.
+/// Records `signal` as the request to stop, if it is the first; returns whether it was (a
+/// later one asks the handler to take the default action and end the process now).
+/// Async-signal-safe: one atomic swap.
+fn record(signal: i32) -> bool {
+    SIGNAL
+        .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+}
+
+/// Installs the handlers for Ctrl-C (and SIGTERM on Unix), where they are not ignored.
 pub(crate) fn stop_after_epoch_on_interrupt() {
     #[cfg(unix)]
     for signal in [libc::SIGINT, libc::SIGTERM] {
@@ -35,15 +50,52 @@ pub(crate) fn stop_after_epoch_on_interrupt() {
             libc::signal(signal, handler);
         }
     }
+    #[cfg(windows)]
+    // SAFETY: registers a handler that only touches an atomic; Windows runs it on a thread of
+    // its own, so it may do anything a thread may. A failed registration (no console) leaves
+    // the default, which ends the process at once as before.
+    unsafe {
+        windows_sys::Win32::System::Console::SetConsoleCtrlHandler(Some(on_console_event), 1);
+    }
 }
 
 #[cfg(unix)]
 extern "C" fn on_signal(signal: libc::c_int) {
-    if SIGNAL.swap(signal, Ordering::SeqCst) != 0 {
+    const _: () = assert!(libc::SIGINT == SIGINT);
+    if !record(signal) {
         // SAFETY: async-signal-safe calls: the default action, then the signal again.
         unsafe {
             libc::signal(signal, libc::SIG_DFL);
             libc::raise(signal);
         }
+    }
+}
+
+/// Windows' console control handler: TRUE (handled) for the first Ctrl-C or Ctrl-Break;
+/// FALSE for a later one and for every other event, which passes it on to the default
+/// handler, and that ends the process.
+#[cfg(windows)]
+unsafe extern "system" fn on_console_event(event: u32) -> windows_sys::core::BOOL {
+    use windows_sys::Win32::System::Console::{CTRL_BREAK_EVENT, CTRL_C_EVENT};
+    let interrupt = event == CTRL_C_EVENT || event == CTRL_BREAK_EVENT;
+    (interrupt && record(SIGINT)).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_signal_is_kept_and_a_later_one_asks_for_the_default_action() {
+        assert_eq!(asked(), None);
+        assert!(record(SIGINT));
+        assert_eq!(asked(), Some(SIGINT));
+        assert!(!record(15));
+        assert!(!record(SIGINT));
+        assert_eq!(
+            asked(),
+            Some(SIGINT),
+            "a later signal must not replace the first"
+        );
     }
 }
