@@ -443,10 +443,11 @@ mod tests {
 
         let png_path = dir.join("curves.png");
         plot_curves(&png_path, &reports(), &models).unwrap();
-        let decoder = png::Decoder::new(std::io::BufReader::new(
-            std::fs::File::open(&png_path).unwrap(),
-        ));
-        let mut reader = decoder.read_info().unwrap();
+        // Read from memory: an open file could not be removed at the end on Windows.
+        let png_bytes = std::fs::read(&png_path).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png_bytes))
+            .read_info()
+            .unwrap();
         let mut pixels = vec![0; reader.output_buffer_size().unwrap()];
         let info = reader.next_frame(&mut pixels).unwrap();
         assert_eq!((info.width, info.height), PLOT_SIZE);
