@@ -211,7 +211,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         }
         file.write_all(bytes)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, &target)
+        rename_over(&tmp, &target)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -222,6 +222,32 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
     }
     Ok(())
+}
+
+/// Renames `from` over `to`. On Windows a rename onto a file that a handle without delete
+/// sharing holds (a virus scanner's or indexer's, another writer's brief check) fails with
+/// "access denied" while that handle lasts: tried again, waiting 1, 2, 4, … ms (at most 250),
+/// for up to five seconds before that error is returned.
+fn rename_over(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(windows)]
+    {
+        let start = std::time::Instant::now();
+        let mut wait = std::time::Duration::from_millis(1);
+        loop {
+            match std::fs::rename(from, to) {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::PermissionDenied
+                        && start.elapsed() < std::time::Duration::from_secs(5) =>
+                {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(std::time::Duration::from_millis(250));
+                }
+                result => return result,
+            }
+        }
+    }
+    #[cfg(not(windows))]
+    std::fs::rename(from, to)
 }
 
 /// The permissions of the file at `target` (what `path` leads to) that an atomic write would
