@@ -88,7 +88,23 @@ mod tests {
     #[test]
     fn the_first_signal_is_kept_and_a_later_one_asks_for_the_default_action() {
         assert_eq!(asked(), None);
+        #[cfg(not(windows))]
         assert!(record(SIGINT));
+        #[cfg(windows)]
+        {
+            // Through the console handler: closing the console is left to the default, the
+            // first Ctrl-Break handled, a later Ctrl-C passed on.
+            use windows_sys::Win32::System::Console::{
+                CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT,
+            };
+            // SAFETY: the handler only touches the atomic.
+            unsafe {
+                assert_eq!(on_console_event(CTRL_CLOSE_EVENT), 0);
+                assert_eq!(asked(), None);
+                assert_eq!(on_console_event(CTRL_BREAK_EVENT), 1);
+                assert_eq!(on_console_event(CTRL_C_EVENT), 0);
+            }
+        }
         assert_eq!(asked(), Some(SIGINT));
         assert!(!record(15));
         assert!(!record(SIGINT));
