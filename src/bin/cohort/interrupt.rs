@@ -26,7 +26,7 @@ pub(crate) fn asked() -> Option<i32> {
 
 /// Records `signal` as the request to stop, if it is the first; returns whether it was (a
 /// later one asks the handler to take the default action and end the process now).
-/// Async-signal-safe: one atomic swap.
+/// Async-signal-safe: one atomic compare-and-swap.
 fn record(signal: i32) -> bool {
     SIGNAL
         .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst)
