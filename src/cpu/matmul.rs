@@ -9,7 +9,7 @@ use crate::ops::MatmulDims;
 /// mixed precision.
 fn operand<R: Real>(x: &[R], rows: usize, cols: usize, transposed: bool, f16: bool) -> Vec<f64> {
     let widen = |v: R| match f16 {
-        true => half::f16::from_f64(v.to_f64()).to_f64(),
+        true => v.to_f16().to_f64(),
         false => v.to_f64(),
     };
     let mut out = Vec::with_capacity(rows * cols);

@@ -28,6 +28,8 @@ pub trait Real: Copy + Default + PartialEq + std::fmt::Debug + Send + Sync + 'st
     fn to_f64(self) -> f64;
     /// Narrow from f64.
     fn from_f64(v: f64) -> Self;
+    /// The nearest f16 (ties to even), as the GPU rounds a mixed-precision input.
+    fn to_f16(self) -> half::f16;
 }
 
 impl Real for f32 {
@@ -37,6 +39,9 @@ impl Real for f32 {
     fn from_f64(v: f64) -> Self {
         v as f32
     }
+    fn to_f16(self) -> half::f16 {
+        half::f16::from_f32(self)
+    }
 }
 
 impl Real for f64 {
@@ -45,6 +50,23 @@ impl Real for f64 {
     }
     fn from_f64(v: f64) -> Self {
         v
+    }
+    /// Not `half::f16::from_f64`: half 2.7 misrounds values just past a tie, in software (it
+    /// drops the low 32 mantissa bits first, half-rs issue 151) and with x86's F16C (through
+    /// f32, issue 116). Here the value goes to f32 rounded to odd (toward zero, then the last
+    /// bit set where anything was cut), which keeps every bit the f16 rounding looks at: 24
+    /// bits are at least 11 + 2, so the one rounding to f16 is the only one that counts.
+    fn to_f16(self) -> half::f16 {
+        let nearest = self as f32;
+        if nearest as f64 == self || !nearest.is_finite() {
+            return half::f16::from_f32(nearest);
+        }
+        // Toward zero: one step back in magnitude where rounding went away from zero.
+        let mut bits = nearest.to_bits();
+        if (nearest as f64).abs() > self.abs() {
+            bits -= 1;
+        }
+        half::f16::from_f32(f32::from_bits(bits | 1))
     }
 }
 
@@ -179,7 +201,7 @@ impl Backend for CpuBackend {
 
     fn zeros(&self, shape: &[usize], dtype: DType) -> Result<CpuTensor> {
         let shape = Shape::new(shape);
-        let bytes = shape.bytes(dtype).map_or(u64::MAX, |b| b as u64);
+        let bytes = shape.bytes(dtype).unwrap_or(u64::MAX);
         if bytes > isize::MAX as u64 {
             return Err(CohortError::BufferTooLarge {
                 what: format!("CPU tensor {shape}"),
@@ -472,5 +494,66 @@ impl Backend for CpuBackend {
 
     fn finish(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Real;
+    use half::f16;
+
+    /// The nearest finite f16 by search over all of them, ties to the even bit pattern, or
+    /// infinity from 65520 (the tie past the largest, 65504) on.
+    fn nearest_f16(v: f64, all: &[(f64, u16)]) -> u16 {
+        let sign = if v.is_sign_negative() { 0x8000 } else { 0 };
+        let m = v.abs();
+        if m >= 65520.0 {
+            return sign | 0x7c00;
+        }
+        let above = all.partition_point(|&(x, _)| x < m);
+        let (lo, hi) = (all[above.max(1) - 1], all[above.min(all.len() - 1)]);
+        let pick = match (m - lo.0).partial_cmp(&(hi.0 - m)).unwrap() {
+            std::cmp::Ordering::Less => lo.1,
+            std::cmp::Ordering::Greater => hi.1,
+            std::cmp::Ordering::Equal if lo.1 % 2 == 0 => lo.1,
+            std::cmp::Ordering::Equal => hi.1,
+        };
+        sign | pick
+    }
+
+    #[test]
+    fn rounding_to_f16_is_to_the_nearest_with_ties_to_even() {
+        let all: Vec<(f64, u16)> = (0..0x7c00u16)
+            .map(|b| (f16::from_bits(b).to_f64(), b))
+            .collect();
+        // Ties between neighbours, and one f64 step either side: where half 2.7's from_f64
+        // goes wrong (2⁻²⁵ just above the tie, the middle of 1 and 1 + 2⁻¹⁰, half-rs issues 116
+        // and 151), across subnormals, normals and the overflow edge.
+        let mut values = vec![
+            2f64.powi(-25) * (1.0 + 2f64.powi(-23)),
+            1.0 + 2f64.powi(-11) + 2f64.powi(-22),
+            2f64.powi(-14) - 2f64.powi(-25) - 2f64.powi(-65),
+            0x1f_fdff_ffffu64 as f64 * 2f64.powi(-26),
+            65504.0,
+            65519.99,
+            65520.0,
+            1e300,
+            1e-300,
+        ];
+        for pair in all.windows(2).step_by(97) {
+            let tie = (pair[0].0 + pair[1].0) / 2.0;
+            values.extend([tie, tie.next_down(), tie.next_up()]);
+        }
+        let mut rng = crate::rng::Rng::new(16);
+        values.extend((0..20_000).map(|_| rng.normal() * 2f64.powi(rng.below(50) as i32 - 30)));
+        for v in values.iter().flat_map(|&v| [v, -v]) {
+            let want = nearest_f16(v, &all);
+            assert_eq!(v.to_f16().to_bits(), want, "f64 {v:e}");
+            let single = v as f32;
+            if single as f64 == v {
+                assert_eq!(single.to_f16().to_bits(), want, "f32 {single:e}");
+            }
+        }
+        assert!(f64::NAN.to_f16().is_nan());
     }
 }
