@@ -60,9 +60,13 @@ impl Shape {
         self.0.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
     }
 
-    /// Bytes of a tensor of this shape with `dtype`, or None where the count overflows `usize`.
-    pub fn bytes(&self, dtype: DType) -> Option<usize> {
-        self.checked_numel()?.checked_mul(dtype.size())
+    /// Bytes of a tensor of this shape with `dtype`, or None where the count overflows `u64`.
+    /// Counted in `u64` on every host, so that a 32-bit host reports the true size of a tensor
+    /// too large for it (backends refuse any past `isize::MAX` bytes).
+    pub fn bytes(&self, dtype: DType) -> Option<u64> {
+        self.0
+            .iter()
+            .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
     }
 
     /// The last dimension, or 1 for a scalar.

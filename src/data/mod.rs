@@ -511,26 +511,30 @@ impl std::str::FromStr for DataSource {
                 options: Default::default(),
             }),
             Some(("blobs", spec)) => {
-                let n: Vec<u64> = spec
-                    .split(',')
-                    .map(|v| v.trim().parse::<u64>())
-                    .collect::<std::result::Result<_, _>>()
-                    .map_err(|_| bad("blobs wants numbers"))?;
-                match n[..] {
-                    [rows, classes, dims] => Ok(DataSource::Blobs {
-                        rows: rows as usize,
-                        classes: classes as usize,
-                        dims: dims as usize,
-                        seed: 0,
-                    }),
-                    [rows, classes, dims, seed] => Ok(DataSource::Blobs {
-                        rows: rows as usize,
-                        classes: classes as usize,
-                        dims: dims as usize,
-                        seed,
-                    }),
-                    _ => Err(bad("blobs wants ROWS,CLASSES,DIMS[,SEED]")),
-                }
+                // Sizes parse as usize, so a count the host cannot address (over 2³² on a
+                // 32-bit target) is refused here rather than cut short by a cast.
+                let parts: Vec<&str> = spec.split(',').map(str::trim).collect();
+                let size = |v: &str| {
+                    v.parse::<usize>()
+                        .map_err(|e| bad(&format!("'{v}' is not a size here ({e})")))
+                };
+                let (rows, classes, dims, seed) = match parts[..] {
+                    [rows, classes, dims] => (rows, classes, dims, None),
+                    [rows, classes, dims, seed] => (rows, classes, dims, Some(seed)),
+                    _ => return Err(bad("blobs wants ROWS,CLASSES,DIMS[,SEED]")),
+                };
+                let seed = match seed {
+                    Some(v) => v
+                        .parse::<u64>()
+                        .map_err(|e| bad(&format!("seed '{v}' is not a number ({e})")))?,
+                    None => 0,
+                };
+                Ok(DataSource::Blobs {
+                    rows: size(rows)?,
+                    classes: size(classes)?,
+                    dims: size(dims)?,
+                    seed,
+                })
             }
             _ => Err(bad("unknown source")),
         }
@@ -956,8 +960,11 @@ mod tests {
         assert_eq!(batches(&a, 100).count(), 1);
         assert_eq!(batches(&a, 0).count(), 100);
         assert!(order(0, 5, 1).is_empty());
-        // An order no host holds is an error, not an abort.
-        let err = epoch_order(usize::MAX / 8, 5, 1).unwrap_err();
+        // An order no host holds (one index past isize::MAX bytes) is an error, not an abort.
+        let past_any_vec = isize::MAX as usize / std::mem::size_of::<usize>() + 1;
+        let err = epoch_order(past_any_vec, 5, 1)
+            .map(|o| o.len())
+            .unwrap_err();
         assert!(matches!(err, CohortError::HostMemory { .. }), "{err}");
     }
 
@@ -1010,6 +1017,9 @@ mod tests {
             "blobs:1,2,3,4,5",
             "blobs:a,b,c",
             "blobs:-1,2,3",
+            // One past what the host can address (2³² on 32-bit targets): refused, not cut.
+            &format!("blobs:{},2,3", usize::MAX as u128 + 1),
+            &format!("blobs:1,2,3,{}", u64::MAX as u128 + 1),
             "csv:",
             "digits:x",
         ] {

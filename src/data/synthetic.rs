@@ -69,17 +69,18 @@ mod tests {
                 assert!((var - 1.0).abs() < 0.15, "class {class} dim {c}: {var}");
             }
         }
-        // Sizes in range but beyond the host's memory: an error, not an allocation abort.
+        // Sizes in range but beyond the host's memory (4 TiB of labels; 2 GiB on a 32-bit
+        // host, past its isize::MAX): an error, not an allocation abort.
+        let beyond_memory: usize = if usize::BITS >= 64 { 1 << 40 } else { 1 << 29 };
         assert!(matches!(
-            blobs(1 << 40, 2, 2, 0),
+            blobs(beyond_memory, 2, 2, 0),
             Err(CohortError::HostMemory { .. })
         ));
-        let err = blobs(10, 1 << 40, 2, 0).unwrap_err();
+        let err = blobs(10, beyond_memory, 2, 0).unwrap_err();
         assert!(
             matches!(err, CohortError::HostMemory { .. })
                 && err.to_string().contains(&format!(
-                    "the centres of {} classes × 2 dimensions",
-                    1u64 << 40
+                    "the centres of {beyond_memory} classes × 2 dimensions"
                 )),
             "{err}"
         );

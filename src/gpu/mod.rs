@@ -1154,7 +1154,7 @@ impl GpuBackend {
     fn alloc(&self, shape: &[usize], dtype: DType) -> Result<GpuTensor> {
         let shape = Shape::new(shape);
         // Saturated where the count overflows: the runtime then refuses it as too large.
-        let bytes = shape.bytes(dtype).map_or(u64::MAX, |b| b as u64);
+        let bytes = shape.bytes(dtype).unwrap_or(u64::MAX);
         let buffer = self.rt.alloc(bytes, &format!("tensor {shape}"))?;
         Ok(GpuTensor {
             shape,

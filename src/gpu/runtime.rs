@@ -555,13 +555,19 @@ pub struct Capabilities {
 /// buffer where indirect-call validation is off).
 const MAX_INDEXED_BYTES: u64 = (1 << 32) - 256;
 
+/// The largest buffer the host reads back into one allocation (a `Vec` holds at most
+/// `isize::MAX` bytes: 2 GiB on a 32-bit host), in whole 256-byte pool blocks.
+const MAX_HOST_READ_BYTES: u64 = isize::MAX as u64 + 1 - 256;
+
 impl Capabilities {
-    /// The largest tensor this device holds, in bytes: one storage binding, one buffer, and
-    /// under 4 GiB (32-bit indices in the kernels).
+    /// The largest tensor this device holds, in bytes: one storage binding, one buffer, under
+    /// 4 GiB (32-bit indices in the kernels), and no more than the host reads back into one
+    /// allocation (2 GiB on a 32-bit host).
     pub fn max_tensor_bytes(&self) -> u64 {
         self.max_storage_binding
             .min(self.max_buffer_size)
             .min(MAX_INDEXED_BYTES)
+            .min(MAX_HOST_READ_BYTES)
     }
 }
 
@@ -2204,6 +2210,10 @@ mod tests {
         );
         (caps.max_storage_binding, caps.max_buffer_size) = (1 << 40, 1 << 40);
         assert!(caps.max_tensor_bytes() < 1 << 32, "32-bit indices");
+        assert!(
+            caps.max_tensor_bytes() <= isize::MAX as u64,
+            "one host allocation holds a read (2 GiB on 32-bit hosts)"
+        );
         assert_eq!(
             caps.max_tensor_bytes() % 256,
             0,
