@@ -167,24 +167,24 @@ mod tests {
         // where the machine has several cores.
         const _: () = assert!(130 * 97 * 90 >= PARALLEL_WORK);
         for (batch, m, n, k) in [(1, 1, 1, 1), (2, 5, 3, 7), (3, 17, 9, 1), (2, 130, 97, 90)] {
-            for (trans_a, trans_b, shared_b, f16_inputs) in [
-                (false, false, false, false),
-                (false, true, false, true),
-                (true, false, true, false),
-                (true, true, true, true),
+            for (trans_a, trans_b, shared_a, shared_b, f16_inputs) in [
+                (false, false, false, false, false),
+                (false, true, true, false, true),
+                (true, false, false, true, false),
+                (true, true, true, true, true),
             ] {
                 let d = MatmulDims {
                     batch,
                     m,
                     n,
                     k,
-                    stride_a: m * k,
+                    stride_a: if shared_a { 0 } else { m * k },
                     stride_b: if shared_b { 0 } else { k * n },
                     trans_a,
                     trans_b,
                     f16_inputs,
                 };
-                let a = values(batch * m * k);
+                let a = values(if shared_a { m * k } else { batch * m * k });
                 let b = values(if shared_b { k * n } else { batch * k * n });
                 let c0 = values(batch * m * n);
                 for (alpha, beta) in [(1.0, 0.0), (-0.5, 0.75)] {
