@@ -55,12 +55,14 @@ pub fn parse_peers(
     let mut peers = Vec::new();
     for entry in text.split(',').map(str::trim) {
         let (count, body) = match entry.split_once(['x', 'X', '×']) {
-            Some((n, body)) => (
-                n.trim()
-                    .parse::<usize>()
-                    .map_err(|_| bad(format!("'{n}' is not a repeat count")))?,
-                body.trim(),
-            ),
+            Some((n, body)) => match n.trim().parse::<usize>() {
+                Ok(count) => (count, body.trim()),
+                // Past usize: more peers than a cohort holds, as the check below says.
+                Err(e) if *e.kind() == std::num::IntErrorKind::PosOverflow => {
+                    (usize::MAX, body.trim())
+                }
+                Err(_) => return Err(bad(format!("'{n}' is not a repeat count"))),
+            },
             None => (1, entry),
         };
         if count == 0 {
@@ -89,8 +91,13 @@ pub fn parse_peers(
                     classes
                 }
             } else {
-                p.parse::<usize>()
-                    .map_err(|_| bad(format!("'{p}' is not a layer width")))?
+                p.parse::<usize>().map_err(|e| match e.kind() {
+                    std::num::IntErrorKind::PosOverflow => bad(format!(
+                        "a layer of width {p} is past what a {}-bit host addresses",
+                        usize::BITS
+                    )),
+                    _ => bad(format!("'{p}' is not a layer width")),
+                })?
             };
             if width == 0 {
                 return Err(bad("a layer of width 0".into()));

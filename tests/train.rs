@@ -1352,13 +1352,18 @@ fn bad_configurations_and_checkpoints_are_errors() {
         parse_peers("2xabc", 64, 10, Activation::Relu),
         Err(CohortError::InvalidConfig(_))
     ));
+    // A width past usize is said to be so, not "not a layer width".
+    let err = parse_peers("64-99999999999999999999-10", 64, 10, Activation::Relu).unwrap_err();
+    assert!(err.to_string().contains("past what a"), "{err}");
     // More peers than a cohort holds, refused before the list is built (a huge repeat count
-    // aborted for want of memory).
+    // aborted for want of memory; one past usize, on a 32-bit host 100000000000 too, was "not
+    // a repeat count").
     for peers in [
         "33x8",
         "100000000000x8",
         "20x8,20x4",
         "2x8,18446744073709551615x8",
+        "99999999999999999999x8",
     ] {
         let err = parse_peers(peers, 64, 10, Activation::Relu).unwrap_err();
         assert!(

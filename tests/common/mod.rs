@@ -23,7 +23,8 @@ pub fn in_ci() -> bool {
 }
 
 /// Says loudly that a check did not run for want of `features` (a comma list of `f16`,
-/// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `device-select`, `torch`); fails instead
+/// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `device-select`, `torch`, `console-events`,
+/// `native`); fails instead
 /// where the comma list `COHORT_EXPECT` names one of them (`.ci/run` lists what its machine
 /// has), so that a capability lost to a driver or detection change cannot turn checks into
 /// passing skips.
@@ -34,6 +35,17 @@ pub fn skip(features: &str, message: &str) {
         panic!("COHORT_EXPECT names {feature}, but: {message}");
     }
     loud(&format!("SKIPPED: {message}"));
+}
+
+/// Whether the tests run under a user-mode emulator (`.ci/qemu-armv7` sets `COHORT_EMULATED`):
+/// if so, says loudly that the check (one of a process's resource limits, which bind the
+/// emulator too) did not run, or fails where `COHORT_EXPECT` names `native`.
+pub fn emulated(message: &str) -> bool {
+    let emulated = std::env::var_os("COHORT_EMULATED").is_some_and(|v| !v.is_empty());
+    if emulated {
+        skip("native", &format!("under an emulator: {message}"));
+    }
+    emulated
 }
 
 /// The GPU backend for this test binary, created once. `None` means no adapter: the caller skips,

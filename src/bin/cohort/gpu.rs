@@ -80,6 +80,11 @@ fn plan_status(gpu: &GpuBackend) -> String {
 pub(crate) fn devices() -> Result<()> {
     let list = cohort::gpu::list_adapters();
     if list.is_empty() {
+        let options = cohort::gpu::GpuOptions::from_env()?;
+        if options.adapter.is_some() {
+            // One asked for by name is missing: an error here as in `train`, not the CPU.
+            return GpuBackend::new(&options).map(drop);
+        }
         println!("no Vulkan, Metal or DX12 adapter found; cohort will use the CPU backend");
         return Ok(());
     }
