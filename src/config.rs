@@ -506,8 +506,8 @@ mod tests {
         assert_eq!(step.lr_at(20, 100, 10), 0.05); // epoch 2
         assert!((step.lr_at(45, 100, 10) - 0.025).abs() < 1e-9); // epoch 4
 
-        // usize::MAX / 2 decays (2³¹ - 1 on 32-bit hosts, 2⁶³ - 1 on 64-bit): the exponent stops at i32::MAX (cast as
-        // it was, it wrapped to none).
+        // usize::MAX / 2 decays (2³¹ - 1 on 32-bit hosts, 2⁶³ - 1 on 64-bit): the exponent
+        // stops at i32::MAX (cast as it was, it wrapped to none).
         assert_eq!(step.lr_at(usize::MAX, usize::MAX, 1), 0.0);
         let cosine = optimizer(LrSchedule::Cosine, 0);
         assert_eq!(cosine.lr_at(0, 100, 10), 0.1);
