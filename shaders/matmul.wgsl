@@ -62,12 +62,12 @@ fn micro_offset(t: u32, i: u32) -> u32 {
     return (i / 4u) * 64u + t * 4u + i % 4u;
 }
 
-// The values rounded to f16 when F16_INPUTS (core WGSL: no shader-f16 feature needed).
+// The values rounded to f16 when F16_INPUTS (no f16 shaders needed: include/f16_rounding.wgsl).
 fn input_rounding(v: vec4<f32>) -> vec4<f32> {
     if (!F16_INPUTS) {
         return v;
     }
-    return vec4<f32>(unpack2x16float(pack2x16float(v.xy)), unpack2x16float(pack2x16float(v.zw)));
+    return round_to_f16(v);
 }
 
 // Element (row, k) of op(A); zero outside the matrix.

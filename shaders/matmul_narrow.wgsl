@@ -33,12 +33,12 @@ const SHARED: u32 = 1024u; // vec4s of workgroup memory: 16 KiB, WebGPU's least 
 // [row][COL_QUADS][LANES].
 var<workgroup> shared4: array<vec4<f32>, SHARED>;
 
-// The value rounded to f16 when F16_INPUTS (core WGSL: no shader-f16 feature needed).
+// The value rounded to f16 when F16_INPUTS (no f16 shaders needed: include/f16_rounding.wgsl).
 fn input_rounding(v: f32) -> f32 {
     if (!F16_INPUTS) {
         return v;
     }
-    return unpack2x16float(pack2x16float(vec2<f32>(v, 0.0))).x;
+    return round_to_f16(vec4<f32>(v)).x;
 }
 
 // This thread's (row within the workgroup, lane).

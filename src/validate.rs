@@ -536,6 +536,58 @@ pub fn matmul_f16_rounding(gpu: &GpuBackend) -> Result<KernelCheck> {
     .compare("C", &got, &want, |_, _| 1e-4))
 }
 
+/// That f16-input products round each input to the nearest f16, ties to even, exactly as the
+/// CPU twin does: C = A·B with A a column of values at, just below and just above ties between
+/// neighbouring f16 values (normal and subnormal), at f16's largest and past it (infinity),
+/// and B a row of ones, so that K = 1 and C holds each rounded value exactly. `columns` wide:
+/// 1 runs on the narrow kernel where the backend uses it, 64 on the tiled one.
+pub fn matmul_f16_ties(gpu: &GpuBackend, columns: usize) -> Result<KernelCheck> {
+    let values = f16_tie_values();
+    let (got, ran) = f16_ties_run(gpu, &values, columns)?;
+    let (want, _) = f16_ties_run(&CpuBackend, &values, columns)?;
+    Ok(KernelCheck::new(
+        ran.kernel(gpu, MATMUL_NAMES)?,
+        format!("{}x{columns}x1 f16 rounding at ties", values.len()),
+    )
+    .exact("C", &got, &want))
+}
+
+/// Values where rounding to f16 can go wrong: ties between neighbours across the normal and
+/// subnormal range, one f32 step either side of each, f16's largest (65504), the tie past it
+/// (65520, which goes to infinity) and beside it, zeros of both signs, an f32 subnormal; each
+/// with both signs.
+fn f16_tie_values() -> Vec<f32> {
+    let mut values = vec![
+        0.0,
+        65504.0,
+        65520.0,
+        1e5,
+        1e-40,
+        2f32.powi(-25),
+        3.0 * 2f32.powi(-25),
+    ];
+    let below_max = 65520f32.next_down();
+    values.push(below_max);
+    for bits in (1u16..0x7c00).step_by(61) {
+        let low = half::f16::from_bits(bits - 1).to_f32();
+        let high = half::f16::from_bits(bits).to_f32();
+        let tie = (low + high) / 2.0;
+        values.extend([tie.next_down(), tie, tie.next_up()]);
+    }
+    let negatives: Vec<f32> = values.iter().map(|v| -v).collect();
+    values.extend(negatives);
+    values
+}
+
+fn f16_ties_run<B: Backend>(b: &B, values: &[f32], columns: usize) -> Result<(Vec<f32>, Ran)> {
+    let a = b.tensor(&[values.len(), 1], values)?;
+    let ones = b.tensor(&[1, columns], &vec![1.0; columns])?;
+    let mut c = b.zeros(&[values.len(), columns], DType::F32)?;
+    let spec = MatmulSpec::default().f16(true);
+    b.matmul(&a, &ones, &mut c, &spec)?;
+    Ok((b.read(&c)?, Ran::of(&a, &ones, &c, &spec)?))
+}
+
 fn f16_rounding_run<B: Backend>(
     b: &B,
     (m, n, k): (usize, usize, usize),
@@ -1564,6 +1616,9 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         )?);
     }
     out.push(matmul_f16_rounding(gpu)?);
+    for columns in [1, 64] {
+        out.push(matmul_f16_ties(gpu, columns)?);
+    }
     for act in [
         Activation::Identity,
         Activation::Relu,

@@ -294,7 +294,46 @@ fn matmul_with_f16_inputs_matches_cpu() {
     // The device-open self-test of the tensor-core kernel, here on whichever kernel runs f16.
     checks.push(validate::coop_self_test(g).unwrap());
     checks.push(validate::matmul_f16_rounding(g).unwrap());
+    for columns in [1, 64] {
+        checks.push(validate::matmul_f16_ties(g, columns).unwrap());
+    }
     report("matmul f16 inputs", &checks);
+}
+
+#[test]
+fn f16_products_match_cpu_with_the_other_f16_rounding() {
+    // The f32 matmuls round f16 products' inputs with WGSL's packing conversions where the
+    // adapter allows them, else in integer operations (shaders/include/f16_rounding*.wgsl):
+    // here the form the adapter does not pick by default, where it allows it.
+    let Some(g) = gpu() else { return };
+    let integer = !g.runtime().integer_f16_rounding();
+    let options = cohort::GpuOptions {
+        integer_f16_rounding: Some(integer),
+        ..cohort::GpuOptions::from_env().unwrap()
+    };
+    let g = match cohort::GpuBackend::new(&options) {
+        Ok(g) => g,
+        Err(e) => {
+            // Only the conversions can be refused, and only where the adapter lacks them.
+            assert!(!integer, "{e}");
+            assert!(matches!(e, cohort::CohortError::Unsupported(_)), "{e}");
+            common::skip(
+                "f16-conversions",
+                &format!("the adapter does not allow WGSL's f16 conversions: {e}"),
+            );
+            return;
+        }
+    };
+    assert_eq!(g.runtime().integer_f16_rounding(), integer);
+    let mut checks = f16_matmul_checks(&g);
+    checks.push(validate::matmul_f16_rounding(&g).unwrap());
+    for columns in [1, 64] {
+        checks.push(validate::matmul_f16_ties(&g, columns).unwrap());
+    }
+    report(
+        &format!("matmul f16 inputs, integer rounding {integer}"),
+        &checks,
+    );
 }
 
 /// Checks of the cooperative-matrix kernel on a backend that runs f16 products there, in

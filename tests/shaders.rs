@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use cohort::gpu::plan::{narrow_chunk, narrow_row_choices};
-use cohort::gpu::shaders::{CoopOps, MatmulStorage, Shader};
+use cohort::gpu::shaders::{with_integer_f16_rounding, CoopOps, MatmulStorage, Shader};
 
 /// The crate root: the build's, or the current folder when the test binary was copied elsewhere
 /// (e.g. staged to a GPU machine) and run from a copy of the tree.
@@ -50,14 +50,50 @@ fn shader_files() -> Vec<PathBuf> {
 }
 
 fn validate(name: &str, source: &str) {
+    validate_with(name, source, naga::valid::Capabilities::all()).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// naga's validation with only `capabilities`; the error as text, with the source's lines.
+fn validate_with(
+    name: &str,
+    source: &str,
+    capabilities: naga::valid::Capabilities,
+) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source)
-        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::all(),
-    )
-    .validate(&module)
-    .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(source)));
+        .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities)
+        .validate(&module)
+        .map(drop)
+        .map_err(|e| format!("{name}: {}", e.emit_to_string(source)))
+}
+
+#[test]
+fn the_f32_matmuls_round_to_f16_in_integers_where_wgsls_conversions_are_not_allowed() {
+    // wgpu refuses pack2x16float and unpack2x16float where the adapter lacks
+    // SHADER_F16_IN_F32 (lavapipe without f16 shaders, as on ARM): there the runtime swaps the
+    // rounding helper for its integer form, which must validate without that capability, in
+    // every build that has the helper (the others need no swap).
+    use naga::valid::Capabilities;
+    let without = Capabilities::all() - Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+    let mut swapped = 0;
+    for shader in every_build() {
+        for source in [shader.source(), shader.source_with_params_in_storage()] {
+            let integer = with_integer_f16_rounding(&source);
+            let name = format!("{shader:?}");
+            if integer != source {
+                swapped += 1;
+                assert!(
+                    validate_with(&name, &source, without).is_err(),
+                    "{name}: its conversions validated without the capability"
+                );
+                assert_eq!(integer.matches("fn round_to_f16(").count(), 1, "{name}");
+            }
+            validate_with(&format!("{name}, integer f16 rounding"), &integer, without)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+    // Both f32 matmuls (the tiled and the narrow one), 8 operand-type builds each, 2 forms.
+    assert_eq!(swapped, 2 * 8 * 2);
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::driver_stats::{driver_statistics, DriverStatistics};
 use super::profile::{Note, Profile, Profiler};
-use super::shaders::{CoopOps, Shader};
+use super::shaders::{with_integer_f16_rounding, CoopOps, Shader};
 use super::spirv::{PipelineSource, SpirvTarget};
 use crate::error::{CohortError, Result};
 
@@ -85,6 +85,12 @@ pub struct GpuOptions {
     /// runs faster than the storage form (26.2.6 measured; 23.1 is when, by Mesa's history,
     /// lavapipe began keeping them).
     pub params_in_storage: Option<bool>,
+    /// Round f32 values to f16 (the f32 matmuls' f16 products) in integer operations
+    /// (`shaders/include/f16_rounding_integer.wgsl`) instead of with WGSL's packing
+    /// conversions, which wgpu allows only where the adapter has
+    /// `DownlevelFlags::SHADER_F16_IN_F32` (lavapipe lacks it where it lacks f16 shaders, as on
+    /// ARM). `None`: where the adapter lacks it; asking for the conversions there is an error.
+    pub integer_f16_rounding: Option<bool>,
     /// Where f16-input matmuls run on the cooperative-matrix kernel `shaders/matmul_coop.wgsl`.
     pub coop: CoopChoice,
     /// Force that kernel's workgroup layout instead of choosing one by shape.
@@ -494,6 +500,7 @@ impl GpuOptions {
             loop_bounding: forced("COHORT_LOOP_BOUNDING")? == Some(true),
             unchecked_indexing: forced("COHORT_UNCHECKED_INDEXING")?,
             params_in_storage: forced("COHORT_PARAMS_STORAGE")?,
+            integer_f16_rounding: forced("COHORT_INTEGER_F16_ROUNDING")?,
             tune_matmuls: forced("COHORT_MATMUL_TUNE")? == Some(true),
             tune_file: var("COHORT_MATMUL_TUNE_FILE").map(Into::into),
             coop: parsed("COHORT_COOP")?.unwrap_or_default(),
@@ -767,6 +774,8 @@ pub struct Runtime {
     unroll_hints: Option<SpirvTarget>,
     /// The kernels read their parameters from a storage buffer (`GpuOptions::params_in_storage`).
     params_in_storage: bool,
+    /// The kernels round to f16 in integer operations (`GpuOptions::integer_f16_rounding`).
+    integer_f16_rounding: bool,
     counts: Mutex<WorkCounts>,
     /// A buffer no kernel binds, declared written before every dispatch where
     /// [`GpuOptions::serial_dispatches`] asks for it, so that wgpu puts a barrier there.
@@ -1205,6 +1214,21 @@ impl Runtime {
             max_workgroups_per_dim: limits.max_compute_workgroups_per_dimension,
         };
         let params_in_storage = params_in_storage(&info, &caps, options.params_in_storage)?;
+        let conversions = adapter
+            .get_downlevel_capabilities()
+            .flags
+            .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32);
+        let integer_f16_rounding = match options.integer_f16_rounding {
+            Some(false) if !conversions => {
+                return Err(CohortError::Unsupported(format!(
+                    "f16 rounding by WGSL's packing conversions (COHORT_INTEGER_F16_ROUNDING=0) \
+                     on {}: the adapter does not allow them in shaders without f16",
+                    info.name
+                )))
+            }
+            Some(forced) => forced,
+            None => !conversions,
+        };
         let param_align = (limits.min_uniform_buffer_offset_alignment as u64)
             .max(limits.min_storage_buffer_offset_alignment as u64)
             .max(PARAMS_SLOT);
@@ -1261,6 +1285,7 @@ impl Runtime {
             unchecked_indexing: options.unchecked_indexing,
             unroll_hints,
             params_in_storage,
+            integer_f16_rounding,
             counts: Mutex::default(),
             serializer,
             errors,
@@ -1282,6 +1307,12 @@ impl Runtime {
     /// one ([`GpuOptions::params_in_storage`]).
     pub fn params_in_storage(&self) -> bool {
         self.params_in_storage
+    }
+
+    /// Whether the kernels round f32 values to f16 in integer operations instead of with WGSL's
+    /// packing conversions ([`GpuOptions::integer_f16_rounding`]).
+    pub fn integer_f16_rounding(&self) -> bool {
+        self.integer_f16_rounding
     }
 
     /// The wgpu device, for callers that build their own pipelines.
@@ -1664,11 +1695,16 @@ impl Runtime {
     }
 
     /// The WGSL this runtime compiles for `shader` (with its parameters in a storage buffer
-    /// where [`Runtime::params_in_storage`]).
+    /// where [`Runtime::params_in_storage`], rounding to f16 in integer operations where
+    /// [`Runtime::integer_f16_rounding`]).
     fn wgsl(&self, shader: Shader) -> String {
-        match self.params_in_storage {
+        let source = match self.params_in_storage {
             true => shader.source_with_params_in_storage(),
             false => shader.source(),
+        };
+        match self.integer_f16_rounding {
+            true => with_integer_f16_rounding(&source),
+            false => source,
         }
     }
 

@@ -370,12 +370,14 @@ impl Shader {
                 include_str!("../../shaders/matmul.wgsl"),
                 include_str!("../../shaders/include/constant_index.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
-                include_str!("../../shaders/include/activation.wgsl")
+                include_str!("../../shaders/include/activation.wgsl"),
+                include_str!("../../shaders/include/f16_rounding.wgsl")
             ),
             Shader::MatmulNarrow(_) => concat!(
                 include_str!("../../shaders/matmul_narrow.wgsl"),
                 include_str!("../../shaders/include/matmul_io.wgsl"),
-                include_str!("../../shaders/include/activation.wgsl")
+                include_str!("../../shaders/include/activation.wgsl"),
+                include_str!("../../shaders/include/f16_rounding.wgsl")
             ),
             Shader::MatmulCoop(..) => concat!(
                 include_str!("../../shaders/matmul_coop.wgsl"),
@@ -419,3 +421,17 @@ impl Shader {
         }
     }
 }
+
+/// `source` (a [`Shader::source`], or one with its parameters in storage) with f32 values
+/// rounded to f16 in integer operations instead of WGSL's packing conversions
+/// (`GpuOptions::integer_f16_rounding`): `include/f16_rounding.wgsl` swapped for
+/// `include/f16_rounding_integer.wgsl`, nothing else; sources without it are returned as they
+/// are.
+pub fn with_integer_f16_rounding(source: &str) -> String {
+    source.replacen(F16_ROUNDING_BY_CONVERSION, F16_ROUNDING_BY_INTEGERS, 1)
+}
+
+/// The f32-to-f16 rounding helper, by conversion and in integer operations.
+const F16_ROUNDING_BY_CONVERSION: &str = include_str!("../../shaders/include/f16_rounding.wgsl");
+const F16_ROUNDING_BY_INTEGERS: &str =
+    include_str!("../../shaders/include/f16_rounding_integer.wgsl");

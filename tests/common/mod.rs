@@ -24,7 +24,7 @@ pub fn in_ci() -> bool {
 
 /// Says loudly that a check did not run for want of `features` (a comma list of `f16`,
 /// `subgroup`, `timestamp`, `vulkan`, `lavapipe`, `device-select`, `torch`, `console-events`,
-/// `native`); fails instead
+/// `native`, `f16-conversions`); fails instead
 /// where the comma list `COHORT_EXPECT` names one of them (`.ci/run` lists what its machine
 /// has), so that a capability lost to a driver or detection change cannot turn checks into
 /// passing skips.

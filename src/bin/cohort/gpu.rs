@@ -141,6 +141,16 @@ pub(crate) fn devices() -> Result<()> {
                 }
             );
             println!(
+                "  f32 values rounded to f16: {}",
+                if g.runtime().integer_f16_rounding() {
+                    "in integer operations (COHORT_INTEGER_F16_ROUNDING=0: by WGSL's conversions, \
+                     where the adapter allows them)"
+                } else {
+                    "by WGSL's packing conversions (COHORT_INTEGER_F16_ROUNDING=1: in integer \
+                     operations)"
+                }
+            );
+            println!(
                 "  loss and accuracy rows: {}; threads per row: {} for 10 classes, {} for 1000",
                 row_status(&g),
                 g.row_threads(10),
