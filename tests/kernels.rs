@@ -293,11 +293,18 @@ fn matmul_with_f16_inputs_matches_cpu() {
     let mut checks = f16_matmul_checks(g);
     // The device-open self-test of the tensor-core kernel, here on whichever kernel runs f16.
     checks.push(validate::coop_self_test(g).unwrap());
-    checks.push(validate::matmul_f16_rounding(g).unwrap());
+    checks.extend(f16_rounding_checks(g));
+    report("matmul f16 inputs", &checks);
+}
+
+/// That f16 products round their inputs, and to the nearest f16 with ties to even, on the
+/// tiled kernel and (one column) the narrow one.
+fn f16_rounding_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
+    let mut checks = vec![validate::matmul_f16_rounding(g).unwrap()];
     for columns in [1, 64] {
         checks.push(validate::matmul_f16_ties(g, columns).unwrap());
     }
-    report("matmul f16 inputs", &checks);
+    checks
 }
 
 #[test]
@@ -326,10 +333,7 @@ fn f16_products_match_cpu_with_the_other_f16_rounding() {
     };
     assert_eq!(g.runtime().integer_f16_rounding(), integer);
     let mut checks = f16_matmul_checks(&g);
-    checks.push(validate::matmul_f16_rounding(&g).unwrap());
-    for columns in [1, 64] {
-        checks.push(validate::matmul_f16_ties(&g, columns).unwrap());
-    }
+    checks.extend(f16_rounding_checks(&g));
     report(
         &format!("matmul f16 inputs, integer rounding {integer}"),
         &checks,

@@ -1,6 +1,8 @@
 //! CPU twin of `shaders/matmul.wgsl` and `shaders/matmul_coop.wgsl`: batched
 //! `C = alpha·op(A)·op(B) + beta·C` with f64 accumulation, inputs optionally rounded to f16.
 
+use std::borrow::Cow;
+
 use super::Real;
 use crate::ops::MatmulDims;
 
@@ -48,27 +50,19 @@ pub fn matmul<R: Real>(a: &[R], b: &[R], c: &mut [R], d: &MatmulDims, alpha: f64
     let band = m.div_ceil(cores.min(m));
     // An operand the whole batch shares (stride 0: the input batch that every peer's first
     // layer reads) is widened once, not once per batch entry.
-    let shared_a = (d.stride_a == 0).then(|| operand(a, m, k, d.trans_a, d.f16_inputs));
-    let shared_b = (d.stride_b == 0).then(|| operand(b, k, n, d.trans_b, d.f16_inputs));
+    let a_of = |batch: usize| operand(&a[batch * d.stride_a..], m, k, d.trans_a, d.f16_inputs);
+    let b_of = |batch: usize| operand(&b[batch * d.stride_b..], k, n, d.trans_b, d.f16_inputs);
+    let shared_a = (d.stride_a == 0).then(|| a_of(0));
+    let shared_b = (d.stride_b == 0).then(|| b_of(0));
     for batch in 0..d.batch {
-        let own_a;
-        let a = match &shared_a {
-            Some(a) => a,
-            None => {
-                own_a = operand(&a[batch * d.stride_a..], m, k, d.trans_a, d.f16_inputs);
-                &own_a
-            }
-        };
-        let own_b;
-        let b = match &shared_b {
-            Some(b) => b,
-            None => {
-                own_b = operand(&b[batch * d.stride_b..], k, n, d.trans_b, d.f16_inputs);
-                &own_b
-            }
-        };
+        let a = shared_a
+            .as_deref()
+            .map_or_else(|| Cow::Owned(a_of(batch)), Cow::Borrowed);
+        let b = shared_b
+            .as_deref()
+            .map_or_else(|| Cow::Owned(b_of(batch)), Cow::Borrowed);
         let c = &mut c[batch * m * n..(batch + 1) * m * n];
-        let rows = |first: usize, c: &mut [R]| multiply_rows(a, b, c, first, (n, k), alpha, beta);
+        let rows = |first: usize, c: &mut [R]| multiply_rows(&a, &b, c, first, (n, k), alpha, beta);
         if band == m {
             rows(0, c);
         } else {
