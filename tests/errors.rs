@@ -525,9 +525,14 @@ fn oversized_buffers_are_refused_not_aborted() {
 /// Tensors too large to allocate, and shapes whose element count overflows `usize` (which
 /// wrapped to a small count on the GPU backend, giving a buffer smaller than its shape).
 fn oversized<B: Backend>(b: &B) {
-    // 2⁶² on a 64-bit host, 2³⁰ on a 32-bit one: two or three of them overflow both.
+    // 2⁶² on a 64-bit host, 2³⁰ on a 32-bit one: two or three of them overflow both; two
+    // usize::MAX overflow u64's bytes on either.
     let huge = 1usize << (usize::BITS - 2);
-    for shape in [&[huge, huge, huge][..], &[2, 64, huge, huge]] {
+    for shape in [
+        &[usize::MAX, usize::MAX][..],
+        &[huge, huge, huge],
+        &[2, 64, huge, huge],
+    ] {
         for dtype in [DType::F32, DType::F16] {
             let err = b.zeros(shape, dtype).map(|_| "a tensor").unwrap_err();
             assert!(
