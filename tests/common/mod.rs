@@ -37,7 +37,7 @@ pub fn skip(features: &str, message: &str) {
     loud(&format!("SKIPPED: {message}"));
 }
 
-/// Whether the tests run under a user-mode emulator (`.ci/qemu-armv7` sets `COHORT_EMULATED`):
+/// Whether the tests run under a user-mode emulator (`.ci/qemu-arm` sets `COHORT_EMULATED`):
 /// if so, says loudly that the check (one of a process's resource limits, which bind the
 /// emulator too) did not run, or fails where `COHORT_EXPECT` names `native`.
 pub fn emulated(message: &str) -> bool {
