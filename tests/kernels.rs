@@ -847,13 +847,15 @@ fn narrow_matmul_matches_cpu_for_every_width_up_to_16() {
         ..cohort::GpuOptions::from_env().unwrap()
     })
     .unwrap();
+    // Counted on a device of its own: the other tests dispatch on `g` in parallel.
+    let own = common::gpu_with(|_| {}).unwrap();
     let spec = MatmulSpec::default();
-    let a = cohort::Backend::zeros(g, &[2, 64, 1024], cohort::DType::F32).unwrap();
-    let b = cohort::Backend::zeros(g, &[2, 1024, 10], cohort::DType::F32).unwrap();
-    let mut c = cohort::Backend::zeros(g, &[2, 64, 10], cohort::DType::F32).unwrap();
-    let before = g.runtime().work_counts().dispatches;
-    cohort::Backend::matmul(g, &a, &b, &mut c, &spec).unwrap();
-    assert_eq!(g.runtime().work_counts().dispatches - before, 1);
+    let a = cohort::Backend::zeros(&own, &[2, 64, 1024], cohort::DType::F32).unwrap();
+    let b = cohort::Backend::zeros(&own, &[2, 1024, 10], cohort::DType::F32).unwrap();
+    let mut c = cohort::Backend::zeros(&own, &[2, 64, 10], cohort::DType::F32).unwrap();
+    let before = own.runtime().work_counts().dispatches;
+    cohort::Backend::matmul(&own, &a, &b, &mut c, &spec).unwrap();
+    assert_eq!(own.runtime().work_counts().dispatches - before, 1);
     let check = validate::matmul(&declined, Batching::All(2), (64, 10, 1024), &spec, 7).unwrap();
     assert_passed(&check);
     assert_eq!(check.kernel, "matmul");
