@@ -1536,6 +1536,47 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         assert!(out.status.success(), "{command} {data}: {said}");
         assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
     }
+    // Trained on all of the file, its test rows from another: scoring that file warns too (it
+    // once said nothing, comparing the file's default split alone), the other file does not.
+    let held_out = path("held-out.csv");
+    let rows: String = (0..10)
+        .map(|r| format!("{},{r}\n", features[r * 2 + 1]))
+        .collect();
+    std::fs::write(&held_out, rows).unwrap();
+    let held_out = format!("csv:{held_out}");
+    let whole_ckpt = path("whole.safetensors");
+    let trained = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--peers",
+        "2x16",
+        "--epochs",
+        "1",
+        "--data",
+        &labelled,
+        "--test-data",
+        &held_out[4..],
+        "--save",
+        &whole_ckpt,
+    ]);
+    assert!(trained.status.success(), "{}", text(&trained.stderr));
+    let trained_on = "warning: these are the 20 rows the cohort trained on (all of them";
+    for (command, data, warns) in [
+        ("predict", &labelled, true),
+        ("evaluate", &labelled, true),
+        ("predict", &held_out, false),
+        ("evaluate", &held_out, false),
+    ] {
+        let mut args = vec![command, &whole_ckpt, "--device", "cpu", "--data", data];
+        if command == "evaluate" {
+            args.push("--all-rows");
+        }
+        let out = cohort(&args);
+        let said = text(&out.stderr);
+        assert!(out.status.success(), "{command} {data}: {said}");
+        assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

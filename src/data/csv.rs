@@ -264,6 +264,19 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// [`Dataset::fingerprint`] of these rows as a data set of `classes` classes (without the
+    /// copy one would take); none where they have no labels.
+    pub fn fingerprint(&self, classes: usize) -> Option<u64> {
+        let labels = self.labels.as_ref()?;
+        Some(super::fingerprint(
+            &self.features,
+            labels,
+            self.rows,
+            self.cols,
+            classes,
+        ))
+    }
+
     /// The training part of labelled rows as [`Dataset::split`] takes it with `options`' test
     /// fraction and seed, with `classes` classes; none where the rows have no labels or do not
     /// split; [`CohortError::HostMemory`] where the host cannot hold the copy.

@@ -91,16 +91,13 @@ impl Dataset {
     /// A hash of the rows, their order and sizes (features bit for bit, labels), for telling
     /// data sets apart: a checkpoint keeps the one it trained on. Not cryptographic.
     pub fn fingerprint(&self) -> u64 {
-        // FNV-1a over 32-bit words.
-        let words = [self.rows, self.cols, self.classes].map(|n| n as u32);
-        let bits = self.features.iter().map(|v| v.to_bits());
-        let words = words
-            .into_iter()
-            .chain(self.labels.iter().copied())
-            .chain(bits);
-        words.fold(0xcbf2_9ce4_8422_2325, |hash: u64, w| {
-            (hash ^ w as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        })
+        fingerprint(
+            &self.features,
+            &self.labels,
+            self.rows,
+            self.cols,
+            self.classes,
+        )
     }
 
     /// The features of row `i`. Panics if `i >= rows`, like slice indexing.
@@ -167,6 +164,18 @@ fn append_rows(
         features_out.extend_from_slice(&features[i * cols..(i + 1) * cols]);
         labels_out.push(labels[i]);
     }
+}
+
+/// [`Dataset::fingerprint`] of the data set these fields would make (also for rows not made
+/// into one: [`csv::Rows::fingerprint`]).
+fn fingerprint(features: &[f32], labels: &[u32], rows: usize, cols: usize, classes: usize) -> u64 {
+    // FNV-1a over 32-bit words.
+    let words = [rows, cols, classes].map(|n| n as u32);
+    let bits = features.iter().map(|v| v.to_bits());
+    let words = words.into_iter().chain(labels.iter().copied()).chain(bits);
+    words.fold(0xcbf2_9ce4_8422_2325, |hash: u64, w| {
+        (hash ^ w as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Rows `indices` of the rows in `features` (`cols` values each) and their `labels`, copied in

@@ -55,9 +55,13 @@ pub(crate) fn evaluation_data(
             "standardised with the checkpoint's statistics, these rows'",
         );
     }
+    // Classes counted over the training part too may exceed the model's: these rows' do not.
+    rows.classes = classes;
     // A test part: did the cohort train on other rows (which may be among these)?
     match (&train, ckpt.trained_on) {
-        _ if all_rows => warn_of_training_rows(&ckpt, train.as_ref()),
+        _ if all_rows => {
+            warn_of_training_rows(&ckpt, train.as_ref(), Some((rows.fingerprint(), rows.rows)))
+        }
         (None, _) => {}
         _ if data.test_data.is_some() => {}
         (Some(_), None) => eprintln!(
@@ -72,8 +76,6 @@ pub(crate) fn evaluation_data(
         ),
         (Some(_), Some(_)) => {}
     }
-    // Classes counted over the training part too may exceed the model's: these rows' do not.
-    rows.classes = classes;
     Ok((ckpt, rows))
 }
 
@@ -202,17 +204,15 @@ pub(crate) fn prediction_rows(
         )));
     }
     let named = |e| rows_named(e, &format!("the rows to predict (--data {})", data.data));
-    if rows.labels.is_some() {
-        let mut train = match &layout {
-            Some((_, options)) => rows.training_part(options, classes)?,
-            None => train,
-        };
-        if let (Some(s), Some(t)) = (&ckpt.standardizer, train.as_mut()) {
+    let mut train = match (&layout, rows.labels.is_some()) {
+        (_, false) => None,
+        (Some((_, options)), true) => rows.training_part(options, classes)?,
+        (None, true) => train,
+    };
+    if let Some(s) = &ckpt.standardizer {
+        if let Some(t) = train.as_mut() {
             s.apply(t).map_err(named)?;
         }
-        warn_of_training_rows(&ckpt, train.as_ref());
-    }
-    if let Some(s) = &ckpt.standardizer {
         s.apply_rows(&mut rows.features).map_err(named)?;
         warn_of_scale(
             &rows.features,
@@ -220,24 +220,37 @@ pub(crate) fn prediction_rows(
             "standardised with the checkpoint's statistics, these rows'",
         );
     }
+    let all = rows.fingerprint(classes).map(|f| (f, rows.rows));
+    warn_of_training_rows(&ckpt, train.as_ref(), all);
     Ok((ckpt, rows))
 }
 
-/// Every row of the data scored: warns where they include the rows the checkpoint trained on
-/// (`train`, the data's training part as train took it, standardised with the checkpoint's
-/// statistics, has the fingerprint it recorded), on which a cohort scores better than on new
-/// ones. Says nothing where it cannot tell (a checkpoint without the record, data that does not
-/// split).
-fn warn_of_training_rows(ckpt: &checkpoint::Checkpoint, train: Option<&Dataset>) {
-    let (Some(trained_on), Some(train)) = (ckpt.trained_on, train) else {
+/// Every row of the data scored: warns where they include the rows the checkpoint trained on,
+/// on which a cohort scores better than on new ones: where the data's training part as train
+/// took it (`train`) or all of the rows (`all`: their fingerprint and count, as train took them
+/// with its test rows from `--test-data`), standardised with the checkpoint's statistics, have
+/// the fingerprint it recorded. Says nothing where it cannot tell (a checkpoint without the
+/// record, rows without labels).
+fn warn_of_training_rows(
+    ckpt: &checkpoint::Checkpoint,
+    train: Option<&Dataset>,
+    all: Option<(u64, usize)>,
+) {
+    let Some(trained_on) = ckpt.trained_on else {
         return;
     };
-    if train.fingerprint() == trained_on {
+    if train.is_some_and(|t| t.fingerprint() == trained_on) {
         eprintln!(
             "warning: these rows include the {} the cohort trained on (the data's training \
              part), on which it scores better than on new rows (evaluate without --all-rows \
              scores the test part alone)",
-            count(train.rows as u64, "row")
+            count(train.map_or(0, |t| t.rows) as u64, "row")
+        );
+    } else if let Some((_, rows)) = all.filter(|&(f, _)| f == trained_on) {
+        eprintln!(
+            "warning: these are the {} the cohort trained on (all of them: its test rows came \
+             from --test-data), on which it scores better than on new rows",
+            count(rows as u64, "row")
         );
     }
 }
