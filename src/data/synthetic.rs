@@ -5,7 +5,8 @@ use crate::error::{host_vec, CohortError, Result};
 use crate::rng::Rng;
 
 /// `rows` points in `dims` dimensions around one centre per class (centres drawn from N(0, 3²),
-/// points from N(centre, 1)), labels round-robin. The same seed gives the same data.
+/// points from N(centre, 1)), labels round-robin, so at most `rows` classes. The same seed
+/// gives the same data.
 pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Dataset> {
     if rows == 0 || dims == 0 {
         return Err(CohortError::EmptyData(
@@ -28,6 +29,15 @@ pub fn blobs(rows: usize, classes: usize, dims: usize, seed: u64) -> Result<Data
     classes
         .checked_mul(dims)
         .ok_or_else(|| too_big("classes", classes))?;
+    if classes > rows {
+        // Classes without a row would only be a model's dead outputs (and their centres,
+        // memory drawn for nothing: a billion classes took gigabytes before the model's size
+        // was refused).
+        return Err(CohortError::InvalidConfig(format!(
+            "blobs of {rows} rows hold at most {rows} classes (labels go round-robin), got \
+             {classes}"
+        )));
+    }
     let what = |part: &'static str| move || format!("the {part} of blobs of {rows} × {dims}");
     let mut rng = Rng::new(seed);
     let centres_of = || format!("the centres of {classes} classes × {dims} dimensions of blobs");
@@ -76,7 +86,7 @@ mod tests {
             blobs(beyond_memory, 2, 2, 0),
             Err(CohortError::HostMemory { .. })
         ));
-        let err = blobs(10, beyond_memory, 2, 0).unwrap_err();
+        let err = blobs(beyond_memory, beyond_memory, 2, 0).unwrap_err();
         assert!(
             matches!(err, CohortError::HostMemory { .. })
                 && err.to_string().contains(&format!(
@@ -97,5 +107,18 @@ mod tests {
         assert!(
             blobs(0, 3, 4, 1).is_err() && blobs(5, 1, 4, 1).is_err() && blobs(5, 3, 0, 1).is_err()
         );
+        // More classes than rows: refused at once, whatever the count (a billion classes of
+        // 100 rows drew gigabytes of centres first).
+        for classes in [4, 1_000_000_000] {
+            let err = blobs(3, classes, 1, 0).unwrap_err();
+            assert!(
+                matches!(err, CohortError::InvalidConfig(_))
+                    && err
+                        .to_string()
+                        .contains("blobs of 3 rows hold at most 3 classes"),
+                "{err}"
+            );
+        }
+        assert_eq!(blobs(3, 3, 1, 0).unwrap().labels, [0, 1, 2]);
     }
 }
