@@ -73,8 +73,9 @@ pub fn rows(reports: &[EpochReport], models: &[String]) -> Vec<MetricsRow> {
     out
 }
 
-/// `path`'s extension, lower-cased, if it is one of `allowed`; else the error that names them.
-fn extension_of(path: &Path, what: &str, allowed: &[&str]) -> Result<String> {
+/// `path`'s extension, lower-cased, if it is one of `allowed` (a name that is all extension,
+/// `.jsonl`, counts); else the error that names them, the file called a `what` file.
+pub fn extension_of(path: &Path, what: &str, allowed: &[&str]) -> Result<String> {
     // A name that is all extension (`.jsonl`) has none to `Path`, but ends in one all the same.
     let name_only = path
         .file_name()

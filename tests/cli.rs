@@ -1987,7 +1987,17 @@ fn compare_reports_the_paired_gain_and_writes_every_runs_results() {
     // The results file is checked before training: its format, and that it is not the data.
     fails_cleanly(
         &["compare", "--results", dir.join("r.txt").to_str().unwrap()],
-        "must end in .csv, .jsonl or .json",
+        "must end in .csv or .jsonl or .json",
+    );
+    // A name that is all extension is taken, as --metrics takes one (refused here for its
+    // folder, before training).
+    fails_cleanly(
+        &[
+            "compare",
+            "--results",
+            dir.join("no-such-folder/.jsonl").to_str().unwrap(),
+        ],
+        "no-such-folder",
     );
     let data = dir.join("data.csv");
     std::fs::write(&data, "a,label\n1,0\n2,1\n").unwrap();

@@ -288,16 +288,7 @@ const RESULTS_EXTENSIONS: [&str; 3] = ["csv", "jsonl", "json"];
 
 /// `path`'s extension if it is one --results writes.
 fn results_format(path: &Path) -> Result<String> {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .filter(|e| RESULTS_EXTENSIONS.contains(&e.as_str()))
-        .ok_or_else(|| {
-            CohortError::InvalidConfig(format!(
-                "--results file {} must end in .csv, .jsonl or .json",
-                path.display()
-            ))
-        })
+    metrics::extension_of(path, "--results", &RESULTS_EXTENSIONS)
 }
 
 /// Compare's own flag checks, and that --results (if given) can be written and is not the data.
