@@ -227,12 +227,16 @@ impl OptimizerConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |s: String| Err(CohortError::InvalidConfig(s));
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("learning rate must be > 0, got {}", self.lr));
+            return bad(format!(
+                "learning rate must be > 0, got {}",
+                short_number(self.lr)
+            ));
         }
         if let LrSchedule::Step { every, gamma } = self.schedule {
             if every == 0 || !(gamma.is_finite() && gamma > 0.0) {
                 return bad(format!(
-                    "a step schedule decays every ≥ 1 epochs by a factor > 0, got every {every}, factor {gamma}"
+                    "a step schedule decays every ≥ 1 epochs by a factor > 0, got every {every}, factor {}",
+                    short_number(gamma)
                 ));
             }
         }
@@ -383,10 +387,16 @@ impl TrainConfig {
             ));
         }
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
-            return bad(format!("alpha must be ≥ 0, got {}", self.alpha));
+            return bad(format!(
+                "alpha must be ≥ 0, got {}",
+                short_number(self.alpha)
+            ));
         }
         if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            return bad(format!("temperature must be > 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be > 0, got {}",
+                short_number(self.temperature)
+            ));
         }
         // The KL term is scaled by T²: below f32's range it would be zero (no mutual learning,
         // silently). Above 1000 the softened distributions differ by less than f32 resolves
@@ -399,13 +409,13 @@ impl TrainConfig {
             return bad(format!(
                 "temperature {} is outside what f32 computes the KL term for (about 1.1e-19 to \
                  {MAX_TEMPERATURE})",
-                self.temperature
+                short_number(self.temperature)
             ));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!(
                 "label smoothing must be in [0, 1), got {}",
-                self.label_smoothing
+                short_number(self.label_smoothing)
             ));
         }
         self.optimizer.validate()?;
@@ -443,11 +453,16 @@ impl TrainConfig {
     }
 }
 
-/// An f32 as a person would write it in a setting or a message: the shortest digits that read
-/// back as it (`0.05`), or scientific notation where plain digits would run long (`1e30`, not 31
-/// digits; `1e-7`).
-pub fn short_number(v: f32) -> String {
-    match v == 0.0 || (1e-4..1e5).contains(&v.abs()) {
+/// A number (f32 or f64) as a person would write it in a setting or a message: the shortest
+/// digits that read back as it (`0.05`), or scientific notation where plain digits would run
+/// long (`1e30`, not 31 digits; `1e-7`, not `0.0000001`).
+pub fn short_number<T>(v: T) -> String
+where
+    T: Copy + Into<f64> + std::fmt::Display + std::fmt::LowerExp,
+{
+    // From f32's 1e-4 (just under f64's), so that an f32 0.0001 is not written 1e-4.
+    let x: f64 = v.into();
+    match x == 0.0 || (f64::from(1e-4f32)..1e5).contains(&x.abs()) {
         true => v.to_string(),
         false => format!("{v:e}"),
     }
@@ -488,6 +503,20 @@ mod tests {
                 "{want} reads back"
             );
         }
+        // f64s alike, in their own shortest digits (a test fraction of 1e-300 was printed as
+        // 300 digits).
+        for (v, want) in [
+            (0.2, "0.2"),
+            (1e-300, "1e-300"),
+            (0.1 + 0.2, "0.30000000000000004"),
+        ] {
+            assert_eq!(short_number(v), want, "{v}");
+        }
+        // A temperature under its range names it so, not as twenty digits.
+        let mut config = TrainConfig::new(parse_peers("2x8", 4, 3, Activation::Relu).unwrap());
+        config.temperature = 1e-19;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("temperature 1e-19 is outside"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The kernel set as data: each operation's parameters and the shape rules that both backends check
 //! before running anything. A backend only ever sees validated, flattened dimensions.
 
+use crate::config::short_number;
 use crate::error::{CohortError, Result};
 use crate::tensor::{DType, Shape, TensorInfo};
 
@@ -568,7 +569,7 @@ impl CrossEntropySpec {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(CohortError::InvalidConfig(format!(
                 "label smoothing must be in [0, 1), got {}",
-                self.label_smoothing
+                short_number(self.label_smoothing)
             )));
         }
         Ok(())
@@ -833,7 +834,10 @@ impl OptimizerStep {
         match *self {
             OptimizerStep::Sgd { momentum, .. } => {
                 if !unit(momentum) {
-                    return bad(format!("momentum must be in [0, 1), got {momentum}"));
+                    return bad(format!(
+                        "momentum must be in [0, 1), got {}",
+                        short_number(momentum)
+                    ));
                 }
             }
             OptimizerStep::Adam {
@@ -848,26 +852,36 @@ impl OptimizerStep {
                 }
                 if !(unit(beta1) && unit(beta2)) {
                     return bad(format!(
-                        "Adam betas must be in [0, 1), got {beta1}, {beta2}"
+                        "Adam betas must be in [0, 1), got {}, {}",
+                        short_number(beta1),
+                        short_number(beta2)
                     ));
                 }
                 if !(eps.is_finite() && eps > 0.0) {
-                    return bad(format!("Adam epsilon must be finite and > 0, got {eps}"));
+                    return bad(format!(
+                        "Adam epsilon must be finite and > 0, got {}",
+                        short_number(eps)
+                    ));
                 }
             }
         }
         let (lr, weight_decay, grad_scale) = self.lr_weight_decay_grad_scale();
         if !(lr.is_finite() && lr >= 0.0) {
-            return bad(format!("learning rate must be finite and ≥ 0, got {lr}"));
+            return bad(format!(
+                "learning rate must be finite and ≥ 0, got {}",
+                short_number(lr)
+            ));
         }
         if !(weight_decay.is_finite() && weight_decay >= 0.0) {
             return bad(format!(
-                "weight decay must be finite and ≥ 0, got {weight_decay}"
+                "weight decay must be finite and ≥ 0, got {}",
+                short_number(weight_decay)
             ));
         }
         if !(grad_scale.is_finite() && grad_scale > 0.0) {
             return bad(format!(
-                "gradient scale must be finite and > 0, got {grad_scale}"
+                "gradient scale must be finite and > 0, got {}",
+                short_number(grad_scale)
             ));
         }
         Ok(())

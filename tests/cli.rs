@@ -580,6 +580,11 @@ fn bad_input_is_one_clear_error_line() {
     );
     // A number past f32's range is said to be one (it was read as inf: "got inf").
     fails_to_parse(&["train", "--lr", "1e39"], "1e39 is past f32's range");
+    // One too near 0 for f32 likewise (it read as 0: "got 0").
+    fails_to_parse(
+        &["train", "--lr", "1e-50"],
+        "1e-50 is nearer 0 than f32 holds",
+    );
     fails_to_parse(
         &["profile", "--resume", "c.safetensors"],
         "unexpected argument '--resume'",

@@ -206,7 +206,8 @@ impl SplitRows {
     pub fn new(rows: usize, test_fraction: f64, seed: u64) -> Result<Self> {
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
             return Err(CohortError::InvalidConfig(format!(
-                "test fraction must be in (0, 1), got {test_fraction}"
+                "test fraction must be in (0, 1), got {}",
+                short_number(test_fraction)
             )));
         }
         let mut order = row_indices(rows)?;
@@ -214,7 +215,8 @@ impl SplitRows {
         let test_rows = ((rows as f64) * test_fraction).round() as usize;
         if test_rows == 0 || test_rows == rows {
             return Err(CohortError::EmptyData(format!(
-                "{rows} rows split at {test_fraction} leave an empty part"
+                "{rows} rows split at {} leave an empty part",
+                short_number(test_fraction)
             )));
         }
         Ok(SplitRows { order, test_rows })

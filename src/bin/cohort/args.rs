@@ -268,13 +268,18 @@ pub(crate) struct FileArgs {
     pub(crate) plot: Option<PathBuf>,
 }
 
-/// An f32 flag's value: a number written past f32's range (`1e39`) is refused here, rather than
-/// read as infinity and refused later as "got inf"; `inf` and `nan` as written pass on to the
-/// configuration's own checks.
+/// An f32 flag's value: a number written past f32's range (`1e39`) or so near 0 that it
+/// reads as 0 (`1e-50`) is refused here, rather than read as infinity or 0 and refused later as
+/// "got inf" or "got 0"; `inf` and `nan` as written pass on to the configuration's own checks.
 fn f32_in_range(text: &str) -> Result<f32, String> {
     let value: f32 = text.trim().parse().map_err(|e| format!("{e}"))?;
     if value.is_infinite() && !text.to_ascii_lowercase().contains("inf") {
         return Err(format!("{text} is past f32's range (about ±3.4e38)"));
+    }
+    if value == 0.0 && text.trim().parse::<f64>().is_ok_and(|v| v != 0.0) {
+        return Err(format!(
+            "{text} is nearer 0 than f32 holds (about ±1.4e-45): it would read as 0"
+        ));
     }
     Ok(value)
 }
