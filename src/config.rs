@@ -96,6 +96,15 @@ pub fn parse_peers(
                         "a layer of width {p} is past what a {}-bit host addresses",
                         usize::BITS
                     )),
+                    // `2x-16`, `64--10`, `64-`: a width left out (a negative one reads so).
+                    std::num::IntErrorKind::Empty if parts.len() == 1 => {
+                        bad("a peer without widths (e.g. 2x256 or 784-256-10)".into())
+                    }
+                    std::num::IntErrorKind::Empty => bad(
+                        "a layer width is missing (widths are joined by '-', e.g. 784-256-10; \
+                         no width is negative)"
+                            .into(),
+                    ),
                     _ => bad(format!("'{p}' is not a layer width")),
                 })?
             };
@@ -724,6 +733,17 @@ mod tests {
                 ),
                 "{bad}"
             );
+        }
+        // A width left out is named so (it was "'' is not a layer width").
+        for (bad, says) in [
+            ("2x-16", "a layer width is missing"),
+            ("784--10", "a layer width is missing"),
+            ("2x", "a peer without widths"),
+            ("2x256,", "a peer without widths"),
+            ("2xabc", "'abc' is not a layer width"),
+        ] {
+            let err = parse_peers(bad, 784, 10, relu).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
         }
     }
 }
