@@ -417,9 +417,21 @@ pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Ro
             })?;
             if is_label {
                 if !(v >= 0.0 && v.fract() == 0.0 && v <= u32::MAX as f64) {
+                    // A fraction or a negative number: most likely a feature, in a file whose
+                    // labels are elsewhere or missing (features only).
+                    let elsewhere = match v.fract() != 0.0 || v < 0.0 {
+                        true => format!(
+                            " (column {i} read as the labels: --label-column names the column \
+                             that holds them)"
+                        ),
+                        false => String::new(),
+                    };
                     return Err(bad(
                         n,
-                        format!("label '{f}' is not an integer from 0 to {}", u32::MAX),
+                        format!(
+                            "label '{f}' is not an integer from 0 to {}{elsewhere}",
+                            u32::MAX
+                        ),
                     ));
                 }
                 labels.push(v as u32);
@@ -560,6 +572,13 @@ pub fn load_pair(
     let differ = |what: String| {
         CohortError::corrupt(test, format!("{what} (the training file's are read alike)"))
     };
+    // Other widths first: the label column found at the end of each says less.
+    if test_layout.columns != layout.columns {
+        return Err(differ(format!(
+            "its rows have {} columns, the training file's {}",
+            test_layout.columns, layout.columns
+        )));
+    }
     if test_layout.label_column != layout.label_column {
         return Err(differ(format!(
             "its labels are in {}, the training file's in {}",
@@ -766,6 +785,11 @@ mod tests {
             err.ends_with("(fields are separated by commas; this line has semicolons)"),
             "{err}"
         );
+        // A feature read as a label (a file of features only): the column is named.
+        let err = p("1,2,-0.5\n", &o).unwrap_err().to_string();
+        let want = "label '-0.5' is not an integer from 0 to 4294967295 (column 2 read as the \
+                    labels: --label-column names the column that holds them)";
+        assert!(err.ends_with(want), "{err}");
         let err = p("1,2,4294967296\n", &o).unwrap_err().to_string();
         assert!(
             err.ends_with("label '4294967296' is not an integer from 0 to 4294967295"),
@@ -1020,6 +1044,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("its header names other columns"), "{err}");
+        // Rows of another width: said so (it named the label columns at their ends).
+        std::fs::write(&test, "1,7,1\n2,8,0\n").unwrap();
+        std::fs::write(&train, "1,0\n2,1\n3,2\n").unwrap();
+        let err = load_pair(&train, &test, &CsvOptions::default()).unwrap_err();
+        let want = "its rows have 3 columns, the training file's 2";
+        assert!(err.to_string().contains(want), "{err}");
+        std::fs::write(&train, "a,label\n1,0\n2,1\n3,2\n").unwrap();
         // A test file of one class is scored as the training file's classes.
         std::fs::write(&test, "a,label\n1,0\n2,0\n").unwrap();
         let (pair, _) = load_pair(&train, &test, &CsvOptions::default()).unwrap();
