@@ -574,10 +574,13 @@ pub fn load_pair(
     };
     // Other widths first: the label column found at the end of each says less.
     if test_layout.columns != layout.columns {
-        return Err(differ(format!(
-            "its rows have {} columns, the training file's {}",
-            test_layout.columns, layout.columns
-        )));
+        return Err(CohortError::corrupt(
+            test,
+            format!(
+                "its rows have {} columns, the training file's {}",
+                test_layout.columns, layout.columns
+            ),
+        ));
     }
     if test_layout.label_column != layout.label_column {
         return Err(differ(format!(
