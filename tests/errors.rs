@@ -760,9 +760,26 @@ fn a_lost_device_is_reported_as_device_lost() {
 
 #[test]
 fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
-    for bad in ["4x2", "2x2:2", "ax2:2x2", ""] {
+    // Fragments 5 down (at most 4), a tile that is not square, more than 64 subgroups each
+    // way, grids of subgroups so large that their products overflowed u32 (a wrapped product
+    // could pass the checks that the unclamped kernel relies on): refused as written, where
+    // the kernel would never run too (they were taken until it did).
+    let shapes = [
+        ("2x2:5x2", "1 to 4 fragments"),
+        (
+            "2x2:2x1",
+            "the tile must be square (4 fragments down, 2 across)",
+        ),
+        ("268435458x2:1x1", "1 to 64 subgroups"),
+        ("65x65:1x1", "1 to 64 subgroups"),
+    ];
+    let forms = ["4x2", "2x2:2", "ax2:2x2", ""].map(|bad| (bad, "write SG_ROWSxSG_COLS:FRxFC"));
+    for (bad, says) in forms.into_iter().chain(shapes) {
         let err = bad.parse::<cohort::gpu::CoopLayout>().unwrap_err();
-        assert!(matches!(err, CohortError::InvalidConfig(_)), "{bad}: {err}");
+        assert!(
+            matches!(err, CohortError::InvalidConfig(_)) && err.to_string().contains(says),
+            "{bad}: {err}"
+        );
     }
     let Some(g) = gpu() else { return };
     if !g.runtime().caps().shader_f16 {
@@ -773,20 +790,25 @@ fn a_cooperative_matrix_layout_the_kernel_cannot_run_is_a_config_error() {
         );
         return;
     }
-    // Fragments 5 down (at most 4), a tile that is not square, 64 staged elements per invocation
-    // (at most 32), more than 64 subgroups each way.
-    // Grids of subgroups so large that their products overflowed u32 (a wrapped product could
-    // pass the checks that the unclamped kernel relies on).
+    // The same shapes built field by field (the parser never makes them) are refused by the
+    // backend too, and so is 64 staged elements per invocation (at most 32), which depends on
+    // the device's subgroup size.
+    let layout = |[sg_rows, sg_cols, fr, fc]: [u32; 4]| cohort::gpu::CoopLayout {
+        sg_rows,
+        sg_cols,
+        fr,
+        fc,
+    };
     for layout in [
-        "2x2:5x2",
-        "2x2:2x1",
-        "1x1:4x4",
-        "268435458x2:1x1",
-        "65x65:1x1",
+        layout([2, 2, 5, 2]),
+        layout([2, 2, 2, 1]),
+        "1x1:4x4".parse().unwrap(),
+        layout([268435458, 2, 1, 1]),
+        layout([65, 65, 1, 1]),
     ] {
         let err = GpuBackend::new(&GpuOptions {
             coop: cohort::gpu::CoopChoice::Emulate,
-            coop_layout: Some(layout.parse().unwrap()),
+            coop_layout: Some(layout),
             ..GpuOptions::from_env().unwrap()
         })
         .unwrap_err();

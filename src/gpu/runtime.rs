@@ -310,12 +310,19 @@ impl std::str::FromStr for CoopLayout {
         let (grid, frags) = s.split_once(':').ok_or_else(bad)?;
         let ((sg_rows, sg_cols), (fr, fc)) =
             (pair(grid).ok_or_else(bad)?, pair(frags).ok_or_else(bad)?);
-        Ok(CoopLayout {
+        let layout = CoopLayout {
             sg_rows,
             sg_cols,
             fr,
             fc,
-        })
+        };
+        // What no device takes is refused here, whether or not the kernel runs later.
+        match layout.shape_error() {
+            Some(why) => Err(CohortError::InvalidConfig(format!(
+                "cooperative-matrix layout {layout}: {why}"
+            ))),
+            None => Ok(layout),
+        }
     }
 }
 
@@ -331,6 +338,22 @@ impl std::fmt::Display for CoopLayout {
 }
 
 impl CoopLayout {
+    /// Why no device takes this layout, whatever its fragments: counts out of bounds (checked
+    /// before any arithmetic on them; no device holds more than 64 subgroups), or a C tile
+    /// that is not square.
+    fn shape_error(&self) -> Option<String> {
+        if !(1..=4).contains(&self.fr)
+            || !(1..=4).contains(&self.fc)
+            || !(1..=64).contains(&self.sg_rows)
+            || !(1..=64).contains(&self.sg_cols)
+        {
+            return Some("1 to 4 fragments and 1 to 64 subgroups each way".into());
+        }
+        let (rows, cols) = (self.fr * self.sg_rows, self.fc * self.sg_cols);
+        (rows != cols)
+            .then(|| format!("the tile must be square ({rows} fragments down, {cols} across)"))
+    }
+
     /// Subgroups per workgroup.
     pub fn subgroups(&self) -> u32 {
         self.sg_rows * self.sg_cols
@@ -369,18 +392,10 @@ impl CoopLayout {
                 "cooperative-matrix layout {self}: {why}"
             )))
         };
-        // Bounded before any arithmetic on them (no device holds more than 64 subgroups).
-        if !(1..=4).contains(&self.fr)
-            || !(1..=4).contains(&self.fc)
-            || !(1..=64).contains(&self.sg_rows)
-            || !(1..=64).contains(&self.sg_cols)
-        {
-            return bad("1 to 4 fragments and 1 to 64 subgroups each way".into());
+        if let Some(why) = self.shape_error() {
+            return bad(why);
         }
         let tile = self.tile(frag);
-        if frag * self.fc * self.sg_cols != tile {
-            return bad(format!("the tile must be square ({tile} rows)"));
-        }
         let threads = self.subgroups() * sg_size;
         if threads > caps.max_invocations_per_workgroup {
             return bad(format!(
