@@ -1517,70 +1517,55 @@ fn predict_writes_each_rows_classes_and_probabilities() {
         ],
         "read without a label column: training and scoring need labels",
     );
-    // A cohort trained on a CSV file: scoring all of that file warns of its training rows (the
-    // split found again from the rows read once), scoring other rows does not.
-    let csv_ckpt = path("csv.safetensors");
-    let trained = cohort(&[
-        "train", "--device", "cpu", "--peers", "2x16", "--epochs", "1", "--data", &labelled,
-        "--save", &csv_ckpt,
-    ]);
-    assert!(trained.status.success(), "{}", text(&trained.stderr));
-    let trained_on = "warning: these rows include the 16 rows the cohort trained on";
-    let scored = [
-        ("predict", labelled.as_str(), true),
-        ("evaluate", labelled.as_str(), true),
-        ("predict", features_only.as_str(), false),
-    ];
-    for (command, data, warns) in scored {
-        let mut args = vec![command, &csv_ckpt, "--device", "cpu", "--data", data];
-        if command == "evaluate" {
-            args.push("--all-rows");
-        }
-        let out = cohort(&args);
-        let said = text(&out.stderr);
-        assert!(out.status.success(), "{command} {data}: {said}");
-        assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
-    }
-    // Trained on all of the file, its test rows from another: scoring that file warns too (it
-    // once said nothing, comparing the file's default split alone), the other file does not.
+    // Cohorts trained on a CSV file: scoring all of that file warns of its training rows,
+    // scoring other rows does not. Trained on a split of the file (found again from the rows
+    // read once), and on all of it with the test rows from another file (the warning once
+    // compared the file's default split alone, and said nothing there).
     let held_out = path("held-out.csv");
     let rows: String = (0..10)
         .map(|r| format!("{},{r}\n", features[r * 2 + 1]))
         .collect();
     std::fs::write(&held_out, rows).unwrap();
     let held_out = format!("csv:{held_out}");
-    let whole_ckpt = path("whole.safetensors");
-    let trained = cohort(&[
-        "train",
-        "--device",
-        "cpu",
-        "--peers",
-        "2x16",
-        "--epochs",
-        "1",
-        "--data",
-        &labelled,
-        "--test-data",
-        &held_out[4..],
-        "--save",
-        &whole_ckpt,
-    ]);
-    assert!(trained.status.success(), "{}", text(&trained.stderr));
-    let trained_on = "warning: these are the 20 rows the cohort trained on (all of them";
-    for (command, data, warns) in [
-        ("predict", &labelled, true),
-        ("evaluate", &labelled, true),
-        ("predict", &held_out, false),
-        ("evaluate", &held_out, false),
-    ] {
-        let mut args = vec![command, &whole_ckpt, "--device", "cpu", "--data", data];
-        if command == "evaluate" {
-            args.push("--all-rows");
+    let split = "warning: these rows include the 16 rows the cohort trained on";
+    let whole = "warning: these are the 20 rows the cohort trained on (all of them";
+    let runs = [
+        (&[][..], split, [&labelled, &features_only]),
+        (
+            &["--test-data", &held_out[4..]][..],
+            whole,
+            [&labelled, &held_out],
+        ),
+    ];
+    for (flags, trained_on, [theirs, others]) in runs {
+        let ckpt = path("scored.safetensors");
+        let trained = cohort(
+            &[
+                &[
+                    "train", "--device", "cpu", "--peers", "2x16", "--epochs", "1", "--data",
+                    &labelled, "--save", &ckpt,
+                ],
+                flags,
+            ]
+            .concat(),
+        );
+        assert!(trained.status.success(), "{}", text(&trained.stderr));
+        for command in ["predict", "evaluate"] {
+            for (data, warns) in [(theirs, true), (others, false)] {
+                // evaluate needs labels: the features-only file is predict's alone.
+                if command == "evaluate" && data == &features_only {
+                    continue;
+                }
+                let mut args = vec![command, &ckpt, "--device", "cpu", "--data", data];
+                if command == "evaluate" {
+                    args.push("--all-rows");
+                }
+                let out = cohort(&args);
+                let said = text(&out.stderr);
+                assert!(out.status.success(), "{command} {data}: {said}");
+                assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
+            }
         }
-        let out = cohort(&args);
-        let said = text(&out.stderr);
-        assert!(out.status.success(), "{command} {data}: {said}");
-        assert_eq!(said.contains(trained_on), warns, "{command} {data}: {said}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
