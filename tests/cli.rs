@@ -288,6 +288,13 @@ fn bad_input_is_one_clear_error_line() {
             "0",
             "COHORT_MAX_WORKGROUPS=0: use a number of workgroups, at least 1",
         ),
+        // Fewer than cohort's kernels bind: named as read (it was refused as the device
+        // opened, naming the option's field).
+        (
+            "COHORT_MAX_STORAGE_BUFFERS",
+            "7",
+            "COHORT_MAX_STORAGE_BUFFERS=7: use a number of buffers, at least 8",
+        ),
     ] {
         fails_cleanly_with_env(&["train", "--epochs", "1"], &[(var, value)], expect);
     }

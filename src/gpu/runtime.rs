@@ -426,7 +426,8 @@ impl CoopLayout {
 impl GpuOptions {
     /// Options from the environment: `COHORT_ADAPTER=<name part>` picks an adapter by name,
     /// `COHORT_HARDWARE_ONLY=1|0` refuses software adapters or not, `COHORT_MATMUL_TILE=64|128`
-    /// forces the matmul tile and `=shape` chooses it by shape in both kernels,
+    /// forces the matmul tile, `=shape` chooses it by shape in both kernels and `=default` as
+    /// without the variable,
     /// `COHORT_MATMUL_BUFFERS=1` single-buffers the f32 matmul's k-slices,
     /// `COHORT_MATMUL_PREFETCH=2` has it read them two ahead,
     /// `COHORT_SPLIT_K=N` forces N splits of K in every matmul (1: none),
@@ -436,6 +437,8 @@ impl GpuOptions {
     /// `COHORT_LOOP_BOUNDING=1` keeps wgpu's loop bounding in every kernel (`=0`, the default,
     /// drops it), `COHORT_UNCHECKED_INDEXING=1|0` drops or keeps wgpu's index clamping in every kernel,
     /// `COHORT_PARAMS_STORAGE=1|0` puts the kernels' parameters in a storage or a uniform buffer,
+    /// `COHORT_INTEGER_F16_ROUNDING=1|0` rounds f32 values to f16 in integer operations or with
+    /// WGSL's packing conversions,
     /// `COHORT_COOP=auto|off|on|emulate` chooses where the cooperative-matrix kernel runs and
     /// `COHORT_COOP_LAYOUT=4x2:2x4` forces its layout, `COHORT_COOP_STAGING=k` stages all its
     /// operands k-contiguous, `COHORT_COOP_UNROLL=1` writes its k-step out for every fragment
@@ -482,16 +485,17 @@ impl GpuOptions {
                 })
                 .transpose()
         }
-        // A count of `what`, at least 1.
-        fn at_least_one<T: std::str::FromStr + PartialOrd + From<u8>>(
+        // A count of `what`, at least `least`.
+        fn at_least<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
             name: &str,
             what: &str,
+            least: T,
         ) -> Result<Option<T>> {
             var(name)
                 .map(|v| match v.parse::<T>() {
-                    Ok(n) if n >= T::from(1) => Ok(n),
+                    Ok(n) if n >= least => Ok(n),
                     _ => Err(CohortError::InvalidConfig(format!(
-                        "{name}={v}: use a number of {what}, at least 1"
+                        "{name}={v}: use a number of {what}, at least {least}"
                     ))),
                 })
                 .transpose()
@@ -526,16 +530,21 @@ impl GpuOptions {
             coop_deep_prefetch: switch("COHORT_COOP_PREFETCH", "2", "1")? == Some(true),
             coop_deep_k_step: switch("COHORT_COOP_K_STEP", "64", "32")? == Some(true),
             no_narrow_kernel: forced("COHORT_NARROW")? == Some(false),
-            narrow_rows: at_least_one("COHORT_NARROW_ROWS", "rows")?,
+            narrow_rows: at_least("COHORT_NARROW_ROWS", "rows", 1)?,
             no_f16_tensors: forced("COHORT_F16_TENSORS")? == Some(false),
             f32_matmul: parsed("COHORT_F32_MATMUL")?.unwrap_or_default(),
             serial_dispatches: forced("COHORT_SERIAL_DISPATCHES")? == Some(true),
             one_pass: forced("COHORT_ONE_PASS")? == Some(true),
             row_subgroups: forced("COHORT_ROW_SUBGROUPS")?,
-            row_classes_per_lane: at_least_one("COHORT_ROW_CLASSES_PER_LANE", "classes")?,
+            row_classes_per_lane: at_least("COHORT_ROW_CLASSES_PER_LANE", "classes", 1)?,
             unroll_hints: forced("COHORT_UNROLL_HINTS")? == Some(true),
-            max_workgroups_per_dimension: at_least_one("COHORT_MAX_WORKGROUPS", "workgroups")?,
-            max_storage_buffers_per_stage: at_least_one("COHORT_MAX_STORAGE_BUFFERS", "buffers")?,
+            max_workgroups_per_dimension: at_least("COHORT_MAX_WORKGROUPS", "workgroups", 1)?,
+            // cohort's kernels bind up to KERNEL_STORAGE_BUFFERS.
+            max_storage_buffers_per_stage: at_least(
+                "COHORT_MAX_STORAGE_BUFFERS",
+                "buffers",
+                KERNEL_STORAGE_BUFFERS,
+            )?,
         })
     }
 }
