@@ -12,8 +12,10 @@ use crate::error::{CohortError, Result};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Header {
     /// A header if the first line names a column as [`LabelColumn::Auto`] looks for (with no
-    /// label column given), or if its label field and another are not numbers; a first line
-    /// with bad values is otherwise a bad row, reported with a hint to say there is a header.
+    /// label column given), if its label field and another are not numbers, or if it numbers
+    /// the columns as pandas writes them (`0,1,2,…` from 0 or 1, gaps allowed, at least five);
+    /// a first line with bad values is otherwise a bad row, reported with a hint to say there
+    /// is a header.
     #[default]
     Auto,
     /// The first line is a header.

@@ -981,7 +981,9 @@ impl GpuBackend {
         self.coop_check.as_ref()
     }
 
-    /// Opens the best GPU, honouring `COHORT_ADAPTER` and `COHORT_HARDWARE_ONLY`.
+    /// Opens the GPU as the `COHORT_*` environment variables say ([`GpuOptions::from_env`]:
+    /// the adapter, and the kernels' variants); with none set, the best adapter, a software
+    /// one too where it is the only one.
     pub fn from_env() -> Result<Self> {
         Self::new(&GpuOptions::from_env()?)
     }

@@ -84,7 +84,8 @@ pub(crate) enum Command {
     /// Run every kernel on the GPU and on its CPU twin and print the largest differences.
     Check,
     /// Time every kernel of a training step on the GPU (timestamps around each dispatch) and
-    /// print where the step's time goes; takes train's flags for the data, cohort and step.
+    /// print where the step's time goes; takes train's flags for the data, cohort and step
+    /// (it runs on the GPU, a software adapter too, whatever --device says but cpu, refused).
     Profile {
         #[command(flatten)]
         train: TrainArgs,
