@@ -756,6 +756,21 @@ fn a_lost_device_is_reported_as_device_lost() {
         .and_then(|z| g.read(&z))
         .unwrap_err();
     assert!(matches!(err, CohortError::DeviceLost(_)), "{err}");
+    // Lost with work recorded and not yet sent (an upload), or asked for an upload first: the
+    // first error already says so (they were reported as the invalid buffers wgpu complained
+    // of, CohortError::Gpu, until a later call found the device lost).
+    type Loss = fn(&GpuBackend, &cohort::GpuTensor) -> cohort::Result<()>;
+    let losses: [(&str, Loss); 2] = [
+        ("a read", |g, t| g.read(t).map(drop)),
+        ("an upload", |g, _| g.tensor(&[4], &[1.0; 4]).map(drop)),
+    ];
+    for (first, after_loss) in losses {
+        let g = GpuBackend::from_env().unwrap();
+        let t = g.tensor(&[4], &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        g.runtime().device().destroy();
+        let err = after_loss(&g, &t).unwrap_err();
+        assert!(matches!(err, CohortError::DeviceLost(_)), "{first}: {err}");
+    }
 }
 
 #[test]

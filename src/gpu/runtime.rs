@@ -1345,16 +1345,30 @@ impl Runtime {
     }
 
     fn check_health(&self) -> Result<()> {
-        if let Some(reason) = lock(&self.lost).clone() {
-            return Err(CohortError::DeviceLost(reason));
-        }
         let mut errors = lock(&self.errors);
-        if !errors.is_empty() {
-            let all = errors.join("; ");
-            errors.clear();
-            return Err(CohortError::Gpu(all));
+        if errors.is_empty() {
+            return match lock(&self.lost).clone() {
+                Some(reason) => Err(CohortError::DeviceLost(reason)),
+                None => Ok(()),
+            };
         }
-        Ok(())
+        let all = errors.join("; ");
+        errors.clear();
+        drop(errors);
+        Err(self.classify(CohortError::Gpu(all)))
+    }
+
+    /// `err`, or [`CohortError::DeviceLost`] where the device has been lost: wgpu calls the
+    /// device-lost callback at a poll, after the calls on the lost device have failed (as
+    /// invalid buffers, say), so it polls (without waiting) before it tells.
+    fn classify(&self, err: CohortError) -> CohortError {
+        if lock(&self.lost).is_none() {
+            let _ = self.device.poll(wgpu::PollType::Poll);
+        }
+        match lock(&self.lost).clone() {
+            Some(reason) => CohortError::DeviceLost(reason),
+            None => err,
+        }
     }
 
     /// A storage buffer of at least `bytes` bytes, from the pool when one of that size is free.
@@ -1495,7 +1509,7 @@ impl Runtime {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(desc);
         match pollster::block_on(scope.pop()) {
-            Some(e) => Err(CohortError::Gpu(format!("{}: {e}", doing()))),
+            Some(e) => Err(self.classify(CohortError::Gpu(format!("{}: {e}", doing())))),
             None => Ok(buffer),
         }
     }
@@ -1525,10 +1539,7 @@ impl Runtime {
         match staging.get_mapped_range_mut(..) {
             Ok(mut view) => view.slice(..data.len()).copy_from_slice(data),
             Err(e) => {
-                return Err(match lock(&self.lost).clone() {
-                    Some(reason) => CohortError::DeviceLost(reason),
-                    None => CohortError::Gpu(format!("staging an upload: {e}")),
-                })
+                return Err(self.classify(CohortError::Gpu(format!("staging an upload: {e}"))))
             }
         }
         staging.unmap();
@@ -2145,7 +2156,9 @@ impl Runtime {
             // (wgpu still counts the range as mapped on the host side, so later maps of this
             // buffer fail too; a map of a MAP_READ buffer within its size is refused only once
             // the device or the buffer is gone, when they would fail anyway.)
-            Ok(Err(refused)) => return Err(CohortError::MapFailed(refused.to_string())),
+            Ok(Err(refused)) => {
+                return Err(self.classify(CohortError::MapFailed(refused.to_string())))
+            }
             // A map still pending is cancelled, unless its refusal arrived meanwhile.
             Err(e) => {
                 if !matches!(rx.try_recv(), Ok(Err(_))) {
@@ -2158,7 +2171,7 @@ impl Runtime {
             .slice(..)
             .get_mapped_range()
             .map(|view| view.to_vec())
-            .map_err(|e| CohortError::MapFailed(e.to_string()));
+            .map_err(|e| self.classify(CohortError::MapFailed(e.to_string())));
         staging.unmap();
         read
     }
