@@ -1952,6 +1952,11 @@ impl Runtime {
     /// order with cohort's kernels: it runs at the next submission, and reading a tensor it
     /// writes waits for it. Inside [`Runtime::time`] it is timed with the rest; a per-kernel
     /// profile ([`Runtime::start_profile`]) leaves it out.
+    ///
+    /// The pipeline, the bind group and its tensors must all be this runtime's (each backend
+    /// opens a device of its own): wgpu does not check across devices, and a launch with
+    /// another's runs nothing, without an error. cohort's own kernels refuse another backend's
+    /// tensors; here the caller keeps to one.
     pub fn dispatch_own(
         &self,
         pipeline: &wgpu::ComputePipeline,
