@@ -1621,6 +1621,16 @@ fn every_kernel_matches_cpu_with_its_grids_folded_under_a_small_grid_limit() {
         matches!(err, cohort::CohortError::InvalidConfig(_)),
         "{err}"
     );
+    // A limit too small for the self-tests at opening says so (it named a grid of the test's
+    // own, with "a smaller batch or shape fits").
+    let err = common::gpu_with(|o| o.max_workgroups_per_dimension = Some(1)).unwrap_err();
+    assert!(
+        matches!(err, cohort::CohortError::InvalidConfig(_))
+            && err.to_string().contains(
+                "max_workgroups_per_dimension 1 (COHORT_MAX_WORKGROUPS) is too few for the"
+            ),
+        "{err}"
+    );
 }
 
 #[test]

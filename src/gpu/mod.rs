@@ -718,7 +718,17 @@ fn self_test(
     if let Some(check) = runtime::lock(&CHECKED).get(&key) {
         return Ok(check.clone());
     }
-    let check = run(gpu)?;
+    let check = run(gpu).map_err(|e| match (e, options.max_workgroups_per_dimension) {
+        // The test's small shapes need a few workgroups a dimension: a grid limit below that
+        // is the options' fault, not a shape the caller passed.
+        (CohortError::Unsupported(why), Some(cap)) if why.contains("workgroups") => {
+            CohortError::InvalidConfig(format!(
+                "max_workgroups_per_dimension {cap} (COHORT_MAX_WORKGROUPS) is too few for the \
+                 {name} self-test the backend runs as it opens: {why}"
+            ))
+        }
+        (e, _) => e,
+    })?;
     runtime::lock(&CHECKED).insert(key, check.clone());
     Ok(check)
 }
