@@ -595,6 +595,13 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
         }
         last_epoch = report.epoch;
     }
+    // Checked after the reports, whose own errors say more where they are the damage.
+    if epochs_done > config.epochs {
+        return Err(corrupt(format!(
+            "{epochs_done} epochs done of a run of {}",
+            config.epochs
+        )));
+    }
     let trained_on = match meta.get("trained_on") {
         // Hex digits only (from_str_radix would take a sign).
         Some(hex) => Some(

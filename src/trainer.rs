@@ -1535,8 +1535,9 @@ impl<'b, B: Backend> Trainer<'b, B> {
     /// Overwrites parameters and optimizer state from named tensors (as
     /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
     /// tensor must be present with its exact shape and as many values, all finite, and the
-    /// counts within [`MAX_RESTORED_STEPS`]; all are checked before any is written, so an error
-    /// leaves the trainer as it was (but for a device error while writing).
+    /// counts within [`MAX_RESTORED_STEPS`], the epochs within the run's
+    /// ([`Trainer::set_epochs`] first, to restore more); all are checked before any is
+    /// written, so an error leaves the trainer as it was (but for a device error while writing).
     pub fn restore(
         &mut self,
         tensors: &NamedTensors,
@@ -1547,6 +1548,13 @@ impl<'b, B: Backend> Trainer<'b, B> {
             return Err(CohortError::InvalidConfig(format!(
                 "restoring {epochs_done} epochs and {steps_done} steps done: at most \
                  {MAX_RESTORED_STEPS} of each"
+            )));
+        }
+        if epochs_done > self.config.epochs {
+            return Err(CohortError::InvalidConfig(format!(
+                "restoring {epochs_done} epochs done into a run of {}: Trainer::set_epochs \
+                 lengthens it first",
+                self.config.epochs
             )));
         }
         // Every tensor checked before any is written, so that a bad one changes nothing.

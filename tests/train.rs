@@ -1583,6 +1583,24 @@ fn bad_configurations_and_checkpoints_are_errors() {
         Trainer::new(&CpuBackend, config("2x8", 1.0, Schedule::Simultaneous, 1)).unwrap();
     let err = trainer.restore(&most.tensors, 1, max + 1).unwrap_err();
     assert!(matches!(err, CohortError::InvalidConfig(_)), "{err}");
+    // More epochs done than the run has (a damaged file; restored by hand): refused, where they
+    // were taken and the run then could neither train on nor be lengthened.
+    let epochs = most.config.epochs;
+    let mut counts = meta.clone();
+    counts.insert("epochs_done".into(), (epochs + 1).to_string());
+    match with_reports("counts.safetensors", counts) {
+        Err(CohortError::CorruptFile { reason, .. }) => {
+            let want = format!("{} epochs done of a run of {epochs}", epochs + 1);
+            assert!(reason.contains(&want), "{reason}")
+        }
+        other => panic!("{:?}", other.map(|c| c.epochs_done)),
+    }
+    let err = trainer.restore(&most.tensors, 2, 10).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("restoring 2 epochs done into a run of 1: Trainer::set_epochs"),
+        "{err}"
+    );
     // A restored count at 2³² steps trains on with Adam (its step number stays at 2³² − 1,
     // where the bias corrections are 1) instead of wrapping to step 0. A 32-bit host restores
     // at most `max` (2³¹ − 1) and trains on from there.
@@ -1601,6 +1619,9 @@ fn bad_configurations_and_checkpoints_are_errors() {
     let mut later = meta.clone();
     later.insert("reports".into(), format!("[{}]", epoch(3)));
     later.insert("epochs_done".into(), "3".into());
+    let three_epochs = meta["config"].replace("\"epochs\":1,", "\"epochs\":3,");
+    assert_ne!(three_epochs, meta["config"], "the configuration's epochs");
+    later.insert("config".into(), three_epochs);
     assert_eq!(
         with_reports("later.safetensors", later).unwrap().reports[0].epoch,
         3
