@@ -2403,11 +2403,13 @@ mod tests {
         let mut rest = body;
         while let Some(at) = rest.find("\"COHORT_") {
             let name = name_of(&rest[at..]);
-            let field = body
-                .lines()
-                .find(|l| l.contains(&format!("(\"{name}\"")))
+            // The field whose value reads it: the name before the last `: ` ahead of the
+            // variable's quoted name (on the same line or the one before).
+            let before = &body[..body.find(&format!("\"{name}\"")).unwrap()];
+            let field = before[..before.rfind(": ").unwrap()]
+                .rsplit(char::is_whitespace)
+                .next()
                 .unwrap();
-            let field = field.trim().split(':').next().unwrap();
             assert!(
                 rows.iter()
                     .any(|r| name_of(r) == name && r.contains(&format!("(`{field}`)"))),
