@@ -461,10 +461,15 @@ fn standardizer_mismatch(s: &Standardizer, inputs: usize) -> Option<String> {
             mean.len()
         ));
     }
-    let i = std.iter().position(|&s| s <= 0.0 || s.is_nan())?;
+    // As Standardizer::fit makes them: under f32's normal range dividing by one overflows
+    // (fit puts 1 there), and infinity leaves nothing of a feature.
+    let i = std
+        .iter()
+        .position(|&s| !(f32::MIN_POSITIVE..=f32::MAX).contains(&s))?;
     Some(format!(
-        "data.std, element {i}: {} is no standard deviation",
-        std[i]
+        "data.std, element {i}: {} is no standard deviation of a feature (a positive normal \
+         f32)",
+        short_number(std[i])
     ))
 }
 

@@ -931,6 +931,16 @@ fn damaged_checkpoints_are_errors_or_load_never_panics() {
             "data.std, element 1: -1 is no standard deviation",
         ),
         (
+            "a subnormal deviation (fit puts 1 there: dividing by it overflows)",
+            &|n: &str, d: &mut Vec<f32>| {
+                if n == "data.std" {
+                    d[2] = 1e-45;
+                }
+                true
+            },
+            "data.std, element 2: 1e-45 is no standard deviation",
+        ),
+        (
             "a deviation short",
             &|n: &str, d: &mut Vec<f32>| {
                 if n == "data.std" {
