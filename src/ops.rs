@@ -561,18 +561,30 @@ impl CrossEntropySpec {
         expect_shape(OP, "losses", losses, &dims.row_shape(logits.shape().rank()))?;
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
-        self.check_smoothing()?;
+        self.check_numbers("grad_scale")?;
         Ok(dims)
     }
 
-    fn check_smoothing(&self) -> Result<()> {
+    /// Label smoothing in [0, 1) and a finite gradient factor (named `scale_name`).
+    fn check_numbers(&self, scale_name: &str) -> Result<()> {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(CohortError::InvalidConfig(format!(
                 "label smoothing must be in [0, 1), got {}",
                 short_number(self.label_smoothing)
             )));
         }
-        Ok(())
+        check_finite_scale(scale_name, self.grad_scale)
+    }
+}
+
+/// A gradient factor the kernels multiply by: finite, or every gradient came out NaN or
+/// infinite without an error.
+fn check_finite_scale(name: &str, scale: f32) -> Result<()> {
+    match scale.is_finite() {
+        true => Ok(()),
+        false => Err(CohortError::InvalidConfig(format!(
+            "the gradient factor {name} must be finite, got {scale}"
+        ))),
     }
 }
 
@@ -616,6 +628,7 @@ impl KlSpec {
         expect_dtype(OP, "dlogits", dlogits, DType::F32)?;
         expect_shape(OP, "dlogits", dlogits, logits.shape().dims())?;
         check_peer_terms(OP, self.temperature, &self.peers, dims.groups)?;
+        check_finite_scale("grad_scale", self.grad_scale)?;
         Ok(dims)
     }
 }
@@ -631,8 +644,9 @@ fn check_peer_terms(
 ) -> Result<()> {
     if !(temperature.is_finite() && temperature >= f32::MIN_POSITIVE) {
         return Err(CohortError::InvalidConfig(format!(
-            "temperature must be positive and at least {:e} (1/T finite in f32), got {temperature}",
-            f32::MIN_POSITIVE
+            "temperature must be positive and at least {:e} (1/T finite in f32), got {}",
+            f32::MIN_POSITIVE,
+            short_number(temperature)
         )));
     }
     if peers.start >= peers.end || peers.end > groups {
@@ -689,8 +703,9 @@ impl DmlLossSpec {
             label_smoothing: self.label_smoothing,
             grad_scale: self.ce_scale,
         }
-        .check_smoothing()?;
+        .check_numbers("ce_scale")?;
         check_peer_terms(OP, self.temperature, &self.peers, dims.groups)?;
+        check_finite_scale("kl_scale", self.kl_scale)?;
         Ok(dims)
     }
 }

@@ -411,6 +411,38 @@ fn spec_and_operand_errors<B: Backend>(b: &B) {
         let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
         is_config(r, "dml_loss temperature");
     }
+    // Gradient factors that are not finite (every gradient came out NaN, without an error).
+    for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let ce = CrossEntropySpec {
+            label_smoothing: 0.0,
+            grad_scale: scale,
+        };
+        let r = b.softmax_ce(&logits, &labels, &mut ce_rows, &mut dz, &ce);
+        is_config(r, "softmax_ce grad_scale");
+        let kl = KlSpec {
+            temperature: 1.0,
+            grad_scale: scale,
+            accumulate: false,
+            peers: 0..2,
+        };
+        is_config(
+            b.kl_div(&logits, &mut ce_rows, &mut dz, &kl),
+            "kl_div grad_scale",
+        );
+        for spec in [
+            DmlLossSpec {
+                ce_scale: scale,
+                ..dml.clone()
+            },
+            DmlLossSpec {
+                kl_scale: scale,
+                ..dml.clone()
+            },
+        ] {
+            let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
+            is_config(r, "dml_loss scales");
+        }
+    }
     for peers in [1..3, 1..1, 2..2] {
         let spec = DmlLossSpec {
             peers: peers.clone(),
