@@ -59,9 +59,9 @@ pub(crate) fn evaluation_data(
     rows.classes = classes;
     // A test part: did the cohort train on other rows (which may be among these)?
     match (&train, ckpt.trained_on) {
-        _ if all_rows => {
-            warn_of_training_rows(&ckpt, train.as_ref(), Some((rows.fingerprint(), rows.rows)))
-        }
+        _ if all_rows => warn_of_training_rows(&ckpt, train.as_ref(), || {
+            Some((rows.fingerprint(), rows.rows))
+        }),
         (None, _) => {}
         _ if data.test_data.is_some() => {}
         (Some(_), None) => eprintln!(
@@ -220,21 +220,22 @@ pub(crate) fn prediction_rows(
             "standardised with the checkpoint's statistics, these rows'",
         );
     }
-    let all = rows.fingerprint(classes).map(|f| (f, rows.rows));
-    warn_of_training_rows(&ckpt, train.as_ref(), all);
+    warn_of_training_rows(&ckpt, train.as_ref(), || {
+        rows.fingerprint(classes).map(|f| (f, rows.rows))
+    });
     Ok((ckpt, rows))
 }
 
 /// Every row of the data scored: warns where they include the rows the checkpoint trained on,
 /// on which a cohort scores better than on new ones: where the data's training part as train
-/// took it (`train`) or all of the rows (`all`: their fingerprint and count, as train took them
-/// with its test rows from `--test-data`), standardised with the checkpoint's statistics, have
-/// the fingerprint it recorded. Says nothing where it cannot tell (a checkpoint without the
-/// record, rows without labels).
+/// took it (`train`) or all of the rows (`all` gives their fingerprint and count, as train took
+/// them with its test rows from `--test-data`; asked only where needed, a pass over the rows),
+/// standardised with the checkpoint's statistics, have the fingerprint it recorded. Says
+/// nothing where it cannot tell (a checkpoint without the record, rows without labels).
 fn warn_of_training_rows(
     ckpt: &checkpoint::Checkpoint,
     train: Option<&Dataset>,
-    all: Option<(u64, usize)>,
+    all: impl FnOnce() -> Option<(u64, usize)>,
 ) {
     let Some(trained_on) = ckpt.trained_on else {
         return;
@@ -246,7 +247,7 @@ fn warn_of_training_rows(
              scores the test part alone)",
             count(train.map_or(0, |t| t.rows) as u64, "row")
         );
-    } else if let Some((_, rows)) = all.filter(|&(f, _)| f == trained_on) {
+    } else if let Some((_, rows)) = all().filter(|&(f, _)| f == trained_on) {
         eprintln!(
             "warning: these are the {} the cohort trained on (all of them: its test rows came \
              from --test-data), on which it scores better than on new rows",
