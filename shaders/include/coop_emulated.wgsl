@@ -1,71 +1,48 @@
 // The cooperative-matrix types and operations of matmul_coop.wgsl written out in plain WGSL, so
 // that the kernel's tiling, staging, double buffering and epilogues run, and are checked against
 // the CPU twin, on adapters without cooperative matrices (slowly). A "subgroup" here is any 32
-// consecutive invocations (the host sets SG_SIZE = 32), and a 16x16 matrix is spread over them as
-// in real hardware: invocation `lane` holds accumulator elements (row lane/16 + 2i, column
-// lane%16) for i < 8, and copies out of workgroup memory, when a fragment is loaded, the A rows
-// and the B column those need. So a slice overwritten before its fragments were loaded shows up
-// as a wrong product, as it would on tensor cores.
+// consecutive invocations (the host sets SG_SIZE = 32), and a 16x16 accumulator is spread over
+// them as in real hardware: invocation `lane` holds elements (row lane/16 + 2i, column lane%16)
+// for i < 8. A fragment is where it lies in the staged slices (its first element and the steps
+// between its rows or columns and along k), and `mma` reads from there the A rows and the B
+// column its invocation needs: so a slice overwritten before a product that uses it shows up as
+// a wrong product, as on tensor cores. (Fragments held as copies, 128 f16 per invocation, made
+// each pipeline take lavapipe's LLVM 10-20 s to build.)
 enable f16;
 
 const FRAG: u32 = 16u;
-alias FragA = array<f16, 128>; // the 8 rows lane/16 + 2i, 16 k each
-alias FragB = array<f16, 16>; // column lane%16, 16 k
+alias FragA = vec3<u32>; // element (row, k) of op(A)'s fragment at x + row·y + k·z
+alias FragB = vec3<u32>; // element (k, column) of op(B)'s fragment at x + column·y + k·z
 alias Acc = array<f32, 8>; // elements (lane/16 + 2i, lane%16)
 
-// Element i of the staged slices of op(A) and op(B) (arrays of vec4<f16>).
-fn staged_a(i: u32) -> f16 {
-    return tile_a[i / 4u][i % 4u];
-}
-
-fn staged_b(i: u32) -> f16 {
-    return tile_b[i / 4u][i % 4u];
-}
-
 fn frag_a(at: u32) -> FragA {
-    var f: FragA;
-    for (var i = 0u; i < 8u; i++) {
-        for (var k = 0u; k < 16u; k++) {
-            f[i * 16u + k] = staged_a(at + (lane / 16u + 2u * i) * KS + k);
-        }
-    }
-    return f;
+    return FragA(at, KS, 1u);
 }
 
 // tile_b holds op(B) by columns: element (k, n) of the fragment is at at + n·KS + k.
 fn frag_b(at: u32) -> FragB {
-    var f: FragB;
-    for (var k = 0u; k < 16u; k++) {
-        f[k] = staged_b(at + (lane % 16u) * KS + k);
-    }
-    return f;
+    return FragB(at, KS, 1u);
 }
 
 // As frag_a, from a slice staged by k: element (row, k) of the fragment is at at + k·MS + row.
 fn frag_a_mn(at: u32) -> FragA {
-    var f: FragA;
-    for (var i = 0u; i < 8u; i++) {
-        for (var k = 0u; k < 16u; k++) {
-            f[i * 16u + k] = staged_a(at + k * MS + lane / 16u + 2u * i);
-        }
-    }
-    return f;
+    return FragA(at, 1u, MS);
 }
 
 // As frag_b, from a slice staged by k: element (k, n) of the fragment is at at + k·MS + n.
 fn frag_b_mn(at: u32) -> FragB {
-    var f: FragB;
-    for (var k = 0u; k < 16u; k++) {
-        f[k] = staged_b(at + k * MS + lane % 16u);
-    }
-    return f;
+    return FragB(at, 1u, MS);
 }
 
 fn mma(a: FragA, b: FragB, c: Acc) -> Acc {
     var r = c;
-    for (var i = 0u; i < 8u; i++) {
-        for (var k = 0u; k < 16u; k++) {
-            r[i] = fma(f32(a[i * 16u + k]), f32(b[k]), r[i]);
+    let column = b.x + (lane % 16u) * b.y;
+    for (var k = 0u; k < 16u; k++) {
+        let bi = column + k * b.z;
+        let bk = f32(tile_b[bi / 4u][bi % 4u]);
+        for (var i = 0u; i < 8u; i++) {
+            let ai = a.x + (lane / 16u + 2u * i) * a.y + k * a.z;
+            r[i] = fma(f32(tile_a[ai / 4u][ai % 4u]), bk, r[i]);
         }
     }
     return r;
