@@ -139,39 +139,10 @@ fn f16_tensor_checks(
     rounded: bool,
     products: &[(Batching, (usize, usize, usize))],
 ) -> Vec<KernelCheck> {
-    f16_tensor_sweep(g, rounded, products, false)
-}
-
-/// [`f16_tensor_checks`], or with `covering` a third of it for slow compilers (the emulated
-/// cooperative-matrix kernel, each of whose pipelines takes lavapipe 10-20 s to build): each
-/// storage combination (bits a, b, aux) runs `products` (one without vec4 loads, then one with)
-/// in one transpose each, t = (2·aux + product) XOR b, and one of the two epilogue shapes. Still,
-/// every operand's load path (f32 or F16, transposed or not, vec4 or not) runs, each A and B
-/// storage pair in all four transposes, and each aux type in both epilogue shapes.
-fn f16_tensor_sweep(
-    g: &cohort::GpuBackend,
-    rounded: bool,
-    products: &[(Batching, (usize, usize, usize))],
-    covering: bool,
-) -> Vec<KernelCheck> {
-    assert!(
-        !covering || products.len() == 2,
-        "a covering sweep takes two products"
-    );
     let mut checks = Vec::new();
-    // What ran: (A's type, transposed, vec4), the same for B, and (A's type, B's type, transposes).
-    let mut paths = [(); 3].map(|_| std::collections::HashSet::new());
     for (si, storage) in MatmulStorage::all().enumerate() {
-        let bit = |on: bool| on as usize;
-        let (a, b, aux) = (bit(storage.a_f16), bit(storage.b_f16), bit(storage.aux_f16));
         for (di, &(batching, dims)) in products.iter().enumerate() {
             for t in 0..4 {
-                if covering && t != (2 * aux + di) ^ b {
-                    continue;
-                }
-                paths[0].insert((a, t & 1, di));
-                paths[1].insert((b, t >> 1, di));
-                paths[2].insert((a, b, t));
                 let spec = MatmulSpec::new(t & 1 == 1, t & 2 == 2).f16(rounded);
                 let seed = (si * 40 + di * 4 + t) as u64;
                 checks.push(
@@ -181,14 +152,7 @@ fn f16_tensor_sweep(
         }
         let inputs = Inputs::stored(storage, rounded);
         let seed = 400 + si as u64;
-        let parity = si.count_ones() as usize % 2;
-        for (i, (batch, dims)) in [(2, (65, 70, 100)), (1, (4, 8, 12))]
-            .into_iter()
-            .enumerate()
-        {
-            if covering && i != parity {
-                continue;
-            }
+        for (batch, dims) in [(2, (65, 70, 100)), (1, (4, 8, 12))] {
             checks.push(
                 validate::matmul_bias_act(g, batch, dims, true, Activation::Gelu, inputs, seed)
                     .unwrap(),
@@ -197,10 +161,6 @@ fn f16_tensor_sweep(
                 validate::matmul_act_grad(g, batch, dims, Activation::Tanh, inputs, seed).unwrap(),
             );
         }
-    }
-    if covering {
-        let sizes = paths.map(|p| p.len());
-        assert_eq!(sizes, [8, 8, 16], "the covering sweep missed a path");
     }
     checks
 }
@@ -347,18 +307,9 @@ fn coop_checks(g: &cohort::GpuBackend, layout: &str, full: bool) {
     let mut checks = if full {
         let mut all = f16_matmul_checks(g);
         // F16 tensors: every operand-type build of the kernel (rounding the f32 operands makes
-        // every combination an f16 product), on the smaller products; emulated, the covering
-        // third of them (the default layout's 199 cases, 96 of them these, took 25 of the
-        // test's 34 minutes on lavapipe, nearly all building pipelines; the 72 of
-        // f16_matmul_checks about one; with the third, 135 cases and 13 minutes in all).
+        // every combination an f16 product), on the smaller products.
         if has_f16_tensors(g) {
-            let emulated = g.matmul_coop() == Some(cohort::gpu::shaders::CoopOps::Emulated);
-            all.extend(f16_tensor_sweep(
-                g,
-                true,
-                &F16_TENSOR_PRODUCTS[..2],
-                emulated,
-            ));
+            all.extend(f16_tensor_checks(g, true, &F16_TENSOR_PRODUCTS[..2]));
         }
         all
     } else {
@@ -439,17 +390,17 @@ fn matmul_coop_with_emulated_cooperative_matrices_matches_cpu() {
             Some(cohort::gpu::shaders::CoopOps::Emulated)
         );
         assert!(g.coop_check().is_some_and(|c| c.passed()));
-        // Every case in the default layout; the others (slow when emulated) the ragged ones.
-        coop_checks(&g, layout, layout == "2x2:2x2");
+        coop_checks(&g, layout, true);
     }
-    // The k-step written out (COHORT_COOP_UNROLL=1), in the small layout: 2x2 fragments, so
-    // accumulators indexed by FC and past it. (Written out, each emulated product is inlined
-    // where the loops called one: lavapipe's LLVM took 3 minutes over `cohort check` in a 4x1
-    // layout, and longer with more fragments; the GPU tests run the default layouts unrolled.)
+    // The k-step written out (COHORT_COOP_UNROLL=1): in the small layout (2x2 fragments, so
+    // accumulators indexed by FC and past it) and with 4 fragments down or across, which
+    // reach every one of its guarded products.
     let emulate = cohort::gpu::CoopChoice::Emulate;
-    let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_unroll = true).unwrap();
-    assert!(g.coop_check().is_some_and(|c| c.passed()));
-    coop_checks(&g, "2x2:2x2, unrolled", false);
+    for layout in ["2x2:2x2", "1x4:4x1", "4x1:1x4"] {
+        let g = coop_backend_with(emulate, layout, |o| o.coop_unroll = true).unwrap();
+        assert!(g.coop_check().is_some_and(|c| c.passed()));
+        coop_checks(&g, &format!("{layout}, unrolled"), false);
+    }
     // Staged one f16 per store (COHORT_COOP_STORES=scalar), as before vec4 stores.
     let g = coop_backend_with(emulate, "2x2:2x2", |o| o.coop_scalar_stores = true).unwrap();
     assert!(g.coop_check().is_some_and(|c| c.passed()));
