@@ -423,8 +423,9 @@ impl TrainConfig {
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return bad(format!(
-                "label smoothing must be in [0, 1), got {}",
-                short_number(self.label_smoothing)
+                "label smoothing must be in [0, 1), got {}{}",
+                short_number(self.label_smoothing),
+                below_one_hint(&[self.label_smoothing])
             ));
         }
         self.optimizer.validate()?;
@@ -474,6 +475,15 @@ where
     match x == 0.0 || (f64::from(1e-4f32)..1e5).contains(&x.abs()) {
         true => v.to_string(),
         false => format!("{v:e}"),
+    }
+}
+
+/// What to add to a message refusing `values` outside [0, 1): where one is exactly 1, that a
+/// number typed nearer 1 than f32 holds (e.g. 0.999999999) was read as 1.
+pub(crate) fn below_one_hint(values: &[f32]) -> &'static str {
+    match values.contains(&1.0) {
+        true => " (f32's largest number below 1 is 0.99999994: one nearer 1 reads as 1)",
+        false => "",
     }
 }
 

@@ -1,7 +1,7 @@
 //! The kernel set as data: each operation's parameters and the shape rules that both backends check
 //! before running anything. A backend only ever sees validated, flattened dimensions.
 
-use crate::config::short_number;
+use crate::config::{below_one_hint, short_number};
 use crate::error::{CohortError, Result};
 use crate::tensor::{DType, Shape, TensorInfo};
 
@@ -569,8 +569,9 @@ impl CrossEntropySpec {
     fn check_numbers(&self, scale_name: &str) -> Result<()> {
         if !(0.0..1.0).contains(&self.label_smoothing) {
             return Err(CohortError::InvalidConfig(format!(
-                "label smoothing must be in [0, 1), got {}",
-                short_number(self.label_smoothing)
+                "label smoothing must be in [0, 1), got {}{}",
+                short_number(self.label_smoothing),
+                below_one_hint(&[self.label_smoothing])
             )));
         }
         check_finite_scale(scale_name, self.grad_scale)
@@ -850,8 +851,9 @@ impl OptimizerStep {
             OptimizerStep::Sgd { momentum, .. } => {
                 if !unit(momentum) {
                     return bad(format!(
-                        "momentum must be in [0, 1), got {}",
-                        short_number(momentum)
+                        "momentum must be in [0, 1), got {}{}",
+                        short_number(momentum),
+                        below_one_hint(&[momentum])
                     ));
                 }
             }
@@ -867,9 +869,10 @@ impl OptimizerStep {
                 }
                 if !(unit(beta1) && unit(beta2)) {
                     return bad(format!(
-                        "Adam betas must be in [0, 1), got {}, {}",
+                        "Adam betas must be in [0, 1), got {}, {}{}",
                         short_number(beta1),
-                        short_number(beta2)
+                        short_number(beta2),
+                        below_one_hint(&[beta1, beta2])
                     ));
                 }
                 if !(eps.is_finite() && eps > 0.0) {

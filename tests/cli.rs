@@ -431,6 +431,11 @@ fn bad_input_is_one_clear_error_line() {
         &["train", "--device", "cpu", "--momentum", "1.5"],
         "momentum must be in [0, 1)",
     );
+    // A number nearer 1 than f32 holds reads as 1: the message says so rather than "got 1" alone.
+    fails_cleanly(
+        &["train", "--device", "cpu", "--momentum", "0.999999999"],
+        "got 1 (f32's largest number below 1 is 0.99999994",
+    );
     // A setting the chosen optimizer has not, refused rather than ignored.
     fails_cleanly(
         &[
