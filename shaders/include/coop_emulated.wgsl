@@ -15,6 +15,15 @@ alias FragA = vec3<u32>; // element (row, k) of op(A)'s fragment at x + row·y +
 alias FragB = vec3<u32>; // element (k, column) of op(B)'s fragment at x + column·y + k·z
 alias Acc = array<f32, 8>; // elements (lane/16 + 2i, lane%16)
 
+// Element i of the staged slices of op(A) and op(B) (arrays of vec4<f16>).
+fn staged_a(i: u32) -> f16 {
+    return tile_a[i / 4u][i % 4u];
+}
+
+fn staged_b(i: u32) -> f16 {
+    return tile_b[i / 4u][i % 4u];
+}
+
 fn frag_a(at: u32) -> FragA {
     return FragA(at, KS, 1u);
 }
@@ -38,11 +47,10 @@ fn mma(a: FragA, b: FragB, c: Acc) -> Acc {
     var r = c;
     let column = b.x + (lane % 16u) * b.y;
     for (var k = 0u; k < 16u; k++) {
-        let bi = column + k * b.z;
-        let bk = f32(tile_b[bi / 4u][bi % 4u]);
+        let bk = f32(staged_b(column + k * b.z));
         for (var i = 0u; i < 8u; i++) {
-            let ai = a.x + (lane / 16u + 2u * i) * a.y + k * a.z;
-            r[i] = fma(f32(tile_a[ai / 4u][ai % 4u]), bk, r[i]);
+            let row = lane / 16u + 2u * i;
+            r[i] = fma(f32(staged_a(a.x + row * a.y + k * a.z)), bk, r[i]);
         }
     }
     return r;
