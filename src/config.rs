@@ -421,12 +421,8 @@ impl TrainConfig {
                 short_number(self.temperature)
             ));
         }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return bad(format!(
-                "label smoothing must be in [0, 1), got {}{}",
-                short_number(self.label_smoothing),
-                below_one_hint(&[self.label_smoothing])
-            ));
+        if let Some(why) = outside_unit_interval("label smoothing", &[self.label_smoothing]) {
+            return bad(why);
         }
         self.optimizer.validate()?;
         if self.epochs == 0 || self.batch_size == 0 {
@@ -478,13 +474,22 @@ where
     }
 }
 
-/// What to add to a message refusing `values` outside [0, 1): where one is exactly 1, that a
-/// number typed nearer 1 than f32 holds (e.g. 0.999999999) was read as 1.
-pub(crate) fn below_one_hint(values: &[f32]) -> &'static str {
-    match values.contains(&1.0) {
+/// Why `values` (named `what`) are refused where one is outside [0, 1): "… must be in [0, 1),
+/// got …", and where one is exactly 1, that a number typed nearer 1 than f32 holds (e.g.
+/// 0.999999999) was read as 1. `None` where all are inside.
+pub(crate) fn outside_unit_interval(what: &str, values: &[f32]) -> Option<String> {
+    if values.iter().all(|v| (0.0..1.0).contains(v)) {
+        return None;
+    }
+    let got: Vec<String> = values.iter().map(|&v| short_number(v)).collect();
+    let hint = match values.contains(&1.0) {
         true => " (f32's largest number below 1 is 0.99999994: one nearer 1 reads as 1)",
         false => "",
-    }
+    };
+    Some(format!(
+        "{what} must be in [0, 1), got {}{hint}",
+        got.join(", ")
+    ))
 }
 
 #[cfg(test)]

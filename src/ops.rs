@@ -1,7 +1,7 @@
 //! The kernel set as data: each operation's parameters and the shape rules that both backends check
 //! before running anything. A backend only ever sees validated, flattened dimensions.
 
-use crate::config::{below_one_hint, short_number};
+use crate::config::{outside_unit_interval, short_number};
 use crate::error::{CohortError, Result};
 use crate::tensor::{DType, Shape, TensorInfo};
 
@@ -567,12 +567,8 @@ impl CrossEntropySpec {
 
     /// Label smoothing in [0, 1) and a finite gradient factor (named `scale_name`).
     fn check_numbers(&self, scale_name: &str) -> Result<()> {
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return Err(CohortError::InvalidConfig(format!(
-                "label smoothing must be in [0, 1), got {}{}",
-                short_number(self.label_smoothing),
-                below_one_hint(&[self.label_smoothing])
-            )));
+        if let Some(why) = outside_unit_interval("label smoothing", &[self.label_smoothing]) {
+            return Err(CohortError::InvalidConfig(why));
         }
         check_finite_scale(scale_name, self.grad_scale)
     }
@@ -846,15 +842,10 @@ impl OptimizerStep {
     /// checks a configuration's rule through this.
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(CohortError::InvalidConfig(format!("optimizer {what}")));
-        let unit = |v: f32| (0.0..1.0).contains(&v);
         match *self {
             OptimizerStep::Sgd { momentum, .. } => {
-                if !unit(momentum) {
-                    return bad(format!(
-                        "momentum must be in [0, 1), got {}{}",
-                        short_number(momentum),
-                        below_one_hint(&[momentum])
-                    ));
+                if let Some(why) = outside_unit_interval("momentum", &[momentum]) {
+                    return bad(why);
                 }
             }
             OptimizerStep::Adam {
@@ -867,13 +858,8 @@ impl OptimizerStep {
                 if t == 0 {
                     return bad("Adam step t starts at 1, got 0".into());
                 }
-                if !(unit(beta1) && unit(beta2)) {
-                    return bad(format!(
-                        "Adam betas must be in [0, 1), got {}, {}{}",
-                        short_number(beta1),
-                        short_number(beta2),
-                        below_one_hint(&[beta1, beta2])
-                    ));
+                if let Some(why) = outside_unit_interval("Adam betas", &[beta1, beta2]) {
+                    return bad(why);
                 }
                 if !(eps.is_finite() && eps > 0.0) {
                     return bad(format!(
