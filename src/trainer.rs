@@ -76,10 +76,29 @@ pub fn saved_tensor_shapes(config: &TrainConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// What keeps `tensors` from restoring a cohort configured as `config`: one of its
-/// [`saved_tensor_shapes`] missing, or held in another shape or with another count of values;
-/// `None` where every one is there as it should be (tensors besides are not looked at).
+/// [`saved_tensor_shapes`] missing, or held in another shape or with another count of values,
+/// or an optimizer state past those `config`'s optimizer keeps (Adam's second moment offered
+/// to SGD, which would take Adam's first moment as its velocity); `None` where every one is
+/// there as it should be (other tensors are not looked at).
 pub fn saved_tensors_mismatch(config: &TrainConfig, tensors: &NamedTensors) -> Option<String> {
-    saved_tensor_shapes(config)
+    let expected = saved_tensor_shapes(config);
+    let states = optimizer_states(&config.optimizer.kind);
+    let foreign_state = expected
+        .iter()
+        .filter(|(name, _)| name.ends_with("weight") || name.ends_with("bias"))
+        .map(|(param, _)| format!("{param}.state{states}"))
+        .find(|name| tensors.contains_key(name));
+    if let Some(name) = foreign_state {
+        let keeps = match states {
+            1 => "SGD keeps one a parameter, its velocity",
+            _ => "Adam and AdamW keep two a parameter, its moments",
+        };
+        return Some(format!(
+            "tensor {name} is an optimizer state this configuration does not keep ({keeps}): \
+             the tensors come from another optimizer"
+        ));
+    }
+    expected
         .into_iter()
         .find_map(|(name, shape)| match tensors.get(&name) {
             None => Some(format!("tensor {name} is missing")),
@@ -1533,7 +1552,8 @@ impl<'b, B: Backend> Trainer<'b, B> {
     }
 
     /// Overwrites parameters and optimizer state from named tensors (as
-    /// [`Self::named_tensors`] gives them; others are ignored), and the progress counters. Every
+    /// [`Self::named_tensors`] gives them; others are ignored, but for optimizer states this
+    /// configuration's optimizer does not keep), and the progress counters. Every
     /// tensor must be present with its exact shape and as many values, all finite, and the
     /// counts within [`MAX_RESTORED_STEPS`], the epochs within the run's
     /// ([`Trainer::set_epochs`] first, to restore more); all are checked before any is

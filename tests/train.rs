@@ -2072,6 +2072,30 @@ fn restore_takes_what_named_tensors_gives_and_refuses_what_does_not_fit() {
             other => panic!("{case}: expected CheckpointMismatch, got {other:?}"),
         }
     }
+    // Adam's tensors offered to SGD: refused, naming Adam's second moment (SGD would take the
+    // first moment as its velocity and drop the second); SGD's offered to Adam: one missing.
+    let adam = Trainer::new(&CpuBackend, with_adam(c.clone())).unwrap();
+    let adam_tensors = adam.named_tensors().unwrap();
+    for (into, from, named) in [
+        (
+            c.clone(),
+            &adam_tensors,
+            "peer0.layer0.weight.state1 is an optimizer state",
+        ),
+        (
+            with_adam(c.clone()),
+            &tensors,
+            "peer0.layer0.weight.state1 is missing",
+        ),
+    ] {
+        let mut t = Trainer::new(&CpuBackend, into).unwrap();
+        let before = t.named_tensors().unwrap();
+        match t.restore(from, 1, 0) {
+            Err(CohortError::CheckpointMismatch(why)) => assert!(why.contains(named), "{why}"),
+            other => panic!("expected CheckpointMismatch, got {other:?}"),
+        }
+        assert!(t.named_tensors().unwrap() == before && t.epochs_done() == 0);
+    }
     // A NaN or infinite value: NonFinite, naming the tensor; in the last tensor restored, the
     // trainer is left as it was (the tensors before it were written first).
     let last = "peer1.layer1.bias.state0";
