@@ -16,12 +16,14 @@ struct Params {
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> counts: array<atomic<u32>>;
 
-// LANES, place, at, lane_pairs, reduce_max and reduce_sum come from
-// shaders/include/row_softmax.wgsl, RowIds
-// and row_place from rows_workgroup.wgsl or rows_subgroup.wgsl.
+// LANES, place, at, lane_pairs, log_p, reduce_max and reduce_sum come from
+// shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
+// rows_subgroup.wgsl.
 
 const MAX_PEERS: u32 = 32u; // the host rejects larger cohorts for this kernel
-var<private> lse: array<f32, MAX_PEERS>; // lse(z_j) of this thread's row, per peer j
+// Per peer j, row_max_log_sum of z_j on this thread's row (its largest logit and the log-sum
+// after it).
+var<private> parts: array<vec2<f32>, MAX_PEERS>;
 
 // The least class k over the row's lanes where `hit` (the lane's best value is the row's).
 // Classes travel through the reduction as f32: exact below 2^24, which the host checks.
@@ -57,7 +59,7 @@ fn main(ids: RowIds) {
         for (var k = place.lane; k < p.classes; k += LANES) {
             s += exp(logits[at(j, row, k)] - top);
         }
-        lse[j] = top + log(reduce_sum(s));
+        parts[j] = vec2<f32>(top, log(reduce_sum(s)));
     }
     // The ensemble's argmax over classes of the peers' summed probability (at least 0; a lane
     // past the last class keeps -1, which never wins), in one loop over (class, peer) pairs.
@@ -67,7 +69,7 @@ fn main(ids: RowIds) {
     var k = place.lane;
     var j = 0u;
     for (var t = 0u; t < lane_pairs(place.lane, p.peers); t++) {
-        prob += exp(logits[at(j, row, k)] - lse[j]);
+        prob += exp(log_p(parts[j], logits[at(j, row, k)], 1.0));
         j++;
         if (j == p.peers) {
             if (prob > best_prob) {

@@ -28,7 +28,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>; // [2, P, B]: CE rows, KL rows
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// LANES, place, at, lane_pairs, row_lse and reduce_sum come from
+// LANES, place, at, lane_pairs, row_max_log_sum, log_p, ce_term and reduce_sum come from
 // shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
 // rows_subgroup.wgsl; peer_parts, fill_peer_parts, peer_log_p and pair_terms from
 // shaders/include/peer_kl.wgsl.
@@ -48,7 +48,7 @@ fn main(ids: RowIds) {
     let off = p.smoothing / f32(c);
     let others = f32(max(p.peers, 2u) - 1u);
     for (var i = p.peer_begin; i < p.peer_end; i++) {
-        let lse1 = row_lse(i, row, 1.0);
+        let parts1 = row_max_log_sum(i, row, 1.0);
         var ce = 0.0;
         var kl = 0.0;
         // (class k, peer j) pairs (lane_pairs): each class once where there are no others.
@@ -73,8 +73,8 @@ fn main(ids: RowIds) {
             j++;
             if (j == per) {
                 let q = off + select(0.0, 1.0 - p.smoothing, k == label);
-                ce += select(0.0, q * (lse1 - z), q > 0.0); // (as softmax_ce.wgsl)
-                var g = select(0.0, p.ce_scale * (exp(z - lse1) - q), label < c);
+                ce += ce_term(q, parts1, z);
+                var g = select(0.0, p.ce_scale * (exp(log_p(parts1, z, 1.0)) - q), label < c);
                 if (mutual) {
                     kl += terms.x;
                     g += p.kl_scale * p.temperature * (pi - terms.y / others);

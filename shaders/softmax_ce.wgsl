@@ -1,7 +1,9 @@
 // Fused softmax cross-entropy, LANES threads per row of logits [groups, rows, classes]:
 //   loss[row]   = sum_c q_c * (lse - z_c),   q = (1 - eps) * onehot(label) + eps / C
 //   dlogits[row] = grad_scale * (softmax(z) - q)
-// with the stable log-sum-exp (max subtracted first), so logits of +-1e4 are fine.
+// with the row's largest logit subtracted first and each term halved before it subtracts
+// (log_p, ce_term): logits of +-1e4, tied near f32's largest, or 6e38 apart under label
+// smoothing are fine.
 // Every group shares the label vector [rows]. A label >= C gives a NaN loss and a zero gradient.
 // CPU twin: src/cpu/softmax_ce.rs.
 
@@ -22,8 +24,9 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(4) var<storage, read_write> dlogits: array<f32>;
 
-// LANES, place, at, row_lse and reduce_sum come from shaders/include/row_softmax.wgsl, RowIds
-// and row_place from rows_workgroup.wgsl or rows_subgroup.wgsl.
+// LANES, place, at, row_max_log_sum, log_p, ce_term and reduce_sum come from
+// shaders/include/row_softmax.wgsl, RowIds and row_place from rows_workgroup.wgsl or
+// rows_subgroup.wgsl.
 
 @compute @workgroup_size(64)
 fn main(ids: RowIds) {
@@ -34,7 +37,7 @@ fn main(ids: RowIds) {
     let row = flat_row % p.rows;
     let c = p.classes;
     let label = labels[row];
-    let lse = row_lse(group, row, 1.0);
+    let parts = row_max_log_sum(group, row, 1.0);
 
     let off = p.smoothing / f32(c);
     var loss = 0.0;
@@ -42,10 +45,10 @@ fn main(ids: RowIds) {
         let idx = at(group, row, k);
         let z = logits[idx];
         let q = off + select(0.0, 1.0 - p.smoothing, k == label);
-        // A class of no weight adds nothing, even where lse - z overflows (0 · inf is NaN).
-        loss += select(0.0, q * (lse - z), q > 0.0);
+        loss += ce_term(q, parts, z);
         if (live) {
-            dlogits[idx] = select(0.0, p.grad_scale * (exp(z - lse) - q), label < c);
+            let g = p.grad_scale * (exp(log_p(parts, z, 1.0)) - q);
+            dlogits[idx] = select(0.0, g, label < c);
         }
     }
     loss = reduce_sum(loss);

@@ -2288,6 +2288,93 @@ fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
 }
 
 #[test]
+fn losses_keep_the_log_sum_for_logits_near_f32s_largest() {
+    // Log-probabilities are (z - M) - log Σ exp(z - M), M the row's largest logit, on both
+    // sides: formed as z - (M + log Σ), the log-sum vanishes beside an M of 3e38 (even in f64),
+    // and two tied classes each got probability 1. Each CPU twin is checked against the exact
+    // answer first, then the shader against the twin.
+    use cohort::cpu::{count_correct::count_correct, kl_div::kl_div, softmax_ce::softmax_ce};
+    use cohort::ops::LogitDims;
+    let Some(g) = gpu() else { return };
+    let close = |got: &[f32], want: &[f64], what: &str| {
+        for (g, w) in got.iter().zip(want) {
+            let ok = ((*g as f64) - w).abs() <= 1e-6 * w.abs().max(1.0);
+            assert!(ok, "CPU twin's {what}: {got:?}, exactly {want:?}");
+        }
+    };
+    let dims = |groups, classes| LogitDims {
+        groups,
+        rows: 1,
+        classes,
+    };
+    // Cross-entropy of two tied classes at 3e38: log 2, gradient ±1/2.
+    let ties = [3e38f32, 3e38, -3e38, 0.0];
+    let plain = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    };
+    let (mut loss, mut grad) = ([0.0f32], [0.0f32; 4]);
+    softmax_ce(&ties, &[0], &mut loss, &mut grad, &dims(1, 4), &plain);
+    close(&loss, &[2f64.ln()], "CE of ties");
+    close(&grad, &[-0.5, 0.5, 0.0, 0.0], "CE gradient of ties");
+    let ce_ties = validate::softmax_ce_on(g, &ties, &[1, 4], &[0], &plain, 1e-6).unwrap();
+    // With label smoothing every class has weight ε/C, and one 6e38 below the row's largest
+    // adds ε/C · 6e38: finite (4.5e37 in all), though M - z passes f32's largest. The shaders
+    // gave inf.
+    let far = [-3e38f32, 3e38, -3e38, -3e38];
+    let smoothed = CrossEntropySpec {
+        label_smoothing: 0.1,
+        ..plain
+    };
+    softmax_ce(&far, &[1], &mut loss, &mut grad, &dims(1, 4), &smoothed);
+    close(&loss, &[3.0 * (0.1 / 4.0) * 6e38], "smoothed CE far apart");
+    let ce_far = validate::softmax_ce_on(g, &far, &[1, 4], &[1], &smoothed, 1e-6).unwrap();
+    // The KL between peers with ties near f32's largest: p0 = (1/3, 0, 1/3, 1/3), p1 =
+    // (1/3, 1/3, 1/3, 0), so peer 0's gradient is T (p0 - p1) = (0, -1/3, 0, 1/3).
+    let pair = [[3e38f32, 2.9e38, 3e38, 3e38], [1e38, 1e38, 1e38, 0.9e38]].concat();
+    let kl_spec = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..2,
+    };
+    let (mut kl_loss, mut kl_grad) = ([0.0f32; 2], [0.0f32; 8]);
+    kl_div(&pair, &mut kl_loss, &mut kl_grad, &dims(2, 4), &kl_spec);
+    let third = 1.0 / 3.0;
+    close(
+        &kl_grad[..4],
+        &[0.0, -third, 0.0, third],
+        "KL gradient of ties",
+    );
+    let kl = validate::kl_div_on(g, &pair, &[2, 1, 4], &kl_spec).unwrap();
+    // Both fused: one peer far apart under smoothing, then the pair.
+    let dml_spec = DmlLossSpec {
+        label_smoothing: 0.1,
+        ce_scale: 1.0,
+        temperature: 1.0,
+        kl_scale: 1.0,
+        peers: 0..1,
+    };
+    let dml_far = validate::dml_loss_on(g, &far, &[1, 1, 4], &[1], &dml_spec).unwrap();
+    let dml_spec = DmlLossSpec {
+        peers: 0..2,
+        ..dml_spec
+    };
+    let dml_pair = validate::dml_loss_on(g, &pair, &[2, 1, 4], &[0], &dml_spec).unwrap();
+    // The ensemble: peer 0's ties weigh (1/2, 1/2, 0), peer 1 gives (0, 0.2, 0.8), so class 2
+    // wins (0.8 against 0.7); with each tie at 1 class 1 would (1.2).
+    let peers = [3e38f32, 3e38, -3e38, -100.0, 0.2f32.ln(), 0.8f32.ln()];
+    let mut counts = [0u32; 3];
+    count_correct(&peers, &[2], &mut counts, &dims(2, 3));
+    assert_eq!(counts, [0, 1, 1], "CPU twin's counts");
+    let (count, _) = validate::count_correct_on(g, &peers, &[2, 1, 3], &[2]).unwrap();
+    report(
+        "losses near f32's largest",
+        &[ce_ties, ce_far, kl, dml_far, dml_pair, count],
+    );
+}
+
+#[test]
 fn reduce_sum_matches_cpu() {
     let Some(g) = gpu() else { return };
     let cases: &[(&[usize], usize)] = &[

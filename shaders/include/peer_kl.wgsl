@@ -16,7 +16,7 @@ fn fill_peer_parts(row: u32, inv_t: f32) {
 
 // Peer j's log-probability of a class with logit z.
 fn peer_log_p(j: u32, z: f32, inv_t: f32) -> f32 {
-    return (z - peer_parts[j].x) * inv_t - peer_parts[j].y;
+    return log_p(peer_parts[j], z, inv_t);
 }
 
 // Peer j's terms at class k of this row, for peer i with logit zi and p_i = pi there:

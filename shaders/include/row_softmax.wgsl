@@ -56,8 +56,9 @@ fn reduce_sum(v: f32) -> f32 {
 
 // The stable log-sum-exp of z * inv_t over one row, in two parts: the row's largest logit M
 // (unscaled) and log(sum(exp((z - M) * inv_t))), in [0, log C]; the log-sum-exp is
-// M * inv_t + the second. Kept apart for the KL's log-ratios, which subtract M from a logit
-// before anything else (and so logits of +-1e4 are fine).
+// M * inv_t + the second. Kept apart, never added: the log-probabilities subtract M from a
+// logit before anything else (log_p), so logits of +-1e4, or ties near f32's largest, keep the
+// log-sum that M + log C would round away.
 fn row_max_log_sum(peer: u32, row: u32, inv_t: f32) -> vec2<f32> {
     var m = -3.4028235e38;
     for (var k = place.lane; k < p.classes; k += LANES) {
@@ -71,8 +72,16 @@ fn row_max_log_sum(peer: u32, row: u32, inv_t: f32) -> vec2<f32> {
     return vec2<f32>(m, log(reduce_sum(s)));
 }
 
-// The stable log-sum-exp of z * inv_t over one row.
-fn row_lse(peer: u32, row: u32, inv_t: f32) -> f32 {
-    let parts = row_max_log_sum(peer, row, inv_t);
-    return parts.x * inv_t + parts.y;
+// The log-probability of a class with logit z under softmax(z * inv_t) of a row whose
+// row_max_log_sum is `parts`.
+fn log_p(parts: vec2<f32>, z: f32, inv_t: f32) -> f32 {
+    return (z - parts.x) * inv_t - parts.y;
+}
+
+// One class's cross-entropy term -q * log p = q * ((M - z) + log-sum) at temperature 1, 0 for a
+// class of no weight (even where the log-probability is -inf: 0 * inf is NaN). Halving first
+// (exact: a power of two) keeps M - z inside f32 for logits as far as 6.8e38 apart, so a
+// smoothed class of weight eps / C far below the row's largest adds its finite share, not inf.
+fn ce_term(q: f32, parts: vec2<f32>, z: f32) -> f32 {
+    return select(0.0, (2.0 * q) * ((0.5 * parts.x - 0.5 * z) + 0.5 * parts.y), q > 0.0);
 }

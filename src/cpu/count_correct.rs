@@ -1,7 +1,7 @@
 //! CPU twin of `shaders/count_correct.wgsl`: how many rows each peer, and the ensemble, classifies
 //! right. The ensemble predicts the argmax of the mean of the peers' softmax probabilities.
 
-use super::softmax_ce::log_sum_exp;
+use super::softmax_ce::log_softmax;
 use super::Real;
 use crate::ops::LogitDims;
 
@@ -28,9 +28,8 @@ pub fn count_correct<R: Real>(logits: &[R], labels: &[u32], counts: &mut [u32], 
             if argmax(z.iter().map(|v| v.to_f64())) == labels[r] as usize {
                 counts[peer] += 1;
             }
-            let lse = log_sum_exp(z, 1.0);
-            for (k, v) in z.iter().enumerate() {
-                prob_sum[k] += (v.to_f64() - lse).exp();
+            for (sum, log_p) in prob_sum.iter_mut().zip(log_softmax(z, 1.0)) {
+                *sum += log_p.exp();
             }
         }
         if argmax(prob_sum.into_iter()) == labels[r] as usize {

@@ -2,7 +2,7 @@
 //! their summed logit gradient, in one pass (the formulas of `softmax_ce.rs` and `kl_div.rs`).
 
 use super::kl_div::peer_terms;
-use super::softmax_ce::log_sum_exp;
+use super::softmax_ce::log_softmax;
 use super::Real;
 use crate::ops::{DmlLossSpec, LogitDims};
 
@@ -24,20 +24,19 @@ pub fn dml_loss<R: Real>(
     let others = (p.max(2) - 1) as f64;
     for (r, &label) in labels[..b].iter().enumerate() {
         let row = |peer: usize| &logits[(peer * b + r) * c..(peer * b + r + 1) * c];
-        let lse_t: Vec<f64> = (0..p).map(|j| log_sum_exp(row(j), t)).collect();
-        let log_p = |peer: usize, k: usize| row(peer)[k].to_f64() / t - lse_t[peer];
+        let log_ps: Vec<Vec<f64>> = (0..p).map(|j| log_softmax(row(j), t)).collect();
+        let log_p = |peer: usize, k: usize| log_ps[peer][k];
         let label = label as usize;
         for i in spec.peers.clone() {
-            let lse1 = log_sum_exp(row(i), 1.0);
+            let log_p1 = log_softmax(row(i), 1.0);
             let (mut ce, mut kl) = (0.0, 0.0);
             for k in 0..c {
-                let z = row(i)[k].to_f64();
                 let q = eps / c as f64 + if k == label { 1.0 - eps } else { 0.0 };
                 if q > 0.0 {
-                    ce += q * (lse1 - z); // (as softmax_ce.rs)
+                    ce -= q * log_p1[k]; // (as softmax_ce.rs)
                 }
                 let mut g = if label < c {
-                    spec.ce_scale as f64 * ((z - lse1).exp() - q)
+                    spec.ce_scale as f64 * (log_p1[k].exp() - q)
                 } else {
                     0.0
                 };

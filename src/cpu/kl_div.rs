@@ -1,11 +1,11 @@
 //! CPU twin of `shaders/kl_div.wgsl`: the mutual-learning KL term between peers of a cohort.
 
-use super::softmax_ce::log_sum_exp;
+use super::softmax_ce::log_softmax;
 use super::Real;
 use crate::ops::{KlSpec, LogitDims};
 
 /// Reference forward and backward over stacked logits `[P, B, C]`. For each peer `i` in `spec.peers`
-/// and row `r`, with `log p = z/T − lse(z/T)`:
+/// and row `r`, with `log p = z/T − lse(z/T)` ([`log_softmax`]):
 /// `loss[i, r] = T² · mean_{j≠i} Σ_c p_j (log p_j − log p_i)` and
 /// `dlogits[i, r] (+)= grad_scale · T · (p_i − mean_{j≠i} p_j)`.
 pub fn kl_div<R: Real>(
@@ -20,8 +20,8 @@ pub fn kl_div<R: Real>(
     let others = (p - 1) as f64;
     for r in 0..b {
         let row = |peer: usize| &logits[(peer * b + r) * c..(peer * b + r + 1) * c];
-        let lse: Vec<f64> = (0..p).map(|j| log_sum_exp(row(j), t)).collect();
-        let log_p = |peer: usize, k: usize| row(peer)[k].to_f64() / t - lse[peer];
+        let log_ps: Vec<Vec<f64>> = (0..p).map(|j| log_softmax(row(j), t)).collect();
+        let log_p = |peer: usize, k: usize| log_ps[peer][k];
         for i in spec.peers.clone() {
             let mut loss = 0.0;
             for k in 0..c {

@@ -3,21 +3,21 @@
 use super::Real;
 use crate::ops::{CrossEntropySpec, LogitDims};
 
-/// Stable log-sum-exp of `z / temperature`.
-pub fn log_sum_exp<R: Real>(z: &[R], temperature: f64) -> f64 {
+/// Log-probabilities of `softmax(z / temperature)`, each as `(z_k − M) / T − ln Σ_c exp((z_c −
+/// M) / T)` with `M` the row's largest logit: the largest subtracted before anything else, so
+/// logits near f32's largest keep the log-sum (`M + ln 3` is `M` in f64 at 3e38).
+pub fn log_softmax<R: Real>(z: &[R], temperature: f64) -> Vec<f64> {
     let m = z
         .iter()
-        .map(|v| v.to_f64() / temperature)
+        .map(|v| v.to_f64())
         .fold(f64::NEG_INFINITY, f64::max);
-    m + z
-        .iter()
-        .map(|v| (v.to_f64() / temperature - m).exp())
-        .sum::<f64>()
-        .ln()
+    let scaled: Vec<f64> = z.iter().map(|v| (v.to_f64() - m) / temperature).collect();
+    let log_sum = scaled.iter().map(|s| s.exp()).sum::<f64>().ln();
+    scaled.iter().map(|s| s - log_sum).collect()
 }
 
 /// Reference forward and backward. For each row of each group, with `q` the smoothed target:
-/// `loss = Σ_c q_c (lse − z_c)` and `dlogits = grad_scale · (softmax(z) − q)`.
+/// `loss = −Σ_c q_c log softmax(z)_c` (`Σ_c q_c (lse − z_c)`) and `dlogits = grad_scale · (softmax(z) − q)`.
 /// A label ≥ classes gives a NaN loss and a zero gradient (the data layer rejects such labels first).
 pub fn softmax_ce<R: Real>(
     logits: &[R],
@@ -39,16 +39,14 @@ pub fn softmax_ce<R: Real>(
                 dlogits[row * c..(row + 1) * c].fill(R::from_f64(0.0));
                 continue;
             }
-            let lse = log_sum_exp(z, 1.0);
             let mut loss = 0.0;
-            for k in 0..c {
+            for (k, log_p) in log_softmax(z, 1.0).into_iter().enumerate() {
                 let q = eps / c as f64 + if k == label { 1.0 - eps } else { 0.0 };
-                let zk = z[k].to_f64();
                 // A class of no target weight adds nothing, whatever its logit (0 · ∞ is NaN).
                 if q > 0.0 {
-                    loss += q * (lse - zk);
+                    loss -= q * log_p;
                 }
-                dlogits[row * c + k] = R::from_f64(spec.grad_scale as f64 * ((zk - lse).exp() - q));
+                dlogits[row * c + k] = R::from_f64(spec.grad_scale as f64 * (log_p.exp() - q));
             }
             losses[row] = R::from_f64(loss);
         }
