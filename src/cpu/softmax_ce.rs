@@ -17,7 +17,8 @@ pub fn log_softmax<R: Real>(z: &[R], temperature: f64) -> Vec<f64> {
 }
 
 /// Reference forward and backward. For each row of each group, with `q` the smoothed target:
-/// `loss = −Σ_c q_c log softmax(z)_c` (`Σ_c q_c (lse − z_c)`) and `dlogits = grad_scale · (softmax(z) − q)`.
+/// `loss = −Σ_c q_c log softmax(z)_c` (`Σ_c q_c (lse − z_c)`) and
+/// `dlogits = grad_scale · (softmax(z) − q)`.
 /// A label ≥ classes gives a NaN loss and a zero gradient (the data layer rejects such labels first).
 pub fn softmax_ce<R: Real>(
     logits: &[R],
