@@ -15,11 +15,10 @@
 //! Agreement is promised within f32's range only: where an intermediate of the shader's f32
 //! arithmetic passes ±3.4e38 but the twin's f64 one does not, the two may differ in kind, not
 //! just in rounding. Known cases: a matmul or axpby whose terms overflow and cancel (the shader
-//! gives NaN, the twin ±inf or a finite number), Adam's moments or SGD's velocity near 3e38, a
-//! KL whose log-ratio passes 3.4e38 (peers' logits that far apart) though the loss, weighted by
-//! probabilities, stays just inside (the shader gives inf), and temperatures whose square
-//! overflows (a kernel's spec takes any; the trainer's configuration stops at
-//! [`crate::config::MAX_TEMPERATURE`]). Nor is it promised for NaN inputs: WGSL
+//! gives NaN, the twin ±inf or a finite number), Adam's moments or SGD's velocity near 3e38, and
+//! temperatures whose square overflows (a kernel's spec takes any; the trainer's configuration
+//! stops at [`crate::config::MAX_TEMPERATURE`]). (The loss kernels halve the differences that
+//! may pass it, logits 6e38 apart, where their results need not.) Nor is it promised for NaN inputs: WGSL
 //! leaves `min`, `max` and `clamp` of a NaN to the implementation, so an activation may turn one
 //! into a number (lavapipe's tanh of NaN is −1; ReLU gives 0 on both sides). Infinite logits are
 //! inside the promise. Inside that range the checks below hold, and

@@ -2288,11 +2288,12 @@ fn terms_of_zero_weight_stay_zero_beside_overflowing_ones() {
 }
 
 #[test]
-fn losses_keep_the_log_sum_for_logits_near_f32s_largest() {
+fn losses_hold_for_logits_near_f32s_largest() {
     // Log-probabilities are (z - M) - log Σ exp(z - M), M the row's largest logit, on both
     // sides: formed as z - (M + log Σ), the log-sum vanishes beside an M of 3e38 (even in f64),
-    // and two tied classes each got probability 1. Each CPU twin is checked against the exact
-    // answer first, then the shader against the twin.
+    // and two tied classes each got probability 1. And differences that pass f32's largest
+    // though the loss does not are halved first in the shaders. Each CPU twin is checked
+    // against the exact answer first, then the shader against the twin.
     use cohort::cpu::{count_correct::count_correct, kl_div::kl_div, softmax_ce::softmax_ce};
     use cohort::ops::LogitDims;
     let Some(g) = gpu() else { return };
@@ -2347,6 +2348,22 @@ fn losses_keep_the_log_sum_for_logits_near_f32s_largest() {
         "KL gradient of ties",
     );
     let kl = validate::kl_div_on(g, &pair, &[2, 1, 4], &kl_spec).unwrap();
+    // A peer far apart against one near 0: peer 1's classes that peer 0 puts 6e38 below its
+    // largest add p_1 · 6e38, 3.16e38 in all, just inside f32, though the log-ratio is not.
+    let near = [0.0f32, 1.0, 0.5, -1.0];
+    let far_near = [far, near].concat();
+    kl_div(&far_near, &mut kl_loss, &mut kl_grad, &dims(2, 4), &kl_spec);
+    let sum: f64 = near.iter().map(|&z| (z as f64).exp()).sum();
+    let exact: f64 = (0..4)
+        .map(|k| {
+            let log_p1 = near[k] as f64 - sum.ln();
+            let log_p0 = far[k] as f64 - far[1] as f64;
+            log_p1.exp() * (log_p1 - log_p0)
+        })
+        .sum();
+    close(&kl_loss[..1], &[exact], "KL far apart");
+    assert!(exact > 3e38 && kl_loss[0].is_finite(), "{exact:e}");
+    let kl_far = validate::kl_div_on(g, &far_near, &[2, 1, 4], &kl_spec).unwrap();
     // Both fused: one peer far apart under smoothing, then the pair.
     let dml_spec = DmlLossSpec {
         label_smoothing: 0.1,
@@ -2361,6 +2378,7 @@ fn losses_keep_the_log_sum_for_logits_near_f32s_largest() {
         ..dml_spec
     };
     let dml_pair = validate::dml_loss_on(g, &pair, &[2, 1, 4], &[0], &dml_spec).unwrap();
+    let dml_far_near = validate::dml_loss_on(g, &far_near, &[2, 1, 4], &[1], &dml_spec).unwrap();
     // The ensemble: peer 0's ties weigh (1/2, 1/2, 0), peer 1 gives (0, 0.2, 0.8), so class 2
     // wins (0.8 against 0.7); with each tie at 1 class 1 would (1.2).
     let peers = [3e38f32, 3e38, -3e38, -100.0, 0.2f32.ln(), 0.8f32.ln()];
@@ -2370,7 +2388,16 @@ fn losses_keep_the_log_sum_for_logits_near_f32s_largest() {
     let (count, _) = validate::count_correct_on(g, &peers, &[2, 1, 3], &[2]).unwrap();
     report(
         "losses near f32's largest",
-        &[ce_ties, ce_far, kl, dml_far, dml_pair, count],
+        &[
+            ce_ties,
+            ce_far,
+            kl,
+            kl_far,
+            dml_far,
+            dml_pair,
+            dml_far_near,
+            count,
+        ],
     );
 }
 

@@ -79,9 +79,12 @@ fn log_p(parts: vec2<f32>, z: f32, inv_t: f32) -> f32 {
 }
 
 // One class's cross-entropy term -q * log p = q * ((M - z) + log-sum) at temperature 1, 0 for a
-// class of no weight (even where the log-probability is -inf: 0 * inf is NaN). Halving first
-// (exact: a power of two) keeps M - z inside f32 for logits as far as 6.8e38 apart, so a
-// smoothed class of weight eps / C far below the row's largest adds its finite share, not inf.
+// class of no weight (even where the log-probability is -inf: 0 * inf is NaN). Where M - z
+// passes f32's largest (logits 6.8e38 apart at most) the term is taken from halves (exact: a
+// power of two), so a smoothed class of weight eps / C far below the row's largest adds its
+// finite share, not inf; there only, as the compiler may regroup the halved sums.
 fn ce_term(q: f32, parts: vec2<f32>, z: f32) -> f32 {
-    return select(0.0, (2.0 * q) * ((0.5 * parts.x - 0.5 * z) + 0.5 * parts.y), q > 0.0);
+    let gap = (parts.x - z) + parts.y;
+    let halves = (2.0 * q) * ((0.5 * parts.x - 0.5 * z) + 0.5 * parts.y);
+    return select(0.0, select(halves, q * gap, abs(gap) <= 3.4028235e38), q > 0.0);
 }
