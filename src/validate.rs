@@ -1472,6 +1472,87 @@ pub fn count_correct_on(
     ))
 }
 
+/// Logits at the edge of f32, one row each, on which the loss kernels must agree with their
+/// CPU twins ([`losses_at_f32s_edge`]).
+pub mod f32_edge {
+    /// Two tied classes near f32's largest: CE of label 0 is log 2, its gradient (−½, ½, 0, 0).
+    pub const TIES: [f32; 4] = [3e38, 3e38, -3e38, 0.0];
+    /// Classes 6e38 below the largest: under label smoothing ε each adds ε/4 · 6e38 to the CE
+    /// of label 1, finite, though M − z is not in f32.
+    pub const FAR: [f32; 4] = [-3e38, 3e38, -3e38, -3e38];
+    /// A row near 0, FAR's peer: the KL of FAR's peer against it is 3.16e38, just inside f32,
+    /// though the log-ratios are not.
+    pub const NEAR: [f32; 4] = [0.0, 1.0, 0.5, -1.0];
+    /// Two peers with ties near f32's largest: p₀ = (⅓, 0, ⅓, ⅓), p₁ = (⅓, ⅓, ⅓, 0), so
+    /// peer 0's KL gradient at T = 1 is p₀ − p₁ = (0, −⅓, 0, ⅓).
+    pub const TIED_PEERS: [f32; 8] = [3e38, 2.9e38, 3e38, 3e38, 1e38, 1e38, 1e38, 0.9e38];
+    /// Two peers of 3 classes, label 2: peer 0's ties weigh (½, ½, 0), peer 1 gives
+    /// (0, 0.2, 0.8), so the ensemble picks class 2 (0.8 against 0.7); were each tie 1, class 1.
+    pub const ENSEMBLE: [f32; 6] = [3e38, 3e38, -3e38, -100.0, -1.609_438, -0.223_143_55];
+}
+
+/// The loss kernels on [`f32_edge`]'s rows against their twins: CE of the ties and (smoothed)
+/// of FAR, the KL and fused loss of TIED_PEERS and of FAR beside NEAR, and the accuracy counts
+/// of ENSEMBLE. Shaders that formed log-probabilities as z − (M + log Σ) lost the log-sum here,
+/// and differences past f32's largest gave inf.
+pub fn losses_at_f32s_edge(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
+    use f32_edge::{ENSEMBLE, FAR, NEAR, TIED_PEERS, TIES};
+    let plain = CrossEntropySpec {
+        label_smoothing: 0.0,
+        grad_scale: 1.0,
+    };
+    let smoothed = CrossEntropySpec {
+        label_smoothing: 0.1,
+        ..plain
+    };
+    let kl = KlSpec {
+        temperature: 1.0,
+        grad_scale: 1.0,
+        accumulate: false,
+        peers: 0..2,
+    };
+    let dml = |peers| DmlLossSpec {
+        label_smoothing: 0.1,
+        ce_scale: 1.0,
+        temperature: 1.0,
+        kl_scale: 1.0,
+        peers,
+    };
+    let far_near = [FAR, NEAR].concat();
+    let checks = [
+        (
+            "TIES",
+            softmax_ce_on(gpu, &TIES, &[1, 4], &[0], &plain, 1e-6)?,
+        ),
+        (
+            "FAR",
+            softmax_ce_on(gpu, &FAR, &[1, 4], &[1], &smoothed, 1e-6)?,
+        ),
+        ("TIED_PEERS", kl_div_on(gpu, &TIED_PEERS, &[2, 1, 4], &kl)?),
+        ("FAR, NEAR", kl_div_on(gpu, &far_near, &[2, 1, 4], &kl)?),
+        ("FAR", dml_loss_on(gpu, &FAR, &[1, 1, 4], &[1], &dml(0..1))?),
+        (
+            "TIED_PEERS",
+            dml_loss_on(gpu, &TIED_PEERS, &[2, 1, 4], &[0], &dml(0..2))?,
+        ),
+        (
+            "FAR, NEAR",
+            dml_loss_on(gpu, &far_near, &[2, 1, 4], &[1], &dml(0..2))?,
+        ),
+        (
+            "ENSEMBLE",
+            count_correct_on(gpu, &ENSEMBLE, &[2, 1, 3], &[2])?.0,
+        ),
+    ];
+    Ok(checks
+        .into_iter()
+        .map(|(rows, mut check)| {
+            check.case = format!("{} f32_edge::{rows}", check.case);
+            check
+        })
+        .collect())
+}
+
 /// Accuracy counts on seeded logits of `shape` `[P, B, C]`.
 pub fn count_correct(gpu: &GpuBackend, shape: &[usize], seed: u64) -> Result<KernelCheck> {
     need_rank("count_correct", shape, 3, false)?;
@@ -1709,6 +1790,7 @@ pub fn run_all(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
     }
     out.push(reduce_sum(gpu, &[3, 300, 7], 1, true, 2, 2)?);
     out.push(softmax_ce(gpu, &[2, 64, 10], 0.1, 3)?);
+    out.extend(losses_at_f32s_edge(gpu)?);
     out.push(kl_div(
         gpu,
         &[3, 64, 10],

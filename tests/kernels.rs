@@ -2292,11 +2292,12 @@ fn losses_hold_for_logits_near_f32s_largest() {
     // Log-probabilities are (z - M) - log Σ exp(z - M), M the row's largest logit, on both
     // sides: formed as z - (M + log Σ), the log-sum vanishes beside an M of 3e38 (even in f64),
     // and two tied classes each got probability 1. And differences that pass f32's largest
-    // though the loss does not are halved first in the shaders. Each CPU twin is checked
-    // against the exact answer first, then the shader against the twin.
+    // though the loss does not are taken from halves in the shaders. The CPU twins are checked
+    // against the exact answers on validate::f32_edge's rows, then the shaders against the
+    // twins (validate::losses_at_f32s_edge, which `cohort check` runs too).
     use cohort::cpu::{count_correct::count_correct, kl_div::kl_div, softmax_ce::softmax_ce};
     use cohort::ops::LogitDims;
-    let Some(g) = gpu() else { return };
+    use validate::f32_edge::{ENSEMBLE, FAR, NEAR, TIED_PEERS, TIES};
     let close = |got: &[f32], want: &[f64], what: &str| {
         for (g, w) in got.iter().zip(want) {
             let ok = ((*g as f64) - w).abs() <= 1e-6 * w.abs().max(1.0);
@@ -2308,96 +2309,56 @@ fn losses_hold_for_logits_near_f32s_largest() {
         rows: 1,
         classes,
     };
-    // Cross-entropy of two tied classes at 3e38: log 2, gradient ±1/2.
-    let ties = [3e38f32, 3e38, -3e38, 0.0];
-    let plain = CrossEntropySpec {
-        label_smoothing: 0.0,
-        grad_scale: 1.0,
+    let ce = |logits: &[f32], label: u32, label_smoothing: f32| {
+        let spec = CrossEntropySpec {
+            label_smoothing,
+            grad_scale: 1.0,
+        };
+        let (mut loss, mut grad) = ([0.0f32], [0.0f32; 4]);
+        softmax_ce(logits, &[label], &mut loss, &mut grad, &dims(1, 4), &spec);
+        (loss, grad)
     };
-    let (mut loss, mut grad) = ([0.0f32], [0.0f32; 4]);
-    softmax_ce(&ties, &[0], &mut loss, &mut grad, &dims(1, 4), &plain);
+    let (loss, grad) = ce(&TIES, 0, 0.0);
     close(&loss, &[2f64.ln()], "CE of ties");
     close(&grad, &[-0.5, 0.5, 0.0, 0.0], "CE gradient of ties");
-    let ce_ties = validate::softmax_ce_on(g, &ties, &[1, 4], &[0], &plain, 1e-6).unwrap();
-    // With label smoothing every class has weight ε/C, and one 6e38 below the row's largest
-    // adds ε/C · 6e38: finite (4.5e37 in all), though M - z passes f32's largest. The shaders
-    // gave inf.
-    let far = [-3e38f32, 3e38, -3e38, -3e38];
-    let smoothed = CrossEntropySpec {
-        label_smoothing: 0.1,
-        ..plain
-    };
-    softmax_ce(&far, &[1], &mut loss, &mut grad, &dims(1, 4), &smoothed);
+    let (loss, _) = ce(&FAR, 1, 0.1);
     close(&loss, &[3.0 * (0.1 / 4.0) * 6e38], "smoothed CE far apart");
-    let ce_far = validate::softmax_ce_on(g, &far, &[1, 4], &[1], &smoothed, 1e-6).unwrap();
-    // The KL between peers with ties near f32's largest: p0 = (1/3, 0, 1/3, 1/3), p1 =
-    // (1/3, 1/3, 1/3, 0), so peer 0's gradient is T (p0 - p1) = (0, -1/3, 0, 1/3).
-    let pair = [[3e38f32, 2.9e38, 3e38, 3e38], [1e38, 1e38, 1e38, 0.9e38]].concat();
-    let kl_spec = KlSpec {
-        temperature: 1.0,
-        grad_scale: 1.0,
-        accumulate: false,
-        peers: 0..2,
+    let kl = |logits: &[f32]| {
+        let spec = KlSpec {
+            temperature: 1.0,
+            grad_scale: 1.0,
+            accumulate: false,
+            peers: 0..2,
+        };
+        let (mut loss, mut grad) = ([0.0f32; 2], [0.0f32; 8]);
+        kl_div(logits, &mut loss, &mut grad, &dims(2, 4), &spec);
+        (loss, grad)
     };
-    let (mut kl_loss, mut kl_grad) = ([0.0f32; 2], [0.0f32; 8]);
-    kl_div(&pair, &mut kl_loss, &mut kl_grad, &dims(2, 4), &kl_spec);
     let third = 1.0 / 3.0;
+    let (_, grad) = kl(&TIED_PEERS);
     close(
-        &kl_grad[..4],
+        &grad[..4],
         &[0.0, -third, 0.0, third],
         "KL gradient of ties",
     );
-    let kl = validate::kl_div_on(g, &pair, &[2, 1, 4], &kl_spec).unwrap();
-    // A peer far apart against one near 0: peer 1's classes that peer 0 puts 6e38 below its
-    // largest add p_1 · 6e38, 3.16e38 in all, just inside f32, though the log-ratio is not.
-    let near = [0.0f32, 1.0, 0.5, -1.0];
-    let far_near = [far, near].concat();
-    kl_div(&far_near, &mut kl_loss, &mut kl_grad, &dims(2, 4), &kl_spec);
-    let sum: f64 = near.iter().map(|&z| (z as f64).exp()).sum();
+    let (loss, _) = kl(&[FAR, NEAR].concat());
+    let sum: f64 = NEAR.iter().map(|&z| (z as f64).exp()).sum();
     let exact: f64 = (0..4)
         .map(|k| {
-            let log_p1 = near[k] as f64 - sum.ln();
-            let log_p0 = far[k] as f64 - far[1] as f64;
+            let log_p1 = NEAR[k] as f64 - sum.ln();
+            let log_p0 = FAR[k] as f64 - FAR[1] as f64;
             log_p1.exp() * (log_p1 - log_p0)
         })
         .sum();
-    close(&kl_loss[..1], &[exact], "KL far apart");
-    assert!(exact > 3e38 && kl_loss[0].is_finite(), "{exact:e}");
-    let kl_far = validate::kl_div_on(g, &far_near, &[2, 1, 4], &kl_spec).unwrap();
-    // Both fused: one peer far apart under smoothing, then the pair.
-    let dml_spec = DmlLossSpec {
-        label_smoothing: 0.1,
-        ce_scale: 1.0,
-        temperature: 1.0,
-        kl_scale: 1.0,
-        peers: 0..1,
-    };
-    let dml_far = validate::dml_loss_on(g, &far, &[1, 1, 4], &[1], &dml_spec).unwrap();
-    let dml_spec = DmlLossSpec {
-        peers: 0..2,
-        ..dml_spec
-    };
-    let dml_pair = validate::dml_loss_on(g, &pair, &[2, 1, 4], &[0], &dml_spec).unwrap();
-    let dml_far_near = validate::dml_loss_on(g, &far_near, &[2, 1, 4], &[1], &dml_spec).unwrap();
-    // The ensemble: peer 0's ties weigh (1/2, 1/2, 0), peer 1 gives (0, 0.2, 0.8), so class 2
-    // wins (0.8 against 0.7); with each tie at 1 class 1 would (1.2).
-    let peers = [3e38f32, 3e38, -3e38, -100.0, 0.2f32.ln(), 0.8f32.ln()];
+    close(&loss[..1], &[exact], "KL far apart");
+    assert!(exact > 3e38 && loss[0].is_finite(), "{exact:e}");
     let mut counts = [0u32; 3];
-    count_correct(&peers, &[2], &mut counts, &dims(2, 3));
+    count_correct(&ENSEMBLE, &[2], &mut counts, &dims(2, 3));
     assert_eq!(counts, [0, 1, 1], "CPU twin's counts");
-    let (count, _) = validate::count_correct_on(g, &peers, &[2, 1, 3], &[2]).unwrap();
+    let Some(g) = gpu() else { return };
     report(
         "losses near f32's largest",
-        &[
-            ce_ties,
-            ce_far,
-            kl,
-            kl_far,
-            dml_far,
-            dml_pair,
-            dml_far_near,
-            count,
-        ],
+        &validate::losses_at_f32s_edge(g).unwrap(),
     );
 }
 
