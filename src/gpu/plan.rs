@@ -621,26 +621,37 @@ impl GpuBackend {
 
     /// The plan that follows from `d`'s shape: the narrow kernel for C at most
     /// [`NARROW_MAX_COLUMNS`] wide; else the cooperative-matrix kernel for f16 products where
-    /// there is one (the big layout for products with many tiles), else the tiled kernel with
-    /// its 64 tile (or as [`TileChoice`] says); K split where few tiles would leave a hardware
-    /// adapter idle.
+    /// there is one (the big layout for products with many tiles) and its grid fits the device,
+    /// else the tiled kernel with its 64 tile (or as [`TileChoice`] says); K split where few
+    /// tiles would leave a hardware adapter idle.
     fn plan_by_shape(&self, d: &MatmulDims) -> Result<MatmulPlan> {
         if let Some(&plan) = self.narrow_plans(d).first() {
             return Ok(plan);
         }
-        let (kernel, tile) = match self.coop_kernel_for(d) {
-            Some((kernel, split_f32)) => {
-                // Granted only where the kernel has a split layout.
-                let layout = match kernel.split {
-                    Some(split) if split_f32 => split,
-                    _ => self.coop_layout(&kernel, d),
-                };
-                let tile = layout.tile(kernel.ops.frag()) as usize;
-                (kernel.build(layout, split_f32, self.rt.caps()), tile)
-            }
+        let coop = self.coop_kernel_for(d).map(|(kernel, split_f32)| {
+            // Granted only where the kernel has a split layout.
+            let layout = match kernel.split {
+                Some(split) if split_f32 => split,
+                _ => self.coop_layout(&kernel, d),
+            };
+            let tile = layout.tile(kernel.ops.frag()) as usize;
+            (kernel.build(layout, split_f32, self.rt.caps()), tile)
+        });
+        let (kernel, tile) = match coop.filter(|&(_, tile)| self.grid_fits(d, tile)) {
+            Some(chosen) => chosen,
             None => (self.tiled_build(self.tiled_buffers()), self.matmul_tile(d)),
         };
         self.with_k_split(d, kernel, tile)
+    }
+
+    /// Whether a product of `d` on tiles of `tile` (a workgroup per tile of C, a grid layer per
+    /// product of the batch) fits the device's grid unsplit. The cooperative-matrix kernel's
+    /// small tiles (32 rows with 8×8 matrices) may not where the tiled kernel's do.
+    fn grid_fits(&self, d: &MatmulDims, tile: usize) -> bool {
+        let max = self.rt.caps().max_workgroups_per_dim as usize;
+        [d.m.div_ceil(tile), d.n.div_ceil(tile), d.batch]
+            .iter()
+            .all(|&groups| groups <= max)
     }
 
     /// The narrow kernel's plans for `d`, where it can run it, the one chosen by shape first: C
@@ -764,6 +775,9 @@ impl GpuBackend {
         plans.extend(self.narrow_plans(d).into_iter().filter(|&plan| plan != own));
         for kernel_builds in builds {
             for (i, (kernel, tile)) in kernel_builds.into_iter().enumerate() {
+                if !self.grid_fits(d, tile) {
+                    continue;
+                }
                 // A candidate this adapter cannot run at this depth (the cooperative-matrix
                 // kernel of a software adapter past its K limit) is left out, not the product.
                 let chosen = match self.with_k_split(d, kernel, tile) {
