@@ -1,9 +1,9 @@
 // Fused softmax cross-entropy, LANES threads per row of logits [groups, rows, classes]:
 //   loss[row]   = sum_c q_c * (lse - z_c),   q = (1 - eps) * onehot(label) + eps / C
 //   dlogits[row] = grad_scale * (softmax(z) - q)
-// with the row's largest logit subtracted first and each term halved before it subtracts
-// (log_p, ce_term): logits of +-1e4, tied near f32's largest, or 6e38 apart under label
-// smoothing are fine.
+// with the row's largest logit subtracted first (log_p) and a term whose difference overflows
+// taken from halves (ce_term): logits of +-1e4, tied near f32's largest, or 6e38 apart under
+// label smoothing are fine.
 // Every group shares the label vector [rows]. A label >= C gives a NaN loss and a zero gradient.
 // CPU twin: src/cpu/softmax_ce.rs.
 

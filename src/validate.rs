@@ -18,10 +18,10 @@
 //! gives NaN, the twin ±inf or a finite number), Adam's moments or SGD's velocity near 3e38, and
 //! temperatures whose square overflows (a kernel's spec takes any; the trainer's configuration
 //! stops at [`crate::config::MAX_TEMPERATURE`]). (The loss kernels halve the differences that
-//! may pass it, logits 6e38 apart, where their results need not.) Nor is it promised for NaN inputs: WGSL
-//! leaves `min`, `max` and `clamp` of a NaN to the implementation, so an activation may turn one
-//! into a number (lavapipe's tanh of NaN is −1; ReLU gives 0 on both sides). Infinite logits are
-//! inside the promise. Inside that range the checks below hold, and
+//! may pass it, logits 6e38 apart, where their results need not.) Nor is it promised for NaN
+//! inputs: WGSL leaves `min`, `max` and `clamp` of a NaN to the implementation, so an activation
+//! may turn one into a number (lavapipe's tanh of NaN is −1; ReLU gives 0 on both sides).
+//! Infinite logits are inside the promise. Inside that range the checks below hold, and
 //! zero-weight terms beside overflowing ones (a class of no target weight, a class a peer gives
 //! no probability, Nesterov without momentum) stay zero on both sides. KL losses are held to
 //! 1e-4 of the twin's (plus 1e-6) at every temperature the trainer takes, for peers far apart

@@ -14,6 +14,7 @@
 
 override LANES: u32 = 64u;
 const WG: u32 = 64u;
+const F32_MAX: f32 = 3.4028235e38;
 
 // This thread's place, set by row_place: its row, its lane in the row (0 to LANES - 1), whether
 // the row exists, and (rows_workgroup.wgsl) its slot in the workgroup.
@@ -60,7 +61,7 @@ fn reduce_sum(v: f32) -> f32 {
 // logit before anything else (log_p), so logits of +-1e4, or ties near f32's largest, keep the
 // log-sum that M + log C would round away.
 fn row_max_log_sum(peer: u32, row: u32, inv_t: f32) -> vec2<f32> {
-    var m = -3.4028235e38;
+    var m = -F32_MAX;
     for (var k = place.lane; k < p.classes; k += LANES) {
         m = max(m, logits[at(peer, row, k)]);
     }
@@ -86,5 +87,10 @@ fn log_p(parts: vec2<f32>, z: f32, inv_t: f32) -> f32 {
 fn ce_term(q: f32, parts: vec2<f32>, z: f32) -> f32 {
     let gap = (parts.x - z) + parts.y;
     let halves = (2.0 * q) * ((0.5 * parts.x - 0.5 * z) + 0.5 * parts.y);
-    return select(0.0, select(halves, q * gap, abs(gap) <= 3.4028235e38), q > 0.0);
+    return select(0.0, select(halves, q * gap, is_finite(gap)), q > 0.0);
+}
+
+// Whether x is neither infinite nor NaN.
+fn is_finite(x: f32) -> bool {
+    return abs(x) <= F32_MAX;
 }

@@ -11,9 +11,10 @@ pub fn log_softmax<R: Real>(z: &[R], temperature: f64) -> Vec<f64> {
         .iter()
         .map(|v| v.to_f64())
         .fold(f64::NEG_INFINITY, f64::max);
-    let scaled: Vec<f64> = z.iter().map(|v| (v.to_f64() - m) / temperature).collect();
-    let log_sum = scaled.iter().map(|s| s.exp()).sum::<f64>().ln();
-    scaled.iter().map(|s| s - log_sum).collect()
+    let mut log_p: Vec<f64> = z.iter().map(|v| (v.to_f64() - m) / temperature).collect();
+    let log_sum = log_p.iter().map(|s| s.exp()).sum::<f64>().ln();
+    log_p.iter_mut().for_each(|s| *s -= log_sum);
+    log_p
 }
 
 /// Reference forward and backward. For each row of each group, with `q` the smoothed target:
