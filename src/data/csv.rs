@@ -340,18 +340,21 @@ pub fn parse_rows(text: &str, options: &CsvOptions, origin: &Path) -> Result<(Ro
     let (mut label_at, mut header) = label_and_header(&first, options);
     // Rows must have the header's width, or the first row's: (fields, line).
     let mut width = None;
-    if header {
+    // NumPy's header: a comment before a first row of numbers as wide. With --header yes it
+    // is the header (that row is data); in auto mode, where the first line is no header and
+    // the comment reads as one would.
+    let numpy = match (options.header, header) {
+        (Header::Present, _) | (Header::Auto, false) => commented_header(text),
+        _ => None,
+    }
+    .map(|(n, names)| (n, label_and_header(&names, options), names))
+    .filter(|(_, (_, is_header), _)| *is_header);
+    if let Some((n, (label, _), names)) = numpy {
+        (first_n, first, label_at, header) = (n, names, label, true);
+        width = Some((first.len(), first_n));
+    } else if header {
         lines.next();
         width = Some((first.len(), first_n));
-    } else if let Some((n, names)) =
-        commented_header(text).filter(|_| options.header != Header::Absent)
-    {
-        // NumPy's header, in a comment: taken where it reads as a header would.
-        let (label, is_header) = label_and_header(&names, options);
-        if is_header {
-            (first_n, first, label_at, header) = (n, names, label, true);
-            width = Some((first.len(), first_n));
-        }
     }
     // A bad value on the first line may be a header the guess missed, or one --header no
     // turned into data.
@@ -590,6 +593,18 @@ pub fn load_pair(
             test_layout.describe_label(),
             layout.describe_label()
         )));
+    }
+    // A header guessed in the test file alone would lose a row the training file's reading
+    // keeps as data (the other way round, a test file without the header, loses nothing).
+    if layout.names.is_empty() && !test_layout.names.is_empty() {
+        return Err(CohortError::corrupt(
+            test,
+            format!(
+                "its first line ({}) was taken for a header, and the training file has none; \
+                 --header yes or no says how both files are read",
+                test_layout.names.join(",")
+            ),
+        ));
     }
     if !test_layout.names.is_empty()
         && !layout.names.is_empty()
@@ -901,6 +916,15 @@ mod tests {
             p("# label,a,b\n1,2,0\n3,4,1\n", &absent).unwrap().labels,
             vec![0, 1]
         );
+        // With --header yes it is the header too: the first row stays data.
+        let present = CsvOptions {
+            header: Header::Present,
+            ..o.clone()
+        };
+        let (d, layout) =
+            parse("# label,a,b\n1,2,0\n3,4,1\n", &present, Path::new("t.csv")).unwrap();
+        assert_eq!((d.rows, d.labels), (2, vec![1, 3]));
+        assert_eq!(layout.describe_label(), "column 0 ('label')");
         // A header after comments is still the first line that holds data.
         let d = p("#!notes\nlabel,a\n1,2\n0,4\n", &CsvOptions::default()).unwrap();
         assert_eq!((d.labels, d.features), (vec![1, 0], vec![2.0, 4.0]));
@@ -1055,6 +1079,27 @@ mod tests {
         let err = load_pair(&train, &test, &CsvOptions::default()).unwrap_err();
         let want = "its rows have 3 columns, the training file's 2";
         assert!(err.to_string().contains(want), "{err}");
+        std::fs::write(&train, "a,label\n1,0\n2,1\n3,2\n").unwrap();
+        // A header guessed in the test file alone (pandas' column numbers) would lose a row
+        // the training file's reading keeps: refused; a test file without one is read.
+        std::fs::write(&train, "1,5,3,2,7\n0,4,4,1,2\n2,6,6,6,6\n").unwrap();
+        std::fs::write(&test, "0,1,2,3,4\n1,3,1,4,1\n").unwrap();
+        let first = CsvOptions {
+            label_column: LabelColumn::Index(0),
+            ..Default::default()
+        };
+        let err = load_pair(&train, &test, &first).unwrap_err().to_string();
+        let want =
+            "its first line (0,1,2,3,4) was taken for a header, and the training file has none";
+        assert!(err.contains(want), "{err}");
+        let absent = CsvOptions {
+            header: Header::Absent,
+            ..first
+        };
+        assert_eq!(load_pair(&train, &test, &absent).unwrap().0.test.rows, 2);
+        std::fs::write(&train, "label,a,b,c,d\n1,5,3,2,7\n0,4,4,1,2\n2,6,6,6,6\n").unwrap();
+        std::fs::write(&test, "1,3,1,4,1\n0,5,9,2,6\n").unwrap();
+        assert_eq!(load_pair(&train, &test, &first).unwrap().0.test.rows, 2);
         std::fs::write(&train, "a,label\n1,0\n2,1\n3,2\n").unwrap();
         // A test file of one class is scored as the training file's classes.
         std::fs::write(&test, "a,label\n1,0\n2,0\n").unwrap();
