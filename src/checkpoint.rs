@@ -139,12 +139,13 @@ pub fn write_target(path: &Path) -> Result<PathBuf> {
             path.display()
         )))
     };
-    // `Path` drops a trailing separator (`new/` has the file name `new`), but the system's
-    // rename does not: refused here rather than after the run whose result it was to hold.
+    // `Path` drops a trailing separator or `.` (`new/` and `new/.` have the file name `new`),
+    // but the system's rename does not: refused here rather than after the run whose result
+    // it was to hold.
     let text = path.as_os_str().to_string_lossy();
-    let trailing_separator = text.ends_with('/') || text.ends_with(std::path::MAIN_SEPARATOR);
-    if trailing_separator && !path.is_dir() {
-        return refuse("a folder's path (it ends in a separator)");
+    let last = text.rsplit(['/', std::path::MAIN_SEPARATOR]).next();
+    if matches!(last, Some("" | "." | "..")) && !path.is_dir() {
+        return refuse("a folder's path (it ends in a separator, '.' or '..')");
     }
     let mut target = path.to_path_buf();
     // As many links as Linux follows.
@@ -635,10 +636,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<Checkpoint> {
     if let Some(why) = crate::trainer::saved_tensors_mismatch(&config, &tensors) {
         return Err(corrupt(why));
     }
-    let expected = crate::trainer::saved_tensor_shapes(&config);
-    let known = |name: &str| {
-        ["data.mean", "data.std"].contains(&name) || expected.iter().any(|(n, _)| n == name)
-    };
+    // Every one expected is there, so there are no more of them than tensors.
+    let expected: std::collections::HashSet<String> = crate::trainer::saved_tensor_shapes(&config)
+        .map(|(name, _)| name)
+        .collect();
+    let known = |name: &str| ["data.mean", "data.std"].contains(&name) || expected.contains(name);
     if let Some(name) = tensors.keys().find(|name| !known(name)) {
         return Err(corrupt(format!(
             "tensor {name} belongs to no peer and layer of its configuration"

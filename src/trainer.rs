@@ -58,59 +58,64 @@ fn optimizer_states(kind: &OptimizerKind) -> usize {
 /// Every tensor a checkpoint of a cohort configured as `config` holds for its peers
 /// ([`Trainer::named_tensors`]), by name, with its shape: `peer{p}.layer{l}.weight`
 /// `[fan_in, fan_out]`, `.bias` `[fan_out]`, and the optimizer's states of each.
-pub fn saved_tensor_shapes(config: &TrainConfig) -> Vec<(String, Vec<usize>)> {
+pub fn saved_tensor_shapes(
+    config: &TrainConfig,
+) -> impl Iterator<Item = (String, Vec<usize>)> + '_ {
     let names = layer_tensor_names(optimizer_states(&config.optimizer.kind));
-    let mut out = Vec::new();
-    for (p, spec) in config.peers.iter().enumerate() {
-        for (l, fans) in spec.layers.windows(2).enumerate() {
-            for name in &names {
-                let shape = match name.starts_with("weight") {
-                    true => vec![fans[0], fans[1]],
-                    false => vec![fans[1]],
-                };
-                out.push((format!("peer{p}.layer{l}.{name}"), shape));
-            }
-        }
-    }
-    out
+    config.peers.iter().enumerate().flat_map(move |(p, spec)| {
+        let names = names.clone();
+        spec.layers
+            .windows(2)
+            .enumerate()
+            .flat_map(move |(l, fans)| {
+                let (fan_in, fan_out) = (fans[0], fans[1]);
+                names.clone().into_iter().map(move |name| {
+                    let shape = match name.starts_with("weight") {
+                        true => vec![fan_in, fan_out],
+                        false => vec![fan_out],
+                    };
+                    (format!("peer{p}.layer{l}.{name}"), shape)
+                })
+            })
+    })
 }
 
 /// What keeps `tensors` from restoring a cohort configured as `config`: one of its
 /// [`saved_tensor_shapes`] missing, or held in another shape or with another count of values,
 /// or an optimizer state past those `config`'s optimizer keeps (Adam's second moment offered
 /// to SGD, which would take Adam's first moment as its velocity); `None` where every one is
-/// there as it should be (other tensors are not looked at).
+/// there as it should be (other tensors are not looked at). Time and memory go with the
+/// count of `tensors`, however many layers `config` (a checkpoint's, perhaps hostile) names.
 pub fn saved_tensors_mismatch(config: &TrainConfig, tensors: &NamedTensors) -> Option<String> {
-    let expected = saved_tensor_shapes(config);
+    // Stops at the first tensor missing: at most one past as many as `tensors` holds.
+    let mismatch = saved_tensor_shapes(config).find_map(|(name, shape)| match tensors.get(&name) {
+        None => Some(format!("tensor {name} is missing")),
+        Some((saved, _)) if *saved != shape => Some(format!(
+            "tensor {name} has shape {saved:?}; its configuration makes it {shape:?}"
+        )),
+        Some((_, values)) if values.len() != shape.iter().product::<usize>() => Some(format!(
+            "tensor {name} holds {} values for its shape {shape:?}",
+            values.len()
+        )),
+        Some(_) => None,
+    });
+    if mismatch.is_some() {
+        return mismatch;
+    }
     let states = optimizer_states(&config.optimizer.kind);
-    let foreign_state = expected
-        .iter()
+    let foreign_state = saved_tensor_shapes(config)
         .filter(|(name, _)| name.ends_with("weight") || name.ends_with("bias"))
         .map(|(param, _)| format!("{param}.state{states}"))
         .find(|name| tensors.contains_key(name));
-    if let Some(name) = foreign_state {
-        let keeps = match states {
-            1 => "SGD keeps one a parameter, its velocity",
-            _ => "Adam and AdamW keep two a parameter, its moments",
-        };
-        return Some(format!(
-            "tensor {name} is an optimizer state this configuration does not keep ({keeps}): \
-             the tensors come from another optimizer"
-        ));
-    }
-    expected
-        .into_iter()
-        .find_map(|(name, shape)| match tensors.get(&name) {
-            None => Some(format!("tensor {name} is missing")),
-            Some((saved, _)) if *saved != shape => Some(format!(
-                "tensor {name} has shape {saved:?}; its configuration makes it {shape:?}"
-            )),
-            Some((_, values)) if values.len() != shape.iter().product::<usize>() => Some(format!(
-                "tensor {name} holds {} values for its shape {shape:?}",
-                values.len()
-            )),
-            Some(_) => None,
-        })
+    let name = foreign_state?;
+    let keeps = match states {
+        1 => "SGD keeps one a parameter, its velocity",
+        _ => "Adam and AdamW keep two a parameter, its moments",
+    };
+    Some(format!(
+        "tensor {name} is an optimizer state this configuration does not keep ({keeps}): the \
+         tensors come from another optimizer"
+    ))
 }
 
 impl<T> Layer<T> {

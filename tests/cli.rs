@@ -703,16 +703,19 @@ fn outputs_links_and_finished_runs_are_handled_before_training() {
         "{}",
         text(&out.stderr)
     );
-    // An output path ending in a separator names a folder, even one not made yet: refused
-    // before training (it failed at the first write, after an epoch).
+    // An output path ending in a separator, `.` or `..` names a folder, even one not made
+    // yet: refused before training (it failed at the first write, after an epoch).
     for (flag, name) in [
         ("--save", "new-folder/"),
         ("--metrics", "new.csv/"),
         ("--plot", "new.svg/"),
+        ("--save", "c.safetensors/."),
+        ("--save", "new/.."),
     ] {
         fails_cleanly(
             &["train", "--device", "cpu", flag, &path(name)],
-            "is a folder's path (it ends in a separator), not a file cohort can write",
+            "is a folder's path (it ends in a separator, '.' or '..'), not a file cohort can \
+             write",
         );
         assert!(!dir.join(name).exists());
     }
@@ -2786,6 +2789,65 @@ fn data_larger_than_the_memory_allowed_is_an_error_not_an_abort() {
             "{mib} MiB: {said}"
         );
     }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_checkpoint_naming_millions_of_layers_is_refused_in_little_memory() {
+    // A checkpoint's configuration is a line of JSON: two bytes (",1") add a layer, and the
+    // tensors it expects were once all named before any was looked for (four entries of about
+    // 130 bytes a layer, some 250 times the file's size: an abort under ulimit -v, or out of
+    // memory with a header of safetensors' allowed 100 MB). Now the first one missing ends it.
+    if common::emulated("qemu-user's own code buffer (128 MiB) does not fit under ulimit -v") {
+        return;
+    }
+    let dir = scratch("deep-config");
+    let (good, deep) = (dir.join("good.safetensors"), dir.join("deep.safetensors"));
+    let data = "blobs:200,3,4";
+    let out = cohort(&[
+        "train",
+        "--device",
+        "cpu",
+        "--data",
+        data,
+        "--peers",
+        "2x8",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--save",
+        good.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&good).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    let config = metadata.get_mut("config").unwrap();
+    assert_eq!(config.matches("[4,8,3]").count(), 2, "{config}");
+    let layers = format!("[4{},3]", ",1".repeat(3_000_000));
+    *config = config.replacen("[4,8,3]", &layers, 1);
+    std::fs::write(
+        &deep,
+        safetensors::serialize(st.tensors(), Some(metadata)).unwrap(),
+    )
+    .unwrap();
+    let bin = std::env::var("COHORT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_cohort").into());
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v {}; exec \"$0\" evaluate \"$1\" --device cpu --data {data}",
+            250 * 1024
+        ))
+        .arg(&bin)
+        .arg(&deep)
+        .output()
+        .expect("bash runs");
+    let said = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let want = "tensor peer0.layer0.weight has shape [4, 8]; its configuration makes it [4, 1]";
+    assert!(said.contains(want), "{said}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[cfg(unix)]
