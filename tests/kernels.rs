@@ -2822,6 +2822,35 @@ fn deep_products_and_long_sums_match_cpu_or_are_refused_past_a_software_adapters
             }
         }
     }
+    // The 128 tile's loop over a k-slice is not unrolled there (17.5 to 19 loops a slice: it
+    // cut 60,000 short, silently, when counted as one): 48,000 fits, 49,000 is refused; the
+    // default takes the 64 tile past it (it chose the 128 tile for 128 × 128 and got it
+    // wrong). The tuner leaves out candidates past the limit (it once stopped at the tiled
+    // one, 62,500 loops, though the narrow kernel runs the product).
+    let big = tiled_backend_with(128, |_| {});
+    for (depth, fits) in [(48_000, true), (49_000, !g.is_software())] {
+        match validate::matmul_integers(&big, Batching::All(1), (4, 4, depth), &spec, 6) {
+            Ok(check) => {
+                assert!(fits, "128 tile, {depth} deep, ran: {}", check.case);
+                assert_passed(&check);
+            }
+            Err(e) => {
+                assert!(!fits, "128 tile, {depth} deep: {e}");
+                assert!(e.to_string().contains("after 65535"), "{e}");
+            }
+        }
+    }
+    assert_passed(
+        &validate::matmul_integers(g, Batching::All(1), (128, 128, 60_000), &spec, 7).unwrap(),
+    );
+    let tuned = cohort::GpuBackend::new(&cohort::GpuOptions {
+        tune_matmuls: true,
+        ..cohort::GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    let check = validate::matmul_integers(&tuned, Batching::All(1), (1, 10, 1_000_000), &spec, 8);
+    assert_passed(&check.unwrap());
+    assert_no_plan_rejected(&tuned.tuned_matmuls());
     let tiled = tiled_backend_with(64, |_| {});
     for (depth, fits) in [(950_000, true), (970_000, !g.is_software())] {
         let product = validate::matmul_integers(&tiled, Batching::All(1), (4, 4, depth), &spec, 3);

@@ -173,8 +173,27 @@ const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 /// (see [`SOFTWARE_COOP_K_PER_DISPATCH`]), with room for the small loops around the main one.
 /// Rows of many classes (or many peers) are spread over more threads, then over several
 /// dispatches of fewer peers each, to stay under it; products deeper than ~1M (tiled: 16 k a
-/// loop) and sums over more than ~1M rows (16 threads a column) are refused there.
+/// loop in the 64 tile, [`tiled_loops`]) and sums over more than ~1M rows (16 threads a column) are refused there.
 const SOFTWARE_LOOP_BUDGET: usize = 60_000;
+
+/// The loop iterations a thread of `shaders/matmul.wgsl` in tiles of `tile` runs over a K
+/// range of `k` on a software adapter: one a 16-deep k-slice in the 64 tile, whose loop over
+/// the slice llvmpipe unrolls, but not in the 128 tile (that loop holds 8×8 products): 17.5 to
+/// 19 a slice there (Mesa 22.3.6: 55,000 deep right, 60,000 cut short, silently), 20 counted.
+fn tiled_loops(tile: usize, k: usize) -> usize {
+    let per_slice = if tile >= 128 { 20 } else { 1 };
+    k.div_ceil(16) * per_slice
+}
+
+/// The loop iterations a thread of `shaders/matmul_narrow.wgsl` with `rows` rows a workgroup
+/// runs over product `d` on a software adapter: three a round of its chunk of k at 4 columns
+/// (lavapipe: 2.79M deep right, 2.8M cut short): the round, and its staging loop's turns
+/// plus one.
+fn narrow_loops(d: &MatmulDims, rows: usize) -> usize {
+    let chunk = plan::narrow_chunk(rows, d.n);
+    let per_round = 2 + (chunk * d.n.div_ceil(4)).div_ceil(256);
+    d.k.div_ceil(chunk) * per_round
+}
 
 /// Threads in a workgroup of the row kernels (`shaders/include/row_softmax.wgsl`'s `WG`).
 const ROW_WORKGROUP: usize = 64;
@@ -1764,7 +1783,8 @@ impl Backend for GpuBackend {
 impl GpuBackend {
     /// The C tile of `matmul.wgsl` for product `d`: 64×64 unless [`GpuOptions::matmul_tile`]
     /// forces 128 or asks for it by shape ([`GpuBackend::fills_with_big_tiles`]), or on a
-    /// software adapter for products at least 128 each way, where its workgroup memory fits:
+    /// software adapter for products at least 128 each way and shallow enough for its loops
+    /// ([`tiled_loops`]: at most 48,000 deep), where its workgroup memory fits:
     /// lavapipe ran those 1.5× faster in 128 tiles (BENCHMARKS.md, "The 128 tile by default
     /// on software adapters"). (On an H200 the 128 tile, 8×8 accumulators per thread, ran at
     /// 1.5 TFLOP/s where the 64 tile ran at 27, at 4096³, before its accumulators became vec4s:
@@ -1782,6 +1802,7 @@ impl GpuBackend {
                 if self.is_software()
                     && d.m >= 128
                     && d.n >= 128
+                    && tiled_loops(128, d.k) <= SOFTWARE_LOOP_BUDGET
                     && self.tiled_kernel_fits(128, self.tiled_buffers()) =>
             {
                 128
@@ -1950,8 +1971,8 @@ impl GpuBackend {
             }
         };
         let (tile, k_split, splits) = (plan.tile, plan.k_per_split, plan.splits(d.k));
-        // A thread's loop over K (split or not) on a software adapter: the tiled kernel takes
-        // 16 k an iteration; the cooperative-matrix one runs there only in K ranges of at most
+        // A thread's loops over K (split or not) on a software adapter ([`tiled_loops`]); the
+        // cooperative-matrix kernel runs there only in K ranges of at most
         // SOFTWARE_COOP_K_PER_DISPATCH.
         let check_depth = |k: usize| match plan.kernel {
             MatmulKernel::Coop { .. } if self.is_software() && k > SOFTWARE_COOP_K_PER_DISPATCH => {
@@ -1963,7 +1984,7 @@ impl GpuBackend {
                 )))
             }
             MatmulKernel::Coop { .. } => Ok(()),
-            _ => self.check_software_loops(OP, || format!("{k} deep"), k.div_ceil(16)),
+            _ => self.check_software_loops(OP, || format!("{k} deep"), tiled_loops(tile, k)),
         };
         let groups = |z: usize| -> Result<[u32; 3]> {
             Ok([
@@ -2066,11 +2087,7 @@ impl GpuBackend {
     ) -> Result<()> {
         const OP: &str = "matmul";
         let chunk = plan::narrow_chunk(rows, d.n);
-        // A thread loops three times a round of `chunk` k on lavapipe at 4 columns (measured:
-        // 2.79M deep right, 2.8M cut short): the round, and its staging loop's turns plus one.
-        let per_round = 2 + (chunk * d.n.div_ceil(4)).div_ceil(256);
-        let iterations = d.k.div_ceil(chunk) * per_round;
-        self.check_software_loops(OP, || format!("{} deep", d.k), iterations)?;
+        self.check_software_loops(OP, || format!("{} deep", d.k), narrow_loops(d, rows))?;
         let constants = [
             ("TRANS_A", flag(d.trans_a)),
             ("TRANS_B", flag(d.trans_b)),

@@ -699,6 +699,18 @@ impl GpuBackend {
             .collect()
     }
 
+    /// Whether a thread of `plan` over `d` stays within a software adapter's loop limit
+    /// (always on a hardware adapter): a tuner's candidate past it is left out, not the
+    /// product. The cooperative-matrix kernel's K range there is [`Self::with_k_split`]'s.
+    fn loops_fit(&self, d: &MatmulDims, plan: &MatmulPlan) -> bool {
+        let loops = match plan.kernel {
+            MatmulKernel::Tiled { .. } => super::tiled_loops(plan.tile, plan.k_per_split),
+            MatmulKernel::Narrow => super::narrow_loops(d, plan.tile),
+            MatmulKernel::Coop { .. } => 0,
+        };
+        !self.is_software() || loops <= super::SOFTWARE_LOOP_BUDGET
+    }
+
     /// `kernel` with its `tile` and the K split chosen for them.
     fn with_k_split(
         &self,
@@ -726,7 +738,8 @@ impl GpuBackend {
     /// default build of each kernel, whole, and in half and twice the chosen splits. What the
     /// options force ([`TileChoice::Fixed`], one buffer, a K split, a layout, 64 k per step,
     /// two slices ahead in either kernel) is not varied; f32 products split into f16 parts
-    /// keep their one layout.
+    /// keep their one layout. On a software adapter, only plans within its loop limit
+    /// ([`Self::loops_fit`]) besides the shape's own.
     fn plan_candidates(&self, d: &MatmulDims) -> Result<Vec<MatmulPlan>> {
         let own = self.plan_by_shape(d)?;
         let tiles: &[usize] = match self.matmul_tile {
@@ -772,7 +785,8 @@ impl GpuBackend {
         // depth (the software adapters' cooperative-matrix kernel may not).
         let vary_splits = self.k_splits.is_none() && !self.is_software();
         let mut plans = vec![own];
-        plans.extend(self.narrow_plans(d).into_iter().filter(|&plan| plan != own));
+        let others = self.narrow_plans(d).into_iter();
+        plans.extend(others.filter(|plan| *plan != own && self.loops_fit(d, plan)));
         for kernel_builds in builds {
             for (i, (kernel, tile)) in kernel_builds.into_iter().enumerate() {
                 if !self.grid_fits(d, tile) {
@@ -793,7 +807,7 @@ impl GpuBackend {
                     ..chosen
                 });
                 for plan in std::iter::once(chosen).chain(variants) {
-                    if !plans.contains(&plan) {
+                    if !plans.contains(&plan) && self.loops_fit(d, &plan) {
                         plans.push(plan);
                     }
                 }
