@@ -639,10 +639,11 @@ fn check_peer_terms(
     peers: &std::ops::Range<usize>,
     groups: usize,
 ) -> Result<()> {
-    if !(temperature.is_finite() && temperature >= f32::MIN_POSITIVE) {
+    // T² scales the KL rows: where it is not a normal f32 (T below about 1.1e-19) the kernels
+    // took 0·inf (NaN rows at T = 2e-38, where the twin gave 2e-37).
+    if !(temperature.is_finite() && temperature > 0.0 && (temperature * temperature).is_normal()) {
         return Err(CohortError::InvalidConfig(format!(
-            "temperature must be positive and at least {:e} (1/T finite in f32), got {}",
-            f32::MIN_POSITIVE,
+            "temperature must be positive with T² a normal f32 (T at least about 1.1e-19), got {}",
             short_number(temperature)
         )));
     }

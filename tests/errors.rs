@@ -402,14 +402,23 @@ fn spec_and_operand_errors<B: Backend>(b: &B) {
         is_config(r, "dml_loss smoothing");
     }
     // Temperatures that are not positive, or so small that 1/T is infinite in f32 (the GPU
-    // kernels' rows came out NaN), and peer ranges empty or past the stack.
-    for temperature in [0.0, -1.0, f32::INFINITY, 1e-40] {
+    // kernels' rows came out NaN) or T² is not a normal f32 (NaN KL rows: 0·inf), and peer
+    // ranges empty or past the stack.
+    for temperature in [0.0, -1.0, f32::INFINITY, 1e-40, 2e-38, 1e-20] {
         let spec = DmlLossSpec {
             temperature,
             ..dml.clone()
         };
         let r = b.dml_loss(&logits, &labels, &mut dml_rows, &mut dz, &spec);
         is_config(r, "dml_loss temperature");
+        let spec = KlSpec {
+            temperature,
+            grad_scale: 1.0,
+            accumulate: false,
+            peers: 0..2,
+        };
+        let r = b.kl_div(&logits, &mut ce_rows, &mut dz, &spec);
+        is_config(r, "kl_div temperature");
     }
     // Gradient factors that are not finite (every gradient came out NaN, without an error).
     for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {

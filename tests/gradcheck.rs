@@ -205,14 +205,17 @@ fn bias_and_activation_gradients() {
         Activation::Gelu,
         Activation::Tanh,
     ] {
-        // Keep pre-activations away from ReLU's kink so the finite difference is valid.
+        // A bias of its own a column (with none, a derivative taken at x instead of x + b
+        // passed); pre-activations kept away from ReLU's kink so the finite difference is
+        // valid.
+        let bias = random(9, groups * cols, 0.5);
         let mut x = random(7, n, 2.0);
-        for v in &mut x {
-            if v.abs() < 0.05 {
+        for (i, v) in x.iter_mut().enumerate() {
+            let b = bias[i / (rows * cols) * cols + i % cols];
+            if (*v + b).abs() < 0.05 {
                 *v += 0.2;
             }
         }
-        let bias = vec![0.0; groups * cols];
         let g = random(8, n, 1.0);
         let loss = |x: &[f64], bias: &[f64]| {
             let mut y = vec![0.0; n];

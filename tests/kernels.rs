@@ -3105,6 +3105,18 @@ fn optimizers_match_cpu_over_several_steps() {
         adam(0.0, false, 1.0),
         adam(1e-2, false, 1.0 / 256.0),
         adam(1e-2, true, 1.0),
+        // Moments' decays and ε of their own (a kernel that took PyTorch's defaults as
+        // constants would pass every case above); ε large enough to move the update.
+        OptimizerStep::Adam {
+            lr: 1e-2,
+            beta1: 0.5,
+            beta2: 0.9,
+            eps: 0.05,
+            weight_decay: 1e-2,
+            decoupled: true,
+            t: 1,
+            grad_scale: 0.5,
+        },
     ];
     let mut checks = Vec::new();
     for step in &steps {
