@@ -2,7 +2,8 @@
 //! `[P, B, C]`: `softmax_ce` (per-row cross-entropy and its logits gradient, labels `[B]` shared by
 //! all peers), `kl_div` (the mutual-learning KL of every peer against the others, accumulated
 //! into a gradient: `T = 1`, `grad_scale = 1/B`, `accumulate = true`) and `dml_loss` (both in one
-//! pass, as the trainer's step runs them: CE and KL rows and the total gradient, `α = 1`).
+//! pass, as the trainer's step runs them: CE and KL rows and the total gradient, `α = 1`) and
+//! `count_correct` (each peer's and the ensemble's right rows, as evaluation counts them).
 //! Each iteration records one kernel inside `Runtime::time` (GPU timestamp queries; wall time
 //! around recording plus `finish()` where the adapter has none). Criterion reports bytes/s; at the
 //! end one summary line per shape goes to stderr with the median ms and GB/s, counting each
@@ -12,7 +13,8 @@
 //! - `kl_div`: logits read + dlogits read and written (accumulate) + losses written
 //!   = 4·(3·P·B·C + P·B) bytes;
 //! - `dml_loss`: logits read + labels read + CE and KL rows written + dlogits written
-//!   = 4·(2·P·B·C + B + 2·P·B) bytes.
+//!   = 4·(2·P·B·C + B + 2·P·B) bytes;
+//! - `count_correct`: logits read + labels read + counts written = 4·(P·B·C + B + P + 1) bytes.
 //!
 //! A small CPU group keeps the CPU twins' path exercised. Without a GPU adapter the GPU groups are
 //! skipped with a loud banner and only the CPU group runs.
@@ -26,7 +28,8 @@
 //! - `COHORT_BENCH_LOGITS`: comma-separated `PxBxC` (peers × batch × classes; P ≥ 2 for
 //!   `kl_div`, at most 32 on the GPU). Default `2x256x10,4x1024x100`.
 //! - `COHORT_BENCH_SAMPLES`, `COHORT_BENCH_JSON`, `COHORT_ADAPTER`: see `benches/common/mod.rs`.
-//!   JSON keys are `softmax_ce/<PxBxC>`, `kl_div/<PxBxC>` and `dml_loss/<PxBxC>` with
+//!   JSON keys are `softmax_ce/<PxBxC>`, `kl_div/<PxBxC>`, `dml_loss/<PxBxC>` and
+//!   `count_correct/<PxBxC>` with
 //!   `median_ms` and `gbps`.
 
 mod common;
@@ -86,7 +89,16 @@ enum Kernel {
     SoftmaxCe,
     KlDiv,
     DmlLoss,
+    CountCorrect,
 }
+
+/// Every kernel the bench times.
+const KERNELS: [Kernel; 4] = [
+    Kernel::SoftmaxCe,
+    Kernel::KlDiv,
+    Kernel::DmlLoss,
+    Kernel::CountCorrect,
+];
 
 impl Kernel {
     fn name(self) -> &'static str {
@@ -94,6 +106,7 @@ impl Kernel {
             Kernel::SoftmaxCe => "softmax_ce",
             Kernel::KlDiv => "kl_div",
             Kernel::DmlLoss => "dml_loss",
+            Kernel::CountCorrect => "count_correct",
         }
     }
 
@@ -104,6 +117,7 @@ impl Kernel {
             Kernel::SoftmaxCe => pbc + b + pb + pbc,
             Kernel::KlDiv => 3 * pbc + pb,
             Kernel::DmlLoss => 2 * pbc + b + 2 * pb,
+            Kernel::CountCorrect => pbc + b + s.p as u64 + 1,
         }
     }
 
@@ -142,6 +156,8 @@ struct Inputs<T> {
     /// CE and KL rows, `[2, P, B]`, for `dml_loss`.
     dml_losses: T,
     dlogits: T,
+    /// Right rows of each peer and the ensemble, `[P + 1]`, for `count_correct`.
+    counts: T,
 }
 
 impl<T> Inputs<T> {
@@ -153,12 +169,14 @@ impl<T> Inputs<T> {
         let losses = backend.zeros(&[s.p, s.b], DType::F32)?;
         let dml_losses = backend.zeros(&[2, s.p, s.b], DType::F32)?;
         let dlogits = backend.zeros(&s.dims(), DType::F32)?;
+        let counts = backend.zeros(&[s.p + 1], DType::U32)?;
         Ok(Inputs {
             logits,
             labels,
             losses,
             dml_losses,
             dlogits,
+            counts,
         })
     }
 
@@ -189,6 +207,9 @@ impl<T> Inputs<T> {
                 &mut self.dlogits,
                 &Kernel::dml_spec(s),
             ),
+            Kernel::CountCorrect => {
+                backend.count_correct(&self.logits, &self.labels, &mut self.counts)
+            }
         }
     }
 }
@@ -210,7 +231,7 @@ impl Row {
 
     fn line(&self) -> String {
         format!(
-            "SUMMARY {:<10} {:<3} {:>14} | median {:>10.4} ms | {:>9.4} GB/s | {} iters, {}",
+            "SUMMARY {:<13} {:<3} {:>14} | median {:>10.4} ms | {:>9.4} GB/s | {} iters, {}",
             self.kernel.name(),
             self.backend,
             self.shape.to_string(),
@@ -289,7 +310,7 @@ fn bench_cpu(c: &mut Criterion, samples: usize, rows: &mut Vec<Row>) {
     let s = Logits::parse(CPU_LOGITS).expect("valid CPU shape");
     let mut group = c.benchmark_group("losses-cpu");
     group.sample_size(samples);
-    for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv, Kernel::DmlLoss] {
+    for kernel in KERNELS {
         let mut inputs = Inputs::new(&cpu, s, 3).expect("CPU tensors");
         group.throughput(Throughput::Bytes(kernel.bytes(s)));
         let id = BenchmarkId::new(kernel.name(), s);
@@ -326,7 +347,7 @@ fn main() {
         let mut clock = None;
         let mut group = c.benchmark_group("losses-gpu");
         group.sample_size(samples);
-        for kernel in [Kernel::SoftmaxCe, Kernel::KlDiv, Kernel::DmlLoss] {
+        for kernel in KERNELS {
             bench_gpu_kernel(
                 &mut group, gpu, kernel, &shapes, &mut clock, samples, &mut rows, &mut json,
             );

@@ -293,6 +293,11 @@ pub struct Predictions {
     pub peers: Vec<f32>,
     /// The ensemble's probabilities, the mean of the peers', `[rows, classes]`.
     pub ensemble: Vec<f32>,
+    /// The ensemble's class of each row, from the peers' logits as the accuracy counts take
+    /// it ([`crate::cpu::count_correct::ensemble_class`]): where confident peers disagree,
+    /// probabilities within f32's spacing of 1 are told apart, which `ensemble`'s rounded
+    /// means may not be.
+    pub ensemble_class: Vec<usize>,
 }
 
 /// The most likely class of each row of `classes` probabilities in `probabilities` (none where
@@ -305,10 +310,10 @@ fn most_likely(probabilities: &[f32], classes: usize) -> Vec<usize> {
 }
 
 impl Predictions {
-    /// The ensemble's most likely class of each row (the lowest of ties; none where there
-    /// are no classes).
+    /// The ensemble's most likely class of each row ([`Self::ensemble_class`]; the lowest of
+    /// ties).
     pub fn ensemble_classes(&self) -> Vec<usize> {
-        most_likely(&self.ensemble, self.classes)
+        self.ensemble_class.clone()
     }
 
     /// How many peers' probabilities `peers` holds (0 where there are no rows or classes).
@@ -1428,6 +1433,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
         let uploaded = self.upload(&data)?;
         let p = self.config.peers.len();
         let mut peers = host_vec::<f32>(p * rows * classes, || "predictions".into())?;
+        let mut ensemble_class = host_vec::<usize>(rows, || "predictions".into())?;
         let mut done = 0;
         // The workspace of a last, partial batch is this call's own: not kept.
         let kept: Vec<usize> = self.workspaces.keys().copied().collect();
@@ -1451,6 +1457,12 @@ impl<'b, B: Backend> Trainer<'b, B> {
                     softmax_into(row, probs);
                 }
             }
+            for (row, class) in ensemble_class[done..done + n].iter_mut().enumerate() {
+                let rows: Vec<&[f32]> = (0..p)
+                    .map(|peer| &logits[(peer * n + row) * classes..][..classes])
+                    .collect();
+                *class = crate::cpu::count_correct::ensemble_class(&rows);
+            }
             done += n;
             Ok(())
         });
@@ -1469,6 +1481,7 @@ impl<'b, B: Backend> Trainer<'b, B> {
             classes,
             peers,
             ensemble,
+            ensemble_class,
         })
     }
 

@@ -1489,14 +1489,18 @@ pub mod f32_edge {
     /// Two peers of 3 classes, label 2: peer 0's ties weigh (½, ½, 0), peer 1 gives
     /// (0, 0.2, 0.8), so the ensemble picks class 2 (0.8 against 0.7); were each tie 1, class 1.
     pub const ENSEMBLE: [f32; 6] = [3e38, 3e38, -3e38, -100.0, -1.609_438, -0.223_143_55];
+    /// Two peers of 4 classes, label 1, each sure of its own class: peer 0 lacks 3·e⁻²⁰ (6e-9)
+    /// of 1 at class 0, peer 1 3·e⁻²⁵ (4e-11) at class 1, so the mean favours class 1 (by
+    /// 8e-9). Both round to 1 in f32: summed as they were, the classes tied and class 0 won.
+    pub const SATURATED: [f32; 8] = [20.0, 0.0, 0.0, 0.0, 0.0, 25.0, 0.0, 0.0];
 }
 
 /// The loss kernels on [`f32_edge`]'s rows against their twins: CE of the ties and (smoothed)
 /// of FAR, the KL and fused loss of TIED_PEERS and of FAR beside NEAR, and the accuracy counts
-/// of ENSEMBLE. Shaders that formed log-probabilities as z − (M + log Σ) lost the log-sum here,
-/// and differences past f32's largest gave inf.
+/// of ENSEMBLE and SATURATED. Shaders that formed log-probabilities as z − (M + log Σ) lost the
+/// log-sum here, differences past f32's largest gave inf, and summed probabilities near 1 tied.
 pub fn losses_at_f32s_edge(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
-    use f32_edge::{ENSEMBLE, FAR, NEAR, TIED_PEERS, TIES};
+    use f32_edge::{ENSEMBLE, FAR, NEAR, SATURATED, TIED_PEERS, TIES};
     let plain = CrossEntropySpec {
         label_smoothing: 0.0,
         grad_scale: 1.0,
@@ -1542,6 +1546,10 @@ pub fn losses_at_f32s_edge(gpu: &GpuBackend) -> Result<Vec<KernelCheck>> {
         (
             "ENSEMBLE",
             count_correct_on(gpu, &ENSEMBLE, &[2, 1, 3], &[2])?.0,
+        ),
+        (
+            "SATURATED",
+            count_correct_on(gpu, &SATURATED, &[2, 1, 4], &[1])?.0,
         ),
     ];
     Ok(checks

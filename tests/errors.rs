@@ -1449,6 +1449,7 @@ fn public_helpers_take_degenerate_and_huge_inputs_without_panicking() {
         classes: 0,
         peers: vec![],
         ensemble: vec![],
+        ensemble_class: vec![],
     };
     assert!(no_panic("ensemble_classes", || none.ensemble_classes()).is_empty());
     assert_eq!(
@@ -1460,6 +1461,7 @@ fn public_helpers_take_degenerate_and_huge_inputs_without_panicking() {
         classes: 2,
         peers: vec![0.25, 0.75],
         ensemble: vec![0.25, 0.75],
+        ensemble_class: vec![1],
     };
     assert_eq!(two.peer_classes(0), Some(vec![1]));
     assert_eq!((two.peer_count(), none.peer_count()), (1, 0));

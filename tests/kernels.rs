@@ -2297,7 +2297,7 @@ fn losses_hold_for_logits_near_f32s_largest() {
     // twins (validate::losses_at_f32s_edge, which `cohort check` runs too).
     use cohort::cpu::{count_correct::count_correct, kl_div::kl_div, softmax_ce::softmax_ce};
     use cohort::ops::LogitDims;
-    use validate::f32_edge::{ENSEMBLE, FAR, NEAR, TIED_PEERS, TIES};
+    use validate::f32_edge::{ENSEMBLE, FAR, NEAR, SATURATED, TIED_PEERS, TIES};
     let close = |got: &[f32], want: &[f64], what: &str| {
         for (g, w) in got.iter().zip(want) {
             let ok = ((*g as f64) - w).abs() <= 1e-6 * w.abs().max(1.0);
@@ -2355,6 +2355,9 @@ fn losses_hold_for_logits_near_f32s_largest() {
     let mut counts = [0u32; 3];
     count_correct(&ENSEMBLE, &[2], &mut counts, &dims(2, 3));
     assert_eq!(counts, [0, 1, 1], "CPU twin's counts");
+    let mut counts = [0u32; 3];
+    count_correct(&SATURATED, &[1], &mut counts, &dims(2, 4));
+    assert_eq!(counts, [0, 1, 1], "CPU twin's counts of confident peers");
     let Some(g) = gpu() else { return };
     report(
         "losses near f32's largest",
@@ -3329,6 +3332,24 @@ fn count_correct_checks(g: &cohort::GpuBackend) -> Vec<KernelCheck> {
         counts,
         vec![7, 7, 7],
         "three of four rows right, twice, from 1"
+    );
+    checks.push(check);
+    // Two confident peers that disagree, both within f32's spacing of 1 (each lacks 1e-8 or
+    // less): the one that lacks less carries the ensemble, in whichever lanes the classes are
+    // (summed as they were, the classes tied and the first won: row 0 wrong).
+    let sure = |k: usize, z: f32| {
+        let mut row = vec![0.0; 40];
+        row[k] = z;
+        row
+    };
+    let peer0 = [sure(3, 22.0), sure(3, 27.0)].concat();
+    let peer1 = [sure(30, 27.0), sure(30, 22.0)].concat();
+    let z = [peer0, peer1].concat();
+    let (check, counts) = validate::count_correct_on(g, &z, &[2, 2, 40], &[30, 3]).unwrap();
+    assert_eq!(
+        counts,
+        vec![3, 3, 5],
+        "confident peers apart, twice, from 1"
     );
     checks.push(check);
     // NaN logits never win, as on the CPU (a diverged model's rows): a row with NaN at classes
