@@ -353,8 +353,9 @@ where
     let mut chart = epoch_chart(&right, caption, epochs, 0.0..(hi * 1.05).max(1e-3))?;
     for i in 0..peers {
         let color = Palette99::pick(i).to_rgba();
-        // CE alone, comparable with the test CE and across values of α (the KL term's
-        // weight); the metrics file has the KL.
+        // CE alone, comparable across values of α (the KL term's weight), and with the test
+        // CE where labels are not smoothed (else it is taken against the smoothed targets);
+        // the metrics file has the KL.
         let train_ce = per_epoch(&|r| r.peers[i].train_ce);
         solid_line(&mut chart, train_ce, color.stroke_width(2), label(i))?;
         let test = per_epoch(&|r| r.peers[i].test_loss);

@@ -244,7 +244,9 @@ impl<T> DeviceData<T> {
 /// unreadable.)
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PeerReport {
-    /// Mean training cross-entropy.
+    /// Mean training cross-entropy, against the targets trained on: smoothed where label
+    /// smoothing is on (then at least their entropy, so not comparable with `test_loss`,
+    /// taken against the labels).
     #[serde(deserialize_with = "f32_or_nan")]
     pub train_ce: f32,
     /// Mean training KL term (T²-scaled, averaged over the other peers); measured even when

@@ -2898,6 +2898,32 @@ fn output_that_cannot_be_written_ends_the_run_without_a_panic() {
 }
 
 #[test]
+fn a_smoothed_runs_table_says_what_its_train_ce_is_taken_against() {
+    // With label smoothing the train CE is taken against the smoothed targets, never below
+    // their entropy (0.5003 for ε = 0.1 over 10 classes), while the test loss is against the
+    // labels: the table says so under it, and only then.
+    let run = |flags: &[&str]| {
+        let mut args = vec!["train", "--device", "cpu", "--quiet", "--epochs", "2"];
+        args.extend(flags);
+        let out = cohort(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let note = "(train CE against the labels smoothed by ε = 0.1: at least their entropy, 0.5003; \
+                the test loss against the labels)";
+    let smoothed = run(&["--label-smoothing", "0.1"]);
+    assert!(smoothed.contains(note), "{smoothed}");
+    let table = smoothed.split("after epoch 2:").nth(1).unwrap();
+    for peer in ["0 ", "1 "] {
+        let row = table.lines().find(|l| l.starts_with(peer)).unwrap();
+        let train_ce: f64 = row.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(train_ce >= 0.5003, "{smoothed}");
+    }
+    let plain = run(&[]);
+    assert!(!plain.contains("smoothed"), "{plain}");
+}
+
+#[test]
 fn a_feature_named_as_labels_are_is_warned_of() {
     // Two label-like names: the last column's labels, and `label` read as a feature (its
     // values would leak into the inputs); not where --label-column says.

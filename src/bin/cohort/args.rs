@@ -172,7 +172,8 @@ pub(crate) struct TrainArgs {
     /// Softmax temperature T of the KL term (up to 1000: above, f32 no longer resolves it).
     #[arg(long, default_value_t = 1.0, value_parser = f32_in_range)]
     pub(crate) temperature: f32,
-    /// Label smoothing of the cross-entropy.
+    /// Label smoothing ε of the cross-entropy: 1 − ε + ε/C on the label's class, ε/C on each
+    /// other (as PyTorch's); the train CE reported is taken against these targets.
     #[arg(long, default_value_t = 0.0, value_parser = f32_in_range)]
     pub(crate) label_smoothing: f32,
     /// simultaneous (one forward for all peers) or alternating (the paper's Algorithm 1).
@@ -187,7 +188,7 @@ pub(crate) struct TrainArgs {
     /// Momentum of sgd and nesterov [default: 0.9] (Adam's moments use β1 = 0.9, β2 = 0.999).
     #[arg(long, value_parser = f32_in_range)]
     pub(crate) momentum: Option<f32>,
-    /// Weight decay.
+    /// Weight decay, on weights and biases alike (as PyTorch's optimizers by default).
     #[arg(long, default_value_t = 5e-4, value_parser = f32_in_range)]
     pub(crate) weight_decay: f32,
     /// Learning-rate schedule: constant, cosine, or step:EPOCHS:GAMMA.

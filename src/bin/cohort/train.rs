@@ -26,6 +26,7 @@ pub(crate) fn train<B: Backend>(
     let (split, standardizer, config) = prepared;
     let epochs = config.epochs;
     let models: Vec<String> = config.peers.iter().map(|p| p.name()).collect();
+    let smoothing = (config.label_smoothing, config.classes());
     let history = run_training(
         backend,
         args,
@@ -40,7 +41,7 @@ pub(crate) fn train<B: Backend>(
     )?;
     // The result, with --quiet too (which leaves out the progress).
     if let Some(last) = history.last() {
-        print_summary(last, &models);
+        print_summary(last, &models, smoothing);
     }
     let epoch = history.last().map_or(0, |r| r.epoch);
     if crate::interrupt::asked().is_some() && epoch < epochs {
@@ -243,7 +244,9 @@ fn unscaled(args: &TrainArgs) -> &'static str {
 }
 
 /// The summary table of an epoch: each peer's losses and test accuracy, then the ensemble's.
-fn print_summary(report: &EpochReport, models: &[String]) {
+/// Prints the table of `report`; `(ε, classes)` of the labels' smoothing say under it what the
+/// train CE was taken against.
+fn print_summary(report: &EpochReport, models: &[String], (epsilon, classes): (f32, usize)) {
     println!();
     println!("after epoch {}:", report.epoch);
     println!(
@@ -270,6 +273,23 @@ fn print_summary(report: &EpochReport, models: &[String]) {
         "",
         pct(report.ensemble_accuracy)
     );
+    if epsilon > 0.0 {
+        println!(
+            "(train CE against the labels smoothed by ε = {}: at least their entropy, {:.4}; the \
+             test loss against the labels)",
+            short_number(epsilon),
+            smoothed_entropy(epsilon as f64, classes)
+        );
+    }
+}
+
+/// The entropy of a label smoothed by `epsilon` over `classes` classes (1 − ε + ε/C on the
+/// label, ε/C on each other class): the least cross-entropy against it.
+fn smoothed_entropy(epsilon: f64, classes: usize) -> f64 {
+    let (c, other) = (classes as f64, epsilon / classes as f64);
+    let label = 1.0 - epsilon + other;
+    let term = |q: f64| if q > 0.0 { -q * q.ln() } else { 0.0 };
+    term(label) + (c - 1.0) * term(other)
 }
 
 /// Mean and sample standard deviation (None for a single value, where it is undefined).
