@@ -1631,6 +1631,22 @@ fn a_loss_that_overflows_says_what_steadies_it() {
         ) && stderr.contains("error: loss became"),
         "{stderr}"
     );
+    // Learning rate 3: epoch 1's training diverges and its test loss overflows; the warning
+    // of the test loss names the divergence, not the test rows' scaling (they are the
+    // training rows' own).
+    let out = cohort(&[
+        "train", "--device", "cpu", "--epochs", "3", "--lr", "3", "--quiet",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("training is diverging")
+            && stderr.contains(
+                "overflow, so the test accuracy means nothing; the training \
+                                diverging (above)?"
+            )
+            && !stderr.contains("are the test rows scaled"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1689,7 +1705,8 @@ fn test_rows_scaled_otherwise_are_warned_of_and_their_overflow_named() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("past f16's 65504 in a hidden layer"),
+        stderr.contains("past f16's 65504 in a hidden layer")
+            && stderr.contains("are the test rows scaled as the training rows?"),
         "{stderr}"
     );
     // Two seeds: the cross-entropy gains are NaN, neither ahead nor behind.

@@ -166,10 +166,14 @@ fn run_training<B: Backend>(
                 } else {
                     ""
                 };
+                // Where training diverges (warned of above), that is the likelier cause.
+                let cause = match warned_of_divergence.get() {
+                    true => "the training diverging (above)?",
+                    false => "are the test rows scaled as the training rows?",
+                };
                 eprintln!(
                     "warning: epoch {}: test loss {}: the logits of some test rows overflow{f16}, \
-                     so the test accuracy means nothing; are the test rows scaled as the \
-                     training rows?",
+                     so the test accuracy means nothing; {cause}",
                     report.epoch,
                     overflowing.join(", ")
                 );
