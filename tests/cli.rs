@@ -1343,7 +1343,7 @@ fn predict_writes_each_rows_classes_and_probabilities() {
     }
     // The embedded digits' file read as CSV is the same data (pixels 0..16, not rescaled):
     // its rows, in file order, get the same accuracy (they once got 85%, 16 times too large).
-    let csv = format!("csv:{}/data/digits.csv.gz", env!("CARGO_MANIFEST_DIR"));
+    let csv = format!("csv:{}", common::crate_path("data/digits.csv.gz").display());
     let as_csv = cohort(&["predict", &ckpt, "--device", "cpu", "--data", &csv]);
     assert!(as_csv.status.success(), "{}", text(&as_csv.stderr));
     let said = text(&as_csv.stderr);
@@ -2748,15 +2748,8 @@ fn check_runs_every_kernel_against_the_cpu_reference() {
         .filter(|l| l.ends_with(" ok"))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    let root = [
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
-        std::path::Path::new("."),
-    ]
-    .into_iter()
-    .find(|root| root.join("shaders").is_dir())
-    .expect("the shaders folder");
     let mut shaders = 0;
-    for entry in std::fs::read_dir(root.join("shaders")).unwrap() {
+    for entry in std::fs::read_dir(common::crate_path("shaders")).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         let Some(kernel) = name.strip_suffix(".wgsl") else {
             continue;

@@ -12,7 +12,8 @@
 #                                                         in plain WGSL: slow to compile on lavapipe;
 #     the commands that force the 2x2:4x4 layout then fail here, its 44 KiB of workgroup memory
 #     being over lavapipe's 32: on 2026-12-05 `check unroll tune` so took 27 minutes, every other
-#     command exit 0)
+#     command exit 0; the variants and tensorcores parts' split-f32 commands need it too, else
+#     they fail here for want of tensor cores)
 #
 # Needs cargo (it builds the release executables, as ../shared/gpu/stage.sh does), python3 and
 # perl. Prints where the results are and exits non-zero if any command of the call failed.

@@ -337,8 +337,11 @@ part_tests() {
   # As in CI: a GPU test that finds no adapter fails instead of skipping. Not the Khronos
   # validation test: the GPU machine has no validation layer, and Debian's (1.3.239) predates
   # the cooperative matrices the H200's device enables.
+  # Not test-examples: stage_gpu.sh leaves the example programs out, for room, and under CI
+  # their test fails for want of them (the examples run in CI and on lavapipe).
   export CI=true
   for t in .gpu/bin/test-*; do
+    [ "$(basename "$t")" = test-examples ] && { echo "=== test-examples left out (examples not staged)" | tee -a "$out/summary.log"; continue; }
     run "$(basename "$t")" "$t" --nocapture --test-threads 4 --skip khronos_validation
   done
   [ -x .gpu/bin/lib-cohort-test ] && run lib-cohort-test .gpu/bin/lib-cohort-test

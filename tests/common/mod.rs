@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -118,6 +118,17 @@ pub fn hinted_gpu(g: &GpuBackend) -> Option<GpuBackend> {
 /// `n` seeded floats uniform in [lo, hi).
 pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
+}
+
+/// `path` (relative to the crate root) in the build's crate root, or in the working directory
+/// where the test was built elsewhere (the GPU machine runs the staged tests from a copy of the
+/// repository).
+pub fn crate_path(path: &str) -> PathBuf {
+    [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")]
+        .into_iter()
+        .map(|root| root.join(path))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{path} not found in the crate root or the working directory"))
 }
 
 /// Runs `python3 SCRIPT ARGS…` from the crate root, or from the working directory where the test
