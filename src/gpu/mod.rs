@@ -173,7 +173,8 @@ const SOFTWARE_COOP_K_PER_DISPATCH: usize = 512;
 /// (see [`SOFTWARE_COOP_K_PER_DISPATCH`]), with room for the small loops around the main one.
 /// Rows of many classes (or many peers) are spread over more threads, then over several
 /// dispatches of fewer peers each, to stay under it; products deeper than ~1M (tiled: 16 k a
-/// loop in the 64 tile, [`tiled_loops`]) and sums over more than ~1M rows (16 threads a column) are refused there.
+/// loop in the 64 tile, [`tiled_loops`]) and sums over more than ~1M rows (16 threads a
+/// column) are refused there.
 const SOFTWARE_LOOP_BUDGET: usize = 60_000;
 
 /// The loop iterations a thread of `shaders/matmul.wgsl` in tiles of `tile` runs over a K
