@@ -120,26 +120,25 @@ pub fn uniform(seed: u64, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     Rng::new(seed).uniform_vec(n, lo, hi)
 }
 
-/// `path` (relative to the crate root) in the build's crate root, or in the working directory
-/// where the test was built elsewhere (the GPU machine runs the staged tests from a copy of the
-/// repository).
-pub fn crate_path(path: &str) -> PathBuf {
+/// The crate root that holds `path`: the build's, or the working directory where the test was
+/// built elsewhere (the GPU machine runs the staged tests from a copy of the repository).
+pub fn crate_root(path: &str) -> &'static Path {
     [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")]
         .into_iter()
-        .map(|root| root.join(path))
-        .find(|p| p.exists())
+        .find(|root| root.join(path).exists())
         .unwrap_or_else(|| panic!("{path} not found in the crate root or the working directory"))
 }
 
-/// Runs `python3 SCRIPT ARGS…` from the crate root, or from the working directory where the test
-/// was built elsewhere (the GPU machine runs the staged tests from a copy of the repository).
+/// `path` (relative to the crate root) in the [`crate_root`] that holds it.
+pub fn crate_path(path: &str) -> PathBuf {
+    crate_root(path).join(path)
+}
+
+/// Runs `python3 SCRIPT ARGS…` from the [`crate_root`] that holds the script.
 /// `None` when python3 cannot run: a loud skip, or a failure under `CI=true` (`.ci/run` installs
 /// python3).
 pub fn python(script: &str, args: &[String]) -> Option<Output> {
-    let root = [Path::new(env!("CARGO_MANIFEST_DIR")), Path::new(".")]
-        .into_iter()
-        .find(|root| root.join(script).is_file())
-        .unwrap_or_else(|| panic!("{script} not found"));
+    let root = crate_root(script);
     match Command::new("python3")
         .arg(script)
         .args(args)

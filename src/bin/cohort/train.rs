@@ -247,9 +247,9 @@ fn unscaled(args: &TrainArgs) -> &'static str {
     }
 }
 
-/// The summary table of an epoch: each peer's losses and test accuracy, then the ensemble's.
-/// Prints the table of `report`; `(ε, classes)` of the labels' smoothing say under it what the
-/// train CE was taken against.
+/// The summary table of an epoch: each peer's losses and test accuracy, then the ensemble's;
+/// where the labels were smoothed (`(ε, classes)`), a line under it says what the train CE was
+/// taken against.
 fn print_summary(report: &EpochReport, models: &[String], (epsilon, classes): (f32, usize)) {
     println!();
     println!("after epoch {}:", report.epoch);
